@@ -1,0 +1,118 @@
+//! Vote keeping for one (round, kind): at most one vote per validator, power per value, and
+//! detection of a validator voting twice differently (equivocation).
+
+use crate::state::DuplicateVote;
+use crate::types::{SignedVote, ValidatorIndex, ValueId};
+use crate::validators::ValidatorSet;
+
+/// What adding a vote did.
+#[derive(Debug)]
+pub(crate) enum AddVote {
+    /// First vote of this validator: counted.
+    Counted,
+    /// The same vote again: ignored.
+    Duplicate,
+    /// A different vote from a validator that already voted: not counted; evidence, reported
+    /// once per validator.
+    Conflict(Box<DuplicateVote>),
+    /// A conflict already reported for this validator: ignored.
+    ConflictAgain,
+}
+
+/// Votes of one kind in one round.
+#[derive(Clone, Debug)]
+pub(crate) struct Tally {
+    by_validator: Vec<Option<SignedVote>>,
+    equivocated: Vec<bool>,
+    nil_power: u64,
+    /// Power per value, in first-seen order; tiny (honest validators agree, each byzantine one
+    /// adds at most one entry).
+    value_power: Vec<(ValueId, u64)>,
+    total_power: u64,
+}
+
+impl Tally {
+    pub(crate) fn new(validators: usize) -> Self {
+        Tally {
+            by_validator: vec![None; validators],
+            equivocated: vec![false; validators],
+            nil_power: 0,
+            value_power: Vec::new(),
+            total_power: 0,
+        }
+    }
+
+    /// Adds `vote` by a validator of `power`. The caller has checked the index is in the set.
+    pub(crate) fn add(&mut self, vote: SignedVote, power: u64) -> AddVote {
+        let i = vote.message.validator.as_usize();
+        let Some(slot) = self.by_validator.get_mut(i) else {
+            return AddVote::Duplicate;
+        };
+        match slot {
+            Some(existing) if existing.message.value == vote.message.value => AddVote::Duplicate,
+            Some(existing) => {
+                if self.equivocated[i] {
+                    return AddVote::ConflictAgain;
+                }
+                self.equivocated[i] = true;
+                AddVote::Conflict(Box::new(DuplicateVote {
+                    first: existing.clone(),
+                    second: vote,
+                }))
+            }
+            None => {
+                match vote.message.value {
+                    None => self.nil_power += power,
+                    Some(v) => match self.value_power.iter_mut().find(|(id, _)| *id == v) {
+                        Some((_, p)) => *p += power,
+                        None => self.value_power.push((v, power)),
+                    },
+                }
+                self.total_power += power;
+                *slot = Some(vote);
+                AddVote::Counted
+            }
+        }
+    }
+
+    /// Whether `validator` has a counted vote here.
+    pub(crate) fn voted(&self, validator: ValidatorIndex) -> bool {
+        self.by_validator
+            .get(validator.as_usize())
+            .is_some_and(|v| v.is_some())
+    }
+
+    /// Power of the votes for `value` (`None`: nil).
+    pub(crate) fn power_for(&self, value: Option<ValueId>) -> u64 {
+        match value {
+            None => self.nil_power,
+            Some(v) => self
+                .value_power
+                .iter()
+                .find(|(id, _)| *id == v)
+                .map_or(0, |(_, p)| *p),
+        }
+    }
+
+    /// Power of all counted votes.
+    pub(crate) fn total_power(&self) -> u64 {
+        self.total_power
+    }
+
+    /// The value (or nil, as `Some(None)`) with more than two thirds of the power, if any. At
+    /// most one can have it, since each validator is counted once.
+    pub(crate) fn quorum_value(&self, set: &ValidatorSet) -> Option<Option<ValueId>> {
+        if set.is_quorum(self.nil_power) {
+            return Some(None);
+        }
+        self.value_power
+            .iter()
+            .find(|(_, p)| set.is_quorum(*p))
+            .map(|(v, _)| Some(*v))
+    }
+
+    /// Counted votes in validator-set order.
+    pub(crate) fn votes(&self) -> impl Iterator<Item = &SignedVote> {
+        self.by_validator.iter().flatten()
+    }
+}
