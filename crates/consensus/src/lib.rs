@@ -16,8 +16,8 @@ pub mod validators;
 mod votes;
 
 pub use state::{
-    Action, Config, Consensus, Decision, DuplicateVote, Event, Step, Timeout, TimeoutKind,
-    MAX_FUTURE_ROUNDS_PER_VALIDATOR, MAX_PROPOSALS_PER_ROUND,
+    Action, Certificate, Config, Consensus, Decision, DuplicateVote, Event, Step, Timeout,
+    TimeoutKind, MAX_FUTURE_ROUNDS_PER_VALIDATOR, MAX_PROPOSALS_PER_ROUND,
 };
 pub use types::{
     Height, Proposal, Round, Signature, Signed, SignedProposal, SignedVote, ValidatorIndex,

@@ -140,6 +140,25 @@ pub enum Event {
     },
     /// A scheduled timeout expired.
     Timeout(Timeout),
+    /// Votes that together prove a quorum (a commit, a polka), relayed by a peer. The core
+    /// checks it as a whole; it counts even where an equivocator's other vote arrived first.
+    Certificate(Certificate),
+}
+
+/// More than two thirds of the power, from distinct validators, signing the same kind, height,
+/// round and value. The driver verifies each signature; the core checks the rest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Certificate {
+    /// Prevotes (a polka) or precommits (a commit).
+    pub kind: VoteKind,
+    /// The height.
+    pub height: Height,
+    /// The round.
+    pub round: Round,
+    /// The value; `None` certifies nil.
+    pub value: Option<ValueId>,
+    /// The votes.
+    pub votes: Vec<SignedVote>,
 }
 
 /// What the core asks the driver to do.
@@ -310,6 +329,32 @@ impl Consensus {
         self.state.as_ref().and_then(|s| s.me)
     }
 
+    /// Certificates for every quorum this node holds at the current height (polkas and
+    /// commits for a value, or for nil), for relaying to peers that missed votes.
+    pub fn certificates(&self) -> Vec<Certificate> {
+        let Some(s) = &self.state else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (round, rs) in &s.rounds {
+            for (kind, tally) in [
+                (VoteKind::Prevote, &rs.prevotes),
+                (VoteKind::Precommit, &rs.precommits),
+            ] {
+                if let Some((value, votes)) = tally.quorum_votes(&s.validators) {
+                    out.push(Certificate {
+                        kind,
+                        height: s.height,
+                        round: *round,
+                        value,
+                        votes,
+                    });
+                }
+            }
+        }
+        out
+    }
+
     /// The validator set of the current height.
     pub fn validators(&self) -> Option<&ValidatorSet> {
         self.state.as_ref().map(|s| &s.validators)
@@ -340,6 +385,11 @@ impl Consensus {
             } => {
                 if let Some(s) = self.state.as_mut() {
                     s.on_value(height, round, value, &mut out);
+                }
+            }
+            Event::Certificate(c) => {
+                if let Some(s) = self.state.as_mut() {
+                    s.accept_certificate(c, &mut out);
                 }
             }
             Event::Timeout(t) => {
@@ -449,6 +499,41 @@ impl HeightState {
         if let AddVote::Conflict(evidence) = tally.add(vote, power) {
             out.push(Action::Evidence(*evidence));
         }
+    }
+
+    fn accept_certificate(&mut self, c: Certificate, out: &mut Vec<Action>) {
+        if self.step == Step::Decided || c.height != self.height {
+            return;
+        }
+        let mut seen = vec![false; self.validators.len()];
+        let mut power = 0u64;
+        for v in &c.votes {
+            let m = v.message;
+            let i = m.validator.as_usize();
+            if m.kind != c.kind || m.height != c.height || m.round != c.round || m.value != c.value
+            {
+                return;
+            }
+            match seen.get_mut(i) {
+                Some(s) if !*s => *s = true,
+                _ => return, // outside the set, or signed twice
+            }
+            power += self.validators.power(m.validator);
+        }
+        if !self.validators.is_quorum(power) {
+            return;
+        }
+        // A quorum includes at least one honest validator above, so rounds up to it are real.
+        // Counted votes also feed the "any" thresholds and evidence.
+        for v in &c.votes {
+            self.accept_vote(v.clone(), out);
+        }
+        let rs = self.round_state(c.round);
+        let tally = match c.kind {
+            VoteKind::Prevote => &mut rs.prevotes,
+            VoteKind::Precommit => &mut rs.precommits,
+        };
+        tally.certify(c.value, c.votes);
     }
 
     fn cast(&self, out: &mut Vec<Action>, kind: VoteKind, value: Option<ValueId>) {
@@ -572,7 +657,7 @@ impl HeightState {
                     let polka = self
                         .rounds
                         .get(&vr)
-                        .is_some_and(|r| self.validators.is_quorum(r.prevotes.power_for(Some(v))));
+                        .is_some_and(|r| r.prevotes.has_quorum_for(&self.validators, Some(v)));
                     if !polka {
                         continue;
                     }
@@ -657,7 +742,7 @@ impl HeightState {
         let nil_quorum = self
             .rounds
             .get(&self.round)
-            .is_some_and(|rs| self.validators.is_quorum(rs.prevotes.power_for(None)));
+            .is_some_and(|rs| rs.prevotes.has_quorum_for(&self.validators, None));
         if !nil_quorum {
             return false;
         }
@@ -698,7 +783,7 @@ impl HeightState {
                     round: *round,
                     value,
                     proposal: proposal.clone(),
-                    precommits: rs.precommits.votes().cloned().collect(),
+                    precommits: rs.precommits.proof_for(Some(value)),
                 });
                 break;
             }

@@ -29,6 +29,9 @@ pub(crate) struct Tally {
     /// adds at most one entry).
     value_power: Vec<(ValueId, u64)>,
     total_power: u64,
+    /// A verified quorum certificate for one value: it wins over first-seen counting, which an
+    /// equivocator can bend differently at every node.
+    certified: Option<(Option<ValueId>, Vec<SignedVote>)>,
 }
 
 impl Tally {
@@ -39,6 +42,15 @@ impl Tally {
             nil_power: 0,
             value_power: Vec::new(),
             total_power: 0,
+            certified: None,
+        }
+    }
+
+    /// Records a certificate the caller has verified (distinct signers of this kind, height and
+    /// round, all for `value`, more than two thirds of the power).
+    pub(crate) fn certify(&mut self, value: Option<ValueId>, votes: Vec<SignedVote>) {
+        if self.certified.is_none() {
+            self.certified = Some((value, votes));
         }
     }
 
@@ -83,7 +95,7 @@ impl Tally {
     }
 
     /// Power of the votes for `value` (`None`: nil).
-    pub(crate) fn power_for(&self, value: Option<ValueId>) -> u64 {
+    fn power_for(&self, value: Option<ValueId>) -> u64 {
         match value {
             None => self.nil_power,
             Some(v) => self
@@ -99,9 +111,18 @@ impl Tally {
         self.total_power
     }
 
+    /// Whether more than two thirds of the power voted for `value` (`None`: nil).
+    pub(crate) fn has_quorum_for(&self, set: &ValidatorSet, value: Option<ValueId>) -> bool {
+        self.certified.as_ref().is_some_and(|(v, _)| *v == value)
+            || set.is_quorum(self.power_for(value))
+    }
+
     /// The value (or nil, as `Some(None)`) with more than two thirds of the power, if any. At
-    /// most one can have it, since each validator is counted once.
+    /// most one can have it while at most a third of the power is byzantine.
     pub(crate) fn quorum_value(&self, set: &ValidatorSet) -> Option<Option<ValueId>> {
+        if let Some((v, _)) = &self.certified {
+            return Some(*v);
+        }
         if set.is_quorum(self.nil_power) {
             return Some(None);
         }
@@ -111,8 +132,34 @@ impl Tally {
             .map(|(v, _)| Some(*v))
     }
 
-    /// Counted votes in validator-set order.
-    pub(crate) fn votes(&self) -> impl Iterator<Item = &SignedVote> {
-        self.by_validator.iter().flatten()
+    /// The votes proving the quorum for `value`, in validator-set order: the certificate's if
+    /// there is one for it, otherwise the counted votes (all of them, nil and others included,
+    /// as CometBFT commits carry them).
+    pub(crate) fn proof_for(&self, value: Option<ValueId>) -> Vec<SignedVote> {
+        match &self.certified {
+            Some((v, votes)) if *v == value => votes.clone(),
+            _ => self.by_validator.iter().flatten().cloned().collect(),
+        }
+    }
+
+    /// The votes for `value` only, if they make a quorum (for relaying as a certificate).
+    pub(crate) fn quorum_votes(
+        &self,
+        set: &ValidatorSet,
+    ) -> Option<(Option<ValueId>, Vec<SignedVote>)> {
+        let value = self.quorum_value(set)?;
+        if let Some((v, votes)) = &self.certified {
+            if *v == value {
+                return Some((value, votes.clone()));
+            }
+        }
+        let votes = self
+            .by_validator
+            .iter()
+            .flatten()
+            .filter(|v| v.message.value == value)
+            .cloned()
+            .collect();
+        Some((value, votes))
     }
 }
