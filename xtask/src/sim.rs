@@ -74,6 +74,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         crashed: args.crashed,
         target_height: args.heights,
         behaviour,
+        expect_progress: None,
         trace: args.trace,
     };
     if !config.within_fault_bound() {

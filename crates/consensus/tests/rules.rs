@@ -873,3 +873,101 @@ fn equivocating_proposer_cannot_store_unbounded_proposals() {
         (MAX_PROPOSALS_PER_ROUND > 3) as usize
     );
 }
+
+// ---- Quorum certificates -------------------------------------------------------------------
+
+fn certificate(kind: VoteKind, r: u32, v: Option<ValueId>, from: &[ValidatorIndex]) -> Event {
+    Event::Certificate(Certificate {
+        kind,
+        height: H,
+        round: Round(r),
+        value: v,
+        votes: from
+            .iter()
+            .map(|i| signed_vote(kind, H, r, v, *i))
+            .collect(),
+    })
+}
+
+#[test]
+fn a_commit_certificate_decides_even_where_an_equivocator_voted_differently_first() {
+    let (mut f, _) = Fixture::role(4, false);
+    let others = f.others();
+    f.proposal(0, value(1), None, Validity::Valid);
+    // The equivocator's precommit for another value arrives first ...
+    f.vote(VoteKind::Precommit, 0, Some(value(2)), others[0]);
+    // ... so the two honest precommits for value 1 plus ours are only 2 + 0 counted here.
+    let out = f.votes(VoteKind::Precommit, 0, Some(value(1)), &others[1..]);
+    assert!(decisions(&out).is_empty());
+    let out = f.handle(certificate(VoteKind::Precommit, 0, Some(value(1)), &others));
+    let d = decisions(&out);
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0].value, value(1));
+    assert_eq!(d[0].precommits.len(), 3, "the certificate is the proof");
+}
+
+#[test]
+fn a_polka_certificate_lets_a_pol_proposal_through() {
+    let (mut f, _) = Fixture::role(4, false);
+    let others = f.others();
+    f.timeout(TimeoutKind::Propose, 0);
+    f.vote(VoteKind::Prevote, 0, None, others[0]); // first-seen nil from the equivocator
+    f.votes(VoteKind::Precommit, 0, None, &others);
+    f.timeout(TimeoutKind::Precommit, 0);
+    assert_ne!(f.proposer(1), f.me());
+    let out = f.proposal(1, value(3), Some(0), Validity::Valid);
+    assert!(cast(&out).is_empty());
+    let out = f.handle(certificate(VoteKind::Prevote, 0, Some(value(3)), &others));
+    assert_eq!(cast(&out), vec![(VoteKind::Prevote, 1, Some(value(3)))]);
+}
+
+#[test]
+fn certificates_without_a_quorum_or_with_foreign_votes_are_ignored() {
+    let (mut f, _) = Fixture::role(4, false);
+    let others = f.others();
+    f.proposal(0, value(1), None, Validity::Valid);
+    let short = certificate(VoteKind::Precommit, 0, Some(value(1)), &others[..2]);
+    let repeated = certificate(
+        VoteKind::Precommit,
+        0,
+        Some(value(1)),
+        &[others[0], others[0], others[1]],
+    );
+    let outsider = certificate(
+        VoteKind::Precommit,
+        0,
+        Some(value(1)),
+        &[others[0], others[1], ValidatorIndex(9)],
+    );
+    let mut mixed = certificate(VoteKind::Precommit, 0, Some(value(1)), &others);
+    if let Event::Certificate(c) = &mut mixed {
+        c.votes[2].message.round = Round(1);
+    }
+    let mut wrong_height = certificate(VoteKind::Precommit, 0, Some(value(1)), &others);
+    if let Event::Certificate(c) = &mut wrong_height {
+        c.height = Height(99);
+    }
+    for bad in [short, repeated, outsider, mixed, wrong_height] {
+        let out = f.handle(bad);
+        assert!(decisions(&out).is_empty());
+    }
+    assert_eq!(f.core.step(), Some(Step::Prevote));
+}
+
+#[test]
+fn certificates_exported_by_one_core_are_accepted_by_another() {
+    let (mut a, _) = Fixture::role(4, false);
+    let others = a.others();
+    a.proposal(0, value(5), None, Validity::Valid);
+    a.votes(VoteKind::Prevote, 0, Some(value(5)), &others);
+    let exported = a.core.certificates();
+    assert!(exported
+        .iter()
+        .any(|c| c.kind == VoteKind::Prevote && c.value == Some(value(5)) && c.votes.len() >= 3));
+    let (mut b, _) = Fixture::role(4, false);
+    b.proposal(0, value(5), None, Validity::Valid);
+    for c in exported {
+        b.handle(Event::Certificate(c));
+    }
+    assert_eq!(b.core.locked(), Some((Round(0), value(5))));
+}

@@ -183,7 +183,7 @@ impl Node {
 }
 
 /// The result of one seed.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
     /// The seed.
     pub seed: u64,
@@ -1215,7 +1215,7 @@ impl Simulation {
             self.checker.report(Violation::EventBudgetExceeded {
                 events: self.events,
             });
-        } else if self.config.within_fault_bound() {
+        } else if self.config.demands_progress() {
             let target = self.config.target_height;
             for i in self.live_honest().collect::<Vec<_>>() {
                 let reached = self.nodes[i].chain.len() as u64;

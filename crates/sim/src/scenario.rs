@@ -79,6 +79,8 @@ pub struct SimConfig {
     pub target_height: u64,
     /// Only this behaviour for all byzantine validators (otherwise drawn per validator).
     pub behaviour: Option<Behaviour>,
+    /// Demand progress after GST; `None`: exactly when the faults are within the bound.
+    pub expect_progress: Option<bool>,
     /// Print every delivery and action to stderr.
     pub trace: bool,
 }
@@ -92,6 +94,25 @@ impl SimConfig {
     /// Whether the run is within the fault assumption, so liveness can be demanded.
     pub fn within_fault_bound(&self) -> bool {
         self.byzantine + self.crashed <= self.max_faulty()
+    }
+
+    /// Whether the run must make progress after GST.
+    pub fn demands_progress(&self) -> bool {
+        self.expect_progress
+            .unwrap_or_else(|| self.within_fault_bound())
+    }
+
+    /// A configuration with defaults for everything but the fault counts.
+    pub fn new(validators: usize, byzantine: usize, crashed: usize) -> Self {
+        SimConfig {
+            validators,
+            byzantine,
+            crashed,
+            target_height: 5,
+            behaviour: None,
+            expect_progress: None,
+            trace: false,
+        }
     }
 }
 
