@@ -1,0 +1,154 @@
+//! The header hashes a block producer computes and the `tendermint` crate does not:
+//! `data_hash`, `last_commit_hash`, `last_results_hash`, `consensus_hash`, `evidence_hash`.
+//! Each follows CometBFT v0.38 (`types/tx.go`, `types/block.go`, `types/results.go`,
+//! `types/params.go`, `types/evidence.go`): a simple Merkle tree (RFC 6962 style, as in
+//! `tendermint::merkle`) over protobuf encodings, or SHA-256 for the parameters.
+
+use prost::Message;
+use sha2::{Digest, Sha256};
+use tendermint::block::{Commit, CommitSig};
+use tendermint::consensus::Params;
+use tendermint::evidence::Evidence;
+use tendermint::merkle::simple_hash_from_byte_vectors;
+use tendermint::Hash;
+use tendermint_proto::v0_38 as pb;
+
+type MerkleSha256 = tendermint::crypto::default::Sha256;
+
+fn merkle(leaves: &[Vec<u8>]) -> Hash {
+    Hash::Sha256(simple_hash_from_byte_vectors::<MerkleSha256>(leaves))
+}
+
+/// SHA-256 of `bytes`, as a `tendermint::Hash`.
+pub fn sha256(bytes: &[u8]) -> Hash {
+    Hash::Sha256(Sha256::digest(bytes).into())
+}
+
+/// `data_hash`: Merkle root whose leaves are the SHA-256 hashes of the transactions.
+pub fn data_hash<T: AsRef<[u8]>>(txs: &[T]) -> Hash {
+    let leaves: Vec<Vec<u8>> = txs
+        .iter()
+        .map(|tx| Sha256::digest(tx.as_ref()).to_vec())
+        .collect();
+    merkle(&leaves)
+}
+
+/// `last_commit_hash`: Merkle root over the protobuf encoding of each `CommitSig`, in
+/// validator-set order.
+pub fn commit_hash(commit: &Commit) -> Hash {
+    commit_sigs_hash(&commit.signatures)
+}
+
+/// Merkle root over the protobuf encodings of `signatures`.
+pub fn commit_sigs_hash(signatures: &[CommitSig]) -> Hash {
+    let leaves: Vec<Vec<u8>> = signatures
+        .iter()
+        .map(|sig| pb::types::CommitSig::from(sig.clone()).encode_to_vec())
+        .collect();
+    merkle(&leaves)
+}
+
+/// The fields of a transaction result that enter `last_results_hash` (CometBFT's
+/// deterministic subset of `ExecTxResult`); log, info, events and codespace do not.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TxResultDigest {
+    /// Result code; 0 is success.
+    pub code: u32,
+    /// Result data.
+    pub data: Vec<u8>,
+    /// Gas wanted.
+    pub gas_wanted: i64,
+    /// Gas used.
+    pub gas_used: i64,
+}
+
+/// `last_results_hash`: Merkle root over the protobuf encoding of each result's deterministic
+/// fields, in transaction order.
+pub fn results_hash(results: &[TxResultDigest]) -> Hash {
+    let leaves: Vec<Vec<u8>> = results
+        .iter()
+        .map(|r| {
+            pb::abci::ExecTxResult {
+                code: r.code,
+                data: prost::bytes::Bytes::from(r.data.clone()),
+                gas_wanted: r.gas_wanted,
+                gas_used: r.gas_used,
+                ..Default::default()
+            }
+            .encode_to_vec()
+        })
+        .collect();
+    merkle(&leaves)
+}
+
+/// `consensus_hash`: SHA-256 of the protobuf `HashedParams` (block max bytes and max gas only,
+/// so other parameters can change without changing the hash).
+pub fn consensus_params_hash(params: &Params) -> Hash {
+    let hashed = pb::types::HashedParams {
+        block_max_bytes: params.block.max_bytes as i64,
+        block_max_gas: params.block.max_gas,
+    };
+    sha256(&hashed.encode_to_vec())
+}
+
+/// `evidence_hash`: Merkle root over the protobuf encoding of each piece of evidence (the
+/// concrete evidence message, not the `Evidence` wrapper).
+pub fn evidence_hash(evidence: &[Evidence]) -> Hash {
+    let leaves: Vec<Vec<u8>> = evidence
+        .iter()
+        .map(|e| match pb::types::Evidence::from(e.clone()).sum {
+            Some(pb::types::evidence::Sum::DuplicateVoteEvidence(d)) => d.encode_to_vec(),
+            Some(pb::types::evidence::Sum::LightClientAttackEvidence(l)) => l.encode_to_vec(),
+            None => Vec::new(),
+        })
+        .collect();
+    merkle(&leaves)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EMPTY: &str = "E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855";
+
+    #[test]
+    fn empty_lists_hash_to_the_empty_sha256() {
+        let none: [&[u8]; 0] = [];
+        assert_eq!(data_hash(&none).to_string(), EMPTY);
+        assert_eq!(results_hash(&[]).to_string(), EMPTY);
+        assert_eq!(evidence_hash(&[]).to_string(), EMPTY);
+        assert_eq!(commit_sigs_hash(&[]).to_string(), EMPTY);
+    }
+
+    #[test]
+    fn results_hash_ignores_nothing_deterministic() {
+        let a = TxResultDigest {
+            code: 0,
+            data: b"x".to_vec(),
+            gas_wanted: 1,
+            gas_used: 1,
+        };
+        let b = TxResultDigest {
+            code: 1,
+            ..a.clone()
+        };
+        let c = TxResultDigest {
+            data: b"y".to_vec(),
+            ..a.clone()
+        };
+        let d = TxResultDigest {
+            gas_used: 2,
+            ..a.clone()
+        };
+        let h = |r: &TxResultDigest| results_hash(std::slice::from_ref(r));
+        assert_ne!(h(&a), h(&b));
+        assert_ne!(h(&a), h(&c));
+        assert_ne!(h(&a), h(&d));
+        assert_eq!(h(&a), h(&a.clone()));
+    }
+
+    #[test]
+    fn data_hash_depends_on_order() {
+        assert_ne!(data_hash(&[b"a", b"b"]), data_hash(&[b"b", b"a"]));
+    }
+}
