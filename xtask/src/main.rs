@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use std::process::Command;
 use std::time::Instant;
 
+mod bench;
 mod sim;
 
 #[derive(Parser)]
@@ -22,6 +23,8 @@ enum Cmd {
     Test(TestArgs),
     /// Show Bulwark working end to end (today: the simulated 4-validator network).
     Demo(DemoArgs),
+    /// Measure and write the figures in docs/BENCHMARKS.md.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -44,6 +47,7 @@ fn main() -> Result<()> {
         Cmd::Sim(args) => sim::run(args),
         Cmd::Test(args) => test(args),
         Cmd::Demo(args) => demo(args),
+        Cmd::Bench(args) => bench::run(args),
     }
 }
 
@@ -69,6 +73,17 @@ fn test(args: TestArgs) -> Result<()> {
     let mut doc = cargo();
     doc.args(["test", "--workspace", "--doc"]);
     run_checked(doc, "cargo test --workspace --doc")?;
+    // The headline simulations of the consensus issue, at full size: each exits non-zero on
+    // any violation and prints its seed and replay command.
+    for (seeds, validators, byzantine) in [(20_000, 4, 1), (2_000, 7, 2)] {
+        eprintln!("xtask: cargo xtask sim --seeds {seeds} --validators {validators} --byzantine {byzantine}");
+        sim::run(sim::SimArgs {
+            seeds,
+            validators,
+            byzantine,
+            ..sim::SimArgs::default()
+        })?;
+    }
     eprintln!("xtask: all tests passed in {:.0?}", started.elapsed());
     Ok(())
 }

@@ -1,0 +1,177 @@
+//! `cargo xtask bench`: measures and records figures in docs/BENCHMARKS.md, each section
+//! between markers so that one bench does not overwrite another's figures.
+
+use anyhow::{Context, Result};
+use bulwark_consensus::{
+    Action, Config, Consensus, Event, Height, Signature, Signed, Validator, ValidatorSet, Validity,
+    ValueId,
+};
+use bulwark_sim::scenario::SimConfig;
+use clap::Args;
+use std::path::Path;
+use std::time::Instant;
+
+#[derive(Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Seeds for the simulator figures.
+    #[arg(long, default_value_t = 10_000)]
+    pub seeds: u64,
+    /// Print only; do not rewrite docs/BENCHMARKS.md.
+    #[arg(long)]
+    pub no_write: bool,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+/// Heights a 4-validator network decides when every message is delivered at once: the cost of
+/// the core alone (no network, no signatures), as a ceiling for the node.
+fn core_heights_per_second(heights: u64) -> f64 {
+    let set = match ValidatorSet::genesis((0..4u8).map(|i| Validator::new(vec![i], 1)).collect()) {
+        Ok(set) => set,
+        Err(_) => return 0.0,
+    };
+    let mut cores: Vec<Consensus> = (0..4u8)
+        .map(|i| Consensus::new(Config::default(), Some(vec![i])))
+        .collect();
+    let started = Instant::now();
+    let mut decided = 0u64;
+    for h in 1..=heights {
+        let mut queue: std::collections::VecDeque<(usize, Event)> = (0..4)
+            .map(|i| {
+                (
+                    i,
+                    Event::NewHeight {
+                        height: Height(h),
+                        validators: set.clone(),
+                    },
+                )
+            })
+            .collect();
+        let mut value = [0u8; 32];
+        value[..8].copy_from_slice(&h.to_le_bytes());
+        while let Some((i, e)) = queue.pop_front() {
+            for a in cores[i].handle(e) {
+                match a {
+                    Action::GetValue { height, round } => queue.push_back((
+                        i,
+                        Event::ProposeValue {
+                            height,
+                            round,
+                            value: ValueId(value),
+                        },
+                    )),
+                    Action::Propose(p) => {
+                        for j in 0..4 {
+                            queue.push_back((
+                                j,
+                                Event::Proposal {
+                                    proposal: Signed::new(p, Signature::default()),
+                                    validity: Validity::Valid,
+                                },
+                            ));
+                        }
+                    }
+                    Action::Vote(v) => {
+                        for j in 0..4 {
+                            queue.push_back((j, Event::Vote(Signed::new(v, Signature::default()))));
+                        }
+                    }
+                    Action::Decide(_) if i == 0 => decided += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+    decided as f64 / started.elapsed().as_secs_f64()
+}
+
+fn sim_rate(seeds: u64, config: &SimConfig) -> Result<(f64, u64, u64, usize)> {
+    let started = Instant::now();
+    let mut heights = 0;
+    let mut events = 0;
+    let mut violations = 0;
+    for seed in 0..seeds {
+        let o = bulwark_sim::run(seed, config).context("simulator configuration")?;
+        heights += o.heights_decided;
+        events += o.events;
+        violations += o.violations.len();
+    }
+    Ok((started.elapsed().as_secs_f64(), heights, events, violations))
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    format!("{cpu}, {cores} cores")
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    eprintln!("bench: consensus core alone (4 validators, synchronous delivery, no signatures)");
+    let core_runs: Vec<f64> = (0..5).map(|_| core_heights_per_second(20_000)).collect();
+    let core = median(core_runs);
+    eprintln!("bench: {core:.0} heights/s");
+
+    let config = SimConfig::new(4, 1, 0);
+    eprintln!(
+        "bench: simulator, {} seeds of 4 validators with 1 byzantine, one thread",
+        args.seeds
+    );
+    let (secs, heights, events, violations) = sim_rate(args.seeds, &config)?;
+    let rate = heights as f64 / secs;
+    eprintln!("bench: {secs:.2} s, {heights} heights, {events} events, {violations} violations, {rate:.0} heights per CPU second");
+    let honest = SimConfig::new(4, 0, 0);
+    let (hsecs, hheights, _, _) = sim_rate(args.seeds, &honest)?;
+    let hrate = hheights as f64 / hsecs;
+    eprintln!("bench: honest network: {hsecs:.2} s, {hrate:.0} heights per CPU second");
+
+    let section = format!(
+        "## Consensus core and simulator\n\n\
+Measured by `cargo xtask bench` on {machine} (one thread, debug profile with the core and \
+simulator built at opt-level 3, as `cargo xtask` runs them).\n\n\
+| figure | value |\n|---|---|\n\
+| core alone: heights decided per second, 4 validators, synchronous delivery, no signatures (median of 5 runs of 20,000 heights) | {core:.0} |\n\
+| simulator: {seeds} seeds, 4 validators, 1 byzantine, faults before GST: wall time on one thread | {secs:.2} s |\n\
+| … heights decided (at least 5 per seed) / events processed | {heights} / {events} |\n\
+| … simulated decision rate (heights per CPU second) | {rate:.0} |\n\
+| simulator, {seeds} seeds, 4 honest validators: decision rate (heights per CPU second) | {hrate:.0} |\n\
+| invariant violations in these runs | {violations} |\n",
+        machine = machine(),
+        seeds = args.seeds,
+    );
+    if args.no_write {
+        println!("{section}");
+        return Ok(());
+    }
+    write_section("docs/BENCHMARKS.md", "consensus", &section)?;
+    eprintln!("bench: wrote docs/BENCHMARKS.md");
+    Ok(())
+}
+
+/// Replaces (or appends) the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`.
+pub fn write_section(path: &str, name: &str, body: &str) -> Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let file = root.join(path);
+    let old = std::fs::read_to_string(&file).unwrap_or_else(|_| "# Bulwark benchmarks\n\nFigures are written by the benches named in each section; rerun them to refresh.\n".into());
+    let start = format!("<!-- bench:{name} -->");
+    let end = format!("<!-- /bench:{name} -->");
+    let block = format!("{start}\n{body}{end}");
+    let new = match (old.find(&start), old.find(&end)) {
+        (Some(a), Some(b)) if b > a => format!("{}{}{}", &old[..a], block, &old[b + end.len()..]),
+        _ => format!("{}\n{}\n", old.trim_end(), block),
+    };
+    if let Some(dir) = file.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&file, new).with_context(|| format!("writing {}", file.display()))?;
+    Ok(())
+}
