@@ -55,26 +55,48 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-fn run_checked(mut cmd: Command, what: &str) -> Result<()> {
-    eprintln!("xtask: {what}");
-    let status = cmd.status().with_context(|| format!("starting {what}"))?;
-    if !status.success() {
-        bail!("{what} failed ({status})");
+/// Runs `cargo test` with its output passed through, and returns the passed/failed counts
+/// summed over its "test result:" lines.
+fn cargo_test(args: &[&str], extra: &[String]) -> Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = cargo();
+    cmd.arg("test")
+        .args(args)
+        .args(extra)
+        .stdout(std::process::Stdio::piped());
+    eprintln!("xtask: cargo test {}", args.join(" "));
+    let mut child = cmd.spawn().context("starting cargo test")?;
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let words: Vec<&str> = part.split_whitespace().collect();
+                    match words.as_slice() {
+                        [.., n, "passed"] => passed += n.parse::<u64>().unwrap_or(0),
+                        [n, "failed"] => failed += n.parse::<u64>().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+        }
     }
-    Ok(())
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("cargo test {} failed ({status})", args.join(" "));
+    }
+    Ok((passed, failed))
 }
 
 fn test(args: TestArgs) -> Result<()> {
     let started = Instant::now();
-    let mut cmd = cargo();
-    cmd.args(["test", "--workspace", "--all-targets"])
-        .args(&args.rest);
-    run_checked(cmd, "cargo test --workspace --all-targets")?;
-    let mut doc = cargo();
-    doc.args(["test", "--workspace", "--doc"]);
-    run_checked(doc, "cargo test --workspace --doc")?;
+    let (p1, f1) = cargo_test(&["--workspace", "--all-targets"], &args.rest)?;
+    let (p2, f2) = cargo_test(&["--workspace", "--doc"], &[])?;
     // The headline simulations of the consensus issue, at full size: each exits non-zero on
     // any violation and prints its seed and replay command.
+    let mut sims = 0;
     for (seeds, validators, byzantine) in [(20_000, 4, 1), (2_000, 7, 2)] {
         eprintln!("xtask: cargo xtask sim --seeds {seeds} --validators {validators} --byzantine {byzantine}");
         sim::run(sim::SimArgs {
@@ -83,8 +105,11 @@ fn test(args: TestArgs) -> Result<()> {
             byzantine,
             ..sim::SimArgs::default()
         })?;
+        sims += 1;
     }
     eprintln!("xtask: all tests passed in {:.0?}", started.elapsed());
+    // One plain closing line that counts every test and simulation sweep.
+    println!("tests: {} passed, {} failed", p1 + p2 + sims, f1 + f2);
     Ok(())
 }
 
