@@ -669,6 +669,18 @@ impl Simulation {
         }
     }
 
+    /// The byzantine split: `left` to one side of `scenario.split`, `right` to the other.
+    fn send_by_side(&mut self, from: usize, left: Msg, right: Msg) {
+        for to in 0..self.nodes.len() {
+            let msg = if self.scenario.split[to] {
+                left.clone()
+            } else {
+                right.clone()
+            };
+            self.send(from, to, msg);
+        }
+    }
+
     fn split_values(&self, height: Height, round: Round) -> (ValueId, ValueId) {
         let base = mix_all(&[self.seed, height.0, u64::from(round.0), 0x5b]);
         (value_from(base, true), value_from(base ^ 0xffff, true))
@@ -680,7 +692,6 @@ impl Simulation {
     }
 
     fn lie_proposal(&mut self, i: usize, behaviour: Behaviour, honest: &SignedProposal) {
-        let n = self.nodes.len();
         let p = honest.message;
         match behaviour {
             Behaviour::Silent => {}
@@ -694,14 +705,7 @@ impl Simulation {
                         ..p
                     },
                 );
-                for to in 0..n {
-                    let msg = if self.scenario.split[to] {
-                        honest.clone()
-                    } else {
-                        alt.clone()
-                    };
-                    self.send(i, to, Msg::Proposal(msg));
-                }
+                self.send_by_side(i, Msg::Proposal(honest.clone()), Msg::Proposal(alt));
             }
             Behaviour::SplitBrain => {
                 let (left, right) = self.split_values(p.height, p.round);
@@ -721,14 +725,7 @@ impl Simulation {
                         ..p
                     },
                 );
-                for to in 0..n {
-                    let msg = if self.scenario.split[to] {
-                        l.clone()
-                    } else {
-                        r.clone()
-                    };
-                    self.send(i, to, Msg::Proposal(msg));
-                }
+                self.send_by_side(i, Msg::Proposal(l), Msg::Proposal(r));
             }
             Behaviour::RandomVoter | Behaviour::DoubleVoter => {
                 let valid = self.rng.chance(0.5);
@@ -783,14 +780,7 @@ impl Simulation {
                     Some(self.random_value(true))
                 };
                 let alt = self.sign_vote(i, Vote { value: other, ..v });
-                for to in 0..n {
-                    let msg = if self.scenario.split[to] {
-                        honest.clone()
-                    } else {
-                        alt.clone()
-                    };
-                    self.send(i, to, Msg::Vote(msg));
-                }
+                self.send_by_side(i, Msg::Vote(honest.clone()), Msg::Vote(alt));
             }
             Behaviour::DoubleVoter => {
                 let other = match v.value {
@@ -833,14 +823,7 @@ impl Simulation {
                         ..v
                     },
                 );
-                for to in 0..n {
-                    let msg = if self.scenario.split[to] {
-                        l.clone()
-                    } else {
-                        r.clone()
-                    };
-                    self.send(i, to, Msg::Vote(msg));
-                }
+                self.send_by_side(i, Msg::Vote(l), Msg::Vote(r));
             }
             Behaviour::Malformed => {
                 self.broadcast(i, &Msg::Vote(honest.clone()));
