@@ -1,0 +1,14 @@
+//! SEV-SNP attestation evidence for Bulwark: the report format ([`report`]), the pinned AMD
+//! roots and endorsement-key certificates ([`certs`]), the network's policy ([`policy`]) and
+//! the verifier ([`verify()`]), a pure function that names the check that failed.
+
+pub mod certs;
+pub mod policy;
+pub mod report;
+pub mod simulated;
+mod verify;
+
+pub use certs::KeyKind;
+pub use policy::{HexBytes, Measurement, Measurements, Policy, Trust};
+pub use report::{AttestationReport, Product, Tcb};
+pub use verify::{verify, Binding, Evidence, RejectReason, VerifiedReport, KNOWN_VERSIONS};
