@@ -11,4 +11,7 @@ mod verify;
 pub use certs::KeyKind;
 pub use policy::{HexBytes, Measurement, Measurements, Policy, Trust};
 pub use report::{AttestationReport, Product, Tcb};
-pub use verify::{verify, Binding, Evidence, RejectReason, VerifiedReport, KNOWN_VERSIONS};
+pub use verify::{
+    check_host_chain, inspect, verify, Binding, Evidence, Inspection, RejectReason, VerifiedReport,
+    KNOWN_VERSIONS,
+};

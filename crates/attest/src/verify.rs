@@ -161,6 +161,9 @@ pub enum RejectReason {
     /// `chip_id`: the chip is not on the allowlist.
     #[error("chip_id: {0} is not allowed")]
     ChipId(String),
+    /// `host_chain`: a certificate the host offered as ARK/ASK/ASVK is not AMD's pinned one.
+    #[error("host_chain: {0}")]
+    HostChain(String),
     /// `report_data`: REPORT_DATA is not the expected binding.
     #[error("report_data: expected {expected}, report says {reported}")]
     ReportData {
@@ -199,6 +202,7 @@ impl RejectReason {
             IdKey(_) => "id_key",
             AuthorKey(_) => "author_key",
             ChipId(_) => "chip_id",
+            HostChain(_) => "host_chain",
             ReportData { .. } => "report_data",
         }
     }
@@ -439,5 +443,80 @@ pub fn verify(
         chip_id,
         report_data: HexBytes(report.report_data()),
         host_data: HexBytes(report.host_data()),
+    })
+}
+
+/// Checks certificates the host offered as the chain (ARK, ASK, ASVK; DER or PEM stack): each
+/// must be byte-identical to a pinned certificate. They are never used for verification either
+/// way; this only makes a forged chain visible by name.
+pub fn check_host_chain(bytes: &[u8]) -> Result<usize, RejectReason> {
+    use x509_cert::der::{Decode, Encode};
+    let certs = if bytes.trim_ascii_start().starts_with(b"-----BEGIN") {
+        x509_cert::Certificate::load_pem_chain(bytes.trim_ascii_start())
+            .map_err(|e| RejectReason::HostChain(format!("unreadable PEM: {e}")))?
+    } else {
+        vec![x509_cert::Certificate::from_der(bytes)
+            .map_err(|e| RejectReason::HostChain(format!("unreadable DER: {e}")))?]
+    };
+    let pinned: Vec<Vec<u8>> = crate::certs::amd_roots()
+        .iter()
+        .flat_map(|r| [Some(&r.ark), Some(&r.ask), r.asvk.as_ref()])
+        .flatten()
+        .filter_map(|c| c.to_der().ok())
+        .collect();
+    for cert in &certs {
+        let der = cert
+            .to_der()
+            .map_err(|e| RejectReason::HostChain(format!("unencodable certificate: {e}")))?;
+        if !pinned.contains(&der) {
+            return Err(RejectReason::HostChain(format!(
+                "{} is not AMD's pinned certificate",
+                cert.tbs_certificate.subject
+            )));
+        }
+    }
+    Ok(certs.len())
+}
+
+/// What a report says about itself, without trusting any of it: for showing operators why
+/// evidence was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Inspection {
+    /// Product line: proven by the chain if it verifies, else named by CPUID, else unknown.
+    pub product: Option<Product>,
+    /// VERSION.
+    pub report_version: u32,
+    /// MEASUREMENT.
+    pub measurement: HexBytes<48>,
+    /// POLICY.
+    pub policy: u64,
+    /// REPORTED_TCB, decoded for `product` (Milan layout when unknown).
+    pub reported_tcb: Tcb,
+    /// VMPL.
+    pub vmpl: u32,
+    /// SIGNING_KEY.
+    pub signing_key: SigningKey,
+}
+
+/// Reads a report's fields for display.
+pub fn inspect(evidence: &Evidence) -> Option<Inspection> {
+    let report = AttestationReport::from_bytes(&evidence.report).ok()?;
+    let kind = match report.signing_key() {
+        SigningKey::Vlek => KeyKind::Vlek,
+        _ => KeyKind::Vcek,
+    };
+    let from_chain = EndorsementCert::parse(&evidence.endorsement_cert)
+        .ok()
+        .and_then(|c| c.chain_to_pinned_root(kind));
+    let (family, model, _) = report.cpuid();
+    let product = from_chain.or_else(|| Product::from_cpuid(family, model));
+    Some(Inspection {
+        product,
+        report_version: report.version(),
+        measurement: HexBytes(report.measurement()),
+        policy: report.policy(),
+        reported_tcb: Tcb::decode(report.reported_tcb_raw(), product.unwrap_or(Product::Milan)),
+        vmpl: report.vmpl(),
+        signing_key: report.signing_key(),
     })
 }

@@ -1,0 +1,99 @@
+//! `bulwark`: the validator node's binary. Today: operator commands for attestation evidence.
+
+use anyhow::{Context, Result};
+use clap::{ArgGroup, Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+mod attest_cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "bulwark",
+    version,
+    about = "Bulwark confidential BFT validator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print the version.
+    Version,
+    /// SEV-SNP attestation evidence.
+    #[command(subcommand)]
+    Attest(AttestCommand),
+}
+
+#[derive(Subcommand)]
+enum AttestCommand {
+    /// Verify a report and its VCEK/VLEK against AMD's pinned roots and a policy; prints one
+    /// JSON object and exits 0 only when verified.
+    Verify(VerifyArgs),
+}
+
+/// Arguments of `bulwark attest verify`.
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("key").required(true).args(["vcek", "vlek"])))]
+#[command(group(ArgGroup::new("measurements").required(true).args(["measurement", "any_measurement"])))]
+pub struct VerifyArgs {
+    /// The attestation report: 1184 raw bytes, or the same as hex text.
+    #[arg(long)]
+    pub report: PathBuf,
+    /// VCEK certificate (DER or PEM).
+    #[arg(long)]
+    pub vcek: Option<PathBuf>,
+    /// VLEK certificate (DER or PEM).
+    #[arg(long)]
+    pub vlek: Option<PathBuf>,
+    /// The host's ARK/ASK(/ASVK) chain (DER or PEM): never trusted, only compared with the
+    /// pinned roots.
+    #[arg(long)]
+    pub ask_ark: Option<PathBuf>,
+    /// An allowed launch measurement (96 hex digits); repeatable.
+    #[arg(long)]
+    pub measurement: Vec<String>,
+    /// Accept any measurement (inspection only).
+    #[arg(long)]
+    pub any_measurement: bool,
+    /// Accept a guest policy that allows debugging.
+    #[arg(long)]
+    pub allow_debug: bool,
+    /// Accept a current TCB that differs from the committed one.
+    #[arg(long)]
+    pub allow_provisional_tcb: bool,
+    /// Accept VLEK-signed reports.
+    #[arg(long)]
+    pub allow_vlek: bool,
+    /// The VMPL the report must come from.
+    #[arg(long, default_value_t = 0)]
+    pub vmpl: u32,
+    /// The expected REPORT_DATA (128 hex digits).
+    #[arg(long)]
+    pub report_data: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result: Result<ExitCode> = match cli.command {
+        Command::Version => {
+            println!("bulwark {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Attest(AttestCommand::Verify(args)) => attest_cmd::verify(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bulwark: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Reads a file, naming it in the error.
+pub fn read(path: &PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}

@@ -1,0 +1,212 @@
+//! `bulwark attest verify` as an operator runs it: the real binary on genuine evidence.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use serde_json::Value;
+use std::process::Command;
+
+fn data(path: &str) -> String {
+    format!("{}/../attest/tests/data/{path}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .args(["attest", "verify"])
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let json = stdout
+        .lines()
+        .last()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), json)
+}
+
+#[test]
+fn accepts_a_genuine_milan_report_given_as_hex_with_amds_own_chain() {
+    let (code, out) = run(&[
+        "--report",
+        &data("virtee-sev-milan/report_milan.hex"),
+        "--vcek",
+        &data("virtee-sev-milan/vcek.der"),
+        "--ask-ark",
+        &data("virtee-sev-milan/ask_ark.pem"),
+        "--any-measurement",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["verified"], true);
+    assert_eq!(out["check"], Value::Null);
+    assert_eq!(out["product"], "Milan");
+    assert_eq!(out["report_version"], 2);
+    assert_eq!(out["vmpl"], 0);
+    assert_eq!(out["reported_tcb"]["snp"], 8);
+    assert_eq!(out["policy"]["debug"], false);
+    assert_eq!(out["measurement"].as_str().unwrap().len(), 96);
+}
+
+#[test]
+fn rejects_debug_by_name_and_accepts_with_allow_debug() {
+    let base = [
+        "--report",
+        &data("go-sev-guest-milan/report.bin"),
+        "--vcek",
+        &data("go-sev-guest-milan/vcek.der"),
+        "--any-measurement",
+    ];
+    let (code, out) = run(&base);
+    assert_eq!(
+        (code, out["verified"].clone(), out["check"].clone()),
+        (1, Value::Bool(false), Value::from("debug"))
+    );
+    assert_eq!(out["policy"]["debug"], true);
+    let mut relaxed = base.to_vec();
+    relaxed.push("--allow-debug");
+    assert_eq!(run(&relaxed).0, 0);
+}
+
+#[test]
+fn a_vlek_report_needs_vlek_vmpl_1_and_provisional_tcb() {
+    let base = [
+        "--report",
+        &data("trustee-snp-vlek/report.bin"),
+        "--vlek",
+        &data("trustee-snp-vlek/vlek.der"),
+        "--any-measurement",
+    ];
+    assert_eq!(run(&base).1["check"], "signing_key");
+    let mut args = base.to_vec();
+    args.extend(["--allow-vlek", "--vmpl", "1", "--allow-provisional-tcb"]);
+    let (code, out) = run(&args);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out["signing_key"], "Vlek");
+    assert_eq!(out["vmpl"], 1);
+}
+
+#[test]
+fn azure_genoa_and_the_measurement_allowlist() {
+    let report = data("trustee-azure-genoa/report.bin");
+    let vcek = data("trustee-azure-genoa/vcek.pem");
+    let (code, out) = run(&["--report", &report, "--vcek", &vcek, "--any-measurement"]);
+    assert_eq!((code, out["product"].clone()), (0, Value::from("Genoa")));
+    let measurement = out["measurement"].as_str().unwrap().to_string();
+    let other = "00".repeat(48);
+    let (code, out) = run(&[
+        "--report",
+        &report,
+        "--vcek",
+        &vcek,
+        "--measurement",
+        &other,
+    ]);
+    assert_eq!(
+        (code, out["check"].clone()),
+        (1, Value::from("measurement"))
+    );
+    let (code, _) = run(&[
+        "--report",
+        &report,
+        "--vcek",
+        &vcek,
+        "--measurement",
+        &other,
+        "--measurement",
+        &measurement,
+    ]);
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn report_data_binding_is_checked_when_given() {
+    let args = [
+        "--report",
+        &data("virtee-sev-milan/report.bin"),
+        "--vcek",
+        &data("virtee-sev-milan/vcek.der"),
+        "--any-measurement",
+        "--report-data",
+        &"ab".repeat(64),
+    ];
+    let (code, out) = run(&args);
+    assert_eq!(
+        (code, out["check"].clone()),
+        (1, Value::from("report_data"))
+    );
+}
+
+#[test]
+fn a_host_chain_that_is_not_amds_is_named_and_rejected() {
+    let mut pem = std::fs::read_to_string(data("virtee-sev-milan/ask_ark.pem")).unwrap();
+    // Alter one base64 character inside the first certificate's body.
+    let at = pem.find('\n').unwrap() + 40;
+    let replacement = if &pem[at..at + 1] == "A" { "B" } else { "A" };
+    pem.replace_range(at..at + 1, replacement);
+    let dir = std::env::temp_dir().join(format!("bulwark-fake-chain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fake = dir.join("fake_ask_ark.pem");
+    std::fs::write(&fake, pem).unwrap();
+    let (code, out) = run(&[
+        "--report",
+        &data("virtee-sev-milan/report.bin"),
+        "--vcek",
+        &data("virtee-sev-milan/vcek.der"),
+        "--any-measurement",
+        "--ask-ark",
+        fake.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        (code, out["check"].clone()),
+        (1, Value::from("host_chain")),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_files_and_bad_usage_fail_clearly() {
+    let (code, out) = run(&[
+        "--report",
+        &data("virtee-sev-milan/vcek.der"),
+        "--vcek",
+        &data("virtee-sev-milan/vcek.der"),
+        "--any-measurement",
+    ]);
+    assert_eq!(
+        (code, out["check"].clone()),
+        (1, Value::from("report_size"))
+    );
+    // Missing --vcek/--vlek and missing measurement choice are usage errors (exit 2).
+    assert_eq!(
+        run(&[
+            "--report",
+            &data("virtee-sev-milan/report.bin"),
+            "--any-measurement"
+        ])
+        .0,
+        2
+    );
+    assert_eq!(
+        run(&[
+            "--report",
+            &data("virtee-sev-milan/report.bin"),
+            "--vcek",
+            &data("virtee-sev-milan/vcek.der")
+        ])
+        .0,
+        2
+    );
+    // A missing file names itself.
+    let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .args([
+            "attest",
+            "verify",
+            "--report",
+            "/nonexistent",
+            "--vcek",
+            "/nonexistent",
+            "--any-measurement",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent"));
+}
