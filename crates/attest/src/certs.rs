@@ -29,7 +29,7 @@ const ASVK_PEM: [(Product, &[u8]); 3] = [
 ];
 
 /// Which kind of endorsement key a certificate is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum KeyKind {
     /// Versioned Chip Endorsement Key, signed by the ASK.
     Vcek,

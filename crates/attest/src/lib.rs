@@ -12,6 +12,6 @@ pub use certs::KeyKind;
 pub use policy::{HexBytes, Measurement, Measurements, Policy, Trust};
 pub use report::{AttestationReport, Product, Tcb};
 pub use verify::{
-    check_host_chain, inspect, verify, Binding, Evidence, Inspection, RejectReason, VerifiedReport,
-    KNOWN_VERSIONS,
+    check_host_chain, inspect, verify, verify_with_cache, Binding, ChainCache, Evidence,
+    Inspection, RejectReason, VerifiedReport, CHAIN_CACHE_CAPACITY, KNOWN_VERSIONS,
 };

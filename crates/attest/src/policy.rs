@@ -48,7 +48,7 @@ impl<'de, const N: usize> Deserialize<'de> for HexBytes<N> {
 pub type Measurement = HexBytes<48>;
 
 /// Which roots evidence must chain to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Trust {
     /// AMD's pinned roots: real hardware only.

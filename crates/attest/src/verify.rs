@@ -254,11 +254,69 @@ fn signature_of(report: &AttestationReport) -> Option<p384::ecdsa::Signature> {
     .ok()
 }
 
-/// Verifies `evidence` against `policy` and `binding`.
+/// Remembers which endorsement certificates chain to which root, keyed by the SHA-256 of the
+/// certificate's DER, so that a peer's evidence costs one ECDSA verification after the first
+/// time (the RSA-PSS chain checks dominate a cold verification). Only successful chains are
+/// kept; a bounded number of them.
+#[derive(Debug, Default)]
+pub struct ChainCache {
+    entries: std::sync::Mutex<std::collections::HashMap<ChainKey, Product>>,
+}
+
+/// SHA-256 of the certificate's DER, the key kind and the roots it was checked against.
+type ChainKey = ([u8; 32], KeyKind, Trust);
+
+/// Most certificates a [`ChainCache`] keeps (one per validator machine is the expected use).
+pub const CHAIN_CACHE_CAPACITY: usize = 4096;
+
+impl ChainCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn chain(&self, cert: &EndorsementCert, kind: KeyKind, trust: Trust) -> Option<Product> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(cert.der()).into();
+        if let Ok(entries) = self.entries.lock() {
+            if let Some(p) = entries.get(&(key, kind, trust)) {
+                return Some(*p);
+            }
+        }
+        let product = chain_uncached(cert, kind, trust)?;
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= CHAIN_CACHE_CAPACITY {
+                entries.clear();
+            }
+            entries.insert((key, kind, trust), product);
+        }
+        Some(product)
+    }
+}
+
+fn chain_uncached(cert: &EndorsementCert, kind: KeyKind, trust: Trust) -> Option<Product> {
+    match trust {
+        Trust::Amd => cert.chain_to_pinned_root(kind),
+        Trust::Simulated => crate::simulated::chain_to_simulated_root(cert, kind),
+    }
+}
+
+/// Verifies `evidence` against `policy` and `binding`, checking the certificate chain from
+/// scratch.
 pub fn verify(
     evidence: &Evidence,
     policy: &Policy,
     binding: &Binding,
+) -> Result<VerifiedReport, RejectReason> {
+    verify_with_cache(evidence, policy, binding, &ChainCache::new())
+}
+
+/// [`verify`] with chain results remembered in `cache`; every other check runs every time.
+pub fn verify_with_cache(
+    evidence: &Evidence,
+    policy: &Policy,
+    binding: &Binding,
+    cache: &ChainCache,
 ) -> Result<VerifiedReport, RejectReason> {
     // -- The report's form.
     let report = AttestationReport::from_bytes(&evidence.report)
@@ -292,14 +350,12 @@ pub fn verify(
     }
     let cert = EndorsementCert::parse(&evidence.endorsement_cert)
         .map_err(|e| RejectReason::Certificate(e.to_string()))?;
-    let product = match policy.trust {
-        Trust::Amd => cert.chain_to_pinned_root(kind),
-        Trust::Simulated => crate::simulated::chain_to_simulated_root(&cert, kind),
-    }
-    .ok_or(RejectReason::CertificateChain {
-        kind,
-        trust: policy.trust,
-    })?;
+    let product = cache
+        .chain(&cert, kind, policy.trust)
+        .ok_or(RejectReason::CertificateChain {
+            kind,
+            trust: policy.trust,
+        })?;
     let (family, model, _) = report.cpuid();
     if report.version() >= 3 {
         if let Some(named) = Product::from_cpuid(family, model) {

@@ -303,3 +303,42 @@ fn report_data_must_equal_the_expected_binding() {
         "report_data"
     );
 }
+
+#[test]
+fn the_chain_cache_changes_no_verdict() {
+    use bulwark_attest::{verify_with_cache, ChainCache};
+    let cache = ChainCache::new();
+    for _ in 0..2 {
+        verify_with_cache(&good(), &strict(), &Binding::Unchecked, &cache).unwrap();
+        // A cached chain does not excuse a broken report signature ...
+        assert_eq!(
+            verify_with_cache(
+                &with_byte(0x90, |b| b ^ 1),
+                &strict(),
+                &Binding::Unchecked,
+                &cache
+            )
+            .unwrap_err()
+            .check(),
+            "report_signature"
+        );
+        // ... nor a forged certificate, which hashes differently.
+        let mut e = good();
+        let n = e.endorsement_cert.len();
+        e.endorsement_cert[n - 1] ^= 1;
+        assert_eq!(
+            verify_with_cache(&e, &strict(), &Binding::Unchecked, &cache)
+                .unwrap_err()
+                .check(),
+            "certificate_chain"
+        );
+        // ... nor trust in another root.
+        let sim = Policy::strict(Trust::Simulated, Measurements::Any);
+        assert_eq!(
+            verify_with_cache(&good(), &sim, &Binding::Unchecked, &cache)
+                .unwrap_err()
+                .check(),
+            "certificate_chain"
+        );
+    }
+}
