@@ -25,6 +25,9 @@ enum Cmd {
     Demo(DemoArgs),
     /// Measure and write the figures in docs/BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Regenerate the simulated PSP's ARK/ASK from the published seed into
+    /// crates/attest/simulated/ (anyone can check the committed files come from it).
+    SimulatedRoot,
 }
 
 #[derive(Args)]
@@ -48,6 +51,7 @@ fn main() -> Result<()> {
         Cmd::Test(args) => test(args),
         Cmd::Demo(args) => demo(args),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::SimulatedRoot => simulated_root(),
     }
 }
 
@@ -110,6 +114,18 @@ fn test(args: TestArgs) -> Result<()> {
     eprintln!("xtask: all tests passed in {:.0?}", started.elapsed());
     // One plain closing line that counts every test and simulation sweep.
     println!("tests: {} passed, {} failed", p1 + p2 + sims, f1 + f2);
+    Ok(())
+}
+
+fn simulated_root() -> Result<()> {
+    use bulwark_attest::simulated::{generate_root, SIMULATED_ROOT_SEED};
+    eprintln!("xtask: generating RSA-4096 ARK and ASK from seed {SIMULATED_ROOT_SEED:?}");
+    let root = generate_root(SIMULATED_ROOT_SEED)?;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/attest/simulated");
+    std::fs::write(dir.join("ark.pem"), &root.ark_pem)?;
+    std::fs::write(dir.join("ask.pem"), &root.ask_pem)?;
+    std::fs::write(dir.join("ask-key-NOT-SECRET.pem"), &root.ask_key_pem)?;
+    eprintln!("xtask: wrote {}", dir.display());
     Ok(())
 }
 

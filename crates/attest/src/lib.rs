@@ -6,11 +6,13 @@ pub mod certs;
 pub mod policy;
 pub mod report;
 pub mod simulated;
+pub mod source;
 mod verify;
 
 pub use certs::KeyKind;
 pub use policy::{HexBytes, Measurement, Measurements, Policy, Trust};
 pub use report::{AttestationReport, Product, Tcb};
+pub use source::{EvidenceSource, GuestDevice, SourceError};
 pub use verify::{
     check_host_chain, inspect, verify, verify_with_cache, Binding, ChainCache, Evidence,
     Inspection, RejectReason, VerifiedReport, CHAIN_CACHE_CAPACITY, KNOWN_VERSIONS,

@@ -247,11 +247,7 @@ fn signature_of(report: &AttestationReport) -> Option<p384::ecdsa::Signature> {
     s.copy_from_slice(&report.signature_s()[..48]);
     r.reverse();
     s.reverse();
-    p384::ecdsa::Signature::from_scalars(
-        p384::FieldBytes::clone_from_slice(&r),
-        p384::FieldBytes::clone_from_slice(&s),
-    )
-    .ok()
+    p384::ecdsa::Signature::from_slice(&[r, s].concat()).ok()
 }
 
 /// Remembers which endorsement certificates chain to which root, keyed by the SHA-256 of the

@@ -1,6 +1,6 @@
 //! `bulwark attest verify`.
 
-use crate::{read, VerifyArgs};
+use crate::{read, ReportArgs, VerifyArgs};
 use anyhow::{bail, Context, Result};
 use bulwark_attest::report::{policy_bits, REPORT_SIZE};
 use bulwark_attest::{
@@ -60,7 +60,12 @@ pub fn verify(args: &VerifyArgs) -> Result<ExitCode> {
         }
         Measurements::OneOf(list)
     };
-    let mut policy = Policy::strict(Trust::Amd, measurements);
+    let trust = if args.simulated {
+        Trust::Simulated
+    } else {
+        Trust::Amd
+    };
+    let mut policy = Policy::strict(trust, measurements);
     policy.allow_debug = args.allow_debug;
     policy.allow_provisional_tcb = args.allow_provisional_tcb;
     policy.allow_vlek = args.allow_vlek;
@@ -112,4 +117,51 @@ pub fn verify(args: &VerifyArgs) -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+fn hex_arg<const N: usize>(name: &str, value: &str) -> Result<[u8; N]> {
+    value
+        .parse::<HexBytes<N>>()
+        .map(|h| h.0)
+        .map_err(|e| anyhow::anyhow!("--{name}: {e}"))
+}
+
+pub fn report(args: &ReportArgs) -> Result<ExitCode> {
+    use bulwark_attest::simulated::SimulatedPsp;
+    use bulwark_attest::{EvidenceSource, GuestDevice};
+    let report_data = hex_arg::<64>("report-data", &args.report_data)?;
+    let mut source: Box<dyn EvidenceSource> = if args.simulated {
+        eprintln!(
+            "bulwark: WARNING: simulated PSP: this evidence proves nothing about where code runs"
+        );
+        let secret = match &args.chip_secret {
+            Some(h) => hex_arg::<32>("chip-secret", h)?,
+            None => [0x11; 32],
+        };
+        let measurement = match &args.measurement {
+            Some(h) => hex_arg::<48>("measurement", h)?,
+            None => [0; 48],
+        };
+        Box::new(SimulatedPsp::new(secret, measurement))
+    } else {
+        match GuestDevice::open() {
+            Ok(device) => Box::new(device),
+            Err(e) => bail!("{e}; on a machine without SEV-SNP use --simulated"),
+        }
+    };
+    let evidence = source.evidence(report_data)?;
+    let cert_out = args.cert_out.clone().unwrap_or_else(|| {
+        let mut p = args.out.clone().into_os_string();
+        p.push(".vcek.der");
+        p.into()
+    });
+    std::fs::write(&args.out, &evidence.report)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    std::fs::write(&cert_out, &evidence.endorsement_cert)
+        .with_context(|| format!("writing {}", cert_out.display()))?;
+    println!(
+        "{}",
+        json!({"report": args.out.display().to_string(), "certificate": cert_out.display().to_string(), "trust": source.trust()})
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -32,6 +32,32 @@ enum AttestCommand {
     /// Verify a report and its VCEK/VLEK against AMD's pinned roots and a policy; prints one
     /// JSON object and exits 0 only when verified.
     Verify(VerifyArgs),
+    /// Produce evidence (report + endorsement certificate) from /dev/sev-guest, or from the
+    /// simulated PSP with --simulated.
+    Report(ReportArgs),
+}
+
+/// Arguments of `bulwark attest report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// REPORT_DATA (128 hex digits).
+    #[arg(long)]
+    pub report_data: String,
+    /// Where to write the report (1184 raw bytes).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Where to write the VCEK/VLEK certificate (DER); default: OUT.vcek.der.
+    #[arg(long)]
+    pub cert_out: Option<PathBuf>,
+    /// Use the simulated PSP (development only: its evidence proves nothing).
+    #[arg(long)]
+    pub simulated: bool,
+    /// Simulated chip secret (64 hex digits); default: a fixed development chip.
+    #[arg(long, requires = "simulated")]
+    pub chip_secret: Option<String>,
+    /// Simulated launch measurement (96 hex digits); default: zero.
+    #[arg(long, requires = "simulated")]
+    pub measurement: Option<String>,
 }
 
 /// Arguments of `bulwark attest verify`.
@@ -73,6 +99,9 @@ pub struct VerifyArgs {
     /// The expected REPORT_DATA (128 hex digits).
     #[arg(long)]
     pub report_data: Option<String>,
+    /// Trust the project's simulated root instead of AMD's (development networks only).
+    #[arg(long)]
+    pub simulated: bool,
 }
 
 fn main() -> ExitCode {
@@ -83,6 +112,7 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Command::Attest(AttestCommand::Verify(args)) => attest_cmd::verify(&args),
+        Command::Attest(AttestCommand::Report(args)) => attest_cmd::report(&args),
     };
     match result {
         Ok(code) => code,

@@ -210,3 +210,70 @@ fn bad_files_and_bad_usage_fail_clearly() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent"));
 }
+
+#[test]
+fn simulated_evidence_round_trips_through_report_and_verify() {
+    let dir = std::env::temp_dir().join(format!("bulwark-sim-evidence-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let report = dir.join("report.bin");
+    let data = "cd".repeat(64);
+    let measurement = "ab".repeat(48);
+    let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .args([
+            "attest",
+            "report",
+            "--simulated",
+            "--report-data",
+            &data,
+            "--measurement",
+            &measurement,
+            "--out",
+            report.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING: simulated PSP"));
+    let cert = format!("{}.vcek.der", report.display());
+    let args = [
+        "--report",
+        report.to_str().unwrap(),
+        "--vcek",
+        &cert,
+        "--measurement",
+        &measurement,
+        "--report-data",
+        &data,
+    ];
+    let (code, _) = run(&args);
+    assert_eq!(code, 1, "AMD trust must refuse simulated evidence");
+    let mut simulated = args.to_vec();
+    simulated.push("--simulated");
+    let (code, v) = run(&simulated);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["measurement"], measurement);
+}
+
+#[test]
+fn without_the_guest_device_report_asks_for_simulated() {
+    if std::path::Path::new("/dev/sev-guest").exists() {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .args([
+            "attest",
+            "report",
+            "--report-data",
+            &"00".repeat(64),
+            "--out",
+            "/tmp/never-written",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--simulated"));
+}
