@@ -234,6 +234,8 @@ pub struct SimulatedPsp {
     pub host_data: [u8; 32],
     /// The VMPL the guest asks from.
     pub vmpl: u32,
+    /// Report version: 3, or 5 (adds the launch and current mitigation vectors).
+    pub version: u32,
     /// The TCB written into the VCEK certificate, when a (misbehaving) host hands out a VCEK
     /// issued for another TCB; `None`: the chip's own.
     pub vcek_issued_for: Option<Tcb>,
@@ -267,6 +269,7 @@ impl SimulatedPsp {
             policy: 0x30000,
             host_data: [0; 32],
             vmpl: 0,
+            version: 3,
             vcek_issued_for: None,
             vcek_issued_to: None,
         }
@@ -345,7 +348,7 @@ impl SimulatedPsp {
             Err(_) => unreachable!("a zeroed report has the right size"),
         };
         let tcb = self.tcb.encode(SIMULATED_PRODUCT).to_le_bytes();
-        r.set_bytes(0x00, &3u32.to_le_bytes());
+        r.set_bytes(0x00, &self.version.to_le_bytes());
         r.set_bytes(0x08, &self.policy.to_le_bytes());
         r.set_bytes(0x30, &self.vmpl.to_le_bytes());
         r.set_bytes(0x34, &1u32.to_le_bytes());
@@ -364,6 +367,11 @@ impl SimulatedPsp {
         r.set_bytes(0x1E8, &[0x04, 0x34, 0x01]);
         r.set_bytes(0x1EC, &[0x04, 0x34, 0x01]);
         r.set_bytes(0x1F0, &tcb);
+        if self.version >= 5 {
+            // LAUNCH_MIT_VECTOR and CURRENT_MIT_VECTOR.
+            r.set_bytes(0x1F8, &1u64.to_le_bytes());
+            r.set_bytes(0x200, &1u64.to_le_bytes());
+        }
         let signature: p384::ecdsa::Signature = self.vcek_key().sign(&r.as_bytes()[..SIGNED_SIZE]);
         let (sr, ss) = signature.split_bytes();
         let (mut sr, mut ss) = (sr.to_vec(), ss.to_vec());

@@ -143,3 +143,22 @@ fn the_binding_and_the_sealing_key_depend_on_what_they_should() {
     debug.policy |= policy_bits::DEBUG;
     assert_ne!(k, debug.sealing_key(b"validator-key"), "another policy");
 }
+
+#[test]
+fn version_5_reports_with_mitigation_vectors_verify_and_version_3_may_not_use_those_bytes() {
+    let mut p = psp();
+    p.version = 5;
+    assert_eq!(check(&p, &sim_policy()).unwrap().report_version, 5);
+    // The same bytes in a version 3 report are reserved: a v5 report relabelled as v3 fails on
+    // them before anything else.
+    let data = [0x5a; 64];
+    let mut e = p.evidence(data).unwrap();
+    e.report[0] = 3;
+    assert_eq!(
+        verify(&e, &sim_policy(), &Binding::ReportData(data)).unwrap_err(),
+        RejectReason::ReservedNonZero {
+            offset: 0x1F8,
+            value: 1
+        }
+    );
+}

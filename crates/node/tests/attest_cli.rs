@@ -277,3 +277,24 @@ fn without_the_guest_device_report_asks_for_simulated() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--simulated"));
 }
+
+#[test]
+fn a_self_signed_fake_ark_offered_by_the_host_is_rejected_by_name() {
+    // The simulated root is exactly that: a self-signed ARK and an ASK that are not AMD's.
+    let fake = format!("{}/../attest/simulated/ark.pem", env!("CARGO_MANIFEST_DIR"));
+    let (code, out) = run(&[
+        "--report",
+        &data("virtee-sev-milan/report.bin"),
+        "--vcek",
+        &data("virtee-sev-milan/vcek.der"),
+        "--any-measurement",
+        "--ask-ark",
+        &fake,
+    ]);
+    assert_eq!(
+        (code, out["check"].clone()),
+        (1, Value::from("host_chain")),
+        "{out}"
+    );
+    assert!(out["reason"].as_str().unwrap().contains("SIMULATED-ARK"));
+}
