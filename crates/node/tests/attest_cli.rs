@@ -8,12 +8,17 @@ fn data(path: &str) -> String {
     format!("{}/../attest/tests/data/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
-fn run(args: &[&str]) -> (i32, Value) {
-    let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
-        .args(["attest", "verify"])
+/// Runs `bulwark` with `args`.
+fn bulwark(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_bulwark"))
         .args(args)
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs `bulwark attest verify` and returns its exit code and the JSON on its last line.
+fn run(args: &[&str]) -> (i32, Value) {
+    let out = bulwark(&[&["attest", "verify"], args].concat());
     let stdout = String::from_utf8_lossy(&out.stdout);
     let json = stdout
         .lines()
@@ -195,18 +200,15 @@ fn bad_files_and_bad_usage_fail_clearly() {
         2
     );
     // A missing file names itself.
-    let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
-        .args([
-            "attest",
-            "verify",
-            "--report",
-            "/nonexistent",
-            "--vcek",
-            "/nonexistent",
-            "--any-measurement",
-        ])
-        .output()
-        .unwrap();
+    let out = bulwark(&[
+        "attest",
+        "verify",
+        "--report",
+        "/nonexistent",
+        "--vcek",
+        "/nonexistent",
+        "--any-measurement",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent"));
 }
@@ -218,20 +220,17 @@ fn simulated_evidence_round_trips_through_report_and_verify() {
     let report = dir.join("report.bin");
     let data = "cd".repeat(64);
     let measurement = "ab".repeat(48);
-    let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
-        .args([
-            "attest",
-            "report",
-            "--simulated",
-            "--report-data",
-            &data,
-            "--measurement",
-            &measurement,
-            "--out",
-            report.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let out = bulwark(&[
+        "attest",
+        "report",
+        "--simulated",
+        "--report-data",
+        &data,
+        "--measurement",
+        &measurement,
+        "--out",
+        report.to_str().unwrap(),
+    ]);
     assert!(
         out.status.success(),
         "{}",
@@ -263,17 +262,14 @@ fn without_the_guest_device_report_asks_for_simulated() {
     if std::path::Path::new("/dev/sev-guest").exists() {
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_bulwark"))
-        .args([
-            "attest",
-            "report",
-            "--report-data",
-            &"00".repeat(64),
-            "--out",
-            "/tmp/never-written",
-        ])
-        .output()
-        .unwrap();
+    let out = bulwark(&[
+        "attest",
+        "report",
+        "--report-data",
+        &"00".repeat(64),
+        "--out",
+        "/tmp/never-written",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--simulated"));
 }
