@@ -1,0 +1,353 @@
+//! The built-in key-value store application. Transactions are `key=value` (UTF-8 not required;
+//! key and value non-empty, one `=` splits them). The app hash commits to every write ever made,
+//! in order: `H(height) = SHA-256(H(height-1) || height || len(key) || key || len(value) ||
+//! value ...)` over the block's valid txs, so two nodes agree on it exactly when they executed
+//! the same writes in the same order.
+
+use crate::{AppError, Application};
+use bulwark_types::tendermint::abci::{
+    request, response, types::ExecTxResult, Code, Event, EventAttributeIndexExt,
+};
+use bulwark_types::tendermint::{block, AppHash};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// Result code of a malformed transaction.
+pub const CODE_INVALID_FORMAT: u32 = 1;
+/// Result code of a query for a missing key.
+pub const CODE_NOT_FOUND: u32 = 2;
+/// Result code of a query the store cannot answer (old heights, proofs).
+pub const CODE_UNSUPPORTED: u32 = 3;
+
+const META_HEIGHT: &[u8] = b"height";
+const META_APP_HASH: &[u8] = b"app_hash";
+
+/// A parsed transaction.
+fn parse(tx: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = tx.iter().position(|b| *b == b'=')?;
+    let (key, value) = (&tx[..eq], &tx[eq + 1..]);
+    (!key.is_empty() && !value.is_empty()).then_some((key, value))
+}
+
+/// Writes staged by `finalize_block`, made durable by `commit`.
+#[derive(Debug)]
+struct Pending {
+    height: u64,
+    app_hash: [u8; 32],
+    writes: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// The kvstore, persisted in sled.
+#[derive(Debug)]
+pub struct KvStore {
+    db: sled::Db,
+    data: sled::Tree,
+    meta: sled::Tree,
+    height: u64,
+    app_hash: [u8; 32],
+    pending: Option<Pending>,
+}
+
+fn storage(e: impl std::fmt::Display) -> AppError {
+    AppError::Storage(e.to_string())
+}
+
+impl KvStore {
+    /// Opens (or creates) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, AppError> {
+        let db = sled::open(dir.as_ref()).map_err(storage)?;
+        let data = db.open_tree("kv").map_err(storage)?;
+        let meta = db.open_tree("meta").map_err(storage)?;
+        let height = match meta.get(META_HEIGHT).map_err(storage)? {
+            None => 0,
+            Some(v) => u64::from_be_bytes(
+                v.as_ref()
+                    .try_into()
+                    .map_err(|_| storage("height record damaged"))?,
+            ),
+        };
+        let app_hash = match meta.get(META_APP_HASH).map_err(storage)? {
+            None => [0; 32],
+            Some(v) => v
+                .as_ref()
+                .try_into()
+                .map_err(|_| storage("app hash record damaged"))?,
+        };
+        Ok(KvStore {
+            db,
+            data,
+            meta,
+            height,
+            app_hash,
+            pending: None,
+        })
+    }
+
+    /// The last committed height.
+    pub fn height(&self) -> u64 {
+        self.height
+    }
+
+    fn app_hash_value(&self) -> AppHash {
+        // A 32-byte vector is always a valid app hash.
+        AppHash::try_from(self.app_hash.to_vec()).unwrap_or_default()
+    }
+}
+
+impl Application for KvStore {
+    fn info(&self, _request: request::Info) -> Result<response::Info, AppError> {
+        Ok(response::Info {
+            data: "bulwark-kvstore".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            app_version: 1,
+            last_block_height: block::Height::try_from(self.height).map_err(storage)?,
+            last_block_app_hash: if self.height == 0 {
+                AppHash::default()
+            } else {
+                self.app_hash_value()
+            },
+        })
+    }
+
+    fn init_chain(&mut self, request: request::InitChain) -> Result<response::InitChain, AppError> {
+        if self.height != 0 {
+            return Err(AppError::Sequence(format!(
+                "init_chain at height {}",
+                self.height
+            )));
+        }
+        // Genesis app state, if any, is a JSON object of initial key/value strings.
+        let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let raw = request.app_state_bytes.as_ref();
+        if !raw.is_empty() {
+            let state: serde_json::Value =
+                serde_json::from_slice(raw).map_err(|e| AppError::Genesis(e.to_string()))?;
+            match state {
+                serde_json::Value::Null => {}
+                serde_json::Value::Object(map) => {
+                    for (k, v) in map {
+                        let serde_json::Value::String(v) = v else {
+                            return Err(AppError::Genesis(format!(
+                                "value of {k:?} is not a string"
+                            )));
+                        };
+                        if k.is_empty() || v.is_empty() {
+                            return Err(AppError::Genesis(
+                                "keys and values must be non-empty".into(),
+                            ));
+                        }
+                        writes.push((k.into_bytes(), v.into_bytes()));
+                    }
+                }
+                _ => {
+                    return Err(AppError::Genesis(
+                        "app_state must be a JSON object of strings".into(),
+                    ))
+                }
+            }
+        }
+        for (k, v) in &writes {
+            self.data
+                .insert(k.as_slice(), v.as_slice())
+                .map_err(storage)?;
+        }
+        self.app_hash = chain_hash(&[0; 32], 0, &writes);
+        self.meta
+            .insert(META_APP_HASH, &self.app_hash)
+            .map_err(storage)?;
+        self.db.flush().map_err(storage)?;
+        Ok(response::InitChain {
+            consensus_params: None,
+            validators: request.validators,
+            app_hash: self.app_hash_value(),
+        })
+    }
+
+    fn check_tx(&self, request: request::CheckTx) -> response::CheckTx {
+        match parse(&request.tx) {
+            Some(_) => response::CheckTx {
+                code: Code::Ok,
+                gas_wanted: 1,
+                ..Default::default()
+            },
+            None => response::CheckTx {
+                code: Code::Err(
+                    CODE_INVALID_FORMAT
+                        .try_into()
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                ),
+                log: "transactions are key=value with a non-empty key and value".into(),
+                ..Default::default()
+            },
+        }
+    }
+
+    fn prepare_proposal(&mut self, request: request::PrepareProposal) -> response::PrepareProposal {
+        let mut budget = if request.max_tx_bytes < 0 {
+            i64::MAX
+        } else {
+            request.max_tx_bytes
+        };
+        let mut txs = Vec::new();
+        for tx in request.txs {
+            if parse(&tx).is_none() {
+                continue;
+            }
+            let size = tx.len() as i64;
+            if size > budget {
+                break;
+            }
+            budget -= size;
+            txs.push(tx);
+        }
+        response::PrepareProposal { txs }
+    }
+
+    fn process_proposal(&mut self, request: request::ProcessProposal) -> response::ProcessProposal {
+        if request.txs.iter().all(|tx| parse(tx).is_some()) {
+            response::ProcessProposal::Accept
+        } else {
+            response::ProcessProposal::Reject
+        }
+    }
+
+    fn finalize_block(
+        &mut self,
+        request: request::FinalizeBlock,
+    ) -> Result<response::FinalizeBlock, AppError> {
+        let height = request.height.value();
+        if height != self.height + 1 {
+            return Err(AppError::Sequence(format!(
+                "finalize_block {height} after committed height {}",
+                self.height
+            )));
+        }
+        let mut writes = Vec::new();
+        let mut tx_results = Vec::with_capacity(request.txs.len());
+        for tx in &request.txs {
+            match parse(tx) {
+                Some((k, v)) => {
+                    writes.push((k.to_vec(), v.to_vec()));
+                    tx_results.push(ExecTxResult {
+                        code: Code::Ok,
+                        gas_wanted: 1,
+                        gas_used: 1,
+                        events: vec![Event::new(
+                            "app",
+                            [("key", String::from_utf8_lossy(k).to_string()).index()],
+                        )],
+                        ..Default::default()
+                    });
+                }
+                None => tx_results.push(ExecTxResult {
+                    code: Code::Err(
+                        CODE_INVALID_FORMAT
+                            .try_into()
+                            .unwrap_or(std::num::NonZeroU32::MIN),
+                    ),
+                    log: "malformed transaction".into(),
+                    ..Default::default()
+                }),
+            }
+        }
+        let app_hash = chain_hash(&self.app_hash, height, &writes);
+        self.pending = Some(Pending {
+            height,
+            app_hash,
+            writes,
+        });
+        Ok(response::FinalizeBlock {
+            events: vec![],
+            tx_results,
+            validator_updates: vec![],
+            consensus_param_updates: None,
+            app_hash: AppHash::try_from(app_hash.to_vec()).unwrap_or_default(),
+        })
+    }
+
+    fn commit(&mut self) -> Result<response::Commit, AppError> {
+        let pending = self
+            .pending
+            .take()
+            .ok_or_else(|| AppError::Sequence("commit without finalize_block".into()))?;
+        let mut batch = sled::Batch::default();
+        for (k, v) in &pending.writes {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        use sled::Transactional;
+        (&self.data, &self.meta)
+            .transaction(|(data, meta)| {
+                data.apply_batch(&batch)?;
+                meta.insert(META_HEIGHT, &pending.height.to_be_bytes())?;
+                meta.insert(META_APP_HASH, &pending.app_hash)?;
+                Ok(())
+            })
+            .map_err(|e: sled::transaction::TransactionError<()>| storage(format!("{e:?}")))?;
+        self.db.flush().map_err(storage)?;
+        self.height = pending.height;
+        self.app_hash = pending.app_hash;
+        // Retain height 0: the node keeps every block (tendermint's Height::default() is 1).
+        let retain_height = block::Height::try_from(0u64).map_err(storage)?;
+        Ok(response::Commit {
+            data: Bytes::new(),
+            retain_height,
+        })
+    }
+
+    fn query(&self, request: request::Query) -> response::Query {
+        let height = block::Height::try_from(self.height).unwrap_or_default();
+        // Height 0 in a query means "latest".
+        let unsupported = |log: &str| response::Query {
+            code: Code::Err(
+                CODE_UNSUPPORTED
+                    .try_into()
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+            ),
+            log: log.into(),
+            height,
+            ..Default::default()
+        };
+        if request.prove {
+            return unsupported("proofs are not supported by the kvstore");
+        }
+        if request.height.value() != 0 && request.height.value() != self.height {
+            return unsupported("only the latest committed height can be queried");
+        }
+        match self.data.get(&request.data) {
+            Ok(Some(v)) => response::Query {
+                code: Code::Ok,
+                key: request.data.clone(),
+                value: Bytes::copy_from_slice(&v),
+                height,
+                log: "exists".into(),
+                ..Default::default()
+            },
+            Ok(None) => response::Query {
+                code: Code::Err(
+                    CODE_NOT_FOUND
+                        .try_into()
+                        .unwrap_or(std::num::NonZeroU32::MIN),
+                ),
+                key: request.data.clone(),
+                log: "does not exist".into(),
+                height,
+                ..Default::default()
+            },
+            Err(e) => unsupported(&format!("storage: {e}")),
+        }
+    }
+}
+
+fn chain_hash(previous: &[u8; 32], height: u64, writes: &[(Vec<u8>, Vec<u8>)]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(previous);
+    h.update(height.to_be_bytes());
+    for (k, v) in writes {
+        h.update((k.len() as u64).to_be_bytes());
+        h.update(k);
+        h.update((v.len() as u64).to_be_bytes());
+        h.update(v);
+    }
+    h.finalize().into()
+}

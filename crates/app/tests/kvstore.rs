@@ -1,0 +1,203 @@
+//! The kvstore through the Application trait: results, deterministic app hash, durability only
+//! at commit, queries.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use bulwark_app::kvstore::{KvStore, CODE_INVALID_FORMAT, CODE_NOT_FOUND, CODE_UNSUPPORTED};
+use bulwark_app::{AppError, Application};
+use bulwark_types::tendermint::abci::{request, response, types::CommitInfo, Code};
+use bulwark_types::tendermint::{account, block, consensus, Hash, Time};
+use bytes::Bytes;
+
+fn finalize(h: u64, txs: &[&str]) -> request::FinalizeBlock {
+    request::FinalizeBlock {
+        txs: txs.iter().map(|t| Bytes::from(t.to_string())).collect(),
+        decided_last_commit: CommitInfo {
+            round: 0u16.into(),
+            votes: vec![],
+        },
+        misbehavior: vec![],
+        hash: Hash::Sha256([h as u8; 32]),
+        height: block::Height::try_from(h).unwrap(),
+        time: Time::from_unix_timestamp(1_700_000_000 + h as i64, 0).unwrap(),
+        next_validators_hash: Hash::Sha256([0; 32]),
+        proposer_address: account::Id::new([0; 20]),
+    }
+}
+
+fn query(key: &str) -> request::Query {
+    request::Query {
+        data: Bytes::from(key.to_string()),
+        path: String::new(),
+        height: block::Height::try_from(0u64).unwrap(),
+        prove: false,
+    }
+}
+
+fn info() -> request::Info {
+    request::Info {
+        version: String::new(),
+        block_version: 11,
+        p2p_version: 8,
+        abci_version: "2.0.0".into(),
+    }
+}
+
+fn code(c: Code) -> u32 {
+    c.value()
+}
+
+#[test]
+fn valid_and_malformed_txs_get_their_codes_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = KvStore::open(dir.path()).unwrap();
+    for (tx, ok) in [
+        ("a=1", true),
+        ("key=val=ue", true),
+        ("noequals", false),
+        ("=v", false),
+        ("k=", false),
+        ("", false),
+    ] {
+        let r = app.check_tx(request::CheckTx {
+            tx: Bytes::from(tx),
+            kind: request::CheckTxKind::New,
+        });
+        assert_eq!(code(r.code) == 0, ok, "{tx:?}");
+    }
+    let out = app
+        .finalize_block(finalize(1, &["a=1", "junk", "b=2"]))
+        .unwrap();
+    let codes: Vec<u32> = out.tx_results.iter().map(|r| code(r.code)).collect();
+    assert_eq!(codes, vec![0, CODE_INVALID_FORMAT, 0]);
+    app.commit().unwrap();
+    let q = app.query(query("a"));
+    assert_eq!(
+        (code(q.code), q.value.as_ref(), q.height.value()),
+        (0, b"1".as_ref(), 1)
+    );
+    assert_eq!(code(app.query(query("junk")).code), CODE_NOT_FOUND);
+}
+
+#[test]
+fn app_hash_is_deterministic_and_depends_on_content_and_order() {
+    let run = |txs: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = KvStore::open(dir.path()).unwrap();
+        let h = app.finalize_block(finalize(1, txs)).unwrap().app_hash;
+        app.commit().unwrap();
+        h
+    };
+    assert_eq!(run(&["a=1", "b=2"]), run(&["a=1", "b=2"]));
+    assert_ne!(run(&["a=1", "b=2"]), run(&["b=2", "a=1"]));
+    assert_ne!(run(&["a=1"]), run(&["a=2"]));
+    // Malformed txs do not change state, so they do not change the hash.
+    assert_eq!(run(&["a=1", "junk"]), run(&["a=1"]));
+}
+
+#[test]
+fn nothing_is_durable_before_commit_and_everything_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let committed_hash = {
+        let mut app = KvStore::open(dir.path()).unwrap();
+        app.finalize_block(finalize(1, &["a=1"])).unwrap();
+        app.commit().unwrap();
+        let out = app.finalize_block(finalize(2, &["b=2"])).unwrap();
+        // Crash before commit of height 2.
+        let _ = out;
+        app.info(info()).unwrap().last_block_app_hash
+    };
+    let mut app = KvStore::open(dir.path()).unwrap();
+    let i = app.info(info()).unwrap();
+    assert_eq!(i.last_block_height.value(), 1);
+    assert_eq!(i.last_block_app_hash, committed_hash);
+    assert_eq!(code(app.query(query("b")).code), CODE_NOT_FOUND);
+    // Replaying height 2 gives the result a node that never crashed got.
+    app.finalize_block(finalize(2, &["b=2"])).unwrap();
+    app.commit().unwrap();
+    assert_eq!(app.query(query("b")).value.as_ref(), b"2");
+}
+
+#[test]
+fn out_of_order_calls_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = KvStore::open(dir.path()).unwrap();
+    assert!(matches!(app.commit(), Err(AppError::Sequence(_))));
+    assert!(matches!(
+        app.finalize_block(finalize(3, &[])),
+        Err(AppError::Sequence(_))
+    ));
+}
+
+#[test]
+fn proposals_keep_to_the_byte_budget_and_reject_malformed_blocks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = KvStore::open(dir.path()).unwrap();
+    let txs: Vec<Bytes> = ["a=1", "bad", "bb=22", "ccc=333"]
+        .iter()
+        .map(|t| Bytes::from(t.to_string()))
+        .collect();
+    let prep = app.prepare_proposal(request::PrepareProposal {
+        max_tx_bytes: 8,
+        txs: txs.clone(),
+        local_last_commit: None,
+        misbehavior: vec![],
+        height: 1u32.into(),
+        time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
+        next_validators_hash: Hash::None,
+        proposer_address: account::Id::new([0; 20]),
+    });
+    assert_eq!(prep.txs, vec![Bytes::from("a=1"), Bytes::from("bb=22")]);
+    let process = |txs: Vec<Bytes>| request::ProcessProposal {
+        txs,
+        proposed_last_commit: None,
+        misbehavior: vec![],
+        hash: Hash::None,
+        height: 1u32.into(),
+        time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
+        next_validators_hash: Hash::None,
+        proposer_address: account::Id::new([0; 20]),
+    };
+    assert_eq!(
+        app.process_proposal(process(prep.txs)),
+        response::ProcessProposal::Accept
+    );
+    assert_eq!(
+        app.process_proposal(process(txs)),
+        response::ProcessProposal::Reject
+    );
+}
+
+#[test]
+fn genesis_state_and_queries_the_store_cannot_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = KvStore::open(dir.path()).unwrap();
+    let genesis = |state: &str| {
+        request::InitChain {
+        time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
+        chain_id: "bulwark-test".into(),
+        consensus_params: serde_json::from_str::<consensus::Params>(
+            r#"{"block":{"max_bytes":"22020096","max_gas":"-1"},"evidence":{"max_age_num_blocks":"100000","max_age_duration":"172800000000000","max_bytes":"1048576"},"validator":{"pub_key_types":["ed25519"]},"version":{"app":"0"}}"#,
+        )
+        .unwrap(),
+        validators: vec![],
+        app_state_bytes: Bytes::from(state.to_string()),
+        initial_height: 1u32.into(),
+    }
+    };
+    assert!(matches!(
+        app.init_chain(genesis(r#"{"a": 1}"#)),
+        Err(AppError::Genesis(_))
+    ));
+    assert!(matches!(
+        app.init_chain(genesis("[1,2]")),
+        Err(AppError::Genesis(_))
+    ));
+    app.init_chain(genesis(r#"{"greeting": "hello"}"#)).unwrap();
+    assert_eq!(app.query(query("greeting")).value.as_ref(), b"hello");
+    let mut proving = query("greeting");
+    proving.prove = true;
+    assert_eq!(code(app.query(proving).code), CODE_UNSUPPORTED);
+    let mut old = query("greeting");
+    old.height = 5u32.into();
+    assert_eq!(code(app.query(old).code), CODE_UNSUPPORTED);
+}
