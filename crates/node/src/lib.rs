@@ -1,0 +1,3 @@
+//! The Bulwark validator node's library: the parts of the node that are not wiring.
+
+pub mod mempool;
