@@ -1,3 +1,4 @@
 //! The Bulwark validator node's library: the parts of the node that are not wiring.
 
+pub mod chain;
 pub mod mempool;

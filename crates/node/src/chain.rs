@@ -1,0 +1,457 @@
+//! The chain's state machine around consensus: what the next block must look like, whether a
+//! proposed block is that block, how a consensus decision becomes a CometBFT commit, and how
+//! an executed block moves the state on (CometBFT's `state.State`, `MakeBlock`,
+//! `validateBlock` and `updateState`).
+
+use bulwark_consensus::{Decision, Signature as CoreSignature, ValidatorSet as CoreSet, VoteKind};
+use bulwark_types::convert::value_id;
+use bulwark_types::hashes::{
+    commit_hash, commit_sigs_hash, consensus_params_hash, data_hash, evidence_hash, results_hash,
+    TxResultDigest,
+};
+use bulwark_types::parts::PartSet;
+use bulwark_types::signing::verify_vote;
+use bulwark_types::tendermint::abci::response;
+use bulwark_types::tendermint::block::{self, Block, Commit, CommitSig, Header};
+use bulwark_types::tendermint::{
+    account, chain, consensus, evidence, validator, vote, AppHash, Genesis, Hash, Signature, Time,
+};
+use bulwark_types::tendermint_proto::v0_38 as pb;
+use bulwark_types::BLOCK_PROTOCOL;
+use prost::Message;
+use thiserror::Error;
+
+/// Why a proposed block is not the next block.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum BlockError {
+    /// A header field differs from what the state says it must be.
+    #[error("header field {field}: expected {expected}, got {got}")]
+    Header {
+        /// Which field.
+        field: &'static str,
+        /// What the state requires.
+        expected: String,
+        /// What the block says.
+        got: String,
+    },
+    /// The block's last commit does not prove the previous block.
+    #[error("last commit: {0}")]
+    LastCommit(#[from] CommitError),
+    /// The block could not be encoded into parts.
+    #[error("block encoding: {0}")]
+    Encoding(String),
+}
+
+/// Why a commit does not prove a block.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum CommitError {
+    /// For another height or block.
+    #[error("commit is for height {got_height} block {got_block}, expected height {height} block {block}")]
+    WrongBlock {
+        /// Expected height.
+        height: u64,
+        /// Expected block hash.
+        block: String,
+        /// Committed height.
+        got_height: u64,
+        /// Committed block hash.
+        got_block: String,
+    },
+    /// Not one signature slot per validator.
+    #[error("commit has {got} signatures for {expected} validators")]
+    WrongSize {
+        /// Validators.
+        expected: usize,
+        /// Signature slots.
+        got: usize,
+    },
+    /// A slot names another validator than the set's at that index.
+    #[error("signature {index} names another validator")]
+    WrongValidator {
+        /// Slot index.
+        index: usize,
+    },
+    /// A signature does not verify.
+    #[error("signature {index} does not verify")]
+    BadSignature {
+        /// Slot index.
+        index: usize,
+    },
+    /// Not more than two thirds of the power signed the block.
+    #[error("only {signed} of {total} voting power signed")]
+    NotEnoughPower {
+        /// Power that signed the block.
+        signed: u64,
+        /// Total power.
+        total: u64,
+    },
+}
+
+/// Everything the next height needs.
+#[derive(Clone, Debug)]
+pub struct ChainState {
+    /// The chain id.
+    pub chain_id: chain::Id,
+    /// The first height.
+    pub initial_height: u64,
+    /// The last committed height (initial_height - 1 before the first block).
+    pub last_block_height: u64,
+    /// The last block's id.
+    pub last_block_id: Option<block::Id>,
+    /// The last block's time (genesis time before the first block).
+    pub last_block_time: Time,
+    /// Validators of the next height, with CometBFT proposer priorities.
+    pub validators: CoreSet,
+    /// Their keys, for hashing and signature checks.
+    pub validator_infos: validator::Set,
+    /// Validators that signed the last commit.
+    pub last_validator_infos: validator::Set,
+    /// Consensus parameters.
+    pub consensus_params: consensus::Params,
+    /// Results hash of the last block's txs.
+    pub last_results_hash: Hash,
+    /// App hash after the last block.
+    pub app_hash: AppHash,
+}
+
+fn mismatch(
+    field: &'static str,
+    expected: impl std::fmt::Debug,
+    got: impl std::fmt::Debug,
+) -> BlockError {
+    BlockError::Header {
+        field,
+        expected: format!("{expected:?}"),
+        got: format!("{got:?}"),
+    }
+}
+
+/// Packs what a CometBFT vote signs but the consensus core does not interpret (the timestamp)
+/// with the signature into the core's opaque signature bytes.
+pub fn pack_signature(timestamp: Time, signature: &Signature) -> CoreSignature {
+    let nanos = timestamp.unix_timestamp_nanos();
+    let mut out = nanos.to_be_bytes().to_vec();
+    out.extend_from_slice(signature.as_bytes());
+    CoreSignature(out)
+}
+
+/// The inverse of [`pack_signature`].
+pub fn unpack_signature(packed: &CoreSignature) -> Option<(Time, Signature)> {
+    let b = &packed.0;
+    if b.len() != 16 + 64 {
+        return None;
+    }
+    let nanos = i128::from_be_bytes(b[..16].try_into().ok()?);
+    let secs = i64::try_from(nanos.div_euclid(1_000_000_000)).ok()?;
+    let time = Time::from_unix_timestamp(secs, nanos.rem_euclid(1_000_000_000) as u32).ok()?;
+    let signature = Signature::new(&b[16..]).ok()??;
+    Some((time, signature))
+}
+
+impl ChainState {
+    /// The state before the first block.
+    pub fn from_genesis<A>(genesis: &Genesis<A>) -> Result<ChainState, String> {
+        let infos = validator::Set::without_proposer(genesis.validators.clone());
+        let core = CoreSet::genesis(
+            infos
+                .validators()
+                .iter()
+                .map(|v| {
+                    bulwark_consensus::Validator::new(v.address.as_bytes().to_vec(), v.power())
+                })
+                .collect(),
+        )
+        .map_err(|e| e.to_string())?;
+        let initial_height =
+            u64::try_from(genesis.initial_height.max(1)).map_err(|e| e.to_string())?;
+        Ok(ChainState {
+            chain_id: genesis.chain_id.clone(),
+            initial_height,
+            last_block_height: initial_height - 1,
+            last_block_id: None,
+            last_block_time: genesis.genesis_time,
+            validators: core,
+            validator_infos: infos.clone(),
+            last_validator_infos: infos,
+            consensus_params: genesis.consensus_params.clone(),
+            last_results_hash: results_hash(&[]),
+            app_hash: genesis.app_hash.clone(),
+        })
+    }
+
+    /// The height of the next block.
+    pub fn next_height(&self) -> u64 {
+        self.last_block_height + 1
+    }
+
+    /// The header the next block must have, given its txs, last commit, proposer and time.
+    fn expected_header(
+        &self,
+        txs: &[Vec<u8>],
+        last_commit: Option<&Commit>,
+        proposer: account::Id,
+        time: Time,
+    ) -> Result<Header, BlockError> {
+        Ok(Header {
+            version: block::header::Version {
+                block: BLOCK_PROTOCOL,
+                app: 1,
+            },
+            chain_id: self.chain_id.clone(),
+            height: block::Height::try_from(self.next_height())
+                .map_err(|e| BlockError::Encoding(e.to_string()))?,
+            time,
+            last_block_id: self.last_block_id,
+            last_commit_hash: Some(last_commit.map_or_else(|| commit_sigs_hash(&[]), commit_hash)),
+            data_hash: Some(data_hash(txs)),
+            validators_hash: self.validator_infos.hash(),
+            next_validators_hash: self.validator_infos.hash(),
+            consensus_hash: consensus_params_hash(&self.consensus_params),
+            app_hash: self.app_hash.clone(),
+            last_results_hash: Some(self.last_results_hash),
+            evidence_hash: Some(evidence_hash(&[])),
+            proposer_address: proposer,
+        })
+    }
+
+    /// Builds the next block (the proposer's side) and its id.
+    pub fn make_block(
+        &self,
+        txs: Vec<Vec<u8>>,
+        last_commit: Option<Commit>,
+        proposer: account::Id,
+        time: Time,
+    ) -> Result<(Block, block::Id, PartSet), BlockError> {
+        let header = self.expected_header(&txs, last_commit.as_ref(), proposer, time)?;
+        let block = Block::new(header, txs, evidence::List::default(), last_commit);
+        let (id, parts) = block_id(&block)?;
+        Ok((block, id, parts))
+    }
+
+    /// Checks that `block` is exactly the next block this state allows (every header field,
+    /// the data, and the last commit's signatures).
+    pub fn validate_block(&self, block: &Block) -> Result<(), BlockError> {
+        let h = &block.header;
+        let expected = self.expected_header(
+            &block.data,
+            block.last_commit.as_ref(),
+            h.proposer_address,
+            h.time,
+        )?;
+        macro_rules! same {
+            ($field:ident) => {
+                if h.$field != expected.$field {
+                    return Err(mismatch(stringify!($field), &expected.$field, &h.$field));
+                }
+            };
+        }
+        same!(version);
+        same!(chain_id);
+        same!(height);
+        same!(last_block_id);
+        same!(last_commit_hash);
+        same!(data_hash);
+        same!(validators_hash);
+        same!(next_validators_hash);
+        same!(consensus_hash);
+        same!(app_hash);
+        same!(last_results_hash);
+        if !block.evidence.iter().as_slice().is_empty() {
+            return Err(mismatch(
+                "evidence",
+                "none (evidence handling is not implemented)",
+                block.evidence.iter().count(),
+            ));
+        }
+        same!(evidence_hash);
+        if self.validator_infos.validator(h.proposer_address).is_none() {
+            return Err(mismatch(
+                "proposer_address",
+                "a validator",
+                h.proposer_address,
+            ));
+        }
+        if h.time <= self.last_block_time {
+            return Err(mismatch(
+                "time",
+                format!("after {}", self.last_block_time),
+                h.time,
+            ));
+        }
+        match (&self.last_block_id, &block.last_commit) {
+            (None, None) => {}
+            (Some(last_id), Some(commit)) => verify_commit(
+                &self.chain_id,
+                &self.last_validator_infos,
+                self.last_block_height,
+                last_id,
+                commit,
+            )?,
+            (expected_id, got) => {
+                return Err(mismatch(
+                    "last_commit",
+                    expected_id.is_some(),
+                    got.is_some(),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the state past `block`, executed with `result`.
+    pub fn apply(&mut self, block: &Block, id: block::Id, result: &response::FinalizeBlock) {
+        self.last_block_height = block.header.height.value();
+        self.last_block_id = Some(id);
+        self.last_block_time = block.header.time;
+        self.last_results_hash = results_hash(
+            &result
+                .tx_results
+                .iter()
+                .map(|r| TxResultDigest {
+                    code: r.code.value(),
+                    data: r.data.to_vec(),
+                    gas_wanted: r.gas_wanted,
+                    gas_used: r.gas_used,
+                })
+                .collect::<Vec<_>>(),
+        );
+        self.app_hash = result.app_hash.clone();
+        self.last_validator_infos = self.validator_infos.clone();
+        self.validators = self.validators.next_height();
+    }
+}
+
+/// A block's id: header hash and part-set header of its protobuf encoding.
+pub fn block_id(block: &Block) -> Result<(block::Id, PartSet), BlockError> {
+    let raw = pb::types::Block::from(block.clone()).encode_to_vec();
+    let parts = PartSet::from_bytes(&raw).map_err(|e| BlockError::Encoding(e.to_string()))?;
+    Ok((
+        block::Id {
+            hash: block.header.hash(),
+            part_set_header: parts.header(),
+        },
+        parts,
+    ))
+}
+
+/// The CometBFT commit for a decision: one slot per validator in set order, `Commit` for
+/// precommits of the block, `Nil` for nil precommits, `Absent` otherwise.
+pub fn commit_from_decision(
+    decision: &Decision,
+    id: block::Id,
+    infos: &validator::Set,
+) -> Result<Commit, CommitError> {
+    let value = value_id(&id);
+    let signatures = infos
+        .validators()
+        .iter()
+        .enumerate()
+        .map(|(i, info)| {
+            let Some(pc) = decision.precommits.iter().find(|v| {
+                v.message.validator.as_usize() == i && v.message.kind == VoteKind::Precommit
+            }) else {
+                return Ok(CommitSig::BlockIdFlagAbsent);
+            };
+            let (timestamp, signature) =
+                unpack_signature(&pc.signature).ok_or(CommitError::BadSignature { index: i })?;
+            Ok(if pc.message.value == Some(value) {
+                CommitSig::BlockIdFlagCommit {
+                    validator_address: info.address,
+                    timestamp,
+                    signature: Some(signature),
+                }
+            } else {
+                CommitSig::BlockIdFlagNil {
+                    validator_address: info.address,
+                    timestamp,
+                    signature: Some(signature),
+                }
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Commit {
+        height: block::Height::try_from(decision.height.0).map_err(|_| CommitError::WrongSize {
+            expected: 0,
+            got: 0,
+        })?,
+        round: block::Round::try_from(decision.round.0).map_err(|_| CommitError::WrongSize {
+            expected: 0,
+            got: 0,
+        })?,
+        block_id: id,
+        signatures,
+    })
+}
+
+/// Checks that `commit` proves block `id` at `height`: every present signature verifies for the
+/// validator at its index, and more than two thirds of the power signed the block.
+pub fn verify_commit(
+    chain_id: &chain::Id,
+    validators: &validator::Set,
+    height: u64,
+    id: &block::Id,
+    commit: &Commit,
+) -> Result<(), CommitError> {
+    if commit.height.value() != height || commit.block_id != *id {
+        return Err(CommitError::WrongBlock {
+            height,
+            block: id.hash.to_string(),
+            got_height: commit.height.value(),
+            got_block: commit.block_id.hash.to_string(),
+        });
+    }
+    let set = validators.validators();
+    if commit.signatures.len() != set.len() {
+        return Err(CommitError::WrongSize {
+            expected: set.len(),
+            got: commit.signatures.len(),
+        });
+    }
+    let mut signed: u64 = 0;
+    for (index, (sig, info)) in commit.signatures.iter().zip(set).enumerate() {
+        let (address, timestamp, signature, block_id) = match sig {
+            CommitSig::BlockIdFlagAbsent => continue,
+            CommitSig::BlockIdFlagCommit {
+                validator_address,
+                timestamp,
+                signature,
+            } => (
+                validator_address,
+                timestamp,
+                signature,
+                Some(commit.block_id),
+            ),
+            CommitSig::BlockIdFlagNil {
+                validator_address,
+                timestamp,
+                signature,
+            } => (validator_address, timestamp, signature, None),
+        };
+        if *address != info.address {
+            return Err(CommitError::WrongValidator { index });
+        }
+        let v = vote::Vote {
+            vote_type: vote::Type::Precommit,
+            height: commit.height,
+            round: commit.round,
+            block_id,
+            timestamp: Some(*timestamp),
+            validator_address: *address,
+            validator_index: vote::ValidatorIndex::try_from(index as u32)
+                .map_err(|_| CommitError::WrongValidator { index })?,
+            signature: signature.clone(),
+            extension: vec![],
+            extension_signature: None,
+        };
+        verify_vote(&info.pub_key, &v, chain_id)
+            .map_err(|_| CommitError::BadSignature { index })?;
+        if block_id.is_some() {
+            signed += info.power();
+        }
+    }
+    let total = validators.total_voting_power().value();
+    if 3 * u128::from(signed) <= 2 * u128::from(total) {
+        return Err(CommitError::NotEnoughPower { signed, total });
+    }
+    Ok(())
+}
