@@ -1,4 +1,5 @@
 //! The Bulwark validator node's library: the parts of the node that are not wiring.
 
 pub mod chain;
+pub mod home;
 pub mod mempool;

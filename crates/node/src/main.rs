@@ -25,6 +25,31 @@ enum Command {
     /// SEV-SNP attestation evidence.
     #[command(subcommand)]
     Attest(AttestCommand),
+    /// Create a single-validator home directory (config, genesis, keys).
+    Init {
+        /// The home directory.
+        #[arg(long)]
+        home: PathBuf,
+        /// The chain id.
+        #[arg(long, default_value = "bulwark-local")]
+        chain_id: String,
+    },
+    /// Create the homes of a local test network: OUTPUT/node{i}, distinct loopback ports,
+    /// every node a persistent peer of every other.
+    Testnet {
+        /// Number of validators.
+        #[arg(long, default_value_t = 4)]
+        validators: usize,
+        /// Output directory.
+        #[arg(long)]
+        output: PathBuf,
+        /// The chain id.
+        #[arg(long, default_value = "bulwark-testnet")]
+        chain_id: String,
+        /// P2P port of node0; node i uses base + 10i (p2p) and base + 10i + 1 (RPC).
+        #[arg(long, default_value_t = 26656)]
+        base_port: u16,
+    },
 }
 
 #[derive(Subcommand)]
@@ -113,6 +138,25 @@ fn main() -> ExitCode {
         }
         Command::Attest(AttestCommand::Verify(args)) => attest_cmd::verify(&args),
         Command::Attest(AttestCommand::Report(args)) => attest_cmd::report(&args),
+        Command::Init { home, chain_id } => bulwark_node::home::init(&home, &chain_id)
+            .map(|()| {
+                println!("initialised {}", home.display());
+                ExitCode::SUCCESS
+            })
+            .map_err(Into::into),
+        Command::Testnet {
+            validators,
+            output,
+            chain_id,
+            base_port,
+        } => bulwark_node::home::testnet(&output, validators, &chain_id, base_port)
+            .map(|homes| {
+                for h in homes {
+                    println!("{}", h.display());
+                }
+                ExitCode::SUCCESS
+            })
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => code,
