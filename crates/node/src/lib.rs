@@ -3,3 +3,4 @@
 pub mod chain;
 pub mod home;
 pub mod mempool;
+pub mod wire;
