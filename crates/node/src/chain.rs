@@ -11,7 +11,7 @@ use bulwark_types::hashes::{
 };
 use bulwark_types::parts::PartSet;
 use bulwark_types::signing::verify_vote;
-use bulwark_types::tendermint::abci::response;
+use bulwark_types::tendermint::abci::{request, response};
 use bulwark_types::tendermint::block::{self, Block, Commit, CommitSig, Header};
 use bulwark_types::tendermint::{
     account, chain, consensus, evidence, validator, vote, AppHash, Genesis, Hash, Signature, Time,
@@ -318,6 +318,54 @@ impl ChainState {
         self.app_hash = result.app_hash.clone();
         self.last_validator_infos = self.validator_infos.clone();
         self.validators = self.validators.next_height();
+    }
+}
+
+/// The FinalizeBlock request for a decided `block`: its txs and, as CometBFT sends it, who
+/// signed the block's last commit (`decided_last_commit`), with the last validators' powers.
+pub fn finalize_request(block: &Block, last_validators: &validator::Set) -> request::FinalizeBlock {
+    use bulwark_types::tendermint::abci::types::{
+        BlockSignatureInfo, CommitInfo, Validator as AbciValidator, VoteInfo,
+    };
+    use bulwark_types::tendermint::block::BlockIdFlag;
+    let decided_last_commit = match &block.last_commit {
+        None => CommitInfo {
+            round: block::Round::default(),
+            votes: vec![],
+        },
+        Some(commit) => CommitInfo {
+            round: commit.round,
+            votes: commit
+                .signatures
+                .iter()
+                .zip(last_validators.validators())
+                .map(|(sig, info)| VoteInfo {
+                    validator: AbciValidator {
+                        address: info.address.as_bytes().try_into().unwrap_or([0; 20]),
+                        power: info.power,
+                    },
+                    sig_info: BlockSignatureInfo::Flag(match sig {
+                        CommitSig::BlockIdFlagAbsent => BlockIdFlag::Absent,
+                        CommitSig::BlockIdFlagCommit { .. } => BlockIdFlag::Commit,
+                        CommitSig::BlockIdFlagNil { .. } => BlockIdFlag::Nil,
+                    }),
+                })
+                .collect(),
+        },
+    };
+    request::FinalizeBlock {
+        txs: block
+            .data
+            .iter()
+            .map(|t| bytes::Bytes::from(t.clone()))
+            .collect(),
+        decided_last_commit,
+        misbehavior: vec![],
+        hash: block.header.hash(),
+        height: block.header.height,
+        time: block.header.time,
+        next_validators_hash: block.header.next_validators_hash,
+        proposer_address: block.header.proposer_address,
     }
 }
 

@@ -3,4 +3,5 @@
 pub mod chain;
 pub mod home;
 pub mod mempool;
+pub mod proposal;
 pub mod wire;

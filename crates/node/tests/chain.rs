@@ -9,15 +9,17 @@ use bulwark_app::Application;
 use bulwark_consensus::{
     Action, Config, Consensus, Event, Height as CHeight, Signed, Validity, ValueId, VoteKind,
 };
+use bulwark_node::chain::finalize_request;
 use bulwark_node::chain::{
     block_id, commit_from_decision, pack_signature, BlockError, ChainState, CommitError,
 };
 use bulwark_node::mempool::{Mempool, MempoolConfig};
+use bulwark_node::proposal::{block_to_parts, Assembler};
 use bulwark_store::privval::PrivValidator;
 use bulwark_store::Store;
 use bulwark_types::convert::value_id;
 use bulwark_types::signing::public_key;
-use bulwark_types::tendermint::abci::{request, types::CommitInfo};
+use bulwark_types::tendermint::abci::request;
 use bulwark_types::tendermint::block::{self, Block, Commit, CommitSig, Header};
 use bulwark_types::tendermint::{account, proposal, validator, vote, Genesis, Time};
 use bytes::Bytes;
@@ -164,9 +166,19 @@ fn run() -> Run {
                             )
                             .unwrap();
                         let value = value_id(&id);
-                        // The block travels to everyone (block parts in the real node).
+                        // The block travels as parts; every receiver reassembles and checks it.
+                        let (header, parts) = block_to_parts(&block).unwrap();
+                        assert_eq!(header, id.part_set_header);
                         for m in nodes.iter_mut() {
-                            m.blocks.insert(value, (block.clone(), id));
+                            let mut assembler = Assembler::new();
+                            assembler.announce(header).unwrap();
+                            let mut whole = None;
+                            for p in parts.iter().rev() {
+                                whole = assembler.add(&header, p).unwrap().or(whole);
+                            }
+                            let whole = whole.expect("every part arrived");
+                            assert_eq!(block_id(&whole).unwrap().0, id);
+                            m.blocks.insert(value, (whole, id));
                         }
                         queue.push_back((
                             i,
@@ -254,22 +266,12 @@ fn run() -> Run {
                         let (block, id) = n.blocks[&d.value].clone();
                         let commit =
                             commit_from_decision(&d, id, &n.state.validator_infos).unwrap();
-                        let result = n
-                            .app
-                            .finalize_block(request::FinalizeBlock {
-                                txs: block.data.iter().map(|t| Bytes::from(t.clone())).collect(),
-                                decided_last_commit: CommitInfo {
-                                    round: 0u16.into(),
-                                    votes: vec![],
-                                },
-                                misbehavior: vec![],
-                                hash: block.header.hash(),
-                                height: block.header.height,
-                                time: block.header.time,
-                                next_validators_hash: block.header.next_validators_hash,
-                                proposer_address: block.header.proposer_address,
-                            })
-                            .unwrap();
+                        let request = finalize_request(&block, &n.state.last_validator_infos);
+                        if height > 1 {
+                            // Everyone signed the previous block in this honest network.
+                            assert_eq!(request.decided_last_commit.votes.len(), N);
+                        }
+                        let result = n.app.finalize_block(request).unwrap();
                         n.app.commit().unwrap();
                         let committed: Vec<Bytes> =
                             block.data.iter().map(|t| Bytes::from(t.clone())).collect();
