@@ -503,3 +503,115 @@ pub fn verify_commit(
     }
     Ok(())
 }
+
+/// [`ChainState`] as stored after each height (JSON, CometBFT's encodings for the chain types),
+/// proposer priorities included, so a restarted node picks the same proposers.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredState {
+    chain_id: chain::Id,
+    initial_height: u64,
+    last_block_height: u64,
+    last_block_id: Option<block::Id>,
+    last_block_time: Time,
+    /// Next height's validators in set order, with their proposer priorities.
+    validators: Vec<validator::Info>,
+    /// Index of round 0's proposer of the next height.
+    proposer: u32,
+    last_validators: Vec<validator::Info>,
+    consensus_params: consensus::Params,
+    last_results_hash: Hash,
+    /// Hex: `AppHash` has no serde encoding of its own.
+    app_hash: String,
+}
+
+impl ChainState {
+    /// Encodes for the block store.
+    pub fn encode(&self) -> Vec<u8> {
+        let priorities: std::collections::HashMap<Vec<u8>, i64> = self
+            .validators
+            .validators()
+            .iter()
+            .map(|v| (v.address.clone(), v.priority))
+            .collect();
+        let validators = self
+            .validator_infos
+            .validators()
+            .iter()
+            .map(|info| {
+                let mut info = info.clone();
+                info.proposer_priority = priorities
+                    .get(info.address.as_bytes())
+                    .copied()
+                    .unwrap_or(0)
+                    .into();
+                info
+            })
+            .collect();
+        let stored = StoredState {
+            chain_id: self.chain_id.clone(),
+            initial_height: self.initial_height,
+            last_block_height: self.last_block_height,
+            last_block_id: self.last_block_id,
+            last_block_time: self.last_block_time,
+            validators,
+            proposer: self.validators.proposer().0,
+            last_validators: self.last_validator_infos.validators().clone(),
+            consensus_params: self.consensus_params.clone(),
+            last_results_hash: self.last_results_hash,
+            app_hash: hex::encode(self.app_hash.as_bytes()),
+        };
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+
+    /// Decodes what [`ChainState::encode`] wrote, checking that it is a usable state.
+    pub fn decode(bytes: &[u8]) -> Result<ChainState, String> {
+        let s: StoredState = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let infos = validator::Set::without_proposer(s.validators.clone());
+        if infos.validators().len() != s.validators.len() {
+            return Err("duplicate validators".into());
+        }
+        // The proposer index refers to the stored order, which is the set's order.
+        let proposer_address = s
+            .validators
+            .get(s.proposer as usize)
+            .map(|v| v.address)
+            .ok_or_else(|| format!("proposer index {} outside the set", s.proposer))?;
+        let core_validators = infos
+            .validators()
+            .iter()
+            .map(|v| bulwark_consensus::Validator {
+                address: v.address.as_bytes().to_vec(),
+                power: v.power(),
+                priority: v.proposer_priority.value(),
+            })
+            .collect();
+        let proposer_index = infos
+            .validators()
+            .iter()
+            .position(|v| v.address == proposer_address)
+            .ok_or("proposer not in the set")?;
+        let core = CoreSet::with_priorities(
+            core_validators,
+            bulwark_consensus::ValidatorIndex(proposer_index as u32),
+        )
+        .map_err(|e| e.to_string())?;
+        if s.last_block_height + 1 < s.initial_height {
+            return Err("last block height below the initial height".into());
+        }
+        Ok(ChainState {
+            chain_id: s.chain_id,
+            initial_height: s.initial_height,
+            last_block_height: s.last_block_height,
+            last_block_id: s.last_block_id,
+            last_block_time: s.last_block_time,
+            validators: core,
+            validator_infos: infos,
+            last_validator_infos: validator::Set::without_proposer(s.last_validators),
+            consensus_params: s.consensus_params,
+            last_results_hash: s.last_results_hash,
+            app_hash: hex::decode(&s.app_hash)
+                .map_err(|e| e.to_string())
+                .and_then(|b| AppHash::try_from(b).map_err(|e| e.to_string()))?,
+        })
+    }
+}

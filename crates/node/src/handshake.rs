@@ -1,0 +1,130 @@
+//! The restart handshake (CometBFT's `Handshaker`): the application says which height it has
+//! committed; the block store says which the chain has. If the application is behind (a crash
+//! between storing a block and the application's Commit), the missing blocks are replayed into
+//! it, and each replay must produce the app hash the chain recorded. An application ahead of
+//! the store, or one that computes another app hash, is an error: the node must not start.
+
+use crate::chain::{finalize_request, ChainState};
+use bulwark_app::{AppError, Application};
+use bulwark_store::blocks::BlockStore;
+use bulwark_store::StoreError;
+use bulwark_types::tendermint::abci::request;
+use bulwark_types::tendermint::block::Block;
+use bulwark_types::tendermint_proto::v0_38 as pb;
+use prost::Message;
+use thiserror::Error;
+
+/// Why a node cannot start.
+#[derive(Debug, Error)]
+pub enum HandshakeError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The application failed.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// A stored record does not decode.
+    #[error("stored {what} at height {height} is unreadable: {reason}")]
+    Corrupt {
+        /// Block or state.
+        what: &'static str,
+        /// Height.
+        height: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The application has committed heights the chain has not stored.
+    #[error("the application is at height {app}, ahead of the block store at {store}")]
+    AppAhead {
+        /// Application height.
+        app: u64,
+        /// Store height.
+        store: u64,
+    },
+    /// Replaying a block gave another app hash than the chain recorded.
+    #[error("replaying height {height} gave app hash {got}, the chain recorded {expected}")]
+    AppHashMismatch {
+        /// Height.
+        height: u64,
+        /// Recorded.
+        expected: String,
+        /// Computed.
+        got: String,
+    },
+}
+
+/// Brings `app` up to the block store and returns the chain state to continue from (`genesis`
+/// if nothing is stored).
+pub fn handshake(
+    app: &mut dyn Application,
+    blocks: &BlockStore,
+    genesis: ChainState,
+) -> Result<ChainState, HandshakeError> {
+    let info = app.info(request::Info {
+        version: String::new(),
+        block_version: 11,
+        p2p_version: 8,
+        abci_version: "2.0.0".into(),
+    })?;
+    let app_height = info.last_block_height.value();
+    let Some(store_height) = blocks.latest_height()? else {
+        if app_height > genesis.last_block_height {
+            return Err(HandshakeError::AppAhead {
+                app: app_height,
+                store: genesis.last_block_height,
+            });
+        }
+        return Ok(genesis);
+    };
+    if app_height > store_height {
+        return Err(HandshakeError::AppAhead {
+            app: app_height,
+            store: store_height,
+        });
+    }
+    let state_at = |h: u64| -> Result<ChainState, HandshakeError> {
+        let bytes = blocks.state(h)?.ok_or(HandshakeError::Corrupt {
+            what: "state",
+            height: h,
+            reason: "missing".into(),
+        })?;
+        ChainState::decode(&bytes).map_err(|reason| HandshakeError::Corrupt {
+            what: "state",
+            height: h,
+            reason,
+        })
+    };
+    let first = genesis.initial_height;
+    let mut last_validators = if app_height < first {
+        genesis.last_validator_infos.clone()
+    } else {
+        state_at(app_height)?.validator_infos
+    };
+    for h in (app_height + 1).max(first)..=store_height {
+        let bytes = blocks.block(h)?.ok_or(HandshakeError::Corrupt {
+            what: "block",
+            height: h,
+            reason: "missing".into(),
+        })?;
+        let block = pb::types::Block::decode(bytes.as_slice())
+            .map_err(|e| e.to_string())
+            .and_then(|raw| Block::try_from(raw).map_err(|e| e.to_string()))
+            .map_err(|reason| HandshakeError::Corrupt {
+                what: "block",
+                height: h,
+                reason,
+            })?;
+        let result = app.finalize_block(finalize_request(&block, &last_validators))?;
+        let recorded = state_at(h)?;
+        if result.app_hash != recorded.app_hash {
+            return Err(HandshakeError::AppHashMismatch {
+                height: h,
+                expected: format!("{:?}", recorded.app_hash),
+                got: format!("{:?}", result.app_hash),
+            });
+        }
+        app.commit()?;
+        last_validators = recorded.validator_infos;
+    }
+    state_at(store_height)
+}

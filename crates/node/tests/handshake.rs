@@ -1,0 +1,207 @@
+//! Restart handshake: the application catches up from the block store, checked hash by hash.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use bulwark_app::kvstore::KvStore;
+use bulwark_app::Application;
+use bulwark_node::chain::{finalize_request, ChainState};
+use bulwark_node::handshake::{handshake, HandshakeError};
+use bulwark_store::blocks::BlockStore;
+use bulwark_store::Store;
+use bulwark_types::signing::{public_key, sign_vote};
+use bulwark_types::tendermint::abci::request;
+use bulwark_types::tendermint::block::{self, Commit, CommitSig};
+use bulwark_types::tendermint::{account, validator, vote, Genesis, Time};
+use bulwark_types::tendermint_proto::v0_38 as pb;
+use bytes::Bytes;
+use ed25519_consensus::SigningKey;
+use prost::Message;
+
+fn genesis(key: &SigningKey) -> Genesis<serde_json::Value> {
+    let params = r#"{"block":{"max_bytes":"22020096","max_gas":"-1"},"evidence":{"max_age_num_blocks":"100000","max_age_duration":"172800000000000","max_bytes":"1048576"},"validator":{"pub_key_types":["ed25519"]},"version":{"app":"0"}}"#;
+    Genesis {
+        genesis_time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
+        chain_id: "bulwark-handshake".parse().unwrap(),
+        initial_height: 1,
+        consensus_params: serde_json::from_str(params).unwrap(),
+        validators: vec![validator::Info::new(public_key(key), 10u32.into())],
+        app_hash: Default::default(),
+        app_state: serde_json::Value::Null,
+    }
+}
+
+fn fresh_app(dir: &std::path::Path, g: &Genesis<serde_json::Value>) -> KvStore {
+    let mut app = KvStore::open(dir).unwrap();
+    app.init_chain(request::InitChain {
+        time: g.genesis_time,
+        chain_id: g.chain_id.to_string(),
+        consensus_params: g.consensus_params.clone(),
+        validators: vec![],
+        app_state_bytes: Bytes::new(),
+        initial_height: 1u32.into(),
+    })
+    .unwrap();
+    app
+}
+
+fn genesis_state(g: &Genesis<serde_json::Value>, app: &KvStore) -> ChainState {
+    let mut s = ChainState::from_genesis(g).unwrap();
+    s.app_hash = app
+        .info(request::Info {
+            version: String::new(),
+            block_version: 11,
+            p2p_version: 8,
+            abci_version: String::new(),
+        })
+        .unwrap()
+        .last_block_app_hash;
+    s
+}
+
+/// Builds `heights` blocks on a one-validator chain, storing block, commit and state after each,
+/// as the node does. Returns the final state.
+fn build(
+    heights: u64,
+    key: &SigningKey,
+    g: &Genesis<serde_json::Value>,
+    app: &mut KvStore,
+    blocks: &BlockStore,
+) -> ChainState {
+    let address = account::Id::from(public_key(key).ed25519().unwrap());
+    let mut state = genesis_state(g, app);
+    let mut last_commit: Option<Commit> = None;
+    for h in 1..=heights {
+        let time = Time::from_unix_timestamp(1_700_000_000 + h as i64, 0).unwrap();
+        let txs = vec![format!("k{h}=v{h}").into_bytes()];
+        let (block, id, _) = state
+            .make_block(txs, last_commit.clone(), address, time)
+            .unwrap();
+        state.validate_block(&block).unwrap();
+        let mut v = vote::Vote {
+            vote_type: vote::Type::Precommit,
+            height: block.header.height,
+            round: block::Round::default(),
+            block_id: Some(id),
+            timestamp: Some(time),
+            validator_address: address,
+            validator_index: 0u32.try_into().unwrap(),
+            signature: None,
+            extension: vec![],
+            extension_signature: None,
+        };
+        sign_vote(key, &mut v, &state.chain_id);
+        let commit = Commit {
+            height: block.header.height,
+            round: block::Round::default(),
+            block_id: id,
+            signatures: vec![CommitSig::BlockIdFlagCommit {
+                validator_address: address,
+                timestamp: time,
+                signature: v.signature,
+            }],
+        };
+        let result = app
+            .finalize_block(finalize_request(&block, &state.last_validator_infos))
+            .unwrap();
+        state.apply(&block, id, &result);
+        blocks
+            .save(
+                h,
+                id.hash.as_bytes(),
+                &pb::types::Block::from(block).encode_to_vec(),
+                &pb::types::Commit::from(commit.clone()).encode_to_vec(),
+                &state.encode(),
+            )
+            .unwrap();
+        app.commit().unwrap();
+        last_commit = Some(commit);
+    }
+    state
+}
+
+#[test]
+fn chain_state_survives_encoding_and_bad_bytes_are_errors() {
+    let key = SigningKey::from([1u8; 32]);
+    let g = genesis(&key);
+    let d = tempfile::tempdir().unwrap();
+    let app = fresh_app(d.path(), &g);
+    let s = genesis_state(&g, &app);
+    let back = ChainState::decode(&s.encode()).unwrap();
+    assert_eq!(back.encode(), s.encode());
+    assert_eq!(back.validators, s.validators);
+    assert!(ChainState::decode(b"not json").is_err());
+    let mut v: serde_json::Value = serde_json::from_slice(&s.encode()).unwrap();
+    v["proposer"] = serde_json::Value::from(7);
+    assert!(ChainState::decode(v.to_string().as_bytes()).is_err());
+}
+
+#[test]
+fn an_app_that_lost_its_state_is_replayed_to_the_chain_hash_by_hash() {
+    let key = SigningKey::from([2u8; 32]);
+    let g = genesis(&key);
+    let (da, ds, db) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut app = fresh_app(da.path(), &g);
+    let blocks = BlockStore::open(&Store::open(ds.path()).unwrap()).unwrap();
+    let final_state = build(6, &key, &g, &mut app, &blocks);
+
+    // The same app, already up to date: nothing to replay.
+    let genesis_s = genesis_state(&g, &app);
+    let s = handshake(&mut app, &blocks, genesis_s).unwrap();
+    assert_eq!(s.encode(), final_state.encode());
+
+    // A fresh app (its data lost): all six blocks are replayed and give the recorded hashes.
+    let mut fresh = fresh_app(db.path(), &g);
+    let genesis_s = genesis_state(&g, &fresh);
+    let s = handshake(&mut fresh, &blocks, genesis_s).unwrap();
+    assert_eq!(s.last_block_height, 6);
+    assert_eq!(s.app_hash, final_state.app_hash);
+    let q = fresh.query(request::Query {
+        data: Bytes::from("k6"),
+        path: String::new(),
+        height: block::Height::try_from(0u64).unwrap(),
+        prove: false,
+    });
+    assert_eq!(q.value.as_ref(), b"v6");
+}
+
+#[test]
+fn an_app_ahead_of_the_store_or_computing_other_hashes_stops_the_node() {
+    let key = SigningKey::from([3u8; 32]);
+    let g = genesis(&key);
+    let (da, ds, ds2) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut app = fresh_app(da.path(), &g);
+    let blocks = BlockStore::open(&Store::open(ds.path()).unwrap()).unwrap();
+    build(3, &key, &g, &mut app, &blocks);
+    // The store of another node with fewer blocks: the app is ahead.
+    let short = BlockStore::open(&Store::open(ds2.path()).unwrap()).unwrap();
+    let genesis_s = genesis_state(&g, &app);
+    assert!(matches!(
+        handshake(&mut app, &short, genesis_s.clone()),
+        Err(HandshakeError::AppAhead { app: 3, store: 0 })
+    ));
+
+    // A fresh app whose genesis state differs computes other hashes: replay refuses.
+    let dc = tempfile::tempdir().unwrap();
+    let mut other = KvStore::open(dc.path()).unwrap();
+    other
+        .init_chain(request::InitChain {
+            time: g.genesis_time,
+            chain_id: g.chain_id.to_string(),
+            consensus_params: g.consensus_params.clone(),
+            validators: vec![],
+            app_state_bytes: Bytes::from(r#"{"extra":"state"}"#),
+            initial_height: 1u32.into(),
+        })
+        .unwrap();
+    assert!(matches!(
+        handshake(&mut other, &blocks, genesis_s),
+        Err(HandshakeError::AppHashMismatch { height: 1, .. })
+    ));
+}
