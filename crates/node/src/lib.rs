@@ -1,6 +1,7 @@
 //! The Bulwark validator node's library: the parts of the node that are not wiring.
 
 pub mod chain;
+pub mod engine;
 pub mod handshake;
 pub mod home;
 pub mod mempool;

@@ -1,0 +1,973 @@
+//! The validator node without I/O: one [`Engine`] owns the consensus core, the privval, the
+//! write-ahead log, the block store, the application, the mempool and the chain state, and
+//! turns [`Input`]s (peer messages, timeouts, transactions, ticks) into [`Output`]s (messages to
+//! send, timers to set, blocks committed). The tokio driver only moves bytes and time.
+//!
+//! Every input that reaches the consensus core is written to the WAL first, the node's own
+//! signed messages and proposed blocks included, so that after a crash [`Engine::open`] replays
+//! the height in progress without signing anything again (the privval refuses to sign
+//! backwards anyway). Decided blocks are stored with their commit and the resulting state
+//! before the application commits; the handshake repairs a crash in between.
+
+use crate::chain::{
+    block_id, commit_from_decision, finalize_request, pack_signature, unpack_signature, BlockError,
+    ChainState, CommitError,
+};
+use crate::handshake::{handshake, HandshakeError};
+use crate::mempool::{AddError, Mempool, MempoolConfig};
+use crate::proposal::{block_to_parts, Assembler};
+use crate::wire::{self, Payload};
+use bulwark_app::{AppError, Application};
+use bulwark_consensus::{
+    Action, Certificate as CoreCertificate, Config, Consensus, Event, Height as CHeight,
+    Proposal as CoreProposal, Round, Signed, Timeout, TimeoutKind, ValidatorIndex, Validity,
+    ValueId, Vote as CoreVote, VoteKind,
+};
+use bulwark_store::blocks::BlockStore;
+use bulwark_store::privval::{PrivValidator, PrivvalError};
+use bulwark_store::wal::Wal;
+use bulwark_store::{Store, StoreError};
+use bulwark_types::convert::value_id;
+use bulwark_types::signing::{verify_proposal, verify_vote};
+use bulwark_types::tendermint::abci::{request, response};
+use bulwark_types::tendermint::block::{self, Block, Commit};
+use bulwark_types::tendermint::{account, proposal, vote, Time};
+use bulwark_types::tendermint_proto::v0_38 as pb;
+use bytes::Bytes;
+use prost::Message;
+use std::collections::HashMap;
+use std::time::Duration;
+use thiserror::Error;
+
+/// Who sent a message (the driver's connection number).
+pub type PeerId = u64;
+
+/// What happens to the engine.
+#[derive(Debug)]
+pub enum Input {
+    /// A message from a peer.
+    Peer(PeerId, Payload),
+    /// A timer set by [`Output::Schedule`] fired.
+    Timeout(Timeout),
+    /// A transaction from a client.
+    Tx(Bytes),
+    /// Periodic: lets a node that made no progress ask its peers.
+    Tick,
+    /// The wait after a commit is over: start this height (see [`Output::ScheduleHeight`]).
+    StartHeight(u64),
+}
+
+/// What the engine asks the driver to do.
+#[derive(Debug, PartialEq)]
+pub enum Output {
+    /// Send to every peer.
+    Broadcast(Payload),
+    /// Send to one peer.
+    Send(PeerId, Payload),
+    /// Deliver `Input::Timeout(timeout)` after `after`.
+    Schedule {
+        /// The timeout.
+        timeout: Timeout,
+        /// When.
+        after: Duration,
+    },
+    /// Deliver `Input::StartHeight(height)` after `after` (CometBFT's `timeout_commit`: time
+    /// for late precommits and for the next proposer's mempool to fill).
+    ScheduleHeight {
+        /// The height to start.
+        height: u64,
+        /// When.
+        after: Duration,
+    },
+    /// A block was committed.
+    Committed {
+        /// Height.
+        height: u64,
+        /// Transactions in it.
+        txs: usize,
+    },
+}
+
+/// A failure the node cannot continue past.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The application failed.
+    #[error(transparent)]
+    App(#[from] AppError),
+    /// The start-up handshake failed.
+    #[error(transparent)]
+    Handshake(#[from] HandshakeError),
+    /// Our own block could not be built, or a decided block could not be committed.
+    #[error("block: {0}")]
+    Block(#[from] BlockError),
+    /// A decision could not be turned into a commit.
+    #[error("commit: {0}")]
+    Commit(#[from] CommitError),
+    /// The privval refused to sign what the core decided to sign (a bug, never input).
+    #[error("privval: {0}")]
+    Privval(#[from] PrivvalError),
+    /// The WAL holds a record this version cannot read.
+    #[error("WAL: {0}")]
+    Wal(String),
+}
+
+/// A WAL record: an input that reached the consensus core.
+#[derive(Clone, PartialEq, Message)]
+struct WalRecord {
+    /// A message (from a peer, or our own signed one).
+    #[prost(bytes = "vec", optional, tag = "1")]
+    envelope: Option<Vec<u8>>,
+    /// A timeout: round and kind (1 propose, 2 prevote, 3 precommit).
+    #[prost(uint32, optional, tag = "2")]
+    timeout_round: Option<u32>,
+    #[prost(uint32, optional, tag = "3")]
+    timeout_kind: Option<u32>,
+    /// A block we built as proposer, for the round in `own_round`.
+    #[prost(message, optional, tag = "4")]
+    own_block: Option<pb::types::Block>,
+    #[prost(uint32, optional, tag = "5")]
+    own_round: Option<u32>,
+}
+
+/// Settings the engine takes from config.toml.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Consensus timeouts.
+    pub consensus: Config,
+    /// Mempool limits.
+    pub mempool: MempoolConfig,
+    /// Largest total tx bytes in a block.
+    pub max_block_tx_bytes: i64,
+    /// Wait after a commit before starting the next height.
+    pub timeout_commit: Duration,
+}
+
+/// Most decided blocks sent to a lagging peer per status message.
+pub const CATCH_UP_BLOCKS: u64 = 32;
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            consensus: Config::default(),
+            mempool: MempoolConfig::default(),
+            max_block_tx_bytes: 4 << 20,
+            timeout_commit: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// The node's engine.
+pub struct Engine {
+    config: EngineConfig,
+    address: account::Id,
+    core: Consensus,
+    privval: PrivValidator,
+    wal: Wal,
+    blocks: BlockStore,
+    app: Box<dyn Application>,
+    mempool: Mempool,
+    state: ChainState,
+    last_commit: Option<Commit>,
+    /// Blocks of the current height by value id, with their ids.
+    candidates: HashMap<ValueId, (Block, block::Id, Validity)>,
+    /// Verified proposals waiting for their block, by part-set header.
+    waiting: Vec<(proposal::Proposal, Signed<CoreProposal>)>,
+    assembler: Assembler,
+    /// Our own blocks of the current height, by round (built once, reused after a restart).
+    own_blocks: HashMap<u32, Block>,
+    /// Messages of the current height we saw, for peers that missed them.
+    seen: Vec<Payload>,
+    replaying: bool,
+    progress_mark: (u64, u32, Option<bulwark_consensus::Step>),
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("height", &self.state.next_height())
+            .finish_non_exhaustive()
+    }
+}
+
+fn kind_code(kind: TimeoutKind) -> u32 {
+    match kind {
+        TimeoutKind::Propose => 1,
+        TimeoutKind::Prevote => 2,
+        TimeoutKind::Precommit => 3,
+    }
+}
+
+fn kind_of(code: u32) -> Option<TimeoutKind> {
+    match code {
+        1 => Some(TimeoutKind::Propose),
+        2 => Some(TimeoutKind::Prevote),
+        3 => Some(TimeoutKind::Precommit),
+        _ => None,
+    }
+}
+
+fn envelope(payload: &Payload) -> Vec<u8> {
+    wire::Envelope {
+        payload: Some(payload.clone()),
+    }
+    .encode_to_vec()
+}
+
+impl Engine {
+    /// Opens the node: stores, handshake with the application, then replay of the height in
+    /// progress from the WAL. Returns the engine and what its start asks the driver to do.
+    pub fn open(
+        config: EngineConfig,
+        store: &Store,
+        key: ed25519_consensus::SigningKey,
+        mut app: Box<dyn Application>,
+        genesis_state: ChainState,
+    ) -> Result<(Engine, Vec<Output>), EngineError> {
+        let address = account::Id::from(
+            bulwark_types::signing::public_key(&key)
+                .ed25519()
+                .ok_or_else(|| EngineError::Wal("not an ed25519 key".into()))?,
+        );
+        let blocks = BlockStore::open(store)?;
+        let state = handshake(app.as_mut(), &blocks, genesis_state)?;
+        let last_commit = match blocks.latest_height()? {
+            None => None,
+            Some(h) => {
+                let bytes = blocks
+                    .commit(h)?
+                    .ok_or_else(|| EngineError::Wal(format!("commit {h} missing")))?;
+                let raw = pb::types::Commit::decode(bytes.as_slice())
+                    .map_err(|e| EngineError::Wal(e.to_string()))?;
+                Some(Commit::try_from(raw).map_err(|e| EngineError::Wal(e.to_string()))?)
+            }
+        };
+        let mut engine = Engine {
+            mempool: Mempool::new(config.mempool.clone()),
+            core: Consensus::new(config.consensus.clone(), Some(address.as_bytes().to_vec())),
+            config,
+            address,
+            privval: PrivValidator::open(key, store)?,
+            wal: Wal::open(store)?,
+            blocks,
+            app,
+            state,
+            last_commit,
+            candidates: HashMap::new(),
+            waiting: Vec::new(),
+            assembler: Assembler::new(),
+            own_blocks: HashMap::new(),
+            seen: Vec::new(),
+            replaying: false,
+            progress_mark: (0, 0, None),
+        };
+        let mut out = engine.start_height()?;
+        // Replay the height in progress.
+        let height = engine.state.next_height();
+        let records = engine.wal.records(height)?;
+        engine.replaying = true;
+        for bytes in records {
+            let record =
+                WalRecord::decode(bytes.as_slice()).map_err(|e| EngineError::Wal(e.to_string()))?;
+            out.extend(engine.replay(record)?);
+        }
+        engine.replaying = false;
+        Ok((engine, out))
+    }
+
+    /// The chain state (next height, validators, app hash, ...).
+    pub fn state(&self) -> &ChainState {
+        &self.state
+    }
+
+    /// The block store (blocks, commits and states by height).
+    pub fn blocks(&self) -> &BlockStore {
+        &self.blocks
+    }
+
+    /// This validator's address.
+    pub fn address(&self) -> account::Id {
+        self.address
+    }
+
+    /// The current consensus round.
+    pub fn round(&self) -> u32 {
+        self.core.round().map_or(0, |r| r.0)
+    }
+
+    fn replay(&mut self, record: WalRecord) -> Result<Vec<Output>, EngineError> {
+        if let (Some(raw), Some(round)) = (record.own_block, record.own_round) {
+            let block = Block::try_from(raw).map_err(|e| EngineError::Wal(e.to_string()))?;
+            self.own_blocks.insert(round, block);
+            return Ok(Vec::new());
+        }
+        if let (Some(round), Some(kind)) =
+            (record.timeout_round, record.timeout_kind.and_then(kind_of))
+        {
+            return self.handle(Input::Timeout(Timeout {
+                height: CHeight(self.state.next_height()),
+                round: Round(round),
+                kind,
+            }));
+        }
+        if let Some(bytes) = record.envelope {
+            let env = wire::Envelope::decode(bytes.as_slice())
+                .map_err(|e| EngineError::Wal(e.to_string()))?;
+            if let Some(payload) = env.payload {
+                return self.handle(Input::Peer(0, payload));
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    fn log(&mut self, record: WalRecord) -> Result<(), EngineError> {
+        if !self.replaying {
+            // Own messages and blocks are flushed before they leave; peer messages ride along.
+            let sync = record.own_block.is_some();
+            self.wal
+                .append(self.state.next_height(), &record.encode_to_vec(), sync)?;
+        }
+        Ok(())
+    }
+
+    fn start_height(&mut self) -> Result<Vec<Output>, EngineError> {
+        self.candidates.clear();
+        self.waiting.clear();
+        self.assembler = Assembler::new();
+        self.own_blocks.clear();
+        self.seen.clear();
+        let event = Event::NewHeight {
+            height: CHeight(self.state.next_height()),
+            validators: self.state.validators.clone(),
+        };
+        self.drive(event)
+    }
+
+    /// Handles one input.
+    pub fn handle(&mut self, input: Input) -> Result<Vec<Output>, EngineError> {
+        match input {
+            Input::Timeout(t) => {
+                if t.height.0 != self.state.next_height() {
+                    return Ok(Vec::new());
+                }
+                self.log(WalRecord {
+                    timeout_round: Some(t.round.0),
+                    timeout_kind: Some(kind_code(t.kind)),
+                    ..Default::default()
+                })?;
+                self.drive(Event::Timeout(t))
+            }
+            Input::Tx(tx) => Ok(self.add_tx(tx).map(|_| vec![]).unwrap_or_default()),
+            Input::Tick => Ok(self.tick()),
+            Input::StartHeight(h) => {
+                if h == self.state.next_height() && self.core.height().is_none_or(|c| c.0 < h) {
+                    self.start_height()
+                } else {
+                    Ok(vec![])
+                }
+            }
+            Input::Peer(peer, payload) => self.peer(peer, payload),
+        }
+    }
+
+    fn add_tx(&mut self, tx: Bytes) -> Result<Vec<Output>, AddError> {
+        self.mempool.add(tx.clone(), self.app.as_ref())?;
+        Ok(vec![Output::Broadcast(Payload::Txs(wire::Txs {
+            txs: vec![tx.to_vec()],
+        }))])
+    }
+
+    /// Submits a client transaction; the result says whether the mempool took it.
+    pub fn submit_tx(&mut self, tx: Bytes) -> (Result<(), AddError>, Vec<Output>) {
+        match self.add_tx(tx) {
+            Ok(out) => (Ok(()), out),
+            Err(e) => (Err(e), vec![]),
+        }
+    }
+
+    fn tick(&mut self) -> Vec<Output> {
+        let mark = (self.state.next_height(), self.round(), self.core.step());
+        let stuck = mark == self.progress_mark;
+        self.progress_mark = mark;
+        if stuck {
+            vec![Output::Broadcast(Payload::Status(wire::Status {
+                height: mark.0,
+                round: mark.1,
+            }))]
+        } else {
+            vec![]
+        }
+    }
+
+    fn peer(&mut self, peer: PeerId, payload: Payload) -> Result<Vec<Output>, EngineError> {
+        let height = self.state.next_height();
+        match payload {
+            Payload::Txs(txs) => {
+                let mut fresh = Vec::new();
+                for tx in txs.txs.into_iter().take(1000) {
+                    if self
+                        .mempool
+                        .add(Bytes::from(tx.clone()), self.app.as_ref())
+                        .is_ok()
+                    {
+                        fresh.push(tx);
+                    }
+                }
+                Ok(if fresh.is_empty() {
+                    vec![]
+                } else {
+                    vec![Output::Broadcast(Payload::Txs(wire::Txs { txs: fresh }))]
+                })
+            }
+            Payload::Status(s) => self.answer_status(peer, s),
+            Payload::DecidedBlock(d) => self.decided_block(*d),
+            Payload::Proposal(raw) => {
+                if u64::try_from(raw.height).ok() != Some(height) {
+                    return Ok(vec![]);
+                }
+                let Ok(p) = proposal::Proposal::try_from(raw.clone()) else {
+                    return Ok(vec![]);
+                };
+                let (Some(block_id), Some(timestamp), Some(signature)) =
+                    (p.block_id, p.timestamp, p.signature.clone())
+                else {
+                    return Ok(vec![]);
+                };
+                let round = Round(p.round.value());
+                let Some(proposer) = self.core.proposer(round) else {
+                    return Ok(vec![]);
+                };
+                let Some(info) = self
+                    .state
+                    .validator_infos
+                    .validators()
+                    .get(proposer.as_usize())
+                else {
+                    return Ok(vec![]);
+                };
+                if verify_proposal(&info.pub_key, &p, &self.state.chain_id).is_err() {
+                    return Ok(vec![]);
+                }
+                self.log(WalRecord {
+                    envelope: Some(envelope(&Payload::Proposal(raw.clone()))),
+                    ..Default::default()
+                })?;
+                self.remember(Payload::Proposal(raw));
+                let core = CoreProposal {
+                    height: CHeight(height),
+                    round,
+                    value: value_id(&block_id),
+                    pol_round: p.pol_round.map(|r| Round(r.value())),
+                    proposer,
+                };
+                let signed = Signed::new(core, pack_signature(timestamp, &signature));
+                if let Some((_, _, validity)) = self.candidates.get(&core.value) {
+                    let validity = *validity;
+                    return self.drive(Event::Proposal {
+                        proposal: signed,
+                        validity,
+                    });
+                }
+                if let Some(block) = self.own_blocks.get(&round.0).cloned() {
+                    // After a restart: our own proposal, whose block is in the WAL.
+                    let (id, _) = block_id_of(&block)?;
+                    if id == block_id {
+                        self.candidates
+                            .insert(core.value, (block, id, Validity::Valid));
+                        return self.drive(Event::Proposal {
+                            proposal: signed,
+                            validity: Validity::Valid,
+                        });
+                    }
+                }
+                if self.assembler.announce(block_id.part_set_header).is_ok() {
+                    self.waiting.push((p, signed));
+                }
+                Ok(vec![])
+            }
+            Payload::BlockPart(bp) => {
+                if bp.height != height {
+                    return Ok(vec![]);
+                }
+                let Some(part) = bp.part.clone() else {
+                    return Ok(vec![]);
+                };
+                let Some((p, _)) = self
+                    .waiting
+                    .iter()
+                    .find(|(p, _)| p.round.value() == bp.round)
+                else {
+                    return Ok(vec![]);
+                };
+                let Some(header) = p.block_id.map(|b| b.part_set_header) else {
+                    return Ok(vec![]);
+                };
+                match self.assembler.add(&header, &part) {
+                    Ok(Some(block)) => {
+                        self.log(WalRecord {
+                            envelope: Some(envelope(&Payload::BlockPart(bp.clone()))),
+                            ..Default::default()
+                        })?;
+                        self.remember(Payload::BlockPart(bp));
+                        self.block_arrived(block)
+                    }
+                    Ok(None) => {
+                        self.log(WalRecord {
+                            envelope: Some(envelope(&Payload::BlockPart(bp.clone()))),
+                            ..Default::default()
+                        })?;
+                        self.remember(Payload::BlockPart(bp));
+                        Ok(vec![])
+                    }
+                    Err(_) => Ok(vec![]),
+                }
+            }
+            Payload::Vote(raw) => {
+                let Some((core_vote, signature)) = self.check_vote(&raw) else {
+                    return Ok(vec![]);
+                };
+                self.log(WalRecord {
+                    envelope: Some(envelope(&Payload::Vote(raw.clone()))),
+                    ..Default::default()
+                })?;
+                self.remember(Payload::Vote(raw));
+                self.drive(Event::Vote(Signed::new(core_vote, signature)))
+            }
+            Payload::Certificate(c) => {
+                let mut votes = Vec::new();
+                for raw in &c.votes {
+                    let Some((v, s)) = self.check_vote(raw) else {
+                        return Ok(vec![]);
+                    };
+                    votes.push(Signed::new(v, s));
+                }
+                let Some(first) = votes.first().map(|v| v.message) else {
+                    return Ok(vec![]);
+                };
+                self.log(WalRecord {
+                    envelope: Some(envelope(&Payload::Certificate(c))),
+                    ..Default::default()
+                })?;
+                self.drive(Event::Certificate(CoreCertificate {
+                    kind: first.kind,
+                    height: first.height,
+                    round: first.round,
+                    value: first.value,
+                    votes,
+                }))
+            }
+        }
+    }
+
+    /// A verified vote of the current height, as the core's vote and packed signature.
+    fn check_vote(
+        &mut self,
+        raw: &pb::types::Vote,
+    ) -> Option<(CoreVote, bulwark_consensus::Signature)> {
+        if u64::try_from(raw.height).ok()? != self.state.next_height() {
+            return None;
+        }
+        let v = vote::Vote::try_from(raw.clone()).ok()?;
+        let index = v.validator_index.value();
+        let info = self
+            .state
+            .validator_infos
+            .validators()
+            .get(index as usize)?;
+        if info.address != v.validator_address {
+            return None;
+        }
+        verify_vote(&info.pub_key, &v, &self.state.chain_id).ok()?;
+        let kind = match v.vote_type {
+            vote::Type::Prevote => VoteKind::Prevote,
+            vote::Type::Precommit => VoteKind::Precommit,
+        };
+        let core = CoreVote {
+            kind,
+            height: CHeight(v.height.value()),
+            round: Round(v.round.value()),
+            value: v.block_id.as_ref().map(value_id),
+            validator: ValidatorIndex(index),
+        };
+        Some((core, pack_signature(v.timestamp?, v.signature.as_ref()?)))
+    }
+
+    fn remember(&mut self, payload: Payload) {
+        if self.seen.len() < 10_000 && !self.seen.contains(&payload) {
+            self.seen.push(payload);
+        }
+    }
+
+    fn block_arrived(&mut self, block: Block) -> Result<Vec<Output>, EngineError> {
+        let (id, _) = block_id_of(&block)?;
+        let valid = self.state.validate_block(&block).is_ok()
+            && self.app.process_proposal(request::ProcessProposal {
+                txs: block.data.iter().map(|t| Bytes::from(t.clone())).collect(),
+                proposed_last_commit: None,
+                misbehavior: vec![],
+                hash: block.header.hash(),
+                height: block.header.height,
+                time: block.header.time,
+                next_validators_hash: block.header.next_validators_hash,
+                proposer_address: block.header.proposer_address,
+            }) == response::ProcessProposal::Accept;
+        let validity = if valid {
+            Validity::Valid
+        } else {
+            Validity::Invalid
+        };
+        let value = value_id(&id);
+        self.candidates.insert(value, (block, id, validity));
+        let ready: Vec<Signed<CoreProposal>> = self
+            .waiting
+            .iter()
+            .filter(|(p, _)| p.block_id == Some(id))
+            .map(|(_, s)| s.clone())
+            .collect();
+        self.waiting.retain(|(p, _)| p.block_id != Some(id));
+        let mut out = Vec::new();
+        for proposal in ready {
+            out.extend(self.drive(Event::Proposal { proposal, validity })?);
+        }
+        Ok(out)
+    }
+
+    fn answer_status(&mut self, peer: PeerId, s: wire::Status) -> Result<Vec<Output>, EngineError> {
+        let height = self.state.next_height();
+        if s.height < height {
+            // A run of decided blocks, so a laggard catches up faster than the chain grows.
+            let mut out = Vec::new();
+            for h in s.height..height.min(s.height.saturating_add(CATCH_UP_BLOCKS)) {
+                let (Some(block), Some(commit)) = (self.blocks.block(h)?, self.blocks.commit(h)?)
+                else {
+                    break;
+                };
+                let block = pb::types::Block::decode(block.as_slice()).ok();
+                let commit = pb::types::Commit::decode(commit.as_slice()).ok();
+                out.push(Output::Send(
+                    peer,
+                    Payload::DecidedBlock(Box::new(wire::DecidedBlock { block, commit })),
+                ));
+            }
+            return Ok(out);
+        }
+        if s.height != height {
+            return Ok(vec![]);
+        }
+        let mut out: Vec<Output> = self
+            .seen
+            .iter()
+            .cloned()
+            .map(|p| Output::Send(peer, p))
+            .collect();
+        for c in self.core.certificates() {
+            let votes = c
+                .votes
+                .iter()
+                .filter_map(|v| self.vote_to_wire(&v.message, &v.signature))
+                .collect();
+            out.push(Output::Send(
+                peer,
+                Payload::Certificate(wire::Certificate { votes }),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn vote_to_wire(
+        &self,
+        v: &CoreVote,
+        signature: &bulwark_consensus::Signature,
+    ) -> Option<pb::types::Vote> {
+        let (timestamp, sig) = unpack_signature(signature)?;
+        let info = self
+            .state
+            .validator_infos
+            .validators()
+            .get(v.validator.as_usize())?;
+        let block_id = match v.value {
+            None => None,
+            Some(value) => Some(self.candidates.get(&value)?.1),
+        };
+        let tv = vote::Vote {
+            vote_type: if v.kind == VoteKind::Prevote {
+                vote::Type::Prevote
+            } else {
+                vote::Type::Precommit
+            },
+            height: block::Height::try_from(v.height.0).ok()?,
+            round: block::Round::try_from(v.round.0).ok()?,
+            block_id,
+            timestamp: Some(timestamp),
+            validator_address: info.address,
+            validator_index: vote::ValidatorIndex::try_from(v.validator.0).ok()?,
+            signature: Some(sig),
+            extension: vec![],
+            extension_signature: None,
+        };
+        Some(tv.into())
+    }
+
+    /// Block sync: a peer's decided block for our height, accepted when its commit verifies.
+    fn decided_block(&mut self, d: wire::DecidedBlock) -> Result<Vec<Output>, EngineError> {
+        let (Some(raw_block), Some(raw_commit)) = (d.block, d.commit) else {
+            return Ok(vec![]);
+        };
+        let (Ok(block), Ok(commit)) = (Block::try_from(raw_block), Commit::try_from(raw_commit))
+        else {
+            return Ok(vec![]);
+        };
+        if block.header.height.value() != self.state.next_height() {
+            return Ok(vec![]);
+        }
+        let (id, _) = block_id_of(&block)?;
+        if self.state.validate_block(&block).is_err()
+            || crate::chain::verify_commit(
+                &self.state.chain_id,
+                &self.state.validator_infos,
+                block.header.height.value(),
+                &id,
+                &commit,
+            )
+            .is_err()
+        {
+            return Ok(vec![]);
+        }
+        self.commit_block(block, id, commit)
+    }
+
+    /// Runs the core on `event` and carries out its actions.
+    fn drive(&mut self, event: Event) -> Result<Vec<Output>, EngineError> {
+        let mut out = Vec::new();
+        let mut queue = std::collections::VecDeque::from([event]);
+        while let Some(event) = queue.pop_front() {
+            for action in self.core.handle(event) {
+                match action {
+                    Action::ScheduleTimeout { timeout, after } => {
+                        out.push(Output::Schedule { timeout, after })
+                    }
+                    Action::GetValue { height, round } => {
+                        let block = match self.own_blocks.get(&round.0) {
+                            Some(b) => b.clone(),
+                            None => self.build_block(round.0)?,
+                        };
+                        let (id, _) = block_id_of(&block)?;
+                        let value = value_id(&id);
+                        self.candidates.insert(value, (block, id, Validity::Valid));
+                        queue.push_back(Event::ProposeValue {
+                            height,
+                            round,
+                            value,
+                        });
+                    }
+                    Action::Propose(p) => out.extend(self.propose(p)?),
+                    Action::Vote(v) => {
+                        if let Some((payload, signed)) = self.sign_vote(v)? {
+                            out.push(Output::Broadcast(payload.clone()));
+                            self.remember(payload.clone());
+                            self.log(WalRecord {
+                                envelope: Some(envelope(&payload)),
+                                ..Default::default()
+                            })?;
+                            queue.push_back(Event::Vote(signed));
+                        }
+                    }
+                    Action::Decide(d) => {
+                        let (block, id, _) =
+                            self.candidates.get(&d.value).cloned().ok_or_else(|| {
+                                EngineError::Wal("decided a block we do not have".into())
+                            })?;
+                        let commit = commit_from_decision(&d, id, &self.state.validator_infos)?;
+                        out.extend(self.commit_block(block, id, commit)?);
+                        return Ok(out);
+                    }
+                    Action::Evidence(_) => {}
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn build_block(&mut self, round: u32) -> Result<Block, EngineError> {
+        let height = self.state.next_height();
+        let time = Time::now().max(
+            self.state
+                .last_block_time
+                .checked_add(Duration::from_millis(1))
+                .unwrap_or(self.state.last_block_time),
+        );
+        let txs = self.app.prepare_proposal(request::PrepareProposal {
+            max_tx_bytes: self.config.max_block_tx_bytes,
+            txs: self.mempool.reap(self.config.max_block_tx_bytes),
+            local_last_commit: None,
+            misbehavior: vec![],
+            height: block::Height::try_from(height).map_err(|e| EngineError::Wal(e.to_string()))?,
+            time,
+            next_validators_hash: self.state.validator_infos.hash(),
+            proposer_address: self.address,
+        });
+        let txs: Vec<Vec<u8>> = txs.txs.iter().map(|t| t.to_vec()).collect();
+        let (block, _, _) =
+            self.state
+                .make_block(txs, self.last_commit.clone(), self.address, time)?;
+        self.log(WalRecord {
+            own_block: Some(block.clone().into()),
+            own_round: Some(round),
+            ..Default::default()
+        })?;
+        self.own_blocks.insert(round, block.clone());
+        Ok(block)
+    }
+
+    fn propose(&mut self, p: CoreProposal) -> Result<Vec<Output>, EngineError> {
+        let (block, id, _) = self
+            .candidates
+            .get(&p.value)
+            .cloned()
+            .ok_or_else(|| EngineError::Wal("proposing a block we do not have".into()))?;
+        let mut tp = proposal::Proposal {
+            msg_type: proposal::Type::Proposal,
+            height: block.header.height,
+            round: block::Round::try_from(p.round.0)
+                .map_err(|e| EngineError::Wal(e.to_string()))?,
+            pol_round: p
+                .pol_round
+                .map(|r| block::Round::try_from(r.0))
+                .transpose()
+                .map_err(|e| EngineError::Wal(e.to_string()))?,
+            block_id: Some(id),
+            timestamp: Some(Time::now().max(block.header.time)),
+            signature: None,
+        };
+        match self.privval.sign_proposal(&mut tp, &self.state.chain_id) {
+            Ok(()) => {}
+            Err(PrivvalError::Regression { .. }) if self.replaying => return Ok(vec![]),
+            Err(e) => return Err(e.into()),
+        }
+        let raw: pb::types::Proposal = tp.clone().into();
+        let payload = Payload::Proposal(raw);
+        let mut out = vec![Output::Broadcast(payload.clone())];
+        self.remember(payload.clone());
+        let (_, parts) = block_to_parts(&block).map_err(|e| BlockError::Encoding(e.to_string()))?;
+        for part in parts {
+            let bp = Payload::BlockPart(wire::BlockPart {
+                height: block.header.height.value(),
+                round: p.round.0,
+                part: Some(part),
+            });
+            self.remember(bp.clone());
+            out.push(Output::Broadcast(bp));
+        }
+        self.log(WalRecord {
+            envelope: Some(envelope(&payload)),
+            ..Default::default()
+        })?;
+        let (Some(timestamp), Some(sig)) = (tp.timestamp, tp.signature.as_ref()) else {
+            return Ok(out);
+        };
+        out.extend(self.drive(Event::Proposal {
+            proposal: Signed::new(p, pack_signature(timestamp, sig)),
+            validity: Validity::Valid,
+        })?);
+        Ok(out)
+    }
+
+    fn sign_vote(
+        &mut self,
+        v: CoreVote,
+    ) -> Result<Option<(Payload, Signed<CoreVote>)>, EngineError> {
+        let block_id = match v.value {
+            None => None,
+            Some(value) => Some(
+                self.candidates
+                    .get(&value)
+                    .ok_or_else(|| EngineError::Wal("voting for a block we do not have".into()))?
+                    .1,
+            ),
+        };
+        let mut tv = vote::Vote {
+            vote_type: if v.kind == VoteKind::Prevote {
+                vote::Type::Prevote
+            } else {
+                vote::Type::Precommit
+            },
+            height: block::Height::try_from(v.height.0)
+                .map_err(|e| EngineError::Wal(e.to_string()))?,
+            round: block::Round::try_from(v.round.0)
+                .map_err(|e| EngineError::Wal(e.to_string()))?,
+            block_id,
+            timestamp: Some(
+                Time::now().max(
+                    self.state
+                        .last_block_time
+                        .checked_add(Duration::from_millis(1))
+                        .unwrap_or(self.state.last_block_time),
+                ),
+            ),
+            validator_address: self.address,
+            validator_index: vote::ValidatorIndex::try_from(v.validator.0)
+                .map_err(|e| EngineError::Wal(e.to_string()))?,
+            signature: None,
+            extension: vec![],
+            extension_signature: None,
+        };
+        match self.privval.sign_vote(&mut tv, &self.state.chain_id) {
+            Ok(()) => {}
+            // Replaying: this vote was signed before the crash and its record follows.
+            Err(PrivvalError::Regression { .. }) if self.replaying => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let (Some(timestamp), Some(sig)) = (tv.timestamp, tv.signature.as_ref()) else {
+            return Ok(None);
+        };
+        let signed = Signed::new(v, pack_signature(timestamp, sig));
+        Ok(Some((Payload::Vote(tv.into()), signed)))
+    }
+
+    fn commit_block(
+        &mut self,
+        block: Block,
+        id: block::Id,
+        commit: Commit,
+    ) -> Result<Vec<Output>, EngineError> {
+        let request = finalize_request(&block, &self.state.last_validator_infos);
+        let result = self.app.finalize_block(request)?;
+        let height = block.header.height.value();
+        let txs: Vec<Bytes> = block.data.iter().map(|t| Bytes::from(t.clone())).collect();
+        let mut next = self.state.clone();
+        next.apply(&block, id, &result);
+        // Block, commit and resulting state first; the app's Commit after (the handshake
+        // replays the block if we crash in between).
+        self.blocks.save(
+            height,
+            id.hash.as_bytes(),
+            &pb::types::Block::from(block).encode_to_vec(),
+            &pb::types::Commit::from(commit.clone()).encode_to_vec(),
+            &next.encode(),
+        )?;
+        self.app.commit()?;
+        self.mempool.update(&txs, self.app.as_ref());
+        self.wal.truncate_below(height + 1)?;
+        self.state = next;
+        self.last_commit = Some(commit);
+        let mut out = vec![Output::Committed {
+            height,
+            txs: txs.len(),
+        }];
+        if self.config.timeout_commit.is_zero() {
+            out.extend(self.start_height()?);
+        } else {
+            out.push(Output::ScheduleHeight {
+                height: height + 1,
+                after: self.config.timeout_commit,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn block_id_of(block: &Block) -> Result<(block::Id, ()), EngineError> {
+    Ok((block_id(block)?.0, ()))
+}
