@@ -513,8 +513,11 @@ pub struct StoredState {
     last_block_height: u64,
     last_block_id: Option<block::Id>,
     last_block_time: Time,
-    /// Next height's validators in set order, with their proposer priorities.
+    /// Next height's validators in set order.
     validators: Vec<validator::Info>,
+    /// Their proposer priorities, in the same order (`validator::Info` does not serialize its
+    /// priority, and a restarted node must pick the same proposers as everyone else).
+    priorities: Vec<i64>,
     /// Index of round 0's proposer of the next height.
     proposer: u32,
     last_validators: Vec<validator::Info>,
@@ -527,24 +530,20 @@ pub struct StoredState {
 impl ChainState {
     /// Encodes for the block store.
     pub fn encode(&self) -> Vec<u8> {
-        let priorities: std::collections::HashMap<Vec<u8>, i64> = self
+        let by_address: std::collections::HashMap<&[u8], i64> = self
             .validators
             .validators()
             .iter()
-            .map(|v| (v.address.clone(), v.priority))
+            .map(|v| (v.address.as_slice(), v.priority))
             .collect();
-        let validators = self
-            .validator_infos
-            .validators()
+        let validators: Vec<validator::Info> = self.validator_infos.validators().clone();
+        let priorities = validators
             .iter()
             .map(|info| {
-                let mut info = info.clone();
-                info.proposer_priority = priorities
+                by_address
                     .get(info.address.as_bytes())
                     .copied()
                     .unwrap_or(0)
-                    .into();
-                info
             })
             .collect();
         let stored = StoredState {
@@ -554,6 +553,7 @@ impl ChainState {
             last_block_id: self.last_block_id,
             last_block_time: self.last_block_time,
             validators,
+            priorities,
             proposer: self.validators.proposer().0,
             last_validators: self.last_validator_infos.validators().clone(),
             consensus_params: self.consensus_params.clone(),
@@ -565,7 +565,17 @@ impl ChainState {
 
     /// Decodes what [`ChainState::encode`] wrote, checking that it is a usable state.
     pub fn decode(bytes: &[u8]) -> Result<ChainState, String> {
-        let s: StoredState = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut s: StoredState = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if s.priorities.len() != s.validators.len() {
+            return Err(format!(
+                "{} priorities for {} validators",
+                s.priorities.len(),
+                s.validators.len()
+            ));
+        }
+        for (info, priority) in s.validators.iter_mut().zip(&s.priorities) {
+            info.proposer_priority = (*priority).into();
+        }
         let infos = validator::Set::without_proposer(s.validators.clone());
         if infos.validators().len() != s.validators.len() {
             return Err("duplicate validators".into());

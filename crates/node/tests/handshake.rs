@@ -129,6 +129,21 @@ fn chain_state_survives_encoding_and_bad_bytes_are_errors() {
     assert_eq!(back.encode(), s.encode());
     assert_eq!(back.validators, s.validators);
     assert!(ChainState::decode(b"not json").is_err());
+    // Four validators after several heights: the proposer priorities (which tendermint's
+    // validator JSON leaves out) must survive, or a restarted node picks other proposers.
+    let keys: Vec<SigningKey> = (0..4u8).map(|i| SigningKey::from([60 + i; 32])).collect();
+    let mut g4 = genesis(&keys[0]);
+    g4.validators = keys
+        .iter()
+        .map(|k| validator::Info::new(public_key(k), (10 + u32::from(k.as_bytes()[0] % 3)).into()))
+        .collect();
+    let mut s4 = ChainState::from_genesis(&g4).unwrap();
+    for _ in 0..5 {
+        s4.validators = s4.validators.next_height();
+    }
+    let back = ChainState::decode(&s4.encode()).unwrap();
+    assert_eq!(back.validators, s4.validators);
+    assert!(back.validators.validators().iter().any(|v| v.priority != 0));
     let mut v: serde_json::Value = serde_json::from_slice(&s.encode()).unwrap();
     v["proposer"] = serde_json::Value::from(7);
     assert!(ChainState::decode(v.to_string().as_bytes()).is_err());
