@@ -263,14 +263,24 @@ impl Engine {
             replaying: false,
             progress_mark: (0, 0, None),
         };
-        let mut out = engine.start_height()?;
-        // Replay the height in progress.
+        // Replay the height in progress. Our own blocks are known before the height starts, so
+        // that as proposer we propose the block we already proposed, not a new one.
         let height = engine.state.next_height();
-        let records = engine.wal.records(height)?;
-        engine.replaying = true;
-        for bytes in records {
+        let mut records = Vec::new();
+        for bytes in engine.wal.records(height)? {
             let record =
                 WalRecord::decode(bytes.as_slice()).map_err(|e| EngineError::Wal(e.to_string()))?;
+            if let (Some(raw), Some(round)) = (record.own_block.clone(), record.own_round) {
+                let block = Block::try_from(raw).map_err(|e| EngineError::Wal(e.to_string()))?;
+                engine.own_blocks.insert(round, block);
+            } else {
+                records.push(record);
+            }
+        }
+        engine.replaying = true;
+        let own_blocks = std::mem::take(&mut engine.own_blocks);
+        let mut out = engine.start_height_keeping(own_blocks)?;
+        for record in records {
             out.extend(engine.replay(record)?);
         }
         engine.replaying = false;
@@ -280,6 +290,11 @@ impl Engine {
     /// The chain state (next height, validators, app hash, ...).
     pub fn state(&self) -> &ChainState {
         &self.state
+    }
+
+    /// The consensus core (read-only: round, step, lock, for diagnostics and RPC).
+    pub fn consensus(&self) -> &Consensus {
+        &self.core
     }
 
     /// The block store (blocks, commits and states by height).
@@ -333,10 +348,18 @@ impl Engine {
     }
 
     fn start_height(&mut self) -> Result<Vec<Output>, EngineError> {
+        self.start_height_keeping(HashMap::new())
+    }
+
+    /// Starts the next height with `own_blocks` already known (from the WAL after a restart).
+    fn start_height_keeping(
+        &mut self,
+        own_blocks: HashMap<u32, Block>,
+    ) -> Result<Vec<Output>, EngineError> {
         self.candidates.clear();
         self.waiting.clear();
         self.assembler = Assembler::new();
-        self.own_blocks.clear();
+        self.own_blocks = own_blocks;
         self.seen.clear();
         let event = Event::NewHeight {
             height: CHeight(self.state.next_height()),
@@ -602,6 +625,12 @@ impl Engine {
 
     fn block_arrived(&mut self, block: Block) -> Result<Vec<Output>, EngineError> {
         let (id, _) = block_id_of(&block)?;
+        if let Err(e) = self.state.validate_block(&block) {
+            eprintln!(
+                "DEBUG {} rejects block {}: {e}",
+                self.address, block.header.height
+            );
+        }
         let valid = self.state.validate_block(&block).is_ok()
             && self.app.process_proposal(request::ProcessProposal {
                 txs: block.data.iter().map(|t| Bytes::from(t.clone())).collect(),
@@ -843,8 +872,15 @@ impl Engine {
         };
         match self.privval.sign_proposal(&mut tp, &self.state.chain_id) {
             Ok(()) => {}
-            Err(PrivvalError::Regression { .. }) if self.replaying => return Ok(vec![]),
-            Err(e) => return Err(e.into()),
+            Err(PrivvalError::Store(e)) => return Err(EngineError::Store(e)),
+            // Replaying: signed before the crash; its record follows. Live: the privval did its
+            // job (refusing can only cost liveness); say so loudly and carry on.
+            Err(e) => {
+                if !self.replaying {
+                    tracing::error!("privval refused a proposal: {e}");
+                }
+                return Ok(vec![]);
+            }
         }
         let raw: pb::types::Proposal = tp.clone().into();
         let payload = Payload::Proposal(raw);
@@ -915,9 +951,15 @@ impl Engine {
         };
         match self.privval.sign_vote(&mut tv, &self.state.chain_id) {
             Ok(()) => {}
-            // Replaying: this vote was signed before the crash and its record follows.
-            Err(PrivvalError::Regression { .. }) if self.replaying => return Ok(None),
-            Err(e) => return Err(e.into()),
+            Err(PrivvalError::Store(e)) => return Err(EngineError::Store(e)),
+            // Replaying: this vote was signed before the crash and its record follows. Live: the
+            // privval did its job; say so loudly and carry on without the vote.
+            Err(e) => {
+                if !self.replaying {
+                    tracing::error!("privval refused a vote: {e}");
+                }
+                return Ok(None);
+            }
         }
         let (Some(timestamp), Some(sig)) = (tv.timestamp, tv.signature.as_ref()) else {
             return Ok(None);

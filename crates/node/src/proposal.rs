@@ -60,6 +60,8 @@ pub fn block_to_parts(block: &Block) -> Result<(PartSetHeader, Vec<pb::types::Pa
 #[derive(Debug, Default)]
 pub struct Assembler {
     pending: HashMap<PartSetHeader, PartSetBuilder>,
+    /// Announcement order: when full, the oldest (an earlier round's block) makes room.
+    order: std::collections::VecDeque<PartSetHeader>,
 }
 
 impl Assembler {
@@ -68,15 +70,24 @@ impl Assembler {
         Self::default()
     }
 
-    /// A verified proposal announced `header`: start collecting its parts.
+    /// A verified proposal announced `header`: start collecting its parts. When already
+    /// collecting [`MAX_PENDING_BLOCKS`] blocks, the oldest announcement is dropped: a height
+    /// that runs through many rounds must keep accepting the newest proposals.
     pub fn announce(&mut self, header: PartSetHeader) -> Result<(), AssemblyError> {
         if self.pending.contains_key(&header) {
             return Ok(());
         }
-        if self.pending.len() >= MAX_PENDING_BLOCKS {
-            return Err(AssemblyError::TooManyBlocks);
+        let builder = PartSetBuilder::new(header)?;
+        while self.pending.len() >= MAX_PENDING_BLOCKS {
+            match self.order.pop_front() {
+                Some(oldest) => {
+                    self.pending.remove(&oldest);
+                }
+                None => return Err(AssemblyError::TooManyBlocks),
+            }
         }
-        self.pending.insert(header, PartSetBuilder::new(header)?);
+        self.pending.insert(header, builder);
+        self.order.push_back(header);
         Ok(())
     }
 

@@ -54,7 +54,14 @@ fn config() -> EngineConfig {
 }
 
 fn open(slot: &Slot, g: &Genesis<serde_json::Value>) -> (Engine, Vec<Output>) {
-    let mut app = KvStore::open(slot.app_dir.path()).unwrap();
+    let mut app = (0..200)
+        .find_map(|_| {
+            KvStore::open(slot.app_dir.path()).ok().or_else(|| {
+                std::thread::sleep(Duration::from_millis(10));
+                None
+            })
+        })
+        .expect("app reopens");
     let info = app
         .info(request::Info {
             version: String::new(),
@@ -92,7 +99,16 @@ fn open(slot: &Slot, g: &Genesis<serde_json::Value>) -> (Engine, Vec<Output>) {
         })
         .unwrap()
         .last_block_app_hash;
-    let store = Store::open(slot.store_dir.path()).unwrap();
+    // sled releases its file lock from a background thread after the old engine is dropped; a
+    // real restart is a new process, so retrying briefly here only models that.
+    let store = (0..200)
+        .find_map(|_| {
+            Store::open(slot.store_dir.path()).ok().or_else(|| {
+                std::thread::sleep(Duration::from_millis(10));
+                None
+            })
+        })
+        .expect("store reopens");
     Engine::open(config(), &store, slot.key.clone(), Box::new(app), state).unwrap()
 }
 
@@ -219,9 +235,28 @@ impl Net {
             }
             self.step();
         }
+        let rounds: Vec<String> = self
+            .slots
+            .iter()
+            .map(|s| {
+                s.engine
+                    .as_ref()
+                    .map(|e| {
+                        format!(
+                            "h{} r{} {:?} locked {:?} valid {:?}",
+                            e.state().next_height(),
+                            e.round(),
+                            e.consensus().step(),
+                            e.consensus().locked(),
+                            e.consensus().valid()
+                        )
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
         panic!(
-            "not all nodes reached height {height}: {:?}",
-            self.committed
+            "not all nodes reached height {height}: {:?} at {:?} (t={} ms)",
+            self.committed, rounds, self.now
         );
     }
 
@@ -289,4 +324,50 @@ fn four_engines_commit_blocks_and_a_restarted_node_carries_on() {
         .map(|s| s.engine.as_ref().unwrap().state().clone())
         .collect();
     assert!(states.iter().all(|s| s.last_block_height >= 20));
+}
+
+#[test]
+fn every_node_killed_and_reopened_at_many_points_keeps_the_chain_consistent() {
+    let mut net = Net::new();
+    net.run_until(2, 200_000);
+    for k in 0..12usize {
+        let victim = k % N;
+        net.submit((victim + 1) % N, &format!("k{k}=v{k}"));
+        // Let the height get going, then kill the victim somewhere inside it.
+        for _ in 0..(k * 7 % 41) {
+            net.step();
+        }
+        net.slots[victim].engine = None;
+        net.committed[victim] = u64::MAX;
+        for _ in 0..(k * 13 % 97) {
+            net.step();
+        }
+        net.start(victim);
+        let target = net
+            .committed
+            .iter()
+            .copied()
+            .filter(|h| *h != u64::MAX)
+            .max()
+            .unwrap()
+            + 1;
+        net.run_until(target, 400_000);
+    }
+    net.run_until(30, 400_000);
+    for height in 1..=30u64 {
+        let blocks: Vec<_> = net
+            .slots
+            .iter()
+            .map(|s| {
+                s.engine
+                    .as_ref()
+                    .unwrap()
+                    .blocks()
+                    .block(height)
+                    .unwrap()
+                    .expect("stored")
+            })
+            .collect();
+        assert!(blocks.windows(2).all(|w| w[0] == w[1]), "height {height}");
+    }
 }

@@ -68,14 +68,24 @@ fn unannounced_tampered_and_excess_blocks_are_refused() {
         a.add(&header, &short_aunt),
         Err(AssemblyError::Part(PartError::BadProof(0)))
     );
-    for i in 0..MAX_PENDING_BLOCKS - 1 {
+    // At most MAX_PENDING_BLOCKS at once: the oldest announcement makes room for the newest.
+    for i in 0..MAX_PENDING_BLOCKS {
         a.announce(block_to_parts(&block(1, 10 + i)).unwrap().0)
             .unwrap();
     }
     assert_eq!(
-        a.announce(block_to_parts(&block(1, 99)).unwrap().0),
-        Err(AssemblyError::TooManyBlocks)
+        a.add(&header, &parts[0]),
+        Err(AssemblyError::Unannounced),
+        "the first block was evicted"
     );
+    let newest = block(1, 99);
+    let (newest_header, newest_parts) = block_to_parts(&newest).unwrap();
+    a.announce(newest_header).unwrap();
+    let done = a
+        .add(&newest_header, &newest_parts[0])
+        .unwrap()
+        .expect("one part completes it");
+    assert_eq!(done.header.hash(), newest.header.hash());
 }
 
 #[test]
