@@ -6,4 +6,5 @@ pub mod handshake;
 pub mod home;
 pub mod mempool;
 pub mod proposal;
+pub mod run;
 pub mod wire;

@@ -25,6 +25,12 @@ enum Command {
     /// SEV-SNP attestation evidence.
     #[command(subcommand)]
     Attest(AttestCommand),
+    /// Run the validator node of a home directory until SIGINT/SIGTERM.
+    Start {
+        /// The home directory.
+        #[arg(long)]
+        home: PathBuf,
+    },
     /// Create a single-validator home directory (config, genesis, keys).
     Init {
         /// The home directory.
@@ -138,6 +144,21 @@ fn main() -> ExitCode {
         }
         Command::Attest(AttestCommand::Verify(args)) => attest_cmd::verify(&args),
         Command::Attest(AttestCommand::Report(args)) => attest_cmd::report(&args),
+        Command::Start { home } => {
+            use std::io::IsTerminal;
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .init();
+            bulwark_node::home::Home::load(&home)
+                .map_err(anyhow::Error::from)
+                .and_then(bulwark_node::run::start)
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Init { home, chain_id } => bulwark_node::home::init(&home, &chain_id)
             .map(|()| {
                 println!("initialised {}", home.display());
