@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Instant;
 
 mod bench;
+mod demo;
 mod sim;
 
 #[derive(Parser)]
@@ -39,9 +40,15 @@ struct TestArgs {
 
 #[derive(Args)]
 struct DemoArgs {
-    /// Seeds to simulate.
-    #[arg(long, default_value_t = 200)]
-    seeds: u64,
+    /// How long to run the network, in seconds.
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Print the summary as one JSON object on the last line.
+    #[arg(long)]
+    json: bool,
+    /// Run the deterministic simulator instead (this many seeds).
+    #[arg(long)]
+    sim: Option<u64>,
 }
 
 fn main() -> Result<()> {
@@ -130,16 +137,14 @@ fn simulated_root() -> Result<()> {
 }
 
 fn demo(args: DemoArgs) -> Result<()> {
-    eprintln!(
-        "xtask demo: the node and the VM image do not exist yet, so this demo runs the \
-         deterministic simulator: {} seeded 4-validator networks, one of them byzantine, \
-         with drops, partitions and crashes.",
-        args.seeds
-    );
-    sim::run(sim::SimArgs {
-        seeds: args.seeds,
-        validators: 4,
-        byzantine: 1,
-        ..sim::SimArgs::default()
-    })
+    if let Some(seeds) = args.sim {
+        eprintln!("xtask demo: the deterministic simulator, {seeds} seeded 4-validator networks with one byzantine validator, drops, partitions and crashes");
+        return sim::run(sim::SimArgs {
+            seeds,
+            validators: 4,
+            byzantine: 1,
+            ..sim::SimArgs::default()
+        });
+    }
+    demo::run(args.duration, args.json)
 }
