@@ -369,6 +369,24 @@ pub fn finalize_request(block: &Block, last_validators: &validator::Set) -> requ
     }
 }
 
+/// The ProcessProposal request for a proposed `block`.
+pub fn process_request(block: &Block) -> request::ProcessProposal {
+    request::ProcessProposal {
+        txs: block
+            .data
+            .iter()
+            .map(|t| bytes::Bytes::from(t.clone()))
+            .collect(),
+        proposed_last_commit: None,
+        misbehavior: vec![],
+        hash: block.header.hash(),
+        height: block.header.height,
+        time: block.header.time,
+        next_validators_hash: block.header.next_validators_hash,
+        proposer_address: block.header.proposer_address,
+    }
+}
+
 /// A block's id: header hash and part-set header of its protobuf encoding.
 pub fn block_id(block: &Block) -> Result<(block::Id, PartSet), BlockError> {
     let raw = pb::types::Block::from(block.clone()).encode_to_vec();

@@ -10,8 +10,8 @@
 //! before the application commits; the handshake repairs a crash in between.
 
 use crate::chain::{
-    block_id, commit_from_decision, finalize_request, pack_signature, unpack_signature, BlockError,
-    ChainState, CommitError,
+    block_id, commit_from_decision, finalize_request, pack_signature, process_request,
+    unpack_signature, BlockError, ChainState, CommitError,
 };
 use crate::handshake::{handshake, HandshakeError};
 use crate::mempool::{AddError, Mempool, MempoolConfig};
@@ -632,16 +632,8 @@ impl Engine {
             );
         }
         let valid = self.state.validate_block(&block).is_ok()
-            && self.app.process_proposal(request::ProcessProposal {
-                txs: block.data.iter().map(|t| Bytes::from(t.clone())).collect(),
-                proposed_last_commit: None,
-                misbehavior: vec![],
-                hash: block.header.hash(),
-                height: block.header.height,
-                time: block.header.time,
-                next_validators_hash: block.header.next_validators_hash,
-                proposer_address: block.header.proposer_address,
-            }) == response::ProcessProposal::Accept;
+            && self.app.process_proposal(process_request(&block))
+                == response::ProcessProposal::Accept;
         let validity = if valid {
             Validity::Valid
         } else {

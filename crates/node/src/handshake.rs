@@ -41,6 +41,9 @@ pub enum HandshakeError {
         /// Store height.
         store: u64,
     },
+    /// The genesis file cannot start the application.
+    #[error("genesis: {0}")]
+    Genesis(String),
     /// Replaying a block gave another app hash than the chain recorded.
     #[error("replaying height {height} gave app hash {got}, the chain recorded {expected}")]
     AppHashMismatch {
@@ -127,4 +130,41 @@ pub fn handshake(
         last_validators = recorded.validator_infos;
     }
     state_at(store_height)
+}
+
+/// The chain state before the first block, with a fresh application brought to genesis
+/// (InitChain with the genesis app state). An application that was initialised before, or a
+/// chain that already has blocks, is left alone: InitChain runs once per chain.
+pub fn genesis_state(
+    app: &mut dyn Application,
+    genesis: &bulwark_types::tendermint::Genesis<serde_json::Value>,
+    chain_started: bool,
+) -> Result<ChainState, HandshakeError> {
+    let info = |app: &dyn Application| {
+        app.info(request::Info {
+            version: String::new(),
+            block_version: 11,
+            p2p_version: 8,
+            abci_version: "2.0.0".into(),
+        })
+    };
+    let before = info(app)?;
+    if before.last_block_height.value() == 0 && !chain_started {
+        let app_state = serde_json::to_vec(&genesis.app_state)
+            .map_err(|e| HandshakeError::Genesis(e.to_string()))?;
+        app.init_chain(request::InitChain {
+            time: genesis.genesis_time,
+            chain_id: genesis.chain_id.to_string(),
+            consensus_params: genesis.consensus_params.clone(),
+            validators: vec![],
+            app_state_bytes: app_state.into(),
+            initial_height: bulwark_types::tendermint::block::Height::try_from(
+                genesis.initial_height,
+            )
+            .map_err(|e| HandshakeError::Genesis(e.to_string()))?,
+        })?;
+    }
+    let mut state = ChainState::from_genesis(genesis).map_err(HandshakeError::Genesis)?;
+    state.app_hash = info(app)?.last_block_app_hash;
+    Ok(state)
 }

@@ -3,16 +3,13 @@
 //! has a reader (bytes to frames to engine inputs; a bad frame closes that peer only) and a
 //! writer (a bounded queue, so a slow peer loses messages instead of stalling the node).
 
-use crate::chain::ChainState;
 use crate::engine::{Engine, EngineConfig, Input, Output, PeerId};
 use crate::home::Home;
 use crate::mempool::MempoolConfig;
 use crate::wire::{self, FrameDecoder};
 use bulwark_app::kvstore::KvStore;
-use bulwark_app::Application;
 use bulwark_consensus::Config;
 use bulwark_store::Store;
-use bulwark_types::tendermint::abci::request;
 use bulwark_types::tendermint::private_key::PrivateKey;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -62,39 +59,10 @@ pub fn open_engine(home: &Home) -> anyhow::Result<(Engine, Vec<Output>)> {
     let data = home.dir.join("data");
     let store = Store::open(data.join("store"))?;
     let mut app = KvStore::open(data.join("app"))?;
-    let info = app.info(request::Info {
-        version: String::new(),
-        block_version: 11,
-        p2p_version: 8,
-        abci_version: "2.0.0".into(),
-    })?;
-    let g = &home.genesis;
     let chain_started = bulwark_store::blocks::BlockStore::open(&store)?
         .latest_height()?
         .is_some();
-    if info.last_block_height.value() == 0
-        && !chain_started
-        && info.last_block_app_hash.as_bytes().is_empty()
-    {
-        let app_state = serde_json::to_vec(&g.app_state)?;
-        app.init_chain(request::InitChain {
-            time: g.genesis_time,
-            chain_id: g.chain_id.to_string(),
-            consensus_params: g.consensus_params.clone(),
-            validators: vec![],
-            app_state_bytes: app_state.into(),
-            initial_height: bulwark_types::tendermint::block::Height::try_from(g.initial_height)?,
-        })?;
-    }
-    let mut state = ChainState::from_genesis(g).map_err(anyhow::Error::msg)?;
-    state.app_hash = app
-        .info(request::Info {
-            version: String::new(),
-            block_version: 11,
-            p2p_version: 8,
-            abci_version: "2.0.0".into(),
-        })?
-        .last_block_app_hash;
+    let state = crate::handshake::genesis_state(&mut app, &home.genesis, chain_started)?;
     let key = match &home.validator_key.priv_key {
         PrivateKey::Ed25519(k) => ed25519_consensus::SigningKey::try_from(k.clone())
             .map_err(|e| anyhow::anyhow!("validator key: {e}"))?,

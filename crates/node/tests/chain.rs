@@ -207,16 +207,7 @@ fn run() -> Run {
                             // Each receiver checks the block against its own state and app.
                             let (block, _) = receiver.blocks[&p.value].clone();
                             let ok = receiver.state.validate_block(&block).is_ok()
-                                && receiver.app.process_proposal(request::ProcessProposal {
-                                    txs: block.data.iter().map(|t| Bytes::from(t.clone())).collect(),
-                                    proposed_last_commit: None,
-                                    misbehavior: vec![],
-                                    hash: block.header.hash(),
-                                    height: block.header.height,
-                                    time: block.header.time,
-                                    next_validators_hash: block.header.next_validators_hash,
-                                    proposer_address: block.header.proposer_address,
-                                }) == bulwark_types::tendermint::abci::response::ProcessProposal::Accept;
+                                && receiver.app.process_proposal(bulwark_node::chain::process_request(&block)) == bulwark_types::tendermint::abci::response::ProcessProposal::Accept;
                             let validity = if ok {
                                 Validity::Valid
                             } else {
