@@ -4,6 +4,8 @@
 //! tendermint's light-client verifier; a tampered block or commit is refused by name.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use bulwark_app::kvstore::KvStore;
 use bulwark_app::Application;
 use bulwark_consensus::{
@@ -21,7 +23,7 @@ use bulwark_types::convert::value_id;
 use bulwark_types::signing::public_key;
 use bulwark_types::tendermint::abci::request;
 use bulwark_types::tendermint::block::{self, Block, Commit, CommitSig, Header};
-use bulwark_types::tendermint::{account, proposal, validator, vote, Genesis, Time};
+use bulwark_types::tendermint::{account, proposal, vote, Genesis, Time};
 use bytes::Bytes;
 use ed25519_consensus::SigningKey;
 use std::collections::{HashMap, VecDeque};
@@ -48,45 +50,13 @@ struct Node {
 }
 
 fn genesis(keys: &[SigningKey]) -> Genesis<serde_json::Value> {
-    let validators: Vec<validator::Info> = keys
-        .iter()
-        .map(|k| validator::Info::new(public_key(k), 10u32.into()))
-        .collect();
-    let params = r#"{"block":{"max_bytes":"22020096","max_gas":"-1"},"evidence":{"max_age_num_blocks":"100000","max_age_duration":"172800000000000","max_bytes":"1048576"},"validator":{"pub_key_types":["ed25519"]},"version":{"app":"0"}}"#;
-    Genesis {
-        genesis_time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
-        chain_id: "bulwark-chain-test".parse().unwrap(),
-        initial_height: 1,
-        consensus_params: serde_json::from_str(params).unwrap(),
-        validators,
-        app_hash: Default::default(),
-        app_state: serde_json::Value::Null,
-    }
+    common::genesis("bulwark-chain-test", keys)
 }
 
 fn node(key: SigningKey, g: &Genesis<serde_json::Value>) -> Node {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let address = account::Id::from(public_key(&key).ed25519().unwrap());
-    let mut app = KvStore::open(d2.path()).unwrap();
-    app.init_chain(request::InitChain {
-        time: g.genesis_time,
-        chain_id: g.chain_id.to_string(),
-        consensus_params: g.consensus_params.clone(),
-        validators: vec![],
-        app_state_bytes: Bytes::new(),
-        initial_height: 1u32.into(),
-    })
-    .unwrap();
-    let mut state = ChainState::from_genesis(g).unwrap();
-    state.app_hash = app
-        .info(request::Info {
-            version: String::new(),
-            block_version: 11,
-            p2p_version: 8,
-            abci_version: String::new(),
-        })
-        .unwrap()
-        .last_block_app_hash;
+    let (app, state) = common::app_at_genesis(d2.path(), g);
     Node {
         address,
         core: Consensus::new(Config::default(), Some(address.as_bytes().to_vec())),

@@ -4,15 +4,13 @@
 //! and handshake) carries on with the others.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use bulwark_app::kvstore::KvStore;
-use bulwark_app::Application;
-use bulwark_node::chain::ChainState;
 use bulwark_node::engine::{Engine, EngineConfig, Input, Output};
 use bulwark_store::blocks::BlockStore;
 use bulwark_store::Store;
-use bulwark_types::signing::public_key;
-use bulwark_types::tendermint::abci::request;
-use bulwark_types::tendermint::{validator, Genesis, Time};
+use bulwark_types::tendermint::Genesis;
 use bytes::Bytes;
 use ed25519_consensus::SigningKey;
 use std::cmp::Reverse;
@@ -29,19 +27,7 @@ struct Slot {
 }
 
 fn genesis(keys: &[SigningKey]) -> Genesis<serde_json::Value> {
-    let params = r#"{"block":{"max_bytes":"22020096","max_gas":"-1"},"evidence":{"max_age_num_blocks":"100000","max_age_duration":"172800000000000","max_bytes":"1048576"},"validator":{"pub_key_types":["ed25519"]},"version":{"app":"0"}}"#;
-    Genesis {
-        genesis_time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
-        chain_id: "bulwark-engine-test".parse().unwrap(),
-        initial_height: 1,
-        consensus_params: serde_json::from_str(params).unwrap(),
-        validators: keys
-            .iter()
-            .map(|k| validator::Info::new(public_key(k), 10u32.into()))
-            .collect(),
-        app_hash: Default::default(),
-        app_state: serde_json::Value::Null,
-    }
+    common::genesis("bulwark-engine-test", keys)
 }
 
 fn config() -> EngineConfig {
@@ -62,43 +48,6 @@ fn open(slot: &Slot, g: &Genesis<serde_json::Value>) -> (Engine, Vec<Output>) {
             })
         })
         .expect("app reopens");
-    let info = app
-        .info(request::Info {
-            version: String::new(),
-            block_version: 11,
-            p2p_version: 8,
-            abci_version: String::new(),
-        })
-        .unwrap();
-    let fresh_chain = BlockStore::open(&Store::open(slot.store_dir.path()).unwrap())
-        .unwrap()
-        .latest_height()
-        .unwrap()
-        .is_none();
-    if info.last_block_height.value() == 0
-        && fresh_chain
-        && info.last_block_app_hash.as_bytes().is_empty()
-    {
-        app.init_chain(request::InitChain {
-            time: g.genesis_time,
-            chain_id: g.chain_id.to_string(),
-            consensus_params: g.consensus_params.clone(),
-            validators: vec![],
-            app_state_bytes: Bytes::new(),
-            initial_height: 1u32.into(),
-        })
-        .unwrap();
-    }
-    let mut state = ChainState::from_genesis(g).unwrap();
-    state.app_hash = app
-        .info(request::Info {
-            version: String::new(),
-            block_version: 11,
-            p2p_version: 8,
-            abci_version: String::new(),
-        })
-        .unwrap()
-        .last_block_app_hash;
     // sled releases its file lock from a background thread after the old engine is dropped; a
     // real restart is a new process, so retrying briefly here only models that.
     let store = (0..200)
@@ -109,6 +58,12 @@ fn open(slot: &Slot, g: &Genesis<serde_json::Value>) -> (Engine, Vec<Output>) {
             })
         })
         .expect("store reopens");
+    let chain_started = BlockStore::open(&store)
+        .unwrap()
+        .latest_height()
+        .unwrap()
+        .is_some();
+    let state = bulwark_node::handshake::genesis_state(&mut app, g, chain_started).unwrap();
     Engine::open(config(), &store, slot.key.clone(), Box::new(app), state).unwrap()
 }
 

@@ -1,6 +1,8 @@
 //! Restart handshake: the application catches up from the block store, checked hash by hash.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use bulwark_app::kvstore::KvStore;
 use bulwark_app::Application;
 use bulwark_node::chain::{finalize_request, ChainState};
@@ -17,43 +19,16 @@ use ed25519_consensus::SigningKey;
 use prost::Message;
 
 fn genesis(key: &SigningKey) -> Genesis<serde_json::Value> {
-    let params = r#"{"block":{"max_bytes":"22020096","max_gas":"-1"},"evidence":{"max_age_num_blocks":"100000","max_age_duration":"172800000000000","max_bytes":"1048576"},"validator":{"pub_key_types":["ed25519"]},"version":{"app":"0"}}"#;
-    Genesis {
-        genesis_time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
-        chain_id: "bulwark-handshake".parse().unwrap(),
-        initial_height: 1,
-        consensus_params: serde_json::from_str(params).unwrap(),
-        validators: vec![validator::Info::new(public_key(key), 10u32.into())],
-        app_hash: Default::default(),
-        app_state: serde_json::Value::Null,
-    }
+    common::genesis("bulwark-handshake", std::slice::from_ref(key))
 }
 
 fn fresh_app(dir: &std::path::Path, g: &Genesis<serde_json::Value>) -> KvStore {
-    let mut app = KvStore::open(dir).unwrap();
-    app.init_chain(request::InitChain {
-        time: g.genesis_time,
-        chain_id: g.chain_id.to_string(),
-        consensus_params: g.consensus_params.clone(),
-        validators: vec![],
-        app_state_bytes: Bytes::new(),
-        initial_height: 1u32.into(),
-    })
-    .unwrap();
-    app
+    common::app_at_genesis(dir, g).0
 }
 
 fn genesis_state(g: &Genesis<serde_json::Value>, app: &KvStore) -> ChainState {
     let mut s = ChainState::from_genesis(g).unwrap();
-    s.app_hash = app
-        .info(request::Info {
-            version: String::new(),
-            block_version: 11,
-            p2p_version: 8,
-            abci_version: String::new(),
-        })
-        .unwrap()
-        .last_block_app_hash;
+    s.app_hash = common::app_hash(app);
     s
 }
 

@@ -1,0 +1,48 @@
+//! Setup shared by the node's integration tests.
+#![allow(dead_code, clippy::unwrap_used, missing_docs)]
+
+use bulwark_app::kvstore::KvStore;
+use bulwark_app::Application;
+use bulwark_node::chain::ChainState;
+use bulwark_types::signing::public_key;
+use bulwark_types::tendermint::abci::request;
+use bulwark_types::tendermint::{validator, AppHash, Genesis, Time};
+use ed25519_consensus::SigningKey;
+
+/// A genesis with these validators at equal power, CometBFT's default parameters.
+pub fn genesis(chain_id: &str, keys: &[SigningKey]) -> Genesis<serde_json::Value> {
+    Genesis {
+        genesis_time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
+        chain_id: chain_id.parse().unwrap(),
+        initial_height: 1,
+        consensus_params: bulwark_node::home::default_consensus_params(),
+        validators: keys
+            .iter()
+            .map(|k| validator::Info::new(public_key(k), 10u32.into()))
+            .collect(),
+        app_hash: Default::default(),
+        app_state: serde_json::Value::Null,
+    }
+}
+
+/// The application's last committed app hash.
+pub fn app_hash(app: &dyn Application) -> AppHash {
+    app.info(request::Info {
+        version: String::new(),
+        block_version: 11,
+        p2p_version: 8,
+        abci_version: String::new(),
+    })
+    .unwrap()
+    .last_block_app_hash
+}
+
+/// A fresh kvstore in `dir`, brought to genesis, and the chain state it starts from.
+pub fn app_at_genesis(
+    dir: &std::path::Path,
+    g: &Genesis<serde_json::Value>,
+) -> (KvStore, ChainState) {
+    let mut app = KvStore::open(dir).unwrap();
+    let state = bulwark_node::handshake::genesis_state(&mut app, g, false).unwrap();
+    (app, state)
+}
