@@ -215,6 +215,26 @@ impl Net {
         );
     }
 
+    /// Every node stored the same block at every height up to `upto`.
+    fn assert_same_blocks(&self, upto: u64) {
+        for height in 1..=upto {
+            let blocks: Vec<_> = self
+                .slots
+                .iter()
+                .map(|s| {
+                    s.engine
+                        .as_ref()
+                        .unwrap()
+                        .blocks()
+                        .block(height)
+                        .unwrap()
+                        .expect("stored")
+                })
+                .collect();
+            assert!(blocks.windows(2).all(|w| w[0] == w[1]), "height {height}");
+        }
+    }
+
     fn submit(&mut self, node: usize, tx: &str) {
         let engine = self.slots[node].engine.as_mut().unwrap();
         let (result, out) = engine.submit_tx(Bytes::from(tx.to_string()));
@@ -256,23 +276,7 @@ fn four_engines_commit_blocks_and_a_restarted_node_carries_on() {
         net.submit((h % 4) as usize, &format!("late{h}=v{h}"));
         net.run_until(h, 400_000);
     }
-    // Every node stored the same block at every height.
-    for height in 1..=20u64 {
-        let hashes: Vec<_> = net
-            .slots
-            .iter()
-            .map(|s| {
-                s.engine
-                    .as_ref()
-                    .unwrap()
-                    .blocks()
-                    .block(height)
-                    .unwrap()
-                    .expect("stored")
-            })
-            .collect();
-        assert!(hashes.windows(2).all(|w| w[0] == w[1]), "height {height}");
-    }
+    net.assert_same_blocks(20);
     let states: Vec<_> = net
         .slots
         .iter()
@@ -309,20 +313,5 @@ fn every_node_killed_and_reopened_at_many_points_keeps_the_chain_consistent() {
         net.run_until(target, 400_000);
     }
     net.run_until(30, 400_000);
-    for height in 1..=30u64 {
-        let blocks: Vec<_> = net
-            .slots
-            .iter()
-            .map(|s| {
-                s.engine
-                    .as_ref()
-                    .unwrap()
-                    .blocks()
-                    .block(height)
-                    .unwrap()
-                    .expect("stored")
-            })
-            .collect();
-        assert!(blocks.windows(2).all(|w| w[0] == w[1]), "height {height}");
-    }
+    net.assert_same_blocks(30);
 }
