@@ -643,3 +643,14 @@ impl ChainState {
         })
     }
 }
+
+/// The application's results of a block as stored (protobuf `ResponseFinalizeBlock`).
+pub fn encode_results(results: &response::FinalizeBlock) -> Vec<u8> {
+    pb::abci::ResponseFinalizeBlock::from(results.clone()).encode_to_vec()
+}
+
+/// Reads results written by [`encode_results`].
+pub fn decode_results(bytes: &[u8]) -> Result<response::FinalizeBlock, String> {
+    let raw = pb::abci::ResponseFinalizeBlock::decode(bytes).map_err(|e| e.to_string())?;
+    response::FinalizeBlock::try_from(raw).map_err(|e| e.to_string())
+}

@@ -10,8 +10,8 @@
 //! before the application commits; the handshake repairs a crash in between.
 
 use crate::chain::{
-    block_id, commit_from_decision, finalize_request, pack_signature, process_request,
-    unpack_signature, BlockError, ChainState, CommitError,
+    block_id, commit_from_decision, encode_results, finalize_request, pack_signature,
+    process_request, unpack_signature, BlockError, ChainState, CommitError,
 };
 use crate::handshake::{handshake, HandshakeError};
 use crate::mempool::{AddError, Mempool, MempoolConfig};
@@ -23,7 +23,7 @@ use bulwark_consensus::{
     Proposal as CoreProposal, Round, Signed, Timeout, TimeoutKind, ValidatorIndex, Validity,
     ValueId, Vote as CoreVote, VoteKind,
 };
-use bulwark_store::blocks::BlockStore;
+use bulwark_store::blocks::{BlockStore, DecidedHeight};
 use bulwark_store::privval::{PrivValidator, PrivvalError};
 use bulwark_store::wal::Wal;
 use bulwark_store::{Store, StoreError};
@@ -181,6 +181,8 @@ pub struct Engine {
     /// Messages of the current height we saw, for peers that missed them.
     seen: Vec<Payload>,
     replaying: bool,
+    /// The highest next-height a peer reported or a block-sync block showed.
+    highest_peer_height: u64,
     progress_mark: (u64, u32, Option<bulwark_consensus::Step>),
 }
 
@@ -261,6 +263,7 @@ impl Engine {
             own_blocks: HashMap::new(),
             seen: Vec::new(),
             replaying: false,
+            highest_peer_height: 0,
             progress_mark: (0, 0, None),
         };
         // Replay the height in progress. Our own blocks are known before the height starts, so
@@ -305,6 +308,21 @@ impl Engine {
     /// This validator's address.
     pub fn address(&self) -> account::Id {
         self.address
+    }
+
+    /// The application (for queries).
+    pub fn app(&self) -> &dyn Application {
+        self.app.as_ref()
+    }
+
+    /// The mempool.
+    pub fn mempool(&self) -> &Mempool {
+        &self.mempool
+    }
+
+    /// Whether peers have shown heights beyond ours (block sync in progress).
+    pub fn catching_up(&self) -> bool {
+        self.highest_peer_height > self.state.next_height()
     }
 
     /// The current consensus round.
@@ -444,7 +462,12 @@ impl Engine {
                     vec![Output::Broadcast(Payload::Txs(wire::Txs { txs: fresh }))]
                 })
             }
-            Payload::Status(s) => self.answer_status(peer, s),
+            Payload::Status(s) => {
+                self.highest_peer_height = self.highest_peer_height.max(s.height);
+                self.answer_status(peer, s)
+            }
+            // The driver handles introductions; nothing for consensus.
+            Payload::Hello(_) => Ok(vec![]),
             Payload::DecidedBlock(d) => self.decided_block(*d),
             Payload::Proposal(raw) => {
                 if u64::try_from(raw.height).ok() != Some(height) {
@@ -625,13 +648,11 @@ impl Engine {
 
     fn block_arrived(&mut self, block: Block) -> Result<Vec<Output>, EngineError> {
         let (id, _) = block_id_of(&block)?;
-        if let Err(e) = self.state.validate_block(&block) {
-            eprintln!(
-                "DEBUG {} rejects block {}: {e}",
-                self.address, block.header.height
-            );
+        let checked = self.state.validate_block(&block);
+        if let Err(e) = &checked {
+            tracing::warn!(height = %block.header.height, "invalid proposed block: {e}");
         }
-        let valid = self.state.validate_block(&block).is_ok()
+        let valid = checked.is_ok()
             && self.app.process_proposal(process_request(&block))
                 == response::ProcessProposal::Accept;
         let validity = if valid {
@@ -740,6 +761,9 @@ impl Engine {
         else {
             return Ok(vec![]);
         };
+        self.highest_peer_height = self
+            .highest_peer_height
+            .max(block.header.height.value().saturating_add(1));
         if block.header.height.value() != self.state.next_height() {
             return Ok(vec![]);
         }
@@ -974,13 +998,14 @@ impl Engine {
         next.apply(&block, id, &result);
         // Block, commit and resulting state first; the app's Commit after (the handshake
         // replays the block if we crash in between).
-        self.blocks.save(
+        self.blocks.save(DecidedHeight {
             height,
-            id.hash.as_bytes(),
-            &pb::types::Block::from(block).encode_to_vec(),
-            &pb::types::Commit::from(commit.clone()).encode_to_vec(),
-            &next.encode(),
-        )?;
+            hash: id.hash.as_bytes(),
+            block: &pb::types::Block::from(block).encode_to_vec(),
+            commit: &pb::types::Commit::from(commit.clone()).encode_to_vec(),
+            state: &next.encode(),
+            results: &encode_results(&result),
+        })?;
         self.app.commit()?;
         self.mempool.update(&txs, self.app.as_ref());
         self.wal.truncate_below(height + 1)?;

@@ -6,5 +6,6 @@ pub mod handshake;
 pub mod home;
 pub mod mempool;
 pub mod proposal;
+pub mod rpc;
 pub mod run;
 pub mod wire;

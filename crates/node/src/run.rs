@@ -2,19 +2,28 @@
 //! the signals; everything else is the engine's. One task runs the engine; each peer connection
 //! has a reader (bytes to frames to engine inputs; a bad frame closes that peer only) and a
 //! writer (a bounded queue, so a slow peer loses messages instead of stalling the node).
+//! JSON-RPC calls arrive on their own channel and are answered between engine inputs.
 
 use crate::engine::{Engine, EngineConfig, Input, Output, PeerId};
 use crate::home::Home;
 use crate::mempool::MempoolConfig;
-use crate::wire::{self, FrameDecoder};
+use crate::rpc::answer::{answer, committed_tx, NodeView, Reply};
+use crate::rpc::{RpcLimits, RpcRequest};
+use crate::wire::{self, FrameDecoder, Payload};
 use bulwark_app::kvstore::KvStore;
 use bulwark_consensus::Config;
 use bulwark_store::Store;
 use bulwark_types::tendermint::private_key::PrivateKey;
+use bulwark_types::tendermint::{node, Time};
+use serde_json::Value;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+use tendermint_rpc::endpoint::net_info;
+use tendermint_rpc::response_error::ResponseError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -24,10 +33,33 @@ use tokio::time::Instant;
 const PEER_QUEUE: usize = 4096;
 /// How often a node that made no progress asks its peers.
 const TICK: Duration = Duration::from_millis(500);
+/// Most `broadcast_tx_commit` calls waiting for their block at once.
+const MAX_COMMIT_WAITERS: usize = 10_000;
+/// The p2p protocol version announced in node info.
+const P2P_PROTOCOL: u64 = 8;
+
+/// Bytes moved on one connection (for `net_info`).
+#[derive(Debug, Default)]
+struct Traffic {
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+/// A connection as the driver sees it.
+struct Peer {
+    queue: mpsc::Sender<Vec<u8>>,
+    addr: SocketAddr,
+    outbound: bool,
+    since: std::time::Instant,
+    started: Time,
+    traffic: Arc<Traffic>,
+    hello: Option<wire::Hello>,
+}
 
 enum Event {
-    Connected(PeerId, mpsc::Sender<Vec<u8>>, SocketAddr),
+    Connected(PeerId, Peer),
     Disconnected(PeerId),
+    Hello(PeerId, wire::Hello),
     Input(Input),
 }
 
@@ -77,14 +109,23 @@ pub fn open_engine(home: &Home) -> anyhow::Result<(Engine, Vec<Output>)> {
     )?)
 }
 
+/// What a connection's reader needs to know.
+#[derive(Clone)]
+struct Link {
+    max_frame: usize,
+    chain_id: String,
+    events: mpsc::Sender<Event>,
+}
+
 async fn reader(
     id: PeerId,
     stream: tokio::net::tcp::OwnedReadHalf,
-    max_frame: usize,
-    events: mpsc::Sender<Event>,
+    link: Link,
+    traffic: Arc<Traffic>,
     closed: tokio::sync::oneshot::Sender<()>,
 ) {
-    read_frames(id, stream, max_frame, &events).await;
+    let events = link.events.clone();
+    read_frames(id, stream, &link, &traffic).await;
     let _ = events.send(Event::Disconnected(id)).await;
     let _ = closed.send(());
 }
@@ -92,19 +133,30 @@ async fn reader(
 async fn read_frames(
     id: PeerId,
     mut stream: tokio::net::tcp::OwnedReadHalf,
-    max_frame: usize,
-    events: &mpsc::Sender<Event>,
+    link: &Link,
+    traffic: &Traffic,
 ) {
-    let mut decoder = FrameDecoder::new(max_frame);
+    let events = &link.events;
+    let mut decoder = FrameDecoder::new(link.max_frame);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        traffic.received.fetch_add(n as u64, Ordering::Relaxed);
         decoder.push(&buf[..n]);
         loop {
             match decoder.next_message() {
+                Ok(Some(Payload::Hello(hello))) => {
+                    if hello.chain_id != link.chain_id {
+                        tracing::warn!(peer = id, chain = %hello.chain_id, "closing peer of another chain");
+                        return;
+                    }
+                    if events.send(Event::Hello(id, hello)).await.is_err() {
+                        return;
+                    }
+                }
                 Ok(Some(payload)) => {
                     if events
                         .send(Event::Input(Input::Peer(id, payload)))
@@ -124,31 +176,106 @@ async fn read_frames(
     }
 }
 
-async fn writer(mut stream: tokio::net::tcp::OwnedWriteHalf, mut frames: mpsc::Receiver<Vec<u8>>) {
+async fn writer(
+    mut stream: tokio::net::tcp::OwnedWriteHalf,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+    traffic: Arc<Traffic>,
+) {
     while let Some(frame) = frames.recv().await {
         if stream.write_all(&frame).await.is_err() {
             break;
         }
+        traffic
+            .sent
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
     }
 }
 
-/// Starts a connection's reader and writer; the returned receiver resolves when it closes.
+/// Starts a connection's reader and writer, introducing this node first; the returned
+/// receiver resolves when the connection closes.
 async fn spawn_peer(
     id: PeerId,
     stream: TcpStream,
     addr: SocketAddr,
-    max_frame: usize,
-    events: mpsc::Sender<Event>,
+    outbound: bool,
+    link: Link,
+    hello: Vec<u8>,
 ) -> tokio::sync::oneshot::Receiver<()> {
     let _ = stream.set_nodelay(true);
     let (r, w) = stream.into_split();
     let (tx, rx) = mpsc::channel(PEER_QUEUE);
+    let _ = tx.try_send(hello);
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let traffic = Arc::new(Traffic::default());
+    let peer = Peer {
+        queue: tx,
+        addr,
+        outbound,
+        since: std::time::Instant::now(),
+        started: Time::now(),
+        traffic: traffic.clone(),
+        hello: None,
+    };
     // Registered before the reader can report anything, so no input arrives from an unknown peer.
-    let _ = events.send(Event::Connected(id, tx, addr)).await;
-    tokio::spawn(writer(w, rx));
-    tokio::spawn(reader(id, r, max_frame, events, closed_tx));
+    let _ = link.events.send(Event::Connected(id, peer)).await;
+    tokio::spawn(writer(w, rx, traffic.clone()));
+    tokio::spawn(reader(id, r, link, traffic, closed_tx));
     closed_rx
+}
+
+/// This node's `node_info` (status and the Hello it sends).
+fn node_info(home: &Home) -> anyhow::Result<node::Info> {
+    let id = node::Id::try_from(home.node_key.priv_key.public_key())
+        .map_err(|e| anyhow::anyhow!("node key: {e}"))?;
+    let info = serde_json::json!({
+        "protocol_version": {"p2p": P2P_PROTOCOL.to_string(), "block": bulwark_types::BLOCK_PROTOCOL.to_string(), "app": "0"},
+        "id": id.to_string(),
+        "listen_addr": format!("tcp://{}", home.config.p2p.laddr),
+        "network": home.genesis.chain_id.to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "channels": "",
+        "moniker": home.config.moniker,
+        "other": {"tx_index": "off", "rpc_address": format!("tcp://{}", home.config.rpc.laddr)},
+    });
+    Ok(serde_json::from_value(info)?)
+}
+
+/// A connected peer as `net_info` shows it.
+fn peer_info(peer: &Peer, own: &node::Info) -> Option<net_info::PeerInfo> {
+    let hello = peer.hello.as_ref()?;
+    let mut info = own.clone();
+    info.id = hello.node_id.parse().ok()?;
+    info.moniker = hello.moniker.parse().ok()?;
+    info.listen_addr = node::info::ListenAddress::new(hello.listen_addr.clone());
+    info.version = serde_json::from_value(Value::String(hello.version.clone())).ok()?;
+    info.other.rpc_address = String::new();
+    let duration = peer.since.elapsed();
+    let monitor = |bytes: &AtomicU64| net_info::Monitor {
+        active: true,
+        start: peer.started,
+        duration,
+        idle: Duration::ZERO,
+        bytes: bytes.load(Ordering::Relaxed),
+        samples: 0,
+        inst_rate: 0,
+        cur_rate: 0,
+        avg_rate: bytes.load(Ordering::Relaxed) / duration.as_secs().max(1),
+        peak_rate: 0,
+        bytes_rem: 0,
+        time_rem: 0,
+        progress: 0,
+    };
+    Some(net_info::PeerInfo {
+        node_info: info,
+        is_outbound: peer.outbound,
+        connection_status: net_info::ConnectionStatus {
+            duration,
+            send_monitor: monitor(&peer.traffic.sent),
+            recv_monitor: monitor(&peer.traffic.received),
+            channels: vec![],
+        },
+        remote_ip: peer.addr.ip(),
+    })
 }
 
 /// Runs the node until SIGINT/SIGTERM.
@@ -159,37 +286,111 @@ pub fn start(home: Home) -> anyhow::Result<()> {
     runtime.block_on(run(home))
 }
 
+/// `broadcast_tx_commit` calls waiting for their transaction's block.
+#[derive(Default)]
+struct CommitWaiters {
+    by_hash: HashMap<[u8; 32], Vec<tokio::sync::oneshot::Sender<Result<Value, ResponseError>>>>,
+    count: usize,
+}
+
+impl CommitWaiters {
+    fn add(
+        &mut self,
+        hash: [u8; 32],
+        reply: tokio::sync::oneshot::Sender<Result<Value, ResponseError>>,
+    ) {
+        if self.count >= MAX_COMMIT_WAITERS {
+            // Forget callers that gave up before refusing a new one.
+            self.by_hash.retain(|_, senders| {
+                senders.retain(|s| !s.is_closed());
+                !senders.is_empty()
+            });
+            self.count = self.by_hash.values().map(Vec::len).sum();
+        }
+        if self.count >= MAX_COMMIT_WAITERS {
+            let _ = reply.send(Err(ResponseError::new(
+                tendermint_rpc::response_error::Code::InternalError,
+                Some(format!(
+                    "{MAX_COMMIT_WAITERS} broadcast_tx_commit calls are already waiting"
+                )),
+            )));
+            return;
+        }
+        self.by_hash.entry(hash).or_default().push(reply);
+        self.count += 1;
+    }
+
+    /// Answers the callers whose transactions block `height` holds.
+    fn committed(&mut self, engine: &Engine, height: u64) {
+        if self.by_hash.is_empty() {
+            return;
+        }
+        let hashes: Vec<[u8; 32]> = self.by_hash.keys().copied().collect();
+        for (hash, answer) in committed_tx(engine, height, &hashes) {
+            for reply in self.by_hash.remove(&hash).unwrap_or_default() {
+                self.count -= 1;
+                let _ = reply.send(answer.clone());
+            }
+        }
+    }
+}
+
 async fn run(home: Home) -> anyhow::Result<()> {
     let (mut engine, first) = open_engine(&home)?;
     tracing::info!(height = engine.state().next_height(), address = %engine.address(), "started");
-    let max_frame = home.config.p2p.max_frame_bytes;
+    let own_info = node_info(&home)?;
+    let hello = wire::encode(Payload::Hello(wire::Hello {
+        node_id: own_info.id.to_string(),
+        chain_id: home.genesis.chain_id.to_string(),
+        moniker: home.config.moniker.clone(),
+        listen_addr: own_info.listen_addr.to_string(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    }));
     let (events_tx, mut events) = mpsc::channel::<Event>(16_384);
+    let link = Link {
+        max_frame: home.config.p2p.max_frame_bytes,
+        chain_id: home.genesis.chain_id.to_string(),
+        events: events_tx.clone(),
+    };
     let listener = TcpListener::bind(home.config.p2p.laddr).await?;
-    let next_id = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(1));
+    let rpc_listener = TcpListener::bind(home.config.rpc.laddr).await?;
+    let (rpc_tx, mut rpc_calls) = mpsc::channel::<RpcRequest>(1024);
+    tokio::spawn(crate::rpc::serve(
+        rpc_listener,
+        rpc_tx,
+        RpcLimits {
+            max_body_bytes: home.config.rpc.max_body_bytes,
+            ..RpcLimits::default()
+        },
+    ));
+    let next_id = Arc::new(AtomicU64::new(1));
     {
-        let events = events_tx.clone();
+        let link = link.clone();
         let next_id = next_id.clone();
+        let hello = hello.clone();
         tokio::spawn(async move {
             while let Ok((stream, addr)) = listener.accept().await {
-                let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
                 // Inbound connections are not redialled: the close notice is not needed.
-                drop(spawn_peer(id, stream, addr, max_frame, events.clone()).await);
+                drop(spawn_peer(id, stream, addr, false, link.clone(), hello.clone()).await);
             }
         });
     }
     // Keep one outbound connection to every persistent peer, reconnecting when it drops.
     for peer in home.config.p2p.persistent_peers.clone() {
-        let events = events_tx.clone();
+        let link = link.clone();
         let next_id = next_id.clone();
+        let hello = hello.clone();
         tokio::spawn(async move {
             loop {
-                if events.is_closed() {
+                if link.events.is_closed() {
                     return;
                 }
                 match TcpStream::connect(peer).await {
                     Ok(stream) => {
-                        let id = next_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let closed = spawn_peer(id, stream, peer, max_frame, events.clone()).await;
+                        let id = next_id.fetch_add(1, Ordering::Relaxed);
+                        let closed =
+                            spawn_peer(id, stream, peer, true, link.clone(), hello.clone()).await;
                         let _ = closed.await;
                     }
                     Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
@@ -197,8 +398,12 @@ async fn run(home: Home) -> anyhow::Result<()> {
             }
         });
     }
+    drop(link);
 
-    let mut peers: HashMap<PeerId, mpsc::Sender<Vec<u8>>> = HashMap::new();
+    let validator_key = home.validator_key.pub_key;
+    let listeners = vec![own_info.listen_addr.to_string()];
+    let mut peers: HashMap<PeerId, Peer> = HashMap::new();
+    let mut waiters = CommitWaiters::default();
     let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
     let mut timer_inputs: HashMap<u64, Input> = HashMap::new();
     let mut seq = 0u64;
@@ -210,13 +415,13 @@ async fn run(home: Home) -> anyhow::Result<()> {
             match o {
                 Output::Broadcast(p) => {
                     let frame = wire::encode(p);
-                    for tx in peers.values() {
-                        let _ = tx.try_send(frame.clone());
+                    for peer in peers.values() {
+                        let _ = peer.queue.try_send(frame.clone());
                     }
                 }
                 Output::Send(id, p) => {
-                    if let Some(tx) = peers.get(&id) {
-                        let _ = tx.try_send(wire::encode(p));
+                    if let Some(peer) = peers.get(&id) {
+                        let _ = peer.queue.try_send(wire::encode(p));
                     }
                 }
                 Output::Schedule { timeout, after } => {
@@ -230,24 +435,50 @@ async fn run(home: Home) -> anyhow::Result<()> {
                     timers.push(Reverse((Instant::now() + after, seq)));
                     timer_inputs.insert(seq, Input::StartHeight(height));
                 }
-                Output::Committed { height, txs } => tracing::info!(height, txs, "committed"),
+                Output::Committed { height, txs } => {
+                    tracing::info!(height, txs, "committed");
+                    waiters.committed(&engine, height);
+                }
             }
         }
         let next_timer = timers.peek().map(|Reverse((at, _))| *at);
         let input = tokio::select! {
             event = events.recv() => match event {
-                Some(Event::Connected(id, tx, addr)) => {
-                    tracing::debug!(peer = id, %addr, "peer connected");
-                    peers.insert(id, tx);
+                Some(Event::Connected(id, peer)) => {
+                    tracing::debug!(peer = id, addr = %peer.addr, "peer connected");
+                    peers.insert(id, peer);
                     continue;
                 }
                 Some(Event::Disconnected(id)) => {
                     peers.remove(&id);
                     continue;
                 }
+                Some(Event::Hello(id, hello)) => {
+                    tracing::info!(peer = id, node = %hello.node_id, moniker = %hello.moniker, "peer introduced itself");
+                    if let Some(peer) = peers.get_mut(&id) {
+                        peer.hello = Some(hello);
+                    }
+                    continue;
+                }
                 Some(Event::Input(input)) => input,
                 None => { tracing::info!("event channel closed"); break }
             },
+            Some(request) = rpc_calls.recv() => {
+                let view = NodeView {
+                    node_info: &own_info,
+                    genesis: &home.genesis,
+                    peers: peers.values().filter_map(|p| peer_info(p, &own_info)).collect(),
+                    listeners: listeners.clone(),
+                    validator_key,
+                };
+                let (reply, out) = answer(&mut engine, &view, request.call);
+                match reply {
+                    Reply::Ready(answer) => { let _ = request.reply.send(answer); }
+                    Reply::AwaitCommit { hash } => waiters.add(hash, request.reply),
+                }
+                outputs = out;
+                continue;
+            }
             _ = async { match next_timer { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
                 let Some(Reverse((_, s))) = timers.pop() else { continue };
                 match timer_inputs.remove(&s) { Some(i) => i, None => continue }

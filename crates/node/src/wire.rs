@@ -84,6 +84,27 @@ pub struct DecidedBlock {
     pub commit: Option<pb::Commit>,
 }
 
+/// The first message on every connection: who the sender says it is (unauthenticated over
+/// plain TCP; attested TLS binds it to the peer's evidence). A peer of another chain is closed.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct Hello {
+    /// The node id (hex of the node key's address).
+    #[prost(string, tag = "1")]
+    pub node_id: String,
+    /// The chain it runs.
+    #[prost(string, tag = "2")]
+    pub chain_id: String,
+    /// Its moniker.
+    #[prost(string, tag = "3")]
+    pub moniker: String,
+    /// Where it listens for peers.
+    #[prost(string, tag = "4")]
+    pub listen_addr: String,
+    /// Its software version.
+    #[prost(string, tag = "5")]
+    pub version: String,
+}
+
 /// Every message a peer can send.
 #[derive(Clone, PartialEq, prost::Oneof)]
 pub enum Payload {
@@ -108,13 +129,16 @@ pub enum Payload {
     /// A decided block and its commit (boxed: far larger than the other messages).
     #[prost(message, boxed, tag = "7")]
     DecidedBlock(Box<DecidedBlock>),
+    /// Who the sender is (first on a connection).
+    #[prost(message, tag = "8")]
+    Hello(Hello),
 }
 
 /// The one message type on the wire.
 #[derive(Clone, PartialEq, Message)]
 pub struct Envelope {
     /// The message.
-    #[prost(oneof = "Payload", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "Payload", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     pub payload: Option<Payload>,
 }
 

@@ -5,9 +5,9 @@ mod common;
 
 use bulwark_app::kvstore::KvStore;
 use bulwark_app::Application;
-use bulwark_node::chain::{finalize_request, ChainState};
+use bulwark_node::chain::{encode_results, finalize_request, ChainState};
 use bulwark_node::handshake::{handshake, HandshakeError};
-use bulwark_store::blocks::BlockStore;
+use bulwark_store::blocks::{BlockStore, DecidedHeight};
 use bulwark_store::Store;
 use bulwark_types::signing::{public_key, sign_vote};
 use bulwark_types::tendermint::abci::request;
@@ -79,13 +79,14 @@ fn build(
             .unwrap();
         state.apply(&block, id, &result);
         blocks
-            .save(
-                h,
-                id.hash.as_bytes(),
-                &pb::types::Block::from(block).encode_to_vec(),
-                &pb::types::Commit::from(commit.clone()).encode_to_vec(),
-                &state.encode(),
-            )
+            .save(DecidedHeight {
+                height: h,
+                hash: id.hash.as_bytes(),
+                block: &pb::types::Block::from(block).encode_to_vec(),
+                commit: &pb::types::Commit::from(commit.clone()).encode_to_vec(),
+                state: &state.encode(),
+                results: &encode_results(&result),
+            })
             .unwrap();
         app.commit().unwrap();
         last_commit = Some(commit);

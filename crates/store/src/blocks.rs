@@ -1,5 +1,5 @@
-//! Blocks, their commits and the chain state after each height, by height (and blocks by
-//! hash). Heights are stored without gaps: block `h` is only accepted after block `h - 1`.
+//! Blocks, their commits, the application's results and the chain state after each height, by
+//! height (and blocks by hash). Heights are stored without gaps: block `h` is only accepted after block `h - 1`.
 //! Values are the caller's encodings (protobuf in the node); the store keeps them intact.
 
 use crate::{key, Store, StoreError};
@@ -12,6 +12,24 @@ pub struct BlockStore {
     hashes: sled::Tree,
     commits: sled::Tree,
     states: sled::Tree,
+    results: sled::Tree,
+}
+
+/// Everything stored for one decided height (the caller's encodings).
+#[derive(Debug, Clone, Copy)]
+pub struct DecidedHeight<'a> {
+    /// The height.
+    pub height: u64,
+    /// The block's hash (indexed).
+    pub hash: &'a [u8],
+    /// The block.
+    pub block: &'a [u8],
+    /// The commit that decided it.
+    pub commit: &'a [u8],
+    /// The chain state after executing it.
+    pub state: &'a [u8],
+    /// The application's results of executing it (FinalizeBlock).
+    pub results: &'a [u8],
 }
 
 impl BlockStore {
@@ -23,6 +41,7 @@ impl BlockStore {
             hashes: store.tree("block_hashes")?,
             commits: store.tree("commits")?,
             states: store.tree("states")?,
+            results: store.tree("results")?,
         })
     }
 
@@ -40,16 +59,9 @@ impl BlockStore {
         }
     }
 
-    /// Stores block `height` (with its hash), the commit that decided it and the state after
-    /// executing it, atomically, and flushes.
-    pub fn save(
-        &self,
-        height: u64,
-        hash: &[u8],
-        block: &[u8],
-        commit: &[u8],
-        state: &[u8],
-    ) -> Result<(), StoreError> {
+    /// Stores a decided height atomically, and flushes.
+    pub fn save(&self, decided: DecidedHeight<'_>) -> Result<(), StoreError> {
+        let height = decided.height;
         if let Some(latest) = self.latest_height()? {
             if height != latest + 1 {
                 return Err(StoreError::Refused(format!(
@@ -58,12 +70,19 @@ impl BlockStore {
             }
         }
         use sled::Transactional;
-        (&self.blocks, &self.hashes, &self.commits, &self.states)
-            .transaction(|(b, h, c, s)| {
-                b.insert(&key(height), block)?;
-                h.insert(hash, &key(height))?;
-                c.insert(&key(height), commit)?;
-                s.insert(&key(height), state)?;
+        (
+            &self.blocks,
+            &self.hashes,
+            &self.commits,
+            &self.states,
+            &self.results,
+        )
+            .transaction(|(b, h, c, s, r)| {
+                b.insert(&key(height), decided.block)?;
+                h.insert(decided.hash, &key(height))?;
+                c.insert(&key(height), decided.commit)?;
+                s.insert(&key(height), decided.state)?;
+                r.insert(&key(height), decided.results)?;
                 Ok(())
             })
             .map_err(|e: sled::transaction::TransactionError<()>| match e {
@@ -95,6 +114,11 @@ impl BlockStore {
     /// The state after block `height`.
     pub fn state(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.get(&self.states, height)
+    }
+
+    /// The application's results of block `height`.
+    pub fn results(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(&self.results, height)
     }
 
     /// The height of the block with `hash`.

@@ -1,7 +1,7 @@
 //! WAL and block store: order, durability across reopen, gaps refused, damage reported.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use bulwark_store::blocks::BlockStore;
+use bulwark_store::blocks::{BlockStore, DecidedHeight};
 use bulwark_store::wal::Wal;
 use bulwark_store::{Store, StoreError};
 
@@ -37,17 +37,17 @@ fn block_store_keeps_heights_without_gaps_and_finds_blocks_by_hash() {
         let blocks = BlockStore::open(&store).unwrap();
         assert_eq!(blocks.latest_height().unwrap(), None);
         blocks
-            .save(1, b"hash-1", b"block-1", b"commit-1", b"state-1")
+            .save(decided(1, b"hash-1", b"block-1", b"commit-1", b"state-1"))
             .unwrap();
         blocks
-            .save(2, b"hash-2", b"block-2", b"commit-2", b"state-2")
+            .save(decided(2, b"hash-2", b"block-2", b"commit-2", b"state-2"))
             .unwrap();
         assert!(matches!(
-            blocks.save(4, b"hash-4", b"b", b"c", b"s"),
+            blocks.save(decided(4, b"hash-4", b"b", b"c", b"s")),
             Err(StoreError::Refused(_))
         ));
         assert!(matches!(
-            blocks.save(2, b"hash-2b", b"b", b"c", b"s"),
+            blocks.save(decided(2, b"hash-2b", b"b", b"c", b"s")),
             Err(StoreError::Refused(_))
         ));
     }
@@ -57,9 +57,32 @@ fn block_store_keeps_heights_without_gaps_and_finds_blocks_by_hash() {
     assert_eq!(blocks.block(2).unwrap().unwrap(), b"block-2");
     assert_eq!(blocks.commit(1).unwrap().unwrap(), b"commit-1");
     assert_eq!(blocks.state(2).unwrap().unwrap(), b"state-2");
+    assert_eq!(blocks.results(2).unwrap().unwrap(), b"results of state-2");
     assert_eq!(blocks.height_of(b"hash-1").unwrap(), Some(1));
     assert_eq!(blocks.height_of(b"nope").unwrap(), None);
     assert_eq!(blocks.block(3).unwrap(), None);
+}
+
+/// A decided height whose results are derived from the state's bytes.
+fn decided<'a>(
+    height: u64,
+    hash: &'a [u8],
+    block: &'a [u8],
+    commit: &'a [u8],
+    state: &'a [u8],
+) -> DecidedHeight<'a> {
+    let results: &'static [u8] = match state {
+        b"state-2" => b"results of state-2",
+        _ => b"results",
+    };
+    DecidedHeight {
+        height,
+        hash,
+        block,
+        commit,
+        state,
+        results,
+    }
 }
 
 #[test]
@@ -70,7 +93,13 @@ fn a_damaged_store_is_a_clear_error_at_open_not_a_crash_or_silent_loss() {
         let blocks = BlockStore::open(&store).unwrap();
         for h in 1..=50u64 {
             blocks
-                .save(h, &h.to_be_bytes(), &vec![h as u8; 4096], b"c", b"s")
+                .save(decided(
+                    h,
+                    &h.to_be_bytes(),
+                    &vec![h as u8; 4096],
+                    b"c",
+                    b"s",
+                ))
                 .unwrap();
         }
     }

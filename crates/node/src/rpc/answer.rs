@@ -1,0 +1,423 @@
+//! Answers to JSON-RPC calls, computed on the engine's task from the engine's stores and
+//! application. Responses are built from `tendermint-rpc`'s own endpoint types, so their JSON
+//! is what CometBFT v0.38 serves and what its clients parse.
+
+use super::calls::{BroadcastMode, Call};
+use crate::chain::{block_id, decode_results, ChainState};
+use crate::engine::{Engine, Output};
+use crate::mempool::{tx_hash, AddError};
+use bulwark_types::tendermint::abci::{request, response, Code};
+use bulwark_types::tendermint::block::{self, signed_header::SignedHeader, Block, Commit};
+use bulwark_types::tendermint::{node, validator, Genesis, Hash, PublicKey};
+use bulwark_types::tendermint_proto::v0_38 as pb;
+use bytes::Bytes;
+use prost::Message;
+use serde::Serialize;
+use serde_json::Value;
+use tendermint_rpc::endpoint;
+use tendermint_rpc::response_error::{Code as RpcCode, ResponseError};
+
+/// What the driver knows that the engine does not.
+#[derive(Debug)]
+pub struct NodeView<'a> {
+    /// This node's info, as in `status`.
+    pub node_info: &'a node::Info,
+    /// genesis.json.
+    pub genesis: &'a Genesis<Value>,
+    /// Connected peers.
+    pub peers: Vec<endpoint::net_info::PeerInfo>,
+    /// Where the node listens for peers.
+    pub listeners: Vec<String>,
+    /// The validator key's public half.
+    pub validator_key: PublicKey,
+}
+
+/// The answer to a call.
+#[derive(Debug)]
+pub enum Reply {
+    /// Answered now.
+    Ready(Result<Value, ResponseError>),
+    /// `broadcast_tx_commit` of a transaction CheckTx accepted: answer when a block with it
+    /// commits (see [`committed_tx`]).
+    AwaitCommit {
+        /// The transaction's hash.
+        hash: [u8; 32],
+    },
+}
+
+fn internal(message: impl Into<String>) -> ResponseError {
+    ResponseError::new(RpcCode::InternalError, Some(message.into()))
+}
+
+fn to_value<T: Serialize>(value: &T) -> Result<Value, ResponseError> {
+    serde_json::to_value(value).map_err(|e| internal(format!("serializing the response: {e}")))
+}
+
+fn store_error(e: impl std::fmt::Display) -> ResponseError {
+    internal(format!("storage: {e}"))
+}
+
+/// The height asked for, checked against what is stored.
+fn resolve(engine: &Engine, height: Option<u64>) -> Result<u64, ResponseError> {
+    let latest = engine.state().last_block_height;
+    let first = engine.state().initial_height;
+    match height {
+        None if latest < first => Err(internal("no block has been committed yet")),
+        None => Ok(latest),
+        Some(h) if h > latest => Err(internal(format!(
+            "height {h} must be less than or equal to the current blockchain height {latest}"
+        ))),
+        Some(h) if h < first => Err(internal(format!(
+            "height {h} is below the chain's initial height {first}"
+        ))),
+        Some(h) => Ok(h),
+    }
+}
+
+/// Block `height` from the store.
+pub fn load_block(engine: &Engine, height: u64) -> Result<Block, ResponseError> {
+    let bytes = engine
+        .blocks()
+        .block(height)
+        .map_err(store_error)?
+        .ok_or_else(|| internal(format!("block {height} is not stored")))?;
+    let raw = pb::types::Block::decode(bytes.as_slice()).map_err(store_error)?;
+    Block::try_from(raw).map_err(store_error)
+}
+
+fn load_commit(engine: &Engine, height: u64) -> Result<Commit, ResponseError> {
+    let bytes = engine
+        .blocks()
+        .commit(height)
+        .map_err(store_error)?
+        .ok_or_else(|| internal(format!("commit {height} is not stored")))?;
+    let raw = pb::types::Commit::decode(bytes.as_slice()).map_err(store_error)?;
+    Commit::try_from(raw).map_err(store_error)
+}
+
+/// The application's results of block `height`.
+pub fn load_results(
+    engine: &Engine,
+    height: u64,
+) -> Result<response::FinalizeBlock, ResponseError> {
+    let bytes = engine
+        .blocks()
+        .results(height)
+        .map_err(store_error)?
+        .ok_or_else(|| internal(format!("results of block {height} are not stored")))?;
+    decode_results(&bytes).map_err(store_error)
+}
+
+/// The validators that sign block `height` (up to the next height, which the current state
+/// already knows, so a light client can check `next_validators_hash` of the latest block).
+fn validators_at(engine: &Engine, height: u64) -> Result<validator::Set, ResponseError> {
+    let state = engine.state();
+    if height == state.next_height() {
+        return Ok(state.validator_infos.clone());
+    }
+    let h = resolve(engine, Some(height))?;
+    let bytes = engine
+        .blocks()
+        .state(h)
+        .map_err(store_error)?
+        .ok_or_else(|| internal(format!("state {h} is not stored")))?;
+    Ok(ChainState::decode(&bytes)
+        .map_err(store_error)?
+        .last_validator_infos)
+}
+
+fn status(engine: &Engine, node: &NodeView<'_>) -> Result<Value, ResponseError> {
+    let state = engine.state();
+    let (earliest, latest) = if state.last_block_height >= state.initial_height {
+        let first = load_block(engine, state.initial_height)?;
+        let last = load_block(engine, state.last_block_height)?;
+        (Some(first), Some(last))
+    } else {
+        (None, None)
+    };
+    let block_hash = |b: &Option<Block>| b.as_ref().map_or(Hash::None, |b| b.header.hash());
+    let power = state
+        .validator_infos
+        .validators()
+        .iter()
+        .find(|v| v.address == engine.address())
+        .map(|v| v.power)
+        .unwrap_or_default();
+    let response = endpoint::status::Response {
+        node_info: node.node_info.clone(),
+        sync_info: endpoint::status::SyncInfo {
+            earliest_block_hash: block_hash(&earliest),
+            earliest_app_hash: earliest
+                .as_ref()
+                .map(|b| b.header.app_hash.clone())
+                .unwrap_or_default(),
+            earliest_block_height: earliest
+                .as_ref()
+                .map_or_else(|| block::Height::from(0u32), |b| b.header.height),
+            earliest_block_time: earliest
+                .as_ref()
+                .map_or(node.genesis.genesis_time, |b| b.header.time),
+            latest_block_hash: block_hash(&latest),
+            latest_app_hash: state.app_hash.clone(),
+            latest_block_height: block::Height::try_from(state.last_block_height)
+                .map_err(store_error)?,
+            latest_block_time: state.last_block_time,
+            catching_up: engine.catching_up(),
+        },
+        validator_info: validator::Info {
+            address: engine.address(),
+            pub_key: node.validator_key,
+            power,
+            name: None,
+            proposer_priority: Default::default(),
+        },
+    };
+    to_value(&response)
+}
+
+fn validators(
+    engine: &Engine,
+    height: Option<u64>,
+    page: usize,
+    per_page: usize,
+) -> Result<Value, ResponseError> {
+    let height = match height {
+        Some(h) => h,
+        None => resolve(engine, None)?,
+    };
+    let set = validators_at(engine, height)?;
+    let all = set.validators();
+    let start = (page - 1).saturating_mul(per_page);
+    if start >= all.len() && !(all.is_empty() && page == 1) {
+        return Err(ResponseError::new(
+            RpcCode::InvalidParams,
+            Some(format!(
+                "page should be within [1, {}] range, given {page}",
+                all.len().div_ceil(per_page).max(1)
+            )),
+        ));
+    }
+    let end = start.saturating_add(per_page).min(all.len());
+    let response = endpoint::validators::Response::new(
+        block::Height::try_from(height).map_err(store_error)?,
+        all[start..end].to_vec(),
+        i32::try_from(all.len()).map_err(store_error)?,
+    );
+    let mut value = to_value(&response)?;
+    // CometBFT also says how many are on this page; tendermint-rpc's type leaves it out.
+    if let Value::Object(fields) = &mut value {
+        fields.insert("count".into(), Value::String((end - start).to_string()));
+    }
+    Ok(value)
+}
+
+fn commit(engine: &Engine, height: Option<u64>) -> Result<Value, ResponseError> {
+    let h = resolve(engine, height)?;
+    let header = load_block(engine, h)?.header;
+    // Below the tip the canonical commit is the one block h+1 carries; at the tip it is the
+    // commit this node decided with (CometBFT's "seen commit").
+    let (commit, canonical) = match load_block(engine, h + 1) {
+        Ok(next) if h < engine.state().last_block_height => match next.last_commit {
+            Some(c) => (c, true),
+            None => (load_commit(engine, h)?, false),
+        },
+        _ => (load_commit(engine, h)?, false),
+    };
+    let signed_header = SignedHeader::new(header, commit).map_err(store_error)?;
+    to_value(&endpoint::commit::Response {
+        signed_header,
+        canonical,
+    })
+}
+
+fn block_results(engine: &Engine, height: Option<u64>) -> Result<Value, ResponseError> {
+    let h = resolve(engine, height)?;
+    let r = load_results(engine, h)?;
+    to_value(&endpoint::block_results::Response {
+        height: block::Height::try_from(h).map_err(store_error)?,
+        txs_results: Some(r.tx_results),
+        finalize_block_events: r.events,
+        begin_block_events: None,
+        end_block_events: None,
+        validator_updates: r.validator_updates,
+        consensus_param_updates: r.consensus_param_updates,
+        app_hash: r.app_hash,
+    })
+}
+
+fn abci_query(
+    engine: &Engine,
+    path: String,
+    data: Vec<u8>,
+    height: Option<u64>,
+    prove: bool,
+) -> Result<Value, ResponseError> {
+    let q = engine.app().query(request::Query {
+        data: Bytes::from(data),
+        path,
+        height: block::Height::try_from(height.unwrap_or(0)).map_err(store_error)?,
+        prove,
+    });
+    to_value(&endpoint::abci_query::Response {
+        response: endpoint::abci_query::AbciQuery {
+            code: q.code,
+            log: q.log,
+            info: q.info,
+            index: q.index,
+            key: q.key.to_vec(),
+            value: q.value.to_vec(),
+            proof: q.proof,
+            height: q.height,
+            codespace: q.codespace,
+        },
+    })
+}
+
+fn tx_sync_response(hash: [u8; 32], code: u32, log: String) -> Result<Value, ResponseError> {
+    to_value(&endpoint::broadcast::tx_sync::Response {
+        codespace: String::new(),
+        code: Code::from(code),
+        data: Bytes::new(),
+        log,
+        hash: Hash::Sha256(hash),
+    })
+}
+
+fn broadcast(engine: &mut Engine, tx: Vec<u8>, mode: BroadcastMode) -> (Reply, Vec<Output>) {
+    let hash = tx_hash(&tx);
+    let (added, outputs) = engine.submit_tx(Bytes::from(tx));
+    let reply = match (added, mode) {
+        (Ok(()), BroadcastMode::Commit) => Reply::AwaitCommit { hash },
+        (Ok(()), _) => Reply::Ready(tx_sync_response(hash, 0, String::new())),
+        // The application refused it: a normal answer with its code, as CometBFT gives.
+        (Err(AddError::Rejected { code, log }), BroadcastMode::Commit) => {
+            Reply::Ready(commit_response(hash, code, log, None, 0))
+        }
+        (Err(AddError::Rejected { code, log }), _) => {
+            Reply::Ready(tx_sync_response(hash, code, log))
+        }
+        // Size, capacity and duplicates are errors of the request, as in CometBFT.
+        (Err(e), _) => Reply::Ready(Err(internal(e.to_string()))),
+    };
+    (reply, outputs)
+}
+
+fn commit_response(
+    hash: [u8; 32],
+    check_code: u32,
+    check_log: String,
+    tx_result: Option<bulwark_types::tendermint::abci::types::ExecTxResult>,
+    height: u64,
+) -> Result<Value, ResponseError> {
+    to_value(&endpoint::broadcast::tx_commit::Response {
+        check_tx: response::CheckTx {
+            code: Code::from(check_code),
+            log: check_log,
+            ..Default::default()
+        },
+        tx_result: tx_result.unwrap_or_default(),
+        hash: Hash::Sha256(hash),
+        height: block::Height::try_from(height).map_err(store_error)?,
+    })
+}
+
+/// The `broadcast_tx_commit` answers for transactions in committed block `height`: `(hash,
+/// answer)` for each of `waiting` that the block holds.
+pub fn committed_tx(
+    engine: &Engine,
+    height: u64,
+    waiting: &[[u8; 32]],
+) -> Vec<([u8; 32], Result<Value, ResponseError>)> {
+    let (block, results) = match (load_block(engine, height), load_results(engine, height)) {
+        (Ok(b), Ok(r)) => (b, r),
+        (Err(e), _) | (_, Err(e)) => return waiting.iter().map(|h| (*h, Err(e.clone()))).collect(),
+    };
+    block
+        .data
+        .iter()
+        .zip(results.tx_results)
+        .filter_map(|(tx, result)| {
+            let hash = tx_hash(tx);
+            waiting.contains(&hash).then(|| {
+                (
+                    hash,
+                    commit_response(hash, 0, String::new(), Some(result), height),
+                )
+            })
+        })
+        .collect()
+}
+
+fn net_info(node: &NodeView<'_>) -> Result<Value, ResponseError> {
+    let listeners: Vec<endpoint::net_info::Listener> = node
+        .listeners
+        .iter()
+        .map(|l| serde_json::from_value(Value::String(l.clone())))
+        .collect::<Result<_, _>>()
+        .map_err(|e| internal(e.to_string()))?;
+    to_value(&endpoint::net_info::Response {
+        listening: true,
+        listeners,
+        n_peers: node.peers.len() as u64,
+        peers: node.peers.clone(),
+    })
+}
+
+fn num_unconfirmed_txs(engine: &Engine) -> Result<Value, ResponseError> {
+    // Not among tendermint-rpc's endpoints: CometBFT's shape, written out.
+    let n = engine.mempool().len().to_string();
+    Ok(serde_json::json!({
+        "n_txs": n,
+        "total": n,
+        "total_bytes": engine.mempool().size_bytes().to_string(),
+        "txs": null,
+    }))
+}
+
+/// Answers `call`; any outputs (a broadcast transaction's gossip) are the driver's to carry out.
+pub fn answer(engine: &mut Engine, node: &NodeView<'_>, call: Call) -> (Reply, Vec<Output>) {
+    let ready = |r| (Reply::Ready(r), Vec::new());
+    match call {
+        Call::Health => ready(to_value(&endpoint::health::Response {})),
+        Call::Status => ready(status(engine, node)),
+        Call::NetInfo => ready(net_info(node)),
+        Call::Genesis => ready(to_value(&endpoint::genesis::Response {
+            genesis: node.genesis.clone(),
+        })),
+        Call::Block(height) => ready(resolve(engine, height).and_then(|h| {
+            let block = load_block(engine, h)?;
+            let (id, _) = block_id(&block).map_err(store_error)?;
+            to_value(&endpoint::block::Response {
+                block_id: id,
+                block,
+            })
+        })),
+        Call::BlockResults(height) => ready(block_results(engine, height)),
+        Call::Commit(height) => ready(commit(engine, height)),
+        Call::Validators {
+            height,
+            page,
+            per_page,
+        } => ready(validators(engine, height, page, per_page)),
+        Call::BroadcastTx { tx, mode } => broadcast(engine, tx, mode),
+        Call::AbciQuery {
+            path,
+            data,
+            height,
+            prove,
+        } => ready(abci_query(engine, path, data, height, prove)),
+        Call::AbciInfo => ready(
+            engine
+                .app()
+                .info(request::Info {
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    block_version: bulwark_types::BLOCK_PROTOCOL,
+                    p2p_version: 8,
+                    abci_version: "2.0.0".into(),
+                })
+                .map_err(|e| internal(e.to_string()))
+                .and_then(|info| to_value(&endpoint::abci_info::Response { response: info })),
+        ),
+        Call::NumUnconfirmedTxs => ready(num_unconfirmed_txs(engine)),
+    }
+}

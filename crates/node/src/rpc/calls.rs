@@ -1,0 +1,300 @@
+//! JSON-RPC calls as the node understands them, parsed from either of CometBFT's request forms:
+//! a POSTed JSON-RPC object (params by name or by position, tx as base64, query data as hex)
+//! or a GET URI (`/block?height=5`, `/broadcast_tx_sync?tx=0x...` or `tx="k=v"`). Parsing is
+//! pure: every request gets a [`Call`] or a JSON-RPC error, whatever the bytes.
+
+use base64::Engine as _;
+use serde_json::{Map, Value};
+use tendermint_rpc::response_error::{Code, ResponseError};
+
+/// Largest page of validators (CometBFT's limit).
+pub const MAX_PER_PAGE: usize = 100;
+/// Default page size of `validators` (CometBFT's).
+pub const DEFAULT_PER_PAGE: usize = 30;
+
+/// How long a broadcast waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BroadcastMode {
+    /// Returns once the node has the transaction (CheckTx not awaited).
+    Async,
+    /// Returns CheckTx's result.
+    Sync,
+    /// Returns once the transaction is in a committed block (or fails CheckTx).
+    Commit,
+}
+
+/// One request, parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// `health`.
+    Health,
+    /// `status`.
+    Status,
+    /// `net_info`.
+    NetInfo,
+    /// `genesis`.
+    Genesis,
+    /// `block` (latest if no height).
+    Block(Option<u64>),
+    /// `block_results`.
+    BlockResults(Option<u64>),
+    /// `commit`.
+    Commit(Option<u64>),
+    /// `validators`.
+    Validators {
+        /// Height (latest if none).
+        height: Option<u64>,
+        /// 1-based page.
+        page: usize,
+        /// Page size.
+        per_page: usize,
+    },
+    /// `broadcast_tx_*`.
+    BroadcastTx {
+        /// The transaction.
+        tx: Vec<u8>,
+        /// How long to wait.
+        mode: BroadcastMode,
+    },
+    /// `abci_query`.
+    AbciQuery {
+        /// Query path.
+        path: String,
+        /// Query data.
+        data: Vec<u8>,
+        /// Height (latest if none).
+        height: Option<u64>,
+        /// Whether a proof is asked for.
+        prove: bool,
+    },
+    /// `abci_info`.
+    AbciInfo,
+    /// `num_unconfirmed_txs`.
+    NumUnconfirmedTxs,
+}
+
+/// The methods served, in the order `GET /` lists them.
+pub const METHODS: &[&str] = &[
+    "health",
+    "status",
+    "net_info",
+    "genesis",
+    "block",
+    "block_results",
+    "commit",
+    "validators",
+    "broadcast_tx_async",
+    "broadcast_tx_sync",
+    "broadcast_tx_commit",
+    "abci_query",
+    "abci_info",
+    "num_unconfirmed_txs",
+];
+
+/// Positional parameter names of each method (CometBFT's order).
+fn positional_names(method: &str) -> &'static [&'static str] {
+    match method {
+        "block" | "block_results" | "commit" => &["height"],
+        "validators" => &["height", "page", "per_page"],
+        "broadcast_tx_async" | "broadcast_tx_sync" | "broadcast_tx_commit" => &["tx"],
+        "abci_query" => &["path", "data", "height", "prove"],
+        _ => &[],
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ResponseError {
+    ResponseError::new(Code::InvalidParams, Some(message.into()))
+}
+
+/// Named parameters from `params` (an object, an array by position, or absent).
+fn named(method: &str, params: &Value) -> Result<Map<String, Value>, ResponseError> {
+    match params {
+        Value::Null => Ok(Map::new()),
+        Value::Object(m) => Ok(m.clone()),
+        Value::Array(values) => {
+            let names = positional_names(method);
+            if values.len() > names.len() {
+                return Err(invalid(format!(
+                    "{method} takes at most {} parameters, got {}",
+                    names.len(),
+                    values.len()
+                )));
+            }
+            Ok(names
+                .iter()
+                .zip(values)
+                .map(|(n, v)| ((*n).to_string(), v.clone()))
+                .collect())
+        }
+        _ => Err(invalid("params must be an object or an array")),
+    }
+}
+
+/// An optional unsigned integer given as a JSON number or a decimal string.
+fn opt_u64(params: &Map<String, Value>, name: &str) -> Result<Option<u64>, ResponseError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .map(Some)
+            .ok_or_else(|| invalid(format!("{name} must be a non-negative integer"))),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => s
+            .parse::<u64>()
+            .map(Some)
+            .map_err(|_| invalid(format!("{name} must be a non-negative integer, got {s:?}"))),
+        Some(_) => Err(invalid(format!("{name} must be an integer"))),
+    }
+}
+
+/// A height: absent means latest; 0 is refused as in CometBFT.
+fn height(params: &Map<String, Value>) -> Result<Option<u64>, ResponseError> {
+    match opt_u64(params, "height")? {
+        Some(0) => Err(invalid("height must be greater than 0")),
+        h => Ok(h),
+    }
+}
+
+fn string(params: &Map<String, Value>, name: &str) -> Result<Option<String>, ResponseError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(invalid(format!("{name} must be a string"))),
+    }
+}
+
+fn boolean(params: &Map<String, Value>, name: &str) -> Result<bool, ResponseError> {
+    match params.get(name) {
+        None | Some(Value::Null) => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::String(s)) if s == "true" => Ok(true),
+        Some(Value::String(s)) if s == "false" || s.is_empty() => Ok(false),
+        Some(_) => Err(invalid(format!("{name} must be true or false"))),
+    }
+}
+
+/// Parses a JSON-RPC call. `params` is as POSTed (or as [`uri_params`] made it).
+pub fn parse(method: &str, params: &Value) -> Result<Call, ResponseError> {
+    if !METHODS.contains(&method) {
+        return Err(ResponseError::method_not_found(method));
+    }
+    let p = named(method, params)?;
+    let call = match method {
+        "health" => Call::Health,
+        "status" => Call::Status,
+        "net_info" => Call::NetInfo,
+        "genesis" => Call::Genesis,
+        "abci_info" => Call::AbciInfo,
+        "num_unconfirmed_txs" => Call::NumUnconfirmedTxs,
+        "block" => Call::Block(height(&p)?),
+        "block_results" => Call::BlockResults(height(&p)?),
+        "commit" => Call::Commit(height(&p)?),
+        "validators" => {
+            let page = opt_u64(&p, "page")?.unwrap_or(1);
+            let per_page = opt_u64(&p, "per_page")?.unwrap_or(DEFAULT_PER_PAGE as u64);
+            if page == 0 {
+                return Err(invalid("page must be greater than 0"));
+            }
+            Call::Validators {
+                height: height(&p)?,
+                page: usize::try_from(page).map_err(|_| invalid("page is too large"))?,
+                // CometBFT clamps the page size rather than refusing it.
+                per_page: usize::try_from(per_page)
+                    .unwrap_or(MAX_PER_PAGE)
+                    .clamp(1, MAX_PER_PAGE),
+            }
+        }
+        "broadcast_tx_async" | "broadcast_tx_sync" | "broadcast_tx_commit" => {
+            let encoded = string(&p, "tx")?.ok_or_else(|| invalid("missing tx"))?;
+            let tx = base64::engine::general_purpose::STANDARD
+                .decode(encoded.as_bytes())
+                .map_err(|e| invalid(format!("tx is not base64: {e}")))?;
+            let mode = match method {
+                "broadcast_tx_async" => BroadcastMode::Async,
+                "broadcast_tx_sync" => BroadcastMode::Sync,
+                _ => BroadcastMode::Commit,
+            };
+            Call::BroadcastTx { tx, mode }
+        }
+        "abci_query" => {
+            let data = string(&p, "data")?.unwrap_or_default();
+            let data = hex::decode(data.trim_start_matches("0x"))
+                .map_err(|e| invalid(format!("data is not hex: {e}")))?;
+            Call::AbciQuery {
+                path: string(&p, "path")?.unwrap_or_default(),
+                data,
+                height: opt_u64(&p, "height")?.filter(|h| *h > 0),
+                prove: boolean(&p, "prove")?,
+            }
+        }
+        _ => return Err(ResponseError::method_not_found(method)),
+    };
+    Ok(call)
+}
+
+/// Decodes one URI argument: `0x`-hex or a `"quoted"` string gives bytes; anything else is
+/// taken as it is.
+fn uri_bytes(value: &str) -> Result<Vec<u8>, ResponseError> {
+    if let Some(h) = value.strip_prefix("0x") {
+        return hex::decode(h).map_err(|e| invalid(format!("bad hex {value:?}: {e}")));
+    }
+    if let Some(q) = value
+        .strip_prefix('"')
+        .and_then(|rest| rest.strip_suffix('"'))
+    {
+        return Ok(q.as_bytes().to_vec());
+    }
+    Ok(value.as_bytes().to_vec())
+}
+
+fn percent_decode(s: &str) -> Result<String, ResponseError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let pair = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| invalid(format!("bad percent-encoding in {s:?}")))?;
+                out.push(pair);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).map_err(|_| invalid(format!("{s:?} is not UTF-8 once decoded")))
+}
+
+/// Turns a GET query string into the params a POST would carry, so [`parse`] serves both.
+pub fn uri_params(query: &str) -> Result<Value, ResponseError> {
+    let mut params = Map::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let name = percent_decode(name)?;
+        let raw = percent_decode(raw)?;
+        let value = match name.as_str() {
+            "tx" => {
+                Value::String(base64::engine::general_purpose::STANDARD.encode(uri_bytes(&raw)?))
+            }
+            "data" => Value::String(hex::encode(uri_bytes(&raw)?)),
+            _ => Value::String(
+                raw.strip_prefix('"')
+                    .and_then(|r| r.strip_suffix('"'))
+                    .unwrap_or(&raw)
+                    .to_string(),
+            ),
+        };
+        params.insert(name, value);
+    }
+    Ok(Value::Object(params))
+}

@@ -1,0 +1,261 @@
+//! CometBFT-compatible JSON-RPC over HTTP on `rpc.laddr`: POST (JSON-RPC 2.0, single or
+//! batch) and GET URI forms. The HTTP side parses and validates; every call is answered on the
+//! engine's task ([`answer`]) through a bounded channel, so RPC never races consensus.
+//!
+//! Everything a client sends is untrusted: bodies are size-limited, headers must arrive in
+//! time, connections are capped, and bad JSON, unknown methods and bad params get JSON-RPC
+//! errors (never a panic or a hung connection).
+
+pub mod answer;
+pub mod calls;
+
+use calls::{BroadcastMode, Call};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Duration;
+use tendermint_rpc::response_error::{Code, ResponseError};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// A call for the engine's task, with where to send the answer.
+#[derive(Debug)]
+pub struct RpcRequest {
+    /// The call.
+    pub call: Call,
+    /// Where the answer goes.
+    pub reply: oneshot::Sender<Result<Value, ResponseError>>,
+}
+
+/// Limits of the RPC server.
+#[derive(Clone, Debug)]
+pub struct RpcLimits {
+    /// Largest request body.
+    pub max_body_bytes: usize,
+    /// Most open connections; more are closed at once.
+    pub max_connections: usize,
+    /// How long `broadcast_tx_commit` waits for its block.
+    pub commit_timeout: Duration,
+    /// How long any other call may wait for the engine.
+    pub call_timeout: Duration,
+}
+
+impl Default for RpcLimits {
+    fn default() -> Self {
+        RpcLimits {
+            max_body_bytes: 1_000_000,
+            max_connections: 900,
+            commit_timeout: Duration::from_secs(10),
+            call_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+struct Server {
+    engine: mpsc::Sender<RpcRequest>,
+    limits: RpcLimits,
+}
+
+fn error_object(e: &ResponseError) -> Value {
+    serde_json::to_value(e).unwrap_or_else(|_| json!({"code": -32603, "message": "Internal error"}))
+}
+
+fn envelope(id: Value, answer: Result<Value, ResponseError>) -> Value {
+    match answer {
+        Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+        Err(e) => json!({"jsonrpc": "2.0", "id": id, "error": error_object(&e)}),
+    }
+}
+
+fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+impl Server {
+    /// Hands a parsed call to the engine and waits for its answer.
+    async fn dispatch(&self, call: Call) -> Result<Value, ResponseError> {
+        let wait = match call {
+            Call::BroadcastTx {
+                mode: BroadcastMode::Commit,
+                ..
+            } => self.limits.commit_timeout,
+            _ => self.limits.call_timeout,
+        };
+        let (tx, rx) = oneshot::channel();
+        let request = RpcRequest { call, reply: tx };
+        let busy = || ResponseError::new(Code::InternalError, Some("the node is busy".into()));
+        tokio::time::timeout(wait, self.engine.send(request))
+            .await
+            .map_err(|_| busy())?
+            .map_err(|_| {
+                ResponseError::new(Code::InternalError, Some("the node is stopping".into()))
+            })?;
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(ResponseError::new(
+                Code::InternalError,
+                Some("the node dropped the request".into()),
+            )),
+            Err(_) => Err(ResponseError::new(
+                Code::InternalError,
+                Some(format!("timed out after {wait:?} waiting for the node")),
+            )),
+        }
+    }
+
+    /// One JSON-RPC request object.
+    async fn single(&self, request: &Value) -> Value {
+        let id = request.get("id").cloned().unwrap_or(Value::Null);
+        let Some(method) = request.get("method").and_then(Value::as_str) else {
+            return envelope(
+                id,
+                Err(ResponseError::new(
+                    Code::InvalidRequest,
+                    Some("a request needs a \"method\" string".into()),
+                )),
+            );
+        };
+        let params = request.get("params").cloned().unwrap_or(Value::Null);
+        let answer = match calls::parse(method, &params) {
+            Ok(call) => self.dispatch(call).await,
+            Err(e) => Err(e),
+        };
+        envelope(id, answer)
+    }
+
+    async fn post(&self, body: Incoming) -> Response<Full<Bytes>> {
+        let bytes = match Limited::new(body, self.limits.max_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                let too_large = e
+                    .downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some();
+                let (status, message) = if too_large {
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!("request body exceeds {} bytes", self.limits.max_body_bytes),
+                    )
+                } else {
+                    (StatusCode::BAD_REQUEST, format!("reading the body: {e}"))
+                };
+                let error = ResponseError::new(Code::InvalidRequest, Some(message));
+                return reply(status, &envelope(Value::Null, Err(error)));
+            }
+        };
+        let parsed: Value = match serde_json::from_slice(&bytes) {
+            Ok(v) => v,
+            Err(e) => {
+                let error = ResponseError::new(Code::ParseError, Some(e.to_string()));
+                return reply(StatusCode::OK, &envelope(Value::Null, Err(error)));
+            }
+        };
+        let answer = match &parsed {
+            Value::Array(batch) if batch.is_empty() => envelope(
+                Value::Null,
+                Err(ResponseError::new(
+                    Code::InvalidRequest,
+                    Some("empty batch".into()),
+                )),
+            ),
+            Value::Array(batch) => {
+                let mut answers = Vec::with_capacity(batch.len());
+                for request in batch {
+                    answers.push(self.single(request).await);
+                }
+                Value::Array(answers)
+            }
+            request @ Value::Object(_) => self.single(request).await,
+            _ => envelope(
+                Value::Null,
+                Err(ResponseError::new(
+                    Code::InvalidRequest,
+                    Some("a request is a JSON object or an array of them".into()),
+                )),
+            ),
+        };
+        reply(StatusCode::OK, &answer)
+    }
+
+    async fn get(&self, path: &str, query: &str) -> Response<Full<Bytes>> {
+        let method = path.trim_start_matches('/');
+        if method.is_empty() {
+            let list: Vec<String> = calls::METHODS.iter().map(|m| format!("/{m}")).collect();
+            return reply(StatusCode::OK, &json!({ "endpoints": list }));
+        }
+        // CometBFT answers URI requests with id -1.
+        let answer = match calls::uri_params(query).and_then(|p| calls::parse(method, &p)) {
+            Ok(call) => self.dispatch(call).await,
+            Err(e) => Err(e),
+        };
+        let status = match &answer {
+            Err(e) if e.code() == Code::MethodNotFound => StatusCode::NOT_FOUND,
+            _ => StatusCode::OK,
+        };
+        reply(status, &envelope(json!(-1), answer))
+    }
+
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let path = request.uri().path().to_string();
+        let query = request.uri().query().unwrap_or("").to_string();
+        match *request.method() {
+            Method::POST => self.post(request.into_body()).await,
+            Method::GET => self.get(&path, &query).await,
+            _ => {
+                let error = ResponseError::new(
+                    Code::InvalidRequest,
+                    Some("only GET and POST are served".into()),
+                );
+                reply(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &envelope(Value::Null, Err(error)),
+                )
+            }
+        }
+    }
+}
+
+/// Serves JSON-RPC on `listener` until the engine's channel closes.
+pub async fn serve(listener: TcpListener, engine: mpsc::Sender<RpcRequest>, limits: RpcLimits) {
+    let connections = Arc::new(Semaphore::new(limits.max_connections));
+    let server = Arc::new(Server { engine, limits });
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of file descriptors and the like: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        if server.engine.is_closed() {
+            return;
+        }
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let server = server.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let server = server.clone();
+                async move { Ok::<_, std::convert::Infallible>(server.handle(request).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+            drop(permit);
+        });
+    }
+}

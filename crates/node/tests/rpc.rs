@@ -1,0 +1,319 @@
+//! JSON-RPC as clients use it: four real `bulwark` processes, driven and read only through
+//! `tendermint-rpc`'s own HTTP client (CompatMode v0.38). The chain they commit, with
+//! transactions, is fetched height by height over RPC and verified from genesis by
+//! `tendermint-light-client-verifier` (ProdVerifier). Malformed requests get JSON-RPC errors
+//! and the network keeps committing.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use bulwark_types::tendermint::block::Height;
+use bulwark_types::tendermint::validator::Set;
+use common::process::{base_port, rpc_url, start, stop_cleanly, testnet, wait_for, Node};
+use std::io::{Read, Write};
+use std::time::Duration;
+use tendermint_light_client_verifier::options::Options;
+use tendermint_light_client_verifier::types::{
+    TrustThreshold, TrustedBlockState, UntrustedBlockState,
+};
+use tendermint_light_client_verifier::{ProdVerifier, Verdict, Verifier};
+use tendermint_rpc::client::CompatMode;
+use tendermint_rpc::{Client, HttpClient, Paging};
+
+const HEIGHTS: u64 = 30;
+
+fn client(url: &str) -> HttpClient {
+    HttpClient::builder(url.parse().unwrap())
+        .compat_mode(CompatMode::V0_38)
+        .build()
+        .unwrap()
+}
+
+/// One raw HTTP exchange; returns the status code and the body.
+fn raw_http(addr: &str, request: &[u8]) -> (u16, String) {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response);
+    let text = String::from_utf8_lossy(&response).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn post(addr: &str, body: &str) -> (u16, serde_json::Value) {
+    let request = format!(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (status, body) = raw_http(addr, request.as_bytes());
+    (status, serde_json::from_str(&body).unwrap_or_default())
+}
+
+fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (status, body) = raw_http(addr, request.as_bytes());
+    (status, serde_json::from_str(&body).unwrap_or_default())
+}
+
+fn error_code(v: &serde_json::Value) -> i64 {
+    v["error"]["code"].as_i64().unwrap_or(0)
+}
+
+fn options() -> Options {
+    Options {
+        trust_threshold: TrustThreshold::TWO_THIRDS,
+        trusting_period: Duration::from_secs(3600),
+        clock_drift: Duration::from_secs(10),
+    }
+}
+
+#[test]
+fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = base_port(1);
+    let homes = testnet(dir.path(), base);
+    // Node 0 takes transactions of at most 4 KiB, so an oversized one fits in a request.
+    let config = homes[0].join("config/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("max_tx_bytes = 1048576", "max_tx_bytes = 4096"),
+    )
+    .unwrap();
+    let mut nodes: Vec<Node> = homes.iter().map(|h| start(h)).collect();
+    let urls: Vec<String> = (0..4).map(|i| rpc_url(base, i)).collect();
+    let addr0 = urls[0].trim_start_matches("http://").to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    {
+        let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
+        wait_for(&mut all, 2, Duration::from_secs(60));
+    }
+
+    runtime.block_on(async {
+        let clients: Vec<HttpClient> = urls.iter().map(|u| client(u)).collect();
+        clients[0].health().await.unwrap();
+
+        // Transactions through every node and every broadcast mode.
+        let mut sent = Vec::new();
+        for i in 0..40u32 {
+            let tx = format!("key{i}=value{i}").into_bytes();
+            let c = &clients[(i % 4) as usize];
+            if i % 2 == 0 {
+                let r = c.broadcast_tx_sync(tx.clone()).await.unwrap();
+                assert!(r.code.is_ok(), "{r:?}");
+            } else {
+                let r = c.broadcast_tx_async(tx.clone()).await.unwrap();
+                assert!(r.code.is_ok(), "{r:?}");
+            }
+            sent.push(tx);
+        }
+        let committed = clients[1]
+            .broadcast_tx_commit(b"committed=yes".to_vec())
+            .await
+            .unwrap();
+        assert!(committed.check_tx.code.is_ok());
+        assert!(committed.tx_result.code.is_ok(), "{committed:?}");
+        assert!(committed.height.value() > 0);
+        // The application's refusal is an answer with its code, not an error.
+        let refused = clients[2]
+            .broadcast_tx_sync(b"no separator".to_vec())
+            .await
+            .unwrap();
+        assert!(refused.code.is_err(), "{refused:?}");
+        // Seen before: an error, as in CometBFT.
+        assert!(clients[3].broadcast_tx_sync(sent[0].clone()).await.is_err());
+
+        // Wait for the chain to grow past HEIGHTS.
+        let deadline = std::time::Instant::now() + Duration::from_secs(240);
+        loop {
+            let status = clients[0].status().await.unwrap();
+            if status.sync_info.latest_block_height.value() > HEIGHTS {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "stuck at {status:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+
+        // The light client: trust genesis, then verify every height from what RPC serves.
+        let c = &clients[3];
+        let genesis = c.genesis::<serde_json::Value>().await.unwrap();
+        // Trust comes from genesis alone: its validators sign height 1.
+        let mut trusted_next = Set::without_proposer(genesis.validators.clone());
+        let mut trusted_next_hash = trusted_next.hash();
+        let mut trusted_height = Height::try_from(0u64).unwrap();
+        let mut trusted_time = genesis.genesis_time;
+        assert_eq!(trusted_next.validators().len(), 4);
+        let mut txs_seen = 0usize;
+        for h in 1..=HEIGHTS {
+            let signed = c.commit(h as u32).await.unwrap().signed_header;
+            let validators = Set::without_proposer(
+                c.validators(h as u32, Paging::All)
+                    .await
+                    .unwrap()
+                    .validators,
+            );
+            let next = Set::without_proposer(
+                c.validators(h as u32 + 1, Paging::All)
+                    .await
+                    .unwrap()
+                    .validators,
+            );
+            let verdict = ProdVerifier::default().verify_update_header(
+                UntrustedBlockState {
+                    signed_header: &signed,
+                    validators: &validators,
+                    next_validators: Some(&next),
+                },
+                TrustedBlockState {
+                    chain_id: &genesis.chain_id,
+                    header_time: trusted_time,
+                    height: trusted_height,
+                    next_validators: &trusted_next,
+                    next_validators_hash: trusted_next_hash,
+                },
+                &options(),
+                signed
+                    .header
+                    .time
+                    .checked_add(Duration::from_secs(1))
+                    .unwrap(),
+            );
+            assert_eq!(verdict, Verdict::Success, "height {h}");
+            // The block's contents match the verified header.
+            let block = c.block(h as u32).await.unwrap();
+            assert_eq!(block.block.header, signed.header, "height {h}");
+            assert_eq!(block.block_id.hash, signed.header.hash());
+            let results = c.block_results(h as u32).await.unwrap();
+            let tx_results = results.txs_results.unwrap_or_default();
+            assert_eq!(tx_results.len(), block.block.data.len(), "height {h}");
+            assert!(tx_results.iter().all(|r| r.code.is_ok()));
+            txs_seen += block.block.data.len();
+            trusted_height = signed.header.height;
+            trusted_time = signed.header.time;
+            trusted_next_hash = signed.header.next_validators_hash;
+            trusted_next = next;
+        }
+        assert!(
+            txs_seen >= sent.len(),
+            "only {txs_seen} txs in the first {HEIGHTS} blocks"
+        );
+
+        // The state the transactions made, as every node answers it.
+        for c in &clients {
+            let q = c
+                .abci_query(None, b"key7".to_vec(), None, false)
+                .await
+                .unwrap();
+            assert!(q.code.is_ok(), "{q:?}");
+            assert_eq!(q.value, b"value7");
+            let info = c.abci_info().await.unwrap();
+            assert!(info.last_block_height.value() >= HEIGHTS);
+            let net = c.net_info().await.unwrap();
+            assert!(net.n_peers >= 3, "{net:?}");
+            assert!(net
+                .peers
+                .iter()
+                .all(|p| p.node_info.network == genesis.chain_id));
+        }
+        let status = clients[2].status().await.unwrap();
+        assert_eq!(status.node_info.network, genesis.chain_id);
+        assert_eq!(status.validator_info.power.value(), 10);
+        assert!(!status.sync_info.catching_up);
+        // Asking beyond the chain is an error, not a hang.
+        assert!(c.block(1_000_000u32).await.is_err());
+    });
+
+    // The GET URI form, and what the client library does not cover.
+    let (status, v) = get(&addr0, "/abci_query?data=%22key3%22");
+    assert_eq!(status, 200);
+    assert_eq!(v["result"]["response"]["value"], "dmFsdWUz"); // base64 of "value3"
+    let (_, v) = get(&addr0, "/broadcast_tx_sync?tx=%22uri=form%22");
+    assert_eq!(v["result"]["code"], 0, "{v}");
+    let (_, v) = get(&addr0, "/num_unconfirmed_txs");
+    assert!(v["result"]["n_txs"].as_str().is_some(), "{v}");
+    let (_, v) = get(&addr0, "/validators?height=1&page=1&per_page=2");
+    assert_eq!(v["result"]["count"], "2");
+    assert_eq!(v["result"]["total"], "4");
+    let (_, v) = get(&addr0, "/");
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 14);
+
+    // Bad requests: JSON-RPC errors with the right codes.
+    let (_, v) = post(&addr0, "{not json");
+    assert_eq!(error_code(&v), -32700, "{v}");
+    let (_, v) = post(&addr0, r#"{"jsonrpc":"2.0","id":1,"method":"rm_rf"}"#);
+    assert_eq!(error_code(&v), -32601, "{v}");
+    let (_, v) = post(
+        &addr0,
+        r#"{"jsonrpc":"2.0","id":2,"method":"block","params":{"height":"tall"}}"#,
+    );
+    assert_eq!(error_code(&v), -32602, "{v}");
+    let (_, v) = post(
+        &addr0,
+        r#"{"jsonrpc":"2.0","id":3,"method":"broadcast_tx_sync","params":{"tx":"***"}}"#,
+    );
+    assert_eq!(error_code(&v), -32602, "{v}");
+    let (_, v) = post(&addr0, r#"[]"#);
+    assert_eq!(error_code(&v), -32600, "{v}");
+    let (_, v) = post(&addr0, r#"42"#);
+    assert_eq!(error_code(&v), -32600, "{v}");
+    // A batch gets one answer per request, in order, with their ids.
+    let (_, v) = post(
+        &addr0,
+        r#"[{"jsonrpc":"2.0","id":"a","method":"health"},{"jsonrpc":"2.0","id":"b","method":"nope"}]"#,
+    );
+    assert_eq!(v[0]["id"], "a");
+    assert!(v[0]["result"].is_object());
+    assert_eq!(v[1]["id"], "b");
+    assert_eq!(error_code(&v[1]), -32601);
+    use base64::Engine as _;
+    let big = base64::engine::general_purpose::STANDARD.encode(vec![b'k'; 10_000]);
+    let (status, v) = post(
+        &addr0,
+        &format!(
+            r#"{{"jsonrpc":"2.0","id":4,"method":"broadcast_tx_sync","params":{{"tx":"{big}"}}}}"#
+        ),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(error_code(&v), -32603, "{v}");
+    assert!(
+        v["error"]["data"].as_str().unwrap().contains("exceeds"),
+        "{v}"
+    );
+    // A body over rpc.max_body_bytes: 413, before anything is parsed.
+    let huge = "A".repeat(2_000_000);
+    let (status, v) = post(
+        &addr0,
+        &format!(
+            r#"{{"jsonrpc":"2.0","id":5,"method":"broadcast_tx_sync","params":{{"tx":"{huge}"}}}}"#
+        ),
+    );
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(error_code(&v), -32600);
+    // Not HTTP at all: the connection is closed, nothing else happens.
+    let (status, _) = raw_http(&addr0, b"\x16\x03\x01\x02\x00garbage\r\n\r\n");
+    assert_ne!(status, 200);
+
+    // The network kept committing through all of it.
+    let reached = nodes.iter().map(|n| n.last).max().unwrap();
+    {
+        let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
+        wait_for(&mut all, reached + 3, Duration::from_secs(60));
+    }
+    for n in nodes.iter_mut() {
+        stop_cleanly(n);
+    }
+}

@@ -1,0 +1,150 @@
+//! Parsing JSON-RPC calls in both of CometBFT's forms: what clients send becomes the right
+//! call, and anything else a JSON-RPC error with the right code, never a panic.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use bulwark_node::rpc::calls::{parse, uri_params, BroadcastMode, Call, MAX_PER_PAGE};
+use serde_json::json;
+use tendermint_rpc::response_error::Code;
+
+#[test]
+fn named_positional_and_uri_params_give_the_same_call() {
+    let by_name = parse("block", &json!({"height": "7"})).unwrap();
+    let as_number = parse("block", &json!({"height": 7})).unwrap();
+    let by_position = parse("block", &json!(["7"])).unwrap();
+    let by_uri = parse("block", &uri_params("height=7").unwrap()).unwrap();
+    for call in [as_number, by_position, by_uri] {
+        assert_eq!(call, by_name);
+    }
+    assert_eq!(by_name, Call::Block(Some(7)));
+    assert_eq!(parse("block", &json!(null)).unwrap(), Call::Block(None));
+    assert_eq!(parse("block", &json!({})).unwrap(), Call::Block(None));
+}
+
+#[test]
+fn transactions_arrive_as_base64_hex_or_quoted_strings() {
+    let expected = Call::BroadcastTx {
+        tx: b"k=v".to_vec(),
+        mode: BroadcastMode::Sync,
+    };
+    assert_eq!(
+        parse("broadcast_tx_sync", &json!({"tx": "az12"})).unwrap(),
+        expected
+    );
+    for query in ["tx=0x6b3d76", "tx=%22k%3Dv%22", "tx=\"k=v\""] {
+        let params = uri_params(query).unwrap();
+        assert_eq!(
+            parse("broadcast_tx_sync", &params).unwrap(),
+            expected,
+            "{query}"
+        );
+    }
+    assert!(matches!(
+        parse("broadcast_tx_commit", &json!(["az12"])).unwrap(),
+        Call::BroadcastTx {
+            mode: BroadcastMode::Commit,
+            ..
+        }
+    ));
+    let query = parse(
+        "abci_query",
+        &uri_params("path=%22%22&data=%22key%22&prove=true").unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        query,
+        Call::AbciQuery {
+            path: String::new(),
+            data: b"key".to_vec(),
+            height: None,
+            prove: true
+        }
+    );
+}
+
+#[test]
+fn pages_are_clamped_like_cometbft() {
+    let call = parse("validators", &json!({"per_page": "1000"})).unwrap();
+    assert_eq!(
+        call,
+        Call::Validators {
+            height: None,
+            page: 1,
+            per_page: MAX_PER_PAGE
+        }
+    );
+    assert_eq!(
+        parse("validators", &json!({"page": "0"}))
+            .unwrap_err()
+            .code(),
+        Code::InvalidParams
+    );
+}
+
+#[test]
+fn bad_requests_are_errors_with_their_codes() {
+    let code = |method: &str, params: serde_json::Value| parse(method, &params).unwrap_err().code();
+    assert_eq!(
+        code("unsafe_flush_mempool", json!(null)),
+        Code::MethodNotFound
+    );
+    assert_eq!(code("block", json!({"height": "0"})), Code::InvalidParams);
+    assert_eq!(code("block", json!({"height": "-1"})), Code::InvalidParams);
+    assert_eq!(code("block", json!({"height": -1})), Code::InvalidParams);
+    assert_eq!(code("block", json!({"height": [1]})), Code::InvalidParams);
+    assert_eq!(code("block", json!(["1", "2"])), Code::InvalidParams);
+    assert_eq!(code("block", json!("1")), Code::InvalidParams);
+    assert_eq!(code("broadcast_tx_sync", json!({})), Code::InvalidParams);
+    assert_eq!(
+        code("broadcast_tx_sync", json!({"tx": "not base64!"})),
+        Code::InvalidParams
+    );
+    assert_eq!(
+        code("broadcast_tx_sync", json!({"tx": 5})),
+        Code::InvalidParams
+    );
+    assert_eq!(
+        code("abci_query", json!({"data": "zz"})),
+        Code::InvalidParams
+    );
+    assert_eq!(
+        code("abci_query", json!({"prove": "maybe"})),
+        Code::InvalidParams
+    );
+    assert_eq!(
+        uri_params("tx=%zz").unwrap_err().code(),
+        Code::InvalidParams
+    );
+    assert_eq!(
+        uri_params("tx=0xabc").unwrap_err().code(),
+        Code::InvalidParams
+    );
+    assert_eq!(
+        uri_params("x=%ff%fe").unwrap_err().code(),
+        Code::InvalidParams
+    );
+}
+
+#[test]
+fn arbitrary_bytes_never_panic() {
+    // A cheap deterministic sweep over odd query strings and JSON values.
+    let mut seed = 0x1234_5678_u64;
+    let alphabet = b"%0x\"=&+ab9-.{}[]\\\xff";
+    for _ in 0..20_000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let len = (seed % 24) as usize;
+        let bytes: Vec<u8> = (0..len)
+            .map(|i| alphabet[((seed >> (i % 8 * 8)) as usize + i) % alphabet.len()])
+            .collect();
+        let query = String::from_utf8_lossy(&bytes);
+        if let Ok(params) = uri_params(&query) {
+            for method in ["block", "validators", "broadcast_tx_sync", "abci_query"] {
+                let _ = parse(method, &params);
+            }
+        }
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+            let _ = parse("abci_query", &value);
+        }
+    }
+}
