@@ -55,6 +55,9 @@ pub enum Input {
     Tick,
     /// The wait after a commit is over: start this height (see [`Output::ScheduleHeight`]).
     StartHeight(u64),
+    /// Send the client transactions gathered since the last flush (see
+    /// [`Output::ScheduleTxFlush`]).
+    FlushTxs,
 }
 
 /// What the engine asks the driver to do.
@@ -76,6 +79,11 @@ pub enum Output {
     ScheduleHeight {
         /// The height to start.
         height: u64,
+        /// When.
+        after: Duration,
+    },
+    /// Deliver `Input::FlushTxs` after `after`: client transactions are gossiped in batches.
+    ScheduleTxFlush {
         /// When.
         after: Duration,
     },
@@ -145,6 +153,27 @@ pub struct EngineConfig {
     pub timeout_commit: Duration,
 }
 
+/// Client transactions are gossiped at most this long after they arrive...
+pub const TX_GOSSIP_DELAY: Duration = Duration::from_millis(2);
+/// ...or as soon as this many have gathered.
+pub const TX_GOSSIP_BATCH: usize = 512;
+
+/// Most messages of the next height kept until it starts...
+pub const MAX_EARLY_MESSAGES: usize = 4096;
+/// ...and most bytes of them.
+pub const MAX_EARLY_BYTES: usize = 32 << 20;
+
+/// The height a consensus message is for.
+fn payload_height(payload: &Payload) -> Option<u64> {
+    match payload {
+        Payload::Proposal(p) => u64::try_from(p.height).ok(),
+        Payload::BlockPart(b) => Some(b.height),
+        Payload::Vote(v) => u64::try_from(v.height).ok(),
+        Payload::Certificate(c) => c.votes.first().and_then(|v| u64::try_from(v.height).ok()),
+        _ => None,
+    }
+}
+
 /// Most decided blocks sent to a lagging peer per status message.
 pub const CATCH_UP_BLOCKS: u64 = 32;
 
@@ -183,6 +212,13 @@ pub struct Engine {
     replaying: bool,
     /// The highest next-height a peer reported or a block-sync block showed.
     highest_peer_height: u64,
+    /// Client transactions admitted since the last gossip.
+    tx_outbox: Vec<Vec<u8>>,
+    /// Messages of a height the core has not started yet (the next one, or this one during
+    /// timeout_commit), handled when it starts: a node that commits a little later than its
+    /// peers must not lose their first messages of the next height.
+    early: Vec<(PeerId, Payload)>,
+    early_bytes: usize,
     progress_mark: (u64, u32, Option<bulwark_consensus::Step>),
 }
 
@@ -264,6 +300,9 @@ impl Engine {
             seen: Vec::new(),
             replaying: false,
             highest_peer_height: 0,
+            tx_outbox: Vec::new(),
+            early: Vec::new(),
+            early_bytes: 0,
             progress_mark: (0, 0, None),
         };
         // Replay the height in progress. Our own blocks are known before the height starts, so
@@ -383,7 +422,12 @@ impl Engine {
             height: CHeight(self.state.next_height()),
             validators: self.state.validators.clone(),
         };
-        self.drive(event)
+        let mut out = self.drive(event)?;
+        self.early_bytes = 0;
+        for (peer, payload) in std::mem::take(&mut self.early) {
+            out.extend(self.peer(peer, payload)?);
+        }
+        Ok(out)
     }
 
     /// Handles one input.
@@ -400,7 +444,8 @@ impl Engine {
                 })?;
                 self.drive(Event::Timeout(t))
             }
-            Input::Tx(tx) => Ok(self.add_tx(tx).map(|_| vec![]).unwrap_or_default()),
+            Input::Tx(tx) => Ok(self.add_tx(tx).unwrap_or_default()),
+            Input::FlushTxs => Ok(self.flush_txs()),
             Input::Tick => Ok(self.tick()),
             Input::StartHeight(h) => {
                 if h == self.state.next_height() && self.core.height().is_none_or(|c| c.0 < h) {
@@ -413,11 +458,26 @@ impl Engine {
         }
     }
 
+    /// Admits a client transaction; it is gossiped with the others that arrive within
+    /// [`TX_GOSSIP_DELAY`] (one message instead of one per transaction).
     fn add_tx(&mut self, tx: Bytes) -> Result<Vec<Output>, AddError> {
         self.mempool.add(tx.clone(), self.app.as_ref())?;
-        Ok(vec![Output::Broadcast(Payload::Txs(wire::Txs {
-            txs: vec![tx.to_vec()],
-        }))])
+        self.tx_outbox.push(tx.to_vec());
+        Ok(match self.tx_outbox.len() {
+            1 => vec![Output::ScheduleTxFlush {
+                after: TX_GOSSIP_DELAY,
+            }],
+            n if n >= TX_GOSSIP_BATCH => self.flush_txs(),
+            _ => vec![],
+        })
+    }
+
+    fn flush_txs(&mut self) -> Vec<Output> {
+        if self.tx_outbox.is_empty() {
+            return vec![];
+        }
+        let txs = std::mem::take(&mut self.tx_outbox);
+        vec![Output::Broadcast(Payload::Txs(wire::Txs { txs }))]
     }
 
     /// Submits a client transaction; the result says whether the mempool took it.
@@ -444,23 +504,27 @@ impl Engine {
 
     fn peer(&mut self, peer: PeerId, payload: Payload) -> Result<Vec<Output>, EngineError> {
         let height = self.state.next_height();
+        // Ahead of the core: the next height, or this one while the core still waits out
+        // timeout_commit of the last.
+        let core_started = self.core.height().map(|h| h.0) == Some(height);
+        let ahead = payload_height(&payload)
+            .is_some_and(|h| h == height + 1 || (h == height && !core_started));
+        if ahead {
+            let size = payload.encoded_len();
+            if self.early.len() < MAX_EARLY_MESSAGES && self.early_bytes + size <= MAX_EARLY_BYTES {
+                self.early_bytes += size;
+                self.early.push((peer, payload));
+            }
+            return Ok(vec![]);
+        }
         match payload {
+            // Validators form a full mesh and every node gossips its clients' transactions to
+            // all of its peers, so peer transactions are not relayed again.
             Payload::Txs(txs) => {
-                let mut fresh = Vec::new();
-                for tx in txs.txs.into_iter().take(1000) {
-                    if self
-                        .mempool
-                        .add(Bytes::from(tx.clone()), self.app.as_ref())
-                        .is_ok()
-                    {
-                        fresh.push(tx);
-                    }
+                for tx in txs.txs.into_iter().take(10_000) {
+                    let _ = self.mempool.add(Bytes::from(tx), self.app.as_ref());
                 }
-                Ok(if fresh.is_empty() {
-                    vec![]
-                } else {
-                    vec![Output::Broadcast(Payload::Txs(wire::Txs { txs: fresh }))]
-                })
+                Ok(vec![])
             }
             Payload::Status(s) => {
                 self.highest_peer_height = self.highest_peer_height.max(s.height);

@@ -286,6 +286,31 @@ pub fn start(home: Home) -> anyhow::Result<()> {
     runtime.block_on(run(home))
 }
 
+/// Inputs the engine asked for later, in deadline order.
+#[derive(Default)]
+struct Timers {
+    queue: BinaryHeap<Reverse<(Instant, u64)>>,
+    inputs: HashMap<u64, Input>,
+    seq: u64,
+}
+
+impl Timers {
+    fn set(&mut self, after: Duration, input: Input) {
+        self.seq += 1;
+        self.queue.push(Reverse((Instant::now() + after, self.seq)));
+        self.inputs.insert(self.seq, input);
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.queue.peek().map(|Reverse((at, _))| *at)
+    }
+
+    fn pop(&mut self) -> Option<Input> {
+        let Reverse((_, seq)) = self.queue.pop()?;
+        self.inputs.remove(&seq)
+    }
+}
+
 /// `broadcast_tx_commit` calls waiting for their transaction's block.
 #[derive(Default)]
 struct CommitWaiters {
@@ -404,9 +429,7 @@ async fn run(home: Home) -> anyhow::Result<()> {
     let listeners = vec![own_info.listen_addr.to_string()];
     let mut peers: HashMap<PeerId, Peer> = HashMap::new();
     let mut waiters = CommitWaiters::default();
-    let mut timers: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
-    let mut timer_inputs: HashMap<u64, Input> = HashMap::new();
-    let mut seq = 0u64;
+    let mut timers = Timers::default();
     let mut tick = tokio::time::interval(TICK);
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut outputs = first;
@@ -416,32 +439,33 @@ async fn run(home: Home) -> anyhow::Result<()> {
                 Output::Broadcast(p) => {
                     let frame = wire::encode(p);
                     for peer in peers.values() {
-                        let _ = peer.queue.try_send(frame.clone());
+                        if peer.queue.try_send(frame.clone()).is_err() {
+                            tracing::warn!(addr = %peer.addr, "peer queue full: message dropped");
+                        }
                     }
                 }
                 Output::Send(id, p) => {
                     if let Some(peer) = peers.get(&id) {
-                        let _ = peer.queue.try_send(wire::encode(p));
+                        if peer.queue.try_send(wire::encode(p)).is_err() {
+                            tracing::warn!(addr = %peer.addr, "peer queue full: message dropped");
+                        }
                     }
                 }
                 Output::Schedule { timeout, after } => {
                     tracing::debug!(?timeout, ?after, "timer");
-                    seq += 1;
-                    timers.push(Reverse((Instant::now() + after, seq)));
-                    timer_inputs.insert(seq, Input::Timeout(timeout));
+                    timers.set(after, Input::Timeout(timeout));
                 }
                 Output::ScheduleHeight { height, after } => {
-                    seq += 1;
-                    timers.push(Reverse((Instant::now() + after, seq)));
-                    timer_inputs.insert(seq, Input::StartHeight(height));
+                    timers.set(after, Input::StartHeight(height))
                 }
+                Output::ScheduleTxFlush { after } => timers.set(after, Input::FlushTxs),
                 Output::Committed { height, txs } => {
                     tracing::info!(height, txs, "committed");
                     waiters.committed(&engine, height);
                 }
             }
         }
-        let next_timer = timers.peek().map(|Reverse((at, _))| *at);
+        let next_timer = timers.next();
         let input = tokio::select! {
             event = events.recv() => match event {
                 Some(Event::Connected(id, peer)) => {
@@ -480,8 +504,7 @@ async fn run(home: Home) -> anyhow::Result<()> {
                 continue;
             }
             _ = async { match next_timer { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
-                let Some(Reverse((_, s))) = timers.pop() else { continue };
-                match timer_inputs.remove(&s) { Some(i) => i, None => continue }
+                match timers.pop() { Some(i) => i, None => continue }
             }
             _ = tick.tick() => Input::Tick,
             r = tokio::signal::ctrl_c() => { tracing::info!(?r, "SIGINT"); break }

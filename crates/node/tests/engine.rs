@@ -13,6 +13,7 @@ use bulwark_store::Store;
 use bulwark_types::tendermint::Genesis;
 use bytes::Bytes;
 use ed25519_consensus::SigningKey;
+use prost::Message;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::Duration;
@@ -71,6 +72,11 @@ struct Net {
     slots: Vec<Slot>,
     genesis: Genesis<serde_json::Value>,
     now: u64,
+    last_tick: u64,
+    /// Whether engines get ticks (and so can ask peers for what they missed).
+    ticks: bool,
+    /// Deliver pending messages in a seeded random order (FIFO per link) instead of FIFO.
+    shuffle: Option<u64>,
     seq: u64,
     timers: BinaryHeap<Reverse<(u64, u64, usize)>>,
     timeouts: std::collections::HashMap<u64, Input>,
@@ -97,6 +103,9 @@ impl Net {
             slots,
             genesis,
             now: 0,
+            last_tick: 0,
+            ticks: true,
+            shuffle: None,
             seq: 0,
             timers: BinaryHeap::new(),
             timeouts: Default::default(),
@@ -116,6 +125,16 @@ impl Net {
         self.route(i, out);
     }
 
+    fn schedule(&mut self, node: usize, after: Duration, input: Input) {
+        self.seq += 1;
+        self.timers.push(Reverse((
+            self.now + after.as_millis() as u64,
+            self.seq,
+            node,
+        )));
+        self.timeouts.insert(self.seq, input);
+    }
+
     fn route(&mut self, from: usize, outputs: Vec<Output>) {
         for o in outputs {
             match o {
@@ -129,23 +148,12 @@ impl Net {
                     .inbox
                     .push_back((peer as usize, Input::Peer(from as u64, p))),
                 Output::Schedule { timeout, after } => {
-                    self.seq += 1;
-                    self.timers.push(Reverse((
-                        self.now + after.as_millis() as u64,
-                        self.seq,
-                        from,
-                    )));
-                    self.timeouts.insert(self.seq, Input::Timeout(timeout));
+                    self.schedule(from, after, Input::Timeout(timeout))
                 }
                 Output::ScheduleHeight { height, after } => {
-                    self.seq += 1;
-                    self.timers.push(Reverse((
-                        self.now + after.as_millis() as u64,
-                        self.seq,
-                        from,
-                    )));
-                    self.timeouts.insert(self.seq, Input::StartHeight(height));
+                    self.schedule(from, after, Input::StartHeight(height))
                 }
+                Output::ScheduleTxFlush { after } => self.schedule(from, after, Input::FlushTxs),
                 Output::Committed { height, .. } => self.committed[from] = height,
             }
         }
@@ -153,16 +161,34 @@ impl Net {
 
     /// Delivers everything pending, then the next timer; with ticks every 200 ms.
     fn step(&mut self) {
-        if let Some((to, input)) = self.inbox.pop_front() {
+        let next = match self.shuffle.as_mut() {
+            None => self.inbox.pop_front(),
+            Some(state) if !self.inbox.is_empty() => {
+                *state ^= *state << 13;
+                *state ^= *state >> 7;
+                *state ^= *state << 17;
+                // Any link may go next, but each link stays FIFO, as TCP is.
+                let link = |(to, input): &(usize, Input)| match input {
+                    Input::Peer(from, _) => (*to, *from),
+                    _ => (*to, u64::MAX),
+                };
+                let pick = link(&self.inbox[(*state % self.inbox.len() as u64) as usize]);
+                let first = self.inbox.iter().position(|m| link(m) == pick);
+                first.and_then(|i| self.inbox.remove(i))
+            }
+            Some(_) => None,
+        };
+        if let Some((to, input)) = next {
             if let Some(engine) = self.slots[to].engine.as_mut() {
                 let out = engine.handle(input).unwrap();
                 self.route(to, out);
             }
             return;
         }
-        let next_tick = (self.now / 200 + 1) * 200;
+        // Ticks come every 200 ms whatever else is due (as the driver's interval does).
+        let next_tick = self.last_tick + 200;
         match self.timers.peek() {
-            Some(Reverse((at, ..))) if *at <= next_tick => {
+            Some(Reverse((at, ..))) if *at < next_tick || !self.ticks => {
                 let Reverse((at, seq, node)) = self.timers.pop().unwrap();
                 let input = self.timeouts.remove(&seq).unwrap();
                 self.now = at;
@@ -173,6 +199,7 @@ impl Net {
             }
             _ => {
                 self.now = next_tick;
+                self.last_tick = next_tick;
                 for i in 0..N {
                     if let Some(engine) = self.slots[i].engine.as_mut() {
                         let out = engine.handle(Input::Tick).unwrap();
@@ -283,6 +310,29 @@ fn four_engines_commit_blocks_and_a_restarted_node_carries_on() {
         .map(|s| s.engine.as_ref().unwrap().state().clone())
         .collect();
     assert!(states.iter().all(|s| s.last_block_height >= 20));
+}
+
+#[test]
+fn messages_of_a_height_not_started_yet_are_kept_not_lost() {
+    // Messages arrive in random order (FIFO per link) and nobody asks peers for what it missed (no ticks):
+    // votes of height h+1 often reach a node still waiting out timeout_commit of h. Kept until
+    // the height starts, they make every height decide in round 0; lost, a node would wait
+    // for a timeout and a later round.
+    let mut net = Net::new();
+    net.ticks = false;
+    net.shuffle = Some(0x9e37_79b9_7f4a_7c15);
+    for h in 1..=25u64 {
+        net.submit((h % 4) as usize, &format!("early{h}=v{h}"));
+        net.run_until(h, 400_000);
+    }
+    net.assert_same_blocks(25);
+    let engine = net.slots[0].engine.as_ref().unwrap();
+    for h in 1..=25u64 {
+        let raw = engine.blocks().commit(h).unwrap().unwrap();
+        let commit =
+            bulwark_types::tendermint_proto::v0_38::types::Commit::decode(raw.as_slice()).unwrap();
+        assert_eq!(commit.round, 0, "height {h} needed round {}", commit.round);
+    }
 }
 
 #[test]

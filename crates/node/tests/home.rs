@@ -44,9 +44,21 @@ fn testnet_writes_four_homes_that_load_and_agree() {
         assert_eq!(h.genesis.validators.len(), 4);
         assert_eq!(h.genesis.chain_id, homes[0].genesis.chain_id);
         assert_eq!(h.genesis.validators, homes[0].genesis.validators);
-        assert_eq!(h.config.p2p.persistent_peers.len(), 3);
+        // Node i dials the nodes before it: one connection per pair.
+        assert_eq!(h.config.p2p.persistent_peers.len(), i);
         assert!(!h.config.p2p.persistent_peers.contains(&h.config.p2p.laddr));
     }
+    let dialled: std::collections::HashSet<_> = homes
+        .iter()
+        .flat_map(|h| {
+            h.config
+                .p2p
+                .persistent_peers
+                .iter()
+                .map(move |p| (h.config.p2p.laddr.min(*p), h.config.p2p.laddr.max(*p)))
+        })
+        .collect();
+    assert_eq!(dialled.len(), 6, "every pair connected once");
     let mut ports: Vec<u16> = homes
         .iter()
         .flat_map(|h| [h.config.p2p.laddr.port(), h.config.rpc.laddr.port()])

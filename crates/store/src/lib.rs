@@ -56,7 +56,10 @@ impl Store {
         let path = dir.as_ref().to_path_buf();
         // sled panics on some forms of damage instead of returning an error; a damaged store
         // must be a clear error at start, never a crash.
-        let opened = std::panic::catch_unwind(|| sled::Config::new().path(&path).open());
+        // Durability points flush explicitly; a background flusher would only contend with them.
+        let opened = std::panic::catch_unwind(|| {
+            sled::Config::new().path(&path).flush_every_ms(None).open()
+        });
         let db = match opened {
             Ok(Ok(db)) => db,
             Ok(Err(sled::Error::Unsupported(reason))) => {
