@@ -19,7 +19,7 @@ pub struct BenchArgs {
     /// Print only; do not rewrite docs/BENCHMARKS.md.
     #[arg(long)]
     pub no_write: bool,
-    /// Run only this section: consensus or attest.
+    /// Run only this section: consensus, attest or node.
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -126,6 +126,101 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if want("attest") {
         attest(&args)?;
     }
+    if want("node") {
+        node(&args)?;
+    }
+    Ok(())
+}
+
+/// Config overrides of the node benchmark: no wait after commit, room for the offered load.
+const NODE_BENCH_CONFIG: &[(&str, &str)] = &[
+    ("timeout_commit_ms = 1000", "timeout_commit_ms = 0"),
+    ("max_txs = 5000", "max_txs = 200000"),
+    ("cache_size = 10000", "cache_size = 400000"),
+    ("max_body_bytes = 1000000", "max_body_bytes = 8000000"),
+];
+const NODE_BENCH_TX_BYTES: usize = 256;
+
+/// One load run against a fresh 4-validator network.
+fn node_run(bin: &Path, rate: f64, seconds: u64) -> Result<crate::load::LoadReport> {
+    use crate::load::LoadConfig;
+    let mut net = crate::network::Network::start(bin, 4, "bench", NODE_BENCH_CONFIG)?;
+    let addrs: Vec<String> = (0..4).map(|i| net.rpc_addr(i)).collect();
+    let cfg = LoadConfig {
+        rate,
+        tx_bytes: NODE_BENCH_TX_BYTES,
+        warmup: std::time::Duration::from_secs(3),
+        duration: std::time::Duration::from_secs(seconds),
+        run: 2,
+    };
+    let report = crate::load::run(&addrs, &cfg, |p| {
+        eprint!(
+            "\rbench: {:>4.1}s height {:>6} committed {:>8} offered {:>8} refused {:>7} | {:>6.0} tx/s ",
+            p.elapsed.as_secs_f64(),
+            p.height,
+            p.committed,
+            p.offered,
+            p.refused,
+            p.recent_tx_per_s
+        );
+    });
+    eprintln!();
+    let up = net.live();
+    net.stop();
+    let report = report?;
+    if up < 4 {
+        anyhow::bail!("{} validators died during the run", 4 - up);
+    }
+    eprintln!(
+        "bench: offered {rate:.0} tx/s: committed {:.0} tx/s, {:.1} heights/s, latency p50 {:.1} ms p99 {:.1} ms ({} offered, {} refused)",
+        report.tx_per_s,
+        report.heights_per_s,
+        report.percentile(0.5),
+        report.percentile(0.99),
+        report.offered,
+        report.refused
+    );
+    Ok(report)
+}
+
+/// The node issue's three figures: sustained committed tx/s under open-loop overload,
+/// latency at half that load, and empty heights per second with `timeout_commit = 0`.
+fn node(args: &BenchArgs) -> Result<()> {
+    let bin = crate::network::build_bulwark()?;
+    eprintln!("bench: node, 4 validators as processes on loopback, plain TCP, {NODE_BENCH_TX_BYTES}-byte kvstore txs");
+    let empty = node_run(&bin, 0.0, 13)?;
+    let overload_rate = 40_000.0;
+    let saturated = node_run(&bin, overload_rate, 18)?;
+    let half = (saturated.tx_per_s / 2.0).max(1.0);
+    let at_half = node_run(&bin, half, 18)?;
+    let section = format!(
+        "## Validator node (processes, plain TCP)\n\n\
+Measured by `cargo xtask bench --only node` on {machine}: 4 `bulwark` processes (release) on \
+loopback and the load generator share these cores. Open-loop load: {tx}-byte kvstore \
+transactions in JSON-RPC batches of `broadcast_tx_async`, spread over the 4 nodes; latency \
+is from sending a transaction to seeing it in a committed block over node 0's RPC. \
+`timeout_commit = 0`. Each figure is taken over a window that starts 3 s into the run.\n\n\
+| figure | value | target |\n|---|---|---|\n\
+| sustained committed throughput, {over:.0} tx/s offered | {sat:.0} tx/s | ≥ 20,000 tx/s |\n\
+| … heights per second at that load | {sat_h:.1} | |\n\
+| commit latency at half that load ({half:.0} tx/s offered; {half_tx:.0} tx/s committed): p50 / p99 | {p50:.1} ms / {p99:.1} ms | ≤ 20 ms / ≤ 100 ms |\n\
+| empty heights per second, no load | {empty_h:.1} | ≥ 500 |\n",
+        machine = machine(),
+        tx = NODE_BENCH_TX_BYTES,
+        over = overload_rate,
+        sat = saturated.tx_per_s,
+        sat_h = saturated.heights_per_s,
+        half_tx = at_half.tx_per_s,
+        p50 = at_half.percentile(0.5),
+        p99 = at_half.percentile(0.99),
+        empty_h = empty.heights_per_s,
+    );
+    if args.no_write {
+        println!("{section}");
+        return Ok(());
+    }
+    write_section("docs/BENCHMARKS.md", "node", &section)?;
+    eprintln!("bench: wrote docs/BENCHMARKS.md (node)");
     Ok(())
 }
 

@@ -7,6 +7,8 @@ use std::time::Instant;
 
 mod bench;
 mod demo;
+mod load;
+mod network;
 mod sim;
 
 #[derive(Parser)]

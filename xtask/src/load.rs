@@ -1,0 +1,337 @@
+//! Open-loop kvstore load through JSON-RPC, and commit latency as a client sees it.
+//!
+//! One sender thread per node offers transactions at a fixed rate, in JSON-RPC batches of
+//! `broadcast_tx_async` over one keep-alive HTTP connection, whatever the network does (open
+//! loop: a slow network does not slow the offer). A watcher reads every committed block from
+//! node 0 and matches its transactions to their send times: latency is send to seen-committed.
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A JSON-RPC client over one keep-alive HTTP/1.1 connection (std only: no async runtime).
+pub struct RpcClient {
+    addr: String,
+    conn: Option<(TcpStream, BufReader<TcpStream>)>,
+}
+
+impl RpcClient {
+    pub fn new(addr: &str) -> Self {
+        RpcClient {
+            addr: addr.into(),
+            conn: None,
+        }
+    }
+
+    fn connect(&mut self) -> Result<&mut (TcpStream, BufReader<TcpStream>)> {
+        if self.conn.is_none() {
+            let stream = TcpStream::connect(&self.addr)
+                .with_context(|| format!("connecting to {}", self.addr))?;
+            stream.set_nodelay(true)?;
+            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let reader = BufReader::new(stream.try_clone()?);
+            self.conn = Some((stream, reader));
+        }
+        self.conn.as_mut().ok_or_else(|| anyhow!("no connection"))
+    }
+
+    fn exchange(&mut self, body: &str) -> Result<Value> {
+        let (stream, reader) = self.connect()?;
+        write!(
+            stream,
+            "POST / HTTP/1.1\r\nHost: bulwark\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )?;
+        stream.write_all(body.as_bytes())?;
+        let mut length = None;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                bail!("connection closed");
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = l.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse::<usize>().ok();
+                }
+            }
+        }
+        let length = length.ok_or_else(|| anyhow!("response without content-length"))?;
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body)?;
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    /// Posts `body`; reconnects once if the connection went away.
+    pub fn post(&mut self, body: &str) -> Result<Value> {
+        match self.exchange(body) {
+            Ok(v) => Ok(v),
+            Err(_) => {
+                self.conn = None;
+                self.exchange(body)
+            }
+        }
+    }
+
+    /// One call; its `result`.
+    pub fn call(&mut self, method: &str, params: Value) -> Result<Value> {
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        let v = self.post(&body.to_string())?;
+        match v.get("result") {
+            Some(r) => Ok(r.clone()),
+            None => bail!("{method}: {}", v["error"]),
+        }
+    }
+}
+
+/// A kvstore transaction of exactly `size` bytes (at least 18) whose key names it.
+pub fn make_tx(id: u64, size: usize) -> Vec<u8> {
+    let mut tx = format!("{id:016x}=").into_bytes();
+    tx.resize(size.max(tx.len() + 1), b'v');
+    tx
+}
+
+fn tx_id(tx: &[u8]) -> Option<u64> {
+    let key = tx.get(..16)?;
+    u64::from_str_radix(std::str::from_utf8(key).ok()?, 16).ok()
+}
+
+/// What to offer.
+#[derive(Clone, Debug)]
+pub struct LoadConfig {
+    /// Offered transactions per second, over all nodes (0: none).
+    pub rate: f64,
+    pub tx_bytes: usize,
+    /// Measured window starts after this.
+    pub warmup: Duration,
+    pub duration: Duration,
+    /// Distinguishes runs against the same chain (tx ids must not repeat).
+    pub run: u64,
+}
+
+/// Live figures, for a progress line.
+#[derive(Clone, Debug, Default)]
+pub struct Progress {
+    pub elapsed: Duration,
+    pub height: u64,
+    pub committed: u64,
+    pub offered: u64,
+    pub refused: u64,
+    /// Committed tx/s over the last second.
+    pub recent_tx_per_s: f64,
+    pub latency_p50_ms: f64,
+}
+
+/// What a run measured.
+#[derive(Clone, Debug, Default)]
+pub struct LoadReport {
+    pub offered: u64,
+    pub refused: u64,
+    pub committed: u64,
+    pub height: u64,
+    /// Committed tx/s inside the measured window.
+    pub tx_per_s: f64,
+    /// Heights per second inside the window.
+    pub heights_per_s: f64,
+    /// Commit latencies (ms) of transactions sent inside the window, sorted.
+    pub latencies_ms: Vec<f64>,
+}
+
+impl LoadReport {
+    pub fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_ms.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_ms.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_ms[i.min(self.latencies_ms.len() - 1)]
+    }
+}
+
+struct Shared {
+    sent: Mutex<HashMap<u64, Instant>>,
+    offered: AtomicU64,
+    refused: AtomicU64,
+    stop: AtomicBool,
+}
+
+fn sender(addr: String, node: u64, rate: f64, cfg: LoadConfig, shared: Arc<Shared>) {
+    let mut client = RpcClient::new(&addr);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    while !shared.stop.load(Ordering::Relaxed) {
+        let due = (rate * started.elapsed().as_secs_f64()) as u64;
+        let n = due.saturating_sub(sent).min(1000);
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        let mut batch = String::with_capacity(n as usize * (cfg.tx_bytes * 4 / 3 + 80));
+        batch.push('[');
+        let mut ids = Vec::with_capacity(n as usize);
+        for k in 0..n {
+            let id = (cfg.run << 56) | (node << 48) | (sent + k);
+            ids.push(id);
+            if k > 0 {
+                batch.push(',');
+            }
+            batch.push_str(
+                r#"{"jsonrpc":"2.0","id":0,"method":"broadcast_tx_async","params":{"tx":""#,
+            );
+            batch.push_str(&b64.encode(make_tx(id, cfg.tx_bytes)));
+            batch.push_str(r#""}}"#);
+        }
+        batch.push(']');
+        let now = Instant::now();
+        if let Ok(mut map) = shared.sent.lock() {
+            for id in &ids {
+                map.insert(*id, now);
+            }
+        }
+        sent += n;
+        shared.offered.fetch_add(n, Ordering::Relaxed);
+        let refused = match client.post(&batch) {
+            Ok(Value::Array(answers)) => {
+                answers.iter().filter(|a| a.get("result").is_none()).count() as u64
+            }
+            _ => n,
+        };
+        shared.refused.fetch_add(refused, Ordering::Relaxed);
+    }
+}
+
+/// Offers `cfg` to the nodes at `addrs` and watches node 0's chain; `progress` is called about
+/// four times a second.
+pub fn run(
+    addrs: &[String],
+    cfg: &LoadConfig,
+    mut progress: impl FnMut(&Progress),
+) -> Result<LoadReport> {
+    let shared = Arc::new(Shared {
+        sent: Mutex::new(HashMap::new()),
+        offered: AtomicU64::new(0),
+        refused: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let mut watcher = RpcClient::new(&addrs[0]);
+    let height_of = |w: &mut RpcClient| -> Result<u64> {
+        let status = w.call("status", Value::Null)?;
+        status["sync_info"]["latest_block_height"]
+            .as_str()
+            .and_then(|h| h.parse().ok())
+            .ok_or_else(|| anyhow!("status without a height: {status}"))
+    };
+    // Wait for RPC to come up; the first measured height is the next one.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut next = loop {
+        match height_of(&mut watcher) {
+            Ok(h) => break h + 1,
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context("the node's RPC never answered"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    let mut threads = Vec::new();
+    if cfg.rate > 0.0 {
+        for (i, addr) in addrs.iter().enumerate() {
+            let (addr, shared, cfg) = (addr.clone(), shared.clone(), cfg.clone());
+            let rate = cfg.rate / addrs.len() as f64;
+            threads.push(std::thread::spawn(move || {
+                sender(addr, i as u64, rate, cfg, shared)
+            }));
+        }
+    }
+    let started = Instant::now();
+    let window = (cfg.warmup, cfg.duration);
+    let mut report = LoadReport::default();
+    let mut window_heights = 0u64;
+    let mut recent: std::collections::VecDeque<(Instant, u64)> = Default::default();
+    let mut all_latencies = Vec::new();
+    let mut last_progress = Instant::now();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    while started.elapsed() < cfg.duration {
+        let latest = height_of(&mut watcher).unwrap_or(next - 1);
+        while next <= latest {
+            let block = watcher.call("block", serde_json::json!({"height": next.to_string()}))?;
+            let seen = Instant::now();
+            let in_window = started.elapsed() >= window.0;
+            let txs = block["block"]["data"]["txs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut ids = Vec::with_capacity(txs.len());
+            for tx in &txs {
+                if let Some(id) = tx
+                    .as_str()
+                    .and_then(|t| b64.decode(t).ok())
+                    .and_then(|t| tx_id(&t))
+                {
+                    ids.push(id);
+                }
+            }
+            if let Ok(mut map) = shared.sent.lock() {
+                for id in ids {
+                    if let Some(at) = map.remove(&id) {
+                        let ms = (seen - at).as_secs_f64() * 1000.0;
+                        all_latencies.push(ms);
+                        if at - started >= window.0 {
+                            report.latencies_ms.push(ms);
+                        }
+                    }
+                }
+            }
+            report.committed += txs.len() as u64;
+            recent.push_back((seen, txs.len() as u64));
+            if in_window {
+                report.tx_per_s += txs.len() as f64;
+                window_heights += 1;
+            }
+            report.height = next;
+            next += 1;
+        }
+        while recent
+            .front()
+            .is_some_and(|(t, _)| t.elapsed() > Duration::from_secs(1))
+        {
+            recent.pop_front();
+        }
+        if last_progress.elapsed() >= Duration::from_millis(250) {
+            last_progress = Instant::now();
+            let mut l = all_latencies.clone();
+            l.sort_by(|a: &f64, b| a.total_cmp(b));
+            progress(&Progress {
+                elapsed: started.elapsed(),
+                height: report.height,
+                committed: report.committed,
+                offered: shared.offered.load(Ordering::Relaxed),
+                refused: shared.refused.load(Ordering::Relaxed),
+                recent_tx_per_s: recent.iter().map(|(_, n)| *n).sum::<u64>() as f64,
+                latency_p50_ms: l.get(l.len() / 2).copied().unwrap_or(0.0),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    shared.stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        let _ = t.join();
+    }
+    let seconds = (window.1 - window.0).as_secs_f64().max(0.001);
+    report.tx_per_s /= seconds;
+    report.heights_per_s = window_heights as f64 / seconds;
+    report.offered = shared.offered.load(Ordering::Relaxed);
+    report.refused = shared.refused.load(Ordering::Relaxed);
+    report.latencies_ms.sort_by(|a, b| a.total_cmp(b));
+    Ok(report)
+}
