@@ -180,6 +180,9 @@ fn node_run(bin: &Path, rate: f64, seconds: u64) -> Result<crate::load::LoadRepo
         report.offered,
         report.refused
     );
+    if let Some(why) = &report.first_refusal {
+        eprintln!("bench: first refusal: {why}");
+    }
     Ok(report)
 }
 
@@ -189,10 +192,30 @@ fn node(args: &BenchArgs) -> Result<()> {
     let bin = crate::network::build_bulwark()?;
     eprintln!("bench: node, 4 validators as processes on loopback, plain TCP, {NODE_BENCH_TX_BYTES}-byte kvstore txs");
     let empty = node_run(&bin, 0.0, 13)?;
-    let overload_rate = 40_000.0;
-    let saturated = node_run(&bin, overload_rate, 18)?;
-    let half = (saturated.tx_per_s / 2.0).max(1.0);
+    // Sustained throughput: the highest offered rate the network commits in full (≥ 95 %,
+    // nothing refused), stepping up until it no longer keeps up. Overload itself is not the
+    // figure: on shared cores the refused requests take CPU from the validators.
+    let mut sustained: Option<(f64, crate::load::LoadReport)> = None;
+    let mut rate = 4_000.0;
+    let mut first_failure = None;
+    while rate <= 40_000.0 {
+        let r = node_run(&bin, rate, 13)?;
+        if r.refused == 0 && r.tx_per_s >= 0.95 * rate {
+            sustained = Some((rate, r));
+            rate *= 1.25;
+        } else {
+            first_failure = Some((rate, r.tx_per_s));
+            break;
+        }
+    }
+    let (sustained_rate, saturated) =
+        sustained.context("the network did not keep up even with the lowest offered load")?;
+    let half = sustained_rate / 2.0;
     let at_half = node_run(&bin, half, 18)?;
+    let over = first_failure.map_or_else(
+        || "(no higher step tried)".to_string(),
+        |(r, c)| format!("{r:.0} tx/s offered: {c:.0} tx/s committed"),
+    );
     let section = format!(
         "## Validator node (processes, plain TCP)\n\n\
 Measured by `cargo xtask bench --only node` on {machine}: 4 `bulwark` processes (release) on \
@@ -201,13 +224,14 @@ transactions in JSON-RPC batches of `broadcast_tx_async`, spread over the 4 node
 is from sending a transaction to seeing it in a committed block over node 0's RPC. \
 `timeout_commit = 0`. Each figure is taken over a window that starts 3 s into the run.\n\n\
 | figure | value | target |\n|---|---|---|\n\
-| sustained committed throughput, {over:.0} tx/s offered | {sat:.0} tx/s | ≥ 20,000 tx/s |\n\
+| sustained committed throughput (highest step of ×1.25 from 4,000 tx/s committed in full) | {sat:.0} tx/s | ≥ 20,000 tx/s |\n\
 | … heights per second at that load | {sat_h:.1} | |\n\
+| … the next step, where it fell behind | {over} | |\n\
 | commit latency at half that load ({half:.0} tx/s offered; {half_tx:.0} tx/s committed): p50 / p99 | {p50:.1} ms / {p99:.1} ms | ≤ 20 ms / ≤ 100 ms |\n\
 | empty heights per second, no load | {empty_h:.1} | ≥ 500 |\n",
         machine = machine(),
         tx = NODE_BENCH_TX_BYTES,
-        over = overload_rate,
+        over = over,
         sat = saturated.tx_per_s,
         sat_h = saturated.heights_per_s,
         half_tx = at_half.tx_per_s,

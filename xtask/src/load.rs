@@ -138,6 +138,8 @@ pub struct Progress {
 pub struct LoadReport {
     pub offered: u64,
     pub refused: u64,
+    /// Why the first refused transaction was refused.
+    pub first_refusal: Option<String>,
     pub committed: u64,
     pub height: u64,
     /// Committed tx/s inside the measured window.
@@ -162,6 +164,7 @@ struct Shared {
     sent: Mutex<HashMap<u64, Instant>>,
     offered: AtomicU64,
     refused: AtomicU64,
+    first_refusal: Mutex<Option<String>>,
     stop: AtomicBool,
 }
 
@@ -201,12 +204,20 @@ fn sender(addr: String, node: u64, rate: f64, cfg: LoadConfig, shared: Arc<Share
         }
         sent += n;
         shared.offered.fetch_add(n, Ordering::Relaxed);
-        let refused = match client.post(&batch) {
+        let (refused, why) = match client.post(&batch) {
             Ok(Value::Array(answers)) => {
-                answers.iter().filter(|a| a.get("result").is_none()).count() as u64
+                let errors: Vec<&Value> = answers
+                    .iter()
+                    .filter(|a| a.get("result").is_none())
+                    .collect();
+                (errors.len() as u64, errors.first().map(|e| e.to_string()))
             }
-            _ => n,
+            Ok(other) => (n, Some(other.to_string())),
+            Err(e) => (n, Some(e.to_string())),
         };
+        if let (Some(why), Ok(mut first)) = (why, shared.first_refusal.lock()) {
+            first.get_or_insert(why);
+        }
         shared.refused.fetch_add(refused, Ordering::Relaxed);
     }
 }
@@ -222,6 +233,7 @@ pub fn run(
         sent: Mutex::new(HashMap::new()),
         offered: AtomicU64::new(0),
         refused: AtomicU64::new(0),
+        first_refusal: Mutex::new(None),
         stop: AtomicBool::new(false),
     });
     let mut watcher = RpcClient::new(&addrs[0]);
@@ -332,6 +344,7 @@ pub fn run(
     report.heights_per_s = window_heights as f64 / seconds;
     report.offered = shared.offered.load(Ordering::Relaxed);
     report.refused = shared.refused.load(Ordering::Relaxed);
+    report.first_refusal = shared.first_refusal.lock().ok().and_then(|f| f.clone());
     report.latencies_ms.sort_by(|a, b| a.total_cmp(b));
     Ok(report)
 }

@@ -56,7 +56,12 @@ fn storage(e: impl std::fmt::Display) -> AppError {
 impl KvStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, AppError> {
-        let db = sled::open(dir.as_ref()).map_err(storage)?;
+        // Commit flushes explicitly; a background flusher would only contend with it.
+        let db = sled::Config::new()
+            .path(dir.as_ref())
+            .flush_every_ms(None)
+            .open()
+            .map_err(storage)?;
         let data = db.open_tree("kv").map_err(storage)?;
         let meta = db.open_tree("meta").map_err(storage)?;
         let height = match meta.get(META_HEIGHT).map_err(storage)? {

@@ -12,6 +12,11 @@ pub struct Wal {
     store: Store,
     tree: sled::Tree,
     next: u64,
+    /// The first sequence number of each height still stored, so truncation removes keys
+    /// without reading (and checksumming) the records.
+    starts: std::collections::BTreeMap<u64, u64>,
+    /// The lowest sequence number possibly still stored.
+    oldest: u64,
 }
 
 fn frame(height: u64, payload: &[u8]) -> Vec<u8> {
@@ -35,20 +40,31 @@ impl Wal {
     /// Opens the log in `store`.
     pub fn open(store: &Store) -> Result<Self, StoreError> {
         let tree = store.tree("wal")?;
-        let next = match tree.last().map_err(|e| store.err(e))? {
-            Some((k, _)) => {
-                let k: [u8; 8] = k
-                    .as_ref()
+        let mut starts = std::collections::BTreeMap::new();
+        let mut oldest = None;
+        let mut next = 0;
+        for item in tree.iter() {
+            let (k, v) = item.map_err(|e| store.err(e))?;
+            let seq = u64::from_be_bytes(
+                k.as_ref()
                     .try_into()
-                    .map_err(|_| store.corrupt("WAL key is not 8 bytes"))?;
-                u64::from_be_bytes(k) + 1
-            }
-            None => 0,
-        };
+                    .map_err(|_| store.corrupt("WAL key is not 8 bytes"))?,
+            );
+            let height = v
+                .get(..8)
+                .and_then(|h| h.try_into().ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| store.corrupt(format!("WAL record {seq} is too short")))?;
+            starts.entry(height).or_insert(seq);
+            oldest.get_or_insert(seq);
+            next = seq + 1;
+        }
         Ok(Wal {
             store: store.clone(),
             tree,
             next,
+            starts,
+            oldest: oldest.unwrap_or(0),
         })
     }
 
@@ -58,6 +74,7 @@ impl Wal {
         self.tree
             .insert(key(seq), frame(height, payload))
             .map_err(|e| self.store.err(e))?;
+        self.starts.entry(height).or_insert(seq);
         self.next += 1;
         if sync {
             self.flush()?;
@@ -87,18 +104,22 @@ impl Wal {
     }
 
     /// Drops every record of a height below `height` (after that height's block is stored).
-    pub fn truncate_below(&self, height: u64) -> Result<usize, StoreError> {
-        let mut removed = 0;
-        for item in self.tree.iter() {
-            let (k, v) = item.map_err(|e| self.store.err(e))?;
-            match unframe(&v) {
-                Some((h, _)) if h >= height => break,
-                _ => {
-                    self.tree.remove(k).map_err(|e| self.store.err(e))?;
-                    removed += 1;
-                }
-            }
+    pub fn truncate_below(&mut self, height: u64) -> Result<usize, StoreError> {
+        let cut = self
+            .starts
+            .range(height..)
+            .next()
+            .map_or(self.next, |(_, seq)| *seq);
+        let mut batch = sled::Batch::default();
+        for seq in self.oldest..cut {
+            batch.remove(&key(seq));
         }
+        self.tree
+            .apply_batch(batch)
+            .map_err(|e| self.store.err(e))?;
+        let removed = cut.saturating_sub(self.oldest) as usize;
+        self.oldest = self.oldest.max(cut);
+        self.starts = self.starts.split_off(&height);
         Ok(removed)
     }
 }

@@ -27,6 +27,16 @@ fn wal_replays_a_heights_records_in_order_after_reopen_and_truncates() {
     assert_eq!(wal.truncate_below(2).unwrap(), 2);
     assert!(wal.records(1).unwrap().is_empty());
     assert_eq!(wal.records(2).unwrap().len(), 4);
+    wal.append(3, b"g", true).unwrap();
+    drop(wal);
+    drop(store);
+    // Reopened, it still knows where each height starts: truncation removes exactly height 2.
+    let store = Store::open(dir.path()).unwrap();
+    let mut wal = Wal::open(&store).unwrap();
+    assert_eq!(wal.truncate_below(3).unwrap(), 4);
+    assert!(wal.records(2).unwrap().is_empty());
+    assert_eq!(wal.records(3).unwrap(), vec![b"g".to_vec()]);
+    assert_eq!(wal.truncate_below(3).unwrap(), 0);
 }
 
 #[test]
