@@ -255,6 +255,16 @@ pub fn run(
             Err(_) => std::thread::sleep(Duration::from_millis(100)),
         }
     };
+    // Every node must answer before the offer starts: a refused connection is not a refused tx.
+    for addr in &addrs[1..] {
+        let mut c = RpcClient::new(addr);
+        while c.call("health", Value::Null).is_err() {
+            if Instant::now() > deadline {
+                bail!("the RPC of {addr} never answered");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
     let mut threads = Vec::new();
     if cfg.rate > 0.0 {
         for (i, addr) in addrs.iter().enumerate() {
