@@ -314,12 +314,16 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
         vec![0, 0, 0, 5, 0xde, 0xad, 0xbe, 0xef, 0x99],
     ] {
         let mut peer = std::net::TcpStream::connect(&p2p0).unwrap();
-        peer.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         peer.write_all(&bytes).unwrap();
         // The node introduces itself, then closes the connection: EOF, not a hang.
         let mut sink = Vec::new();
         let closed = peer.read_to_end(&mut sink);
-        assert!(closed.is_ok(), "the node did not close the bad peer: {closed:?}");
+        assert!(
+            closed.is_ok(),
+            "the node did not close the bad peer: {closed:?}"
+        );
     }
 
     // The network kept committing through all of it.
