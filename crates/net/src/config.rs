@@ -1,0 +1,38 @@
+//! rustls configurations for validators: TLS 1.3 only, ring's primitives, the attested
+//! verifier on both sides, and this node's attested certificate.
+
+use crate::identity::LocalIdentity;
+use crate::verifier::AttestedVerifier;
+use rustls::{ClientConfig, ServerConfig};
+use std::sync::Arc;
+
+/// The name clients ask for; the evidence, not the name, identifies a validator.
+pub const SERVER_NAME: &str = "bulwark-validator";
+
+/// The crypto provider every validator uses.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// The accepting side: client certificates are mandatory and attested.
+pub fn server_config(
+    identity: &LocalIdentity,
+    verifier: Arc<AttestedVerifier>,
+) -> Result<ServerConfig, rustls::Error> {
+    ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![identity.cert.clone()], identity.private_key())
+}
+
+/// The dialling side: the server's certificate is attested, ours is presented.
+pub fn client_config(
+    identity: &LocalIdentity,
+    verifier: Arc<AttestedVerifier>,
+) -> Result<ClientConfig, rustls::Error> {
+    ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(vec![identity.cert.clone()], identity.private_key())
+}

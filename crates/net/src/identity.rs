@@ -1,0 +1,110 @@
+//! A validator's own TLS identity: a fresh key pair made in the VM, and a short-lived
+//! self-signed certificate whose evidence binds that key, the consensus key and the chain id.
+//! The node makes a new one before the current one expires.
+
+use crate::binding::report_data;
+use crate::extension::{CertEvidence, ExtensionError, OID_ARCS};
+use bulwark_attest::source::{EvidenceSource, SourceError};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::time::{Duration, SystemTime};
+use thiserror::Error;
+
+/// Why an identity could not be made.
+#[derive(Debug, Error)]
+pub enum IdentityError {
+    /// Key generation or certificate signing failed.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// The evidence source failed.
+    #[error(transparent)]
+    Evidence(#[from] SourceError),
+    /// The evidence could not be encoded.
+    #[error(transparent)]
+    Extension(#[from] ExtensionError),
+    /// The validity period is not representable.
+    #[error("validity period: {0}")]
+    Time(String),
+}
+
+/// A certificate with its private key.
+pub struct LocalIdentity {
+    /// The certificate (DER).
+    pub cert: CertificateDer<'static>,
+    key_pkcs8: Vec<u8>,
+    /// When the certificate stops being valid.
+    pub not_after: SystemTime,
+    /// The consensus key it binds.
+    pub consensus_key: [u8; 32],
+}
+
+impl std::fmt::Debug for LocalIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalIdentity")
+            .field("not_after", &self.not_after)
+            .field("consensus_key", &hex_short(&self.consensus_key))
+            .finish_non_exhaustive()
+    }
+}
+
+fn hex_short(bytes: &[u8]) -> String {
+    bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+fn offset(t: SystemTime) -> Result<time::OffsetDateTime, IdentityError> {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_err(|e| IdentityError::Time(e.to_string()))?
+        .as_secs();
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .map_err(|e| IdentityError::Time(e.to_string()))
+}
+
+impl LocalIdentity {
+    /// Makes a fresh TLS key and a certificate valid from `now` (less a minute of clock skew)
+    /// for `lifetime`, with evidence from `source`.
+    pub fn new(
+        source: &mut dyn EvidenceSource,
+        consensus_key: [u8; 32],
+        chain_id: &str,
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> Result<Self, IdentityError> {
+        let cert_err = |e: rcgen::Error| IdentityError::Certificate(e.to_string());
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_err)?;
+        let evidence =
+            source.evidence(report_data(&key.public_key_der(), &consensus_key, chain_id))?;
+        let extension = CertEvidence {
+            consensus_key,
+            report: evidence.report,
+            endorsement: evidence.endorsement_cert,
+        }
+        .encode()?;
+        let mut params = rcgen::CertificateParams::new(vec!["bulwark-validator".to_string()])
+            .map_err(cert_err)?;
+        let not_before = now
+            .checked_sub(Duration::from_secs(60))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let not_after = now
+            .checked_add(lifetime)
+            .ok_or_else(|| IdentityError::Time("lifetime overflows".into()))?;
+        params.not_before = offset(not_before)?;
+        params.not_after = offset(not_after)?;
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &OID_ARCS, extension,
+            ));
+        let cert = params.self_signed(&key).map_err(cert_err)?;
+        Ok(LocalIdentity {
+            cert: cert.der().clone(),
+            key_pkcs8: key.serialize_der(),
+            not_after,
+            consensus_key,
+        })
+    }
+
+    /// The private key, for rustls.
+    pub fn private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()))
+    }
+}

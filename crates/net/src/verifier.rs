@@ -1,0 +1,288 @@
+//! Admitting a peer: [`verify_peer_certificate`] is a pure function from a certificate, the
+//! network's policy and the time to a [`VerifiedPeer`] or the first check that failed;
+//! [`AttestedVerifier`] runs it as both rustls's server and client certificate verifier, so
+//! both sides of every connection check each other. Possession of the certified key is then
+//! proven by the TLS 1.3 handshake signature, which rustls checks with the same key.
+
+use crate::binding::report_data;
+use crate::extension::{CertEvidence, ExtensionError, OID};
+use bulwark_attest::policy::Policy;
+use bulwark_attest::{verify_with_cache, Binding, ChainCache, Evidence, RejectReason};
+use der::{Decode, Encode};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use std::sync::Arc;
+use thiserror::Error;
+
+/// Longest certificate lifetime accepted: evidence is re-made at least this often.
+pub const MAX_CERT_LIFETIME_SECS: u64 = 7 * 24 * 3600;
+
+/// What a network admits: its attestation policy from genesis, its chain id and the consensus
+/// keys of its validators.
+#[derive(Clone, Debug)]
+pub struct NetworkPolicy {
+    /// The attestation policy.
+    pub attestation: Policy,
+    /// The chain id every binding names.
+    pub chain_id: String,
+    /// Consensus public keys of the validator set.
+    pub validators: Vec<[u8; 32]>,
+}
+
+/// Why a peer's certificate was refused: one variant per check.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum PeerRejected {
+    /// `certificate`: not an X.509 certificate.
+    #[error("certificate: not a valid X.509 certificate: {0}")]
+    Certificate(String),
+    /// `validity`: outside its validity period, or valid for too long.
+    #[error("validity: {0}")]
+    Validity(String),
+    /// `evidence_missing`: no evidence extension.
+    #[error("evidence_missing: the certificate carries no attestation evidence ({OID})")]
+    NoEvidence,
+    /// `evidence_malformed`: the extension does not decode.
+    #[error("evidence_malformed: {0}")]
+    MalformedEvidence(ExtensionError),
+    /// `attestation`: the attestation verifier refused the evidence (its check is named).
+    #[error("attestation: {0}")]
+    Attestation(RejectReason),
+    /// `not_a_validator`: the evidence is genuine but its consensus key is not in the set.
+    #[error("not_a_validator: consensus key {0} is not in the validator set")]
+    NotAValidator(String),
+}
+
+impl PeerRejected {
+    /// The short name of the check that failed (for logs and tests).
+    pub fn check(&self) -> &'static str {
+        match self {
+            PeerRejected::Certificate(_) => "certificate",
+            PeerRejected::Validity(_) => "validity",
+            PeerRejected::NoEvidence => "evidence_missing",
+            PeerRejected::MalformedEvidence(_) => "evidence_malformed",
+            PeerRejected::Attestation(r) => r.check(),
+            PeerRejected::NotAValidator(_) => "not_a_validator",
+        }
+    }
+}
+
+/// A peer that passed every check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedPeer {
+    /// Its consensus public key (a member of the validator set).
+    pub consensus_key: [u8; 32],
+    /// Its launch measurement.
+    pub measurement: [u8; 48],
+    /// Its chip id.
+    pub chip_id: [u8; 64],
+    /// Its reported TCB.
+    pub reported_tcb: bulwark_attest::report::Tcb,
+}
+
+/// Checks a peer's certificate at `now_unix` (seconds).
+pub fn verify_peer_certificate(
+    cert_der: &[u8],
+    policy: &NetworkPolicy,
+    cache: &ChainCache,
+    now_unix: u64,
+) -> Result<VerifiedPeer, PeerRejected> {
+    let cert = x509_cert::Certificate::from_der(cert_der)
+        .map_err(|e| PeerRejected::Certificate(e.to_string()))?;
+    let tbs = &cert.tbs_certificate;
+    let not_before = tbs.validity.not_before.to_unix_duration().as_secs();
+    let not_after = tbs.validity.not_after.to_unix_duration().as_secs();
+    if now_unix < not_before {
+        return Err(PeerRejected::Validity(format!(
+            "not valid before {not_before}, now {now_unix}"
+        )));
+    }
+    if now_unix > not_after {
+        return Err(PeerRejected::Validity(format!(
+            "expired at {not_after}, now {now_unix}"
+        )));
+    }
+    if not_after.saturating_sub(not_before) > MAX_CERT_LIFETIME_SECS {
+        return Err(PeerRejected::Validity(format!(
+            "valid for {} s, longer than {MAX_CERT_LIFETIME_SECS} s",
+            not_after.saturating_sub(not_before)
+        )));
+    }
+    let extension = tbs
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id.to_string() == OID)
+        .ok_or(PeerRejected::NoEvidence)?;
+    let evidence = CertEvidence::decode(extension.extn_value.as_bytes())
+        .map_err(PeerRejected::MalformedEvidence)?;
+    let spki = tbs
+        .subject_public_key_info
+        .to_der()
+        .map_err(|e| PeerRejected::Certificate(e.to_string()))?;
+    let binding = report_data(&spki, &evidence.consensus_key, &policy.chain_id);
+    let verified = verify_with_cache(
+        &Evidence {
+            report: evidence.report,
+            endorsement_cert: evidence.endorsement,
+        },
+        &policy.attestation,
+        &Binding::ReportData(binding),
+        cache,
+    )
+    .map_err(PeerRejected::Attestation)?;
+    if !policy.validators.contains(&evidence.consensus_key) {
+        return Err(PeerRejected::NotAValidator(
+            evidence
+                .consensus_key
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
+        ));
+    }
+    Ok(VerifiedPeer {
+        consensus_key: evidence.consensus_key,
+        measurement: verified.measurement.0,
+        chip_id: verified.chip_id.0,
+        reported_tcb: verified.reported_tcb,
+    })
+}
+
+/// rustls's view of a rejection: the named reason travels inside the error.
+fn tls_error(reason: PeerRejected) -> rustls::Error {
+    rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+        Arc::new(reason),
+    )))
+}
+
+/// The attested verifier, for both ends of a connection.
+#[derive(Debug)]
+pub struct AttestedVerifier {
+    policy: NetworkPolicy,
+    cache: ChainCache,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl AttestedVerifier {
+    /// A verifier for `policy`, checking handshake signatures with `provider`'s algorithms.
+    pub fn new(policy: NetworkPolicy, provider: &rustls::crypto::CryptoProvider) -> Self {
+        AttestedVerifier {
+            policy,
+            cache: ChainCache::default(),
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+
+    /// The policy it enforces.
+    pub fn policy(&self) -> &NetworkPolicy {
+        &self.policy
+    }
+
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        now: UnixTime,
+    ) -> Result<VerifiedPeer, rustls::Error> {
+        verify_peer_certificate(end_entity, &self.policy, &self.cache, now.as_secs())
+            .map_err(tls_error)
+    }
+
+    fn tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+}
+
+impl ServerCertVerifier for AttestedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        // The server name is not an identity here: the evidence is.
+        self.check(end_entity, now)
+            .map(|_| ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is never offered".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+impl ClientCertVerifier for AttestedVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.check(end_entity, now)
+            .map(|_| ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::General("TLS 1.2 is never offered".into()))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The verified identity of the peer of an established connection (its certificate is
+/// checked again: cheap with the chain cache warm, and no state is kept between the two).
+pub fn peer_identity(
+    verifier: &AttestedVerifier,
+    peer_certificates: Option<&[CertificateDer<'_>]>,
+    now_unix: u64,
+) -> Result<VerifiedPeer, PeerRejected> {
+    let cert = peer_certificates
+        .and_then(|c| c.first())
+        .ok_or(PeerRejected::NoEvidence)?;
+    verify_peer_certificate(cert, &verifier.policy, &verifier.cache, now_unix)
+}
