@@ -1,6 +1,6 @@
 //! Verification time per report: cold (the RSA-PSS chain ARK → ASK → VCEK is checked) and warm
-//! (the chain is cached by the certificate's hash; the report's ECDSA signature and every
-//! policy check still run). Prints one JSON line; `cargo xtask bench` records it.
+//! (the same evidence again: the chain and the report's signature are cached by hash; every
+//! policy and binding check still runs). Prints one JSON line; `cargo xtask bench` records it.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use bulwark_attest::{

@@ -251,12 +251,15 @@ fn signature_of(report: &AttestationReport) -> Option<p384::ecdsa::Signature> {
 }
 
 /// Remembers which endorsement certificates chain to which root, keyed by the SHA-256 of the
-/// certificate's DER, so that a peer's evidence costs one ECDSA verification after the first
-/// time (the RSA-PSS chain checks dominate a cold verification). Only successful chains are
+/// certificate's DER (the RSA-PSS chain checks dominate a cold verification), and which exact
+/// (report, certificate) pairs had a valid report signature, keyed by the SHA-256 of both (the
+/// P-384 check dominates a warm one). A peer that reconnects with the same certificate then
+/// costs no public-key operation; every policy and binding check still runs. Only successes are
 /// kept; a bounded number of them.
 #[derive(Debug, Default)]
 pub struct ChainCache {
     entries: std::sync::Mutex<std::collections::HashMap<ChainKey, Product>>,
+    signatures: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
 }
 
 /// SHA-256 of the certificate's DER, the key kind and the roots it was checked against.
@@ -288,6 +291,32 @@ impl ChainCache {
         }
         Some(product)
     }
+
+    /// Whether this exact report was verified under this exact certificate before; if not,
+    /// runs `verify` and remembers a success.
+    fn signature(&self, report: &[u8], cert_der: &[u8], verify: impl FnOnce() -> bool) -> bool {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update((report.len() as u64).to_be_bytes());
+        h.update(report);
+        h.update(cert_der);
+        let key: [u8; 32] = h.finalize().into();
+        if let Ok(known) = self.signatures.lock() {
+            if known.contains(&key) {
+                return true;
+            }
+        }
+        if !verify() {
+            return false;
+        }
+        if let Ok(mut known) = self.signatures.lock() {
+            if known.len() >= CHAIN_CACHE_CAPACITY {
+                known.clear();
+            }
+            known.insert(key);
+        }
+        true
+    }
 }
 
 fn chain_uncached(cert: &EndorsementCert, kind: KeyKind, trust: Trust) -> Option<Product> {
@@ -307,7 +336,8 @@ pub fn verify(
     verify_with_cache(evidence, policy, binding, &ChainCache::new())
 }
 
-/// [`verify`] with chain results remembered in `cache`; every other check runs every time.
+/// [`verify`] with chain and report-signature results remembered in `cache`; every other check
+/// runs every time.
 pub fn verify_with_cache(
     evidence: &Evidence,
     policy: &Policy,
@@ -367,8 +397,11 @@ pub fn verify_with_cache(
         .verifying_key()
         .map_err(|e| RejectReason::Certificate(e.to_string()))?;
     let signature = signature_of(&report).ok_or(RejectReason::ReportSignature(kind))?;
-    key.verify(report.signed_bytes(), &signature)
-        .map_err(|_| RejectReason::ReportSignature(kind))?;
+    if !cache.signature(report.as_bytes(), cert.der(), || {
+        key.verify(report.signed_bytes(), &signature).is_ok()
+    }) {
+        return Err(RejectReason::ReportSignature(kind));
+    }
 
     // -- The certificate was issued for this TCB and (VCEK) this chip.
     let reported_tcb = Tcb::decode(report.reported_tcb_raw(), product);

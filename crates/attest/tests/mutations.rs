@@ -305,7 +305,7 @@ fn report_data_must_equal_the_expected_binding() {
 }
 
 #[test]
-fn the_chain_cache_changes_no_verdict() {
+fn the_chain_and_signature_cache_changes_no_verdict() {
     use bulwark_attest::{verify_with_cache, ChainCache};
     let cache = ChainCache::new();
     for _ in 0..2 {
@@ -331,6 +331,13 @@ fn the_chain_cache_changes_no_verdict() {
                 .unwrap_err()
                 .check(),
             "certificate_chain"
+        );
+        // ... nor, once the report's signature is known good, another binding.
+        assert_eq!(
+            verify_with_cache(&good(), &strict(), &Binding::ReportData([7; 64]), &cache)
+                .unwrap_err()
+                .check(),
+            "report_data"
         );
         // ... nor trust in another root.
         let sim = Policy::strict(Trust::Simulated, Measurements::Any);

@@ -1,7 +1,7 @@
 //! rustls configurations for validators: TLS 1.3 only, ring's primitives, the attested
 //! verifier on both sides, and this node's attested certificate.
 
-use crate::identity::LocalIdentity;
+use crate::identity::{LocalIdentity, RotatingIdentity};
 use crate::verifier::AttestedVerifier;
 use rustls::{ClientConfig, ServerConfig};
 use std::sync::Arc;
@@ -35,4 +35,27 @@ pub fn client_config(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_client_auth_cert(vec![identity.cert.clone()], identity.private_key())
+}
+
+/// The accepting side, presenting whatever `identity` holds at each handshake.
+pub fn rotating_server_config(
+    identity: Arc<RotatingIdentity>,
+    verifier: Arc<AttestedVerifier>,
+) -> Result<ServerConfig, rustls::Error> {
+    Ok(ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(identity))
+}
+
+/// The dialling side, presenting whatever `identity` holds at each handshake.
+pub fn rotating_client_config(
+    identity: Arc<RotatingIdentity>,
+    verifier: Arc<AttestedVerifier>,
+) -> Result<ClientConfig, rustls::Error> {
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_cert_resolver(identity))
 }

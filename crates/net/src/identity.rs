@@ -108,3 +108,67 @@ impl LocalIdentity {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_pkcs8.clone()))
     }
 }
+
+/// The certificate a node presents, replaceable while it runs: new connections use the newest
+/// identity, so certificates are re-made before they expire without touching live connections.
+#[derive(Debug)]
+pub struct RotatingIdentity {
+    current: std::sync::RwLock<std::sync::Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl RotatingIdentity {
+    /// Starts with `identity`.
+    pub fn new(identity: &LocalIdentity) -> Result<Self, rustls::Error> {
+        Ok(RotatingIdentity {
+            current: std::sync::RwLock::new(certified(identity)?),
+        })
+    }
+
+    /// Presents `identity` from now on.
+    pub fn replace(&self, identity: &LocalIdentity) -> Result<(), rustls::Error> {
+        let key = certified(identity)?;
+        if let Ok(mut current) = self.current.write() {
+            *current = key;
+        }
+        Ok(())
+    }
+
+    fn get(&self) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        self.current.read().ok().map(|c| c.clone())
+    }
+}
+
+fn certified(
+    identity: &LocalIdentity,
+) -> Result<std::sync::Arc<rustls::sign::CertifiedKey>, rustls::Error> {
+    let key = crate::config::provider()
+        .key_provider
+        .load_private_key(identity.private_key())?;
+    Ok(std::sync::Arc::new(rustls::sign::CertifiedKey::new(
+        vec![identity.cert.clone()],
+        key,
+    )))
+}
+
+impl rustls::server::ResolvesServerCert for RotatingIdentity {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        self.get()
+    }
+}
+
+impl rustls::client::ResolvesClientCert for RotatingIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<std::sync::Arc<rustls::sign::CertifiedKey>> {
+        self.get()
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}

@@ -15,5 +15,5 @@ pub mod extension;
 pub mod identity;
 pub mod verifier;
 
-pub use identity::LocalIdentity;
+pub use identity::{LocalIdentity, RotatingIdentity};
 pub use verifier::{AttestedVerifier, NetworkPolicy, PeerRejected, VerifiedPeer};

@@ -286,3 +286,12 @@ pub fn peer_identity(
         .ok_or(PeerRejected::NoEvidence)?;
     verify_peer_certificate(cert, &verifier.policy, &verifier.cache, now_unix)
 }
+
+/// The named check behind a failed TLS handshake, if the attested verifier refused the peer.
+pub fn rejection_of(error: &std::io::Error) -> Option<PeerRejected> {
+    let tls = error.get_ref()?.downcast_ref::<rustls::Error>()?;
+    let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) = tls else {
+        return None;
+    };
+    other.0.downcast_ref::<PeerRejected>().cloned()
+}

@@ -193,13 +193,8 @@ fn run_raw(
     }
 }
 
-/// The named check behind a TLS failure, if it was the attested verifier's.
 fn rejection(e: &std::io::Error) -> Option<PeerRejected> {
-    let tls = e.get_ref()?.downcast_ref::<rustls::Error>()?;
-    let rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) = tls else {
-        return None;
-    };
-    other.0.downcast_ref::<PeerRejected>().cloned()
+    bulwark_net::verifier::rejection_of(e)
 }
 
 fn validator_server(policy: NetworkPolicy) -> rustls::ServerConfig {

@@ -2,6 +2,7 @@
 //! `config/genesis.json`, `config/node_key.json`, `config/priv_validator_key.json`, `data/`.
 //! Everything read from it is checked, and a problem names the file.
 
+use bulwark_attest::{HexBytes, Measurements, Policy, Trust};
 use bulwark_types::tendermint::{
     account, chain, consensus, private_key::PrivateKey, validator, Genesis, PublicKey, Time,
 };
@@ -197,6 +198,8 @@ pub struct Home {
     pub config: NodeConfig,
     /// genesis.json.
     pub genesis: Genesis<serde_json::Value>,
+    /// genesis.json's `attestation` section: which evidence the network admits.
+    pub attestation: Policy,
     /// The validator key.
     pub validator_key: PrivValidatorKey,
     /// The node key.
@@ -352,6 +355,51 @@ pub fn init(home: &Path, chain_id: &str) -> Result<(), HomeError> {
     write_home(home, &NodeConfig::new("node", 26656, 26657), &genesis, &key)
 }
 
+/// The measurement a simulated PSP reports for this program: SHA-384 of the running
+/// executable (process mode has no launch measurement; this names exactly what runs).
+pub fn simulated_measurement() -> Result<[u8; 48], HomeError> {
+    use sha2::Digest;
+    let exe = std::env::current_exe().map_err(|source| HomeError::Io {
+        path: PathBuf::from("(current executable)"),
+        source,
+    })?;
+    let bytes = std::fs::read(&exe).map_err(|source| HomeError::Io {
+        path: exe.clone(),
+        source,
+    })?;
+    Ok(sha2::Sha384::digest(&bytes).into())
+}
+
+/// The attestation policy a new development network gets: simulated trust, strict defaults,
+/// and only this very binary's measurement.
+pub fn development_policy() -> Result<Policy, HomeError> {
+    Ok(Policy::strict(
+        Trust::Simulated,
+        Measurements::OneOf(vec![HexBytes(simulated_measurement()?)]),
+    ))
+}
+
+/// genesis.json: CometBFT's document plus Bulwark's `attestation` section.
+fn genesis_json(
+    genesis: &Genesis<serde_json::Value>,
+    attestation: &Policy,
+    path: &Path,
+) -> Result<String, HomeError> {
+    let invalid = |reason: String| HomeError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut value = serde_json::to_value(genesis).map_err(|e| invalid(e.to_string()))?;
+    let policy = serde_json::to_value(attestation).map_err(|e| invalid(e.to_string()))?;
+    match &mut value {
+        serde_json::Value::Object(fields) => {
+            fields.insert("attestation".into(), policy);
+        }
+        _ => return Err(invalid("genesis is not a JSON object".into())),
+    }
+    serde_json::to_string_pretty(&value).map_err(|e| invalid(e.to_string()))
+}
+
 fn write_home(
     home: &Path,
     config: &NodeConfig,
@@ -372,7 +420,9 @@ fn write_home(
         reason: e.to_string(),
     })?;
     write_new(&cfg.join("config.toml"), &toml, false)?;
-    write_new(&cfg.join("genesis.json"), &json(genesis), false)?;
+    let genesis_path = cfg.join("genesis.json");
+    let text = genesis_json(genesis, &development_policy()?, &genesis_path)?;
+    write_new(&genesis_path, &text, false)?;
     let data = home.join("data");
     std::fs::create_dir_all(&data).map_err(|source| HomeError::Io { path: data, source })
 }
@@ -404,6 +454,25 @@ impl Home {
         if genesis.initial_height < 1 {
             return Err(invalid(&p, "initial_height must be at least 1".into()));
         }
+        #[derive(Deserialize)]
+        struct AttestationSection {
+            attestation: Option<Policy>,
+        }
+        let section: AttestationSection =
+            serde_json::from_str(&s).map_err(|e| invalid(&p, format!("attestation: {e}")))?;
+        let attestation = section.attestation.ok_or_else(|| {
+            invalid(
+                &p,
+                "no \"attestation\" section: a Bulwark network states which evidence it admits"
+                    .into(),
+            )
+        })?;
+        if attestation.measurements == Measurements::Any {
+            return Err(invalid(
+                &p,
+                "attestation.measurements must list the allowed measurements".into(),
+            ));
+        }
         let (p, s) = read(cfg.join("priv_validator_key.json"))?;
         let validator_key: PrivValidatorKey =
             serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
@@ -419,6 +488,7 @@ impl Home {
             dir: dir.to_path_buf(),
             config,
             genesis,
+            attestation,
             validator_key,
             node_key,
         })

@@ -8,4 +8,5 @@ pub mod mempool;
 pub mod proposal;
 pub mod rpc;
 pub mod run;
+pub mod transport;
 pub mod wire;

@@ -9,9 +9,11 @@ use crate::home::Home;
 use crate::mempool::MempoolConfig;
 use crate::rpc::answer::{answer, committed_tx, NodeView, Reply};
 use crate::rpc::{RpcLimits, RpcRequest};
+use crate::transport::{Attested, Transport, CERT_LIFETIME};
 use crate::wire::{self, FrameDecoder, Payload};
 use bulwark_app::kvstore::KvStore;
 use bulwark_consensus::Config;
+use bulwark_net::VerifiedPeer;
 use bulwark_store::Store;
 use bulwark_types::tendermint::private_key::PrivateKey;
 use bulwark_types::tendermint::{node, Time};
@@ -54,6 +56,7 @@ struct Peer {
     started: Time,
     traffic: Arc<Traffic>,
     hello: Option<wire::Hello>,
+    attested: VerifiedPeer,
 }
 
 enum Event {
@@ -117,9 +120,12 @@ struct Link {
     events: mpsc::Sender<Event>,
 }
 
+type PeerRead = tokio::io::ReadHalf<tokio_rustls::TlsStream<TcpStream>>;
+type PeerWrite = tokio::io::WriteHalf<tokio_rustls::TlsStream<TcpStream>>;
+
 async fn reader(
     id: PeerId,
-    stream: tokio::net::tcp::OwnedReadHalf,
+    stream: PeerRead,
     link: Link,
     traffic: Arc<Traffic>,
     closed: tokio::sync::oneshot::Sender<()>,
@@ -130,12 +136,7 @@ async fn reader(
     let _ = closed.send(());
 }
 
-async fn read_frames(
-    id: PeerId,
-    mut stream: tokio::net::tcp::OwnedReadHalf,
-    link: &Link,
-    traffic: &Traffic,
-) {
+async fn read_frames(id: PeerId, mut stream: PeerRead, link: &Link, traffic: &Traffic) {
     let events = &link.events;
     let mut decoder = FrameDecoder::new(link.max_frame);
     let mut buf = vec![0u8; 64 * 1024];
@@ -176,11 +177,7 @@ async fn read_frames(
     }
 }
 
-async fn writer(
-    mut stream: tokio::net::tcp::OwnedWriteHalf,
-    mut frames: mpsc::Receiver<Vec<u8>>,
-    traffic: Arc<Traffic>,
-) {
+async fn writer(mut stream: PeerWrite, mut frames: mpsc::Receiver<Vec<u8>>, traffic: Arc<Traffic>) {
     while let Some(frame) = frames.recv().await {
         if stream.write_all(&frame).await.is_err() {
             break;
@@ -195,14 +192,22 @@ async fn writer(
 /// receiver resolves when the connection closes.
 async fn spawn_peer(
     id: PeerId,
-    stream: TcpStream,
+    (stream, attested): Attested,
     addr: SocketAddr,
     outbound: bool,
     link: Link,
     hello: Vec<u8>,
 ) -> tokio::sync::oneshot::Receiver<()> {
-    let _ = stream.set_nodelay(true);
-    let (r, w) = stream.into_split();
+    tracing::info!(
+        peer = id,
+        %addr,
+        validator = %validator_address(&attested.consensus_key),
+        measurement = %hex::encode(attested.measurement),
+        chip = %hex::encode(&attested.chip_id[..8]),
+        tcb = ?attested.reported_tcb,
+        "peer attested"
+    );
+    let (r, w) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(PEER_QUEUE);
     let _ = tx.try_send(hello);
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
@@ -215,12 +220,31 @@ async fn spawn_peer(
         started: Time::now(),
         traffic: traffic.clone(),
         hello: None,
+        attested,
     };
     // Registered before the reader can report anything, so no input arrives from an unknown peer.
     let _ = link.events.send(Event::Connected(id, peer)).await;
     tokio::spawn(writer(w, rx, traffic.clone()));
     tokio::spawn(reader(id, r, link, traffic, closed_tx));
     closed_rx
+}
+
+/// The CometBFT address of a validator's ed25519 key (hex).
+fn validator_address(key: &[u8; 32]) -> String {
+    bulwark_types::tendermint::PublicKey::from_raw_ed25519(key)
+        .and_then(|k| k.ed25519())
+        .map(|k| bulwark_types::tendermint::account::Id::from(k).to_string())
+        .unwrap_or_else(|| hex::encode(key))
+}
+
+/// What `net_info` shows of a peer's verified evidence.
+fn attestation_json(peer: &VerifiedPeer) -> Value {
+    serde_json::json!({
+        "validator_address": validator_address(&peer.consensus_key),
+        "measurement": hex::encode(peer.measurement),
+        "chip_id": hex::encode(peer.chip_id),
+        "reported_tcb": peer.reported_tcb,
+    })
 }
 
 /// This node's `node_info` (status and the Hello it sends).
@@ -240,8 +264,8 @@ fn node_info(home: &Home) -> anyhow::Result<node::Info> {
     Ok(serde_json::from_value(info)?)
 }
 
-/// A connected peer as `net_info` shows it.
-fn peer_info(peer: &Peer, own: &node::Info) -> Option<net_info::PeerInfo> {
+/// A connected peer as `net_info` shows it, with its verified attestation.
+fn peer_info(peer: &Peer, own: &node::Info) -> Option<(net_info::PeerInfo, Value)> {
     let hello = peer.hello.as_ref()?;
     let mut info = own.clone();
     info.id = hello.node_id.parse().ok()?;
@@ -265,7 +289,7 @@ fn peer_info(peer: &Peer, own: &node::Info) -> Option<net_info::PeerInfo> {
         time_rem: 0,
         progress: 0,
     };
-    Some(net_info::PeerInfo {
+    let info = net_info::PeerInfo {
         node_info: info,
         is_outbound: peer.outbound,
         connection_status: net_info::ConnectionStatus {
@@ -275,7 +299,8 @@ fn peer_info(peer: &Peer, own: &node::Info) -> Option<net_info::PeerInfo> {
             channels: vec![],
         },
         remote_ip: peer.addr.ip(),
-    })
+    };
+    Some((info, attestation_json(&peer.attested)))
 }
 
 /// Runs the node until SIGINT/SIGTERM.
@@ -388,37 +413,56 @@ async fn run(home: Home) -> anyhow::Result<()> {
             ..RpcLimits::default()
         },
     ));
+    let mut transport = Transport::new(&home)?;
+    let tls = transport.handle();
     let next_id = Arc::new(AtomicU64::new(1));
     {
-        let link = link.clone();
-        let next_id = next_id.clone();
-        let hello = hello.clone();
+        let (link, next_id, hello, tls) =
+            (link.clone(), next_id.clone(), hello.clone(), tls.clone());
         tokio::spawn(async move {
             while let Ok((stream, addr)) = listener.accept().await {
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                // Inbound connections are not redialled: the close notice is not needed.
-                drop(spawn_peer(id, stream, addr, false, link.clone(), hello.clone()).await);
+                let _ = stream.set_nodelay(true);
+                let (link, next_id, hello, tls) =
+                    (link.clone(), next_id.clone(), hello.clone(), tls.clone());
+                // Each handshake in its own task: a slow or hostile one blocks nobody.
+                tokio::spawn(async move {
+                    match tls.accept(stream).await {
+                        Ok(attested) => {
+                            let id = next_id.fetch_add(1, Ordering::Relaxed);
+                            // Inbound connections are not redialled: no close notice needed.
+                            drop(spawn_peer(id, attested, addr, false, link, hello).await);
+                        }
+                        Err(why) => tracing::warn!(%addr, "refused inbound peer: {why}"),
+                    }
+                });
             }
         });
     }
     // Keep one outbound connection to every persistent peer, reconnecting when it drops.
     for peer in home.config.p2p.persistent_peers.clone() {
-        let link = link.clone();
-        let next_id = next_id.clone();
-        let hello = hello.clone();
+        let (link, next_id, hello, tls) =
+            (link.clone(), next_id.clone(), hello.clone(), tls.clone());
         tokio::spawn(async move {
             loop {
                 if link.events.is_closed() {
                     return;
                 }
-                match TcpStream::connect(peer).await {
-                    Ok(stream) => {
+                let Ok(stream) = TcpStream::connect(peer).await else {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                match tls.dial(stream).await {
+                    Ok(attested) => {
                         let id = next_id.fetch_add(1, Ordering::Relaxed);
                         let closed =
-                            spawn_peer(id, stream, peer, true, link.clone(), hello.clone()).await;
+                            spawn_peer(id, attested, peer, true, link.clone(), hello.clone()).await;
                         let _ = closed.await;
                     }
-                    Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+                    Err(why) => {
+                        tracing::warn!(%peer, "refused peer: {why}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
                 }
             }
         });
@@ -431,6 +475,10 @@ async fn run(home: Home) -> anyhow::Result<()> {
     let mut waiters = CommitWaiters::default();
     let mut timers = Timers::default();
     let mut tick = tokio::time::interval(TICK);
+    let mut recertify = tokio::time::interval_at(
+        tokio::time::Instant::now() + CERT_LIFETIME / 2,
+        CERT_LIFETIME / 2,
+    );
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut outputs = first;
     loop {
@@ -507,6 +555,13 @@ async fn run(home: Home) -> anyhow::Result<()> {
                 match timers.pop() { Some(i) => i, None => continue }
             }
             _ = tick.tick() => Input::Tick,
+            _ = recertify.tick() => {
+                match transport.refresh() {
+                    Ok(()) => tracing::info!("re-attested: new connections present a fresh certificate"),
+                    Err(e) => tracing::error!("re-attestation failed (the current certificate stays until it expires): {e}"),
+                }
+                continue;
+            }
             r = tokio::signal::ctrl_c() => { tracing::info!(?r, "SIGINT"); break }
             _ = sigterm.recv() => { tracing::info!("SIGTERM"); break }
         };

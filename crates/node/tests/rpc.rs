@@ -307,7 +307,8 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
     let (status, _) = raw_http(&addr0, b"\x16\x03\x01\x02\x00garbage\r\n\r\n");
     assert_ne!(status, 200);
 
-    // Peers: an oversized frame and undecodable bytes each close that connection only.
+    // The peer port: bytes that are not a TLS handshake (here an oversized frame header and
+    // undecodable bytes) close that connection only.
     let p2p0 = format!("127.0.0.1:{}", base);
     for bytes in [
         vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
@@ -317,7 +318,7 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
         peer.set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
         peer.write_all(&bytes).unwrap();
-        // The node introduces itself, then closes the connection: EOF, not a hang.
+        // The node closes the connection: EOF, not a hang.
         let mut sink = Vec::new();
         let closed = peer.read_to_end(&mut sink);
         assert!(

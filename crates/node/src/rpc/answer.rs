@@ -24,8 +24,8 @@ pub struct NodeView<'a> {
     pub node_info: &'a node::Info,
     /// genesis.json.
     pub genesis: &'a Genesis<Value>,
-    /// Connected peers.
-    pub peers: Vec<endpoint::net_info::PeerInfo>,
+    /// Connected peers, each with what its verified evidence says (shown as `attestation`).
+    pub peers: Vec<(endpoint::net_info::PeerInfo, Value)>,
     /// Where the node listens for peers.
     pub listeners: Vec<String>,
     /// The validator key's public half.
@@ -355,12 +355,21 @@ fn net_info(node: &NodeView<'_>) -> Result<Value, ResponseError> {
         .map(|l| serde_json::from_value(Value::String(l.clone())))
         .collect::<Result<_, _>>()
         .map_err(|e| internal(e.to_string()))?;
-    to_value(&endpoint::net_info::Response {
+    let mut value = to_value(&endpoint::net_info::Response {
         listening: true,
         listeners,
         n_peers: node.peers.len() as u64,
-        peers: node.peers.clone(),
-    })
+        peers: node.peers.iter().map(|(p, _)| p.clone()).collect(),
+    })?;
+    // Each peer's verified identity (validator, measurement, chip, TCB) beside CometBFT's fields.
+    if let Some(peers) = value.get_mut("peers").and_then(Value::as_array_mut) {
+        for (shown, (_, attestation)) in peers.iter_mut().zip(&node.peers) {
+            if let Value::Object(fields) = shown {
+                fields.insert("attestation".into(), attestation.clone());
+            }
+        }
+    }
+    Ok(value)
 }
 
 fn num_unconfirmed_txs(engine: &Engine) -> Result<Value, ResponseError> {

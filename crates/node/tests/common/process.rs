@@ -24,6 +24,32 @@ pub struct Node {
     pub last: u64,
     /// The last lines the node logged, for the failure message.
     tail: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    /// Every line about admitting or refusing peers.
+    pub peer_log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Node {
+    /// Waits until a peer-log line contains `needle`; returns it.
+    pub fn wait_for_peer_log(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self
+                .peer_log
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains(needle))
+            {
+                return line.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no peer log line with {needle:?}; have {:#?}",
+                self.peer_log.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Node {
@@ -84,8 +110,15 @@ pub fn start(home: &Path) -> Node {
     let (tx, rx) = mpsc::channel();
     let tail = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
     let keep = tail.clone();
+    let peer_log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep_peers = peer_log.clone();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("refused") || line.contains("peer attested") {
+                if let Ok(mut p) = keep_peers.lock() {
+                    p.push(line.clone());
+                }
+            }
             if let Ok(mut t) = keep.lock() {
                 t.push_back(line.clone());
                 if t.len() > 15 {
@@ -104,6 +137,7 @@ pub fn start(home: &Path) -> Node {
         heights: rx,
         last: 0,
         tail,
+        peer_log,
     }
 }
 

@@ -1,0 +1,195 @@
+//! The seam between the driver and the network: every validator connection is mutually
+//! attested TLS 1.3 (`bulwark-net`). This node's certificate carries fresh evidence from its
+//! evidence source (the SEV-SNP guest device under `amd` trust, the simulated PSP under
+//! `simulated` trust) and is re-made at half its lifetime; peers are admitted only by the
+//! network's policy from genesis.
+
+use crate::home::{simulated_measurement, Home};
+use bulwark_attest::simulated::SimulatedPsp;
+use bulwark_attest::{EvidenceSource, GuestDevice, Trust};
+use bulwark_net::config::{rotating_client_config, rotating_server_config, SERVER_NAME};
+use bulwark_net::verifier::{peer_identity, rejection_of};
+use bulwark_net::{AttestedVerifier, LocalIdentity, NetworkPolicy, RotatingIdentity, VerifiedPeer};
+use sha2::Digest;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpStream;
+use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
+
+/// How long this node's certificates are valid.
+pub const CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// A handshake that takes longer is abandoned.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Attested TLS for one node.
+pub struct Transport {
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+    verifier: Arc<AttestedVerifier>,
+    identity: Arc<RotatingIdentity>,
+    source: Box<dyn EvidenceSource>,
+    consensus_key: [u8; 32],
+    chain_id: String,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("chain_id", &self.chain_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where this node's evidence comes from, by the network's trust.
+fn evidence_source(home: &Home) -> anyhow::Result<Box<dyn EvidenceSource>> {
+    match home.attestation.trust {
+        Trust::Amd => Ok(Box::new(GuestDevice::open().map_err(|e| {
+            anyhow::anyhow!("this network's genesis trusts AMD hardware only: {e}")
+        })?)),
+        Trust::Simulated => {
+            tracing::warn!(
+                "SIMULATED ATTESTATION: this network's genesis trusts the project's simulated \
+                 PSP. Its evidence proves nothing about hardware or isolation; never let a \
+                 network that carries value use `simulated` trust."
+            );
+            // A stable simulated chip per node; the simulated root is public, so nothing here
+            // is a secret.
+            let node_public = home.node_key.priv_key.public_key().to_bytes();
+            let chip_secret: [u8; 32] =
+                sha2::Sha256::digest([b"bulwark simulated chip".as_slice(), &node_public].concat())
+                    .into();
+            Ok(Box::new(SimulatedPsp::new(
+                chip_secret,
+                simulated_measurement()?,
+            )))
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Transport {
+    /// Makes this node's first certificate and the TLS configurations.
+    pub fn new(home: &Home) -> anyhow::Result<Self> {
+        let mut source = evidence_source(home)?;
+        let consensus_key: [u8; 32] = home
+            .validator_key
+            .pub_key
+            .ed25519()
+            .map(|k| k.as_bytes().to_vec())
+            .and_then(|k| k.try_into().ok())
+            .ok_or_else(|| anyhow::anyhow!("the validator key is not ed25519"))?;
+        let chain_id = home.genesis.chain_id.to_string();
+        let validators = home
+            .genesis
+            .validators
+            .iter()
+            .filter_map(|v| v.pub_key.ed25519())
+            .filter_map(|k| k.as_bytes().try_into().ok())
+            .collect();
+        let policy = NetworkPolicy {
+            attestation: home.attestation.clone(),
+            chain_id: chain_id.clone(),
+            validators,
+        };
+        let verifier = Arc::new(AttestedVerifier::new(
+            policy,
+            &bulwark_net::config::provider(),
+        ));
+        let identity = LocalIdentity::new(
+            source.as_mut(),
+            consensus_key,
+            &chain_id,
+            SystemTime::now(),
+            CERT_LIFETIME,
+        )?;
+        let identity = Arc::new(RotatingIdentity::new(&identity)?);
+        let server = rotating_server_config(identity.clone(), verifier.clone())?;
+        let client = rotating_client_config(identity.clone(), verifier.clone())?;
+        Ok(Transport {
+            acceptor: TlsAcceptor::from(Arc::new(server)),
+            connector: TlsConnector::from(Arc::new(client)),
+            verifier,
+            identity,
+            source,
+            consensus_key,
+            chain_id,
+        })
+    }
+
+    /// Re-makes this node's certificate with fresh evidence; new connections present it.
+    pub fn refresh(&mut self) -> anyhow::Result<()> {
+        let identity = LocalIdentity::new(
+            self.source.as_mut(),
+            self.consensus_key,
+            &self.chain_id,
+            SystemTime::now(),
+            CERT_LIFETIME,
+        )?;
+        self.identity.replace(&identity)?;
+        Ok(())
+    }
+
+    /// A handle for accepting and dialling from other tasks.
+    pub fn handle(&self) -> TransportHandle {
+        TransportHandle {
+            acceptor: self.acceptor.clone(),
+            connector: self.connector.clone(),
+            verifier: self.verifier.clone(),
+        }
+    }
+}
+
+/// What connection tasks need of the transport.
+#[derive(Clone)]
+pub struct TransportHandle {
+    acceptor: TlsAcceptor,
+    connector: TlsConnector,
+    verifier: Arc<AttestedVerifier>,
+}
+
+/// An established, attested connection.
+pub type Attested = (TlsStream<TcpStream>, VerifiedPeer);
+
+fn refused(e: std::io::Error) -> String {
+    match rejection_of(&e) {
+        Some(reason) => format!("check={} {reason}", reason.check()),
+        None => e.to_string(),
+    }
+}
+
+impl TransportHandle {
+    fn identify(
+        &self,
+        certs: Option<&[rustls::pki_types::CertificateDer<'_>]>,
+    ) -> Result<VerifiedPeer, String> {
+        peer_identity(&self.verifier, certs, now_unix())
+            .map_err(|r| format!("check={} {r}", r.check()))
+    }
+
+    /// Accepts an inbound connection; the error names why the peer was refused.
+    pub async fn accept(&self, tcp: TcpStream) -> Result<Attested, String> {
+        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp))
+            .await
+            .map_err(|_| "handshake timed out".to_string())?
+            .map_err(refused)?;
+        let peer = self.identify(tls.get_ref().1.peer_certificates())?;
+        Ok((TlsStream::Server(tls), peer))
+    }
+
+    /// Dials a peer; the error names why it was refused.
+    pub async fn dial(&self, tcp: TcpStream) -> Result<Attested, String> {
+        let name =
+            rustls::pki_types::ServerName::try_from(SERVER_NAME).map_err(|e| e.to_string())?;
+        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.connector.connect(name, tcp))
+            .await
+            .map_err(|_| "handshake timed out".to_string())?
+            .map_err(refused)?;
+        let peer = self.identify(tls.get_ref().1.peer_certificates())?;
+        Ok((TlsStream::Client(tls), peer))
+    }
+}
