@@ -30,49 +30,85 @@ fn genesis(home: &std::path::Path) -> serde_json::Value {
         .unwrap()
 }
 
-/// A certificate an attacker makes: evidence from `psp` binding `consensus` and `chain` (or no
-/// evidence at all).
-fn attacker_cert(psp: Option<&mut SimulatedPsp>, consensus: [u8; 32], chain: &str) -> Presented {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+/// Evidence an attacker gets from `psp` for `key`, binding `consensus` and `chain`, as the
+/// extension's bytes, after `bend` changed it.
+fn evidence_for(
+    psp: &mut SimulatedPsp,
+    key: &rcgen::KeyPair,
+    consensus: [u8; 32],
+    chain: &str,
+    bend: impl FnOnce(&mut bulwark_attest::Evidence),
+) -> Vec<u8> {
+    let mut evidence = psp
+        .evidence(report_data(&key.public_key_der(), &consensus, chain))
+        .unwrap();
+    bend(&mut evidence);
+    CertEvidence {
+        consensus_key: consensus,
+        report: evidence.report,
+        endorsement: evidence.endorsement_cert,
+    }
+    .encode()
+    .unwrap()
+}
+
+/// A certificate for `key` with `extension` (raw value), valid from `from` to `until`
+/// (relative to now).
+fn certificate(
+    key: &rcgen::KeyPair,
+    extension: Option<Vec<u8>>,
+    from: time::Duration,
+    until: time::Duration,
+) -> Presented {
     let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()]).unwrap();
     let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::minutes(1);
-    params.not_after = now + time::Duration::hours(1);
-    if let Some(psp) = psp {
-        let evidence = psp
-            .evidence(report_data(&key.public_key_der(), &consensus, chain))
-            .unwrap();
-        let ext = CertEvidence {
-            consensus_key: consensus,
-            report: evidence.report,
-            endorsement: evidence.endorsement_cert,
-        }
-        .encode()
-        .unwrap();
+    params.not_before = now + from;
+    params.not_after = now + until;
+    if let Some(ext) = extension {
         params
             .custom_extensions
             .push(rcgen::CustomExtension::from_oid_content(&OID_ARCS, ext));
     }
-    let cert = params.self_signed(&key).unwrap();
+    let cert = params.self_signed(key).unwrap();
     (cert.der().clone(), key.serialize_der())
+}
+
+fn fresh_key() -> rcgen::KeyPair {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap()
+}
+
+/// A certificate an attacker makes, valid now: evidence from `psp` binding `consensus` and
+/// `chain` (or no evidence at all).
+fn attacker_cert(psp: Option<&mut SimulatedPsp>, consensus: [u8; 32], chain: &str) -> Presented {
+    let key = fresh_key();
+    let ext = psp.map(|p| evidence_for(p, &key, consensus, chain, |_| {}));
+    certificate(
+        &key,
+        ext,
+        -time::Duration::minutes(1),
+        time::Duration::hours(1),
+    )
 }
 
 /// A certificate (DER) and its key (PKCS#8 DER), as a client presents them.
 type Presented = (rustls::pki_types::CertificateDer<'static>, Vec<u8>);
 
-/// Accepts any server: the attacker only wants to be let in.
-#[derive(Debug)]
-struct AnyServer;
+/// Accepts any server (the attacker only wants to be let in), keeping the certificate it saw.
+#[derive(Debug, Default)]
+struct AnyServer(std::sync::Mutex<Option<rustls::pki_types::CertificateDer<'static>>>);
 
 impl rustls::client::danger::ServerCertVerifier for AnyServer {
     fn verify_server_cert(
         &self,
-        _: &rustls::pki_types::CertificateDer<'_>,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
         _: &[rustls::pki_types::CertificateDer<'_>],
         _: &ServerName<'_>,
         _: &[u8],
         _: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if let Ok(mut seen) = self.0.lock() {
+            *seen = Some(end_entity.clone().into_owned());
+        }
         Ok(rustls::client::danger::ServerCertVerified::assertion())
     }
     fn verify_tls12_signature(
@@ -98,21 +134,45 @@ impl rustls::client::danger::ServerCertVerifier for AnyServer {
     }
 }
 
+/// Presents one certificate and key, matching or not.
+#[derive(Debug)]
+struct Present(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for Present {
+    fn resolve(
+        &self,
+        _: &[&[u8]],
+        _: &[rustls::SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// Connects to `addr` presenting `cert` (or nothing) and tries to exchange a frame; returns
 /// whether the node let it through.
 fn attack(addr: &str, cert: Option<Presented>) -> bool {
+    attack_seeing(addr, cert, Arc::new(AnyServer::default()))
+}
+
+fn attack_seeing(addr: &str, cert: Option<Presented>, server: Arc<AnyServer>) -> bool {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyServer));
+        .with_custom_certificate_verifier(server);
     let config = match cert {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(
-                vec![cert],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
-            )
-            .unwrap(),
+        // Presented whatever the key (a thief's client: rustls would refuse a mismatched pair).
+        Some((cert, key)) => {
+            let key = provider()
+                .key_provider
+                .load_private_key(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)))
+                .unwrap();
+            let certified = Arc::new(rustls::sign::CertifiedKey::new(vec![cert], key));
+            builder.with_client_cert_resolver(Arc::new(Present(certified)))
+        }
         None => builder.with_no_client_auth(),
     };
     let conn =
@@ -136,6 +196,17 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
     let dir = tempfile::tempdir().unwrap();
     let base = base_port(2);
     let homes = testnet(dir.path(), base);
+    // The network requires the simulated chips' TCB as its minimum, so an older TCB is refused.
+    let minimum = SimulatedPsp::new([0; 32], [0; 48]).tcb;
+    for home in &homes {
+        let mut g = genesis(home);
+        g["attestation"]["minimum_tcb"] = serde_json::to_value(minimum).unwrap();
+        std::fs::write(
+            home.join("config/genesis.json"),
+            serde_json::to_string_pretty(&g).unwrap(),
+        )
+        .unwrap();
+    }
     let g = genesis(&homes[0]);
     assert_eq!(g["attestation"]["trust"], "simulated");
     assert_eq!(
@@ -216,6 +287,62 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
         ("check=not_a_validator", {
             Some(attacker_cert(Some(&mut genuine_chip()), [5; 32], &chain))
         }),
+        ("check=minimum_tcb", {
+            let mut old = genuine_chip();
+            old.tcb.snp -= 1;
+            Some(attacker_cert(Some(&mut old), validator_key(1), &chain))
+        }),
+        ("check=vmpl", {
+            let mut vmpl1 = genuine_chip();
+            vmpl1.vmpl = 1;
+            Some(attacker_cert(Some(&mut vmpl1), validator_key(1), &chain))
+        }),
+        ("check=report_signature", {
+            let key = fresh_key();
+            let ext = evidence_for(&mut genuine_chip(), &key, validator_key(1), &chain, |e| {
+                e.report[0x2A0] ^= 1
+            });
+            Some(certificate(
+                &key,
+                Some(ext),
+                -time::Duration::minutes(1),
+                time::Duration::hours(1),
+            ))
+        }),
+        ("check=certificate_chain", {
+            // The VCEK's issuer signature forged: as a host-supplied chain looks to a verifier
+            // that trusts pinned roots only.
+            let key = fresh_key();
+            let ext = evidence_for(&mut genuine_chip(), &key, validator_key(1), &chain, |e| {
+                let n = e.endorsement_cert.len();
+                e.endorsement_cert[n - 10] ^= 0x55;
+            });
+            Some(certificate(
+                &key,
+                Some(ext),
+                -time::Duration::minutes(1),
+                time::Duration::hours(1),
+            ))
+        }),
+        ("check=evidence_malformed", {
+            let key = fresh_key();
+            Some(certificate(
+                &key,
+                Some(vec![0x30, 0x03, 0x02, 0x01]),
+                -time::Duration::minutes(1),
+                time::Duration::hours(1),
+            ))
+        }),
+        ("check=validity", {
+            let key = fresh_key();
+            let ext = evidence_for(&mut genuine_chip(), &key, validator_key(1), &chain, |_| {});
+            Some(certificate(
+                &key,
+                Some(ext),
+                -time::Duration::hours(3),
+                -time::Duration::hours(2),
+            ))
+        }),
     ];
     for (expected, cert) in cases {
         assert!(
@@ -224,6 +351,56 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
         );
         let line = nodes[0].wait_for_peer_log(expected, Duration::from_secs(15));
         assert!(line.contains("refused inbound peer"), "{line}");
+    }
+    // Another chip's VCEK under a genuine report.
+    {
+        let key = fresh_key();
+        let other_chip = SimulatedPsp::new([79; 32], measurement);
+        let foreign_vcek = other_chip
+            .evidence(report_data(
+                &key.public_key_der(),
+                &validator_key(1),
+                &chain,
+            ))
+            .unwrap()
+            .endorsement_cert;
+        let ext = evidence_for(&mut genuine_chip(), &key, validator_key(1), &chain, |e| {
+            e.endorsement_cert = foreign_vcek
+        });
+        let cert = certificate(
+            &key,
+            Some(ext),
+            -time::Duration::minutes(1),
+            time::Duration::hours(1),
+        );
+        let before = nodes[0].peer_log.lock().unwrap().len();
+        assert!(!attack(&p2p0, Some(cert)), "another chip's VCEK was let in");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while nodes[0].peer_log.lock().unwrap()[before..]
+            .iter()
+            .all(|l| !l.contains("check=report_signature"))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no report_signature refusal"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // A genuine validator's certificate, replayed by someone without its TLS key: the
+    // certificate passes every check, the handshake signature does not.
+    {
+        let seen = Arc::new(AnyServer::default());
+        let p2p1 = format!("127.0.0.1:{}", base + 10);
+        assert!(!attack_seeing(&p2p1, None, seen.clone()));
+        let stolen = seen
+            .0
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("node 1 showed its certificate");
+        assert!(!attack(&p2p0, Some((stolen, fresh_key().serialize_der()))));
+        nodes[0].wait_for_peer_log("BadSignature", Duration::from_secs(15));
     }
     // Not TLS at all.
     {
@@ -244,4 +421,30 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
     for n in nodes.iter_mut() {
         stop_cleanly(n);
     }
+}
+
+#[test]
+fn a_node_of_an_amd_trust_network_without_sev_snp_refuses_to_start() {
+    // Simulated evidence can never be presented to an amd-trust network from a node: without
+    // the SEV-SNP guest device it does not start at all (the TLS verifier refusing simulated
+    // evidence under amd trust is in crates/net's attack matrix).
+    let dir = tempfile::tempdir().unwrap();
+    let homes = testnet(dir.path(), base_port(3));
+    let mut g = genesis(&homes[0]);
+    g["attestation"]["trust"] = "amd".into();
+    std::fs::write(
+        homes[0].join("config/genesis.json"),
+        serde_json::to_string_pretty(&g).unwrap(),
+    )
+    .unwrap();
+    let out = common::process::bulwark()
+        .args(["start", "--home", homes[0].to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("trusts AMD hardware only") && stderr.contains("/dev/sev-guest"),
+        "{stderr}"
+    );
 }
