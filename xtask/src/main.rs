@@ -7,6 +7,7 @@ use std::time::Instant;
 
 mod bench;
 mod demo;
+mod image;
 mod load;
 mod network;
 mod sim;
@@ -24,8 +25,13 @@ enum Cmd {
     Sim(sim::SimArgs),
     /// Run every test: unit, rule, simulation sweeps, chain-format checks.
     Test(TestArgs),
-    /// Show Bulwark working end to end (today: the simulated 4-validator network).
+    /// Show Bulwark working end to end: 4 validators, transactions, live progress.
     Demo(DemoArgs),
+    /// Build the measured guest image into target/image (kernel, initramfs, cmdline,
+    /// firmware, measurement.json, SHA256SUMS).
+    Image,
+    /// Print the SEV-SNP launch measurement of target/image (hex, last line).
+    Measure(MeasureArgs),
     /// Measure and write the figures in docs/BENCHMARKS.md.
     Bench(bench::BenchArgs),
     /// Regenerate the simulated PSP's ARK/ASK from the published seed into
@@ -38,6 +44,24 @@ struct TestArgs {
     /// Extra arguments passed to `cargo test`.
     #[arg(trailing_var_arg = true)]
     rest: Vec<String>,
+}
+
+#[derive(Args)]
+struct MeasureArgs {
+    /// Number of vCPUs the VM is launched with.
+    #[arg(long, default_value_t = 4)]
+    vcpus: u32,
+    /// The host's CPU model (each gives a different VMSA).
+    #[arg(long, value_enum, default_value = "milan")]
+    cpu_type: image::CpuModel,
+    /// SEV features the host enables for the guest (0x1 by default; hosts with Linux ≥ 6.6
+    /// often use 0x21).
+    #[arg(long, default_value = "0x1", value_parser = parse_hex)]
+    guest_features: u64,
+}
+
+fn parse_hex(s: &str) -> Result<u64, String> {
+    u64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
@@ -60,8 +84,30 @@ fn main() -> Result<()> {
         Cmd::Test(args) => test(args),
         Cmd::Demo(args) => demo(args),
         Cmd::Bench(args) => bench::run(args),
+        Cmd::Image => image::build(),
+        Cmd::Measure(args) => measure(args),
         Cmd::SimulatedRoot => simulated_root(),
     }
+}
+
+fn measure(args: MeasureArgs) -> Result<()> {
+    let dir = image::image_dir();
+    if !dir.join("bzImage").exists() {
+        bail!(
+            "no image in {}: run `cargo xtask image` first",
+            dir.display()
+        );
+    }
+    let digest = image::launch_digest(&dir, args.vcpus, args.cpu_type, args.guest_features)?;
+    eprintln!(
+        "measure: SEV-SNP launch digest of {} for {} vCPUs, {:?}, guest features {:#x}, QEMU",
+        dir.display(),
+        args.vcpus,
+        args.cpu_type,
+        args.guest_features
+    );
+    println!("{digest}");
+    Ok(())
 }
 
 fn cargo() -> Command {

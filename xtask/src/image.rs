@@ -1,0 +1,599 @@
+//! `cargo xtask image` and `cargo xtask measure`: the measured guest image, built reproducibly
+//! from pinned inputs (`image/pins.toml`, `image/kernel.config`, `kernel-cmdline`), and its
+//! SEV-SNP launch measurement computed with `sev::measurement::snp`.
+//!
+//! Output in `target/image/`: `bzImage`, `initramfs.cpio.gz`, `kernel-cmdline`,
+//! `OVMF.amdsev.fd`, `measurement.json`, `SHA256SUMS`. Fetched inputs are cached by version in
+//! `~/.cache/bulwark/downloads`, the kernel build by the hash of all its inputs in
+//! `~/.cache/bulwark/kernel`.
+
+use crate::network::workspace;
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+#[derive(Deserialize, Debug, Clone)]
+struct Pin {
+    package: String,
+    version: String,
+    suite: String,
+    deb_sha256: String,
+    file: String,
+    file_sha256: String,
+}
+
+#[derive(Deserialize, Debug)]
+struct Pins {
+    kernel: Pin,
+    firmware: Pin,
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("BULWARK_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+                .join(".cache/bulwark")
+        })
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Downloads the pinned .deb with apt (a private apt configuration for the pin's suite, so the
+/// system's sources are untouched), checks its sha256, and returns the pinned file inside it
+/// after checking that file's sha256 too.
+fn fetch(pin: &Pin) -> Result<Vec<u8>> {
+    let downloads = cache_dir().join("downloads");
+    std::fs::create_dir_all(&downloads)?;
+    let deb = downloads.join(format!("{}_{}_all.deb", pin.package, pin.version));
+    if !deb.exists() {
+        let apt = cache_dir().join(format!("apt-{}", pin.suite));
+        for d in ["lists/partial", "cache/archives/partial", "etc"] {
+            std::fs::create_dir_all(apt.join(d))?;
+        }
+        let archive = if pin.suite.ends_with("-security") {
+            "http://deb.debian.org/debian-security"
+        } else {
+            "http://deb.debian.org/debian"
+        };
+        std::fs::write(
+            apt.join("etc/sources.list"),
+            format!(
+                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {archive} {} main\n",
+                pin.suite
+            ),
+        )?;
+        let opts = |c: &mut Command| {
+            c.arg("-o")
+                .arg(format!(
+                    "Dir::Etc::SourceList={}",
+                    apt.join("etc/sources.list").display()
+                ))
+                .args(["-o", "Dir::Etc::SourceParts=/dev/null"])
+                .arg("-o")
+                .arg(format!("Dir::State::Lists={}", apt.join("lists").display()))
+                .arg("-o")
+                .arg(format!("Dir::Cache={}", apt.join("cache").display()))
+                .args(["-o", "Debug::NoLocking=1", "-q"]);
+        };
+        eprintln!(
+            "image: fetching {} {} from Debian {}",
+            pin.package, pin.version, pin.suite
+        );
+        let mut update = Command::new("apt-get");
+        opts(&mut update);
+        run(update.arg("update"))?;
+        let mut download = Command::new("apt-get");
+        opts(&mut download);
+        download
+            .current_dir(&downloads)
+            .arg("download")
+            .arg(format!("{}={}", pin.package, pin.version));
+        if run(&mut download).is_err() {
+            let mut policy = Command::new("apt-cache");
+            opts(&mut policy);
+            let out = policy.arg("policy").arg(&pin.package).output()?;
+            bail!(
+                "Debian {} no longer has {} {} (mirrors keep only the newest version). What it has now:\n{}\nUpdate image/pins.toml deliberately (and republish the measurement).",
+                pin.suite,
+                pin.package,
+                pin.version,
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+    let deb_bytes = std::fs::read(&deb)?;
+    let got = sha256_hex(&deb_bytes);
+    if got != pin.deb_sha256 {
+        bail!(
+            "{}: sha256 {got}, pinned {} — refusing to build from it",
+            deb.display(),
+            pin.deb_sha256
+        );
+    }
+    let tmp = tempdir("deb")?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
+    let bytes = std::fs::read(tmp.join(&pin.file))
+        .with_context(|| format!("{} has no {}", deb.display(), pin.file))?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    let got = sha256_hex(&bytes);
+    if got != pin.file_sha256 {
+        bail!(
+            "{} in {}: sha256 {got}, pinned {}",
+            pin.file,
+            deb.display(),
+            pin.file_sha256
+        );
+    }
+    Ok(bytes)
+}
+
+fn tempdir(tag: &str) -> Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("bulwark-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+/// Installs Debian packages that are missing (as root), or says which are missing.
+pub fn ensure_packages(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| {
+            !Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", p])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+                .unwrap_or(false)
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !root {
+        bail!(
+            "missing Debian packages: {} (install them: apt-get install {})",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    eprintln!("image: installing {}", missing.join(" "));
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q"])
+        .args(&missing))
+}
+
+/// Environment that makes kernel builds reproducible.
+const KBUILD_ENV: &[(&str, &str)] = &[
+    ("KBUILD_BUILD_TIMESTAMP", "Thu Jan  1 00:00:00 UTC 1970"),
+    ("KBUILD_BUILD_USER", "bulwark"),
+    ("KBUILD_BUILD_HOST", "bulwark"),
+    ("KBUILD_BUILD_VERSION", "1"),
+    ("LC_ALL", "C"),
+    ("TZ", "UTC"),
+];
+
+fn gcc_version() -> String {
+    Command::new("gcc")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+/// The kernel, built from the pinned source with `image/kernel.config`, cached by the hash of
+/// everything that goes into it. Returns (bzImage bytes, build seconds or None if cached).
+fn kernel(source_tarball: &[u8], config_fragment: &str) -> Result<(Vec<u8>, Option<f64>)> {
+    let mut h = Sha256::new();
+    h.update(Sha256::digest(source_tarball));
+    h.update(config_fragment.as_bytes());
+    h.update(gcc_version().as_bytes());
+    for (k, v) in KBUILD_ENV {
+        h.update(k.as_bytes());
+        h.update(v.as_bytes());
+    }
+    let key = hex::encode(h.finalize());
+    let cached = cache_dir().join("kernel").join(&key[..16]).join("bzImage");
+    if let Ok(bytes) = std::fs::read(&cached) {
+        eprintln!("image: kernel from cache ({})", cached.display());
+        return Ok((bytes, None));
+    }
+    ensure_packages(&[
+        "build-essential",
+        "flex",
+        "bison",
+        "bc",
+        "libelf-dev",
+        "cpio",
+        "xz-utils",
+    ])?;
+    let started = Instant::now();
+    let dir = tempdir("kernel")?;
+    std::fs::write(dir.join("linux.tar.xz"), source_tarball)?;
+    run(Command::new("tar")
+        .current_dir(&dir)
+        .args(["-xf", "linux.tar.xz"]))?;
+    let src = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .find(|p| p.is_dir())
+        .context("the kernel tarball holds no directory")?;
+    let make = |args: &[&str]| -> Result<()> {
+        let mut c = Command::new("make");
+        c.current_dir(&src).args(args);
+        for (k, v) in KBUILD_ENV {
+            c.env(k, v);
+        }
+        run(&mut c)
+    };
+    make(&["tinyconfig"])?;
+    let mut config = std::fs::OpenOptions::new()
+        .append(true)
+        .open(src.join(".config"))?;
+    config.write_all(config_fragment.as_bytes())?;
+    drop(config);
+    make(&["olddefconfig"])?;
+    let final_config = std::fs::read_to_string(src.join(".config"))?;
+    for line in config_fragment.lines().filter(|l| l.starts_with("CONFIG_")) {
+        if !final_config.lines().any(|l| l == line) {
+            bail!("kernel config: {line} did not survive olddefconfig (a missing dependency?)");
+        }
+    }
+    let jobs = format!(
+        "-j{}",
+        std::thread::available_parallelism().map_or(2, |n| n.get())
+    );
+    make(&[&jobs, "bzImage"])?;
+    let bytes = std::fs::read(src.join("arch/x86/boot/bzImage"))?;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(parent) = cached.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&cached, &bytes)?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((bytes, Some(seconds)))
+}
+
+/// The static `bulwark` binary, built so that its bytes do not depend on where the checkout is.
+fn static_bulwark() -> Result<Vec<u8>> {
+    let root = workspace().canonicalize()?;
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let target = root.join("target/image-build");
+    let flags = format!(
+        "-C target-feature=+crt-static -C link-arg=-Wl,--build-id=none --remap-path-prefix={}=/src --remap-path-prefix={home}/.cargo=/cargo --remap-path-prefix={home}/.rustup=/rustup",
+        root.display()
+    );
+    eprintln!("image: building the static bulwark binary");
+    run(
+        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .current_dir(&root)
+            .env("RUSTFLAGS", flags)
+            .env("CARGO_TARGET_DIR", &target)
+            .env("SOURCE_DATE_EPOCH", "0")
+            .args([
+                "build",
+                "--quiet",
+                "--release",
+                "--locked",
+                "-p",
+                "bulwark-node",
+                "--bin",
+                "bulwark",
+                "--target",
+                "x86_64-unknown-linux-gnu",
+            ]),
+    )?;
+    Ok(std::fs::read(
+        target.join("x86_64-unknown-linux-gnu/release/bulwark"),
+    )?)
+}
+
+/// One entry of the initramfs.
+pub enum Entry<'a> {
+    Dir,
+    File { mode: u32, data: &'a [u8] },
+    CharDev { major: u32, minor: u32 },
+}
+
+/// One newc header (and the name, padded to 4 bytes).
+fn newc_header(out: &mut Vec<u8>, ino: u32, mode: u32, size: usize, rdev: (u32, u32), name: &str) {
+    let fields = [
+        ino,
+        mode,
+        0,
+        0,
+        1,
+        0,
+        size as u32,
+        0,
+        0,
+        rdev.0,
+        rdev.1,
+        name.len() as u32 + 1,
+        0,
+    ];
+    out.extend_from_slice(b"070701");
+    for f in fields {
+        out.extend_from_slice(format!("{f:08X}").as_bytes());
+    }
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+}
+
+/// A newc cpio archive of `entries` (sorted by name, owner 0:0, mtime 0, inode numbers in
+/// order): the same entries always give the same bytes.
+pub fn cpio(entries: &mut [(&str, Entry<'_>)]) -> Vec<u8> {
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = Vec::new();
+    for (i, (name, entry)) in entries.iter().enumerate() {
+        let ino = i as u32 + 1;
+        match entry {
+            Entry::Dir => newc_header(&mut out, ino, 0o040755, 0, (0, 0), name),
+            Entry::CharDev { major, minor } => {
+                newc_header(&mut out, ino, 0o020600, 0, (*major, *minor), name)
+            }
+            Entry::File { mode, data } => {
+                newc_header(&mut out, ino, 0o100000 | mode, data.len(), (0, 0), name);
+                out.extend_from_slice(data);
+                while out.len() % 4 != 0 {
+                    out.push(0);
+                }
+            }
+        }
+    }
+    newc_header(&mut out, 0, 0, 0, (0, 0), "TRAILER!!!");
+    out
+}
+
+/// gzip with no name and mtime 0.
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut enc = flate2::GzBuilder::new()
+        .mtime(0)
+        .operating_system(3)
+        .write(Vec::new(), flate2::Compression::best());
+    enc.write_all(bytes)?;
+    Ok(enc.finish()?)
+}
+
+/// The initramfs: the static `bulwark` binary as `/init` and the few nodes PID 1 needs before
+/// devtmpfs is mounted.
+pub fn initramfs(bulwark: &[u8]) -> Result<Vec<u8>> {
+    let mut entries = vec![
+        ("dev", Entry::Dir),
+        ("dev/console", Entry::CharDev { major: 5, minor: 1 }),
+        ("proc", Entry::Dir),
+        ("sys", Entry::Dir),
+        ("data", Entry::Dir),
+        (
+            "init",
+            Entry::File {
+                mode: 0o755,
+                data: bulwark,
+            },
+        ),
+    ];
+    gzip(&cpio(&mut entries))
+}
+
+/// A CPU model for measurements.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CpuModel {
+    Milan,
+    Genoa,
+    Turin,
+}
+
+impl CpuModel {
+    fn sev(self) -> sev::measurement::vcpu_types::CpuType {
+        use sev::measurement::vcpu_types::CpuType;
+        match self {
+            CpuModel::Milan => CpuType::EpycMilan,
+            CpuModel::Genoa => CpuType::EpycGenoa,
+            CpuModel::Turin => CpuType::EpycTurin,
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            CpuModel::Milan => "milan",
+            CpuModel::Genoa => "genoa",
+            CpuModel::Turin => "turin",
+        }
+    }
+}
+
+/// The SNP launch digest (hex) of the image in `dir`.
+pub fn launch_digest(dir: &Path, vcpus: u32, cpu: CpuModel, guest_features: u64) -> Result<String> {
+    use sev::measurement::snp::{snp_calc_launch_digest, SnpMeasurementArgs};
+    use sev::measurement::vmsa::{GuestFeatures, VMMType};
+    let cmdline = std::fs::read_to_string(dir.join("kernel-cmdline"))?;
+    let digest = snp_calc_launch_digest(SnpMeasurementArgs {
+        vcpus,
+        vcpu_type: cpu.sev(),
+        ovmf_file: dir.join("OVMF.amdsev.fd"),
+        guest_features: GuestFeatures(guest_features),
+        kernel_file: Some(dir.join("bzImage")),
+        initrd_file: Some(dir.join("initramfs.cpio.gz")),
+        append: Some(cmdline.trim_end_matches('\n')),
+        ovmf_hash_str: None,
+        vmm_type: Some(VMMType::QEMU),
+    })
+    .map_err(|e| anyhow::anyhow!("measurement: {e:?}"))?;
+    Ok(digest.get_hex_ld())
+}
+
+pub fn image_dir() -> PathBuf {
+    workspace().join("target/image")
+}
+
+/// `cargo xtask image`.
+pub fn build() -> Result<()> {
+    let root = workspace();
+    let pins: Pins = toml::from_str(&std::fs::read_to_string(root.join("image/pins.toml"))?)
+        .context("image/pins.toml")?;
+    let fragment = std::fs::read_to_string(root.join("image/kernel.config"))?;
+    let cmdline = std::fs::read_to_string(root.join("kernel-cmdline"))?;
+    if cmdline.lines().count() != 1 {
+        bail!("kernel-cmdline must be exactly one line");
+    }
+    let source = fetch(&pins.kernel)?;
+    let firmware = fetch(&pins.firmware)?;
+    let (bz, kernel_seconds) = kernel(&source, &fragment)?;
+    let init = initramfs(&static_bulwark()?)?;
+    let out = image_dir();
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    std::fs::write(out.join("bzImage"), &bz)?;
+    std::fs::write(out.join("initramfs.cpio.gz"), &init)?;
+    std::fs::write(out.join("kernel-cmdline"), &cmdline)?;
+    std::fs::write(out.join("OVMF.amdsev.fd"), &firmware)?;
+    let mut digests = serde_json::Map::new();
+    for cpu in [CpuModel::Milan, CpuModel::Genoa, CpuModel::Turin] {
+        let mut per = serde_json::Map::new();
+        for vcpus in 1..=8u32 {
+            per.insert(
+                vcpus.to_string(),
+                launch_digest(&out, vcpus, cpu, 0x1)?.into(),
+            );
+        }
+        digests.insert(cpu.name().into(), per.into());
+    }
+    let inputs = serde_json::json!({
+        "bzImage": sha256_hex(&bz),
+        "initramfs.cpio.gz": sha256_hex(&init),
+        "kernel-cmdline": sha256_hex(cmdline.as_bytes()),
+        "OVMF.amdsev.fd": sha256_hex(&firmware),
+        "kernel_source": {"package": pins.kernel.package, "version": pins.kernel.version, "sha256": pins.kernel.file_sha256},
+        "firmware": {"package": pins.firmware.package, "version": pins.firmware.version, "sha256": pins.firmware.file_sha256},
+    });
+    let measurement = serde_json::json!({
+        "guest_features": "0x1",
+        "vmm": "qemu",
+        "launch_digest": digests,
+        "inputs": inputs,
+    });
+    std::fs::write(
+        out.join("measurement.json"),
+        serde_json::to_string_pretty(&measurement)? + "\n",
+    )?;
+    let mut sums = String::new();
+    for name in [
+        "OVMF.amdsev.fd",
+        "bzImage",
+        "initramfs.cpio.gz",
+        "kernel-cmdline",
+        "measurement.json",
+    ] {
+        sums += &format!("{}  {name}\n", sha256_hex(&std::fs::read(out.join(name))?));
+    }
+    std::fs::write(out.join("SHA256SUMS"), &sums)?;
+    eprintln!(
+        "image: {} (bzImage {} KiB, initramfs {} KiB{})",
+        out.display(),
+        bz.len() / 1024,
+        init.len() / 1024,
+        kernel_seconds.map_or(String::new(), |s| format!(", kernel built in {s:.0} s"))
+    );
+    print!("{sums}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(init: &[u8]) -> Vec<(&'static str, Entry<'_>)> {
+        vec![
+            (
+                "init",
+                Entry::File {
+                    mode: 0o755,
+                    data: init,
+                },
+            ),
+            ("dev", Entry::Dir),
+            ("dev/console", Entry::CharDev { major: 5, minor: 1 }),
+            ("proc", Entry::Dir),
+        ]
+    }
+
+    #[test]
+    fn the_same_entries_in_any_order_give_the_same_archive() {
+        let mut a = sample(b"#!/bin/true\n");
+        let mut b = sample(b"#!/bin/true\n");
+        b.reverse();
+        assert_eq!(cpio(&mut a), cpio(&mut b));
+        assert_eq!(
+            initramfs(b"binary").unwrap(),
+            initramfs(b"binary").unwrap(),
+            "gzip adds no time or name"
+        );
+        assert_ne!(initramfs(b"binary").unwrap(), initramfs(b"binarY").unwrap());
+    }
+
+    #[test]
+    fn gnu_cpio_reads_the_archive() {
+        // An independent reader: GNU cpio lists what we wrote, with modes and device numbers.
+        if Command::new("cpio").arg("--version").output().is_err() {
+            ensure_packages(&["cpio"]).unwrap();
+        }
+        let archive = cpio(&mut sample(b"hello, world"));
+        let mut child = Command::new("cpio")
+            .args(["-itv", "--quiet"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(&archive).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        let listing = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = listing.lines().collect();
+        assert_eq!(lines.len(), 4, "{listing}");
+        assert!(
+            lines[0].starts_with("drwxr-xr-x") && lines[0].ends_with(" dev"),
+            "{listing}"
+        );
+        assert!(
+            lines[1].starts_with("crw-------")
+                && lines[1].contains("5,")
+                && lines[1].ends_with(" dev/console"),
+            "{listing}"
+        );
+        assert!(
+            lines[2].starts_with("-rwxr-xr-x")
+                && lines[2].contains(" 12 ")
+                && lines[2].ends_with(" init"),
+            "{listing}"
+        );
+        assert!(lines[3].ends_with(" proc"), "{listing}");
+    }
+}
