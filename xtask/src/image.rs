@@ -21,6 +21,8 @@ struct Pin {
     package: String,
     version: String,
     suite: String,
+    /// The .deb's URL in Debian's pool, for when the suite's index no longer lists it.
+    pool: String,
     deb_sha256: String,
     file: String,
     file_sha256: String,
@@ -104,11 +106,26 @@ fn fetch(pin: &Pin) -> Result<Vec<u8>> {
             .arg("download")
             .arg(format!("{}={}", pin.package, pin.version));
         if run(&mut download).is_err() {
+            eprintln!(
+                "image: the {} index no longer lists {} {}; trying its pool file",
+                pin.suite, pin.package, pin.version
+            );
+            ensure_packages(&["curl"])?;
+            let part = downloads.join(format!("{}.part", pin.package));
+            let pooled = run(Command::new("curl")
+                .args(["-fsSL", "--retry", "3", "-o"])
+                .arg(&part)
+                .arg(&pin.pool));
+            if pooled.is_ok() {
+                std::fs::rename(&part, &deb)?;
+            }
+        }
+        if !deb.exists() {
             let mut policy = Command::new("apt-cache");
             opts(&mut policy);
             let out = policy.arg("policy").arg(&pin.package).output()?;
             bail!(
-                "Debian {} no longer has {} {} (mirrors keep only the newest version). What it has now:\n{}\nUpdate image/pins.toml deliberately (and republish the measurement).",
+                "Debian {} no longer has {} {}, in its index or its pool. What it has now:\n{}\nUpdate image/pins.toml deliberately (and republish the measurement).",
                 pin.suite,
                 pin.package,
                 pin.version,
