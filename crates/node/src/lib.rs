@@ -1,5 +1,6 @@
 //! The Bulwark validator node's library: the parts of the node that are not wiring.
 
+pub mod boot;
 pub mod chain;
 pub mod engine;
 pub mod handshake;

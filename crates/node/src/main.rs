@@ -136,6 +136,10 @@ pub struct VerifyArgs {
 }
 
 fn main() -> ExitCode {
+    // As /init of the measured guest the kernel starts us as PID 1 with no arguments.
+    if std::process::id() == 1 {
+        bulwark_node::boot::run();
+    }
     let cli = Cli::parse();
     let result: Result<ExitCode> = match cli.command {
         Command::Version => {
