@@ -491,3 +491,55 @@ fn attack_19_the_dialling_side_checks_the_server_too() {
         .expect_err("the client accepted an unattested server");
     assert_eq!(rejection(&err).unwrap().check(), "evidence_missing");
 }
+
+#[test]
+fn a_rotated_certificate_is_presented_to_new_connections_while_old_ones_keep_working() {
+    use bulwark_net::config::rotating_server_config;
+    use bulwark_net::RotatingIdentity;
+    let first = identity(1);
+    let rotating = Arc::new(RotatingIdentity::new(&first).unwrap());
+    let server = Arc::new(rotating_server_config(rotating.clone(), verifier(network())).unwrap());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    // An echo server: every accepted connection answers each 4 bytes with the same 4 bytes.
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let server = server.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(server).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, stream.unwrap());
+                let mut buf = [0u8; 4];
+                while tls.read_exact(&mut buf).is_ok() {
+                    if tls.write_all(&buf).and_then(|_| tls.flush()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let connect = || {
+        let client = Arc::new(client_config(&identity(2), verifier(network())).unwrap());
+        let conn =
+            rustls::ClientConnection::new(client, ServerName::try_from(SERVER_NAME).unwrap())
+                .unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+        tls.write_all(b"ping").unwrap();
+        let mut pong = [0u8; 4];
+        tls.read_exact(&mut pong).unwrap();
+        let cert = tls.conn.peer_certificates().unwrap()[0].clone();
+        (tls, cert)
+    };
+    let (mut old, seen_first) = connect();
+    assert_eq!(seen_first, first.cert);
+    // Re-attested: fresh key, fresh evidence, new certificate.
+    let second = identity(1);
+    rotating.replace(&second).unwrap();
+    let (_new, seen_second) = connect();
+    assert_eq!(seen_second, second.cert);
+    assert_ne!(seen_first, seen_second);
+    // The connection made before the rotation still carries traffic.
+    old.write_all(b"more").unwrap();
+    let mut echo = [0u8; 4];
+    old.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"more");
+}
