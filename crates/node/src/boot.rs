@@ -1,10 +1,13 @@
 //! PID 1 of the measured guest (`bulwark` runs as `/init` of the initramfs). It mounts the
 //! kernel's filesystems, reads the host's configuration from QEMU's `fw_cfg` (untrusted input:
-//! size-limited and validated), and powers the VM off when it is done or anything fails. It
-//! never starts a shell, and it never exits (the kernel would panic).
+//! size-limited and validated), mounts the data disk the host names at `/data`, runs the
+//! validator whose home is there, and powers the VM off when the node stops or anything
+//! fails. It never starts a shell, and it never exits (the kernel would panic).
 //!
-//! This step boots and powers off; bringing up the network, the data disk and the node from
-//! the host configuration comes next (the image issue).
+//! The network comes up before PID 1 runs: the measured command line says `ip=dhcp`, and the
+//! host's DHCP server (QEMU user networking) answers; no per-validator value is measured.
+//! Everything on the data disk (config, genesis, keys) is the host's and is checked by
+//! `Home::load` like any other home.
 
 use nix::mount::{mount, MsFlags};
 use nix::sys::reboot::{reboot, RebootMode};
@@ -34,6 +37,23 @@ pub enum BootError {
     /// The host configuration is not what a validator VM accepts.
     #[error("host configuration rejected: {0}")]
     Invalid(String),
+    /// The host gave no configuration: there is no validator to run.
+    #[error("the host gave no configuration ({HOST_CONFIG})")]
+    NoConfiguration,
+    /// The data disk could not be mounted.
+    #[error("mounting the data disk {disk}: {source}")]
+    DataDisk {
+        /// The device.
+        disk: String,
+        /// The error.
+        source: nix::Error,
+    },
+    /// The home on the data disk is unusable.
+    #[error(transparent)]
+    Home(#[from] crate::home::HomeError),
+    /// The node stopped with an error.
+    #[error("the node: {0:#}")]
+    Node(anyhow::Error),
 }
 
 /// What the host tells the guest (nothing here is measured or trusted).
@@ -42,11 +62,7 @@ pub enum BootError {
 pub struct HostConfig {
     /// Format version (1).
     pub version: u32,
-    /// The guest's IPv4 address with prefix, e.g. `10.0.2.15/24`.
-    pub address: String,
-    /// The default gateway.
-    pub gateway: std::net::Ipv4Addr,
-    /// The block device holding the validator's home.
+    /// The block device (ext4) holding the validator's home.
     pub data_disk: String,
 }
 
@@ -57,16 +73,6 @@ impl HostConfig {
             serde_json::from_slice(bytes).map_err(|e| BootError::Invalid(e.to_string()))?;
         if c.version != 1 {
             return Err(BootError::Invalid(format!("version {}", c.version)));
-        }
-        let (ip, prefix) = c
-            .address
-            .split_once('/')
-            .ok_or_else(|| BootError::Invalid("address needs a /prefix".into()))?;
-        ip.parse::<std::net::Ipv4Addr>()
-            .map_err(|e| BootError::Invalid(format!("address: {e}")))?;
-        match prefix.parse::<u8>() {
-            Ok(p) if (1..=32).contains(&p) => {}
-            _ => return Err(BootError::Invalid(format!("prefix {prefix}"))),
         }
         let disk_ok = c
             .data_disk
@@ -122,17 +128,30 @@ fn boot() -> Result<(), BootError> {
         "bulwark-init: bulwark {} is PID 1; kernel filesystems mounted",
         env!("CARGO_PKG_VERSION")
     );
-    match host_config()? {
-        None => eprintln!("bulwark-init: the host gave no configuration ({HOST_CONFIG})"),
-        Some(c) => eprintln!(
-            "bulwark-init: host configuration: address {}, gateway {}, data disk {}",
-            c.address, c.gateway, c.data_disk
-        ),
-    }
+    let config = host_config()?.ok_or(BootError::NoConfiguration)?;
+    let _ = std::fs::create_dir_all("/data");
+    mount(
+        Some(config.data_disk.as_str()),
+        "/data",
+        Some("ext4"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|source| BootError::DataDisk {
+        disk: config.data_disk.clone(),
+        source,
+    })?;
     eprintln!(
-        "bulwark-init: starting the node inside the guest is the next step of the image issue"
+        "bulwark-init: {} mounted at /data; starting the validator",
+        config.data_disk
     );
-    Ok(())
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
+        .init();
+    let home = crate::home::Home::load(std::path::Path::new("/data"))?;
+    crate::run::start(home).map_err(BootError::Node)
 }
 
 /// Runs as PID 1 and powers the VM off; never returns.
@@ -146,6 +165,7 @@ pub fn run() -> ! {
     };
     eprintln!("bulwark-init: powering off (status {status})");
     nix::unistd::sync();
+    let _ = nix::mount::umount("/data");
     let _ = reboot(RebootMode::RB_POWER_OFF);
     // reboot only returns on failure, and PID 1 must not exit.
     loop {
