@@ -10,6 +10,7 @@ mod demo;
 mod image;
 mod load;
 mod network;
+mod qemu;
 mod sim;
 
 #[derive(Parser)]
@@ -32,6 +33,8 @@ enum Cmd {
     Image,
     /// Print the SEV-SNP launch measurement of target/image (hex, last line).
     Measure(MeasureArgs),
+    /// Boot validators as VMs from target/image and watch them reach consensus.
+    Qemu(qemu::QemuArgs),
     /// Measure and write the figures in docs/BENCHMARKS.md.
     Bench(bench::BenchArgs),
     /// Regenerate the simulated PSP's ARK/ASK from the published seed into
@@ -86,6 +89,7 @@ fn main() -> Result<()> {
         Cmd::Bench(args) => bench::run(args),
         Cmd::Image => image::build(),
         Cmd::Measure(args) => measure(args),
+        Cmd::Qemu(args) => qemu::run(args).map(|_| ()),
         Cmd::SimulatedRoot => simulated_root(),
     }
 }
@@ -166,6 +170,22 @@ fn test(args: TestArgs) -> Result<()> {
         })?;
         sims += 1;
     }
+    // The image end to end: built from pinned inputs, 4 validator VMs boot under QEMU, commit at
+    // least 10 heights together, and power off cleanly.
+    eprintln!("xtask: the VM end-to-end test (image, 4 validator VMs under QEMU)");
+    let vms = qemu::run(qemu::QemuArgs {
+        validators: 4,
+        duration: 60,
+        json: false,
+        snp: false,
+    })?;
+    if vms.height < 10 {
+        bail!(
+            "the VMs reached only height {} (at least 10 expected)",
+            vms.height
+        );
+    }
+    sims += 1;
     eprintln!("xtask: all tests passed in {:.0?}", started.elapsed());
     // One plain closing line that counts every test and simulation sweep.
     println!("tests: {} passed, {} failed", p1 + p2 + sims, f1 + f2);

@@ -34,7 +34,7 @@ pub fn build_bulwark() -> Result<PathBuf> {
 }
 
 /// A free loopback port range: asks the OS for a port and uses the block after it.
-fn base_port() -> Result<u16> {
+pub fn base_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")?;
     let p = l.local_addr()?.port();
     Ok(if p > 60_000 {

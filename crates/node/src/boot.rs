@@ -128,6 +128,11 @@ fn boot() -> Result<(), BootError> {
         "bulwark-init: bulwark {} is PID 1; kernel filesystems mounted",
         env!("CARGO_PKG_VERSION")
     );
+    // Ctrl-Alt-Del (the host's `sendkey ctrl-alt-delete`) becomes SIGINT to PID 1: the node
+    // stops cleanly and the VM powers off, instead of an immediate reboot.
+    if let Err(e) = nix::sys::reboot::set_cad_enabled(false) {
+        eprintln!("bulwark-init: Ctrl-Alt-Del stays a hard reboot: {e}");
+    }
     let config = host_config()?.ok_or(BootError::NoConfiguration)?;
     let _ = std::fs::create_dir_all("/data");
     mount(
