@@ -195,9 +195,17 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
         );
     }
     eprintln!("image: installing {}", missing.join(" "));
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-q"])
-        .args(&missing))
+    let install = || {
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q"])
+            .args(&missing))
+    };
+    if install().is_err() {
+        // Package lists may be missing or stale on a fresh machine.
+        run(Command::new("apt-get").args(["update", "-q"]))?;
+        install()?;
+    }
+    Ok(())
 }
 
 /// Environment that makes kernel builds reproducible.
