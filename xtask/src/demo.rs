@@ -1,6 +1,7 @@
-//! `cargo xtask demo`: a 4-validator network of real `bulwark` processes on loopback (process
-//! mode; VMs come with the image issue), kvstore transactions driven through JSON-RPC, live
-//! progress on one line, a clean stop and a summary.
+//! `cargo xtask demo`: a 4-validator network, kvstore transactions driven through JSON-RPC,
+//! live progress on one line, a clean stop and a summary. The validators are VMs booted from
+//! the measured image when QEMU can run here, real `bulwark` processes on loopback otherwise;
+//! the demo says which.
 
 use crate::load::{self, LoadConfig};
 use crate::network::{build_bulwark, Network};
@@ -11,25 +12,61 @@ use std::time::Duration;
 const VALIDATORS: usize = 4;
 /// Offered load: modest, so the demo shows latency rather than saturation.
 const DEMO_TX_PER_S: f64 = 400.0;
+/// Under software emulation every validator runs 10–20× slower.
+const DEMO_VM_TX_PER_S: f64 = 40.0;
+
+/// Where the demo's validators run.
+enum Validators {
+    Vms(crate::qemu::VmNetwork),
+    Processes(Network),
+}
+
+impl Validators {
+    fn rpc_addrs(&self) -> Vec<String> {
+        match self {
+            Validators::Vms(v) => v.rpc_addrs(),
+            Validators::Processes(p) => (0..VALIDATORS).map(|i| p.rpc_addr(i)).collect(),
+        }
+    }
+    fn live(&mut self) -> usize {
+        match self {
+            Validators::Vms(v) => v.live(),
+            Validators::Processes(p) => p.live(),
+        }
+    }
+    /// Stops every validator; how many stopped cleanly.
+    fn stop(&mut self) -> usize {
+        match self {
+            Validators::Vms(v) => v.stop(),
+            Validators::Processes(p) => p.stop(),
+        }
+    }
+}
 const TX_BYTES: usize = 256;
 
 pub fn run(duration: u64, json: bool) -> Result<()> {
-    let bin = build_bulwark()?;
-    let mut net = Network::start(
-        &bin,
-        VALIDATORS,
-        "demo",
-        &[("timeout_commit_ms = 1000", "timeout_commit_ms = 200")],
-    )?;
-    eprintln!(
-        "demo: process mode (the measured VM image is a later issue): {VALIDATORS} validators, RPC on {}..",
-        net.rpc_addr(0)
-    );
-    eprintln!("demo: validators connect only over mutually attested TLS 1.3; this testnet's genesis trusts the SIMULATED PSP (process mode has no SEV-SNP hardware)");
-    eprintln!("demo: offering {DEMO_TX_PER_S} kvstore txs/s of {TX_BYTES} bytes through broadcast_tx_async on every node");
-    let addrs: Vec<String> = (0..VALIDATORS).map(|i| net.rpc_addr(i)).collect();
+    let (mut net, mode, rate) = match crate::qemu::VmNetwork::start(VALIDATORS, 200) {
+        Ok(vms) => {
+            eprintln!("demo: VM mode: {VALIDATORS} validator VMs booted from the measured image (target/image) under QEMU TCG");
+            (Validators::Vms(vms), "vm", DEMO_VM_TX_PER_S)
+        }
+        Err(e) => {
+            eprintln!("demo: VMs cannot run here ({e:#}); process mode: {VALIDATORS} bulwark processes on loopback");
+            let bin = build_bulwark()?;
+            let net = Network::start(
+                &bin,
+                VALIDATORS,
+                "demo",
+                &[("timeout_commit_ms = 1000", "timeout_commit_ms = 200")],
+            )?;
+            (Validators::Processes(net), "process", DEMO_TX_PER_S)
+        }
+    };
+    eprintln!("demo: validators connect only over mutually attested TLS 1.3; this testnet's genesis trusts the SIMULATED PSP (no SEV-SNP hardware here)");
+    eprintln!("demo: offering {rate} kvstore txs/s of {TX_BYTES} bytes through broadcast_tx_async on every node");
+    let addrs = net.rpc_addrs();
     let cfg = LoadConfig {
-        rate: DEMO_TX_PER_S,
+        rate,
         tx_bytes: TX_BYTES,
         warmup: Duration::from_secs(2).min(Duration::from_secs(duration) / 4),
         duration: Duration::from_secs(duration),
@@ -56,7 +93,7 @@ pub fn run(duration: u64, json: bool) -> Result<()> {
     let report = report?;
     let (p50, p99) = (report.percentile(0.5), report.percentile(0.99));
     eprintln!(
-        "demo: height {} | {} txs committed ({} offered, {} refused) | {:.0} tx/s | latency p50 {p50:.1} ms p99 {p99:.1} ms | {up}/{VALIDATORS} validators up at the end, {clean} stopped cleanly on SIGTERM",
+        "demo: height {} | {} txs committed ({} offered, {} refused) | {:.0} tx/s | latency p50 {p50:.1} ms p99 {p99:.1} ms | {up}/{VALIDATORS} validators up at the end, {clean} stopped cleanly",
         report.height, report.committed, report.offered, report.refused, report.tx_per_s
     );
     if json {
@@ -70,7 +107,7 @@ pub fn run(duration: u64, json: bool) -> Result<()> {
                 "tx_per_s": round(report.tx_per_s),
                 "latency_ms_p50": round(p50),
                 "latency_ms_p99": round(p99),
-                "mode": "process",
+                "mode": mode,
                 "transport": "attested-tls",
                 "trust": "simulated",
                 "clean_stops": clean,

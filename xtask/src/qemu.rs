@@ -137,79 +137,154 @@ pub struct VmSummary {
     pub height: u64,
 }
 
+/// Validator VMs booted from `target/image`, with their data disks and forwarded ports.
+pub struct VmNetwork {
+    dir: PathBuf,
+    base: u16,
+    vms: Vec<Vm>,
+    pub started: Instant,
+}
+
+impl VmNetwork {
+    /// Builds the image (cached parts are reused), makes a testnet with the image's own binary,
+    /// and boots one VM per validator under TCG.
+    pub fn start(validators: usize, timeout_commit_ms: u64) -> Result<Self> {
+        ensure_packages(&["qemu-system-x86", "e2fsprogs"])?;
+        crate::image::build()?;
+        let image = image_dir();
+        let bin = image_binary();
+        eprintln!("qemu: mode TCG (software emulation: KVM on this machine does not run real guests), simulated attestation, {validators} validators");
+        let dir = std::env::temp_dir().join(format!("bulwark-vms-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let base = base_port()?;
+        let out = Command::new(&bin)
+            .args([
+                "testnet",
+                "--validators",
+                &validators.to_string(),
+                "--output",
+            ])
+            .arg(&dir)
+            .args(["--base-port", &base.to_string()])
+            .output()?;
+        if !out.status.success() {
+            bail!("testnet: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        let started = Instant::now();
+        let mut vms = Vec::new();
+        for i in 0..validators {
+            let vm = dir.join(format!("node{i}"));
+            let p2p = base + 10 * i as u16;
+            let rpc = p2p + 1;
+            let cfg = vm.join("config/config.toml");
+            // Inside the VM: listen on all interfaces; peers are the host's forwarded ports.
+            let text = std::fs::read_to_string(&cfg)?
+                .replace(&format!("127.0.0.1:{p2p}"), "0.0.0.0:26656")
+                .replace(&format!("127.0.0.1:{rpc}"), "0.0.0.0:26657")
+                .replace("127.0.0.1:", "10.0.2.2:")
+                .replace(
+                    "timeout_commit_ms = 1000",
+                    &format!("timeout_commit_ms = {timeout_commit_ms}"),
+                );
+            std::fs::write(&cfg, text)?;
+            // The disk holds only the home: config, genesis, keys, data.
+            let home = dir.join(format!("home{i}"));
+            std::fs::rename(&vm, &home)?;
+            std::fs::create_dir_all(&vm)?;
+            let status = Command::new("mke2fs")
+                .args(["-q", "-F", "-t", "ext4", "-d"])
+                .arg(&home)
+                .arg(vm.join("data.img"))
+                .arg("128M")
+                .status()
+                .context("mke2fs")?;
+            if !status.success() {
+                bail!("mke2fs failed for node {i}");
+            }
+            std::fs::write(
+                vm.join("host.json"),
+                r#"{"version":1,"data_disk":"/dev/vda"}"#,
+            )?;
+            let monitor = vm.join("monitor.sock");
+            let child = qemu_command(&image, &vm, p2p, rpc, &monitor)
+                .spawn()
+                .context("starting qemu-system-x86_64")?;
+            vms.push(Vm { child, monitor });
+        }
+        eprintln!("qemu: serial logs in {}/node*/serial.log", dir.display());
+        Ok(VmNetwork {
+            dir,
+            base,
+            vms,
+            started,
+        })
+    }
+
+    /// The host addresses of the validators' RPC.
+    pub fn rpc_addrs(&self) -> Vec<String> {
+        (0..self.vms.len())
+            .map(|i| format!("127.0.0.1:{}", self.base + 10 * i as u16 + 1))
+            .collect()
+    }
+
+    /// How many VMs are running.
+    pub fn live(&mut self) -> usize {
+        self.vms
+            .iter_mut()
+            .map(|v| v.child.try_wait())
+            .filter(|status| matches!(status, Ok(None)))
+            .count()
+    }
+
+    /// Ctrl-Alt-Del to every VM (SIGINT to PID 1: the node stops cleanly and the VM powers
+    /// off); returns how many powered off cleanly.
+    pub fn stop(&mut self) -> usize {
+        for vm in &self.vms {
+            send_monitor(&vm.monitor, "sendkey ctrl-alt-delete");
+        }
+        for vm in self.vms.iter_mut() {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = vm.child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        (0..self.vms.len())
+            .filter(|i| {
+                std::fs::read_to_string(self.dir.join(format!("node{i}/serial.log")))
+                    .map(|l| l.contains("powering off (status 0)"))
+                    .unwrap_or(false)
+            })
+            .count()
+    }
+
+    /// Removes the VMs' files (after a successful run; failures keep the logs).
+    pub fn clean_up(self) {
+        let dir = self.dir.clone();
+        drop(self);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Where the serial logs are.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
 pub fn run(args: QemuArgs) -> Result<VmSummary> {
     let image = image_dir();
     if args.snp {
         println!("{}", snp_command(&image));
         return Ok(VmSummary::default());
     }
-    ensure_packages(&["qemu-system-x86", "e2fsprogs"])?;
-    crate::image::build()?;
-    let bin = image_binary();
-    eprintln!("qemu: mode TCG (software emulation: KVM on this machine does not run real guests), simulated attestation, {} validators", args.validators);
-    let dir = std::env::temp_dir().join(format!("bulwark-vms-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let base = base_port()?;
-    let out = Command::new(&bin)
-        .args([
-            "testnet",
-            "--validators",
-            &args.validators.to_string(),
-            "--output",
-        ])
-        .arg(&dir)
-        .args(["--base-port", &base.to_string()])
-        .output()?;
-    if !out.status.success() {
-        bail!("testnet: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let mut vms = Vec::new();
-    let started = Instant::now();
-    for i in 0..args.validators {
-        let vm = dir.join(format!("node{i}"));
-        let p2p = base + 10 * i as u16;
-        let rpc = p2p + 1;
-        let cfg = vm.join("config/config.toml");
-        // Inside the VM: listen on all interfaces; peers are the host's forwarded ports.
-        let text = std::fs::read_to_string(&cfg)?
-            .replace(&format!("127.0.0.1:{p2p}"), "0.0.0.0:26656")
-            .replace(&format!("127.0.0.1:{rpc}"), "0.0.0.0:26657")
-            .replace("127.0.0.1:", "10.0.2.2:")
-            .replace("timeout_commit_ms = 1000", "timeout_commit_ms = 500");
-        std::fs::write(&cfg, text)?;
-        // The disk holds only the home: config, genesis, keys, data.
-        let home = dir.join(format!("home{i}"));
-        std::fs::rename(&vm, &home)?;
-        std::fs::create_dir_all(&vm)?;
-        let status = Command::new("mke2fs")
-            .args(["-q", "-F", "-t", "ext4", "-d"])
-            .arg(&home)
-            .arg(vm.join("data.img"))
-            .arg("128M")
-            .env("E2FSPROGS_FAKE_TIME", "0")
-            .status()
-            .context("mke2fs")?;
-        if !status.success() {
-            bail!("mke2fs failed for node {i}");
-        }
-        std::fs::write(
-            vm.join("host.json"),
-            r#"{"version":1,"data_disk":"/dev/vda"}"#,
-        )?;
-        let monitor = vm.join("monitor.sock");
-        let child = qemu_command(&image, &vm, p2p, rpc, &monitor)
-            .spawn()
-            .context("starting qemu-system-x86_64")?;
-        vms.push(Vm { child, monitor });
-    }
-    eprintln!("qemu: serial logs in {}/node*/serial.log", dir.display());
-    let mut clients: Vec<RpcClient> = (0..args.validators)
-        .map(|i| RpcClient::new(&format!("127.0.0.1:{}", base + 10 * i as u16 + 1)))
-        .collect();
+    let mut net = VmNetwork::start(args.validators, 500)?;
+    let mut clients: Vec<RpcClient> = net.rpc_addrs().iter().map(|a| RpcClient::new(a)).collect();
     let mut first_commit: Option<f64> = None;
     let mut heights = vec![0u64; args.validators];
     let mut first_height_at: Option<(Instant, u64)> = None;
-    while started.elapsed() < Duration::from_secs(args.duration) {
+    while net.started.elapsed() < Duration::from_secs(args.duration) {
         for (i, c) in clients.iter_mut().enumerate() {
             if let Some(h) = height(c) {
                 heights[i] = heights[i].max(h);
@@ -217,17 +292,13 @@ pub fn run(args: QemuArgs) -> Result<VmSummary> {
         }
         let top = heights.iter().copied().max().unwrap_or(0);
         if top > 0 && first_commit.is_none() {
-            first_commit = Some(started.elapsed().as_secs_f64());
+            first_commit = Some(net.started.elapsed().as_secs_f64());
             first_height_at = Some((Instant::now(), top));
         }
-        let live = vms
-            .iter_mut()
-            .map(|v| v.child.try_wait())
-            .filter(|status| matches!(status, Ok(None)))
-            .count();
+        let live = net.live();
         eprint!(
             "\rqemu: {:>5.1}s | VMs up {live}/{} | heights {heights:?} ",
-            started.elapsed().as_secs_f64(),
+            net.started.elapsed().as_secs_f64(),
             args.validators
         );
         let _ = std::io::stderr().flush();
@@ -244,30 +315,7 @@ pub fn run(args: QemuArgs) -> Result<VmSummary> {
             .saturating_sub(h0)) as f64
             / at.elapsed().as_secs_f64().max(0.001)
     });
-    // Ctrl-Alt-Del reaches PID 1 as SIGINT: each node stops cleanly and its VM powers off.
-    for vm in &vms {
-        send_monitor(&vm.monitor, "sendkey ctrl-alt-delete");
-    }
-    let mut clean = 0;
-    for vm in vms.iter_mut() {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = vm.child.try_wait() {
-                if status.success() {
-                    clean += 1;
-                }
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    let powered_off = (0..args.validators)
-        .filter(|i| {
-            std::fs::read_to_string(dir.join(format!("node{i}/serial.log")))
-                .map(|l| l.contains("powering off (status 0)"))
-                .unwrap_or(false)
-        })
-        .count();
+    let powered_off = net.stop();
     eprintln!(
         "qemu: every validator reached height {height}; first block {:.1} s after launch; {rate:.2} heights/s; {powered_off}/{} powered off cleanly",
         first_commit.unwrap_or(0.0),
@@ -283,23 +331,22 @@ pub fn run(args: QemuArgs) -> Result<VmSummary> {
                 "heights_per_s": (rate * 100.0).round() / 100.0,
                 "first_commit_s": first_commit.map(|s| (s * 10.0).round() / 10.0),
                 "clean_poweroffs": powered_off,
-                "qemu_exits": clean,
             })
         );
     }
     if height == 0 {
         bail!(
             "the VMs made no progress (serial logs in {})",
-            dir.display()
+            net.dir().display()
         );
     }
     if powered_off < args.validators {
         bail!(
             "{} VMs did not power off cleanly (serial logs in {})",
             args.validators - powered_off,
-            dir.display()
+            net.dir().display()
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    net.clean_up();
     Ok(VmSummary { height })
 }
