@@ -1,8 +1,9 @@
 //! PID 1 of the measured guest (`bulwark` runs as `/init` of the initramfs). It mounts the
 //! kernel's filesystems, reads the host's configuration from QEMU's `fw_cfg` (untrusted input:
 //! size-limited and validated), mounts the data disk the host names at `/data`, runs the
-//! validator whose home is there, and powers the VM off when the node stops or anything
-//! fails. It never starts a shell, and it never exits (the kernel would panic).
+//! validator whose home is there, and powers the VM off when the node stops, anything fails or
+//! anything panics. It reaps orphans, never starts a shell, and never exits (the kernel would
+//! panic).
 //!
 //! The network comes up before PID 1 runs: the measured command line says `ip=dhcp`, and the
 //! host's DHCP server (QEMU user networking) answers; no per-validator value is measured.
@@ -159,8 +160,34 @@ fn boot() -> Result<(), BootError> {
     crate::run::start(home).map_err(BootError::Node)
 }
 
+fn power_off() {
+    nix::unistd::sync();
+    let _ = nix::mount::umount("/data");
+    let _ = reboot(RebootMode::RB_POWER_OFF);
+}
+
+/// PID 1 inherits orphaned processes. The image starts none, but whatever exits is reaped so
+/// that no zombie ever accumulates.
+fn reap_orphans() {
+    use nix::sys::wait::{waitpid, WaitPidFlag};
+    std::thread::spawn(|| loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) | Err(_) => {
+                std::thread::sleep(std::time::Duration::from_secs(1))
+            }
+            Ok(_) => {}
+        }
+    });
+}
+
 /// Runs as PID 1 and powers the VM off; never returns.
 pub fn run() -> ! {
+    // A panic anywhere powers the VM off instead of leaving a hung guest.
+    std::panic::set_hook(Box::new(|info| {
+        eprintln!("bulwark-init: panic: {info}; powering off");
+        power_off();
+    }));
+    reap_orphans();
     let status = match boot() {
         Ok(()) => 0,
         Err(e) => {
@@ -169,9 +196,7 @@ pub fn run() -> ! {
         }
     };
     eprintln!("bulwark-init: powering off (status {status})");
-    nix::unistd::sync();
-    let _ = nix::mount::umount("/data");
-    let _ = reboot(RebootMode::RB_POWER_OFF);
+    power_off();
     // reboot only returns on failure, and PID 1 must not exit.
     loop {
         std::thread::park();
