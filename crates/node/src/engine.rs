@@ -793,26 +793,8 @@ impl Engine {
             .validator_infos
             .validators()
             .get(v.validator.as_usize())?;
-        let block_id = match v.value {
-            None => None,
-            Some(value) => Some(self.candidates.get(&value)?.1),
-        };
-        let tv = vote::Vote {
-            vote_type: if v.kind == VoteKind::Prevote {
-                vote::Type::Prevote
-            } else {
-                vote::Type::Precommit
-            },
-            height: block::Height::try_from(v.height.0).ok()?,
-            round: block::Round::try_from(v.round.0).ok()?,
-            block_id,
-            timestamp: Some(timestamp),
-            validator_address: info.address,
-            validator_index: vote::ValidatorIndex::try_from(v.validator.0).ok()?,
-            signature: Some(sig),
-            extension: vec![],
-            extension_signature: None,
-        };
+        let mut tv = self.unsigned_vote(v, info.address, timestamp).ok()?;
+        tv.signature = Some(sig);
         Some(tv.into())
     }
 
@@ -901,12 +883,7 @@ impl Engine {
 
     fn build_block(&mut self, round: u32) -> Result<Block, EngineError> {
         let height = self.state.next_height();
-        let time = Time::now().max(
-            self.state
-                .last_block_time
-                .checked_add(Duration::from_millis(1))
-                .unwrap_or(self.state.last_block_time),
-        );
+        let time = self.now_after_last_block();
         let txs = self.app.prepare_proposal(request::PrepareProposal {
             max_tx_bytes: self.config.max_block_tx_bytes,
             txs: self.mempool.reap(self.config.max_block_tx_bytes),
@@ -950,17 +927,9 @@ impl Engine {
             timestamp: Some(Time::now().max(block.header.time)),
             signature: None,
         };
-        match self.privval.sign_proposal(&mut tp, &self.state.chain_id) {
-            Ok(()) => {}
-            Err(PrivvalError::Store(e)) => return Err(EngineError::Store(e)),
-            // Replaying: signed before the crash; its record follows. Live: the privval did its
-            // job (refusing can only cost liveness); say so loudly and carry on.
-            Err(e) => {
-                if !self.replaying {
-                    tracing::error!("privval refused a proposal: {e}");
-                }
-                return Ok(vec![]);
-            }
+        let signed = self.privval.sign_proposal(&mut tp, &self.state.chain_id);
+        if !self.privval_signed(signed, "proposal")? {
+            return Ok(vec![]);
         }
         let raw: pb::types::Proposal = tp.clone().into();
         let payload = Payload::Proposal(raw);
@@ -990,56 +959,75 @@ impl Engine {
         Ok(out)
     }
 
-    fn sign_vote(
-        &mut self,
-        v: CoreVote,
-    ) -> Result<Option<(Payload, Signed<CoreVote>)>, EngineError> {
+    /// Now, but never at or before the last block's time (block and vote times must grow).
+    fn now_after_last_block(&self) -> Time {
+        let last = self.state.last_block_time;
+        Time::now().max(last.checked_add(Duration::from_millis(1)).unwrap_or(last))
+    }
+
+    /// Whether the privval signed. Storage failing is fatal; a refusal is not: replaying, the
+    /// message was signed before the crash and its record follows; live, the privval did its
+    /// job (refusing can only cost liveness), so say so loudly and carry on without it.
+    fn privval_signed(
+        &self,
+        result: Result<(), PrivvalError>,
+        what: &str,
+    ) -> Result<bool, EngineError> {
+        match result {
+            Ok(()) => Ok(true),
+            Err(PrivvalError::Store(e)) => Err(EngineError::Store(e)),
+            Err(e) => {
+                if !self.replaying {
+                    tracing::error!("privval refused a {what}: {e}");
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// The CometBFT vote for a core vote of this height, unsigned.
+    fn unsigned_vote(
+        &self,
+        v: &CoreVote,
+        validator_address: account::Id,
+        timestamp: Time,
+    ) -> Result<vote::Vote, EngineError> {
         let block_id = match v.value {
             None => None,
             Some(value) => Some(
                 self.candidates
                     .get(&value)
-                    .ok_or_else(|| EngineError::Wal("voting for a block we do not have".into()))?
+                    .ok_or_else(|| EngineError::Wal("a vote for a block we do not have".into()))?
                     .1,
             ),
         };
-        let mut tv = vote::Vote {
+        let bad = |e: bulwark_types::tendermint::Error| EngineError::Wal(e.to_string());
+        Ok(vote::Vote {
             vote_type: if v.kind == VoteKind::Prevote {
                 vote::Type::Prevote
             } else {
                 vote::Type::Precommit
             },
-            height: block::Height::try_from(v.height.0)
-                .map_err(|e| EngineError::Wal(e.to_string()))?,
-            round: block::Round::try_from(v.round.0)
-                .map_err(|e| EngineError::Wal(e.to_string()))?,
+            height: block::Height::try_from(v.height.0).map_err(bad)?,
+            round: block::Round::try_from(v.round.0).map_err(bad)?,
             block_id,
-            timestamp: Some(
-                Time::now().max(
-                    self.state
-                        .last_block_time
-                        .checked_add(Duration::from_millis(1))
-                        .unwrap_or(self.state.last_block_time),
-                ),
-            ),
-            validator_address: self.address,
-            validator_index: vote::ValidatorIndex::try_from(v.validator.0)
-                .map_err(|e| EngineError::Wal(e.to_string()))?,
+            timestamp: Some(timestamp),
+            validator_address,
+            validator_index: vote::ValidatorIndex::try_from(v.validator.0).map_err(bad)?,
             signature: None,
             extension: vec![],
             extension_signature: None,
-        };
-        match self.privval.sign_vote(&mut tv, &self.state.chain_id) {
-            Ok(()) => {}
-            Err(PrivvalError::Store(e)) => return Err(EngineError::Store(e)),
-            // Replaying: this vote was signed before the crash and its record follows. Live: the
-            // privval did its job; say so loudly and carry on without the vote.
-            Err(e) => {
-                if !self.replaying {
-                    tracing::error!("privval refused a vote: {e}");
-                }
-                return Ok(None);
-            }
+        })
+    }
+
+    fn sign_vote(
+        &mut self,
+        v: CoreVote,
+    ) -> Result<Option<(Payload, Signed<CoreVote>)>, EngineError> {
+        let mut tv = self.unsigned_vote(&v, self.address, self.now_after_last_block())?;
+        let signed = self.privval.sign_vote(&mut tv, &self.state.chain_id);
+        if !self.privval_signed(signed, "vote")? {
+            return Ok(None);
         }
         let (Some(timestamp), Some(sig)) = (tv.timestamp, tv.signature.as_ref()) else {
             return Ok(None);
