@@ -230,6 +230,11 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
                 .all(|p| p.node_info.network == genesis.chain_id));
         }
         let status = clients[2].status().await.unwrap();
+        let latest = clients[2]
+            .block(status.sync_info.latest_block_height)
+            .await
+            .unwrap();
+        assert_eq!(status.sync_info.latest_block_hash, latest.block_id.hash);
         assert_eq!(status.node_info.network, genesis.chain_id);
         assert_eq!(status.validator_info.power.value(), 10);
         assert!(!status.sync_info.catching_up);

@@ -128,14 +128,13 @@ fn validators_at(engine: &Engine, height: u64) -> Result<validator::Set, Respons
 
 fn status(engine: &Engine, node: &NodeView<'_>) -> Result<Value, ResponseError> {
     let state = engine.state();
-    let (earliest, latest) = if state.last_block_height >= state.initial_height {
-        let first = load_block(engine, state.initial_height)?;
-        let last = load_block(engine, state.last_block_height)?;
-        (Some(first), Some(last))
+    // The earliest block's header is read from the store; the latest block is described by
+    // the chain state (status is polled often, and the latest block may be megabytes).
+    let earliest = if state.last_block_height >= state.initial_height {
+        Some(load_block(engine, state.initial_height)?)
     } else {
-        (None, None)
+        None
     };
-    let block_hash = |b: &Option<Block>| b.as_ref().map_or(Hash::None, |b| b.header.hash());
     let power = state
         .validator_infos
         .validators()
@@ -146,7 +145,7 @@ fn status(engine: &Engine, node: &NodeView<'_>) -> Result<Value, ResponseError> 
     let response = endpoint::status::Response {
         node_info: node.node_info.clone(),
         sync_info: endpoint::status::SyncInfo {
-            earliest_block_hash: block_hash(&earliest),
+            earliest_block_hash: earliest.as_ref().map_or(Hash::None, |b| b.header.hash()),
             earliest_app_hash: earliest
                 .as_ref()
                 .map(|b| b.header.app_hash.clone())
@@ -157,7 +156,7 @@ fn status(engine: &Engine, node: &NodeView<'_>) -> Result<Value, ResponseError> 
             earliest_block_time: earliest
                 .as_ref()
                 .map_or(node.genesis.genesis_time, |b| b.header.time),
-            latest_block_hash: block_hash(&latest),
+            latest_block_hash: state.last_block_id.map_or(Hash::None, |id| id.hash),
             latest_app_hash: state.app_hash.clone(),
             latest_block_height: block::Height::try_from(state.last_block_height)
                 .map_err(store_error)?,
