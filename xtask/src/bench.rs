@@ -147,7 +147,7 @@ const NODE_BENCH_TX_BYTES: usize = 256;
 /// One load run against a fresh 4-validator network.
 fn node_run(bin: &Path, rate: f64, seconds: u64) -> Result<crate::load::LoadReport> {
     use crate::load::LoadConfig;
-    let mut net = crate::network::Network::start(bin, 4, "bench", NODE_BENCH_CONFIG)?;
+    let mut net = harness::process::Network::start(bin, 4, "bench", NODE_BENCH_CONFIG)?;
     let addrs: Vec<String> = (0..4).map(|i| net.rpc_addr(i)).collect();
     let cfg = LoadConfig {
         rate,
@@ -192,7 +192,7 @@ fn node_run(bin: &Path, rate: f64, seconds: u64) -> Result<crate::load::LoadRepo
 /// The node issue's three figures: sustained committed tx/s under open-loop overload,
 /// latency at half that load, and empty heights per second with `timeout_commit = 0`.
 fn node(args: &BenchArgs) -> Result<()> {
-    let bin = crate::network::build_bulwark()?;
+    let bin = harness::process::build_bulwark(true)?;
     eprintln!("bench: node, 4 validators as processes on loopback over attested TLS (simulated trust), {NODE_BENCH_TX_BYTES}-byte kvstore txs");
     let empty = node_run(&bin, 0.0, 13)?;
     // Sustained throughput: the highest offered rate the network commits in full (≥ 95 %,

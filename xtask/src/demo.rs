@@ -3,10 +3,12 @@
 //! the measured image when QEMU can run here, real `bulwark` processes on loopback otherwise;
 //! the demo says which.
 
+use crate::image::{published_digest, recompute_command, CpuModel, CPU_MODELS};
 use crate::load::{self, LoadConfig};
-use crate::network::{build_bulwark, Network};
 use anyhow::{bail, Result};
+use harness::process::{build_bulwark, Network};
 use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 const VALIDATORS: usize = 4;
@@ -17,7 +19,7 @@ const DEMO_VM_TX_PER_S: f64 = 40.0;
 
 /// Where the demo's validators run.
 enum Validators {
-    Vms(crate::qemu::VmNetwork),
+    Vms(harness::vm::VmNetwork),
     Processes(Network),
 }
 
@@ -43,16 +45,60 @@ impl Validators {
     }
 }
 const TX_BYTES: usize = 256;
+/// vCPUs of each demo VM, and so of the launch the printed measurement is for.
+const DEMO_VCPUS: u32 = 1;
+
+/// The expected launch digest per CPU model for the demo's vCPU count, from the image's
+/// `measurement.json`, each checked against a fresh computation (`cargo xtask measure`).
+fn measurements(image: &Path) -> Result<Vec<(CpuModel, String)>> {
+    CPU_MODELS
+        .iter()
+        .map(|&cpu| {
+            let published = published_digest(image, DEMO_VCPUS, cpu)?;
+            let computed = crate::image::launch_digest(image, DEMO_VCPUS, cpu, 0x1)?;
+            if published != computed {
+                bail!("measurement.json says {published} for {cpu:?}, a fresh computation gives {computed}");
+            }
+            Ok((cpu, published))
+        })
+        .collect()
+}
+
+fn print_measurements(image: &Path, digests: &[(CpuModel, String)]) {
+    eprintln!(
+        "demo: expected SEV-SNP launch measurement of {} ({DEMO_VCPUS} vCPU, guest features 0x1):",
+        image.display()
+    );
+    for (cpu, digest) in digests {
+        eprintln!("demo:   {:<10} {digest}", cpu.qemu_model());
+    }
+    if let Some((cpu, _)) = digests.first() {
+        eprintln!(
+            "demo: recompute it independently: {}",
+            recompute_command(image, DEMO_VCPUS, *cpu)
+        );
+    }
+}
 
 pub fn run(duration: u64, json: bool) -> Result<()> {
-    let (mut net, mode, rate) = match crate::qemu::VmNetwork::start(VALIDATORS, 200) {
+    let vms = crate::qemu::start_vms(VALIDATORS, 200);
+    let image = crate::image::image_dir();
+    let digests = match &vms {
+        Ok(_) => {
+            let digests = measurements(&image)?;
+            print_measurements(&image, &digests);
+            Some(digests)
+        }
+        Err(_) => None,
+    };
+    let (mut net, mode, rate) = match vms {
         Ok(vms) => {
             eprintln!("demo: VM mode: {VALIDATORS} validator VMs booted from the measured image (target/image) under QEMU TCG");
             (Validators::Vms(vms), "vm", DEMO_VM_TX_PER_S)
         }
         Err(e) => {
             eprintln!("demo: VMs cannot run here ({e:#}); process mode: {VALIDATORS} bulwark processes on loopback");
-            let bin = build_bulwark()?;
+            let bin = build_bulwark(true)?;
             let net = Network::start(
                 &bin,
                 VALIDATORS,
@@ -96,8 +142,19 @@ pub fn run(duration: u64, json: bool) -> Result<()> {
         "demo: height {} | {} txs committed ({} offered, {} refused) | {:.0} tx/s | latency p50 {p50:.1} ms p99 {p99:.1} ms | {up}/{VALIDATORS} validators up at the end, {clean} stopped cleanly",
         report.height, report.committed, report.offered, report.refused, report.tx_per_s
     );
+    if let Some(digests) = &digests {
+        print_measurements(&image, digests);
+    }
     if json {
         let round = |x: f64| (x * 10.0).round() / 10.0;
+        let mut measurement = serde_json::Map::new();
+        if let Some(digests) = &digests {
+            measurement.insert("vcpus".into(), DEMO_VCPUS.into());
+            measurement.insert("guest_features".into(), "0x1".into());
+            for (cpu, digest) in digests {
+                measurement.insert(cpu.name().into(), digest.clone().into());
+            }
+        }
         println!(
             "{}",
             serde_json::json!({
@@ -111,6 +168,7 @@ pub fn run(duration: u64, json: bool) -> Result<()> {
                 "transport": "attested-tls",
                 "trust": "simulated",
                 "clean_stops": clean,
+                "measurement": if digests.is_some() { serde_json::Value::Object(measurement) } else { serde_json::Value::Null },
             })
         );
     }

@@ -7,8 +7,10 @@
 //! `~/.cache/bulwark/downloads`, the kernel build by the hash of all its inputs in
 //! `~/.cache/bulwark/kernel`.
 
-use crate::network::workspace;
+use crate::apt::ensure_packages;
+use crate::step::{step, Step};
 use anyhow::{bail, Context, Result};
+use harness::workspace;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::io::Write;
@@ -47,14 +49,6 @@ fn cache_dir() -> PathBuf {
         })
 }
 
-fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed with {status}");
-    }
-    Ok(())
-}
-
 /// Downloads the pinned .deb with apt (a private apt configuration for the pin's suite, so the
 /// system's sources are untouched), checks its sha256, and returns the pinned file inside it
 /// after checking that file's sha256 too.
@@ -63,75 +57,15 @@ fn fetch(pin: &Pin) -> Result<Vec<u8>> {
     std::fs::create_dir_all(&downloads)?;
     let deb = downloads.join(format!("{}_{}_all.deb", pin.package, pin.version));
     if !deb.exists() {
-        let apt = cache_dir().join(format!("apt-{}", pin.suite));
-        for d in ["lists/partial", "cache/archives/partial", "etc"] {
-            std::fs::create_dir_all(apt.join(d))?;
-        }
-        let archive = if pin.suite.ends_with("-security") {
-            "http://deb.debian.org/debian-security"
-        } else {
-            "http://deb.debian.org/debian"
-        };
-        std::fs::write(
-            apt.join("etc/sources.list"),
-            format!(
-                "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {archive} {} main\n",
-                pin.suite
+        ensure_packages(&["curl"])?;
+        step(
+            &format!(
+                "image: fetching {} {} from Debian {}",
+                pin.package, pin.version, pin.suite
             ),
+            &format!("fetch-{}", pin.package),
+            |s| download(s, pin, &downloads, &deb),
         )?;
-        let opts = |c: &mut Command| {
-            c.arg("-o")
-                .arg(format!(
-                    "Dir::Etc::SourceList={}",
-                    apt.join("etc/sources.list").display()
-                ))
-                .args(["-o", "Dir::Etc::SourceParts=/dev/null"])
-                .arg("-o")
-                .arg(format!("Dir::State::Lists={}", apt.join("lists").display()))
-                .arg("-o")
-                .arg(format!("Dir::Cache={}", apt.join("cache").display()))
-                .args(["-o", "Debug::NoLocking=1", "-q"]);
-        };
-        eprintln!(
-            "image: fetching {} {} from Debian {}",
-            pin.package, pin.version, pin.suite
-        );
-        let mut update = Command::new("apt-get");
-        opts(&mut update);
-        run(update.arg("update"))?;
-        let mut download = Command::new("apt-get");
-        opts(&mut download);
-        download
-            .current_dir(&downloads)
-            .arg("download")
-            .arg(format!("{}={}", pin.package, pin.version));
-        if run(&mut download).is_err() {
-            eprintln!(
-                "image: the {} index no longer lists {} {}; trying its pool file",
-                pin.suite, pin.package, pin.version
-            );
-            ensure_packages(&["curl"])?;
-            let part = downloads.join(format!("{}.part", pin.package));
-            let pooled = run(Command::new("curl")
-                .args(["-fsSL", "--retry", "3", "-o"])
-                .arg(&part)
-                .arg(&pin.pool));
-            if pooled.is_ok() {
-                std::fs::rename(&part, &deb)?;
-            }
-        }
-        if !deb.exists() {
-            let mut policy = Command::new("apt-cache");
-            opts(&mut policy);
-            let out = policy.arg("policy").arg(&pin.package).output()?;
-            bail!(
-                "Debian {} no longer has {} {}, in its index or its pool. What it has now:\n{}\nUpdate image/pins.toml deliberately (and republish the measurement).",
-                pin.suite,
-                pin.package,
-                pin.version,
-                String::from_utf8_lossy(&out.stdout)
-            );
-        }
     }
     let deb_bytes = std::fs::read(&deb)?;
     let got = sha256_hex(&deb_bytes);
@@ -143,7 +77,18 @@ fn fetch(pin: &Pin) -> Result<Vec<u8>> {
         );
     }
     let tmp = tempdir("deb")?;
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tmp))?;
+    let out = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&tmp)
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "dpkg-deb -x {}: {}",
+            deb.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let bytes = std::fs::read(tmp.join(&pin.file))
         .with_context(|| format!("{} has no {}", deb.display(), pin.file))?;
     let _ = std::fs::remove_dir_all(&tmp);
@@ -159,53 +104,82 @@ fn fetch(pin: &Pin) -> Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Fetches the pinned .deb into `deb`: from the suite's index with a private apt
+/// configuration, or from Debian's pool when the index no longer lists it.
+fn download(s: &mut Step, pin: &Pin, downloads: &Path, deb: &Path) -> Result<()> {
+    let apt = cache_dir().join(format!("apt-{}", pin.suite));
+    for d in ["lists/partial", "cache/archives/partial", "etc"] {
+        std::fs::create_dir_all(apt.join(d))?;
+    }
+    let archive = if pin.suite.ends_with("-security") {
+        "http://deb.debian.org/debian-security"
+    } else {
+        "http://deb.debian.org/debian"
+    };
+    std::fs::write(
+        apt.join("etc/sources.list"),
+        format!(
+            "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {archive} {} main\n",
+            pin.suite
+        ),
+    )?;
+    let opts = |c: &mut Command| {
+        c.arg("-o")
+            .arg(format!(
+                "Dir::Etc::SourceList={}",
+                apt.join("etc/sources.list").display()
+            ))
+            .args(["-o", "Dir::Etc::SourceParts=/dev/null"])
+            .arg("-o")
+            .arg(format!("Dir::State::Lists={}", apt.join("lists").display()))
+            .arg("-o")
+            .arg(format!("Dir::Cache={}", apt.join("cache").display()))
+            .args(["-o", "Debug::NoLocking=1", "-q"]);
+    };
+    let mut update = Command::new("apt-get");
+    opts(&mut update);
+    s.run(update.arg("update"))?;
+    let mut get = Command::new("apt-get");
+    opts(&mut get);
+    get.current_dir(downloads)
+        .arg("download")
+        .arg(format!("{}={}", pin.package, pin.version));
+    if s.run(&mut get).is_err() {
+        s.note(&format!(
+            "the {} index no longer lists {} {}; trying its pool file",
+            pin.suite, pin.package, pin.version
+        ))?;
+        let part = downloads.join(format!("{}.part", pin.package));
+        let pooled = s.run(
+            Command::new("curl")
+                .args(["-fsSL", "--retry", "3", "-o"])
+                .arg(&part)
+                .arg(&pin.pool),
+        );
+        if pooled.is_ok() {
+            std::fs::rename(&part, deb)?;
+        }
+    }
+    if !deb.exists() {
+        let mut policy = Command::new("apt-cache");
+        opts(&mut policy);
+        let out = policy.arg("policy").arg(&pin.package).output()?;
+        bail!(
+            "Debian {} no longer has {} {}, in its index or its pool. What it has now:\n{}\nUpdate image/pins.toml deliberately (and republish the measurement).",
+            pin.suite,
+            pin.package,
+            pin.version,
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(())
+}
+
 fn tempdir(tag: &str) -> Result<PathBuf> {
     let dir = std::env::temp_dir().join(format!("bulwark-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
-}
-
-/// Installs Debian packages that are missing (as root), or says which are missing.
-pub fn ensure_packages(packages: &[&str]) -> Result<()> {
-    let missing: Vec<&str> = packages
-        .iter()
-        .copied()
-        .filter(|p| {
-            !Command::new("dpkg-query")
-                .args(["-W", "-f=${Status}", p])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
-                .unwrap_or(false)
-        })
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let root = Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false);
-    if !root {
-        bail!(
-            "missing Debian packages: {} (install them: apt-get install {})",
-            missing.join(" "),
-            missing.join(" ")
-        );
-    }
-    eprintln!("image: installing {}", missing.join(" "));
-    let install = || {
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-q"])
-            .args(&missing))
-    };
-    if install().is_err() {
-        // Package lists may be missing or stale on a fresh machine.
-        run(Command::new("apt-get").args(["update", "-q"]))?;
-        install()?;
-    }
-    Ok(())
 }
 
 /// Environment that makes kernel builds reproducible.
@@ -234,7 +208,11 @@ fn gcc_version() -> String {
 
 /// The kernel, built from the pinned source with `image/kernel.config`, cached by the hash of
 /// everything that goes into it. Returns (bzImage bytes, build seconds or None if cached).
-fn kernel(source_tarball: &[u8], config_fragment: &str) -> Result<(Vec<u8>, Option<f64>)> {
+fn kernel(
+    source_tarball: &[u8],
+    version: &str,
+    config_fragment: &str,
+) -> Result<(Vec<u8>, Option<f64>)> {
     let mut h = Sha256::new();
     h.update(Sha256::digest(source_tarball));
     h.update(config_fragment.as_bytes());
@@ -246,7 +224,7 @@ fn kernel(source_tarball: &[u8], config_fragment: &str) -> Result<(Vec<u8>, Opti
     let key = hex::encode(h.finalize());
     let cached = cache_dir().join("kernel").join(&key[..16]).join("bzImage");
     if let Ok(bytes) = std::fs::read(&cached) {
-        eprintln!("image: kernel from cache ({})", cached.display());
+        eprintln!("image: kernel {version} from cache ({})", cached.display());
         return Ok((bytes, None));
     }
     ensure_packages(&[
@@ -259,23 +237,39 @@ fn kernel(source_tarball: &[u8], config_fragment: &str) -> Result<(Vec<u8>, Opti
         "xz-utils",
     ])?;
     let started = Instant::now();
+    let bytes = step(
+        &format!("image: building kernel {version} (cold: a few minutes)"),
+        "kernel-build",
+        |s| build_kernel(s, source_tarball, config_fragment),
+    )?;
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(parent) = cached.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&cached, &bytes)?;
+    Ok((bytes, Some(seconds)))
+}
+
+fn build_kernel(s: &mut Step, source_tarball: &[u8], config_fragment: &str) -> Result<Vec<u8>> {
     let dir = tempdir("kernel")?;
     std::fs::write(dir.join("linux.tar.xz"), source_tarball)?;
-    run(Command::new("tar")
-        .current_dir(&dir)
-        .args(["-xf", "linux.tar.xz"]))?;
+    s.run(
+        Command::new("tar")
+            .current_dir(&dir)
+            .args(["-xf", "linux.tar.xz"]),
+    )?;
     let src = std::fs::read_dir(&dir)?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .find(|p| p.is_dir())
         .context("the kernel tarball holds no directory")?;
-    let make = |args: &[&str]| -> Result<()> {
+    let mut make = |args: &[&str]| -> Result<()> {
         let mut c = Command::new("make");
         c.current_dir(&src).args(args);
         for (k, v) in KBUILD_ENV {
             c.env(k, v);
         }
-        run(&mut c)
+        s.run(&mut c)
     };
     make(&["tinyconfig"])?;
     let mut config = std::fs::OpenOptions::new()
@@ -296,43 +290,42 @@ fn kernel(source_tarball: &[u8], config_fragment: &str) -> Result<(Vec<u8>, Opti
     );
     make(&[&jobs, "bzImage"])?;
     let bytes = std::fs::read(src.join("arch/x86/boot/bzImage"))?;
-    let seconds = started.elapsed().as_secs_f64();
-    if let Some(parent) = cached.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&cached, &bytes)?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok((bytes, Some(seconds)))
+    Ok(bytes)
 }
 
 /// The static `bulwark` binary, built so that its bytes do not depend on where the checkout is.
 fn static_bulwark() -> Result<Vec<u8>> {
     let root = workspace().canonicalize()?;
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-    let target = root.join("target/image-build");
+    let target = harness::process::target_dir().join("image-build");
     let flags = format!(
         "-C target-feature=+crt-static -C link-arg=-Wl,--build-id=none --remap-path-prefix={}=/src --remap-path-prefix={home}/.cargo=/cargo --remap-path-prefix={home}/.rustup=/rustup",
         root.display()
     );
-    eprintln!("image: building the static bulwark binary");
-    run(
-        Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .current_dir(&root)
-            .env("RUSTFLAGS", flags)
-            .env("CARGO_TARGET_DIR", &target)
-            .env("SOURCE_DATE_EPOCH", "0")
-            .args([
-                "build",
-                "--quiet",
-                "--release",
-                "--locked",
-                "-p",
-                "bulwark-node",
-                "--bin",
-                "bulwark",
-                "--target",
-                "x86_64-unknown-linux-gnu",
-            ]),
+    step(
+        "image: building the static bulwark binary (release)",
+        "static-build",
+        |s| {
+            s.run(
+                harness::cargo()
+                    .current_dir(&root)
+                    .env("RUSTFLAGS", flags)
+                    .env("CARGO_TARGET_DIR", &target)
+                    .env("SOURCE_DATE_EPOCH", "0")
+                    .args([
+                        "build",
+                        "--release",
+                        "--locked",
+                        "-p",
+                        "bulwark",
+                        "--bin",
+                        "bulwark",
+                        "--target",
+                        "x86_64-unknown-linux-gnu",
+                    ]),
+            )
+        },
     )?;
     Ok(std::fs::read(
         target.join("x86_64-unknown-linux-gnu/release/bulwark"),
@@ -446,7 +439,17 @@ impl CpuModel {
             CpuModel::Turin => CpuType::EpycTurin,
         }
     }
-    fn name(self) -> &'static str {
+    /// QEMU's name for the model (and sev-snp-measure's `--vcpu-type`).
+    pub fn qemu_model(self) -> &'static str {
+        match self {
+            CpuModel::Milan => "EPYC-Milan",
+            CpuModel::Genoa => "EPYC-Genoa",
+            CpuModel::Turin => "EPYC-Turin",
+        }
+    }
+
+    /// The model's name in `measurement.json`.
+    pub fn name(self) -> &'static str {
         match self {
             CpuModel::Milan => "milan",
             CpuModel::Genoa => "genoa",
@@ -476,7 +479,7 @@ pub fn launch_digest(dir: &Path, vcpus: u32, cpu: CpuModel, guest_features: u64)
 }
 
 pub fn image_dir() -> PathBuf {
-    workspace().join("target/image")
+    harness::vm::image_dir()
 }
 
 /// `cargo xtask image`.
@@ -491,7 +494,7 @@ pub fn build() -> Result<()> {
     }
     let source = fetch(&pins.kernel)?;
     let firmware = fetch(&pins.firmware)?;
-    let (bz, kernel_seconds) = kernel(&source, &fragment)?;
+    let (bz, kernel_seconds) = kernel(&source, &pins.kernel.version, &fragment)?;
     let init = initramfs(&static_bulwark()?)?;
     let out = image_dir();
     let _ = std::fs::remove_dir_all(&out);
@@ -501,7 +504,7 @@ pub fn build() -> Result<()> {
     std::fs::write(out.join("kernel-cmdline"), &cmdline)?;
     std::fs::write(out.join("OVMF.amdsev.fd"), &firmware)?;
     let mut digests = serde_json::Map::new();
-    for cpu in [CpuModel::Milan, CpuModel::Genoa, CpuModel::Turin] {
+    for cpu in CPU_MODELS {
         let mut per = serde_json::Map::new();
         for vcpus in 1..=8u32 {
             per.insert(
@@ -547,8 +550,48 @@ pub fn build() -> Result<()> {
         init.len() / 1024,
         kernel_seconds.map_or(String::new(), |s| format!(", kernel built in {s:.0} s"))
     );
-    print!("{sums}");
     Ok(())
+}
+
+/// `cargo xtask image`: builds the image and prints its SHA256SUMS.
+pub fn build_and_print() -> Result<()> {
+    build()?;
+    print!(
+        "{}",
+        std::fs::read_to_string(image_dir().join("SHA256SUMS"))?
+    );
+    Ok(())
+}
+
+/// The CPU models, in `measurement.json`'s order.
+pub const CPU_MODELS: [CpuModel; 3] = [CpuModel::Milan, CpuModel::Genoa, CpuModel::Turin];
+
+/// The expected launch digest of the image in `dir` for `vcpus` and `cpu`, as its
+/// `measurement.json` publishes it.
+pub fn published_digest(dir: &Path, vcpus: u32, cpu: CpuModel) -> Result<String> {
+    let path = dir.join("measurement.json");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| format!("{}", path.display()))?;
+    json.pointer(&format!("/launch_digest/{}/{vcpus}", cpu.name()))
+        .and_then(|v| v.as_str())
+        .map(str::to_string)
+        .with_context(|| {
+            format!(
+                "{} has no digest for {} with {vcpus} vCPUs",
+                path.display(),
+                cpu.name()
+            )
+        })
+}
+
+/// The command that recomputes a digest independently of this repository: AMD's
+/// `sev-snp-measure` from PyPI, over the same files.
+pub fn recompute_command(dir: &Path, vcpus: u32, cpu: CpuModel) -> String {
+    format!(
+        "pip install sev-snp-measure==0.0.13 && sev-snp-measure --mode snp --vmm-type QEMU --vcpus {vcpus} --vcpu-type {} --guest-features 0x1 --ovmf {d}/OVMF.amdsev.fd --kernel {d}/bzImage --initrd {d}/initramfs.cpio.gz --append \"$(cat {d}/kernel-cmdline)\"",
+        cpu.qemu_model(),
+        d = dir.display()
+    )
 }
 
 #[cfg(test)]

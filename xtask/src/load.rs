@@ -5,95 +5,14 @@
 //! loop: a slow network does not slow the offer). A watcher reads every committed block from
 //! node 0 and matches its transactions to their send times: latency is send to seen-committed.
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use base64::Engine as _;
+use harness::rpc::RpcClient;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// A JSON-RPC client over one keep-alive HTTP/1.1 connection (std only: no async runtime).
-pub struct RpcClient {
-    addr: String,
-    conn: Option<(TcpStream, BufReader<TcpStream>)>,
-}
-
-impl RpcClient {
-    pub fn new(addr: &str) -> Self {
-        RpcClient {
-            addr: addr.into(),
-            conn: None,
-        }
-    }
-
-    fn connect(&mut self) -> Result<&mut (TcpStream, BufReader<TcpStream>)> {
-        if self.conn.is_none() {
-            let stream = TcpStream::connect(&self.addr)
-                .with_context(|| format!("connecting to {}", self.addr))?;
-            stream.set_nodelay(true)?;
-            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-            let reader = BufReader::new(stream.try_clone()?);
-            self.conn = Some((stream, reader));
-        }
-        self.conn.as_mut().ok_or_else(|| anyhow!("no connection"))
-    }
-
-    fn exchange(&mut self, body: &str) -> Result<Value> {
-        let (stream, reader) = self.connect()?;
-        write!(
-            stream,
-            "POST / HTTP/1.1\r\nHost: bulwark\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )?;
-        stream.write_all(body.as_bytes())?;
-        let mut length = None;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line)? == 0 {
-                bail!("connection closed");
-            }
-            let l = line.trim_end();
-            if l.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = l.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse::<usize>().ok();
-                }
-            }
-        }
-        let length = length.ok_or_else(|| anyhow!("response without content-length"))?;
-        let mut body = vec![0u8; length];
-        reader.read_exact(&mut body)?;
-        Ok(serde_json::from_slice(&body)?)
-    }
-
-    /// Posts `body`; reconnects once if the connection went away.
-    pub fn post(&mut self, body: &str) -> Result<Value> {
-        match self.exchange(body) {
-            Ok(v) => Ok(v),
-            Err(_) => {
-                self.conn = None;
-                self.exchange(body)
-            }
-        }
-    }
-
-    /// One call; its `result`.
-    pub fn call(&mut self, method: &str, params: Value) -> Result<Value> {
-        let body =
-            serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-        let v = self.post(&body.to_string())?;
-        match v.get("result") {
-            Some(r) => Ok(r.clone()),
-            None => bail!("{method}: {}", v["error"]),
-        }
-    }
-}
 
 /// A kvstore transaction of exactly `size` bytes (at least 18) whose key names it.
 pub fn make_tx(id: u64, size: usize) -> Vec<u8> {

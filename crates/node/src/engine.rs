@@ -16,7 +16,6 @@ use crate::chain::{
 use crate::handshake::{handshake, HandshakeError};
 use crate::mempool::{AddError, Mempool, MempoolConfig};
 use crate::proposal::{block_to_parts, Assembler};
-use crate::wire::{self, Payload};
 use bulwark_app::{AppError, Application};
 use bulwark_consensus::{
     Action, Certificate as CoreCertificate, Config, Consensus, Event, Height as CHeight,
@@ -33,6 +32,7 @@ use bulwark_types::tendermint::abci::{request, response};
 use bulwark_types::tendermint::block::{self, Block, Commit};
 use bulwark_types::tendermint::{account, proposal, vote, Time};
 use bulwark_types::tendermint_proto::v0_38 as pb;
+use bulwark_wire::{self as wire, Payload};
 use bytes::Bytes;
 use prost::Message;
 use std::collections::HashMap;

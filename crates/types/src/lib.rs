@@ -1,14 +1,15 @@
 //! Bulwark's chain types: CometBFT v0.38 blocks, headers, commits, votes, proposals, validator
 //! sets and genesis, through the `tendermint` crate, plus what that crate leaves to its users:
 //! the hashes a block producer computes ([`hashes`]), block part sets ([`parts`]), ed25519
-//! signing over the canonical sign bytes ([`signing`]) and the bridge to the consensus core
-//! ([`convert`]).
+//! signing over the canonical sign bytes ([`signing`]), the bridge to the consensus core
+//! ([`convert`]) and the defaults of a new genesis ([`genesis`]).
 //!
 //! Using CometBFT's exact formats means existing light clients, RPC clients and ABCI
 //! applications work with Bulwark chains unchanged; the tests check every hash against values
 //! produced by a real CometBFT node.
 
 pub mod convert;
+pub mod genesis;
 pub mod hashes;
 pub mod parts;
 pub mod signing;

@@ -1,8 +1,6 @@
 //! Setup shared by the node's integration tests.
 #![allow(dead_code, clippy::unwrap_used, missing_docs)]
 
-pub mod process;
-
 use bulwark_app::kvstore::KvStore;
 use bulwark_app::Application;
 use bulwark_node::chain::ChainState;
@@ -17,7 +15,7 @@ pub fn genesis(chain_id: &str, keys: &[SigningKey]) -> Genesis<serde_json::Value
         genesis_time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
         chain_id: chain_id.parse().unwrap(),
         initial_height: 1,
-        consensus_params: bulwark_node::home::default_consensus_params(),
+        consensus_params: bulwark_types::genesis::default_consensus_params(),
         validators: keys
             .iter()
             .map(|k| validator::Info::new(public_key(k), 10u32.into()))

@@ -1,4 +1,5 @@
-//! `bulwark`: the validator node's binary. Today: operator commands for attestation evidence.
+//! `bulwark`: the validator node's binary: operator commands (homes, testnets, attestation
+//! evidence) and `start`; as `/init` of the measured guest it runs PID 1's duties first.
 
 use anyhow::{Context, Result};
 use clap::{ArgGroup, Args, Parser, Subcommand};
@@ -138,7 +139,10 @@ pub struct VerifyArgs {
 fn main() -> ExitCode {
     // As /init of the measured guest the kernel starts us as PID 1 with no arguments.
     if std::process::id() == 1 {
-        bulwark_node::boot::run();
+        bulwark_boot::run(|home| {
+            logging(false);
+            bulwark::run::start(bulwark::home::Home::load(home)?)
+        });
     }
     let cli = Cli::parse();
     let result: Result<ExitCode> = match cli.command {
@@ -150,20 +154,13 @@ fn main() -> ExitCode {
         Command::Attest(AttestCommand::Report(args)) => attest_cmd::report(&args),
         Command::Start { home } => {
             use std::io::IsTerminal;
-            tracing_subscriber::fmt()
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .init();
-            bulwark_node::home::Home::load(&home)
+            logging(std::io::stderr().is_terminal());
+            bulwark::home::Home::load(&home)
                 .map_err(anyhow::Error::from)
-                .and_then(bulwark_node::run::start)
+                .and_then(bulwark::run::start)
                 .map(|()| ExitCode::SUCCESS)
         }
-        Command::Init { home, chain_id } => bulwark_node::home::init(&home, &chain_id)
+        Command::Init { home, chain_id } => bulwark::home::init(&home, &chain_id)
             .map(|()| {
                 println!("initialised {}", home.display());
                 ExitCode::SUCCESS
@@ -174,7 +171,7 @@ fn main() -> ExitCode {
             output,
             chain_id,
             base_port,
-        } => bulwark_node::home::testnet(&output, validators, &chain_id, base_port)
+        } => bulwark::home::testnet(&output, validators, &chain_id, base_port)
             .map(|homes| {
                 for h in homes {
                     println!("{}", h.display());
@@ -190,6 +187,17 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Logs to stderr, at `RUST_LOG`'s filter or `info`.
+fn logging(ansi: bool) {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
 }
 
 /// Reads a file, naming it in the error.

@@ -7,13 +7,17 @@
 //!
 //! The network comes up before PID 1 runs: the measured command line says `ip=dhcp`, and the
 //! host's DHCP server (QEMU user networking) answers; no per-validator value is measured.
-//! Everything on the data disk (config, genesis, keys) is the host's and is checked by
-//! `Home::load` like any other home.
+//! Everything on the data disk (config, genesis, keys) is the host's and is checked by the
+//! node like any other home.
+//!
+//! This crate knows nothing about the validator: the `bulwark` binary calls [`run`] when the
+//! kernel starts it as `/init`, handing it the function that runs the node from a home.
 
 use nix::mount::{mount, MsFlags};
 use nix::sys::reboot::{reboot, RebootMode};
 use serde::Deserialize;
 use std::io::Read;
+use std::path::Path;
 use thiserror::Error;
 
 /// Where QEMU's `-fw_cfg name=opt/bulwark/config,file=...` appears in the guest.
@@ -49,10 +53,7 @@ pub enum BootError {
         /// The error.
         source: nix::Error,
     },
-    /// The home on the data disk is unusable.
-    #[error(transparent)]
-    Home(#[from] crate::home::HomeError),
-    /// The node stopped with an error.
+    /// The node stopped with an error (or could not start from the home on the data disk).
     #[error("the node: {0:#}")]
     Node(anyhow::Error),
 }
@@ -121,7 +122,10 @@ fn host_config() -> Result<Option<HostConfig>, BootError> {
     HostConfig::parse(&bytes).map(Some)
 }
 
-fn boot() -> Result<(), BootError> {
+/// Where the data disk is mounted: the validator's home.
+pub const DATA_DIR: &str = "/data";
+
+fn boot(node: impl FnOnce(&Path) -> anyhow::Result<()>) -> Result<(), BootError> {
     mount_fs("devtmpfs", "/dev", "devtmpfs")?;
     mount_fs("proc", "/proc", "proc")?;
     mount_fs("sysfs", "/sys", "sysfs")?;
@@ -135,10 +139,10 @@ fn boot() -> Result<(), BootError> {
         eprintln!("bulwark-init: Ctrl-Alt-Del stays a hard reboot: {e}");
     }
     let config = host_config()?.ok_or(BootError::NoConfiguration)?;
-    let _ = std::fs::create_dir_all("/data");
+    let _ = std::fs::create_dir_all(DATA_DIR);
     mount(
         Some(config.data_disk.as_str()),
-        "/data",
+        DATA_DIR,
         Some("ext4"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
         None::<&str>,
@@ -151,18 +155,12 @@ fn boot() -> Result<(), BootError> {
         "bulwark-init: {} mounted at /data; starting the validator",
         config.data_disk
     );
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .with_env_filter(tracing_subscriber::EnvFilter::new("info"))
-        .init();
-    let home = crate::home::Home::load(std::path::Path::new("/data"))?;
-    crate::run::start(home).map_err(BootError::Node)
+    node(Path::new(DATA_DIR)).map_err(BootError::Node)
 }
 
 fn power_off() {
     nix::unistd::sync();
-    let _ = nix::mount::umount("/data");
+    let _ = nix::mount::umount(DATA_DIR);
     let _ = reboot(RebootMode::RB_POWER_OFF);
 }
 
@@ -180,15 +178,16 @@ fn reap_orphans() {
     });
 }
 
-/// Runs as PID 1 and powers the VM off; never returns.
-pub fn run() -> ! {
+/// Runs as PID 1: prepares the guest, runs `node` with the validator's home, and powers the
+/// VM off when it returns; never returns.
+pub fn run(node: impl FnOnce(&Path) -> anyhow::Result<()>) -> ! {
     // A panic anywhere powers the VM off instead of leaving a hung guest.
     std::panic::set_hook(Box::new(|info| {
         eprintln!("bulwark-init: panic: {info}; powering off");
         power_off();
     }));
     reap_orphans();
-    let status = match boot() {
+    let status = match boot(node) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("bulwark-init: {e}");

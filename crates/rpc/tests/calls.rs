@@ -2,7 +2,7 @@
 //! call, and anything else a JSON-RPC error with the right code, never a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use bulwark_node::rpc::calls::{parse, uri_params, BroadcastMode, Call, MAX_PER_PAGE};
+use bulwark_rpc::calls::{parse, uri_params, BroadcastMode, Call, MAX_PER_PAGE};
 use serde_json::json;
 use tendermint_rpc::response_error::Code;
 

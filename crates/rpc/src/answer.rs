@@ -2,10 +2,10 @@
 //! application. Responses are built from `tendermint-rpc`'s own endpoint types, so their JSON
 //! is what CometBFT v0.38 serves and what its clients parse.
 
-use super::calls::{BroadcastMode, Call};
-use crate::chain::{block_id, decode_results, ChainState};
-use crate::engine::{Engine, Output};
-use crate::mempool::{tx_hash, AddError};
+use crate::calls::{BroadcastMode, Call};
+use bulwark_node::chain::{block_id, decode_results, ChainState};
+use bulwark_node::engine::{Engine, Output};
+use bulwark_node::mempool::{tx_hash, AddError};
 use bulwark_types::tendermint::abci::{request, response, Code};
 use bulwark_types::tendermint::block::{self, signed_header::SignedHeader, Block, Commit};
 use bulwark_types::tendermint::{node, validator, Genesis, Hash, PublicKey};

@@ -5,12 +5,15 @@ use serde_json::Value;
 use std::process::Command;
 
 fn data(path: &str) -> String {
-    format!("{}/../attest/tests/data/{path}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/../crates/attest/tests/data/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 /// Runs `bulwark` with `args`.
 fn bulwark(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_bulwark"))
+    Command::new(harness::process::bulwark_binary().unwrap())
         .args(args)
         .output()
         .unwrap()
@@ -277,7 +280,10 @@ fn without_the_guest_device_report_asks_for_simulated() {
 #[test]
 fn a_self_signed_fake_ark_offered_by_the_host_is_rejected_by_name() {
     // The simulated root is exactly that: a self-signed ARK and an ASK that are not AMD's.
-    let fake = format!("{}/../attest/simulated/ark.pem", env!("CARGO_MANIFEST_DIR"));
+    let fake = format!(
+        "{}/../crates/attest/simulated/ark.pem",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let (code, out) = run(&[
         "--report",
         &data("virtee-sev-milan/report.bin"),

@@ -4,15 +4,14 @@
 //! named check in the log, while the network keeps committing.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
 use bulwark_attest::report::policy_bits;
 use bulwark_attest::simulated::SimulatedPsp;
 use bulwark_attest::EvidenceSource;
 use bulwark_net::binding::report_data;
 use bulwark_net::config::{provider, SERVER_NAME};
 use bulwark_net::extension::{CertEvidence, OID_ARCS};
-use common::process::{base_port, rpc_url, start, stop_cleanly, testnet, wait_for, Node};
+use harness::ports::testnet_block;
+use harness::process::{bulwark_binary, fast_testnet, rpc_url, start, wait_for, Node};
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use sha2::Digest;
 use std::io::{Read, Write};
@@ -22,7 +21,7 @@ use std::time::Duration;
 
 /// What the testnet's genesis admits: the measurement of this very binary (simulated trust).
 fn binary_measurement() -> [u8; 48] {
-    sha2::Sha384::digest(std::fs::read(env!("CARGO_BIN_EXE_bulwark")).unwrap()).into()
+    sha2::Sha384::digest(std::fs::read(bulwark_binary().unwrap()).unwrap()).into()
 }
 
 fn genesis(home: &std::path::Path) -> serde_json::Value {
@@ -194,8 +193,8 @@ fn attack_seeing(addr: &str, cert: Option<Presented>, server: Arc<AnyServer>) ->
 #[test]
 fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
     let dir = tempfile::tempdir().unwrap();
-    let base = base_port(2);
-    let homes = testnet(dir.path(), base);
+    let base = testnet_block(4).unwrap();
+    let homes = fast_testnet(dir.path(), base).unwrap();
     // The network requires the simulated chips' TCB as its minimum, so an older TCB is refused.
     let minimum = SimulatedPsp::new([0; 32], [0; 48]).tcb;
     for home in &homes {
@@ -226,13 +225,15 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
             .try_into()
             .unwrap()
     };
-    let mut nodes: Vec<Node> = homes.iter().map(|h| start(h)).collect();
+    let mut nodes: Vec<Node> = homes.iter().map(|h| start(h).unwrap()).collect();
     {
         let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
-        wait_for(&mut all, 3, Duration::from_secs(60));
+        wait_for(&mut all, 3, Duration::from_secs(60)).unwrap();
     }
     // Every node attested its peers; net_info shows who they are.
-    let line = nodes[0].wait_for_peer_log("peer attested", Duration::from_secs(10));
+    let line = nodes[0]
+        .wait_for_peer_log("peer attested", Duration::from_secs(10))
+        .unwrap();
     assert!(line.contains(&hex::encode(binary_measurement())), "{line}");
     let net: serde_json::Value = {
         let addr = rpc_url(base, 0).trim_start_matches("http://").to_string();
@@ -349,7 +350,9 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
             !attack(&p2p0, cert),
             "{expected}: the node let the attacker in"
         );
-        let line = nodes[0].wait_for_peer_log(expected, Duration::from_secs(15));
+        let line = nodes[0]
+            .wait_for_peer_log(expected, Duration::from_secs(15))
+            .unwrap();
         assert!(line.contains("refused inbound peer"), "{line}");
     }
     // Another chip's VCEK under a genuine report.
@@ -400,7 +403,9 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
             .clone()
             .expect("node 1 showed its certificate");
         assert!(!attack(&p2p0, Some((stolen, fresh_key().serialize_der()))));
-        nodes[0].wait_for_peer_log("BadSignature", Duration::from_secs(15));
+        nodes[0]
+            .wait_for_peer_log("BadSignature", Duration::from_secs(15))
+            .unwrap();
     }
     // Not TLS at all.
     {
@@ -409,17 +414,19 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
         s.write_all(b"\x00\x00\x00\x05hello").unwrap();
         let mut sink = Vec::new();
         let _ = s.read_to_end(&mut sink);
-        nodes[0].wait_for_peer_log("InvalidContentType", Duration::from_secs(15));
+        nodes[0]
+            .wait_for_peer_log("InvalidContentType", Duration::from_secs(15))
+            .unwrap();
     }
 
     // The network kept committing through all of it.
     let reached = nodes.iter().map(|n| n.last).max().unwrap();
     {
         let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
-        wait_for(&mut all, reached + 3, Duration::from_secs(60));
+        wait_for(&mut all, reached + 3, Duration::from_secs(60)).unwrap();
     }
     for n in nodes.iter_mut() {
-        stop_cleanly(n);
+        n.stop_cleanly().unwrap();
     }
 }
 
@@ -429,7 +436,7 @@ fn a_node_of_an_amd_trust_network_without_sev_snp_refuses_to_start() {
     // the SEV-SNP guest device it does not start at all (the TLS verifier refusing simulated
     // evidence under amd trust is in crates/net's attack matrix).
     let dir = tempfile::tempdir().unwrap();
-    let homes = testnet(dir.path(), base_port(3));
+    let homes = fast_testnet(dir.path(), testnet_block(4).unwrap()).unwrap();
     let mut g = genesis(&homes[0]);
     g["attestation"]["trust"] = "amd".into();
     std::fs::write(
@@ -437,7 +444,7 @@ fn a_node_of_an_amd_trust_network_without_sev_snp_refuses_to_start() {
         serde_json::to_string_pretty(&g).unwrap(),
     )
     .unwrap();
-    let out = common::process::bulwark()
+    let out = std::process::Command::new(bulwark_binary().unwrap())
         .args(["start", "--home", homes[0].to_str().unwrap()])
         .output()
         .unwrap();

@@ -2,7 +2,7 @@
 //! configuration or a typed error, never a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use bulwark_node::boot::{BootError, HostConfig};
+use bulwark_boot::{BootError, HostConfig};
 
 const GOOD: &str = r#"{"version":1,"data_disk":"/dev/vda"}"#;
 

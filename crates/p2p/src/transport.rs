@@ -1,16 +1,12 @@
-//! The seam between the driver and the network: every validator connection is mutually
-//! attested TLS 1.3 (`bulwark-net`). This node's certificate carries fresh evidence from its
-//! evidence source (the SEV-SNP guest device under `amd` trust, the simulated PSP under
-//! `simulated` trust) and is re-made at half its lifetime; peers are admitted only by the
-//! network's policy from genesis.
+//! Every validator connection is mutually attested TLS 1.3 (`bulwark-net`). This node's
+//! certificate carries fresh evidence from the evidence source the node chose by its network's
+//! trust (the SEV-SNP guest device under `amd`, the simulated PSP under `simulated`) and is
+//! re-made at half its lifetime; peers are admitted only by the network's policy.
 
-use crate::home::{simulated_measurement, Home};
-use bulwark_attest::simulated::SimulatedPsp;
-use bulwark_attest::{EvidenceSource, GuestDevice, Trust};
+use bulwark_attest::EvidenceSource;
 use bulwark_net::config::{rotating_client_config, rotating_server_config, SERVER_NAME};
 use bulwark_net::verifier::{peer_identity, rejection_of};
 use bulwark_net::{AttestedVerifier, LocalIdentity, NetworkPolicy, RotatingIdentity, VerifiedPeer};
-use sha2::Digest;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::net::TcpStream;
@@ -20,6 +16,17 @@ use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 pub const CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// A handshake that takes longer is abandoned.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why this node's own certificate or TLS configuration could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The certificate with fresh evidence.
+    #[error("this node's attested certificate: {0}")]
+    Identity(#[from] bulwark_net::identity::IdentityError),
+    /// The rustls configuration.
+    #[error("TLS configuration: {0}")]
+    Tls(#[from] rustls::Error),
+}
 
 /// Attested TLS for one node.
 pub struct Transport {
@@ -40,32 +47,6 @@ impl std::fmt::Debug for Transport {
     }
 }
 
-/// Where this node's evidence comes from, by the network's trust.
-fn evidence_source(home: &Home) -> anyhow::Result<Box<dyn EvidenceSource>> {
-    match home.attestation.trust {
-        Trust::Amd => Ok(Box::new(GuestDevice::open().map_err(|e| {
-            anyhow::anyhow!("this network's genesis trusts AMD hardware only: {e}")
-        })?)),
-        Trust::Simulated => {
-            tracing::warn!(
-                "SIMULATED ATTESTATION: this network's genesis trusts the project's simulated \
-                 PSP. Its evidence proves nothing about hardware or isolation; never let a \
-                 network that carries value use `simulated` trust."
-            );
-            // A stable simulated chip per node; the simulated root is public, so nothing here
-            // is a secret.
-            let node_public = home.node_key.priv_key.public_key().to_bytes();
-            let chip_secret: [u8; 32] =
-                sha2::Sha256::digest([b"bulwark simulated chip".as_slice(), &node_public].concat())
-                    .into();
-            Ok(Box::new(SimulatedPsp::new(
-                chip_secret,
-                simulated_measurement()?,
-            )))
-        }
-    }
-}
-
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -73,29 +54,15 @@ fn now_unix() -> u64 {
 }
 
 impl Transport {
-    /// Makes this node's first certificate and the TLS configurations.
-    pub fn new(home: &Home) -> anyhow::Result<Self> {
-        let mut source = evidence_source(home)?;
-        let consensus_key: [u8; 32] = home
-            .validator_key
-            .pub_key
-            .ed25519()
-            .map(|k| k.as_bytes().to_vec())
-            .and_then(|k| k.try_into().ok())
-            .ok_or_else(|| anyhow::anyhow!("the validator key is not ed25519"))?;
-        let chain_id = home.genesis.chain_id.to_string();
-        let validators = home
-            .genesis
-            .validators
-            .iter()
-            .filter_map(|v| v.pub_key.ed25519())
-            .filter_map(|k| k.as_bytes().try_into().ok())
-            .collect();
-        let policy = NetworkPolicy {
-            attestation: home.attestation.clone(),
-            chain_id: chain_id.clone(),
-            validators,
-        };
+    /// Makes this node's first certificate with evidence from `source`, binding
+    /// `consensus_key` and the policy's chain id, and the TLS configurations that admit peers
+    /// only by `policy`.
+    pub fn new(
+        mut source: Box<dyn EvidenceSource>,
+        consensus_key: [u8; 32],
+        policy: NetworkPolicy,
+    ) -> Result<Self, TransportError> {
+        let chain_id = policy.chain_id.clone();
         let verifier = Arc::new(AttestedVerifier::new(
             policy,
             &bulwark_net::config::provider(),
@@ -122,7 +89,7 @@ impl Transport {
     }
 
     /// Re-makes this node's certificate with fresh evidence; new connections present it.
-    pub fn refresh(&mut self) -> anyhow::Result<()> {
+    pub fn refresh(&mut self) -> Result<(), TransportError> {
         let identity = LocalIdentity::new(
             self.source.as_mut(),
             self.consensus_key,

@@ -5,11 +5,10 @@
 //! and the network keeps committing.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
 use bulwark_types::tendermint::block::Height;
 use bulwark_types::tendermint::validator::Set;
-use common::process::{base_port, rpc_url, start, stop_cleanly, testnet, wait_for, Node};
+use harness::ports::testnet_block;
+use harness::process::{fast_testnet, rpc_url, start, wait_for, Node};
 use std::io::{Read, Write};
 use std::time::Duration;
 use tendermint_light_client_verifier::options::Options;
@@ -81,8 +80,8 @@ fn options() -> Options {
 #[test]
 fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let base = base_port(1);
-    let homes = testnet(dir.path(), base);
+    let base = testnet_block(4).unwrap();
+    let homes = fast_testnet(dir.path(), base).unwrap();
     // Node 0 takes transactions of at most 4 KiB, so an oversized one fits in a request.
     let config = homes[0].join("config/config.toml");
     let text = std::fs::read_to_string(&config).unwrap();
@@ -91,8 +90,8 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
         text.replace("max_tx_bytes = 1048576", "max_tx_bytes = 4096"),
     )
     .unwrap();
-    let mut nodes: Vec<Node> = homes.iter().map(|h| start(h)).collect();
-    let urls: Vec<String> = (0..4).map(|i| rpc_url(base, i)).collect();
+    let mut nodes: Vec<Node> = homes.iter().map(|h| start(h).unwrap()).collect();
+    let urls: Vec<String> = (0..4).map(|i| rpc_url(base, i as usize)).collect();
     let addr0 = urls[0].trim_start_matches("http://").to_string();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -100,7 +99,7 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
         .unwrap();
     {
         let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
-        wait_for(&mut all, 2, Duration::from_secs(60));
+        wait_for(&mut all, 2, Duration::from_secs(60)).unwrap();
     }
 
     runtime.block_on(async {
@@ -336,9 +335,9 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
     let reached = nodes.iter().map(|n| n.last).max().unwrap();
     {
         let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
-        wait_for(&mut all, reached + 3, Duration::from_secs(60));
+        wait_for(&mut all, reached + 3, Duration::from_secs(60)).unwrap();
     }
     for n in nodes.iter_mut() {
-        stop_cleanly(n);
+        n.stop_cleanly().unwrap();
     }
 }

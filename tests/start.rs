@@ -3,48 +3,47 @@
 //! catches up.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-mod common;
-
-use common::process::{base_port, signal, start, stop_cleanly, testnet, wait_for, Node};
+use harness::ports::testnet_block;
+use harness::process::{fast_testnet, start, wait_for, Node};
 use std::time::Duration;
 
 #[test]
 fn four_processes_commit_stop_restart_and_recover_from_a_kill() {
     let dir = tempfile::tempdir().unwrap();
-    let homes = testnet(dir.path(), base_port(0));
-    let mut nodes: Vec<Node> = homes.iter().map(|h| start(h)).collect();
+    let homes = fast_testnet(dir.path(), testnet_block(4).unwrap()).unwrap();
+    let mut nodes: Vec<Node> = homes.iter().map(|h| start(h).unwrap()).collect();
     {
         let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
-        wait_for(&mut all, 10, Duration::from_secs(120));
+        wait_for(&mut all, 10, Duration::from_secs(120)).unwrap();
     }
     for n in nodes.iter_mut() {
-        stop_cleanly(n);
+        n.stop_cleanly().unwrap();
     }
 
     // Restart from disk: the chain continues from where it was, not from genesis.
     let reached = nodes.iter().map(|n| n.last).min().unwrap();
-    let mut nodes: Vec<Node> = homes.iter().map(|h| start(h)).collect();
+    let mut nodes: Vec<Node> = homes.iter().map(|h| start(h).unwrap()).collect();
     {
         let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
-        wait_for(&mut all, reached + 5, Duration::from_secs(120));
+        wait_for(&mut all, reached + 5, Duration::from_secs(120)).unwrap();
     }
 
     // SIGKILL one node; the other three (a quorum) go on; the killed one comes back and catches up.
-    signal(&nodes[2], "-KILL");
+    nodes[2].signal("-KILL").unwrap();
     let _ = nodes[2].child.wait();
     let ahead = {
         let (left, right) = nodes.split_at_mut(2);
         let mut three: Vec<&mut Node> = left.iter_mut().chain(right[1..].iter_mut()).collect();
         let target = three.iter().map(|n| n.last).max().unwrap() + 5;
-        wait_for(&mut three, target, Duration::from_secs(120));
+        wait_for(&mut three, target, Duration::from_secs(120)).unwrap();
         target
     };
-    nodes[2] = start(&homes[2]);
+    nodes[2] = start(&homes[2]).unwrap();
     {
         let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
-        wait_for(&mut all, ahead + 3, Duration::from_secs(120));
+        wait_for(&mut all, ahead + 3, Duration::from_secs(120)).unwrap();
     }
     for n in nodes.iter_mut() {
-        stop_cleanly(n);
+        n.stop_cleanly().unwrap();
     }
 }

@@ -4,7 +4,7 @@
 
 use bulwark_attest::{HexBytes, Measurements, Policy, Trust};
 use bulwark_types::tendermint::{
-    account, chain, consensus, private_key::PrivateKey, validator, Genesis, PublicKey, Time,
+    account, chain, private_key::PrivateKey, validator, Genesis, PublicKey, Time,
 };
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -267,12 +267,6 @@ fn json<T: Serialize>(value: &T) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
-/// The consensus parameters a new chain starts with (CometBFT's defaults).
-pub fn default_consensus_params() -> consensus::Params {
-    let defaults = r#"{"block":{"max_bytes":"22020096","max_gas":"-1"},"evidence":{"max_age_num_blocks":"100000","max_age_duration":"172800000000000","max_bytes":"1048576"},"validator":{"pub_key_types":["ed25519"]},"version":{"app":"0"}}"#;
-    serde_json::from_str(defaults).unwrap_or_else(|_| unreachable!("the literal above is valid"))
-}
-
 /// Writes a home for each validator of a new chain, with distinct loopback ports and each
 /// node listing every other as a persistent peer.
 pub fn testnet(
@@ -298,7 +292,7 @@ pub fn testnet(
         genesis_time: Time::now(),
         chain_id,
         initial_height: 1,
-        consensus_params: default_consensus_params(),
+        consensus_params: bulwark_types::genesis::default_consensus_params(),
         validators: keys
             .iter()
             .enumerate()
@@ -347,7 +341,7 @@ pub fn init(home: &Path, chain_id: &str) -> Result<(), HomeError> {
             reason: format!("chain id: {e}"),
         })?,
         initial_height: 1,
-        consensus_params: default_consensus_params(),
+        consensus_params: bulwark_types::genesis::default_consensus_params(),
         validators: vec![validator::Info::new(key.pub_key, 10u32.into())],
         app_hash: Default::default(),
         app_state: serde_json::json!({}),

@@ -8,6 +8,8 @@
 
 pub mod answer;
 pub mod calls;
+pub mod peers;
+pub mod waiters;
 
 use calls::{BroadcastMode, Call};
 use http_body_util::{BodyExt, Full, Limited};

@@ -1,7 +1,7 @@
 //! `bulwark init` / `bulwark testnet` write homes that load back, in CometBFT's layout.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use bulwark_node::home::{Home, HomeError};
+use bulwark::home::{Home, HomeError};
 use std::process::Command;
 
 fn bulwark(args: &[&str]) -> std::process::Output {

@@ -1,0 +1,67 @@
+//! How `net_info` shows a connected peer: CometBFT's peer info, plus what its verified
+//! attestation evidence says.
+
+use bulwark_net::VerifiedPeer;
+use bulwark_p2p::peers::validator_address;
+use bulwark_p2p::Peer;
+use bulwark_types::tendermint::{node, Time};
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tendermint_rpc::endpoint::net_info;
+
+/// What `net_info` shows of a peer's verified evidence.
+pub fn attestation_json(peer: &VerifiedPeer) -> Value {
+    serde_json::json!({
+        "validator_address": validator_address(&peer.consensus_key),
+        "measurement": hex::encode(peer.measurement),
+        "chip_id": hex::encode(peer.chip_id),
+        "reported_tcb": peer.reported_tcb,
+    })
+}
+
+/// A connected peer as `net_info` shows it, once it introduced itself; `own` is this node's
+/// info, whose protocol versions and network the peer shares (its `Hello` named this chain).
+pub fn peer_info(peer: &Peer, own: &node::Info) -> Option<(net_info::PeerInfo, Value)> {
+    let hello = peer.hello.as_ref()?;
+    let mut info = own.clone();
+    info.id = hello.node_id.parse().ok()?;
+    info.moniker = hello.moniker.parse().ok()?;
+    info.listen_addr = node::info::ListenAddress::new(hello.listen_addr.clone());
+    info.version = serde_json::from_value(Value::String(hello.version.clone())).ok()?;
+    info.other.rpc_address = String::new();
+    let duration = peer.since.elapsed();
+    let since_epoch = peer.started.duration_since(std::time::UNIX_EPOCH).ok()?;
+    let started = Time::from_unix_timestamp(
+        i64::try_from(since_epoch.as_secs()).ok()?,
+        since_epoch.subsec_nanos(),
+    )
+    .ok()?;
+    let monitor = |bytes: &AtomicU64| net_info::Monitor {
+        active: true,
+        start: started,
+        duration,
+        idle: Duration::ZERO,
+        bytes: bytes.load(Ordering::Relaxed),
+        samples: 0,
+        inst_rate: 0,
+        cur_rate: 0,
+        avg_rate: bytes.load(Ordering::Relaxed) / duration.as_secs().max(1),
+        peak_rate: 0,
+        bytes_rem: 0,
+        time_rem: 0,
+        progress: 0,
+    };
+    let info = net_info::PeerInfo {
+        node_info: info,
+        is_outbound: peer.outbound,
+        connection_status: net_info::ConnectionStatus {
+            duration,
+            send_monitor: monitor(&peer.traffic.sent),
+            recv_monitor: monitor(&peer.traffic.received),
+            channels: vec![],
+        },
+        remote_ip: peer.addr.ip(),
+    };
+    Some((info, attestation_json(&peer.attested)))
+}

@@ -1,0 +1,30 @@
+//! The one harness for starting, watching and stopping real `bulwark` processes and validator
+//! VMs, shared by the end-to-end tests in this directory and by `cargo xtask` (demo, bench,
+//! qemu). Everything returns `anyhow::Result` with the log tail of what failed; tests unwrap.
+//!
+//! - [`process`]: testnet homes, `bulwark start` processes with their logs and heights, and a
+//!   whole local network.
+//! - [`vm`]: validator VMs booted from the measured image under QEMU, with data disks, host
+//!   configuration in `fw_cfg`, forwarded ports and a clean power-off.
+//! - [`rpc`]: a std-only JSON-RPC client (no async runtime).
+//! - [`ports`]: blocks of free loopback ports.
+
+pub mod ports;
+pub mod process;
+pub mod rpc;
+pub mod vm;
+
+use std::path::{Path, PathBuf};
+
+/// The workspace's root directory.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The cargo that runs us (or `cargo`).
+pub fn cargo() -> std::process::Command {
+    std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}

@@ -1,0 +1,377 @@
+//! Real `bulwark` processes: testnet homes, `bulwark start` with its log and committed heights
+//! watched, signals and clean stops, and a whole local network on loopback.
+
+use anyhow::{bail, Context, Result};
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Timeouts that make a loopback testnet commit several heights a second.
+pub const FAST_TIMEOUTS: &[(&str, &str)] = &[
+    ("timeout_propose_ms = 3000", "timeout_propose_ms = 600"),
+    ("timeout_prevote_ms = 1000", "timeout_prevote_ms = 200"),
+    ("timeout_precommit_ms = 1000", "timeout_precommit_ms = 200"),
+    ("timeout_commit_ms = 1000", "timeout_commit_ms = 100"),
+];
+
+/// Log lines kept for a failure message.
+const TAIL_LINES: usize = 40;
+
+/// Builds the `bulwark` binary of this checkout (release: what operators run and what
+/// figures are taken of; debug: what tests run) and returns its path.
+pub fn build_bulwark(release: bool) -> Result<PathBuf> {
+    let mut cargo = crate::cargo();
+    cargo.args(["build", "--quiet", "-p", "bulwark", "--bin", "bulwark"]);
+    if release {
+        cargo.arg("--release");
+    }
+    let status = cargo
+        .current_dir(crate::workspace())
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo build -p bulwark failed ({status})");
+    }
+    Ok(target_dir()
+        .join(if release { "release" } else { "debug" })
+        .join("bulwark"))
+}
+
+/// The debug `bulwark` binary, built once per process: tests always run the code they were
+/// built from.
+pub fn bulwark_binary() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_bulwark(false).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+/// Cargo's target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::workspace().join("target"))
+}
+
+/// Makes the homes of a `validators`-node testnet in `dir` with `bin testnet` (ports from
+/// `base`, see [`crate::ports::testnet_block`]) and applies `(from, to)` replacements to every
+/// config.toml; each must match.
+pub fn testnet(
+    bin: &Path,
+    dir: &Path,
+    validators: usize,
+    base: u16,
+    config: &[(&str, &str)],
+) -> Result<Vec<PathBuf>> {
+    let out = Command::new(bin)
+        .args([
+            "testnet",
+            "--validators",
+            &validators.to_string(),
+            "--output",
+        ])
+        .arg(dir)
+        .args(["--base-port", &base.to_string()])
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "bulwark testnet failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (0..validators)
+        .map(|i| {
+            let home = dir.join(format!("node{i}"));
+            let cfg = home.join("config/config.toml");
+            let mut text = std::fs::read_to_string(&cfg)?;
+            for (from, to) in config {
+                if !text.contains(from) {
+                    bail!("{} has no {from:?}", cfg.display());
+                }
+                text = text.replace(from, to);
+            }
+            std::fs::write(&cfg, text)?;
+            Ok(home)
+        })
+        .collect()
+}
+
+/// The JSON-RPC address (host:port) of node `i` of a testnet made from `base`.
+pub fn rpc_addr(base: u16, i: usize) -> String {
+    format!("127.0.0.1:{}", usize::from(base) + 10 * i + 1)
+}
+
+/// The JSON-RPC URL of node `i` of a testnet made from `base`.
+pub fn rpc_url(base: u16, i: usize) -> String {
+    format!("http://{}", rpc_addr(base, i))
+}
+
+/// A running `bulwark start`. Its stderr goes to `HOME/bulwark.log`; committed heights, the
+/// last lines and every line about admitting or refusing peers are kept. Dropping it kills
+/// the process (a failing test must not leave validators holding ports and CPU).
+pub struct Node {
+    /// The process.
+    pub child: Child,
+    /// Its home.
+    pub home: PathBuf,
+    heights: mpsc::Receiver<u64>,
+    /// The highest height it reported committed.
+    pub last: u64,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    /// Every line about admitting or refusing peers.
+    pub peer_log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Node {
+    /// Starts `bin start --home HOME`.
+    pub fn start(bin: &Path, home: &Path) -> Result<Node> {
+        let mut log = std::fs::File::create(home.join("bulwark.log"))
+            .with_context(|| format!("creating the log in {}", home.display()))?;
+        let mut child = Command::new(bin)
+            .arg("start")
+            .arg("--home")
+            .arg(home)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stderr = child.stderr.take().context("no stderr pipe")?;
+        let (tx, heights) = mpsc::channel();
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let peer_log = Arc::new(Mutex::new(Vec::new()));
+        let (keep_tail, keep_peers) = (tail.clone(), peer_log.clone());
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = writeln!(log, "{line}");
+                if line.contains("refused") || line.contains("peer attested") {
+                    if let Ok(mut p) = keep_peers.lock() {
+                        p.push(line.clone());
+                    }
+                }
+                if let Some(h) = committed_height(&line) {
+                    let _ = tx.send(h);
+                }
+                if let Ok(mut t) = keep_tail.lock() {
+                    t.push_back(line);
+                    if t.len() > TAIL_LINES {
+                        t.pop_front();
+                    }
+                }
+            }
+        });
+        Ok(Node {
+            child,
+            home: home.to_path_buf(),
+            heights,
+            last: 0,
+            tail,
+            peer_log,
+        })
+    }
+
+    /// Takes in the heights reported since the last call; the highest so far.
+    pub fn poll(&mut self) -> u64 {
+        while let Ok(h) = self.heights.try_recv() {
+            self.last = self.last.max(h);
+        }
+        self.last
+    }
+
+    /// The last lines it logged.
+    pub fn tail(&self) -> String {
+        self.tail
+            .lock()
+            .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default()
+    }
+
+    /// Waits until a peer-log line contains `needle`; returns it.
+    pub fn wait_for_peer_log(&self, needle: &str, limit: Duration) -> Result<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(line) = self
+                .peer_log
+                .lock()
+                .ok()
+                .and_then(|log| log.iter().find(|l| l.contains(needle)).cloned())
+            {
+                return Ok(line);
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "no peer log line with {needle:?}; have {:#?}",
+                    self.peer_log.lock().map(|l| l.clone()).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends a signal (`-TERM`, `-KILL`, ...).
+    pub fn signal(&self, sig: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill {sig} {} failed", self.child.id());
+        }
+        Ok(())
+    }
+
+    /// Whether it still runs.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `limit` for it to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("{} did not exit within {limit:?}", self.home.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then a successful exit within 10 s.
+    pub fn stop_cleanly(&mut self) -> Result<()> {
+        self.signal("-TERM")?;
+        let status = self.wait_exit(Duration::from_secs(10))?;
+        if !status.success() {
+            bail!(
+                "{} exited with {status} on SIGTERM:\n{}",
+                self.home.display(),
+                self.tail()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The height of a "committed height=N" log line.
+fn committed_height(line: &str) -> Option<u64> {
+    line.split("committed height=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Waits until every node reported `height` committed; the error shows each node's height
+/// and log tail.
+pub fn wait_for(nodes: &mut [&mut Node], height: u64, limit: Duration) -> Result<()> {
+    let deadline = Instant::now() + limit;
+    loop {
+        for n in nodes.iter_mut() {
+            n.poll();
+        }
+        if nodes.iter().all(|n| n.last >= height) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let tails: Vec<String> = nodes.iter().map(|n| n.tail()).collect();
+            bail!(
+                "not all nodes reached {height}: {:?}\n{}",
+                nodes.iter().map(|n| n.last).collect::<Vec<_>>(),
+                tails.join("\n-----\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A running local network: a testnet in its own directory, one process per validator.
+/// Dropping it kills the processes and removes the directory.
+pub struct Network {
+    /// The network's directory (`node{i}` homes).
+    pub dir: PathBuf,
+    /// Its first port.
+    pub base: u16,
+    /// The validators.
+    pub nodes: Vec<Node>,
+}
+
+impl Network {
+    /// Makes a testnet of `validators` in a fresh directory named after `tag`, applies the
+    /// config replacements, and starts every node.
+    pub fn start(
+        bin: &Path,
+        validators: usize,
+        tag: &str,
+        config: &[(&str, &str)],
+    ) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("bulwark-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let base = crate::ports::testnet_block(validators)?;
+        let homes = testnet(bin, &dir, validators, base, config)?;
+        let nodes = homes
+            .iter()
+            .map(|home| Node::start(bin, home))
+            .collect::<Result<_>>()?;
+        Ok(Network { dir, base, nodes })
+    }
+
+    /// The JSON-RPC address (host:port) of node `i`.
+    pub fn rpc_addr(&self, i: usize) -> String {
+        rpc_addr(self.base, i)
+    }
+
+    /// How many nodes are still running.
+    pub fn live(&mut self) -> usize {
+        self.nodes
+            .iter_mut()
+            .map(Node::running)
+            .filter(|&up| up)
+            .count()
+    }
+
+    /// SIGTERM to every node; how many exited successfully within 10 s.
+    pub fn stop(&mut self) -> usize {
+        for n in &self.nodes {
+            let _ = n.signal("-TERM");
+        }
+        self.nodes
+            .iter_mut()
+            .map(|n| {
+                n.wait_exit(Duration::from_secs(10))
+                    .is_ok_and(|status| status.success())
+            })
+            .filter(|&clean| clean)
+            .count()
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A 4-validator testnet of this checkout's debug binary with [`FAST_TIMEOUTS`], its ports
+/// from `base` (see [`crate::ports::testnet_block`]).
+pub fn fast_testnet(dir: &Path, base: u16) -> Result<Vec<PathBuf>> {
+    testnet(&bulwark_binary()?, dir, 4, base, FAST_TIMEOUTS)
+}
+
+/// Starts this checkout's debug binary on `home`.
+pub fn start(home: &Path) -> Result<Node> {
+    Node::start(&bulwark_binary()?, home)
+}
