@@ -1,6 +1,9 @@
 //! Debian packages the image and the VMs need, installed when missing (as root): without
-//! recommends, and never at the cost of removing an installed package. If apt could only
-//! install them by removing one, nothing is changed and the error names what it would remove.
+//! recommends, and never at the cost of removing an installed package. When the packages apt
+//! would remove came from the release's backports (a machine with QEMU 10's `qemu-utils` from
+//! bookworm-backports, say), the install is retried from backports too, through a private apt
+//! configuration that leaves the system's sources untouched. If apt can still only install
+//! them by removing one, nothing is changed and the error names what it would remove.
 
 use crate::step::step;
 use anyhow::{bail, Result};
@@ -38,6 +41,79 @@ fn would_remove(packages: &[&str]) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Whether the installed version of `package` is a backport (`~bpo` in its version).
+fn from_backports(package: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", package])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("~bpo"))
+        .unwrap_or(false)
+}
+
+/// The release's codename (`bookworm`), from /etc/os-release.
+fn codename() -> Option<String> {
+    std::fs::read_to_string("/etc/os-release")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .map(|c| c.trim_matches('"').to_string())
+        .filter(|c| !c.is_empty())
+}
+
+/// Installs `packages` preferring `<codename>-backports`, with a private source list (the
+/// release, its updates, security and backports) and private index and cache directories.
+fn install_from_backports(
+    s: &mut crate::step::Step,
+    packages: &[&str],
+) -> Result<std::process::ExitStatus> {
+    let Some(codename) = codename() else {
+        bail!("cannot tell the Debian release (/etc/os-release has no VERSION_CODENAME)");
+    };
+    let dir = crate::image::cache_dir().join(format!("apt-system-{codename}-backports"));
+    for d in ["lists/partial", "cache/archives/partial"] {
+        std::fs::create_dir_all(dir.join(d))?;
+    }
+    let keyring = "[signed-by=/usr/share/keyrings/debian-archive-keyring.gpg]";
+    std::fs::write(
+        dir.join("sources.list"),
+        format!(
+            "deb {keyring} http://deb.debian.org/debian {codename} main\n\
+             deb {keyring} http://deb.debian.org/debian {codename}-updates main\n\
+             deb {keyring} http://deb.debian.org/debian-security {codename}-security main\n\
+             deb {keyring} http://deb.debian.org/debian {codename}-backports main\n"
+        ),
+    )?;
+    let apt = || {
+        let mut c = Command::new("apt-get");
+        c.env("DEBIAN_FRONTEND", "noninteractive")
+            .arg("-o")
+            .arg(format!(
+                "Dir::Etc::SourceList={}",
+                dir.join("sources.list").display()
+            ))
+            .args(["-o", "Dir::Etc::SourceParts=/dev/null"])
+            .arg("-o")
+            .arg(format!("Dir::State::Lists={}", dir.join("lists").display()))
+            .arg("-o")
+            .arg(format!("Dir::Cache={}", dir.join("cache").display()))
+            .arg("-q");
+        c
+    };
+    s.run(apt().arg("update"))?;
+    s.status(
+        apt()
+            .args([
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "--no-remove",
+                "-t",
+            ])
+            .arg(format!("{codename}-backports"))
+            .args(packages),
+    )
 }
 
 /// Installs the Debian packages that are missing, or says which are missing and why they
@@ -81,6 +157,15 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
                 return Ok(());
             }
             let removed = would_remove(&missing);
+            if !removed.is_empty() && removed.iter().any(|p| from_backports(p)) {
+                s.note(&format!(
+                    "apt would remove {} (from backports); retrying from backports",
+                    removed.join(" ")
+                ))?;
+                if install_from_backports(s, &missing)?.success() {
+                    return Ok(());
+                }
+            }
             if !removed.is_empty() {
                 bail!(
                     "installing {} would remove installed packages ({}); refusing — install them by hand if that is what you want",

@@ -40,7 +40,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn cache_dir() -> PathBuf {
+pub fn cache_dir() -> PathBuf {
     std::env::var_os("BULWARK_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {

@@ -9,6 +9,7 @@ mod apt;
 mod bench;
 mod demo;
 mod image;
+mod layout;
 mod load;
 mod qemu;
 mod sim;
