@@ -1,4 +1,5 @@
-//! `cargo xtask sim`: many seeds of the deterministic simulator, on every core.
+//! `cargo xtask sim`: many seeds of the deterministic simulator, on every core: bare consensus
+//! cores (the fast sweep) or, with `--engine`, the node's real engines.
 
 use anyhow::{bail, Result};
 use bulwark_sim::scenario::SimConfig;
@@ -41,6 +42,10 @@ pub struct SimArgs {
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run the node's real engines (signatures, block parts, commits, block sync, WAL, kvstore,
+    /// stores on simulated disks) instead of bare consensus cores.
+    #[arg(long)]
+    pub engine: bool,
 }
 
 impl Default for SimArgs {
@@ -56,11 +61,183 @@ impl Default for SimArgs {
             behaviour: None,
             trace: false,
             threads: None,
+            engine: false,
         }
     }
 }
 
+/// What the seed loop needs of one run, in either mode.
+struct Summary {
+    seed: u64,
+    heights: u64,
+    max_round: u32,
+    events: u64,
+    violations: Vec<String>,
+    extra: [u64; 3],
+}
+
+/// Runs `count` seeds from `first` on `threads` workers; `one` runs a seed.
+fn sweep(
+    first: u64,
+    count: u64,
+    threads: usize,
+    one: &(dyn Fn(u64) -> Result<Summary, String> + Sync),
+) -> Result<(Vec<Summary>, std::time::Duration)> {
+    let started = Instant::now();
+    let next = AtomicU64::new(0);
+    let done = AtomicU64::new(0);
+    let results: Mutex<Vec<Summary>> = Mutex::new(Vec::with_capacity(count as usize));
+    let error: Mutex<Option<String>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if k >= count {
+                    break;
+                }
+                match one(first + k) {
+                    Ok(summary) => {
+                        if let Ok(mut r) = results.lock() {
+                            r.push(summary);
+                        }
+                    }
+                    Err(e) => {
+                        if let Ok(mut slot) = error.lock() {
+                            *slot = Some(e);
+                        }
+                        break;
+                    }
+                }
+                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
+                if count >= 1000 && d % (count / 10) == 0 {
+                    eprintln!("sim: {d}/{count} seeds, {:.1?}", started.elapsed());
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().ok().flatten() {
+        bail!("sim: {e}");
+    }
+    let mut results = results.into_inner().unwrap_or_default();
+    results.sort_by_key(|o| o.seed);
+    Ok((results, started.elapsed()))
+}
+
+/// Prints the first failing seeds with their violations and replay commands.
+fn print_failing(failing: &[&Summary], replay: &dyn Fn(u64) -> String) {
+    for o in failing.iter().take(10) {
+        eprintln!("sim: seed {} violated: {:?}", o.seed, o.violations);
+        eprintln!("     replay: {}", replay(o.seed));
+    }
+    if failing.len() > 10 {
+        eprintln!("sim: … and {} more failing seeds", failing.len() - 10);
+    }
+}
+
+/// `cargo xtask sim --engine`: the node's real engines.
+fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<()> {
+    use bulwark_engine_sim::byzantine::{behaviour_name, parse_behaviour};
+    use bulwark_engine_sim::world::EngineSimConfig;
+    let behaviour = match &args.behaviour {
+        None => None,
+        Some(name) => match parse_behaviour(name) {
+            Some(b) => Some(b),
+            None => bail!(
+                "unknown engine-mode behaviour {name:?}; one of: {}",
+                bulwark_engine_sim::byzantine::BEHAVIOURS
+                    .iter()
+                    .map(|b| behaviour_name(*b))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        },
+    };
+    if args.trace {
+        // The engines' own warnings (why a block was invalid, what the privval refused).
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "warn".into()),
+            )
+            .try_init();
+    }
+    let mut config = EngineSimConfig::new(args.validators, args.byzantine);
+    config.target_height = args.heights;
+    config.behaviour = behaviour;
+    config.trace = args.trace;
+    if !config.within_fault_bound() {
+        eprintln!(
+            "sim: {} byzantine of {} exceeds f = {}: violations are expected (negative control), liveness is not checked",
+            config.byzantine, config.validators, config.max_faulty()
+        );
+    }
+    let one = |seed: u64| -> Result<Summary, String> {
+        let o = bulwark_engine_sim::run(seed, &config).map_err(|e| e.to_string())?;
+        Ok(Summary {
+            seed: o.seed,
+            heights: o.heights_decided,
+            max_round: o.max_round,
+            events: o.events,
+            violations: o.violations.iter().map(|v| v.to_string()).collect(),
+            extra: [o.crashes, o.synced, o.sim_ms],
+        })
+    };
+    let (results, elapsed) = sweep(first, count, threads, &one)?;
+    let failing: Vec<&Summary> = results
+        .iter()
+        .filter(|o| !o.violations.is_empty())
+        .collect();
+    print_failing(&failing, &|seed| {
+        bulwark_engine_sim::replay_command(seed, &config)
+    });
+    let heights: u64 = results.iter().map(|o| o.heights).sum();
+    let violations: usize = failing.iter().map(|o| o.violations.len()).sum();
+    let events: u64 = results.iter().map(|o| o.events).sum();
+    let crashes: u64 = results.iter().map(|o| o.extra[0]).sum();
+    let synced: u64 = results.iter().map(|o| o.extra[1]).sum();
+    let max_round = results.iter().map(|o| o.max_round).max().unwrap_or(0);
+    let seconds = elapsed.as_secs_f64();
+    eprintln!(
+        "sim: engine mode, {count} seeds in {elapsed:.2?} on {threads} threads: {heights} heights decided, {events} events, {crashes} crashes, {synced} heights block-synced, max round {max_round}, {} failing seeds",
+        failing.len()
+    );
+    println!(
+        "{}",
+        serde_json::json!({
+            "mode": "engine",
+            "seeds": count,
+            "validators": config.validators,
+            "byzantine": config.byzantine,
+            "behaviour": behaviour.map(behaviour_name).unwrap_or("all"),
+            "heights_decided": heights,
+            "violations": violations,
+            "failing_seeds": failing.len(),
+            "max_round": max_round,
+            "crashes": crashes,
+            "heights_block_synced": synced,
+            "wall_seconds": (seconds * 1000.0).round() / 1000.0,
+            "seeds_per_second": if seconds > 0.0 { ((count as f64 / seconds) * 100.0).round() / 100.0 } else { 0.0 },
+        })
+    );
+    if config.within_fault_bound() && violations > 0 {
+        bail!("{} seeds violated an invariant", failing.len());
+    }
+    Ok(())
+}
+
 pub fn run(args: SimArgs) -> Result<()> {
+    let (first, count) = match args.seed {
+        Some(s) => (s, 1),
+        None => (args.first_seed, args.seeds),
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .max(1);
+    if args.engine {
+        return run_engine(&args, first, count, threads);
+    }
     let behaviour = match &args.behaviour {
         None => None,
         Some(name) => match parse_behaviour(name) {
@@ -87,73 +264,31 @@ pub fn run(args: SimArgs) -> Result<()> {
             config.max_faulty()
         );
     }
-    let (first, count) = match args.seed {
-        Some(s) => (s, 1),
-        None => (args.first_seed, args.seeds),
+    let one = |seed: u64| -> Result<Summary, String> {
+        let o: Outcome = bulwark_sim::run(seed, &config).map_err(|e| e.to_string())?;
+        Ok(Summary {
+            seed: o.seed,
+            heights: o.heights_decided,
+            max_round: o.max_round,
+            events: o.events,
+            violations: o.violations.iter().map(|v| v.to_string()).collect(),
+            extra: [o.evidence, 0, 0],
+        })
     };
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
-        .max(1);
-
-    let started = Instant::now();
-    let next = AtomicU64::new(0);
-    let done = AtomicU64::new(0);
-    let results: Mutex<Vec<Outcome>> = Mutex::new(Vec::with_capacity(count as usize));
-    let error: Mutex<Option<String>> = Mutex::new(None);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| loop {
-                let k = next.fetch_add(1, Ordering::Relaxed);
-                if k >= count {
-                    break;
-                }
-                match bulwark_sim::run(first + k, &config) {
-                    Ok(outcome) => {
-                        if let Ok(mut r) = results.lock() {
-                            r.push(outcome);
-                        }
-                    }
-                    Err(e) => {
-                        if let Ok(mut slot) = error.lock() {
-                            *slot = Some(e.to_string());
-                        }
-                        break;
-                    }
-                }
-                let d = done.fetch_add(1, Ordering::Relaxed) + 1;
-                if count >= 1000 && d % (count / 10) == 0 {
-                    eprintln!("sim: {d}/{count} seeds, {:.1?}", started.elapsed());
-                }
-            });
-        }
-    });
-    if let Some(e) = error.into_inner().ok().flatten() {
-        bail!("sim: {e}");
-    }
-    let elapsed = started.elapsed();
-    let mut results = results.into_inner().unwrap_or_default();
-    results.sort_by_key(|o| o.seed);
-
-    let heights: u64 = results.iter().map(|o| o.heights_decided).sum();
-    let failing: Vec<&Outcome> = results
+    let (results, elapsed) = sweep(first, count, threads, &one)?;
+    let heights: u64 = results.iter().map(|o| o.heights).sum();
+    let failing: Vec<&Summary> = results
         .iter()
         .filter(|o| !o.violations.is_empty())
         .collect();
     let violations: usize = failing.iter().map(|o| o.violations.len()).sum();
     let max_round = results.iter().map(|o| o.max_round).max().unwrap_or(0);
-    let evidence: u64 = results.iter().map(|o| o.evidence).sum();
+    let evidence: u64 = results.iter().map(|o| o.extra[0]).sum();
     let events: u64 = results.iter().map(|o| o.events).sum();
     // CPU time: wall time × threads is an upper bound; with one thread it is exact.
     let cpu_seconds = elapsed.as_secs_f64() * threads as f64;
 
-    for o in failing.iter().take(10) {
-        eprintln!("sim: seed {} violated: {:?}", o.seed, o.violations);
-        eprintln!("     replay: {}", replay_command(o.seed, &config));
-    }
-    if failing.len() > 10 {
-        eprintln!("sim: … and {} more failing seeds", failing.len() - 10);
-    }
+    print_failing(&failing, &|seed| replay_command(seed, &config));
     eprintln!(
         "sim: {count} seeds in {:.2?} on {threads} threads: {heights} heights decided, {events} \
          events, max round {max_round}, {evidence} equivocations reported, {} failing seeds",
@@ -163,6 +298,7 @@ pub fn run(args: SimArgs) -> Result<()> {
     println!(
         "{}",
         serde_json::json!({
+            "mode": "core",
             "seeds": count,
             "validators": config.validators,
             "byzantine": config.byzantine,

@@ -5,6 +5,7 @@
 //! the same writes in the same order.
 
 use crate::{AppError, Application};
+use bulwark_kv::{Batch, Db, Tree};
 use bulwark_types::tendermint::abci::{
     request, response, types::ExecTxResult, Code, Event, EventAttributeIndexExt,
 };
@@ -38,12 +39,12 @@ struct Pending {
     writes: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// The kvstore, persisted in sled.
+/// The kvstore, persisted in a `bulwark-kv` database (sled, or a simulated disk).
 #[derive(Debug)]
 pub struct KvStore {
-    db: sled::Db,
-    data: sled::Tree,
-    meta: sled::Tree,
+    db: Db,
+    data: Tree,
+    meta: Tree,
     height: u64,
     app_hash: [u8; 32],
     pending: Option<Pending>,
@@ -56,18 +57,17 @@ fn storage(e: impl std::fmt::Display) -> AppError {
 impl KvStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, AppError> {
-        // Commit flushes explicitly; a background flusher would only contend with it.
-        let db = sled::Config::new()
-            .path(dir.as_ref())
-            .flush_every_ms(None)
-            .open()
-            .map_err(storage)?;
-        let data = db.open_tree("kv").map_err(storage)?;
-        let meta = db.open_tree("meta").map_err(storage)?;
+        Self::open_db(Db::open(dir).map_err(storage)?)
+    }
+
+    /// Opens the store in `db`.
+    pub fn open_db(db: Db) -> Result<Self, AppError> {
+        let data = db.tree("kv").map_err(storage)?;
+        let meta = db.tree("meta").map_err(storage)?;
         let height = match meta.get(META_HEIGHT).map_err(storage)? {
             None => 0,
             Some(v) => u64::from_be_bytes(
-                v.as_ref()
+                v.as_slice()
                     .try_into()
                     .map_err(|_| storage("height record damaged"))?,
             ),
@@ -75,7 +75,7 @@ impl KvStore {
         let app_hash = match meta.get(META_APP_HASH).map_err(storage)? {
             None => [0; 32],
             Some(v) => v
-                .as_ref()
+                .as_slice()
                 .try_into()
                 .map_err(|_| storage("app hash record damaged"))?,
         };
@@ -159,7 +159,7 @@ impl Application for KvStore {
         }
         self.app_hash = chain_hash(&[0; 32], 0, &writes);
         self.meta
-            .insert(META_APP_HASH, &self.app_hash)
+            .insert(META_APP_HASH, self.app_hash)
             .map_err(storage)?;
         self.db.flush().map_err(storage)?;
         Ok(response::InitChain {
@@ -276,19 +276,16 @@ impl Application for KvStore {
             .pending
             .take()
             .ok_or_else(|| AppError::Sequence("commit without finalize_block".into()))?;
-        let mut batch = sled::Batch::default();
+        let mut data = Batch::default();
         for (k, v) in &pending.writes {
-            batch.insert(k.as_slice(), v.as_slice());
+            data.insert(k, v);
         }
-        use sled::Transactional;
-        (&self.data, &self.meta)
-            .transaction(|(data, meta)| {
-                data.apply_batch(&batch)?;
-                meta.insert(META_HEIGHT, &pending.height.to_be_bytes())?;
-                meta.insert(META_APP_HASH, &pending.app_hash)?;
-                Ok(())
-            })
-            .map_err(|e: sled::transaction::TransactionError<()>| storage(format!("{e:?}")))?;
+        let mut meta = Batch::default();
+        meta.insert(META_HEIGHT, pending.height.to_be_bytes());
+        meta.insert(META_APP_HASH, pending.app_hash);
+        self.db
+            .write_atomically(&[(&self.data, &data), (&self.meta, &meta)])
+            .map_err(storage)?;
         self.db.flush().map_err(storage)?;
         self.height = pending.height;
         self.app_hash = pending.app_hash;

@@ -42,6 +42,7 @@ fn engine_config(home: &Home) -> EngineConfig {
     let c = &home.config.consensus;
     let ms = Duration::from_millis;
     EngineConfig {
+        clock: bulwark_node::engine::Clock::system(),
         consensus: Config {
             propose: ms(c.timeout_propose_ms),
             propose_delta: ms(c.timeout_propose_delta_ms),

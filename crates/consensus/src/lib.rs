@@ -17,7 +17,7 @@ mod votes;
 
 pub use state::{
     Action, Certificate, Config, Consensus, Decision, DuplicateVote, Event, Step, Timeout,
-    TimeoutKind, MAX_FUTURE_ROUNDS_PER_VALIDATOR, MAX_PROPOSALS_PER_ROUND,
+    TimeoutKind, MAX_FUTURE_ROUNDS_PER_VALIDATOR, MAX_PROPOSALS_PER_ROUND, PROPOSER_LOOKAHEAD,
 };
 pub use types::{
     Height, Proposal, Round, Signature, Signed, SignedProposal, SignedVote, ValidatorIndex,

@@ -29,6 +29,12 @@ pub const MAX_FUTURE_ROUNDS_PER_VALIDATOR: usize = 2;
 /// How many distinct proposals of one round (from an equivocating proposer) are kept.
 pub const MAX_PROPOSALS_PER_ROUND: usize = 4;
 
+/// How many rounds above the current one `proposer(h, r)` is computed for. Stepping the
+/// proposer priorities costs O(validators) per round, so a message naming round 2³¹ − 1 must
+/// not make the node step two billion times before it checks anything (a peer cannot move an
+/// honest node's round that far: a round skip needs f + 1 validators in that round).
+pub const PROPOSER_LOOKAHEAD: u32 = 64;
+
 /// Timeout durations: `base + delta * round`, so timeouts grow with the round until they exceed
 /// the (unknown) message delay after GST, which is what gives liveness.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -319,9 +325,69 @@ impl Consensus {
         self.state.as_ref().and_then(|s| s.valid)
     }
 
-    /// `proposer(h, round)` for the current height.
+    /// `proposer(h, round)` for the current height, for rounds up to [`PROPOSER_LOOKAHEAD`]
+    /// above the current one (`None` beyond: nothing from such a round can matter yet).
     pub fn proposer(&mut self, round: Round) -> Option<ValidatorIndex> {
-        self.state.as_mut().map(|s| s.schedule.proposer(round))
+        let s = self.state.as_mut()?;
+        if round.0 > s.round.0.saturating_add(PROPOSER_LOOKAHEAD) {
+            return None;
+        }
+        Some(s.schedule.proposer(round))
+    }
+
+    /// Whether [`Event::Vote`] with `vote` would be stored (counted, or kept as the first
+    /// conflicting vote of its validator): the node logs only what the core admits, so a
+    /// re-delivered or out-of-bounds vote costs neither a signature check nor a WAL record.
+    pub fn admits_vote(&self, vote: &Vote) -> bool {
+        let Some(s) = &self.state else {
+            return false;
+        };
+        if s.step == Step::Decided
+            || vote.height != s.height
+            || s.validators.get(vote.validator).is_none()
+            || !s.admits_round(vote.validator, vote.round)
+        {
+            return false;
+        }
+        match s.rounds.get(&vote.round) {
+            None => true,
+            Some(rs) => {
+                let tally = match vote.kind {
+                    VoteKind::Prevote => &rs.prevotes,
+                    VoteKind::Precommit => &rs.precommits,
+                };
+                tally.would_store(vote)
+            }
+        }
+    }
+
+    /// Whether [`Event::Proposal`] with `proposal` would be stored.
+    pub fn admits_proposal(&mut self, proposal: &Proposal) -> bool {
+        let Some(s) = self.state.as_mut() else {
+            return false;
+        };
+        s.admits_proposal(proposal)
+    }
+
+    /// Whether [`Event::Certificate`] of `kind` for `value` at `round` could still add
+    /// anything: the round is admitted and holds no certificate of that kind yet.
+    pub fn admits_certificate(&self, kind: VoteKind, round: Round, value: Option<ValueId>) -> bool {
+        let Some(s) = &self.state else {
+            return false;
+        };
+        if s.step == Step::Decided || round.0 > s.round.0.saturating_add(PROPOSER_LOOKAHEAD) {
+            return false;
+        }
+        match s.rounds.get(&round) {
+            None => true,
+            Some(rs) => {
+                let tally = match kind {
+                    VoteKind::Prevote => &rs.prevotes,
+                    VoteKind::Precommit => &rs.precommits,
+                };
+                !tally.is_certified() && tally.quorum_value(&s.validators) != Some(value)
+            }
+        }
     }
 
     /// This node's index in the current validator set (`None` for a follower).
@@ -459,26 +525,34 @@ impl HeightState {
         occupied < MAX_FUTURE_ROUNDS_PER_VALIDATOR
     }
 
-    fn accept_proposal(&mut self, proposal: SignedProposal, validity: Validity) {
-        let p = proposal.message;
-        if self.step == Step::Decided || p.height != self.height {
-            return;
-        }
-        // Only the round's proposer may propose, and a POL round must precede the round.
-        if self.validators.get(p.proposer).is_none()
-            || self.schedule.proposer(p.round) != p.proposer
+    /// Whether `p` would be stored: this height, not decided, the round's proposer (checked
+    /// only for rounds within [`PROPOSER_LOOKAHEAD`], after the cheap checks), a POL round
+    /// before the round, and room in the round.
+    fn admits_proposal(&mut self, p: &Proposal) -> bool {
+        if self.step == Step::Decided
+            || p.height != self.height
+            || p.round.0 > self.round.0.saturating_add(PROPOSER_LOOKAHEAD)
+            || self.validators.get(p.proposer).is_none()
             || p.pol_round.is_some_and(|vr| vr >= p.round)
             || !self.admits_round(p.proposer, p.round)
+            || self.schedule.proposer(p.round) != p.proposer
         {
+            return false;
+        }
+        self.rounds.get(&p.round).is_none_or(|rs| {
+            !rs.proposals.iter().any(|(q, _)| q.message.value == p.value)
+                && rs.proposals.len() < MAX_PROPOSALS_PER_ROUND
+        })
+    }
+
+    fn accept_proposal(&mut self, proposal: SignedProposal, validity: Validity) {
+        // Only the round's proposer may propose, and a POL round must precede the round.
+        if !self.admits_proposal(&proposal.message) {
             return;
         }
-        let rs = self.round_state(p.round);
-        if rs.proposals.iter().any(|(q, _)| q.message.value == p.value)
-            || rs.proposals.len() >= MAX_PROPOSALS_PER_ROUND
-        {
-            return;
-        }
-        rs.proposals.push((proposal, validity));
+        self.round_state(proposal.message.round)
+            .proposals
+            .push((proposal, validity));
     }
 
     fn accept_vote(&mut self, vote: SignedVote, out: &mut Vec<Action>) {

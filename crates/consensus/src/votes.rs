@@ -87,6 +87,25 @@ impl Tally {
         }
     }
 
+    /// Whether [`Tally::add`] would store `vote`: counted, or the first conflict of its
+    /// validator (the evidence).
+    pub(crate) fn would_store(&self, vote: &crate::types::Vote) -> bool {
+        let i = vote.validator.as_usize();
+        match self.by_validator.get(i) {
+            None => false,
+            Some(None) => true,
+            Some(Some(existing)) => {
+                existing.message.value != vote.value
+                    && !self.equivocated.get(i).copied().unwrap_or(true)
+            }
+        }
+    }
+
+    /// Whether a certificate was recorded.
+    pub(crate) fn is_certified(&self) -> bool {
+        self.certified.is_some()
+    }
+
     /// Whether `validator` has a counted vote here.
     pub(crate) fn voted(&self, validator: ValidatorIndex) -> bool {
         self.by_validator

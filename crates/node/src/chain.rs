@@ -184,6 +184,19 @@ impl ChainState {
         self.last_block_height + 1
     }
 
+    /// The time the next block must have (CometBFT v0.38's BFT time): the genesis time at the
+    /// initial height, otherwise the power-weighted median of the last commit's vote times,
+    /// which validators holding more than two thirds of the power bound, so no proposer can
+    /// date a block where it likes (review C2).
+    pub fn next_block_time(&self, last_commit: Option<&Commit>) -> Time {
+        match last_commit {
+            Some(commit) if self.next_height() > self.initial_height => {
+                median_time(commit, &self.last_validator_infos).unwrap_or(self.last_block_time)
+            }
+            _ => self.last_block_time,
+        }
+    }
+
     /// The header the next block must have, given its txs, last commit, proposer and time.
     fn expected_header(
         &self,
@@ -271,7 +284,11 @@ impl ChainState {
                 h.proposer_address,
             ));
         }
-        if h.time <= self.last_block_time {
+        let expected_time = self.next_block_time(block.last_commit.as_ref());
+        if h.time != expected_time {
+            return Err(mismatch("time", expected_time, h.time));
+        }
+        if self.next_height() > self.initial_height && h.time <= self.last_block_time {
             return Err(mismatch(
                 "time",
                 format!("after {}", self.last_block_time),
@@ -400,8 +417,46 @@ pub fn block_id(block: &Block) -> Result<(block::Id, PartSet), BlockError> {
     ))
 }
 
+/// CometBFT's `MedianTime`: the power-weighted median of the timestamps of a commit's present
+/// signatures (commit and nil), by the powers of `validators` (the set that signed it).
+/// `None` when no signature is present.
+pub fn median_time(commit: &Commit, validators: &validator::Set) -> Option<Time> {
+    let mut weighted: Vec<(Time, u64)> = commit
+        .signatures
+        .iter()
+        .filter_map(|sig| match sig {
+            CommitSig::BlockIdFlagAbsent => None,
+            CommitSig::BlockIdFlagCommit {
+                validator_address,
+                timestamp,
+                ..
+            }
+            | CommitSig::BlockIdFlagNil {
+                validator_address,
+                timestamp,
+                ..
+            } => validators
+                .validator(*validator_address)
+                .map(|v| (*timestamp, v.power())),
+        })
+        .collect();
+    let total: u64 = weighted.iter().map(|(_, p)| p).sum();
+    weighted.sort_by_key(|(t, _)| *t);
+    let mut median = total / 2;
+    for (time, power) in weighted {
+        if median <= power {
+            return Some(time);
+        }
+        median -= power;
+    }
+    None
+}
+
 /// The CometBFT commit for a decision: one slot per validator in set order, `Commit` for
-/// precommits of the block, `Nil` for nil precommits, `Absent` otherwise.
+/// precommits of the block, `Nil` for nil precommits, `Absent` otherwise. A precommit for
+/// another block is `Absent` too, as CometBFT's `MakeExtendedCommit` excludes it: its
+/// signature covers that other block, so kept as `Nil` it would never verify and every block
+/// carrying the commit would be invalid (review C1).
 pub fn commit_from_decision(
     decision: &Decision,
     id: block::Id,
@@ -420,18 +475,18 @@ pub fn commit_from_decision(
             };
             let (timestamp, signature) =
                 unpack_signature(&pc.signature).ok_or(CommitError::BadSignature { index: i })?;
-            Ok(if pc.message.value == Some(value) {
-                CommitSig::BlockIdFlagCommit {
+            Ok(match pc.message.value {
+                Some(v) if v == value => CommitSig::BlockIdFlagCommit {
                     validator_address: info.address,
                     timestamp,
                     signature: Some(signature),
-                }
-            } else {
-                CommitSig::BlockIdFlagNil {
+                },
+                None => CommitSig::BlockIdFlagNil {
                     validator_address: info.address,
                     timestamp,
                     signature: Some(signature),
-                }
+                },
+                Some(_) => CommitSig::BlockIdFlagAbsent,
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -15,7 +15,7 @@ use crate::chain::{
 };
 use crate::handshake::{handshake, HandshakeError};
 use crate::mempool::{AddError, Mempool, MempoolConfig};
-use crate::proposal::{block_to_parts, Assembler};
+use crate::proposal::{block_to_parts, Assembler, PartAdded};
 use bulwark_app::{AppError, Application};
 use bulwark_consensus::{
     Action, Certificate as CoreCertificate, Config, Consensus, Event, Height as CHeight,
@@ -140,9 +140,46 @@ struct WalRecord {
     own_round: Option<u32>,
 }
 
+/// Where the engine's wall-clock time comes from (block and vote timestamps): the system
+/// clock in a node, a simulated one in the deterministic simulator. The engine reads no clock
+/// of its own.
+#[derive(Clone)]
+pub struct Clock(std::sync::Arc<dyn Fn() -> Time + Send + Sync>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock(std::sync::Arc::new(Time::now))
+    }
+
+    /// A clock that asks `now`.
+    pub fn from_fn(now: impl Fn() -> Time + Send + Sync + 'static) -> Clock {
+        Clock(std::sync::Arc::new(now))
+    }
+
+    /// The time now.
+    pub fn now(&self) -> Time {
+        (self.0)()
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::system()
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
 /// Settings the engine takes from config.toml.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
+    /// Where time comes from.
+    pub clock: Clock,
     /// Consensus timeouts.
     pub consensus: Config,
     /// Mempool limits.
@@ -174,18 +211,43 @@ fn payload_height(payload: &Payload) -> Option<u64> {
     }
 }
 
+/// Ticks at one height after which a node asks its peers for what it missed even while its
+/// rounds advance.
+pub const STUCK_TICKS: u32 = 4;
+
 /// Most decided blocks sent to a lagging peer per status message.
 pub const CATCH_UP_BLOCKS: u64 = 32;
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
+            clock: Clock::system(),
             consensus: Config::default(),
             mempool: MempoolConfig::default(),
             max_block_tx_bytes: 4 << 20,
             timeout_commit: Duration::from_millis(1000),
         }
     }
+}
+
+/// What the engine holds for the height in progress: the quantities a peer could try to grow
+/// without bound, for the limits the simulator checks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    /// Messages kept for a height not started yet.
+    pub early: usize,
+    /// Their bytes.
+    pub early_bytes: usize,
+    /// Verified proposals waiting for their block.
+    pub waiting: usize,
+    /// Blocks of this height assembled or built.
+    pub candidates: usize,
+    /// Blocks being assembled from parts.
+    pub assembling: usize,
+    /// Messages remembered for peers that missed them.
+    pub seen: usize,
+    /// WAL records of this height.
+    pub wal_records: u64,
 }
 
 /// The node's engine.
@@ -220,6 +282,10 @@ pub struct Engine {
     early: Vec<(PeerId, Payload)>,
     early_bytes: usize,
     progress_mark: (u64, u32, Option<bulwark_consensus::Step>),
+    /// Ticks since the height last changed.
+    ticks_at_height: u32,
+    /// Whether this node already asked a peer that is ahead since the last tick.
+    asked_ahead: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -304,6 +370,8 @@ impl Engine {
             early: Vec::new(),
             early_bytes: 0,
             progress_mark: (0, 0, None),
+            ticks_at_height: 0,
+            asked_ahead: false,
         };
         // Replay the height in progress. Our own blocks are known before the height starts, so
         // that as proposer we propose the block we already proposed, not a new one.
@@ -362,6 +430,24 @@ impl Engine {
     /// Whether peers have shown heights beyond ours (block sync in progress).
     pub fn catching_up(&self) -> bool {
         self.highest_peer_height > self.state.next_height()
+    }
+
+    /// What it holds for the height in progress.
+    pub fn footprint(&self) -> Footprint {
+        Footprint {
+            early: self.early.len(),
+            early_bytes: self.early_bytes,
+            waiting: self.waiting.len(),
+            candidates: self.candidates.len(),
+            assembling: self.assembler.len(),
+            seen: self.seen.len(),
+            wal_records: self.wal.count_from(self.state.next_height()),
+        }
+    }
+
+    /// The block this node built as proposer of `round` at the height in progress.
+    pub fn own_block(&self, round: u32) -> Option<&Block> {
+        self.own_blocks.get(&round)
     }
 
     /// The current consensus round.
@@ -490,8 +576,17 @@ impl Engine {
 
     fn tick(&mut self) -> Vec<Output> {
         let mark = (self.state.next_height(), self.round(), self.core.step());
-        let stuck = mark == self.progress_mark;
+        // Stuck: nothing moved since the last tick, or rounds go by without a decision (an
+        // equivocator can deny a node the polka or commit its peers saw; only their
+        // certificates, sent on request, show it).
+        self.ticks_at_height = if mark.0 == self.progress_mark.0 {
+            self.ticks_at_height.saturating_add(1)
+        } else {
+            0
+        };
+        let stuck = mark == self.progress_mark || self.ticks_at_height >= STUCK_TICKS;
         self.progress_mark = mark;
+        self.asked_ahead = false;
         if stuck {
             vec![Output::Broadcast(Payload::Status(wire::Status {
                 height: mark.0,
@@ -528,114 +623,33 @@ impl Engine {
             }
             Payload::Status(s) => {
                 self.highest_peer_height = self.highest_peer_height.max(s.height);
+                if s.height > height && !self.asked_ahead {
+                    // A peer is ahead: ask it for the blocks we miss (once a tick, whatever a
+                    // peer claims).
+                    self.asked_ahead = true;
+                    return Ok(vec![Output::Send(
+                        peer,
+                        Payload::Status(wire::Status {
+                            height,
+                            round: self.round(),
+                        }),
+                    )]);
+                }
                 self.answer_status(peer, s)
             }
             // The driver handles introductions; nothing for consensus.
             Payload::Hello(_) => Ok(vec![]),
             Payload::DecidedBlock(d) => self.decided_block(*d),
-            Payload::Proposal(raw) => {
-                if u64::try_from(raw.height).ok() != Some(height) {
-                    return Ok(vec![]);
-                }
-                let Ok(p) = proposal::Proposal::try_from(raw.clone()) else {
-                    return Ok(vec![]);
-                };
-                let (Some(block_id), Some(timestamp), Some(signature)) =
-                    (p.block_id, p.timestamp, p.signature.clone())
-                else {
-                    return Ok(vec![]);
-                };
-                let round = Round(p.round.value());
-                let Some(proposer) = self.core.proposer(round) else {
-                    return Ok(vec![]);
-                };
-                let Some(info) = self
-                    .state
-                    .validator_infos
-                    .validators()
-                    .get(proposer.as_usize())
-                else {
-                    return Ok(vec![]);
-                };
-                if verify_proposal(&info.pub_key, &p, &self.state.chain_id).is_err() {
-                    return Ok(vec![]);
-                }
-                self.log(WalRecord {
-                    envelope: Some(envelope(&Payload::Proposal(raw.clone()))),
-                    ..Default::default()
-                })?;
-                self.remember(Payload::Proposal(raw));
-                let core = CoreProposal {
-                    height: CHeight(height),
-                    round,
-                    value: value_id(&block_id),
-                    pol_round: p.pol_round.map(|r| Round(r.value())),
-                    proposer,
-                };
-                let signed = Signed::new(core, pack_signature(timestamp, &signature));
-                if let Some((_, _, validity)) = self.candidates.get(&core.value) {
-                    let validity = *validity;
-                    return self.drive(Event::Proposal {
-                        proposal: signed,
-                        validity,
-                    });
-                }
-                if let Some(block) = self.own_blocks.get(&round.0).cloned() {
-                    // After a restart: our own proposal, whose block is in the WAL.
-                    let (id, _) = block_id_of(&block)?;
-                    if id == block_id {
-                        self.candidates
-                            .insert(core.value, (block, id, Validity::Valid));
-                        return self.drive(Event::Proposal {
-                            proposal: signed,
-                            validity: Validity::Valid,
-                        });
-                    }
-                }
-                if self.assembler.announce(block_id.part_set_header).is_ok() {
-                    self.waiting.push((p, signed));
-                }
-                Ok(vec![])
-            }
-            Payload::BlockPart(bp) => {
-                if bp.height != height {
-                    return Ok(vec![]);
-                }
-                let Some(part) = bp.part.clone() else {
-                    return Ok(vec![]);
-                };
-                let Some((p, _)) = self
-                    .waiting
-                    .iter()
-                    .find(|(p, _)| p.round.value() == bp.round)
-                else {
-                    return Ok(vec![]);
-                };
-                let Some(header) = p.block_id.map(|b| b.part_set_header) else {
-                    return Ok(vec![]);
-                };
-                match self.assembler.add(&header, &part) {
-                    Ok(Some(block)) => {
-                        self.log(WalRecord {
-                            envelope: Some(envelope(&Payload::BlockPart(bp.clone()))),
-                            ..Default::default()
-                        })?;
-                        self.remember(Payload::BlockPart(bp));
-                        self.block_arrived(block)
-                    }
-                    Ok(None) => {
-                        self.log(WalRecord {
-                            envelope: Some(envelope(&Payload::BlockPart(bp.clone()))),
-                            ..Default::default()
-                        })?;
-                        self.remember(Payload::BlockPart(bp));
-                        Ok(vec![])
-                    }
-                    Err(_) => Ok(vec![]),
-                }
-            }
+            Payload::Proposal(raw) => self.proposal(raw),
+            Payload::BlockPart(bp) => self.block_part(bp),
             Payload::Vote(raw) => {
-                let Some((core_vote, signature)) = self.check_vote(&raw) else {
+                if u64::try_from(raw.height).ok() == Some(self.state.last_block_height)
+                    && self.state.last_block_height >= self.state.initial_height
+                {
+                    self.late_precommit(&raw);
+                    return Ok(vec![]);
+                }
+                let Some((core_vote, signature)) = self.check_vote(&raw, true) else {
                     return Ok(vec![]);
                 };
                 self.log(WalRecord {
@@ -645,36 +659,278 @@ impl Engine {
                 self.remember(Payload::Vote(raw));
                 self.drive(Event::Vote(Signed::new(core_vote, signature)))
             }
-            Payload::Certificate(c) => {
-                let mut votes = Vec::new();
-                for raw in &c.votes {
-                    let Some((v, s)) = self.check_vote(raw) else {
-                        return Ok(vec![]);
-                    };
-                    votes.push(Signed::new(v, s));
-                }
-                let Some(first) = votes.first().map(|v| v.message) else {
-                    return Ok(vec![]);
-                };
-                self.log(WalRecord {
-                    envelope: Some(envelope(&Payload::Certificate(c))),
-                    ..Default::default()
-                })?;
-                self.drive(Event::Certificate(CoreCertificate {
-                    kind: first.kind,
-                    height: first.height,
-                    round: first.round,
-                    value: first.value,
-                    votes,
-                }))
-            }
+            Payload::Certificate(c) => self.certificate(c),
         }
     }
 
-    /// A verified vote of the current height, as the core's vote and packed signature.
+    /// A peer's proposal. Only for the round in progress and the next one (CometBFT keeps only
+    /// the current round's): a far-future round would cost a proposer computation per round
+    /// stepped (review C3), and signed proposals for future rounds would crowd out the block
+    /// being decided (H1). Past rounds stay admissible (a decision or a POL can need them).
+    fn proposal(&mut self, raw: pb::types::Proposal) -> Result<Vec<Output>, EngineError> {
+        let height = self.state.next_height();
+        if u64::try_from(raw.height).ok() != Some(height) {
+            return Ok(vec![]);
+        }
+        let current = self.core.round().map_or(0, |r| r.0);
+        let Ok(round) = u32::try_from(raw.round) else {
+            return Ok(vec![]);
+        };
+        if round > current.saturating_add(1) {
+            return Ok(vec![]);
+        }
+        let Ok(p) = proposal::Proposal::try_from(raw.clone()) else {
+            return Ok(vec![]);
+        };
+        let (Some(block_id), Some(timestamp), Some(signature)) =
+            (p.block_id, p.timestamp, p.signature.clone())
+        else {
+            return Ok(vec![]);
+        };
+        let round = Round(round);
+        let Some(proposer) = self.core.proposer(round) else {
+            return Ok(vec![]);
+        };
+        let core = CoreProposal {
+            height: CHeight(height),
+            round,
+            value: value_id(&block_id),
+            pol_round: p.pol_round.map(|r| Round(r.value())),
+            proposer,
+        };
+        // The core's own bounds (one proposal per value, a few per round, rounds per
+        // validator) first: a re-delivered proposal costs no signature check and no WAL record.
+        // Proposals still waiting for their block count too: the core sees them only once
+        // the block has arrived.
+        let waiting_in_round = self
+            .waiting
+            .iter()
+            .filter(|(w, _)| w.round.value() == round.0)
+            .count();
+        if !self.core.admits_proposal(&core)
+            || waiting_in_round >= bulwark_consensus::MAX_PROPOSALS_PER_ROUND
+            || self
+                .waiting
+                .iter()
+                .any(|(w, _)| w.block_id == Some(block_id))
+        {
+            return Ok(vec![]);
+        }
+        let Some(info) = self
+            .state
+            .validator_infos
+            .validators()
+            .get(proposer.as_usize())
+        else {
+            return Ok(vec![]);
+        };
+        if verify_proposal(&info.pub_key, &p, &self.state.chain_id).is_err() {
+            return Ok(vec![]);
+        }
+        self.log(WalRecord {
+            envelope: Some(envelope(&Payload::Proposal(raw.clone()))),
+            ..Default::default()
+        })?;
+        self.remember(Payload::Proposal(raw));
+        let signed = Signed::new(core, pack_signature(timestamp, &signature));
+        if let Some((_, _, validity)) = self.candidates.get(&core.value) {
+            let validity = *validity;
+            return self.drive(Event::Proposal {
+                proposal: signed,
+                validity,
+            });
+        }
+        if let Some(block) = self.own_blocks.get(&round.0).cloned() {
+            // After a restart: our own proposal, whose block is in the WAL.
+            let (id, _) = block_id_of(&block)?;
+            if id == block_id {
+                self.candidates
+                    .insert(core.value, (block, id, Validity::Valid));
+                return self.drive(Event::Proposal {
+                    proposal: signed,
+                    validity: Validity::Valid,
+                });
+            }
+        }
+        if self
+            .assembler
+            .announce(block_id.part_set_header, round.0, current)
+            .is_ok()
+        {
+            self.waiting.push((p, signed));
+        }
+        Ok(vec![])
+    }
+
+    /// A part of a proposed block: checked against the part set of each proposal of its round
+    /// (an equivocating proposer may have announced several), logged only when new.
+    fn block_part(&mut self, bp: wire::BlockPart) -> Result<Vec<Output>, EngineError> {
+        if bp.height != self.state.next_height() {
+            return Ok(vec![]);
+        }
+        let Some(part) = bp.part.clone() else {
+            return Ok(vec![]);
+        };
+        let headers: Vec<_> = self
+            .waiting
+            .iter()
+            .filter(|(p, _)| p.round.value() == bp.round)
+            .filter_map(|(p, _)| p.block_id.map(|b| b.part_set_header))
+            .collect();
+        for header in headers {
+            match self.assembler.add(&header, &part) {
+                Ok(PartAdded::Duplicate) => return Ok(vec![]),
+                Ok(added) => {
+                    self.log(WalRecord {
+                        envelope: Some(envelope(&Payload::BlockPart(bp.clone()))),
+                        ..Default::default()
+                    })?;
+                    self.remember(Payload::BlockPart(bp));
+                    return match added {
+                        PartAdded::Complete(block) => self.block_arrived(*block),
+                        _ => Ok(vec![]),
+                    };
+                }
+                Err(_) => {}
+            }
+        }
+        Ok(vec![])
+    }
+
+    /// A precommit of the last height, arriving while this node waits out `timeout_commit`
+    /// (or later): counted into the commit the next block will carry, so a slower validator
+    /// is not marked absent (review M1). Only precommits of the commit's round, for its block
+    /// or nil, that verify.
+    fn late_precommit(&mut self, raw: &pb::types::Vote) {
+        let Some(commit) = self.last_commit.as_mut() else {
+            return;
+        };
+        if raw.r#type != pb::types::SignedMsgType::Precommit as i32
+            || i64::from(commit.round.value()) != i64::from(raw.round)
+        {
+            return;
+        }
+        let Ok(v) = vote::Vote::try_from(raw.clone()) else {
+            return;
+        };
+        let index = v.validator_index.value() as usize;
+        let Some(info) = self.state.last_validator_infos.validators().get(index) else {
+            return;
+        };
+        let Some(slot) = commit.signatures.get_mut(index) else {
+            return;
+        };
+        if !matches!(slot, block::CommitSig::BlockIdFlagAbsent)
+            || info.address != v.validator_address
+            || (v.block_id.is_some() && v.block_id != Some(commit.block_id))
+            || verify_vote(&info.pub_key, &v, &self.state.chain_id).is_err()
+        {
+            return;
+        }
+        let (Some(timestamp), Some(signature)) = (v.timestamp, v.signature.clone()) else {
+            return;
+        };
+        *slot = match v.block_id {
+            Some(_) => block::CommitSig::BlockIdFlagCommit {
+                validator_address: v.validator_address,
+                timestamp,
+                signature: Some(signature),
+            },
+            None => block::CommitSig::BlockIdFlagNil {
+                validator_address: v.validator_address,
+                timestamp,
+                signature: Some(signature),
+            },
+        };
+    }
+
+    /// A relayed quorum of votes. Everything that costs nothing is checked before any
+    /// signature (review M3): at most one vote per validator of the set, all of one height,
+    /// round, kind and block, more than two thirds of the power, and something the core does
+    /// not hold yet. Only then is each signature verified.
+    fn certificate(&mut self, c: wire::Certificate) -> Result<Vec<Output>, EngineError> {
+        let set = self.state.validator_infos.validators();
+        let Some(first) = c.votes.first() else {
+            return Ok(vec![]);
+        };
+        if c.votes.len() > set.len() {
+            return Ok(vec![]);
+        }
+        let mut seen = vec![false; set.len()];
+        let mut power: u64 = 0;
+        for v in &c.votes {
+            if v.height != first.height
+                || v.round != first.round
+                || v.r#type != first.r#type
+                || v.block_id != first.block_id
+            {
+                return Ok(vec![]);
+            }
+            let Some(slot) = usize::try_from(v.validator_index)
+                .ok()
+                .and_then(|i| seen.get_mut(i))
+            else {
+                return Ok(vec![]);
+            };
+            if *slot {
+                return Ok(vec![]);
+            }
+            *slot = true;
+            power += set
+                .get(v.validator_index as usize)
+                .map_or(0, |info| info.power());
+        }
+        let total = self.state.validator_infos.total_voting_power().value();
+        if 3 * u128::from(power) <= 2 * u128::from(total) {
+            return Ok(vec![]);
+        }
+        let (Ok(round), Ok(block_id)) = (
+            u32::try_from(first.round),
+            first.block_id.clone().map(block::Id::try_from).transpose(),
+        ) else {
+            return Ok(vec![]);
+        };
+        let kind = if first.r#type == pb::types::SignedMsgType::Prevote as i32 {
+            VoteKind::Prevote
+        } else {
+            VoteKind::Precommit
+        };
+        let value = block_id
+            .filter(|id| *id != block::Id::default())
+            .map(|id| value_id(&id));
+        if !self.core.admits_certificate(kind, Round(round), value) {
+            return Ok(vec![]);
+        }
+        let mut votes = Vec::new();
+        for raw in &c.votes {
+            let Some((v, s)) = self.check_vote(raw, false) else {
+                return Ok(vec![]);
+            };
+            votes.push(Signed::new(v, s));
+        }
+        let Some(first) = votes.first().map(|v| v.message) else {
+            return Ok(vec![]);
+        };
+        self.log(WalRecord {
+            envelope: Some(envelope(&Payload::Certificate(c))),
+            ..Default::default()
+        })?;
+        self.drive(Event::Certificate(CoreCertificate {
+            kind: first.kind,
+            height: first.height,
+            round: first.round,
+            value: first.value,
+            votes,
+        }))
+    }
+
+    /// A verified vote of the current height, as the core's vote and packed signature. With
+    /// `admit`, a vote the core would not store (a duplicate, a round beyond its bounds) is
+    /// dropped before its signature is checked.
     fn check_vote(
         &mut self,
         raw: &pb::types::Vote,
+        admit: bool,
     ) -> Option<(CoreVote, bulwark_consensus::Signature)> {
         if u64::try_from(raw.height).ok()? != self.state.next_height() {
             return None;
@@ -689,7 +945,6 @@ impl Engine {
         if info.address != v.validator_address {
             return None;
         }
-        verify_vote(&info.pub_key, &v, &self.state.chain_id).ok()?;
         let kind = match v.vote_type {
             vote::Type::Prevote => VoteKind::Prevote,
             vote::Type::Precommit => VoteKind::Precommit,
@@ -701,6 +956,10 @@ impl Engine {
             value: v.block_id.as_ref().map(value_id),
             validator: ValidatorIndex(index),
         };
+        if admit && !self.core.admits_vote(&core) {
+            return None;
+        }
+        verify_vote(&info.pub_key, &v, &self.state.chain_id).ok()?;
         Some((core, pack_signature(v.timestamp?, v.signature.as_ref()?)))
     }
 
@@ -883,7 +1142,7 @@ impl Engine {
 
     fn build_block(&mut self, round: u32) -> Result<Block, EngineError> {
         let height = self.state.next_height();
-        let time = self.now_after_last_block();
+        let time = self.state.next_block_time(self.last_commit.as_ref());
         let txs = self.app.prepare_proposal(request::PrepareProposal {
             max_tx_bytes: self.config.max_block_tx_bytes,
             txs: self.mempool.reap(self.config.max_block_tx_bytes),
@@ -924,7 +1183,7 @@ impl Engine {
                 .transpose()
                 .map_err(|e| EngineError::Wal(e.to_string()))?,
             block_id: Some(id),
-            timestamp: Some(Time::now().max(block.header.time)),
+            timestamp: Some(self.config.clock.now().max(block.header.time)),
             signature: None,
         };
         let signed = self.privval.sign_proposal(&mut tp, &self.state.chain_id);
@@ -934,6 +1193,25 @@ impl Engine {
         let raw: pb::types::Proposal = tp.clone().into();
         let payload = Payload::Proposal(raw);
         let mut out = vec![Output::Broadcast(payload.clone())];
+        // A re-proposal carries its proof of lock: the polka of its POL round, as a
+        // certificate, so a validator that counted an equivocator's other vote can still
+        // accept it (line 28).
+        if let Some(vr) = p.pol_round {
+            if let Some(c) =
+                self.core.certificates().into_iter().find(|c| {
+                    c.kind == VoteKind::Prevote && c.round == vr && c.value == Some(p.value)
+                })
+            {
+                let votes = c
+                    .votes
+                    .iter()
+                    .filter_map(|v| self.vote_to_wire(&v.message, &v.signature))
+                    .collect();
+                out.push(Output::Broadcast(Payload::Certificate(wire::Certificate {
+                    votes,
+                })));
+            }
+        }
         self.remember(payload.clone());
         let (_, parts) = block_to_parts(&block).map_err(|e| BlockError::Encoding(e.to_string()))?;
         for part in parts {
@@ -959,10 +1237,26 @@ impl Engine {
         Ok(out)
     }
 
-    /// Now, but never at or before the last block's time (block and vote times must grow).
-    fn now_after_last_block(&self) -> Time {
+    /// A vote's timestamp (CometBFT's `voteTime`): now, but at least a millisecond after the
+    /// block voted for (for nil: after the newest valid block of this height, or the last
+    /// block), so the median of a commit's times, the next block's time, always lies after
+    /// the block it commits.
+    fn vote_time(&self, value: Option<ValueId>) -> Time {
         let last = self.state.last_block_time;
-        Time::now().max(last.checked_add(Duration::from_millis(1)).unwrap_or(last))
+        let block_time = match value {
+            Some(v) => self.candidates.get(&v).map(|(b, _, _)| b.header.time),
+            None => self
+                .candidates
+                .values()
+                .filter(|(_, _, validity)| *validity == Validity::Valid)
+                .map(|(b, _, _)| b.header.time)
+                .max(),
+        };
+        let floor = block_time.map_or(last, |t| t.max(last));
+        self.config
+            .clock
+            .now()
+            .max(floor.checked_add(Duration::from_millis(1)).unwrap_or(floor))
     }
 
     /// Whether the privval signed. Storage failing is fatal; a refusal is not: replaying, the
@@ -1024,7 +1318,7 @@ impl Engine {
         &mut self,
         v: CoreVote,
     ) -> Result<Option<(Payload, Signed<CoreVote>)>, EngineError> {
-        let mut tv = self.unsigned_vote(&v, self.address, self.now_after_last_block())?;
+        let mut tv = self.unsigned_vote(&v, self.address, self.vote_time(v.value))?;
         let signed = self.privval.sign_vote(&mut tv, &self.state.chain_id);
         if !self.privval_signed(signed, "vote")? {
             return Ok(None);

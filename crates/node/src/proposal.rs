@@ -5,7 +5,9 @@
 //! Bounds, against peers that send parts for blocks nobody proposed: parts are only accepted
 //! for a part-set header announced by a proposal of the current height, at most
 //! [`MAX_PENDING_BLOCKS`] blocks are collected at once, and each block at most its announced
-//! part count (itself at most `parts::MAX_PARTS`).
+//! part count (itself at most `parts::MAX_PARTS`). When full, only the block of a past round
+//! makes room: a validator that floods signed proposals for future rounds cannot push out the
+//! block of the round being decided (review H1).
 
 use bulwark_types::parts::{Part, PartError, PartSet, PartSetBuilder};
 use bulwark_types::tendermint::block::{parts::Header as PartSetHeader, Block};
@@ -15,7 +17,18 @@ use std::collections::HashMap;
 use thiserror::Error;
 
 /// Blocks being collected at once (proposals of several rounds, or an equivocating proposer).
-pub const MAX_PENDING_BLOCKS: usize = 8;
+pub const MAX_PENDING_BLOCKS: usize = 12;
+
+/// What a part did.
+#[derive(Debug, PartialEq)]
+pub enum PartAdded {
+    /// A new part; the block is not complete yet.
+    New,
+    /// This part arrived before (relayed by several peers): nothing new.
+    Duplicate,
+    /// The last missing part: the block.
+    Complete(Box<Block>),
+}
 
 /// Why a part or a block was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -60,8 +73,8 @@ pub fn block_to_parts(block: &Block) -> Result<(PartSetHeader, Vec<pb::types::Pa
 #[derive(Debug, Default)]
 pub struct Assembler {
     pending: HashMap<PartSetHeader, PartSetBuilder>,
-    /// Announcement order: when full, the oldest (an earlier round's block) makes room.
-    order: std::collections::VecDeque<PartSetHeader>,
+    /// The round of each announcement, in announcement order.
+    order: Vec<(u32, PartSetHeader)>,
 }
 
 impl Assembler {
@@ -70,24 +83,47 @@ impl Assembler {
         Self::default()
     }
 
-    /// A verified proposal announced `header`: start collecting its parts. When already
-    /// collecting [`MAX_PENDING_BLOCKS`] blocks, the oldest announcement is dropped: a height
-    /// that runs through many rounds must keep accepting the newest proposals.
-    pub fn announce(&mut self, header: PartSetHeader) -> Result<(), AssemblyError> {
+    /// How many blocks it is collecting.
+    pub fn len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Whether it collects none.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// A verified proposal of `round` announced `header` while round `current` is in progress:
+    /// start collecting its parts. When already collecting [`MAX_PENDING_BLOCKS`] blocks, the
+    /// one of the lowest round (the oldest of them) is dropped if that round is past;
+    /// otherwise `header` is refused.
+    pub fn announce(
+        &mut self,
+        header: PartSetHeader,
+        round: u32,
+        current: u32,
+    ) -> Result<(), AssemblyError> {
         if self.pending.contains_key(&header) {
             return Ok(());
         }
         let builder = PartSetBuilder::new(header)?;
         while self.pending.len() >= MAX_PENDING_BLOCKS {
-            match self.order.pop_front() {
-                Some(oldest) => {
-                    self.pending.remove(&oldest);
+            let lowest = self
+                .order
+                .iter()
+                .enumerate()
+                .min_by_key(|(i, (r, _))| (*r, *i))
+                .map(|(i, (r, h))| (i, *r, *h));
+            match lowest {
+                Some((i, r, h)) if r < current && r < round => {
+                    self.order.remove(i);
+                    self.pending.remove(&h);
                 }
-                None => return Err(AssemblyError::TooManyBlocks),
+                _ => return Err(AssemblyError::TooManyBlocks),
             }
         }
         self.pending.insert(header, builder);
-        self.order.push_back(header);
+        self.order.push((round, header));
         Ok(())
     }
 
@@ -96,7 +132,7 @@ impl Assembler {
         &mut self,
         header: &PartSetHeader,
         part: &pb::types::Part,
-    ) -> Result<Option<Block>, AssemblyError> {
+    ) -> Result<PartAdded, AssemblyError> {
         let builder = self
             .pending
             .get_mut(header)
@@ -122,16 +158,16 @@ impl Assembler {
         }) {
             Ok(()) => {}
             // A part relayed by several peers arrives several times: not an error.
-            Err(PartError::Duplicate(_)) => return Ok(None),
+            Err(PartError::Duplicate(_)) => return Ok(PartAdded::Duplicate),
             Err(e) => return Err(e.into()),
         }
         if !builder.is_complete() {
-            return Ok(None);
+            return Ok(PartAdded::New);
         }
         let bytes = builder.assemble()?;
         let raw = pb::types::Block::decode(bytes.as_slice())
             .map_err(|e| AssemblyError::NotABlock(e.to_string()))?;
         let block = Block::try_from(raw).map_err(|e| AssemblyError::NotABlock(e.to_string()))?;
-        Ok(Some(block))
+        Ok(PartAdded::Complete(Box::new(block)))
     }
 }

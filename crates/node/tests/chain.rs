@@ -16,7 +16,7 @@ use bulwark_node::chain::{
     block_id, commit_from_decision, pack_signature, BlockError, ChainState, CommitError,
 };
 use bulwark_node::mempool::{Mempool, MempoolConfig};
-use bulwark_node::proposal::{block_to_parts, Assembler};
+use bulwark_node::proposal::{block_to_parts, Assembler, PartAdded};
 use bulwark_store::privval::PrivValidator;
 use bulwark_store::Store;
 use bulwark_types::convert::value_id;
@@ -115,25 +115,22 @@ fn run() -> Run {
                 match action {
                     Action::GetValue { height: h, round } => {
                         let n = &mut nodes[i];
+                        // BFT time: genesis time, then the median of the last commit's votes.
+                        let time = n.state.next_block_time(n.last_commit.as_ref());
                         let txs = n.app.prepare_proposal(request::PrepareProposal {
                             max_tx_bytes: 1 << 20,
                             txs: n.mempool.reap(1 << 20),
                             local_last_commit: None,
                             misbehavior: vec![],
                             height: block::Height::try_from(h.0).unwrap(),
-                            time: time_of(h.0, round.0),
+                            time,
                             next_validators_hash: n.state.validator_infos.hash(),
                             proposer_address: n.address,
                         });
                         let txs: Vec<Vec<u8>> = txs.txs.iter().map(|t| t.to_vec()).collect();
                         let (block, id, _) = n
                             .state
-                            .make_block(
-                                txs,
-                                n.last_commit.clone(),
-                                n.address,
-                                time_of(h.0, round.0),
-                            )
+                            .make_block(txs, n.last_commit.clone(), n.address, time)
                             .unwrap();
                         let value = value_id(&id);
                         // The block travels as parts; every receiver reassembles and checks it.
@@ -141,10 +138,12 @@ fn run() -> Run {
                         assert_eq!(header, id.part_set_header);
                         for m in nodes.iter_mut() {
                             let mut assembler = Assembler::new();
-                            assembler.announce(header).unwrap();
+                            assembler.announce(header, round.0, round.0).unwrap();
                             let mut whole = None;
                             for p in parts.iter().rev() {
-                                whole = assembler.add(&header, p).unwrap().or(whole);
+                                if let PartAdded::Complete(b) = assembler.add(&header, p).unwrap() {
+                                    whole = Some(*b);
+                                }
                             }
                             let whole = whole.expect("every part arrived");
                             assert_eq!(block_id(&whole).unwrap().0, id);
@@ -320,7 +319,7 @@ fn tampered_blocks_and_commits_are_refused_by_name() {
             vec![b"x=1".to_vec()],
             n.last_commit.clone(),
             header.proposer_address,
-            time_of(HEIGHTS + 1, 0),
+            n.state.next_block_time(n.last_commit.as_ref()),
         )
         .unwrap();
     n.state.validate_block(&good).unwrap();
@@ -342,12 +341,30 @@ fn tampered_blocks_and_commits_are_refused_by_name() {
             ..
         })
     ));
-    let mut stale = good.clone();
-    stale.header.time = n.state.last_block_time;
-    assert!(matches!(
-        n.state.validate_block(&stale),
-        Err(BlockError::Header { field: "time", .. })
-    ));
+    // BFT time (review C2): the block time is the median of the last commit's vote times; a
+    // proposer can date it neither back nor ahead, and certainly not at the end of time.
+    for time in [
+        n.state.last_block_time,
+        good.header
+            .time
+            .checked_add(Duration::from_nanos(1))
+            .unwrap(),
+        good.header
+            .time
+            .checked_add(Duration::from_secs(10 * 365 * 86_400))
+            .unwrap(),
+        Time::parse_from_rfc3339("9999-12-31T23:59:59.999999999Z").unwrap(),
+    ] {
+        let mut dated = good.clone();
+        dated.header.time = time;
+        assert!(
+            matches!(
+                n.state.validate_block(&dated),
+                Err(BlockError::Header { field: "time", .. })
+            ),
+            "a block dated {time} was accepted"
+        );
+    }
     let mut stranger = good.clone();
     stranger.header.proposer_address = account::Id::new([7; 20]);
     assert!(matches!(
@@ -365,13 +382,14 @@ fn tampered_blocks_and_commits_are_refused_by_name() {
         bytes[0] ^= 1;
         *signature = bulwark_types::tendermint::Signature::new(bytes).unwrap();
     }
+    let forged_time = n.state.next_block_time(Some(&forged_commit));
     let (forged, _, _) = n
         .state
         .make_block(
             vec![],
             Some(forged_commit),
             header.proposer_address,
-            time_of(HEIGHTS + 1, 0),
+            forged_time,
         )
         .unwrap();
     assert_eq!(
@@ -384,14 +402,10 @@ fn tampered_blocks_and_commits_are_refused_by_name() {
     let mut thin = n.last_commit.clone().unwrap();
     thin.signatures[0] = CommitSig::BlockIdFlagAbsent;
     thin.signatures[1] = CommitSig::BlockIdFlagAbsent;
+    let thin_time = n.state.next_block_time(Some(&thin));
     let (thin_block, _, _) = n
         .state
-        .make_block(
-            vec![],
-            Some(thin),
-            header.proposer_address,
-            time_of(HEIGHTS + 1, 0),
-        )
+        .make_block(vec![], Some(thin), header.proposer_address, thin_time)
         .unwrap();
     assert!(matches!(
         n.state.validate_block(&thin_block),

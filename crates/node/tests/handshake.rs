@@ -45,7 +45,9 @@ fn build(
     let mut state = genesis_state(g, app);
     let mut last_commit: Option<Commit> = None;
     for h in 1..=heights {
-        let time = Time::from_unix_timestamp(1_700_000_000 + h as i64, 0).unwrap();
+        // BFT time: genesis time, then the (one) vote time of the last commit.
+        let time = state.next_block_time(last_commit.as_ref());
+        let vote_time = Time::from_unix_timestamp(1_700_000_000 + h as i64, 0).unwrap();
         let txs = vec![format!("k{h}=v{h}").into_bytes()];
         let (block, id, _) = state
             .make_block(txs, last_commit.clone(), address, time)
@@ -56,7 +58,7 @@ fn build(
             height: block.header.height,
             round: block::Round::default(),
             block_id: Some(id),
-            timestamp: Some(time),
+            timestamp: Some(vote_time),
             validator_address: address,
             validator_index: 0u32.try_into().unwrap(),
             signature: None,
@@ -70,7 +72,7 @@ fn build(
             block_id: id,
             signatures: vec![CommitSig::BlockIdFlagCommit {
                 validator_address: address,
-                timestamp: time,
+                timestamp: vote_time,
                 signature: v.signature,
             }],
         };

@@ -1,7 +1,9 @@
 //! Blocks travel as parts and come back whole only when every part checks out.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use bulwark_node::proposal::{block_to_parts, Assembler, AssemblyError, MAX_PENDING_BLOCKS};
+use bulwark_node::proposal::{
+    block_to_parts, Assembler, AssemblyError, PartAdded, MAX_PENDING_BLOCKS,
+};
 use bulwark_types::parts::{PartError, PartSet};
 use bulwark_types::tendermint::block::{self, Block, Header};
 use bulwark_types::tendermint::{account, evidence, Hash, Time};
@@ -35,13 +37,17 @@ fn a_multi_part_block_reassembles_from_parts_in_any_order_with_repeats() {
     assert_eq!(header.total as usize, parts.len());
     assert!(parts.len() >= 4);
     let mut a = Assembler::new();
-    a.announce(header).unwrap();
+    a.announce(header, 0, 0).unwrap();
     let mut got = None;
+    let mut duplicates = 0;
     for p in parts.iter().rev().chain(parts.iter()) {
-        if let Some(done) = a.add(&header, p).unwrap() {
-            got = Some(done);
+        match a.add(&header, p).unwrap() {
+            PartAdded::Complete(done) => got = Some(done),
+            PartAdded::Duplicate => duplicates += 1,
+            PartAdded::New => {}
         }
     }
+    assert_eq!(duplicates, parts.len(), "every repeat is reported as one");
     let got = got.expect("complete");
     assert_eq!(got.header.hash(), b.header.hash());
     assert_eq!(got.data, b.data);
@@ -53,7 +59,7 @@ fn unannounced_tampered_and_excess_blocks_are_refused() {
     let (header, parts) = block_to_parts(&b).unwrap();
     let mut a = Assembler::new();
     assert_eq!(a.add(&header, &parts[0]), Err(AssemblyError::Unannounced));
-    a.announce(header).unwrap();
+    a.announce(header, 0, 0).unwrap();
     let mut tampered = parts[0].clone();
     tampered.bytes[100] ^= 1;
     assert_eq!(
@@ -68,24 +74,40 @@ fn unannounced_tampered_and_excess_blocks_are_refused() {
         a.add(&header, &short_aunt),
         Err(AssemblyError::Part(PartError::BadProof(0)))
     );
-    // At most MAX_PENDING_BLOCKS at once: the oldest announcement makes room for the newest.
+    // At most MAX_PENDING_BLOCKS at once: the block of a past round makes room.
     for i in 0..MAX_PENDING_BLOCKS {
-        a.announce(block_to_parts(&block(1, 10 + i)).unwrap().0)
+        a.announce(block_to_parts(&block(1, 10 + i)).unwrap().0, 1, 1)
             .unwrap();
     }
     assert_eq!(
         a.add(&header, &parts[0]),
         Err(AssemblyError::Unannounced),
-        "the first block was evicted"
+        "the round-0 block was evicted"
     );
     let newest = block(1, 99);
     let (newest_header, newest_parts) = block_to_parts(&newest).unwrap();
-    a.announce(newest_header).unwrap();
-    let done = a
-        .add(&newest_header, &newest_parts[0])
-        .unwrap()
-        .expect("one part completes it");
+    a.announce(newest_header, 2, 2).unwrap();
+    let PartAdded::Complete(done) = a.add(&newest_header, &newest_parts[0]).unwrap() else {
+        panic!("one part completes it");
+    };
     assert_eq!(done.header.hash(), newest.header.hash());
+}
+
+#[test]
+fn a_flood_of_future_round_announcements_never_evicts_the_block_of_the_round_being_decided() {
+    // H1: a validator that signs many proposals for future rounds with random part sets.
+    let honest = block(10, 10_000);
+    let (header, parts) = block_to_parts(&honest).unwrap();
+    let mut a = Assembler::new();
+    a.announce(header, 3, 3).unwrap();
+    for i in 0..100 {
+        let decoy = block_to_parts(&block(1, 1_000 + i)).unwrap().0;
+        let _ = a.announce(decoy, 4 + (i as u32 % 2), 3);
+    }
+    assert!(a.len() <= MAX_PENDING_BLOCKS);
+    for p in &parts {
+        assert_ne!(a.add(&header, p), Err(AssemblyError::Unannounced));
+    }
 }
 
 #[test]
@@ -94,8 +116,8 @@ fn parts_that_are_not_a_block_are_refused_when_complete() {
     let set = PartSet::from_bytes(&garbage).unwrap();
     let header = set.header();
     let mut a = Assembler::new();
-    a.announce(header).unwrap();
-    let mut last = Ok(None);
+    a.announce(header, 0, 0).unwrap();
+    let mut last = Ok(PartAdded::New);
     for p in set.parts() {
         let wire = pb::types::Part {
             index: p.index,

@@ -3,16 +3,17 @@
 //! Values are the caller's encodings (protobuf in the node); the store keeps them intact.
 
 use crate::{key, Store, StoreError};
+use bulwark_kv::{Batch, Tree};
 
 /// The block store.
 #[derive(Debug, Clone)]
 pub struct BlockStore {
     store: Store,
-    blocks: sled::Tree,
-    hashes: sled::Tree,
-    commits: sled::Tree,
-    states: sled::Tree,
-    results: sled::Tree,
+    blocks: Tree,
+    hashes: Tree,
+    commits: Tree,
+    states: Tree,
+    results: Tree,
 }
 
 /// Everything stored for one decided height (the caller's encodings).
@@ -47,11 +48,11 @@ impl BlockStore {
 
     /// The highest stored height, if any.
     pub fn latest_height(&self) -> Result<Option<u64>, StoreError> {
-        match self.blocks.last().map_err(|e| self.store.err(e))? {
+        match self.blocks.last()? {
             None => Ok(None),
             Some((k, _)) => {
                 let k: [u8; 8] = k
-                    .as_ref()
+                    .as_slice()
                     .try_into()
                     .map_err(|_| self.store.corrupt("block key is not 8 bytes"))?;
                 Ok(Some(u64::from_be_bytes(k)))
@@ -69,36 +70,23 @@ impl BlockStore {
                 )));
             }
         }
-        use sled::Transactional;
-        (
-            &self.blocks,
-            &self.hashes,
-            &self.commits,
-            &self.states,
-            &self.results,
-        )
-            .transaction(|(b, h, c, s, r)| {
-                b.insert(&key(height), decided.block)?;
-                h.insert(decided.hash, &key(height))?;
-                c.insert(&key(height), decided.commit)?;
-                s.insert(&key(height), decided.state)?;
-                r.insert(&key(height), decided.results)?;
-                Ok(())
-            })
-            .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                sled::transaction::TransactionError::Storage(e) => self.store.err(e),
-                sled::transaction::TransactionError::Abort(()) => {
-                    StoreError::Refused("transaction aborted".into())
-                }
-            })?;
+        let one = |k: &[u8], v: &[u8]| {
+            let mut b = Batch::default();
+            b.insert(k, v);
+            b
+        };
+        self.store.db().write_atomically(&[
+            (&self.blocks, &one(&key(height), decided.block)),
+            (&self.hashes, &one(decided.hash, &key(height))),
+            (&self.commits, &one(&key(height), decided.commit)),
+            (&self.states, &one(&key(height), decided.state)),
+            (&self.results, &one(&key(height), decided.results)),
+        ])?;
         self.store.flush()
     }
 
-    fn get(&self, tree: &sled::Tree, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(tree
-            .get(key(height))
-            .map_err(|e| self.store.err(e))?
-            .map(|v| v.to_vec()))
+    fn get(&self, tree: &Tree, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(tree.get(key(height))?)
     }
 
     /// Block `height`.
@@ -123,11 +111,11 @@ impl BlockStore {
 
     /// The height of the block with `hash`.
     pub fn height_of(&self, hash: &[u8]) -> Result<Option<u64>, StoreError> {
-        match self.hashes.get(hash).map_err(|e| self.store.err(e))? {
+        match self.hashes.get(hash)? {
             None => Ok(None),
             Some(v) => {
                 let v: [u8; 8] = v
-                    .as_ref()
+                    .as_slice()
                     .try_into()
                     .map_err(|_| self.store.corrupt("hash index value is not 8 bytes"))?;
                 Ok(Some(u64::from_be_bytes(v)))

@@ -1,4 +1,5 @@
-//! Bulwark's storage on sled: the privval's last-sign-state ([`privval`]), the consensus
+//! Bulwark's storage (sled on disk, or a simulated disk in the simulator, through
+//! `bulwark-kv`): the privval's last-sign-state ([`privval`]), the consensus
 //! write-ahead log ([`wal`]) and the block and state stores ([`blocks`]).
 //!
 //! Everything is read back with checks: a record that does not parse is reported as
@@ -8,6 +9,7 @@ pub mod blocks;
 pub mod privval;
 pub mod wal;
 
+use bulwark_kv::{Db, KvError, MemDisk, Tree};
 use std::path::{Path, PathBuf};
 use thiserror::Error;
 
@@ -30,7 +32,7 @@ pub enum StoreError {
         /// The error.
         source: std::io::Error,
     },
-    /// Any other error sled reports.
+    /// Any other error the database reports.
     #[error("the store at {path}: {reason}")]
     Sled {
         /// The store's directory.
@@ -43,88 +45,61 @@ pub enum StoreError {
     Refused(String),
 }
 
-/// An open store: one sled database with one tree per concern.
+/// An open store: one database with one tree per concern.
 #[derive(Clone, Debug)]
 pub struct Store {
-    db: sled::Db,
-    path: PathBuf,
+    db: Db,
+}
+
+impl From<KvError> for StoreError {
+    fn from(e: KvError) -> Self {
+        match e {
+            KvError::Corrupt { path, reason } => StoreError::Corrupt { path, reason },
+            KvError::Io { path, source } => StoreError::Io { path, source },
+            KvError::Backend { path, reason } => StoreError::Sled { path, reason },
+        }
+    }
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir`.
+    /// Opens (or creates) the store in `dir` (sled).
     pub fn open(dir: impl AsRef<Path>) -> Result<Store, StoreError> {
-        let path = dir.as_ref().to_path_buf();
-        // sled panics on some forms of damage instead of returning an error; a damaged store
-        // must be a clear error at start, never a crash.
-        // Durability points flush explicitly; a background flusher would only contend with them.
-        let opened = std::panic::catch_unwind(|| {
-            sled::Config::new().path(&path).flush_every_ms(None).open()
-        });
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(sled::Error::Unsupported(reason))) => {
-                return Err(StoreError::Corrupt {
-                    path,
-                    reason: format!("not a readable Bulwark store (damaged, or written by another sled version): {reason}"),
-                })
-            }
-            Ok(Err(e)) => return Err(sled_error(&path, e)),
-            Err(_) => {
-                return Err(StoreError::Corrupt {
-                    path,
-                    reason: "the database files could not be read".into(),
-                })
-            }
-        };
-        Ok(Store { db, path })
+        Ok(Store { db: Db::open(dir)? })
+    }
+
+    /// Opens the store on a simulated disk (the deterministic simulator's nodes).
+    pub fn on(disk: &MemDisk) -> Store {
+        Store { db: Db::on(disk) }
     }
 
     /// The store's directory.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.db.path()
     }
 
-    pub(crate) fn tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
-        self.db
-            .open_tree(name)
-            .map_err(|e| sled_error(&self.path, e))
+    /// The database under it.
+    pub fn db(&self) -> &Db {
+        &self.db
     }
 
-    pub(crate) fn err(&self, e: sled::Error) -> StoreError {
-        sled_error(&self.path, e)
+    pub(crate) fn tree(&self, name: &str) -> Result<Tree, StoreError> {
+        Ok(self.db.tree(name)?)
     }
 
     pub(crate) fn corrupt(&self, reason: impl Into<String>) -> StoreError {
         StoreError::Corrupt {
-            path: self.path.clone(),
+            path: self.path().to_path_buf(),
             reason: reason.into(),
         }
     }
 
     /// Writes everything to disk (fsync).
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+        Ok(self.db.flush()?)
     }
 }
 
-fn sled_error(path: &Path, e: sled::Error) -> StoreError {
-    match e {
-        sled::Error::Corruption { at, .. } => StoreError::Corrupt {
-            path: path.to_path_buf(),
-            reason: format!("sled found damaged data at {at:?}"),
-        },
-        sled::Error::Io(source) => StoreError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-        other => StoreError::Sled {
-            path: path.to_path_buf(),
-            reason: other.to_string(),
-        },
-    }
-}
-
-/// A big-endian u64 key, so sled's order is numeric order.
+/// A big-endian u64 key, so the database's order is numeric order.
 pub(crate) fn key(n: u64) -> [u8; 8] {
     n.to_be_bytes()
 }

@@ -78,8 +78,7 @@ const STATE_KEY: &[u8] = b"last_sign_state";
 /// The private validator.
 pub struct PrivValidator {
     key: SigningKey,
-    store: Store,
-    tree: sled::Tree,
+    tree: bulwark_kv::Tree,
     last: Option<LastSignState>,
 }
 
@@ -171,18 +170,13 @@ impl PrivValidator {
     /// Loads the last-sign-state from `store` (none if this validator never signed).
     pub fn open(key: SigningKey, store: &Store) -> Result<Self, PrivvalError> {
         let tree = store.tree("privval")?;
-        let last = match tree.get(STATE_KEY).map_err(|e| store.err(e))? {
+        let last = match tree.get(STATE_KEY).map_err(StoreError::from)? {
             None => None,
             Some(bytes) => {
                 Some(decode(&bytes).ok_or_else(|| store.corrupt("unreadable last-sign-state"))?)
             }
         };
-        Ok(PrivValidator {
-            key,
-            store: store.clone(),
-            tree,
-            last,
-        })
+        Ok(PrivValidator { key, tree, last })
     }
 
     /// The last signature's state.
@@ -244,8 +238,8 @@ impl PrivValidator {
         };
         self.tree
             .insert(STATE_KEY, encode(&state))
-            .map_err(|e| self.store.err(e))?;
-        self.tree.flush().map_err(|e| self.store.err(e))?;
+            .map_err(StoreError::from)?;
+        self.tree.flush().map_err(StoreError::from)?;
         self.last = Some(state);
         Ok(signature)
     }

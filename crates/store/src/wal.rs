@@ -4,13 +4,14 @@
 //! checksum; a damaged record is an error, never skipped.
 
 use crate::{key, Store, StoreError};
+use bulwark_kv::{Batch, Tree};
 use sha2::{Digest, Sha256};
 
 /// The write-ahead log of one node.
 #[derive(Debug)]
 pub struct Wal {
     store: Store,
-    tree: sled::Tree,
+    tree: Tree,
     next: u64,
     /// The first sequence number of each height still stored, so truncation removes keys
     /// without reading (and checksumming) the records.
@@ -43,10 +44,9 @@ impl Wal {
         let mut starts = std::collections::BTreeMap::new();
         let mut oldest = None;
         let mut next = 0;
-        for item in tree.iter() {
-            let (k, v) = item.map_err(|e| store.err(e))?;
+        for (k, v) in tree.entries()? {
             let seq = u64::from_be_bytes(
-                k.as_ref()
+                k.as_slice()
                     .try_into()
                     .map_err(|_| store.corrupt("WAL key is not 8 bytes"))?,
             );
@@ -71,9 +71,7 @@ impl Wal {
     /// Appends a record for `height`; durable only after [`Wal::flush`] (or `sync`).
     pub fn append(&mut self, height: u64, payload: &[u8], sync: bool) -> Result<u64, StoreError> {
         let seq = self.next;
-        self.tree
-            .insert(key(seq), frame(height, payload))
-            .map_err(|e| self.store.err(e))?;
+        self.tree.insert(key(seq), frame(height, payload))?;
         self.starts.entry(height).or_insert(seq);
         self.next += 1;
         if sync {
@@ -84,14 +82,21 @@ impl Wal {
 
     /// Makes every appended record durable.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.tree.flush().map(|_| ()).map_err(|e| self.store.err(e))
+        Ok(self.tree.flush()?)
+    }
+
+    /// How many records height `height` and later heights hold (without reading them).
+    pub fn count_from(&self, height: u64) -> u64 {
+        self.starts
+            .range(height..)
+            .next()
+            .map_or(0, |(_, first)| self.next - first)
     }
 
     /// The records of `height`, in the order they were appended.
     pub fn records(&self, height: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut out = Vec::new();
-        for item in self.tree.iter() {
-            let (k, v) = item.map_err(|e| self.store.err(e))?;
+        for (k, v) in self.tree.entries()? {
             let (h, payload) = unframe(&v).ok_or_else(|| {
                 self.store
                     .corrupt(format!("WAL record {} fails its checksum", hex_key(&k)))
@@ -110,13 +115,11 @@ impl Wal {
             .range(height..)
             .next()
             .map_or(self.next, |(_, seq)| *seq);
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
         for seq in self.oldest..cut {
-            batch.remove(&key(seq));
+            batch.remove(key(seq));
         }
-        self.tree
-            .apply_batch(batch)
-            .map_err(|e| self.store.err(e))?;
+        self.tree.apply_batch(&batch)?;
         let removed = cut.saturating_sub(self.oldest) as usize;
         self.oldest = self.oldest.max(cut);
         self.starts = self.starts.split_off(&height);

@@ -1,0 +1,588 @@
+//! Byzantine validators at the wire level. Each runs a real engine (so its timing and its view
+//! of the chain are a validator's) behind an [`Adversary`] that rewrites, redirects, withholds
+//! and adds the messages that engine sends, signing what it likes with its own key. Every
+//! behaviour is one a single validator within the fault bound can carry out.
+
+use bulwark_node::engine::Engine;
+use bulwark_node::proposal::block_to_parts;
+use bulwark_sim::rng::Rng;
+use bulwark_types::signing::{sign, sign_proposal, sign_vote};
+use bulwark_types::tendermint::block::{self, Block};
+use bulwark_types::tendermint::{chain, proposal, vote, Time};
+use bulwark_types::tendermint_proto::v0_38::types as pb;
+use bulwark_wire::{self as wire, Payload};
+use ed25519_consensus::SigningKey;
+use std::collections::{BTreeMap, VecDeque};
+
+/// What a byzantine validator does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Behaviour {
+    /// Sends nothing.
+    Silent,
+    /// Prevotes for random block ids.
+    RandomPrevote,
+    /// Precommits for random block ids (review C1).
+    RandomPrecommit,
+    /// Every vote to half the peers, a conflicting one to the other half (evidence, H3).
+    DoubleVote,
+    /// As proposer, dates its block ten years ahead (C2).
+    FutureTime,
+    /// As proposer, dates its block one nanosecond after the last one (C2).
+    MinimalTime,
+    /// As proposer, dates its block at the latest time there is, 9999-12-31 (C2).
+    MaxTime,
+    /// Proposals for round 2³¹−1, with garbage and with valid signatures (C3).
+    HugeRound,
+    /// Right after another validator's proposal, many signed proposals of its own for future
+    /// rounds with random part-set headers (H1).
+    ProposalFlood,
+    /// As proposer, sends its block's parts to half the peers only.
+    WithholdParts,
+    /// As proposer, a block above the consensus `block.max_bytes` (H2).
+    OversizedBlock,
+    /// Certificates of duplicated, mixed-round, sub-quorum and outsider votes (M3).
+    ForgedCertificates,
+    /// Re-sends old votes it saw, of earlier heights and rounds.
+    ReplayOldVotes,
+    /// Status messages with fake heights, many of them (L4, M2).
+    StatusFlood,
+    /// Answers catching-up peers with decided blocks whose commit or content is forged.
+    ForgedDecidedBlocks,
+    /// As proposer, a decoy proposal (another part-set header, no parts) to half the peers
+    /// before its real one (L7).
+    EquivocatingProposer,
+    /// A different one of the above at every height.
+    Mixed,
+}
+
+/// Every behaviour, for random choice.
+pub const BEHAVIOURS: [Behaviour; 17] = [
+    Behaviour::Silent,
+    Behaviour::RandomPrevote,
+    Behaviour::RandomPrecommit,
+    Behaviour::DoubleVote,
+    Behaviour::FutureTime,
+    Behaviour::MinimalTime,
+    Behaviour::MaxTime,
+    Behaviour::HugeRound,
+    Behaviour::ProposalFlood,
+    Behaviour::WithholdParts,
+    Behaviour::OversizedBlock,
+    Behaviour::ForgedCertificates,
+    Behaviour::ReplayOldVotes,
+    Behaviour::StatusFlood,
+    Behaviour::ForgedDecidedBlocks,
+    Behaviour::EquivocatingProposer,
+    Behaviour::Mixed,
+];
+
+/// A behaviour's name on the command line.
+pub fn behaviour_name(b: Behaviour) -> &'static str {
+    match b {
+        Behaviour::Silent => "silent",
+        Behaviour::RandomPrevote => "random-prevote",
+        Behaviour::RandomPrecommit => "random-precommit",
+        Behaviour::DoubleVote => "double-vote",
+        Behaviour::FutureTime => "future-time",
+        Behaviour::MinimalTime => "minimal-time",
+        Behaviour::MaxTime => "max-time",
+        Behaviour::HugeRound => "huge-round",
+        Behaviour::ProposalFlood => "proposal-flood",
+        Behaviour::WithholdParts => "withhold-parts",
+        Behaviour::OversizedBlock => "oversized-block",
+        Behaviour::ForgedCertificates => "forged-certificates",
+        Behaviour::ReplayOldVotes => "replay-old-votes",
+        Behaviour::StatusFlood => "status-flood",
+        Behaviour::ForgedDecidedBlocks => "forged-decided-blocks",
+        Behaviour::EquivocatingProposer => "equivocating-proposer",
+        Behaviour::Mixed => "mixed",
+    }
+}
+
+/// The behaviour named `name`.
+pub fn parse_behaviour(name: &str) -> Option<Behaviour> {
+    BEHAVIOURS
+        .iter()
+        .copied()
+        .find(|b| behaviour_name(*b) == name)
+}
+
+/// Where an adversary's message goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Dest {
+    /// Every other validator.
+    All,
+    /// These validators.
+    Some(Vec<usize>),
+}
+
+/// Old votes kept for replays and forged certificates.
+const KEPT_VOTES: usize = 512;
+
+/// A byzantine validator's wire-level behaviour around its own engine.
+pub struct Adversary {
+    behaviour: Behaviour,
+    me: usize,
+    n: usize,
+    key: SigningKey,
+    chain_id: chain::Id,
+    rng: Rng,
+    /// Votes received, newest last.
+    votes: VecDeque<pb::Vote>,
+    /// Block ids its engine proposed, replaced by the ones it sent instead.
+    replaced: BTreeMap<Vec<u8>, block::Id>,
+    /// (height, round) of the last proposal by another validator it reacted to.
+    flooded: Option<(i64, i32)>,
+    /// Peers that said they are behind, with their height.
+    behind: BTreeMap<usize, u64>,
+    /// Height whose behaviour `Mixed` is playing, and the behaviour.
+    mixed: (u64, Behaviour),
+}
+
+impl Adversary {
+    /// The adversary of validator `me` (of `n`), signing with `key`.
+    pub fn new(
+        behaviour: Behaviour,
+        me: usize,
+        n: usize,
+        key: SigningKey,
+        chain_id: chain::Id,
+        seed: u64,
+    ) -> Adversary {
+        Adversary {
+            behaviour,
+            me,
+            n,
+            key,
+            chain_id,
+            rng: Rng::new(seed),
+            votes: VecDeque::new(),
+            replaced: BTreeMap::new(),
+            flooded: None,
+            behind: BTreeMap::new(),
+            mixed: (0, Behaviour::Silent),
+        }
+    }
+
+    /// The behaviour it plays at the engine's current height.
+    fn now_playing(&mut self, engine: &Engine) -> Behaviour {
+        if self.behaviour != Behaviour::Mixed {
+            return self.behaviour;
+        }
+        let h = engine.state().next_height();
+        if self.mixed.0 != h {
+            let pick = BEHAVIOURS[self.rng.below(BEHAVIOURS.len() as u64 - 1) as usize];
+            self.mixed = (h, pick);
+        }
+        self.mixed.1
+    }
+
+    fn halves(&mut self) -> (Vec<usize>, Vec<usize>) {
+        let mut others: Vec<usize> = (0..self.n).filter(|i| *i != self.me).collect();
+        self.rng.shuffle(&mut others);
+        let cut = others.len() / 2;
+        let second = others.split_off(cut);
+        (others, second)
+    }
+
+    fn random_hash(&mut self) -> Vec<u8> {
+        (0..4)
+            .flat_map(|_| self.rng.next_u64().to_le_bytes())
+            .collect()
+    }
+
+    fn random_block_id(&mut self) -> pb::BlockId {
+        pb::BlockId {
+            hash: self.random_hash(),
+            part_set_header: Some(pb::PartSetHeader {
+                total: self.rng.range(1, 6) as u32,
+                hash: self.random_hash(),
+            }),
+        }
+    }
+
+    /// Re-signs a raw vote after `change` edited it.
+    fn resign_vote(&self, raw: &pb::Vote, change: impl FnOnce(&mut pb::Vote)) -> Option<pb::Vote> {
+        let mut edited = raw.clone();
+        change(&mut edited);
+        let mut v = vote::Vote::try_from(edited).ok()?;
+        v.signature = None;
+        sign_vote(&self.key, &mut v, &self.chain_id);
+        Some(v.into())
+    }
+
+    /// A signed proposal for `height`/`round` of `block_id`.
+    fn signed_proposal(
+        &self,
+        height: i64,
+        round: i32,
+        block_id: pb::BlockId,
+    ) -> Option<pb::Proposal> {
+        let raw = pb::Proposal {
+            r#type: pb::SignedMsgType::Proposal as i32,
+            height,
+            round,
+            pol_round: -1,
+            block_id: Some(block_id),
+            timestamp: Some(Time::unix_epoch().into()),
+            signature: vec![],
+        };
+        let mut p = proposal::Proposal::try_from(raw).ok()?;
+        p.signature = None;
+        sign_proposal(&self.key, &mut p, &self.chain_id);
+        Some(p.into())
+    }
+
+    /// Its engine's own block for a proposal, rebuilt by `rebuild` (its txs and time) and
+    /// proposed in place of the original: the new proposal and its parts.
+    fn replace_block(
+        &mut self,
+        engine: &Engine,
+        raw: &pb::Proposal,
+        rebuild: impl FnOnce(&Block) -> (Vec<Vec<u8>>, Time),
+    ) -> Option<Vec<(Dest, Payload)>> {
+        let round = u32::try_from(raw.round).ok()?;
+        let original = engine.own_block(round)?.clone();
+        let (txs, time) = rebuild(&original);
+        let (block, id, _) = engine
+            .state()
+            .make_block(
+                txs,
+                original.last_commit.clone(),
+                original.header.proposer_address,
+                time,
+            )
+            .ok()?;
+        let original_id = raw.block_id.clone()?;
+        self.replaced.insert(original_id.hash.clone(), id);
+        let mut out = vec![];
+        let proposal = self.signed_proposal(raw.height, raw.round, id.into())?;
+        out.push((Dest::All, Payload::Proposal(proposal)));
+        let (_, parts) = block_to_parts(&block).ok()?;
+        for part in parts {
+            out.push((
+                Dest::All,
+                Payload::BlockPart(wire::BlockPart {
+                    height: block.header.height.value(),
+                    round,
+                    part: Some(part),
+                }),
+            ));
+        }
+        Some(out)
+    }
+
+    /// Sees a message its engine receives.
+    pub fn incoming(&mut self, from: usize, payload: &Payload) {
+        match payload {
+            Payload::Vote(v) => {
+                if self.votes.len() >= KEPT_VOTES {
+                    self.votes.pop_front();
+                }
+                self.votes.push_back(v.clone());
+            }
+            Payload::Status(s) => {
+                self.behind.insert(from, s.height);
+            }
+            _ => {}
+        }
+    }
+
+    /// What goes out instead of one message its engine sends to everyone.
+    pub fn outgoing(&mut self, engine: &Engine, payload: Payload) -> Vec<(Dest, Payload)> {
+        let playing = self.now_playing(engine);
+        let keep = |p: Payload| vec![(Dest::All, p)];
+        // Messages of other validators it relays pass unchanged: it can only sign as itself.
+        let own = match &payload {
+            Payload::Vote(v) => v.validator_address == engine.address().as_bytes(),
+            Payload::Proposal(p) => p.round >= 0 && engine.own_block(p.round as u32).is_some(),
+            Payload::BlockPart(b) => engine.own_block(b.round).is_some(),
+            _ => true,
+        };
+        if !own && playing != Behaviour::Silent {
+            return keep(payload);
+        }
+        match (playing, payload) {
+            (Behaviour::Silent, _) => vec![],
+            (Behaviour::RandomPrevote, Payload::Vote(v))
+                if v.r#type == pb::SignedMsgType::Prevote as i32 =>
+            {
+                let id = self.random_block_id();
+                self.resign_vote(&v, |v| v.block_id = Some(id))
+                    .map(|v| keep(Payload::Vote(v)))
+                    .unwrap_or_default()
+            }
+            (Behaviour::RandomPrecommit, Payload::Vote(v))
+                if v.r#type == pb::SignedMsgType::Precommit as i32 =>
+            {
+                let id = self.random_block_id();
+                self.resign_vote(&v, |v| v.block_id = Some(id))
+                    .map(|v| keep(Payload::Vote(v)))
+                    .unwrap_or_default()
+            }
+            (Behaviour::DoubleVote, Payload::Vote(v)) => {
+                let (a, b) = self.halves();
+                let other = if v.block_id.as_ref().is_some_and(|b| !b.hash.is_empty()) {
+                    None
+                } else {
+                    Some(self.random_block_id())
+                };
+                let mut out = vec![(Dest::Some(a), Payload::Vote(v.clone()))];
+                if let Some(conflict) = self.resign_vote(&v, |v| v.block_id = other) {
+                    out.push((Dest::Some(b), Payload::Vote(conflict)));
+                }
+                out
+            }
+            (
+                Behaviour::FutureTime | Behaviour::MinimalTime | Behaviour::MaxTime,
+                Payload::Proposal(p),
+            ) => {
+                let last = engine.state().last_block_time;
+                let when = match playing {
+                    Behaviour::FutureTime => last
+                        .checked_add(std::time::Duration::from_secs(10 * 365 * 24 * 3600))
+                        .unwrap_or(last),
+                    Behaviour::MinimalTime => last
+                        .checked_add(std::time::Duration::from_nanos(1))
+                        .unwrap_or(last),
+                    _ => Time::parse_from_rfc3339("9999-12-31T23:59:59.999999999Z").unwrap_or(last),
+                };
+                self.replace_block(engine, &p, |b| (b.data.clone(), when))
+                    .unwrap_or_else(|| keep(Payload::Proposal(p)))
+            }
+            (Behaviour::OversizedBlock, Payload::Proposal(p)) => {
+                let max = engine.state().consensus_params.block.max_bytes;
+                let mut k = self.rng.next_u64();
+                self.replace_block(engine, &p, |b| {
+                    let mut txs = b.data.clone();
+                    let mut size: u64 = txs.iter().map(|t| t.len() as u64).sum();
+                    while size <= max + (64 << 10) {
+                        k = k.wrapping_add(1);
+                        let mut tx = format!("big{k:016x}=").into_bytes();
+                        tx.resize(16 << 10, b'x');
+                        size += tx.len() as u64;
+                        txs.push(tx);
+                    }
+                    (txs, b.header.time)
+                })
+                .unwrap_or_else(|| keep(Payload::Proposal(p)))
+            }
+            // Parts of a replaced block: the replacement's parts went out with it.
+            (
+                Behaviour::FutureTime
+                | Behaviour::MinimalTime
+                | Behaviour::MaxTime
+                | Behaviour::OversizedBlock,
+                Payload::BlockPart(_),
+            ) => vec![],
+            // Its own votes follow its replacement block, not the one its engine built.
+            (
+                Behaviour::FutureTime
+                | Behaviour::MinimalTime
+                | Behaviour::MaxTime
+                | Behaviour::OversizedBlock,
+                Payload::Vote(v),
+            ) => {
+                let swap = v
+                    .block_id
+                    .as_ref()
+                    .and_then(|b| self.replaced.get(&b.hash))
+                    .copied();
+                match swap {
+                    Some(id) => self
+                        .resign_vote(&v, |v| v.block_id = Some(id.into()))
+                        .map(|v| keep(Payload::Vote(v)))
+                        .unwrap_or_default(),
+                    None => keep(Payload::Vote(v)),
+                }
+            }
+            (Behaviour::WithholdParts, Payload::BlockPart(bp)) => {
+                let (a, _) = self.halves();
+                vec![(Dest::Some(a), Payload::BlockPart(bp))]
+            }
+            (Behaviour::EquivocatingProposer, Payload::Proposal(p)) => {
+                let (victims, _) = self.halves();
+                let decoy_id = self.random_block_id();
+                let mut out = vec![];
+                if let Some(decoy) = self.signed_proposal(p.height, p.round, decoy_id) {
+                    out.push((Dest::Some(victims), Payload::Proposal(decoy)));
+                }
+                out.push((Dest::All, Payload::Proposal(p)));
+                out
+            }
+            (Behaviour::ForgedDecidedBlocks, Payload::DecidedBlock(d)) => {
+                let mut forged = (*d).clone();
+                if self.rng.chance(0.5) {
+                    if let Some(c) = forged.commit.as_mut() {
+                        for s in &mut c.signatures {
+                            if !s.signature.is_empty() {
+                                s.signature = sign(&self.key, b"forged").as_bytes().to_vec();
+                            }
+                        }
+                    }
+                } else if let Some(b) = forged.block.as_mut() {
+                    if let Some(data) = b.data.as_mut() {
+                        data.txs.push(b"forged=tx".to_vec());
+                    }
+                }
+                keep(Payload::DecidedBlock(Box::new(forged)))
+            }
+            (_, p) => keep(p),
+        }
+    }
+
+    /// What it sends on its own initiative (called every few simulated milliseconds).
+    pub fn act(&mut self, engine: &Engine) -> Vec<(Dest, Payload)> {
+        let playing = self.now_playing(engine);
+        let height = engine.state().next_height();
+        let Ok(h) = i64::try_from(height) else {
+            return vec![];
+        };
+        match playing {
+            Behaviour::HugeRound => {
+                let mut out = vec![];
+                let id = self.random_block_id();
+                let garbage = pb::Proposal {
+                    r#type: pb::SignedMsgType::Proposal as i32,
+                    height: h,
+                    round: i32::MAX,
+                    pol_round: -1,
+                    block_id: Some(id.clone()),
+                    timestamp: Some(Time::unix_epoch().into()),
+                    signature: self.random_hash().repeat(2),
+                };
+                out.push((Dest::All, Payload::Proposal(garbage)));
+                if let Some(signed) = self.signed_proposal(h, i32::MAX, id) {
+                    out.push((Dest::All, Payload::Proposal(signed)));
+                }
+                out
+            }
+            Behaviour::ProposalFlood => {
+                // Once per other validator's proposal it heard of: the latest vote it saw of
+                // this height tells it the round in progress.
+                let round = engine.round() as i32;
+                if self.flooded == Some((h, round)) {
+                    return vec![];
+                }
+                self.flooded = Some((h, round));
+                let mut out = vec![];
+                for k in 0..24 {
+                    let r = round.saturating_add(1 + k / 3);
+                    let id = self.random_block_id();
+                    if let Some(p) = self.signed_proposal(h, r, id) {
+                        out.push((Dest::All, Payload::Proposal(p)));
+                    }
+                }
+                out
+            }
+            Behaviour::ForgedCertificates => {
+                let current: Vec<pb::Vote> = self
+                    .votes
+                    .iter()
+                    .filter(|v| v.height == h)
+                    .cloned()
+                    .collect();
+                let Some(one) = current.last().cloned() else {
+                    return vec![];
+                };
+                let mut out = vec![];
+                // Duplicates of one vote.
+                out.push((
+                    Dest::All,
+                    Payload::Certificate(wire::Certificate {
+                        votes: vec![one.clone(); 2_000],
+                    }),
+                ));
+                // Mixed rounds and kinds.
+                out.push((
+                    Dest::All,
+                    Payload::Certificate(wire::Certificate {
+                        votes: current.iter().rev().take(8).cloned().collect(),
+                    }),
+                ));
+                // Sub-quorum.
+                out.push((
+                    Dest::All,
+                    Payload::Certificate(wire::Certificate {
+                        votes: vec![one.clone()],
+                    }),
+                ));
+                // An outsider's slot.
+                let mut outsider = one;
+                outsider.validator_index = self.n as i32 + 3;
+                out.push((
+                    Dest::All,
+                    Payload::Certificate(wire::Certificate {
+                        votes: vec![outsider],
+                    }),
+                ));
+                out
+            }
+            Behaviour::ReplayOldVotes => {
+                let old: Vec<pb::Vote> = self
+                    .votes
+                    .iter()
+                    .filter(|v| v.height < h || self.rng.chance(0.2))
+                    .cloned()
+                    .collect();
+                old.into_iter()
+                    .rev()
+                    .take(16)
+                    .map(|v| (Dest::All, Payload::Vote(v)))
+                    .collect()
+            }
+            Behaviour::StatusFlood => (0..8)
+                .map(|_| {
+                    let fake = if self.rng.chance(0.5) {
+                        self.rng.range(height + 1, height + 1_000_000_000)
+                    } else {
+                        self.rng.below(height.max(1))
+                    };
+                    (
+                        Dest::All,
+                        Payload::Status(wire::Status {
+                            height: fake,
+                            round: self.rng.below(1_000) as u32,
+                        }),
+                    )
+                })
+                .collect(),
+            Behaviour::ForgedDecidedBlocks => {
+                // A peer behind gets a decided block for its height with a forged commit
+                // before the honest answer reaches it.
+                let behind: Vec<(usize, u64)> = self
+                    .behind
+                    .iter()
+                    .filter(|(_, h)| **h < height)
+                    .map(|(p, h)| (*p, *h))
+                    .collect();
+                let mut out = vec![];
+                for (peer, at) in behind {
+                    let Ok(Some(block)) = engine.blocks().block(at) else {
+                        continue;
+                    };
+                    let Ok(Some(commit)) = engine.blocks().commit(at) else {
+                        continue;
+                    };
+                    use prost::Message;
+                    let block = pb::Block::decode(block.as_slice()).ok();
+                    let mut commit = pb::Commit::decode(commit.as_slice()).ok();
+                    if let Some(c) = commit.as_mut() {
+                        for s in &mut c.signatures {
+                            if !s.signature.is_empty() {
+                                s.signature = sign(&self.key, b"forged").as_bytes().to_vec();
+                            }
+                        }
+                    }
+                    out.push((
+                        Dest::Some(vec![peer]),
+                        Payload::DecidedBlock(Box::new(wire::DecidedBlock { block, commit })),
+                    ));
+                }
+                self.behind.clear();
+                out
+            }
+            _ => vec![],
+        }
+    }
+}

@@ -1,0 +1,920 @@
+//! The node's real engines inside the deterministic simulator (engine mode).
+//!
+//! Where `bulwark-sim` drives bare consensus cores with a driver of its own, this runs N real
+//! [`bulwark_node::engine::Engine`]s: real ed25519 signatures, block parts and assembly,
+//! CometBFT commits, `validate_block`, block sync, the WAL and privval policy, the built-in
+//! kvstore, each node's stores on a simulated disk ([`bulwark_kv::MemDisk`]) that a crash
+//! cuts back to its last flush. One seed fixes the world ([`world::World`]): powers, byzantine
+//! validators and their wire-level behaviours ([`byzantine`]), outages with storage faults and
+//! late joiners, the network before and after GST, clock skew and client load. The
+//! [`checker::Checker`] holds the invariants. A failing seed replays exactly.
+
+pub mod byzantine;
+pub mod checker;
+pub mod world;
+
+use bulwark_app::kvstore::KvStore;
+use bulwark_consensus::Config;
+use bulwark_kv::{Db, MemDisk};
+use bulwark_node::engine::{Clock, Engine, EngineConfig, Input, Output};
+use bulwark_node::mempool::MempoolConfig;
+use bulwark_sim::rng::{mix_all, Rng};
+use bulwark_store::blocks::BlockStore;
+use bulwark_store::Store;
+use bulwark_types::signing::public_key;
+use bulwark_types::tendermint::block::{Block, Commit};
+use bulwark_types::tendermint::{validator, Genesis, Time};
+use bulwark_types::tendermint_proto::v0_38::types as pb;
+use bulwark_wire::Payload;
+use byzantine::{Adversary, Dest};
+use checker::{Bounds, Checker, Violation};
+use ed25519_consensus::SigningKey;
+use prost::Message;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use thiserror::Error;
+use world::{EngineSimConfig, Role, World};
+
+/// How often an engine gets a tick (as the node's driver gives it).
+const TICK_MS: u64 = 500;
+/// How often a byzantine validator acts on its own.
+const ADVERSARY_MS: u64 = 40;
+/// Largest frame a peer accepts (the node's default `p2p.max_frame_bytes`).
+pub const MAX_FRAME_BYTES: usize = 4 << 20;
+/// The consensus `block.max_bytes` of simulated chains.
+pub const MAX_BLOCK_BYTES: i64 = 1 << 20;
+/// Simulated time after the last fault within which live honest nodes must reach the target.
+pub const LIVENESS_WINDOW_MS: u64 = 60_000;
+/// Events processed before a run is declared a livelock.
+pub const EVENT_BUDGET: u64 = 3_000_000;
+/// Genesis time of simulated chains (2026-01-01T00:00:00Z).
+const GENESIS_UNIX: i64 = 1_767_225_600;
+
+/// The consensus timeouts of simulated validators: short, so a run covers many rounds.
+pub fn sim_timeouts() -> Config {
+    Config {
+        propose: Duration::from_millis(100),
+        propose_delta: Duration::from_millis(40),
+        prevote: Duration::from_millis(40),
+        prevote_delta: Duration::from_millis(30),
+        precommit: Duration::from_millis(40),
+        precommit_delta: Duration::from_millis(30),
+    }
+}
+
+/// The first round whose timeouts all exceed twice the largest delay: from there a round with
+/// an honest proposer decides.
+pub fn rounds_to_outgrow(delta_ms: u64) -> u32 {
+    let config = sim_timeouts();
+    let slowest = Duration::from_millis(2 * delta_ms + 20);
+    (0u32..10_000)
+        .find(|r| {
+            [
+                bulwark_consensus::TimeoutKind::Propose,
+                bulwark_consensus::TimeoutKind::Prevote,
+                bulwark_consensus::TimeoutKind::Precommit,
+            ]
+            .iter()
+            .all(|k| config.timeout(*k, bulwark_consensus::Round(*r)) >= slowest)
+        })
+        .unwrap_or(10_000)
+}
+
+/// Simulated time one height may take after GST: every round up to the one that outgrows the
+/// delays, plus one more per faulty proposer, each its three timeouts long.
+pub fn height_time_bound(delta_ms: u64, faulty: u32) -> u64 {
+    let config = sim_timeouts();
+    (0..=rounds_to_outgrow(delta_ms) + faulty + 1)
+        .map(|r| {
+            let r = bulwark_consensus::Round(r);
+            (config.timeout(bulwark_consensus::TimeoutKind::Propose, r)
+                + config.timeout(bulwark_consensus::TimeoutKind::Prevote, r)
+                + config.timeout(bulwark_consensus::TimeoutKind::Precommit, r))
+            .as_millis() as u64
+                + 4 * delta_ms
+        })
+        .sum()
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default)]
+pub struct Outcome {
+    /// The seed.
+    pub seed: u64,
+    /// Heights decided (by any honest node).
+    pub heights_decided: u64,
+    /// The highest commit round.
+    pub max_round: u32,
+    /// Events processed.
+    pub events: u64,
+    /// Simulated milliseconds.
+    pub sim_ms: u64,
+    /// Crashes with storage faults.
+    pub crashes: u64,
+    /// Heights a node synced by block sync (committed from a peer's decided block).
+    pub synced: u64,
+    /// The broken invariants.
+    pub violations: Vec<Violation>,
+}
+
+/// Why a run could not be carried out at all (not a violation: the harness failed).
+#[derive(Debug, Error)]
+pub enum SimError {
+    /// Genesis or an engine could not be set up.
+    #[error("setting up the simulated network: {0}")]
+    Setup(String),
+}
+
+enum Event {
+    Deliver {
+        to: usize,
+        from: usize,
+        payload: Payload,
+    },
+    Timer {
+        node: usize,
+        life: u64,
+        input: Input,
+    },
+    Tick {
+        node: usize,
+        life: u64,
+    },
+    Act {
+        node: usize,
+        life: u64,
+    },
+    Start {
+        node: usize,
+    },
+    Crash {
+        node: usize,
+        keep: f64,
+        down_ms: u64,
+    },
+    ClientTx {
+        node: usize,
+        n: u64,
+    },
+}
+
+struct Node {
+    key: SigningKey,
+    store_disk: MemDisk,
+    app_disk: MemDisk,
+    engine: Option<Engine>,
+    /// Bumped at every start: timers of an earlier life are ignored.
+    life: u64,
+    adversary: Option<Adversary>,
+    /// Crashes after a commit still to come: (height, keep, down).
+    crash_after: Vec<(u64, f64, u64)>,
+}
+
+struct Sim {
+    seed: u64,
+    config: EngineSimConfig,
+    world: World,
+    genesis: Genesis<serde_json::Value>,
+    nodes: Vec<Node>,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: HashMap<u64, Event>,
+    seq: u64,
+    now: Arc<AtomicU64>,
+    net: Rng,
+    /// Per link, the last delivery time (TCP keeps order).
+    last_delivery: Vec<Vec<u64>>,
+    checker: Checker,
+    bounds: Bounds,
+    processed: u64,
+    crashes: u64,
+    synced: u64,
+    committed: Vec<u64>,
+}
+
+fn node_key(seed: u64, i: usize) -> SigningKey {
+    let mut bytes = [0u8; 32];
+    for (k, chunk) in bytes.chunks_mut(8).enumerate() {
+        chunk.copy_from_slice(&mix_all(&[seed, i as u64, k as u64, 0x6b6579]).to_le_bytes());
+    }
+    SigningKey::from(bytes)
+}
+
+fn describe(input: &Input) -> String {
+    match input {
+        Input::Peer(from, p) => format!("from {from}: {}", describe_payload(p)),
+        other => format!("{other:?}").chars().take(120).collect(),
+    }
+}
+
+/// The first bytes of a block id's hash, or "nil".
+fn short_id(id: Option<&pb::BlockId>) -> String {
+    match id {
+        Some(b) if !b.hash.is_empty() => {
+            b.hash.iter().take(3).map(|x| format!("{x:02x}")).collect()
+        }
+        _ => "nil".into(),
+    }
+}
+
+fn describe_payload(p: &Payload) -> String {
+    match p {
+        Payload::Proposal(p) => format!(
+            "proposal h{} r{} pol{} {}",
+            p.height,
+            p.round,
+            p.pol_round,
+            short_id(p.block_id.as_ref())
+        ),
+        Payload::Vote(v) => format!(
+            "vote {} h{} r{} by {} {}",
+            v.r#type,
+            v.height,
+            v.round,
+            v.validator_index,
+            short_id(v.block_id.as_ref())
+        ),
+        Payload::BlockPart(b) => format!(
+            "part h{} r{} #{}",
+            b.height,
+            b.round,
+            b.part.as_ref().map_or(0, |p| p.index)
+        ),
+        Payload::Certificate(c) => format!(
+            "certificate of {} votes: {}",
+            c.votes.len(),
+            c.votes
+                .iter()
+                .take(6)
+                .map(|v| format!(
+                    "t{} r{} by {} {}",
+                    v.r#type,
+                    v.round,
+                    v.validator_index,
+                    short_id(v.block_id.as_ref())
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Payload::Status(s) => format!("status h{} r{}", s.height, s.round),
+        Payload::DecidedBlock(_) => "decided block".into(),
+        Payload::Txs(t) => format!("{} txs", t.txs.len()),
+        Payload::Hello(_) => "hello".into(),
+    }
+}
+
+impl Sim {
+    fn new(seed: u64, config: &EngineSimConfig) -> Result<Sim, SimError> {
+        let world = World::draw(seed, config);
+        let n = config.validators;
+        let keys: Vec<SigningKey> = (0..n).map(|i| node_key(seed, i)).collect();
+        let mut params = bulwark_types::genesis::default_consensus_params();
+        params.block.max_bytes = MAX_BLOCK_BYTES as u64;
+        let genesis = Genesis {
+            genesis_time: Time::from_unix_timestamp(GENESIS_UNIX, 0)
+                .map_err(|e| SimError::Setup(e.to_string()))?,
+            chain_id: "bulwark-sim"
+                .parse()
+                .map_err(|e: bulwark_types::tendermint::Error| SimError::Setup(e.to_string()))?,
+            initial_height: 1,
+            consensus_params: params,
+            validators: keys
+                .iter()
+                .zip(&world.powers)
+                .map(|(k, p)| {
+                    validator::Info::new(
+                        public_key(k),
+                        u32::try_from(*p).unwrap_or(u32::MAX).into(),
+                    )
+                })
+                .collect(),
+            app_hash: Default::default(),
+            app_state: serde_json::json!({}),
+        };
+        let set = validator::Set::without_proposer(genesis.validators.clone());
+        let addresses = keys
+            .iter()
+            .map(|k| {
+                public_key(k)
+                    .ed25519()
+                    .map(|pk| {
+                        bulwark_types::tendermint::account::Id::from(pk)
+                            .as_bytes()
+                            .to_vec()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect();
+        let honest = (0..n).map(|i| world.is_honest(i)).collect();
+        let checker = Checker::new(genesis.chain_id.clone(), set, addresses, honest);
+        let nodes = keys
+            .into_iter()
+            .enumerate()
+            .map(|(i, key)| Node {
+                adversary: match world.roles[i] {
+                    Role::Honest => None,
+                    Role::Byzantine(b) => Some(Adversary::new(
+                        b,
+                        i,
+                        n,
+                        key.clone(),
+                        genesis.chain_id.clone(),
+                        mix_all(&[seed, i as u64, 0xbad]),
+                    )),
+                },
+                key,
+                store_disk: MemDisk::new(&format!("node{i}-store")),
+                app_disk: MemDisk::new(&format!("node{i}-app")),
+                engine: None,
+                life: 0,
+                crash_after: world
+                    .outages
+                    .iter()
+                    .filter(|o| o.node == i && o.at.is_none())
+                    .map(|o| (o.after_commit, o.keep_unflushed, o.down_ms))
+                    .collect(),
+            })
+            .collect();
+        let mut sim = Sim {
+            seed,
+            config: config.clone(),
+            bounds: Bounds {
+                validators: n as u64,
+            },
+            genesis,
+            nodes,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            seq: 0,
+            now: Arc::new(AtomicU64::new(0)),
+            net: Rng::new(mix_all(&[seed, 0x6e6574])),
+            last_delivery: vec![vec![0; n]; n],
+            checker,
+            processed: 0,
+            crashes: 0,
+            synced: 0,
+            committed: vec![0; n],
+            world,
+        };
+        sim.trace(|| format!("world of seed {seed}: {:?}", sim.world));
+        for i in 0..n {
+            sim.at(sim.world.start_at[i], Event::Start { node: i });
+        }
+        for o in sim.world.outages.clone() {
+            if let Some(at) = o.at {
+                sim.at(
+                    at,
+                    Event::Crash {
+                        node: o.node,
+                        keep: o.keep_unflushed,
+                        down_ms: o.down_ms,
+                    },
+                );
+            }
+        }
+        if sim.world.tx_per_s > 0 {
+            sim.at(1, Event::ClientTx { node: 0, n: 0 });
+        }
+        Ok(sim)
+    }
+
+    fn now(&self) -> u64 {
+        self.now.load(Ordering::Relaxed)
+    }
+
+    fn at(&mut self, when: u64, event: Event) {
+        self.seq += 1;
+        self.queue.push(Reverse((when, self.seq)));
+        self.events.insert(self.seq, event);
+    }
+
+    fn trace(&self, what: impl FnOnce() -> String) {
+        if self.config.trace {
+            eprintln!("[{:>7} ms] {}", self.now(), what());
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        let clock_now = self.now.clone();
+        let skew = self.world.skew_ms[i];
+        let clock = Clock::from_fn(move || {
+            let ms = clock_now.load(Ordering::Relaxed) as i64 + skew;
+            let ms = GENESIS_UNIX * 1000 + ms.max(0);
+            Time::from_unix_timestamp(ms / 1000, (ms % 1000) as u32 * 1_000_000)
+                .unwrap_or_else(|_| Time::unix_epoch())
+        });
+        let config = EngineConfig {
+            clock,
+            consensus: sim_timeouts(),
+            mempool: MempoolConfig {
+                max_txs: 20_000,
+                max_bytes: 64 << 20,
+                max_tx_bytes: 64 << 10,
+                cache_size: 20_000,
+            },
+            max_block_tx_bytes: self.world.max_block_tx_bytes,
+            timeout_commit: Duration::from_millis(self.world.timeout_commit_ms),
+        };
+        let node = &mut self.nodes[i];
+        let opened = (|| -> Result<(Engine, Vec<Output>), String> {
+            let store = Store::on(&node.store_disk);
+            let mut app = KvStore::open_db(Db::on(&node.app_disk)).map_err(|e| e.to_string())?;
+            let chain_started = BlockStore::open(&store)
+                .map_err(|e| e.to_string())?
+                .latest_height()
+                .map_err(|e| e.to_string())?
+                .is_some();
+            let state =
+                bulwark_node::handshake::genesis_state(&mut app, &self.genesis, chain_started)
+                    .map_err(|e| e.to_string())?;
+            Engine::open(config, &store, node.key.clone(), Box::new(app), state)
+                .map_err(|e| e.to_string())
+        })();
+        match opened {
+            Ok((engine, out)) => {
+                node.life += 1;
+                let life = node.life;
+                self.committed[i] = engine.state().last_block_height;
+                node.engine = Some(engine);
+                self.trace(|| format!("node {i} starts (life {life})"));
+                let tick = self.now() + TICK_MS;
+                self.at(tick, Event::Tick { node: i, life });
+                if self.nodes[i].adversary.is_some() {
+                    let act = self.now() + ADVERSARY_MS;
+                    self.at(act, Event::Act { node: i, life });
+                }
+                self.route(i, out);
+            }
+            Err(error) => {
+                if self.world.is_honest(i) {
+                    self.checker
+                        .violate(Violation::EngineFailed { node: i, error });
+                }
+            }
+        }
+    }
+
+    fn crash(&mut self, i: usize, keep: f64, down_ms: u64) {
+        let node = &mut self.nodes[i];
+        if node.engine.take().is_none() {
+            return;
+        }
+        let keep_store = (node.store_disk.unflushed() as f64 * keep) as usize;
+        let keep_app = (node.app_disk.unflushed() as f64 * keep) as usize;
+        node.store_disk.crash(keep_store);
+        node.app_disk.crash(keep_app);
+        self.crashes += 1;
+        self.trace(|| {
+            format!("node {i} crashes (keeps {keep_store} unflushed writes), back in {down_ms} ms")
+        });
+        let back = self.now() + down_ms;
+        self.at(back, Event::Start { node: i });
+    }
+
+    /// Sends `payload` from `from` to `to` through the network model.
+    fn send(&mut self, from: usize, to: usize, payload: Payload) {
+        if from == to || to >= self.nodes.len() {
+            return;
+        }
+        let now = self.now();
+        if self.world.partitioned(from, to, now) {
+            return;
+        }
+        let before_gst = now < self.world.gst;
+        if before_gst && self.net.chance(self.world.drop) {
+            return;
+        }
+        if payload.encoded_len() > MAX_FRAME_BYTES {
+            // The receiver closes the connection: the frame never arrives.
+            return;
+        }
+        let delay = if before_gst {
+            self.net.range(0, self.world.max_delay_before_gst)
+        } else {
+            self.net.range(1, self.world.delta)
+        };
+        let at = (now + delay).max(self.last_delivery[from][to]);
+        self.last_delivery[from][to] = at;
+        if before_gst && self.net.chance(self.world.duplicate) {
+            self.at(
+                at,
+                Event::Deliver {
+                    to,
+                    from,
+                    payload: payload.clone(),
+                },
+            );
+        }
+        self.at(at, Event::Deliver { to, from, payload });
+    }
+
+    fn broadcast(&mut self, from: usize, dest: Dest, payload: Payload) {
+        self.checker.sent(&payload);
+        let targets: Vec<usize> = match dest {
+            Dest::All => (0..self.nodes.len()).filter(|j| *j != from).collect(),
+            Dest::Some(list) => list,
+        };
+        for to in targets {
+            self.send(from, to, payload.clone());
+        }
+    }
+
+    /// Carries out what node `i`'s engine asked for; a byzantine node's messages go through
+    /// its adversary first.
+    fn route(&mut self, i: usize, outputs: Vec<Output>) {
+        for o in outputs {
+            match o {
+                Output::Broadcast(p) => self.outgoing(i, Dest::All, p),
+                Output::Send(peer, p) => {
+                    let to = usize::try_from(peer).unwrap_or(usize::MAX);
+                    self.outgoing(i, Dest::Some(vec![to]), p)
+                }
+                Output::Schedule { timeout, after } => {
+                    let life = self.nodes[i].life;
+                    let at = self.now() + after.as_millis() as u64;
+                    self.at(
+                        at,
+                        Event::Timer {
+                            node: i,
+                            life,
+                            input: Input::Timeout(timeout),
+                        },
+                    );
+                }
+                Output::ScheduleHeight { height, after } => {
+                    let life = self.nodes[i].life;
+                    let at = self.now() + after.as_millis() as u64;
+                    self.at(
+                        at,
+                        Event::Timer {
+                            node: i,
+                            life,
+                            input: Input::StartHeight(height),
+                        },
+                    );
+                }
+                Output::ScheduleTxFlush { after } => {
+                    let life = self.nodes[i].life;
+                    let at = self.now() + after.as_millis() as u64;
+                    self.at(
+                        at,
+                        Event::Timer {
+                            node: i,
+                            life,
+                            input: Input::FlushTxs,
+                        },
+                    );
+                }
+                Output::Committed { height, .. } => self.on_commit(i, height),
+            }
+        }
+    }
+
+    fn outgoing(&mut self, i: usize, dest: Dest, payload: Payload) {
+        let node = &mut self.nodes[i];
+        let transformed = match (node.adversary.as_mut(), node.engine.as_ref()) {
+            (Some(adversary), Some(engine)) => {
+                // Replies to one peer stay replies to that peer.
+                let single = match &dest {
+                    Dest::Some(list) => Some(list.clone()),
+                    Dest::All => None,
+                };
+                adversary
+                    .outgoing(engine, payload)
+                    .into_iter()
+                    .map(|(d, p)| match (&single, d) {
+                        (Some(to), Dest::All) => (Dest::Some(to.clone()), p),
+                        (_, d) => (d, p),
+                    })
+                    .collect()
+            }
+            _ => vec![(dest, payload)],
+        };
+        for (d, p) in transformed {
+            self.broadcast(i, d, p);
+        }
+    }
+
+    fn on_commit(&mut self, i: usize, height: u64) {
+        self.committed[i] = self.committed[i].max(height);
+        let now = self.now();
+        if !self.world.is_honest(i) {
+            return;
+        }
+        self.checker.height_started(height + 1, now);
+        let Some(engine) = self.nodes[i].engine.as_ref() else {
+            return;
+        };
+        match stored(engine, height) {
+            Ok((block, commit)) => match bulwark_node::chain::block_id(&block) {
+                Ok((id, _)) => self.checker.committed(i, &block, &id, &commit),
+                Err(e) => self.checker.violate(Violation::CommitInvalid {
+                    node: i,
+                    height,
+                    reason: e.to_string(),
+                }),
+            },
+            Err(reason) => self.checker.violate(Violation::CommitInvalid {
+                node: i,
+                height,
+                reason,
+            }),
+        }
+        let due: Vec<(u64, f64, u64)> = self.nodes[i]
+            .crash_after
+            .iter()
+            .copied()
+            .filter(|(h, _, _)| *h == height)
+            .collect();
+        self.nodes[i].crash_after.retain(|(h, _, _)| *h != height);
+        for (_, keep, down) in due {
+            // Inside timeout_commit: right after the commit, before the next height starts.
+            self.at(
+                now,
+                Event::Crash {
+                    node: i,
+                    keep,
+                    down_ms: down,
+                },
+            );
+        }
+    }
+
+    /// Runs one input through node `i`'s engine, with the checks around it.
+    fn feed(&mut self, i: usize, input: Input) {
+        let honest = self.world.is_honest(i);
+        let Some(engine) = self.nodes[i].engine.as_mut() else {
+            return;
+        };
+        let lock = if honest {
+            match (engine.consensus().height(), engine.consensus().locked()) {
+                (Some(h), Some((r, v))) => Some((h.0, r.0, v.0)),
+                _ => None,
+            }
+        } else {
+            None
+        };
+        let label = if self.config.trace || honest {
+            describe(&input)
+        } else {
+            String::new()
+        };
+        let synced_before = engine.state().last_block_height;
+        let was_sync = matches!(input, Input::Peer(_, Payload::DecidedBlock(_)));
+        let started = Instant::now();
+        let result = engine.handle(input);
+        let took = started.elapsed();
+        let footprint = engine.footprint();
+        let round = engine.round();
+        let synced_after = engine.state().last_block_height;
+        if self.config.trace {
+            eprintln!("[{:>7} ms] node {i} <- {label}", self.now());
+        }
+        if was_sync && synced_after > synced_before {
+            self.synced += synced_after - synced_before;
+        }
+        if honest && took.as_millis() as u64 > self.config.cpu_budget_ms {
+            self.checker.violate(Violation::CpuBudget {
+                node: i,
+                input: label,
+                ms: took.as_millis() as u64,
+            });
+        }
+        if honest {
+            for v in self.bounds.check(i, round, &footprint) {
+                self.checker.violate(v);
+            }
+        }
+        match result {
+            Ok(out) => {
+                if honest {
+                    for o in &out {
+                        if let Output::Broadcast(Payload::Vote(v)) = o {
+                            if v.r#type == pb::SignedMsgType::Prevote as i32 {
+                                self.checker.honest_prevote(i, lock, v);
+                            }
+                        }
+                    }
+                }
+                self.route(i, out);
+            }
+            Err(e) => {
+                if honest {
+                    self.checker.violate(Violation::EngineFailed {
+                        node: i,
+                        error: e.to_string(),
+                    });
+                }
+                self.nodes[i].engine = None;
+            }
+        }
+    }
+
+    fn step(&mut self, event: Event) {
+        match event {
+            Event::Deliver { to, from, payload } => {
+                if self.nodes[to].engine.is_none() {
+                    return;
+                }
+                if let Some(a) = self.nodes[to].adversary.as_mut() {
+                    a.incoming(from, &payload);
+                }
+                self.feed(to, Input::Peer(from as u64, payload));
+            }
+            Event::Timer { node, life, input } => {
+                if self.nodes[node].life == life {
+                    self.feed(node, input);
+                }
+            }
+            Event::Tick { node, life } => {
+                if self.nodes[node].life == life && self.nodes[node].engine.is_some() {
+                    self.feed(node, Input::Tick);
+                    let next = self.now() + TICK_MS;
+                    self.at(next, Event::Tick { node, life });
+                }
+            }
+            Event::Act { node, life } => {
+                if self.nodes[node].life != life {
+                    return;
+                }
+                let n = &mut self.nodes[node];
+                let acts = match (n.adversary.as_mut(), n.engine.as_ref()) {
+                    (Some(a), Some(e)) => a.act(e),
+                    _ => return,
+                };
+                for (d, p) in acts {
+                    self.broadcast(node, d, p);
+                }
+                let next = self.now() + ADVERSARY_MS;
+                self.at(next, Event::Act { node, life });
+            }
+            Event::Start { node } => {
+                if self.nodes[node].engine.is_none() {
+                    self.start(node);
+                }
+            }
+            Event::Crash {
+                node,
+                keep,
+                down_ms,
+            } => self.crash(node, keep, down_ms),
+            Event::ClientTx { node, n } => {
+                let mut tx = format!("tx{n:08}=").into_bytes();
+                tx.resize(self.world.tx_bytes.max(tx.len() + 1), b'v');
+                if let Some(engine) = self.nodes[node].engine.as_mut() {
+                    let (_, out) = engine.submit_tx(bytes::Bytes::from(tx));
+                    self.route(node, out);
+                }
+                let gap = 1000 / self.world.tx_per_s.max(1);
+                let next = self.now() + gap.max(1);
+                let to = (self.net.below(self.nodes.len() as u64)) as usize;
+                if next < self.deadline() {
+                    self.at(next, Event::ClientTx { node: to, n: n + 1 });
+                }
+            }
+        }
+    }
+
+    /// When every fault is over.
+    fn settled(&self) -> u64 {
+        let outages = self
+            .world
+            .outages
+            .iter()
+            .map(|o| o.at.unwrap_or(self.world.gst + 6_000) + o.down_ms)
+            .max()
+            .unwrap_or(0);
+        let late = self.world.start_at.iter().copied().max().unwrap_or(0);
+        self.world.gst.max(outages).max(late)
+    }
+
+    fn deadline(&self) -> u64 {
+        // Every height may need the rounds it takes for the timeouts to outgrow the delays.
+        let per_height = height_time_bound(self.world.delta, self.config.byzantine as u32);
+        self.settled() + LIVENESS_WINDOW_MS + self.config.target_height * per_height
+    }
+
+    fn live_honest(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.world.is_honest(*i))
+            .collect()
+    }
+
+    fn done(&self) -> bool {
+        let target = self.config.target_height;
+        self.now() >= self.settled()
+            && self
+                .live_honest()
+                .iter()
+                .all(|i| self.nodes[*i].engine.is_some() && self.committed[*i] >= target)
+            && self.nodes.iter().all(|n| n.crash_after.is_empty())
+    }
+
+    fn run(mut self) -> Outcome {
+        let deadline = self.deadline();
+        while let Some(Reverse((at, seq))) = self.queue.pop() {
+            let Some(event) = self.events.remove(&seq) else {
+                continue;
+            };
+            if at > deadline {
+                break;
+            }
+            self.now.store(at, Ordering::Relaxed);
+            self.step(event);
+            self.processed += 1;
+            if self.processed > EVENT_BUDGET {
+                self.checker.violate(Violation::EventBudgetExceeded {
+                    events: self.processed,
+                });
+                break;
+            }
+            if self.done() {
+                break;
+            }
+        }
+        self.finish()
+    }
+
+    fn finish(mut self) -> Outcome {
+        let within = self.config.within_fault_bound();
+        if within {
+            let target = self.config.target_height;
+            for i in self.live_honest() {
+                if self.committed[i] < target {
+                    self.checker.violate(Violation::NoProgress {
+                        node: i,
+                        reached: self.committed[i],
+                        target,
+                    });
+                }
+            }
+            // After GST, a height decides once timeouts exceed the delays: within the rounds
+            // that takes plus one per faulty proposer.
+            let limit = rounds_to_outgrow(self.world.delta) + self.config.byzantine as u32 + 3;
+            self.checker
+                .check_rounds_after(self.settled() + 1_000, limit);
+        }
+        // The chain an honest node decided passes the light-client verifier from genesis.
+        if let Some(best) = self
+            .live_honest()
+            .into_iter()
+            .max_by_key(|i| self.committed[*i])
+        {
+            if let Some(engine) = self.nodes[best].engine.as_ref() {
+                let chain: Vec<(Block, Commit)> = (1..=self.committed[best])
+                    .map_while(|h| stored(engine, h).ok())
+                    .collect();
+                let genesis_time = self.genesis.genesis_time;
+                self.checker.light_client(best, genesis_time, &chain);
+            }
+        }
+        Outcome {
+            seed: self.seed,
+            heights_decided: self.checker.heights_decided(),
+            max_round: self.checker.max_round(),
+            events: self.processed,
+            sim_ms: self.now(),
+            crashes: self.crashes,
+            synced: self.synced,
+            violations: self.checker.violations().to_vec(),
+        }
+    }
+}
+
+/// Block `height` and its commit as `engine` stored them.
+fn stored(engine: &Engine, height: u64) -> Result<(Block, Commit), String> {
+    let blocks = engine.blocks();
+    let block = blocks
+        .block(height)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("block {height} not stored"))?;
+    let commit = blocks
+        .commit(height)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("commit {height} not stored"))?;
+    let block = pb::Block::decode(block.as_slice()).map_err(|e| e.to_string())?;
+    let commit = pb::Commit::decode(commit.as_slice()).map_err(|e| e.to_string())?;
+    Ok((
+        Block::try_from(block).map_err(|e| e.to_string())?,
+        Commit::try_from(commit).map_err(|e| e.to_string())?,
+    ))
+}
+
+/// Runs the world of `seed` and checks it.
+pub fn run(seed: u64, config: &EngineSimConfig) -> Result<Outcome, SimError> {
+    Ok(Sim::new(seed, config)?.run())
+}
+
+/// The command that replays `seed` under `config`.
+pub fn replay_command(seed: u64, config: &EngineSimConfig) -> String {
+    let mut cmd = format!(
+        "cargo xtask sim --engine --seed {seed} --validators {} --byzantine {} --heights {}",
+        config.validators, config.byzantine, config.target_height
+    );
+    if let Some(b) = config.behaviour {
+        cmd += &format!(" --behaviour {}", byzantine::behaviour_name(b));
+    }
+    cmd + " --trace"
+}

@@ -1,0 +1,261 @@
+//! What one seed runs in engine mode: validators and their powers, who is byzantine and how,
+//! outages with storage faults and late joiners, the network before and after GST, clock skew,
+//! the client load and the block size. Everything is drawn from the seed.
+
+use crate::byzantine::{Behaviour, BEHAVIOURS};
+use bulwark_sim::rng::Rng;
+
+/// The parameters a caller chooses; the rest is drawn from the seed.
+#[derive(Clone, Debug)]
+pub struct EngineSimConfig {
+    /// Number of validators.
+    pub validators: usize,
+    /// Number of byzantine validators (more than f is a negative control).
+    pub byzantine: usize,
+    /// Heights every live honest validator must commit.
+    pub target_height: u64,
+    /// Only this behaviour for every byzantine validator (otherwise drawn per validator).
+    pub behaviour: Option<Behaviour>,
+    /// Wall-clock time one input may take in one engine before it is a violation.
+    pub cpu_budget_ms: u64,
+    /// Print every delivery to stderr.
+    pub trace: bool,
+}
+
+impl EngineSimConfig {
+    /// Defaults for everything but the counts.
+    pub fn new(validators: usize, byzantine: usize) -> Self {
+        EngineSimConfig {
+            validators,
+            byzantine,
+            target_height: 5,
+            behaviour: None,
+            cpu_budget_ms: 2_000,
+            trace: false,
+        }
+    }
+
+    /// `f` for this many validators with equal power.
+    pub fn max_faulty(&self) -> usize {
+        self.validators.saturating_sub(1) / 3
+    }
+
+    /// Whether the faults are within the bound, so liveness is demanded.
+    pub fn within_fault_bound(&self) -> bool {
+        self.byzantine <= self.max_faulty()
+    }
+}
+
+/// A validator's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Runs the real engine and follows the protocol (and may crash).
+    Honest,
+    /// Runs the real engine behind an adversary that rewrites and adds wire messages.
+    Byzantine(Behaviour),
+}
+
+/// A partition before GST: messages between the two sides are lost until it heals.
+#[derive(Clone, Debug)]
+pub struct Partition {
+    /// Start (simulated ms).
+    pub start: u64,
+    /// End (at or before GST).
+    pub heal_at: u64,
+    /// Side of each validator.
+    pub side: Vec<bool>,
+}
+
+/// An honest validator stopping without warning and (perhaps) coming back.
+#[derive(Clone, Debug)]
+pub struct Outage {
+    /// Which validator.
+    pub node: usize,
+    /// When it stops (simulated ms), or `None`: right after it commits height `after_commit`
+    /// (inside `timeout_commit`).
+    pub at: Option<u64>,
+    /// With `at` unset: the height after whose commit it stops.
+    pub after_commit: u64,
+    /// How long it stays down.
+    pub down_ms: u64,
+    /// Of the writes after its last flush, the share that survives (0: a power cut).
+    pub keep_unflushed: f64,
+}
+
+/// One run's world.
+#[derive(Clone, Debug)]
+pub struct World {
+    /// Voting power of each validator.
+    pub powers: Vec<u64>,
+    /// Role of each validator.
+    pub roles: Vec<Role>,
+    /// Each node's clock offset from true time (ms).
+    pub skew_ms: Vec<i64>,
+    /// When each node first starts (late joiners start late and catch up by block sync).
+    pub start_at: Vec<u64>,
+    /// Global stabilisation time (ms): afterwards no drops, no partitions, delays ≤ `delta`.
+    pub gst: u64,
+    /// Drop probability before GST.
+    pub drop: f64,
+    /// Duplication probability before GST.
+    pub duplicate: f64,
+    /// Largest delay before GST.
+    pub max_delay_before_gst: u64,
+    /// Largest delay after GST; may exceed the base timeouts, so liveness has to come from
+    /// timeouts growing with the round.
+    pub delta: u64,
+    /// Partitions (all heal by GST).
+    pub partitions: Vec<Partition>,
+    /// Outages of honest validators.
+    pub outages: Vec<Outage>,
+    /// Client transactions per simulated second, over all nodes.
+    pub tx_per_s: u64,
+    /// Bytes per transaction.
+    pub tx_bytes: usize,
+    /// The proposers' transaction budget per block.
+    pub max_block_tx_bytes: i64,
+    /// Wait after a commit (0 in some runs: the next height starts at once).
+    pub timeout_commit_ms: u64,
+}
+
+impl World {
+    /// Draws the world of `seed`.
+    pub fn draw(seed: u64, config: &EngineSimConfig) -> World {
+        let mut rng = Rng::new(seed ^ 0x656e_6769_6e65);
+        let n = config.validators;
+        let mut order: Vec<usize> = (0..n).collect();
+        rng.shuffle(&mut order);
+        let byzantine: Vec<usize> = order.iter().copied().take(config.byzantine).collect();
+
+        let mut powers = vec![10u64; n];
+        if rng.below(3) == 0 {
+            for _ in 0..32 {
+                let candidate: Vec<u64> = (0..n).map(|_| 10 * rng.range(1, 4)).collect();
+                let total: u64 = candidate.iter().sum();
+                let faulty: u64 = byzantine.iter().map(|i| candidate[*i]).sum();
+                if !config.within_fault_bound() || 3 * faulty < total {
+                    powers = candidate;
+                    break;
+                }
+            }
+        }
+        let mut roles = vec![Role::Honest; n];
+        for i in &byzantine {
+            let behaviour = config
+                .behaviour
+                .unwrap_or(BEHAVIOURS[rng.below(BEHAVIOURS.len() as u64) as usize]);
+            roles[*i] = Role::Byzantine(behaviour);
+        }
+        let skew_ms = (0..n)
+            .map(|_| {
+                if rng.chance(0.3) {
+                    rng.range(0, 4_000) as i64 - 2_000
+                } else {
+                    0
+                }
+            })
+            .collect();
+
+        let calm = rng.below(5) == 0;
+        let gst = if calm { 0 } else { rng.range(0, 3_000) };
+        let drop = if calm {
+            0.0
+        } else {
+            rng.below(30) as f64 / 100.0
+        };
+        let duplicate = if calm {
+            0.0
+        } else {
+            rng.below(10) as f64 / 100.0
+        };
+        let max_delay_before_gst = if calm { 10 } else { rng.range(5, 300) };
+        // Mostly below the base timeouts; in a fifth of the runs above them.
+        let delta = if rng.chance(0.2) {
+            rng.range(100, 200)
+        } else {
+            rng.range(2, 20)
+        };
+        let mut partitions = Vec::new();
+        if gst > 0 && rng.chance(0.3) {
+            let start = rng.below(gst);
+            partitions.push(Partition {
+                start,
+                heal_at: rng.range(start, gst),
+                side: (0..n).map(|_| rng.chance(0.5)).collect(),
+            });
+        }
+
+        let honest: Vec<usize> = (0..n).filter(|i| roles[*i] == Role::Honest).collect();
+        let mut outages = Vec::new();
+        let mut start_at = vec![0u64; n];
+        if !honest.is_empty() && rng.chance(0.5) {
+            for _ in 0..rng.range(1, 3) {
+                let node = honest[rng.below(honest.len() as u64) as usize];
+                let inside_commit = rng.chance(0.3);
+                outages.push(Outage {
+                    node,
+                    at: (!inside_commit).then(|| rng.below(gst + 3_000)),
+                    after_commit: rng.range(1, config.target_height.max(2)),
+                    down_ms: if rng.chance(0.2) {
+                        rng.range(3_000, 8_000)
+                    } else {
+                        rng.range(1, 1_500)
+                    },
+                    keep_unflushed: if rng.chance(0.5) {
+                        0.0
+                    } else {
+                        rng.below(100) as f64 / 100.0
+                    },
+                });
+            }
+        }
+        // A late joiner: one honest validator that starts only after the others committed a
+        // few heights (only when the others are a quorum without it).
+        if honest.len() > 2 * config.max_faulty() + 1 && rng.chance(0.15) {
+            let node = honest[rng.below(honest.len() as u64) as usize];
+            start_at[node] = rng.range(1_500, 4_000);
+        }
+
+        let (tx_per_s, tx_bytes) = match rng.below(4) {
+            0 => (0, 32),
+            1 => (50, 64),
+            2 => (400, 256),
+            _ => (200, 4_096),
+        };
+        let max_block_tx_bytes = if rng.chance(0.2) { 16 << 10 } else { 256 << 10 };
+        let timeout_commit_ms = if rng.chance(0.25) {
+            0
+        } else {
+            rng.range(5, 60)
+        };
+        World {
+            powers,
+            roles,
+            skew_ms,
+            start_at,
+            gst,
+            drop,
+            duplicate,
+            max_delay_before_gst,
+            delta,
+            partitions,
+            outages,
+            tx_per_s,
+            tx_bytes,
+            max_block_tx_bytes,
+            timeout_commit_ms,
+        }
+    }
+
+    /// Whether validator `i` is honest.
+    pub fn is_honest(&self, i: usize) -> bool {
+        self.roles[i] == Role::Honest
+    }
+
+    /// Whether a message from `a` to `b` sent at `now` is cut by a partition.
+    pub fn partitioned(&self, a: usize, b: usize, now: u64) -> bool {
+        self.partitions
+            .iter()
+            .any(|p| now >= p.start && now < p.heal_at && p.side[a] != p.side[b])
+    }
+}

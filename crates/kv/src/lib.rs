@@ -1,0 +1,343 @@
+//! The key-value databases under Bulwark's stores and its built-in application: named trees of
+//! byte keys and values, batches applied atomically across trees, and an explicit flush as the
+//! only durability point.
+//!
+//! Two backends behind one API:
+//! - **sled** on disk, what a node runs;
+//! - **a simulated disk** in memory ([`MemDisk`]), what the deterministic simulator runs. It keeps
+//!   what was flushed apart from what was only written, so a simulated crash
+//!   ([`MemDisk::crash`]) loses everything after the last flush point (or any prefix of it, as a
+//!   torn write would), exactly the storage fault a power cut or a killed VM causes. A disk can
+//!   also be copied ([`MemDisk::copy`]): rolled back or cloned by a hostile host.
+//!
+//! Everything read back is the caller's to check; a database sled cannot open is a
+//! [`KvError`] naming its path, never a panic.
+
+mod memory;
+
+pub use memory::MemDisk;
+
+use memory::MemDb;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Why the database failed.
+#[derive(Debug, Error)]
+pub enum KvError {
+    /// The database's files are damaged.
+    #[error("the database at {path} is corrupt: {reason}")]
+    Corrupt {
+        /// The database's directory.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+    /// A file-system error.
+    #[error("the database at {path}: {source}")]
+    Io {
+        /// The database's directory.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Anything else the backend reports (for the simulated disk: a handle used after a crash).
+    #[error("the database at {path}: {reason}")]
+    Backend {
+        /// The database's directory.
+        path: PathBuf,
+        /// The backend's message.
+        reason: String,
+    },
+}
+
+/// An open database.
+#[derive(Clone, Debug)]
+pub struct Db {
+    backend: DbBackend,
+    path: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+enum DbBackend {
+    Sled(sled::Db),
+    Memory(MemDb),
+}
+
+/// One named tree of a [`Db`].
+#[derive(Clone, Debug)]
+pub struct Tree {
+    backend: TreeBackend,
+    path: PathBuf,
+}
+
+#[derive(Clone, Debug)]
+enum TreeBackend {
+    Sled(sled::Tree),
+    Memory { db: MemDb, name: String },
+}
+
+/// Writes applied together: inserts and removals, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Batch {
+    /// Sets `key` to `value`.
+    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.ops
+            .push((key.as_ref().to_vec(), Some(value.as_ref().to_vec())));
+    }
+
+    /// Removes `key`.
+    pub fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.ops.push((key.as_ref().to_vec(), None));
+    }
+
+    /// Whether it holds no write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    fn sled(&self) -> sled::Batch {
+        let mut b = sled::Batch::default();
+        for (k, v) in &self.ops {
+            match v {
+                Some(v) => b.insert(k.as_slice(), v.as_slice()),
+                None => b.remove(k.as_slice()),
+            }
+        }
+        b
+    }
+}
+
+/// A key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
+fn sled_error(path: &Path, e: sled::Error) -> KvError {
+    match e {
+        sled::Error::Corruption { at, .. } => KvError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("sled found damaged data at {at:?}"),
+        },
+        sled::Error::Unsupported(reason) => KvError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "not a readable database (damaged, or written by another sled version): {reason}"
+            ),
+        },
+        sled::Error::Io(source) => KvError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => KvError::Backend {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+impl Db {
+    /// Opens (or creates) the sled database in `dir`. Durability points flush explicitly, so
+    /// there is no background flusher.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Db, KvError> {
+        let path = dir.as_ref().to_path_buf();
+        // sled panics on some forms of damage instead of returning an error; a damaged database
+        // must be a clear error at start, never a crash.
+        let opened = std::panic::catch_unwind(|| {
+            sled::Config::new().path(&path).flush_every_ms(None).open()
+        });
+        match opened {
+            Ok(Ok(db)) => Ok(Db {
+                backend: DbBackend::Sled(db),
+                path,
+            }),
+            Ok(Err(e)) => Err(sled_error(&path, e)),
+            Err(_) => Err(KvError::Corrupt {
+                path,
+                reason: "the database files could not be read".into(),
+            }),
+        }
+    }
+
+    /// Opens the database on a simulated disk: what was flushed there before its last crash,
+    /// and whatever was written since.
+    pub fn on(disk: &MemDisk) -> Db {
+        Db {
+            path: PathBuf::from(format!("(simulated disk {})", disk.name())),
+            backend: DbBackend::Memory(disk.open()),
+        }
+    }
+
+    /// The database's directory (or the simulated disk's name).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens (or creates) the tree `name`.
+    pub fn tree(&self, name: &str) -> Result<Tree, KvError> {
+        let backend = match &self.backend {
+            DbBackend::Sled(db) => {
+                TreeBackend::Sled(db.open_tree(name).map_err(|e| sled_error(&self.path, e))?)
+            }
+            DbBackend::Memory(db) => {
+                db.check(&self.path)?;
+                TreeBackend::Memory {
+                    db: db.clone(),
+                    name: name.to_string(),
+                }
+            }
+        };
+        Ok(Tree {
+            backend,
+            path: self.path.clone(),
+        })
+    }
+
+    /// Makes every write so far durable (fsync on disk).
+    pub fn flush(&self) -> Result<(), KvError> {
+        match &self.backend {
+            DbBackend::Sled(db) => db
+                .flush()
+                .map(|_| ())
+                .map_err(|e| sled_error(&self.path, e)),
+            DbBackend::Memory(db) => db.flush(&self.path),
+        }
+    }
+
+    /// Applies each batch to its tree, all or none: a crash never leaves some of them applied.
+    pub fn write_atomically(&self, writes: &[(&Tree, &Batch)]) -> Result<(), KvError> {
+        match &self.backend {
+            DbBackend::Sled(_) => {
+                let trees: Vec<sled::Tree> = writes
+                    .iter()
+                    .map(|(t, _)| match &t.backend {
+                        TreeBackend::Sled(t) => Ok(t.clone()),
+                        TreeBackend::Memory { .. } => Err(self.mixed()),
+                    })
+                    .collect::<Result<_, _>>()?;
+                let batches: Vec<sled::Batch> = writes.iter().map(|(_, b)| b.sled()).collect();
+                use sled::Transactional;
+                trees
+                    .as_slice()
+                    .transaction(|txs| {
+                        for (tx, batch) in txs.iter().zip(&batches) {
+                            tx.apply_batch(batch)?;
+                        }
+                        Ok(())
+                    })
+                    .map_err(|e: sled::transaction::TransactionError<()>| match e {
+                        sled::transaction::TransactionError::Storage(e) => {
+                            sled_error(&self.path, e)
+                        }
+                        sled::transaction::TransactionError::Abort(()) => KvError::Backend {
+                            path: self.path.clone(),
+                            reason: "transaction aborted".into(),
+                        },
+                    })
+            }
+            DbBackend::Memory(db) => {
+                let ops = writes
+                    .iter()
+                    .map(|(t, b)| match &t.backend {
+                        TreeBackend::Memory { name, .. } => Ok((name.clone(), (*b).clone())),
+                        TreeBackend::Sled(_) => Err(self.mixed()),
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                db.write(&self.path, ops)
+            }
+        }
+    }
+
+    fn mixed(&self) -> KvError {
+        KvError::Backend {
+            path: self.path.clone(),
+            reason: "a tree of another database in an atomic write".into(),
+        }
+    }
+}
+
+impl Tree {
+    /// The value of `key`.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, KvError> {
+        match &self.backend {
+            TreeBackend::Sled(t) => t
+                .get(key)
+                .map(|v| v.map(|v| v.to_vec()))
+                .map_err(|e| sled_error(&self.path, e)),
+            TreeBackend::Memory { db, name } => db.get(&self.path, name, key.as_ref()),
+        }
+    }
+
+    /// Sets `key` to `value` (durable at the next flush).
+    pub fn insert(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<(), KvError> {
+        let mut b = Batch::default();
+        b.insert(key, value);
+        self.apply_batch(&b)
+    }
+
+    /// Removes `key` (durable at the next flush).
+    pub fn remove(&self, key: impl AsRef<[u8]>) -> Result<(), KvError> {
+        let mut b = Batch::default();
+        b.remove(key);
+        self.apply_batch(&b)
+    }
+
+    /// Applies `batch` atomically.
+    pub fn apply_batch(&self, batch: &Batch) -> Result<(), KvError> {
+        match &self.backend {
+            TreeBackend::Sled(t) => t
+                .apply_batch(batch.sled())
+                .map_err(|e| sled_error(&self.path, e)),
+            TreeBackend::Memory { db, name } => {
+                db.write(&self.path, vec![(name.clone(), batch.clone())])
+            }
+        }
+    }
+
+    /// The entry with the greatest key.
+    pub fn last(&self) -> Result<Option<Entry>, KvError> {
+        match &self.backend {
+            TreeBackend::Sled(t) => t
+                .last()
+                .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+                .map_err(|e| sled_error(&self.path, e)),
+            TreeBackend::Memory { db, name } => db.last(&self.path, name),
+        }
+    }
+
+    /// Every entry, in key order.
+    pub fn entries(&self) -> Result<Vec<Entry>, KvError> {
+        match &self.backend {
+            TreeBackend::Sled(t) => t
+                .iter()
+                .map(|e| {
+                    e.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                        .map_err(|e| sled_error(&self.path, e))
+                })
+                .collect(),
+            TreeBackend::Memory { db, name } => db.entries(&self.path, name),
+        }
+    }
+
+    /// How many entries it holds.
+    pub fn len(&self) -> Result<usize, KvError> {
+        match &self.backend {
+            TreeBackend::Sled(t) => Ok(t.len()),
+            TreeBackend::Memory { db, name } => db.len(&self.path, name),
+        }
+    }
+
+    /// Whether it holds no entry.
+    pub fn is_empty(&self) -> Result<bool, KvError> {
+        self.len().map(|n| n == 0)
+    }
+
+    /// Makes every write of its database durable (a flush is database-wide, as sled's is).
+    pub fn flush(&self) -> Result<(), KvError> {
+        match &self.backend {
+            TreeBackend::Sled(t) => t.flush().map(|_| ()).map_err(|e| sled_error(&self.path, e)),
+            TreeBackend::Memory { db, .. } => db.flush(&self.path),
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Both backends behave the same for readers and writers, and the simulated disk loses exactly
+//! what a crash loses: writes after the last flush (or all but a prefix of them).
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use bulwark_kv::{Batch, Db, MemDisk};
+
+/// The same writes against a database, and what a reader then sees.
+fn exercise(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let a = db.tree("a").unwrap();
+    let b = db.tree("b").unwrap();
+    a.insert(b"k1", b"v1").unwrap();
+    a.insert(b"k3", b"v3").unwrap();
+    a.insert(b"k2", b"v2").unwrap();
+    a.remove(b"k3").unwrap();
+    let mut batch_a = Batch::default();
+    batch_a.insert(b"k9", b"v9");
+    batch_a.remove(b"k1");
+    let mut batch_b = Batch::default();
+    batch_b.insert(b"x", b"y");
+    db.write_atomically(&[(&a, &batch_a), (&b, &batch_b)])
+        .unwrap();
+    assert_eq!(a.get(b"k2").unwrap().as_deref(), Some(&b"v2"[..]));
+    assert_eq!(a.get(b"k1").unwrap(), None);
+    assert_eq!(a.last().unwrap().unwrap().0, b"k9".to_vec());
+    assert_eq!(b.len().unwrap(), 1);
+    a.entries().unwrap()
+}
+
+#[test]
+fn sled_and_the_simulated_disk_read_back_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let on_disk = exercise(&Db::open(dir.path()).unwrap());
+    let in_memory = exercise(&Db::on(&MemDisk::new("t")));
+    assert_eq!(on_disk, in_memory);
+    assert_eq!(
+        in_memory,
+        vec![
+            (b"k2".to_vec(), b"v2".to_vec()),
+            (b"k9".to_vec(), b"v9".to_vec())
+        ]
+    );
+}
+
+#[test]
+fn a_crash_loses_every_write_after_the_last_flush() {
+    let disk = MemDisk::new("t");
+    let db = Db::on(&disk);
+    let t = db.tree("t").unwrap();
+    t.insert(b"flushed", b"1").unwrap();
+    db.flush().unwrap();
+    t.insert(b"lost", b"2").unwrap();
+    assert_eq!(disk.unflushed(), 1);
+    disk.crash(0);
+    assert!(
+        t.get(b"flushed").is_err(),
+        "a handle from before the crash must not work"
+    );
+    let t = Db::on(&disk).tree("t").unwrap();
+    assert_eq!(t.get(b"flushed").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(t.get(b"lost").unwrap(), None);
+}
+
+#[test]
+fn a_torn_crash_keeps_a_prefix_of_the_unflushed_writes_and_never_half_an_atomic_one() {
+    let disk = MemDisk::new("t");
+    let db = Db::on(&disk);
+    let (a, b) = (db.tree("a").unwrap(), db.tree("b").unwrap());
+    a.insert(b"1", b"x").unwrap();
+    let (mut ba, mut bb) = (Batch::default(), Batch::default());
+    ba.insert(b"2", b"x");
+    bb.insert(b"2", b"x");
+    db.write_atomically(&[(&a, &ba), (&b, &bb)]).unwrap();
+    a.insert(b"3", b"x").unwrap();
+    disk.crash(2);
+    let db = Db::on(&disk);
+    let (a, b) = (db.tree("a").unwrap(), db.tree("b").unwrap());
+    assert!(a.get(b"1").unwrap().is_some());
+    assert!(a.get(b"2").unwrap().is_some() && b.get(b"2").unwrap().is_some());
+    assert!(a.get(b"3").unwrap().is_none());
+}
+
+#[test]
+fn a_copy_is_what_the_disk_would_hold_after_a_crash_and_lives_on_its_own() {
+    let disk = MemDisk::new("t");
+    let db = Db::on(&disk);
+    let t = db.tree("t").unwrap();
+    t.insert(b"old", b"1").unwrap();
+    db.flush().unwrap();
+    t.insert(b"unflushed", b"1").unwrap();
+    let snapshot = disk.copy("snapshot");
+    t.insert(b"new", b"1").unwrap();
+    db.flush().unwrap();
+    let s = Db::on(&snapshot).tree("t").unwrap();
+    assert!(s.get(b"old").unwrap().is_some());
+    assert!(s.get(b"unflushed").unwrap().is_none() && s.get(b"new").unwrap().is_none());
+    // Restoring the snapshot rolls the disk back.
+    disk.restore(&snapshot);
+    let t = Db::on(&disk).tree("t").unwrap();
+    assert!(t.get(b"new").unwrap().is_none());
+}
