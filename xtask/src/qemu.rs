@@ -63,6 +63,7 @@ pub struct QemuArgs {
 
 /// The most vCPUs the pinned kernel runs (`CONFIG_NR_CPUS=8`) and `measurement.json` covers.
 pub const MAX_VCPUS: u32 = 8;
+
 /// The network a launch binds: genesis's bytes and its attestation policy.
 pub struct Network {
     /// Where the genesis came from.
