@@ -1,6 +1,8 @@
 //! The measured image end to end: four validator VMs booted from `target/image` under QEMU
-//! (TCG) commit at least 10 heights together, every validator's RPC answering through its
-//! forwarded port, and all power off cleanly on Ctrl-Alt-Del.
+//! (TCG) on the SEV-SNP machine shape (q35, UEFI firmware booting the kernel's EFI stub, virtio
+//! devices with `iommu_platform=on`) commit at least 10 heights together, every validator's
+//! RPC answering through its forwarded port, every guest driver negotiating ACCESS_PLATFORM
+//! with its disk and network device, and all power off cleanly on Ctrl-Alt-Del.
 //!
 //! It needs the image, so it is ignored by a plain `cargo test` (which then says so);
 //! `cargo xtask test` builds the image and runs it with `--ignored`.
@@ -17,7 +19,7 @@ const LIMIT: Duration = Duration::from_secs(240);
 
 #[test]
 #[ignore = "needs the measured image and QEMU: run through `cargo xtask test` (or `cargo xtask image` first)"]
-fn four_validator_vms_from_the_measured_image_commit_and_power_off_cleanly() {
+fn four_validator_vms_on_the_snp_machine_shape_commit_and_power_off_cleanly() {
     let mut net = VmNetwork::start(&image_dir(), VALIDATORS, 500).unwrap();
     eprintln!(
         "vm test: mode TCG (software emulation), {VALIDATORS} VMs, serial logs in {}",
@@ -49,6 +51,23 @@ fn four_validator_vms_from_the_measured_image_commit_and_power_off_cleanly() {
         "vm test: every validator reached height {HEIGHTS} after {:.1} s",
         net.started.elapsed().as_secs_f64()
     );
+    for i in 0..VALIDATORS {
+        // The kernel came up through its EFI stub (as under SEV-SNP, where the CC blob and
+        // secrets page come from the EFI configuration table), not a legacy BIOS boot.
+        assert!(
+            net.serial_log(i).contains("EFI stub: Loaded initrd"),
+            "VM {i} did not boot through the EFI stub; serial logs in {}",
+            net.dir().display()
+        );
+        let devices = net.virtio_devices(i).unwrap();
+        let mut kinds: Vec<&str> = devices.iter().map(|d| d.kind.as_str()).collect();
+        kinds.sort();
+        assert_eq!(kinds, ["virtio-blk", "virtio-net"], "VM {i}: {devices:?}");
+        assert!(
+            devices.iter().all(|d| d.access_platform),
+            "VM {i}: a guest driver did not negotiate ACCESS_PLATFORM, which SEV-SNP requires: {devices:?}"
+        );
+    }
     let clean = net.stop();
     assert_eq!(
         clean,

@@ -6,12 +6,15 @@
 //!   whole local network.
 //! - [`vm`]: validator VMs booted from the measured image under QEMU, with data disks, host
 //!   configuration in `fw_cfg`, forwarded ports and a clean power-off.
+//! - [`snp`]: the SEV-SNP launch of one validator on a real host (the same device arguments)
+//!   and what a would-be SNP host lacks.
 //! - [`rpc`]: a std-only JSON-RPC client (no async runtime).
 //! - [`ports`]: blocks of free loopback ports.
 
 pub mod ports;
 pub mod process;
 pub mod rpc;
+pub mod snp;
 pub mod vm;
 
 use std::path::{Path, PathBuf};

@@ -4,6 +4,12 @@
 //! home, its host configuration in `fw_cfg`, and QEMU user networking (DHCP; the VMs reach each
 //! other through host port forwards at the gateway 10.0.2.2). Serial logs go to files. VMs run
 //! under TCG (software emulation): KVM on this kind of machine does not run real guests.
+//!
+//! The machine has the SEV-SNP launch's shape, everything but the encryption: q35, UEFI
+//! firmware loaded with `-bios` that boots the kernel through its EFI stub (a generic OVMF:
+//! the AmdSev build in the image only direct-boots under SEV), and the virtio device options an
+//! SEV-SNP guest needs ([`VIRTIO_OPTIONS`]). `cargo xtask qemu --snp` prints its launch with the
+//! same device arguments ([`data_disk_args`], [`network_args`], [`fw_cfg_args`]).
 
 use crate::rpc::RpcClient;
 use anyhow::{bail, Context, Result};
@@ -14,6 +20,69 @@ use std::time::{Duration, Instant};
 
 /// The line PID 1 prints when the node stopped cleanly and the VM powers off.
 pub const CLEAN_POWER_OFF: &str = "powering off (status 0)";
+
+/// The options on every virtio device: modern-only, and with VIRTIO_F_ACCESS_PLATFORM, which a
+/// guest under SEV requires of every device (Linux refuses devices without it: "device must
+/// provide VIRTIO_F_ACCESS_PLATFORM"). QEMU offers that bit only with `iommu_platform=on`, and
+/// `-drive if=virtio` cannot carry it.
+pub const VIRTIO_OPTIONS: &str = "disable-legacy=on,iommu_platform=on";
+
+/// The generic UEFI firmware the TCG VMs boot (Debian's `ovmf` package).
+pub const UEFI_FIRMWARE: &str = "/usr/share/ovmf/OVMF.fd";
+
+/// The Debian packages the VMs need: QEMU, `mke2fs` for the data disks, generic OVMF.
+pub const VM_PACKAGES: [&str; 3] = ["qemu-system-x86", "e2fsprogs", "ovmf"];
+
+/// The port a validator listens on for peers inside its VM.
+pub const GUEST_P2P_PORT: u16 = 26656;
+/// The port a validator serves RPC on inside its VM.
+pub const GUEST_RPC_PORT: u16 = 26657;
+
+/// The data disk (raw) as a virtio-blk PCI device with [`VIRTIO_OPTIONS`]; it is the guest's
+/// `/dev/vda`.
+pub fn data_disk_args(file: &Path) -> Vec<String> {
+    vec![
+        "-drive".into(),
+        format!("if=none,id=d0,file={},format=raw", file.display()),
+        "-device".into(),
+        format!("virtio-blk-pci,drive=d0,{VIRTIO_OPTIONS}"),
+    ]
+}
+
+/// A host port forwarded to a port of the guest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Forward {
+    /// The host address to bind (`None`: every interface).
+    pub host_addr: Option<std::net::Ipv4Addr>,
+    /// The host port.
+    pub host_port: u16,
+    /// The guest port.
+    pub guest_port: u16,
+}
+
+/// QEMU user networking (the guest gets its address by DHCP) with `forwards`, on a virtio-net
+/// PCI device with [`VIRTIO_OPTIONS`] and no option ROM (the firmware has its own driver).
+pub fn network_args(forwards: &[Forward]) -> Vec<String> {
+    let mut netdev = "user,id=n0".to_string();
+    for f in forwards {
+        let addr = f.host_addr.map(|a| a.to_string()).unwrap_or_default();
+        netdev += &format!(",hostfwd=tcp:{addr}:{}-:{}", f.host_port, f.guest_port);
+    }
+    vec![
+        "-netdev".into(),
+        netdev,
+        "-device".into(),
+        format!("virtio-net-pci,netdev=n0,{VIRTIO_OPTIONS},romfile="),
+    ]
+}
+
+/// A file for the guest under `fw_cfg` name `name` (`/sys/firmware/qemu_fw_cfg/by_name/...`).
+pub fn fw_cfg_args(name: &str, file: &Path) -> Vec<String> {
+    vec![
+        "-fw_cfg".into(),
+        format!("name={name},file={}", file.display()),
+    ]
+}
 
 /// The image's directory: `BULWARK_IMAGE`, or the workspace's `target/image`.
 pub fn image_dir() -> PathBuf {
@@ -44,6 +113,7 @@ pub fn check_prerequisites(image: &Path) -> Result<()> {
             image_binary().display()
         );
     }
+    let install = VM_PACKAGES.join(" ");
     for tool in ["qemu-system-x86_64", "mke2fs"] {
         let found = Command::new(tool)
             .arg("--version")
@@ -52,8 +122,11 @@ pub fn check_prerequisites(image: &Path) -> Result<()> {
             .status()
             .is_ok();
         if !found {
-            bail!("{tool} is not installed (apt-get install qemu-system-x86 e2fsprogs)");
+            bail!("{tool} is not installed (apt-get install --no-install-recommends {install})");
         }
+    }
+    if !Path::new(UEFI_FIRMWARE).exists() {
+        bail!("no generic UEFI firmware at {UEFI_FIRMWARE} (apt-get install --no-install-recommends {install})");
     }
     Ok(())
 }
@@ -75,9 +148,12 @@ impl Drop for Vm {
 fn qemu_command(image: &Path, vm: &Path, p2p: u16, rpc: u16, monitor: &Path) -> Result<Command> {
     let cmdline = std::fs::read_to_string(image.join("kernel-cmdline"))
         .with_context(|| format!("reading {}/kernel-cmdline", image.display()))?;
+    let loopback = Some(std::net::Ipv4Addr::LOCALHOST);
     let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-accel", "tcg", "-cpu", "max", "-m", "384", "-smp", "1"])
+    c.args(["-machine", "q35", "-accel", "tcg", "-cpu", "max"])
+        .args(["-m", "384", "-smp", "1"])
         .args(["-nographic", "-no-reboot", "-nodefaults"])
+        .args(["-bios", UEFI_FIRMWARE])
         .arg("-serial")
         .arg(format!("file:{}", vm.join("serial.log").display()))
         .arg("-monitor")
@@ -88,21 +164,20 @@ fn qemu_command(image: &Path, vm: &Path, p2p: u16, rpc: u16, monitor: &Path) -> 
         .arg(image.join("initramfs.cpio.gz"))
         .arg("-append")
         .arg(cmdline.trim())
-        .arg("-drive")
-        .arg(format!(
-            "file={},format=raw,if=virtio",
-            vm.join("data.img").display()
-        ))
-        .arg("-netdev")
-        .arg(format!(
-            "user,id=n0,hostfwd=tcp:127.0.0.1:{p2p}-:26656,hostfwd=tcp:127.0.0.1:{rpc}-:26657"
-        ))
-        .args(["-device", "virtio-net-pci,netdev=n0"])
-        .arg("-fw_cfg")
-        .arg(format!(
-            "name=opt/bulwark/config,file={}",
-            vm.join("host.json").display()
-        ))
+        .args(data_disk_args(&vm.join("data.img")))
+        .args(network_args(&[
+            Forward {
+                host_addr: loopback,
+                host_port: p2p,
+                guest_port: GUEST_P2P_PORT,
+            },
+            Forward {
+                host_addr: loopback,
+                host_port: rpc,
+                guest_port: GUEST_RPC_PORT,
+            },
+        ]))
+        .args(fw_cfg_args("opt/bulwark/config", &vm.join("host.json")))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -124,6 +199,46 @@ fn send_monitor(socket: &Path, command: &str) {
     let _ = s.read(&mut buf);
 }
 
+/// One human-monitor command and its answer: the banner is read first, then the answer up to
+/// the next prompt (or `timeout`).
+fn monitor_query(socket: &Path, command: &str, timeout: Duration) -> Result<String> {
+    use std::io::Read;
+    let mut s = std::os::unix::net::UnixStream::connect(socket)
+        .with_context(|| format!("connecting to the monitor {}", socket.display()))?;
+    s.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let read_until_prompt = |s: &mut std::os::unix::net::UnixStream| {
+        let deadline = Instant::now() + timeout;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 8192];
+        while Instant::now() < deadline && !String::from_utf8_lossy(&got).contains("(qemu) ") {
+            match s.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    };
+    read_until_prompt(&mut s);
+    s.write_all(format!("{command}\n").as_bytes())?;
+    let answer = read_until_prompt(&mut s);
+    // The answer starts after the echoed command line (the monitor redraws it as typed).
+    Ok(answer
+        .split_once("\r\n")
+        .map_or(answer.as_str(), |(_, rest)| rest)
+        .to_string())
+}
+
+/// What a VM's virtio device negotiated, as QEMU's monitor shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VirtioDevice {
+    /// QEMU's name for the device kind (`virtio-blk`, `virtio-net`).
+    pub kind: String,
+    /// Whether the guest's driver accepted VIRTIO_F_ACCESS_PLATFORM (QEMU calls it
+    /// VIRTIO_F_IOMMU_PLATFORM), which the guest requires under SEV.
+    pub access_platform: bool,
+}
+
 /// Validator VMs booted from the image, with their data disks and forwarded ports. Dropping it
 /// kills the VMs that still run; [`VmNetwork::clean_up`] also removes their files.
 pub struct VmNetwork {
@@ -135,7 +250,8 @@ pub struct VmNetwork {
 }
 
 impl VmNetwork {
-    /// Makes a testnet with the image's own binary and boots one VM per validator under TCG.
+    /// Makes a testnet with the image's own binary and boots one VM per validator under TCG
+    /// (q35, UEFI, the SNP device options).
     pub fn start(image: &Path, validators: usize, timeout_commit_ms: u64) -> Result<Self> {
         check_prerequisites(image)?;
         let bin = image_binary();
@@ -152,8 +268,14 @@ impl VmNetwork {
             let cfg = home.join("config/config.toml");
             // Inside the VM: listen on all interfaces; peers are the host's forwarded ports.
             let text = std::fs::read_to_string(&cfg)?
-                .replace(&format!("127.0.0.1:{p2p}"), "0.0.0.0:26656")
-                .replace(&format!("127.0.0.1:{rpc}"), "0.0.0.0:26657")
+                .replace(
+                    &format!("127.0.0.1:{p2p}"),
+                    &format!("0.0.0.0:{GUEST_P2P_PORT}"),
+                )
+                .replace(
+                    &format!("127.0.0.1:{rpc}"),
+                    &format!("0.0.0.0:{GUEST_RPC_PORT}"),
+                )
                 .replace("127.0.0.1:", "10.0.2.2:")
                 .replace(
                     "timeout_commit_ms = 1000",
@@ -234,6 +356,33 @@ impl VmNetwork {
         (0..self.vms.len())
             .filter(|i| self.serial_log(*i).contains(CLEAN_POWER_OFF))
             .count()
+    }
+
+    /// VM `i`'s virtio devices and whether its guest negotiated ACCESS_PLATFORM with each.
+    pub fn virtio_devices(&self, i: usize) -> Result<Vec<VirtioDevice>> {
+        let monitor = &self.vms[i].monitor;
+        let timeout = Duration::from_secs(5);
+        let listing = monitor_query(monitor, "info virtio", timeout)?;
+        let mut devices = Vec::new();
+        for line in listing.lines() {
+            let Some((path, kind)) = line.trim().split_once(" [") else {
+                continue;
+            };
+            if !path.starts_with("/machine/") {
+                continue;
+            }
+            let status = monitor_query(monitor, &format!("info virtio-status {path}"), timeout)?;
+            let guest_features = status
+                .split_once("Guest features:")
+                .and_then(|(_, rest)| rest.split_once("Host features:"))
+                .map(|(guest, _)| guest.to_string())
+                .with_context(|| format!("no guest features in the status of {path}: {status}"))?;
+            devices.push(VirtioDevice {
+                kind: kind.trim_end_matches(']').to_string(),
+                access_platform: guest_features.contains("VIRTIO_F_IOMMU_PLATFORM"),
+            });
+        }
+        Ok(devices)
     }
 
     /// VM `i`'s serial console so far.

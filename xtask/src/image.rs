@@ -431,7 +431,8 @@ pub enum CpuModel {
 }
 
 impl CpuModel {
-    fn sev(self) -> sev::measurement::vcpu_types::CpuType {
+    /// The `sev` crate's vCPU type (its CPUID signature goes into every VMSA).
+    pub fn sev(self) -> sev::measurement::vcpu_types::CpuType {
         use sev::measurement::vcpu_types::CpuType;
         match self {
             CpuModel::Milan => CpuType::EpycMilan,
@@ -448,6 +449,15 @@ impl CpuModel {
         }
     }
 
+    /// The oldest QEMU (major, minor) that has the model: EPYC-Turin came with 10.1, the others
+    /// are older than QEMU's SEV-SNP support (9.1).
+    pub fn min_qemu(self) -> (u32, u32) {
+        match self {
+            CpuModel::Milan | CpuModel::Genoa => (9, 1),
+            CpuModel::Turin => (10, 1),
+        }
+    }
+
     /// The model's name in `measurement.json`.
     pub fn name(self) -> &'static str {
         match self {
@@ -458,10 +468,12 @@ impl CpuModel {
     }
 }
 
-/// The SNP launch digest (hex) of the image in `dir`.
+/// The SNP launch digest (hex) of the image in `dir`, for guest features the pinned kernel
+/// boots with (`harness::snp::check_guest_features`).
 pub fn launch_digest(dir: &Path, vcpus: u32, cpu: CpuModel, guest_features: u64) -> Result<String> {
     use sev::measurement::snp::{snp_calc_launch_digest, SnpMeasurementArgs};
     use sev::measurement::vmsa::{GuestFeatures, VMMType};
+    harness::snp::check_guest_features(guest_features)?;
     let cmdline = std::fs::read_to_string(dir.join("kernel-cmdline"))?;
     let digest = snp_calc_launch_digest(SnpMeasurementArgs {
         vcpus,
@@ -594,9 +606,108 @@ pub fn recompute_command(dir: &Path, vcpus: u32, cpu: CpuModel) -> String {
     )
 }
 
+/// The reference implementation the published digests are checked against: AMD's
+/// `sev-snp-measure` from PyPI, at the version the README tells operators to use (0.0.13 is
+/// the first that knows EPYC-Turin and this OVMF's SVSM_CAA section).
+pub const SEV_SNP_MEASURE: &str = "sev-snp-measure==0.0.13";
+
+/// Recomputes every digest of `measurement.json` with [`SEV_SNP_MEASURE`] (installed into a
+/// virtual environment under `target/`) and fails naming each one that differs. One line of
+/// progress; pip's and the tool's output go to `target/xtask-logs/sev-snp-measure.log`.
+pub fn check_against_reference() -> Result<()> {
+    let dir = image_dir();
+    let cmdline = std::fs::read_to_string(dir.join("kernel-cmdline"))
+        .with_context(|| format!("no image in {}: run `cargo xtask image`", dir.display()))?;
+    let venv = harness::process::target_dir().join("sev-snp-measure-0.0.13");
+    let tool = venv.join("bin/sev-snp-measure");
+    let rows = CPU_MODELS.len() * 8;
+    let stage = format!("image: recomputing the {rows} published digests with {SEV_SNP_MEASURE}");
+    let mismatches = step(&stage, "sev-snp-measure", |s| {
+        if !tool.exists() {
+            s.run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+            s.run(Command::new(venv.join("bin/pip")).args(["install", "-q", SEV_SNP_MEASURE]))?;
+        }
+        let mut mismatches = Vec::new();
+        for (cpu, vcpus) in CPU_MODELS
+            .iter()
+            .flat_map(|&c| (1..=8u32).map(move |n| (c, n)))
+        {
+            let file = |name: &str| dir.join(name).display().to_string();
+            let out = Command::new(&tool)
+                .args([
+                    "--mode",
+                    "snp",
+                    "--vmm-type",
+                    "QEMU",
+                    "--guest-features",
+                    "0x1",
+                ])
+                .args([
+                    "--vcpus",
+                    &vcpus.to_string(),
+                    "--vcpu-type",
+                    cpu.qemu_model(),
+                ])
+                .args([
+                    "--ovmf",
+                    &file("OVMF.amdsev.fd"),
+                    "--kernel",
+                    &file("bzImage"),
+                ])
+                .args(["--initrd", &file("initramfs.cpio.gz")])
+                .args(["--append", cmdline.trim_end_matches('\n')])
+                .output()
+                .with_context(|| format!("running {}", tool.display()))?;
+            let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let ours = published_digest(&dir, vcpus, cpu)?;
+            s.note(&format!(
+                "{} {vcpus}: {theirs} (ours {ours})",
+                cpu.qemu_model()
+            ))?;
+            if !out.status.success() || theirs != ours {
+                let err = String::from_utf8_lossy(&out.stderr);
+                mismatches.push(format!(
+                    "{} {vcpus} vCPUs: measurement.json {ours}, sev-snp-measure {theirs:?} {err}",
+                    cpu.qemu_model()
+                ));
+            }
+        }
+        Ok(mismatches)
+    })?;
+    if !mismatches.is_empty() {
+        bail!(
+            "{} of {rows} digests differ:\n{}",
+            mismatches.len(),
+            mismatches.join("\n")
+        );
+    }
+    eprintln!("image: all {rows} published digests equal {SEV_SNP_MEASURE}'s");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_digest_is_never_computed_for_guest_features_the_kernel_refuses() {
+        let err = launch_digest(Path::new("/nonexistent"), 4, CpuModel::Milan, 0x21)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DebugSwap"), "{err}");
+    }
+
+    #[test]
+    fn the_guest_feature_table_was_read_from_the_pinned_kernel() {
+        let pins: Pins =
+            toml::from_str(&std::fs::read_to_string(workspace().join("image/pins.toml")).unwrap())
+                .unwrap();
+        assert_eq!(
+            pins.kernel.version,
+            harness::snp::GUEST_FEATURES_READ_FROM,
+            "the kernel pin moved: read SNP_FEATURES_IMPL_REQ and SNP_FEATURES_PRESENT in the new source's arch/x86/boot/compressed/sev.c again and update REFUSED_GUEST_FEATURES"
+        );
+    }
 
     fn sample(init: &[u8]) -> Vec<(&'static str, Entry<'_>)> {
         vec![

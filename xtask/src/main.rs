@@ -56,16 +56,21 @@ struct MeasureArgs {
     /// Number of vCPUs the VM is launched with.
     #[arg(long, default_value_t = 4)]
     vcpus: u32,
-    /// The host's CPU model (each gives a different VMSA).
+    /// The QEMU `-cpu` model the VM is launched with (EPYC-Milan, EPYC-Genoa or EPYC-Turin;
+    /// its CPUID signature is in every VMSA). Never `-cpu host`.
     #[arg(long, value_enum, default_value = "milan")]
     cpu_type: image::CpuModel,
-    /// SEV features the host enables for the guest (0x1 by default; hosts with Linux ≥ 6.6
-    /// often use 0x21).
+    /// SEV features the host's KVM gives the guest: 0x1 on upstream hosts (Linux ≥ 6.11,
+    /// QEMU ≥ 9.1). Values the pinned guest kernel cannot boot with are refused.
     #[arg(long, default_value = "0x1", value_parser = parse_hex)]
     guest_features: u64,
+    /// Instead: recompute every digest of measurement.json with sev-snp-measure 0.0.13 from
+    /// PyPI (in a virtual environment under target/) and fail on any difference.
+    #[arg(long)]
+    against_reference: bool,
 }
 
-fn parse_hex(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_hex(s: &str) -> Result<u64, String> {
     u64::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| e.to_string())
 }
 
@@ -97,6 +102,9 @@ fn main() -> Result<()> {
 }
 
 fn measure(args: MeasureArgs) -> Result<()> {
+    if args.against_reference {
+        return image::check_against_reference();
+    }
     let dir = image::image_dir();
     if !dir.join("bzImage").exists() {
         bail!(
@@ -173,10 +181,12 @@ fn test(args: TestArgs) -> Result<()> {
         sims += 1;
     }
     // The image end to end (tests/vm.rs): built from pinned inputs, 4 validator VMs boot under
-    // QEMU, commit together, and power off cleanly. It is an ignored test so that a plain
-    // `cargo test` says it did not run instead of failing without the image.
-    crate::apt::ensure_packages(&["qemu-system-x86", "e2fsprogs"])?;
+    // QEMU (q35, UEFI, the SEV-SNP device options), commit together, and power off cleanly.
+    // It is an ignored test so that a plain `cargo test` says it did not run instead of failing
+    // without the image. Every published digest is first recomputed with AMD's reference tool.
+    crate::apt::ensure_packages(&harness::vm::VM_PACKAGES)?;
     image::build()?;
+    image::check_against_reference()?;
     let (p3, f3) = cargo_test(
         &[
             "-p",
