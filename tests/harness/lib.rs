@@ -10,7 +10,9 @@
 //!   and what a would-be SNP host lacks.
 //! - [`rpc`]: a std-only JSON-RPC client (no async runtime).
 //! - [`ports`]: blocks of free loopback ports.
+//! - [`load`]: open-loop kvstore load through JSON-RPC and commit latency (demo, bench).
 
+pub mod load;
 pub mod ports;
 pub mod process;
 pub mod rpc;

@@ -341,15 +341,21 @@ impl VmNetwork {
     /// Ctrl-Alt-Del to every VM (SIGINT to PID 1: the node stops cleanly and the VM powers
     /// off); returns how many powered off cleanly within 30 s.
     pub fn stop(&mut self) -> usize {
-        for vm in &self.vms {
-            send_monitor(&vm.monitor, "sendkey ctrl-alt-delete");
-        }
-        for vm in self.vms.iter_mut() {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = vm.child.try_wait() {
-                    break;
+        // A key press can be lost while an emulated guest is busy (a loaded host, TCG): one
+        // that is still running after a while gets it again, up to three times.
+        for _ in 0..3 {
+            for vm in self.vms.iter_mut() {
+                if matches!(vm.child.try_wait(), Ok(None)) {
+                    send_monitor(&vm.monitor, "sendkey ctrl-alt-delete");
                 }
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline
+                && self
+                    .vms
+                    .iter_mut()
+                    .any(|vm| matches!(vm.child.try_wait(), Ok(None)))
+            {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }

@@ -145,8 +145,8 @@ const NODE_BENCH_CONFIG: &[(&str, &str)] = &[
 const NODE_BENCH_TX_BYTES: usize = 256;
 
 /// One load run against a fresh 4-validator network.
-fn node_run(bin: &Path, rate: f64, seconds: u64) -> Result<crate::load::LoadReport> {
-    use crate::load::LoadConfig;
+fn node_run(bin: &Path, rate: f64, seconds: u64) -> Result<harness::load::LoadReport> {
+    use harness::load::LoadConfig;
     let mut net = harness::process::Network::start(bin, 4, "bench", NODE_BENCH_CONFIG)?;
     let addrs: Vec<String> = (0..4).map(|i| net.rpc_addr(i)).collect();
     let cfg = LoadConfig {
@@ -156,7 +156,7 @@ fn node_run(bin: &Path, rate: f64, seconds: u64) -> Result<crate::load::LoadRepo
         duration: std::time::Duration::from_secs(seconds),
         run: 2,
     };
-    let report = crate::load::run(&addrs, &cfg, |p| {
+    let report = harness::load::run(&addrs, &cfg, |p| {
         eprint!(
             "\rbench: {:>4.1}s height {:>6} committed {:>8} offered {:>8} refused {:>7} | {:>6.0} tx/s ",
             p.elapsed.as_secs_f64(),
@@ -198,7 +198,7 @@ fn node(args: &BenchArgs) -> Result<()> {
     // Sustained throughput: the highest offered rate the network commits in full (≥ 95 %,
     // nothing refused), stepping up until it no longer keeps up. Overload itself is not the
     // figure: on shared cores the refused requests take CPU from the validators.
-    let mut sustained: Option<(f64, crate::load::LoadReport)> = None;
+    let mut sustained: Option<(f64, harness::load::LoadReport)> = None;
     let mut rate = 4_000.0;
     let mut first_failure = None;
     while rate <= 40_000.0 {

@@ -4,8 +4,8 @@
 //! the demo says which.
 
 use crate::image::{published_digest, recompute_command, CpuModel, CPU_MODELS};
-use crate::load::{self, LoadConfig};
 use anyhow::{bail, Result};
+use harness::load::{self, LoadConfig};
 use harness::process::{build_bulwark, Network};
 use std::io::Write;
 use std::path::Path;

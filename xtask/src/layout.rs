@@ -34,11 +34,12 @@ mod tests {
             .collect()
     }
 
-    /// `bulwark-node` → `node`; `bulwark-tests` → `harness`; others as they are.
+    /// `bulwark-node` → `node`; `bulwark-tests` → `harness`; `bulwark-engine-sim` →
+    /// `engine_sim` (mermaid ids take no hyphen); others as they are.
     fn short(package: &str) -> String {
         match package {
             "bulwark-tests" => "harness".into(),
-            p => p.strip_prefix("bulwark-").unwrap_or(p).into(),
+            p => p.strip_prefix("bulwark-").unwrap_or(p).replace('-', "_"),
         }
     }
 

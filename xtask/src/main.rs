@@ -10,7 +10,6 @@ mod bench;
 mod demo;
 mod image;
 mod layout;
-mod load;
 mod qemu;
 mod sim;
 mod step;

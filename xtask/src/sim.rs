@@ -46,6 +46,9 @@ pub struct SimArgs {
     /// stores on simulated disks) instead of bare consensus cores.
     #[arg(long)]
     pub engine: bool,
+    /// Engine mode: 5 MiB blocks and an honest validator that misses several of them.
+    #[arg(long, requires = "engine")]
+    pub full_blocks: bool,
 }
 
 impl Default for SimArgs {
@@ -62,6 +65,7 @@ impl Default for SimArgs {
             trace: false,
             threads: None,
             engine: false,
+            full_blocks: false,
         }
     }
 }
@@ -166,6 +170,7 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
     config.target_height = args.heights;
     config.behaviour = behaviour;
     config.trace = args.trace;
+    config.full_blocks = args.full_blocks;
     if !config.within_fault_bound() {
         eprintln!(
             "sim: {} byzantine of {} exceeds f = {}: violations are expected (negative control), liveness is not checked",

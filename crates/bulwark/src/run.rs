@@ -9,9 +9,9 @@ use bulwark_app::kvstore::KvStore;
 use bulwark_attest::simulated::SimulatedPsp;
 use bulwark_attest::{EvidenceSource, GuestDevice, Trust};
 use bulwark_consensus::Config;
+use bulwark_mempool::MempoolConfig;
 use bulwark_net::NetworkPolicy;
 use bulwark_node::engine::{Engine, EngineConfig, Input, Output};
-use bulwark_node::mempool::MempoolConfig;
 use bulwark_p2p::peers::{spawn_dialler, spawn_listener};
 use bulwark_p2p::transport::CERT_LIFETIME;
 use bulwark_p2p::{ConnectionId, Link, Peer, PeerEvent, Transport};
@@ -203,7 +203,15 @@ async fn run(home: Home) -> anyhow::Result<()> {
     }));
     let (events_tx, mut events) = mpsc::channel::<PeerEvent>(16_384);
     let link = Link {
-        max_frame: home.config.p2p.max_frame_bytes,
+        // A decided block travels in one frame: the limit is at least the chain's largest block.
+        max_frame: home
+            .config
+            .p2p
+            .max_frame_bytes
+            .max(bulwark_node::chain::max_message_bytes(
+                &home.genesis.consensus_params,
+                home.genesis.validators.len(),
+            )),
         chain_id: home.genesis.chain_id.to_string(),
         hello,
         events: events_tx,

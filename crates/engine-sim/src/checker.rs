@@ -129,6 +129,8 @@ impl fmt::Display for Violation {
 pub struct Bounds {
     /// Validators in the set.
     pub validators: u64,
+    /// Parts of the largest block allowed.
+    pub max_parts: u64,
 }
 
 impl Bounds {
@@ -147,10 +149,12 @@ impl Bounds {
             ),
             ("messages remembered for peers", 10_000),
             ("early messages", 4_096),
-            // Every WAL record is an input the core admitted: per round a proposal, its parts
-            // (a block is at most 16 parts in the simulator), a vote per validator and kind,
-            // three timeouts and a few certificates.
-            ("WAL records of the height", rounds * (3 * n + 40)),
+            // Every WAL record is an input the core admitted: per round a proposal, its parts,
+            // a vote per validator and kind, three timeouts and a few certificates.
+            (
+                "WAL records of the height",
+                rounds * (3 * n + 40 + self.max_parts),
+            ),
         ]
     }
 
@@ -199,6 +203,8 @@ pub struct Checker {
     prevotes: BTreeMap<u64, BTreeMap<u32, Prevoters>>,
     /// height → commit round.
     commit_rounds: BTreeMap<u64, u32>,
+    /// height → (slots of honest validators in the block's last commit, of them `Commit`).
+    last_commit_slots: BTreeMap<u64, (u64, u64)>,
     /// height → when the first honest node started it (simulated ms).
     started: BTreeMap<u64, u64>,
     violations: Vec<Violation>,
@@ -233,6 +239,7 @@ impl Checker {
             signed: BTreeMap::new(),
             prevotes: BTreeMap::new(),
             commit_rounds: BTreeMap::new(),
+            last_commit_slots: BTreeMap::new(),
             started: BTreeMap::new(),
             violations: Vec::new(),
         }
@@ -432,6 +439,18 @@ impl Checker {
         match self.decided.get(&height) {
             None => {
                 self.decided.insert(height, (node, hash));
+                if let Some(last) = &block.last_commit {
+                    let mut slots = (0, 0);
+                    for (i, sig) in last.signatures.iter().enumerate() {
+                        if self.signer_is_honest(i) {
+                            slots.0 += 1;
+                            if matches!(sig, block::CommitSig::BlockIdFlagCommit { .. }) {
+                                slots.1 += 1;
+                            }
+                        }
+                    }
+                    self.last_commit_slots.insert(height, slots);
+                }
             }
             Some((first, h)) if *h != hash => {
                 let first = (*first, h.clone());
@@ -473,6 +492,19 @@ impl Checker {
                 limit,
             });
         }
+    }
+
+    /// Slots of honest validators in the last commits of blocks whose previous height started
+    /// at or after `from` (simulated ms), and how many of them hold a precommit for the block.
+    pub fn last_commit_slots(&self, from: u64) -> (u64, u64) {
+        self.last_commit_slots
+            .iter()
+            .filter(|(h, _)| {
+                self.started
+                    .get(&h.saturating_sub(1))
+                    .is_some_and(|at| *at >= from)
+            })
+            .fold((0, 0), |(a, b), (_, (x, y))| (a + x, b + y))
     }
 
     /// Heights decided.

@@ -16,8 +16,8 @@ pub mod world;
 use bulwark_app::kvstore::KvStore;
 use bulwark_consensus::Config;
 use bulwark_kv::{Db, MemDisk};
+use bulwark_mempool::MempoolConfig;
 use bulwark_node::engine::{Clock, Engine, EngineConfig, Input, Output};
-use bulwark_node::mempool::MempoolConfig;
 use bulwark_sim::rng::{mix_all, Rng};
 use bulwark_store::blocks::BlockStore;
 use bulwark_store::Store;
@@ -42,10 +42,8 @@ use world::{EngineSimConfig, Role, World};
 const TICK_MS: u64 = 500;
 /// How often a byzantine validator acts on its own.
 const ADVERSARY_MS: u64 = 40;
-/// Largest frame a peer accepts (the node's default `p2p.max_frame_bytes`).
+/// The node's default `p2p.max_frame_bytes` (raised to the chain's largest block message).
 pub const MAX_FRAME_BYTES: usize = 4 << 20;
-/// The consensus `block.max_bytes` of simulated chains.
-pub const MAX_BLOCK_BYTES: i64 = 1 << 20;
 /// Simulated time after the last fault within which live honest nodes must reach the target.
 pub const LIVENESS_WINDOW_MS: u64 = 60_000;
 /// Events processed before a run is declared a livelock.
@@ -116,6 +114,10 @@ pub struct Outcome {
     pub crashes: u64,
     /// Heights a node synced by block sync (committed from a peer's decided block).
     pub synced: u64,
+    /// Slots of honest validators in the last commits of blocks decided after every fault,
+    /// and of them `Commit` (counted only when `timeout_commit` exceeds twice the delay, as
+    /// it must for late precommits to arrive).
+    pub last_commit_slots: (u64, u64),
     /// The broken invariants.
     pub violations: Vec<Violation>,
 }
@@ -155,9 +157,11 @@ enum Event {
         keep: f64,
         down_ms: u64,
     },
+    /// A client transaction; `repeat`: part of the steady load, which schedules the next.
     ClientTx {
         node: usize,
         n: u64,
+        repeat: bool,
     },
 }
 
@@ -190,6 +194,8 @@ struct Sim {
     bounds: Bounds,
     processed: u64,
     crashes: u64,
+    /// When the latest crash so far ends.
+    last_fault_end: u64,
     synced: u64,
     committed: Vec<u64>,
 }
@@ -271,7 +277,7 @@ impl Sim {
         let n = config.validators;
         let keys: Vec<SigningKey> = (0..n).map(|i| node_key(seed, i)).collect();
         let mut params = bulwark_types::genesis::default_consensus_params();
-        params.block.max_bytes = MAX_BLOCK_BYTES as u64;
+        params.block.max_bytes = world.block_max_bytes;
         let genesis = Genesis {
             genesis_time: Time::from_unix_timestamp(GENESIS_UNIX, 0)
                 .map_err(|e| SimError::Setup(e.to_string()))?,
@@ -342,6 +348,9 @@ impl Sim {
             config: config.clone(),
             bounds: Bounds {
                 validators: n as u64,
+                max_parts: world
+                    .block_max_bytes
+                    .div_ceil(bulwark_types::parts::BLOCK_PART_SIZE as u64),
             },
             genesis,
             nodes,
@@ -354,6 +363,7 @@ impl Sim {
             checker,
             processed: 0,
             crashes: 0,
+            last_fault_end: 0,
             synced: 0,
             committed: vec![0; n],
             world,
@@ -375,7 +385,25 @@ impl Sim {
             }
         }
         if sim.world.tx_per_s > 0 {
-            sim.at(1, Event::ClientTx { node: 0, n: 0 });
+            sim.at(
+                1,
+                Event::ClientTx {
+                    node: 0,
+                    n: 0,
+                    repeat: true,
+                },
+            );
+        }
+        for k in 0..sim.world.initial_txs {
+            let node = (k % n as u64) as usize;
+            sim.at(
+                1,
+                Event::ClientTx {
+                    node,
+                    n: 1_000_000_000 + k,
+                    repeat: false,
+                },
+            );
         }
         Ok(sim)
     }
@@ -466,6 +494,9 @@ impl Sim {
         node.store_disk.crash(keep_store);
         node.app_disk.crash(keep_app);
         self.crashes += 1;
+        // What it had committed counts again only once it is back and has it from its disk.
+        self.committed[i] = 0;
+        self.last_fault_end = self.last_fault_end.max(self.now() + down_ms);
         self.trace(|| {
             format!("node {i} crashes (keeps {keep_store} unflushed writes), back in {down_ms} ms")
         });
@@ -486,7 +517,11 @@ impl Sim {
         if before_gst && self.net.chance(self.world.drop) {
             return;
         }
-        if payload.encoded_len() > MAX_FRAME_BYTES {
+        let max_frame = MAX_FRAME_BYTES.max(bulwark_node::chain::max_message_bytes(
+            &self.genesis.consensus_params,
+            self.nodes.len(),
+        ));
+        if payload.encoded_len() > max_frame {
             // The receiver closes the connection: the frame never arrives.
             return;
         }
@@ -760,18 +795,28 @@ impl Sim {
                 keep,
                 down_ms,
             } => self.crash(node, keep, down_ms),
-            Event::ClientTx { node, n } => {
+            Event::ClientTx { node, n, repeat } => {
                 let mut tx = format!("tx{n:08}=").into_bytes();
                 tx.resize(self.world.tx_bytes.max(tx.len() + 1), b'v');
                 if let Some(engine) = self.nodes[node].engine.as_mut() {
                     let (_, out) = engine.submit_tx(bytes::Bytes::from(tx));
                     self.route(node, out);
                 }
+                if !repeat {
+                    return;
+                }
                 let gap = 1000 / self.world.tx_per_s.max(1);
                 let next = self.now() + gap.max(1);
                 let to = (self.net.below(self.nodes.len() as u64)) as usize;
                 if next < self.deadline() {
-                    self.at(next, Event::ClientTx { node: to, n: n + 1 });
+                    self.at(
+                        next,
+                        Event::ClientTx {
+                            node: to,
+                            n: n + 1,
+                            repeat: true,
+                        },
+                    );
                 }
             }
         }
@@ -779,21 +824,35 @@ impl Sim {
 
     /// When every fault is over.
     fn settled(&self) -> u64 {
-        let outages = self
+        let timed = self
             .world
             .outages
             .iter()
-            .map(|o| o.at.unwrap_or(self.world.gst + 6_000) + o.down_ms)
+            .filter_map(|o| o.at.map(|at| at + o.down_ms))
             .max()
             .unwrap_or(0);
         let late = self.world.start_at.iter().copied().max().unwrap_or(0);
-        self.world.gst.max(outages).max(late)
+        self.world.gst.max(timed).max(late).max(self.last_fault_end)
+    }
+
+    /// When faults may still be pending, for the run's deadline: crashes due after a commit
+    /// come at the latest some time after GST.
+    fn fault_horizon(&self) -> u64 {
+        let after_commit = self
+            .world
+            .outages
+            .iter()
+            .filter(|o| o.at.is_none())
+            .map(|o| self.world.gst + 6_000 + o.down_ms)
+            .max()
+            .unwrap_or(0);
+        self.settled().max(after_commit)
     }
 
     fn deadline(&self) -> u64 {
         // Every height may need the rounds it takes for the timeouts to outgrow the delays.
         let per_height = height_time_bound(self.world.delta, self.config.byzantine as u32);
-        self.settled() + LIVENESS_WINDOW_MS + self.config.target_height * per_height
+        self.fault_horizon() + LIVENESS_WINDOW_MS + self.config.target_height * per_height
     }
 
     fn live_honest(&self) -> Vec<usize> {
@@ -802,13 +861,18 @@ impl Sim {
             .collect()
     }
 
+    /// Every fault is over, and every honest node is up, at the target height, and caught up
+    /// with the others (within a height).
     fn done(&self) -> bool {
         let target = self.config.target_height;
+        let honest = self.live_honest();
+        let top = honest.iter().map(|i| self.committed[*i]).max().unwrap_or(0);
         self.now() >= self.settled()
-            && self
-                .live_honest()
-                .iter()
-                .all(|i| self.nodes[*i].engine.is_some() && self.committed[*i] >= target)
+            && honest.iter().all(|i| {
+                self.nodes[*i].engine.is_some()
+                    && self.committed[*i] >= target
+                    && self.committed[*i] + 1 >= top
+            })
             && self.nodes.iter().all(|n| n.crash_after.is_empty())
     }
 
@@ -878,6 +942,13 @@ impl Sim {
             sim_ms: self.now(),
             crashes: self.crashes,
             synced: self.synced,
+            last_commit_slots: if self.world.timeout_commit_ms > 2 * self.world.delta {
+                let settled = self.settled();
+                self.checker
+                    .last_commit_slots(if settled == 0 { 0 } else { settled + 1_000 })
+            } else {
+                (0, 0)
+            },
             violations: self.checker.violations().to_vec(),
         }
     }

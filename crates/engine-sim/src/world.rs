@@ -20,6 +20,12 @@ pub struct EngineSimConfig {
     pub cpu_budget_ms: u64,
     /// Print every delivery to stderr.
     pub trace: bool,
+    /// Full-size blocks above the default frame limit, and an honest validator that misses
+    /// several of them and must catch up by block sync (review H2).
+    pub full_blocks: bool,
+    /// No outages, GST at 0, small delays and a `timeout_commit` above them: the steady
+    /// state of a healthy network.
+    pub calm: bool,
 }
 
 impl EngineSimConfig {
@@ -32,6 +38,8 @@ impl EngineSimConfig {
             behaviour: None,
             cpu_budget_ms: 2_000,
             trace: false,
+            full_blocks: false,
+            calm: false,
         }
     }
 
@@ -114,6 +122,10 @@ pub struct World {
     pub tx_bytes: usize,
     /// The proposers' transaction budget per block.
     pub max_block_tx_bytes: i64,
+    /// The consensus `block.max_bytes`.
+    pub block_max_bytes: u64,
+    /// Transactions every node's clients submit at the start (to fill blocks at once).
+    pub initial_txs: u64,
     /// Wait after a commit (0 in some runs: the next height starts at once).
     pub timeout_commit_ms: u64,
 }
@@ -222,12 +234,40 @@ impl World {
             2 => (400, 256),
             _ => (200, 4_096),
         };
-        let max_block_tx_bytes = if rng.chance(0.2) { 16 << 10 } else { 256 << 10 };
+        let mut max_block_tx_bytes = if rng.chance(0.2) { 16 << 10 } else { 256 << 10 };
         let timeout_commit_ms = if rng.chance(0.25) {
             0
         } else {
             rng.range(5, 60)
         };
+        let (mut block_max_bytes, mut initial_txs) = (1 << 20, 0);
+        let (mut tx_per_s, mut tx_bytes) = (tx_per_s, tx_bytes);
+        let (mut gst, mut delta, mut timeout_commit_ms) = (gst, delta, timeout_commit_ms);
+        if config.calm {
+            outages.clear();
+            start_at.iter_mut().for_each(|s| *s = 0);
+            partitions.clear();
+            (gst, delta, timeout_commit_ms) = (0, rng.range(2, 20), rng.range(50, 100));
+        }
+        if config.full_blocks {
+            // Blocks of 5 MiB of transactions, beyond the 4 MiB default frame, from a full
+            // mempool; one honest validator down for several of them.
+            block_max_bytes = 6 << 20;
+            // Equal powers: the others are a quorum without the one that is down.
+            powers.iter_mut().for_each(|p| *p = 10);
+            max_block_tx_bytes = 5 << 20;
+            initial_txs = 4_000;
+            (tx_per_s, tx_bytes) = (400, 4_096);
+            if let Some(&node) = honest.first() {
+                outages.push(Outage {
+                    node,
+                    at: Some(400),
+                    after_commit: 0,
+                    down_ms: 6_000,
+                    keep_unflushed: 0.0,
+                });
+            }
+        }
         World {
             powers,
             roles,
@@ -243,6 +283,8 @@ impl World {
             tx_per_s,
             tx_bytes,
             max_block_tx_bytes,
+            block_max_bytes,
+            initial_txs,
             timeout_commit_ms,
         }
     }

@@ -17,6 +17,7 @@ use bulwark_types::tendermint::{
     account, chain, consensus, evidence, validator, vote, AppHash, Genesis, Hash, Signature, Time,
 };
 use bulwark_types::tendermint_proto::v0_38 as pb;
+use bulwark_types::tendermint_proto::v0_38::types as pb_types;
 use bulwark_types::BLOCK_PROTOCOL;
 use prost::Message;
 use thiserror::Error;
@@ -40,6 +41,29 @@ pub enum BlockError {
     /// The block could not be encoded into parts.
     #[error("block encoding: {0}")]
     Encoding(String),
+    /// The encoded block is larger than the consensus parameters allow (review H2).
+    #[error("block of {size} bytes exceeds block.max_bytes {max}")]
+    TooLarge {
+        /// Its encoded size.
+        size: usize,
+        /// `consensus_params.block.max_bytes`.
+        max: u64,
+    },
+}
+
+/// Bytes a block carries besides its transactions, at most: header, an empty evidence list,
+/// and a last commit of `validators` signatures (CometBFT's MaxOverheadForBlock,
+/// MaxHeaderBytes and MaxCommitBytes, rounded up).
+pub fn block_overhead(validators: usize) -> u64 {
+    2_048 + 128 * validators as u64
+}
+
+/// The largest peer message a node of a chain with these parameters must accept: a decided
+/// block of `block.max_bytes` with its commit (block sync sends one per frame, so the frame
+/// limit follows the block limit, as CometBFT's blocksync message size does).
+pub fn max_message_bytes(params: &consensus::Params, validators: usize) -> usize {
+    usize::try_from(params.block.max_bytes + 2 * block_overhead(validators) + 4_096)
+        .unwrap_or(usize::MAX)
 }
 
 /// Why a commit does not prove a block.
@@ -241,9 +265,25 @@ impl ChainState {
         Ok((block, id, parts))
     }
 
+    /// The transaction bytes a proposer may put into the next block: `block.max_bytes` less
+    /// the overhead, and no more than `configured`.
+    pub fn max_block_tx_bytes(&self, configured: i64) -> i64 {
+        let room = self
+            .consensus_params
+            .block
+            .max_bytes
+            .saturating_sub(block_overhead(self.validator_infos.validators().len()));
+        configured.min(i64::try_from(room).unwrap_or(i64::MAX))
+    }
+
     /// Checks that `block` is exactly the next block this state allows (every header field,
-    /// the data, and the last commit's signatures).
+    /// the data, the size, and the last commit's signatures).
     pub fn validate_block(&self, block: &Block) -> Result<(), BlockError> {
+        let size = pb_types::Block::from(block.clone()).encoded_len();
+        let max = self.consensus_params.block.max_bytes;
+        if size as u64 > max {
+            return Err(BlockError::TooLarge { size, max });
+        }
         let h = &block.header;
         let expected = self.expected_header(
             &block.data,

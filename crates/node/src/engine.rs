@@ -14,7 +14,6 @@ use crate::chain::{
     process_request, unpack_signature, BlockError, ChainState, CommitError,
 };
 use crate::handshake::{handshake, HandshakeError};
-use crate::mempool::{AddError, Mempool, MempoolConfig};
 use crate::proposal::{block_to_parts, Assembler, PartAdded};
 use bulwark_app::{AppError, Application};
 use bulwark_consensus::{
@@ -22,6 +21,7 @@ use bulwark_consensus::{
     Proposal as CoreProposal, Round, Signed, Timeout, TimeoutKind, ValidatorIndex, Validity,
     ValueId, Vote as CoreVote, VoteKind,
 };
+use bulwark_mempool::{AddError, Mempool, MempoolConfig};
 use bulwark_store::blocks::{BlockStore, DecidedHeight};
 use bulwark_store::privval::{PrivValidator, PrivvalError};
 use bulwark_store::wal::Wal;
@@ -214,6 +214,10 @@ fn payload_height(payload: &Payload) -> Option<u64> {
 /// Ticks at one height after which a node asks its peers for what it missed even while its
 /// rounds advance.
 pub const STUCK_TICKS: u32 = 4;
+
+/// Bytes of decided blocks sent to a lagging peer per status message (at least one block),
+/// so a peer's queue holds a bounded amount of them.
+pub const CATCH_UP_BYTES: usize = 16 << 20;
 
 /// Most decided blocks sent to a lagging peer per status message.
 pub const CATCH_UP_BLOCKS: u64 = 32;
@@ -687,6 +691,16 @@ impl Engine {
         else {
             return Ok(vec![]);
         };
+        // A part set larger than the largest block allowed is refused before any part comes.
+        let max_parts = self
+            .state
+            .consensus_params
+            .block
+            .max_bytes
+            .div_ceil(bulwark_types::parts::BLOCK_PART_SIZE as u64);
+        if u64::from(block_id.part_set_header.total) > max_parts {
+            return Ok(vec![]);
+        }
         let round = Round(round);
         let Some(proposer) = self.core.proposer(round) else {
             return Ok(vec![]);
@@ -1004,11 +1018,16 @@ impl Engine {
         if s.height < height {
             // A run of decided blocks, so a laggard catches up faster than the chain grows.
             let mut out = Vec::new();
+            let mut bytes = 0usize;
             for h in s.height..height.min(s.height.saturating_add(CATCH_UP_BLOCKS)) {
+                if bytes >= CATCH_UP_BYTES {
+                    break;
+                }
                 let (Some(block), Some(commit)) = (self.blocks.block(h)?, self.blocks.commit(h)?)
                 else {
                     break;
                 };
+                bytes += block.len() + commit.len();
                 let block = pb::types::Block::decode(block.as_slice()).ok();
                 let commit = pb::types::Commit::decode(commit.as_slice()).ok();
                 out.push(Output::Send(
@@ -1143,9 +1162,12 @@ impl Engine {
     fn build_block(&mut self, round: u32) -> Result<Block, EngineError> {
         let height = self.state.next_height();
         let time = self.state.next_block_time(self.last_commit.as_ref());
+        let budget = self
+            .state
+            .max_block_tx_bytes(self.config.max_block_tx_bytes);
         let txs = self.app.prepare_proposal(request::PrepareProposal {
-            max_tx_bytes: self.config.max_block_tx_bytes,
-            txs: self.mempool.reap(self.config.max_block_tx_bytes),
+            max_tx_bytes: budget,
+            txs: self.mempool.reap(budget),
             local_last_commit: None,
             misbehavior: vec![],
             height: block::Height::try_from(height).map_err(|e| EngineError::Wal(e.to_string()))?,
@@ -1153,7 +1175,17 @@ impl Engine {
             next_validators_hash: self.state.validator_infos.hash(),
             proposer_address: self.address,
         });
-        let txs: Vec<Vec<u8>> = txs.txs.iter().map(|t| t.to_vec()).collect();
+        // An application may return more than it was given room for: never beyond the budget.
+        let mut room = budget;
+        let txs: Vec<Vec<u8>> = txs
+            .txs
+            .iter()
+            .take_while(|t| {
+                room -= t.len() as i64;
+                room >= 0
+            })
+            .map(|t| t.to_vec())
+            .collect();
         let (block, _, _) =
             self.state
                 .make_block(txs, self.last_commit.clone(), self.address, time)?;

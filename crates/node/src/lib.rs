@@ -1,11 +1,10 @@
 //! The Bulwark validator without I/O: the [`engine::Engine`] takes peer messages, timeouts,
 //! transactions and ticks and returns messages to send, timers to set and commits; around the
-//! consensus core it keeps the chain state between heights, the mempool, block parts and the
-//! handshake with the application. No sockets, no runtime, no clock of its own: the `bulwark`
+//! consensus core it keeps the chain state between heights, block parts, the mempool
+//! (`bulwark-mempool`) and the handshake with the application. No sockets, no runtime, no clock of its own: the `bulwark`
 //! binary drives it, and tests and the simulator can drive it the same way.
 
 pub mod chain;
 pub mod engine;
 pub mod handshake;
-pub mod mempool;
 pub mod proposal;

@@ -11,11 +11,11 @@ use bulwark_app::Application;
 use bulwark_consensus::{
     Action, Config, Consensus, Event, Height as CHeight, Signed, Validity, ValueId, VoteKind,
 };
+use bulwark_mempool::{Mempool, MempoolConfig};
 use bulwark_node::chain::finalize_request;
 use bulwark_node::chain::{
     block_id, commit_from_decision, pack_signature, BlockError, ChainState, CommitError,
 };
-use bulwark_node::mempool::{Mempool, MempoolConfig};
 use bulwark_node::proposal::{block_to_parts, Assembler, PartAdded};
 use bulwark_store::privval::PrivValidator;
 use bulwark_store::Store;

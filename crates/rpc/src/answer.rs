@@ -3,9 +3,9 @@
 //! is what CometBFT v0.38 serves and what its clients parse.
 
 use crate::calls::{BroadcastMode, Call};
+use bulwark_mempool::{tx_hash, AddError};
 use bulwark_node::chain::{block_id, decode_results, ChainState};
 use bulwark_node::engine::{Engine, Output};
-use bulwark_node::mempool::{tx_hash, AddError};
 use bulwark_types::tendermint::abci::{request, response, Code};
 use bulwark_types::tendermint::block::{self, signed_header::SignedHeader, Block, Commit};
 use bulwark_types::tendermint::{node, validator, Genesis, Hash, PublicKey};

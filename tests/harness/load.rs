@@ -5,9 +5,9 @@
 //! loop: a slow network does not slow the offer). A watcher reads every committed block from
 //! node 0 and matches its transactions to their send times: latency is send to seen-committed.
 
+use crate::rpc::RpcClient;
 use anyhow::{anyhow, bail, Result};
 use base64::Engine as _;
-use harness::rpc::RpcClient;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,9 +31,11 @@ fn tx_id(tx: &[u8]) -> Option<u64> {
 pub struct LoadConfig {
     /// Offered transactions per second, over all nodes (0: none).
     pub rate: f64,
+    /// Bytes per transaction.
     pub tx_bytes: usize,
     /// Measured window starts after this.
     pub warmup: Duration,
+    /// How long to offer load.
     pub duration: Duration,
     /// Distinguishes runs against the same chain (tx ids must not repeat).
     pub run: u64,
@@ -42,24 +44,34 @@ pub struct LoadConfig {
 /// Live figures, for a progress line.
 #[derive(Clone, Debug, Default)]
 pub struct Progress {
+    /// Since the start.
     pub elapsed: Duration,
+    /// The height node 0 reached.
     pub height: u64,
+    /// Transactions committed.
     pub committed: u64,
+    /// Transactions offered.
     pub offered: u64,
+    /// Transactions refused.
     pub refused: u64,
     /// Committed tx/s over the last second.
     pub recent_tx_per_s: f64,
+    /// Median commit latency so far.
     pub latency_p50_ms: f64,
 }
 
 /// What a run measured.
 #[derive(Clone, Debug, Default)]
 pub struct LoadReport {
+    /// Transactions offered.
     pub offered: u64,
+    /// Transactions refused.
     pub refused: u64,
     /// Why the first refused transaction was refused.
     pub first_refusal: Option<String>,
+    /// Transactions committed.
     pub committed: u64,
+    /// The height node 0 reached.
     pub height: u64,
     /// Committed tx/s inside the measured window.
     pub tx_per_s: f64,
@@ -70,6 +82,7 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
+    /// The latency (ms) at quantile `p` (0..=1).
     pub fn percentile(&self, p: f64) -> f64 {
         if self.latencies_ms.is_empty() {
             return 0.0;

@@ -3,7 +3,7 @@
 
 use bulwark_app::kvstore::KvStore;
 use bulwark_app::Application;
-use bulwark_node::mempool::{tx_hash, AddError, Mempool, MempoolConfig};
+use bulwark_mempool::{tx_hash, AddError, Mempool, MempoolConfig};
 use bulwark_types::tendermint::abci::{request, types::CommitInfo};
 use bulwark_types::tendermint::{account, block, Hash, Time};
 use bytes::Bytes;
