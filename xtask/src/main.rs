@@ -36,6 +36,9 @@ enum Cmd {
     Measure(MeasureArgs),
     /// Boot validators as VMs from target/image and watch them reach consensus.
     Qemu(qemu::QemuArgs),
+    /// Plant each bug of `bulwark_consensus::mutation` in turn and show the simulator catches
+    /// it; the last line is `mutants: caught C of T`.
+    Mutants,
     /// Measure and write the figures in docs/BENCHMARKS.md.
     Bench(bench::BenchArgs),
     /// Regenerate the simulated PSP's ARK/ASK from the published seed into
@@ -97,6 +100,7 @@ fn main() -> Result<()> {
         Cmd::Measure(args) => measure(args),
         Cmd::Qemu(args) => qemu::run(args),
         Cmd::SimulatedRoot => simulated_root(),
+        Cmd::Mutants => mutants(),
     }
 }
 
@@ -179,6 +183,23 @@ fn test(args: TestArgs) -> Result<()> {
         })?;
         sims += 1;
     }
+    // The node's real engines: every byzantine behaviour in the mix, storage faults, the
+    // checker's invariants (issue 11: at least 2,000 seeds in CI).
+    for (seeds, validators, byzantine) in [(1_600, 4, 1), (400, 7, 2)] {
+        eprintln!("xtask: cargo xtask sim --engine --seeds {seeds} --validators {validators} --byzantine {byzantine}");
+        sim::run(sim::SimArgs {
+            seeds,
+            validators,
+            byzantine,
+            engine: true,
+            ..sim::SimArgs::default()
+        })?;
+        sims += 1;
+    }
+    // Planted bugs: each must be caught by the engine simulator.
+    eprintln!("xtask: cargo xtask mutants");
+    mutants()?;
+    sims += 1;
     // The image end to end (tests/vm.rs): built from pinned inputs, 4 validator VMs boot under
     // QEMU (q35, UEFI, the SEV-SNP device options), commit together, and power off cleanly.
     // It is an ignored test so that a plain `cargo test` says it did not run instead of failing
@@ -208,6 +229,49 @@ fn test(args: TestArgs) -> Result<()> {
         p1 + p2 + p3 + sims,
         f1 + f2 + f3
     );
+    Ok(())
+}
+
+/// `cargo xtask mutants`: the planted-mutant check (a build of the engine simulator with the
+/// `mutants` feature, then its mutants test, whose report ends with the caught count).
+fn mutants() -> Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cargo()
+        .args([
+            "test",
+            "--quiet",
+            "-p",
+            "bulwark-engine-sim",
+            "--features",
+            "mutants",
+            "--test",
+            "mutants",
+            "--",
+            "--nocapture",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting cargo test for the mutants")?;
+    let mut last = None;
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            if line.starts_with("mutant") {
+                eprintln!("{line}");
+            }
+            if line.starts_with("mutants: caught") {
+                last = Some(line);
+            }
+        }
+    }
+    let status = child.wait()?;
+    match last {
+        Some(line) => println!("{line}"),
+        None => bail!("the mutants test printed no result"),
+    }
+    if !status.success() {
+        bail!("a planted mutant was not caught ({status})");
+    }
     Ok(())
 }
 

@@ -49,6 +49,9 @@ pub struct SimArgs {
     /// Engine mode: 5 MiB blocks and an honest validator that misses several of them.
     #[arg(long, requires = "engine")]
     pub full_blocks: bool,
+    /// Engine mode: a long stormy period before GST (many multi-round heights).
+    #[arg(long, requires = "engine")]
+    pub stormy: bool,
 }
 
 impl Default for SimArgs {
@@ -66,6 +69,7 @@ impl Default for SimArgs {
             threads: None,
             engine: false,
             full_blocks: false,
+            stormy: false,
         }
     }
 }
@@ -171,6 +175,7 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
     config.behaviour = behaviour;
     config.trace = args.trace;
     config.full_blocks = args.full_blocks;
+    config.stormy = args.stormy;
     if !config.within_fault_bound() {
         eprintln!(
             "sim: {} byzantine of {} exceeds f = {}: violations are expected (negative control), liveness is not checked",

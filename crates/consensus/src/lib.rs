@@ -10,6 +10,7 @@
 //! becomes an event, and `Validity` reflects the driver's checks of the proposed value.
 //! Everything else (membership, proposer, rounds, duplicates, conflicts) the core checks itself.
 
+pub mod mutation;
 pub mod state;
 pub mod types;
 pub mod validators;

@@ -14,6 +14,7 @@
 //!   an equivocating proposer at most [`MAX_PROPOSALS_PER_ROUND`] proposals a round, so a
 //!   byzantine validator cannot make the core's memory grow without bound.
 
+use crate::mutation::{active, Mutant};
 use crate::types::{
     Height, Proposal, Round, SignedProposal, SignedVote, ValidatorIndex, Validity, ValueId, Vote,
     VoteKind,
@@ -329,7 +330,9 @@ impl Consensus {
     /// above the current one (`None` beyond: nothing from such a round can matter yet).
     pub fn proposer(&mut self, round: Round) -> Option<ValidatorIndex> {
         let s = self.state.as_mut()?;
-        if round.0 > s.round.0.saturating_add(PROPOSER_LOOKAHEAD) {
+        if round.0 > s.round.0.saturating_add(PROPOSER_LOOKAHEAD)
+            && !active(Mutant::AnyRoundProposal)
+        {
             return None;
         }
         Some(s.schedule.proposer(round))
@@ -531,7 +534,8 @@ impl HeightState {
     fn admits_proposal(&mut self, p: &Proposal) -> bool {
         if self.step == Step::Decided
             || p.height != self.height
-            || p.round.0 > self.round.0.saturating_add(PROPOSER_LOOKAHEAD)
+            || (p.round.0 > self.round.0.saturating_add(PROPOSER_LOOKAHEAD)
+                && !active(Mutant::AnyRoundProposal))
             || self.validators.get(p.proposer).is_none()
             || p.pol_round.is_some_and(|vr| vr >= p.round)
             || !self.admits_round(p.proposer, p.round)
@@ -723,7 +727,7 @@ impl HeightState {
                     // Line 23.
                     let free = match self.locked {
                         None => true,
-                        Some((_, locked_value)) => locked_value == v,
+                        Some((_, locked_value)) => locked_value == v || active(Mutant::IgnoreLock),
                     };
                     prevote = Some((valid && free).then_some(v));
                 }
@@ -732,14 +736,19 @@ impl HeightState {
                         .rounds
                         .get(&vr)
                         .is_some_and(|r| r.prevotes.has_quorum_for(&self.validators, Some(v)));
-                    if !polka {
+                    if !polka && !active(Mutant::MissingPolAsPresent) {
                         continue;
                     }
                     // Line 29.
                     let free = match self.locked {
                         None => true,
                         Some((locked_round, locked_value)) => {
-                            locked_round <= vr || locked_value == v
+                            let pol_recent = if active(Mutant::LockedRoundStrictlyBelowPol) {
+                                locked_round < vr
+                            } else {
+                                locked_round <= vr
+                            };
+                            pol_recent || locked_value == v || active(Mutant::IgnoreLockWithPol)
                         }
                     };
                     prevote = Some((valid && free).then_some(v));
@@ -880,7 +889,12 @@ impl HeightState {
                 .filter(|i| rs.has_message_from(*i))
                 .map(|i| self.validators.power(i))
                 .sum();
-            if self.validators.is_one_third(power) {
+            let skip = if active(Mutant::RoundSkipOnOneValidator) {
+                power > 0
+            } else {
+                self.validators.is_one_third(power)
+            };
+            if skip {
                 target = Some(*round);
                 break;
             }

@@ -67,6 +67,15 @@ impl Tally {
                     return AddVote::ConflictAgain;
                 }
                 self.equivocated[i] = true;
+                if crate::mutation::active(crate::mutation::Mutant::CountEquivocatorsSecondVote) {
+                    match vote.message.value {
+                        None => self.nil_power += power,
+                        Some(v) => match self.value_power.iter_mut().find(|(id, _)| *id == v) {
+                            Some((_, p)) => *p += power,
+                            None => self.value_power.push((v, power)),
+                        },
+                    }
+                }
                 AddVote::Conflict(Box::new(DuplicateVote {
                     first: existing.clone(),
                     second: vote,

@@ -51,12 +51,26 @@ pub enum Behaviour {
     /// As proposer, a decoy proposal (another part-set header, no parts) to half the peers
     /// before its real one (L7).
     EquivocatingProposer,
+    /// As proposer, always a fresh block without a POL, whatever its lock.
+    FreshProposal,
+    /// As proposer, a fresh block claiming a POL in the round before, which has none.
+    FakePol,
+    /// On every proposal it sees, a prevote for the next round (a round skip needs f + 1
+    /// validators; this is one).
+    FutureRoundVotes,
+    /// Withholds its precommits (so polkas need not end in decisions) and, as proposer,
+    /// re-proposes the value of the oldest polka it saw at this height with that polka's round
+    /// as POL: genuine, but older than what others may be locked on since.
+    StalePol,
+    /// Proposals for round 2²⁴: beyond the lookahead, and costly only to a node that steps
+    /// the proposer that far.
+    LargeRound,
     /// A different one of the above at every height.
     Mixed,
 }
 
 /// Every behaviour, for random choice.
-pub const BEHAVIOURS: [Behaviour; 17] = [
+pub const BEHAVIOURS: [Behaviour; 22] = [
     Behaviour::Silent,
     Behaviour::RandomPrevote,
     Behaviour::RandomPrecommit,
@@ -73,6 +87,11 @@ pub const BEHAVIOURS: [Behaviour; 17] = [
     Behaviour::StatusFlood,
     Behaviour::ForgedDecidedBlocks,
     Behaviour::EquivocatingProposer,
+    Behaviour::FreshProposal,
+    Behaviour::FakePol,
+    Behaviour::FutureRoundVotes,
+    Behaviour::StalePol,
+    Behaviour::LargeRound,
     Behaviour::Mixed,
 ];
 
@@ -95,6 +114,11 @@ pub fn behaviour_name(b: Behaviour) -> &'static str {
         Behaviour::StatusFlood => "status-flood",
         Behaviour::ForgedDecidedBlocks => "forged-decided-blocks",
         Behaviour::EquivocatingProposer => "equivocating-proposer",
+        Behaviour::FreshProposal => "fresh-proposal",
+        Behaviour::FakePol => "fake-pol",
+        Behaviour::FutureRoundVotes => "future-round-votes",
+        Behaviour::StalePol => "stale-pol",
+        Behaviour::LargeRound => "large-round",
         Behaviour::Mixed => "mixed",
     }
 }
@@ -137,6 +161,10 @@ pub struct Adversary {
     behind: BTreeMap<usize, u64>,
     /// Height whose behaviour `Mixed` is playing, and the behaviour.
     mixed: (u64, Behaviour),
+    /// Proposals seen: (height, round) → block id.
+    proposals: BTreeMap<(i64, i32), pb::BlockId>,
+    /// Parts seen: (height, round) → parts.
+    parts: BTreeMap<(i64, u32), Vec<pb::Part>>,
 }
 
 impl Adversary {
@@ -161,6 +189,8 @@ impl Adversary {
             flooded: None,
             behind: BTreeMap::new(),
             mixed: (0, Behaviour::Silent),
+            proposals: BTreeMap::new(),
+            parts: BTreeMap::new(),
         }
     }
 
@@ -272,9 +302,168 @@ impl Adversary {
         Some(out)
     }
 
-    /// Sees a message its engine receives.
-    pub fn incoming(&mut self, from: usize, payload: &Payload) {
+    /// Instead of the proposal its engine made (which may re-propose what it is locked on), a
+    /// valid block nobody saw yet, with `pol` as its POL round (-1: none).
+    fn fresh_proposal(
+        &mut self,
+        engine: &Engine,
+        raw: &pb::Proposal,
+        pol: i32,
+    ) -> Option<Vec<(Dest, Payload)>> {
+        use prost::Message;
+        let state = engine.state();
+        let last_commit = if state.last_block_height >= state.initial_height {
+            let bytes = engine.blocks().commit(state.last_block_height).ok()??;
+            Some(block::Commit::try_from(pb::Commit::decode(bytes.as_slice()).ok()?).ok()?)
+        } else {
+            None
+        };
+        let time = state.next_block_time(last_commit.as_ref());
+        let tx = format!("fresh{}.{}={}", raw.height, raw.round, self.rng.next_u64()).into_bytes();
+        let (block, id, _) = state
+            .make_block(vec![tx], last_commit, engine.address(), time)
+            .ok()?;
+        let mut proposal = self.signed_proposal(raw.height, raw.round, id.into())?;
+        if pol >= 0 {
+            proposal.pol_round = pol;
+            let mut p = proposal::Proposal::try_from(proposal).ok()?;
+            p.signature = None;
+            sign_proposal(&self.key, &mut p, &self.chain_id);
+            proposal = p.into();
+        }
+        let round = u32::try_from(raw.round).ok()?;
+        let mut out = vec![(Dest::All, Payload::Proposal(proposal))];
+        let (_, parts) = block_to_parts(&block).ok()?;
+        for part in parts {
+            out.push((
+                Dest::All,
+                Payload::BlockPart(wire::BlockPart {
+                    height: block.header.height.value(),
+                    round,
+                    part: Some(part),
+                }),
+            ));
+        }
+        Some(out)
+    }
+
+    /// The oldest polka of this height below `raw`'s round whose block it has seen, proposed
+    /// again in `raw`'s round with that polka's round as POL, with the parts and the polka's
+    /// votes as a certificate.
+    fn stale_proposal(
+        &mut self,
+        engine: &Engine,
+        raw: &pb::Proposal,
+    ) -> Option<Vec<(Dest, Payload)>> {
+        let infos = engine.state().validator_infos.validators();
+        let total: u64 = infos.iter().map(|v| v.power()).sum();
+        let mut by_round: BTreeMap<(i32, Vec<u8>), (u64, Vec<pb::Vote>, Vec<i32>)> =
+            BTreeMap::new();
+        for v in self.votes.iter().filter(|v| {
+            v.height == raw.height
+                && v.round < raw.round
+                && v.r#type == pb::SignedMsgType::Prevote as i32
+        }) {
+            let Some(id) = v.block_id.as_ref().filter(|b| !b.hash.is_empty()) else {
+                continue;
+            };
+            let entry = by_round.entry((v.round, id.hash.clone())).or_default();
+            if entry.2.contains(&v.validator_index) {
+                continue;
+            }
+            entry.2.push(v.validator_index);
+            entry.0 += infos
+                .get(v.validator_index as usize)
+                .map_or(0, |i| i.power());
+            entry.1.push(v.clone());
+        }
+        let ((vr, hash), (_, votes, _)) = by_round
+            .into_iter()
+            .find(|(_, (power, _, _))| 3 * u128::from(*power) > 2 * u128::from(total))?;
+        if raw.block_id.as_ref().is_some_and(|b| b.hash == hash) {
+            return None;
+        }
+        let (&(_, proposed_in), id) = self
+            .proposals
+            .iter()
+            .find(|((h, _), id)| *h == raw.height && id.hash == hash)?;
+        let parts = self
+            .parts
+            .get(&(raw.height, u32::try_from(proposed_in).ok()?))?;
+        let round = u32::try_from(raw.round).ok()?;
+        let mut p = proposal::Proposal::try_from(self.signed_proposal(
+            raw.height,
+            raw.round,
+            id.clone(),
+        )?)
+        .ok()?;
+        p.pol_round = Some(bulwark_types::tendermint::block::Round::try_from(vr).ok()?);
+        p.signature = None;
+        sign_proposal(&self.key, &mut p, &self.chain_id);
+        let mut out = vec![
+            (Dest::All, Payload::Proposal(p.into())),
+            (Dest::All, Payload::Certificate(wire::Certificate { votes })),
+        ];
+        for part in parts {
+            out.push((
+                Dest::All,
+                Payload::BlockPart(wire::BlockPart {
+                    height: raw.height as u64,
+                    round,
+                    part: Some(part.clone()),
+                }),
+            ));
+        }
+        Some(out)
+    }
+
+    /// Sees a message its engine receives; what it sends at once in reply.
+    pub fn incoming(
+        &mut self,
+        engine: &Engine,
+        from: usize,
+        payload: &Payload,
+    ) -> Vec<(Dest, Payload)> {
+        if self.now_playing(engine) == Behaviour::FutureRoundVotes {
+            if let Payload::Proposal(p) = payload {
+                let vote = pb::Vote {
+                    r#type: pb::SignedMsgType::Prevote as i32,
+                    height: p.height,
+                    round: p.round.saturating_add(1),
+                    block_id: None,
+                    timestamp: Some(engine.state().last_block_time.into()),
+                    validator_address: engine.address().as_bytes().to_vec(),
+                    validator_index: engine.consensus().me().map_or(0, |i| i.0 as i32),
+                    signature: vec![],
+                    extension: vec![],
+                    extension_signature: vec![],
+                };
+                if let Some(v) = self.resign_vote(&vote, |_| {}) {
+                    return vec![(Dest::All, Payload::Vote(v))];
+                }
+            }
+        }
+        self.observe(from, payload);
+        vec![]
+    }
+
+    fn observe(&mut self, from: usize, payload: &Payload) {
         match payload {
+            Payload::Proposal(p) => {
+                if let Some(id) = p.block_id.clone() {
+                    if self.proposals.len() < 256 {
+                        self.proposals.insert((p.height, p.round), id);
+                    }
+                }
+            }
+            Payload::BlockPart(b) => {
+                if let (Ok(h), Some(part)) = (i64::try_from(b.height), b.part.clone()) {
+                    let kept = self.parts.entry((h, b.round)).or_default();
+                    if kept.len() < 128 && !kept.iter().any(|p| p.index == part.index) {
+                        kept.push(part);
+                    }
+                }
+            }
             Payload::Vote(v) => {
                 if self.votes.len() >= KEPT_VOTES {
                     self.votes.pop_front();
@@ -288,18 +477,23 @@ impl Adversary {
         }
     }
 
-    /// What goes out instead of one message its engine sends to everyone.
-    pub fn outgoing(&mut self, engine: &Engine, payload: Payload) -> Vec<(Dest, Payload)> {
+    /// What goes out instead of one message its engine sends; `relayed`: a reply to one peer
+    /// (its engine relays what it saw, others' messages included, that way only).
+    pub fn outgoing(
+        &mut self,
+        engine: &Engine,
+        payload: Payload,
+        relayed: bool,
+    ) -> Vec<(Dest, Payload)> {
         let playing = self.now_playing(engine);
         let keep = |p: Payload| vec![(Dest::All, p)];
-        // Messages of other validators it relays pass unchanged: it can only sign as itself.
-        let own = match &payload {
-            Payload::Vote(v) => v.validator_address == engine.address().as_bytes(),
-            Payload::Proposal(p) => p.round >= 0 && engine.own_block(p.round as u32).is_some(),
-            Payload::BlockPart(b) => engine.own_block(b.round).is_some(),
-            _ => true,
-        };
-        if !own && playing != Behaviour::Silent {
+        // Consensus messages it relays pass unchanged: they may be others', and it can only
+        // sign as itself.
+        let consensus = matches!(
+            payload,
+            Payload::Vote(_) | Payload::Proposal(_) | Payload::BlockPart(_)
+        );
+        if relayed && consensus && playing != Behaviour::Silent {
             return keep(payload);
         }
         match (playing, payload) {
@@ -327,10 +521,14 @@ impl Adversary {
                 } else {
                     Some(self.random_block_id())
                 };
-                let mut out = vec![(Dest::Some(a), Payload::Vote(v.clone()))];
+                // Half the peers get its vote; the other half get a conflicting one first and
+                // then the vote too, so some count one and see the other as evidence.
+                let mut out = vec![];
                 if let Some(conflict) = self.resign_vote(&v, |v| v.block_id = other) {
-                    out.push((Dest::Some(b), Payload::Vote(conflict)));
+                    out.push((Dest::Some(b.clone()), Payload::Vote(conflict)));
                 }
+                out.push((Dest::Some(a), Payload::Vote(v.clone())));
+                out.push((Dest::Some(b), Payload::Vote(v)));
                 out
             }
             (
@@ -410,6 +608,26 @@ impl Adversary {
                 out.push((Dest::All, Payload::Proposal(p)));
                 out
             }
+            (Behaviour::FreshProposal | Behaviour::FakePol, Payload::Proposal(p)) => {
+                let pol = if playing == Behaviour::FakePol {
+                    p.round - 1
+                } else {
+                    -1
+                };
+                self.fresh_proposal(engine, &p, pol)
+                    .unwrap_or_else(|| keep(Payload::Proposal(p)))
+            }
+            (Behaviour::FreshProposal | Behaviour::FakePol, Payload::BlockPart(_)) => vec![],
+            (Behaviour::StalePol, Payload::Vote(v)) => {
+                if v.r#type == pb::SignedMsgType::Precommit as i32 {
+                    return vec![];
+                }
+                self.observe(self.me, &Payload::Vote(v.clone()));
+                keep(Payload::Vote(v))
+            }
+            (Behaviour::StalePol, Payload::Proposal(p)) => self
+                .stale_proposal(engine, &p)
+                .unwrap_or_else(|| keep(Payload::Proposal(p))),
             (Behaviour::ForgedDecidedBlocks, Payload::DecidedBlock(d)) => {
                 let mut forged = (*d).clone();
                 if self.rng.chance(0.5) {
@@ -439,20 +657,25 @@ impl Adversary {
             return vec![];
         };
         match playing {
-            Behaviour::HugeRound => {
+            Behaviour::HugeRound | Behaviour::LargeRound => {
+                let huge = if playing == Behaviour::HugeRound {
+                    i32::MAX
+                } else {
+                    1 << 24
+                };
                 let mut out = vec![];
                 let id = self.random_block_id();
                 let garbage = pb::Proposal {
                     r#type: pb::SignedMsgType::Proposal as i32,
                     height: h,
-                    round: i32::MAX,
+                    round: huge,
                     pol_round: -1,
                     block_id: Some(id.clone()),
                     timestamp: Some(Time::unix_epoch().into()),
                     signature: self.random_hash().repeat(2),
                 };
                 out.push((Dest::All, Payload::Proposal(garbage)));
-                if let Some(signed) = self.signed_proposal(h, i32::MAX, id) {
+                if let Some(signed) = self.signed_proposal(h, huge, id) {
                     out.push((Dest::All, Payload::Proposal(signed)));
                 }
                 out

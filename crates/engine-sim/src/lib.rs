@@ -617,7 +617,7 @@ impl Sim {
                     Dest::All => None,
                 };
                 adversary
-                    .outgoing(engine, payload)
+                    .outgoing(engine, payload, single.is_some())
                     .into_iter()
                     .map(|(d, p)| match (&single, d) {
                         (Some(to), Dest::All) => (Dest::Some(to.clone()), p),
@@ -753,8 +753,13 @@ impl Sim {
                 if self.nodes[to].engine.is_none() {
                     return;
                 }
-                if let Some(a) = self.nodes[to].adversary.as_mut() {
-                    a.incoming(from, &payload);
+                let node = &mut self.nodes[to];
+                let replies = match (node.adversary.as_mut(), node.engine.as_ref()) {
+                    (Some(a), Some(e)) => a.incoming(e, from, &payload),
+                    _ => vec![],
+                };
+                for (d, p) in replies {
+                    self.broadcast(to, d, p);
                 }
                 self.feed(to, Input::Peer(from as u64, payload));
             }
@@ -973,9 +978,16 @@ fn stored(engine: &Engine, height: u64) -> Result<(Block, Commit), String> {
     ))
 }
 
-/// Runs the world of `seed` and checks it.
+/// Runs the world of `seed` and checks it (under `config.mutant`, if one is planted).
 pub fn run(seed: u64, config: &EngineSimConfig) -> Result<Outcome, SimError> {
-    Ok(Sim::new(seed, config)?.run())
+    if !bulwark_consensus::mutation::plant(config.mutant) {
+        return Err(SimError::Setup(
+            "a planted mutant needs the `mutants` feature (cargo xtask mutants)".into(),
+        ));
+    }
+    let outcome = Sim::new(seed, config).map(Sim::run);
+    bulwark_consensus::mutation::plant(None);
+    outcome
 }
 
 /// The command that replays `seed` under `config`.
@@ -986,6 +998,12 @@ pub fn replay_command(seed: u64, config: &EngineSimConfig) -> String {
     );
     if let Some(b) = config.behaviour {
         cmd += &format!(" --behaviour {}", byzantine::behaviour_name(b));
+    }
+    if config.full_blocks {
+        cmd += " --full-blocks";
+    }
+    if config.stormy {
+        cmd += " --stormy";
     }
     cmd + " --trace"
 }

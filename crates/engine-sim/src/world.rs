@@ -23,6 +23,11 @@ pub struct EngineSimConfig {
     /// Full-size blocks above the default frame limit, and an honest validator that misses
     /// several of them and must catch up by block sync (review H2).
     pub full_blocks: bool,
+    /// A long stormy period before GST (heavy drops and delays, no outages): many heights
+    /// need several rounds, the situations the locking rules are for.
+    pub stormy: bool,
+    /// A planted bug to run under (`mutants` feature only; see `bulwark_consensus::mutation`).
+    pub mutant: Option<bulwark_consensus::mutation::Mutant>,
     /// No outages, GST at 0, small delays and a `timeout_commit` above them: the steady
     /// state of a healthy network.
     pub calm: bool,
@@ -39,6 +44,8 @@ impl EngineSimConfig {
             cpu_budget_ms: 2_000,
             trace: false,
             full_blocks: false,
+            mutant: None,
+            stormy: false,
             calm: false,
         }
     }
@@ -243,6 +250,14 @@ impl World {
         let (mut block_max_bytes, mut initial_txs) = (1 << 20, 0);
         let (mut tx_per_s, mut tx_bytes) = (tx_per_s, tx_bytes);
         let (mut gst, mut delta, mut timeout_commit_ms) = (gst, delta, timeout_commit_ms);
+        let (mut drop, mut max_delay_before_gst) = (drop, max_delay_before_gst);
+        if config.stormy {
+            outages.clear();
+            partitions.clear();
+            gst = rng.range(8_000, 12_000);
+            drop = 0.2 + rng.below(20) as f64 / 100.0;
+            max_delay_before_gst = rng.range(100, 300);
+        }
         if config.calm {
             outages.clear();
             start_at.iter_mut().for_each(|s| *s = 0);

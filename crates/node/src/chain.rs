@@ -3,6 +3,7 @@
 //! an executed block moves the state on (CometBFT's `state.State`, `MakeBlock`,
 //! `validateBlock` and `updateState`).
 
+use bulwark_consensus::mutation::{active, Mutant};
 use bulwark_consensus::{Decision, Signature as CoreSignature, ValidatorSet as CoreSet, VoteKind};
 use bulwark_types::convert::value_id;
 use bulwark_types::hashes::{
@@ -325,7 +326,7 @@ impl ChainState {
             ));
         }
         let expected_time = self.next_block_time(block.last_commit.as_ref());
-        if h.time != expected_time {
+        if h.time != expected_time && !active(Mutant::AcceptAnyBlockTime) {
             return Err(mismatch("time", expected_time, h.time));
         }
         if self.next_height() > self.initial_height && h.time <= self.last_block_time {
@@ -522,6 +523,11 @@ pub fn commit_from_decision(
                     signature: Some(signature),
                 },
                 None => CommitSig::BlockIdFlagNil {
+                    validator_address: info.address,
+                    timestamp,
+                    signature: Some(signature),
+                },
+                Some(_) if active(Mutant::KeepMismatchedPrecommit) => CommitSig::BlockIdFlagNil {
                     validator_address: info.address,
                     timestamp,
                     signature: Some(signature),

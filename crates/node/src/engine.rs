@@ -680,7 +680,11 @@ impl Engine {
         let Ok(round) = u32::try_from(raw.round) else {
             return Ok(vec![]);
         };
-        if round > current.saturating_add(1) {
+        if round > current.saturating_add(1)
+            && !bulwark_consensus::mutation::active(
+                bulwark_consensus::mutation::Mutant::AnyRoundProposal,
+            )
+        {
             return Ok(vec![]);
         }
         let Ok(p) = proposal::Proposal::try_from(raw.clone()) else {
