@@ -199,7 +199,8 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
     let minimum = SimulatedPsp::new([0; 32], [0; 48]).tcb;
     for home in &homes {
         let mut g = genesis(home);
-        g["attestation"]["minimum_tcb"] = serde_json::to_value(minimum).unwrap();
+        g["attestation"]["products"]["Milan"]["minimum_tcb"] =
+            serde_json::to_value(minimum).unwrap();
         std::fs::write(
             home.join("config/genesis.json"),
             serde_json::to_string_pretty(&g).unwrap(),

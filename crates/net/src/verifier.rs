@@ -130,6 +130,7 @@ pub fn verify_peer_certificate(
         },
         &policy.attestation,
         &Binding::ReportData(binding),
+        now_unix,
         cache,
     )
     .map_err(PeerRejected::Attestation)?;
