@@ -361,6 +361,10 @@ pub struct SimulatedPsp {
     pub vcek_issued_to: Option<Vec<u8>>,
     /// The VCEK certificate's validity window (Unix seconds); `None`: 2020–2070.
     pub vcek_validity: Option<(u64, u64)>,
+    /// The issuer name written into the VCEK certificate (an RFC 4514 string), when a host
+    /// hands out a certificate that names another issuer; `None`: the simulated ASK's. It is
+    /// signed by the simulated ASK either way.
+    pub vcek_issuer: Option<String>,
 }
 
 impl SimulatedPsp {
@@ -427,6 +431,7 @@ impl SimulatedPsp {
             vcek_issued_for: None,
             vcek_issued_to: None,
             vcek_validity: None,
+            vcek_issuer: None,
         }
     }
 
@@ -502,7 +507,10 @@ impl SimulatedPsp {
             version: Version::V3,
             serial_number: SerialNumber::new(&serial).map_err(|e| err(e.to_string()))?,
             signature: pss_algorithm()?,
-            issuer: roots.ask.tbs_certificate.subject.clone(),
+            issuer: match &self.vcek_issuer {
+                Some(dn) => name(dn)?,
+                None => roots.ask.tbs_certificate.subject.clone(),
+            },
             validity: validity(self.vcek_validity.unwrap_or(LONG_VALIDITY))?,
             subject: name(&format!(
                 "CN={SIMULATED_VCEK_CN},O=Bulwark simulated PSP (not AMD)"

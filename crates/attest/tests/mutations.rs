@@ -181,6 +181,62 @@ fn truncated_oversized_and_garbage_inputs_are_rejected_by_size_or_certificate() 
     );
 }
 
+/// The genuine VCEK with bytes of its encoding replaced (its issuer signature then no longer
+/// verifies, so a check that runs before the chain check must name the change).
+fn with_cert_bytes(edit: impl Fn(&mut Vec<u8>)) -> Evidence {
+    let mut e = good();
+    edit(&mut e.endorsement_cert);
+    e
+}
+
+/// Every position of `needle` in `der`.
+fn positions(der: &[u8], needle: &[u8]) -> Vec<usize> {
+    der.windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn a_certificate_of_another_x509_version_is_refused_by_name() {
+    // TBSCertificate starts `A0 03 02 01 02` (explicit version 2, i.e. v3); make it v2.
+    let e = with_cert_bytes(|der| {
+        let at = positions(der, &[0xA0, 0x03, 0x02, 0x01, 0x02])[0];
+        der[at + 4] = 0x01;
+    });
+    assert_eq!(
+        reject(&e, &strict(), &Binding::Unchecked),
+        RejectReason::CertificateVersion("V2".into())
+    );
+}
+
+#[test]
+fn pss_parameters_other_than_amds_are_refused_by_name() {
+    // The salt length `A2 03 02 01 30` (48) appears in the signed and the outer algorithm.
+    let salt = [0xA2, 0x03, 0x02, 0x01, 0x30];
+    assert_eq!(positions(&good().endorsement_cert, &salt).len(), 2);
+    // Both changed to 32: AMD never signs with that.
+    let both = with_cert_bytes(|der| {
+        for at in positions(der, &salt) {
+            der[at + 4] = 0x20;
+        }
+    });
+    assert_eq!(
+        reject(&both, &strict(), &Binding::Unchecked),
+        RejectReason::SignatureParameters("PSS salt length 32 is not 48".into())
+    );
+    // Only the signed one changed: the two algorithm identifiers differ.
+    let inner = with_cert_bytes(|der| {
+        let at = positions(der, &salt)[0];
+        der[at + 4] = 0x20;
+    });
+    assert_eq!(
+        reject(&inner, &strict(), &Binding::Unchecked).check(),
+        "signature_parameters"
+    );
+}
+
 #[test]
 fn a_vcek_of_another_chip_does_not_verify_the_report() {
     let mut e = good();

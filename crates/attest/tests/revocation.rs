@@ -169,6 +169,21 @@ fn a_crl_from_the_wrong_roots_never_counts() {
 }
 
 #[test]
+fn a_genuine_crl_filed_under_another_product_line_is_refused_at_verification() {
+    // AMD's Genoa list put under Milan in a policy built in code: the Milan chain is not
+    // checked against another line's list.
+    let mut policy = common::fits_virtee();
+    policy.revocation.crls.insert(
+        Product::Milan,
+        Crl::from_der(&data("amd-crl", "genoa.crl.der")).unwrap(),
+    );
+    assert_eq!(
+        verify(&common::virtee(), &policy, &Binding::Unchecked, MID_2025).unwrap_err(),
+        RejectReason::CrlIssuer(Product::Milan)
+    );
+}
+
+#[test]
 fn a_policy_carries_its_crls_through_json() {
     let mut policy = Policy::strict_template(vec![HexBytes([1; 48])]);
     policy.revocation.crls.insert(

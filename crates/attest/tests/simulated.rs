@@ -591,6 +591,27 @@ fn a_turin_chip_id_must_be_zero_after_its_eight_byte_hardware_id() {
 }
 
 #[test]
+fn an_expired_intermediate_or_root_is_refused_even_for_a_valid_vcek() {
+    // The simulated ASK and ARK are valid 2020-01-01 .. 2070-01-01; a VCEK valid to 2100
+    // checked in 2075 outlives them.
+    let mut p = psp();
+    p.vcek_validity = Some((NOW, 4_102_444_800));
+    let data = [0x5a; 64];
+    let e = p.evidence(data).unwrap();
+    check(&p, &sim_policy()).unwrap();
+    let in_2075 = 3_313_526_400;
+    assert_eq!(
+        verify(&e, &sim_policy(), &Binding::ReportData(data), in_2075).unwrap_err(),
+        RejectReason::CertificateValidity {
+            certificate: "ASK",
+            not_before: 1_577_836_800,
+            not_after: 3_155_760_000,
+            now: in_2075
+        }
+    );
+}
+
+#[test]
 fn a_vcek_from_another_simulated_chip_does_not_verify() {
     let data = [1; 64];
     let mut e = psp().evidence(data).unwrap();
