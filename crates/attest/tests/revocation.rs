@@ -48,6 +48,23 @@ fn a_crl_altered_anywhere_in_its_signed_part_is_refused() {
         Crl::from_der(&forged),
         Err(CrlError::Signature(_))
     ));
+    // AMD signs with a 48-byte salt (`A2 03 02 01 30`, in the signed and the outer algorithm);
+    // a list claiming 32 is refused for its parameters before its signature is tried.
+    let salt = [0xA2, 0x03, 0x02, 0x01, 0x30];
+    let mut other_salt = der.clone();
+    let at: Vec<usize> = (0..der.len() - salt.len())
+        .filter(|i| der[*i..i + salt.len()] == salt)
+        .collect();
+    assert_eq!(at.len(), 2);
+    for i in at {
+        other_salt[i + 4] = 0x20;
+    }
+    assert_eq!(
+        Crl::from_der(&other_salt),
+        Err(CrlError::SignatureParameters(
+            "PSS salt length 32 is not 48".into()
+        ))
+    );
     let mut truncated = der;
     truncated.truncate(100);
     assert!(matches!(
