@@ -365,6 +365,9 @@ pub struct SimulatedPsp {
     /// hands out a certificate that names another issuer; `None`: the simulated ASK's. It is
     /// signed by the simulated ASK either way.
     pub vcek_issuer: Option<String>,
+    /// The subject name written into the VCEK certificate; `None`: AMD's shape with the
+    /// simulated common name.
+    pub vcek_subject: Option<String>,
 }
 
 impl SimulatedPsp {
@@ -432,6 +435,7 @@ impl SimulatedPsp {
             vcek_issued_to: None,
             vcek_validity: None,
             vcek_issuer: None,
+            vcek_subject: None,
         }
     }
 
@@ -512,9 +516,9 @@ impl SimulatedPsp {
                 None => roots.ask.tbs_certificate.subject.clone(),
             },
             validity: validity(self.vcek_validity.unwrap_or(LONG_VALIDITY))?,
-            subject: name(&format!(
+            subject: name(self.vcek_subject.as_deref().unwrap_or(&format!(
                 "CN={SIMULATED_VCEK_CN},O=Bulwark simulated PSP (not AMD)"
-            ))?,
+            )))?,
             subject_public_key_info: spki,
             issuer_unique_id: None,
             subject_unique_id: None,

@@ -156,6 +156,18 @@ fn every_guest_policy_check_fires_on_resigned_evidence() {
             |p| p.vcek_issued_for = Some(Tcb { snp: 7, ..p.tcb }),
             none,
         ),
+        // Subjects: AMD's common name under simulated trust, and the right one under another
+        // organisation than the issuer's.
+        (
+            "certificate_subject",
+            |p| p.vcek_subject = Some("CN=SEV-VCEK,O=Bulwark simulated PSP (not AMD)".into()),
+            none,
+        ),
+        (
+            "certificate_subject",
+            |p| p.vcek_subject = Some("CN=SIMULATED-SEV-VCEK,O=Someone else".into()),
+            none,
+        ),
         (
             "hardware_id",
             |p| p.vcek_issued_to = Some(vec![9; 64]),
