@@ -1,12 +1,12 @@
-//! SEV-SNP attestation evidence for Bulwark: the report format ([`report`]), the pinned AMD
-//! roots and endorsement-key certificates ([`certs`]), AMD's revocation lists ([`crl`]), the
-//! network's policy ([`policy`]) and the verifier ([`verify()`]), a pure function that names
-//! the check that failed.
+//! SEV-SNP attestation evidence for Bulwark: the network's policy ([`policy`]), the verifier
+//! ([`verify()`], a pure function that names the check that failed), the evidence sources
+//! ([`source`]: the guest device and the simulated PSP of [`simulated`]). The formats and
+//! pinned roots it builds on come from `bulwark-snp` and are re-exported: the report format
+//! ([`report`]), AMD's roots and endorsement-key certificates ([`certs`]) and revocation
+//! lists ([`crl`]).
 
-pub mod certs;
-pub mod crl;
+pub use bulwark_snp::{certs, crl, report};
 pub mod policy;
-pub mod report;
 pub mod simulated;
 pub mod source;
 mod verify;

@@ -54,15 +54,7 @@ impl<'de, const N: usize> Deserialize<'de> for HexBytes<N> {
 /// A launch measurement (48 bytes).
 pub type Measurement = HexBytes<48>;
 
-/// Which roots evidence must chain to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Trust {
-    /// AMD's pinned roots: real hardware only.
-    Amd,
-    /// The project's simulated root: development networks only.
-    Simulated,
-}
+pub use bulwark_snp::Trust;
 
 /// Which measurements are accepted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

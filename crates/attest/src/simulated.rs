@@ -7,14 +7,14 @@
 //! ASK, itself signed by a simulated ARK (which also signs simulated CRLs): the same shapes as
 //! AMD's, so the verifier runs every one of its checks on simulated evidence too. The
 //! simulated root is the project's own, generated from a published seed
-//! (`cargo xtask simulated-root`) and pinned here, separate from AMD's: a policy with
+//! (`cargo xtask simulated-root`) and pinned in `bulwark-snp`, separate from AMD's: a policy with
 //! `trust: amd` never accepts it, and `trust: simulated` accepts nothing else.
 //!
 //! Nothing about it is secret: the ARK's and ASK's private keys are in the repository.
 //! Simulated evidence proves nothing about where code runs; it exists so that everything else
 //! is exercised, and every field of a report can be set to exercise one check.
 
-use crate::certs::{normalized_serial, validity as cert_validity, Chain, EndorsementCert, KeyKind};
+use crate::certs::EndorsementCert;
 use crate::policy::{current_minimum_tcbs, HexBytes};
 use crate::report::{
     platform_bits, AttestationReport, FirmwareVersion, Product, Tcb, REPORT_SIZE, SIGNED_SIZE,
@@ -25,14 +25,13 @@ use p384::pkcs8::EncodePublicKey;
 use rand_chacha::rand_core::SeedableRng;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rsa::signature::{RandomizedSigner, SignatureEncoding};
-use sev::certs::snp::{Certificate as SevCertificate, Verifiable};
 use sha2::{Digest, Sha384};
 use std::str::FromStr;
 use std::sync::OnceLock;
 use thiserror::Error;
 use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
 use x509_cert::der::asn1::{BitString, GeneralizedTime, Ia5String, OctetString};
-use x509_cert::der::{Decode, DecodePem, Encode, EncodePem};
+use x509_cert::der::{Decode, Encode, EncodePem};
 use x509_cert::ext::Extension;
 use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
@@ -40,10 +39,11 @@ use x509_cert::spki::SubjectPublicKeyInfoOwned;
 use x509_cert::time::{Time, Validity};
 use x509_cert::{Certificate, TbsCertificate, Version};
 
-/// The simulated ARK (self-signed, RSA-4096, RSA-PSS/SHA-384).
-pub const SIMULATED_ARK_PEM: &str = include_str!("../simulated/ark.pem");
-/// The simulated ASK, signed by the simulated ARK.
-pub const SIMULATED_ASK_PEM: &str = include_str!("../simulated/ask.pem");
+pub use bulwark_snp::simulated_root::{
+    chain_to_simulated_root, simulated_ark, simulated_ask_serial, SIMULATED_ARK_PEM,
+    SIMULATED_ASK_PEM, SIMULATED_PRODUCT, SIMULATED_VCEK_CN,
+};
+
 /// The simulated ASK's private key. Public on purpose: simulated evidence proves nothing.
 const SIMULATED_ASK_KEY_PEM: &str = include_str!("../simulated/ask-key-NOT-SECRET.pem");
 /// The simulated ARK's private key (it signs simulated CRLs). Public on purpose.
@@ -51,12 +51,6 @@ pub const SIMULATED_ARK_KEY_PEM: &str = include_str!("../simulated/ark-key-NOT-S
 
 /// The seed the committed simulated root was generated from.
 pub const SIMULATED_ROOT_SEED: &str = "bulwark simulated AMD root v1 (not AMD, not secret)";
-
-/// The product line a simulated CRL is filed under (the simulated root has one ARK).
-pub const SIMULATED_PRODUCT: Product = Product::Milan;
-
-/// The common name of simulated VCEK certificates.
-pub const SIMULATED_VCEK_CN: &str = "SIMULATED-SEV-VCEK";
 
 /// Why the simulated PSP could not do something.
 #[derive(Debug, Error)]
@@ -70,9 +64,8 @@ pub enum SimulatedError {
 }
 
 struct SimRoots {
-    ark: Certificate,
-    ask: Certificate,
-    ask_sev: SevCertificate,
+    ark: &'static Certificate,
+    ask: &'static Certificate,
     ask_key: rsa::RsaPrivateKey,
 }
 
@@ -80,62 +73,17 @@ fn roots() -> Result<&'static SimRoots, SimulatedError> {
     static ROOTS: OnceLock<Result<SimRoots, String>> = OnceLock::new();
     ROOTS
         .get_or_init(|| {
-            let ark = Certificate::from_pem(SIMULATED_ARK_PEM).map_err(|e| e.to_string())?;
-            let ask = Certificate::from_pem(SIMULATED_ASK_PEM).map_err(|e| e.to_string())?;
-            let ark_sev = SevCertificate::from(ark.clone());
-            let ask_sev = SevCertificate::from(ask.clone());
-            (&ark_sev, &ark_sev)
-                .verify()
-                .map_err(|e| format!("ARK: {e}"))?;
-            (&ark_sev, &ask_sev)
-                .verify()
-                .map_err(|e| format!("ASK: {e}"))?;
+            let root = bulwark_snp::simulated_root::simulated_root()?;
             let ask_key = rsa::RsaPrivateKey::from_pkcs8_pem(SIMULATED_ASK_KEY_PEM)
                 .map_err(|e| e.to_string())?;
             Ok(SimRoots {
-                ark,
-                ask,
-                ask_sev,
+                ark: &root.ark,
+                ask: &root.ask,
                 ask_key,
             })
         })
         .as_ref()
         .map_err(|e| SimulatedError::Root(e.clone()))
-}
-
-/// The simulated ARK, if the pinned simulated root loads.
-pub fn simulated_ark() -> Option<Certificate> {
-    roots().ok().map(|r| r.ark.clone())
-}
-
-/// The simulated ASK's serial number (normalized), for tests that revoke it.
-pub fn simulated_ask_serial() -> Option<Vec<u8>> {
-    roots()
-        .ok()
-        .map(|r| normalized_serial(r.ask.tbs_certificate.serial_number.as_bytes()))
-}
-
-/// What a certificate's chain to the simulated root proves: only VCEKs whose issuer is the
-/// simulated ASK and which it signed, for the product line their product-name extension
-/// states (Milan when absent). `Err(true)`: named the simulated ASK but not signed by it.
-pub fn chain_to_simulated_root(cert: &EndorsementCert, kind: KeyKind) -> Result<Chain, bool> {
-    let roots = roots().map_err(|_| false)?;
-    if kind != KeyKind::Vcek
-        || cert.x509().tbs_certificate.issuer != roots.ask.tbs_certificate.subject
-    {
-        return Err(false);
-    }
-    let sev_cert = SevCertificate::from_der(cert.der()).map_err(|_| true)?;
-    (&roots.ask_sev, &sev_cert).verify().map_err(|_| true)?;
-    Ok(Chain {
-        product: cert
-            .product_name()
-            .and_then(|n| Product::from_name(&n))
-            .unwrap_or(SIMULATED_PRODUCT),
-        intermediate_serial: normalized_serial(roots.ask.tbs_certificate.serial_number.as_bytes()),
-        intermediate_validity: cert_validity(&roots.ask),
-        root_validity: cert_validity(&roots.ark),
-    })
 }
 
 fn name(dn: &str) -> Result<Name, SimulatedError> {

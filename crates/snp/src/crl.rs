@@ -4,8 +4,8 @@
 //! into a policy; how old it may be, and what it revokes, the verifier checks.
 
 use crate::certs::{self, normalized_serial};
-use crate::policy::Trust;
 use crate::report::Product;
+use crate::Trust;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use thiserror::Error;
 use x509_cert::crl::CertificateList;
@@ -57,8 +57,12 @@ fn arks() -> Vec<(Trust, Product, Certificate)> {
         .iter()
         .map(|r| (Trust::Amd, r.product, Certificate::from(r.ark.clone())))
         .collect();
-    if let Some(ark) = crate::simulated::simulated_ark() {
-        out.push((Trust::Simulated, crate::simulated::SIMULATED_PRODUCT, ark));
+    if let Some(ark) = crate::simulated_root::simulated_ark() {
+        out.push((
+            Trust::Simulated,
+            crate::simulated_root::SIMULATED_PRODUCT,
+            ark,
+        ));
     }
     out
 }

@@ -618,7 +618,7 @@ mod tests {
     fn amds_pss_parameters_pass_and_others_are_named() {
         let der = std::fs::read(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/virtee-sev-milan/vcek.der"
+            "/../attest/tests/data/virtee-sev-milan/vcek.der"
         ))
         .unwrap_or_default();
         let cert = EndorsementCert::parse(&der).expect("the virtee VCEK parses");
