@@ -132,8 +132,9 @@ pub struct ProductRules {
     pub minimum_tcb: Tcb,
     /// `minimum_launch_tcb`: lowest LAUNCH_TCB (the TCB the guest was launched under).
     pub minimum_launch_tcb: Tcb,
-    /// `minimum_firmware`: lowest current firmware API version and build (compared
-    /// separately, as go-sev-guest's `MinimumVersion` and `MinimumBuild`).
+    /// `minimum_firmware`: lowest current firmware, compared as (major, minor, build) in that
+    /// order (go-sev-guest compares its `MinimumVersion` and `MinimumBuild` separately, which
+    /// refuses a newer API version with a lower build number).
     pub minimum_firmware: FirmwareVersion,
 }
 
@@ -394,7 +395,7 @@ impl Policy {
     /// CXL and SEV-TIO refused; memory alias check (BadRAM) required; VMPL 0; committed =
     /// current TCB and firmware; report version 3 or later; VCEK only; masked chip ids
     /// refused; the per-product floors of [`current_minimum_tcbs`]; CRLs checked when given.
-    /// Under simulated trust the simulated product line (Milan layout) gets Milan's floors.
+    /// The same under simulated trust: the simulated PSP reports at the template's floors.
     pub fn strict(trust: Trust, measurements: Measurements) -> Self {
         Policy {
             trust,
