@@ -313,3 +313,66 @@ fn the_genoa_report_fails_each_identity_field_it_does_not_have_and_passes_its_ow
     p.minimum_guest_svn = report.guest_svn();
     verify(&e, &p, &Binding::Unchecked, NOW).unwrap();
 }
+
+#[test]
+fn genuine_reports_are_accepted_at_their_own_tcb_and_rejected_one_spl_below_it() {
+    // (evidence, when, its product line, the policy that fits it, its REPORTED_TCB)
+    let genoa_tcb = Tcb {
+        bootloader: 10,
+        tee: 0,
+        snp: 23,
+        microcode: 84,
+        fmc: None,
+    };
+    let mut vlek = strict();
+    for (_, relax) in vlek_steps() {
+        relax(&mut vlek);
+    }
+    let vlek_tcb = vlek.products[&Product::Milan].minimum_tcb;
+    let table = [
+        (virtee(), NOW, Product::Milan, fits_virtee(), VIRTEE_TCB),
+        (
+            evidence("trustee-azure-genoa", "vcek.pem"),
+            NOW,
+            Product::Genoa,
+            strict(),
+            genoa_tcb,
+        ),
+        (
+            evidence("trustee-snp-vlek", "vlek.der"),
+            MID_2025,
+            Product::Milan,
+            vlek,
+            vlek_tcb,
+        ),
+    ];
+    for (e, now, product, mut policy, tcb) in table {
+        let rules = policy.products.get_mut(&product).unwrap();
+        rules.minimum_tcb = tcb;
+        rules.minimum_launch_tcb = Tcb::default();
+        verify(&e, &policy, &Binding::Unchecked, now)
+            .unwrap_or_else(|r| panic!("{product:?} at its own TCB: {r}"));
+        for component in ["bootloader", "tee", "snp", "microcode"] {
+            let mut above = tcb;
+            let slot = match component {
+                "bootloader" => &mut above.bootloader,
+                "tee" => &mut above.tee,
+                "snp" => &mut above.snp,
+                _ => &mut above.microcode,
+            };
+            *slot += 1;
+            let minimum = *slot;
+            let mut higher = policy.clone();
+            higher.products.get_mut(&product).unwrap().minimum_tcb = above;
+            assert_eq!(
+                verify(&e, &higher, &Binding::Unchecked, now).unwrap_err(),
+                RejectReason::TcbBelowMinimum {
+                    component,
+                    minimum,
+                    reported: minimum - 1
+                },
+                "{product:?}"
+            );
+        }
+    }
+}
