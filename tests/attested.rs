@@ -7,7 +7,7 @@
 use bulwark_attest::report::policy_bits;
 use bulwark_attest::simulated::SimulatedPsp;
 use bulwark_attest::EvidenceSource;
-use bulwark_net::binding::report_data;
+use bulwark_net::binding::{report_data, Window};
 use bulwark_net::config::{provider, SERVER_NAME};
 use bulwark_net::extension::{CertEvidence, OID_ARCS};
 use harness::ports::testnet_block;
@@ -29,8 +29,29 @@ fn genesis(home: &std::path::Path) -> serde_json::Value {
         .unwrap()
 }
 
-/// Evidence an attacker gets from `psp` for `key`, binding `consensus` and `chain`, as the
-/// extension's bytes, after `bend` changed it.
+/// When this test process started: every attacker certificate's window is measured from it,
+/// so evidence made for a window and the certificate that states it agree.
+fn started() -> time::OffsetDateTime {
+    static START: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let secs = *START.get_or_init(|| time::OffsetDateTime::now_utc().unix_timestamp());
+    time::OffsetDateTime::from_unix_timestamp(secs).unwrap()
+}
+
+/// The window from `from` to `until` relative to [`started`], as the binding states it.
+fn window(from: time::Duration, until: time::Duration) -> Window {
+    Window {
+        not_before: (started() + from).unix_timestamp() as u64,
+        not_after: (started() + until).unix_timestamp() as u64,
+    }
+}
+
+/// The window of an attacker certificate that is valid now: from a minute ago for an hour.
+fn valid_now() -> Window {
+    window(-time::Duration::minutes(1), time::Duration::hours(1))
+}
+
+/// Evidence an attacker gets from `psp` for `key`, binding the window valid now, `consensus`
+/// and `chain`, as the extension's bytes, after `bend` changed it.
 fn evidence_for(
     psp: &mut SimulatedPsp,
     key: &rcgen::KeyPair,
@@ -39,7 +60,12 @@ fn evidence_for(
     bend: impl FnOnce(&mut bulwark_attest::Evidence),
 ) -> Vec<u8> {
     let mut evidence = psp
-        .evidence(report_data(&key.public_key_der(), &consensus, chain))
+        .evidence(report_data(
+            &key.public_key_der(),
+            valid_now(),
+            &consensus,
+            chain,
+        ))
         .unwrap();
     bend(&mut evidence);
     CertEvidence {
@@ -52,7 +78,7 @@ fn evidence_for(
 }
 
 /// A certificate for `key` with `extension` (raw value), valid from `from` to `until`
-/// (relative to now).
+/// (relative to the start of this test process).
 fn certificate(
     key: &rcgen::KeyPair,
     extension: Option<Vec<u8>>,
@@ -60,9 +86,8 @@ fn certificate(
     until: time::Duration,
 ) -> Presented {
     let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()]).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now + from;
-    params.not_after = now + until;
+    params.not_before = started() + from;
+    params.not_after = started() + until;
     if let Some(ext) = extension {
         params
             .custom_extensions
@@ -199,7 +224,8 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
     let minimum = SimulatedPsp::new([0; 32], [0; 48]).tcb;
     for home in &homes {
         let mut g = genesis(home);
-        g["attestation"]["minimum_tcb"] = serde_json::to_value(minimum).unwrap();
+        g["attestation"]["products"]["Milan"]["minimum_tcb"] =
+            serde_json::to_value(minimum).unwrap();
         std::fs::write(
             home.join("config/genesis.json"),
             serde_json::to_string_pretty(&g).unwrap(),
@@ -362,6 +388,7 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
         let foreign_vcek = other_chip
             .evidence(report_data(
                 &key.public_key_der(),
+                valid_now(),
                 &validator_key(1),
                 &chain,
             ))

@@ -109,8 +109,11 @@ impl Network {
 /// SMT; genesis's `forbid_smt` checks the platform, not the policy), single socket if genesis
 /// requires it; never debug or a migration agent.
 pub fn default_policy(network: &Policy) -> u64 {
-    let mut policy = policy_bits::RESERVED_ONE | policy_bits::SMT;
-    if network.require_single_socket {
+    let mut policy = policy_bits::RESERVED_ONE;
+    if network.guest_policy.allow_smt {
+        policy |= policy_bits::SMT;
+    }
+    if network.guest_policy.require_single_socket {
         policy |= policy_bits::SINGLE_SOCKET;
     }
     policy
@@ -131,13 +134,14 @@ pub fn check_policy(policy: u64, network: &Policy) -> Result<()> {
     // Only the guest-policy rules of genesis: the rest of its policy is about the chip, the
     // TCB and the measurement, which a report made here cannot stand for.
     let mut rules = Policy::strict(Trust::Simulated, Measurements::Any);
-    rules.allow_debug = network.allow_debug;
-    rules.allow_migration_agent = network.allow_migration_agent;
-    rules.require_single_socket = network.require_single_socket;
+    rules.guest_policy = network.guest_policy.clone();
     let mut psp = SimulatedPsp::new([0; 32], [0; 48]);
     psp.policy = policy;
     let evidence = psp.evidence([0; 64])?;
-    if let Err(reason) = verify(&evidence, &rules, &Binding::Unchecked) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if let Err(reason) = verify(&evidence, &rules, &Binding::Unchecked, now) {
         bail!("guest policy {policy:#x}: the network's verifiers would refuse every report of this guest ({reason})");
     }
     Ok(())
@@ -377,12 +381,20 @@ mod tests {
         path
     }
 
+    /// The strict template admitting exactly `digests`.
+    fn admitting(digests: Vec<String>) -> serde_json::Value {
+        let mut policy = serde_json::to_value(Policy::strict_template(vec![])).unwrap();
+        policy["measurements"] = serde_json::json!({"one_of": digests});
+        policy
+    }
+
     fn admitting_every_row() -> serde_json::Value {
-        let all: Vec<String> = crate::image::CPU_MODELS
-            .iter()
-            .flat_map(|&cpu| (1..=MAX_VCPUS).map(move |n| row_digest(cpu, n)))
-            .collect();
-        serde_json::json!({"trust": "amd", "measurements": {"one_of": all}})
+        admitting(
+            crate::image::CPU_MODELS
+                .iter()
+                .flat_map(|&cpu| (1..=MAX_VCPUS).map(move |n| row_digest(cpu, n)))
+                .collect(),
+        )
     }
 
     /// The printed launch as the shell reads it: the command's words, and the digest printed
@@ -605,13 +617,13 @@ mod tests {
         // A single-socket network gets a single-socket policy by default, and refuses one
         // without it.
         let mut single = ok.clone();
-        single["require_single_socket"] = true.into();
+        single["guest_policy"]["require_single_socket"] = true.into();
         let printed = launch(single.clone(), &[]).unwrap();
         assert!(printed.contains("policy=0x130000,"), "{printed}");
         let e = launch(single, &["--policy", "0x30000"]).unwrap_err();
         assert!(e.contains("single_socket"), "{e}");
         // A network that does not admit the digest, or trusts the simulated PSP.
-        let other = serde_json::json!({"trust": "amd", "measurements": {"one_of": [row_digest(CpuModel::Genoa, 4)]}});
+        let other = admitting(vec![row_digest(CpuModel::Genoa, 4)]);
         let e = launch(other, &["--cpu-type", "milan"]).unwrap_err();
         assert!(e.contains("admits none of this launch's digest"), "{e}");
         let mut simulated = ok.clone();

@@ -1,17 +1,23 @@
-//! SEV-SNP attestation evidence for Bulwark: the report format ([`report`]), the pinned AMD
-//! roots and endorsement-key certificates ([`certs`]), the network's policy ([`policy`]) and
-//! the verifier ([`verify()`]), a pure function that names the check that failed.
+//! SEV-SNP attestation evidence for Bulwark: the network's policy ([`policy`]), the verifier
+//! ([`verify()`], a pure function that names the check that failed), the evidence sources
+//! ([`source`]: the guest device and the simulated PSP of [`simulated`]). The formats and
+//! pinned roots it builds on come from `bulwark-snp` and are re-exported: the report format
+//! ([`report`]), AMD's roots and endorsement-key certificates ([`certs`]) and revocation
+//! lists ([`crl`]).
 
-pub mod certs;
+pub use bulwark_snp::{certs, crl, report};
 pub mod policy;
-pub mod report;
 pub mod simulated;
 pub mod source;
 mod verify;
 
 pub use certs::KeyKind;
-pub use policy::{HexBytes, Measurement, Measurements, Policy, Trust};
-pub use report::{AttestationReport, Product, Tcb};
+pub use crl::{Crl, CrlError};
+pub use policy::{
+    AbiVersion, GuestPolicyRules, HexBytes, Measurement, Measurements, Mitigations, PlatformRules,
+    Policy, PolicyError, ProductRules, Revocation, Trust,
+};
+pub use report::{AttestationReport, FirmwareVersion, Product, Tcb};
 pub use source::{EvidenceSource, GuestDevice, SourceError};
 pub use verify::{
     check_host_chain, inspect, verify, verify_with_cache, Binding, ChainCache, Evidence,

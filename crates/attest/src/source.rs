@@ -450,19 +450,33 @@ mod tests {
         )
     }
 
-    /// The go-sev-guest report was taken with debug allowed; everything else is strict.
+    /// The go-sev-guest report (a v2 report, taken with debug allowed, before the alias
+    /// check, at a TCB below today's floors) is what these tests verify: strict otherwise.
     fn policy() -> Policy {
         let mut p = Policy::strict(Trust::Amd, Measurements::Any);
-        p.allow_debug = true;
+        p.minimum_report_version = 2;
+        p.guest_policy.allow_debug = true;
+        p.platform.require_alias_check = false;
+        p.products.insert(
+            Product::Milan,
+            crate::policy::ProductRules {
+                minimum_tcb: Tcb::default(),
+                minimum_launch_tcb: Tcb::default(),
+                minimum_firmware: crate::FirmwareVersion::default(),
+            },
+        );
         p
     }
+
+    /// 2026-12-01, inside the fixture VCEK's validity.
+    const NOW: u64 = 1_796_083_200;
 
     #[test]
     fn without_a_certificate_table_the_hosts_vcek_file_is_used_and_verifies() {
         let vcek = fixture("go-sev-guest-milan", "vcek.der");
         let e = device(None, Some(&vcek)).evidence([0; 64]).unwrap();
         assert_eq!(e.endorsement_cert, vcek);
-        let v = verify(&e, &policy(), &Binding::Unchecked).unwrap();
+        let v = verify(&e, &policy(), &Binding::Unchecked, NOW).unwrap();
         assert_eq!(v.product, Product::Milan);
     }
 
@@ -499,7 +513,7 @@ mod tests {
         let e = device(None, Some(&foreign)).evidence([0; 64]).unwrap();
         // It chains to AMD's Milan root, but its key did not sign this report.
         assert_eq!(
-            verify(&e, &policy(), &Binding::Unchecked),
+            verify(&e, &policy(), &Binding::Unchecked, NOW),
             Err(RejectReason::ReportSignature(KeyKind::Vcek))
         );
     }

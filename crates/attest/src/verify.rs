@@ -1,11 +1,13 @@
-//! The verifier: a pure function from evidence, policy and expected binding to either a
-//! [`VerifiedReport`] or the first check that failed. Each check is a named step, in the order
-//! below; each rejection says which check and which values.
+//! The verifier: a pure function from evidence, policy, expected binding and the time to either
+//! a [`VerifiedReport`] or the first check that failed. Each check is a named step, in the
+//! order below (docs/SECURITY.md lists them with their policy fields); each rejection says
+//! which check and which values.
 
-use crate::certs::{EndorsementCert, KeyKind};
-use crate::policy::{HexBytes, Measurements, Policy, Trust};
+use crate::certs::{Chain, EndorsementCert, KeyKind};
+use crate::policy::{AbiVersion, HexBytes, Measurements, Policy, Trust};
 use crate::report::{
-    platform_bits, policy_bits, AttestationReport, Product, SigningKey, Tcb, REPORT_SIZE,
+    platform_bits, policy_bits, AttestationReport, FirmwareVersion, Product, SigningKey, Tcb,
+    REPORT_SIZE,
 };
 use p384::ecdsa::signature::Verifier;
 use serde::Serialize;
@@ -32,7 +34,8 @@ pub enum Binding {
 /// The report versions this verifier knows.
 pub const KNOWN_VERSIONS: [u32; 3] = [2, 3, 5];
 
-/// Why evidence was rejected: one variant per check.
+/// Why evidence was rejected: one variant per check (a check with several distinct causes has
+/// one variant per cause, all with the same [`RejectReason::check`] name).
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum RejectReason {
     /// `report_size`: the report is not 1184 bytes.
@@ -41,6 +44,14 @@ pub enum RejectReason {
     /// `report_version`: not version 2, 3 or 5.
     #[error("report_version: version {0} is not one of 2, 3, 5")]
     ReportVersion(u32),
+    /// `minimum_report_version`: older than the policy's minimum version.
+    #[error("minimum_report_version: version {reported}, minimum {minimum}")]
+    ReportVersionBelowMinimum {
+        /// Required.
+        minimum: u32,
+        /// Reported.
+        reported: u32,
+    },
     /// `signature_algorithm`: not ECDSA P-384 with SHA-384 (1).
     #[error("signature_algorithm: {0} is not 1 (ECDSA P-384 SHA-384)")]
     SignatureAlgorithm(u32),
@@ -52,6 +63,12 @@ pub enum RejectReason {
         /// The byte found.
         value: u8,
     },
+    /// `guest_policy_reserved`: guest-policy bit 17 is not one, or a bit from 26 up is set.
+    #[error("guest_policy_reserved: guest policy {0:#x} has bit 17 clear or a reserved bit set")]
+    GuestPolicyReserved(u64),
+    /// `platform_info_reserved`: PLATFORM_INFO bit 6 or a bit from 8 up is set.
+    #[error("platform_info_reserved: platform info {0:#x} sets a reserved bit")]
+    PlatformInfoReserved(u64),
     /// `signing_key`: the report names no endorsement key this verifier knows.
     #[error("signing_key: unknown signing key {0}")]
     UnknownSigningKey(u8),
@@ -64,7 +81,31 @@ pub enum RejectReason {
     /// `certificate`: the endorsement certificate cannot be parsed or has no P-384 key.
     #[error("certificate: {0}")]
     Certificate(String),
-    /// `certificate_chain`: the endorsement certificate does not verify under a pinned root.
+    /// `certificate_version`: not an X.509 version 3 certificate.
+    #[error("certificate_version: the endorsement certificate is {0:?}, not V3")]
+    CertificateVersion(String),
+    /// `signature_parameters`: not signed with RSASSA-PSS, SHA-384, MGF1-SHA-384, salt 48.
+    #[error("signature_parameters: {0}")]
+    SignatureParameters(String),
+    /// `certificate_subject`: the subject is not AMD's name for this kind of key.
+    #[error("certificate_subject: expected common name {expected} under the issuer's organisation, found {found}")]
+    CertificateSubject {
+        /// The expected common name.
+        expected: &'static str,
+        /// The subject found.
+        found: String,
+    },
+    /// `certificate_issuer`: no pinned intermediate has the certificate's issuer name.
+    #[error("certificate_issuer: no pinned {trust:?} {kind:?} signer is named {issuer}")]
+    CertificateIssuer {
+        /// VCEK or VLEK.
+        kind: KeyKind,
+        /// The roots tried.
+        trust: Trust,
+        /// The issuer the certificate names.
+        issuer: String,
+    },
+    /// `certificate_chain`: the named pinned intermediate did not sign the certificate.
     #[error(
         "certificate_chain: the {kind:?} certificate does not chain to a pinned {trust:?} root"
     )]
@@ -74,6 +115,54 @@ pub enum RejectReason {
         /// The roots tried.
         trust: Trust,
     },
+    /// `certificate_validity`: now is outside a certificate's validity window.
+    #[error(
+        "certificate_validity: the {certificate} is valid {not_before}..{not_after}, now is {now}"
+    )]
+    CertificateValidity {
+        /// Which certificate (endorsement key, intermediate or root).
+        certificate: &'static str,
+        /// notBefore (Unix seconds).
+        not_before: u64,
+        /// notAfter (Unix seconds).
+        not_after: u64,
+        /// The time of the check.
+        now: u64,
+    },
+    /// `crl_issuer`: the policy's CRL for this product line is another line's or trust's.
+    #[error("crl_issuer: the CRL listed for {0:?} is not signed by that product line's ARK")]
+    CrlIssuer(Product),
+    /// `crl_missing`: the policy requires a CRL and has none for this product line.
+    #[error("crl_missing: the policy requires a CRL and has none for {0:?}")]
+    CrlMissing(Product),
+    /// `crl_stale`: the CRL is older than the policy allows (or dated in the future).
+    #[error("crl_stale: the {product:?} CRL was issued at {this_update}, now is {now}, at most {max_age} s allowed")]
+    CrlStale {
+        /// Whose CRL.
+        product: Product,
+        /// Its thisUpdate.
+        this_update: u64,
+        /// The time of the check.
+        now: u64,
+        /// The policy's bound.
+        max_age: u64,
+    },
+    /// `revoked`: the CRL lists a certificate of the chain.
+    #[error("revoked: the {certificate} with serial {serial} is revoked")]
+    Revoked {
+        /// Which certificate.
+        certificate: &'static str,
+        /// Its serial number, hex.
+        serial: String,
+    },
+    /// `product`: a v3+ report's CPUID names no product line this verifier knows.
+    #[error("product: report CPUID family {family:#x} model {model:#x} is no known product line")]
+    UnknownCpuid {
+        /// CPUID family.
+        family: u8,
+        /// CPUID model.
+        model: u8,
+    },
     /// `product`: the report's CPUID names another product line than the certificate chain.
     #[error("product: report CPUID says {report:?}, certificate chain says {chain:?}")]
     ProductMismatch {
@@ -82,6 +171,9 @@ pub enum RejectReason {
         /// From the report's CPUID.
         report: Product,
     },
+    /// `product_admitted`: the policy has no entry (no floors) for this product line.
+    #[error("product_admitted: the policy admits no {0:?} machines")]
+    ProductNotAdmitted(Product),
     /// `report_signature`: the endorsement key did not sign this report.
     #[error("report_signature: the report's signature does not verify with the {0:?} key")]
     ReportSignature(KeyKind),
@@ -95,6 +187,19 @@ pub enum RejectReason {
         /// In the report's REPORTED_TCB.
         report: u8,
     },
+    /// `hardware_id_form`: the VCEK's hardware id is missing or not this product's length.
+    #[error("hardware_id_form: a {product:?} VCEK's hardware id has {expected} bytes; the certificate has {found}")]
+    HardwareIdForm {
+        /// The product line.
+        product: Product,
+        /// Its hardware id length.
+        expected: usize,
+        /// What the certificate carries (hex, or `none`).
+        found: String,
+    },
+    /// `masked_chip_id`: CHIP_ID is all zero and the policy does not accept masked chip ids.
+    #[error("masked_chip_id: the report's CHIP_ID is masked (all zero)")]
+    MaskedChipId,
     /// `hardware_id`: the VCEK was issued to another chip.
     #[error("hardware_id: certificate {cert}, report chip_id {report}")]
     HardwareId {
@@ -103,18 +208,65 @@ pub enum RejectReason {
         /// In the report.
         report: String,
     },
+    /// `vlek_csp`: the VLEK belongs to a cloud provider the policy does not name.
+    #[error("vlek_csp: the VLEK's CSP_ID {0:?} is not on the policy's list")]
+    VlekCsp(Option<String>),
     /// `debug`: the guest policy allows debugging.
     #[error("debug: guest policy {0:#x} allows debugging")]
     Debug(u64),
     /// `migration_agent`: the guest policy allows a migration agent.
     #[error("migration_agent: guest policy {0:#x} allows a migration agent")]
     MigrationAgent(u64),
-    /// `smt`: the host runs with SMT enabled.
-    #[error("smt: platform info {0:#x} says SMT is enabled")]
-    Smt(u64),
+    /// `guest_smt`: the guest policy allows SMT and the network does not.
+    #[error("guest_smt: guest policy {0:#x} allows SMT")]
+    GuestSmt(u64),
     /// `single_socket`: the guest policy does not require a single socket.
     #[error("single_socket: guest policy {0:#x} does not require a single socket")]
     SingleSocket(u64),
+    /// `cxl`: the guest policy allows CXL.
+    #[error("cxl: guest policy {0:#x} allows CXL")]
+    Cxl(u64),
+    /// `aes_256_xts`: the guest policy does not require AES-256-XTS.
+    #[error("aes_256_xts: guest policy {0:#x} does not require AES-256-XTS")]
+    Aes256Xts(u64),
+    /// `guest_rapl_disabled`: the guest policy does not require RAPL to be disabled.
+    #[error("guest_rapl_disabled: guest policy {0:#x} does not require RAPL disabled")]
+    GuestRaplDisabled(u64),
+    /// `guest_ciphertext_hiding`: the guest policy does not require ciphertext hiding.
+    #[error("guest_ciphertext_hiding: guest policy {0:#x} does not require ciphertext hiding")]
+    GuestCiphertextHiding(u64),
+    /// `page_swap_disabled`: the guest policy does not forbid page swapping.
+    #[error("page_swap_disabled: guest policy {0:#x} does not disable page swapping")]
+    PageSwapDisabled(u64),
+    /// `minimum_abi`: the guest policy names an older ABI than the minimum.
+    #[error("minimum_abi: guest policy ABI {}.{}, minimum {}.{}", reported.major, reported.minor, minimum.major, minimum.minor)]
+    AbiBelowMinimum {
+        /// Required.
+        minimum: AbiVersion,
+        /// In the guest policy.
+        reported: AbiVersion,
+    },
+    /// `smt`: the host runs with SMT enabled.
+    #[error("smt: platform info {0:#x} says SMT is enabled")]
+    Smt(u64),
+    /// `tsme`: the host runs with TSME enabled.
+    #[error("tsme: platform info {0:#x} says TSME is enabled")]
+    Tsme(u64),
+    /// `ecc`: the host does not use error-correcting memory.
+    #[error("ecc: platform info {0:#x} says ECC is not enabled")]
+    Ecc(u64),
+    /// `rapl_disabled`: RAPL is not disabled on the host.
+    #[error("rapl_disabled: platform info {0:#x} says RAPL is enabled")]
+    RaplDisabled(u64),
+    /// `ciphertext_hiding`: DRAM ciphertext hiding is not enabled on the host.
+    #[error("ciphertext_hiding: platform info {0:#x} says ciphertext hiding is off")]
+    CiphertextHiding(u64),
+    /// `alias_check`: the memory alias check (BadRAM, AMD-SB-3015) has not completed.
+    #[error("alias_check: platform info {0:#x} says the memory alias check did not complete")]
+    AliasCheck(u64),
+    /// `tio`: SEV-TIO is enabled on the host.
+    #[error("tio: platform info {0:#x} says SEV-TIO is enabled")]
+    Tio(u64),
     /// `vmpl`: the report comes from another VMPL.
     #[error("vmpl: expected {expected}, report says {reported}")]
     Vmpl {
@@ -123,7 +275,7 @@ pub enum RejectReason {
         /// Reported.
         reported: u32,
     },
-    /// `minimum_tcb`: a TCB component is below the minimum.
+    /// `minimum_tcb`: a REPORTED_TCB component is below the product's minimum.
     #[error("minimum_tcb: {component} is {reported}, minimum {minimum}")]
     TcbBelowMinimum {
         /// Which component.
@@ -133,18 +285,92 @@ pub enum RejectReason {
         /// Reported.
         reported: u8,
     },
-    /// `provisional_tcb`: the current TCB is not the committed one.
-    #[error("provisional_tcb: current {current:?} differs from committed {committed:?}")]
+    /// `minimum_launch_tcb`: a LAUNCH_TCB component is below the product's minimum.
+    #[error("minimum_launch_tcb: {component} is {reported} at launch, minimum {minimum}")]
+    LaunchTcbBelowMinimum {
+        /// Which component.
+        component: &'static str,
+        /// Required.
+        minimum: u8,
+        /// At launch.
+        reported: u8,
+    },
+    /// `provisional_tcb`: CURRENT_TCB differs from COMMITTED_TCB (provisional firmware).
+    #[error("provisional_tcb: current TCB {current:?} differs from committed TCB {committed:?}")]
     ProvisionalTcb {
         /// CURRENT_TCB.
         current: Tcb,
         /// COMMITTED_TCB.
         committed: Tcb,
     },
+    /// `committed_tcb_order`: a COMMITTED_TCB component is above CURRENT_TCB.
+    #[error("committed_tcb_order: {component} is {committed} committed but {current} current")]
+    CommittedAboveCurrent {
+        /// Which component.
+        component: &'static str,
+        /// Committed.
+        committed: u8,
+        /// Current.
+        current: u8,
+    },
+    /// `reported_tcb_order`: a REPORTED_TCB component is above CURRENT_TCB.
+    #[error("reported_tcb_order: {component} is {reported} reported but {current} current")]
+    ReportedAboveCurrent {
+        /// Which component.
+        component: &'static str,
+        /// Reported.
+        reported: u8,
+        /// Current.
+        current: u8,
+    },
+    /// `minimum_firmware`: the current firmware is older than the product's minimum.
+    #[error("minimum_firmware: firmware {reported}, minimum {minimum}")]
+    FirmwareBelowMinimum {
+        /// Required.
+        minimum: FirmwareVersion,
+        /// Current.
+        reported: FirmwareVersion,
+    },
+    /// `provisional_firmware`: the current firmware differs from the committed one.
+    #[error("provisional_firmware: current firmware {current} differs from committed {committed}")]
+    ProvisionalFirmware {
+        /// Current.
+        current: FirmwareVersion,
+        /// Committed.
+        committed: FirmwareVersion,
+    },
+    /// `committed_firmware_order`: the committed firmware is newer than the current one.
+    #[error("committed_firmware_order: committed firmware {committed} is above current {current}")]
+    CommittedFirmwareAboveCurrent {
+        /// Current.
+        current: FirmwareVersion,
+        /// Committed.
+        committed: FirmwareVersion,
+    },
+    /// `mitigation_vector`: a mitigation vector lacks a bit the policy requires.
+    #[error(
+        "mitigation_vector: {vector} mitigation vector {reported:#x} lacks bits of {required:#x}"
+    )]
+    MitigationVector {
+        /// `launch` or `current`.
+        vector: &'static str,
+        /// Required bits.
+        required: u64,
+        /// Reported vector.
+        reported: u64,
+    },
+    /// `minimum_guest_svn`: GUEST_SVN is below the minimum.
+    #[error("minimum_guest_svn: guest SVN {reported}, minimum {minimum}")]
+    GuestSvn {
+        /// Required.
+        minimum: u32,
+        /// Reported.
+        reported: u32,
+    },
     /// `measurement`: the launch measurement is not allowed.
     #[error("measurement: {0} is not an allowed measurement")]
     Measurement(String),
-    /// `host_data`: HOST_DATA differs.
+    /// `host_data`: HOST_DATA differs from the policy's.
     #[error("host_data: expected {expected}, report says {reported}")]
     HostData {
         /// Required.
@@ -152,22 +378,41 @@ pub enum RejectReason {
         /// Reported.
         reported: String,
     },
+    /// `family_id`: FAMILY_ID differs from the policy's.
+    #[error("family_id: expected {expected}, report says {reported}")]
+    FamilyId {
+        /// Required.
+        expected: String,
+        /// Reported.
+        reported: String,
+    },
+    /// `image_id`: IMAGE_ID differs from the policy's.
+    #[error("image_id: expected {expected}, report says {reported}")]
+    ImageId {
+        /// Required.
+        expected: String,
+        /// Reported.
+        reported: String,
+    },
     /// `id_key`: the ID key digest is not allowed.
-    #[error("id_key: digest {0} is not allowed")]
+    #[error("id_key: {0} is not an allowed ID key")]
     IdKey(String),
+    /// `author_key_enabled`: no author key signed the ID block and the policy requires one.
+    #[error("author_key_enabled: the report's AUTHOR_KEY_EN is 0")]
+    AuthorKeyMissing,
     /// `author_key`: the author key digest is not allowed.
-    #[error("author_key: digest {0} is not allowed")]
+    #[error("author_key: {0} is not an allowed author key")]
     AuthorKey(String),
     /// `chip_id`: the chip is not on the allowlist.
-    #[error("chip_id: {0} is not allowed")]
+    #[error("chip_id: {0} is not an allowed chip")]
     ChipId(String),
-    /// `host_chain`: a certificate the host offered as ARK/ASK/ASVK is not AMD's pinned one.
+    /// `host_chain`: a certificate the host offered as the chain is not the pinned one.
     #[error("host_chain: {0}")]
     HostChain(String),
     /// `report_data`: REPORT_DATA is not the expected binding.
     #[error("report_data: expected {expected}, report says {reported}")]
     ReportData {
-        /// Required.
+        /// Expected.
         expected: String,
         /// Reported.
         reported: String,
@@ -175,31 +420,71 @@ pub enum RejectReason {
 }
 
 impl RejectReason {
-    /// The name of the check that failed (the text before the colon).
+    /// The short name of the check that failed (for logs, JSON output and tests).
     pub fn check(&self) -> &'static str {
         use RejectReason::*;
         match self {
             ReportSize(_) => "report_size",
             ReportVersion(_) => "report_version",
+            ReportVersionBelowMinimum { .. } => "minimum_report_version",
             SignatureAlgorithm(_) => "signature_algorithm",
             ReservedNonZero { .. } => "reserved_zero",
+            GuestPolicyReserved(_) => "guest_policy_reserved",
+            PlatformInfoReserved(_) => "platform_info_reserved",
             UnknownSigningKey(_) | VcekNotAllowed | VlekNotAllowed => "signing_key",
             Certificate(_) => "certificate",
+            CertificateVersion(_) => "certificate_version",
+            SignatureParameters(_) => "signature_parameters",
+            CertificateSubject { .. } => "certificate_subject",
+            CertificateIssuer { .. } => "certificate_issuer",
             CertificateChain { .. } => "certificate_chain",
-            ProductMismatch { .. } => "product",
+            CertificateValidity { .. } => "certificate_validity",
+            CrlIssuer(_) => "crl_issuer",
+            CrlMissing(_) => "crl_missing",
+            CrlStale { .. } => "crl_stale",
+            Revoked { .. } => "revoked",
+            UnknownCpuid { .. } | ProductMismatch { .. } => "product",
+            ProductNotAdmitted(_) => "product_admitted",
             ReportSignature(_) => "report_signature",
             CertificateTcb { .. } => "certificate_tcb",
+            HardwareIdForm { .. } => "hardware_id_form",
+            MaskedChipId => "masked_chip_id",
             HardwareId { .. } => "hardware_id",
+            VlekCsp(_) => "vlek_csp",
             Debug(_) => "debug",
             MigrationAgent(_) => "migration_agent",
-            Smt(_) => "smt",
+            GuestSmt(_) => "guest_smt",
             SingleSocket(_) => "single_socket",
+            Cxl(_) => "cxl",
+            Aes256Xts(_) => "aes_256_xts",
+            GuestRaplDisabled(_) => "guest_rapl_disabled",
+            GuestCiphertextHiding(_) => "guest_ciphertext_hiding",
+            PageSwapDisabled(_) => "page_swap_disabled",
+            AbiBelowMinimum { .. } => "minimum_abi",
+            Smt(_) => "smt",
+            Tsme(_) => "tsme",
+            Ecc(_) => "ecc",
+            RaplDisabled(_) => "rapl_disabled",
+            CiphertextHiding(_) => "ciphertext_hiding",
+            AliasCheck(_) => "alias_check",
+            Tio(_) => "tio",
             Vmpl { .. } => "vmpl",
             TcbBelowMinimum { .. } => "minimum_tcb",
+            LaunchTcbBelowMinimum { .. } => "minimum_launch_tcb",
             ProvisionalTcb { .. } => "provisional_tcb",
+            CommittedAboveCurrent { .. } => "committed_tcb_order",
+            ReportedAboveCurrent { .. } => "reported_tcb_order",
+            FirmwareBelowMinimum { .. } => "minimum_firmware",
+            ProvisionalFirmware { .. } => "provisional_firmware",
+            CommittedFirmwareAboveCurrent { .. } => "committed_firmware_order",
+            MitigationVector { .. } => "mitigation_vector",
+            GuestSvn { .. } => "minimum_guest_svn",
             Measurement(_) => "measurement",
             HostData { .. } => "host_data",
+            FamilyId { .. } => "family_id",
+            ImageId { .. } => "image_id",
             IdKey(_) => "id_key",
+            AuthorKeyMissing => "author_key_enabled",
             AuthorKey(_) => "author_key",
             ChipId(_) => "chip_id",
             HostChain(_) => "host_chain",
@@ -223,12 +508,18 @@ pub struct VerifiedReport {
     pub measurement: HexBytes<48>,
     /// Guest policy.
     pub policy: u64,
+    /// PLATFORM_INFO.
+    pub platform_info: u64,
     /// REPORTED_TCB.
     pub reported_tcb: Tcb,
     /// CURRENT_TCB.
     pub current_tcb: Tcb,
     /// COMMITTED_TCB.
     pub committed_tcb: Tcb,
+    /// LAUNCH_TCB.
+    pub launch_tcb: Tcb,
+    /// The running firmware.
+    pub current_firmware: FirmwareVersion,
     /// VMPL.
     pub vmpl: u32,
     /// CHIP_ID (zero when masked or VLEK-signed).
@@ -237,6 +528,8 @@ pub struct VerifiedReport {
     pub report_data: HexBytes<64>,
     /// HOST_DATA.
     pub host_data: HexBytes<32>,
+    /// When the endorsement-key certificate expires (Unix seconds).
+    pub endorsement_not_after: u64,
 }
 
 fn signature_of(report: &AttestationReport) -> Option<p384::ecdsa::Signature> {
@@ -254,11 +547,11 @@ fn signature_of(report: &AttestationReport) -> Option<p384::ecdsa::Signature> {
 /// certificate's DER (the RSA-PSS chain checks dominate a cold verification), and which exact
 /// (report, certificate) pairs had a valid report signature, keyed by the SHA-256 of both (the
 /// P-384 check dominates a warm one). A peer that reconnects with the same certificate then
-/// costs no public-key operation; every policy and binding check still runs. Only successes are
-/// kept; a bounded number of them.
+/// costs no public-key operation; every policy, validity, revocation and binding check still
+/// runs. Only successes are kept; a bounded number of them.
 #[derive(Debug, Default)]
 pub struct ChainCache {
-    entries: std::sync::Mutex<std::collections::HashMap<ChainKey, Product>>,
+    entries: std::sync::Mutex<std::collections::HashMap<ChainKey, Chain>>,
     signatures: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
 }
 
@@ -274,22 +567,22 @@ impl ChainCache {
         Self::default()
     }
 
-    fn chain(&self, cert: &EndorsementCert, kind: KeyKind, trust: Trust) -> Option<Product> {
+    fn chain(&self, cert: &EndorsementCert, kind: KeyKind, trust: Trust) -> Result<Chain, bool> {
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(cert.der()).into();
         if let Ok(entries) = self.entries.lock() {
-            if let Some(p) = entries.get(&(key, kind, trust)) {
-                return Some(*p);
+            if let Some(chain) = entries.get(&(key, kind, trust)) {
+                return Ok(chain.clone());
             }
         }
-        let product = chain_uncached(cert, kind, trust)?;
+        let chain = chain_uncached(cert, kind, trust)?;
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= CHAIN_CACHE_CAPACITY {
                 entries.clear();
             }
-            entries.insert((key, kind, trust), product);
+            entries.insert((key, kind, trust), chain.clone());
         }
-        Some(product)
+        Ok(chain)
     }
 
     /// Whether this exact report was verified under this exact certificate before; if not,
@@ -319,21 +612,42 @@ impl ChainCache {
     }
 }
 
-fn chain_uncached(cert: &EndorsementCert, kind: KeyKind, trust: Trust) -> Option<Product> {
+fn chain_uncached(cert: &EndorsementCert, kind: KeyKind, trust: Trust) -> Result<Chain, bool> {
     match trust {
         Trust::Amd => cert.chain_to_pinned_root(kind),
         Trust::Simulated => crate::simulated::chain_to_simulated_root(cert, kind),
     }
 }
 
-/// Verifies `evidence` against `policy` and `binding`, checking the certificate chain from
-/// scratch.
+/// Verifies `evidence` against `policy` and `binding` at `now` (Unix seconds), checking the
+/// certificate chain from scratch.
 pub fn verify(
     evidence: &Evidence,
     policy: &Policy,
     binding: &Binding,
+    now: u64,
 ) -> Result<VerifiedReport, RejectReason> {
-    verify_with_cache(evidence, policy, binding, &ChainCache::new())
+    verify_with_cache(evidence, policy, binding, now, &ChainCache::new())
+}
+
+/// The first TCB component where `higher` is below `lower`: the ordering `lower ≤ higher`
+/// fails there.
+fn first_not_ordered(lower: &Tcb, higher: &Tcb) -> Option<(&'static str, u8, u8)> {
+    higher.first_below(lower)
+}
+
+/// Checks one certificate's validity window at `now`.
+fn valid_at(certificate: &'static str, window: (u64, u64), now: u64) -> Result<(), RejectReason> {
+    let (not_before, not_after) = window;
+    if now < not_before || now > not_after {
+        return Err(RejectReason::CertificateValidity {
+            certificate,
+            not_before,
+            not_after,
+            now,
+        });
+    }
+    Ok(())
 }
 
 /// [`verify`] with chain and report-signature results remembered in `cache`; every other check
@@ -342,6 +656,7 @@ pub fn verify_with_cache(
     evidence: &Evidence,
     policy: &Policy,
     binding: &Binding,
+    now: u64,
     cache: &ChainCache,
 ) -> Result<VerifiedReport, RejectReason> {
     // -- The report's form.
@@ -349,6 +664,12 @@ pub fn verify_with_cache(
         .map_err(|_| RejectReason::ReportSize(evidence.report.len()))?;
     if !KNOWN_VERSIONS.contains(&report.version()) {
         return Err(RejectReason::ReportVersion(report.version()));
+    }
+    if report.version() < policy.minimum_report_version {
+        return Err(RejectReason::ReportVersionBelowMinimum {
+            minimum: policy.minimum_report_version,
+            reported: report.version(),
+        });
     }
     if report.signature_algo() != 1 {
         return Err(RejectReason::SignatureAlgorithm(report.signature_algo()));
@@ -361,6 +682,16 @@ pub fn verify_with_cache(
             offset: 0x48,
             value: report.as_bytes()[0x48],
         });
+    }
+    let guest_policy = report.policy();
+    if guest_policy & policy_bits::RESERVED_ONE == 0
+        || guest_policy & policy_bits::RESERVED_ZERO != 0
+    {
+        return Err(RejectReason::GuestPolicyReserved(guest_policy));
+    }
+    let platform = report.platform_info();
+    if platform & platform_bits::RESERVED_ZERO != 0 {
+        return Err(RejectReason::PlatformInfoReserved(platform));
     }
 
     // -- Who signed it, and does that key chain to a pinned root.
@@ -376,26 +707,99 @@ pub fn verify_with_cache(
     }
     let cert = EndorsementCert::parse(&evidence.endorsement_cert)
         .map_err(|e| RejectReason::Certificate(e.to_string()))?;
-    let product = cache
-        .chain(&cert, kind, policy.trust)
-        .ok_or(RejectReason::CertificateChain {
-            kind,
-            trust: policy.trust,
-        })?;
-    let (family, model, _) = report.cpuid();
-    if report.version() >= 3 {
-        if let Some(named) = Product::from_cpuid(family, model) {
-            if named != product {
-                return Err(RejectReason::ProductMismatch {
-                    chain: product,
-                    report: named,
-                });
-            }
-        }
-    }
     let key = cert
         .verifying_key()
         .map_err(|e| RejectReason::Certificate(e.to_string()))?;
+    if cert.version() != x509_cert::Version::V3 {
+        return Err(RejectReason::CertificateVersion(format!(
+            "{:?}",
+            cert.version()
+        )));
+    }
+    cert.check_signature_parameters()
+        .map_err(RejectReason::SignatureParameters)?;
+    let chain = cache
+        .chain(&cert, kind, policy.trust)
+        .map_err(|named| match named {
+            true => RejectReason::CertificateChain {
+                kind,
+                trust: policy.trust,
+            },
+            false => RejectReason::CertificateIssuer {
+                kind,
+                trust: policy.trust,
+                issuer: cert.x509().tbs_certificate.issuer.to_string(),
+            },
+        })?;
+    let product = chain.product;
+    let expected_cn = match policy.trust {
+        Trust::Amd => kind.amd_common_name(),
+        Trust::Simulated => crate::simulated::SIMULATED_VCEK_CN,
+    };
+    cert.check_subject(expected_cn)
+        .map_err(|found| RejectReason::CertificateSubject {
+            expected: expected_cn,
+            found,
+        })?;
+    let (endorsement_name, intermediate_name) = match kind {
+        KeyKind::Vcek => ("VCEK", "ASK"),
+        KeyKind::Vlek => ("VLEK", "ASVK"),
+    };
+    valid_at(endorsement_name, cert.validity(), now)?;
+    valid_at(intermediate_name, chain.intermediate_validity, now)?;
+    valid_at("ARK", chain.root_validity, now)?;
+
+    // -- Revocation: the product line's ARK-signed CRL, if the policy carries one.
+    match policy.revocation.crls.get(&product) {
+        Some(crl) => {
+            if crl.product() != product || crl.trust() != policy.trust {
+                return Err(RejectReason::CrlIssuer(product));
+            }
+            let max_age = policy.revocation.max_crl_age_secs;
+            if crl.this_update() > now || now - crl.this_update() > max_age {
+                return Err(RejectReason::CrlStale {
+                    product,
+                    this_update: crl.this_update(),
+                    now,
+                    max_age,
+                });
+            }
+            for (certificate, serial) in [
+                (intermediate_name, chain.intermediate_serial.clone()),
+                (endorsement_name, cert.serial()),
+            ] {
+                if crl.revokes(&serial) {
+                    return Err(RejectReason::Revoked {
+                        certificate,
+                        serial: hex::encode(serial),
+                    });
+                }
+            }
+        }
+        None if policy.revocation.require_crl => return Err(RejectReason::CrlMissing(product)),
+        None => {}
+    }
+
+    // -- The CPU the report names is the chain's product line, and the policy admits it.
+    if report.version() >= 3 {
+        let (family, model, _) = report.cpuid();
+        match Product::from_cpuid(family, model) {
+            None => return Err(RejectReason::UnknownCpuid { family, model }),
+            Some(named) if named != product => {
+                return Err(RejectReason::ProductMismatch {
+                    chain: product,
+                    report: named,
+                })
+            }
+            Some(_) => {}
+        }
+    }
+    let rules = policy
+        .products
+        .get(&product)
+        .ok_or(RejectReason::ProductNotAdmitted(product))?;
+
+    // -- The endorsement key signed exactly these bytes.
     let signature = signature_of(&report).ok_or(RejectReason::ReportSignature(kind))?;
     if !cache.signature(report.as_bytes(), cert.der(), || {
         key.verify(report.signed_bytes(), &signature).is_ok()
@@ -403,7 +807,7 @@ pub fn verify_with_cache(
         return Err(RejectReason::ReportSignature(kind));
     }
 
-    // -- The certificate was issued for this TCB and (VCEK) this chip.
+    // -- The certificate was issued for this TCB, (VCEK) this chip, (VLEK) an allowed cloud.
     let reported_tcb = Tcb::decode(report.reported_tcb_raw(), product);
     let mut components = vec![
         ("bootloader", reported_tcb.bootloader),
@@ -424,36 +828,107 @@ pub fn verify_with_cache(
             });
         }
     }
-    if kind == KeyKind::Vcek && !report.mask_chip_id() {
-        let chip_id = report.chip_id();
-        let matches = match cert.hardware_id() {
-            Some(hwid) if !hwid.is_empty() && hwid.len() <= 64 => chip_id[..hwid.len()] == hwid[..],
-            _ => false,
-        };
-        if !matches {
-            return Err(RejectReason::HardwareId {
-                cert: cert
-                    .hardware_id()
-                    .map(hex::encode)
-                    .unwrap_or_else(|| "none".into()),
-                report: hex::encode(chip_id),
-            });
+    let chip_id = report.chip_id();
+    match kind {
+        KeyKind::Vcek => {
+            let hwid = cert
+                .hardware_id(product)
+                .ok_or_else(|| RejectReason::HardwareIdForm {
+                    product,
+                    expected: product.hwid_len(),
+                    found: cert
+                        .hardware_id_raw()
+                        .map(hex::encode)
+                        .unwrap_or_else(|| "none".into()),
+                })?;
+            if chip_id == [0; 64] {
+                // The platform's MASK_CHIP_ID zeroes CHIP_ID; there is nothing to compare.
+                if !policy.allow_masked_chip_id {
+                    return Err(RejectReason::MaskedChipId);
+                }
+            } else {
+                let (id, padding) = chip_id.split_at(hwid.len());
+                if id != hwid.as_slice() || padding.iter().any(|b| *b != 0) {
+                    return Err(RejectReason::HardwareId {
+                        cert: hex::encode(&hwid),
+                        report: hex::encode(chip_id),
+                    });
+                }
+            }
+        }
+        KeyKind::Vlek => {
+            let csp = cert.csp_id();
+            if !csp
+                .as_ref()
+                .is_some_and(|c| policy.vlek_csp_ids.iter().any(|allowed| allowed == c))
+            {
+                return Err(RejectReason::VlekCsp(csp));
+            }
         }
     }
 
-    // -- The guest and platform policy.
-    let guest_policy = report.policy();
-    if guest_policy & policy_bits::DEBUG != 0 && !policy.allow_debug {
+    // -- The guest policy.
+    let rules_gp = &policy.guest_policy;
+    let has = |bit: u64| guest_policy & bit != 0;
+    if has(policy_bits::DEBUG) && !rules_gp.allow_debug {
         return Err(RejectReason::Debug(guest_policy));
     }
-    if guest_policy & policy_bits::MIGRATE_MA != 0 && !policy.allow_migration_agent {
+    if has(policy_bits::MIGRATE_MA) && !rules_gp.allow_migration_agent {
         return Err(RejectReason::MigrationAgent(guest_policy));
     }
-    if policy.forbid_smt && report.platform_info() & platform_bits::SMT_EN != 0 {
-        return Err(RejectReason::Smt(report.platform_info()));
+    if has(policy_bits::SMT) && !rules_gp.allow_smt {
+        return Err(RejectReason::GuestSmt(guest_policy));
     }
-    if policy.require_single_socket && guest_policy & policy_bits::SINGLE_SOCKET == 0 {
+    if rules_gp.require_single_socket && !has(policy_bits::SINGLE_SOCKET) {
         return Err(RejectReason::SingleSocket(guest_policy));
+    }
+    if has(policy_bits::CXL_ALLOW) && !rules_gp.allow_cxl {
+        return Err(RejectReason::Cxl(guest_policy));
+    }
+    if rules_gp.require_aes_256_xts && !has(policy_bits::MEM_AES_256_XTS) {
+        return Err(RejectReason::Aes256Xts(guest_policy));
+    }
+    if rules_gp.require_rapl_disabled && !has(policy_bits::RAPL_DIS) {
+        return Err(RejectReason::GuestRaplDisabled(guest_policy));
+    }
+    if rules_gp.require_ciphertext_hiding && !has(policy_bits::CIPHERTEXT_HIDING_DRAM) {
+        return Err(RejectReason::GuestCiphertextHiding(guest_policy));
+    }
+    if rules_gp.require_page_swap_disabled && !has(policy_bits::PAGE_SWAP_DISABLE) {
+        return Err(RejectReason::PageSwapDisabled(guest_policy));
+    }
+    let (major, minor) = policy_bits::abi(guest_policy);
+    let abi = AbiVersion { major, minor };
+    if abi < rules_gp.minimum_abi {
+        return Err(RejectReason::AbiBelowMinimum {
+            minimum: rules_gp.minimum_abi,
+            reported: abi,
+        });
+    }
+
+    // -- The platform.
+    let rules_pl = &policy.platform;
+    let on = |bit: u64| platform & bit != 0;
+    if on(platform_bits::SMT_EN) && !rules_pl.allow_smt {
+        return Err(RejectReason::Smt(platform));
+    }
+    if on(platform_bits::TSME_EN) && !rules_pl.allow_tsme {
+        return Err(RejectReason::Tsme(platform));
+    }
+    if rules_pl.require_ecc && !on(platform_bits::ECC_EN) {
+        return Err(RejectReason::Ecc(platform));
+    }
+    if rules_pl.require_rapl_disabled && !on(platform_bits::RAPL_DIS) {
+        return Err(RejectReason::RaplDisabled(platform));
+    }
+    if rules_pl.require_ciphertext_hiding && !on(platform_bits::CIPHERTEXT_HIDING_EN) {
+        return Err(RejectReason::CiphertextHiding(platform));
+    }
+    if rules_pl.require_alias_check && !on(platform_bits::ALIAS_CHECK_COMPLETE) {
+        return Err(RejectReason::AliasCheck(platform));
+    }
+    if on(platform_bits::TIO_EN) && !rules_pl.allow_tio {
+        return Err(RejectReason::Tio(platform));
     }
     if report.vmpl() != policy.vmpl {
         return Err(RejectReason::Vmpl {
@@ -461,8 +936,19 @@ pub fn verify_with_cache(
             reported: report.vmpl(),
         });
     }
-    if let Some((component, minimum, reported)) = reported_tcb.first_below(&policy.minimum_tcb) {
+
+    // -- TCB and firmware: floors, then committed ≤ current and reported ≤ current.
+    if let Some((component, minimum, reported)) = reported_tcb.first_below(&rules.minimum_tcb) {
         return Err(RejectReason::TcbBelowMinimum {
+            component,
+            minimum,
+            reported,
+        });
+    }
+    let launch_tcb = Tcb::decode(report.launch_tcb_raw(), product);
+    if let Some((component, minimum, reported)) = launch_tcb.first_below(&rules.minimum_launch_tcb)
+    {
+        return Err(RejectReason::LaunchTcbBelowMinimum {
             component,
             minimum,
             reported,
@@ -470,10 +956,70 @@ pub fn verify_with_cache(
     }
     let current_tcb = Tcb::decode(report.current_tcb_raw(), product);
     let committed_tcb = Tcb::decode(report.committed_tcb_raw(), product);
-    if current_tcb != committed_tcb && !policy.allow_provisional_tcb {
+    if !policy.allow_provisional_tcb && current_tcb != committed_tcb {
         return Err(RejectReason::ProvisionalTcb {
             current: current_tcb,
             committed: committed_tcb,
+        });
+    }
+    if let Some((component, committed, current)) = first_not_ordered(&committed_tcb, &current_tcb) {
+        return Err(RejectReason::CommittedAboveCurrent {
+            component,
+            committed,
+            current,
+        });
+    }
+    if let Some((component, reported, current)) = first_not_ordered(&reported_tcb, &current_tcb) {
+        return Err(RejectReason::ReportedAboveCurrent {
+            component,
+            reported,
+            current,
+        });
+    }
+    let current_firmware = report.current_firmware();
+    let committed_firmware = report.committed_firmware();
+    if current_firmware < rules.minimum_firmware {
+        return Err(RejectReason::FirmwareBelowMinimum {
+            minimum: rules.minimum_firmware,
+            reported: current_firmware,
+        });
+    }
+    if !policy.allow_provisional_tcb && current_firmware != committed_firmware {
+        return Err(RejectReason::ProvisionalFirmware {
+            current: current_firmware,
+            committed: committed_firmware,
+        });
+    }
+    if committed_firmware > current_firmware {
+        return Err(RejectReason::CommittedFirmwareAboveCurrent {
+            current: current_firmware,
+            committed: committed_firmware,
+        });
+    }
+    for (vector, required, reported) in [
+        (
+            "launch",
+            policy.minimum_mitigations.launch,
+            report.launch_mitigations(),
+        ),
+        (
+            "current",
+            policy.minimum_mitigations.current,
+            report.current_mitigations(),
+        ),
+    ] {
+        if reported & required != required {
+            return Err(RejectReason::MitigationVector {
+                vector,
+                required,
+                reported,
+            });
+        }
+    }
+    if report.guest_svn() < policy.minimum_guest_svn {
+        return Err(RejectReason::GuestSvn {
+            minimum: policy.minimum_guest_svn,
+            reported: report.guest_svn(),
         });
     }
 
@@ -492,20 +1038,39 @@ pub fn verify_with_cache(
             });
         }
     }
+    if let Some(expected) = &policy.family_id {
+        if expected.0 != report.family_id() {
+            return Err(RejectReason::FamilyId {
+                expected: expected.to_string(),
+                reported: hex::encode(report.family_id()),
+            });
+        }
+    }
+    if let Some(expected) = &policy.image_id {
+        if expected.0 != report.image_id() {
+            return Err(RejectReason::ImageId {
+                expected: expected.to_string(),
+                reported: hex::encode(report.image_id()),
+            });
+        }
+    }
     let id_key = HexBytes(report.id_key_digest());
     if !policy.id_key_digests.is_empty() && !policy.id_key_digests.contains(&id_key) {
         return Err(RejectReason::IdKey(id_key.to_string()));
+    }
+    if policy.require_author_key && !report.author_key_en() {
+        return Err(RejectReason::AuthorKeyMissing);
     }
     let author_key = HexBytes(report.author_key_digest());
     if !policy.author_key_digests.is_empty() && !policy.author_key_digests.contains(&author_key) {
         return Err(RejectReason::AuthorKey(author_key.to_string()));
     }
-    let chip_id = HexBytes(report.chip_id());
-    if !policy.chip_ids.is_empty() && !policy.chip_ids.contains(&chip_id) {
-        return Err(RejectReason::ChipId(chip_id.to_string()));
+    let chip = HexBytes(chip_id);
+    if !policy.chip_ids.is_empty() && !policy.chip_ids.contains(&chip) {
+        return Err(RejectReason::ChipId(chip.to_string()));
     }
 
-    // -- Bound to what the caller expects (TLS key, validator key, chain id).
+    // -- Bound to what the caller expects (TLS key, validity, validator key, chain id).
     if let Binding::ReportData(expected) = binding {
         if *expected != report.report_data() {
             return Err(RejectReason::ReportData {
@@ -521,13 +1086,17 @@ pub fn verify_with_cache(
         signing_key: kind,
         measurement,
         policy: guest_policy,
+        platform_info: platform,
         reported_tcb,
         current_tcb,
         committed_tcb,
+        launch_tcb,
+        current_firmware,
         vmpl: report.vmpl(),
-        chip_id,
+        chip_id: chip,
         report_data: HexBytes(report.report_data()),
         host_data: HexBytes(report.host_data()),
+        endorsement_not_after: cert.validity().1,
     })
 }
 
@@ -575,6 +1144,8 @@ pub struct Inspection {
     pub measurement: HexBytes<48>,
     /// POLICY.
     pub policy: u64,
+    /// PLATFORM_INFO.
+    pub platform_info: u64,
     /// REPORTED_TCB, decoded for `product` (Milan layout when unknown).
     pub reported_tcb: Tcb,
     /// VMPL.
@@ -592,7 +1163,8 @@ pub fn inspect(evidence: &Evidence) -> Option<Inspection> {
     };
     let from_chain = EndorsementCert::parse(&evidence.endorsement_cert)
         .ok()
-        .and_then(|c| c.chain_to_pinned_root(kind));
+        .and_then(|c| c.chain_to_pinned_root(kind).ok())
+        .map(|c| c.product);
     let (family, model, _) = report.cpuid();
     let product = from_chain.or_else(|| Product::from_cpuid(family, model));
     Some(Inspection {
@@ -600,6 +1172,7 @@ pub fn inspect(evidence: &Evidence) -> Option<Inspection> {
         report_version: report.version(),
         measurement: HexBytes(report.measurement()),
         policy: report.policy(),
+        platform_info: report.platform_info(),
         reported_tcb: Tcb::decode(report.reported_tcb_raw(), product.unwrap_or(Product::Milan)),
         vmpl: report.vmpl(),
         signing_key: report.signing_key(),

@@ -1,34 +1,33 @@
 //! Systematic mutations of genuine evidence, each rejected with the expected check.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use bulwark_attest::policy::HexBytes;
-use bulwark_attest::{verify, Binding, Evidence, Measurements, Policy, RejectReason, Tcb, Trust};
+use bulwark_attest::{
+    verify, Binding, Evidence, Measurements, Policy, Product, RejectReason, Tcb, Trust,
+};
+use common::{data, NOW};
 
-fn data(dir: &str, file: &str) -> Vec<u8> {
-    std::fs::read(format!(
-        "{}/tests/data/{dir}/{file}",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-/// The genuine Milan report the strict policy accepts.
+/// The genuine Milan report, accepted by the policy that fits it.
 fn good() -> Evidence {
-    Evidence {
-        report: data("virtee-sev-milan", "report.bin"),
-        endorsement_cert: data("virtee-sev-milan", "vcek.der"),
-    }
+    common::virtee()
 }
 
+/// The strict template with exactly what the 2023 report predates relaxed.
 fn strict() -> Policy {
-    Policy::strict(Trust::Amd, Measurements::Any)
+    common::fits_virtee()
 }
 
 /// A change to the strict policy that makes one check reject the genuine report.
 type Relax = fn(&mut Policy);
 
+fn milan(p: &mut Policy) -> &mut bulwark_attest::ProductRules {
+    p.products.get_mut(&Product::Milan).unwrap()
+}
+
 fn reject(e: &Evidence, p: &Policy, b: &Binding) -> RejectReason {
-    verify(e, p, b).expect_err("must be rejected")
+    verify(e, p, b, NOW).expect_err("must be rejected")
 }
 
 fn with_byte(offset: usize, f: impl Fn(u8) -> u8) -> Evidence {
@@ -39,7 +38,7 @@ fn with_byte(offset: usize, f: impl Fn(u8) -> u8) -> Evidence {
 
 #[test]
 fn the_unmutated_report_is_accepted() {
-    verify(&good(), &strict(), &Binding::Unchecked).unwrap();
+    verify(&good(), &strict(), &Binding::Unchecked, NOW).unwrap();
 }
 
 #[test]
@@ -136,12 +135,12 @@ fn structural_fields_fail_their_own_checks() {
         .check(),
         "reserved_zero"
     );
-    // Claiming VLEK with a VCEK: no pinned ASVK signed it.
+    // Claiming VLEK with a VCEK: its issuer (SEV-Milan) is no pinned ASVK.
     let mut p = strict();
     p.allow_vlek = true;
     assert_eq!(
         reject(&with_byte(0x48, |b| b | (1 << 2)), &p, &Binding::Unchecked).check(),
-        "certificate_chain"
+        "certificate_issuer"
     );
 }
 
@@ -182,6 +181,62 @@ fn truncated_oversized_and_garbage_inputs_are_rejected_by_size_or_certificate() 
     );
 }
 
+/// The genuine VCEK with bytes of its encoding replaced (its issuer signature then no longer
+/// verifies, so a check that runs before the chain check must name the change).
+fn with_cert_bytes(edit: impl Fn(&mut Vec<u8>)) -> Evidence {
+    let mut e = good();
+    edit(&mut e.endorsement_cert);
+    e
+}
+
+/// Every position of `needle` in `der`.
+fn positions(der: &[u8], needle: &[u8]) -> Vec<usize> {
+    der.windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[test]
+fn a_certificate_of_another_x509_version_is_refused_by_name() {
+    // TBSCertificate starts `A0 03 02 01 02` (explicit version 2, i.e. v3); make it v2.
+    let e = with_cert_bytes(|der| {
+        let at = positions(der, &[0xA0, 0x03, 0x02, 0x01, 0x02])[0];
+        der[at + 4] = 0x01;
+    });
+    assert_eq!(
+        reject(&e, &strict(), &Binding::Unchecked),
+        RejectReason::CertificateVersion("V2".into())
+    );
+}
+
+#[test]
+fn pss_parameters_other_than_amds_are_refused_by_name() {
+    // The salt length `A2 03 02 01 30` (48) appears in the signed and the outer algorithm.
+    let salt = [0xA2, 0x03, 0x02, 0x01, 0x30];
+    assert_eq!(positions(&good().endorsement_cert, &salt).len(), 2);
+    // Both changed to 32: AMD never signs with that.
+    let both = with_cert_bytes(|der| {
+        for at in positions(der, &salt) {
+            der[at + 4] = 0x20;
+        }
+    });
+    assert_eq!(
+        reject(&both, &strict(), &Binding::Unchecked),
+        RejectReason::SignatureParameters("PSS salt length 32 is not 48".into())
+    );
+    // Only the signed one changed: the two algorithm identifiers differ.
+    let inner = with_cert_bytes(|der| {
+        let at = positions(der, &salt)[0];
+        der[at + 4] = 0x20;
+    });
+    assert_eq!(
+        reject(&inner, &strict(), &Binding::Unchecked).check(),
+        "signature_parameters"
+    );
+}
+
 #[test]
 fn a_vcek_of_another_chip_does_not_verify_the_report() {
     let mut e = good();
@@ -203,11 +258,16 @@ fn a_chain_from_another_product_line_is_caught() {
         reject(&e, &strict(), &Binding::Unchecked),
         RejectReason::ProductMismatch { .. }
     ));
-    // A Turin VCEK with a Milan v2 report: chains to Turin, but did not sign the report.
+    // A Turin VCEK with a Milan v2 report: chains to Turin, which the policy does not admit;
+    // admitted, it still did not sign the report.
     let mut e = good();
     e.endorsement_cert = data("virtee-sev-milan", "vcek_turin_unpaired.der");
     assert_eq!(
-        reject(&e, &strict(), &Binding::Unchecked).check(),
+        reject(&e, &strict(), &Binding::Unchecked),
+        RejectReason::ProductNotAdmitted(Product::Turin)
+    );
+    assert_eq!(
+        reject(&e, &strict().with_any_tcb(), &Binding::Unchecked).check(),
         "report_signature"
     );
 }
@@ -229,10 +289,14 @@ fn a_certificate_whose_issuer_signature_is_forged_does_not_chain() {
 
 #[test]
 fn simulated_trust_does_not_accept_amd_evidence() {
-    let p = Policy::strict(Trust::Simulated, Measurements::Any);
+    let p = Policy {
+        trust: Trust::Simulated,
+        ..strict()
+    };
+    // The VCEK names AMD's SEV-Milan as its issuer, which is no simulated signer.
     assert_eq!(
         reject(&good(), &p, &Binding::Unchecked).check(),
-        "certificate_chain"
+        "certificate_issuer"
     );
 }
 
@@ -241,20 +305,21 @@ fn every_policy_check_rejects_the_genuine_report_when_asked_to() {
     let e = good();
     let report = bulwark_attest::AttestationReport::from_bytes(&e.report).unwrap();
     let cases: Vec<(&str, Relax)> = vec![
-        ("smt", |p| p.forbid_smt = true),
-        ("single_socket", |p| p.require_single_socket = true),
-        ("vmpl", |p| p.vmpl = 1),
-        ("minimum_tcb", |p| {
-            p.minimum_tcb = Tcb {
-                snp: 9,
-                ..Tcb::default()
-            }
+        ("smt", |p| p.platform.allow_smt = false),
+        ("guest_smt", |p| p.guest_policy.allow_smt = false),
+        ("single_socket", |p| {
+            p.guest_policy.require_single_socket = true
         }),
-        ("minimum_tcb", |p| {
-            p.minimum_tcb = Tcb {
-                microcode: 0x74,
-                ..Tcb::default()
-            }
+        ("vmpl", |p| p.vmpl = 1),
+        ("minimum_tcb", |p| milan(p).minimum_tcb.snp = 9),
+        ("minimum_tcb", |p| milan(p).minimum_tcb.microcode = 0x74),
+        ("minimum_launch_tcb", |p| {
+            milan(p).minimum_launch_tcb.bootloader = 4
+        }),
+        ("minimum_firmware", |p| milan(p).minimum_firmware.build = 5),
+        ("minimum_firmware", |p| milan(p).minimum_firmware.minor = 53),
+        ("product_admitted", |p| {
+            p.products.remove(&Product::Milan);
         }),
         ("measurement", |p| {
             p.measurements = Measurements::OneOf(vec![HexBytes([7; 48])])
@@ -279,14 +344,14 @@ fn every_policy_check_rejects_the_genuine_report_when_asked_to() {
     p.id_key_digests = vec![HexBytes(report.id_key_digest())];
     p.author_key_digests = vec![HexBytes(report.author_key_digest())];
     p.chip_ids = vec![HexBytes(report.chip_id())];
-    p.minimum_tcb = Tcb {
+    milan(&mut p).minimum_tcb = Tcb {
         bootloader: 3,
         tee: 0,
         snp: 8,
         microcode: 0x73,
         fmc: None,
     };
-    verify(&e, &p, &Binding::Unchecked).unwrap();
+    verify(&e, &p, &Binding::Unchecked, NOW).unwrap();
 }
 
 #[test]
@@ -295,7 +360,7 @@ fn report_data_must_equal_the_expected_binding() {
     let actual = bulwark_attest::AttestationReport::from_bytes(&e.report)
         .unwrap()
         .report_data();
-    verify(&e, &strict(), &Binding::ReportData(actual)).unwrap();
+    verify(&e, &strict(), &Binding::ReportData(actual), NOW).unwrap();
     let mut other = actual;
     other[63] ^= 1;
     assert_eq!(
@@ -309,13 +374,14 @@ fn the_chain_and_signature_cache_changes_no_verdict() {
     use bulwark_attest::{verify_with_cache, ChainCache};
     let cache = ChainCache::new();
     for _ in 0..2 {
-        verify_with_cache(&good(), &strict(), &Binding::Unchecked, &cache).unwrap();
+        verify_with_cache(&good(), &strict(), &Binding::Unchecked, NOW, &cache).unwrap();
         // A cached chain does not excuse a broken report signature ...
         assert_eq!(
             verify_with_cache(
                 &with_byte(0x90, |b| b ^ 1),
                 &strict(),
                 &Binding::Unchecked,
+                NOW,
                 &cache
             )
             .unwrap_err()
@@ -327,25 +393,34 @@ fn the_chain_and_signature_cache_changes_no_verdict() {
         let n = e.endorsement_cert.len();
         e.endorsement_cert[n - 1] ^= 1;
         assert_eq!(
-            verify_with_cache(&e, &strict(), &Binding::Unchecked, &cache)
+            verify_with_cache(&e, &strict(), &Binding::Unchecked, NOW, &cache)
                 .unwrap_err()
                 .check(),
             "certificate_chain"
         );
         // ... nor, once the report's signature is known good, another binding.
         assert_eq!(
-            verify_with_cache(&good(), &strict(), &Binding::ReportData([7; 64]), &cache)
-                .unwrap_err()
-                .check(),
+            verify_with_cache(
+                &good(),
+                &strict(),
+                &Binding::ReportData([7; 64]),
+                NOW,
+                &cache
+            )
+            .unwrap_err()
+            .check(),
             "report_data"
         );
         // ... nor trust in another root.
-        let sim = Policy::strict(Trust::Simulated, Measurements::Any);
+        let sim = Policy {
+            trust: Trust::Simulated,
+            ..strict()
+        };
         assert_eq!(
-            verify_with_cache(&good(), &sim, &Binding::Unchecked, &cache)
+            verify_with_cache(&good(), &sim, &Binding::Unchecked, NOW, &cache)
                 .unwrap_err()
                 .check(),
-            "certificate_chain"
+            "certificate_issuer"
         );
     }
 }

@@ -95,7 +95,7 @@ pub struct ReportArgs {
 /// Arguments of `bulwark attest verify`.
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("key").required(true).args(["vcek", "vlek"])))]
-#[command(group(ArgGroup::new("measurements").required(true).args(["measurement", "any_measurement"])))]
+#[command(group(ArgGroup::new("measurements").required(true).args(["measurement", "any_measurement", "policy"])))]
 pub struct VerifyArgs {
     /// The attestation report: 1184 raw bytes, or the same as hex text.
     #[arg(long)]
@@ -110,27 +110,49 @@ pub struct VerifyArgs {
     /// pinned roots.
     #[arg(long)]
     pub ask_ark: Option<PathBuf>,
+    /// A whole attestation policy (JSON, as in genesis's `attestation` section) instead of
+    /// the strict template adjusted by the flags below.
+    #[arg(long, conflicts_with_all = ["measurement", "any_measurement", "simulated", "any_tcb", "allow_debug", "allow_provisional_tcb", "allow_vlek", "vlek_csp", "no_alias_check", "vmpl"])]
+    pub policy: Option<PathBuf>,
     /// An allowed launch measurement (96 hex digits); repeatable.
     #[arg(long)]
     pub measurement: Vec<String>,
     /// Accept any measurement (inspection only).
     #[arg(long)]
     pub any_measurement: bool,
+    /// No TCB or firmware floors, every product line, report version 2 (inspecting old
+    /// evidence only).
+    #[arg(long)]
+    pub any_tcb: bool,
     /// Accept a guest policy that allows debugging.
     #[arg(long)]
     pub allow_debug: bool,
-    /// Accept a current TCB that differs from the committed one.
+    /// Accept a current TCB and firmware above the committed ones.
     #[arg(long)]
     pub allow_provisional_tcb: bool,
-    /// Accept VLEK-signed reports.
+    /// Accept VLEK-signed reports (of the clouds named with --vlek-csp).
     #[arg(long)]
     pub allow_vlek: bool,
+    /// A cloud whose VLEKs are accepted (its CSP_ID, e.g. CN=cc-us-east-2.amazonaws.com);
+    /// repeatable.
+    #[arg(long, requires = "allow_vlek")]
+    pub vlek_csp: Vec<String>,
+    /// Do not require the completed memory alias check (hosts before AMD-SB-3015's fix).
+    #[arg(long)]
+    pub no_alias_check: bool,
     /// The VMPL the report must come from.
     #[arg(long, default_value_t = 0)]
     pub vmpl: u32,
     /// The expected REPORT_DATA (128 hex digits).
     #[arg(long)]
     pub report_data: Option<String>,
+    /// Without --report-data, still exit 0 for evidence that passes every other check (it is
+    /// bound to nothing, so it proves nothing fresh).
+    #[arg(long, conflicts_with = "report_data")]
+    pub allow_unbound: bool,
+    /// Check certificate validity and CRL age at this time (Unix seconds) instead of now.
+    #[arg(long)]
+    pub at: Option<u64>,
     /// Trust the project's simulated root instead of AMD's (development networks only).
     #[arg(long)]
     pub simulated: bool,

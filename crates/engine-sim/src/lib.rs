@@ -9,8 +9,10 @@
 //! late joiners, the network before and after GST, clock skew and client load. The
 //! [`checker::Checker`] holds the invariants. A failing seed replays exactly.
 
-pub mod byzantine;
 pub mod checker;
+
+/// The byzantine behaviours (`bulwark-adversary`).
+pub use bulwark_adversary as byzantine;
 pub mod world;
 
 use bulwark_app::kvstore::KvStore;

@@ -2,7 +2,7 @@
 //! self-signed certificate whose evidence binds that key, the consensus key and the chain id.
 //! The node makes a new one before the current one expires.
 
-use crate::binding::report_data;
+use crate::binding::{report_data, Window};
 use crate::extension::{CertEvidence, ExtensionError, OID_ARCS};
 use bulwark_attest::source::{EvidenceSource, SourceError};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -33,6 +33,8 @@ pub struct LocalIdentity {
     key_pkcs8: Vec<u8>,
     /// When the certificate stops being valid.
     pub not_after: SystemTime,
+    /// The validity window the evidence binds (Unix seconds).
+    pub window: Window,
     /// The consensus key it binds.
     pub consensus_key: [u8; 32],
 }
@@ -50,13 +52,15 @@ fn hex_short(bytes: &[u8]) -> String {
     bytes.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-fn offset(t: SystemTime) -> Result<time::OffsetDateTime, IdentityError> {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
+fn unix(t: SystemTime) -> Result<u64, IdentityError> {
+    Ok(t.duration_since(SystemTime::UNIX_EPOCH)
         .map_err(|e| IdentityError::Time(e.to_string()))?
-        .as_secs();
-    time::OffsetDateTime::from_unix_timestamp(secs as i64)
-        .map_err(|e| IdentityError::Time(e.to_string()))
+        .as_secs())
+}
+
+fn offset(secs: u64) -> Result<time::OffsetDateTime, IdentityError> {
+    let secs = i64::try_from(secs).map_err(|e| IdentityError::Time(e.to_string()))?;
+    time::OffsetDateTime::from_unix_timestamp(secs).map_err(|e| IdentityError::Time(e.to_string()))
 }
 
 impl LocalIdentity {
@@ -71,8 +75,23 @@ impl LocalIdentity {
     ) -> Result<Self, IdentityError> {
         let cert_err = |e: rcgen::Error| IdentityError::Certificate(e.to_string());
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_err)?;
-        let evidence =
-            source.evidence(report_data(&key.public_key_der(), &consensus_key, chain_id))?;
+        let not_before = now
+            .checked_sub(Duration::from_secs(60))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let not_after = now
+            .checked_add(lifetime)
+            .ok_or_else(|| IdentityError::Time("lifetime overflows".into()))?;
+        // Whole seconds, exactly as the certificate will state them and the peer will read them.
+        let window = Window {
+            not_before: unix(not_before)?,
+            not_after: unix(not_after)?,
+        };
+        let evidence = source.evidence(report_data(
+            &key.public_key_der(),
+            window,
+            &consensus_key,
+            chain_id,
+        ))?;
         let extension = CertEvidence {
             consensus_key,
             report: evidence.report,
@@ -81,14 +100,8 @@ impl LocalIdentity {
         .encode()?;
         let mut params = rcgen::CertificateParams::new(vec!["bulwark-validator".to_string()])
             .map_err(cert_err)?;
-        let not_before = now
-            .checked_sub(Duration::from_secs(60))
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        let not_after = now
-            .checked_add(lifetime)
-            .ok_or_else(|| IdentityError::Time("lifetime overflows".into()))?;
-        params.not_before = offset(not_before)?;
-        params.not_after = offset(not_after)?;
+        params.not_before = offset(window.not_before)?;
+        params.not_after = offset(window.not_after)?;
         params
             .custom_extensions
             .push(rcgen::CustomExtension::from_oid_content(
@@ -99,6 +112,7 @@ impl LocalIdentity {
             cert: cert.der().clone(),
             key_pkcs8: key.serialize_der(),
             not_after,
+            window,
             consensus_key,
         })
     }

@@ -4,7 +4,7 @@
 //! both sides of every connection check each other. Possession of the certified key is then
 //! proven by the TLS 1.3 handshake signature, which rustls checks with the same key.
 
-use crate::binding::report_data;
+use crate::binding::{report_data, Window};
 use crate::extension::{CertEvidence, ExtensionError, OID};
 use bulwark_attest::policy::Policy;
 use bulwark_attest::{verify_with_cache, Binding, ChainCache, Evidence, RejectReason};
@@ -72,6 +72,11 @@ impl PeerRejected {
 /// A peer that passed every check.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct VerifiedPeer {
+    /// When its certificate (and with it the evidence, which binds the window) became valid,
+    /// Unix seconds.
+    pub not_before: u64,
+    /// When its certificate expires, Unix seconds: a connection must not outlive it.
+    pub not_after: u64,
     /// Its consensus public key (a member of the validator set).
     pub consensus_key: [u8; 32],
     /// Its launch measurement.
@@ -80,6 +85,14 @@ pub struct VerifiedPeer {
     pub chip_id: [u8; 64],
     /// Its reported TCB.
     pub reported_tcb: bulwark_attest::report::Tcb,
+}
+
+impl VerifiedPeer {
+    /// How long from `now_unix` until the peer's certificate expires (zero once it has): a
+    /// driver closes or re-verifies the connection then.
+    pub fn valid_for(&self, now_unix: u64) -> std::time::Duration {
+        std::time::Duration::from_secs(self.not_after.saturating_sub(now_unix))
+    }
 }
 
 /// Checks a peer's certificate at `now_unix` (seconds).
@@ -122,7 +135,11 @@ pub fn verify_peer_certificate(
         .subject_public_key_info
         .to_der()
         .map_err(|e| PeerRejected::Certificate(e.to_string()))?;
-    let binding = report_data(&spki, &evidence.consensus_key, &policy.chain_id);
+    let window = Window {
+        not_before,
+        not_after,
+    };
+    let binding = report_data(&spki, window, &evidence.consensus_key, &policy.chain_id);
     let verified = verify_with_cache(
         &Evidence {
             report: evidence.report,
@@ -130,6 +147,7 @@ pub fn verify_peer_certificate(
         },
         &policy.attestation,
         &Binding::ReportData(binding),
+        now_unix,
         cache,
     )
     .map_err(PeerRejected::Attestation)?;
@@ -143,6 +161,8 @@ pub fn verify_peer_certificate(
         ));
     }
     Ok(VerifiedPeer {
+        not_before,
+        not_after,
         consensus_key: evidence.consensus_key,
         measurement: verified.measurement.0,
         chip_id: verified.chip_id.0,

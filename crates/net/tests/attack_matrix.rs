@@ -5,8 +5,8 @@
 
 use bulwark_attest::report::policy_bits;
 use bulwark_attest::simulated::SimulatedPsp;
-use bulwark_attest::{EvidenceSource, HexBytes, Measurements, Policy, Tcb, Trust};
-use bulwark_net::binding::report_data;
+use bulwark_attest::{EvidenceSource, HexBytes, Measurements, Policy, Product, Tcb, Trust};
+use bulwark_net::binding::{report_data, Window};
 use bulwark_net::config::{client_config, provider, server_config, SERVER_NAME};
 use bulwark_net::extension::{CertEvidence, OID_ARCS};
 use bulwark_net::verifier::peer_identity;
@@ -55,12 +55,32 @@ fn identity(i: u8) -> LocalIdentity {
     .unwrap()
 }
 
-/// A certificate for `key` carrying `extension` (raw extension value), valid around now.
-fn forged(key: &rcgen::KeyPair, extension: Option<Vec<u8>>, lifetime: Duration) -> LocalParts {
+/// When this test process started (Unix seconds): every forged certificate's window is
+/// measured from it, so evidence made for a window and the certificate that states it agree.
+fn start() -> u64 {
+    static START: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *START.get_or_init(|| {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    })
+}
+
+/// The validity window of a forged certificate valid for `lifetime` from a minute ago.
+fn window(lifetime: Duration) -> Window {
+    Window {
+        not_before: start() - 60,
+        not_after: start() + lifetime.as_secs(),
+    }
+}
+
+/// A certificate for `key` carrying `extension` (raw extension value), valid in `window`.
+fn certificate_in(key: &rcgen::KeyPair, extension: Option<Vec<u8>>, window: Window) -> LocalParts {
     let mut params = rcgen::CertificateParams::new(vec![SERVER_NAME.to_string()]).unwrap();
-    let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::minutes(1);
-    params.not_after = now + time::Duration::try_from(lifetime).unwrap();
+    let at = |secs: u64| time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap();
+    params.not_before = at(window.not_before);
+    params.not_after = at(window.not_after);
     if let Some(value) = extension {
         params
             .custom_extensions
@@ -73,9 +93,17 @@ fn forged(key: &rcgen::KeyPair, extension: Option<Vec<u8>>, lifetime: Duration) 
     }
 }
 
-/// Evidence from `psp` whose REPORT_DATA binds `spki`, `consensus` and `chain`.
+/// A certificate for `key` carrying `extension`, valid for `lifetime` around now.
+fn forged(key: &rcgen::KeyPair, extension: Option<Vec<u8>>, lifetime: Duration) -> LocalParts {
+    certificate_in(key, extension, window(lifetime))
+}
+
+/// Evidence from `psp` whose REPORT_DATA binds `spki`, an hour's window, `consensus` and
+/// `chain`.
 fn extension_for(psp: &mut SimulatedPsp, spki: &[u8], consensus: [u8; 32], chain: &str) -> Vec<u8> {
-    let evidence = psp.evidence(report_data(spki, &consensus, chain)).unwrap();
+    let evidence = psp
+        .evidence(report_data(spki, window(HOUR), &consensus, chain))
+        .unwrap();
     CertEvidence {
         consensus_key: consensus,
         report: evidence.report,
@@ -326,7 +354,12 @@ fn attack_06_debug_policy() {
 fn attack_07_tcb_below_the_minimum() {
     let mut policy = network();
     let tcb = psp(2).tcb;
-    policy.attestation.minimum_tcb = Tcb {
+    policy
+        .attestation
+        .products
+        .get_mut(&Product::Milan)
+        .unwrap()
+        .minimum_tcb = Tcb {
         snp: tcb.snp.saturating_add(1),
         ..tcb
     };
@@ -337,7 +370,12 @@ fn attack_07_tcb_below_the_minimum() {
 fn attack_08_forged_report_signature() {
     let key = fresh_key();
     let mut evidence = psp(2)
-        .evidence(report_data(&key.public_key_der(), &consensus_key(2), CHAIN))
+        .evidence(report_data(
+            &key.public_key_der(),
+            window(HOUR),
+            &consensus_key(2),
+            CHAIN,
+        ))
         .unwrap();
     evidence.report[0x2A0] ^= 1; // inside the signature's R
     let ext = CertEvidence {
@@ -353,7 +391,12 @@ fn attack_08_forged_report_signature() {
 #[test]
 fn attack_09_vcek_of_another_chip() {
     let key = fresh_key();
-    let binding = report_data(&key.public_key_der(), &consensus_key(2), CHAIN);
+    let binding = report_data(
+        &key.public_key_der(),
+        window(HOUR),
+        &consensus_key(2),
+        CHAIN,
+    );
     let report = psp(2).evidence(binding).unwrap().report;
     let other_chip = psp(9).evidence(binding).unwrap().endorsement_cert;
     let ext = CertEvidence {
@@ -372,7 +415,12 @@ fn attack_10_endorsement_certificate_from_a_host_supplied_chain() {
     // simulated VCEK with its issuer signature forged) does not chain.
     let key = fresh_key();
     let mut evidence = psp(2)
-        .evidence(report_data(&key.public_key_der(), &consensus_key(2), CHAIN))
+        .evidence(report_data(
+            &key.public_key_der(),
+            window(HOUR),
+            &consensus_key(2),
+            CHAIN,
+        ))
         .unwrap();
     let n = evidence.endorsement_cert.len();
     evidence.endorsement_cert[n - 10] ^= 0x55;
@@ -436,7 +484,8 @@ fn attack_14_vmpl_mismatch() {
 fn attack_15_simulated_evidence_on_an_amd_trust_network() {
     let mut amd = network();
     amd.attestation.trust = Trust::Amd;
-    refused_by(amd, LocalParts::from(&identity(2)), "certificate_chain");
+    // The simulated VCEK names the simulated ASK as its issuer: no AMD signer has that name.
+    refused_by(amd, LocalParts::from(&identity(2)), "certificate_issuer");
 }
 
 #[test]
@@ -462,6 +511,7 @@ fn attack_17_malformed_evidence_extension() {
 
 #[test]
 fn attack_18_certificate_valid_for_too_long() {
+    // (The evidence binds an hour; the lifetime check refuses the certificate before that.)
     let key = fresh_key();
     let ext = extension_for(&mut psp(2), &key.public_key_der(), consensus_key(2), CHAIN);
     refused(
@@ -542,4 +592,132 @@ fn a_rotated_certificate_is_presented_to_new_connections_while_old_ones_keep_wor
     let mut echo = [0u8; 4];
     old.read_exact(&mut echo).unwrap();
     assert_eq!(&echo, b"more");
+}
+
+/// The raw value of the evidence extension in a certificate.
+fn evidence_extension(cert: &[u8]) -> Vec<u8> {
+    use x509_cert::der::Decode;
+    let cert = x509_cert::Certificate::from_der(cert).unwrap();
+    cert.tbs_certificate
+        .extensions
+        .unwrap()
+        .into_iter()
+        .find(|e| e.extn_id.to_string() == bulwark_net::extension::OID)
+        .unwrap()
+        .extn_value
+        .as_bytes()
+        .to_vec()
+}
+
+#[test]
+fn attack_20_certificate_reissued_with_new_validity_around_its_old_evidence() {
+    // A thief with validator 2's TLS key and certificate re-signs the certificate for a fresh
+    // window (same key, old extension): the evidence binds the old window.
+    let stolen = identity(2);
+    let key = rcgen::KeyPair::try_from(&stolen.private_key()).unwrap();
+    let extension = evidence_extension(&stolen.cert);
+    let now = start();
+    let fresh = Window {
+        not_before: now - 3600,
+        not_after: now + 6 * 24 * 3600,
+    };
+    refused(
+        certificate_in(&key, Some(extension.clone()), fresh),
+        "report_data",
+    );
+    // The control: the same re-issue with the window the evidence was made for is the
+    // genuine certificate again, and passes.
+    let own = certificate_in(&key, Some(extension), stolen.window);
+    let outcome = run(
+        validator_server(network()),
+        client_presenting(&own, network()),
+    );
+    outcome.server.unwrap();
+    outcome.client.unwrap();
+}
+
+#[test]
+fn the_verified_peer_states_when_its_certificate_expires() {
+    let me = identity(2);
+    let seen = peer_identity(
+        &verifier(network()),
+        Some(std::slice::from_ref(&me.cert)),
+        start(),
+    )
+    .unwrap();
+    assert_eq!(
+        (seen.not_before, seen.not_after),
+        (me.window.not_before, me.window.not_after)
+    );
+    assert_eq!(
+        seen.valid_for(me.window.not_after - 10),
+        Duration::from_secs(10)
+    );
+    assert_eq!(seen.valid_for(me.window.not_after + 1), Duration::ZERO);
+}
+
+/// Connects `client` to a fresh connection of `server` over loopback and returns how each
+/// side says the handshake went.
+fn handshake_kinds(
+    server: &Arc<rustls::ServerConfig>,
+    client: &Arc<rustls::ClientConfig>,
+) -> (rustls::HandshakeKind, rustls::HandshakeKind) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = server.clone();
+    let serving = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut tls =
+            rustls::StreamOwned::new(rustls::ServerConnection::new(server).unwrap(), stream);
+        let mut ping = [0u8; 4];
+        tls.read_exact(&mut ping).unwrap();
+        tls.write_all(b"pong").unwrap();
+        tls.flush().unwrap();
+        // Let the client read the tickets a resuming server would send after the handshake.
+        let mut rest = Vec::new();
+        let _ = tls.read_to_end(&mut rest);
+        tls.conn.handshake_kind().unwrap()
+    });
+    let conn =
+        rustls::ClientConnection::new(client.clone(), ServerName::try_from(SERVER_NAME).unwrap())
+            .unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, TcpStream::connect(addr).unwrap());
+    tls.write_all(b"ping").unwrap();
+    let mut pong = [0u8; 4];
+    tls.read_exact(&mut pong).unwrap();
+    let client_kind = tls.conn.handshake_kind().unwrap();
+    tls.conn.send_close_notify();
+    let _ = tls.flush();
+    drop(tls);
+    (serving.join().unwrap(), client_kind)
+}
+
+#[test]
+fn a_reconnect_is_a_full_handshake_verified_again() {
+    use rustls::HandshakeKind::Full;
+    let server = Arc::new(validator_server(network()));
+    let client = Arc::new(client_config(&identity(2), verifier(network())).unwrap());
+    assert_eq!(handshake_kinds(&server, &client), (Full, Full));
+    // The same client config again: nothing was stored, nothing is resumed.
+    assert_eq!(handshake_kinds(&server, &client), (Full, Full));
+}
+
+#[test]
+fn the_reconnect_test_sees_resumption_when_it_is_left_on() {
+    // The control for the test above: rustls's defaults do resume, and the test notices.
+    let mut server = validator_server(network());
+    server.session_storage = rustls::server::ServerSessionMemoryCache::new(16);
+    server.send_tls13_tickets = 2;
+    let server = Arc::new(server);
+    let mut client = client_config(&identity(2), verifier(network())).unwrap();
+    client.resumption = rustls::client::Resumption::default();
+    let client = Arc::new(client);
+    handshake_kinds(&server, &client);
+    assert_eq!(
+        handshake_kinds(&server, &client),
+        (
+            rustls::HandshakeKind::Resumed,
+            rustls::HandshakeKind::Resumed
+        )
+    );
 }

@@ -21,6 +21,7 @@ pub enum ReportParseError {
 /// differs between product lines (Turin adds the FMC and moves the fields), so decoding needs
 /// the product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Tcb {
     /// PSP bootloader SVN.
     pub bootloader: u8,
@@ -36,7 +37,9 @@ pub struct Tcb {
 }
 
 /// AMD EPYC product lines with SEV-SNP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Product {
     /// EPYC 7003.
     Milan,
@@ -56,6 +59,22 @@ impl Product {
             Product::Milan => "Milan",
             Product::Genoa => "Genoa",
             Product::Turin => "Turin",
+        }
+    }
+
+    /// The product line a name such as `Milan`, `Milan-B0` or `Genoa` (a VCEK's product-name
+    /// extension) belongs to.
+    pub fn from_name(name: &str) -> Option<Product> {
+        let line = name.split('-').next().unwrap_or(name);
+        Product::ALL.into_iter().find(|p| p.name() == line)
+    }
+
+    /// Length of the hardware id in this product line's VCEKs: the whole 64-byte CHIP_ID for
+    /// Milan and Genoa, its first 8 bytes for Turin (the rest of a Turin CHIP_ID is zero).
+    pub fn hwid_len(self) -> usize {
+        match self {
+            Product::Milan | Product::Genoa => 64,
+            Product::Turin => 8,
         }
     }
 
@@ -138,6 +157,23 @@ pub mod policy_bits {
     pub const DEBUG: u64 = 1 << 19;
     /// The guest may only run on a single socket.
     pub const SINGLE_SOCKET: u64 = 1 << 20;
+    /// CXL devices or memory may be attached to the guest.
+    pub const CXL_ALLOW: u64 = 1 << 21;
+    /// Memory must be encrypted with AES-256-XTS (otherwise AES-128-XEX may be used).
+    pub const MEM_AES_256_XTS: u64 = 1 << 22;
+    /// Running Average Power Limit must be disabled on the host.
+    pub const RAPL_DIS: u64 = 1 << 23;
+    /// Ciphertext hiding for DRAM must be enabled.
+    pub const CIPHERTEXT_HIDING_DRAM: u64 = 1 << 24;
+    /// The host may not page-swap (SNP_PAGE_MOVE, SNP_SWAP_OUT/IN) the guest's memory.
+    pub const PAGE_SWAP_DISABLE: u64 = 1 << 25;
+    /// Bits 26 to 63: reserved, must be zero.
+    pub const RESERVED_ZERO: u64 = !((1 << 26) - 1);
+
+    /// The ABI version (major, minor) the guest requires.
+    pub fn abi(policy: u64) -> (u8, u8) {
+        (((policy >> 8) & 0xff) as u8, (policy & 0xff) as u8)
+    }
 }
 
 /// Bits of PLATFORM_INFO.
@@ -146,6 +182,55 @@ pub mod platform_bits {
     pub const SMT_EN: u64 = 1 << 0;
     /// TSME is enabled.
     pub const TSME_EN: u64 = 1 << 1;
+    /// The platform uses error-correcting memory.
+    pub const ECC_EN: u64 = 1 << 2;
+    /// Running Average Power Limit is disabled.
+    pub const RAPL_DIS: u64 = 1 << 3;
+    /// Ciphertext hiding is enabled for DRAM.
+    pub const CIPHERTEXT_HIDING_EN: u64 = 1 << 4;
+    /// Memory alias detection completed since the last reset and found no aliases (the BadRAM
+    /// mitigation of AMD-SB-3015).
+    pub const ALIAS_CHECK_COMPLETE: u64 = 1 << 5;
+    /// SEV-TIO is enabled.
+    pub const TIO_EN: u64 = 1 << 7;
+    /// Bit 6 and bits 8 to 63: reserved, must be zero.
+    pub const RESERVED_ZERO: u64 = (1 << 6) | !((1 << 8) - 1);
+}
+
+/// A firmware version as the report states it: API major.minor and build.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(deny_unknown_fields)]
+pub struct FirmwareVersion {
+    /// API major version.
+    pub major: u8,
+    /// API minor version.
+    pub minor: u8,
+    /// Build number.
+    pub build: u8,
+}
+
+impl FirmwareVersion {
+    /// The API version alone, as one comparable number (major in the high byte).
+    pub fn api(&self) -> u16 {
+        (u16::from(self.major) << 8) | u16::from(self.minor)
+    }
+}
+
+impl std::fmt::Display for FirmwareVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{} build {}", self.major, self.minor, self.build)
+    }
 }
 
 /// Which key signed the report (the `SIGNING_KEY` field).
@@ -247,7 +332,7 @@ impl AttestationReport {
     pub fn platform_info(&self) -> u64 {
         self.u64_at(0x40)
     }
-    /// The flags word at 0x48 (AUTHOR_KEY_EN, MASK_CHIP_ID, SIGNING_KEY).
+    /// The signer-info word at 0x48 (AUTHOR_KEY_EN, MASK_CHIP_KEY, SIGNING_KEY).
     pub fn key_flags(&self) -> u32 {
         self.u32_at(0x48)
     }
@@ -255,8 +340,10 @@ impl AttestationReport {
     pub fn author_key_en(&self) -> bool {
         self.key_flags() & 1 != 0
     }
-    /// MASK_CHIP_ID: the chip id is zeroed.
-    pub fn mask_chip_id(&self) -> bool {
+    /// MASK_CHIP_KEY: the host asked for an unsigned report (the signature is zero). Not to be
+    /// confused with the platform's MASK_CHIP_ID setting, which zeroes CHIP_ID and shows in
+    /// no report bit.
+    pub fn mask_chip_key(&self) -> bool {
         self.key_flags() & 2 != 0
     }
     /// SIGNING_KEY.
@@ -291,6 +378,10 @@ impl AttestationReport {
     pub fn report_id(&self) -> [u8; 32] {
         bytes_at!(self.raw, 0x140, 32)
     }
+    /// REPORT_ID_MA: the report id of the migration agent (all ones without one).
+    pub fn report_id_ma(&self) -> [u8; 32] {
+        bytes_at!(self.raw, 0x160, 32)
+    }
     /// REPORTED_TCB, raw: the TCB the VCEK was issued for.
     pub fn reported_tcb_raw(&self) -> u64 {
         self.u64_at(0x180)
@@ -307,9 +398,33 @@ impl AttestationReport {
     pub fn committed_tcb_raw(&self) -> u64 {
         self.u64_at(0x1E0)
     }
+    /// CURRENT_BUILD, CURRENT_MINOR, CURRENT_MAJOR: the running firmware.
+    pub fn current_firmware(&self) -> FirmwareVersion {
+        FirmwareVersion {
+            build: self.raw[0x1E8],
+            minor: self.raw[0x1E9],
+            major: self.raw[0x1EA],
+        }
+    }
+    /// COMMITTED_BUILD, COMMITTED_MINOR, COMMITTED_MAJOR: the firmware rollback floor.
+    pub fn committed_firmware(&self) -> FirmwareVersion {
+        FirmwareVersion {
+            build: self.raw[0x1EC],
+            minor: self.raw[0x1ED],
+            major: self.raw[0x1EE],
+        }
+    }
     /// LAUNCH_TCB, raw.
     pub fn launch_tcb_raw(&self) -> u64 {
         self.u64_at(0x1F0)
+    }
+    /// LAUNCH_MIT_VECTOR (version 5 and later; reserved before).
+    pub fn launch_mitigations(&self) -> u64 {
+        self.u64_at(0x1F8)
+    }
+    /// CURRENT_MIT_VECTOR (version 5 and later; reserved before).
+    pub fn current_mitigations(&self) -> u64 {
+        self.u64_at(0x200)
     }
     /// Signature R, little-endian, 72 bytes (48 used).
     pub fn signature_r(&self) -> [u8; 72] {

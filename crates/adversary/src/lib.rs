@@ -140,6 +140,9 @@ pub enum Dest {
     Some(Vec<usize>),
 }
 
+/// Prevotes for one value in one round: their power, the votes, the validators that cast them.
+type Polka = (u64, Vec<pb::Vote>, Vec<i32>);
+
 /// Old votes kept for replays and forged certificates.
 const KEPT_VOTES: usize = 512;
 
@@ -357,8 +360,7 @@ impl Adversary {
     ) -> Option<Vec<(Dest, Payload)>> {
         let infos = engine.state().validator_infos.validators();
         let total: u64 = infos.iter().map(|v| v.power()).sum();
-        let mut by_round: BTreeMap<(i32, Vec<u8>), (u64, Vec<pb::Vote>, Vec<i32>)> =
-            BTreeMap::new();
+        let mut by_round: BTreeMap<(i32, Vec<u8>), Polka> = BTreeMap::new();
         for v in self.votes.iter().filter(|v| {
             v.height == raw.height
                 && v.round < raw.round
