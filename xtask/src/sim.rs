@@ -81,7 +81,7 @@ struct Summary {
     max_round: u32,
     events: u64,
     violations: Vec<String>,
-    extra: [u64; 3],
+    extra: [u64; 4],
 }
 
 /// Runs `count` seeds from `first` on `threads` workers; `one` runs a seed.
@@ -190,7 +190,7 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
             max_round: o.max_round,
             events: o.events,
             violations: o.violations.iter().map(|v| v.to_string()).collect(),
-            extra: [o.crashes, o.synced, o.sim_ms],
+            extra: [o.crashes, o.synced, o.sim_ms, o.accused.len() as u64],
         })
     };
     let (results, elapsed) = sweep(first, count, threads, &one)?;
@@ -206,6 +206,7 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
     let events: u64 = results.iter().map(|o| o.events).sum();
     let crashes: u64 = results.iter().map(|o| o.extra[0]).sum();
     let synced: u64 = results.iter().map(|o| o.extra[1]).sum();
+    let evidence: u64 = results.iter().map(|o| o.extra[3]).sum();
     let max_round = results.iter().map(|o| o.max_round).max().unwrap_or(0);
     let seconds = elapsed.as_secs_f64();
     eprintln!(
@@ -226,6 +227,7 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
             "max_round": max_round,
             "crashes": crashes,
             "heights_block_synced": synced,
+            "evidence_committed": evidence,
             "wall_seconds": (seconds * 1000.0).round() / 1000.0,
             "seeds_per_second": if seconds > 0.0 { ((count as f64 / seconds) * 100.0).round() / 100.0 } else { 0.0 },
         })
@@ -282,7 +284,7 @@ pub fn run(args: SimArgs) -> Result<()> {
             max_round: o.max_round,
             events: o.events,
             violations: o.violations.iter().map(|v| v.to_string()).collect(),
-            extra: [o.evidence, 0, 0],
+            extra: [o.evidence, 0, 0, 0],
         })
     };
     let (results, elapsed) = sweep(first, count, threads, &one)?;

@@ -8,6 +8,7 @@ use bulwark_node::proposal::block_to_parts;
 use bulwark_sim::rng::Rng;
 use bulwark_types::signing::{sign, sign_proposal, sign_vote};
 use bulwark_types::tendermint::block::{self, Block};
+use bulwark_types::tendermint::evidence::{DuplicateVoteEvidence, Evidence};
 use bulwark_types::tendermint::{chain, proposal, vote, Time};
 use bulwark_types::tendermint_proto::v0_38::types as pb;
 use bulwark_wire::{self as wire, Payload};
@@ -65,12 +66,15 @@ pub enum Behaviour {
     /// Proposals for round 2²⁴: beyond the lookahead, and costly only to a node that steps
     /// the proposer that far.
     LargeRound,
+    /// As proposer, a block carrying forged evidence against another validator (votes with
+    /// random signatures), and the same evidence to every peer (H3).
+    ForgedEvidence,
     /// A different one of the above at every height.
     Mixed,
 }
 
 /// Every behaviour, for random choice.
-pub const BEHAVIOURS: [Behaviour; 22] = [
+pub const BEHAVIOURS: [Behaviour; 23] = [
     Behaviour::Silent,
     Behaviour::RandomPrevote,
     Behaviour::RandomPrecommit,
@@ -92,6 +96,7 @@ pub const BEHAVIOURS: [Behaviour; 22] = [
     Behaviour::FutureRoundVotes,
     Behaviour::StalePol,
     Behaviour::LargeRound,
+    Behaviour::ForgedEvidence,
     Behaviour::Mixed,
 ];
 
@@ -119,6 +124,7 @@ pub fn behaviour_name(b: Behaviour) -> &'static str {
         Behaviour::FutureRoundVotes => "future-round-votes",
         Behaviour::StalePol => "stale-pol",
         Behaviour::LargeRound => "large-round",
+        Behaviour::ForgedEvidence => "forged-evidence",
         Behaviour::Mixed => "mixed",
     }
 }
@@ -234,6 +240,61 @@ impl Adversary {
         }
     }
 
+    /// Evidence that another validator precommitted two blocks at the last height, in the
+    /// canonical form an honest node makes, except that both signatures are random.
+    fn forged_evidence(&mut self, engine: &Engine) -> Option<Evidence> {
+        let state = engine.state();
+        let height = state.last_block_height;
+        if height < state.initial_height {
+            return None;
+        }
+        let bytes = engine.blocks().state(height).ok()??;
+        let at = bulwark_node::chain::ChainState::decode(&bytes).ok()?;
+        let set = &at.last_validator_infos;
+        if set.validators().len() < 2 {
+            return None;
+        }
+        let own = set
+            .validators()
+            .iter()
+            .position(|v| v.address == engine.address())?;
+        let index = (own + 1 + self.rng.below(set.validators().len() as u64 - 1) as usize)
+            % set.validators().len();
+        let info = set.validators().get(index)?;
+        let forged_vote = |rng: &mut Self| -> Option<vote::Vote> {
+            let id = block::Id::try_from(rng.random_block_id()).ok()?;
+            let mut signature = [0u8; 64];
+            for chunk in signature.chunks_mut(8) {
+                chunk.copy_from_slice(&rng.rng.next_u64().to_be_bytes());
+            }
+            Some(vote::Vote {
+                vote_type: vote::Type::Precommit,
+                height: block::Height::try_from(height).ok()?,
+                round: block::Round::default(),
+                block_id: Some(id),
+                timestamp: Some(at.last_block_time),
+                validator_address: info.address,
+                validator_index: vote::ValidatorIndex::try_from(index as u32).ok()?,
+                signature: bulwark_types::tendermint::Signature::new(signature).ok()?,
+                extension: vec![],
+                extension_signature: None,
+            })
+        };
+        let (a, b) = (forged_vote(self)?, forged_vote(self)?);
+        let (a, b) = if bulwark_evidence::block_id_key(a.block_id.as_ref())
+            < bulwark_evidence::block_id_key(b.block_id.as_ref())
+        {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let mut e = DuplicateVoteEvidence::new(a, b).ok()?;
+        e.validator_power = info.power;
+        e.total_voting_power = set.total_voting_power();
+        e.timestamp = at.last_block_time;
+        Some(Evidence::DuplicateVote(Box::new(e)))
+    }
+
     /// Re-signs a raw vote after `change` edited it.
     fn resign_vote(&self, raw: &pb::Vote, change: impl FnOnce(&mut pb::Vote)) -> Option<pb::Vote> {
         let mut edited = raw.clone();
@@ -274,13 +335,24 @@ impl Adversary {
         raw: &pb::Proposal,
         rebuild: impl FnOnce(&Block) -> (Vec<Vec<u8>>, Time),
     ) -> Option<Vec<(Dest, Payload)>> {
+        self.replace_block_with_evidence(engine, raw, rebuild, vec![])
+    }
+
+    fn replace_block_with_evidence(
+        &mut self,
+        engine: &Engine,
+        raw: &pb::Proposal,
+        rebuild: impl FnOnce(&Block) -> (Vec<Vec<u8>>, Time),
+        evidence: Vec<Evidence>,
+    ) -> Option<Vec<(Dest, Payload)>> {
         let round = u32::try_from(raw.round).ok()?;
         let original = engine.own_block(round)?.clone();
         let (txs, time) = rebuild(&original);
         let (block, id, _) = engine
             .state()
-            .make_block(
+            .make_block_with_evidence(
                 txs,
+                evidence,
                 original.last_commit.clone(),
                 original.header.proposer_address,
                 time,
@@ -549,6 +621,25 @@ impl Adversary {
                 };
                 self.replace_block(engine, &p, |b| (b.data.clone(), when))
                     .unwrap_or_else(|| keep(Payload::Proposal(p)))
+            }
+            (Behaviour::ForgedEvidence, Payload::Proposal(p)) => {
+                let Some(forged) = self.forged_evidence(engine) else {
+                    return keep(Payload::Proposal(p));
+                };
+                let mut out = vec![(
+                    Dest::All,
+                    Payload::Evidence(Box::new(forged.clone().into())),
+                )];
+                out.extend(
+                    self.replace_block_with_evidence(
+                        engine,
+                        &p,
+                        |b| (b.data.clone(), b.header.time),
+                        vec![forged],
+                    )
+                    .unwrap_or_else(|| keep(Payload::Proposal(p))),
+                );
+                out
             }
             (Behaviour::OversizedBlock, Payload::Proposal(p)) => {
                 let max = engine.state().consensus_params.block.max_bytes;

@@ -29,10 +29,13 @@ pub enum Mutant {
     AcceptAnyBlockTime,
     /// The node: proposals for any round, the proposer computed first (review C3).
     AnyRoundProposal,
+    /// The node: evidence from peers and in blocks taken without checking its signatures
+    /// (review H3).
+    UncheckedEvidence,
 }
 
 /// Every planted bug, in the order `cargo xtask mutants` runs them.
-pub const MUTANTS: [Mutant; 9] = [
+pub const MUTANTS: [Mutant; 10] = [
     Mutant::IgnoreLock,
     Mutant::IgnoreLockWithPol,
     Mutant::MissingPolAsPresent,
@@ -42,6 +45,7 @@ pub const MUTANTS: [Mutant; 9] = [
     Mutant::KeepMismatchedPrecommit,
     Mutant::AcceptAnyBlockTime,
     Mutant::AnyRoundProposal,
+    Mutant::UncheckedEvidence,
 ];
 
 #[cfg(feature = "mutants")]

@@ -111,6 +111,20 @@ pub enum Violation {
         /// The error.
         error: String,
     },
+    /// A block committed evidence against a validator an honest node runs.
+    HonestAccused {
+        /// The height of the block carrying it.
+        height: u64,
+        /// The accused validator (set index).
+        validator: usize,
+    },
+    /// The same evidence committed by two blocks.
+    EvidenceTwice {
+        /// The first block's height.
+        first: u64,
+        /// The second's.
+        second: u64,
+    },
     /// The run did not settle within its event budget.
     EventBudgetExceeded {
         /// Events processed.
@@ -207,6 +221,10 @@ pub struct Checker {
     last_commit_slots: BTreeMap<u64, (u64, u64)>,
     /// height → when the first honest node started it (simulated ms).
     started: BTreeMap<u64, u64>,
+    /// Validators (set indices) that committed evidence accuses, with the evidence heights.
+    accused: BTreeSet<(usize, u64)>,
+    /// Digest of each committed piece of evidence → the height of the block that committed it.
+    evidence: BTreeMap<[u8; 32], u64>,
     violations: Vec<Violation>,
 }
 
@@ -241,6 +259,8 @@ impl Checker {
             commit_rounds: BTreeMap::new(),
             last_commit_slots: BTreeMap::new(),
             started: BTreeMap::new(),
+            accused: BTreeSet::new(),
+            evidence: BTreeMap::new(),
             violations: Vec::new(),
         }
     }
@@ -439,6 +459,24 @@ impl Checker {
         match self.decided.get(&height) {
             None => {
                 self.decided.insert(height, (node, hash));
+                for e in block.evidence.iter() {
+                    let digest = bulwark_evidence::digest(e);
+                    if let Some(first) = self.evidence.insert(digest, height) {
+                        self.violate(Violation::EvidenceTwice {
+                            first,
+                            second: height,
+                        });
+                    }
+                }
+                for (address, at) in bulwark_node::chain::accused(block) {
+                    let Some(validator) = self.validator_index(address.as_bytes()) else {
+                        continue;
+                    };
+                    self.accused.insert((validator, at));
+                    if self.signer_is_honest(validator) {
+                        self.violate(Violation::HonestAccused { height, validator });
+                    }
+                }
                 if let Some(last) = &block.last_commit {
                     let mut slots = (0, 0);
                     for (i, sig) in last.signatures.iter().enumerate() {
@@ -505,6 +543,11 @@ impl Checker {
                     .is_some_and(|at| *at >= from)
             })
             .fold((0, 0), |(a, b), (_, (x, y))| (a + x, b + y))
+    }
+
+    /// The validators committed evidence accused, each with the height it double-signed at.
+    pub fn accused(&self) -> &BTreeSet<(usize, u64)> {
+        &self.accused
     }
 
     /// Heights decided.

@@ -120,6 +120,9 @@ pub struct Outcome {
     /// and of them `Commit` (counted only when `timeout_commit` exceeds twice the delay, as
     /// it must for late precommits to arrive).
     pub last_commit_slots: (u64, u64),
+    /// Committed evidence: each accused validator (set index) with the height it
+    /// double-signed at.
+    pub accused: Vec<(usize, u64)>,
     /// The broken invariants.
     pub violations: Vec<Violation>,
 }
@@ -270,6 +273,7 @@ fn describe_payload(p: &Payload) -> String {
         Payload::DecidedBlock(_) => "decided block".into(),
         Payload::Txs(t) => format!("{} txs", t.txs.len()),
         Payload::Hello(_) => "hello".into(),
+        Payload::Evidence(_) => "evidence".into(),
     }
 }
 
@@ -956,6 +960,7 @@ impl Sim {
             } else {
                 (0, 0)
             },
+            accused: self.checker.accused().iter().copied().collect(),
             violations: self.checker.violations().to_vec(),
         }
     }

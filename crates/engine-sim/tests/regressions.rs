@@ -148,3 +148,33 @@ fn mixed_behaviours_with_two_byzantine_of_seven_keep_every_invariant() {
     c.behaviour = Some(Behaviour::Mixed);
     clean(&c, 0..SEEDS / 2);
 }
+
+/// H3: a validator that signs two votes for one step is caught: the honest nodes that see both
+/// turn them into evidence, a block commits it once (across crashes and restarts), and it names
+/// the byzantine validator only (the checker's HonestAccused and EvidenceTwice invariants).
+#[test]
+fn a_double_signer_is_named_by_committed_evidence_and_nobody_else_is() {
+    let config = config(Behaviour::DoubleVote);
+    clean(&config, 0..SEEDS);
+    let with_evidence = (0..SEEDS)
+        .filter(|seed| !run(*seed, &config).unwrap().accused.is_empty())
+        .count() as u64;
+    assert!(
+        with_evidence * 4 >= SEEDS * 3,
+        "evidence committed in only {with_evidence} of {SEEDS} seeds"
+    );
+}
+
+/// H3: evidence with forged signatures, sent to peers and put in the byzantine proposer's
+/// blocks, is never committed and costs no height.
+#[test]
+fn forged_evidence_against_an_honest_validator_is_never_committed() {
+    let config = config(Behaviour::ForgedEvidence);
+    clean(&config, 0..SEEDS);
+    for seed in 0..SEEDS {
+        assert!(
+            run(seed, &config).unwrap().accused.is_empty(),
+            "seed {seed}"
+        );
+    }
+}

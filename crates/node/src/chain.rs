@@ -4,18 +4,21 @@
 //! `validateBlock` and `updateState`).
 
 use bulwark_consensus::mutation::{active, Mutant};
-use bulwark_consensus::{Decision, Signature as CoreSignature, ValidatorSet as CoreSet, VoteKind};
-use bulwark_types::convert::value_id;
+use bulwark_consensus::ValidatorSet as CoreSet;
+use bulwark_store::blocks::BlockStore;
+pub use bulwark_types::commit::{
+    commit_from_decision, median_time, pack_signature, unpack_signature, verify_commit, CommitError,
+};
 use bulwark_types::hashes::{
     commit_hash, commit_sigs_hash, consensus_params_hash, data_hash, evidence_hash, results_hash,
     TxResultDigest,
 };
 use bulwark_types::parts::PartSet;
-use bulwark_types::signing::verify_vote;
+use bulwark_types::tendermint::abci::types::Misbehavior;
 use bulwark_types::tendermint::abci::{request, response};
 use bulwark_types::tendermint::block::{self, Block, Commit, CommitSig, Header};
 use bulwark_types::tendermint::{
-    account, chain, consensus, evidence, validator, vote, AppHash, Genesis, Hash, Signature, Time,
+    account, chain, consensus, evidence, validator, AppHash, Genesis, Hash, Time,
 };
 use bulwark_types::tendermint_proto::v0_38 as pb;
 use bulwark_types::tendermint_proto::v0_38::types as pb_types;
@@ -67,51 +70,6 @@ pub fn max_message_bytes(params: &consensus::Params, validators: usize) -> usize
         .unwrap_or(usize::MAX)
 }
 
-/// Why a commit does not prove a block.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum CommitError {
-    /// For another height or block.
-    #[error("commit is for height {got_height} block {got_block}, expected height {height} block {block}")]
-    WrongBlock {
-        /// Expected height.
-        height: u64,
-        /// Expected block hash.
-        block: String,
-        /// Committed height.
-        got_height: u64,
-        /// Committed block hash.
-        got_block: String,
-    },
-    /// Not one signature slot per validator.
-    #[error("commit has {got} signatures for {expected} validators")]
-    WrongSize {
-        /// Validators.
-        expected: usize,
-        /// Signature slots.
-        got: usize,
-    },
-    /// A slot names another validator than the set's at that index.
-    #[error("signature {index} names another validator")]
-    WrongValidator {
-        /// Slot index.
-        index: usize,
-    },
-    /// A signature does not verify.
-    #[error("signature {index} does not verify")]
-    BadSignature {
-        /// Slot index.
-        index: usize,
-    },
-    /// Not more than two thirds of the power signed the block.
-    #[error("only {signed} of {total} voting power signed")]
-    NotEnoughPower {
-        /// Power that signed the block.
-        signed: u64,
-        /// Total power.
-        total: u64,
-    },
-}
-
 /// Everything the next height needs.
 #[derive(Clone, Debug)]
 pub struct ChainState {
@@ -149,28 +107,6 @@ fn mismatch(
         expected: format!("{expected:?}"),
         got: format!("{got:?}"),
     }
-}
-
-/// Packs what a CometBFT vote signs but the consensus core does not interpret (the timestamp)
-/// with the signature into the core's opaque signature bytes.
-pub fn pack_signature(timestamp: Time, signature: &Signature) -> CoreSignature {
-    let nanos = timestamp.unix_timestamp_nanos();
-    let mut out = nanos.to_be_bytes().to_vec();
-    out.extend_from_slice(signature.as_bytes());
-    CoreSignature(out)
-}
-
-/// The inverse of [`pack_signature`].
-pub fn unpack_signature(packed: &CoreSignature) -> Option<(Time, Signature)> {
-    let b = &packed.0;
-    if b.len() != 16 + 64 {
-        return None;
-    }
-    let nanos = i128::from_be_bytes(b[..16].try_into().ok()?);
-    let secs = i64::try_from(nanos.div_euclid(1_000_000_000)).ok()?;
-    let time = Time::from_unix_timestamp(secs, nanos.rem_euclid(1_000_000_000) as u32).ok()?;
-    let signature = Signature::new(&b[16..]).ok()??;
-    Some((time, signature))
 }
 
 impl ChainState {
@@ -226,6 +162,7 @@ impl ChainState {
     fn expected_header(
         &self,
         txs: &[Vec<u8>],
+        evidence: &[evidence::Evidence],
         last_commit: Option<&Commit>,
         proposer: account::Id,
         time: Time,
@@ -247,7 +184,7 @@ impl ChainState {
             consensus_hash: consensus_params_hash(&self.consensus_params),
             app_hash: self.app_hash.clone(),
             last_results_hash: Some(self.last_results_hash),
-            evidence_hash: Some(evidence_hash(&[])),
+            evidence_hash: Some(evidence_hash(evidence)),
             proposer_address: proposer,
         })
     }
@@ -260,8 +197,20 @@ impl ChainState {
         proposer: account::Id,
         time: Time,
     ) -> Result<(Block, block::Id, PartSet), BlockError> {
-        let header = self.expected_header(&txs, last_commit.as_ref(), proposer, time)?;
-        let block = Block::new(header, txs, evidence::List::default(), last_commit);
+        self.make_block_with_evidence(txs, vec![], last_commit, proposer, time)
+    }
+
+    /// Builds the next block carrying `evidence`, and its id.
+    pub fn make_block_with_evidence(
+        &self,
+        txs: Vec<Vec<u8>>,
+        evidence: Vec<evidence::Evidence>,
+        last_commit: Option<Commit>,
+        proposer: account::Id,
+        time: Time,
+    ) -> Result<(Block, block::Id, PartSet), BlockError> {
+        let header = self.expected_header(&txs, &evidence, last_commit.as_ref(), proposer, time)?;
+        let block = Block::new(header, txs, evidence::List::new(evidence), last_commit);
         let (id, parts) = block_id(&block)?;
         Ok((block, id, parts))
     }
@@ -288,6 +237,7 @@ impl ChainState {
         let h = &block.header;
         let expected = self.expected_header(
             &block.data,
+            block.evidence.iter().as_slice(),
             block.last_commit.as_ref(),
             h.proposer_address,
             h.time,
@@ -310,13 +260,8 @@ impl ChainState {
         same!(consensus_hash);
         same!(app_hash);
         same!(last_results_hash);
-        if !block.evidence.iter().as_slice().is_empty() {
-            return Err(mismatch(
-                "evidence",
-                "none (evidence handling is not implemented)",
-                block.evidence.iter().count(),
-            ));
-        }
+        // The evidence itself is checked by the engine, which has the sets and block times of
+        // its heights (bulwark-evidence); here only that the header commits to it.
         same!(evidence_hash);
         if self.validator_infos.validator(h.proposer_address).is_none() {
             return Err(mismatch(
@@ -381,7 +326,11 @@ impl ChainState {
 
 /// The FinalizeBlock request for a decided `block`: its txs and, as CometBFT sends it, who
 /// signed the block's last commit (`decided_last_commit`), with the last validators' powers.
-pub fn finalize_request(block: &Block, last_validators: &validator::Set) -> request::FinalizeBlock {
+pub fn finalize_request(
+    block: &Block,
+    last_validators: &validator::Set,
+    misbehavior: Vec<Misbehavior>,
+) -> request::FinalizeBlock {
     use bulwark_types::tendermint::abci::types::{
         BlockSignatureInfo, CommitInfo, Validator as AbciValidator, VoteInfo,
     };
@@ -418,7 +367,7 @@ pub fn finalize_request(block: &Block, last_validators: &validator::Set) -> requ
             .map(|t| bytes::Bytes::from(t.clone()))
             .collect(),
         decided_last_commit,
-        misbehavior: vec![],
+        misbehavior,
         hash: block.header.hash(),
         height: block.header.height,
         time: block.header.time,
@@ -427,8 +376,37 @@ pub fn finalize_request(block: &Block, last_validators: &validator::Set) -> requ
     }
 }
 
+/// What `block`'s evidence tells the application, each piece with the validator set of its
+/// height from the states `blocks` stored (evidence in a block is of committed heights).
+pub fn misbehavior_of(block: &Block, blocks: &BlockStore) -> Vec<Misbehavior> {
+    block
+        .evidence
+        .iter()
+        .filter_map(|e| {
+            let height = bulwark_evidence::height_of(e)?;
+            let state = ChainState::decode(&blocks.state(height).ok()??).ok()?;
+            bulwark_evidence::misbehavior(e, &state.last_validator_infos)
+        })
+        .collect()
+}
+
+/// The validators committed evidence in `block` accuses, with the heights they double-signed
+/// at.
+pub fn accused(block: &Block) -> Vec<(account::Id, u64)> {
+    block
+        .evidence
+        .iter()
+        .filter_map(|e| match e {
+            evidence::Evidence::DuplicateVote(d) => {
+                Some((d.vote_a.validator_address, d.vote_a.height.value()))
+            }
+            evidence::Evidence::LightClientAttack(_) => None,
+        })
+        .collect()
+}
+
 /// The ProcessProposal request for a proposed `block`.
-pub fn process_request(block: &Block) -> request::ProcessProposal {
+pub fn process_request(block: &Block, misbehavior: Vec<Misbehavior>) -> request::ProcessProposal {
     request::ProcessProposal {
         txs: block
             .data
@@ -436,7 +414,7 @@ pub fn process_request(block: &Block) -> request::ProcessProposal {
             .map(|t| bytes::Bytes::from(t.clone()))
             .collect(),
         proposed_last_commit: None,
-        misbehavior: vec![],
+        misbehavior,
         hash: block.header.hash(),
         height: block.header.height,
         time: block.header.time,
@@ -456,171 +434,6 @@ pub fn block_id(block: &Block) -> Result<(block::Id, PartSet), BlockError> {
         },
         parts,
     ))
-}
-
-/// CometBFT's `MedianTime`: the power-weighted median of the timestamps of a commit's present
-/// signatures (commit and nil), by the powers of `validators` (the set that signed it).
-/// `None` when no signature is present.
-pub fn median_time(commit: &Commit, validators: &validator::Set) -> Option<Time> {
-    let mut weighted: Vec<(Time, u64)> = commit
-        .signatures
-        .iter()
-        .filter_map(|sig| match sig {
-            CommitSig::BlockIdFlagAbsent => None,
-            CommitSig::BlockIdFlagCommit {
-                validator_address,
-                timestamp,
-                ..
-            }
-            | CommitSig::BlockIdFlagNil {
-                validator_address,
-                timestamp,
-                ..
-            } => validators
-                .validator(*validator_address)
-                .map(|v| (*timestamp, v.power())),
-        })
-        .collect();
-    let total: u64 = weighted.iter().map(|(_, p)| p).sum();
-    weighted.sort_by_key(|(t, _)| *t);
-    let mut median = total / 2;
-    for (time, power) in weighted {
-        if median <= power {
-            return Some(time);
-        }
-        median -= power;
-    }
-    None
-}
-
-/// The CometBFT commit for a decision: one slot per validator in set order, `Commit` for
-/// precommits of the block, `Nil` for nil precommits, `Absent` otherwise. A precommit for
-/// another block is `Absent` too, as CometBFT's `MakeExtendedCommit` excludes it: its
-/// signature covers that other block, so kept as `Nil` it would never verify and every block
-/// carrying the commit would be invalid (review C1).
-pub fn commit_from_decision(
-    decision: &Decision,
-    id: block::Id,
-    infos: &validator::Set,
-) -> Result<Commit, CommitError> {
-    let value = value_id(&id);
-    let signatures = infos
-        .validators()
-        .iter()
-        .enumerate()
-        .map(|(i, info)| {
-            let Some(pc) = decision.precommits.iter().find(|v| {
-                v.message.validator.as_usize() == i && v.message.kind == VoteKind::Precommit
-            }) else {
-                return Ok(CommitSig::BlockIdFlagAbsent);
-            };
-            let (timestamp, signature) =
-                unpack_signature(&pc.signature).ok_or(CommitError::BadSignature { index: i })?;
-            Ok(match pc.message.value {
-                Some(v) if v == value => CommitSig::BlockIdFlagCommit {
-                    validator_address: info.address,
-                    timestamp,
-                    signature: Some(signature),
-                },
-                None => CommitSig::BlockIdFlagNil {
-                    validator_address: info.address,
-                    timestamp,
-                    signature: Some(signature),
-                },
-                Some(_) if active(Mutant::KeepMismatchedPrecommit) => CommitSig::BlockIdFlagNil {
-                    validator_address: info.address,
-                    timestamp,
-                    signature: Some(signature),
-                },
-                Some(_) => CommitSig::BlockIdFlagAbsent,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Commit {
-        height: block::Height::try_from(decision.height.0).map_err(|_| CommitError::WrongSize {
-            expected: 0,
-            got: 0,
-        })?,
-        round: block::Round::try_from(decision.round.0).map_err(|_| CommitError::WrongSize {
-            expected: 0,
-            got: 0,
-        })?,
-        block_id: id,
-        signatures,
-    })
-}
-
-/// Checks that `commit` proves block `id` at `height`: every present signature verifies for the
-/// validator at its index, and more than two thirds of the power signed the block.
-pub fn verify_commit(
-    chain_id: &chain::Id,
-    validators: &validator::Set,
-    height: u64,
-    id: &block::Id,
-    commit: &Commit,
-) -> Result<(), CommitError> {
-    if commit.height.value() != height || commit.block_id != *id {
-        return Err(CommitError::WrongBlock {
-            height,
-            block: id.hash.to_string(),
-            got_height: commit.height.value(),
-            got_block: commit.block_id.hash.to_string(),
-        });
-    }
-    let set = validators.validators();
-    if commit.signatures.len() != set.len() {
-        return Err(CommitError::WrongSize {
-            expected: set.len(),
-            got: commit.signatures.len(),
-        });
-    }
-    let mut signed: u64 = 0;
-    for (index, (sig, info)) in commit.signatures.iter().zip(set).enumerate() {
-        let (address, timestamp, signature, block_id) = match sig {
-            CommitSig::BlockIdFlagAbsent => continue,
-            CommitSig::BlockIdFlagCommit {
-                validator_address,
-                timestamp,
-                signature,
-            } => (
-                validator_address,
-                timestamp,
-                signature,
-                Some(commit.block_id),
-            ),
-            CommitSig::BlockIdFlagNil {
-                validator_address,
-                timestamp,
-                signature,
-            } => (validator_address, timestamp, signature, None),
-        };
-        if *address != info.address {
-            return Err(CommitError::WrongValidator { index });
-        }
-        let v = vote::Vote {
-            vote_type: vote::Type::Precommit,
-            height: commit.height,
-            round: commit.round,
-            block_id,
-            timestamp: Some(*timestamp),
-            validator_address: *address,
-            validator_index: vote::ValidatorIndex::try_from(index as u32)
-                .map_err(|_| CommitError::WrongValidator { index })?,
-            signature: signature.clone(),
-            extension: vec![],
-            extension_signature: None,
-        };
-        verify_vote(&info.pub_key, &v, chain_id)
-            .map_err(|_| CommitError::BadSignature { index })?;
-        if block_id.is_some() {
-            signed += info.power();
-        }
-    }
-    let total = validators.total_voting_power().value();
-    if 3 * u128::from(signed) <= 2 * u128::from(total) {
-        return Err(CommitError::NotEnoughPower { signed, total });
-    }
-    Ok(())
 }
 
 /// [`ChainState`] as stored after each height (JSON, CometBFT's encodings for the chain types),

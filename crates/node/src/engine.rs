@@ -10,8 +10,8 @@
 //! before the application commits; the handshake repairs a crash in between.
 
 use crate::chain::{
-    block_id, commit_from_decision, encode_results, finalize_request, pack_signature,
-    process_request, unpack_signature, BlockError, ChainState, CommitError,
+    block_id, commit_from_decision, encode_results, finalize_request, misbehavior_of,
+    pack_signature, process_request, unpack_signature, BlockError, ChainState, CommitError,
 };
 use crate::handshake::{handshake, HandshakeError};
 use crate::proposal::{block_to_parts, Assembler, PartAdded};
@@ -21,8 +21,10 @@ use bulwark_consensus::{
     Proposal as CoreProposal, Round, Signed, Timeout, TimeoutKind, ValidatorIndex, Validity,
     ValueId, Vote as CoreVote, VoteKind,
 };
+use bulwark_evidence::{AtHeight, EvidenceError, Now, Pool};
 use bulwark_mempool::{AddError, Mempool, MempoolConfig};
 use bulwark_store::blocks::{BlockStore, DecidedHeight};
+use bulwark_store::evidence::{CommittedEvidence, EvidenceLog};
 use bulwark_store::privval::{PrivValidator, PrivvalError};
 use bulwark_store::wal::Wal;
 use bulwark_store::{Store, StoreError};
@@ -30,6 +32,7 @@ use bulwark_types::convert::value_id;
 use bulwark_types::signing::{verify_proposal, verify_vote};
 use bulwark_types::tendermint::abci::{request, response};
 use bulwark_types::tendermint::block::{self, Block, Commit};
+use bulwark_types::tendermint::evidence::Evidence;
 use bulwark_types::tendermint::{account, proposal, vote, Time};
 use bulwark_types::tendermint_proto::v0_38 as pb;
 use bulwark_wire::{self as wire, Payload};
@@ -290,7 +293,18 @@ pub struct Engine {
     ticks_at_height: u32,
     /// Whether this node already asked a peer that is ahead since the last tick.
     asked_ahead: bool,
+    /// Conflicting votes found, evidence waiting for a block, and what blocks committed.
+    evidence: Pool,
+    /// What blocks committed, durably (so a restarted node never commits evidence twice).
+    evidence_log: EvidenceLog,
+    /// The block ids of this height's verified votes, by value id: a double vote for a block
+    /// this node never saw still becomes evidence naming that block.
+    vote_blocks: HashMap<ValueId, block::Id>,
 }
+
+/// Most block ids of verified votes remembered at one height (each validator can vote for a
+/// few blocks per round, over a bounded number of rounds).
+const MAX_VOTE_BLOCKS: usize = 4096;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -376,7 +390,15 @@ impl Engine {
             progress_mark: (0, 0, None),
             ticks_at_height: 0,
             asked_ahead: false,
+            evidence: Pool::new(),
+            evidence_log: EvidenceLog::open(store)?,
+            vote_blocks: HashMap::new(),
         };
+        for e in engine.evidence_log.all()? {
+            engine
+                .evidence
+                .remember_committed(e.digest, e.height, e.time);
+        }
         // Replay the height in progress. Our own blocks are known before the height starts, so
         // that as proposer we propose the block we already proposed, not a new one.
         let height = engine.state.next_height();
@@ -508,6 +530,7 @@ impl Engine {
         self.assembler = Assembler::new();
         self.own_blocks = own_blocks;
         self.seen.clear();
+        self.vote_blocks.clear();
         let event = Event::NewHeight {
             height: CHeight(self.state.next_height()),
             validators: self.state.validators.clone(),
@@ -664,7 +687,125 @@ impl Engine {
                 self.drive(Event::Vote(Signed::new(core_vote, signature)))
             }
             Payload::Certificate(c) => self.certificate(c),
+            Payload::Evidence(raw) => {
+                self.peer_evidence(*raw);
+                Ok(vec![])
+            }
         }
+    }
+
+    /// Evidence a peer found: kept for a block when it verifies against the set and block
+    /// time of its height. Nothing is relayed: validators form a full mesh, and each one
+    /// that sees both votes makes the evidence itself.
+    fn peer_evidence(&mut self, raw: pb::types::Evidence) {
+        let Ok(e) = Evidence::try_from(raw) else {
+            return;
+        };
+        let digest = bulwark_evidence::digest(&e);
+        if self.evidence.knows(&digest) {
+            return;
+        }
+        match self.check_evidence(&e) {
+            Ok(()) => {
+                self.evidence.add(e);
+            }
+            Err(err) => tracing::debug!("evidence from a peer refused: {err}"),
+        }
+    }
+
+    /// What evidence of `height` is checked against, from the state stored after that block.
+    fn state_at(&self, height: u64) -> Option<ChainState> {
+        let bytes = self.blocks.state(height).ok()??;
+        ChainState::decode(&bytes).ok()
+    }
+
+    /// Checks one piece of evidence against its height's set and block time, and this
+    /// chain's age limits.
+    fn check_evidence(&self, e: &Evidence) -> Result<(), EvidenceError> {
+        let height = bulwark_evidence::height_of(e).ok_or(EvidenceError::Unsupported)?;
+        let now = Now {
+            height: self.state.last_block_height,
+            time: self.state.last_block_time,
+        };
+        if height > now.height || height < self.state.initial_height {
+            return Err(EvidenceError::NotCommitted(height));
+        }
+        let at = self
+            .state_at(height)
+            .ok_or(EvidenceError::NotCommitted(height))?;
+        if bulwark_consensus::mutation::active(
+            bulwark_consensus::mutation::Mutant::UncheckedEvidence,
+        ) {
+            return Ok(());
+        }
+        bulwark_evidence::verify(
+            e,
+            AtHeight {
+                chain_id: &self.state.chain_id,
+                validators: &at.last_validator_infos,
+                block_time: at.last_block_time,
+            },
+            now,
+            &self.state.consensus_params.evidence,
+        )
+    }
+
+    /// Checks a block's evidence: the list as a whole, then each piece.
+    fn check_block_evidence(&self, block: &Block) -> Result<(), EvidenceError> {
+        let list = block.evidence.iter().as_slice();
+        bulwark_evidence::check_list(list, &self.evidence, &self.state.consensus_params.evidence)?;
+        list.iter().try_for_each(|e| self.check_evidence(e))
+    }
+
+    /// Two conflicting votes the core found, as CometBFT votes, kept until their height is
+    /// committed (evidence carries that block's time).
+    fn conflict_found(&mut self, dv: &bulwark_consensus::DuplicateVote) {
+        let as_vote = |sv: &bulwark_consensus::SignedVote| -> Option<vote::Vote> {
+            let (timestamp, sig) = unpack_signature(&sv.signature)?;
+            let info = self
+                .state
+                .validator_infos
+                .validators()
+                .get(sv.message.validator.as_usize())?;
+            let mut v = self
+                .unsigned_vote(&sv.message, info.address, timestamp)
+                .ok()?;
+            v.signature = Some(sig);
+            Some(v)
+        };
+        if let (Some(a), Some(b)) = (as_vote(&dv.first), as_vote(&dv.second)) {
+            self.evidence.conflict(a, b);
+        }
+    }
+
+    /// After block `height` is committed: the conflicts of that height become evidence, which
+    /// every peer is told of.
+    fn evidence_of_committed(&mut self, height: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        for (a, b) in self.evidence.conflicts_up_to(height) {
+            let Some(at) = self.state_at(a.height.value()) else {
+                continue;
+            };
+            let made = bulwark_evidence::duplicate_vote(
+                a,
+                b,
+                AtHeight {
+                    chain_id: &self.state.chain_id,
+                    validators: &at.last_validator_infos,
+                    block_time: at.last_block_time,
+                },
+            );
+            match made {
+                Ok(e) => {
+                    if self.evidence.add(e.clone()) {
+                        tracing::warn!("validator double-signed: {}", evidence_summary(&e));
+                        out.push(Output::Broadcast(Payload::Evidence(Box::new(e.into()))));
+                    }
+                }
+                Err(err) => tracing::debug!("conflicting votes are no evidence: {err}"),
+            }
+        }
+        out
     }
 
     /// A peer's proposal. Only for the round in progress and the next one (CometBFT keeps only
@@ -978,6 +1119,11 @@ impl Engine {
             return None;
         }
         verify_vote(&info.pub_key, &v, &self.state.chain_id).ok()?;
+        if let (Some(value), Some(id)) = (core.value, v.block_id) {
+            if self.vote_blocks.len() < MAX_VOTE_BLOCKS {
+                self.vote_blocks.entry(value).or_insert(id);
+            }
+        }
         Some((core, pack_signature(v.timestamp?, v.signature.as_ref()?)))
     }
 
@@ -989,13 +1135,22 @@ impl Engine {
 
     fn block_arrived(&mut self, block: Block) -> Result<Vec<Output>, EngineError> {
         let (id, _) = block_id_of(&block)?;
-        let checked = self.state.validate_block(&block);
+        let checked = self
+            .state
+            .validate_block(&block)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                self.check_block_evidence(&block)
+                    .map_err(|e| format!("evidence: {e}"))
+            });
         if let Err(e) = &checked {
             tracing::warn!(height = %block.header.height, "invalid proposed block: {e}");
         }
         let valid = checked.is_ok()
-            && self.app.process_proposal(process_request(&block))
-                == response::ProcessProposal::Accept;
+            && self.app.process_proposal(process_request(
+                &block,
+                misbehavior_of(&block, &self.blocks),
+            )) == response::ProcessProposal::Accept;
         let validity = if valid {
             Validity::Valid
         } else {
@@ -1097,6 +1252,7 @@ impl Engine {
         }
         let (id, _) = block_id_of(&block)?;
         if self.state.validate_block(&block).is_err()
+            || self.check_block_evidence(&block).is_err()
             || crate::chain::verify_commit(
                 &self.state.chain_id,
                 &self.state.validator_infos,
@@ -1156,7 +1312,7 @@ impl Engine {
                         out.extend(self.commit_block(block, id, commit)?);
                         return Ok(out);
                     }
-                    Action::Evidence(_) => {}
+                    Action::Evidence(dv) => self.conflict_found(&dv),
                 }
             }
         }
@@ -1166,14 +1322,26 @@ impl Engine {
     fn build_block(&mut self, round: u32) -> Result<Block, EngineError> {
         let height = self.state.next_height();
         let time = self.state.next_block_time(self.last_commit.as_ref());
+        let evidence = self
+            .evidence
+            .reap(self.state.consensus_params.evidence.max_bytes);
+        // Evidence comes out of the transactions' room, so the block stays within max_bytes.
         let budget = self
             .state
-            .max_block_tx_bytes(self.config.max_block_tx_bytes);
+            .max_block_tx_bytes(self.config.max_block_tx_bytes)
+            .saturating_sub(bulwark_evidence::encoded_len(&evidence) as i64)
+            .max(0);
         let txs = self.app.prepare_proposal(request::PrepareProposal {
             max_tx_bytes: budget,
             txs: self.mempool.reap(budget),
             local_last_commit: None,
-            misbehavior: vec![],
+            misbehavior: evidence
+                .iter()
+                .filter_map(|e| {
+                    let at = self.state_at(bulwark_evidence::height_of(e)?)?;
+                    bulwark_evidence::misbehavior(e, &at.last_validator_infos)
+                })
+                .collect(),
             height: block::Height::try_from(height).map_err(|e| EngineError::Wal(e.to_string()))?,
             time,
             next_validators_hash: self.state.validator_infos.hash(),
@@ -1190,9 +1358,13 @@ impl Engine {
             })
             .map(|t| t.to_vec())
             .collect();
-        let (block, _, _) =
-            self.state
-                .make_block(txs, self.last_commit.clone(), self.address, time)?;
+        let (block, _, _) = self.state.make_block_with_evidence(
+            txs,
+            evidence,
+            self.last_commit.clone(),
+            self.address,
+            time,
+        )?;
         self.log(WalRecord {
             own_block: Some(block.clone().into()),
             own_round: Some(round),
@@ -1327,8 +1499,9 @@ impl Engine {
             Some(value) => Some(
                 self.candidates
                     .get(&value)
-                    .ok_or_else(|| EngineError::Wal("a vote for a block we do not have".into()))?
-                    .1,
+                    .map(|c| c.1)
+                    .or_else(|| self.vote_blocks.get(&value).copied())
+                    .ok_or_else(|| EngineError::Wal("a vote for a block we do not have".into()))?,
             ),
         };
         let bad = |e: bulwark_types::tendermint::Error| EngineError::Wal(e.to_string());
@@ -1372,10 +1545,26 @@ impl Engine {
         id: block::Id,
         commit: Commit,
     ) -> Result<Vec<Output>, EngineError> {
-        let request = finalize_request(&block, &self.state.last_validator_infos);
+        let request = finalize_request(
+            &block,
+            &self.state.last_validator_infos,
+            misbehavior_of(&block, &self.blocks),
+        );
         let result = self.app.finalize_block(request)?;
         let height = block.header.height.value();
         let txs: Vec<Bytes> = block.data.iter().map(|t| Bytes::from(t.clone())).collect();
+        let evidence: Vec<Evidence> = block.evidence.iter().cloned().collect();
+        let logged: Vec<CommittedEvidence> = evidence
+            .iter()
+            .filter_map(|e| match e {
+                Evidence::DuplicateVote(d) => Some(CommittedEvidence {
+                    digest: bulwark_evidence::digest(e),
+                    height: d.vote_a.height.value(),
+                    time: d.timestamp,
+                }),
+                Evidence::LightClientAttack(_) => None,
+            })
+            .collect();
         let mut next = self.state.clone();
         next.apply(&block, id, &result);
         // Block, commit and resulting state first; the app's Commit after (the handshake
@@ -1387,16 +1576,26 @@ impl Engine {
             commit: &pb::types::Commit::from(commit.clone()).encode_to_vec(),
             state: &next.encode(),
             results: &encode_results(&result),
+            evidence: &logged,
         })?;
         self.app.commit()?;
         self.mempool.update(&txs, self.app.as_ref());
         self.wal.truncate_below(height + 1)?;
         self.state = next;
         self.last_commit = Some(commit);
+        let now = Now {
+            height,
+            time: self.state.last_block_time,
+        };
+        let expired =
+            self.evidence
+                .committed_in(&evidence, now, &self.state.consensus_params.evidence);
+        self.evidence_log.forget(&expired)?;
         let mut out = vec![Output::Committed {
             height,
             txs: txs.len(),
         }];
+        out.extend(self.evidence_of_committed(height));
         if self.config.timeout_commit.is_zero() {
             out.extend(self.start_height()?);
         } else {
@@ -1406,6 +1605,20 @@ impl Engine {
             });
         }
         Ok(out)
+    }
+}
+
+/// Who double-signed, where: for the log.
+fn evidence_summary(e: &Evidence) -> String {
+    match e {
+        Evidence::DuplicateVote(d) => format!(
+            "{} at height {} round {} ({:?})",
+            d.vote_a.validator_address,
+            d.vote_a.height,
+            d.vote_a.round.value(),
+            d.vote_a.vote_type
+        ),
+        Evidence::LightClientAttack(_) => "light-client attack".into(),
     }
 }
 

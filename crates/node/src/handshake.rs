@@ -117,7 +117,11 @@ pub fn handshake(
                 height: h,
                 reason,
             })?;
-        let result = app.finalize_block(finalize_request(&block, &last_validators))?;
+        let result = app.finalize_block(finalize_request(
+            &block,
+            &last_validators,
+            crate::chain::misbehavior_of(&block, blocks),
+        ))?;
         let recorded = state_at(h)?;
         if result.app_hash != recorded.app_hash {
             return Err(HandshakeError::AppHashMismatch {

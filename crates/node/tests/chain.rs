@@ -176,7 +176,7 @@ fn run() -> Run {
                             // Each receiver checks the block against its own state and app.
                             let (block, _) = receiver.blocks[&p.value].clone();
                             let ok = receiver.state.validate_block(&block).is_ok()
-                                && receiver.app.process_proposal(bulwark_node::chain::process_request(&block)) == bulwark_types::tendermint::abci::response::ProcessProposal::Accept;
+                                && receiver.app.process_proposal(bulwark_node::chain::process_request(&block, vec![])) == bulwark_types::tendermint::abci::response::ProcessProposal::Accept;
                             let validity = if ok {
                                 Validity::Valid
                             } else {
@@ -226,7 +226,8 @@ fn run() -> Run {
                         let (block, id) = n.blocks[&d.value].clone();
                         let commit =
                             commit_from_decision(&d, id, &n.state.validator_infos).unwrap();
-                        let request = finalize_request(&block, &n.state.last_validator_infos);
+                        let request =
+                            finalize_request(&block, &n.state.last_validator_infos, vec![]);
                         if height > 1 {
                             // Everyone signed the previous block in this honest network.
                             assert_eq!(request.decided_last_commit.votes.len(), N);

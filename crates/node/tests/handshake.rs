@@ -77,7 +77,11 @@ fn build(
             }],
         };
         let result = app
-            .finalize_block(finalize_request(&block, &state.last_validator_infos))
+            .finalize_block(finalize_request(
+                &block,
+                &state.last_validator_infos,
+                vec![],
+            ))
             .unwrap();
         state.apply(&block, id, &result);
         blocks
@@ -88,6 +92,7 @@ fn build(
                 commit: &pb::types::Commit::from(commit.clone()).encode_to_vec(),
                 state: &state.encode(),
                 results: &encode_results(&result),
+                evidence: &[],
             })
             .unwrap();
         app.commit().unwrap();

@@ -2,6 +2,7 @@
 //! height (and blocks by hash). Heights are stored without gaps: block `h` is only accepted after block `h - 1`.
 //! Values are the caller's encodings (protobuf in the node); the store keeps them intact.
 
+use crate::evidence::{CommittedEvidence, TREE as EVIDENCE_TREE};
 use crate::{key, Store, StoreError};
 use bulwark_kv::{Batch, Tree};
 
@@ -14,6 +15,7 @@ pub struct BlockStore {
     commits: Tree,
     states: Tree,
     results: Tree,
+    evidence: Tree,
 }
 
 /// Everything stored for one decided height (the caller's encodings).
@@ -31,6 +33,8 @@ pub struct DecidedHeight<'a> {
     pub state: &'a [u8],
     /// The application's results of executing it (FinalizeBlock).
     pub results: &'a [u8],
+    /// The evidence it committed (into the evidence log, in the same write).
+    pub evidence: &'a [CommittedEvidence],
 }
 
 impl BlockStore {
@@ -43,6 +47,7 @@ impl BlockStore {
             commits: store.tree("commits")?,
             states: store.tree("states")?,
             results: store.tree("results")?,
+            evidence: store.tree(EVIDENCE_TREE)?,
         })
     }
 
@@ -75,12 +80,17 @@ impl BlockStore {
             b.insert(k, v);
             b
         };
+        let mut evidence = Batch::default();
+        for e in decided.evidence {
+            evidence.insert(e.digest, e.value());
+        }
         self.store.db().write_atomically(&[
             (&self.blocks, &one(&key(height), decided.block)),
             (&self.hashes, &one(decided.hash, &key(height))),
             (&self.commits, &one(&key(height), decided.commit)),
             (&self.states, &one(&key(height), decided.state)),
             (&self.results, &one(&key(height), decided.results)),
+            (&self.evidence, &evidence),
         ])?;
         self.store.flush()
     }

@@ -1,11 +1,13 @@
 //! Bulwark's storage (sled on disk, or a simulated disk in the simulator, through
 //! `bulwark-kv`): the privval's last-sign-state ([`privval`]), the consensus
-//! write-ahead log ([`wal`]) and the block and state stores ([`blocks`]).
+//! write-ahead log ([`wal`]), the block and state stores ([`blocks`]) and the committed
+//! evidence ([`evidence`]).
 //!
 //! Everything is read back with checks: a record that does not parse is reported as
 //! [`StoreError::Corrupt`], never skipped, and a database sled cannot open names its path.
 
 pub mod blocks;
+pub mod evidence;
 pub mod privval;
 pub mod wal;
 

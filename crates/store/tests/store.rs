@@ -92,6 +92,7 @@ fn decided<'a>(
         commit,
         state,
         results,
+        evidence: &[],
     }
 }
 

@@ -8,6 +8,7 @@
 //! applications work with Bulwark chains unchanged; the tests check every hash against values
 //! produced by a real CometBFT node.
 
+pub mod commit;
 pub mod convert;
 pub mod genesis;
 pub mod hashes;

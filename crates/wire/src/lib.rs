@@ -132,13 +132,17 @@ pub enum Payload {
     /// Who the sender is (first on a connection).
     #[prost(message, tag = "8")]
     Hello(Hello),
+    /// Evidence of misbehaviour (CometBFT's `Evidence`: two conflicting votes; boxed: two
+    /// whole votes).
+    #[prost(message, boxed, tag = "9")]
+    Evidence(Box<pb::Evidence>),
 }
 
 /// The one message type on the wire.
 #[derive(Clone, PartialEq, Message)]
 pub struct Envelope {
     /// The message.
-    #[prost(oneof = "Payload", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
+    #[prost(oneof = "Payload", tags = "1, 2, 3, 4, 5, 6, 7, 8, 9")]
     pub payload: Option<Payload>,
 }
 
