@@ -23,8 +23,13 @@ const TAIL_LINES: usize = 40;
 /// Builds the `bulwark` binary of this checkout (release: what operators run and what
 /// figures are taken of; debug: what tests run) and returns its path.
 pub fn build_bulwark(release: bool) -> Result<PathBuf> {
+    build_binary("bulwark", release)
+}
+
+/// Builds binary `name` of the package of that name.
+fn build_binary(name: &str, release: bool) -> Result<PathBuf> {
     let mut cargo = crate::cargo();
-    cargo.args(["build", "--quiet", "-p", "bulwark", "--bin", "bulwark"]);
+    cargo.args(["build", "--quiet", "-p", name, "--bin", name]);
     if release {
         cargo.arg("--release");
     }
@@ -33,11 +38,20 @@ pub fn build_bulwark(release: bool) -> Result<PathBuf> {
         .status()
         .context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build -p bulwark failed ({status})");
+        bail!("cargo build -p {name} failed ({status})");
     }
     Ok(target_dir()
         .join(if release { "release" } else { "debug" })
-        .join("bulwark"))
+        .join(name))
+}
+
+/// The debug `bulwark-byzantine` binary (`tests/byzantine`), built once per process.
+pub fn byzantine_binary() -> Result<PathBuf> {
+    static BUILT: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| build_binary("bulwark-byzantine", false).map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
 }
 
 /// The debug `bulwark` binary, built once per process: tests always run the code they were
@@ -130,12 +144,25 @@ pub struct Node {
 impl Node {
     /// Starts `bin start --home HOME`.
     pub fn start(bin: &Path, home: &Path) -> Result<Node> {
+        let mut command = Command::new(bin);
+        command.arg("start").arg("--home").arg(home);
+        Node::spawn(command, home)
+    }
+
+    /// Starts the validator of `home` as a byzantine one playing `behaviour` (a
+    /// `bulwark-adversary` name), with the real driver: [`byzantine_binary`].
+    pub fn start_byzantine(behaviour: &str, home: &Path) -> Result<Node> {
+        let mut command = Command::new(byzantine_binary()?);
+        command.arg(behaviour).arg(home);
+        Node::spawn(command, home)
+    }
+
+    /// Runs `command` for the node of `home`, its log in `home/bulwark.log`.
+    pub fn spawn(mut command: Command, home: &Path) -> Result<Node> {
         let mut log = std::fs::File::create(home.join("bulwark.log"))
             .with_context(|| format!("creating the log in {}", home.display()))?;
-        let mut child = Command::new(bin)
-            .arg("start")
-            .arg("--home")
-            .arg(home)
+        let bin = PathBuf::from(command.get_program());
+        let mut child = command
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -174,6 +174,8 @@ pub struct Adversary {
     proposals: BTreeMap<(i64, i32), pb::BlockId>,
     /// Parts seen: (height, round) → parts.
     parts: BTreeMap<(i64, u32), Vec<pb::Part>>,
+    /// (height, round) whose random precommit went out with the prevote.
+    early_precommits: std::collections::BTreeSet<(i64, i32)>,
 }
 
 impl Adversary {
@@ -200,6 +202,7 @@ impl Adversary {
             mixed: (0, Behaviour::Silent),
             proposals: BTreeMap::new(),
             parts: BTreeMap::new(),
+            early_precommits: std::collections::BTreeSet::new(),
         }
     }
 
@@ -580,9 +583,28 @@ impl Adversary {
                     .map(|v| keep(Payload::Vote(v)))
                     .unwrap_or_default()
             }
+            // Its precommit goes out with its prevote, for a random block: early enough to be
+            // in the decision round's precommits when the others decide.
+            (Behaviour::RandomPrecommit, Payload::Vote(v))
+                if v.r#type == pb::SignedMsgType::Prevote as i32 =>
+            {
+                let id = self.random_block_id();
+                self.early_precommits.retain(|(h, _)| *h >= v.height);
+                self.early_precommits.insert((v.height, v.round));
+                let early = self.resign_vote(&v, |v| {
+                    v.r#type = pb::SignedMsgType::Precommit as i32;
+                    v.block_id = Some(id);
+                });
+                let mut out = keep(Payload::Vote(v));
+                out.extend(early.map(|p| (Dest::All, Payload::Vote(p))));
+                out
+            }
             (Behaviour::RandomPrecommit, Payload::Vote(v))
                 if v.r#type == pb::SignedMsgType::Precommit as i32 =>
             {
+                if self.early_precommits.contains(&(v.height, v.round)) {
+                    return vec![];
+                }
                 let id = self.random_block_id();
                 self.resign_vote(&v, |v| v.block_id = Some(id))
                     .map(|v| keep(Payload::Vote(v)))

@@ -104,10 +104,61 @@ fn node_info(home: &Home) -> anyhow::Result<node::Info> {
 
 /// Runs the node until SIGINT/SIGTERM.
 pub fn start(home: Home) -> anyhow::Result<()> {
+    start_interposed(home, None)
+}
+
+/// Where an interposed message goes: every peer (`None`), or the peers at these positions of
+/// the connected peers in connection order.
+pub type Dests = Option<Vec<usize>>;
+
+/// Something between the engine and its peers that may change what goes out: the byzantine
+/// validators of the end-to-end tests (`bulwark-adversary`), run as real processes with the
+/// real driver. The `bulwark` binary never installs one.
+pub trait Interposer: Send {
+    /// A message from the peer at position `from` reached the engine; what to send at once.
+    fn incoming(
+        &mut self,
+        engine: &Engine,
+        from: usize,
+        payload: &Payload,
+    ) -> Vec<(Dests, Payload)>;
+    /// What goes out instead of a message the engine sends (`relayed`: a reply to one peer).
+    fn outgoing(
+        &mut self,
+        engine: &Engine,
+        payload: Payload,
+        relayed: bool,
+    ) -> Vec<(Dests, Payload)>;
+    /// What it sends on its own, every tick.
+    fn act(&mut self, engine: &Engine) -> Vec<(Dests, Payload)>;
+}
+
+/// Runs the node until SIGINT/SIGTERM with `interposer` between the engine and its peers.
+pub fn start_interposed(home: Home, interposer: Option<Box<dyn Interposer>>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(home))
+    runtime.block_on(run(home, interposer))
+}
+
+/// Sends `frame` to the peers `dests` names.
+fn deliver(peers: &HashMap<ConnectionId, Peer>, dests: &Dests, frame: &[u8]) {
+    let mut ids: Vec<ConnectionId> = peers.keys().copied().collect();
+    ids.sort_unstable();
+    let chosen: Vec<ConnectionId> = match dests {
+        None => ids,
+        Some(positions) => positions
+            .iter()
+            .filter_map(|p| ids.get(p.checked_rem(ids.len())?).copied())
+            .collect(),
+    };
+    for id in chosen {
+        if let Some(peer) = peers.get(&id) {
+            if !peer.send(frame.to_vec()) {
+                tracing::warn!(addr = %peer.addr, "peer queue full: message dropped");
+            }
+        }
+    }
 }
 
 /// Inputs the engine asked for later, in deadline order.
@@ -133,6 +184,33 @@ impl Timers {
         let Reverse((_, seq)) = self.queue.pop()?;
         self.inputs.remove(&seq)
     }
+}
+
+/// Runs the engine's messages through `interposer`: what it sends instead goes out at once;
+/// everything else is left for the loop.
+fn interpose(
+    interposer: &mut dyn Interposer,
+    engine: &Engine,
+    peers: &HashMap<ConnectionId, Peer>,
+    outputs: Vec<Output>,
+) -> Vec<Output> {
+    let mut rest = Vec::new();
+    for o in outputs {
+        match o {
+            Output::Broadcast(p) => {
+                for (dests, p) in interposer.outgoing(engine, p, false) {
+                    deliver(peers, &dests, &wire::encode(p));
+                }
+            }
+            Output::Send(id, p) => {
+                for (_, p) in interposer.outgoing(engine, p, true) {
+                    rest.push(Output::Send(id, p));
+                }
+            }
+            other => rest.push(other),
+        }
+    }
+    rest
 }
 
 /// Where this node's evidence comes from, by the network's trust.
@@ -190,7 +268,7 @@ fn transport(home: &Home) -> anyhow::Result<Transport> {
     )?)
 }
 
-async fn run(home: Home) -> anyhow::Result<()> {
+async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow::Result<()> {
     let (mut engine, first) = open_engine(&home)?;
     tracing::info!(height = engine.state().next_height(), address = %engine.address(), "started");
     let own_info = node_info(&home)?;
@@ -249,6 +327,9 @@ async fn run(home: Home) -> anyhow::Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut outputs = first;
     loop {
+        if let Some(i) = interposer.as_mut() {
+            outputs = interpose(i.as_mut(), &engine, &peers, outputs);
+        }
         for o in outputs.drain(..) {
             match o {
                 Output::Broadcast(p) => {
@@ -299,7 +380,17 @@ async fn run(home: Home) -> anyhow::Result<()> {
                     }
                     continue;
                 }
-                Some(PeerEvent::Message(id, payload)) => Input::Peer(id, payload),
+                Some(PeerEvent::Message(id, payload)) => {
+                    if let Some(i) = interposer.as_mut() {
+                        let mut ids: Vec<ConnectionId> = peers.keys().copied().collect();
+                        ids.sort_unstable();
+                        let from = ids.iter().position(|p| *p == id).unwrap_or(0);
+                        for (dests, p) in i.incoming(&engine, from, &payload) {
+                            deliver(&peers, &dests, &wire::encode(p));
+                        }
+                    }
+                    Input::Peer(id, payload)
+                }
                 None => { tracing::info!("event channel closed"); break }
             },
             Some(request) = rpc_calls.recv() => {
@@ -321,7 +412,14 @@ async fn run(home: Home) -> anyhow::Result<()> {
             _ = async { match next_timer { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
                 match timers.pop() { Some(i) => i, None => continue }
             }
-            _ = tick.tick() => Input::Tick,
+            _ = tick.tick() => {
+                if let Some(i) = interposer.as_mut() {
+                    for (dests, p) in i.act(&engine) {
+                        deliver(&peers, &dests, &wire::encode(p));
+                    }
+                }
+                Input::Tick
+            }
             _ = recertify.tick() => {
                 match transport.refresh() {
                     Ok(()) => tracing::info!("re-attested: new connections present a fresh certificate"),

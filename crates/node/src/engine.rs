@@ -1144,7 +1144,7 @@ impl Engine {
                     .map_err(|e| format!("evidence: {e}"))
             });
         if let Err(e) = &checked {
-            tracing::warn!(height = %block.header.height, "invalid proposed block: {e}");
+            tracing::warn!(height = %block.header.height, proposer = %block.header.proposer_address, "invalid proposed block: {e}");
         }
         let valid = checked.is_ok()
             && self.app.process_proposal(process_request(

@@ -1,0 +1,104 @@
+//! `bulwark-byzantine <behaviour> <home>`: runs the validator of `home` with the real driver,
+//! sockets and stores, and `bulwark-adversary`'s behaviour between its engine and its peers.
+//! Only the end-to-end tests start it; the measured image holds the `bulwark` binary alone.
+
+use bulwark::home::Home;
+use bulwark::run::{start_interposed, Dests, Interposer};
+use bulwark_adversary::{parse_behaviour, Adversary, Dest};
+use bulwark_node::engine::Engine;
+use bulwark_types::tendermint::private_key::PrivateKey;
+use bulwark_wire::Payload;
+use std::path::PathBuf;
+
+/// The adversary with the validator indices it names turned into peer positions: peers are
+/// the other validators, so index `i` is position `i` among them without this node.
+struct Byzantine {
+    adversary: Adversary,
+    me: usize,
+}
+
+impl Byzantine {
+    fn dests(&self, out: Vec<(Dest, Payload)>) -> Vec<(Dests, Payload)> {
+        out.into_iter()
+            .map(|(dest, p)| match dest {
+                Dest::All => (None, p),
+                Dest::Some(validators) => (
+                    Some(
+                        validators
+                            .into_iter()
+                            .filter(|v| *v != self.me)
+                            .map(|v| if v > self.me { v - 1 } else { v })
+                            .collect(),
+                    ),
+                    p,
+                ),
+            })
+            .collect()
+    }
+}
+
+impl Interposer for Byzantine {
+    fn incoming(
+        &mut self,
+        engine: &Engine,
+        from: usize,
+        payload: &Payload,
+    ) -> Vec<(Dests, Payload)> {
+        let from = if from >= self.me { from + 1 } else { from };
+        let out = self.adversary.incoming(engine, from, payload);
+        self.dests(out)
+    }
+
+    fn outgoing(
+        &mut self,
+        engine: &Engine,
+        payload: Payload,
+        relayed: bool,
+    ) -> Vec<(Dests, Payload)> {
+        let out = self.adversary.outgoing(engine, payload, relayed);
+        self.dests(out)
+    }
+
+    fn act(&mut self, engine: &Engine) -> Vec<(Dests, Payload)> {
+        let out = self.adversary.act(engine);
+        self.dests(out)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut args = std::env::args().skip(1);
+    let (Some(name), Some(home)) = (args.next(), args.next()) else {
+        anyhow::bail!("usage: bulwark-byzantine <behaviour> <home>");
+    };
+    let behaviour =
+        parse_behaviour(&name).ok_or_else(|| anyhow::anyhow!("no behaviour named {name}"))?;
+    let home = Home::load(&PathBuf::from(home))?;
+    let key = match &home.validator_key.priv_key {
+        PrivateKey::Ed25519(k) => ed25519_consensus::SigningKey::try_from(k.clone())
+            .map_err(|e| anyhow::anyhow!("validator key: {e}"))?,
+        _ => anyhow::bail!("validator key is not ed25519"),
+    };
+    let validators = &home.genesis.validators;
+    let me = validators
+        .iter()
+        .position(|v| v.address == home.validator_key.address)
+        .ok_or_else(|| anyhow::anyhow!("this validator is not in genesis"))?;
+    // The adversary's validator indices are the set's order, as the engine's.
+    let seed = u64::from_be_bytes(home.validator_key.address.as_bytes()[..8].try_into()?);
+    let adversary = Adversary::new(
+        behaviour,
+        me,
+        validators.len(),
+        key,
+        home.genesis.chain_id.clone(),
+        seed,
+    );
+    eprintln!("bulwark-byzantine: validator {me} plays {name}");
+    start_interposed(home, Some(Box::new(Byzantine { adversary, me })))
+}
