@@ -1,0 +1,11 @@
+//! A Bulwark validator's identity and the network it belongs to:
+//!
+//! - [`sealed`]: the consensus and node keys, generated inside the guest and sealed under the
+//!   SEV-SNP derived key (or the simulated PSP's), re-sealed after a firmware update;
+//! - [`chain_id`]: the self-certifying chain id, `<name>-<hash of the canonical genesis>`.
+
+pub mod chain_id;
+pub mod sealed;
+
+pub use chain_id::{canonical_json, certify, chain_name, check_chain_id, ChainIdError};
+pub use sealed::{committed_tcb, Identity, IdentityError, SealedIdentity};
