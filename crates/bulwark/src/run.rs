@@ -4,10 +4,9 @@
 //! signals; everything else is the engine's. One task runs the engine: peer messages, timers
 //! and RPC calls reach it in turn, so RPC never races consensus.
 
-use crate::home::{simulated_measurement, Home};
+use crate::home::Home;
 use bulwark_app::kvstore::KvStore;
-use bulwark_attest::simulated::SimulatedPsp;
-use bulwark_attest::{EvidenceSource, GuestDevice, Trust};
+use bulwark_attest::{EvidenceSource, Trust};
 use bulwark_consensus::Config;
 use bulwark_mempool::MempoolConfig;
 use bulwark_net::NetworkPolicy;
@@ -23,7 +22,6 @@ use bulwark_store::Store;
 use bulwark_types::tendermint::node;
 use bulwark_types::tendermint::private_key::PrivateKey;
 use bulwark_wire::{self as wire, Payload};
-use sha2::Digest;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::AtomicU64;
@@ -137,28 +135,19 @@ impl Timers {
 
 /// Where this node's evidence comes from, by the network's trust.
 fn evidence_source(home: &Home) -> anyhow::Result<Box<dyn EvidenceSource>> {
-    match home.attestation.trust {
-        Trust::Amd => Ok(Box::new(GuestDevice::open().map_err(|e| {
-            anyhow::anyhow!("this network's genesis trusts AMD hardware only: {e}")
-        })?)),
-        Trust::Simulated => {
-            tracing::warn!(
-                "SIMULATED ATTESTATION: this network's genesis trusts the project's simulated \
-                 PSP. Its evidence proves nothing about hardware or isolation; never let a \
-                 network that carries value use `simulated` trust."
-            );
-            // A stable simulated chip per node; the simulated root is public, so nothing here
-            // is a secret.
-            let node_public = home.node_key.priv_key.public_key().to_bytes();
-            let chip_secret: [u8; 32] =
-                sha2::Sha256::digest([b"bulwark simulated chip".as_slice(), &node_public].concat())
-                    .into();
-            Ok(Box::new(SimulatedPsp::new(
-                chip_secret,
-                simulated_measurement()?,
-            )))
-        }
+    if home.attestation.trust == Trust::Simulated {
+        tracing::warn!(
+            "SIMULATED ATTESTATION: this network's genesis trusts the project's simulated \
+             PSP. Its evidence proves nothing about hardware or isolation; never let a \
+             network that carries value use `simulated` trust."
+        );
     }
+    let node_public = home.node_key.priv_key.public_key().to_bytes();
+    Ok(crate::home::evidence_source(
+        home.attestation.trust,
+        &home.dir,
+        Some(&node_public),
+    )?)
 }
 
 /// Attested TLS for this node: its evidence source, its consensus key, and the policy that

@@ -71,6 +71,23 @@ impl TaggedEvidence {
             endorsement_cert: hex::encode(&evidence.endorsement_cert),
         }
     }
+
+    /// The evidence's bytes.
+    pub fn to_evidence(&self) -> Result<Evidence, EnrollmentError> {
+        let bytes = |field: &str, text: &str| {
+            hex::decode(text)
+                .map_err(|e| EnrollmentError::Encoding(format!("evidence.{field}: {e}")))
+        };
+        match self {
+            TaggedEvidence::SevSnp {
+                report,
+                endorsement_cert,
+            } => Ok(Evidence {
+                report: bytes("report", report)?,
+                endorsement_cert: bytes("endorsement_cert", endorsement_cert)?,
+            }),
+        }
+    }
 }
 
 /// `enrollment.json`.
@@ -201,18 +218,7 @@ impl Enrollment {
         if node_id(&node) != self.node_id {
             return Err(EnrollmentError::NodeId(self.node_id.clone()));
         }
-        let evidence = match &self.evidence {
-            TaggedEvidence::SevSnp {
-                report,
-                endorsement_cert,
-            } => Evidence {
-                report: hex::decode(report)
-                    .map_err(|e| EnrollmentError::Encoding(format!("evidence.report: {e}")))?,
-                endorsement_cert: hex::decode(endorsement_cert).map_err(|e| {
-                    EnrollmentError::Encoding(format!("evidence.endorsement_cert: {e}"))
-                })?,
-            },
-        };
+        let evidence = self.evidence.to_evidence()?;
         let binding = Binding::ReportData(enrollment_report_data(&consensus, &node, chain_name));
         verify(&evidence, policy, &binding, now).map_err(EnrollmentError::Evidence)
     }
