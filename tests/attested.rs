@@ -289,7 +289,14 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
 
     let p2p0 = format!("127.0.0.1:{base}");
     let measurement = binary_measurement();
-    let genuine_chip = || SimulatedPsp::new([77; 32], measurement);
+    // A genuine chip launched for this network: HOST_DATA = SHA-256 of its genesis file.
+    let genesis_sha: [u8; 32] =
+        sha2::Sha256::digest(std::fs::read(homes[0].join("config/genesis.json")).unwrap()).into();
+    let genuine_chip = || {
+        let mut psp = SimulatedPsp::new([77; 32], measurement);
+        psp.host_data = genesis_sha;
+        psp
+    };
     let cases: Vec<(&str, Option<Presented>)> = vec![
         ("peer sent no certificates", None),
         (
@@ -311,6 +318,16 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
             let mut debug = genuine_chip();
             debug.policy |= policy_bits::DEBUG;
             Some(attacker_cert(Some(&mut debug), validator_key(1), &chain))
+        }),
+        ("check=host_data", {
+            // A genuine guest of the same image, launched for another genesis.
+            let mut elsewhere = genuine_chip();
+            elsewhere.host_data = [0xab; 32];
+            Some(attacker_cert(
+                Some(&mut elsewhere),
+                validator_key(1),
+                &chain,
+            ))
         }),
         ("check=not_a_validator", {
             Some(attacker_cert(Some(&mut genuine_chip()), [5; 32], &chain))

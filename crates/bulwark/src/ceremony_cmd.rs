@@ -24,7 +24,8 @@ pub fn enroll(home: &Path, moniker: &str, chain_name: &str, simulated: bool) -> 
     } else {
         Trust::Amd
     };
-    let mut source = evidence_source(trust, home, None)?;
+    // An enrolling guest has no genesis yet: its launch carries no network.
+    let mut source = evidence_source(trust, home, None, [0; 32])?;
     let e = ceremony::enroll(source.as_mut(), &cfg, moniker, chain_name)?;
     println!(
         "{}",

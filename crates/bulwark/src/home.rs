@@ -227,6 +227,8 @@ pub struct Home {
     pub genesis: Genesis<serde_json::Value>,
     /// The chain name (the chain id without its genesis hash).
     pub chain_name: String,
+    /// SHA-256 of genesis.json's bytes: the HOST_DATA a launch for this network carries.
+    pub genesis_sha256: [u8; 32],
     /// genesis.json's `attestation` section: which evidence the network admits.
     pub attestation: Policy,
     /// The validator key.
@@ -413,11 +415,14 @@ pub fn development_policy() -> Result<Policy, HomeError> {
 /// The evidence source of a node whose genesis has `trust`, living in `dir`: the SEV-SNP guest
 /// device under `amd`; under `simulated` a simulated PSP running this binary's measurement on
 /// the home's simulated chip (`config/simulated_chip`), or for a home made before the
-/// ceremony, a chip derived from its node key.
+/// ceremony, a chip derived from its node key. The simulated launch's HOST_DATA is what the
+/// host handed in (`fw_cfg` [`SIMULATED_HOST_DATA_FW_CFG`] in a VM, `config/simulated_host_data`
+/// in process mode), else `host_data` (process mode: the launcher is this very process).
 pub fn evidence_source(
     trust: Trust,
     dir: &Path,
     node_public: Option<&[u8]>,
+    host_data: [u8; 32],
 ) -> Result<Box<dyn EvidenceSource>, HomeError> {
     match trust {
         Trust::Amd => GuestDevice::open()
@@ -449,8 +454,44 @@ pub fn evidence_source(
                 }
                 Err(source) => return Err(HomeError::Io { path, source }),
             };
-            Ok(Box::new(SimulatedPsp::new(chip, simulated_measurement()?)))
+            let mut psp = SimulatedPsp::new(chip, simulated_measurement()?);
+            psp.host_data = simulated_host_data(dir)?.unwrap_or(host_data);
+            Ok(Box::new(psp))
         }
+    }
+}
+
+/// Where a simulated VM's host hands in its launch's HOST_DATA (32 raw bytes):
+/// `-fw_cfg name=opt/bulwark/host_data,file=...`.
+pub const SIMULATED_HOST_DATA_FW_CFG: &str =
+    "/sys/firmware/qemu_fw_cfg/by_name/opt/bulwark/host_data/raw";
+
+/// The file in `config/` with a process-mode launch's simulated HOST_DATA (64 hex digits).
+pub const SIMULATED_HOST_DATA: &str = "simulated_host_data";
+
+/// The simulated launch's HOST_DATA, if the host gave one.
+fn simulated_host_data(dir: &Path) -> Result<Option<[u8; 32]>, HomeError> {
+    let fw_cfg = Path::new(SIMULATED_HOST_DATA_FW_CFG);
+    if let Ok(bytes) = std::fs::read(fw_cfg) {
+        return <[u8; 32]>::try_from(bytes.as_slice())
+            .map(Some)
+            .map_err(|_| HomeError::Invalid {
+                path: fw_cfg.to_path_buf(),
+                reason: "HOST_DATA is not 32 bytes".into(),
+            });
+    }
+    let path = dir.join("config").join(SIMULATED_HOST_DATA);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .map(Some)
+            .ok_or(HomeError::Invalid {
+                path,
+                reason: "not 64 hex digits".into(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(HomeError::Io { path, source }),
     }
 }
 
@@ -473,6 +514,8 @@ pub struct PublicHome {
     pub genesis: Genesis<serde_json::Value>,
     /// The chain name.
     pub chain_name: String,
+    /// SHA-256 of genesis.json's bytes: the HOST_DATA a launch for this network carries.
+    pub genesis_sha256: [u8; 32],
     /// genesis.json's `attestation` section.
     pub attestation: Policy,
 }
@@ -528,6 +571,7 @@ impl PublicHome {
             config,
             genesis,
             chain_name,
+            genesis_sha256: sha2::Sha256::digest(s.as_bytes()).into(),
             attestation,
         })
     }
@@ -544,6 +588,7 @@ impl Home {
             config,
             genesis,
             chain_name,
+            genesis_sha256,
             attestation,
         } = PublicHome::load(dir)?;
         let cfg = dir.join("config");
@@ -559,7 +604,7 @@ impl Home {
                 source,
             };
             let sealed = SealedIdentity::read(&sealed_path).map_err(identity_error)?;
-            let mut source = evidence_source(attestation.trust, &dir, None)?;
+            let mut source = evidence_source(attestation.trust, &dir, None, genesis_sha256)?;
             let (identity, resealed) = sealed
                 .open(source.as_mut(), &chain_name)
                 .map_err(identity_error)?;
@@ -597,6 +642,7 @@ impl Home {
             config,
             genesis,
             chain_name,
+            genesis_sha256,
             attestation,
             validator_key,
             node_key,

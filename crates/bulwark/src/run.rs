@@ -147,7 +147,32 @@ fn evidence_source(home: &Home) -> anyhow::Result<Box<dyn EvidenceSource>> {
         home.attestation.trust,
         &home.dir,
         Some(&node_public),
+        home.genesis_sha256,
     )?)
+}
+
+/// The guest looks at its own report before it runs: its launch must be bound to the genesis
+/// it loaded (HOST_DATA = SHA-256 of the file), and its own key must be a validator of it.
+fn check_own_launch(home: &Home, source: &mut dyn EvidenceSource) -> anyhow::Result<()> {
+    let own = source.evidence([0; 64])?;
+    let report = bulwark_attest::AttestationReport::from_bytes(&own.report)
+        .map_err(|e| anyhow::anyhow!("this guest's own report: {e}"))?;
+    if report.host_data() != home.genesis_sha256 {
+        anyhow::bail!(
+            "host_data: this guest was launched for the genesis with SHA-256 {}, but the host gave it {} (SHA-256 {}): refusing to run",
+            hex::encode(report.host_data()),
+            home.dir.join("config/genesis.json").display(),
+            hex::encode(home.genesis_sha256)
+        );
+    }
+    if !home.is_genesis_validator() {
+        anyhow::bail!(
+            "genesis_validator: this node's consensus key {} is not a validator of {}: refusing to run",
+            home.validator_key.address,
+            home.genesis.chain_id
+        );
+    }
+    Ok(())
 }
 
 /// Attested TLS for this node: its evidence source, its consensus key, and the policy that
@@ -167,19 +192,22 @@ fn transport(home: &Home) -> anyhow::Result<Transport> {
         .filter_map(|v| v.pub_key.ed25519())
         .filter_map(|k| k.as_bytes().try_into().ok())
         .collect();
+    // Peers must have been launched for this very genesis too.
+    let mut attestation = home.attestation.clone();
+    attestation.host_data = Some(bulwark_attest::HexBytes(home.genesis_sha256));
     let policy = NetworkPolicy {
-        attestation: home.attestation.clone(),
+        attestation,
         chain_id: home.genesis.chain_id.to_string(),
         validators,
     };
-    Ok(Transport::new(
-        evidence_source(home)?,
-        consensus_key,
-        policy,
-    )?)
+    let mut source = evidence_source(home)?;
+    check_own_launch(home, source.as_mut())?;
+    Ok(Transport::new(source, consensus_key, policy)?)
 }
 
 async fn run(home: Home) -> anyhow::Result<()> {
+    // Attested TLS first: it checks this guest's own launch before anything is opened.
+    let mut transport = transport(&home)?;
     let (mut engine, first) = open_engine(&home)?;
     tracing::info!(height = engine.state().next_height(), address = %engine.address(), "started");
     let own_info = node_info(&home)?;
@@ -217,7 +245,6 @@ async fn run(home: Home) -> anyhow::Result<()> {
             ..RpcLimits::default()
         },
     ));
-    let mut transport = transport(&home)?;
     spawn_listener(listener, transport.handle(), link.clone());
     // Keep one outbound connection to every persistent peer, reconnecting when it drops.
     for peer in home.config.p2p.persistent_peers.clone() {

@@ -256,3 +256,60 @@ fn a_sealed_identity_does_not_open_on_another_simulated_chip() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not open here"));
 }
+
+/// Runs `bulwark start` and returns its exit code and stderr, or `None` if it was still
+/// running after `limit` (then it is killed).
+fn start_briefly(home: &std::path::Path, limit: std::time::Duration) -> Option<(i32, String)> {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .args(["start", "--home", home.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return Some((status.code().unwrap_or(-1), stderr));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn a_guest_launched_for_another_genesis_refuses_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_home(dir.path());
+    // The launch's HOST_DATA names another network than the genesis the host put on the disk.
+    std::fs::write(home.join("config/simulated_host_data"), "ab".repeat(32)).unwrap();
+    let (code, stderr) = start_briefly(&home, std::time::Duration::from_secs(30))
+        .expect("the node ran with a genesis its launch is not bound to");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("host_data:") && stderr.contains("refusing to run"),
+        "{stderr}"
+    );
+    assert!(
+        !home.join("data/store").exists(),
+        "it opened its stores first"
+    );
+    // Bound to the genesis it loads, the same node runs.
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(home.join("config/genesis.json")).unwrap(),
+        ))
+    };
+    std::fs::write(home.join("config/simulated_host_data"), sha).unwrap();
+    assert!(start_briefly(&home, std::time::Duration::from_secs(3)).is_none());
+}
