@@ -63,17 +63,19 @@ fn engine_config(home: &Home) -> EngineConfig {
 /// Opens the node's stores and application, runs the handshake and WAL replay.
 pub fn open_engine(home: &Home) -> anyhow::Result<(Engine, Vec<Output>)> {
     let data = home.dir.join("data");
-    let store = Store::open(data.join("store"))?;
-    let mut app = KvStore::open(data.join("app"))?;
-    let chain_started = bulwark_store::blocks::BlockStore::open(&store)?
-        .latest_height()?
-        .is_some();
-    let state = bulwark_node::handshake::genesis_state(&mut app, &home.genesis, chain_started)?;
     let key = match &home.validator_key.priv_key {
         PrivateKey::Ed25519(k) => ed25519_consensus::SigningKey::try_from(k.clone())
             .map_err(|e| anyhow::anyhow!("validator key: {e}"))?,
         _ => anyhow::bail!("the validator key is not ed25519"),
     };
+    // WAL records and the last-sign-state carry a MAC under a key only the open identity gives.
+    let mac_key = bulwark_identity::state_mac_key(key.as_bytes(), &home.chain_name);
+    let store = Store::open(data.join("store"))?.with_mac_key(*mac_key);
+    let mut app = KvStore::open(data.join("app"))?;
+    let chain_started = bulwark_store::blocks::BlockStore::open(&store)?
+        .latest_height()?
+        .is_some();
+    let state = bulwark_node::handshake::genesis_state(&mut app, &home.genesis, chain_started)?;
     Ok(Engine::open(
         engine_config(home),
         &store,

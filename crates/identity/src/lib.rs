@@ -12,4 +12,4 @@ pub mod sealed;
 
 pub use chain_id::{canonical_json, certify, chain_name, check_chain_id, ChainIdError};
 pub use enrollment::{enrollment_report_data, Enrollment, EnrollmentError, TaggedEvidence};
-pub use sealed::{committed_tcb, Identity, IdentityError, SealedIdentity};
+pub use sealed::{committed_tcb, state_mac_key, Identity, IdentityError, SealedIdentity};

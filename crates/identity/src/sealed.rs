@@ -132,6 +132,18 @@ impl Identity {
     }
 }
 
+/// The key that authenticates this validator's node state (WAL records, last-sign-state) on
+/// the host's disk: HKDF-SHA-256 of the consensus key's seed, over a label and the chain name.
+/// It exists only where the identity is open, and does not change when the identity is
+/// re-sealed under a newer TCB.
+pub fn state_mac_key(consensus_seed: &[u8; 32], chain_name: &str) -> Zeroizing<[u8; 32]> {
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"bulwark/state-mac/v1"), consensus_seed);
+    let mut out = Zeroizing::new([0u8; 32]);
+    // 32 bytes is always a valid HKDF-SHA-256 output length.
+    let _ = hk.expand(chain_name.as_bytes(), out.as_mut_slice());
+    out
+}
+
 /// The committed TCB (COMMITTED_TCB of a fresh own report, as a TCB_VERSION): the highest TCB
 /// a sealing key may be derived at.
 pub fn committed_tcb(source: &mut dyn EvidenceSource) -> Result<u64, IdentityError> {
@@ -373,6 +385,14 @@ mod tests {
         // The seeds are not in the blob in the clear.
         let text = serde_json::to_string(&blob).unwrap();
         assert!(!text.contains(&hex::encode(id.consensus_key().as_bytes())));
+    }
+
+    #[test]
+    fn the_state_mac_key_is_per_key_and_per_chain() {
+        let a = state_mac_key(&[1; 32], "alpha");
+        assert_ne!(*a, *state_mac_key(&[2; 32], "alpha"));
+        assert_ne!(*a, *state_mac_key(&[1; 32], "beta"));
+        assert_eq!(*a, *state_mac_key(&[1; 32], "alpha"));
     }
 
     #[test]
