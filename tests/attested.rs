@@ -226,6 +226,8 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
         let mut g = genesis(home);
         g["attestation"]["products"]["Milan"]["minimum_tcb"] =
             serde_json::to_value(minimum).unwrap();
+        // A changed genesis is another network: its chain id is certified anew.
+        bulwark_identity::certify("bulwark-testnet", &mut g).unwrap();
         std::fs::write(
             home.join("config/genesis.json"),
             serde_json::to_string_pretty(&g).unwrap(),
@@ -240,13 +242,12 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
     );
     let chain = g["chain_id"].as_str().unwrap().to_string();
     let validator_key = |i: usize| -> [u8; 32] {
-        let key: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(homes[i].join("config/priv_validator_key.json")).unwrap(),
+        // The ceremony writes each node's public keys to its enrollment.json.
+        let enrollment: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(homes[i].join("config/enrollment.json")).unwrap(),
         )
         .unwrap();
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD
-            .decode(key["pub_key"]["value"].as_str().unwrap())
+        hex::decode(enrollment["consensus_key"].as_str().unwrap())
             .unwrap()
             .try_into()
             .unwrap()
@@ -288,7 +289,14 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
 
     let p2p0 = format!("127.0.0.1:{base}");
     let measurement = binary_measurement();
-    let genuine_chip = || SimulatedPsp::new([77; 32], measurement);
+    // A genuine chip launched for this network: HOST_DATA = SHA-256 of its genesis file.
+    let genesis_sha: [u8; 32] =
+        sha2::Sha256::digest(std::fs::read(homes[0].join("config/genesis.json")).unwrap()).into();
+    let genuine_chip = || {
+        let mut psp = SimulatedPsp::new([77; 32], measurement);
+        psp.host_data = genesis_sha;
+        psp
+    };
     let cases: Vec<(&str, Option<Presented>)> = vec![
         ("peer sent no certificates", None),
         (
@@ -310,6 +318,16 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
             let mut debug = genuine_chip();
             debug.policy |= policy_bits::DEBUG;
             Some(attacker_cert(Some(&mut debug), validator_key(1), &chain))
+        }),
+        ("check=host_data", {
+            // A genuine guest of the same image, launched for another genesis.
+            let mut elsewhere = genuine_chip();
+            elsewhere.host_data = [0xab; 32];
+            Some(attacker_cert(
+                Some(&mut elsewhere),
+                validator_key(1),
+                &chain,
+            ))
         }),
         ("check=not_a_validator", {
             Some(attacker_cert(Some(&mut genuine_chip()), [5; 32], &chain))
@@ -466,6 +484,7 @@ fn a_node_of_an_amd_trust_network_without_sev_snp_refuses_to_start() {
     let homes = fast_testnet(dir.path(), testnet_block(4).unwrap()).unwrap();
     let mut g = genesis(&homes[0]);
     g["attestation"]["trust"] = "amd".into();
+    bulwark_identity::certify("bulwark-testnet", &mut g).unwrap();
     std::fs::write(
         homes[0].join("config/genesis.json"),
         serde_json::to_string_pretty(&g).unwrap(),

@@ -47,3 +47,69 @@ fn four_processes_commit_stop_restart_and_recover_from_a_kill() {
         n.stop_cleanly().unwrap();
     }
 }
+
+/// Runs `bulwark start` on `home` for at most `limit`: its exit code and stderr, or `None` if
+/// it was still running (then it is killed).
+fn run_briefly(home: &std::path::Path, limit: Duration) -> Option<(Option<i32>, String)> {
+    use std::io::Read;
+    let mut child = std::process::Command::new(harness::process::bulwark_binary().unwrap())
+        .args(["start", "--home", home.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return Some((status.code(), stderr));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn a_wal_record_written_by_the_host_is_refused_at_restart_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let homes = fast_testnet(dir.path(), testnet_block(4).unwrap()).unwrap();
+    let mut nodes: Vec<Node> = homes.iter().map(|h| start(h).unwrap()).collect();
+    {
+        let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
+        wait_for(&mut all, 3, Duration::from_secs(120)).unwrap();
+    }
+    for n in nodes.iter_mut() {
+        n.stop_cleanly().unwrap();
+    }
+    // The host appends a record to node 1's WAL at the height in progress, framed by the
+    // store's own code under a key the host knows (the old public checksum's equivalent).
+    let store_dir = homes[1].join("data/store");
+    {
+        let host = bulwark_store::Store::open(&store_dir).unwrap();
+        // The height the node replays at restart: the one after its last stored block.
+        let height = bulwark_store::blocks::BlockStore::open(&host)
+            .unwrap()
+            .latest_height()
+            .unwrap()
+            .expect("blocks were stored")
+            + 1;
+        let mut wal = bulwark_store::wal::Wal::open(&host).unwrap();
+        wal.append(height, b"an own_block the host chose", true)
+            .unwrap();
+    }
+    let (code, stderr) = run_briefly(&homes[1], Duration::from_secs(60))
+        .expect("the node replayed a WAL record the host wrote");
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("fails its MAC") && stderr.contains(store_dir.to_str().unwrap()),
+        "{stderr}"
+    );
+}

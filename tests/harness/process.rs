@@ -150,10 +150,11 @@ impl Node {
     }
 
     /// Starts the validator of `home` as a byzantine one playing `behaviour` (a
-    /// `bulwark-adversary` name), with the real driver: [`byzantine_binary`].
+    /// `bulwark-adversary` name), with the real driver: [`byzantine_binary`], measured as the
+    /// genuine binary (a compromised validator of the published image).
     pub fn start_byzantine(behaviour: &str, home: &Path) -> Result<Node> {
         let mut command = Command::new(byzantine_binary()?);
-        command.arg(behaviour).arg(home);
+        command.arg(behaviour).arg(home).arg(bulwark_binary()?);
         Node::spawn(command, home)
     }
 

@@ -2,11 +2,13 @@
 //! `config/genesis.json`, `config/node_key.json`, `config/priv_validator_key.json`, `data/`.
 //! Everything read from it is checked, and a problem names the file.
 
-use bulwark_attest::{HexBytes, Measurements, Policy, Trust};
-use bulwark_types::tendermint::{
-    account, chain, private_key::PrivateKey, validator, Genesis, PublicKey, Time,
-};
+use crate::ceremony::{self, CeremonyError};
+use bulwark_attest::simulated::SimulatedPsp;
+use bulwark_attest::{EvidenceSource, GuestDevice, HexBytes, Measurements, Policy, Trust};
+use bulwark_identity::{ChainIdError, IdentityError, SealedIdentity};
+use bulwark_types::tendermint::{account, private_key::PrivateKey, Genesis, PublicKey};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use thiserror::Error;
@@ -33,6 +35,31 @@ pub enum HomeError {
     /// Refusing to overwrite an existing key.
     #[error("{0} already exists; refusing to overwrite a key")]
     Exists(PathBuf),
+    /// The genesis's chain id does not certify it.
+    #[error("{path}: {source}")]
+    ChainId {
+        /// genesis.json.
+        path: PathBuf,
+        /// Which check failed.
+        source: ChainIdError,
+    },
+    /// A plaintext validator key under AMD trust.
+    #[error("{0}: refusing a plaintext validator key under `trust: amd`: the host can read it and sign as this validator; an AMD network's validators keep only an identity sealed inside the guest ({SEALED})", SEALED = ceremony::SEALED_IDENTITY)]
+    PlaintextKey(PathBuf),
+    /// The sealed identity does not open.
+    #[error("{path}: {source}")]
+    Identity {
+        /// The sealed identity's file.
+        path: PathBuf,
+        /// Why.
+        source: IdentityError,
+    },
+    /// The evidence source could not be opened.
+    #[error("{0}")]
+    Evidence(String),
+    /// The ceremony failed.
+    #[error(transparent)]
+    Ceremony(#[from] CeremonyError),
 }
 
 /// `[p2p]` of config.toml.
@@ -198,22 +225,16 @@ pub struct Home {
     pub config: NodeConfig,
     /// genesis.json.
     pub genesis: Genesis<serde_json::Value>,
+    /// The chain name (the chain id without its genesis hash).
+    pub chain_name: String,
+    /// SHA-256 of genesis.json's bytes: the HOST_DATA a launch for this network carries.
+    pub genesis_sha256: [u8; 32],
     /// genesis.json's `attestation` section: which evidence the network admits.
     pub attestation: Policy,
     /// The validator key.
     pub validator_key: PrivValidatorKey,
     /// The node key.
     pub node_key: NodeKey,
-}
-
-fn fresh_key() -> Result<PrivateKey, HomeError> {
-    let mut seed = [0u8; 32];
-    getrandom::getrandom(&mut seed).map_err(|e| HomeError::Io {
-        path: PathBuf::from("(system randomness)"),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    let key = ed25519_consensus::SigningKey::from(seed);
-    Ok(PrivateKey::Ed25519(key.into()))
 }
 
 fn validator_key(priv_key: PrivateKey) -> Result<PrivValidatorKey, HomeError> {
@@ -227,6 +248,10 @@ fn validator_key(priv_key: PrivateKey) -> Result<PrivValidatorKey, HomeError> {
         pub_key,
         priv_key,
     })
+}
+
+fn private_key(key: &ed25519_consensus::SigningKey) -> PrivateKey {
+    PrivateKey::Ed25519(key.clone().into())
 }
 
 /// Writes a file that must not exist yet; `secret` files are readable by their owner only.
@@ -263,16 +288,64 @@ fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), HomeError>
         })
 }
 
-fn json<T: Serialize>(value: &T) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_default()
+/// The file in `config/` holding a process-mode node's simulated chip secret (64 hex digits).
+/// Not a secret: the simulated PSP proves nothing, and its keys are public anyway.
+pub const SIMULATED_CHIP: &str = "simulated_chip";
+
+/// Makes the homes of a new chain with the genesis ceremony, run through the simulated PSP:
+/// each node gets a simulated chip, makes its identity inside (sealed, never in plaintext on
+/// disk) and enrols; the genesis is assembled from the enrollments, its chain id
+/// self-certifying, and written to every home.
+fn ceremony_homes(homes: &[(PathBuf, NodeConfig)], chain_name: &str) -> Result<(), HomeError> {
+    let measurement = simulated_measurement()?;
+    let mut enrollments = Vec::new();
+    for (home, config) in homes {
+        let cfg = home.join("config");
+        let toml = toml::to_string_pretty(config).map_err(|e| HomeError::Invalid {
+            path: cfg.join("config.toml"),
+            reason: e.to_string(),
+        })?;
+        write_new(&cfg.join("config.toml"), &toml, false)?;
+        let mut chip = [0u8; 32];
+        getrandom::getrandom(&mut chip).map_err(|e| HomeError::Io {
+            path: PathBuf::from("(system randomness)"),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        write_new(&cfg.join(SIMULATED_CHIP), &hex::encode(chip), false)?;
+        let mut psp = SimulatedPsp::new(chip, measurement);
+        enrollments.push(ceremony::enroll(
+            &mut psp,
+            &cfg,
+            &config.moniker,
+            chain_name,
+        )?);
+        let data = home.join("data");
+        std::fs::create_dir_all(&data).map_err(|source| HomeError::Io { path: data, source })?;
+    }
+    let genesis = ceremony::assemble(
+        chain_name,
+        &enrollments,
+        &development_policy()?,
+        ceremony::now(),
+    )?;
+    for (home, _) in homes {
+        let path = home.join("config/genesis.json");
+        let text = serde_json::to_string_pretty(&genesis).map_err(|e| HomeError::Invalid {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        write_new(&path, &text, false)?;
+    }
+    Ok(())
 }
 
 /// Writes a home for each validator of a new chain, with distinct loopback ports and each
-/// node listing every other as a persistent peer.
+/// node listing every other as a persistent peer; identities and genesis come from the
+/// ceremony ([`ceremony_homes`]).
 pub fn testnet(
     output: &Path,
     validators: usize,
-    chain_id: &str,
+    chain_name: &str,
     base_port: u16,
 ) -> Result<Vec<PathBuf>, HomeError> {
     if validators == 0 {
@@ -281,30 +354,6 @@ pub fn testnet(
             reason: "a testnet needs at least one validator".into(),
         });
     }
-    let chain_id: chain::Id = chain_id.parse().map_err(|e| HomeError::Invalid {
-        path: output.to_path_buf(),
-        reason: format!("chain id: {e}"),
-    })?;
-    let keys: Vec<PrivValidatorKey> = (0..validators)
-        .map(|_| fresh_key().and_then(validator_key))
-        .collect::<Result<_, _>>()?;
-    let genesis = Genesis {
-        genesis_time: Time::now(),
-        chain_id,
-        initial_height: 1,
-        consensus_params: bulwark_types::genesis::default_consensus_params(),
-        validators: keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| {
-                let mut info = validator::Info::new(k.pub_key, 10u32.into());
-                info.name = Some(format!("node{i}"));
-                info
-            })
-            .collect(),
-        app_hash: Default::default(),
-        app_state: serde_json::json!({}),
-    };
     let port = |i: usize, offset: u16| -> Result<u16, HomeError> {
         u16::try_from(usize::from(base_port) + 10 * i + usize::from(offset)).map_err(|_| {
             HomeError::Invalid {
@@ -314,7 +363,7 @@ pub fn testnet(
         })
     };
     let mut homes = Vec::new();
-    for (i, key) in keys.into_iter().enumerate() {
+    for i in 0..validators {
         let home = output.join(format!("node{i}"));
         let mut config = NodeConfig::new(&format!("node{i}"), port(i, 0)?, port(i, 1)?);
         // One connection per pair: node i dials the nodes before it (and redials them when a
@@ -325,38 +374,42 @@ pub fn testnet(
                 .persistent_peers
                 .push(SocketAddr::from(([127, 0, 0, 1], port(j, 0)?)));
         }
-        write_home(&home, &config, &genesis, &key)?;
-        homes.push(home);
+        homes.push((home, config));
     }
-    Ok(homes)
+    ceremony_homes(&homes, chain_name)?;
+    Ok(homes.into_iter().map(|(h, _)| h).collect())
 }
 
-/// Writes a single-validator home (`bulwark init`).
-pub fn init(home: &Path, chain_id: &str) -> Result<(), HomeError> {
-    let key = validator_key(fresh_key()?)?;
-    let genesis = Genesis {
-        genesis_time: Time::now(),
-        chain_id: chain_id.parse().map_err(|e| HomeError::Invalid {
-            path: home.to_path_buf(),
-            reason: format!("chain id: {e}"),
-        })?,
-        initial_height: 1,
-        consensus_params: bulwark_types::genesis::default_consensus_params(),
-        validators: vec![validator::Info::new(key.pub_key, 10u32.into())],
-        app_hash: Default::default(),
-        app_state: serde_json::json!({}),
-    };
-    write_home(home, &NodeConfig::new("node", 26656, 26657), &genesis, &key)
+/// Writes a single-validator home (`bulwark init`) by the same ceremony.
+pub fn init(home: &Path, chain_name: &str) -> Result<(), HomeError> {
+    ceremony_homes(
+        &[(home.to_path_buf(), NodeConfig::new("node", 26656, 26657))],
+        chain_name,
+    )
+}
+
+/// The executable a simulated PSP measures instead of the running one: set only by the
+/// end-to-end tests' byzantine validator (`bulwark-byzantine`), which stands for a genuine
+/// image that was compromised. The `bulwark` binary never sets it, and no input can.
+static MEASURED_AS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes the simulated PSP of this process measure `exe` instead of the running executable
+/// (see [`MEASURED_AS`]); only the first call counts.
+pub fn measure_as(exe: PathBuf) {
+    let _ = MEASURED_AS.set(exe);
 }
 
 /// The measurement a simulated PSP reports for this program: SHA-384 of the running
 /// executable (process mode has no launch measurement; this names exactly what runs).
 pub fn simulated_measurement() -> Result<[u8; 48], HomeError> {
     use sha2::Digest;
-    let exe = std::env::current_exe().map_err(|source| HomeError::Io {
-        path: PathBuf::from("(current executable)"),
-        source,
-    })?;
+    let exe = match MEASURED_AS.get() {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe().map_err(|source| HomeError::Io {
+            path: PathBuf::from("(current executable)"),
+            source,
+        })?,
+    };
     let bytes = std::fs::read(&exe).map_err(|source| HomeError::Io {
         path: exe.clone(),
         source,
@@ -373,52 +426,87 @@ pub fn development_policy() -> Result<Policy, HomeError> {
     ))
 }
 
-/// genesis.json: CometBFT's document plus Bulwark's `attestation` section.
-fn genesis_json(
-    genesis: &Genesis<serde_json::Value>,
-    attestation: &Policy,
-    path: &Path,
-) -> Result<String, HomeError> {
-    let invalid = |reason: String| HomeError::Invalid {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut value = serde_json::to_value(genesis).map_err(|e| invalid(e.to_string()))?;
-    let policy = serde_json::to_value(attestation).map_err(|e| invalid(e.to_string()))?;
-    match &mut value {
-        serde_json::Value::Object(fields) => {
-            fields.insert("attestation".into(), policy);
+/// The evidence source of a node whose genesis has `trust`, living in `dir`: the SEV-SNP guest
+/// device under `amd`; under `simulated` a simulated PSP running this binary's measurement on
+/// the home's simulated chip (`config/simulated_chip`), or for a home made before the
+/// ceremony, a chip derived from its node key. The simulated launch's HOST_DATA is what the
+/// host handed in (`fw_cfg` [`SIMULATED_HOST_DATA_FW_CFG`] in a VM, `config/simulated_host_data`
+/// in process mode), else `host_data` (process mode: the launcher is this very process).
+pub fn evidence_source(
+    trust: Trust,
+    dir: &Path,
+    node_public: Option<&[u8]>,
+    host_data: [u8; 32],
+) -> Result<Box<dyn EvidenceSource>, HomeError> {
+    match trust {
+        Trust::Amd => GuestDevice::open()
+            .map(|d| Box::new(d) as Box<dyn EvidenceSource>)
+            .map_err(|e| {
+                HomeError::Evidence(format!(
+                    "this network's genesis trusts AMD hardware only: {e}"
+                ))
+            }),
+        Trust::Simulated => {
+            let path = dir.join("config").join(SIMULATED_CHIP);
+            let chip: [u8; 32] = match std::fs::read_to_string(&path) {
+                Ok(text) => hex::decode(text.trim())
+                    .ok()
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| HomeError::Invalid {
+                        path: path.clone(),
+                        reason: "not 64 hex digits".into(),
+                    })?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    let node_public = node_public.ok_or_else(|| HomeError::Invalid {
+                        path: path.clone(),
+                        reason: "missing: a simulated node needs its chip".into(),
+                    })?;
+                    sha2::Sha256::digest(
+                        [b"bulwark simulated chip".as_slice(), node_public].concat(),
+                    )
+                    .into()
+                }
+                Err(source) => return Err(HomeError::Io { path, source }),
+            };
+            let mut psp = SimulatedPsp::new(chip, simulated_measurement()?);
+            psp.host_data = simulated_host_data(dir)?.unwrap_or(host_data);
+            Ok(Box::new(psp))
         }
-        _ => return Err(invalid("genesis is not a JSON object".into())),
     }
-    serde_json::to_string_pretty(&value).map_err(|e| invalid(e.to_string()))
 }
 
-fn write_home(
-    home: &Path,
-    config: &NodeConfig,
-    genesis: &Genesis<serde_json::Value>,
-    key: &PrivValidatorKey,
-) -> Result<(), HomeError> {
-    let cfg = home.join("config");
-    write_new(&cfg.join("priv_validator_key.json"), &json(key), true)?;
-    write_new(
-        &cfg.join("node_key.json"),
-        &json(&NodeKey {
-            priv_key: fresh_key()?,
-        }),
-        true,
-    )?;
-    let toml = toml::to_string_pretty(config).map_err(|e| HomeError::Invalid {
-        path: cfg.join("config.toml"),
-        reason: e.to_string(),
-    })?;
-    write_new(&cfg.join("config.toml"), &toml, false)?;
-    let genesis_path = cfg.join("genesis.json");
-    let text = genesis_json(genesis, &development_policy()?, &genesis_path)?;
-    write_new(&genesis_path, &text, false)?;
-    let data = home.join("data");
-    std::fs::create_dir_all(&data).map_err(|source| HomeError::Io { path: data, source })
+/// Where a simulated VM's host hands in its launch's HOST_DATA (32 raw bytes):
+/// `-fw_cfg name=opt/bulwark/host_data,file=...`.
+pub const SIMULATED_HOST_DATA_FW_CFG: &str =
+    "/sys/firmware/qemu_fw_cfg/by_name/opt/bulwark/host_data/raw";
+
+/// The file in `config/` with a process-mode launch's simulated HOST_DATA (64 hex digits).
+pub const SIMULATED_HOST_DATA: &str = "simulated_host_data";
+
+/// The simulated launch's HOST_DATA, if the host gave one.
+fn simulated_host_data(dir: &Path) -> Result<Option<[u8; 32]>, HomeError> {
+    let fw_cfg = Path::new(SIMULATED_HOST_DATA_FW_CFG);
+    if let Ok(bytes) = std::fs::read(fw_cfg) {
+        return <[u8; 32]>::try_from(bytes.as_slice())
+            .map(Some)
+            .map_err(|_| HomeError::Invalid {
+                path: fw_cfg.to_path_buf(),
+                reason: "HOST_DATA is not 32 bytes".into(),
+            });
+    }
+    let path = dir.join("config").join(SIMULATED_HOST_DATA);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .map(Some)
+            .ok_or(HomeError::Invalid {
+                path,
+                reason: "not 64 hex digits".into(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(HomeError::Io { path, source }),
+    }
 }
 
 fn read(path: PathBuf) -> Result<(PathBuf, String), HomeError> {
@@ -428,9 +516,27 @@ fn read(path: PathBuf) -> Result<(PathBuf, String), HomeError> {
     }
 }
 
-impl Home {
-    /// Loads and checks a home directory.
-    pub fn load(dir: &Path) -> Result<Home, HomeError> {
+/// What a home holds that anyone may read: config, genesis (its chain id checked), policy.
+/// Loading it opens no identity.
+#[derive(Debug)]
+pub struct PublicHome {
+    /// The directory.
+    pub dir: PathBuf,
+    /// config.toml.
+    pub config: NodeConfig,
+    /// genesis.json.
+    pub genesis: Genesis<serde_json::Value>,
+    /// The chain name.
+    pub chain_name: String,
+    /// SHA-256 of genesis.json's bytes: the HOST_DATA a launch for this network carries.
+    pub genesis_sha256: [u8; 32],
+    /// genesis.json's `attestation` section.
+    pub attestation: Policy,
+}
+
+impl PublicHome {
+    /// Loads and checks a home's config and genesis; the genesis's chain id must certify it.
+    pub fn load(dir: &Path) -> Result<PublicHome, HomeError> {
         let cfg = dir.join("config");
         let invalid = |path: &Path, reason: String| HomeError::Invalid {
             path: path.to_path_buf(),
@@ -448,6 +554,13 @@ impl Home {
         if genesis.initial_height < 1 {
             return Err(invalid(&p, "initial_height must be at least 1".into()));
         }
+        let document: serde_json::Value =
+            serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
+        let chain_name =
+            bulwark_identity::check_chain_id(&document).map_err(|source| HomeError::ChainId {
+                path: p.clone(),
+                source,
+            })?;
         #[derive(Deserialize)]
         struct AttestationSection {
             attestation: Option<Policy>,
@@ -467,21 +580,83 @@ impl Home {
                 "attestation.measurements must list the allowed measurements".into(),
             ));
         }
-        let (p, s) = read(cfg.join("priv_validator_key.json"))?;
-        let validator_key: PrivValidatorKey =
-            serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
-        if validator_key.priv_key.public_key() != validator_key.pub_key {
-            return Err(invalid(&p, "pub_key does not belong to priv_key".into()));
-        }
-        if validator_key.pub_key.ed25519().map(account::Id::from) != Some(validator_key.address) {
-            return Err(invalid(&p, "address does not belong to pub_key".into()));
-        }
-        let (p, s) = read(cfg.join("node_key.json"))?;
-        let node_key: NodeKey = serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
-        Ok(Home {
+        Ok(PublicHome {
             dir: dir.to_path_buf(),
             config,
             genesis,
+            chain_name,
+            genesis_sha256: sha2::Sha256::digest(s.as_bytes()).into(),
+            attestation,
+        })
+    }
+}
+
+impl Home {
+    /// Loads and checks a home directory: its config, its genesis (whose chain id must
+    /// certify it), and its identity: the sealed one, opened with this node's evidence source
+    /// (and re-sealed when the firmware has committed to a newer TCB), or, only under
+    /// simulated trust, plaintext key files.
+    pub fn load(dir: &Path) -> Result<Home, HomeError> {
+        let PublicHome {
+            dir,
+            config,
+            genesis,
+            chain_name,
+            genesis_sha256,
+            attestation,
+        } = PublicHome::load(dir)?;
+        let cfg = dir.join("config");
+        let invalid = |path: &Path, reason: String| HomeError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let sealed_path = cfg.join(ceremony::SEALED_IDENTITY);
+        let plaintext_path = cfg.join("priv_validator_key.json");
+        let (validator_key, node_key) = if sealed_path.exists() {
+            let identity_error = |source| HomeError::Identity {
+                path: sealed_path.clone(),
+                source,
+            };
+            let sealed = SealedIdentity::read(&sealed_path).map_err(identity_error)?;
+            let mut source = evidence_source(attestation.trust, &dir, None, genesis_sha256)?;
+            let (identity, resealed) = sealed
+                .open(source.as_mut(), &chain_name)
+                .map_err(identity_error)?;
+            if let Some(newer) = resealed {
+                newer.write(&sealed_path).map_err(identity_error)?;
+                tracing::info!(tcb = %newer.tcb_version, "re-sealed the identity under the committed TCB");
+            }
+            (
+                validator_key(private_key(identity.consensus_key()))?,
+                NodeKey {
+                    priv_key: private_key(identity.node_key()),
+                },
+            )
+        } else {
+            if attestation.trust == Trust::Amd {
+                return Err(HomeError::PlaintextKey(plaintext_path));
+            }
+            let (p, s) = read(plaintext_path)?;
+            let validator_key: PrivValidatorKey =
+                serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
+            if validator_key.priv_key.public_key() != validator_key.pub_key {
+                return Err(invalid(&p, "pub_key does not belong to priv_key".into()));
+            }
+            if validator_key.pub_key.ed25519().map(account::Id::from) != Some(validator_key.address)
+            {
+                return Err(invalid(&p, "address does not belong to pub_key".into()));
+            }
+            let (p, s) = read(cfg.join("node_key.json"))?;
+            let node_key: NodeKey =
+                serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
+            (validator_key, node_key)
+        };
+        Ok(Home {
+            dir,
+            config,
+            genesis,
+            chain_name,
+            genesis_sha256,
             attestation,
             validator_key,
             node_key,

@@ -1,6 +1,8 @@
-//! The `bulwark` binary's library: CometBFT-layout homes and their configuration ([`home`]) and
+//! The `bulwark` binary's library: CometBFT-layout homes and their configuration ([`home`]), the
+//! genesis ceremony (enrollments, assembly, re-verification: [`ceremony`]) and
 //! the driver that wires the validator to sockets, timers, signals and RPC ([`run`]). The CLI
 //! is `main.rs`; as PID 1 of the measured guest it hands [`run::start`] to `bulwark-boot`.
 
+pub mod ceremony;
 pub mod home;
 pub mod run;

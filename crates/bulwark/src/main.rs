@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod attest_cmd;
+mod ceremony_cmd;
 
 #[derive(Parser)]
 #[command(
@@ -32,14 +33,49 @@ enum Command {
         #[arg(long)]
         home: PathBuf,
     },
-    /// Create a single-validator home directory (config, genesis, keys).
+    /// Create a single-validator home directory by the ceremony through the simulated PSP
+    /// (config, sealed identity, enrollment, genesis).
     Init {
         /// The home directory.
         #[arg(long)]
         home: PathBuf,
-        /// The chain id.
-        #[arg(long, default_value = "bulwark-local")]
-        chain_id: String,
+        /// The chain name (the chain id is `<name>-<hash of the genesis>`).
+        #[arg(long, alias = "chain-id", default_value = "bulwark-local")]
+        chain_name: String,
+    },
+    /// Make this guest's identity (sealed in HOME/config) and write its enrollment.json.
+    Enroll {
+        /// The home directory.
+        #[arg(long)]
+        home: PathBuf,
+        /// This validator's name.
+        #[arg(long)]
+        moniker: String,
+        /// The chain name.
+        #[arg(long)]
+        chain_name: String,
+        /// Use the simulated PSP on the home's simulated chip (development only).
+        #[arg(long)]
+        simulated: bool,
+    },
+    /// Open the home's identity and print its public keys (one JSON object): consensus key,
+    /// address, node id, and whether genesis lists it.
+    ShowValidator {
+        /// The home directory.
+        #[arg(long)]
+        home: PathBuf,
+    },
+    /// Genesis ceremony commands.
+    #[command(subcommand)]
+    Genesis(GenesisCommand),
+    /// Re-verify every validator of a genesis: one JSON line per validator; exit 0 only when
+    /// the chain id certifies the document and every validator's enrollment verifies.
+    VerifyGenesis {
+        /// The genesis file.
+        genesis: PathBuf,
+        /// Judge certificate validity at this time (Unix seconds) instead of now.
+        #[arg(long)]
+        at: Option<u64>,
     },
     /// Create the homes of a local test network: OUTPUT/node{i}, distinct loopback ports,
     /// every node a persistent peer of every other.
@@ -50,13 +86,41 @@ enum Command {
         /// Output directory.
         #[arg(long)]
         output: PathBuf,
-        /// The chain id.
-        #[arg(long, default_value = "bulwark-testnet")]
-        chain_id: String,
+        /// The chain name (the chain id is `<name>-<hash of the genesis>`).
+        #[arg(long, alias = "chain-id", default_value = "bulwark-testnet")]
+        chain_name: String,
         /// P2P port of node0; node i uses base + 10i (p2p) and base + 10i + 1 (RPC).
         #[arg(long, default_value_t = 26656)]
         base_port: u16,
     },
+}
+
+#[derive(Subcommand)]
+enum GenesisCommand {
+    /// Verify every enrollment and write the genesis: validators, their enrollments, the
+    /// attestation policy and the self-certifying chain id.
+    Assemble(AssembleArgs),
+}
+
+/// Arguments of `bulwark genesis assemble`.
+#[derive(Args, Debug)]
+pub struct AssembleArgs {
+    /// The chain name.
+    #[arg(long)]
+    pub chain_name: String,
+    /// An enrollment.json; repeatable, in validator order.
+    #[arg(long, required = true)]
+    pub enrollment: Vec<PathBuf>,
+    /// The allowed measurements: the image's measurement.json or a JSON list of digests.
+    #[arg(long)]
+    pub measurements: PathBuf,
+    /// The attestation policy (JSON; its measurements are replaced); default: the strict
+    /// template under AMD trust.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Where to write genesis.json.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -174,6 +238,15 @@ fn main() -> ExitCode {
         }
         Command::Attest(AttestCommand::Verify(args)) => attest_cmd::verify(&args),
         Command::Attest(AttestCommand::Report(args)) => attest_cmd::report(&args),
+        Command::Enroll {
+            home,
+            moniker,
+            chain_name,
+            simulated,
+        } => ceremony_cmd::enroll(&home, &moniker, &chain_name, simulated),
+        Command::ShowValidator { home } => ceremony_cmd::show_validator(&home),
+        Command::Genesis(GenesisCommand::Assemble(args)) => ceremony_cmd::assemble(&args),
+        Command::VerifyGenesis { genesis, at } => ceremony_cmd::verify_genesis(&genesis, at),
         Command::Start { home } => {
             use std::io::IsTerminal;
             logging(std::io::stderr().is_terminal());
@@ -182,7 +255,7 @@ fn main() -> ExitCode {
                 .and_then(bulwark::run::start)
                 .map(|()| ExitCode::SUCCESS)
         }
-        Command::Init { home, chain_id } => bulwark::home::init(&home, &chain_id)
+        Command::Init { home, chain_name } => bulwark::home::init(&home, &chain_name)
             .map(|()| {
                 println!("initialised {}", home.display());
                 ExitCode::SUCCESS
@@ -191,9 +264,9 @@ fn main() -> ExitCode {
         Command::Testnet {
             validators,
             output,
-            chain_id,
+            chain_name,
             base_port,
-        } => bulwark::home::testnet(&output, validators, &chain_id, base_port)
+        } => bulwark::home::testnet(&output, validators, &chain_name, base_port)
             .map(|homes| {
                 for h in homes {
                     println!("{}", h.display());

@@ -4,10 +4,9 @@
 //! signals; everything else is the engine's. One task runs the engine: peer messages, timers
 //! and RPC calls reach it in turn, so RPC never races consensus.
 
-use crate::home::{simulated_measurement, Home};
+use crate::home::Home;
 use bulwark_app::kvstore::KvStore;
-use bulwark_attest::simulated::SimulatedPsp;
-use bulwark_attest::{EvidenceSource, GuestDevice, Trust};
+use bulwark_attest::{EvidenceSource, Trust};
 use bulwark_consensus::Config;
 use bulwark_mempool::MempoolConfig;
 use bulwark_net::NetworkPolicy;
@@ -23,7 +22,6 @@ use bulwark_store::Store;
 use bulwark_types::tendermint::node;
 use bulwark_types::tendermint::private_key::PrivateKey;
 use bulwark_wire::{self as wire, Payload};
-use sha2::Digest;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::AtomicU64;
@@ -65,17 +63,19 @@ fn engine_config(home: &Home) -> EngineConfig {
 /// Opens the node's stores and application, runs the handshake and WAL replay.
 pub fn open_engine(home: &Home) -> anyhow::Result<(Engine, Vec<Output>)> {
     let data = home.dir.join("data");
-    let store = Store::open(data.join("store"))?;
-    let mut app = KvStore::open(data.join("app"))?;
-    let chain_started = bulwark_store::blocks::BlockStore::open(&store)?
-        .latest_height()?
-        .is_some();
-    let state = bulwark_node::handshake::genesis_state(&mut app, &home.genesis, chain_started)?;
     let key = match &home.validator_key.priv_key {
         PrivateKey::Ed25519(k) => ed25519_consensus::SigningKey::try_from(k.clone())
             .map_err(|e| anyhow::anyhow!("validator key: {e}"))?,
         _ => anyhow::bail!("the validator key is not ed25519"),
     };
+    // WAL records and the last-sign-state carry a MAC under a key only the open identity gives.
+    let mac_key = bulwark_identity::state_mac_key(key.as_bytes(), &home.chain_name);
+    let store = Store::open(data.join("store"))?.with_mac_key(*mac_key);
+    let mut app = KvStore::open(data.join("app"))?;
+    let chain_started = bulwark_store::blocks::BlockStore::open(&store)?
+        .latest_height()?
+        .is_some();
+    let state = bulwark_node::handshake::genesis_state(&mut app, &home.genesis, chain_started)?;
     Ok(Engine::open(
         engine_config(home),
         &store,
@@ -215,28 +215,44 @@ fn interpose(
 
 /// Where this node's evidence comes from, by the network's trust.
 fn evidence_source(home: &Home) -> anyhow::Result<Box<dyn EvidenceSource>> {
-    match home.attestation.trust {
-        Trust::Amd => Ok(Box::new(GuestDevice::open().map_err(|e| {
-            anyhow::anyhow!("this network's genesis trusts AMD hardware only: {e}")
-        })?)),
-        Trust::Simulated => {
-            tracing::warn!(
-                "SIMULATED ATTESTATION: this network's genesis trusts the project's simulated \
-                 PSP. Its evidence proves nothing about hardware or isolation; never let a \
-                 network that carries value use `simulated` trust."
-            );
-            // A stable simulated chip per node; the simulated root is public, so nothing here
-            // is a secret.
-            let node_public = home.node_key.priv_key.public_key().to_bytes();
-            let chip_secret: [u8; 32] =
-                sha2::Sha256::digest([b"bulwark simulated chip".as_slice(), &node_public].concat())
-                    .into();
-            Ok(Box::new(SimulatedPsp::new(
-                chip_secret,
-                simulated_measurement()?,
-            )))
-        }
+    if home.attestation.trust == Trust::Simulated {
+        tracing::warn!(
+            "SIMULATED ATTESTATION: this network's genesis trusts the project's simulated \
+             PSP. Its evidence proves nothing about hardware or isolation; never let a \
+             network that carries value use `simulated` trust."
+        );
     }
+    let node_public = home.node_key.priv_key.public_key().to_bytes();
+    Ok(crate::home::evidence_source(
+        home.attestation.trust,
+        &home.dir,
+        Some(&node_public),
+        home.genesis_sha256,
+    )?)
+}
+
+/// The guest looks at its own report before it runs: its launch must be bound to the genesis
+/// it loaded (HOST_DATA = SHA-256 of the file), and its own key must be a validator of it.
+fn check_own_launch(home: &Home, source: &mut dyn EvidenceSource) -> anyhow::Result<()> {
+    let own = source.evidence([0; 64])?;
+    let report = bulwark_attest::AttestationReport::from_bytes(&own.report)
+        .map_err(|e| anyhow::anyhow!("this guest's own report: {e}"))?;
+    if report.host_data() != home.genesis_sha256 {
+        anyhow::bail!(
+            "host_data: this guest was launched for the genesis with SHA-256 {}, but the host gave it {} (SHA-256 {}): refusing to run",
+            hex::encode(report.host_data()),
+            home.dir.join("config/genesis.json").display(),
+            hex::encode(home.genesis_sha256)
+        );
+    }
+    if !home.is_genesis_validator() {
+        anyhow::bail!(
+            "genesis_validator: this node's consensus key {} is not a validator of {}: refusing to run",
+            home.validator_key.address,
+            home.genesis.chain_id
+        );
+    }
+    Ok(())
 }
 
 /// Attested TLS for this node: its evidence source, its consensus key, and the policy that
@@ -256,19 +272,22 @@ fn transport(home: &Home) -> anyhow::Result<Transport> {
         .filter_map(|v| v.pub_key.ed25519())
         .filter_map(|k| k.as_bytes().try_into().ok())
         .collect();
+    // Peers must have been launched for this very genesis too.
+    let mut attestation = home.attestation.clone();
+    attestation.host_data = Some(bulwark_attest::HexBytes(home.genesis_sha256));
     let policy = NetworkPolicy {
-        attestation: home.attestation.clone(),
+        attestation,
         chain_id: home.genesis.chain_id.to_string(),
         validators,
     };
-    Ok(Transport::new(
-        evidence_source(home)?,
-        consensus_key,
-        policy,
-    )?)
+    let mut source = evidence_source(home)?;
+    check_own_launch(home, source.as_mut())?;
+    Ok(Transport::new(source, consensus_key, policy)?)
 }
 
 async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow::Result<()> {
+    // Attested TLS first: it checks this guest's own launch before anything is opened.
+    let mut transport = transport(&home)?;
     let (mut engine, first) = open_engine(&home)?;
     tracing::info!(height = engine.state().next_height(), address = %engine.address(), "started");
     let own_info = node_info(&home)?;
@@ -306,7 +325,6 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
             ..RpcLimits::default()
         },
     ));
-    let mut transport = transport(&home)?;
     spawn_listener(listener, transport.handle(), link.clone());
     // Keep one outbound connection to every persistent peer, reconnecting when it drops.
     for peer in home.config.p2p.persistent_peers.clone() {

@@ -1,7 +1,7 @@
 //! `bulwark init` / `bulwark testnet` write homes that load back, in CometBFT's layout.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use bulwark::home::{Home, HomeError};
+use bulwark::home::{Home, HomeError, PublicHome};
 use std::process::Command;
 
 fn bulwark(args: &[&str]) -> std::process::Output {
@@ -28,19 +28,33 @@ fn testnet_writes_four_homes_that_load_and_agree() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let homes: Vec<Home> = (0..4)
-        .map(|i| Home::load(&dir.path().join(format!("node{i}"))).unwrap())
+    let homes: Vec<PublicHome> = (0..4)
+        .map(|i| PublicHome::load(&dir.path().join(format!("node{i}"))).unwrap())
         .collect();
     for (i, h) in homes.iter().enumerate() {
         for f in [
             "config.toml",
             "genesis.json",
-            "node_key.json",
-            "priv_validator_key.json",
+            "identity.sealed.json",
+            "enrollment.json",
         ] {
             assert!(h.dir.join("config").join(f).is_file());
         }
-        assert!(h.is_genesis_validator(), "node{i}");
+        // No host-made key: the identity exists on disk only sealed.
+        for f in ["node_key.json", "priv_validator_key.json"] {
+            assert!(!h.dir.join("config").join(f).exists(), "{f}");
+        }
+        // The identity opens only in the binary that made it (the simulated measurement is
+        // the binary's own), so ask the binary.
+        let shown = show_validator(&h.dir);
+        assert_eq!(shown["genesis_validator"], true, "node{i}");
+        assert_eq!(
+            h.genesis.validators[i]
+                .pub_key
+                .ed25519()
+                .map(|k| hex::encode(k.as_bytes())),
+            shown["consensus_key"].as_str().map(String::from)
+        );
         assert_eq!(h.genesis.validators.len(), 4);
         assert_eq!(h.genesis.chain_id, homes[0].genesis.chain_id);
         assert_eq!(h.genesis.validators, homes[0].genesis.validators);
@@ -66,13 +80,56 @@ fn testnet_writes_four_homes_that_load_and_agree() {
     ports.sort();
     ports.dedup();
     assert_eq!(ports.len(), 8, "distinct ports");
-    // Key files are CometBFT's format.
-    let key: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(homes[0].dir.join("config/priv_validator_key.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(key["priv_key"]["type"], "tendermint/PrivKeyEd25519");
-    assert_eq!(key["pub_key"]["type"], "tendermint/PubKeyEd25519");
+    // Nothing in the home holds a private key in the clear: no 32-byte window of any file,
+    // raw or hex-decoded, is a seed of the validator's key or its node key.
+    let shown = show_validator(&homes[0].dir);
+    let publics: Vec<[u8; 32]> = [
+        shown["consensus_key"].as_str().unwrap(),
+        std::fs::read_to_string(homes[0].dir.join("config/enrollment.json"))
+            .map(|t| {
+                serde_json::from_str::<serde_json::Value>(&t).unwrap()["node_key"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .unwrap()
+            .as_str(),
+    ]
+    .iter()
+    .map(|h| hex::decode(h).unwrap().try_into().unwrap())
+    .collect();
+    for entry in std::fs::read_dir(homes[0].dir.join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut candidates: Vec<[u8; 32]> =
+            bytes.windows(32).map(|w| w.try_into().unwrap()).collect();
+        candidates.extend(
+            bytes
+                .windows(64)
+                .filter_map(|w| hex::decode(w).ok())
+                .map(|d| <[u8; 32]>::try_from(d).unwrap()),
+        );
+        for seed in candidates {
+            let public = ed25519_consensus::SigningKey::from(seed)
+                .verification_key()
+                .to_bytes();
+            assert!(
+                !publics.contains(&public),
+                "{} holds a private key",
+                path.display()
+            );
+        }
+    }
+}
+
+fn show_validator(home: &std::path::Path) -> serde_json::Value {
+    let out = bulwark(&["show-validator", "--home", home.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 #[test]
@@ -85,16 +142,7 @@ fn init_refuses_to_overwrite_keys_and_bad_files_name_themselves() {
     let again = bulwark(&["init", "--home", home.to_str().unwrap()]);
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("refusing to overwrite"));
-    Home::load(&home).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    for secret in ["priv_validator_key.json", "node_key.json"] {
-        let mode = std::fs::metadata(home.join("config").join(secret))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o077, 0, "{secret} is readable by others: {mode:o}");
-    }
-
+    PublicHome::load(&home).unwrap();
     let cfg = home.join("config/config.toml");
     let good = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(
@@ -102,18 +150,166 @@ fn init_refuses_to_overwrite_keys_and_bad_files_name_themselves() {
         good.replace("timeout_propose_ms = 3000", "timeout_propose_ms = 0"),
     )
     .unwrap();
-    assert!(matches!(Home::load(&home), Err(HomeError::Invalid { path, .. }) if path == cfg));
+    assert!(matches!(PublicHome::load(&home), Err(HomeError::Invalid { path, .. }) if path == cfg));
     std::fs::write(&cfg, "not toml [").unwrap();
-    assert!(matches!(Home::load(&home), Err(HomeError::Invalid { path, .. }) if path == cfg));
+    assert!(matches!(PublicHome::load(&home), Err(HomeError::Invalid { path, .. }) if path == cfg));
     std::fs::write(&cfg, good).unwrap();
 
-    let key = home.join("config/priv_validator_key.json");
-    let k: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&key).unwrap()).unwrap();
-    let mut mismatched = k.clone();
-    mismatched["address"] = serde_json::Value::from("0000000000000000000000000000000000000000");
-    std::fs::write(&key, mismatched.to_string()).unwrap();
-    assert!(matches!(Home::load(&home), Err(HomeError::Invalid { path, .. }) if path == key));
     std::fs::remove_file(home.join("config/genesis.json")).unwrap();
-    assert!(matches!(Home::load(&home), Err(HomeError::Io { .. })));
+    assert!(matches!(PublicHome::load(&home), Err(HomeError::Io { .. })));
+}
+
+fn init_home(dir: &std::path::Path) -> std::path::PathBuf {
+    let home = dir.join("h");
+    let out = bulwark(&["init", "--home", home.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    home
+}
+
+fn genesis(home: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(home.join("config/genesis.json")).unwrap())
+        .unwrap()
+}
+
+fn write_genesis(home: &std::path::Path, g: &serde_json::Value) {
+    std::fs::write(
+        home.join("config/genesis.json"),
+        serde_json::to_string_pretty(g).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_forged_genesis_reusing_the_real_chain_id_stops_bulwark_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_home(dir.path());
+    let real = genesis(&home);
+    assert!(real["chain_id"]
+        .as_str()
+        .unwrap()
+        .starts_with("bulwark-local-"));
+    PublicHome::load(&home).unwrap();
+    // The host widens the policy but keeps the real chain id.
+    let mut forged = real.clone();
+    forged["attestation"]["guest_policy"]["allow_debug"] = serde_json::json!(true);
+    write_genesis(&home, &forged);
+    assert!(matches!(
+        PublicHome::load(&home),
+        Err(HomeError::ChainId {
+            source: bulwark_identity::ChainIdError::Mismatch { .. },
+            ..
+        })
+    ));
+    let out = bulwark(&["start", "--home", home.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("does not certify this genesis"), "{stderr}");
+    // Re-certified, the forgery has another chain id: what the node signs there never
+    // verifies on the real chain.
+    bulwark_identity::certify("bulwark-local", &mut forged).unwrap();
+    assert_ne!(forged["chain_id"], real["chain_id"]);
+}
+
+#[test]
+fn a_plaintext_key_under_amd_trust_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_home(dir.path());
+    let cfg = home.join("config");
+    std::fs::remove_file(cfg.join("identity.sealed.json")).unwrap();
+    std::fs::write(cfg.join("priv_validator_key.json"), "{}").unwrap();
+    let mut g = genesis(&home);
+    let measurements = g["attestation"]["measurements"].clone();
+    let mut amd = serde_json::to_value(bulwark_attest::Policy::strict(
+        bulwark_attest::Trust::Amd,
+        bulwark_attest::Measurements::Any,
+    ))
+    .unwrap();
+    amd["measurements"] = measurements;
+    g["attestation"] = amd;
+    bulwark_identity::certify("bulwark-local", &mut g).unwrap();
+    write_genesis(&home, &g);
+    let err = Home::load(&home).unwrap_err();
+    assert!(matches!(err, HomeError::PlaintextKey(_)), "{err}");
+    assert!(err.to_string().contains("the host can read it"), "{err}");
+}
+
+#[test]
+fn a_sealed_identity_does_not_open_on_another_simulated_chip() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_home(dir.path());
+    assert_eq!(show_validator(&home)["genesis_validator"], true);
+    // Another binary (this test's own: another simulated measurement) cannot open it.
+    assert!(matches!(
+        Home::load(&home),
+        Err(HomeError::Identity {
+            source: bulwark_identity::IdentityError::Unseal,
+            ..
+        })
+    ));
+    // Nor can the same binary on another chip.
+    std::fs::write(home.join("config/simulated_chip"), "11".repeat(32)).unwrap();
+    let out = bulwark(&["show-validator", "--home", home.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not open here"));
+}
+
+/// Runs `bulwark start` and returns its exit code and stderr, or `None` if it was still
+/// running after `limit` (then it is killed).
+fn start_briefly(home: &std::path::Path, limit: std::time::Duration) -> Option<(i32, String)> {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bulwark"))
+        .args(["start", "--home", home.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut stderr = String::new();
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut stderr)
+                .unwrap();
+            return Some((status.code().unwrap_or(-1), stderr));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
+
+#[test]
+fn a_guest_launched_for_another_genesis_refuses_to_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = init_home(dir.path());
+    // The launch's HOST_DATA names another network than the genesis the host put on the disk.
+    std::fs::write(home.join("config/simulated_host_data"), "ab".repeat(32)).unwrap();
+    let (code, stderr) = start_briefly(&home, std::time::Duration::from_secs(30))
+        .expect("the node ran with a genesis its launch is not bound to");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("host_data:") && stderr.contains("refusing to run"),
+        "{stderr}"
+    );
+    assert!(
+        !home.join("data/store").exists(),
+        "it opened its stores first"
+    );
+    // Bound to the genesis it loads, the same node runs.
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(home.join("config/genesis.json")).unwrap(),
+        ))
+    };
+    std::fs::write(home.join("config/simulated_host_data"), sha).unwrap();
+    assert!(start_briefly(&home, std::time::Duration::from_secs(3)).is_none());
 }

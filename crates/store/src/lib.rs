@@ -3,8 +3,9 @@
 //! write-ahead log ([`wal`]), the block and state stores ([`blocks`]) and the committed
 //! evidence ([`evidence`]).
 //!
-//! Everything is read back with checks: a record that does not parse is reported as
-//! [`StoreError::Corrupt`], never skipped, and a database sled cannot open names its path.
+//! Everything is read back with checks: a record that does not parse, or whose MAC under the
+//! store's key ([`Store::with_mac_key`]) does not verify, is reported as [`StoreError::Corrupt`]
+//! naming the store, never skipped or replayed, and a database sled cannot open names its path.
 
 pub mod blocks;
 pub mod evidence;
@@ -48,9 +49,37 @@ pub enum StoreError {
 }
 
 /// An open store: one database with one tree per concern.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     db: Db,
+    mac_key: [u8; 32],
+}
+
+// The MAC key never appears in logs.
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The length of a record's MAC tag in the WAL.
+pub const WAL_TAG: usize = 16;
+
+/// HMAC-SHA-256 under `key` over the length-prefixed `parts`.
+pub(crate) fn mac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
+    use hmac::Mac;
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut m = match hmac::Hmac::<sha2::Sha256>::new_from_slice(key) {
+        Ok(m) => m,
+        Err(_) => return [0; 32],
+    };
+    for part in parts {
+        m.update(&(part.len() as u64).to_be_bytes());
+        m.update(part);
+    }
+    m.finalize().into_bytes().into()
 }
 
 impl From<KvError> for StoreError {
@@ -66,12 +95,31 @@ impl From<KvError> for StoreError {
 impl Store {
     /// Opens (or creates) the store in `dir` (sled).
     pub fn open(dir: impl AsRef<Path>) -> Result<Store, StoreError> {
-        Ok(Store { db: Db::open(dir)? })
+        Ok(Store {
+            db: Db::open(dir)?,
+            mac_key: [0; 32],
+        })
     }
 
     /// Opens the store on a simulated disk (the deterministic simulator's nodes).
     pub fn on(disk: &MemDisk) -> Store {
-        Store { db: Db::on(disk) }
+        Store {
+            db: Db::on(disk),
+            mac_key: [0; 32],
+        }
+    }
+
+    /// The store with WAL records and the last-sign-state authenticated under `key`
+    /// (HMAC-SHA-256): the node derives it from its sealed identity, so whoever holds only the
+    /// disk cannot write a record the node accepts. Without it the key is all zero, which
+    /// detects damage but not forgery (the simulator's stores).
+    pub fn with_mac_key(mut self, key: [u8; 32]) -> Store {
+        self.mac_key = key;
+        self
+    }
+
+    pub(crate) fn mac_key(&self) -> &[u8; 32] {
+        &self.mac_key
     }
 
     /// The store's directory.

@@ -80,6 +80,7 @@ pub struct PrivValidator {
     key: SigningKey,
     tree: bulwark_kv::Tree,
     last: Option<LastSignState>,
+    mac_key: [u8; 32],
 }
 
 impl std::fmt::Debug for PrivValidator {
@@ -88,6 +89,30 @@ impl std::fmt::Debug for PrivValidator {
             .field("last", &self.last)
             .finish_non_exhaustive()
     }
+}
+
+/// The label the last-sign-state's MAC covers.
+const STATE_LABEL: &[u8] = b"bulwark/last-sign-state/v1";
+
+/// The encoded state followed by its HMAC-SHA-256 under the store's key.
+fn seal(mac_key: &[u8; 32], s: &LastSignState) -> Vec<u8> {
+    let mut out = encode(s);
+    let tag = crate::mac(mac_key, &[STATE_LABEL, &out]);
+    out.extend_from_slice(&tag);
+    out
+}
+
+/// The state, if its MAC verifies and it parses.
+fn open_sealed(mac_key: &[u8; 32], bytes: &[u8]) -> Result<LastSignState, &'static str> {
+    let split = bytes
+        .len()
+        .checked_sub(32)
+        .ok_or("last-sign-state is too short")?;
+    let (body, tag) = bytes.split_at(split);
+    if crate::mac(mac_key, &[STATE_LABEL, body])[..] != *tag {
+        return Err("last-sign-state fails its MAC: damaged or not written by this validator");
+    }
+    decode(body).ok_or("unreadable last-sign-state")
 }
 
 fn encode(s: &LastSignState) -> Vec<u8> {
@@ -173,10 +198,15 @@ impl PrivValidator {
         let last = match tree.get(STATE_KEY).map_err(StoreError::from)? {
             None => None,
             Some(bytes) => {
-                Some(decode(&bytes).ok_or_else(|| store.corrupt("unreadable last-sign-state"))?)
+                Some(open_sealed(store.mac_key(), &bytes).map_err(|e| store.corrupt(e))?)
             }
         };
-        Ok(PrivValidator { key, tree, last })
+        Ok(PrivValidator {
+            key,
+            tree,
+            last,
+            mac_key: *store.mac_key(),
+        })
     }
 
     /// The last signature's state.
@@ -237,7 +267,7 @@ impl PrivValidator {
             signature: signature.as_bytes().to_vec(),
         };
         self.tree
-            .insert(STATE_KEY, encode(&state))
+            .insert(STATE_KEY, seal(&self.mac_key, &state))
             .map_err(StoreError::from)?;
         self.tree.flush().map_err(StoreError::from)?;
         self.last = Some(state);

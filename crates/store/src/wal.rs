@@ -1,11 +1,15 @@
 //! The consensus write-ahead log: every event the consensus core processes is appended (and,
 //! for the node's own messages, flushed) before it is processed, so a restarted node replays
-//! exactly the state it had. Records are opaque bytes framed with their height and a SHA-256
-//! checksum; a damaged record is an error, never skipped.
+//! exactly the state it had. Records are opaque bytes framed with their height and an
+//! HMAC-SHA-256 tag under the store's key over the label, the record's sequence number, its
+//! height and its payload; a damaged or forged record (or one moved to another place) is an
+//! error, never replayed.
 
-use crate::{key, Store, StoreError};
+use crate::{key, mac, Store, StoreError, WAL_TAG};
 use bulwark_kv::{Batch, Tree};
-use sha2::{Digest, Sha256};
+
+/// The label every WAL tag covers.
+const WAL_LABEL: &[u8] = b"bulwark/wal/v1";
 
 /// The write-ahead log of one node.
 #[derive(Debug)]
@@ -20,21 +24,31 @@ pub struct Wal {
     oldest: u64,
 }
 
-fn frame(height: u64, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + 8 + payload.len());
+fn tag(mac_key: &[u8; 32], seq: &[u8], height: &[u8], payload: &[u8]) -> [u8; WAL_TAG] {
+    let full = mac(mac_key, &[WAL_LABEL, seq, height, payload]);
+    let mut out = [0; WAL_TAG];
+    out.copy_from_slice(&full[..WAL_TAG]);
+    out
+}
+
+fn frame(mac_key: &[u8; 32], seq: u64, height: u64, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + WAL_TAG + payload.len());
     out.extend_from_slice(&height.to_be_bytes());
-    out.extend_from_slice(&Sha256::digest(payload)[..8]);
+    out.extend_from_slice(&tag(mac_key, &key(seq), &height.to_be_bytes(), payload));
     out.extend_from_slice(payload);
     out
 }
 
-fn unframe(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    if bytes.len() < 16 {
+fn unframe<'a>(mac_key: &[u8; 32], seq: &[u8], bytes: &'a [u8]) -> Option<(u64, &'a [u8])> {
+    if bytes.len() < 8 + WAL_TAG {
         return None;
     }
     let height = u64::from_be_bytes(bytes[..8].try_into().ok()?);
-    let payload = &bytes[16..];
-    (Sha256::digest(payload)[..8] == bytes[8..16]).then_some((height, payload))
+    let payload = &bytes[8 + WAL_TAG..];
+    // Compared whole; a forger learns nothing useful from timing of a 16-byte tag it cannot
+    // compute.
+    (tag(mac_key, seq, &bytes[..8], payload)[..] == bytes[8..8 + WAL_TAG])
+        .then_some((height, payload))
 }
 
 impl Wal {
@@ -71,7 +85,8 @@ impl Wal {
     /// Appends a record for `height`; durable only after [`Wal::flush`] (or `sync`).
     pub fn append(&mut self, height: u64, payload: &[u8], sync: bool) -> Result<u64, StoreError> {
         let seq = self.next;
-        self.tree.insert(key(seq), frame(height, payload))?;
+        self.tree
+            .insert(key(seq), frame(self.store.mac_key(), seq, height, payload))?;
         self.starts.entry(height).or_insert(seq);
         self.next += 1;
         if sync {
@@ -97,9 +112,11 @@ impl Wal {
     pub fn records(&self, height: u64) -> Result<Vec<Vec<u8>>, StoreError> {
         let mut out = Vec::new();
         for (k, v) in self.tree.entries()? {
-            let (h, payload) = unframe(&v).ok_or_else(|| {
-                self.store
-                    .corrupt(format!("WAL record {} fails its checksum", hex_key(&k)))
+            let (h, payload) = unframe(self.store.mac_key(), &k, &v).ok_or_else(|| {
+                self.store.corrupt(format!(
+                    "WAL record {} fails its MAC: damaged or not written by this node",
+                    hex_key(&k)
+                ))
             })?;
             if h == height {
                 out.push(payload.to_vec());

@@ -166,3 +166,35 @@ fn a_restarted_privval_remembers_what_it_signed() {
     pv.sign_vote(&mut same, &chain_id()).unwrap();
     assert_eq!(same.signature, first.signature);
 }
+
+#[test]
+fn a_last_sign_state_written_without_the_key_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let key_of_node = [9u8; 32];
+    {
+        let store = Store::open(dir.path()).unwrap().with_mac_key(key_of_node);
+        let mut pv = PrivValidator::open(key(), &store).unwrap();
+        let mut v = vote(vote::Type::Prevote, 5, 0, Some(1), 0);
+        pv.sign_vote(&mut v, &chain_id()).unwrap();
+    }
+    // It reopens under its key.
+    {
+        let store = Store::open(dir.path()).unwrap().with_mac_key(key_of_node);
+        let pv = PrivValidator::open(key(), &store).unwrap();
+        assert_eq!(pv.last_sign_state().unwrap().height, 5);
+    }
+    // The host rolls the state back to height 1 by writing it under a key it knows.
+    {
+        let host = Store::open(dir.path()).unwrap().with_mac_key([0; 32]);
+        let tree = host.db().tree("privval").unwrap();
+        tree.remove(b"last_sign_state").unwrap();
+        let mut pv = PrivValidator::open(key(), &host).unwrap();
+        let mut v = vote(vote::Type::Prevote, 1, 0, Some(1), 0);
+        pv.sign_vote(&mut v, &chain_id()).unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap().with_mac_key(key_of_node);
+    match PrivValidator::open(key(), &store) {
+        Err(e) => assert!(e.to_string().contains("fails its MAC"), "{e}"),
+        Ok(_) => panic!("a host-written last-sign-state was accepted"),
+    }
+}

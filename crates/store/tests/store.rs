@@ -143,3 +143,42 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+/// What a host that holds the disk but not the node's key can do to the WAL: write records
+/// framed under another key (the old public checksum's equivalent), or move genuine ones.
+#[test]
+fn wal_records_forged_or_moved_without_the_key_are_refused_not_replayed() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = [7u8; 32];
+    {
+        let store = Store::open(dir.path()).unwrap().with_mac_key(key);
+        let mut wal = Wal::open(&store).unwrap();
+        wal.append(1, b"genuine", true).unwrap();
+        wal.append(1, b"second", true).unwrap();
+    }
+    // A host's record: framed by the same code, under a key it chose.
+    {
+        let host = Store::open(dir.path()).unwrap().with_mac_key([0; 32]);
+        let mut wal = Wal::open(&host).unwrap();
+        wal.append(1, b"own_block chosen by the host", true)
+            .unwrap();
+        let refused = wal.records(1).unwrap_err().to_string();
+        assert!(refused.contains("fails its MAC"), "{refused}");
+    }
+    let store = Store::open(dir.path()).unwrap().with_mac_key(key);
+    let wal = Wal::open(&store).unwrap();
+    match wal.records(1) {
+        Err(StoreError::Corrupt { path, reason }) => {
+            assert_eq!(path, dir.path());
+            assert!(reason.contains("fails its MAC"), "{reason}");
+        }
+        other => panic!("a forged record was accepted: {other:?}"),
+    }
+    // Remove the forgery; a genuine record copied to another position is refused too.
+    let tree = store.db().tree("wal").unwrap();
+    tree.remove(2u64.to_be_bytes()).unwrap();
+    assert_eq!(wal.records(1).unwrap().len(), 2);
+    let genuine = tree.get(0u64.to_be_bytes()).unwrap().unwrap();
+    tree.insert(1u64.to_be_bytes(), genuine).unwrap();
+    assert!(matches!(wal.records(1), Err(StoreError::Corrupt { .. })));
+}

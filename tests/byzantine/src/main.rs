@@ -1,5 +1,6 @@
-//! `bulwark-byzantine <behaviour> <home>`: runs the validator of `home` with the real driver,
-//! sockets and stores, and `bulwark-adversary`'s behaviour between its engine and its peers.
+//! `bulwark-byzantine <behaviour> <home> <bulwark>`: runs the validator of `home` with the real
+//! driver, sockets and stores, and `bulwark-adversary`'s behaviour between its engine and its
+//! peers, measured (under the simulated PSP) as the genuine `bulwark` binary given.
 //! Only the end-to-end tests start it; the measured image holds the `bulwark` binary alone.
 
 use bulwark::home::Home;
@@ -73,9 +74,12 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let mut args = std::env::args().skip(1);
-    let (Some(name), Some(home)) = (args.next(), args.next()) else {
-        anyhow::bail!("usage: bulwark-byzantine <behaviour> <home>");
+    let (Some(name), Some(home), Some(genuine)) = (args.next(), args.next(), args.next()) else {
+        anyhow::bail!("usage: bulwark-byzantine <behaviour> <home> <genuine bulwark binary>");
     };
+    // A compromised genuine validator: its simulated PSP measures the published binary, so its
+    // sealed identity opens and its peers admit it.
+    bulwark::home::measure_as(PathBuf::from(genuine));
     let behaviour =
         parse_behaviour(&name).ok_or_else(|| anyhow::anyhow!("no behaviour named {name}"))?;
     let home = Home::load(&PathBuf::from(home))?;
