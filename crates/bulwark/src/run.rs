@@ -14,7 +14,7 @@ use bulwark_net::NetworkPolicy;
 use bulwark_node::engine::{Engine, EngineConfig, Input, Output};
 use bulwark_p2p::peers::{spawn_dialler, spawn_listener};
 use bulwark_p2p::transport::CERT_LIFETIME;
-use bulwark_p2p::{ConnectionId, Link, Peer, PeerEvent, Transport};
+use bulwark_p2p::{ConnectionId, Edge, EdgeLimits, Link, Peer, PeerEvent, Transport};
 use bulwark_rpc::answer::{answer, NodeView, Reply};
 use bulwark_rpc::peers::peer_info;
 use bulwark_rpc::waiters::CommitWaiters;
@@ -104,6 +104,11 @@ fn node_info(home: &Home) -> anyhow::Result<node::Info> {
 
 /// Runs the node until SIGINT/SIGTERM.
 pub fn start(home: Home) -> anyhow::Result<()> {
+    // Every idle or hostile connection holds a descriptor: use all the kernel allows.
+    match bulwark_boot::raise_nofile_limit() {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(e) => tracing::warn!("open files limit not raised: {e}"),
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -202,6 +207,15 @@ async fn run(home: Home) -> anyhow::Result<()> {
         version: env!("CARGO_PKG_VERSION").into(),
     }));
     let (events_tx, mut events) = mpsc::channel::<PeerEvent>(16_384);
+    // The peer connections run on the edge's own threads, never on this one (H-2); their
+    // names tell PID 1 that a panic there is contained (L-7).
+    let edge = Edge::new(
+        EdgeLimits {
+            max_peers: 2 * home.genesis.validators.len() + 4,
+            ..EdgeLimits::default()
+        },
+        &format!("{}p2p", bulwark_boot::CONTAINED_THREAD_PREFIX),
+    )?;
     let link = Link {
         // A decided block travels in one frame: the limit is at least the chain's largest block.
         max_frame: home
@@ -216,8 +230,10 @@ async fn run(home: Home) -> anyhow::Result<()> {
         hello,
         events: events_tx,
         next_id: Arc::new(AtomicU64::new(1)),
+        edge: edge.handle(),
     };
-    let listener = TcpListener::bind(home.config.p2p.laddr).await?;
+    let listener = std::net::TcpListener::bind(home.config.p2p.laddr)?;
+    listener.set_nonblocking(true)?;
     let rpc_listener = TcpListener::bind(home.config.rpc.laddr).await?;
     let (rpc_tx, mut rpc_calls) = mpsc::channel::<RpcRequest>(1024);
     tokio::spawn(bulwark_rpc::serve(
@@ -336,6 +352,7 @@ async fn run(home: Home) -> anyhow::Result<()> {
         outputs = engine.handle(input)?;
     }
     tracing::info!(height = engine.state().last_block_height, "shutting down");
+    drop(edge);
     drop(engine);
     Ok(())
 }
