@@ -261,7 +261,7 @@ pub fn spawn_listener(listener: std::net::TcpListener, tls: TransportHandle, lin
 async fn accept_loop(listener: Arc<TcpListener>, tls: TransportHandle, link: Link) {
     let counters = link.edge.counters();
     let mut backoff = Duration::ZERO;
-    let mut refusals_logged = Instant::now();
+    let mut refusals_logged: Option<Instant> = None;
     let mut refused_since = 0u64;
     while !link.events.is_closed() {
         let (stream, addr) = match listener.accept().await {
@@ -284,13 +284,13 @@ async fn accept_loop(listener: Arc<TcpListener>, tls: TransportHandle, link: Lin
                 // Closed at once; one line a second at most, however many.
                 drop(stream);
                 refused_since += 1;
-                if refusals_logged.elapsed() >= Duration::from_secs(1) {
+                if refusals_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                     tracing::warn!(
                         refused = refused_since,
                         last = ?why,
                         "refused inbound connections before TLS (edge limits)"
                     );
-                    refusals_logged = Instant::now();
+                    refusals_logged = Some(Instant::now());
                     refused_since = 0;
                 }
                 continue;
