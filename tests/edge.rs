@@ -80,3 +80,40 @@ fn a_node_limited_to_64_descriptors_accepts_a_validator_after_idle_connections_e
         n.stop_cleanly().unwrap();
     }
 }
+
+/// Seconds of each window (calm, then flooded); `cargo xtask bench --only edge` runs 30.
+const FLOOD_WINDOW: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_flood_of_forged_handshakes_leaves_a_validators_commit_rate_and_rpc_health_intact() {
+    let figures =
+        harness::flood::edge_figures(&bulwark_binary().unwrap(), FLOOD_WINDOW, 2000).unwrap();
+    let (calm, loaded, flood) = (&figures.calm, &figures.loaded, &figures.flood);
+    eprintln!(
+        "calm: {:.2} heights/s, health p99 {:.1} ms; flooded ({:.0} handshakes/s: {} closed before TLS, {} refused in TLS, {} connect failures): {:.2} heights/s, health p99 {:.1} ms",
+        calm.commit_rate,
+        calm.health_percentile(99.0),
+        flood.rate(),
+        flood.closed_before_tls,
+        flood.refused_in_tls,
+        flood.connect_failed,
+        loaded.commit_rate,
+        loaded.health_percentile(99.0),
+    );
+    assert_eq!(flood.admitted, 0, "a forged handshake was let in");
+    assert!(
+        flood.refused_in_tls > 0,
+        "no forged certificate reached the verifier: the flood tested nothing"
+    );
+    assert!(
+        loaded.commit_rate >= 0.8 * calm.commit_rate,
+        "commit rate {:.2}/s under the flood, {:.2}/s calm",
+        loaded.commit_rate,
+        calm.commit_rate
+    );
+    assert!(
+        loaded.health_percentile(99.0) <= 100.0,
+        "health p99 {:.1} ms under the flood",
+        loaded.health_percentile(99.0)
+    );
+}

@@ -42,8 +42,8 @@ impl Default for EdgeLimits {
             max_peers: 64,
             per_ip_rate: 5.0,
             per_ip_burst: 20.0,
-            total_rate: 200.0,
-            total_burst: 400.0,
+            total_rate: 100.0,
+            total_burst: 200.0,
         }
     }
 }
