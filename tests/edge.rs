@@ -90,6 +90,10 @@ fn a_node_limited_to_64_descriptors_accepts_a_validator_after_idle_connections_e
 
 /// Seconds of each window (calm, then flooded); `cargo xtask bench --only edge` runs 30.
 const FLOOD_WINDOW: Duration = Duration::from_secs(5);
+/// The flooded node's edge limits are lifted (2,000 handshakes/s from all sources, 1,024 in
+/// progress, against 100/s and 32 by default), so that only the edge's own threads stand
+/// between the verification work and consensus: on the consensus thread this fails.
+const FLOOD_LIMITS: (u32, usize) = (2000, 1024);
 
 /// Whether a validator's vitals under the flood meet the bar: the reason if not.
 fn short_of_the_bar(figures: &harness::flood::EdgeFigures) -> Option<String> {
@@ -113,12 +117,20 @@ fn short_of_the_bar(figures: &harness::flood::EdgeFigures) -> Option<String> {
 fn a_flood_of_forged_handshakes_leaves_a_validators_commit_rate_and_rpc_health_intact() {
     let _alone = one_at_a_time();
     // The machine is shared: another build or network can take the cores for a few seconds of
-    // one window. A run meeting the bar once in three shows the validator can; the edge on the
-    // consensus thread misses it every time (64 % and a 209 ms p99 when planted).
+    // one window. A run meeting the bar once in three shows the validator can; with the edge
+    // planted on the consensus thread every run misses it (about 70 % of the calm commit rate
+    // and a health p99 of 130-190 ms, against 92 % and 5 ms).
+    // Every forged handshake names a real validator's key: each costs a P-384 verification.
     let mut misses = Vec::new();
     for _ in 0..3 {
-        let figures =
-            harness::flood::edge_figures(&bulwark_binary().unwrap(), FLOOD_WINDOW, 2000).unwrap();
+        let figures = harness::flood::edge_figures(
+            &bulwark_binary().unwrap(),
+            FLOOD_WINDOW,
+            2000,
+            Some(FLOOD_LIMITS),
+            1.0,
+        )
+        .unwrap();
         let (calm, loaded, flood) = (&figures.calm, &figures.loaded, &figures.flood);
         eprintln!(
             "calm: {:.2} heights/s, health p99 {:.1} ms; flooded ({:.0} handshakes/s: {} closed before TLS, {} refused in TLS, {} connect failures): {:.2} heights/s, health p99 {:.1} ms",

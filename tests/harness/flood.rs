@@ -431,11 +431,25 @@ pub struct EdgeFigures {
     pub member_share: f64,
 }
 
-/// Starts a 4-validator network of `bin` (fast timeouts), watches node 0 for `window` calm,
-/// then for `window` while a flood of forged handshakes at `rate` per second hits its p2p port,
-/// and stops the network.
-pub fn edge_figures(bin: &std::path::Path, window: Duration, rate: u32) -> Result<EdgeFigures> {
-    let mut net = crate::process::Network::start(bin, 4, "edge", crate::process::FAST_TIMEOUTS)?;
+/// Starts a 4-validator network of `bin` (fast timeouts; `[p2p]` limits as `limits` gives
+/// them: `(handshakes_per_second, max_inbound_handshakes)`, else the node's defaults), watches node 0 for `window` calm, then for
+/// `window` while a flood of forged handshakes at `rate` per second hits its p2p port
+/// (`member_share` of them naming a real validator's key), and stops the network.
+pub fn edge_figures(
+    bin: &std::path::Path,
+    window: Duration,
+    rate: u32,
+    limits: Option<(u32, usize)>,
+    member_share: f64,
+) -> Result<EdgeFigures> {
+    let mut config = crate::process::FAST_TIMEOUTS.to_vec();
+    let limit = limits.map(|(rate, cap)| {
+        format!("max_frame_bytes = 4194304\nhandshakes_per_second = {rate}\nmax_inbound_handshakes = {cap}")
+    });
+    if let Some(line) = &limit {
+        config.push(("max_frame_bytes = 4194304", line.as_str()));
+    }
+    let mut net = crate::process::Network::start(bin, 4, "edge", &config)?;
     {
         let mut all: Vec<&mut crate::process::Node> = net.nodes.iter_mut().collect();
         crate::process::wait_for(&mut all, 3, Duration::from_secs(90))?;
@@ -459,7 +473,6 @@ pub fn edge_figures(bin: &std::path::Path, window: Duration, rate: u32) -> Resul
         .and_then(|h| hex::decode(h).ok())
         .and_then(|m| m.try_into().ok())
         .context("genesis allows no single measurement")?;
-    let member_share = 0.5;
     let forgery = Forgery {
         chain_id: genesis["chain_id"].as_str().unwrap_or_default().to_string(),
         measurement,

@@ -152,6 +152,8 @@ fn edge(args: &BenchArgs) -> Result<()> {
         &bin,
         std::time::Duration::from_secs(EDGE_WINDOW_SECS),
         EDGE_FLOOD_RATE,
+        None,
+        0.5,
     )?;
     let (calm, loaded, flood) = (&f.calm, &f.loaded, &f.flood);
     let ratio = loaded.commit_rate / calm.commit_rate.max(1e-9);

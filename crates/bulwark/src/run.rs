@@ -209,10 +209,23 @@ async fn run(home: Home) -> anyhow::Result<()> {
     let (events_tx, mut events) = mpsc::channel::<PeerEvent>(16_384);
     // The peer connections run on the edge's own threads, never on this one (H-2); their
     // names tell PID 1 that a panic there is contained (L-7).
+    let defaults = EdgeLimits::default();
+    let total_rate = home
+        .config
+        .p2p
+        .handshakes_per_second
+        .map_or(defaults.total_rate, f64::from);
     let edge = Edge::new(
         EdgeLimits {
             max_peers: 2 * home.genesis.validators.len() + 4,
-            ..EdgeLimits::default()
+            total_rate,
+            total_burst: 2.0 * total_rate,
+            max_handshakes: home
+                .config
+                .p2p
+                .max_inbound_handshakes
+                .unwrap_or(defaults.max_handshakes),
+            ..defaults
         },
         &format!("{}p2p", bulwark_boot::CONTAINED_THREAD_PREFIX),
     )?;
