@@ -178,14 +178,44 @@ fn reap_orphans() {
     });
 }
 
+/// Threads whose name starts with this run work whose panics their owner catches (a task of
+/// a runtime that closes the one connection it served): PID 1 logs such a panic and keeps the
+/// VM up. Any other panic powers the VM off.
+pub const CONTAINED_THREAD_PREFIX: &str = "contained-";
+
+/// Whether a panic on the thread named `name` is contained by its owner.
+pub fn panic_is_contained(name: Option<&str>) -> bool {
+    name.is_some_and(|n| n.starts_with(CONTAINED_THREAD_PREFIX))
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (PID 1 starts with the kernel's 1024,
+/// which idle connections can exhaust); returns the limit now in force.
+pub fn raise_nofile_limit() -> Result<u64, nix::Error> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard.max(soft))
+}
+
 /// Runs as PID 1: prepares the guest, runs `node` with the validator's home, and powers the
 /// VM off when it returns; never returns.
 pub fn run(node: impl FnOnce(&Path) -> anyhow::Result<()>) -> ! {
-    // A panic anywhere powers the VM off instead of leaving a hung guest.
+    // A panic powers the VM off instead of leaving a hung guest, unless it happened where its
+    // owner contains it (one peer connection's task): one peer must not take the VM down.
     std::panic::set_hook(Box::new(|info| {
+        if panic_is_contained(std::thread::current().name()) {
+            eprintln!("bulwark-init: contained panic (that task's connection closes): {info}");
+            return;
+        }
         eprintln!("bulwark-init: panic: {info}; powering off");
         power_off();
     }));
+    match raise_nofile_limit() {
+        Ok(limit) => eprintln!("bulwark-init: open files limit {limit}"),
+        Err(e) => eprintln!("bulwark-init: open files limit not raised: {e}"),
+    }
     reap_orphans();
     let status = match boot(node) {
         Ok(()) => 0,
@@ -199,5 +229,27 @@ pub fn run(node: impl FnOnce(&Path) -> anyhow::Result<()>) -> ! {
     // reboot only returns on failure, and PID 1 must not exit.
     loop {
         std::thread::park();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_contained_threads_keep_the_vm_up_on_a_panic() {
+        assert!(panic_is_contained(Some("contained-p2p")));
+        assert!(!panic_is_contained(Some("main")));
+        assert!(!panic_is_contained(Some("tokio-runtime-worker")));
+        assert!(!panic_is_contained(None));
+    }
+
+    #[test]
+    fn the_open_files_limit_is_raised_to_the_hard_limit() {
+        use nix::sys::resource::{getrlimit, Resource};
+        let limit = raise_nofile_limit().unwrap();
+        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+        assert_eq!(soft, hard);
+        assert_eq!(limit, hard);
     }
 }

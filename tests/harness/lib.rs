@@ -11,7 +11,10 @@
 //! - [`rpc`]: a std-only JSON-RPC client (no async runtime).
 //! - [`ports`]: blocks of free loopback ports.
 //! - [`load`]: open-loop kvstore load through JSON-RPC and commit latency (demo, bench).
+//! - [`flood`]: forged-handshake floods at a validator's p2p port, and its commit rate and
+//!   RPC `health` latency meanwhile (the edge test, bench).
 
+pub mod flood;
 pub mod load;
 pub mod ports;
 pub mod process;

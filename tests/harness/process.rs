@@ -137,14 +137,26 @@ pub struct Node {
     /// The highest height it reported committed.
     pub last: u64,
     tail: Arc<Mutex<VecDeque<String>>>,
-    /// Every line about admitting or refusing peers.
+    /// Every line about admitting or refusing peers (and failed accepts).
     pub peer_log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Node {
     /// Starts `bin start --home HOME`.
     pub fn start(bin: &Path, home: &Path) -> Result<Node> {
-        let mut command = Command::new(bin);
+        Self::start_under(&[], bin, home)
+    }
+
+    /// Starts `bin start --home HOME` under a wrapper command (e.g. `prlimit --nofile=64 --`).
+    pub fn start_under(wrapper: &[&str], bin: &Path, home: &Path) -> Result<Node> {
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         command.arg("start").arg("--home").arg(home);
         Node::spawn(command, home)
     }
@@ -176,7 +188,10 @@ impl Node {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 let _ = writeln!(log, "{line}");
-                if line.contains("refused") || line.contains("peer attested") {
+                if line.contains("refused")
+                    || line.contains("peer attested")
+                    || line.contains("accept failed")
+                {
                     if let Ok(mut p) = keep_peers.lock() {
                         p.push(line.clone());
                     }

@@ -19,7 +19,7 @@ pub struct BenchArgs {
     /// Print only; do not rewrite docs/BENCHMARKS.md.
     #[arg(long)]
     pub no_write: bool,
-    /// Run only this section: consensus, attest, net or node.
+    /// Run only this section: consensus, attest, net, node or edge.
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -132,7 +132,72 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if want("node") {
         node(&args)?;
     }
+    if want("edge") {
+        edge(&args)?;
+    }
     Ok(())
+}
+
+/// Seconds of each window of the edge figures (calm, then flooded).
+const EDGE_WINDOW_SECS: u64 = 30;
+/// Forged handshakes per second offered.
+const EDGE_FLOOD_RATE: u32 = 2000;
+
+/// The edge under a forged-handshake flood (H-2): node 0's commit rate and RPC `health`
+/// latency calm and flooded, in one run.
+fn edge(args: &BenchArgs) -> Result<()> {
+    let bin = harness::process::build_bulwark(true)?;
+    eprintln!("bench: edge, {EDGE_FLOOD_RATE} forged handshakes/s for {EDGE_WINDOW_SECS} s against node 0 of 4 processes");
+    let f = harness::flood::edge_figures(
+        &bin,
+        std::time::Duration::from_secs(EDGE_WINDOW_SECS),
+        EDGE_FLOOD_RATE,
+        None,
+        0.5,
+    )?;
+    let (calm, loaded, flood) = (&f.calm, &f.loaded, &f.flood);
+    let ratio = loaded.commit_rate / calm.commit_rate.max(1e-9);
+    eprintln!(
+        "bench: calm {:.2} heights/s p99 {:.1} ms; flooded at {:.0}/s {:.2} heights/s p99 {:.1} ms",
+        calm.commit_rate,
+        calm.health_percentile(99.0),
+        flood.rate(),
+        loaded.commit_rate,
+        loaded.health_percentile(99.0)
+    );
+    let section = format!(
+        "## The p2p edge under a forged-handshake flood
+
+Measured by `cargo xtask bench --only edge` on {machine}: 4 `bulwark` processes (release, fast timeouts) on loopback; node 0's commit rate and JSON-RPC `health` latency (one call every 50 ms) for {secs} s calm, then for {secs} s while a load generator in the same machine (its threads at nice 19) offers {offered} forged handshakes per second at node 0's p2p port, each from a loopback address of its own: a self-signed certificate whose evidence carries the simulated chip's genuine VCEK, the allowed measurement, REPORT_DATA bound to the certificate and a random report signature; {share:.0} % name a real validator's consensus key (they pass every check that needs no public-key operation and cost a P-384 verification), the rest a random key (refused by membership before any). The edge's defaults: 5 handshakes/s per source (burst 20), 100/s from all sources (burst 200), 32 in progress.
+
+| figure | calm | flooded | target |
+|---|---|---|---|
+| commit rate, heights/s | {calm_rate:.2} | {loaded_rate:.2} ({ratio:.0} %) | ≥ 80 % of calm |
+| RPC `health` p50 | {calm_p50:.1} ms | {loaded_p50:.1} ms | |
+| RPC `health` p99 | {calm_p99:.1} ms | {loaded_p99:.1} ms | ≤ 100 ms |
+| forged handshakes attempted | | {attempted} ({rate:.0}/s) | 2,000/s |
+| closed before TLS (edge limits) | | {before} | |
+| refused by the verifier | | {in_tls} | |
+| let in | | {admitted} | 0 |
+",
+        machine = machine(),
+        secs = EDGE_WINDOW_SECS,
+        offered = EDGE_FLOOD_RATE,
+        share = f.member_share * 100.0,
+        calm_rate = calm.commit_rate,
+        loaded_rate = loaded.commit_rate,
+        ratio = ratio * 100.0,
+        calm_p50 = calm.health_percentile(50.0),
+        loaded_p50 = loaded.health_percentile(50.0),
+        calm_p99 = calm.health_percentile(99.0),
+        loaded_p99 = loaded.health_percentile(99.0),
+        attempted = flood.attempted,
+        rate = flood.rate(),
+        before = flood.closed_before_tls,
+        in_tls = flood.refused_in_tls,
+        admitted = flood.admitted,
+    );
+    record(args, "edge", &section)
 }
 
 /// Config overrides of the node benchmark: no wait after commit, room for the offered load.

@@ -553,6 +553,7 @@ fn signature_of(report: &AttestationReport) -> Option<p384::ecdsa::Signature> {
 pub struct ChainCache {
     entries: std::sync::Mutex<std::collections::HashMap<ChainKey, Chain>>,
     signatures: std::sync::Mutex<std::collections::HashSet<[u8; 32]>>,
+    public_key_operations: std::sync::atomic::AtomicU64,
 }
 
 /// SHA-256 of the certificate's DER, the key kind and the roots it was checked against.
@@ -567,6 +568,18 @@ impl ChainCache {
         Self::default()
     }
 
+    /// How many uncached public-key checks (a chain to a root, a report signature) ran through
+    /// this cache: what unauthenticated peers can make a verifier spend (metrics and tests).
+    pub fn public_key_operations(&self) -> u64 {
+        self.public_key_operations
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_public_key_operation(&self) {
+        self.public_key_operations
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn chain(&self, cert: &EndorsementCert, kind: KeyKind, trust: Trust) -> Result<Chain, bool> {
         use sha2::Digest;
         let key: [u8; 32] = sha2::Sha256::digest(cert.der()).into();
@@ -575,6 +588,7 @@ impl ChainCache {
                 return Ok(chain.clone());
             }
         }
+        self.count_public_key_operation();
         let chain = chain_uncached(cert, kind, trust)?;
         if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= CHAIN_CACHE_CAPACITY {
@@ -599,6 +613,7 @@ impl ChainCache {
                 return true;
             }
         }
+        self.count_public_key_operation();
         if !verify() {
             return false;
         }

@@ -72,6 +72,13 @@ pub struct P2pConfig {
     pub persistent_peers: Vec<SocketAddr>,
     /// Largest message a peer may send; a larger frame closes that peer.
     pub max_frame_bytes: usize,
+    /// Inbound handshakes per second from all sources together (burst: twice as many);
+    /// absent: the edge's default (100). Raise it only for large validator sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handshakes_per_second: Option<u32>,
+    /// Inbound handshakes in progress at once; absent: the edge's default (32).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_inbound_handshakes: Option<usize>,
 }
 
 /// `[rpc]` of config.toml.
@@ -139,6 +146,8 @@ impl NodeConfig {
                 laddr: SocketAddr::from(([127, 0, 0, 1], p2p_port)),
                 persistent_peers: vec![],
                 max_frame_bytes: 4 << 20,
+                handshakes_per_second: None,
+                max_inbound_handshakes: None,
             },
             rpc: RpcConfig {
                 laddr: SocketAddr::from(([127, 0, 0, 1], rpc_port)),

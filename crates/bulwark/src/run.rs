@@ -13,7 +13,7 @@ use bulwark_net::NetworkPolicy;
 use bulwark_node::engine::{Engine, EngineConfig, Input, Output};
 use bulwark_p2p::peers::{spawn_dialler, spawn_listener};
 use bulwark_p2p::transport::CERT_LIFETIME;
-use bulwark_p2p::{ConnectionId, Link, Peer, PeerEvent, Transport};
+use bulwark_p2p::{ConnectionId, Edge, EdgeLimits, Link, Peer, PeerEvent, Transport};
 use bulwark_rpc::answer::{answer, NodeView, Reply};
 use bulwark_rpc::peers::peer_info;
 use bulwark_rpc::waiters::CommitWaiters;
@@ -135,6 +135,11 @@ pub trait Interposer: Send {
 
 /// Runs the node until SIGINT/SIGTERM with `interposer` between the engine and its peers.
 pub fn start_interposed(home: Home, interposer: Option<Box<dyn Interposer>>) -> anyhow::Result<()> {
+    // Every idle or hostile connection holds a descriptor: use all the kernel allows.
+    match bulwark_boot::raise_nofile_limit() {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(e) => tracing::warn!("open files limit not raised: {e}"),
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -299,6 +304,28 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         version: env!("CARGO_PKG_VERSION").into(),
     }));
     let (events_tx, mut events) = mpsc::channel::<PeerEvent>(16_384);
+    // The peer connections run on the edge's own threads, never on this one (H-2); their
+    // names tell PID 1 that a panic there is contained (L-7).
+    let defaults = EdgeLimits::default();
+    let total_rate = home
+        .config
+        .p2p
+        .handshakes_per_second
+        .map_or(defaults.total_rate, f64::from);
+    let edge = Edge::new(
+        EdgeLimits {
+            max_peers: 2 * home.genesis.validators.len() + 4,
+            total_rate,
+            total_burst: 2.0 * total_rate,
+            max_handshakes: home
+                .config
+                .p2p
+                .max_inbound_handshakes
+                .unwrap_or(defaults.max_handshakes),
+            ..defaults
+        },
+        &format!("{}p2p", bulwark_boot::CONTAINED_THREAD_PREFIX),
+    )?;
     let link = Link {
         // A decided block travels in one frame: the limit is at least the chain's largest block.
         max_frame: home
@@ -313,8 +340,10 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         hello,
         events: events_tx,
         next_id: Arc::new(AtomicU64::new(1)),
+        edge: edge.handle(),
     };
-    let listener = TcpListener::bind(home.config.p2p.laddr).await?;
+    let listener = std::net::TcpListener::bind(home.config.p2p.laddr)?;
+    listener.set_nonblocking(true)?;
     let rpc_listener = TcpListener::bind(home.config.rpc.laddr).await?;
     let (rpc_tx, mut rpc_calls) = mpsc::channel::<RpcRequest>(1024);
     tokio::spawn(bulwark_rpc::serve(
@@ -452,6 +481,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         outputs = engine.handle(input)?;
     }
     tracing::info!(height = engine.state().last_block_height, "shutting down");
+    drop(edge);
     drop(engine);
     Ok(())
 }

@@ -6,15 +6,19 @@
 
 use crate::binding::{report_data, Window};
 use crate::extension::{CertEvidence, ExtensionError, OID};
-use bulwark_attest::policy::Policy;
+use bulwark_attest::policy::{HexBytes, Measurements, Policy};
 use bulwark_attest::{verify_with_cache, Binding, ChainCache, Evidence, RejectReason};
 use der::{Decode, Encode};
+use lru::LruCache;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+use sha2::{Digest, Sha256};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
+use std::sync::Mutex;
 use thiserror::Error;
 
 /// Longest certificate lifetime accepted: evidence is re-made at least this often.
@@ -139,7 +143,14 @@ pub fn verify_peer_certificate(
         not_before,
         not_after,
     };
+    // The cheap checks first, on the unauthenticated bytes: a forged certificate that names a
+    // stranger's key, binds another TLS key or claims a measurement genesis does not allow
+    // costs no public-key operation (H-2). The full verifier repeats them after the crypto.
+    if !policy.validators.contains(&evidence.consensus_key) {
+        return Err(PeerRejected::NotAValidator(hex(&evidence.consensus_key)));
+    }
     let binding = report_data(&spki, window, &evidence.consensus_key, &policy.chain_id);
+    precheck(&evidence.report, &policy.attestation, &binding).map_err(PeerRejected::Attestation)?;
     let verified = verify_with_cache(
         &Evidence {
             report: evidence.report,
@@ -151,15 +162,6 @@ pub fn verify_peer_certificate(
         cache,
     )
     .map_err(PeerRejected::Attestation)?;
-    if !policy.validators.contains(&evidence.consensus_key) {
-        return Err(PeerRejected::NotAValidator(
-            evidence
-                .consensus_key
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
-        ));
-    }
     Ok(VerifiedPeer {
         not_before,
         not_after,
@@ -170,6 +172,46 @@ pub fn verify_peer_certificate(
     })
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What the report claims, checked before anything is verified: its size, REPORT_DATA against
+/// the binding and MEASUREMENT against the allowlist (the same reasons the full verifier
+/// gives).
+fn precheck(report: &[u8], policy: &Policy, binding: &[u8; 64]) -> Result<(), RejectReason> {
+    let report = bulwark_attest::AttestationReport::from_bytes(report)
+        .map_err(|_| RejectReason::ReportSize(report.len()))?;
+    if report.report_data() != *binding {
+        return Err(RejectReason::ReportData {
+            expected: hex(binding),
+            reported: hex(&report.report_data()),
+        });
+    }
+    if let Measurements::OneOf(allowed) = &policy.measurements {
+        let measurement = HexBytes(report.measurement());
+        if !allowed.contains(&measurement) {
+            return Err(RejectReason::Measurement(measurement.to_string()));
+        }
+    }
+    Ok(())
+}
+
+/// Most refused certificates an [`AttestedVerifier`] remembers.
+pub const NEGATIVE_CACHE_CAPACITY: usize = 1024;
+
+/// Whether a refusal holds whatever the time: only those are remembered (a certificate that is
+/// not valid yet, or a CRL that went stale, may pass later).
+fn timeless(reason: &PeerRejected) -> bool {
+    !matches!(
+        reason,
+        PeerRejected::Validity(_)
+            | PeerRejected::Attestation(
+                RejectReason::CertificateValidity { .. } | RejectReason::CrlStale { .. }
+            )
+    )
+}
+
 /// rustls's view of a rejection: the named reason travels inside the error.
 fn tls_error(reason: PeerRejected) -> rustls::Error {
     rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
@@ -178,21 +220,33 @@ fn tls_error(reason: PeerRejected) -> rustls::Error {
 }
 
 /// The attested verifier, for both ends of a connection.
+///
+/// It remembers the SHA-256 of the last [`NEGATIVE_CACHE_CAPACITY`] certificates it refused
+/// for a reason that does not depend on the time, and refuses them again without any work.
 #[derive(Debug)]
 pub struct AttestedVerifier {
     policy: NetworkPolicy,
     cache: ChainCache,
+    refused: Mutex<LruCache<[u8; 32], PeerRejected>>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
 impl AttestedVerifier {
     /// A verifier for `policy`, checking handshake signatures with `provider`'s algorithms.
     pub fn new(policy: NetworkPolicy, provider: &rustls::crypto::CryptoProvider) -> Self {
+        let capacity = NonZeroUsize::new(NEGATIVE_CACHE_CAPACITY).unwrap_or(NonZeroUsize::MIN);
         AttestedVerifier {
             policy,
             cache: ChainCache::default(),
+            refused: Mutex::new(LruCache::new(capacity)),
             algorithms: provider.signature_verification_algorithms,
         }
+    }
+
+    /// Public-key operations its checks ran so far (chain and report signatures; the TLS
+    /// handshake signature is rustls's and not counted).
+    pub fn public_key_operations(&self) -> u64 {
+        self.cache.public_key_operations()
     }
 
     /// The policy it enforces.
@@ -205,8 +259,25 @@ impl AttestedVerifier {
         end_entity: &CertificateDer<'_>,
         now: UnixTime,
     ) -> Result<VerifiedPeer, rustls::Error> {
-        verify_peer_certificate(end_entity, &self.policy, &self.cache, now.as_secs())
-            .map_err(tls_error)
+        let key: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
+        if let Some(reason) = self
+            .refused
+            .lock()
+            .ok()
+            .and_then(|mut r| r.get(&key).cloned())
+        {
+            return Err(tls_error(reason));
+        }
+        verify_peer_certificate(end_entity, &self.policy, &self.cache, now.as_secs()).map_err(
+            |reason| {
+                if timeless(&reason) {
+                    if let Ok(mut refused) = self.refused.lock() {
+                        refused.put(key, reason.clone());
+                    }
+                }
+                tls_error(reason)
+            },
+        )
     }
 
     fn tls13_signature(

@@ -721,3 +721,90 @@ fn the_reconnect_test_sees_resumption_when_it_is_left_on() {
         )
     );
 }
+
+/// The server's verifier (kept, to count its work) refuses a client presenting `parts` over a
+/// real loopback handshake, with `check`.
+fn refused_counting(server: &Arc<AttestedVerifier>, parts: &LocalParts, check: &str) {
+    let config = server_config(&identity(1), server.clone()).unwrap();
+    let outcome = run(config, client_presenting(parts, network()));
+    let err = outcome
+        .server
+        .expect_err("the server accepted the connection");
+    let reason = rejection(&err).expect("refused by the attested verifier");
+    assert_eq!(reason.check(), check, "{reason}");
+}
+
+/// Evidence whose REPORT_DATA binds what `consensus` would need, with the report signature
+/// bent (what an attacker holding only the public VCEK can make).
+fn bad_signature_extension(spki: &[u8], consensus: [u8; 32]) -> Vec<u8> {
+    let mut evidence = psp(2)
+        .evidence(report_data(spki, window(HOUR), &consensus, CHAIN))
+        .unwrap();
+    evidence.report[0x2A1] ^= 0x5a;
+    CertEvidence {
+        consensus_key: consensus,
+        report: evidence.report,
+        endorsement: evidence.endorsement_cert,
+    }
+    .encode()
+    .unwrap()
+}
+
+#[test]
+fn a_stranger_a_wrong_binding_or_measurement_costs_no_public_key_operation() {
+    let server = verifier(network());
+    // A genuine-looking certificate (the simulated chip's real VCEK) with a random consensus key.
+    let key = fresh_key();
+    let ext = bad_signature_extension(&key.public_key_der(), [0xee; 32]);
+    refused_counting(&server, &forged(&key, Some(ext), HOUR), "not_a_validator");
+    // A member's key, but REPORT_DATA binding another TLS key.
+    let (key, other) = (fresh_key(), fresh_key());
+    let ext = bad_signature_extension(&other.public_key_der(), consensus_key(2));
+    refused_counting(&server, &forged(&key, Some(ext), HOUR), "report_data");
+    // A member's key and the right binding, from a launch genesis does not allow.
+    let key = fresh_key();
+    let mut foreign = SimulatedPsp::new([2; 32], [0x11; 48]);
+    let ext = extension_for(&mut foreign, &key.public_key_der(), consensus_key(2), CHAIN);
+    refused_counting(&server, &forged(&key, Some(ext), HOUR), "measurement");
+    assert_eq!(server.public_key_operations(), 0);
+}
+
+#[test]
+fn a_refused_certificate_is_refused_again_without_public_key_operations() {
+    let server = verifier(network());
+    let key = fresh_key();
+    let parts = forged(
+        &key,
+        Some(bad_signature_extension(
+            &key.public_key_der(),
+            consensus_key(2),
+        )),
+        HOUR,
+    );
+    refused_counting(&server, &parts, "report_signature");
+    let first = server.public_key_operations();
+    assert!(first >= 1, "the forged signature was never checked");
+    for _ in 0..3 {
+        refused_counting(&server, &parts, "report_signature");
+    }
+    assert_eq!(server.public_key_operations(), first);
+    // Another forged signature is a new certificate: it is checked (the chain is cached).
+    let key = fresh_key();
+    let other = forged(
+        &key,
+        Some(bad_signature_extension(
+            &key.public_key_der(),
+            consensus_key(2),
+        )),
+        HOUR,
+    );
+    refused_counting(&server, &other, "report_signature");
+    assert_eq!(server.public_key_operations(), first + 1);
+    // A genuine validator still gets in through the same verifier.
+    let outcome = run(
+        server_config(&identity(1), server.clone()).unwrap(),
+        client_presenting(&LocalParts::from(&identity(3)), network()),
+    );
+    outcome.server.unwrap();
+    outcome.client.unwrap();
+}

@@ -1,10 +1,13 @@
-//! Bulwark's peer connections: attested TLS accept and dial ([`transport`]), and per
-//! connection a frame reader and a bounded writer ([`peers`]). What arrives becomes
-//! [`PeerEvent`]s on one channel for the node's driver; nothing a peer sends reaches it before
-//! both sides verified each other's evidence, and bad bytes close that connection only.
+//! Bulwark's peer connections: attested TLS accept and dial ([`transport`]), per connection a
+//! frame reader and a bounded writer ([`peers`]), all on the edge runtime with its limits
+//! ([`edge`]). What arrives becomes [`PeerEvent`]s on one channel for the node's driver;
+//! nothing a peer sends reaches it before both sides verified each other's evidence, and bad
+//! bytes (or a panic they cause) close that connection only.
 
+pub mod edge;
 pub mod peers;
 pub mod transport;
 
+pub use edge::{Edge, EdgeHandle, EdgeLimits};
 pub use peers::{ConnectionId, Link, Peer, PeerEvent};
 pub use transport::{Transport, TransportError, TransportHandle};

@@ -1,9 +1,12 @@
 //! Connections to peers once attested: each has a reader (bytes to frames to [`PeerEvent`]s; a
 //! bad frame or a `Hello` of another chain closes that peer only) and a writer (a bounded
-//! queue, so a slow peer loses messages instead of stalling the node). The listener accepts
-//! with every handshake in its own task; a dialler keeps one connection to each persistent
-//! peer and redials it when it drops.
+//! queue, so a slow peer loses messages instead of stalling the node). Everything runs on the
+//! edge runtime ([`crate::edge`]), never on the node's own thread. The listener survives every
+//! `accept()` error, admits a connection to its handshake only within the edge's limits, and
+//! runs every handshake in its own task; a dialler keeps one connection to each persistent peer
+//! and redials it when it drops. A panic in a connection's task closes that connection only.
 
+use crate::edge::EdgeHandle;
 use crate::transport::{Attested, TransportHandle};
 use bulwark_net::VerifiedPeer;
 use bulwark_wire::{FrameDecoder, Hello, Payload};
@@ -84,24 +87,14 @@ pub struct Link {
     pub events: mpsc::Sender<PeerEvent>,
     /// The next connection's number.
     pub next_id: Arc<AtomicU64>,
+    /// Where connection tasks run, and the edge's limits.
+    pub edge: EdgeHandle,
 }
 
 type PeerRead = tokio::io::ReadHalf<tokio_rustls::TlsStream<TcpStream>>;
 type PeerWrite = tokio::io::WriteHalf<tokio_rustls::TlsStream<TcpStream>>;
 
-async fn reader(
-    id: ConnectionId,
-    stream: PeerRead,
-    link: Link,
-    traffic: Arc<Traffic>,
-    closed: tokio::sync::oneshot::Sender<()>,
-) {
-    read_frames(id, stream, &link, &traffic).await;
-    let _ = link.events.send(PeerEvent::Disconnected(id)).await;
-    let _ = closed.send(());
-}
-
-async fn read_frames(id: ConnectionId, mut stream: PeerRead, link: &Link, traffic: &Traffic) {
+async fn read_frames(id: ConnectionId, mut stream: PeerRead, link: Link, traffic: Arc<Traffic>) {
     let events = &link.events;
     let mut decoder = FrameDecoder::new(link.max_frame);
     let mut buf = vec![0u8; 64 * 1024];
@@ -154,14 +147,52 @@ pub fn validator_address(key: &[u8; 32]) -> String {
         .unwrap_or_else(|| hex::encode(key))
 }
 
+/// Runs an attested connection: its reader and writer each in their own task, so a panic in
+/// either (a parser bug reachable by a peer) ends this connection and nothing else; the first
+/// to end closes the other. The driver hears `Disconnected` however it ended.
+async fn supervise(
+    id: ConnectionId,
+    reader: tokio::task::JoinHandle<()>,
+    writer: tokio::task::JoinHandle<()>,
+    link: Link,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    closed: tokio::sync::oneshot::Sender<()>,
+) {
+    let (mut reader, mut writer) = (reader, writer);
+    let ended = tokio::select! {
+        r = &mut reader => { writer.abort(); r }
+        w = &mut writer => { reader.abort(); w }
+    };
+    if let Err(e) = ended {
+        if e.is_panic() {
+            link.edge
+                .counters()
+                .peer_panics
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(
+                peer = id,
+                "a connection task panicked: the connection is closed"
+            );
+        }
+    }
+    drop(slot);
+    let _ = link.events.send(PeerEvent::Disconnected(id)).await;
+    let _ = closed.send(());
+}
+
 /// Starts a connection's reader and writer, introducing this node first; the returned
-/// receiver resolves when the connection closes.
+/// receiver resolves when the connection closes. `None` when the peer cap is reached (the
+/// connection is closed).
 async fn spawn_peer(
     (stream, attested): Attested,
     addr: SocketAddr,
     outbound: bool,
     link: Link,
-) -> tokio::sync::oneshot::Receiver<()> {
+) -> Option<tokio::sync::oneshot::Receiver<()>> {
+    let Some(slot) = link.edge.peer_slot() else {
+        tracing::warn!(%addr, "refused attested peer: the peer cap is reached");
+        return None;
+    };
     let id = link.next_id.fetch_add(1, Ordering::Relaxed);
     tracing::info!(
         peer = id,
@@ -190,33 +221,99 @@ async fn spawn_peer(
     // Registered before the reader can report anything, so no message arrives from an unknown
     // connection.
     let _ = link.events.send(PeerEvent::Connected(id, peer)).await;
-    tokio::spawn(writer(w, rx, traffic.clone()));
-    tokio::spawn(reader(id, r, link, traffic, closed_tx));
-    closed_rx
+    let rt = link.edge.runtime().clone();
+    let writer = rt.spawn(writer(w, rx, traffic.clone()));
+    let reader = rt.spawn(read_frames(id, r, link.clone(), traffic));
+    rt.spawn(supervise(id, reader, writer, link, slot, closed_tx));
+    Some(closed_rx)
 }
 
-/// Accepts inbound peers on `listener` until the driver goes away; each handshake runs in its
-/// own task, so a slow or hostile one blocks nobody.
-pub fn spawn_listener(listener: TcpListener, tls: TransportHandle, link: Link) {
-    tokio::spawn(async move {
-        while let Ok((stream, addr)) = listener.accept().await {
-            let _ = stream.set_nodelay(true);
-            let (link, tls) = (link.clone(), tls.clone());
-            tokio::spawn(async move {
-                match tls.accept(stream).await {
-                    // Inbound connections are not redialled: no close notice needed.
-                    Ok(attested) => drop(spawn_peer(attested, addr, false, link).await),
-                    Err(why) => tracing::warn!(%addr, "refused inbound peer: {why}"),
+/// Longest pause after an `accept()` error (descriptors exhausted, ...).
+pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accepts inbound peers on `listener` (set non-blocking) until the driver goes away, on the
+/// edge runtime. An `accept()` error (EMFILE, ENFILE, ECONNABORTED, ...) is logged and waited
+/// out with a growing pause, never the end of the listener; each connection must pass the
+/// edge's limits before TLS starts, and each handshake runs in its own task. If the accept
+/// loop itself panicked it would be started again.
+pub fn spawn_listener(listener: std::net::TcpListener, tls: TransportHandle, link: Link) {
+    let rt = link.edge.runtime().clone();
+    rt.clone().spawn(async move {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => Arc::new(l),
+            Err(e) => {
+                tracing::error!("the p2p listener cannot be registered: {e}");
+                return;
+            }
+        };
+        while !link.events.is_closed() {
+            let run = rt.spawn(accept_loop(listener.clone(), tls.clone(), link.clone()));
+            match run.await {
+                Err(e) if e.is_panic() => {
+                    tracing::error!("the accept loop panicked; restarting it")
                 }
-            });
+                _ => return,
+            }
         }
     });
 }
 
+async fn accept_loop(listener: Arc<TcpListener>, tls: TransportHandle, link: Link) {
+    let counters = link.edge.counters();
+    let mut backoff = Duration::ZERO;
+    let mut refusals_logged: Option<Instant> = None;
+    let mut refused_since = 0u64;
+    while !link.events.is_closed() {
+        let (stream, addr) = match listener.accept().await {
+            Ok(accepted) => {
+                backoff = Duration::ZERO;
+                accepted
+            }
+            Err(e) => {
+                counters.accept_errors.fetch_add(1, Ordering::Relaxed);
+                backoff = (backoff * 2).clamp(Duration::from_millis(5), MAX_ACCEPT_BACKOFF);
+                tracing::warn!("p2p accept failed (retrying in {backoff:?}): {e}");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
+        let permit = match link.edge.admit(addr.ip()) {
+            Ok(permit) => permit,
+            Err(why) => {
+                // Closed at once; one line a second at most, however many.
+                drop(stream);
+                refused_since += 1;
+                if refusals_logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(
+                        refused = refused_since,
+                        last = ?why,
+                        "refused inbound connections before TLS (edge limits)"
+                    );
+                    refusals_logged = Some(Instant::now());
+                    refused_since = 0;
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (link, tls) = (link.clone(), tls.clone());
+        link.edge.runtime().clone().spawn(async move {
+            let handshake = tls.accept(stream).await;
+            drop(permit);
+            match handshake {
+                // Inbound connections are not redialled: no close notice needed.
+                Ok(attested) => drop(spawn_peer(attested, addr, false, link).await),
+                Err(why) => tracing::warn!(%addr, "refused inbound peer: {why}"),
+            }
+        });
+    }
+}
+
 /// Keeps one outbound connection to `peer`, reconnecting when it drops, until the driver goes
-/// away.
+/// away; on the edge runtime.
 pub fn spawn_dialler(peer: SocketAddr, tls: TransportHandle, link: Link) {
-    tokio::spawn(async move {
+    link.edge.runtime().clone().spawn(async move {
         loop {
             if link.events.is_closed() {
                 return;
@@ -227,10 +324,10 @@ pub fn spawn_dialler(peer: SocketAddr, tls: TransportHandle, link: Link) {
             };
             let _ = stream.set_nodelay(true);
             match tls.dial(stream).await {
-                Ok(attested) => {
-                    let closed = spawn_peer(attested, peer, true, link.clone()).await;
-                    let _ = closed.await;
-                }
+                Ok(attested) => match spawn_peer(attested, peer, true, link.clone()).await {
+                    Some(closed) => drop(closed.await),
+                    None => tokio::time::sleep(Duration::from_secs(1)).await,
+                },
                 Err(why) => {
                     tracing::warn!(%peer, "refused peer: {why}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -238,4 +335,54 @@ pub fn spawn_dialler(peer: SocketAddr, tls: TransportHandle, link: Link) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::edge::{Edge, EdgeLimits};
+
+    #[test]
+    fn a_panic_in_a_connection_task_closes_that_connection_only() {
+        let edge = Edge::new(
+            EdgeLimits {
+                max_peers: 1,
+                ..EdgeLimits::default()
+            },
+            "contained-test",
+        )
+        .unwrap();
+        let (tx, mut events) = mpsc::channel(8);
+        let link = Link {
+            max_frame: 1024,
+            chain_id: "c".into(),
+            hello: vec![],
+            events: tx,
+            next_id: Arc::new(AtomicU64::new(1)),
+            edge: edge.handle(),
+        };
+        let rt = edge.handle().runtime().clone();
+        let slot = link.edge.peer_slot().unwrap();
+        assert!(link.edge.peer_slot().is_none());
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        let reader = rt.spawn(async { panic!("a parser bug a peer reached") });
+        let (writer_gone_tx, writer_gone) = tokio::sync::oneshot::channel::<()>();
+        let writer = rt.spawn(async move {
+            let _gone = writer_gone_tx; // dropped when the task is aborted
+            std::future::pending::<()>().await
+        });
+        rt.spawn(supervise(7, reader, writer, link.clone(), slot, closed_tx));
+        rt.block_on(async {
+            match events.recv().await {
+                Some(PeerEvent::Disconnected(7)) => {}
+                other => panic!("expected Disconnected(7), got {other:?}"),
+            }
+            closed_rx.await.unwrap();
+            assert!(writer_gone.await.is_err(), "the writer was not stopped");
+        });
+        assert_eq!(link.edge.counters().peer_panics.load(Ordering::Relaxed), 1);
+        // Its slot is free again, and the runtime still runs tasks.
+        assert!(link.edge.peer_slot().is_some());
+        assert_eq!(rt.block_on(rt.spawn(async { 41 + 1 })).unwrap(), 42);
+    }
 }
