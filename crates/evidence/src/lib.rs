@@ -76,6 +76,13 @@ pub enum EvidenceError {
         /// The evidence height.
         height: u64,
     },
+    /// A vote carries a vote extension: this chain does not enable them, and the extension is
+    /// not signed by the vote's signature, so it could pad evidence at will.
+    #[error("vote {which} carries a vote extension")]
+    Extension {
+        /// "A" or "B".
+        which: &'static str,
+    },
     /// Its height is not committed yet.
     #[error("evidence of height {0}, which is not committed yet")]
     NotCommitted(u64),
@@ -178,6 +185,11 @@ fn check_votes(e: &Evidence, at: AtHeight<'_>) -> Result<(), EvidenceError> {
         return Err(EvidenceError::Unsupported);
     };
     let (a, b) = (&d.vote_a, &d.vote_b);
+    for (which, v) in [("A", a), ("B", b)] {
+        if !v.extension.is_empty() || v.extension_signature.is_some() {
+            return Err(EvidenceError::Extension { which });
+        }
+    }
     let same = |what, same: bool| {
         if same {
             Ok(())
@@ -226,6 +238,13 @@ pub fn verify(
     let Evidence::DuplicateVote(d) = e else {
         return Err(EvidenceError::Unsupported);
     };
+    let size = encoded_len(std::slice::from_ref(e));
+    if size as i64 > params.max_bytes {
+        return Err(EvidenceError::TooLarge {
+            size,
+            max: params.max_bytes,
+        });
+    }
     let height = d.vote_a.height.value();
     if height > now.height {
         return Err(EvidenceError::NotCommitted(height));
@@ -243,9 +262,31 @@ pub fn verify(
     check_votes(e, at)
 }
 
-/// SHA-256 of the evidence's protobuf encoding: how the pool and blocks tell pieces apart.
+/// What identifies a piece of evidence: the offence, SHA-256 over a label, the validator's
+/// address, the height, round and vote type. Not the encoding: the double signer can re-sign its
+/// votes with other timestamps, so one offence could otherwise be committed (and punished) any
+/// number of times, and fill every pool with variants.
 pub fn digest(e: &Evidence) -> [u8; 32] {
-    Sha256::digest(pb::types::Evidence::from(e.clone()).encode_to_vec()).into()
+    match e {
+        Evidence::DuplicateVote(d) => offence(&d.vote_a),
+        Evidence::LightClientAttack(_) => {
+            Sha256::digest(pb::types::Evidence::from(e.clone()).encode_to_vec()).into()
+        }
+    }
+}
+
+/// The offence a vote would be half of (see [`digest`]).
+pub fn offence(v: &Vote) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"bulwark/offence/v1");
+    h.update(v.validator_address.as_bytes());
+    h.update(v.height.value().to_be_bytes());
+    h.update(v.round.value().to_be_bytes());
+    h.update([match v.vote_type {
+        bulwark_types::tendermint::vote::Type::Prevote => 1u8,
+        bulwark_types::tendermint::vote::Type::Precommit => 2u8,
+    }]);
+    h.finalize().into()
 }
 
 /// The protobuf size of a list of evidence, as a block carries it.
@@ -301,9 +342,18 @@ impl Pool {
     /// Two conflicting votes the core found; they become evidence once their height is
     /// committed ([`Pool::conflicts_of`]).
     pub fn conflict(&mut self, a: Vote, b: Vote) {
-        if self.conflicts.len() < MAX_PENDING {
+        let id = offence(&a);
+        if self.conflicts.len() < MAX_PENDING
+            && !self.knows(&id)
+            && !self.conflicts.iter().any(|(x, _)| offence(x) == id)
+        {
             self.conflicts.push((a, b));
         }
+    }
+
+    /// Whether no more evidence fits until some is committed or expires.
+    pub fn is_full(&self) -> bool {
+        self.pending.len() >= MAX_PENDING
     }
 
     /// The conflicting votes of heights up to `height`, taken out.
@@ -350,9 +400,9 @@ impl Pool {
         let mut out = Vec::new();
         for e in list {
             out.push(e.clone());
+            // One that does not fit makes room for smaller ones, never blocks them.
             if encoded_len(&out) as i64 > max_bytes {
                 out.pop();
-                break;
             }
         }
         out

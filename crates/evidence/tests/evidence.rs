@@ -297,3 +297,55 @@ fn conflicts_wait_for_their_height_to_be_committed() {
     assert_eq!(pool.conflicts_up_to(9).len(), 1);
     assert!(pool.conflicts_up_to(9).is_empty());
 }
+
+/// Review F1/F2: one double-sign is one piece of evidence however its votes are re-signed or
+/// padded; padding with (unsigned) vote extensions is refused; an oversized piece neither
+/// verifies nor blocks smaller ones from a block.
+#[test]
+fn one_offence_is_one_piece_and_padding_neither_verifies_nor_blocks_others() {
+    let n = net();
+    let p = params();
+    let good = n.evidence(1, 5);
+    // The same offence re-signed with another timestamp on vote B.
+    let mut b = n.vote(1, 5, 0, Some(block_id(2)));
+    b.timestamp = Some(n.block_time.checked_add(Duration::from_secs(9)).unwrap());
+    b.signature = None;
+    sign_vote(n.signer(1).1, &mut b, &n.chain_id);
+    let variant = duplicate_vote(n.vote(1, 5, 0, Some(block_id(1))), b, n.at()).unwrap();
+    verify(&variant, n.at(), n.now(6), &p).unwrap();
+    assert_eq!(digest(&good), digest(&variant));
+    let mut pool = Pool::new();
+    assert!(pool.add(good.clone()));
+    assert!(!pool.add(variant.clone()), "a variant of a pending offence");
+    assert_eq!(
+        check_list(&[good.clone(), variant.clone()], &Pool::new(), &p),
+        Err(EvidenceError::Duplicate)
+    );
+
+    let mut padded = dv(&good);
+    padded.vote_b.extension = vec![0; 100_000];
+    let padded = refit(padded);
+    assert_eq!(
+        verify(&padded, n.at(), n.now(6), &p),
+        Err(EvidenceError::Extension { which: "B" })
+    );
+    let tight = evidence::Params {
+        max_bytes: encoded_len(std::slice::from_ref(&good)) as i64 - 1,
+        ..p
+    };
+    assert!(matches!(
+        verify(&good, n.at(), n.now(6), &tight),
+        Err(EvidenceError::TooLarge { .. })
+    ));
+
+    // The padded piece sorts first (lower height) but does not fit: the next one still does.
+    let mut low = dv(&n.evidence(2, 3));
+    low.vote_a.extension = vec![0; 100_000];
+    let mut pool = Pool::new();
+    assert!(pool.add(refit(low)));
+    assert!(pool.add(good.clone()));
+    assert_eq!(
+        pool.reap(encoded_len(std::slice::from_ref(&good)) as i64),
+        vec![good]
+    );
+}

@@ -701,8 +701,8 @@ impl Engine {
         let Ok(e) = Evidence::try_from(raw) else {
             return;
         };
-        let digest = bulwark_evidence::digest(&e);
-        if self.evidence.knows(&digest) {
+        // Known or no room: nothing to verify.
+        if self.evidence.is_full() || self.evidence.knows(&bulwark_evidence::digest(&e)) {
             return;
         }
         match self.check_evidence(&e) {
@@ -1251,8 +1251,9 @@ impl Engine {
             return Ok(vec![]);
         }
         let (id, _) = block_id_of(&block)?;
+        // The commit first: it refuses a forged block with one signature per validator, before
+        // the evidence it carries costs any.
         if self.state.validate_block(&block).is_err()
-            || self.check_block_evidence(&block).is_err()
             || crate::chain::verify_commit(
                 &self.state.chain_id,
                 &self.state.validator_infos,
@@ -1261,6 +1262,7 @@ impl Engine {
                 &commit,
             )
             .is_err()
+            || self.check_block_evidence(&block).is_err()
         {
             return Ok(vec![]);
         }
@@ -1322,10 +1324,12 @@ impl Engine {
     fn build_block(&mut self, round: u32) -> Result<Block, EngineError> {
         let height = self.state.next_height();
         let time = self.state.next_block_time(self.last_commit.as_ref());
+        // Evidence comes out of the transactions' room, so the block stays within max_bytes
+        // whatever the parameters say of evidence.
+        let room = self.state.max_block_tx_bytes(i64::MAX);
         let evidence = self
             .evidence
-            .reap(self.state.consensus_params.evidence.max_bytes);
-        // Evidence comes out of the transactions' room, so the block stays within max_bytes.
+            .reap(self.state.consensus_params.evidence.max_bytes.min(room));
         let budget = self
             .state
             .max_block_tx_bytes(self.config.max_block_tx_bytes)
