@@ -149,11 +149,13 @@ pub fn validator_address(key: &[u8; 32]) -> String {
 
 /// Runs an attested connection: its reader and writer each in their own task, so a panic in
 /// either (a parser bug reachable by a peer) ends this connection and nothing else; the first
-/// to end closes the other. The driver hears `Disconnected` however it ended.
+/// to end closes the other. When the peer's certificate (and with it its evidence) expires
+/// after `expires_in`, the connection is closed: a persistent peer is redialled and attested
+/// afresh. The driver hears `Disconnected` however it ended.
 async fn supervise(
     id: ConnectionId,
-    reader: tokio::task::JoinHandle<()>,
-    writer: tokio::task::JoinHandle<()>,
+    (reader, writer): (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
+    expires_in: Duration,
     link: Link,
     slot: tokio::sync::OwnedSemaphorePermit,
     closed: tokio::sync::oneshot::Sender<()>,
@@ -162,6 +164,12 @@ async fn supervise(
     let ended = tokio::select! {
         r = &mut reader => { writer.abort(); r }
         w = &mut writer => { reader.abort(); w }
+        _ = tokio::time::sleep(expires_in) => {
+            tracing::info!(peer = id, "the peer's certificate expired: connection closed, to be attested afresh");
+            reader.abort();
+            writer.abort();
+            Ok(())
+        }
     };
     if let Err(e) = ended {
         if e.is_panic() {
@@ -203,6 +211,10 @@ async fn spawn_peer(
         tcb = ?attested.reported_tcb,
         "peer attested"
     );
+    let now_unix = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let expires_in = attested.valid_for(now_unix);
     let (r, w) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(PEER_QUEUE);
     let _ = tx.try_send(link.hello.clone());
@@ -224,7 +236,14 @@ async fn spawn_peer(
     let rt = link.edge.runtime().clone();
     let writer = rt.spawn(writer(w, rx, traffic.clone()));
     let reader = rt.spawn(read_frames(id, r, link.clone(), traffic));
-    rt.spawn(supervise(id, reader, writer, link, slot, closed_tx));
+    rt.spawn(supervise(
+        id,
+        (reader, writer),
+        expires_in,
+        link,
+        slot,
+        closed_tx,
+    ));
     Some(closed_rx)
 }
 
@@ -371,7 +390,14 @@ mod tests {
             let _gone = writer_gone_tx; // dropped when the task is aborted
             std::future::pending::<()>().await
         });
-        rt.spawn(supervise(7, reader, writer, link.clone(), slot, closed_tx));
+        rt.spawn(supervise(
+            7,
+            (reader, writer),
+            Duration::from_secs(3600),
+            link.clone(),
+            slot,
+            closed_tx,
+        ));
         rt.block_on(async {
             match events.recv().await {
                 Some(PeerEvent::Disconnected(7)) => {}
@@ -384,5 +410,52 @@ mod tests {
         // Its slot is free again, and the runtime still runs tasks.
         assert!(link.edge.peer_slot().is_some());
         assert_eq!(rt.block_on(rt.spawn(async { 41 + 1 })).unwrap(), 42);
+    }
+
+    /// Review M-5 / issue 14 item 4: a live connection does not outlive the peer's certificate.
+    #[test]
+    fn a_connection_is_closed_when_the_peers_certificate_expires() {
+        let edge = Edge::new(EdgeLimits::default(), "contained-test").unwrap();
+        let (tx, mut events) = mpsc::channel(8);
+        let link = Link {
+            max_frame: 1024,
+            chain_id: "c".into(),
+            hello: vec![],
+            events: tx,
+            next_id: Arc::new(AtomicU64::new(1)),
+            edge: edge.handle(),
+        };
+        let rt = edge.handle().runtime().clone();
+        let slot = link.edge.peer_slot().unwrap();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        let (reader_gone_tx, reader_gone) = tokio::sync::oneshot::channel::<()>();
+        let (writer_gone_tx, writer_gone) = tokio::sync::oneshot::channel::<()>();
+        let reader = rt.spawn(async move {
+            let _gone = reader_gone_tx;
+            std::future::pending::<()>().await
+        });
+        let writer = rt.spawn(async move {
+            let _gone = writer_gone_tx;
+            std::future::pending::<()>().await
+        });
+        rt.spawn(supervise(
+            9,
+            (reader, writer),
+            Duration::from_millis(50),
+            link.clone(),
+            slot,
+            closed_tx,
+        ));
+        rt.block_on(async {
+            match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {
+                Ok(Some(PeerEvent::Disconnected(9))) => {}
+                other => {
+                    panic!("expected Disconnected(9) once the certificate expired, got {other:?}")
+                }
+            }
+            closed_rx.await.unwrap();
+            assert!(reader_gone.await.is_err(), "the reader was not stopped");
+            assert!(writer_gone.await.is_err(), "the writer was not stopped");
+        });
     }
 }
