@@ -21,6 +21,32 @@ use tendermint_rpc::{Client, HttpClient, Paging};
 
 const HEIGHTS: u64 = 30;
 
+/// Duplicate-vote evidence naming this node's validator at height 2, with signatures nobody
+/// made.
+fn unsigned_evidence(
+    status: &tendermint_rpc::endpoint::status::Response,
+) -> bulwark_types::tendermint::evidence::Evidence {
+    use bulwark_types::tendermint::{block, evidence, hash::Hash, vote, Signature};
+    let vote = |byte: u8| vote::Vote {
+        vote_type: vote::Type::Precommit,
+        height: Height::from(2u32),
+        round: block::Round::default(),
+        block_id: Some(block::Id {
+            hash: Hash::Sha256([byte; 32]),
+            part_set_header: block::parts::Header::new(1, Hash::Sha256([byte; 32])).unwrap(),
+        }),
+        timestamp: Some(status.sync_info.latest_block_time),
+        validator_address: status.validator_info.address,
+        validator_index: vote::ValidatorIndex::try_from(0u32).unwrap(),
+        signature: Signature::new([byte; 64]).unwrap(),
+        extension: vec![],
+        extension_signature: None,
+    };
+    evidence::Evidence::DuplicateVote(Box::new(
+        evidence::DuplicateVoteEvidence::new(vote(1), vote(2)).unwrap(),
+    ))
+}
+
 fn client(url: &str) -> HttpClient {
     HttpClient::builder(url.parse().unwrap())
         .compat_mode(CompatMode::V0_38)
@@ -244,6 +270,10 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
         assert!(!status.sync_info.catching_up);
         // Asking beyond the chain is an error, not a hang.
         assert!(c.block(1_000_000u32).await.is_err());
+        // Evidence whose votes no validator signed is refused with the failed check.
+        let refused = c.broadcast_evidence(unsigned_evidence(&status)).await;
+        let message = format!("{:?}", refused.unwrap_err());
+        assert!(message.contains("evidence refused"), "{message}");
     });
 
     // The GET URI form, and what the client library does not cover.
@@ -258,7 +288,7 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
     assert_eq!(v["result"]["count"], "2");
     assert_eq!(v["result"]["total"], "4");
     let (_, v) = get(&addr0, "/");
-    assert_eq!(v["endpoints"].as_array().unwrap().len(), 14);
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 15);
 
     // Bad requests: JSON-RPC errors with the right codes.
     let (_, v) = post(&addr0, "{not json");

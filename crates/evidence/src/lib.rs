@@ -89,6 +89,12 @@ pub enum EvidenceError {
     /// Committed before.
     #[error("evidence committed before")]
     AlreadyCommitted,
+    /// Not evidence CometBFT's types can hold (a missing vote, a bad field).
+    #[error("malformed evidence: {0}")]
+    Malformed(String),
+    /// The pool holds as much pending evidence as it may until some is committed.
+    #[error("the evidence pool is full")]
+    PoolFull,
     /// Twice in one block.
     #[error("the same evidence twice in one block")]
     Duplicate,

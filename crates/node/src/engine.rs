@@ -713,6 +713,34 @@ impl Engine {
         }
     }
 
+    /// Evidence a client submits (`broadcast_evidence`): checked as a peer's is, kept for a
+    /// block and sent to every peer. Returns CometBFT's hash of it; evidence already pending
+    /// is accepted again without a second broadcast, as CometBFT does.
+    pub fn submit_evidence(
+        &mut self,
+        raw: pb::types::Evidence,
+    ) -> Result<(bulwark_types::tendermint::Hash, Vec<Output>), EvidenceError> {
+        let e = Evidence::try_from(raw).map_err(|err| EvidenceError::Malformed(err.to_string()))?;
+        let hash = bulwark_types::hashes::evidence_item_hash(&e);
+        let offence = bulwark_evidence::digest(&e);
+        if self.evidence.is_committed(&offence) {
+            return Err(EvidenceError::AlreadyCommitted);
+        }
+        if self.evidence.knows(&offence) {
+            return Ok((hash, vec![]));
+        }
+        if self.evidence.is_full() {
+            return Err(EvidenceError::PoolFull);
+        }
+        self.check_evidence(&e)?;
+        tracing::warn!("evidence submitted over RPC: {}", evidence_summary(&e));
+        self.evidence.add(e.clone());
+        Ok((
+            hash,
+            vec![Output::Broadcast(Payload::Evidence(Box::new(e.into())))],
+        ))
+    }
+
     /// What evidence of `height` is checked against, from the state stored after that block.
     fn state_at(&self, height: u64) -> Option<ChainState> {
         let bytes = self.blocks.state(height).ok()??;

@@ -365,3 +365,109 @@ fn every_node_killed_and_reopened_at_many_points_keeps_the_chain_consistent() {
     net.run_until(30, 400_000);
     net.assert_same_blocks(30);
 }
+
+/// Two conflicting precommits of validator `index` (by set order) at `height`, signed with its
+/// key, as duplicate-vote evidence against the set and block time stored at that height.
+fn double_sign(
+    net: &Net,
+    index: usize,
+    height: u64,
+) -> bulwark_types::tendermint::evidence::Evidence {
+    use bulwark_types::tendermint::{block, hash::Hash, vote};
+    let engine = net.slots[0].engine.as_ref().unwrap();
+    let state = engine.state();
+    let info = state.validator_infos.validators()[index].clone();
+    let key = net
+        .slots
+        .iter()
+        .map(|s| &s.key)
+        .find(|k| bulwark_types::signing::public_key(k) == info.pub_key)
+        .unwrap();
+    let raw = engine.blocks().block(height).unwrap().unwrap();
+    let stored =
+        bulwark_types::tendermint_proto::v0_38::types::Block::decode(raw.as_slice()).unwrap();
+    let time = block::Block::try_from(stored).unwrap().header.time;
+    let vote = |byte: u8| {
+        let mut v = vote::Vote {
+            vote_type: vote::Type::Precommit,
+            height: block::Height::try_from(height).unwrap(),
+            round: block::Round::default(),
+            block_id: Some(block::Id {
+                hash: Hash::Sha256([byte; 32]),
+                part_set_header: block::parts::Header::new(1, Hash::Sha256([byte; 32])).unwrap(),
+            }),
+            timestamp: Some(time),
+            validator_address: info.address,
+            validator_index: vote::ValidatorIndex::try_from(index as u32).unwrap(),
+            signature: None,
+            extension: vec![],
+            extension_signature: None,
+        };
+        bulwark_types::signing::sign_vote(key, &mut v, &state.chain_id);
+        v
+    };
+    bulwark_evidence::duplicate_vote(
+        vote(1),
+        vote(2),
+        bulwark_evidence::AtHeight {
+            chain_id: &state.chain_id,
+            validators: &state.last_validator_infos,
+            block_time: time,
+        },
+    )
+    .unwrap()
+}
+
+#[test]
+fn evidence_submitted_to_one_node_reaches_a_block_every_node_commits() {
+    use bulwark_evidence::EvidenceError;
+    use bulwark_types::tendermint_proto::v0_38 as pb;
+    let mut net = Net::new();
+    net.run_until(3, 200_000);
+    let evidence = double_sign(&net, 1, 2);
+    let raw = pb::types::Evidence::from(evidence.clone());
+
+    // Tampered: refused with the reason, nothing sent.
+    let mut forged = raw.clone();
+    if let Some(pb::types::evidence::Sum::DuplicateVoteEvidence(d)) = forged.sum.as_mut() {
+        d.vote_a.as_mut().unwrap().signature[0] ^= 1;
+    }
+    let engine = net.slots[3].engine.as_mut().unwrap();
+    assert!(matches!(
+        engine.submit_evidence(forged),
+        Err(EvidenceError::BadSignature { .. })
+    ));
+    assert!(matches!(
+        engine.submit_evidence(pb::types::Evidence { sum: None }),
+        Err(EvidenceError::Malformed(_))
+    ));
+
+    let (hash, out) = engine.submit_evidence(raw.clone()).unwrap();
+    assert_eq!(hash, bulwark_types::hashes::evidence_item_hash(&evidence));
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Broadcast(bulwark_wire::Payload::Evidence(_)))),
+        "sent to the peers"
+    );
+    // Pending already: the same answer, no second broadcast.
+    let (again, out_again) = engine.submit_evidence(raw.clone()).unwrap();
+    assert_eq!((again, out_again.len()), (hash, 0));
+    net.route(3, out);
+
+    net.run_until(12, 400_000);
+    net.assert_same_blocks(12);
+    let engine = net.slots[0].engine.as_ref().unwrap();
+    let carrying: Vec<u64> = (4..=12)
+        .filter(|h| {
+            let raw = engine.blocks().block(*h).unwrap().unwrap();
+            let block = pb::types::Block::decode(raw.as_slice()).unwrap();
+            block.evidence.is_some_and(|l| !l.evidence.is_empty())
+        })
+        .collect();
+    assert_eq!(carrying.len(), 1, "committed once, in {carrying:?}");
+    let engine = net.slots[2].engine.as_mut().unwrap();
+    assert!(matches!(
+        engine.submit_evidence(raw),
+        Err(EvidenceError::AlreadyCommitted)
+    ));
+}

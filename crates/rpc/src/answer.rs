@@ -427,5 +427,12 @@ pub fn answer(engine: &mut Engine, node: &NodeView<'_>, call: Call) -> (Reply, V
                 .and_then(|info| to_value(&endpoint::abci_info::Response { response: info })),
         ),
         Call::NumUnconfirmedTxs => ready(num_unconfirmed_txs(engine)),
+        Call::BroadcastEvidence(evidence) => match engine.submit_evidence(*evidence) {
+            Ok((hash, outputs)) => (
+                Reply::Ready(to_value(&endpoint::evidence::Response { hash })),
+                outputs,
+            ),
+            Err(e) => ready(Err(internal(format!("evidence refused: {e}")))),
+        },
     }
 }

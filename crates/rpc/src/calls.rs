@@ -4,6 +4,7 @@
 //! pure: every request gets a [`Call`] or a JSON-RPC error, whatever the bytes.
 
 use base64::Engine as _;
+use bulwark_types::tendermint_proto::v0_38 as pb;
 use serde_json::{Map, Value};
 use tendermint_rpc::response_error::{Code, ResponseError};
 
@@ -24,7 +25,7 @@ pub enum BroadcastMode {
 }
 
 /// One request, parsed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Call {
     /// `health`.
     Health,
@@ -71,6 +72,8 @@ pub enum Call {
     AbciInfo,
     /// `num_unconfirmed_txs`.
     NumUnconfirmedTxs,
+    /// `broadcast_evidence`: evidence of misbehaviour, as CometBFT's JSON carries it.
+    BroadcastEvidence(Box<pb::types::Evidence>),
 }
 
 /// The methods served, in the order `GET /` lists them.
@@ -89,6 +92,7 @@ pub const METHODS: &[&str] = &[
     "abci_query",
     "abci_info",
     "num_unconfirmed_txs",
+    "broadcast_evidence",
 ];
 
 /// Positional parameter names of each method (CometBFT's order).
@@ -98,6 +102,7 @@ fn positional_names(method: &str) -> &'static [&'static str] {
         "validators" => &["height", "page", "per_page"],
         "broadcast_tx_async" | "broadcast_tx_sync" | "broadcast_tx_commit" => &["tx"],
         "abci_query" => &["path", "data", "height", "prove"],
+        "broadcast_evidence" => &["evidence"],
         _ => &[],
     }
 }
@@ -227,6 +232,15 @@ pub fn parse(method: &str, params: &Value) -> Result<Call, ResponseError> {
                 prove: boolean(&p, "prove")?,
             }
         }
+        "broadcast_evidence" => {
+            let value = p
+                .get("evidence")
+                .filter(|v| !v.is_null())
+                .ok_or_else(|| invalid("missing evidence"))?;
+            let evidence: pb::types::Evidence = serde_json::from_value(value.clone())
+                .map_err(|e| invalid(format!("evidence: {e}")))?;
+            Call::BroadcastEvidence(Box::new(evidence))
+        }
         _ => return Err(ResponseError::method_not_found(method)),
     };
     Ok(call)
@@ -287,6 +301,9 @@ pub fn uri_params(query: &str) -> Result<Value, ResponseError> {
                 Value::String(base64::engine::general_purpose::STANDARD.encode(uri_bytes(&raw)?))
             }
             "data" => Value::String(hex::encode(uri_bytes(&raw)?)),
+            // Evidence is JSON in the URI, as CometBFT's URI form takes it.
+            "evidence" => serde_json::from_str(&raw)
+                .map_err(|e| invalid(format!("evidence is not JSON: {e}")))?,
             _ => Value::String(
                 raw.strip_prefix('"')
                     .and_then(|r| r.strip_suffix('"'))

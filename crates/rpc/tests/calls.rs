@@ -148,3 +148,69 @@ fn arbitrary_bytes_never_panic() {
         }
     }
 }
+
+/// Evidence as `tendermint-rpc`'s client sends it to `broadcast_evidence`.
+fn client_evidence_request() -> (
+    String,
+    bulwark_types::tendermint_proto::v0_38::types::Evidence,
+) {
+    use bulwark_types::tendermint::{account, block, evidence, hash::Hash, vote, Signature, Time};
+    use tendermint_rpc::request::RequestMessage;
+    let vote = |byte: u8| vote::Vote {
+        vote_type: vote::Type::Precommit,
+        height: block::Height::from(5u32),
+        round: block::Round::default(),
+        block_id: Some(block::Id {
+            hash: Hash::Sha256([byte; 32]),
+            part_set_header: block::parts::Header::new(1, Hash::Sha256([byte; 32])).unwrap(),
+        }),
+        // Not the epoch: tendermint-proto reads a default timestamp back as none.
+        timestamp: Some(Time::from_unix_timestamp(1_700_000_000, 0).unwrap()),
+        validator_address: account::Id::new([7; 20]),
+        validator_index: vote::ValidatorIndex::try_from(2u32).unwrap(),
+        signature: Signature::new([byte; 64]).unwrap(),
+        extension: vec![],
+        extension_signature: None,
+    };
+    let e = evidence::Evidence::DuplicateVote(Box::new(
+        evidence::DuplicateVoteEvidence::new(vote(1), vote(2)).unwrap(),
+    ));
+    let request = tendermint_rpc::endpoint::evidence::Request::<
+        tendermint_rpc::dialect::v0_38::Dialect,
+    >::new(e.clone());
+    (request.into_json(), e.into())
+}
+
+#[test]
+fn evidence_arrives_as_the_tendermint_rpc_client_sends_it() {
+    let (body, expected) = client_evidence_request();
+    let request: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(request["method"], "broadcast_evidence");
+    let call = parse("broadcast_evidence", &request["params"]).unwrap();
+    assert_eq!(call, Call::BroadcastEvidence(Box::new(expected.clone())));
+    let by_position = parse(
+        "broadcast_evidence",
+        &json!([request["params"]["evidence"]]),
+    )
+    .unwrap();
+    assert_eq!(by_position, call);
+    let uri = format!(
+        "evidence={}",
+        serde_json::to_string(&request["params"]["evidence"]).unwrap()
+    );
+    assert_eq!(
+        parse("broadcast_evidence", &uri_params(&uri).unwrap()).unwrap(),
+        call
+    );
+    for bad in [
+        json!({}),
+        json!({"evidence": 5}),
+        json!({"evidence": {"type": "x"}}),
+    ] {
+        assert_eq!(
+            parse("broadcast_evidence", &bad).unwrap_err().code(),
+            Code::InvalidParams,
+            "{bad}"
+        );
+    }
+}

@@ -94,15 +94,23 @@ pub fn consensus_params_hash(params: &Params) -> Hash {
 /// `evidence_hash`: Merkle root over the protobuf encoding of each piece of evidence (the
 /// concrete evidence message, not the `Evidence` wrapper).
 pub fn evidence_hash(evidence: &[Evidence]) -> Hash {
-    let leaves: Vec<Vec<u8>> = evidence
-        .iter()
-        .map(|e| match pb::types::Evidence::from(e.clone()).sum {
-            Some(pb::types::evidence::Sum::DuplicateVoteEvidence(d)) => d.encode_to_vec(),
-            Some(pb::types::evidence::Sum::LightClientAttackEvidence(l)) => l.encode_to_vec(),
-            None => Vec::new(),
-        })
-        .collect();
+    let leaves: Vec<Vec<u8>> = evidence.iter().map(evidence_bytes).collect();
     merkle(&leaves)
+}
+
+/// One piece of evidence as CometBFT hashes it: the protobuf encoding of the concrete message.
+pub fn evidence_bytes(e: &Evidence) -> Vec<u8> {
+    match pb::types::Evidence::from(e.clone()).sum {
+        Some(pb::types::evidence::Sum::DuplicateVoteEvidence(d)) => d.encode_to_vec(),
+        Some(pb::types::evidence::Sum::LightClientAttackEvidence(l)) => l.encode_to_vec(),
+        None => Vec::new(),
+    }
+}
+
+/// `Evidence.Hash()` of CometBFT: SHA-256 of [`evidence_bytes`] (what `broadcast_evidence`
+/// answers).
+pub fn evidence_item_hash(e: &Evidence) -> Hash {
+    sha256(&evidence_bytes(e))
 }
 
 #[cfg(test)]
