@@ -32,10 +32,13 @@ pub enum Mutant {
     /// The node: evidence from peers and in blocks taken without checking its signatures
     /// (review H3).
     UncheckedEvidence,
+    /// The node: what is kept for relay is one list of the first messages of a height,
+    /// whatever they are, so spam crowds out honest votes (review M4; here 32 messages).
+    RelayFirstComeOnly,
 }
 
 /// Every planted bug, in the order `cargo xtask mutants` runs them.
-pub const MUTANTS: [Mutant; 10] = [
+pub const MUTANTS: [Mutant; 11] = [
     Mutant::IgnoreLock,
     Mutant::IgnoreLockWithPol,
     Mutant::MissingPolAsPresent,
@@ -46,6 +49,7 @@ pub const MUTANTS: [Mutant; 10] = [
     Mutant::AcceptAnyBlockTime,
     Mutant::AnyRoundProposal,
     Mutant::UncheckedEvidence,
+    Mutant::RelayFirstComeOnly,
 ];
 
 #[cfg(feature = "mutants")]

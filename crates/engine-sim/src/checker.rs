@@ -161,7 +161,12 @@ impl Bounds {
                 "blocks being assembled",
                 bulwark_node::proposal::MAX_PENDING_BLOCKS as u64,
             ),
-            ("messages remembered for peers", 10_000),
+            // Kept for relay by identity: two votes per validator, round (future ones
+            // included) and kind, a few proposals per round and the parts of their blocks.
+            (
+                "messages remembered for peers",
+                (rounds + 2) * (2 * 2 * n) + (4 * rounds + 8) * (1 + self.max_parts),
+            ),
             ("early messages", 4_096),
             // Every WAL record is an input the core admitted: per round a proposal, its parts,
             // a vote per validator and kind, three timeouts and a few certificates.

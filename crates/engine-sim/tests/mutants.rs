@@ -42,6 +42,11 @@ fn plan(m: Mutant) -> (Vec<(usize, usize, Behaviour, bool)>, bool) {
         // Round 2²⁴ costs about a second to a node that steps the proposer that far.
         Mutant::AnyRoundProposal => (vec![(4, 1, LargeRound, false)], false),
         Mutant::UncheckedEvidence => (vec![(4, 1, ForgedEvidence, false)], false),
+        // Future-round proposals and votes arrive first and fill the list.
+        Mutant::RelayFirstComeOnly => (
+            vec![(4, 1, ProposalFlood, true), (4, 1, Mixed, true)],
+            false,
+        ),
     }
 }
 

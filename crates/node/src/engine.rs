@@ -15,6 +15,7 @@ use crate::chain::{
 };
 use crate::handshake::{handshake, HandshakeError};
 use crate::proposal::{block_to_parts, Assembler, PartAdded};
+use crate::relay::Relay;
 use bulwark_app::{AppError, Application};
 use bulwark_consensus::{
     Action, Certificate as CoreCertificate, Config, Consensus, Event, Height as CHeight,
@@ -276,8 +277,8 @@ pub struct Engine {
     assembler: Assembler,
     /// Our own blocks of the current height, by round (built once, reused after a restart).
     own_blocks: HashMap<u32, Block>,
-    /// Messages of the current height we saw, for peers that missed them.
-    seen: Vec<Payload>,
+    /// Messages of the current height admitted, for peers that missed them.
+    relay: Relay,
     replaying: bool,
     /// The highest next-height a peer reported or a block-sync block showed.
     highest_peer_height: u64,
@@ -381,7 +382,7 @@ impl Engine {
             waiting: Vec::new(),
             assembler: Assembler::new(),
             own_blocks: HashMap::new(),
-            seen: Vec::new(),
+            relay: Relay::default(),
             replaying: false,
             highest_peer_height: 0,
             tx_outbox: Vec::new(),
@@ -466,7 +467,7 @@ impl Engine {
             waiting: self.waiting.len(),
             candidates: self.candidates.len(),
             assembling: self.assembler.len(),
-            seen: self.seen.len(),
+            seen: self.relay.len(),
             wal_records: self.wal.count_from(self.state.next_height()),
         }
     }
@@ -529,7 +530,7 @@ impl Engine {
         self.waiting.clear();
         self.assembler = Assembler::new();
         self.own_blocks = own_blocks;
-        self.seen.clear();
+        self.relay.clear();
         self.vote_blocks.clear();
         let event = Event::NewHeight {
             height: CHeight(self.state.next_height()),
@@ -639,6 +640,11 @@ impl Engine {
             }
             return Ok(vec![]);
         }
+        // A copy of a message kept for relay: the peer has it, and nothing else is to do (the
+        // core stored it already).
+        if self.relay.sent_by(peer, &payload) {
+            return Ok(vec![]);
+        }
         match payload {
             // Validators form a full mesh and every node gossips its clients' transactions to
             // all of its peers, so peer transactions are not relayed again.
@@ -667,8 +673,8 @@ impl Engine {
             // The driver handles introductions; nothing for consensus.
             Payload::Hello(_) => Ok(vec![]),
             Payload::DecidedBlock(d) => self.decided_block(*d),
-            Payload::Proposal(raw) => self.proposal(raw),
-            Payload::BlockPart(bp) => self.block_part(bp),
+            Payload::Proposal(raw) => self.proposal(peer, raw),
+            Payload::BlockPart(bp) => self.block_part(peer, bp),
             Payload::Vote(raw) => {
                 if u64::try_from(raw.height).ok() == Some(self.state.last_block_height)
                     && self.state.last_block_height >= self.state.initial_height
@@ -683,7 +689,7 @@ impl Engine {
                     envelope: Some(envelope(&Payload::Vote(raw.clone()))),
                     ..Default::default()
                 })?;
-                self.remember(Payload::Vote(raw));
+                self.relay.keep(Some(peer), Payload::Vote(raw));
                 self.drive(Event::Vote(Signed::new(core_vote, signature)))
             }
             Payload::Certificate(c) => self.certificate(c),
@@ -840,7 +846,11 @@ impl Engine {
     /// the current round's): a far-future round would cost a proposer computation per round
     /// stepped (review C3), and signed proposals for future rounds would crowd out the block
     /// being decided (H1). Past rounds stay admissible (a decision or a POL can need them).
-    fn proposal(&mut self, raw: pb::types::Proposal) -> Result<Vec<Output>, EngineError> {
+    fn proposal(
+        &mut self,
+        peer: PeerId,
+        raw: pb::types::Proposal,
+    ) -> Result<Vec<Output>, EngineError> {
         let height = self.state.next_height();
         if u64::try_from(raw.height).ok() != Some(height) {
             return Ok(vec![]);
@@ -918,7 +928,7 @@ impl Engine {
             envelope: Some(envelope(&Payload::Proposal(raw.clone()))),
             ..Default::default()
         })?;
-        self.remember(Payload::Proposal(raw));
+        self.relay.keep(Some(peer), Payload::Proposal(raw));
         let signed = Signed::new(core, pack_signature(timestamp, &signature));
         if let Some((_, _, validity)) = self.candidates.get(&core.value) {
             let validity = *validity;
@@ -951,7 +961,11 @@ impl Engine {
 
     /// A part of a proposed block: checked against the part set of each proposal of its round
     /// (an equivocating proposer may have announced several), logged only when new.
-    fn block_part(&mut self, bp: wire::BlockPart) -> Result<Vec<Output>, EngineError> {
+    fn block_part(
+        &mut self,
+        peer: PeerId,
+        bp: wire::BlockPart,
+    ) -> Result<Vec<Output>, EngineError> {
         if bp.height != self.state.next_height() {
             return Ok(vec![]);
         }
@@ -972,7 +986,7 @@ impl Engine {
                         envelope: Some(envelope(&Payload::BlockPart(bp.clone()))),
                         ..Default::default()
                     })?;
-                    self.remember(Payload::BlockPart(bp));
+                    self.relay.keep(Some(peer), Payload::BlockPart(bp));
                     return match added {
                         PartAdded::Complete(block) => self.block_arrived(*block),
                         _ => Ok(vec![]),
@@ -1155,12 +1169,6 @@ impl Engine {
         Some((core, pack_signature(v.timestamp?, v.signature.as_ref()?)))
     }
 
-    fn remember(&mut self, payload: Payload) {
-        if self.seen.len() < 10_000 && !self.seen.contains(&payload) {
-            self.seen.push(payload);
-        }
-    }
-
     fn block_arrived(&mut self, block: Block) -> Result<Vec<Output>, EngineError> {
         let (id, _) = block_id_of(&block)?;
         let checked = self
@@ -1228,9 +1236,9 @@ impl Engine {
             return Ok(vec![]);
         }
         let mut out: Vec<Output> = self
-            .seen
-            .iter()
-            .cloned()
+            .relay
+            .missing_for(peer)
+            .into_iter()
             .map(|p| Output::Send(peer, p))
             .collect();
         for c in self.core.certificates() {
@@ -1325,7 +1333,7 @@ impl Engine {
                     Action::Vote(v) => {
                         if let Some((payload, signed)) = self.sign_vote(v)? {
                             out.push(Output::Broadcast(payload.clone()));
-                            self.remember(payload.clone());
+                            self.relay.keep(None, payload.clone());
                             self.log(WalRecord {
                                 envelope: Some(envelope(&payload)),
                                 ..Default::default()
@@ -1452,7 +1460,7 @@ impl Engine {
                 })));
             }
         }
-        self.remember(payload.clone());
+        self.relay.keep(None, payload.clone());
         let (_, parts) = block_to_parts(&block).map_err(|e| BlockError::Encoding(e.to_string()))?;
         for part in parts {
             let bp = Payload::BlockPart(wire::BlockPart {
@@ -1460,7 +1468,7 @@ impl Engine {
                 round: p.round.0,
                 part: Some(part),
             });
-            self.remember(bp.clone());
+            self.relay.keep(None, bp.clone());
             out.push(Output::Broadcast(bp));
         }
         self.log(WalRecord {

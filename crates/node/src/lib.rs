@@ -8,3 +8,4 @@ pub mod chain;
 pub mod engine;
 pub mod handshake;
 pub mod proposal;
+pub mod relay;

@@ -1,0 +1,252 @@
+//! What a node re-sends to a peer that reports being stuck at its height (pull gossip, the only
+//! relay of other validators' messages): the admitted messages of the height in progress, kept
+//! under their identity rather than in one list, so the number a peer can make it keep is
+//! bounded by consensus itself (a vote slot per validator, round and kind; a few proposals per
+//! round; parts of the part sets those announce) and spam cannot crowd out an honest vote
+//! (review M4). Per peer it records what that peer sent, which it has and is not sent again.
+
+use crate::engine::PeerId;
+use bulwark_consensus::mutation::{self, Mutant};
+use bulwark_consensus::MAX_PROPOSALS_PER_ROUND;
+use bulwark_types::tendermint_proto::v0_38 as pb;
+use bulwark_wire::Payload;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// Distinct votes kept per validator, round and kind: its first, and a conflicting second (so
+/// every honest node sees an equivocation and can make the evidence).
+const VOTES_PER_SLOT: usize = 2;
+/// Bytes of block parts kept: about two of the largest blocks per round for a few rounds; parts
+/// beyond it are not relayed (a node that misses them catches up by block sync).
+pub const MAX_PART_BYTES: usize = 96 << 20;
+/// Peers whose messages are tracked in one height; a node that reconnects more often than this
+/// within a height is simply sent everything.
+const MAX_TRACKED_PEERS: usize = 64;
+
+/// What identifies a message: a re-delivery has the same key.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Key {
+    Proposal {
+        round: u32,
+        block: Vec<u8>,
+    },
+    Part {
+        round: u32,
+        index: u32,
+        leaf: Vec<u8>,
+    },
+    Vote {
+        round: u32,
+        kind: i32,
+        validator: u32,
+        block: Vec<u8>,
+    },
+}
+
+/// The key of a proposal, part or vote; none for other payloads.
+fn key_of(payload: &Payload) -> Option<Key> {
+    let block_hash = |id: &Option<pb::types::BlockId>| id.as_ref().map(|b| b.hash.clone());
+    match payload {
+        Payload::Proposal(p) => Some(Key::Proposal {
+            round: u32::try_from(p.round).ok()?,
+            block: block_hash(&p.block_id)?,
+        }),
+        Payload::BlockPart(bp) => {
+            let part = bp.part.as_ref()?;
+            Some(Key::Part {
+                round: bp.round,
+                index: part.index,
+                leaf: part.proof.as_ref().map(|p| p.leaf_hash.clone())?,
+            })
+        }
+        Payload::Vote(v) => Some(Key::Vote {
+            round: u32::try_from(v.round).ok()?,
+            kind: v.r#type,
+            validator: u32::try_from(v.validator_index).ok()?,
+            block: block_hash(&v.block_id).unwrap_or_default(),
+        }),
+        _ => None,
+    }
+}
+
+/// The admitted messages of the height in progress and what each peer has of them.
+#[derive(Debug, Default)]
+pub struct Relay {
+    messages: BTreeMap<Key, Payload>,
+    /// Distinct votes per (round, kind, validator).
+    votes_per_slot: HashMap<(u32, i32, u32), usize>,
+    proposals_per_round: HashMap<u32, usize>,
+    part_bytes: usize,
+    /// Per peer, the keys of kept messages it sent.
+    has: HashMap<PeerId, HashSet<Key>>,
+}
+
+impl Relay {
+    /// Forgets everything (a new height starts).
+    pub fn clear(&mut self) {
+        *self = Relay::default();
+    }
+
+    /// Messages kept.
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Keeps an admitted message (the caller checked it), from `from` (none for our own).
+    /// Returns whether it is kept.
+    pub fn keep(&mut self, from: Option<PeerId>, payload: Payload) -> bool {
+        let Some(key) = key_of(&payload) else {
+            return false;
+        };
+        if !self.messages.contains_key(&key) {
+            if mutation::active(Mutant::RelayFirstComeOnly) && self.messages.len() >= 32 {
+                return false;
+            }
+            let room = match &key {
+                Key::Vote {
+                    round,
+                    kind,
+                    validator,
+                    ..
+                } => {
+                    let n = self
+                        .votes_per_slot
+                        .entry((*round, *kind, *validator))
+                        .or_default();
+                    *n < VOTES_PER_SLOT && {
+                        *n += 1;
+                        true
+                    }
+                }
+                Key::Proposal { round, .. } => {
+                    let n = self.proposals_per_round.entry(*round).or_default();
+                    *n < MAX_PROPOSALS_PER_ROUND && {
+                        *n += 1;
+                        true
+                    }
+                }
+                Key::Part { .. } => {
+                    let size = payload.encoded_len();
+                    self.part_bytes + size <= MAX_PART_BYTES && {
+                        self.part_bytes += size;
+                        true
+                    }
+                }
+            };
+            if !room {
+                return false;
+            }
+            self.messages.insert(key.clone(), payload);
+        }
+        if let Some(peer) = from {
+            self.mark(peer, key);
+        }
+        true
+    }
+
+    fn mark(&mut self, peer: PeerId, key: Key) {
+        if self.has.len() < MAX_TRACKED_PEERS || self.has.contains_key(&peer) {
+            self.has.entry(peer).or_default().insert(key);
+        }
+    }
+
+    /// A message `peer` sent that is kept already, byte for byte: the peer has it. (No check
+    /// is needed: only an identical copy of a checked message counts.)
+    pub fn sent_by(&mut self, peer: PeerId, payload: &Payload) -> bool {
+        let Some(key) = key_of(payload) else {
+            return false;
+        };
+        if self.messages.get(&key) != Some(payload) {
+            return false;
+        }
+        self.mark(peer, key);
+        true
+    }
+
+    /// What `peer` is missing of the kept messages: proposals, then parts, then votes, each
+    /// by round.
+    pub fn missing_for(&self, peer: PeerId) -> Vec<Payload> {
+        let has = self.has.get(&peer);
+        self.messages
+            .iter()
+            .filter(|(k, _)| !has.is_some_and(|h| h.contains(*k)))
+            .map(|(_, p)| p.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vote(validator: i32, round: i32, block: u8) -> Payload {
+        Payload::Vote(pb::types::Vote {
+            r#type: pb::types::SignedMsgType::Precommit as i32,
+            height: 5,
+            round,
+            block_id: Some(pb::types::BlockId {
+                hash: vec![block; 32],
+                part_set_header: None,
+            }),
+            validator_index: validator,
+            signature: vec![block; 64],
+            ..Default::default()
+        })
+    }
+
+    fn proposal(round: i32, block: u32) -> Payload {
+        Payload::Proposal(pb::types::Proposal {
+            height: 5,
+            round,
+            block_id: Some(pb::types::BlockId {
+                hash: block.to_be_bytes().repeat(8),
+                part_set_header: None,
+            }),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn spam_fills_only_its_own_slots_and_every_honest_vote_is_still_relayed() {
+        let mut relay = Relay::default();
+        let spammer = 1;
+        for i in 0..10_001u32 {
+            relay.keep(Some(spammer), proposal(1, i));
+            relay.keep(Some(spammer), vote(3, 0, (i % 251) as u8));
+        }
+        assert_eq!(relay.len(), MAX_PROPOSALS_PER_ROUND + VOTES_PER_SLOT);
+        for validator in 0..3 {
+            assert!(relay.keep(Some(2), vote(validator, 0, 9)));
+        }
+        let sent = relay.missing_for(3);
+        for validator in 0..3 {
+            assert!(
+                sent.contains(&vote(validator, 0, 9)),
+                "validator {validator}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_peer_is_not_sent_what_it_sent_and_only_an_identical_copy_counts() {
+        let mut relay = Relay::default();
+        relay.keep(Some(7), vote(0, 0, 1));
+        relay.keep(None, vote(1, 0, 1));
+        assert_eq!(relay.missing_for(7), vec![vote(1, 0, 1)]);
+        assert_eq!(relay.missing_for(8).len(), 2);
+        let Payload::Vote(mut altered) = vote(1, 0, 1) else {
+            unreachable!()
+        };
+        altered.signature[0] ^= 1;
+        assert!(!relay.sent_by(8, &Payload::Vote(altered)));
+        assert_eq!(relay.missing_for(8).len(), 2);
+        assert!(relay.sent_by(8, &vote(1, 0, 1)));
+        assert_eq!(relay.missing_for(8), vec![vote(0, 0, 1)]);
+        relay.clear();
+        assert!(relay.is_empty() && relay.missing_for(8).is_empty());
+    }
+}
