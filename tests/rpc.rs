@@ -1,21 +1,18 @@
 //! JSON-RPC as clients use it: four real `bulwark` processes, driven and read only through
 //! `tendermint-rpc`'s own HTTP client (CompatMode v0.38). The chain they commit, with
 //! transactions, is fetched height by height over RPC and verified from genesis by
-//! `tendermint-light-client-verifier` (ProdVerifier). Malformed requests get JSON-RPC errors
+//! `tendermint-light-client-verifier` (ProdVerifier, through `shared/commits.rs`). Malformed requests get JSON-RPC errors
 //! and the network keeps committing.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use bulwark_types::tendermint::block::Height;
-use bulwark_types::tendermint::validator::Set;
+#[path = "shared/commits.rs"]
+mod commits;
+
+use commits::ChainVerifier;
 use harness::ports::testnet_block;
 use harness::process::{fast_testnet, rpc_url, start, wait_for, Node};
 use std::io::{Read, Write};
 use std::time::Duration;
-use tendermint_light_client_verifier::options::Options;
-use tendermint_light_client_verifier::types::{
-    TrustThreshold, TrustedBlockState, UntrustedBlockState,
-};
-use tendermint_light_client_verifier::{ProdVerifier, Verdict, Verifier};
 use tendermint_rpc::client::CompatMode;
 use tendermint_rpc::{Client, HttpClient, Paging};
 
@@ -95,14 +92,6 @@ fn error_code(v: &serde_json::Value) -> i64 {
     v["error"]["code"].as_i64().unwrap_or(0)
 }
 
-fn options() -> Options {
-    Options {
-        trust_threshold: TrustThreshold::TWO_THIRDS,
-        trusting_period: Duration::from_secs(3600),
-        clock_drift: Duration::from_secs(10),
-    }
-}
-
 #[test]
 fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -176,53 +165,22 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
         // The light client: trust genesis, then verify every height from what RPC serves.
         let c = &clients[3];
         let genesis = c.genesis::<serde_json::Value>().await.unwrap();
-        // Trust comes from genesis alone: its validators sign height 1.
-        let mut trusted_next = Set::without_proposer(genesis.validators.clone());
-        let mut trusted_next_hash = trusted_next.hash();
-        let mut trusted_height = Height::try_from(0u64).unwrap();
-        // Block 1 is dated at genesis time exactly (BFT time), so the trusted time before it is
-        // just earlier.
-        let mut trusted_time = genesis
-            .genesis_time
-            .checked_sub(Duration::from_secs(1))
-            .unwrap();
-        assert_eq!(trusted_next.validators().len(), 4);
+        let mut verifier = ChainVerifier::from_genesis(&genesis);
+        assert_eq!(genesis.validators.len(), 4);
         let mut txs_seen = 0usize;
         for h in 1..=HEIGHTS {
             let signed = c.commit(h as u32).await.unwrap().signed_header;
-            let validators = Set::without_proposer(
-                c.validators(h as u32, Paging::All)
-                    .await
-                    .unwrap()
-                    .validators,
-            );
-            let next = Set::without_proposer(
-                c.validators(h as u32 + 1, Paging::All)
-                    .await
-                    .unwrap()
-                    .validators,
-            );
-            let verdict = ProdVerifier::default().verify_update_header(
-                UntrustedBlockState {
-                    signed_header: &signed,
-                    validators: &validators,
-                    next_validators: Some(&next),
-                },
-                TrustedBlockState {
-                    chain_id: &genesis.chain_id,
-                    header_time: trusted_time,
-                    height: trusted_height,
-                    next_validators: &trusted_next,
-                    next_validators_hash: trusted_next_hash,
-                },
-                &options(),
-                signed
-                    .header
-                    .time
-                    .checked_add(Duration::from_secs(1))
-                    .unwrap(),
-            );
-            assert_eq!(verdict, Verdict::Success, "height {h}");
+            let validators = c
+                .validators(h as u32, Paging::All)
+                .await
+                .unwrap()
+                .validators;
+            let next = c
+                .validators(h as u32 + 1, Paging::All)
+                .await
+                .unwrap()
+                .validators;
+            verifier.verify_next(&signed, validators, next).unwrap();
             // The block's contents match the verified header.
             let block = c.block(h as u32).await.unwrap();
             assert_eq!(block.block.header, signed.header, "height {h}");
@@ -232,10 +190,6 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
             assert_eq!(tx_results.len(), block.block.data.len(), "height {h}");
             assert!(tx_results.iter().all(|r| r.code.is_ok()));
             txs_seen += block.block.data.len();
-            trusted_height = signed.header.height;
-            trusted_time = signed.header.time;
-            trusted_next_hash = signed.header.next_validators_hash;
-            trusted_next = next;
         }
         assert!(
             txs_seen >= sent.len(),

@@ -1,7 +1,9 @@
 //! `bulwark-byzantine <behaviour> <home> <bulwark>`: runs the validator of `home` with the real
 //! driver, sockets and stores, and `bulwark-adversary`'s behaviour between its engine and its
 //! peers, measured (under the simulated PSP) as the genuine `bulwark` binary given.
-//! Only the end-to-end tests start it; the measured image holds the `bulwark` binary alone.
+//! Every proposal it sends is logged (`bulwark-byzantine: sends proposal height= round= parts=`)
+//! so a test can see its behaviour played. Only the end-to-end tests start it; the measured
+//! image holds the `bulwark` binary alone.
 
 use bulwark::home::Home;
 use bulwark::run::{start_interposed, Dests, Interposer};
@@ -21,6 +23,21 @@ struct Byzantine {
 impl Byzantine {
     fn dests(&self, out: Vec<(Dest, Payload)>) -> Vec<(Dests, Payload)> {
         out.into_iter()
+            .inspect(|(_, p)| {
+                // What it proposes, for the tests to see the behaviour played (an oversized
+                // block is a part set above block.max_bytes).
+                if let Payload::Proposal(p) = p {
+                    eprintln!(
+                        "bulwark-byzantine: sends proposal height={} round={} parts={}",
+                        p.height,
+                        p.round,
+                        p.block_id
+                            .as_ref()
+                            .and_then(|b| b.part_set_header.as_ref())
+                            .map_or(0, |h| h.total)
+                    );
+                }
+            })
             .map(|(dest, p)| match dest {
                 Dest::All => (None, p),
                 Dest::Some(validators) => (
