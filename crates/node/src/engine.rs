@@ -301,11 +301,15 @@ pub struct Engine {
     /// The block ids of this height's verified votes, by value id: a double vote for a block
     /// this node never saw still becomes evidence naming that block.
     vote_blocks: HashMap<ValueId, block::Id>,
+    /// How many of them each validator (set index) added: one validator cannot fill them.
+    vote_blocks_by: HashMap<u32, usize>,
 }
 
 /// Most block ids of verified votes remembered at one height (each validator can vote for a
 /// few blocks per round, over a bounded number of rounds).
 const MAX_VOTE_BLOCKS: usize = 4096;
+/// Most of them one validator adds: two per round for a long multi-round height.
+const MAX_VOTE_BLOCKS_PER_VALIDATOR: usize = 64;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -394,6 +398,7 @@ impl Engine {
             evidence: Pool::new(),
             evidence_log: EvidenceLog::open(store)?,
             vote_blocks: HashMap::new(),
+            vote_blocks_by: HashMap::new(),
         };
         for e in engine.evidence_log.all()? {
             engine
@@ -532,6 +537,7 @@ impl Engine {
         self.own_blocks = own_blocks;
         self.relay.clear();
         self.vote_blocks.clear();
+        self.vote_blocks_by.clear();
         let event = Event::NewHeight {
             height: CHeight(self.state.next_height()),
             validators: self.state.validators.clone(),
@@ -1162,8 +1168,13 @@ impl Engine {
         }
         verify_vote(&info.pub_key, &v, &self.state.chain_id).ok()?;
         if let (Some(value), Some(id)) = (core.value, v.block_id) {
-            if self.vote_blocks.len() < MAX_VOTE_BLOCKS {
-                self.vote_blocks.entry(value).or_insert(id);
+            let added = self.vote_blocks_by.entry(index).or_default();
+            if self.vote_blocks.len() < MAX_VOTE_BLOCKS
+                && *added < MAX_VOTE_BLOCKS_PER_VALIDATOR
+                && !self.vote_blocks.contains_key(&value)
+            {
+                *added += 1;
+                self.vote_blocks.insert(value, id);
             }
         }
         Some((core, pack_signature(v.timestamp?, v.signature.as_ref()?)))
