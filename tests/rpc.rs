@@ -18,30 +18,37 @@ use tendermint_rpc::{Client, HttpClient, Paging};
 
 const HEIGHTS: u64 = 30;
 
-/// Duplicate-vote evidence naming this node's validator at height 2, with signatures nobody
+/// Duplicate-vote evidence against `address`, validator `index` at height 2 whose block is
+/// dated `time`, in a set of 4 × 10, right in every field but its signatures, which nobody
 /// made.
 fn unsigned_evidence(
-    status: &tendermint_rpc::endpoint::status::Response,
+    address: bulwark_types::tendermint::account::Id,
+    index: u32,
+    time: bulwark_types::tendermint::Time,
 ) -> bulwark_types::tendermint::evidence::Evidence {
     use bulwark_types::tendermint::{block, evidence, hash::Hash, vote, Signature};
     let vote = |byte: u8| vote::Vote {
         vote_type: vote::Type::Precommit,
-        height: Height::from(2u32),
+        height: block::Height::from(2u32),
         round: block::Round::default(),
         block_id: Some(block::Id {
             hash: Hash::Sha256([byte; 32]),
             part_set_header: block::parts::Header::new(1, Hash::Sha256([byte; 32])).unwrap(),
         }),
-        timestamp: Some(status.sync_info.latest_block_time),
-        validator_address: status.validator_info.address,
-        validator_index: vote::ValidatorIndex::try_from(0u32).unwrap(),
+        timestamp: Some(time),
+        validator_address: address,
+        validator_index: vote::ValidatorIndex::try_from(index).unwrap(),
         signature: Signature::new([byte; 64]).unwrap(),
         extension: vec![],
         extension_signature: None,
     };
-    evidence::Evidence::DuplicateVote(Box::new(
-        evidence::DuplicateVoteEvidence::new(vote(1), vote(2)).unwrap(),
-    ))
+    evidence::Evidence::DuplicateVote(Box::new(evidence::DuplicateVoteEvidence {
+        vote_a: vote(1),
+        vote_b: vote(2),
+        total_voting_power: 40u32.into(),
+        validator_power: 10u32.into(),
+        timestamp: time,
+    }))
 }
 
 fn client(url: &str) -> HttpClient {
@@ -225,9 +232,18 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
         // Asking beyond the chain is an error, not a hang.
         assert!(c.block(1_000_000u32).await.is_err());
         // Evidence whose votes no validator signed is refused with the failed check.
-        let refused = c.broadcast_evidence(unsigned_evidence(&status)).await;
+        let time = c.block(2u32).await.unwrap().block.header.time;
+        let set = c.validators(2u32, Paging::All).await.unwrap().validators;
+        let address = status.validator_info.address;
+        let index = set.iter().position(|v| v.address == address).unwrap() as u32;
+        let refused = c
+            .broadcast_evidence(unsigned_evidence(address, index, time))
+            .await;
         let message = format!("{:?}", refused.unwrap_err());
-        assert!(message.contains("evidence refused"), "{message}");
+        assert!(
+            message.contains("evidence refused: vote A's signature does not verify"),
+            "{message}"
+        );
     });
 
     // The GET URI form, and what the client library does not cover.

@@ -381,6 +381,11 @@ impl Pool {
         self.is_committed(digest) || self.pending.contains_key(digest)
     }
 
+    /// The pending piece of this offence.
+    pub fn pending_piece(&self, digest: &[u8; 32]) -> Option<&Evidence> {
+        self.pending.get(digest)
+    }
+
     /// Evidence of `height` and `time` committed before a restart (from the node's log).
     pub fn remember_committed(&mut self, digest: [u8; 32], height: u64, time: Time) {
         self.committed.insert(digest, (height, time));

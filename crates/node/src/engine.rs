@@ -726,31 +726,53 @@ impl Engine {
     }
 
     /// Evidence a client submits (`broadcast_evidence`): checked as a peer's is, kept for a
-    /// block and sent to every peer. Returns CometBFT's hash of it; evidence already pending
-    /// is accepted again without a second broadcast, as CometBFT does.
+    /// block and sent to every peer. Returns CometBFT's hash of it. An offence already pending
+    /// is answered with the pending piece's hash and not sent again, whatever variant of it
+    /// was submitted.
     pub fn submit_evidence(
         &mut self,
         raw: pb::types::Evidence,
     ) -> Result<(bulwark_types::tendermint::Hash, Vec<Output>), EvidenceError> {
         let e = Evidence::try_from(raw).map_err(|err| EvidenceError::Malformed(err.to_string()))?;
-        let hash = bulwark_types::hashes::evidence_item_hash(&e);
         let offence = bulwark_evidence::digest(&e);
         if self.evidence.is_committed(&offence) {
             return Err(EvidenceError::AlreadyCommitted);
         }
-        if self.evidence.knows(&offence) {
-            return Ok((hash, vec![]));
+        if let Some(pending) = self.evidence.pending_piece(&offence) {
+            return Ok((self.cometbft_hash(pending)?, vec![]));
         }
         if self.evidence.is_full() {
             return Err(EvidenceError::PoolFull);
         }
         self.check_evidence(&e)?;
+        let hash = self.cometbft_hash(&e)?;
         tracing::warn!("evidence submitted over RPC: {}", evidence_summary(&e));
         self.evidence.add(e.clone());
         Ok((
             hash,
             vec![Output::Broadcast(Payload::Evidence(Box::new(e.into())))],
         ))
+    }
+
+    /// CometBFT's hash of verified evidence, with the voter's power in the set of its height.
+    fn cometbft_hash(
+        &self,
+        e: &Evidence,
+    ) -> Result<bulwark_types::tendermint::Hash, EvidenceError> {
+        let Evidence::DuplicateVote(d) = e else {
+            return Err(EvidenceError::Unsupported);
+        };
+        let height = d.vote_a.height.value();
+        let at = self
+            .state_at(height)
+            .ok_or(EvidenceError::NotCommitted(height))?;
+        let power = bulwark_evidence::misbehavior(e, &at.last_validator_infos)
+            .map(|m| m.validator.power)
+            .ok_or(EvidenceError::UnknownValidator {
+                index: d.vote_a.validator_index.value(),
+                height,
+            })?;
+        Ok(bulwark_types::hashes::duplicate_vote_hash(d, power.value()))
     }
 
     /// What evidence of `height` is checked against, from the state stored after that block.
@@ -988,6 +1010,20 @@ impl Engine {
             match self.assembler.add(&header, &part) {
                 Ok(PartAdded::Duplicate) => return Ok(vec![]),
                 Ok(added) => {
+                    // Logged and relayed in the proposer's form: nothing the Merkle check does
+                    // not read (the proof's leaf hash, total, index) travels on, so a peer
+                    // cannot pad a part it forwards.
+                    let mut part = part;
+                    part.proof = part.proof.map(|proof| pb::crypto::Proof {
+                        total: i64::from(header.total),
+                        index: i64::from(part.index),
+                        leaf_hash: Vec::new(),
+                        aunts: proof.aunts,
+                    });
+                    let bp = wire::BlockPart {
+                        part: Some(part),
+                        ..bp
+                    };
                     self.log(WalRecord {
                         envelope: Some(envelope(&Payload::BlockPart(bp.clone()))),
                         ..Default::default()
@@ -1140,6 +1176,11 @@ impl Engine {
         admit: bool,
     ) -> Option<(CoreVote, bulwark_consensus::Signature)> {
         if u64::try_from(raw.height).ok()? != self.state.next_height() {
+            return None;
+        }
+        // This chain enables no vote extensions, and a vote's signature does not cover them:
+        // a vote carrying one is padding a peer could add at will (review M2 of the relay).
+        if !raw.extension.is_empty() || !raw.extension_signature.is_empty() {
             return None;
         }
         let v = vote::Vote::try_from(raw.clone()).ok()?;

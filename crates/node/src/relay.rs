@@ -10,13 +10,16 @@ use bulwark_consensus::mutation::{self, Mutant};
 use bulwark_consensus::MAX_PROPOSALS_PER_ROUND;
 use bulwark_types::tendermint_proto::v0_38 as pb;
 use bulwark_wire::Payload;
+use prost::Message;
+use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Distinct votes kept per validator, round and kind: its first, and a conflicting second (so
 /// every honest node sees an equivocation and can make the evidence).
 const VOTES_PER_SLOT: usize = 2;
-/// Bytes of block parts kept: about two of the largest blocks per round for a few rounds; parts
-/// beyond it are not relayed (a node that misses them catches up by block sync).
+/// Bytes of peers' block parts kept; beyond it the parts of the oldest round go first (a block
+/// of an older round that is proposed again travels again, in the new round). This node's own
+/// parts are always kept.
 pub const MAX_PART_BYTES: usize = 96 << 20;
 /// Peers whose messages are tracked in one height; a node that reconnects more often than this
 /// within a height is simply sent everything.
@@ -27,42 +30,47 @@ const MAX_TRACKED_PEERS: usize = 64;
 enum Key {
     Proposal {
         round: u32,
-        block: Vec<u8>,
+        block: [u8; 32],
     },
     Part {
         round: u32,
         index: u32,
-        leaf: Vec<u8>,
+        bytes: [u8; 32],
     },
     Vote {
         round: u32,
         kind: i32,
         validator: u32,
-        block: Vec<u8>,
+        block: [u8; 32],
     },
 }
 
 /// The key of a proposal, part or vote; none for other payloads.
 fn key_of(payload: &Payload) -> Option<Key> {
-    let block_hash = |id: &Option<pb::types::BlockId>| id.as_ref().map(|b| b.hash.clone());
+    // The whole block id (hash and part-set header), so an equivocation between two part sets
+    // of one block is two messages.
+    let block = |id: &Option<pb::types::BlockId>| -> [u8; 32] {
+        id.as_ref()
+            .map_or([0; 32], |b| Sha256::digest(b.encode_to_vec()).into())
+    };
     match payload {
         Payload::Proposal(p) => Some(Key::Proposal {
             round: u32::try_from(p.round).ok()?,
-            block: block_hash(&p.block_id)?,
+            block: block(&p.block_id),
         }),
         Payload::BlockPart(bp) => {
             let part = bp.part.as_ref()?;
             Some(Key::Part {
                 round: bp.round,
                 index: part.index,
-                leaf: part.proof.as_ref().map(|p| p.leaf_hash.clone())?,
+                bytes: Sha256::digest(&part.bytes).into(),
             })
         }
         Payload::Vote(v) => Some(Key::Vote {
             round: u32::try_from(v.round).ok()?,
             kind: v.r#type,
             validator: u32::try_from(v.validator_index).ok()?,
-            block: block_hash(&v.block_id).unwrap_or_default(),
+            block: block(&v.block_id),
         }),
         _ => None,
     }
@@ -129,12 +137,10 @@ impl Relay {
                         true
                     }
                 }
-                Key::Part { .. } => {
+                Key::Part { round, .. } => {
                     let size = payload.encoded_len();
-                    self.part_bytes + size <= MAX_PART_BYTES && {
-                        self.part_bytes += size;
-                        true
-                    }
+                    let round = *round;
+                    self.make_room_for_part(round, size, from.is_none())
                 }
             };
             if !room {
@@ -146,6 +152,37 @@ impl Relay {
             self.mark(peer, key);
         }
         true
+    }
+
+    /// Room for a part of `size` bytes in `round`: the parts of older rounds go first; a
+    /// peer's part that still does not fit is not kept, our own always is.
+    fn make_room_for_part(&mut self, round: u32, size: usize, own: bool) -> bool {
+        while self.part_bytes + size > MAX_PART_BYTES {
+            let oldest = self.messages.keys().find_map(|k| match k {
+                Key::Part { round: r, .. } if *r < round => Some(*r),
+                _ => None,
+            });
+            let Some(oldest) = oldest else { break };
+            let evicted: Vec<Key> = self
+                .messages
+                .keys()
+                .filter(|k| matches!(k, Key::Part { round: r, .. } if *r == oldest))
+                .cloned()
+                .collect();
+            for key in evicted {
+                if let Some(p) = self.messages.remove(&key) {
+                    self.part_bytes -= p.encoded_len();
+                }
+                for has in self.has.values_mut() {
+                    has.remove(&key);
+                }
+            }
+        }
+        let fits = own || self.part_bytes + size <= MAX_PART_BYTES;
+        if fits {
+            self.part_bytes += size;
+        }
+        fits
     }
 
     fn mark(&mut self, peer: PeerId, key: Key) {
@@ -248,5 +285,46 @@ mod tests {
         assert_eq!(relay.missing_for(8), vec![vote(0, 0, 1)]);
         relay.clear();
         assert!(relay.is_empty() && relay.missing_for(8).is_empty());
+    }
+}
+
+#[cfg(test)]
+mod part_tests {
+    use super::*;
+    use bulwark_wire as wire;
+
+    fn part(round: u32, index: u32) -> Payload {
+        let mut bytes = vec![0u8; 64 << 10];
+        bytes[..4].copy_from_slice(&index.to_be_bytes());
+        bytes[4..8].copy_from_slice(&round.to_be_bytes());
+        Payload::BlockPart(wire::BlockPart {
+            height: 5,
+            round,
+            part: Some(pb::types::Part {
+                index,
+                bytes,
+                proof: Some(pb::crypto::Proof::default()),
+            }),
+        })
+    }
+
+    #[test]
+    fn peers_parts_are_capped_a_newer_round_evicts_the_oldest_and_our_own_always_fit() {
+        let mut relay = Relay::default();
+        let fit = MAX_PART_BYTES / part(0, 0).encoded_len();
+        let kept = (0..fit as u32 + 50)
+            .filter(|i| relay.keep(Some(1), part(0, *i)))
+            .count();
+        assert_eq!(kept, fit, "a peer fills at most the cap");
+        assert!(
+            relay.keep(None, part(0, 99_999)),
+            "our own part is kept anyway"
+        );
+        // A part of the next round pushes the older round out.
+        assert!(relay.keep(Some(2), part(1, 0)));
+        assert!(relay.part_bytes <= MAX_PART_BYTES);
+        let sent = relay.missing_for(3);
+        assert!(sent.contains(&part(1, 0)));
+        assert!(!sent.contains(&part(0, 0)));
     }
 }

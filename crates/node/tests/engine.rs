@@ -372,6 +372,7 @@ fn double_sign(
     net: &Net,
     index: usize,
     height: u64,
+    blocks: (u8, u8),
 ) -> bulwark_types::tendermint::evidence::Evidence {
     use bulwark_types::tendermint::{block, hash::Hash, vote};
     let engine = net.slots[0].engine.as_ref().unwrap();
@@ -407,8 +408,8 @@ fn double_sign(
         v
     };
     bulwark_evidence::duplicate_vote(
-        vote(1),
-        vote(2),
+        vote(blocks.0),
+        vote(blocks.1),
         bulwark_evidence::AtHeight {
             chain_id: &state.chain_id,
             validators: &state.last_validator_infos,
@@ -424,7 +425,7 @@ fn evidence_submitted_to_one_node_reaches_a_block_every_node_commits() {
     use bulwark_types::tendermint_proto::v0_38 as pb;
     let mut net = Net::new();
     net.run_until(3, 200_000);
-    let evidence = double_sign(&net, 1, 2);
+    let evidence = double_sign(&net, 1, 2, (1, 2));
     let raw = pb::types::Evidence::from(evidence.clone());
 
     // Tampered: refused with the reason, nothing sent.
@@ -443,7 +444,15 @@ fn evidence_submitted_to_one_node_reaches_a_block_every_node_commits() {
     ));
 
     let (hash, out) = engine.submit_evidence(raw.clone()).unwrap();
-    assert_eq!(hash, bulwark_types::hashes::evidence_item_hash(&evidence));
+    // CometBFT's DuplicateVoteEvidence.Hash(): SHA-256 of the message with the voter's power
+    // (10 of 40), built here from the protobuf types alone.
+    let Some(pb::types::evidence::Sum::DuplicateVoteEvidence(mut message)) = raw.sum.clone() else {
+        unreachable!()
+    };
+    message.validator_power = 10;
+    message.total_voting_power = 40;
+    let expected = bulwark_types::hashes::sha256(&message.encode_to_vec());
+    assert_eq!(hash, expected);
     assert!(
         out.iter()
             .any(|o| matches!(o, Output::Broadcast(bulwark_wire::Payload::Evidence(_)))),
@@ -452,6 +461,11 @@ fn evidence_submitted_to_one_node_reaches_a_block_every_node_commits() {
     // Pending already: the same answer, no second broadcast.
     let (again, out_again) = engine.submit_evidence(raw.clone()).unwrap();
     assert_eq!((again, out_again.len()), (hash, 0));
+    // Another pair of votes for the same offence: answered with the pending piece's hash.
+    let variant = pb::types::Evidence::from(double_sign(&net, 1, 2, (3, 4)));
+    let engine = net.slots[3].engine.as_mut().unwrap();
+    let (pending, out_variant) = engine.submit_evidence(variant).unwrap();
+    assert_eq!((pending, out_variant.len()), (hash, 0));
     net.route(3, out);
 
     net.run_until(12, 400_000);

@@ -8,7 +8,7 @@ use prost::Message;
 use sha2::{Digest, Sha256};
 use tendermint::block::{Commit, CommitSig};
 use tendermint::consensus::Params;
-use tendermint::evidence::Evidence;
+use tendermint::evidence::{DuplicateVoteEvidence, Evidence};
 use tendermint::merkle::simple_hash_from_byte_vectors;
 use tendermint::Hash;
 use tendermint_proto::v0_38 as pb;
@@ -107,10 +107,18 @@ pub fn evidence_bytes(e: &Evidence) -> Vec<u8> {
     }
 }
 
-/// `Evidence.Hash()` of CometBFT: SHA-256 of [`evidence_bytes`] (what `broadcast_evidence`
-/// answers).
-pub fn evidence_item_hash(e: &Evidence) -> Hash {
-    sha256(&evidence_bytes(e))
+/// `DuplicateVoteEvidence.Hash()` of CometBFT (what `broadcast_evidence` answers): SHA-256 of
+/// its protobuf form with the voter's real power, which the caller takes from the set of the
+/// evidence height (tendermint-rs 0.41's conversion writes the total power there instead).
+pub fn duplicate_vote_hash(d: &DuplicateVoteEvidence, validator_power: u64) -> Hash {
+    let raw = pb::types::DuplicateVoteEvidence {
+        vote_a: Some(d.vote_a.clone().into()),
+        vote_b: Some(d.vote_b.clone().into()),
+        total_voting_power: i64::try_from(d.total_voting_power.value()).unwrap_or(i64::MAX),
+        validator_power: i64::try_from(validator_power).unwrap_or(i64::MAX),
+        timestamp: Some(d.timestamp.into()),
+    };
+    sha256(&raw.encode_to_vec())
 }
 
 #[cfg(test)]
