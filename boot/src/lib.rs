@@ -239,6 +239,7 @@ mod tests {
     #[test]
     fn only_contained_threads_keep_the_vm_up_on_a_panic() {
         assert!(panic_is_contained(Some("contained-p2p")));
+        assert!(panic_is_contained(Some("contained-rpc")));
         assert!(!panic_is_contained(Some("main")));
         assert!(!panic_is_contained(Some("tokio-runtime-worker")));
         assert!(!panic_is_contained(None));

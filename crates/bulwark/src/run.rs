@@ -27,7 +27,6 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -344,16 +343,16 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     };
     let listener = std::net::TcpListener::bind(home.config.p2p.laddr)?;
     listener.set_nonblocking(true)?;
-    let rpc_listener = TcpListener::bind(home.config.rpc.laddr).await?;
+    let rpc_listener = std::net::TcpListener::bind(home.config.rpc.laddr)?;
     let (rpc_tx, mut rpc_calls) = mpsc::channel::<RpcRequest>(1024);
-    tokio::spawn(bulwark_rpc::serve(
+    bulwark_rpc::spawn_serve(
         rpc_listener,
         rpc_tx,
         RpcLimits {
             max_body_bytes: home.config.rpc.max_body_bytes,
             ..RpcLimits::default()
         },
-    ));
+    )?;
     spawn_listener(listener, transport.handle(), link.clone());
     // Keep one outbound connection to every persistent peer, reconnecting when it drops.
     for peer in home.config.p2p.persistent_peers.clone() {

@@ -220,6 +220,7 @@ impl EdgeHandle {
     }
 
     fn admit_at(&self, source: IpAddr, now: Instant) -> Result<OwnedSemaphorePermit, Refusal> {
+        let source = rate_source(source);
         let state = &self.state;
         let l = &state.limits;
         let counters = &state.counters;
@@ -266,6 +267,22 @@ impl EdgeHandle {
     }
 }
 
+/// Whose rate a connection counts against: an IPv4 address (an IPv4-mapped IPv6 address is
+/// that IPv4 address), or an IPv6 /64, the smallest block a host is usually given, so one host
+/// cannot mint itself 2⁶⁴ fresh buckets.
+pub fn rate_source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,6 +315,32 @@ mod tests {
             h.admit_at(a, t0 + Duration::from_millis(500)).unwrap_err(),
             Refusal::SourceRate
         );
+    }
+
+    #[test]
+    fn an_ipv6_host_is_one_source_per_64_however_many_addresses_it_uses() {
+        let e = edge(EdgeLimits {
+            per_ip_rate: 0.001,
+            per_ip_burst: 2.0,
+            ..EdgeLimits::default()
+        });
+        let h = e.handle();
+        let t0 = Instant::now();
+        let v6 = |bits: u128| IpAddr::V6(std::net::Ipv6Addr::from(bits));
+        let host = |low: u64| v6((0x2001_0db8_0000_0001u128 << 64) | u128::from(low));
+        let mut held = vec![
+            h.admit_at(host(1), t0).unwrap(),
+            h.admit_at(host(2), t0).unwrap(),
+        ];
+        assert_eq!(h.admit_at(host(3), t0).unwrap_err(), Refusal::SourceRate);
+        // The next /64 is another source.
+        held.push(h.admit_at(v6(0x2001_0db8_0000_0002u128 << 64), t0).unwrap());
+        // An IPv4-mapped address is its IPv4 address.
+        let v4: IpAddr = [192, 0, 2, 7].into();
+        held.push(h.admit_at(v4, t0).unwrap());
+        held.push(h.admit_at("::ffff:192.0.2.7".parse().unwrap(), t0).unwrap());
+        assert_eq!(h.admit_at(v4, t0).unwrap_err(), Refusal::SourceRate);
+        assert_eq!(rate_source(host(9)), rate_source(host(u64::MAX)));
     }
 
     #[test]

@@ -261,3 +261,29 @@ pub async fn serve(listener: TcpListener, engine: mpsc::Sender<RpcRequest>, limi
         });
     }
 }
+
+/// The name of the RPC server's thread: under the `contained-` prefix, so a panic in a
+/// connection task (which tokio confines to that task) does not make PID 1 power the
+/// validator off; it closes that connection only.
+pub const RPC_THREAD: &str = "contained-rpc";
+
+/// Serves JSON-RPC on `listener` from a thread of its own ([`RPC_THREAD`]) with its own
+/// runtime, so parsing requests and writing answers never take the engine's thread; the
+/// answers are still the engine's, between its inputs.
+pub fn spawn_serve(
+    listener: std::net::TcpListener,
+    engine: mpsc::Sender<RpcRequest>,
+    limits: RpcLimits,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = {
+        let _in_runtime = runtime.enter();
+        TcpListener::from_std(listener)?
+    };
+    std::thread::Builder::new()
+        .name(RPC_THREAD.into())
+        .spawn(move || runtime.block_on(serve(listener, engine, limits)))
+}
