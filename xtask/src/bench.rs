@@ -19,7 +19,7 @@ pub struct BenchArgs {
     /// Print only; do not rewrite docs/BENCHMARKS.md.
     #[arg(long)]
     pub no_write: bool,
-    /// Run only this section: consensus, attest, net, node or edge.
+    /// Run only this section: consensus, attest, net, node, edge or catchup.
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -135,7 +135,45 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if want("edge") {
         edge(&args)?;
     }
+    if want("catchup") {
+        catchup(&args)?;
+    }
     Ok(())
+}
+
+/// Block sync of 1,000 full blocks by a node that has none (`cargo bench -p bulwark-node
+/// --bench catchup`).
+fn catchup(args: &BenchArgs) -> Result<()> {
+    let v = bench_json("bulwark-node", "catchup")?;
+    let section = format!(
+        "## Catching up by block sync
+
+Measured by `cargo xtask bench --only catchup` (`cargo bench -p bulwark-node --bench catchup`, \
+release profile) on {machine}: a validator's engine (sled store and kvstore on disk) commits \
+{heights} blocks, each filled to the engine's 4 MiB transaction budget with 64 KiB kvstore \
+transactions ({txs} per block, {mib} MiB per block on average; block 1 is empty); then a \
+fresh engine of the same chain, with empty stores, asks it for decided blocks until it is \
+level, as a node back from an outage does. Only the catching-up engine's work is timed: \
+decoding each block and commit, the commit's signatures (a one-validator chain: one \
+signature per block), `validate_block`, FinalizeBlock on the kvstore, and the atomic store \
+of block, commit, results and state. No sockets: the network's share is not in this \
+figure.\n\n\
+| figure | value |\n|---|---|\n\
+| time to catch up {heights} full blocks | {secs} s |\n\
+| heights per second / MiB per second | {hps} / {mibps} |\n\
+| per block, median over the runs of decided blocks | {ms} ms |\n\
+| time the validator took to commit the chain (for comparison) | {build} s |\n",
+        machine = machine(),
+        heights = v["heights"],
+        txs = v["txs_per_block"],
+        mib = v["block_mib"],
+        secs = v["catchup_seconds"],
+        hps = v["heights_per_second"],
+        mibps = v["mib_per_second"],
+        ms = v["ms_per_block_median"],
+        build = v["build_seconds"],
+    );
+    record(args, "catchup", &section)
 }
 
 /// Seconds of each window of the edge figures (calm, then flooded).
