@@ -141,29 +141,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// Block sync of 1,000 full blocks by a node that has none (`cargo bench -p bulwark-node
-/// --bench catchup`).
+/// Block sync of 1,000 full blocks by a node that has none (`benches/catchup.rs` of node).
 fn catchup(args: &BenchArgs) -> Result<()> {
-    let v = bench_json("bulwark-node", "catchup")?;
+    let (v, machine) = (bench_json("bulwark-node", "catchup")?, machine());
     let section = format!(
-        "## Catching up by block sync
-
-Measured by `cargo xtask bench --only catchup` (`cargo bench -p bulwark-node --bench catchup`, \
-release profile) on {machine}: a validator's engine (sled store and kvstore on disk) commits \
-{heights} blocks, each filled to the engine's 4 MiB transaction budget with 64 KiB kvstore \
-transactions ({txs} per block, {mib} MiB per block on average; block 1 is empty); then a \
-fresh engine of the same chain, with empty stores, asks it for decided blocks until it is \
-level, as a node back from an outage does. Only the catching-up engine's work is timed: \
-decoding each block and commit, the commit's signatures (a one-validator chain: one \
-signature per block), `validate_block`, FinalizeBlock on the kvstore, and the atomic store \
-of block, commit, results and state. No sockets: the network's share is not in this \
-figure.\n\n\
-| figure | value |\n|---|---|\n\
-| time to catch up {heights} full blocks | {secs} s |\n\
-| heights per second / MiB per second | {hps} / {mibps} |\n\
-| per block, median over the runs of decided blocks | {ms} ms |\n\
-| time the validator took to commit the chain (for comparison) | {build} s |\n",
-        machine = machine(),
+        "## Catching up by block sync\n\nMeasured by `cargo xtask bench --only catchup` \
+(`cargo bench -p bulwark-node --bench catchup`, release) on {machine}: a validator's engine \
+(sled and kvstore on disk) commits {heights} blocks filled to the 4 MiB transaction budget with \
+64 KiB txs ({txs} per block, {mib} MiB on average; block 1 is empty); a fresh engine of the \
+chain then asks it for decided blocks until level. Only the laggard's work is timed (decoding, \
+the commit's one signature, `validate_block`, FinalizeBlock, the atomic store); no sockets.\n\n\
+| figure | value |\n|---|---|\n| time to catch up {heights} full blocks | {secs} s |\n\
+| heights/s, MiB/s | {hps}, {mibps} |\n| per block, median | {ms} ms |\n\
+| the validator's time to commit the chain | {build} s |\n",
         heights = v["heights"],
         txs = v["txs_per_block"],
         mib = v["block_mib"],

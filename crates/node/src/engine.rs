@@ -14,8 +14,6 @@ use crate::chain::{
     pack_signature, process_request, unpack_signature, BlockError, ChainState, CommitError,
 };
 use crate::handshake::{handshake, HandshakeError};
-use crate::proposal::{block_to_parts, Assembler, PartAdded};
-use crate::relay::Relay;
 use bulwark_app::{AppError, Application};
 use bulwark_consensus::{
     Action, Certificate as CoreCertificate, Config, Consensus, Event, Height as CHeight,
@@ -23,6 +21,8 @@ use bulwark_consensus::{
     ValueId, Vote as CoreVote, VoteKind,
 };
 use bulwark_evidence::{AtHeight, EvidenceError, Now, Pool};
+use bulwark_gossip::proposal::{block_to_parts, Assembler, PartAdded};
+use bulwark_gossip::relay::Relay;
 use bulwark_mempool::{AddError, Mempool, MempoolConfig};
 use bulwark_store::blocks::{BlockStore, DecidedHeight};
 use bulwark_store::evidence::{CommittedEvidence, EvidenceLog};

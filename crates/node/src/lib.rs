@@ -7,5 +7,4 @@
 pub mod chain;
 pub mod engine;
 pub mod handshake;
-pub mod proposal;
-pub mod relay;
+pub use bulwark_gossip::{proposal, relay};

@@ -5,7 +5,8 @@
 //! round; parts of the part sets those announce) and spam cannot crowd out an honest vote
 //! (review M4). Per peer it records what that peer sent, which it has and is not sent again.
 
-use crate::engine::PeerId;
+/// A peer connection, as the engine names it.
+pub type PeerId = u64;
 use bulwark_consensus::mutation::{self, Mutant};
 use bulwark_consensus::MAX_PROPOSALS_PER_ROUND;
 use bulwark_types::tendermint_proto::v0_38 as pb;
