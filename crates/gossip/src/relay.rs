@@ -3,7 +3,9 @@
 //! under their identity rather than in one list, so the number a peer can make it keep is
 //! bounded by consensus itself (a vote slot per validator, round and kind; a few proposals per
 //! round; parts of the part sets those announce) and spam cannot crowd out an honest vote
-//! (review M4). Per peer it records what that peer sent, which it has and is not sent again.
+//! (review M4). A stuck peer is sent everything kept: a record of what each peer already has
+//! goes stale when that peer restarts and loses what it had, and then withholds exactly what it
+//! needs (the engine simulator's long run found such heights that never ended).
 
 /// A peer connection, as the engine names it.
 pub type PeerId = u64;
@@ -13,7 +15,7 @@ use bulwark_types::tendermint_proto::v0_38 as pb;
 use bulwark_wire::Payload;
 use prost::Message;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 /// Distinct votes kept per validator, round and kind: its first, and a conflicting second (so
 /// every honest node sees an equivocation and can make the evidence).
@@ -22,9 +24,6 @@ const VOTES_PER_SLOT: usize = 2;
 /// of an older round that is proposed again travels again, in the new round). This node's own
 /// parts are always kept.
 pub const MAX_PART_BYTES: usize = 96 << 20;
-/// Peers whose messages are tracked in one height; a node that reconnects more often than this
-/// within a height is simply sent everything.
-const MAX_TRACKED_PEERS: usize = 64;
 
 /// What identifies a message: a re-delivery has the same key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -77,7 +76,7 @@ fn key_of(payload: &Payload) -> Option<Key> {
     }
 }
 
-/// The admitted messages of the height in progress and what each peer has of them.
+/// The admitted messages of the height in progress.
 #[derive(Debug, Default)]
 pub struct Relay {
     messages: BTreeMap<Key, Payload>,
@@ -85,8 +84,6 @@ pub struct Relay {
     votes_per_slot: HashMap<(u32, i32, u32), usize>,
     proposals_per_round: HashMap<u32, usize>,
     part_bytes: usize,
-    /// Per peer, the keys of kept messages it sent.
-    has: HashMap<PeerId, HashSet<Key>>,
 }
 
 impl Relay {
@@ -105,7 +102,7 @@ impl Relay {
         self.messages.is_empty()
     }
 
-    /// Keeps an admitted message (the caller checked it), from `from` (none for our own).
+    /// Keeps an admitted message (the caller checked it), from peer `from` (none for our own).
     /// Returns whether it is kept.
     pub fn keep(&mut self, from: Option<PeerId>, payload: Payload) -> bool {
         let Some(key) = key_of(&payload) else {
@@ -147,10 +144,7 @@ impl Relay {
             if !room {
                 return false;
             }
-            self.messages.insert(key.clone(), payload);
-        }
-        if let Some(peer) = from {
-            self.mark(peer, key);
+            self.messages.insert(key, payload);
         }
         true
     }
@@ -174,9 +168,6 @@ impl Relay {
                 if let Some(p) = self.messages.remove(&key) {
                     self.part_bytes -= p.encoded_len();
                 }
-                for has in self.has.values_mut() {
-                    has.remove(&key);
-                }
             }
         }
         let fits = own || self.part_bytes + size <= MAX_PART_BYTES;
@@ -186,34 +177,15 @@ impl Relay {
         fits
     }
 
-    fn mark(&mut self, peer: PeerId, key: Key) {
-        if self.has.len() < MAX_TRACKED_PEERS || self.has.contains_key(&peer) {
-            self.has.entry(peer).or_default().insert(key);
-        }
+    /// Whether this very message, byte for byte, is kept already (a re-delivery of a checked
+    /// message: nothing to check or do again).
+    pub fn holds(&self, payload: &Payload) -> bool {
+        key_of(payload).is_some_and(|key| self.messages.get(&key) == Some(payload))
     }
 
-    /// A message `peer` sent that is kept already, byte for byte: the peer has it. (No check
-    /// is needed: only an identical copy of a checked message counts.)
-    pub fn sent_by(&mut self, peer: PeerId, payload: &Payload) -> bool {
-        let Some(key) = key_of(payload) else {
-            return false;
-        };
-        if self.messages.get(&key) != Some(payload) {
-            return false;
-        }
-        self.mark(peer, key);
-        true
-    }
-
-    /// What `peer` is missing of the kept messages: proposals, then parts, then votes, each
-    /// by round.
-    pub fn missing_for(&self, peer: PeerId) -> Vec<Payload> {
-        let has = self.has.get(&peer);
-        self.messages
-            .iter()
-            .filter(|(k, _)| !has.is_some_and(|h| h.contains(*k)))
-            .map(|(_, p)| p.clone())
-            .collect()
+    /// Everything kept, for a stuck peer: proposals, then parts, then votes, each by round.
+    pub fn all(&self) -> Vec<Payload> {
+        self.messages.values().cloned().collect()
     }
 }
 
@@ -260,7 +232,7 @@ mod tests {
         for validator in 0..3 {
             assert!(relay.keep(Some(2), vote(validator, 0, 9)));
         }
-        let sent = relay.missing_for(3);
+        let sent = relay.all();
         for validator in 0..3 {
             assert!(
                 sent.contains(&vote(validator, 0, 9)),
@@ -270,22 +242,19 @@ mod tests {
     }
 
     #[test]
-    fn a_peer_is_not_sent_what_it_sent_and_only_an_identical_copy_counts() {
+    fn only_an_identical_copy_counts_as_held() {
         let mut relay = Relay::default();
         relay.keep(Some(7), vote(0, 0, 1));
         relay.keep(None, vote(1, 0, 1));
-        assert_eq!(relay.missing_for(7), vec![vote(1, 0, 1)]);
-        assert_eq!(relay.missing_for(8).len(), 2);
+        assert_eq!(relay.all().len(), 2);
         let Payload::Vote(mut altered) = vote(1, 0, 1) else {
             unreachable!()
         };
         altered.signature[0] ^= 1;
-        assert!(!relay.sent_by(8, &Payload::Vote(altered)));
-        assert_eq!(relay.missing_for(8).len(), 2);
-        assert!(relay.sent_by(8, &vote(1, 0, 1)));
-        assert_eq!(relay.missing_for(8), vec![vote(0, 0, 1)]);
+        assert!(!relay.holds(&Payload::Vote(altered)));
+        assert!(relay.holds(&vote(1, 0, 1)));
         relay.clear();
-        assert!(relay.is_empty() && relay.missing_for(8).is_empty());
+        assert!(relay.is_empty() && relay.all().is_empty());
     }
 }
 
@@ -324,7 +293,7 @@ mod part_tests {
         // A part of the next round pushes the older round out.
         assert!(relay.keep(Some(2), part(1, 0)));
         assert!(relay.part_bytes <= MAX_PART_BYTES);
-        let sent = relay.missing_for(3);
+        let sent = relay.all();
         assert!(sent.contains(&part(1, 0)));
         assert!(!sent.contains(&part(0, 0)));
     }

@@ -646,9 +646,8 @@ impl Engine {
             }
             return Ok(vec![]);
         }
-        // A copy of a message kept for relay: the peer has it, and nothing else is to do (the
-        // core stored it already).
-        if self.relay.sent_by(peer, &payload) {
+        // A copy of a message kept for relay: the core stored it already.
+        if self.relay.holds(&payload) {
             return Ok(vec![]);
         }
         match payload {
@@ -1289,7 +1288,7 @@ impl Engine {
         }
         let mut out: Vec<Output> = self
             .relay
-            .missing_for(peer)
+            .all()
             .into_iter()
             .map(|p| Output::Send(peer, p))
             .collect();
