@@ -95,6 +95,9 @@ pub enum EvidenceError {
     /// The pool holds as much pending evidence as it may until some is committed.
     #[error("the evidence pool is full")]
     PoolFull,
+    /// More submissions than the node checks per tick: retry after a moment.
+    #[error("too many evidence submissions at once; retry shortly")]
+    Busy,
     /// Twice in one block.
     #[error("the same evidence twice in one block")]
     Duplicate,

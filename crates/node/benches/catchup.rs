@@ -132,6 +132,8 @@ fn main() {
     let mut per_run = Vec::new();
     while laggard.state().last_block_height < heights {
         let from = laggard.state().next_height();
+        // A laggard asks once a tick, and a peer is answered once a tick.
+        let _ = producer.handle(Input::Tick).unwrap();
         let answer = producer
             .handle(Input::Peer(
                 2,

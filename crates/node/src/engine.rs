@@ -39,7 +39,7 @@ use bulwark_types::tendermint_proto::v0_38 as pb;
 use bulwark_wire::{self as wire, Payload};
 use bytes::Bytes;
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -226,6 +226,10 @@ pub const CATCH_UP_BYTES: usize = 16 << 20;
 /// Most decided blocks sent to a lagging peer per status message.
 pub const CATCH_UP_BLOCKS: u64 = 32;
 
+/// Evidence submissions over RPC checked per tick; more are refused as busy, so RPC clients
+/// cannot keep the engine's thread verifying signatures.
+pub const RPC_EVIDENCE_CHECKS_PER_TICK: u32 = 8;
+
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
@@ -294,6 +298,13 @@ pub struct Engine {
     ticks_at_height: u32,
     /// Whether this node already asked a peer that is ahead since the last tick.
     asked_ahead: bool,
+    /// Peers whose `Status` was answered since the last tick: an answer can be a whole
+    /// height's messages or [`CATCH_UP_BYTES`] of blocks read from disk, so a peer repeating
+    /// its request gets one answer a tick (an honest one asks at most once a tick).
+    status_answered: HashSet<PeerId>,
+    /// RPC evidence submissions checked since the last tick (each costs signature checks on
+    /// this thread).
+    rpc_evidence_checks: u32,
     /// Conflicting votes found, evidence waiting for a block, and what blocks committed.
     evidence: Pool,
     /// What blocks committed, durably (so a restarted node never commits evidence twice).
@@ -395,6 +406,8 @@ impl Engine {
             progress_mark: (0, 0, None),
             ticks_at_height: 0,
             asked_ahead: false,
+            status_answered: HashSet::new(),
+            rpc_evidence_checks: 0,
             evidence: Pool::new(),
             evidence_log: EvidenceLog::open(store)?,
             vote_blocks: HashMap::new(),
@@ -621,6 +634,8 @@ impl Engine {
         let stuck = mark == self.progress_mark || self.ticks_at_height >= STUCK_TICKS;
         self.progress_mark = mark;
         self.asked_ahead = false;
+        self.status_answered.clear();
+        self.rpc_evidence_checks = 0;
         if stuck {
             vec![Output::Broadcast(Payload::Status(wire::Status {
                 height: mark.0,
@@ -743,6 +758,10 @@ impl Engine {
         if self.evidence.is_full() {
             return Err(EvidenceError::PoolFull);
         }
+        if self.rpc_evidence_checks >= RPC_EVIDENCE_CHECKS_PER_TICK {
+            return Err(EvidenceError::Busy);
+        }
+        self.rpc_evidence_checks += 1;
         self.check_evidence(&e)?;
         let hash = self.cometbft_hash(&e)?;
         tracing::warn!("evidence submitted over RPC: {}", evidence_summary(&e));
@@ -1261,6 +1280,9 @@ impl Engine {
 
     fn answer_status(&mut self, peer: PeerId, s: wire::Status) -> Result<Vec<Output>, EngineError> {
         let height = self.state.next_height();
+        if s.height > height || !self.status_answered.insert(peer) {
+            return Ok(vec![]);
+        }
         if s.height < height {
             // A run of decided blocks, so a laggard catches up faster than the chain grows.
             let mut out = Vec::new();

@@ -485,3 +485,71 @@ fn evidence_submitted_to_one_node_reaches_a_block_every_node_commits() {
         Err(EvidenceError::AlreadyCommitted)
     ));
 }
+
+#[test]
+fn a_peer_repeating_its_status_gets_one_answer_a_tick() {
+    use bulwark_wire::{Payload, Status};
+    let mut net = Net::new();
+    net.run_until(6, 200_000);
+    let engine = net.slots[0].engine.as_mut().unwrap();
+    let height = engine.state().next_height();
+    let ask = |engine: &mut Engine, peer: u64, from: u64| {
+        let out = engine
+            .handle(Input::Peer(
+                peer,
+                Payload::Status(Status {
+                    height: from,
+                    round: 0,
+                }),
+            ))
+            .unwrap();
+        out.iter()
+            .filter(|o| matches!(o, Output::Send(p, _) if *p == peer))
+            .count()
+    };
+    // Catch-up: blocks read from disk, once a tick for each peer.
+    let first = ask(engine, 7, 1);
+    assert!(first >= 5, "{first} decided blocks for a peer at height 1");
+    assert_eq!(ask(engine, 7, 1), 0, "a repeated request in the same tick");
+    assert_eq!(ask(engine, 7, height), 0, "nor another kind of request");
+    assert!(ask(engine, 8, 1) >= 5, "another peer is answered");
+    engine.handle(Input::Tick).unwrap();
+    assert_eq!(ask(engine, 7, 1), first, "answered again after the tick");
+    // The height in progress: whatever is kept for relay and certificates, once a tick.
+    engine.handle(Input::Tick).unwrap();
+    let _ = ask(engine, 7, height);
+    assert_eq!(ask(engine, 7, height), 0);
+}
+
+#[test]
+fn evidence_over_rpc_is_checked_a_bounded_number_of_times_a_tick() {
+    use bulwark_evidence::EvidenceError;
+    use bulwark_node::engine::RPC_EVIDENCE_CHECKS_PER_TICK;
+    use bulwark_types::tendermint_proto::v0_38 as pb;
+    let mut net = Net::new();
+    net.run_until(3, 200_000);
+    let raw = pb::types::Evidence::from(double_sign(&net, 1, 2, (1, 2)));
+    let mut forged = raw.clone();
+    if let Some(pb::types::evidence::Sum::DuplicateVoteEvidence(d)) = forged.sum.as_mut() {
+        d.vote_a.as_mut().unwrap().signature[0] ^= 1;
+    }
+    let engine = net.slots[3].engine.as_mut().unwrap();
+    engine.handle(Input::Tick).unwrap();
+    for _ in 0..RPC_EVIDENCE_CHECKS_PER_TICK {
+        assert!(matches!(
+            engine.submit_evidence(forged.clone()),
+            Err(EvidenceError::BadSignature { .. })
+        ));
+    }
+    // The budget is spent: even genuine evidence waits, unverified.
+    assert!(matches!(
+        engine.submit_evidence(forged),
+        Err(EvidenceError::Busy)
+    ));
+    assert!(matches!(
+        engine.submit_evidence(raw.clone()),
+        Err(EvidenceError::Busy)
+    ));
+    engine.handle(Input::Tick).unwrap();
+    assert!(engine.submit_evidence(raw).is_ok());
+}
