@@ -166,8 +166,8 @@ the commit's one signature, `validate_block`, FinalizeBlock, the atomic store); 
     record(args, "catchup", &section)
 }
 
-/// Seconds of each window of the edge figures (calm, then flooded).
-const EDGE_WINDOW_SECS: u64 = 30;
+/// Seconds of each window of the edge figures (3 calm and 3 flooded, alternating).
+const EDGE_WINDOW_SECS: u64 = 10;
 /// Forged handshakes per second offered.
 const EDGE_FLOOD_RATE: u32 = 2000;
 
@@ -175,10 +175,10 @@ const EDGE_FLOOD_RATE: u32 = 2000;
 /// latency calm and flooded, in one run.
 fn edge(args: &BenchArgs) -> Result<()> {
     let bin = harness::process::build_bulwark(true)?;
-    eprintln!("bench: edge, {EDGE_FLOOD_RATE} forged handshakes/s for {EDGE_WINDOW_SECS} s against node 0 of 4 processes");
+    eprintln!("bench: edge, {EDGE_FLOOD_RATE} forged handshakes/s for 3 x {EDGE_WINDOW_SECS} s against node 0 of 4 processes");
     let f = harness::flood::edge_figures(
         &bin,
-        std::time::Duration::from_secs(EDGE_WINDOW_SECS),
+        (std::time::Duration::from_secs(EDGE_WINDOW_SECS), 3),
         EDGE_FLOOD_RATE,
         None,
         0.5,
@@ -196,7 +196,7 @@ fn edge(args: &BenchArgs) -> Result<()> {
     let section = format!(
         "## The p2p edge under a forged-handshake flood
 
-Measured by `cargo xtask bench --only edge` on {machine}: 4 `bulwark` processes (release, fast timeouts) on loopback; node 0's commit rate and JSON-RPC `health` latency (one call every 50 ms) for {secs} s calm, then for {secs} s while a load generator in the same machine (its threads at nice 19) offers {offered} forged handshakes per second at node 0's p2p port, each from a loopback address of its own: a self-signed certificate whose evidence carries the simulated chip's genuine VCEK, the allowed measurement, REPORT_DATA bound to the certificate and a random report signature; {share:.0} % name a real validator's consensus key (they pass every check that needs no public-key operation and cost a P-384 verification), the rest a random key (refused by membership before any). The edge's defaults: 5 handshakes/s per source (burst 20), 100/s from all sources (burst 200), 32 in progress.
+Measured by `cargo xtask bench --only edge` on {machine}: 4 `bulwark` processes (release, fast timeouts) on loopback; node 0's commit rate and JSON-RPC `health` latency (one call every 50 ms) in three calm windows of {secs} s, each followed by one of {secs} s while a load generator in the same machine (its threads at nice 19) offers {offered} forged handshakes per second at node 0's p2p port, each from a loopback address of its own: a self-signed certificate whose evidence carries the simulated chip's genuine VCEK, the allowed measurement, REPORT_DATA bound to the certificate and a random report signature; {share:.0} % name a real validator's consensus key (they pass every check that needs no public-key operation and cost a P-384 verification), the rest a random key (refused by membership before any). The edge's defaults: 5 handshakes/s per source (burst 20), 100/s from all sources (burst 200), 32 in progress.
 
 | figure | calm | flooded | target |
 |---|---|---|---|

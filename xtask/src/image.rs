@@ -17,6 +17,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+use xtask_steps::cache_dir;
 
 #[derive(Deserialize, Debug, Clone)]
 struct Pin {
@@ -38,15 +39,6 @@ struct Pins {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
-}
-
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("BULWARK_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
-                .join(".cache/bulwark")
-        })
 }
 
 /// Downloads the pinned .deb with apt (a private apt configuration for the pin's suite, so the

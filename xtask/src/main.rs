@@ -5,14 +5,14 @@ use clap::{Args, Parser, Subcommand};
 use std::process::Command;
 use std::time::Instant;
 
-mod apt;
 mod bench;
 mod demo;
 mod image;
 mod layout;
 mod qemu;
 mod sim;
-mod step;
+
+use xtask_steps::{apt, step};
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Bulwark automation")]

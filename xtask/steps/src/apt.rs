@@ -27,6 +27,19 @@ fn is_root() -> bool {
 
 /// The packages `apt-get install` of `packages` would remove, from its simulation: the
 /// names on its "Remv" lines.
+/// `apt-get`, run under an exclusive lock shared by every xtask process: tests run in parallel
+/// and each may install what it needs, and a second `apt-get` fails at once on apt's own locks
+/// (a fresh CI machine lost its QEMU install to that). apt's lock timeout covers anyone else.
+fn apt_get() -> Command {
+    let mut c = Command::new("flock");
+    c.args([APT_LOCK, "apt-get", "-o", "DPkg::Lock::Timeout=600"])
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    c
+}
+
+/// The lock file [`apt_get`] holds.
+const APT_LOCK: &str = "/run/lock/bulwark-xtask-apt.lock";
+
 fn would_remove(packages: &[&str]) -> Vec<String> {
     Command::new("apt-get")
         .args(["install", "-s", "--no-install-recommends"])
@@ -71,7 +84,7 @@ fn install_from_backports(
     let Some(codename) = codename() else {
         bail!("cannot tell the Debian release (/etc/os-release has no VERSION_CODENAME)");
     };
-    let dir = crate::image::cache_dir().join(format!("apt-system-{codename}-backports"));
+    let dir = crate::cache_dir().join(format!("apt-system-{codename}-backports"));
     for d in ["lists/partial", "cache/archives/partial"] {
         std::fs::create_dir_all(dir.join(d))?;
     }
@@ -86,9 +99,8 @@ fn install_from_backports(
         ),
     )?;
     let apt = || {
-        let mut c = Command::new("apt-get");
-        c.env("DEBIAN_FRONTEND", "noninteractive")
-            .arg("-o")
+        let mut c = apt_get();
+        c.arg("-o")
             .arg(format!(
                 "Dir::Etc::SourceList={}",
                 dir.join("sources.list").display()
@@ -136,8 +148,7 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
         |s| {
             let install = |s: &mut crate::step::Step| {
                 s.status(
-                    Command::new("apt-get")
-                        .env("DEBIAN_FRONTEND", "noninteractive")
+                    apt_get()
                         .args([
                             "install",
                             "-y",
@@ -152,7 +163,7 @@ pub fn ensure_packages(packages: &[&str]) -> Result<()> {
                 return Ok(());
             }
             // Package lists may be missing or stale on a fresh machine.
-            s.run(Command::new("apt-get").args(["update", "-q"]))?;
+            s.run(apt_get().args(["update", "-q"]))?;
             if install(s)?.success() {
                 return Ok(());
             }
