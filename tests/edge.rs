@@ -88,44 +88,45 @@ fn a_node_limited_to_64_descriptors_accepts_a_validator_after_idle_connections_e
     }
 }
 
-/// Seconds of each window (calm, then flooded); `cargo xtask bench --only edge` runs 30.
-const FLOOD_WINDOW: Duration = Duration::from_secs(5);
+/// Seconds of each window; calm and flooded windows alternate [`FLOOD_ROUNDS`] times
+/// (`cargo xtask bench --only edge` runs 3 pairs of 10 s).
+const FLOOD_WINDOW: Duration = Duration::from_secs(3);
+const FLOOD_ROUNDS: u32 = 3;
 /// The flooded node's edge limits are lifted (2,000 handshakes/s from all sources, 1,024 in
 /// progress, against 100/s and 32 by default), so that only the edge's own threads stand
 /// between the verification work and consensus: on the consensus thread this fails.
 const FLOOD_LIMITS: (u32, usize) = (2000, 1024);
 
-/// Whether a validator's vitals under the flood meet the bar: the reason if not.
-fn short_of_the_bar(figures: &harness::flood::EdgeFigures) -> Option<String> {
-    let (calm, loaded) = (&figures.calm, &figures.loaded);
-    if loaded.commit_rate < 0.8 * calm.commit_rate {
+/// Whether the node's own thread stayed free of the flood's work: the reason if not. Its RPC
+/// latency, against the calm windows of the same run, tells (verification there made the
+/// flooded p99 13 times the calm one in a planted run; on the edge's threads it is about
+/// twice); the absolute bar is the last line.
+fn latency_short_of_the_bar(figures: &harness::flood::EdgeFigures) -> Option<String> {
+    let (calm_p99, loaded_p99) = (
+        figures.calm.health_percentile(99.0),
+        figures.loaded.health_percentile(99.0),
+    );
+    if loaded_p99 > 4.0 * calm_p99 + 10.0 {
         return Some(format!(
-            "commit rate {:.2}/s under the flood, {:.2}/s calm",
-            loaded.commit_rate, calm.commit_rate
+            "health p99 {loaded_p99:.1} ms under the flood against {calm_p99:.1} ms calm: the node's own thread does the flood's work"
         ));
     }
-    if loaded.health_percentile(99.0) > 100.0 {
-        return Some(format!(
-            "health p99 {:.1} ms under the flood",
-            loaded.health_percentile(99.0)
-        ));
-    }
-    None
+    (loaded_p99 > 100.0).then(|| format!("health p99 {loaded_p99:.1} ms under the flood"))
 }
 
 #[test]
 fn a_flood_of_forged_handshakes_leaves_a_validators_commit_rate_and_rpc_health_intact() {
     let _alone = one_at_a_time();
-    // The machine is shared: another build or network can take the cores for a few seconds of
-    // one window. A run meeting the bar once in three shows the validator can; with the edge
-    // planted on the consensus thread every run misses it (about 70 % of the calm commit rate
-    // and a health p99 of 130-190 ms, against 92 % and 5 ms).
-    // Every forged handshake names a real validator's key: each costs a P-384 verification.
+    // Calm and flooded windows interleave so a few seconds of other load on the machine fall
+    // on both. Every forged handshake names a real validator's key: each costs a P-384
+    // verification. The latency bar decides in every run. The commit rate (≥ 80 % of calm)
+    // has less margin on two cores that also run the load generator (82-96 % measured) and
+    // gets a second run; with the handshakes planted on the node's own runtime it was 76 %.
     let mut misses = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..2 {
         let figures = harness::flood::edge_figures(
             &bulwark_binary().unwrap(),
-            FLOOD_WINDOW,
+            (FLOOD_WINDOW, FLOOD_ROUNDS),
             2000,
             Some(FLOOD_LIMITS),
             1.0,
@@ -148,10 +149,16 @@ fn a_flood_of_forged_handshakes_leaves_a_validators_commit_rate_and_rpc_health_i
             flood.refused_in_tls > 0,
             "no forged certificate reached the verifier: the flood tested nothing"
         );
-        match short_of_the_bar(&figures) {
-            None => return,
-            Some(why) => misses.push(why),
+        if let Some(why) = latency_short_of_the_bar(&figures) {
+            panic!("under the flood: {why}");
         }
+        if loaded.commit_rate >= 0.8 * calm.commit_rate {
+            return;
+        }
+        misses.push(format!(
+            "commit rate {:.2}/s under the flood, {:.2}/s calm",
+            loaded.commit_rate, calm.commit_rate
+        ));
     }
-    panic!("under the flood in each of three runs: {misses:?}");
+    panic!("under the flood in both runs: {misses:?}");
 }

@@ -65,6 +65,16 @@ pub struct FloodReport {
 }
 
 impl FloodReport {
+    /// Adds another window's counts to these.
+    fn absorb(&mut self, other: &FloodReport) {
+        self.attempted += other.attempted;
+        self.connect_failed += other.connect_failed;
+        self.closed_before_tls += other.closed_before_tls;
+        self.refused_in_tls += other.refused_in_tls;
+        self.admitted += other.admitted;
+        self.seconds += other.seconds;
+    }
+
     /// Handshakes attempted per second.
     pub fn rate(&self) -> f64 {
         self.attempted as f64 / self.seconds.max(1e-9)
@@ -357,9 +367,22 @@ pub struct Vitals {
     pub health_ms: Vec<f64>,
     /// Probes that failed.
     pub health_errors: u64,
+    /// Seconds watched.
+    pub seconds: f64,
 }
 
 impl Vitals {
+    /// Adds another window to this one (rates weighted by time).
+    fn absorb(&mut self, other: Vitals) {
+        let seconds = self.seconds + other.seconds;
+        self.commit_rate = (self.commit_rate * self.seconds + other.commit_rate * other.seconds)
+            / seconds.max(1e-9);
+        self.seconds = seconds;
+        self.health_ms.extend(other.health_ms);
+        self.health_ms.sort_by(|a, b| a.total_cmp(b));
+        self.health_errors += other.health_errors;
+    }
+
     /// A percentile (0-100) of the health latencies.
     pub fn health_percentile(&self, p: f64) -> f64 {
         if self.health_ms.is_empty() {
@@ -413,6 +436,7 @@ pub fn watch<T>(
             commit_rate: end_height.saturating_sub(start_height) as f64 / seconds,
             health_ms,
             health_errors,
+            seconds,
         },
         value,
     ))
@@ -432,12 +456,14 @@ pub struct EdgeFigures {
 }
 
 /// Starts a 4-validator network of `bin` (fast timeouts; `[p2p]` limits as `limits` gives
-/// them: `(handshakes_per_second, max_inbound_handshakes)`, else the node's defaults), watches node 0 for `window` calm, then for
-/// `window` while a flood of forged handshakes at `rate` per second hits its p2p port
-/// (`member_share` of them naming a real validator's key), and stops the network.
+/// them: `(handshakes_per_second, max_inbound_handshakes)`, else the node's defaults), watches
+/// node 0 for `rounds` pairs of windows, each `window` calm then `window` while a flood of
+/// forged handshakes at `rate` per second hits its p2p port (`member_share` of them naming a
+/// real validator's key), and stops the network. Calm and flooded windows alternate so that
+/// whatever else loads the machine for a few seconds falls on both alike.
 pub fn edge_figures(
     bin: &std::path::Path,
-    window: Duration,
+    (window, rounds): (Duration, u32),
     rate: u32,
     limits: Option<(u32, usize)>,
     member_share: f64,
@@ -481,15 +507,30 @@ pub fn edge_figures(
     };
     let rpc = net.rpc_addr(0);
     let probe = Duration::from_millis(50);
-    let (calm, ()) = watch(&rpc, window, probe, || ())?;
     let config = FloodConfig {
         target: format!("127.0.0.1:{}", net.base).parse()?,
         rate,
         duration: window,
         threads: 64,
     };
-    let (loaded, flood) = watch(&rpc, window, probe, || flood(&config, forgery))?;
-    let flood = flood?;
+    let (mut calm, mut loaded, mut report) =
+        (None::<Vitals>, None::<Vitals>, FloodReport::default());
+    for _ in 0..rounds.max(1) {
+        let (quiet, ()) = watch(&rpc, window, probe, || ())?;
+        let (busy, done) = watch(&rpc, window, probe, || flood(&config, forgery.clone()))?;
+        report.absorb(&done?);
+        for (sum, v) in [(&mut calm, quiet), (&mut loaded, busy)] {
+            match sum {
+                Some(s) => s.absorb(v),
+                None => *sum = Some(v),
+            }
+        }
+    }
+    let (calm, loaded, flood) = (
+        calm.context("no calm window")?,
+        loaded.context("no flooded window")?,
+        report,
+    );
     let alive = net.live();
     net.stop();
     anyhow::ensure!(
