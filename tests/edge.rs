@@ -100,13 +100,14 @@ const FLOOD_LIMITS: (u32, usize) = (2000, 1024);
 /// Whether the node's own thread stayed free of the flood's work: the reason if not. Its RPC
 /// latency, against the calm windows of the same run, tells (verification there made the
 /// flooded p99 13 times the calm one in a planted run; on the edge's threads it is about
-/// twice); the absolute bar is the last line.
+/// twice; the bar is at least 30 ms, for a very quiet calm); the absolute bar is the
+/// last line.
 fn latency_short_of_the_bar(figures: &harness::flood::EdgeFigures) -> Option<String> {
     let (calm_p99, loaded_p99) = (
         figures.calm.health_percentile(99.0),
         figures.loaded.health_percentile(99.0),
     );
-    if loaded_p99 > 4.0 * calm_p99 + 10.0 {
+    if loaded_p99 > (4.0 * calm_p99 + 10.0).max(30.0) {
         return Some(format!(
             "health p99 {loaded_p99:.1} ms under the flood against {calm_p99:.1} ms calm: the node's own thread does the flood's work"
         ));
@@ -145,6 +146,11 @@ fn a_flood_of_forged_handshakes_leaves_a_validators_commit_rate_and_rpc_health_i
             loaded.health_percentile(99.0),
         );
         assert_eq!(flood.admitted, 0, "a forged handshake was let in");
+        assert_eq!(
+            (calm.health_errors, loaded.health_errors),
+            (0, 0),
+            "health probes failed (calm, flooded)"
+        );
         assert!(
             flood.refused_in_tls > 0,
             "no forged certificate reached the verifier: the flood tested nothing"

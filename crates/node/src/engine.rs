@@ -39,7 +39,7 @@ use bulwark_types::tendermint_proto::v0_38 as pb;
 use bulwark_wire::{self as wire, Payload};
 use bytes::Bytes;
 use prost::Message;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -226,6 +226,13 @@ pub const CATCH_UP_BYTES: usize = 16 << 20;
 /// Most decided blocks sent to a lagging peer per status message.
 pub const CATCH_UP_BLOCKS: u64 = 32;
 
+/// `Status` requests answered per peer per tick.
+pub const STATUS_ANSWERS_PER_TICK: u32 = 2;
+
+/// Pieces of evidence checked per peer per tick (each costs a state read and signature
+/// checks); honest peers send a piece once, when its height commits.
+pub const PEER_EVIDENCE_CHECKS_PER_TICK: u32 = 8;
+
 /// Evidence submissions over RPC checked per tick; more are refused as busy, so RPC clients
 /// cannot keep the engine's thread verifying signatures.
 pub const RPC_EVIDENCE_CHECKS_PER_TICK: u32 = 8;
@@ -298,10 +305,13 @@ pub struct Engine {
     ticks_at_height: u32,
     /// Whether this node already asked a peer that is ahead since the last tick.
     asked_ahead: bool,
-    /// Peers whose `Status` was answered since the last tick: an answer can be a whole
+    /// `Status` answers given to each peer since the last tick: an answer can be a whole
     /// height's messages or [`CATCH_UP_BYTES`] of blocks read from disk, so a peer repeating
-    /// its request gets one answer a tick (an honest one asks at most once a tick).
-    status_answered: HashSet<PeerId>,
+    /// its request gets [`STATUS_ANSWERS_PER_TICK`] (an honest laggard asks twice at most: its
+    /// own stuck broadcast, and its request to a peer it saw ahead).
+    status_answers: HashMap<PeerId, u32>,
+    /// Evidence from each peer checked since the last tick.
+    peer_evidence_checks: HashMap<PeerId, u32>,
     /// RPC evidence submissions checked since the last tick (each costs signature checks on
     /// this thread).
     rpc_evidence_checks: u32,
@@ -406,7 +416,8 @@ impl Engine {
             progress_mark: (0, 0, None),
             ticks_at_height: 0,
             asked_ahead: false,
-            status_answered: HashSet::new(),
+            status_answers: HashMap::new(),
+            peer_evidence_checks: HashMap::new(),
             rpc_evidence_checks: 0,
             evidence: Pool::new(),
             evidence_log: EvidenceLog::open(store)?,
@@ -634,7 +645,8 @@ impl Engine {
         let stuck = mark == self.progress_mark || self.ticks_at_height >= STUCK_TICKS;
         self.progress_mark = mark;
         self.asked_ahead = false;
-        self.status_answered.clear();
+        self.status_answers.clear();
+        self.peer_evidence_checks.clear();
         self.rpc_evidence_checks = 0;
         if stuck {
             vec![Output::Broadcast(Payload::Status(wire::Status {
@@ -714,7 +726,7 @@ impl Engine {
             }
             Payload::Certificate(c) => self.certificate(c),
             Payload::Evidence(raw) => {
-                self.peer_evidence(*raw);
+                self.peer_evidence(peer, *raw);
                 Ok(vec![])
             }
         }
@@ -723,7 +735,7 @@ impl Engine {
     /// Evidence a peer found: kept for a block when it verifies against the set and block
     /// time of its height. Nothing is relayed: validators form a full mesh, and each one
     /// that sees both votes makes the evidence itself.
-    fn peer_evidence(&mut self, raw: pb::types::Evidence) {
+    fn peer_evidence(&mut self, peer: PeerId, raw: pb::types::Evidence) {
         let Ok(e) = Evidence::try_from(raw) else {
             return;
         };
@@ -731,6 +743,11 @@ impl Engine {
         if self.evidence.is_full() || self.evidence.knows(&bulwark_evidence::digest(&e)) {
             return;
         }
+        let checks = self.peer_evidence_checks.entry(peer).or_default();
+        if *checks >= PEER_EVIDENCE_CHECKS_PER_TICK {
+            return;
+        }
+        *checks += 1;
         match self.check_evidence(&e) {
             Ok(()) => {
                 self.evidence.add(e);
@@ -1280,9 +1297,11 @@ impl Engine {
 
     fn answer_status(&mut self, peer: PeerId, s: wire::Status) -> Result<Vec<Output>, EngineError> {
         let height = self.state.next_height();
-        if s.height > height || !self.status_answered.insert(peer) {
+        let answers = self.status_answers.entry(peer).or_default();
+        if s.height > height || *answers >= STATUS_ANSWERS_PER_TICK {
             return Ok(vec![]);
         }
+        *answers += 1;
         if s.height < height {
             // A run of decided blocks, so a laggard catches up faster than the chain grows.
             let mut out = Vec::new();
@@ -1353,28 +1372,29 @@ impl Engine {
         else {
             return Ok(vec![]);
         };
-        self.highest_peer_height = self
-            .highest_peer_height
-            .max(block.header.height.value().saturating_add(1));
         if block.header.height.value() != self.state.next_height() {
             return Ok(vec![]);
         }
         let (id, _) = block_id_of(&block)?;
-        // The commit first: it refuses a forged block with one signature per validator, before
-        // the evidence it carries costs any.
-        if self.state.validate_block(&block).is_err()
-            || crate::chain::verify_commit(
-                &self.state.chain_id,
-                &self.state.validator_infos,
-                block.header.height.value(),
-                &id,
-                &commit,
-            )
-            .is_err()
+        // The commit first: a forged block's commit fails on its block id, its claimed power or
+        // its first forged signature, before the block's own last commit (public, so copyable
+        // into any forgery) costs a signature per validator or its evidence any.
+        if crate::chain::verify_commit(
+            &self.state.chain_id,
+            &self.state.validator_infos,
+            block.header.height.value(),
+            &id,
+            &commit,
+        )
+        .is_err()
+            || self.state.validate_block(&block).is_err()
             || self.check_block_evidence(&block).is_err()
         {
             return Ok(vec![]);
         }
+        self.highest_peer_height = self
+            .highest_peer_height
+            .max(block.header.height.value().saturating_add(1));
         self.commit_block(block, id, commit)
     }
 

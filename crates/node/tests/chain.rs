@@ -415,6 +415,27 @@ fn tampered_blocks_and_commits_are_refused_by_name() {
             total: 40
         }))
     ));
+    // Too little power claimed, and its signatures forged: refused on the claim, before any
+    // signature is checked (a forged decided block costs nothing to refuse).
+    let mut claimed = n.last_commit.clone().unwrap();
+    for i in 0..3 {
+        claimed.signatures[i] = CommitSig::BlockIdFlagAbsent;
+    }
+    if let CommitSig::BlockIdFlagCommit { signature, .. } = &mut claimed.signatures[3] {
+        *signature = bulwark_types::tendermint::Signature::new(vec![7; 64]).unwrap();
+    }
+    let claimed_time = n.state.next_block_time(Some(&claimed));
+    let (claimed_block, _, _) = n
+        .state
+        .make_block(vec![], Some(claimed), header.proposer_address, claimed_time)
+        .unwrap();
+    assert!(matches!(
+        n.state.validate_block(&claimed_block),
+        Err(BlockError::LastCommit(CommitError::NotEnoughPower {
+            signed: 10,
+            total: 40
+        }))
+    ));
     // The block id commits to the whole block.
     let (id_a, _) = block_id(&good).unwrap();
     let (id_b, _) = block_id(&bad_data).unwrap();

@@ -487,10 +487,15 @@ fn evidence_submitted_to_one_node_reaches_a_block_every_node_commits() {
 }
 
 #[test]
-fn a_peer_repeating_its_status_gets_one_answer_a_tick() {
+fn a_peer_repeating_its_status_gets_two_answers_a_tick() {
+    use bulwark_node::engine::STATUS_ANSWERS_PER_TICK;
     use bulwark_wire::{Payload, Status};
     let mut net = Net::new();
     net.run_until(6, 200_000);
+    // Until node 0 keeps messages of the height in progress (for the current-height answer).
+    while net.slots[0].engine.as_ref().unwrap().footprint().seen == 0 {
+        net.step();
+    }
     let engine = net.slots[0].engine.as_mut().unwrap();
     let height = engine.state().next_height();
     let ask = |engine: &mut Engine, peer: u64, from: u64| {
@@ -507,18 +512,62 @@ fn a_peer_repeating_its_status_gets_one_answer_a_tick() {
             .filter(|o| matches!(o, Output::Send(p, _) if *p == peer))
             .count()
     };
-    // Catch-up: blocks read from disk, once a tick for each peer.
-    let first = ask(engine, 7, 1);
-    assert!(first >= 5, "{first} decided blocks for a peer at height 1");
-    assert_eq!(ask(engine, 7, 1), 0, "a repeated request in the same tick");
-    assert_eq!(ask(engine, 7, height), 0, "nor another kind of request");
+    engine.handle(Input::Tick).unwrap();
+    // Catch-up: blocks read from disk; the height in progress: what is kept for relay.
+    let blocks = ask(engine, 7, 1);
+    assert!(
+        blocks >= 5,
+        "{blocks} decided blocks for a peer at height 1"
+    );
+    let current = ask(engine, 7, height);
+    assert!(current > 0, "nothing of the height in progress");
+    assert_eq!(STATUS_ANSWERS_PER_TICK, 2);
+    assert_eq!(ask(engine, 7, 1), 0, "a third request in the same tick");
+    assert_eq!(ask(engine, 7, height), 0);
     assert!(ask(engine, 8, 1) >= 5, "another peer is answered");
     engine.handle(Input::Tick).unwrap();
-    assert_eq!(ask(engine, 7, 1), first, "answered again after the tick");
-    // The height in progress: whatever is kept for relay and certificates, once a tick.
+    assert_eq!(ask(engine, 7, 1), blocks, "answered again after the tick");
+}
+
+#[test]
+fn evidence_from_a_peer_is_checked_a_bounded_number_of_times_a_tick() {
+    use bulwark_node::engine::PEER_EVIDENCE_CHECKS_PER_TICK;
+    use bulwark_types::tendermint_proto::v0_38 as pb;
+    use bulwark_wire::Payload;
+    let mut net = Net::new();
+    net.run_until(3, 200_000);
+    let genuine = pb::types::Evidence::from(double_sign(&net, 1, 2, (1, 2)));
+    // Distinct forgeries (each a new offence by its round), each worth a check.
+    let forged = |round: i32| {
+        let mut f = genuine.clone();
+        if let Some(pb::types::evidence::Sum::DuplicateVoteEvidence(d)) = f.sum.as_mut() {
+            d.vote_a.as_mut().unwrap().round = round;
+            d.vote_b.as_mut().unwrap().round = round;
+        }
+        Payload::Evidence(Box::new(f))
+    };
+    let engine = net.slots[3].engine.as_mut().unwrap();
     engine.handle(Input::Tick).unwrap();
-    let _ = ask(engine, 7, height);
-    assert_eq!(ask(engine, 7, height), 0);
+    for round in 1..=PEER_EVIDENCE_CHECKS_PER_TICK as i32 {
+        engine.handle(Input::Peer(9, forged(round))).unwrap();
+    }
+    // Peer 9 spent its budget: its genuine piece is not checked, so not pooled (submitted
+    // afterwards it is new and sent to the peers). Another peer's is pooled (then pending).
+    engine
+        .handle(Input::Peer(9, Payload::Evidence(Box::new(genuine.clone()))))
+        .unwrap();
+    let (_, out) = engine.submit_evidence(genuine.clone()).unwrap();
+    assert_eq!(out.len(), 1, "peer 9's piece was checked beyond its budget");
+    let other = net.slots[2].engine.as_mut().unwrap();
+    other.handle(Input::Tick).unwrap();
+    other
+        .handle(Input::Peer(
+            10,
+            Payload::Evidence(Box::new(genuine.clone())),
+        ))
+        .unwrap();
+    let (_, out) = other.submit_evidence(genuine).unwrap();
+    assert!(out.is_empty(), "a peer's genuine piece was not pooled");
 }
 
 #[test]

@@ -194,6 +194,22 @@ pub fn verify_commit(
             got: commit.signatures.len(),
         });
     }
+    // The power the commit claims, before any signature costs a verification: a forged commit
+    // that could not reach two thirds even if every signature held is refused for free.
+    let total = validators.total_voting_power().value();
+    let claimed: u64 = commit
+        .signatures
+        .iter()
+        .zip(set)
+        .filter(|(sig, _)| matches!(sig, CommitSig::BlockIdFlagCommit { .. }))
+        .map(|(_, info)| info.power())
+        .sum();
+    if 3 * u128::from(claimed) <= 2 * u128::from(total) {
+        return Err(CommitError::NotEnoughPower {
+            signed: claimed,
+            total,
+        });
+    }
     let mut signed: u64 = 0;
     for (index, (sig, info)) in commit.signatures.iter().zip(set).enumerate() {
         let (address, timestamp, signature, block_id) = match sig {
@@ -236,7 +252,6 @@ pub fn verify_commit(
             signed += info.power();
         }
     }
-    let total = validators.total_voting_power().value();
     if 3 * u128::from(signed) <= 2 * u128::from(total) {
         return Err(CommitError::NotEnoughPower { signed, total });
     }

@@ -25,21 +25,31 @@ fn is_root() -> bool {
         .unwrap_or(false)
 }
 
-/// The packages `apt-get install` of `packages` would remove, from its simulation: the
-/// names on its "Remv" lines.
 /// `apt-get`, run under an exclusive lock shared by every xtask process: tests run in parallel
 /// and each may install what it needs, and a second `apt-get` fails at once on apt's own locks
-/// (a fresh CI machine lost its QEMU install to that). apt's lock timeout covers anyone else.
+/// (a fresh CI machine lost its QEMU install to that). apt's lock timeout covers anyone else;
+/// a holder that hangs for 15 minutes fails the waiting step with flock's error.
 fn apt_get() -> Command {
+    let _ = std::fs::create_dir_all(APT_LOCK_DIR);
+    let lock = format!("{APT_LOCK_DIR}/bulwark-xtask-apt.lock");
     let mut c = Command::new("flock");
-    c.args([APT_LOCK, "apt-get", "-o", "DPkg::Lock::Timeout=600"])
-        .env("DEBIAN_FRONTEND", "noninteractive");
+    c.args([
+        "-w",
+        "900",
+        &lock,
+        "apt-get",
+        "-o",
+        "DPkg::Lock::Timeout=600",
+    ])
+    .env("DEBIAN_FRONTEND", "noninteractive");
     c
 }
 
-/// The lock file [`apt_get`] holds.
-const APT_LOCK: &str = "/run/lock/bulwark-xtask-apt.lock";
+/// Where [`apt_get`]'s lock file lives.
+const APT_LOCK_DIR: &str = "/run/lock";
 
+/// The packages `apt-get install` of `packages` would remove, from its simulation: the
+/// names on its "Remv" lines.
 fn would_remove(packages: &[&str]) -> Vec<String> {
     Command::new("apt-get")
         .args(["install", "-s", "--no-install-recommends"])
