@@ -21,6 +21,7 @@ use bulwark_rpc::{RpcLimits, RpcRequest};
 use bulwark_store::Store;
 use bulwark_types::tendermint::node;
 use bulwark_types::tendermint::private_key::PrivateKey;
+use bulwark_wire::preverify::Preverifier;
 use bulwark_wire::{self as wire, Payload};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -325,6 +326,14 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         },
         &format!("{}p2p", bulwark_boot::CONTAINED_THREAD_PREFIX),
     )?;
+    // The connection threads check signatures before this thread sees them (review M6).
+    let preverifier = Arc::new(Preverifier::new(home.genesis.chain_id.clone()));
+    let state = engine.state();
+    preverifier.publish(
+        state.next_height(),
+        &state.validator_infos,
+        &state.last_validator_infos,
+    );
     let link = Link {
         // A decided block travels in one frame: the limit is at least the chain's largest block.
         max_frame: home
@@ -340,6 +349,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         events: events_tx,
         next_id: Arc::new(AtomicU64::new(1)),
         edge: edge.handle(),
+        preverifier: Some(preverifier.clone()),
     };
     let listener = std::net::TcpListener::bind(home.config.p2p.laddr)?;
     listener.set_nonblocking(true)?;
@@ -478,6 +488,14 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         };
         tracing::trace!(?input, "input");
         outputs = engine.handle(input)?;
+        let state = engine.state();
+        if state.next_height() != preverifier.height() {
+            preverifier.publish(
+                state.next_height(),
+                &state.validator_infos,
+                &state.last_validator_infos,
+            );
+        }
     }
     tracing::info!(height = engine.state().last_block_height, "shutting down");
     drop(edge);

@@ -602,3 +602,88 @@ fn evidence_over_rpc_is_checked_a_bounded_number_of_times_a_tick() {
     engine.handle(Input::Tick).unwrap();
     assert!(engine.submit_evidence(raw).is_ok());
 }
+
+/// Takes out of the router the next vote some peer sent node `to` about the height `to` is
+/// deciding (late votes of decided heights are dropped unchecked), running the network until
+/// there is one.
+fn next_vote_for(net: &mut Net, to: usize) -> (u64, bulwark_wire::Payload) {
+    use bulwark_wire::Payload;
+    loop {
+        let height = net.slots[to].engine.as_ref().unwrap().state().next_height();
+        let pending = net.inbox.iter().position(|(dest, input)| {
+            *dest == to
+                && matches!(input, Input::Peer(_, Payload::Vote(v)) if v.height as u64 == height)
+        });
+        if let Some((_, Input::Peer(from, vote))) = pending.and_then(|i| net.inbox.remove(i)) {
+            return (from, vote);
+        }
+        net.step();
+    }
+}
+
+#[test]
+fn a_vote_checked_on_a_receiving_thread_costs_the_engine_no_check() {
+    use bulwark_types::signing::full_checks_on_this_thread;
+    use bulwark_wire::preverify::Preverifier;
+    use bulwark_wire::Payload;
+    let mut net = Net::new();
+    net.run_until(3, 200_000);
+    let state = net.slots[0].engine.as_ref().unwrap().state().clone();
+    let preverifier = Preverifier::new(net.genesis.chain_id.clone());
+    preverifier.publish(
+        state.next_height(),
+        &state.validator_infos,
+        &state.last_validator_infos,
+    );
+    let deliver = |net: &mut Net, from: u64, vote: Payload| {
+        let before = full_checks_on_this_thread();
+        let engine = net.slots[0].engine.as_mut().unwrap();
+        let out = engine.handle(Input::Peer(from, vote)).unwrap();
+        let checks = full_checks_on_this_thread() - before;
+        net.route(0, out);
+        checks
+    };
+    // As a connection thread does: checked there, then handed to the engine.
+    let (from, vote) = next_vote_for(&mut net, 0);
+    let verified = std::thread::scope(|s| s.spawn(|| preverifier.inspect(&vote)).join().unwrap());
+    assert_eq!(verified, 1, "the receiving thread checked the vote");
+    assert_eq!(
+        deliver(&mut net, from, vote),
+        0,
+        "the engine checked it again"
+    );
+    // Not checked ahead: the engine checks it itself.
+    let (from, vote) = next_vote_for(&mut net, 0);
+    assert_eq!(
+        deliver(&mut net, from, vote),
+        1,
+        "the control vote was not checked"
+    );
+    // A forged signature is not remembered, so the engine checks it (and drops it).
+    let (from, mut vote) = next_vote_for(&mut net, 0);
+    if let Payload::Vote(v) = &mut vote {
+        v.signature[0] ^= 1;
+    }
+    let verified = std::thread::scope(|s| s.spawn(|| preverifier.inspect(&vote)).join().unwrap());
+    assert_eq!(verified, 0, "a forged vote passed the receiving thread");
+    assert_eq!(
+        deliver(&mut net, from, vote),
+        1,
+        "the forgery was not checked"
+    );
+    // A certificate padded with copies gets no more checks than the set has signers, and a
+    // vote of a height the published signers are not about gets none.
+    let (_, vote) = next_vote_for(&mut net, 0);
+    let Payload::Vote(raw) = vote.clone() else {
+        unreachable!()
+    };
+    let padded = Payload::Certificate(bulwark_wire::Certificate {
+        votes: vec![raw; 50],
+    });
+    assert_eq!(preverifier.inspect(&padded), N);
+    let height = net.slots[0].engine.as_ref().unwrap().state().next_height();
+    preverifier.publish(height + 2, &state.validator_infos, &state.validator_infos);
+    assert_eq!(preverifier.inspect(&vote), 0, "signers of another height");
+    // The network still decides with the engines fed this way.
+    net.run_until(5, 200_000);
+}

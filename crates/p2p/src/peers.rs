@@ -9,6 +9,7 @@
 use crate::edge::EdgeHandle;
 use crate::transport::{Attested, TransportHandle};
 use bulwark_net::VerifiedPeer;
+use bulwark_wire::preverify::Preverifier;
 use bulwark_wire::{FrameDecoder, Hello, Payload};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,6 +90,9 @@ pub struct Link {
     pub next_id: Arc<AtomicU64>,
     /// Where connection tasks run, and the edge's limits.
     pub edge: EdgeHandle,
+    /// Checks each message's signatures on the connection's thread before the driver sees it
+    /// (review M6), when the driver publishes who signs.
+    pub preverifier: Option<Arc<Preverifier>>,
 }
 
 type PeerRead = tokio::io::ReadHalf<tokio_rustls::TlsStream<TcpStream>>;
@@ -114,7 +118,12 @@ async fn read_frames(id: ConnectionId, mut stream: PeerRead, link: Link, traffic
                     }
                     PeerEvent::Hello(id, hello)
                 }
-                Ok(Some(payload)) => PeerEvent::Message(id, payload),
+                Ok(Some(payload)) => {
+                    if let Some(preverifier) = &link.preverifier {
+                        preverifier.inspect(&payload);
+                    }
+                    PeerEvent::Message(id, payload)
+                }
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(peer = id, "closing peer: {e}");
@@ -379,6 +388,7 @@ mod tests {
             events: tx,
             next_id: Arc::new(AtomicU64::new(1)),
             edge: edge.handle(),
+            preverifier: None,
         };
         let rt = edge.handle().runtime().clone();
         let slot = link.edge.peer_slot().unwrap();
@@ -424,6 +434,7 @@ mod tests {
             events: tx,
             next_id: Arc::new(AtomicU64::new(1)),
             edge: edge.handle(),
+            preverifier: None,
         };
         let rt = edge.handle().runtime().clone();
         let slot = link.edge.peer_slot().unwrap();

@@ -55,6 +55,7 @@ fn listening(limits: EdgeLimits) -> Node {
         events: tx,
         next_id: Arc::new(AtomicU64::new(1)),
         edge: edge.handle(),
+        preverifier: None,
     };
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();

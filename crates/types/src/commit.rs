@@ -170,6 +170,42 @@ pub fn commit_from_decision(
     })
 }
 
+/// The precommit that signature `index` of `commit` stands for (none when absent), as its
+/// validator signed it.
+pub fn commit_vote(commit: &Commit, index: usize) -> Result<Option<vote::Vote>, CommitError> {
+    let (address, timestamp, signature, block_id) = match commit.signatures.get(index) {
+        None | Some(CommitSig::BlockIdFlagAbsent) => return Ok(None),
+        Some(CommitSig::BlockIdFlagCommit {
+            validator_address,
+            timestamp,
+            signature,
+        }) => (
+            validator_address,
+            timestamp,
+            signature,
+            Some(commit.block_id),
+        ),
+        Some(CommitSig::BlockIdFlagNil {
+            validator_address,
+            timestamp,
+            signature,
+        }) => (validator_address, timestamp, signature, None),
+    };
+    Ok(Some(vote::Vote {
+        vote_type: vote::Type::Precommit,
+        height: commit.height,
+        round: commit.round,
+        block_id,
+        timestamp: Some(*timestamp),
+        validator_address: *address,
+        validator_index: vote::ValidatorIndex::try_from(index as u32)
+            .map_err(|_| CommitError::WrongValidator { index })?,
+        signature: signature.clone(),
+        extension: vec![],
+        extension_signature: None,
+    }))
+}
+
 /// Checks that `commit` proves block `id` at `height`: every present signature verifies for the
 /// validator at its index, and more than two thirds of the power signed the block.
 pub fn verify_commit(
@@ -211,41 +247,14 @@ pub fn verify_commit(
         });
     }
     let mut signed: u64 = 0;
-    for (index, (sig, info)) in commit.signatures.iter().zip(set).enumerate() {
-        let (address, timestamp, signature, block_id) = match sig {
-            CommitSig::BlockIdFlagAbsent => continue,
-            CommitSig::BlockIdFlagCommit {
-                validator_address,
-                timestamp,
-                signature,
-            } => (
-                validator_address,
-                timestamp,
-                signature,
-                Some(commit.block_id),
-            ),
-            CommitSig::BlockIdFlagNil {
-                validator_address,
-                timestamp,
-                signature,
-            } => (validator_address, timestamp, signature, None),
+    for (index, info) in set.iter().enumerate() {
+        let Some(v) = commit_vote(commit, index)? else {
+            continue;
         };
-        if *address != info.address {
+        if v.validator_address != info.address {
             return Err(CommitError::WrongValidator { index });
         }
-        let v = vote::Vote {
-            vote_type: vote::Type::Precommit,
-            height: commit.height,
-            round: commit.round,
-            block_id,
-            timestamp: Some(*timestamp),
-            validator_address: *address,
-            validator_index: vote::ValidatorIndex::try_from(index as u32)
-                .map_err(|_| CommitError::WrongValidator { index })?,
-            signature: signature.clone(),
-            extension: vec![],
-            extension_signature: None,
-        };
+        let block_id = v.block_id;
         verify_vote(&info.pub_key, &v, chain_id)
             .map_err(|_| CommitError::BadSignature { index })?;
         if block_id.is_some() {

@@ -4,6 +4,10 @@
 //! are valid.
 
 use ed25519_consensus::{Signature as EdSignature, SigningKey, VerificationKey};
+use sha2::{Digest, Sha256};
+use std::cell::Cell;
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Mutex, OnceLock};
 use tendermint::chain;
 use tendermint::proposal::Proposal;
 use tendermint::vote::Vote;
@@ -47,8 +51,106 @@ pub fn sign(key: &SigningKey, bytes: &[u8]) -> Signature {
     }
 }
 
-/// Verifies an ed25519 signature on `bytes` by `key`.
+/// Signatures verified already, on threads other than the one that asks (review M6: the
+/// connection threads check what arrives, so the consensus thread does not). It holds only
+/// facts (this key signed these bytes), so a process shares one, and a miss (never enabled,
+/// evicted, never seen) only means the full check runs.
+struct VerifiedSignatures {
+    capacity: usize,
+    kept: Mutex<Fingerprints>,
+}
+
+/// The fingerprints kept, and the order they came in (the oldest goes first).
+type Fingerprints = (HashSet<[u8; 32]>, VecDeque<[u8; 32]>);
+
+static VERIFIED: OnceLock<VerifiedSignatures> = OnceLock::new();
+
+thread_local! {
+    static FULL_CHECKS: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Makes this process remember up to `capacity` signatures that [`preverify`] found valid, so
+/// [`verify`] accepts them without checking again. The first call sets the capacity.
+pub fn remember_verified_signatures(capacity: usize) {
+    VERIFIED.get_or_init(|| VerifiedSignatures {
+        capacity: capacity.max(1),
+        kept: Mutex::new((HashSet::new(), VecDeque::new())),
+    });
+}
+
+/// Full ed25519 checks this thread has run (cache hits are not counted): how a test shows
+/// which thread did the work.
+pub fn full_checks_on_this_thread() -> u64 {
+    FULL_CHECKS.with(Cell::get)
+}
+
+/// What names one (key, bytes, signature) triple; only ed25519 keys (32 bytes) have one, so
+/// the concatenation is unambiguous.
+fn fingerprint(key: &PublicKey, bytes: &[u8], signature: &Signature) -> Option<[u8; 32]> {
+    let PublicKey::Ed25519(vk) = key else {
+        return None;
+    };
+    let mut h = Sha256::new();
+    h.update(vk.as_bytes());
+    h.update(signature.as_bytes());
+    h.update(bytes);
+    Some(h.finalize().into())
+}
+
+fn remembered(fingerprint: &[u8; 32]) -> bool {
+    VERIFIED.get().is_some_and(|cache| {
+        cache
+            .kept
+            .lock()
+            .is_ok_and(|kept| kept.0.contains(fingerprint))
+    })
+}
+
+/// Verifies like [`verify`] and, when the signature holds and [`remember_verified_signatures`]
+/// was called, remembers it for a later [`verify`] on any thread. For the threads that receive
+/// messages, ahead of the one that acts on them.
+pub fn preverify(
+    key: &PublicKey,
+    bytes: &[u8],
+    signature: &Signature,
+) -> Result<(), SignatureError> {
+    let Some(cache) = VERIFIED.get() else {
+        return full_check(key, bytes, signature);
+    };
+    let Some(print) = fingerprint(key, bytes, signature) else {
+        return full_check(key, bytes, signature);
+    };
+    if remembered(&print) {
+        return Ok(());
+    }
+    full_check(key, bytes, signature)?;
+    if let Ok(mut kept) = cache.kept.lock() {
+        let (set, order) = &mut *kept;
+        if set.insert(print) {
+            order.push_back(print);
+            while order.len() > cache.capacity {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Verifies an ed25519 signature on `bytes` by `key` (at once when another thread verified
+/// this very signature with [`preverify`]).
 pub fn verify(key: &PublicKey, bytes: &[u8], signature: &Signature) -> Result<(), SignatureError> {
+    if VERIFIED.get().is_some()
+        && fingerprint(key, bytes, signature).is_some_and(|print| remembered(&print))
+    {
+        return Ok(());
+    }
+    full_check(key, bytes, signature)
+}
+
+fn full_check(key: &PublicKey, bytes: &[u8], signature: &Signature) -> Result<(), SignatureError> {
+    FULL_CHECKS.with(|n| n.set(n.get() + 1));
     let PublicKey::Ed25519(vk) = key else {
         return Err(SignatureError::BadKey);
     };
@@ -96,5 +198,51 @@ pub fn public_key(key: &SigningKey) -> PublicKey {
     match PublicKey::from_raw_ed25519(key.verification_key().as_bytes()) {
         Some(pk) => pk,
         None => unreachable!("an ed25519 verification key is 32 valid bytes"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_signature_checked_ahead_is_accepted_without_a_check() {
+        remember_verified_signatures(2);
+        let key = SigningKey::from([7; 32]);
+        let public = public_key(&key);
+        let good = sign(&key, b"vote");
+        let checks = full_checks_on_this_thread();
+        // Checked on another thread, accepted here without a check of this thread's own.
+        std::thread::scope(|s| {
+            s.spawn(|| preverify(&public, b"vote", &good).unwrap());
+        });
+        assert_eq!(verify(&public, b"vote", &good), Ok(()));
+        assert_eq!(full_checks_on_this_thread(), checks);
+        // Other bytes, another key or a forged signature are each checked in full, and fail.
+        assert_eq!(
+            verify(&public, b"votf", &good),
+            Err(SignatureError::Invalid)
+        );
+        let other = public_key(&SigningKey::from([8; 32]));
+        assert_eq!(verify(&other, b"vote", &good), Err(SignatureError::Invalid));
+        assert_eq!(full_checks_on_this_thread(), checks + 2);
+        let mut forged = good.as_bytes().to_vec();
+        forged[0] ^= 1;
+        let forged = Signature::new(forged).unwrap().unwrap();
+        assert_eq!(
+            preverify(&public, b"vote", &forged),
+            Err(SignatureError::Invalid)
+        );
+        assert_eq!(
+            verify(&public, b"vote", &forged),
+            Err(SignatureError::Invalid)
+        );
+        // Beyond the capacity the oldest is forgotten: checked in full again, still valid.
+        for m in [&b"a"[..], b"b"] {
+            preverify(&public, m, &sign(&key, m)).unwrap();
+        }
+        let before = full_checks_on_this_thread();
+        assert_eq!(verify(&public, b"vote", &good), Ok(()));
+        assert_eq!(full_checks_on_this_thread(), before + 1);
     }
 }

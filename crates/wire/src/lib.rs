@@ -6,6 +6,8 @@
 //! do not decode, or an envelope without a message is a [`WireError`], and the node closes
 //! that peer (only that peer). Decoding never panics, whatever the bytes.
 
+pub mod preverify;
+
 use bulwark_types::tendermint_proto::v0_38::types as pb;
 use prost::Message;
 use thiserror::Error;
