@@ -427,7 +427,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 }
                 Some(PeerEvent::Disconnected(id)) => {
                     peers.remove(&id);
-                    continue;
+                    Input::PeerGone(id)
                 }
                 Some(PeerEvent::Hello(id, hello)) => {
                     tracing::info!(peer = id, node = %hello.node_id, moniker = %hello.moniker, "peer introduced itself");

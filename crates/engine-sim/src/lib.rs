@@ -473,6 +473,8 @@ impl Sim {
                 self.committed[i] = engine.state().last_block_height;
                 node.engine = Some(engine);
                 self.trace(|| format!("node {i} starts (life {life})"));
+                // Its peers see a new connection: what they knew it had is of its last life.
+                self.connections_lost(i);
                 let tick = self.now() + TICK_MS;
                 self.at(tick, Event::Tick { node: i, life });
                 if self.nodes[i].adversary.is_some() {
@@ -502,12 +504,22 @@ impl Sim {
         self.crashes += 1;
         // What it had committed counts again only once it is back and has it from its disk.
         self.committed[i] = 0;
+        self.connections_lost(i);
         self.last_fault_end = self.last_fault_end.max(self.now() + down_ms);
         self.trace(|| {
             format!("node {i} crashes (keeps {keep_store} unflushed writes), back in {down_ms} ms")
         });
         let back = self.now() + down_ms;
         self.at(back, Event::Start { node: i });
+    }
+
+    /// Tells every running node that its connection to node `i` is gone.
+    fn connections_lost(&mut self, i: usize) {
+        for peer in (0..self.nodes.len()).filter(|p| *p != i) {
+            if self.nodes[peer].engine.is_some() {
+                self.feed(peer, Input::PeerGone(i as u64));
+            }
+        }
     }
 
     /// Sends `payload` from `from` to `to` through the network model.

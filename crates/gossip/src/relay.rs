@@ -3,9 +3,15 @@
 //! under their identity rather than in one list, so the number a peer can make it keep is
 //! bounded by consensus itself (a vote slot per validator, round and kind; a few proposals per
 //! round; parts of the part sets those announce) and spam cannot crowd out an honest vote
-//! (review M4). A stuck peer is sent everything kept: a record of what each peer already has
-//! goes stale when that peer restarts and loses what it had, and then withholds exactly what it
-//! needs (the engine simulator's long run found such heights that never ended).
+//! (review M4).
+//!
+//! Each peer is sent only what it is not known to have: what it sent us and what we already
+//! answered it with (review H5: a stall no longer re-sends the whole height every tick). That
+//! record goes stale when the peer restarts and loses what it had, or drops what it was sent
+//! (a message of a height it had not started, beyond its bound), and a stale record withholds
+//! exactly what the peer needs (the engine simulator's long run found heights that never
+//! ended that way). So the record is forgotten when the connection goes
+//! ([`Relay::forget_peer`]) and every [`FULL_ANSWER_EVERY`]-th answer to a peer is everything.
 
 /// A peer connection, as the engine names it.
 pub type PeerId = u64;
@@ -15,7 +21,7 @@ use bulwark_types::tendermint_proto::v0_38 as pb;
 use bulwark_wire::Payload;
 use prost::Message;
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Distinct votes kept per validator, round and kind: its first, and a conflicting second (so
 /// every honest node sees an equivocation and can make the evidence).
@@ -24,6 +30,8 @@ const VOTES_PER_SLOT: usize = 2;
 /// of an older round that is proposed again travels again, in the new round). This node's own
 /// parts are always kept.
 pub const MAX_PART_BYTES: usize = 96 << 20;
+/// Every this many answers to a peer, it is sent everything kept whatever it is known to have.
+pub const FULL_ANSWER_EVERY: u32 = 8;
 
 /// What identifies a message: a re-delivery has the same key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,6 +51,8 @@ enum Key {
         validator: u32,
         block: [u8; 32],
     },
+    /// Only in a peer's record: a certificate sent, by the digest of its encoding.
+    Certificate([u8; 32]),
 }
 
 /// The key of a proposal, part or vote; none for other payloads.
@@ -84,6 +94,16 @@ pub struct Relay {
     votes_per_slot: HashMap<(u32, i32, u32), usize>,
     proposals_per_round: HashMap<u32, usize>,
     part_bytes: usize,
+    /// What each peer is known to have of this height.
+    peers: HashMap<PeerId, PeerRecord>,
+}
+
+/// What one peer is known to have, and how many answers it got since the record was last
+/// forgotten.
+#[derive(Debug, Default)]
+struct PeerRecord {
+    has: HashSet<Key>,
+    answers: u32,
 }
 
 impl Relay {
@@ -108,6 +128,12 @@ impl Relay {
         let Some(key) = key_of(&payload) else {
             return false;
         };
+        if let Some(peer) = from {
+            if self.messages.contains_key(&key) {
+                self.record(peer, key);
+                return true;
+            }
+        }
         if !self.messages.contains_key(&key) {
             if mutation::active(Mutant::RelayFirstComeOnly) && self.messages.len() >= 32 {
                 return false;
@@ -140,13 +166,65 @@ impl Relay {
                     let round = *round;
                     self.make_room_for_part(round, size, from.is_none())
                 }
+                Key::Certificate(_) => false,
             };
             if !room {
                 return false;
             }
-            self.messages.insert(key, payload);
+            self.messages.insert(key.clone(), payload);
+            if let Some(peer) = from {
+                self.record(peer, key);
+            }
         }
         true
+    }
+
+    /// Notes that `peer` has the message under `key` (only of messages kept, so a record is
+    /// never larger than what is kept).
+    fn record(&mut self, peer: PeerId, key: Key) {
+        self.peers.entry(peer).or_default().has.insert(key);
+    }
+
+    /// Forgets what `peer` is known to have: its connection is gone, or what it had came from
+    /// a log replayed after a restart (a peer of then may have lost it since).
+    pub fn forget_peer(&mut self, peer: PeerId) {
+        self.peers.remove(&peer);
+    }
+
+    /// Forgets what every peer is known to have.
+    pub fn forget_peers(&mut self) {
+        self.peers.clear();
+    }
+
+    /// What to send `peer` that reports being stuck at this height: the messages kept and the
+    /// `certificates` given that it is not known to have; every [`FULL_ANSWER_EVERY`]-th
+    /// answer (the first included) is all of them. Everything returned counts as had.
+    pub fn answer(
+        &mut self,
+        peer: PeerId,
+        certificates: Vec<bulwark_wire::Certificate>,
+    ) -> Vec<Payload> {
+        let record = self.peers.entry(peer).or_default();
+        if record.answers % FULL_ANSWER_EVERY == 0 {
+            record.has.clear();
+        }
+        record.answers = record.answers.wrapping_add(1);
+        let mut out: Vec<Payload> = self
+            .messages
+            .iter()
+            .filter(|(key, _)| record.has.insert((*key).clone()))
+            .map(|(_, payload)| payload.clone())
+            .collect();
+        out.extend(
+            certificates
+                .into_iter()
+                .filter(|c| {
+                    let digest = Sha256::digest(c.encode_to_vec()).into();
+                    record.has.insert(Key::Certificate(digest))
+                })
+                .map(Payload::Certificate),
+        );
+        out
     }
 
     /// Room for a part of `size` bytes in `round`: the parts of older rounds go first; a
@@ -239,6 +317,38 @@ mod tests {
                 "validator {validator}"
             );
         }
+    }
+
+    #[test]
+    fn a_peer_is_sent_only_what_it_lacks_and_everything_every_few_answers() {
+        let mut relay = Relay::default();
+        let peer = 4;
+        relay.keep(Some(2), vote(0, 0, 1));
+        relay.keep(Some(peer), vote(1, 0, 1));
+        relay.keep(None, vote(2, 0, 1));
+        let certificate = || vec![bulwark_wire::Certificate::default()];
+        // The first answer is everything, what the peer sent us included.
+        assert_eq!(relay.answer(peer, certificate()).len(), 4);
+        // Then only what came since: not what the peer sent, nor what it was sent.
+        relay.keep(Some(peer), vote(3, 0, 1));
+        relay.keep(Some(2), vote(0, 1, 1));
+        assert_eq!(relay.answer(peer, certificate()), vec![vote(0, 1, 1)]);
+        for _ in 2..FULL_ANSWER_EVERY {
+            assert!(relay.answer(peer, certificate()).is_empty());
+        }
+        // Every few answers it is everything again (the peer may have lost it).
+        assert_eq!(relay.answer(peer, certificate()).len(), 6);
+        assert!(relay.answer(peer, certificate()).is_empty());
+        // Another peer, or this one on a new connection, is sent everything.
+        assert_eq!(relay.answer(5, vec![]).len(), 5);
+        relay.forget_peer(peer);
+        assert_eq!(relay.answer(peer, vec![]).len(), 5);
+        relay.forget_peers();
+        assert_eq!(relay.answer(5, vec![]).len(), 5);
+        // A new height forgets the records with the messages.
+        relay.clear();
+        relay.keep(Some(2), vote(0, 0, 1));
+        assert_eq!(relay.answer(5, vec![]).len(), 1);
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub enum Input {
     /// Send the client transactions gathered since the last flush (see
     /// [`Output::ScheduleTxFlush`]).
     FlushTxs,
+    /// The connection to this peer is gone: what it was known to have is forgotten (a later
+    /// connection, even from the same validator, gets a new id).
+    PeerGone(PeerId),
 }
 
 /// What the engine asks the driver to do.
@@ -450,6 +453,8 @@ impl Engine {
             out.extend(engine.replay(record)?);
         }
         engine.replaying = false;
+        // The log's peers are connections of a past life, and what they had may be lost.
+        engine.relay.forget_peers();
         Ok((engine, out))
     }
 
@@ -599,6 +604,11 @@ impl Engine {
                 }
             }
             Input::Peer(peer, payload) => self.peer(peer, payload),
+            Input::PeerGone(peer) => {
+                self.relay.forget_peer(peer);
+                self.status_answers.remove(&peer);
+                Ok(vec![])
+            }
         }
     }
 
@@ -1324,27 +1334,24 @@ impl Engine {
             }
             return Ok(out);
         }
-        if s.height != height {
-            return Ok(vec![]);
-        }
-        let mut out: Vec<Output> = self
+        let certificates = self
+            .core
+            .certificates()
+            .iter()
+            .map(|c| wire::Certificate {
+                votes: c
+                    .votes
+                    .iter()
+                    .filter_map(|v| self.vote_to_wire(&v.message, &v.signature))
+                    .collect(),
+            })
+            .collect();
+        Ok(self
             .relay
-            .all()
+            .answer(peer, certificates)
             .into_iter()
             .map(|p| Output::Send(peer, p))
-            .collect();
-        for c in self.core.certificates() {
-            let votes = c
-                .votes
-                .iter()
-                .filter_map(|v| self.vote_to_wire(&v.message, &v.signature))
-                .collect();
-            out.push(Output::Send(
-                peer,
-                Payload::Certificate(wire::Certificate { votes }),
-            ));
-        }
-        Ok(out)
+            .collect())
     }
 
     fn vote_to_wire(

@@ -486,10 +486,57 @@ fn evidence_submitted_to_one_node_reaches_a_block_every_node_commits() {
     ));
 }
 
+/// How many messages `engine` sends `peer` that says it is at height `from`.
+fn status_answer(engine: &mut Engine, peer: u64, from: u64) -> usize {
+    use bulwark_wire::{Payload, Status};
+    let status = Payload::Status(Status {
+        height: from,
+        round: 0,
+    });
+    let out = engine.handle(Input::Peer(peer, status)).unwrap();
+    out.iter()
+        .filter(|o| matches!(o, Output::Send(p, _) if *p == peer))
+        .count()
+}
+
+#[test]
+fn a_stuck_peer_is_sent_what_it_lacks_and_everything_again_on_a_new_connection() {
+    use bulwark_gossip::relay::FULL_ANSWER_EVERY;
+    let mut net = Net::new();
+    net.run_until(4, 200_000);
+    while net.slots[0].engine.as_ref().unwrap().footprint().seen < 3 {
+        net.step();
+    }
+    let engine = net.slots[0].engine.as_mut().unwrap();
+    let height = engine.state().next_height();
+    engine.handle(Input::Tick).unwrap();
+    let everything = status_answer(engine, 7, height);
+    assert!(
+        everything >= 3,
+        "{everything} messages of the height in progress"
+    );
+    // Nothing arrived since: the same peer asking again is sent nothing, another everything.
+    for _ in 1..FULL_ANSWER_EVERY {
+        engine.handle(Input::Tick).unwrap();
+        assert_eq!(status_answer(engine, 7, height), 0, "re-sent what it has");
+    }
+    engine.handle(Input::Tick).unwrap();
+    assert_eq!(
+        status_answer(engine, 7, height),
+        everything,
+        "no full answer"
+    );
+    assert_eq!(status_answer(engine, 8, height), everything);
+    // Its connection went: a new one (same id here) is sent everything again.
+    engine.handle(Input::PeerGone(8)).unwrap();
+    engine.handle(Input::Tick).unwrap();
+    assert_eq!(status_answer(engine, 8, height), everything);
+}
+
 #[test]
 fn a_peer_repeating_its_status_gets_two_answers_a_tick() {
     use bulwark_node::engine::STATUS_ANSWERS_PER_TICK;
-    use bulwark_wire::{Payload, Status};
+    let ask = status_answer;
     let mut net = Net::new();
     net.run_until(6, 200_000);
     // Until node 0 keeps messages of the height in progress (for the current-height answer).
@@ -498,20 +545,6 @@ fn a_peer_repeating_its_status_gets_two_answers_a_tick() {
     }
     let engine = net.slots[0].engine.as_mut().unwrap();
     let height = engine.state().next_height();
-    let ask = |engine: &mut Engine, peer: u64, from: u64| {
-        let out = engine
-            .handle(Input::Peer(
-                peer,
-                Payload::Status(Status {
-                    height: from,
-                    round: 0,
-                }),
-            ))
-            .unwrap();
-        out.iter()
-            .filter(|o| matches!(o, Output::Send(p, _) if *p == peer))
-            .count()
-    };
     engine.handle(Input::Tick).unwrap();
     // Catch-up: blocks read from disk; the height in progress: what is kept for relay.
     let blocks = ask(engine, 7, 1);
