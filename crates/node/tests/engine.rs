@@ -676,9 +676,12 @@ fn a_vote_checked_on_a_receiving_thread_costs_the_engine_no_check() {
         net.route(0, out);
         checks
     };
+    let checked_on_a_reader = |vote: &Payload| {
+        std::thread::scope(|s| s.spawn(|| preverifier.inspect(vote)).join().unwrap())
+    };
     // As a connection thread does: checked there, then handed to the engine.
     let (from, vote) = next_vote_for(&mut net, 0);
-    let verified = std::thread::scope(|s| s.spawn(|| preverifier.inspect(&vote)).join().unwrap());
+    let verified = checked_on_a_reader(&vote);
     assert_eq!(verified, 1, "the receiving thread checked the vote");
     assert_eq!(
         deliver(&mut net, from, vote),
@@ -697,7 +700,7 @@ fn a_vote_checked_on_a_receiving_thread_costs_the_engine_no_check() {
     if let Payload::Vote(v) = &mut vote {
         v.signature[0] ^= 1;
     }
-    let verified = std::thread::scope(|s| s.spawn(|| preverifier.inspect(&vote)).join().unwrap());
+    let verified = checked_on_a_reader(&vote);
     assert_eq!(verified, 0, "a forged vote passed the receiving thread");
     assert_eq!(
         deliver(&mut net, from, vote),
