@@ -382,6 +382,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     );
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut outputs = first;
+    let mut undelivered = Vec::new();
     loop {
         if let Some(i) = interposer.as_mut() {
             outputs = interpose(i.as_mut(), &engine, &peers, outputs);
@@ -398,8 +399,9 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 }
                 Output::Send(id, p) => {
                     if let Some(peer) = peers.get(&id) {
-                        if !peer.send(wire::encode(p)) {
+                        if !peer.send(wire::encode_ref(&p)) {
                             tracing::warn!(addr = %peer.addr, "peer queue full: message dropped");
+                            undelivered.push(Input::Undelivered(id, p));
                         }
                     }
                 }
@@ -416,6 +418,10 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                     waiters.committed(&engine, height);
                 }
             }
+        }
+        for input in undelivered.drain(..) {
+            // Only bookkeeping: it asks for nothing to be done.
+            engine.handle(input)?;
         }
         let next_timer = timers.next();
         let input = tokio::select! {

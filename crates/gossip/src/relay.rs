@@ -32,24 +32,28 @@ const VOTES_PER_SLOT: usize = 2;
 pub const MAX_PART_BYTES: usize = 96 << 20;
 /// Every this many answers to a peer, it is sent everything kept whatever it is known to have.
 pub const FULL_ANSWER_EVERY: u32 = 8;
+/// Messages in one answer at most, well within a peer's send queue; the rest go in the next.
+pub const MAX_ANSWER: usize = 1024;
 
 /// What identifies a message: a re-delivery has the same key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// The order of the variants is the order of an answer: proposals, then votes (small, and what
+/// a stuck peer most needs), then parts.
 enum Key {
     Proposal {
         round: u32,
         block: [u8; 32],
-    },
-    Part {
-        round: u32,
-        index: u32,
-        bytes: [u8; 32],
     },
     Vote {
         round: u32,
         kind: i32,
         validator: u32,
         block: [u8; 32],
+    },
+    Part {
+        round: u32,
+        index: u32,
+        bytes: [u8; 32],
     },
     /// Only in a peer's record: a certificate sent, by the digest of its encoding.
     Certificate([u8; 32]),
@@ -196,9 +200,12 @@ impl Relay {
         self.peers.clear();
     }
 
-    /// What to send `peer` that reports being stuck at this height: the messages kept and the
-    /// `certificates` given that it is not known to have; every [`FULL_ANSWER_EVERY`]-th
-    /// answer (the first included) is all of them. Everything returned counts as had.
+    /// What to send `peer` that reports being stuck at this height: up to [`MAX_ANSWER`] of
+    /// the messages kept and the `certificates` given that it is not known to have; every
+    /// [`FULL_ANSWER_EVERY`]-th answer (the first included) starts from all of them.
+    /// Everything returned counts as had until the driver reports it
+    /// [`undelivered`](Relay::undelivered) (review M2: a full send queue drops frames, and a
+    /// record of them would withhold the same tail on every answer).
     pub fn answer(
         &mut self,
         peer: PeerId,
@@ -209,22 +216,43 @@ impl Relay {
             record.has.clear();
         }
         record.answers = record.answers.wrapping_add(1);
-        let mut out: Vec<Payload> = self
+        let lacking: Vec<&Key> = self
             .messages
-            .iter()
-            .filter(|(key, _)| record.has.insert((*key).clone()))
-            .map(|(_, payload)| payload.clone())
+            .keys()
+            .filter(|key| !record.has.contains(*key))
+            .take(MAX_ANSWER)
             .collect();
-        out.extend(
-            certificates
-                .into_iter()
-                .filter(|c| {
-                    let digest = Sha256::digest(c.encode_to_vec()).into();
-                    record.has.insert(Key::Certificate(digest))
-                })
-                .map(Payload::Certificate),
-        );
+        let mut out = Vec::with_capacity(lacking.len());
+        for key in lacking {
+            record.has.insert(key.clone());
+            if let Some(payload) = self.messages.get(key) {
+                out.push(payload.clone());
+            }
+        }
+        for certificate in certificates {
+            if out.len() >= MAX_ANSWER {
+                break;
+            }
+            let key = Key::Certificate(Sha256::digest(certificate.encode_to_vec()).into());
+            if record.has.insert(key) {
+                out.push(Payload::Certificate(certificate));
+            }
+        }
         out
+    }
+
+    /// The driver could not queue `payload` for `peer` (its send queue was full): it no longer
+    /// counts as had, so the next answer carries it.
+    pub fn undelivered(&mut self, peer: PeerId, payload: &Payload) {
+        let key = match payload {
+            Payload::Certificate(c) => Some(Key::Certificate(
+                Sha256::digest(c.encode_to_vec()).into(),
+            )),
+            other => key_of(other),
+        };
+        if let (Some(key), Some(record)) = (key, self.peers.get_mut(&peer)) {
+            record.has.remove(&key);
+        }
     }
 
     /// Room for a part of `size` bytes in `round`: the parts of older rounds go first; a
@@ -271,7 +299,7 @@ impl Relay {
 mod tests {
     use super::*;
 
-    fn vote(validator: i32, round: i32, block: u8) -> Payload {
+    pub(super) fn vote(validator: i32, round: i32, block: u8) -> Payload {
         Payload::Vote(pb::types::Vote {
             r#type: pb::types::SignedMsgType::Precommit as i32,
             height: 5,
@@ -406,5 +434,34 @@ mod part_tests {
         let sent = relay.all();
         assert!(sent.contains(&part(1, 0)));
         assert!(!sent.contains(&part(0, 0)));
+    }
+
+    #[test]
+    fn an_answer_fits_a_send_queue_votes_first_and_what_could_not_be_queued_goes_next() {
+        use super::tests::vote;
+        let mut relay = Relay::default();
+        for index in 0..8 {
+            relay.keep(None, part(0, index));
+        }
+        let votes = MAX_ANSWER as i32 + 40;
+        for validator in 0..votes {
+            relay.keep(None, vote(validator, 0, 1));
+        }
+        let peer = 3;
+        let first = relay.answer(peer, vec![]);
+        assert_eq!(first.len(), MAX_ANSWER);
+        assert!(first.iter().all(|p| matches!(p, Payload::Vote(_))));
+        // The driver's queue for it filled up: the last 100 never left.
+        let (queued, dropped) = first.split_at(MAX_ANSWER - 100);
+        for payload in dropped {
+            relay.undelivered(peer, payload);
+        }
+        let second = relay.answer(peer, vec![]);
+        assert_eq!(second.len(), 100 + 40 + 8);
+        assert_eq!(second[..100], *dropped);
+        assert!(second[100..140].iter().all(|p| matches!(p, Payload::Vote(_))));
+        assert!(second[140..].iter().all(|p| matches!(p, Payload::BlockPart(_))));
+        assert!(second.iter().all(|p| !queued.contains(p)));
+        assert!(relay.answer(peer, vec![]).is_empty());
     }
 }

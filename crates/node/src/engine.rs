@@ -65,6 +65,8 @@ pub enum Input {
     /// The connection to this peer is gone: what it was known to have is forgotten (a later
     /// connection, even from the same validator, gets a new id).
     PeerGone(PeerId),
+    /// The driver could not queue this [`Output::Send`] for the peer (its queue was full).
+    Undelivered(PeerId, Payload),
 }
 
 /// What the engine asks the driver to do.
@@ -607,6 +609,10 @@ impl Engine {
             Input::PeerGone(peer) => {
                 self.relay.forget_peer(peer);
                 self.status_answers.remove(&peer);
+                Ok(vec![])
+            }
+            Input::Undelivered(peer, payload) => {
+                self.relay.undelivered(peer, &payload);
                 Ok(vec![])
             }
         }

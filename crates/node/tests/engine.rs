@@ -488,15 +488,51 @@ fn evidence_submitted_to_one_node_reaches_a_block_every_node_commits() {
 
 /// How many messages `engine` sends `peer` that says it is at height `from`.
 fn status_answer(engine: &mut Engine, peer: u64, from: u64) -> usize {
+    status_answer_payloads(engine, peer, from).len()
+}
+
+fn status_answer_payloads(
+    engine: &mut Engine,
+    peer: u64,
+    from: u64,
+) -> Vec<bulwark_wire::Payload> {
     use bulwark_wire::{Payload, Status};
     let status = Payload::Status(Status {
         height: from,
         round: 0,
     });
     let out = engine.handle(Input::Peer(peer, status)).unwrap();
-    out.iter()
-        .filter(|o| matches!(o, Output::Send(p, _) if *p == peer))
-        .count()
+    out.into_iter()
+        .filter_map(|o| match o {
+            Output::Send(p, payload) if p == peer => Some(payload),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn what_a_full_send_queue_dropped_is_in_the_next_answer() {
+    let mut net = Net::new();
+    net.run_until(4, 200_000);
+    while net.slots[0].engine.as_ref().unwrap().footprint().seen < 3 {
+        net.step();
+    }
+    let engine = net.slots[0].engine.as_mut().unwrap();
+    let height = engine.state().next_height();
+    engine.handle(Input::Tick).unwrap();
+    let sent = status_answer_payloads(engine, 7, height);
+    assert!(sent.len() >= 3, "{} messages", sent.len());
+    // The driver could not queue the last two (review M2).
+    let dropped = sent[sent.len() - 2..].to_vec();
+    for payload in &dropped {
+        engine
+            .handle(Input::Undelivered(7, payload.clone()))
+            .unwrap();
+    }
+    engine.handle(Input::Tick).unwrap();
+    assert_eq!(status_answer_payloads(engine, 7, height), dropped);
+    engine.handle(Input::Tick).unwrap();
+    assert!(status_answer_payloads(engine, 7, height).is_empty());
 }
 
 #[test]

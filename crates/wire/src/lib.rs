@@ -150,13 +150,16 @@ pub struct Envelope {
 
 /// Encodes `payload` as one frame.
 pub fn encode(payload: Payload) -> Vec<u8> {
-    let body = Envelope {
-        payload: Some(payload),
-    }
-    .encode_to_vec();
-    let mut out = Vec::with_capacity(4 + body.len());
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
+    encode_ref(&payload)
+}
+
+/// Encodes `payload` as one frame, leaving it to the caller (to report it if it cannot go).
+pub fn encode_ref(payload: &Payload) -> Vec<u8> {
+    // An `Envelope` is its one oneof field, so the oneof's encoding is the envelope's.
+    let body_len = payload.encoded_len();
+    let mut out = Vec::with_capacity(4 + body_len);
+    out.extend_from_slice(&(body_len as u32).to_be_bytes());
+    payload.encode(&mut out);
     out
 }
 
@@ -251,6 +254,12 @@ mod tests {
                 }),
             }),
         ];
+        for m in &msgs {
+            let envelope = Envelope {
+                payload: Some(m.clone()),
+            };
+            assert_eq!(encode_ref(m)[4..], envelope.encode_to_vec());
+        }
         let stream: Vec<u8> = msgs.iter().cloned().flat_map(encode).collect();
         for chunk in [1, 3, 7, stream.len()] {
             let mut d = FrameDecoder::new(1 << 20);
