@@ -245,9 +245,9 @@ impl Relay {
     /// counts as had, so the next answer carries it.
     pub fn undelivered(&mut self, peer: PeerId, payload: &Payload) {
         let key = match payload {
-            Payload::Certificate(c) => Some(Key::Certificate(
-                Sha256::digest(c.encode_to_vec()).into(),
-            )),
+            Payload::Certificate(c) => {
+                Some(Key::Certificate(Sha256::digest(c.encode_to_vec()).into()))
+            }
             other => key_of(other),
         };
         if let (Some(key), Some(record)) = (key, self.peers.get_mut(&peer)) {
@@ -459,8 +459,12 @@ mod part_tests {
         let second = relay.answer(peer, vec![]);
         assert_eq!(second.len(), 100 + 40 + 8);
         assert_eq!(second[..100], *dropped);
-        assert!(second[100..140].iter().all(|p| matches!(p, Payload::Vote(_))));
-        assert!(second[140..].iter().all(|p| matches!(p, Payload::BlockPart(_))));
+        assert!(second[100..140]
+            .iter()
+            .all(|p| matches!(p, Payload::Vote(_))));
+        assert!(second[140..]
+            .iter()
+            .all(|p| matches!(p, Payload::BlockPart(_))));
         assert!(second.iter().all(|p| !queued.contains(p)));
         assert!(relay.answer(peer, vec![]).is_empty());
     }

@@ -491,11 +491,7 @@ fn status_answer(engine: &mut Engine, peer: u64, from: u64) -> usize {
     status_answer_payloads(engine, peer, from).len()
 }
 
-fn status_answer_payloads(
-    engine: &mut Engine,
-    peer: u64,
-    from: u64,
-) -> Vec<bulwark_wire::Payload> {
+fn status_answer_payloads(engine: &mut Engine, peer: u64, from: u64) -> Vec<bulwark_wire::Payload> {
     use bulwark_wire::{Payload, Status};
     let status = Payload::Status(Status {
         height: from,
