@@ -689,7 +689,7 @@ fn next_vote_for(net: &mut Net, to: usize) -> (u64, bulwark_wire::Payload) {
 #[test]
 fn a_vote_checked_on_a_receiving_thread_costs_the_engine_no_check() {
     use bulwark_types::signing::full_checks_on_this_thread;
-    use bulwark_wire::preverify::Preverifier;
+    use bulwark_wire::preverify::{Budget, Preverifier};
     use bulwark_wire::Payload;
     let mut net = Net::new();
     net.run_until(3, 200_000);
@@ -709,7 +709,11 @@ fn a_vote_checked_on_a_receiving_thread_costs_the_engine_no_check() {
         checks
     };
     let checked_on_a_reader = |vote: &Payload| {
-        std::thread::scope(|s| s.spawn(|| preverifier.inspect(vote)).join().unwrap())
+        std::thread::scope(|s| {
+            s.spawn(|| preverifier.inspect(vote, &mut Budget::default()))
+                .join()
+                .unwrap()
+        })
     };
     // As a connection thread does: checked there, then handed to the engine.
     let (from, vote) = next_vote_for(&mut net, 0);
@@ -748,10 +752,85 @@ fn a_vote_checked_on_a_receiving_thread_costs_the_engine_no_check() {
     let padded = Payload::Certificate(bulwark_wire::Certificate {
         votes: vec![raw; 50],
     });
-    assert_eq!(preverifier.inspect(&padded), N);
+    assert_eq!(preverifier.inspect(&padded, &mut Budget::default()), N);
     let height = net.slots[0].engine.as_ref().unwrap().state().next_height();
     preverifier.publish(height + 2, &state.validator_infos, &state.validator_infos);
-    assert_eq!(preverifier.inspect(&vote), 0, "signers of another height");
+    assert_eq!(
+        preverifier.inspect(&vote, &mut Budget::default()),
+        0,
+        "signers of another height"
+    );
     // The network still decides with the engines fed this way.
     net.run_until(5, 200_000);
+}
+
+#[test]
+fn a_peer_sending_forgeries_gets_a_bounded_number_of_checks_on_its_receiving_thread() {
+    use bulwark_types::signing::full_checks_on_this_thread;
+    use bulwark_types::tendermint_proto::v0_38 as pb;
+    use bulwark_wire::preverify::{Budget, Preverifier, COMMITS_AHEAD, FAILURES_PER_HEIGHT};
+    use bulwark_wire::{DecidedBlock, Payload};
+    let mut net = Net::new();
+    net.run_until(3, 200_000);
+    let state = net.slots[0].engine.as_ref().unwrap().state().clone();
+    let height = state.next_height();
+    let preverifier = Preverifier::new(net.genesis.chain_id.clone());
+    let publish =
+        |height| preverifier.publish(height, &state.validator_infos, &state.last_validator_infos);
+    publish(height);
+    let checks = |payload: &Payload, budget: &mut Budget| {
+        let before = full_checks_on_this_thread();
+        let verified = preverifier.inspect(payload, budget);
+        (verified, full_checks_on_this_thread() - before)
+    };
+    let (_, genuine) = next_vote_for(&mut net, 0);
+    let mut forged = genuine.clone();
+    if let Payload::Vote(v) = &mut forged {
+        v.signature[0] ^= 1;
+    }
+    // A forgery is never remembered, so each copy would cost a check: only so many do.
+    let mut budget = Budget::default();
+    let spent: u64 = (0..FAILURES_PER_HEIGHT + 50)
+        .map(|_| checks(&forged, &mut budget).1)
+        .sum();
+    assert_eq!(spent, u64::from(FAILURES_PER_HEIGHT));
+    // Spent for this height: even a genuine vote is left to the engine.
+    assert_eq!(checks(&genuine, &mut budget), (0, 0));
+    // Another connection, or the next height, has its own.
+    assert_eq!(checks(&genuine, &mut Budget::default()), (1, 1));
+    publish(height + 1);
+    assert_eq!(checks(&genuine, &mut budget).0, 1);
+    // A commit far ahead of the height being decided is not checked here at all.
+    publish(height);
+    let commit = net.slots[0]
+        .engine
+        .as_ref()
+        .unwrap()
+        .blocks()
+        .commit(1)
+        .unwrap()
+        .unwrap();
+    let mut commit = pb::types::Commit::decode(commit.as_slice()).unwrap();
+    let signed = commit
+        .signatures
+        .iter()
+        .filter(|s| !s.signature.is_empty())
+        .count() as u64;
+    assert!(signed >= 3, "{signed} signatures");
+    let block_of = |commit: &pb::types::Commit| {
+        Payload::DecidedBlock(Box::new(DecidedBlock {
+            block: None,
+            commit: Some(commit.clone()),
+        }))
+    };
+    commit.height = (height + COMMITS_AHEAD) as i64;
+    let near = checks(&block_of(&commit), &mut Budget::default());
+    assert_eq!(
+        near,
+        (0, signed),
+        "a forged commit near the height is checked"
+    );
+    commit.height += 1;
+    let far = checks(&block_of(&commit), &mut Budget::default());
+    assert_eq!(far, (0, 0), "a commit too far ahead was checked");
 }

@@ -9,7 +9,7 @@
 use crate::edge::EdgeHandle;
 use crate::transport::{Attested, TransportHandle};
 use bulwark_net::VerifiedPeer;
-use bulwark_wire::preverify::Preverifier;
+use bulwark_wire::preverify::{Budget, Preverifier};
 use bulwark_wire::{FrameDecoder, Hello, Payload};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -101,6 +101,7 @@ type PeerWrite = tokio::io::WriteHalf<tokio_rustls::TlsStream<TcpStream>>;
 async fn read_frames(id: ConnectionId, mut stream: PeerRead, link: Link, traffic: Arc<Traffic>) {
     let events = &link.events;
     let mut decoder = FrameDecoder::new(link.max_frame);
+    let mut budget = Budget::default();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let n = match stream.read(&mut buf).await {
@@ -120,7 +121,7 @@ async fn read_frames(id: ConnectionId, mut stream: PeerRead, link: Link, traffic
                 }
                 Ok(Some(payload)) => {
                     if let Some(preverifier) = &link.preverifier {
-                        preverifier.inspect(&payload);
+                        preverifier.inspect(&payload, &mut budget);
                     }
                     PeerEvent::Message(id, payload)
                 }
