@@ -24,7 +24,7 @@ use bulwark_types::tendermint::private_key::PrivateKey;
 use bulwark_wire::preverify::Preverifier;
 use bulwark_wire::{self as wire, Payload};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -164,6 +164,25 @@ fn deliver(peers: &HashMap<ConnectionId, Peer>, dests: &Dests, frame: &[u8]) {
             }
         }
     }
+}
+
+/// Queues `payload` for peer `id`, or hands it back for the engine
+/// ([`Input::Undelivered`]) when the peer's queue is full; once one message of a batch did not
+/// fit (`full` names the peer), the rest of the batch to it is not even encoded.
+fn send_to(
+    peers: &HashMap<ConnectionId, Peer>,
+    full: &mut HashSet<ConnectionId>,
+    id: ConnectionId,
+    payload: Payload,
+) -> Option<Input> {
+    let peer = peers.get(&id)?;
+    if full.contains(&id) || !peer.send(wire::encode_ref(&payload)) {
+        if full.insert(id) {
+            tracing::warn!(addr = %peer.addr, "peer queue full: messages dropped");
+        }
+        return Some(Input::Undelivered(id, payload));
+    }
+    None
 }
 
 /// Inputs the engine asked for later, in deadline order.
@@ -383,6 +402,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut outputs = first;
     let mut undelivered = Vec::new();
+    let mut full = HashSet::new();
     loop {
         if let Some(i) = interposer.as_mut() {
             outputs = interpose(i.as_mut(), &engine, &peers, outputs);
@@ -397,14 +417,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                         }
                     }
                 }
-                Output::Send(id, p) => {
-                    if let Some(peer) = peers.get(&id) {
-                        if !peer.send(wire::encode_ref(&p)) {
-                            tracing::warn!(addr = %peer.addr, "peer queue full: message dropped");
-                            undelivered.push(Input::Undelivered(id, p));
-                        }
-                    }
-                }
+                Output::Send(id, p) => undelivered.extend(send_to(&peers, &mut full, id, p)),
                 Output::Schedule { timeout, after } => {
                     tracing::debug!(?timeout, ?after, "timer");
                     timers.set(after, Input::Timeout(timeout));
@@ -419,6 +432,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 }
             }
         }
+        full.clear();
         for input in undelivered.drain(..) {
             // Only bookkeeping: it asks for nothing to be done.
             engine.handle(input)?;
@@ -440,6 +454,12 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                     if let Some(peer) = peers.get_mut(&id) {
                         peer.hello = Some(hello);
                     }
+                    continue;
+                }
+                Some(PeerEvent::Message(id, Payload::Status(_)))
+                    if peers.get(&id).is_some_and(Peer::is_backlogged) =>
+                {
+                    // It has not read what it was sent: an answer now would only be dropped.
                     continue;
                 }
                 Some(PeerEvent::Message(id, payload)) => {
@@ -507,4 +527,40 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     drop(edge);
     drop(engine);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bulwark_p2p::peers::PEER_QUEUE;
+
+    #[test]
+    fn what_a_full_queue_refuses_goes_back_to_the_engine_and_the_rest_of_the_batch_too() {
+        let attested = bulwark_net::VerifiedPeer {
+            not_before: 0,
+            not_after: u64::MAX,
+            consensus_key: [1; 32],
+            measurement: [0; 48],
+            chip_id: [0; 64],
+            reported_tcb: Default::default(),
+        };
+        let (peer, mut frames) = Peer::detached("127.0.0.1:1".parse().unwrap(), attested);
+        let peers = HashMap::from([(4, peer)]);
+        let status = |height| Payload::Status(wire::Status { height, round: 0 });
+        let mut full = HashSet::new();
+        for height in 0..PEER_QUEUE as u64 {
+            assert!(send_to(&peers, &mut full, 4, status(height)).is_none());
+        }
+        assert!(matches!(
+            send_to(&peers, &mut full, 4, status(7)),
+            Some(Input::Undelivered(4, p)) if p == status(7)
+        ));
+        // Room again, but the batch already lost a message to it: the rest follows it back.
+        assert!(frames.try_recv().is_ok());
+        assert!(send_to(&peers, &mut full, 4, status(8)).is_some());
+        // The next batch tries again; an unknown peer is nobody's to report.
+        full.clear();
+        assert!(send_to(&peers, &mut full, 4, status(9)).is_none());
+        assert!(send_to(&peers, &mut full, 5, status(9)).is_none());
+    }
 }

@@ -37,12 +37,14 @@ pub const MAX_ANSWER: usize = 1024;
 
 /// What identifies a message: a re-delivery has the same key.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-/// The order of the variants is the order of an answer: proposals, then votes (small, and what
-/// a stuck peer most needs), then parts.
+/// An answer runs through the keys from the greatest: proposals, votes (small, and what a stuck
+/// peer most needs), then parts, each newest round first (what lets a peer skip to the round
+/// in progress). Certificates, few and what shows a polka or commit, go before all of them.
 enum Key {
-    Proposal {
+    Part {
         round: u32,
-        block: [u8; 32],
+        index: u32,
+        bytes: [u8; 32],
     },
     Vote {
         round: u32,
@@ -50,10 +52,9 @@ enum Key {
         validator: u32,
         block: [u8; 32],
     },
-    Part {
+    Proposal {
         round: u32,
-        index: u32,
-        bytes: [u8; 32],
+        block: [u8; 32],
     },
     /// Only in a peer's record: a certificate sent, by the digest of its encoding.
     Certificate([u8; 32]),
@@ -108,6 +109,12 @@ pub struct Relay {
 struct PeerRecord {
     has: HashSet<Key>,
     answers: u32,
+    /// A full answer is due: it starts once the answer in progress went through everything
+    /// (an answer stops at [`MAX_ANSWER`], and clearing before the end would send the first
+    /// messages again and again and the last never).
+    full_due: bool,
+    /// The last answer stopped at [`MAX_ANSWER`].
+    partial: bool,
 }
 
 impl Relay {
@@ -201,8 +208,9 @@ impl Relay {
     }
 
     /// What to send `peer` that reports being stuck at this height: up to [`MAX_ANSWER`] of
-    /// the messages kept and the `certificates` given that it is not known to have; every
-    /// [`FULL_ANSWER_EVERY`]-th answer (the first included) starts from all of them.
+    /// the `certificates` given and the messages kept that it is not known to have; every
+    /// [`FULL_ANSWER_EVERY`]-th answer (the first included) starts from all of them, once the
+    /// pass in progress is through.
     /// Everything returned counts as had until the driver reports it
     /// [`undelivered`](Relay::undelivered) (review M2: a full send queue drops frames, and a
     /// record of them would withhold the same tail on every answer).
@@ -213,22 +221,14 @@ impl Relay {
     ) -> Vec<Payload> {
         let record = self.peers.entry(peer).or_default();
         if record.answers % FULL_ANSWER_EVERY == 0 {
+            record.full_due = true;
+        }
+        if record.full_due && !record.partial {
             record.has.clear();
+            record.full_due = false;
         }
         record.answers = record.answers.wrapping_add(1);
-        let lacking: Vec<&Key> = self
-            .messages
-            .keys()
-            .filter(|key| !record.has.contains(*key))
-            .take(MAX_ANSWER)
-            .collect();
-        let mut out = Vec::with_capacity(lacking.len());
-        for key in lacking {
-            record.has.insert(key.clone());
-            if let Some(payload) = self.messages.get(key) {
-                out.push(payload.clone());
-            }
-        }
+        let mut out = Vec::new();
         for certificate in certificates {
             if out.len() >= MAX_ANSWER {
                 break;
@@ -238,6 +238,20 @@ impl Relay {
                 out.push(Payload::Certificate(certificate));
             }
         }
+        let lacking: Vec<&Key> = self
+            .messages
+            .keys()
+            .rev()
+            .filter(|key| !record.has.contains(*key))
+            .take(MAX_ANSWER - out.len())
+            .collect();
+        for key in lacking {
+            record.has.insert(key.clone());
+            if let Some(payload) = self.messages.get(key) {
+                out.push(payload.clone());
+            }
+        }
+        record.partial = out.len() >= MAX_ANSWER;
         out
     }
 
@@ -467,5 +481,40 @@ mod part_tests {
             .all(|p| matches!(p, Payload::BlockPart(_))));
         assert!(second.iter().all(|p| !queued.contains(p)));
         assert!(relay.answer(peer, vec![]).is_empty());
+    }
+
+    #[test]
+    fn a_long_height_reaches_a_peer_whole_certificates_and_the_newest_round_first() {
+        use super::tests::vote;
+        let mut relay = Relay::default();
+        // More than FULL_ANSWER_EVERY answers' worth: 9 rounds of 1,024 validators.
+        let (rounds, validators) = (9, MAX_ANSWER as i32);
+        for round in 0..rounds {
+            for validator in 0..validators {
+                relay.keep(None, vote(validator, round, 1));
+            }
+        }
+        let certificate = bulwark_wire::Certificate {
+            votes: vec![pb::types::Vote::default()],
+        };
+        let peer = 1;
+        let first = relay.answer(peer, vec![certificate.clone()]);
+        assert_eq!(first[0], Payload::Certificate(certificate));
+        assert!(matches!(&first[1], Payload::Vote(v) if v.round == rounds - 1));
+        let mut sent: HashSet<Vec<u8>> = first.iter().map(bulwark_wire::encode_ref).collect();
+        // Every message once, the first round's included, before anything is sent again.
+        let everything = 1 + (rounds * validators) as usize;
+        let mut answers = 1;
+        while sent.len() < everything {
+            let answer = relay.answer(peer, vec![]);
+            answers += 1;
+            assert!(answers <= 10, "the pass never ends");
+            for payload in &answer {
+                assert!(sent.insert(bulwark_wire::encode_ref(payload)), "sent twice");
+            }
+        }
+        assert_eq!(answers, 10);
+        // The full answer that came due meanwhile starts once the pass is through.
+        assert_eq!(relay.answer(peer, vec![]).len(), MAX_ANSWER);
     }
 }

@@ -718,7 +718,7 @@ fn a_vote_checked_on_a_receiving_thread_costs_the_engine_no_check() {
     // As a connection thread does: checked there, then handed to the engine.
     let (from, vote) = next_vote_for(&mut net, 0);
     let verified = checked_on_a_reader(&vote);
-    assert_eq!(verified, 1, "the receiving thread checked the vote");
+    assert_eq!(verified, Ok(1), "the receiving thread checked the vote");
     assert_eq!(
         deliver(&mut net, from, vote),
         0,
@@ -737,7 +737,7 @@ fn a_vote_checked_on_a_receiving_thread_costs_the_engine_no_check() {
         v.signature[0] ^= 1;
     }
     let verified = checked_on_a_reader(&vote);
-    assert_eq!(verified, 0, "a forged vote passed the receiving thread");
+    assert_ne!(verified, Ok(1), "a forged vote passed the receiving thread");
     assert_eq!(
         deliver(&mut net, from, vote),
         1,
@@ -752,12 +752,12 @@ fn a_vote_checked_on_a_receiving_thread_costs_the_engine_no_check() {
     let padded = Payload::Certificate(bulwark_wire::Certificate {
         votes: vec![raw; 50],
     });
-    assert_eq!(preverifier.inspect(&padded, &mut Budget::default()), N);
+    assert_eq!(preverifier.inspect(&padded, &mut Budget::default()), Ok(N));
     let height = net.slots[0].engine.as_ref().unwrap().state().next_height();
     preverifier.publish(height + 2, &state.validator_infos, &state.validator_infos);
     assert_eq!(
         preverifier.inspect(&vote, &mut Budget::default()),
-        0,
+        Ok(0),
         "signers of another height"
     );
     // The network still decides with the engines fed this way.
@@ -768,7 +768,9 @@ fn a_vote_checked_on_a_receiving_thread_costs_the_engine_no_check() {
 fn a_peer_sending_forgeries_gets_a_bounded_number_of_checks_on_its_receiving_thread() {
     use bulwark_types::signing::full_checks_on_this_thread;
     use bulwark_types::tendermint_proto::v0_38 as pb;
-    use bulwark_wire::preverify::{Budget, Preverifier, COMMITS_AHEAD, FAILURES_PER_HEIGHT};
+    use bulwark_wire::preverify::{
+        Budget, Forged, Preverifier, CHECKS_PER_SIGNER, COMMITS_AHEAD, FAILURES_PER_HEIGHT,
+    };
     use bulwark_wire::{DecidedBlock, Payload};
     let mut net = Net::new();
     net.run_until(3, 200_000);
@@ -788,18 +790,37 @@ fn a_peer_sending_forgeries_gets_a_bounded_number_of_checks_on_its_receiving_thr
     if let Payload::Vote(v) = &mut forged {
         v.signature[0] ^= 1;
     }
-    // A forgery is never remembered, so each copy would cost a check: only so many do.
+    // Where the signers are known exactly (the height being decided) a forgery cannot come
+    // from an honest relay: the reader says so, and the connection is closed.
+    let Payload::Vote(raw) = &forged else {
+        unreachable!()
+    };
+    assert_eq!(
+        preverifier.inspect(&forged, &mut Budget::default()),
+        Err(Forged {
+            height,
+            validator: raw.validator_index as u32
+        })
+    );
+    // Where they are guessed (the next height) a forgery is only not remembered, so each copy
+    // would cost a check: only so many do.
+    let mut ahead = forged.clone();
+    if let Payload::Vote(v) = &mut ahead {
+        v.height += 1;
+    }
     let mut budget = Budget::default();
     let spent: u64 = (0..FAILURES_PER_HEIGHT + 50)
-        .map(|_| checks(&forged, &mut budget).1)
+        .map(|_| checks(&ahead, &mut budget).1)
         .sum();
     assert_eq!(spent, u64::from(FAILURES_PER_HEIGHT));
-    // Spent for this height: even a genuine vote is left to the engine.
-    assert_eq!(checks(&genuine, &mut budget), (0, 0));
+    // Those were every check the connection gets at this height: even a genuine vote is left
+    // to the engine.
+    assert_eq!(CHECKS_PER_SIGNER * N, FAILURES_PER_HEIGHT as usize);
+    assert_eq!(checks(&genuine, &mut budget), (Ok(0), 0));
     // Another connection, or the next height, has its own.
-    assert_eq!(checks(&genuine, &mut Budget::default()), (1, 1));
+    assert_eq!(checks(&genuine, &mut Budget::default()), (Ok(1), 1));
     publish(height + 1);
-    assert_eq!(checks(&genuine, &mut budget).0, 1);
+    assert_eq!(checks(&genuine, &mut budget).0, Ok(1));
     // A commit far ahead of the height being decided is not checked here at all.
     publish(height);
     let commit = net.slots[0]
@@ -827,10 +848,10 @@ fn a_peer_sending_forgeries_gets_a_bounded_number_of_checks_on_its_receiving_thr
     let near = checks(&block_of(&commit), &mut Budget::default());
     assert_eq!(
         near,
-        (0, signed),
+        (Ok(0), signed),
         "a forged commit near the height is checked"
     );
     commit.height += 1;
     let far = checks(&block_of(&commit), &mut Budget::default());
-    assert_eq!(far, (0, 0), "a commit too far ahead was checked");
+    assert_eq!(far, (Ok(0), 0), "a commit too far ahead was checked");
 }

@@ -21,6 +21,9 @@ use tokio::sync::mpsc;
 
 /// Messages queued per peer before new ones are dropped.
 pub const PEER_QUEUE: usize = 4096;
+/// Bytes queued per peer before new messages are dropped (a queue of block parts or decided
+/// blocks would otherwise hold gigabytes for a peer that stops reading).
+pub const PEER_QUEUE_BYTES: u64 = 32 << 20;
 
 /// A connection, numbered in the order they were made.
 pub type ConnectionId = u64;
@@ -32,6 +35,8 @@ pub struct Traffic {
     pub sent: AtomicU64,
     /// Bytes read.
     pub received: AtomicU64,
+    /// Bytes queued and not yet written.
+    pub queued: AtomicU64,
 }
 
 /// An attested connection as the driver sees it.
@@ -58,7 +63,42 @@ impl Peer {
     /// Queues an encoded frame; false (and the frame dropped) when the peer's queue is full or
     /// the connection is gone.
     pub fn send(&self, frame: Vec<u8>) -> bool {
-        self.queue.try_send(frame).is_ok()
+        let len = frame.len() as u64;
+        let queued = &self.traffic.queued;
+        if queued.load(Ordering::Relaxed).saturating_add(len) > PEER_QUEUE_BYTES {
+            return false;
+        }
+        queued.fetch_add(len, Ordering::Relaxed);
+        if self.queue.try_send(frame).is_err() {
+            queued.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// A peer with no connection behind it: what is sent to it waits in the returned
+    /// receiver. For tests of a driver.
+    pub fn detached(addr: SocketAddr, attested: VerifiedPeer) -> (Peer, mpsc::Receiver<Vec<u8>>) {
+        let (queue, frames) = mpsc::channel(PEER_QUEUE);
+        let peer = Peer {
+            queue,
+            addr,
+            outbound: false,
+            since: Instant::now(),
+            started: SystemTime::now(),
+            traffic: Arc::default(),
+            hello: None,
+            attested,
+        };
+        (peer, frames)
+    }
+
+    /// Whether the peer's queue is more than three quarters full, by messages or bytes: it
+    /// reads slower than it is sent to, and asking it for more (a status answer) would only
+    /// be dropped.
+    pub fn is_backlogged(&self) -> bool {
+        self.queue.capacity() < PEER_QUEUE / 4
+            || self.traffic.queued.load(Ordering::Relaxed) > PEER_QUEUE_BYTES / 4 * 3
     }
 }
 
@@ -95,10 +135,12 @@ pub struct Link {
     pub preverifier: Option<Arc<Preverifier>>,
 }
 
-type PeerRead = tokio::io::ReadHalf<tokio_rustls::TlsStream<TcpStream>>;
-type PeerWrite = tokio::io::WriteHalf<tokio_rustls::TlsStream<TcpStream>>;
-
-async fn read_frames(id: ConnectionId, mut stream: PeerRead, link: Link, traffic: Arc<Traffic>) {
+async fn read_frames(
+    id: ConnectionId,
+    mut stream: impl tokio::io::AsyncRead + Unpin,
+    link: Link,
+    traffic: Arc<Traffic>,
+) {
     let events = &link.events;
     let mut decoder = FrameDecoder::new(link.max_frame);
     let mut budget = Budget::default();
@@ -121,7 +163,10 @@ async fn read_frames(id: ConnectionId, mut stream: PeerRead, link: Link, traffic
                 }
                 Ok(Some(payload)) => {
                     if let Some(preverifier) = &link.preverifier {
-                        preverifier.inspect(&payload, &mut budget);
+                        if let Err(forged) = preverifier.inspect(&payload, &mut budget) {
+                            tracing::warn!(peer = id, "closing peer: {forged}");
+                            return;
+                        }
                     }
                     PeerEvent::Message(id, payload)
                 }
@@ -138,9 +183,17 @@ async fn read_frames(id: ConnectionId, mut stream: PeerRead, link: Link, traffic
     }
 }
 
-async fn writer(mut stream: PeerWrite, mut frames: mpsc::Receiver<Vec<u8>>, traffic: Arc<Traffic>) {
+async fn writer(
+    mut stream: impl tokio::io::AsyncWrite + Unpin,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+    traffic: Arc<Traffic>,
+) {
     while let Some(frame) = frames.recv().await {
-        if stream.write_all(&frame).await.is_err() {
+        let written = stream.write_all(&frame).await;
+        traffic
+            .queued
+            .fetch_sub(frame.len() as u64, Ordering::Relaxed);
+        if written.is_err() {
             break;
         }
         traffic
@@ -227,9 +280,12 @@ async fn spawn_peer(
     let expires_in = attested.valid_for(now_unix);
     let (r, w) = tokio::io::split(stream);
     let (tx, rx) = mpsc::channel(PEER_QUEUE);
+    let traffic = Arc::new(Traffic::default());
+    traffic
+        .queued
+        .store(link.hello.len() as u64, Ordering::Relaxed);
     let _ = tx.try_send(link.hello.clone());
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
-    let traffic = Arc::new(Traffic::default());
     let peer = Peer {
         queue: tx,
         addr,
@@ -370,6 +426,131 @@ pub fn spawn_dialler(peer: SocketAddr, tls: TransportHandle, link: Link) {
 mod tests {
     use super::*;
     use crate::edge::{Edge, EdgeLimits};
+
+    fn attested() -> VerifiedPeer {
+        VerifiedPeer {
+            not_before: 0,
+            not_after: u64::MAX,
+            consensus_key: [1; 32],
+            measurement: [0; 48],
+            chip_id: [0; 64],
+            reported_tcb: Default::default(),
+        }
+    }
+
+    fn link(
+        edge: &Edge,
+        preverifier: Option<Arc<Preverifier>>,
+    ) -> (Link, mpsc::Receiver<PeerEvent>) {
+        let (tx, events) = mpsc::channel(64);
+        let link = Link {
+            max_frame: 1 << 20,
+            chain_id: "c".into(),
+            hello: vec![],
+            events: tx,
+            next_id: Arc::new(AtomicU64::new(1)),
+            edge: edge.handle(),
+            preverifier,
+        };
+        (link, events)
+    }
+
+    #[test]
+    fn a_peer_that_stops_reading_holds_at_most_its_byte_cap_and_the_writer_gives_it_back() {
+        let (peer, frames) = Peer::detached("127.0.0.1:1".parse().unwrap(), attested());
+        let part = vec![0u8; 1 << 20];
+        let fit = (PEER_QUEUE_BYTES >> 20) as usize;
+        assert!((0..fit).all(|_| peer.send(part.clone())));
+        assert!(peer.is_backlogged(), "by bytes");
+        assert!(!peer.send(part.clone()), "beyond the byte cap");
+        assert!(!peer.send(vec![0]), "not even one byte more");
+        assert_eq!(
+            peer.traffic.queued.load(Ordering::Relaxed),
+            PEER_QUEUE_BYTES
+        );
+        // The writer drains it: the bytes it wrote no longer count.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (near, mut far) = tokio::io::duplex(1 << 16);
+        let traffic = peer.traffic.clone();
+        drop(peer);
+        rt.block_on(async {
+            let drain = tokio::spawn(async move {
+                let mut sink = Vec::new();
+                far.read_to_end(&mut sink).await.map(|_| sink.len())
+            });
+            writer(near, frames, traffic.clone()).await;
+            assert_eq!(drain.await.unwrap().unwrap() as u64, PEER_QUEUE_BYTES);
+        });
+        assert_eq!(traffic.queued.load(Ordering::Relaxed), 0);
+        assert_eq!(traffic.sent.load(Ordering::Relaxed), PEER_QUEUE_BYTES);
+    }
+
+    #[test]
+    fn a_forged_vote_where_the_signers_are_known_closes_the_connection_a_guessed_one_does_not() {
+        use bulwark_types::tendermint::{validator, vote, PublicKey};
+        use bulwark_types::tendermint_proto::v0_38::types as pb;
+        // The ed25519 base point: a valid key whose secret nobody here knows.
+        let mut point = [0x66u8; 32];
+        point[0] = 0x58;
+        let key = PublicKey::from_raw_ed25519(&point).unwrap();
+        let set = validator::Set::without_proposer(vec![validator::Info::new(
+            key,
+            vote::Power::from(10u32),
+        )]);
+        let preverifier = Arc::new(Preverifier::new("c".parse().unwrap()));
+        preverifier.publish(5, &set, &set);
+        let forged = |height| {
+            Payload::Vote(pb::Vote {
+                r#type: 2,
+                height,
+                timestamp: Some(
+                    bulwark_types::tendermint_proto::google::protobuf::Timestamp {
+                        seconds: 1,
+                        nanos: 0,
+                    },
+                ),
+                validator_address: vec![0; 20],
+                signature: vec![7; 64],
+                ..Default::default()
+            })
+        };
+        let edge = Edge::new(EdgeLimits::default(), "contained-test").unwrap();
+        let (link, mut events) = link(&edge, Some(preverifier));
+        let rt = edge.handle().runtime().clone();
+        let (mut near, far) = tokio::io::duplex(1 << 16);
+        let traffic = Arc::new(Traffic::default());
+        rt.block_on(async {
+            let reader = tokio::spawn(read_frames(3, far, link, traffic));
+            for payload in [forged(6), forged(5), Payload::Status(Default::default())] {
+                near.write_all(&bulwark_wire::encode(payload))
+                    .await
+                    .unwrap();
+            }
+            // The height after the published one: signers guessed, so only not remembered.
+            match events.recv().await {
+                Some(PeerEvent::Message(3, p)) => assert_eq!(p, forged(6)),
+                other => panic!("expected the guessed vote, got {other:?}"),
+            }
+            // At the height being decided: the connection ends, nothing after it arrives.
+            let ended = tokio::time::timeout(Duration::from_secs(10), reader).await;
+            assert!(ended.is_ok(), "the connection stayed open after a forgery");
+            assert!(events.recv().await.is_none(), "read on after a forgery");
+        });
+    }
+
+    #[test]
+    fn a_peer_is_backlogged_when_three_quarters_of_its_queue_are_taken() {
+        let (peer, _frames) = Peer::detached("127.0.0.1:1".parse().unwrap(), attested());
+        for _ in 0..PEER_QUEUE / 4 * 3 {
+            assert!(peer.send(vec![0]));
+        }
+        assert!(!peer.is_backlogged());
+        assert!(peer.send(vec![0]));
+        assert!(peer.is_backlogged());
+    }
 
     #[test]
     fn a_panic_in_a_connection_task_closes_that_connection_only() {

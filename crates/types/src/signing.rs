@@ -106,6 +106,15 @@ fn remembered(fingerprint: &[u8; 32]) -> bool {
     })
 }
 
+/// How a signature [`preverify`] accepted was found valid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preverified {
+    /// It was remembered: a lookup.
+    Remembered,
+    /// It was checked in full (and is remembered now).
+    Checked,
+}
+
 /// Verifies like [`verify`] and, when the signature holds and [`remember_verified_signatures`]
 /// was called, remembers it for a later [`verify`] on any thread. For the threads that receive
 /// messages, ahead of the one that acts on them.
@@ -113,15 +122,16 @@ pub fn preverify(
     key: &PublicKey,
     bytes: &[u8],
     signature: &Signature,
-) -> Result<(), SignatureError> {
+) -> Result<Preverified, SignatureError> {
+    let checked = |()| Preverified::Checked;
     let Some(cache) = VERIFIED.get() else {
-        return full_check(key, bytes, signature);
+        return full_check(key, bytes, signature).map(checked);
     };
     let Some(print) = fingerprint(key, bytes, signature) else {
-        return full_check(key, bytes, signature);
+        return full_check(key, bytes, signature).map(checked);
     };
     if remembered(&print) {
-        return Ok(());
+        return Ok(Preverified::Remembered);
     }
     full_check(key, bytes, signature)?;
     if let Ok(mut kept) = cache.kept.lock() {
@@ -135,7 +145,7 @@ pub fn preverify(
             }
         }
     }
-    Ok(())
+    Ok(Preverified::Checked)
 }
 
 /// Verifies an ed25519 signature on `bytes` by `key` (at once when another thread verified

@@ -8,14 +8,21 @@
 //! Proposals are left to the engine: the signer is the round's proposer, which only the engine
 //! computes, and there is one per round.
 //!
-//! The work a peer can get out of its receiving thread is bounded (review M1): votes only of
-//! the heights `H - 1 ..= H + 1`, commits only of `H - 1 ..= H + COMMITS_AHEAD` (a catch-up
-//! run), at most as many checks per certificate or commit as there are signers, and a
-//! connection whose signatures failed [`FAILURES_PER_HEIGHT`] times is not checked here again
-//! until the next height (a forgery is never remembered, so without it the same one would cost
-//! a check every time it is sent). A genuine signature sent again is a lookup. Beyond the
-//! budget its messages still reach the engine, which checks what it acts on under its own
-//! bounds; so the edge's worker threads, which also run handshakes, cannot be kept busy.
+//! The work a peer can get out of its receiving thread is bounded (review M1):
+//! - votes only of the heights `H - 1 ..= H + 1` and commits only of `H - 1 ..= H +
+//!   COMMITS_AHEAD` (a catch-up run), at most one check per signer in a certificate or commit;
+//! - a signature that fails at `H` or `H - 1`, whose signers this thread knows exactly, is a
+//!   forgery (an honest peer relays only what it checked), and [`Preverifier::inspect`] says so:
+//!   the connection is closed, and the next one costs the peer a handshake;
+//! - beyond, where the signers are guessed, [`FAILURES_PER_HEIGHT`] failures end the checks of
+//!   guessed heights on that connection for the height;
+//! - every full check counts: a connection gets [`CHECKS_PER_SIGNER`] per signer and height
+//!   (a byzantine validator can sign fresh valid votes as fast as they can be checked). A
+//!   genuine signature sent again is a lookup and costs nothing.
+//!
+//! Beyond its budget a connection's messages still reach the engine, which checks what it
+//! acts on under its own bounds. A budget starts afresh at each height, and heights advance
+//! only by genuine commits.
 
 use crate::{pb, Payload};
 use bulwark_types::commit::commit_vote;
@@ -26,9 +33,12 @@ use std::sync::{Arc, RwLock};
 
 /// Signatures remembered process-wide: a few heights of votes and commits of a large set.
 pub const REMEMBERED_SIGNATURES: usize = 65_536;
-/// Failed signature checks a connection gets on its receiving thread per height. An honest
-/// peer fails only where this thread guesses the signers wrong (a set that changes).
+/// Failed checks of guessed signers (heights past `H`) a connection gets per height. An honest
+/// peer fails there only when the set changes.
 pub const FAILURES_PER_HEIGHT: u32 = 64;
+/// Full checks a connection gets per signer and height: an honest height takes a few votes
+/// per signer and round, a certificate or two and a catch-up run's commits.
+pub const CHECKS_PER_SIGNER: usize = 16;
 /// Heights beyond the one being decided whose commits are checked here: a catch-up answer's
 /// run of decided blocks.
 pub const COMMITS_AHEAD: u64 = 32;
@@ -56,22 +66,31 @@ pub struct Preverifier {
 #[derive(Debug, Default)]
 pub struct Budget {
     height: u64,
-    failures: u32,
+    checks: usize,
+    guessed_failures: u32,
 }
 
 impl Budget {
-    /// Starts the height's budget afresh when the height moved on; whether any is left.
-    fn left_at(&mut self, height: u64) -> bool {
+    /// Starts the height's budget afresh when the height moved on.
+    fn at(&mut self, height: u64) {
         if self.height != height {
             *self = Budget {
                 height,
-                failures: 0,
+                ..Budget::default()
             };
         }
-        self.failures < FAILURES_PER_HEIGHT
     }
 }
 
+/// A signature that cannot be genuine: it fails at a height whose signers are known exactly.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a forged signature of validator {validator} at height {height}")]
+pub struct Forged {
+    /// The height the message is about.
+    pub height: u64,
+    /// The validator it claims.
+    pub validator: u32,
+}
 impl Preverifier {
     /// Turns on the process-wide memory of verified signatures (see [`signing::preverify`]).
     pub fn new(chain_id: chain::Id) -> Self {
@@ -102,39 +121,35 @@ impl Preverifier {
 
     /// Checks the signatures `payload` carries that the engine will check, within the
     /// connection's `budget`: votes (alone or in a certificate) at the current or previous
-    /// height, and a decided block's commits. Returns how many verified; invalid ones are
-    /// simply not remembered.
-    pub fn inspect(&self, payload: &Payload, budget: &mut Budget) -> usize {
+    /// height, and a decided block's commits. Returns how many verified (invalid ones are not
+    /// remembered), or [`Forged`] when one fails where the signers are known exactly.
+    pub fn inspect(&self, payload: &Payload, budget: &mut Budget) -> Result<usize, Forged> {
         let Some(keys) = self.keys.read().ok().map(|k| Arc::clone(&k)) else {
-            return 0;
+            return Ok(0);
         };
-        if !budget.left_at(keys.height) {
-            return 0;
-        }
+        budget.at(keys.height);
+        let mut verified = 0;
         match payload {
-            Payload::Vote(raw) => usize::from(self.vote(&keys, raw.clone(), budget)),
+            Payload::Vote(raw) => verified += usize::from(self.vote(&keys, raw, budget)?),
             Payload::Certificate(cert) => {
                 // Only as many as there are signers: a certificate padded with copies gets
                 // no more work out of this thread than an honest one.
                 let limit = keys.current.len().max(keys.last.len());
-                cert.votes
-                    .iter()
-                    .take(limit)
-                    .filter(|raw| self.vote(&keys, (*raw).clone(), budget))
-                    .count()
+                for raw in cert.votes.iter().take(limit) {
+                    verified += usize::from(self.vote(&keys, raw, budget)?);
+                }
             }
             Payload::DecidedBlock(decided) => {
-                let mut verified = 0;
-                if let Some(raw) = decided.commit.clone() {
-                    verified += self.commit(&keys, raw, budget);
+                if let Some(raw) = &decided.commit {
+                    verified += self.commit(&keys, raw, budget)?;
                 }
-                if let Some(raw) = decided.block.as_ref().and_then(|b| b.last_commit.clone()) {
-                    verified += self.commit(&keys, raw, budget);
+                if let Some(raw) = decided.block.as_ref().and_then(|b| b.last_commit.as_ref()) {
+                    verified += self.commit(&keys, raw, budget)?;
                 }
-                verified
             }
-            _ => 0,
+            _ => {}
         }
+        Ok(verified)
     }
 
     /// The signers at `height`, as far as this thread knows: beyond the current height the set
@@ -149,59 +164,75 @@ impl Preverifier {
         }
     }
 
-    fn vote(&self, keys: &Keys, raw: pb::Vote, budget: &mut Budget) -> bool {
+    fn vote(&self, keys: &Keys, raw: &pb::Vote, budget: &mut Budget) -> Result<bool, Forged> {
         // Votes more than one height ahead are the engine's to drop unchecked.
         let Ok(height) = u64::try_from(raw.height) else {
-            return false;
+            return Ok(false);
         };
         if height > keys.height.saturating_add(1) {
-            return false;
+            return Ok(false);
         }
-        let Ok(v) = vote::Vote::try_from(raw) else {
-            return false;
+        let Ok(v) = vote::Vote::try_from(raw.clone()) else {
+            return Ok(false);
         };
         self.check(keys, &v, budget)
     }
 
-    /// Whether `v`'s signature verified; a failure spends the budget, and nothing is checked
-    /// once it is spent.
-    fn check(&self, keys: &Keys, v: &vote::Vote, budget: &mut Budget) -> bool {
-        if budget.failures >= FAILURES_PER_HEIGHT {
-            return false;
+    /// Whether `v`'s signature verified, within the budget.
+    fn check(&self, keys: &Keys, v: &vote::Vote, budget: &mut Budget) -> Result<bool, Forged> {
+        let height = v.height.value();
+        let exact = height <= keys.height;
+        let limit = CHECKS_PER_SIGNER.saturating_mul(keys.current.len().max(1));
+        if budget.checks >= limit || (!exact && budget.guessed_failures >= FAILURES_PER_HEIGHT) {
+            return Ok(false);
         }
-        let Some(key) = Self::signers(keys, v.height.value())
-            .and_then(|set| set.get(v.validator_index.value() as usize))
+        let Some(key) =
+            Self::signers(keys, height).and_then(|set| set.get(v.validator_index.value() as usize))
         else {
-            return false;
+            return Ok(false);
         };
         let Some(signature) = v.signature.as_ref() else {
-            return false;
+            return Ok(false);
         };
         let bytes = signing::vote_sign_bytes(v, &self.chain_id);
-        let verified = signing::preverify(key, &bytes, signature).is_ok();
-        if !verified {
-            budget.failures += 1;
+        match signing::preverify(key, &bytes, signature) {
+            Ok(signing::Preverified::Remembered) => Ok(true),
+            Ok(signing::Preverified::Checked) => {
+                budget.checks += 1;
+                Ok(true)
+            }
+            Err(_) if exact => Err(Forged {
+                height,
+                validator: v.validator_index.value(),
+            }),
+            Err(_) => {
+                budget.checks += 1;
+                budget.guessed_failures += 1;
+                Ok(false)
+            }
         }
-        verified
     }
 
-    fn commit(&self, keys: &Keys, raw: pb::Commit, budget: &mut Budget) -> usize {
+    fn commit(&self, keys: &Keys, raw: &pb::Commit, budget: &mut Budget) -> Result<usize, Forged> {
         // Checked before the decoding, which costs by the number of signatures.
         let Ok(height) = u64::try_from(raw.height) else {
-            return 0;
+            return Ok(0);
         };
         if height > keys.height.saturating_add(COMMITS_AHEAD) {
-            return 0;
+            return Ok(0);
         }
-        let Ok(commit) = Commit::try_from(raw) else {
-            return 0;
+        let Ok(commit) = Commit::try_from(raw.clone()) else {
+            return Ok(0);
         };
         let Some(set) = Self::signers(keys, commit.height.value()) else {
-            return 0;
+            return Ok(0);
         };
-        (0..commit.signatures.len().min(set.len()))
-            .filter_map(|index| commit_vote(&commit, index).ok().flatten())
-            .filter(|v| self.check(keys, v, budget))
-            .count()
+        let mut verified = 0;
+        for index in 0..commit.signatures.len().min(set.len()) {
+            if let Ok(Some(v)) = commit_vote(&commit, index) {
+                verified += usize::from(self.check(keys, &v, budget)?);
+            }
+        }
+        Ok(verified)
     }
 }
