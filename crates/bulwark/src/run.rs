@@ -456,11 +456,10 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                     }
                     continue;
                 }
-                Some(PeerEvent::Message(id, Payload::Status(_)))
+                Some(PeerEvent::Message(id, Payload::Status(status)))
                     if peers.get(&id).is_some_and(Peer::is_backlogged) =>
                 {
-                    // It has not read what it was sent: an answer now would only be dropped.
-                    continue;
+                    Input::BackloggedStatus(status)
                 }
                 Some(PeerEvent::Message(id, payload)) => {
                     if let Some(i) = interposer.as_mut() {

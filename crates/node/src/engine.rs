@@ -67,6 +67,9 @@ pub enum Input {
     PeerGone(PeerId),
     /// The driver could not queue this [`Output::Send`] for the peer (its queue was full).
     Undelivered(PeerId, Payload),
+    /// A status from a peer that has not read what it was sent: its height is noted, but it is
+    /// not answered (the answer would only be dropped).
+    BackloggedStatus(wire::Status),
 }
 
 /// What the engine asks the driver to do.
@@ -615,6 +618,10 @@ impl Engine {
             }
             Input::Undelivered(peer, payload) => {
                 self.relay.undelivered(peer, &payload);
+                Ok(vec![])
+            }
+            Input::BackloggedStatus(s) => {
+                self.highest_peer_height = self.highest_peer_height.max(s.height);
                 Ok(vec![])
             }
         }

@@ -911,3 +911,31 @@ fn an_own_block_in_the_wal_that_fails_validation_is_refused_at_start_never_propo
         "{refused}"
     );
 }
+
+#[test]
+fn a_backlogged_peers_status_is_noted_but_never_answered() {
+    use bulwark_wire::Status;
+    let mut net = Net::new();
+    net.run_until(3, 200_000);
+    let engine = net.slots[0].engine.as_mut().unwrap();
+    let height = engine.state().next_height();
+    engine.handle(Input::Tick).unwrap();
+    // A peer at height 1 would be sent decided blocks; backlogged, it is sent nothing.
+    let behind = Input::BackloggedStatus(Status {
+        height: 1,
+        round: 0,
+    });
+    assert_eq!(engine.handle(behind).unwrap(), vec![]);
+    assert!(
+        status_answer(engine, 7, 1) > 0,
+        "the control peer got no answer"
+    );
+    // Its height still counts: a peer ahead makes this node catch up.
+    assert!(!engine.catching_up());
+    let ahead = Input::BackloggedStatus(Status {
+        height: height + 5,
+        round: 0,
+    });
+    assert_eq!(engine.handle(ahead).unwrap(), vec![]);
+    assert!(engine.catching_up());
+}

@@ -65,7 +65,9 @@ impl Peer {
     pub fn send(&self, frame: Vec<u8>) -> bool {
         let len = frame.len() as u64;
         let queued = &self.traffic.queued;
-        if queued.load(Ordering::Relaxed).saturating_add(len) > PEER_QUEUE_BYTES {
+        let before = queued.load(Ordering::Relaxed);
+        // An empty queue takes any frame, so a block larger than the cap still goes out.
+        if before > 0 && before.saturating_add(len) > PEER_QUEUE_BYTES {
             return false;
         }
         queued.fetch_add(len, Ordering::Relaxed);
@@ -539,6 +541,15 @@ mod tests {
             assert!(ended.is_ok(), "the connection stayed open after a forgery");
             assert!(events.recv().await.is_none(), "read on after a forgery");
         });
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_byte_cap_goes_to_an_empty_queue_only() {
+        let (peer, _frames) = Peer::detached("127.0.0.1:1".parse().unwrap(), attested());
+        let block = vec![0u8; PEER_QUEUE_BYTES as usize + 1];
+        assert!(peer.send(block.clone()), "a large block on an empty queue");
+        assert!(!peer.send(block), "a second one waits for the first");
+        assert!(!peer.send(vec![0]));
     }
 
     #[test]
