@@ -557,10 +557,10 @@ impl Engine {
     }
 
     /// Logs what this node just made and signed (its block, proposal or vote), during a replay
-    /// too: the privval signs only what it never signed, so anything signed now is new, and
-    /// the privval will refuse to sign it again after a crash. Only the log can bring it back
-    /// (a prevote signed at start and lost on the wire was lost for good: the engine
-    /// simulator's seed 13884 of 20,000 never left height 1).
+    /// too. The privval signs nothing earlier than its last signature (it hands back only that
+    /// last one again, so a restart logs at most one identical copy), so after a crash only
+    /// the log can bring back an earlier one: a prevote signed at start and lost on the wire
+    /// was lost for good (the engine simulator's seed 13884 of 20,000 never left height 1).
     fn log_own(&mut self, record: WalRecord) -> Result<(), EngineError> {
         // Own blocks are flushed before they leave; the rest rides along.
         let sync = record.own_block.is_some();
