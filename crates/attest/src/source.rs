@@ -9,7 +9,10 @@
 //! its hardware id, exactly as it checks a certificate from the table.
 
 use crate::policy::Trust;
-use crate::report::{AttestationReport, SigningKey, Tcb};
+#[cfg(feature = "simulated")]
+use crate::report::Tcb;
+use crate::report::{AttestationReport, SigningKey};
+#[cfg(feature = "simulated")]
 use crate::simulated::{SimulatedPsp, SIMULATED_PRODUCT};
 use crate::verify::Evidence;
 use sev::firmware::guest::{DerivedKey, GuestFieldSelect};
@@ -64,6 +67,7 @@ pub enum SourceError {
         committed: u64,
     },
     /// The simulated PSP failed.
+    #[cfg(feature = "simulated")]
     #[error(transparent)]
     Simulated(#[from] crate::simulated::SimulatedError),
 }
@@ -281,6 +285,7 @@ impl EvidenceSource for GuestDevice {
     }
 }
 
+#[cfg(feature = "simulated")]
 impl EvidenceSource for SimulatedPsp {
     fn trust(&self) -> Trust {
         Trust::Simulated

@@ -38,6 +38,10 @@ pub const KNOWN_VERSIONS: [u32; 3] = [2, 3, 5];
 /// one variant per cause, all with the same [`RejectReason::check`] name).
 #[derive(Clone, Debug, Error, PartialEq, Eq)]
 pub enum RejectReason {
+    /// `trust`: the policy trusts the simulated root, which this (production) build does not
+    /// contain: such a policy admits nothing here.
+    #[error("trust: the policy trusts the simulated PSP, and this production build has no simulated root: it admits no evidence under such a policy")]
+    SimulatedTrustNotBuiltIn,
     /// `report_size`: the report is not 1184 bytes.
     #[error("report_size: expected {REPORT_SIZE} bytes, got {0}")]
     ReportSize(usize),
@@ -424,6 +428,7 @@ impl RejectReason {
     pub fn check(&self) -> &'static str {
         use RejectReason::*;
         match self {
+            SimulatedTrustNotBuiltIn => "trust",
             ReportSize(_) => "report_size",
             ReportVersion(_) => "report_version",
             ReportVersionBelowMinimum { .. } => "minimum_report_version",
@@ -630,7 +635,10 @@ impl ChainCache {
 fn chain_uncached(cert: &EndorsementCert, kind: KeyKind, trust: Trust) -> Result<Chain, bool> {
     match trust {
         Trust::Amd => cert.chain_to_pinned_root(kind),
+        #[cfg(feature = "simulated")]
         Trust::Simulated => crate::simulated::chain_to_simulated_root(cert, kind),
+        #[cfg(not(feature = "simulated"))]
+        Trust::Simulated => Err(false),
     }
 }
 
@@ -674,6 +682,9 @@ pub fn verify_with_cache(
     now: u64,
     cache: &ChainCache,
 ) -> Result<VerifiedReport, RejectReason> {
+    if policy.trust == Trust::Simulated && !crate::SIMULATED_PSP_BUILT_IN {
+        return Err(RejectReason::SimulatedTrustNotBuiltIn);
+    }
     // -- The report's form.
     let report = AttestationReport::from_bytes(&evidence.report)
         .map_err(|_| RejectReason::ReportSize(evidence.report.len()))?;
@@ -749,7 +760,10 @@ pub fn verify_with_cache(
     let product = chain.product;
     let expected_cn = match policy.trust {
         Trust::Amd => kind.amd_common_name(),
+        #[cfg(feature = "simulated")]
         Trust::Simulated => crate::simulated::SIMULATED_VCEK_CN,
+        #[cfg(not(feature = "simulated"))]
+        Trust::Simulated => return Err(RejectReason::SimulatedTrustNotBuiltIn),
     };
     cert.check_subject(expected_cn)
         .map_err(|found| RejectReason::CertificateSubject {

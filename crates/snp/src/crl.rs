@@ -51,12 +51,15 @@ impl std::fmt::Debug for Crl {
     }
 }
 
-/// The ARKs a CRL may come from: AMD's pinned ones and the simulated root's.
+/// The ARKs a CRL may come from: AMD's pinned ones and, in a build with the simulated root,
+/// its ARK.
 fn arks() -> Vec<(Trust, Product, Certificate)> {
+    #[cfg_attr(not(feature = "simulated"), allow(unused_mut))]
     let mut out: Vec<(Trust, Product, Certificate)> = certs::amd_roots()
         .iter()
         .map(|r| (Trust::Amd, r.product, Certificate::from(r.ark.clone())))
         .collect();
+    #[cfg(feature = "simulated")]
     if let Some(ark) = crate::simulated_root::simulated_ark() {
         out.push((
             Trust::Simulated,
