@@ -186,22 +186,10 @@ fn hex_arg<const N: usize>(name: &str, value: &str) -> Result<[u8; N]> {
 }
 
 pub fn report(args: &ReportArgs) -> Result<ExitCode> {
-    use bulwark_attest::simulated::SimulatedPsp;
     use bulwark_attest::{EvidenceSource, GuestDevice};
     let report_data = hex_arg::<64>("report-data", &args.report_data)?;
     let mut source: Box<dyn EvidenceSource> = if args.simulated {
-        eprintln!(
-            "bulwark: WARNING: simulated PSP: this evidence proves nothing about where code runs"
-        );
-        let secret = match &args.chip_secret {
-            Some(h) => hex_arg::<32>("chip-secret", h)?,
-            None => [0x11; 32],
-        };
-        let measurement = match &args.measurement {
-            Some(h) => hex_arg::<48>("measurement", h)?,
-            None => [0; 48],
-        };
-        Box::new(SimulatedPsp::new(secret, measurement))
+        simulated_source(args)?
     } else {
         match GuestDevice::open() {
             Ok(device) => Box::new(device),
@@ -223,4 +211,28 @@ pub fn report(args: &ReportArgs) -> Result<ExitCode> {
         json!({"report": args.out.display().to_string(), "certificate": cert_out.display().to_string(), "trust": source.trust()})
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "simulated-psp")]
+fn simulated_source(args: &ReportArgs) -> Result<Box<dyn bulwark_attest::EvidenceSource>> {
+    eprintln!(
+        "bulwark: WARNING: simulated PSP: this evidence proves nothing about where code runs"
+    );
+    let secret = match &args.chip_secret {
+        Some(h) => hex_arg::<32>("chip-secret", h)?,
+        None => [0x11; 32],
+    };
+    let measurement = match &args.measurement {
+        Some(h) => hex_arg::<48>("measurement", h)?,
+        None => [0; 48],
+    };
+    Ok(Box::new(bulwark_attest::simulated::SimulatedPsp::new(
+        secret,
+        measurement,
+    )))
+}
+
+#[cfg(not(feature = "simulated-psp"))]
+fn simulated_source(_: &ReportArgs) -> Result<Box<dyn bulwark_attest::EvidenceSource>> {
+    Err(bulwark::home::HomeError::ProductionBuild("--simulated").into())
 }

@@ -11,6 +11,9 @@ use std::process::ExitCode;
 /// `bulwark enroll`: the identity is made and sealed here, inside the guest.
 pub fn enroll(home: &Path, moniker: &str, chain_name: &str, simulated: bool) -> Result<ExitCode> {
     let cfg = home.join("config");
+    if simulated && !bulwark_attest::SIMULATED_PSP_BUILT_IN {
+        return Err(bulwark::home::HomeError::ProductionBuild("--simulated").into());
+    }
     let trust = if simulated {
         let chip = cfg.join(SIMULATED_CHIP);
         if !chip.exists() {
@@ -37,9 +40,13 @@ pub fn enroll(home: &Path, moniker: &str, chain_name: &str, simulated: bool) -> 
 /// `bulwark genesis assemble`.
 pub fn assemble(args: &AssembleArgs) -> Result<ExitCode> {
     let measurements = ceremony::read_measurements(&args.measurements)?;
+    if args.simulated && !bulwark_attest::SIMULATED_PSP_BUILT_IN {
+        return Err(bulwark::home::HomeError::ProductionBuild("--simulated").into());
+    }
     let mut policy = match &args.policy {
         Some(path) => serde_json::from_slice::<Policy>(&read(path)?)
             .with_context(|| format!("{}: not an attestation policy", path.display()))?,
+        None if args.simulated => Policy::strict(Trust::Simulated, Measurements::Any),
         None => Policy::strict(Trust::Amd, Measurements::Any),
     };
     policy.measurements = Measurements::OneOf(measurements);

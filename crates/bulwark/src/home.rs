@@ -3,8 +3,11 @@
 //! Everything read from it is checked, and a problem names the file.
 
 use crate::ceremony::{self, CeremonyError};
+#[cfg(feature = "simulated-psp")]
 use bulwark_attest::simulated::SimulatedPsp;
-use bulwark_attest::{EvidenceSource, GuestDevice, HexBytes, Measurements, Policy, Trust};
+#[cfg(feature = "simulated-psp")]
+use bulwark_attest::HexBytes;
+use bulwark_attest::{EvidenceSource, GuestDevice, Measurements, Policy, Trust};
 use bulwark_identity::{ChainIdError, IdentityError, SealedIdentity};
 use bulwark_types::tendermint::{account, private_key::PrivateKey, Genesis, PublicKey};
 use serde::{Deserialize, Serialize};
@@ -36,13 +39,19 @@ pub enum HomeError {
     #[error("{0} already exists; refusing to overwrite a key")]
     Exists(PathBuf),
     /// The genesis's chain id does not certify it.
-    #[error("{path}: {source}")]
+    #[error("{path}: chain_id: {source}")]
     ChainId {
         /// genesis.json.
         path: PathBuf,
         /// Which check failed.
         source: ChainIdError,
     },
+    /// The genesis trusts the simulated PSP, and this is a production build.
+    #[error("{0}: trust: this genesis trusts the simulated PSP, and this production build has none: it runs only networks whose genesis says \"trust\": \"amd\" (no input can switch a production validator to simulated attestation)")]
+    SimulatedTrust(PathBuf),
+    /// Something only a development build (the `simulated-psp` feature) can do.
+    #[error("{0} needs the simulated PSP, and this is a production build without it (build with `--features simulated-psp` for development networks)")]
+    ProductionBuild(&'static str),
     /// A plaintext validator key under AMD trust.
     #[error("{0}: refusing a plaintext validator key under `trust: amd`: the host can read it and sign as this validator; an AMD network's validators keep only an identity sealed inside the guest ({SEALED})", SEALED = ceremony::SEALED_IDENTITY)]
     PlaintextKey(PathBuf),
@@ -171,7 +180,8 @@ impl NodeConfig {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    /// Checks the values against each other; `Err` says what is wrong.
+    pub fn check(&self) -> Result<(), String> {
         let c = &self.consensus;
         if c.timeout_propose_ms == 0 || c.timeout_prevote_ms == 0 || c.timeout_precommit_ms == 0 {
             return Err("consensus timeouts must be positive".into());
@@ -240,6 +250,8 @@ pub struct Home {
     pub genesis_sha256: [u8; 32],
     /// genesis.json's `attestation` section: which evidence the network admits.
     pub attestation: Policy,
+    /// genesis.json as read (its enrollments, re-verified at start).
+    pub genesis_document: serde_json::Value,
     /// The validator key.
     pub validator_key: PrivValidatorKey,
     /// The node key.
@@ -264,6 +276,7 @@ fn private_key(key: &ed25519_consensus::SigningKey) -> PrivateKey {
 }
 
 /// Writes a file that must not exist yet; `secret` files are readable by their owner only.
+#[cfg(feature = "simulated-psp")]
 fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), HomeError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -301,6 +314,7 @@ fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), HomeError>
 /// Not a secret: the simulated PSP proves nothing, and its keys are public anyway.
 pub const SIMULATED_CHIP: &str = "simulated_chip";
 
+#[cfg(feature = "simulated-psp")]
 /// Makes the homes of a new chain with the genesis ceremony, run through the simulated PSP:
 /// each node gets a simulated chip, makes its identity inside (sealed, never in plaintext on
 /// disk) and enrols; the genesis is assembled from the enrollments, its chain id
@@ -385,31 +399,50 @@ pub fn testnet(
         }
         homes.push((home, config));
     }
-    ceremony_homes(&homes, chain_name)?;
-    Ok(homes.into_iter().map(|(h, _)| h).collect())
+    #[cfg(feature = "simulated-psp")]
+    {
+        ceremony_homes(&homes, chain_name)?;
+        Ok(homes.into_iter().map(|(h, _)| h).collect())
+    }
+    #[cfg(not(feature = "simulated-psp"))]
+    {
+        let _ = (homes, chain_name);
+        Err(HomeError::ProductionBuild("a testnet's ceremony"))
+    }
 }
 
 /// Writes a single-validator home (`bulwark init`) by the same ceremony.
 pub fn init(home: &Path, chain_name: &str) -> Result<(), HomeError> {
-    ceremony_homes(
-        &[(home.to_path_buf(), NodeConfig::new("node", 26656, 26657))],
-        chain_name,
-    )
+    #[cfg(feature = "simulated-psp")]
+    {
+        ceremony_homes(
+            &[(home.to_path_buf(), NodeConfig::new("node", 26656, 26657))],
+            chain_name,
+        )
+    }
+    #[cfg(not(feature = "simulated-psp"))]
+    {
+        let _ = (home, chain_name);
+        Err(HomeError::ProductionBuild("`bulwark init`'s ceremony"))
+    }
 }
 
 /// The executable a simulated PSP measures instead of the running one: set only by the
 /// end-to-end tests' byzantine validator (`bulwark-byzantine`), which stands for a genuine
 /// image that was compromised. The `bulwark` binary never sets it, and no input can.
+#[cfg(feature = "simulated-psp")]
 static MEASURED_AS: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
 /// Makes the simulated PSP of this process measure `exe` instead of the running executable
 /// (see [`MEASURED_AS`]); only the first call counts.
+#[cfg(feature = "simulated-psp")]
 pub fn measure_as(exe: PathBuf) {
     let _ = MEASURED_AS.set(exe);
 }
 
 /// The measurement a simulated PSP reports for this program: SHA-384 of the running
 /// executable (process mode has no launch measurement; this names exactly what runs).
+#[cfg(feature = "simulated-psp")]
 pub fn simulated_measurement() -> Result<[u8; 48], HomeError> {
     use sha2::Digest;
     let exe = match MEASURED_AS.get() {
@@ -428,6 +461,7 @@ pub fn simulated_measurement() -> Result<[u8; 48], HomeError> {
 
 /// The attestation policy a new development network gets: simulated trust, strict defaults,
 /// and only this very binary's measurement.
+#[cfg(feature = "simulated-psp")]
 pub fn development_policy() -> Result<Policy, HomeError> {
     Ok(Policy::strict(
         Trust::Simulated,
@@ -436,11 +470,12 @@ pub fn development_policy() -> Result<Policy, HomeError> {
 }
 
 /// The evidence source of a node whose genesis has `trust`, living in `dir`: the SEV-SNP guest
-/// device under `amd`; under `simulated` a simulated PSP running this binary's measurement on
-/// the home's simulated chip (`config/simulated_chip`), or for a home made before the
-/// ceremony, a chip derived from its node key. The simulated launch's HOST_DATA is what the
-/// host handed in (`fw_cfg` [`SIMULATED_HOST_DATA_FW_CFG`] in a VM, `config/simulated_host_data`
-/// in process mode), else `host_data` (process mode: the launcher is this very process).
+/// device under `amd`. Under `simulated` (development builds only) a simulated PSP, whose
+/// chip, launch digest and HOST_DATA are what a host's firmware would decide: in a VM the host
+/// hands them in through `fw_cfg` ([`crate::launch`]); in process mode the chip is the home's
+/// `config/simulated_chip` (for a home made before the ceremony, a chip derived from its node
+/// key), the digest is SHA-384 of this executable, and HOST_DATA is
+/// `config/simulated_host_data`, else `host_data` (the launcher is this very process).
 pub fn evidence_source(
     trust: Trust,
     dir: &Path,
@@ -455,66 +490,72 @@ pub fn evidence_source(
                     "this network's genesis trusts AMD hardware only: {e}"
                 ))
             }),
-        Trust::Simulated => {
-            let path = dir.join("config").join(SIMULATED_CHIP);
-            let chip: [u8; 32] = match std::fs::read_to_string(&path) {
-                Ok(text) => hex::decode(text.trim())
-                    .ok()
-                    .and_then(|b| b.try_into().ok())
-                    .ok_or_else(|| HomeError::Invalid {
-                        path: path.clone(),
-                        reason: "not 64 hex digits".into(),
-                    })?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    let node_public = node_public.ok_or_else(|| HomeError::Invalid {
-                        path: path.clone(),
-                        reason: "missing: a simulated node needs its chip".into(),
-                    })?;
-                    sha2::Sha256::digest(
-                        [b"bulwark simulated chip".as_slice(), node_public].concat(),
-                    )
-                    .into()
-                }
-                Err(source) => return Err(HomeError::Io { path, source }),
-            };
-            let mut psp = SimulatedPsp::new(chip, simulated_measurement()?);
-            psp.host_data = simulated_host_data(dir)?.unwrap_or(host_data);
-            Ok(Box::new(psp))
-        }
+        Trust::Simulated => simulated_source(dir, node_public, host_data),
     }
 }
 
-/// Where a simulated VM's host hands in its launch's HOST_DATA (32 raw bytes):
-/// `-fw_cfg name=opt/bulwark/host_data,file=...`.
-pub const SIMULATED_HOST_DATA_FW_CFG: &str =
-    "/sys/firmware/qemu_fw_cfg/by_name/opt/bulwark/host_data/raw";
+#[cfg(not(feature = "simulated-psp"))]
+fn simulated_source(
+    dir: &Path,
+    _node_public: Option<&[u8]>,
+    _host_data: [u8; 32],
+) -> Result<Box<dyn EvidenceSource>, HomeError> {
+    Err(HomeError::SimulatedTrust(dir.join("config/genesis.json")))
+}
+
+#[cfg(feature = "simulated-psp")]
+fn simulated_source(
+    dir: &Path,
+    node_public: Option<&[u8]>,
+    host_data: [u8; 32],
+) -> Result<Box<dyn EvidenceSource>, HomeError> {
+    use crate::launch;
+    let chip: [u8; 32] = match launch::fixed::<32>(launch::SIMULATED_CHIP)? {
+        Some(chip) => chip,
+        None => match hex_file::<32>(&dir.join("config").join(SIMULATED_CHIP))? {
+            Some(chip) => chip,
+            None => {
+                let node_public = node_public.ok_or_else(|| HomeError::Invalid {
+                    path: dir.join("config").join(SIMULATED_CHIP),
+                    reason: "missing: a simulated node needs its chip".into(),
+                })?;
+                sha2::Sha256::digest([b"bulwark simulated chip".as_slice(), node_public].concat())
+                    .into()
+            }
+        },
+    };
+    let measurement = match launch::fixed::<48>(launch::SIMULATED_MEASUREMENT)? {
+        Some(digest) => digest,
+        None => simulated_measurement()?,
+    };
+    let mut psp = SimulatedPsp::new(chip, measurement);
+    psp.host_data = match launch::fixed::<32>(launch::HOST_DATA)? {
+        Some(given) => given,
+        None => hex_file::<32>(&dir.join("config").join(SIMULATED_HOST_DATA))?.unwrap_or(host_data),
+    };
+    Ok(Box::new(psp))
+}
 
 /// The file in `config/` with a process-mode launch's simulated HOST_DATA (64 hex digits).
 pub const SIMULATED_HOST_DATA: &str = "simulated_host_data";
 
-/// The simulated launch's HOST_DATA, if the host gave one.
-fn simulated_host_data(dir: &Path) -> Result<Option<[u8; 32]>, HomeError> {
-    let fw_cfg = Path::new(SIMULATED_HOST_DATA_FW_CFG);
-    if let Ok(bytes) = std::fs::read(fw_cfg) {
-        return <[u8; 32]>::try_from(bytes.as_slice())
-            .map(Some)
-            .map_err(|_| HomeError::Invalid {
-                path: fw_cfg.to_path_buf(),
-                reason: "HOST_DATA is not 32 bytes".into(),
-            });
-    }
-    let path = dir.join("config").join(SIMULATED_HOST_DATA);
-    match std::fs::read_to_string(&path) {
+/// A file of `2 * N` hex digits, if it exists.
+#[cfg(feature = "simulated-psp")]
+fn hex_file<const N: usize>(path: &Path) -> Result<Option<[u8; N]>, HomeError> {
+    match std::fs::read_to_string(path) {
         Ok(text) => hex::decode(text.trim())
             .ok()
             .and_then(|b| b.try_into().ok())
             .map(Some)
-            .ok_or(HomeError::Invalid {
-                path,
-                reason: "not 64 hex digits".into(),
+            .ok_or_else(|| HomeError::Invalid {
+                path: path.to_path_buf(),
+                reason: format!("not {} hex digits", 2 * N),
             }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(HomeError::Io { path, source }),
+        Err(source) => Err(HomeError::Io {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -541,6 +582,8 @@ pub struct PublicHome {
     pub genesis_sha256: [u8; 32],
     /// genesis.json's `attestation` section.
     pub attestation: Policy,
+    /// genesis.json as read.
+    pub genesis_document: serde_json::Value,
 }
 
 impl PublicHome {
@@ -583,6 +626,9 @@ impl PublicHome {
                     .into(),
             )
         })?;
+        if attestation.trust == Trust::Simulated && !bulwark_attest::SIMULATED_PSP_BUILT_IN {
+            return Err(HomeError::SimulatedTrust(p));
+        }
         if attestation.measurements == Measurements::Any {
             return Err(invalid(
                 &p,
@@ -596,6 +642,7 @@ impl PublicHome {
             chain_name,
             genesis_sha256: sha2::Sha256::digest(s.as_bytes()).into(),
             attestation,
+            genesis_document: document,
         })
     }
 }
@@ -613,6 +660,7 @@ impl Home {
             chain_name,
             genesis_sha256,
             attestation,
+            genesis_document,
         } = PublicHome::load(dir)?;
         let cfg = dir.join("config");
         let invalid = |path: &Path, reason: String| HomeError::Invalid {
@@ -667,6 +715,7 @@ impl Home {
             chain_name,
             genesis_sha256,
             attestation,
+            genesis_document,
             validator_key,
             node_key,
         })

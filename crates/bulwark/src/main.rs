@@ -77,6 +77,9 @@ enum Command {
         #[arg(long)]
         at: Option<u64>,
     },
+    /// Print a config.toml: for a VM, the host hands it in as fw_cfg
+    /// `opt/bulwark/config.toml`.
+    NodeConfig(NodeConfigArgs),
     /// Create the homes of a local test network: OUTPUT/node{i}, distinct loopback ports,
     /// every node a persistent peer of every other.
     Testnet {
@@ -93,6 +96,26 @@ enum Command {
         #[arg(long, default_value_t = 26656)]
         base_port: u16,
     },
+}
+
+/// Arguments of `bulwark node-config`.
+#[derive(Args, Debug)]
+pub struct NodeConfigArgs {
+    /// This node's name.
+    #[arg(long)]
+    pub moniker: String,
+    /// Where to listen for peers.
+    #[arg(long, default_value = "0.0.0.0:26656")]
+    pub p2p_laddr: std::net::SocketAddr,
+    /// Where to serve JSON-RPC.
+    #[arg(long, default_value = "0.0.0.0:26657")]
+    pub rpc_laddr: std::net::SocketAddr,
+    /// A peer to keep connected to (repeatable).
+    #[arg(long)]
+    pub peer: Vec<std::net::SocketAddr>,
+    /// The wait after a commit before the next height, in milliseconds.
+    #[arg(long)]
+    pub timeout_commit_ms: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -116,8 +139,12 @@ pub struct AssembleArgs {
     pub measurements: PathBuf,
     /// The attestation policy (JSON; its measurements are replaced); default: the strict
     /// template under AMD trust.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "simulated")]
     pub policy: Option<PathBuf>,
+    /// The strict template under simulated trust instead (development networks, the
+    /// simulated image; development builds only).
+    #[arg(long)]
+    pub simulated: bool,
     /// Where to write genesis.json.
     #[arg(long)]
     pub out: PathBuf,
@@ -227,7 +254,7 @@ fn main() -> ExitCode {
     if std::process::id() == 1 {
         bulwark_boot::run(|home| {
             logging(false);
-            bulwark::run::start(bulwark::home::Home::load(home)?)
+            bulwark::guest::run(home)
         });
     }
     let cli = Cli::parse();
@@ -245,6 +272,7 @@ fn main() -> ExitCode {
             simulated,
         } => ceremony_cmd::enroll(&home, &moniker, &chain_name, simulated),
         Command::ShowValidator { home } => ceremony_cmd::show_validator(&home),
+        Command::NodeConfig(args) => node_config(&args),
         Command::Genesis(GenesisCommand::Assemble(args)) => ceremony_cmd::assemble(&args),
         Command::VerifyGenesis { genesis, at } => ceremony_cmd::verify_genesis(&genesis, at),
         Command::Start { home } => {
@@ -282,6 +310,20 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// `bulwark node-config`.
+fn node_config(args: &NodeConfigArgs) -> Result<ExitCode> {
+    let mut config = bulwark::home::NodeConfig::new(&args.moniker, 0, 0);
+    config.p2p.laddr = args.p2p_laddr;
+    config.rpc.laddr = args.rpc_laddr;
+    config.p2p.persistent_peers = args.peer.clone();
+    if let Some(ms) = args.timeout_commit_ms {
+        config.consensus.timeout_commit_ms = ms;
+    }
+    config.check().map_err(anyhow::Error::msg)?;
+    print!("{}", toml::to_string_pretty(&config)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Logs to stderr, at `RUST_LOG`'s filter or `info`.

@@ -276,6 +276,21 @@ fn check_own_launch(home: &Home, source: &mut dyn EvidenceSource) -> anyhow::Res
             home.genesis.chain_id
         );
     }
+    // Every member must have been born in an attested guest: its enrollment verifies under the
+    // genesis's own policy, as it did when the genesis was assembled (judged at genesis time:
+    // certificates and revocation lists age, the ceremony's evidence does not change).
+    let at = u64::try_from(home.genesis.genesis_time.unix_timestamp()).unwrap_or(0);
+    let lines = crate::ceremony::verify_genesis(&home.genesis_document, at)
+        .map_err(|e| anyhow::anyhow!("genesis: {e}: refusing to run"))?;
+    if let Some(bad) = lines.iter().find(|l| !l.verified) {
+        anyhow::bail!(
+            "enrollment: validator {} ({}) of this genesis was not enrolled from an attested guest: {}: {}: refusing to run",
+            bad.validator,
+            bad.address,
+            bad.check.as_deref().unwrap_or("?"),
+            bad.reason.as_deref().unwrap_or("?")
+        );
+    }
     Ok(())
 }
 
