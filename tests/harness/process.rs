@@ -20,16 +20,20 @@ pub const FAST_TIMEOUTS: &[(&str, &str)] = &[
 /// Log lines kept for a failure message.
 const TAIL_LINES: usize = 40;
 
-/// Builds the `bulwark` binary of this checkout (release: what operators run and what
-/// figures are taken of; debug: what tests run) and returns its path.
+/// Builds the development `bulwark` binary of this checkout (with the simulated PSP, which
+/// process-mode testnets attest with; release: what figures are taken of; debug: what tests
+/// run) and returns its path.
 pub fn build_bulwark(release: bool) -> Result<PathBuf> {
     build_binary("bulwark", release)
 }
 
-/// Builds binary `name` of the package of that name.
+/// Builds binary `name` of the package of that name (`bulwark` with the simulated PSP).
 fn build_binary(name: &str, release: bool) -> Result<PathBuf> {
     let mut cargo = crate::cargo();
     cargo.args(["build", "--quiet", "-p", name, "--bin", name]);
+    if name == "bulwark" {
+        cargo.args(["--features", "simulated-psp"]);
+    }
     if release {
         cargo.arg("--release");
     }

@@ -88,8 +88,9 @@ pub struct SnpLaunch {
     pub vcpus: u32,
     /// The guest policy.
     pub policy: u64,
-    /// HOST_DATA: SHA-256 of the genesis file.
-    pub host_data: [u8; 32],
+    /// HOST_DATA: SHA-256 of the genesis file; `None` for the enrolling launch, which binds
+    /// no network yet (the guest makes its identity and publishes its enrollment).
+    pub host_data: Option<[u8; 32]>,
     /// The C-bit position.
     pub cbitpos: Cbitpos,
     /// Host port to the guest's P2P port (every interface).
@@ -114,11 +115,17 @@ impl SnpLaunch {
             Cbitpos::Host(n) => n.to_string(),
             Cbitpos::Variable => "$CBITPOS".into(),
         };
-        format!(
-            "sev-snp-guest,id=sev0,cbitpos={cbitpos},reduced-phys-bits=1,kernel-hashes=on,policy={:#x},host-data={}",
-            self.policy,
-            base64::engine::general_purpose::STANDARD.encode(self.host_data)
-        )
+        let mut object = format!(
+            "sev-snp-guest,id=sev0,cbitpos={cbitpos},reduced-phys-bits=1,kernel-hashes=on,policy={:#x}",
+            self.policy
+        );
+        if let Some(host_data) = self.host_data {
+            object += &format!(
+                ",host-data={}",
+                base64::engine::general_purpose::STANDARD.encode(host_data)
+            );
+        }
+        object
     }
 
     /// QEMU's arguments, in order (`$CBITPOS` stands for the variable).
@@ -165,6 +172,19 @@ impl SnpLaunch {
         ]));
         a.extend(fw_cfg_args(HOST_CONFIG_NAME, Path::new("host.json")));
         a.extend(fw_cfg_args(HOST_CERTIFICATE_NAME, Path::new("vcek.der")));
+        match self.host_data {
+            None => a.extend(fw_cfg_args("opt/bulwark/enroll", Path::new("enroll.json"))),
+            Some(_) => {
+                a.extend(fw_cfg_args(
+                    "opt/bulwark/genesis.json",
+                    Path::new("genesis.json"),
+                ));
+                a.extend(fw_cfg_args(
+                    "opt/bulwark/config.toml",
+                    Path::new("config.toml"),
+                ));
+            }
+        }
         Ok(a)
     }
 
@@ -184,21 +204,36 @@ impl SnpLaunch {
         } else {
             "; on 9.1-10.0 a Turin host runs EPYC-Genoa and expects the genoa row"
         };
-        let host_data: String = self.host_data.iter().map(|b| format!("{b:02x}")).collect();
+        let (binds, files) = match self.host_data {
+            Some(host_data) => (
+                format!(
+                    "# HOST_DATA = SHA-256 of {} ({}).\n",
+                    genesis.display(),
+                    hex(&host_data)
+                ),
+                "data.img (the validator's disk after its enrolling launch, /dev/vda), host.json ({\"version\":1,\"data_disk\":\"/dev/vda\"}),\n\
+                 #   genesis.json (that genesis, byte for byte), config.toml (`bulwark node-config`) and",
+            ),
+            None => (
+                "# the enrolling launch: no network yet (no HOST_DATA); the guest makes its identity inside, seals it on\n\
+                 #   data.img and prints its enrollment on the console: grep '^bulwark-enrollment: ' console.log | cut -d' ' -f2 | base64 -d > enrollment.json\n".to_string(),
+                "data.img (an empty ext4 disk, /dev/vda), host.json ({\"version\":1,\"data_disk\":\"/dev/vda\"}),\n\
+                 #   enroll.json ({\"moniker\":\"...\",\"chain_name\":\"...\"}) and",
+            ),
+        };
         let mut out = format!(
             "# SEV-SNP launch of one validator: image {}, {}, {vcpus} vCPUs, guest policy {:#x},\n\
-             # HOST_DATA = SHA-256 of {} ({host_data}).\n\
+             {binds}\
              # expected MEASUREMENT (measurement.json .launch_digest.{row}.\"{vcpus}\", guest features 0x1):\n\
              #   {digest}\n\
              # recompute it without this repository: {recompute}\n\
              # host: Linux >= 6.11 with kvm_amd sev_snp=Y, /dev/sev and /dev/kvm, QEMU >= 9.1 (>= 10.1 for EPYC-Turin{turin}),\n\
              #   DebugSwap off; `cargo xtask qemu --snp --check` says what is missing. Never -cpu host: its signature is in no row.\n\
-             # run it where data.img (the validator's ext4 home, /dev/vda), host.json ({{\"version\":1,\"data_disk\":\"/dev/vda\"}}) and\n\
+             # run it where {files}\n\
              #   vcek.der (this chip's VCEK from AMD's KDS, README \"SNP host\") are. Peers reach port {}; RPC stays on 127.0.0.1:{}.\n",
             self.image.display(),
             self.cpu_model,
             self.policy,
-            genesis.display(),
             self.p2p_port,
             self.rpc_port,
         );
@@ -237,6 +272,10 @@ impl SnpLaunch {
         }
         Ok(out)
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What `--snp --check` looked at on this host.

@@ -84,22 +84,53 @@ pub fn fw_cfg_args(name: &str, file: &Path) -> Vec<String> {
     ]
 }
 
-/// The image's directory: `BULWARK_IMAGE`, or the workspace's `target/image`.
-pub fn image_dir() -> PathBuf {
-    std::env::var_os("BULWARK_IMAGE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::process::target_dir().join("image"))
+/// Which of the two images: the production one (no simulated PSP compiled in; its
+/// measurement is the one operators publish, and without an SEV-SNP device it powers off) or
+/// the development one (`cargo xtask image --simulated`: the simulated PSP, a measurement of
+/// its own), which the TCG runs, the demo and the tests boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavour {
+    /// `target/image`.
+    Production,
+    /// `target/image-simulated`.
+    Simulated,
 }
 
-/// The static binary inside the image, beside it in the build tree (the host uses it to make
-/// the testnet, so genesis admits exactly its measurement under simulated trust).
-pub fn image_binary() -> PathBuf {
-    crate::process::target_dir().join("image-build/x86_64-unknown-linux-gnu/release/bulwark")
+impl Flavour {
+    /// The image directory's name under the target directory.
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Flavour::Production => "image",
+            Flavour::Simulated => "image-simulated",
+        }
+    }
+}
+
+/// The directory of the `flavour` image: under `BULWARK_IMAGES` if set, else the workspace's
+/// target directory.
+pub fn image_dir(flavour: Flavour) -> PathBuf {
+    std::env::var_os("BULWARK_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(crate::process::target_dir)
+        .join(flavour.dir_name())
+}
+
+/// The image's static `bulwark` binary, the initramfs's `/init`, kept beside the image: the
+/// host runs it for the ceremony's public steps (`genesis assemble`, `node-config`), so host
+/// and guest run the same code.
+pub fn image_binary(image: &Path) -> PathBuf {
+    image.join("bulwark")
 }
 
 /// What a VM run needs that may be missing; the error says what and how to get it.
 pub fn check_prerequisites(image: &Path) -> Result<()> {
-    for file in ["bzImage", "initramfs.cpio.gz", "kernel-cmdline"] {
+    for file in [
+        "bzImage",
+        "initramfs.cpio.gz",
+        "kernel-cmdline",
+        "measurement.json",
+        "bulwark",
+    ] {
         if !image.join(file).exists() {
             bail!(
                 "no measured image in {} (missing {file}): run `cargo xtask image`",
@@ -107,16 +138,14 @@ pub fn check_prerequisites(image: &Path) -> Result<()> {
             );
         }
     }
-    if !image_binary().exists() {
-        bail!(
-            "the image's static binary {} is missing: run `cargo xtask image`",
-            image_binary().display()
-        );
-    }
     let install = VM_PACKAGES.join(" ");
-    for tool in ["qemu-system-x86_64", "mke2fs"] {
+    for (tool, version) in [
+        ("qemu-system-x86_64", "--version"),
+        ("mke2fs", "-V"),
+        ("debugfs", "-V"),
+    ] {
         let found = Command::new(tool)
-            .arg("--version")
+            .arg(version)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -131,6 +160,159 @@ pub fn check_prerequisites(image: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The `fw_cfg` name of a launch input (`opt/bulwark/<name>`; the guest's
+/// `bulwark::launch`).
+pub fn launch_input(name: &str) -> String {
+    format!("opt/bulwark/{name}")
+}
+
+/// The host configuration PID 1 reads (`bulwark-boot`): the data disk is `/dev/vda`.
+pub const HOST_CONFIG_JSON: &str = r#"{"version":1,"data_disk":"/dev/vda"}"#;
+
+/// One boot of one VM: its disk, serial log, monitor socket, `fw_cfg` files and forwards.
+#[derive(Clone, Debug)]
+pub struct Boot {
+    /// The raw data disk (`/dev/vda`).
+    pub disk: PathBuf,
+    /// Where the serial console goes.
+    pub serial: PathBuf,
+    /// The human monitor's socket.
+    pub monitor: PathBuf,
+    /// `fw_cfg` files: (name, file).
+    pub fw_cfg: Vec<(String, PathBuf)>,
+    /// Host ports forwarded to the guest.
+    pub forwards: Vec<Forward>,
+}
+
+/// Boots `image` under TCG on the SEV-SNP machine shape (q35, UEFI, the SNP device options)
+/// as `boot` says.
+pub fn launch(image: &Path, boot: &Boot) -> Result<Child> {
+    let cmdline = std::fs::read_to_string(image.join("kernel-cmdline"))
+        .with_context(|| format!("reading {}/kernel-cmdline", image.display()))?;
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-machine", "q35", "-accel", "tcg", "-cpu", "max"])
+        .args(["-m", "384", "-smp", "1"])
+        .args(["-nographic", "-no-reboot", "-nodefaults"])
+        .args(["-bios", UEFI_FIRMWARE])
+        .arg("-serial")
+        .arg(format!("file:{}", boot.serial.display()))
+        .arg("-monitor")
+        .arg(format!("unix:{},server,nowait", boot.monitor.display()))
+        .arg("-kernel")
+        .arg(image.join("bzImage"))
+        .arg("-initrd")
+        .arg(image.join("initramfs.cpio.gz"))
+        .arg("-append")
+        .arg(cmdline.trim())
+        .args(data_disk_args(&boot.disk))
+        .args(network_args(&boot.forwards));
+    for (name, file) in &boot.fw_cfg {
+        c.args(fw_cfg_args(name, file));
+    }
+    c.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting qemu-system-x86_64")
+}
+
+/// A VM that runs until it powers off: its serial log once it has, or an error after
+/// `timeout` (the VM is killed).
+pub fn run_to_power_off(image: &Path, boot: &Boot, timeout: Duration) -> Result<String> {
+    let mut vm = Vm {
+        child: launch(image, boot)?,
+        monitor: boot.monitor.clone(),
+    };
+    let deadline = Instant::now() + timeout;
+    while matches!(vm.child.try_wait(), Ok(None)) {
+        if Instant::now() > deadline {
+            bail!(
+                "the VM did not power off within {timeout:?}; serial log {}:\n{}",
+                boot.serial.display(),
+                tail(&std::fs::read_to_string(&boot.serial).unwrap_or_default())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(std::fs::read_to_string(&boot.serial).unwrap_or_default())
+}
+
+/// The last lines of a log, for an error message.
+pub fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// An empty ext4 data disk of 128 MiB (the guest makes its home on it at enrolment).
+pub fn empty_data_disk(path: &Path) -> Result<()> {
+    let out = Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4"])
+        .arg(path)
+        .arg("128M")
+        .output()
+        .context("running mke2fs")?;
+    if !out.status.success() {
+        bail!(
+            "mke2fs {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// The launch digest a real SEV-SNP launch of `image` on EPYC-Milan with one vCPU (the TCG
+/// VMs' shape) gets, from its `measurement.json`: what the simulated firmware reports.
+pub fn simulated_launch_digest(image: &Path) -> Result<[u8; 48]> {
+    let path = image.join("measurement.json");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)
+        .with_context(|| path.display().to_string())?;
+    let hex = json
+        .pointer("/launch_digest/milan/1")
+        .and_then(|v| v.as_str())
+        .with_context(|| format!("{} has no milan row for 1 vCPU", path.display()))?;
+    hex::decode(hex)
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .with_context(|| format!("{}: {hex:?} is not a digest", path.display()))
+}
+
+/// The enrollment (JSON) a guest printed on its console (`bulwark::guest::ENROLLMENT_LINE`).
+pub fn enrollment_from_serial(log: &str) -> Result<Vec<u8>> {
+    use base64::Engine;
+    let line = log
+        .lines()
+        .filter_map(|l| {
+            l.trim_end_matches('\r')
+                .strip_prefix("bulwark-enrollment: ")
+        })
+        .next_back()
+        .context("the console carries no enrollment line")?;
+    base64::engine::general_purpose::STANDARD
+        .decode(line.trim())
+        .context("the enrollment line is not base64")
+}
+
+/// Runs the image's binary `bin` with `args`; its stdout, or an error with its stderr.
+pub fn run_binary(bin: &Path, args: &[&str]) -> Result<Vec<u8>> {
+    let out = Command::new(bin)
+        .args(args)
+        .output()
+        .with_context(|| format!("running {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} {}: {}",
+            bin.display(),
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(out.stdout)
+}
+
+/// The chain name of the VM networks' ceremony.
+pub const CHAIN_NAME: &str = "bulwark-vm";
+
 struct Vm {
     child: Child,
     monitor: PathBuf,
@@ -143,45 +325,6 @@ impl Drop for Vm {
             let _ = self.child.wait();
         }
     }
-}
-
-fn qemu_command(image: &Path, vm: &Path, p2p: u16, rpc: u16, monitor: &Path) -> Result<Command> {
-    let cmdline = std::fs::read_to_string(image.join("kernel-cmdline"))
-        .with_context(|| format!("reading {}/kernel-cmdline", image.display()))?;
-    let loopback = Some(std::net::Ipv4Addr::LOCALHOST);
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-machine", "q35", "-accel", "tcg", "-cpu", "max"])
-        .args(["-m", "384", "-smp", "1"])
-        .args(["-nographic", "-no-reboot", "-nodefaults"])
-        .args(["-bios", UEFI_FIRMWARE])
-        .arg("-serial")
-        .arg(format!("file:{}", vm.join("serial.log").display()))
-        .arg("-monitor")
-        .arg(format!("unix:{},server,nowait", monitor.display()))
-        .arg("-kernel")
-        .arg(image.join("bzImage"))
-        .arg("-initrd")
-        .arg(image.join("initramfs.cpio.gz"))
-        .arg("-append")
-        .arg(cmdline.trim())
-        .args(data_disk_args(&vm.join("data.img")))
-        .args(network_args(&[
-            Forward {
-                host_addr: loopback,
-                host_port: p2p,
-                guest_port: GUEST_P2P_PORT,
-            },
-            Forward {
-                host_addr: loopback,
-                host_port: rpc,
-                guest_port: GUEST_RPC_PORT,
-            },
-        ]))
-        .args(fw_cfg_args("opt/bulwark/config", &vm.join("host.json")))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    Ok(c)
 }
 
 /// One command to a VM's human monitor: its banner is read first, and the connection stays open
@@ -243,78 +386,256 @@ pub struct VirtioDevice {
 /// kills the VMs that still run; [`VmNetwork::clean_up`] also removes their files.
 pub struct VmNetwork {
     dir: PathBuf,
+    image: PathBuf,
     base: u16,
     vms: Vec<Vm>,
-    /// When the first VM was launched.
+    /// The genesis the network was assembled with (`bulwark genesis assemble` on the host).
+    pub genesis: PathBuf,
+    /// How long the enrolment boots took, from the first launch to the last power-off.
+    pub enrolment: Duration,
+    /// When the first VM was launched for the run.
     pub started: Instant,
 }
 
+/// How long an enrolling VM may take under TCG, from launch to power-off.
+const ENROL_TIMEOUT: Duration = Duration::from_secs(240);
+
 impl VmNetwork {
-    /// Makes a testnet with the image's own binary and boots one VM per validator under TCG
-    /// (q35, UEFI, the SNP device options).
+    /// The genesis ceremony, then the network: every VM boots once on an empty data disk to
+    /// enrol (its identity is made and sealed inside; its enrollment comes back on its
+    /// console), the host assembles the genesis from the enrollments with the image's own
+    /// binary (`genesis assemble --simulated`, the image's `measurement.json`), and every VM
+    /// boots again with that genesis, its HOST_DATA and its configuration in `fw_cfg`. The
+    /// host never makes or sees a key. The image must be the simulated flavour (TCG has no
+    /// SEV-SNP device); each VM's simulated chip is a random secret of its own, the same at
+    /// both boots, as a machine's would be.
     pub fn start(image: &Path, validators: usize, timeout_commit_ms: u64) -> Result<Self> {
         check_prerequisites(image)?;
-        let bin = image_binary();
+        let bin = image_binary(image);
         let dir = std::env::temp_dir().join(format!("bulwark-vms-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
         let base = crate::ports::testnet_block(validators)?;
-        let homes = crate::process::testnet(&bin, &dir, validators, base, &[])?;
-        let started = Instant::now();
-        let mut vms = Vec::new();
-        for (i, home) in homes.iter().enumerate() {
+        let digest = simulated_launch_digest(image)?;
+        std::fs::write(dir.join("simulated_measurement"), digest)?;
+        std::fs::write(dir.join("host.json"), HOST_CONFIG_JSON)?;
+        // Enrolment: all VMs at once, each on an empty disk.
+        let enrolling = Instant::now();
+        let mut children = Vec::new();
+        for i in 0..validators {
             let vm = dir.join(format!("node{i}"));
-            let p2p = base + 10 * i as u16;
-            let rpc = p2p + 1;
-            let cfg = home.join("config/config.toml");
-            // Inside the VM: listen on all interfaces; peers are the host's forwarded ports.
-            let text = std::fs::read_to_string(&cfg)?
-                .replace(
-                    &format!("127.0.0.1:{p2p}"),
-                    &format!("0.0.0.0:{GUEST_P2P_PORT}"),
-                )
-                .replace(
-                    &format!("127.0.0.1:{rpc}"),
-                    &format!("0.0.0.0:{GUEST_RPC_PORT}"),
-                )
-                .replace("127.0.0.1:", "10.0.2.2:")
-                .replace(
-                    "timeout_commit_ms = 1000",
-                    &format!("timeout_commit_ms = {timeout_commit_ms}"),
-                );
-            std::fs::write(&cfg, text)?;
-            // The disk holds only the home: config, genesis, keys, data.
-            let disk_home = dir.join(format!("home{i}"));
-            std::fs::rename(home, &disk_home)?;
             std::fs::create_dir_all(&vm)?;
-            let out = Command::new("mke2fs")
-                .args(["-q", "-F", "-t", "ext4", "-d"])
-                .arg(&disk_home)
-                .arg(vm.join("data.img"))
-                .arg("128M")
-                .output()
-                .context("running mke2fs")?;
-            if !out.status.success() {
+            let mut chip = [0u8; 32];
+            getrandom(&mut chip)?;
+            std::fs::write(vm.join("simulated_chip"), chip)?;
+            empty_data_disk(&vm.join("data.img"))?;
+            std::fs::write(
+                vm.join("enroll.json"),
+                serde_json::json!({"moniker": format!("node{i}"), "chain_name": CHAIN_NAME, "trust": "simulated"})
+                    .to_string(),
+            )?;
+            let boot = Self::boot_of(
+                &dir,
+                i,
+                "enroll",
+                &[("enroll", vm.join("enroll.json"))],
+                vec![],
+            );
+            children.push((
+                Vm {
+                    child: launch(image, &boot)?,
+                    monitor: boot.monitor.clone(),
+                },
+                boot,
+            ));
+        }
+        let deadline = Instant::now() + ENROL_TIMEOUT;
+        let mut enrollments = Vec::new();
+        for (i, (mut vm, boot)) in children.into_iter().enumerate() {
+            while matches!(vm.child.try_wait(), Ok(None)) {
+                if Instant::now() > deadline {
+                    bail!(
+                        "VM {i} did not enrol and power off within {ENROL_TIMEOUT:?}; serial log {}:\n{}",
+                        boot.serial.display(),
+                        tail(&std::fs::read_to_string(&boot.serial).unwrap_or_default())
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let log = std::fs::read_to_string(&boot.serial).unwrap_or_default();
+            if !log.contains(CLEAN_POWER_OFF) {
                 bail!(
-                    "mke2fs failed for node {i}: {}",
-                    String::from_utf8_lossy(&out.stderr)
+                    "VM {i} did not enrol cleanly; serial log {}:\n{}",
+                    boot.serial.display(),
+                    tail(&log)
                 );
             }
-            std::fs::write(
-                vm.join("host.json"),
-                r#"{"version":1,"data_disk":"/dev/vda"}"#,
+            let path = dir.join(format!("node{i}/enrollment.json"));
+            std::fs::write(&path, enrollment_from_serial(&log)?)?;
+            // The disk as enrolment left it: a sealed identity and nothing else.
+            let copy = Command::new("cp")
+                .arg("--sparse=always")
+                .arg(&boot.disk)
+                .arg(dir.join(format!("node{i}/enrolled.img")))
+                .status()?;
+            if !copy.success() {
+                bail!("copying VM {i}'s enrolled disk failed");
+            }
+            enrollments.push(path);
+        }
+        let enrolment = enrolling.elapsed();
+        // The genesis, assembled on the host from what the guests published.
+        let genesis = dir.join("genesis.json");
+        let mut args: Vec<String> = vec![
+            "genesis".into(),
+            "assemble".into(),
+            "--chain-name".into(),
+            CHAIN_NAME.into(),
+            "--simulated".into(),
+            "--measurements".into(),
+            image.join("measurement.json").display().to_string(),
+            "--out".into(),
+            genesis.display().to_string(),
+        ];
+        for e in &enrollments {
+            args.push("--enrollment".into());
+            args.push(e.display().to_string());
+        }
+        run_binary(&bin, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let host_data: [u8; 32] = sha2_256(&std::fs::read(&genesis)?);
+        std::fs::write(dir.join("host_data"), host_data)?;
+        // The network.
+        let started = Instant::now();
+        let mut vms = Vec::new();
+        for i in 0..validators {
+            let vm = dir.join(format!("node{i}"));
+            let p2p = base + 10 * i as u16;
+            // Inside the VM: listen on all interfaces; peers are the host's forwarded ports.
+            let mut config_args = vec![
+                "node-config".to_string(),
+                "--moniker".into(),
+                format!("node{i}"),
+                "--timeout-commit-ms".into(),
+                timeout_commit_ms.to_string(),
+            ];
+            for j in 0..i {
+                config_args.push("--peer".into());
+                config_args.push(format!("10.0.2.2:{}", base + 10 * j as u16));
+            }
+            let config = run_binary(
+                &bin,
+                &config_args.iter().map(String::as_str).collect::<Vec<_>>(),
             )?;
-            let monitor = vm.join("monitor.sock");
-            let child = qemu_command(image, &vm, p2p, rpc, &monitor)?
-                .spawn()
-                .context("starting qemu-system-x86_64")?;
-            vms.push(Vm { child, monitor });
+            std::fs::write(vm.join("config.toml"), config)?;
+            let boot = Self::boot_of(
+                &dir,
+                i,
+                "",
+                &[
+                    ("config.toml", vm.join("config.toml")),
+                    ("genesis.json", genesis.clone()),
+                    ("host_data", dir.join("host_data")),
+                ],
+                Self::forwards(p2p),
+            );
+            vms.push(Vm {
+                child: launch(image, &boot)?,
+                monitor: boot.monitor,
+            });
         }
         Ok(VmNetwork {
             dir,
+            image: image.to_path_buf(),
             base,
             vms,
+            genesis,
+            enrolment,
             started,
         })
+    }
+
+    /// The forwards of a validator whose P2P port on the host is `p2p` (RPC at `p2p + 1`),
+    /// both on the host's loopback.
+    fn forwards(p2p: u16) -> Vec<Forward> {
+        let loopback = Some(std::net::Ipv4Addr::LOCALHOST);
+        vec![
+            Forward {
+                host_addr: loopback,
+                host_port: p2p,
+                guest_port: GUEST_P2P_PORT,
+            },
+            Forward {
+                host_addr: loopback,
+                host_port: p2p + 1,
+                guest_port: GUEST_RPC_PORT,
+            },
+        ]
+    }
+
+    /// A boot of VM `i` of the network in `dir` on its own disk (`tag` names its serial log
+    /// and monitor: `serial{-tag}.log`), with the VM's simulated chip, the image's launch
+    /// digest, the host configuration and `inputs`.
+    fn boot_of(
+        dir: &Path,
+        i: usize,
+        tag: &str,
+        inputs: &[(&str, PathBuf)],
+        forwards: Vec<Forward>,
+    ) -> Boot {
+        let vm = dir.join(format!("node{i}"));
+        let suffix = if tag.is_empty() {
+            String::new()
+        } else {
+            format!("-{tag}")
+        };
+        let mut fw_cfg = vec![
+            ("opt/bulwark/config".to_string(), dir.join("host.json")),
+            (launch_input("simulated_chip"), vm.join("simulated_chip")),
+            (
+                launch_input("simulated_measurement"),
+                dir.join("simulated_measurement"),
+            ),
+        ];
+        fw_cfg.extend(inputs.iter().map(|(n, f)| (launch_input(n), f.clone())));
+        Boot {
+            disk: vm.join("data.img"),
+            serial: vm.join(format!("serial{suffix}.log")),
+            monitor: vm.join(format!("monitor{suffix}.sock")),
+            fw_cfg,
+            forwards,
+        }
+    }
+
+    /// A boot of VM `i` of this network, on `disk`, with its chip and `inputs` (for the
+    /// attack tests: the host hands a guest another genesis, HOST_DATA or disk). `tag` names
+    /// its serial log; with `network` it gets the VM's forwarded ports.
+    pub fn boot(
+        &self,
+        i: usize,
+        tag: &str,
+        disk: &Path,
+        inputs: &[(&str, PathBuf)],
+        network: bool,
+    ) -> Boot {
+        let forwards = if network {
+            Self::forwards(self.base + 10 * i as u16)
+        } else {
+            vec![]
+        };
+        let mut boot = Self::boot_of(&self.dir, i, tag, inputs, forwards);
+        boot.disk = disk.to_path_buf();
+        boot
+    }
+
+    /// VM `i`'s files: `data.img`, `enrolled.img` (its disk right after enrolment),
+    /// `enrollment.json`, `config.toml`, serial logs.
+    pub fn vm_dir(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("node{i}"))
+    }
+
+    /// The image the VMs run.
+    pub fn image(&self) -> &Path {
+        &self.image
     }
 
     /// The host addresses (host:port) of the validators' RPC.
@@ -407,4 +728,18 @@ impl VmNetwork {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha2_256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
+
+/// Fills `buf` from the system's randomness.
+fn getrandom(buf: &mut [u8]) -> Result<()> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(buf))
+        .context("reading /dev/urandom")
 }

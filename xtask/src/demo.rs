@@ -80,9 +80,32 @@ fn print_measurements(image: &Path, digests: &[(CpuModel, String)]) {
     }
 }
 
+/// Re-verifies the ceremony's genesis with the image's own binary, as anyone can, and says
+/// what each validator's evidence shows.
+fn verify_genesis(vms: &harness::vm::VmNetwork) -> Result<()> {
+    let bin = harness::vm::image_binary(vms.image());
+    let genesis = vms.genesis.display().to_string();
+    eprintln!(
+        "demo: the ceremony: {VALIDATORS} VMs made and sealed their keys inside and published enrollments ({:.1} s); the host assembled {genesis}",
+        vms.enrolment.as_secs_f64()
+    );
+    let out = harness::vm::run_binary(&bin, &["verify-genesis", &genesis])?;
+    for line in String::from_utf8_lossy(&out).lines() {
+        let v: serde_json::Value = serde_json::from_str(line)?;
+        eprintln!(
+            "demo: verify-genesis: {} {} verified={} measurement {}",
+            v["validator"].as_str().unwrap_or("?"),
+            v["address"].as_str().unwrap_or("?"),
+            v["verified"],
+            v["measurement"].as_str().unwrap_or("?")
+        );
+    }
+    Ok(())
+}
+
 pub fn run(duration: u64, json: bool) -> Result<()> {
     let vms = crate::qemu::start_vms(VALIDATORS, 200);
-    let image = crate::image::image_dir();
+    let image = crate::image::image_dir(crate::image::Flavour::Simulated);
     let digests = match &vms {
         Ok(_) => {
             let digests = measurements(&image)?;
@@ -93,7 +116,8 @@ pub fn run(duration: u64, json: bool) -> Result<()> {
     };
     let (mut net, mode, rate) = match vms {
         Ok(vms) => {
-            eprintln!("demo: VM mode: {VALIDATORS} validator VMs booted from the measured image (target/image) under QEMU TCG");
+            eprintln!("demo: VM mode: {VALIDATORS} validator VMs booted from the development image (target/image-simulated: the simulated PSP compiled in; the production image of `cargo xtask image` has none) under QEMU TCG");
+            verify_genesis(&vms)?;
             (Validators::Vms(vms), "vm", DEMO_VM_TX_PER_S)
         }
         Err(e) => {

@@ -2,8 +2,12 @@
 //! from pinned inputs (`image/pins.toml`, `image/kernel.config`, `kernel-cmdline`), and its
 //! SEV-SNP launch measurement computed with `sev::measurement::snp`.
 //!
-//! Output in `target/image/`: `bzImage`, `initramfs.cpio.gz`, `kernel-cmdline`,
-//! `OVMF.amdsev.fd`, `measurement.json`, `SHA256SUMS`. Fetched inputs are cached by version in
+//! Two flavours: the production image in `target/image/` (no simulated PSP compiled in: the
+//! measurement operators publish) and, with `--simulated`, the development image in
+//! `target/image-simulated/` (the simulated PSP, for TCG runs, the demo and tests; a
+//! measurement of its own). Each holds `bzImage`, `initramfs.cpio.gz`, `kernel-cmdline`,
+//! `OVMF.amdsev.fd`, `measurement.json`, `bulwark` (the initramfs's `/init`, for the host's
+//! side of the ceremony) and `SHA256SUMS`. Fetched inputs are cached by version in
 //! `~/.cache/bulwark/downloads`, the kernel build by the hash of all its inputs in
 //! `~/.cache/bulwark/kernel`.
 
@@ -18,6 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 use xtask_steps::cache_dir;
+
+pub use harness::vm::Flavour;
 
 #[derive(Deserialize, Debug, Clone)]
 struct Pin {
@@ -286,8 +292,9 @@ fn build_kernel(s: &mut Step, source_tarball: &[u8], config_fragment: &str) -> R
     Ok(bytes)
 }
 
-/// The static `bulwark` binary, built so that its bytes do not depend on where the checkout is.
-fn static_bulwark() -> Result<Vec<u8>> {
+/// The static `bulwark` binary of `flavour`, built so that its bytes do not depend on where
+/// the checkout is. The production flavour is built without the `simulated-psp` feature.
+fn static_bulwark(flavour: Flavour) -> Result<Vec<u8>> {
     let root = workspace().canonicalize()?;
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let target = harness::process::target_dir().join("image-build");
@@ -295,9 +302,13 @@ fn static_bulwark() -> Result<Vec<u8>> {
         "-C target-feature=+crt-static -C link-arg=-Wl,--build-id=none --remap-path-prefix={}=/src --remap-path-prefix={home}/.cargo=/cargo --remap-path-prefix={home}/.rustup=/rustup",
         root.display()
     );
+    let features: &[&str] = match flavour {
+        Flavour::Production => &[],
+        Flavour::Simulated => &["--features", "simulated-psp"],
+    };
     step(
-        "image: building the static bulwark binary (release)",
-        "static-build",
+        &format!("image: building the static bulwark binary ({flavour:?}, release)"),
+        &format!("static-build-{}", flavour.dir_name()),
         |s| {
             s.run(
                 harness::cargo()
@@ -315,7 +326,8 @@ fn static_bulwark() -> Result<Vec<u8>> {
                         "bulwark",
                         "--target",
                         "x86_64-unknown-linux-gnu",
-                    ]),
+                    ])
+                    .args(features),
             )
         },
     )?;
@@ -482,12 +494,12 @@ pub fn launch_digest(dir: &Path, vcpus: u32, cpu: CpuModel, guest_features: u64)
     Ok(digest.get_hex_ld())
 }
 
-pub fn image_dir() -> PathBuf {
-    harness::vm::image_dir()
+pub fn image_dir(flavour: Flavour) -> PathBuf {
+    harness::vm::image_dir(flavour)
 }
 
-/// `cargo xtask image`.
-pub fn build() -> Result<()> {
+/// `cargo xtask image [--simulated]`.
+pub fn build(flavour: Flavour) -> Result<()> {
     let root = workspace();
     let pins: Pins = toml::from_str(&std::fs::read_to_string(root.join("image/pins.toml"))?)
         .context("image/pins.toml")?;
@@ -499,14 +511,21 @@ pub fn build() -> Result<()> {
     let source = fetch(&pins.kernel)?;
     let firmware = fetch(&pins.firmware)?;
     let (bz, kernel_seconds) = kernel(&source, &pins.kernel.version, &fragment)?;
-    let init = initramfs(&static_bulwark()?)?;
-    let out = image_dir();
+    let binary = static_bulwark(flavour)?;
+    check_flavour(flavour, &binary)?;
+    let init = initramfs(&binary)?;
+    let out = image_dir(flavour);
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("bzImage"), &bz)?;
     std::fs::write(out.join("initramfs.cpio.gz"), &init)?;
     std::fs::write(out.join("kernel-cmdline"), &cmdline)?;
     std::fs::write(out.join("OVMF.amdsev.fd"), &firmware)?;
+    std::fs::write(out.join("bulwark"), &binary)?;
+    std::fs::set_permissions(
+        out.join("bulwark"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
     let mut digests = serde_json::Map::new();
     for cpu in CPU_MODELS {
         let mut per = serde_json::Map::new();
@@ -521,12 +540,17 @@ pub fn build() -> Result<()> {
     let inputs = serde_json::json!({
         "bzImage": sha256_hex(&bz),
         "initramfs.cpio.gz": sha256_hex(&init),
+        "init (bulwark)": sha256_hex(&binary),
         "kernel-cmdline": sha256_hex(cmdline.as_bytes()),
         "OVMF.amdsev.fd": sha256_hex(&firmware),
         "kernel_source": {"package": pins.kernel.package, "version": pins.kernel.version, "sha256": pins.kernel.file_sha256},
         "firmware": {"package": pins.firmware.package, "version": pins.firmware.version, "sha256": pins.firmware.file_sha256},
     });
     let measurement = serde_json::json!({
+        "flavour": match flavour {
+            Flavour::Production => "production",
+            Flavour::Simulated => "simulated (development: the simulated PSP is compiled in; never publish for a network that carries value)",
+        },
         "guest_features": "0x1",
         "vmm": "qemu",
         "launch_digest": digests,
@@ -539,6 +563,7 @@ pub fn build() -> Result<()> {
     let mut sums = String::new();
     for name in [
         "OVMF.amdsev.fd",
+        "bulwark",
         "bzImage",
         "initramfs.cpio.gz",
         "kernel-cmdline",
@@ -548,7 +573,7 @@ pub fn build() -> Result<()> {
     }
     std::fs::write(out.join("SHA256SUMS"), &sums)?;
     eprintln!(
-        "image: {} (bzImage {} KiB, initramfs {} KiB{})",
+        "image: {flavour:?} image in {} (bzImage {} KiB, initramfs {} KiB{})",
         out.display(),
         bz.len() / 1024,
         init.len() / 1024,
@@ -557,14 +582,43 @@ pub fn build() -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask image`: builds the image and prints its SHA256SUMS.
-pub fn build_and_print() -> Result<()> {
-    build()?;
+/// `cargo xtask image [--simulated]`: builds the image and prints its SHA256SUMS.
+pub fn build_and_print(flavour: Flavour) -> Result<()> {
+    build(flavour)?;
     print!(
         "{}",
-        std::fs::read_to_string(image_dir().join("SHA256SUMS"))?
+        std::fs::read_to_string(image_dir(flavour).join("SHA256SUMS"))?
     );
     Ok(())
+}
+
+/// Bytes only a build with the simulated PSP contains: the simulated ARK's certificate and
+/// the name its VCEKs carry (they are compiled in from `crates/attest/simulated/`).
+fn simulated_markers() -> Vec<Vec<u8>> {
+    let ark = std::fs::read_to_string(workspace().join("crates/attest/simulated/ark.pem"))
+        .unwrap_or_default();
+    // A line from the middle of the PEM: base64 of the certificate's own bytes.
+    let line = ark.lines().nth(10).unwrap_or_default().as_bytes().to_vec();
+    vec![line, b"SIMULATED-SEV-VCEK".to_vec()]
+}
+
+/// Refuses a production binary that contains the simulated PSP (a feature switched on by
+/// mistake) and a development one that lacks it.
+fn check_flavour(flavour: Flavour, binary: &[u8]) -> Result<()> {
+    let contains =
+        |needle: &[u8]| !needle.is_empty() && binary.windows(needle.len()).any(|w| w == needle);
+    let markers = simulated_markers();
+    let found = markers.iter().filter(|m| contains(m)).count();
+    match flavour {
+        Flavour::Production if found > 0 => bail!(
+            "the production bulwark binary contains the simulated PSP ({found} of {} markers): refusing to build a production image from it",
+            markers.len()
+        ),
+        Flavour::Simulated if found < markers.len() => {
+            bail!("the simulated image's bulwark binary lacks the simulated PSP")
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The CPU models, in `measurement.json`'s order.
@@ -607,7 +661,7 @@ pub const SEV_SNP_MEASURE: &str = "sev-snp-measure==0.0.13";
 /// virtual environment under `target/`) and fails naming each one that differs. One line of
 /// progress; pip's and the tool's output go to `target/xtask-logs/sev-snp-measure.log`.
 pub fn check_against_reference() -> Result<()> {
-    let dir = image_dir();
+    let dir = image_dir(Flavour::Production);
     let cmdline = std::fs::read_to_string(dir.join("kernel-cmdline"))
         .with_context(|| format!("no image in {}: run `cargo xtask image`", dir.display()))?;
     let venv = harness::process::target_dir().join("sev-snp-measure-0.0.13");

@@ -29,9 +29,10 @@ enum Cmd {
     Test(TestArgs),
     /// Show Bulwark working end to end: 4 validators, transactions, live progress.
     Demo(DemoArgs),
-    /// Build the measured guest image into target/image (kernel, initramfs, cmdline,
-    /// firmware, measurement.json, SHA256SUMS).
-    Image,
+    /// Build the measured guest image: the production image into target/image (kernel,
+    /// initramfs, cmdline, firmware, measurement.json, SHA256SUMS), or with --simulated the
+    /// development image (simulated PSP) into target/image-simulated.
+    Image(ImageArgs),
     /// Print the SEV-SNP launch measurement of target/image (hex, last line).
     Measure(MeasureArgs),
     /// Boot validators as VMs from target/image and watch them reach consensus.
@@ -54,7 +55,29 @@ struct TestArgs {
 }
 
 #[derive(Args)]
+struct ImageArgs {
+    /// Build the development image: the simulated PSP compiled in (TCG runs, the demo,
+    /// tests), its own measurement, in target/image-simulated. Never publish its measurement
+    /// for a network that carries value.
+    #[arg(long)]
+    simulated: bool,
+}
+
+impl ImageArgs {
+    fn flavour(&self) -> image::Flavour {
+        if self.simulated {
+            image::Flavour::Simulated
+        } else {
+            image::Flavour::Production
+        }
+    }
+}
+
+#[derive(Args)]
 struct MeasureArgs {
+    /// Which image.
+    #[command(flatten)]
+    image: ImageArgs,
     /// Number of vCPUs the VM is launched with.
     #[arg(long, default_value_t = 4)]
     vcpus: u32,
@@ -96,7 +119,7 @@ fn main() -> Result<()> {
         Cmd::Test(args) => test(args),
         Cmd::Demo(args) => demo(args),
         Cmd::Bench(args) => bench::run(args),
-        Cmd::Image => image::build_and_print(),
+        Cmd::Image(args) => image::build_and_print(args.flavour()),
         Cmd::Measure(args) => measure(args),
         Cmd::Qemu(args) => qemu::run(args),
         Cmd::SimulatedRoot => simulated_root(),
@@ -108,11 +131,16 @@ fn measure(args: MeasureArgs) -> Result<()> {
     if args.against_reference {
         return image::check_against_reference();
     }
-    let dir = image::image_dir();
+    let dir = image::image_dir(args.image.flavour());
     if !dir.join("bzImage").exists() {
         bail!(
-            "no image in {}: run `cargo xtask image` first",
-            dir.display()
+            "no image in {}: run `cargo xtask image{}` first",
+            dir.display(),
+            if args.image.simulated {
+                " --simulated"
+            } else {
+                ""
+            }
         );
     }
     let digest = image::launch_digest(&dir, args.vcpus, args.cpu_type, args.guest_features)?;
@@ -200,12 +228,15 @@ fn test(args: TestArgs) -> Result<()> {
     eprintln!("xtask: cargo xtask mutants");
     mutants()?;
     sims += 1;
-    // The image end to end (tests/vm.rs): built from pinned inputs, 4 validator VMs boot under
-    // QEMU (q35, UEFI, the SEV-SNP device options), commit together, and power off cleanly.
-    // It is an ignored test so that a plain `cargo test` says it did not run instead of failing
-    // without the image. Every published digest is first recomputed with AMD's reference tool.
+    // The images end to end (tests/vm.rs): both flavours built from pinned inputs; 4
+    // validator VMs of the simulated image enrol, get a genesis assembled on the host, boot
+    // under QEMU (q35, UEFI, the SEV-SNP device options), commit together and power off
+    // cleanly; then the host's attacks on them, and the production image under TCG. They are
+    // ignored tests so that a plain `cargo test` says they did not run instead of failing
+    // without the images. Every published digest is first recomputed with AMD's reference tool.
     crate::apt::ensure_packages(&harness::vm::VM_PACKAGES)?;
-    image::build()?;
+    image::build(image::Flavour::Production)?;
+    image::build(image::Flavour::Simulated)?;
     image::check_against_reference()?;
     let (p3, f3) = cargo_test(
         &[
@@ -216,6 +247,8 @@ fn test(args: TestArgs) -> Result<()> {
             "--",
             "--ignored",
             "--nocapture",
+            // One VM test at a time: each boots VMs that would share the two cores.
+            "--test-threads=1",
         ],
         &[],
     )?;

@@ -7,7 +7,7 @@
 //! `-smp`, guest policy and host data of the launch and the digest's row come from the same
 //! values. `--snp --check` says what a would-be SNP host is missing.
 
-use crate::image::{image_dir, published_digest, recompute_command, CpuModel};
+use crate::image::{image_dir, published_digest, recompute_command, CpuModel, Flavour};
 use anyhow::{bail, Context, Result};
 use bulwark_attest::report::policy_bits;
 use bulwark_attest::simulated::SimulatedPsp;
@@ -53,6 +53,10 @@ pub struct QemuArgs {
     /// its attestation policy decides the guest policy, and it must admit the digest.
     #[arg(long)]
     pub genesis: Option<PathBuf>,
+    /// With --snp: print the enrolling launch instead (the validator's first boot, on an empty
+    /// disk: no network yet, no HOST_DATA; the strict guest policy).
+    #[arg(long, requires = "snp", conflicts_with = "genesis")]
+    pub enroll: bool,
     /// With --snp: the host port forwarded (on every interface) to the validator's P2P port.
     #[arg(long, default_value_t = GUEST_P2P_PORT)]
     pub p2p_port: u16,
@@ -156,9 +160,6 @@ fn render(launch: &SnpLaunch, cpu: CpuModel, genesis: &Path) -> Result<String> {
 
 /// `cargo xtask qemu --snp`: the launch of the image in `image` and its digest.
 fn snp_launch(args: &QemuArgs, image: &Path) -> Result<String> {
-    let Some(genesis) = &args.genesis else {
-        bail!("--snp needs --genesis FILE: the network the launch binds (HOST_DATA = SHA-256 of its bytes, guest policy from its attestation section)");
-    };
     if !(1..=MAX_VCPUS).contains(&args.vcpus) {
         bail!(
             "--vcpus {}: 1 to {MAX_VCPUS} (the pinned kernel has CONFIG_NR_CPUS={MAX_VCPUS}; measurement.json publishes 1-{MAX_VCPUS})",
@@ -171,6 +172,26 @@ fn snp_launch(args: &QemuArgs, image: &Path) -> Result<String> {
             image.display()
         );
     }
+    let cbitpos = host_cbitpos().map_or(Cbitpos::Variable, Cbitpos::Host);
+    if args.enroll {
+        let strict = Policy::strict(Trust::Amd, Measurements::Any);
+        let policy = args.policy.unwrap_or_else(|| default_policy(&strict));
+        check_policy(policy, &strict)?;
+        let launch = SnpLaunch {
+            image: image.to_path_buf(),
+            cpu_model: args.cpu_type.qemu_model(),
+            vcpus: args.vcpus,
+            policy,
+            host_data: None,
+            cbitpos,
+            p2p_port: args.p2p_port,
+            rpc_port: args.rpc_port,
+        };
+        return render(&launch, args.cpu_type, Path::new("-"));
+    }
+    let Some(genesis) = &args.genesis else {
+        bail!("--snp needs --genesis FILE: the network the launch binds (HOST_DATA = SHA-256 of its bytes, guest policy from its attestation section); or --enroll for the first, enrolling launch");
+    };
     let network = Network::read(genesis)?;
     let policy = args
         .policy
@@ -192,8 +213,8 @@ fn snp_launch(args: &QemuArgs, image: &Path) -> Result<String> {
         cpu_model: args.cpu_type.qemu_model(),
         vcpus: args.vcpus,
         policy,
-        host_data: network.host_data,
-        cbitpos: host_cbitpos().map_or(Cbitpos::Variable, Cbitpos::Host),
+        host_data: Some(network.host_data),
+        cbitpos,
         p2p_port: args.p2p_port,
         rpc_port: args.rpc_port,
     };
@@ -229,9 +250,21 @@ fn snp_check(cpu: CpuModel) -> Result<()> {
 /// validator under TCG.
 pub fn start_vms(validators: usize, timeout_commit_ms: u64) -> Result<VmNetwork> {
     crate::apt::ensure_packages(&VM_PACKAGES)?;
-    crate::image::build()?;
-    eprintln!("qemu: mode TCG (software emulation: KVM on this machine does not run real guests) on q35 + UEFI with the SEV-SNP device options, simulated attestation, {validators} validators");
-    let net = VmNetwork::start(&image_dir(), validators, timeout_commit_ms)?;
+    crate::image::build(Flavour::Simulated)?;
+    eprintln!("qemu: mode TCG (software emulation: KVM on this machine does not run real guests) on q35 + UEFI with the SEV-SNP device options, the development image (simulated attestation), {validators} validators");
+    eprintln!("qemu: the ceremony: {validators} VMs enrol on empty disks, the host assembles the genesis from their enrollments, the VMs boot again with it");
+    let net = VmNetwork::start(
+        &image_dir(Flavour::Simulated),
+        validators,
+        timeout_commit_ms,
+    )?;
+    eprintln!(
+        "qemu: enrolment took {:.1} s; genesis {} (check it: {} verify-genesis {})",
+        net.enrolment.as_secs_f64(),
+        net.genesis.display(),
+        harness::vm::image_binary(net.image()).display(),
+        net.genesis.display()
+    );
     eprintln!(
         "qemu: serial logs in {}/node*/serial.log",
         net.dir().display()
@@ -244,7 +277,7 @@ pub fn run(args: QemuArgs) -> Result<()> {
         return snp_check(args.cpu_type);
     }
     if args.snp {
-        println!("{}", snp_launch(&args, &image_dir())?);
+        println!("{}", snp_launch(&args, &image_dir(Flavour::Production))?);
         return Ok(());
     }
     let mut net = start_vms(args.validators, 500)?;
@@ -556,7 +589,15 @@ mod tests {
                     "name={},file=vcek.der",
                     bulwark_attest::source::HOST_CERTIFICATE_NAME
                 );
-                assert_eq!(fw_cfg, ["name=opt/bulwark/config,file=host.json", &vcek]);
+                assert_eq!(
+                    fw_cfg,
+                    [
+                        "name=opt/bulwark/config,file=host.json",
+                        &vcek,
+                        "name=opt/bulwark/genesis.json,file=genesis.json",
+                        "name=opt/bulwark/config.toml,file=config.toml"
+                    ]
+                );
                 assert!(!w.iter().any(|x| x.contains("if=virtio")), "{at}");
             }
         }
@@ -570,7 +611,7 @@ mod tests {
             cpu_model: CpuModel::Milan.qemu_model(),
             vcpus: 4,
             policy: 0x30000,
-            host_data: [7; 32],
+            host_data: Some([7; 32]),
             cbitpos: Cbitpos::Variable,
             p2p_port: 26656,
             rpc_port: 26657,
@@ -590,6 +631,30 @@ mod tests {
         let printed = render(&host, CpuModel::Milan, Path::new("genesis.json")).unwrap();
         assert!(!printed.contains("CBITPOS"), "{printed}");
         assert!(printed.contains("cbitpos=51,"), "{printed}");
+    }
+
+    #[test]
+    fn the_enrolling_launch_binds_no_network_and_hands_in_the_enrolment_request() {
+        let image = synthetic_image();
+        let printed = snp_launch(&args(&["--snp", "--enroll"]), &image).unwrap();
+        let (w, digest) = parse(&printed);
+        assert_eq!(digest, row_digest(CpuModel::Milan, 4));
+        let sev = values(&w, "-object")
+            .into_iter()
+            .find(|o| o.starts_with("sev-snp-guest,"))
+            .unwrap();
+        let (_, p) = properties(sev);
+        assert!(!p.contains_key("host-data"), "{sev}");
+        assert_eq!(p.get("policy"), Some(&"0x30000"));
+        let fw_cfg = values(&w, "-fw_cfg");
+        assert!(
+            fw_cfg.contains(&"name=opt/bulwark/enroll,file=enroll.json"),
+            "{fw_cfg:?}"
+        );
+        assert!(!fw_cfg.iter().any(|f| f.contains("genesis")), "{fw_cfg:?}");
+        assert!(printed.contains("bulwark-enrollment"), "{printed}");
+        // A network's launch needs its genesis.
+        assert!(snp_launch(&args(&["--snp"]), &image).is_err());
     }
 
     #[test]
@@ -656,7 +721,7 @@ mod tests {
     /// The image to launch: the real one when it has been built, else files of the right
     /// kind (a 4 MiB firmware volume of zeros, a bzImage header, a gzipped newc initramfs).
     fn launchable_image() -> (PathBuf, &'static str) {
-        let real = image_dir();
+        let real = image_dir(Flavour::Production);
         if [
             "OVMF.amdsev.fd",
             "bzImage",
@@ -721,6 +786,13 @@ mod tests {
     #[test]
     fn qemu_accepts_the_printed_launch_and_stops_only_at_the_missing_sev_snp_support() {
         crate::apt::ensure_packages(&["qemu-system-x86"]).unwrap();
+        if qemu_version() < (10, 0) {
+            crate::apt::ensure_from_backports(
+                &["qemu-system-x86"],
+                "the SEV-SNP launch's syntax check (sev-snp-guest, kernel-hashes, host-data)",
+            )
+            .unwrap();
+        }
         let version = qemu_version();
         assert!(
             version >= (10, 0),
@@ -746,13 +818,21 @@ mod tests {
             cwd.join("vcek.der"),
         )
         .unwrap();
-        for cpu in crate::image::CPU_MODELS {
+        std::fs::write(cwd.join("genesis.json"), b"{}").unwrap();
+        std::fs::write(cwd.join("config.toml"), b"").unwrap();
+        std::fs::write(cwd.join("enroll.json"), b"{}").unwrap();
+        // Every model's launch for a network, and the enrolling launch (no HOST_DATA).
+        let launches = crate::image::CPU_MODELS
+            .iter()
+            .map(|&cpu| (cpu, Some(Sha256::digest(b"genesis").into())))
+            .chain([(CpuModel::Milan, None)]);
+        for (cpu, host_data) in launches {
             let launch = SnpLaunch {
                 image: image.clone(),
                 cpu_model: cpu.qemu_model(),
                 vcpus: 4,
                 policy: 0x30000,
-                host_data: Sha256::digest(b"genesis").into(),
+                host_data,
                 // What the one-liner gives on Milan and Genoa; KVM checks it, after SNP.
                 cbitpos: Cbitpos::Host(51),
                 p2p_port: 26656,
@@ -760,7 +840,11 @@ mod tests {
             };
             let printed = render(&launch, cpu, Path::new("genesis.json")).unwrap();
             let (words, _) = parse(&printed);
-            let at = format!("{} with {kind} on QEMU {version:?}", cpu.qemu_model());
+            let at = format!(
+                "{} {} with {kind} on QEMU {version:?}",
+                cpu.qemu_model(),
+                if host_data.is_some() { "run" } else { "enrol" }
+            );
             // 1. The launch as printed, run by the shell: QEMU parses every option and object
             // and stops where KVM is asked for an SEV-SNP VM.
             let out = Command::new("bash")

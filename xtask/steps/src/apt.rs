@@ -138,6 +138,36 @@ fn install_from_backports(
     )
 }
 
+/// Installs (or upgrades to) `packages` from the release's backports, for what only
+/// backports has (QEMU 10's `sev-snp-guest` on bookworm): `why` says what needs it.
+pub fn ensure_from_backports(packages: &[&str], why: &str) -> Result<()> {
+    if packages.iter().all(|p| from_backports(p)) {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!(
+            "{why} needs {} from backports (apt-get install -t {}-backports {})",
+            packages.join(" "),
+            codename().unwrap_or_else(|| "<release>".into()),
+            packages.join(" ")
+        );
+    }
+    step(
+        &format!(
+            "apt: installing {} from backports ({why})",
+            packages.join(" ")
+        ),
+        "apt-backports",
+        |s| {
+            if install_from_backports(s, packages)?.success() {
+                Ok(())
+            } else {
+                bail!("apt-get install -t backports {} failed", packages.join(" "))
+            }
+        },
+    )
+}
+
 /// Installs the Debian packages that are missing, or says which are missing and why they
 /// cannot be installed here.
 pub fn ensure_packages(packages: &[&str]) -> Result<()> {
