@@ -1,30 +1,378 @@
-//! The measured image end to end: four validator VMs booted from `target/image` under QEMU
-//! (TCG) on the SEV-SNP machine shape (q35, UEFI firmware booting the kernel's EFI stub, virtio
-//! devices with `iommu_platform=on`) commit at least 10 heights together, every validator's
-//! RPC answering through its forwarded port, every guest driver negotiating ACCESS_PLATFORM
-//! with its disk and network device, and all power off cleanly on Ctrl-Alt-Del.
+//! The measured images end to end, and the host's attacks on them where the host acts: on
+//! the VMs' disks, launch inputs and images.
 //!
-//! It needs the image, so it is ignored by a plain `cargo test` (which then says so);
-//! `cargo xtask test` builds the image and runs it with `--ignored`.
+//! The simulated image: four validator VMs enrol inside (each on an empty disk, its identity
+//! made and sealed in the guest), the host assembles the genesis from their enrollments, and
+//! the VMs boot again with it under QEMU (TCG) on the SEV-SNP machine shape (q35, UEFI firmware
+//! booting the kernel's EFI stub, virtio devices with `iommu_platform=on`); they commit at least
+//! 10 heights together, every commit verifying with the light-client verifier, and power off
+//! cleanly. Then the host attacks: it reads every byte of each disk (no key file, no seed);
+//! it relaunches a validator with swapped genesis files and launch values (each refused at
+//! start, the check named); and it runs a validator's enrolled disk in a forged network with
+//! a valid chain id and HOST_DATA of its own, whose signatures then never verify on the real
+//! chain.
+//!
+//! The production image: under TCG (no SEV-SNP device) it powers off saying so, never falls
+//! back to simulated attestation, and a genesis trusting the simulated PSP is refused; its
+//! binary refuses the same as a process.
+//!
+//! They need the images, so they are ignored by a plain `cargo test` (which then says so);
+//! `cargo xtask test` builds both images and runs them with `--ignored`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use harness::rpc::height;
-use harness::vm::{image_dir, VmNetwork};
+#[path = "shared/commits.rs"]
+mod commits;
+
+use bulwark_attest::simulated::SimulatedPsp;
+use bulwark_identity::SealedIdentity;
+use bulwark_types::tendermint::block::signed_header::SignedHeader;
+use bulwark_types::tendermint::validator::Set;
+use bulwark_types::tendermint::Genesis;
+use harness::rpc::{height, RpcClient};
+use harness::vm::{
+    image_binary, image_dir, launch_input, run_to_power_off, sha2_256, Boot, Flavour, VmNetwork,
+    CHAIN_NAME, CLEAN_POWER_OFF, HOST_CONFIG_JSON,
+};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use tendermint_light_client_verifier::errors::{VerificationError, VerificationErrorDetail};
+use tendermint_light_client_verifier::operations::voting_power::{
+    ProdVotingPowerCalculator, VotingPowerCalculator,
+};
+use tendermint_light_client_verifier::types::TrustThreshold;
 
 const VALIDATORS: usize = 4;
 const HEIGHTS: u64 = 10;
 /// Under TCG a VM boots in seconds and the network commits about one height a second.
 const LIMIT: Duration = Duration::from_secs(240);
+/// A VM that refuses to start powers off within this.
+const REFUSAL: Duration = Duration::from_secs(120);
+/// What PID 1 prints when the node stopped with an error.
+const FAILED_POWER_OFF: &str = "powering off (status 1)";
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn write_json(path: &Path, value: &Value) {
+    std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap();
+}
+
+/// The chain name's genesis with `change` applied; re-certified (a valid chain id of its
+/// own) when `recertify`, else keeping the real chain id.
+fn swapped(real: &Value, recertify: bool, change: impl FnOnce(&mut Value)) -> Value {
+    let mut g = real.clone();
+    change(&mut g);
+    if recertify {
+        bulwark_identity::certify(CHAIN_NAME, &mut g).unwrap();
+    }
+    g
+}
+
+/// Boots VM `i` on `disk` with `genesis` and a HOST_DATA of `host_data`, expects it to refuse
+/// and power off naming `check`, and returns its serial log.
+fn expect_refusal(
+    net: &VmNetwork,
+    i: usize,
+    tag: &str,
+    disk: &Path,
+    genesis: &Value,
+    host_data: [u8; 32],
+    check: &str,
+) -> String {
+    let dir = net.vm_dir(i);
+    let genesis_path = dir.join(format!("genesis-{tag}.json"));
+    write_json(&genesis_path, genesis);
+    let host_data_path = dir.join(format!("host_data-{tag}"));
+    std::fs::write(&host_data_path, host_data).unwrap();
+    let boot = net.boot(
+        i,
+        tag,
+        disk,
+        &[
+            ("config.toml", dir.join("config.toml")),
+            ("genesis.json", genesis_path),
+            ("host_data", host_data_path),
+        ],
+        false,
+    );
+    let started = Instant::now();
+    let log = run_to_power_off(net.image(), &boot, REFUSAL).unwrap();
+    assert!(
+        log.contains(&format!("{check}:")) && log.contains(FAILED_POWER_OFF),
+        "{tag}: expected a refusal naming `{check}`; serial log {}:\n{}",
+        boot.serial.display(),
+        harness::vm::tail(&log)
+    );
+    assert!(
+        !log.contains("committed height"),
+        "{tag}: the node ran: {}",
+        boot.serial.display()
+    );
+    eprintln!(
+        "vm test: {tag}: refused with `{check}` in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    log
+}
+
+/// The seeds (consensus, node) of VM `i`'s identity, opened as only the host of a simulated
+/// machine can: it knows the simulated chip and the launch digest. A real host knows neither
+/// the chip's secret nor any key derived from it.
+fn seeds_of(net: &VmNetwork, i: usize, files: &Path) -> ([u8; 32], [u8; 32], [u8; 32], [u8; 32]) {
+    let dir = net.vm_dir(i);
+    let chip: [u8; 32] = std::fs::read(dir.join("simulated_chip"))
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let digest = harness::vm::simulated_launch_digest(net.image()).unwrap();
+    let sealed = SealedIdentity::read(&files.join("config/identity.sealed.json")).unwrap();
+    let mut psp = SimulatedPsp::new(chip, digest);
+    let (identity, _) = sealed.open(&mut psp, CHAIN_NAME).unwrap();
+    (
+        *identity.consensus_key().as_bytes(),
+        identity.consensus_public(),
+        *identity.node_key().as_bytes(),
+        identity.node_public(),
+    )
+}
+
+/// Every file of an ext4 image, extracted by `debugfs` (the host's own reading of the disk).
+fn extract(disk: &Path, out: &Path) -> Vec<PathBuf> {
+    std::fs::create_dir_all(out).unwrap();
+    let status = std::process::Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("rdump / {}", out.display()))
+        .arg(disk)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "debugfs rdump {}", disk.display());
+    fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                walk(&p, files);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(out, &mut files);
+    files
+}
+
+/// Whether any 32-byte window of `bytes`, taken as an ed25519 seed, gives one of `publics`.
+fn window_is_seed_of(bytes: &[u8], publics: &[[u8; 32]]) -> Option<usize> {
+    bytes.windows(32).position(|w| {
+        let seed: [u8; 32] = w.try_into().unwrap();
+        let public = ed25519_consensus::SigningKey::from(seed)
+            .verification_key()
+            .to_bytes();
+        publics.contains(&public)
+    })
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The host reads every byte of VM `i`'s disk after a run: no plaintext key file, the
+/// identity's seeds nowhere on the raw image, and no 32-byte window of any small file is a
+/// seed of the validator's keys.
+fn host_reads_the_disk(net: &VmNetwork, i: usize, enrollment: &Value) {
+    let disk = net.vm_dir(i).join("data.img");
+    let files_dir = net.vm_dir(i).join("disk-files");
+    let files = extract(&disk, &files_dir);
+    let names: Vec<String> = files
+        .iter()
+        .map(|f| f.strip_prefix(&files_dir).unwrap().display().to_string())
+        .collect();
+    for forbidden in ["priv_validator_key.json", "node_key.json"] {
+        assert!(
+            !names.iter().any(|n| n.ends_with(forbidden)),
+            "VM {i}'s disk holds {forbidden}: {names:?}"
+        );
+    }
+    let (consensus_seed, consensus_public, node_seed, node_public) = seeds_of(net, i, &files_dir);
+    // The seeds opened are this validator's (else the search below proves nothing).
+    assert_eq!(
+        hex::encode(consensus_public),
+        enrollment["consensus_key"].as_str().unwrap()
+    );
+    assert_eq!(
+        hex::encode(node_public),
+        enrollment["node_key"].as_str().unwrap()
+    );
+    let raw = std::fs::read(&disk).unwrap();
+    for (what, seed) in [("consensus", consensus_seed), ("node", node_seed)] {
+        assert!(
+            !contains(&raw, &seed),
+            "VM {i}: the {what} key's seed is on its disk in plaintext"
+        );
+    }
+    let publics = [consensus_public, node_public];
+    let mut scanned = 0usize;
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        for seed in [consensus_seed, node_seed] {
+            assert!(!contains(&bytes, &seed), "{} holds a seed", f.display());
+        }
+        if bytes.len() <= 64 * 1024 {
+            assert_eq!(
+                window_is_seed_of(&bytes, &publics),
+                None,
+                "a 32-byte window of {} is the seed of VM {i}'s key",
+                f.display()
+            );
+            scanned += bytes.len();
+        }
+    }
+    // The scan would find a seed were one there.
+    let mut planted = vec![7u8; 100];
+    planted[40..72].copy_from_slice(&consensus_seed);
+    assert_eq!(window_is_seed_of(&planted, &publics), Some(40));
+    eprintln!(
+        "vm test: VM {i}'s disk: {} files, {} MiB raw, no seed anywhere; every window of {} KiB of small files checked",
+        files.len(),
+        raw.len() >> 20,
+        scanned / 1024
+    );
+}
+
+/// The forged network: the host keeps VM 0's disk from right after enrolment and launches it
+/// with a genesis of its own (VM 0 alone, the same chain name, a valid chain id and HOST_DATA
+/// of its own). The guest runs there and signs; every signature it makes fails the
+/// light-client verifier on the real chain.
+fn forged_network_signatures_never_verify_on_the_real_chain(
+    net: &VmNetwork,
+    real: &Value,
+    real_headers: &[SignedHeader],
+) {
+    let dir = net.vm_dir(0);
+    let forged = swapped(real, true, |g| {
+        let own = g["validators"][0].clone();
+        g["validators"] = Value::Array(vec![own]);
+    });
+    assert_ne!(forged["chain_id"], real["chain_id"]);
+    let genesis_path = dir.join("genesis-forged.json");
+    write_json(&genesis_path, &forged);
+    let host_data_path = dir.join("host_data-forged");
+    std::fs::write(
+        &host_data_path,
+        sha2_256(&std::fs::read(&genesis_path).unwrap()),
+    )
+    .unwrap();
+    let disk = dir.join("forged.img");
+    assert!(std::process::Command::new("cp")
+        .arg("--sparse=always")
+        .arg(dir.join("enrolled.img"))
+        .arg(&disk)
+        .status()
+        .unwrap()
+        .success());
+    let boot = net.boot(
+        0,
+        "forged",
+        &disk,
+        &[
+            ("config.toml", dir.join("config.toml")),
+            ("genesis.json", genesis_path),
+            ("host_data", host_data_path),
+        ],
+        true,
+    );
+    let mut vm = harness::vm::launch(net.image(), &boot).unwrap();
+    let mut rpc = RpcClient::new(&net.rpc_addrs()[0]);
+    let deadline = Instant::now() + LIMIT;
+    let target = 3;
+    while height(&mut rpc).unwrap_or(0) < target {
+        assert!(
+            Instant::now() < deadline && matches!(vm.try_wait(), Ok(None)),
+            "the forged network did not reach height {target}; serial log {}:\n{}",
+            boot.serial.display(),
+            harness::vm::tail(&std::fs::read_to_string(&boot.serial).unwrap_or_default())
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let forged_genesis: Genesis<Value> = serde_json::from_value(forged.clone()).unwrap();
+    // In its own network the guest's signatures are genuine: its commits verify there.
+    let forged_headers = commits::verify_stored_commits(&forged_genesis, &mut rpc, target).unwrap();
+    let _ = vm.kill();
+    let _ = vm.wait();
+    let real_genesis: Genesis<Value> = serde_json::from_value(real.clone()).unwrap();
+    let real_set = Set::without_proposer(real_genesis.validators.clone());
+    let forged_set = Set::without_proposer(forged_genesis.validators.clone());
+    let calculator = ProdVotingPowerCalculator::default();
+    let mut rejected = 0;
+    for signed in &forged_headers {
+        // Positive control: under the forged chain id the verifier counts the signature.
+        let there = calculator
+            .voting_power_in(signed, &forged_set, TrustThreshold::TWO_THIRDS)
+            .unwrap();
+        assert_eq!(there.tallied, there.total);
+        // The same signature presented to the real chain (its chain id, its validators,
+        // which include this very key): refused as an invalid signature.
+        let mut moved = signed.clone();
+        moved.header.chain_id = real_genesis.chain_id.clone();
+        match calculator.voting_power_in(&moved, &real_set, TrustThreshold::TWO_THIRDS) {
+            Err(VerificationError(VerificationErrorDetail::InvalidSignature(_), _)) => {}
+            Err(e) => panic!("height {}: refused, but not as a bad signature: {e}", signed.header.height),
+            Ok(tally) => panic!(
+                "height {}: a signature made in the forged network counts on the real chain: {tally:?}",
+                signed.header.height
+            ),
+        }
+        // And against the real chain's own header of that height.
+        if let Some(real_header) = real_headers
+            .iter()
+            .find(|h| h.header.height == signed.header.height)
+        {
+            let mut onto_real = real_header.clone();
+            onto_real.commit = signed.commit.clone();
+            assert!(matches!(
+                calculator.voting_power_in(&onto_real, &real_set, TrustThreshold::TWO_THIRDS),
+                Err(VerificationError(
+                    VerificationErrorDetail::InvalidSignature(_),
+                    _
+                ))
+            ));
+        }
+        rejected += 1;
+    }
+    eprintln!(
+        "vm test: the forged network ({}) ran to height {target}; all {rejected} of its commits verify there and every signature is refused on the real chain ({})",
+        forged["chain_id"], real["chain_id"]
+    );
+}
 
 #[test]
-#[ignore = "needs the measured image and QEMU: run through `cargo xtask test` (or `cargo xtask image` first)"]
-fn four_validator_vms_on_the_snp_machine_shape_commit_and_power_off_cleanly() {
-    let mut net = VmNetwork::start(&image_dir(), VALIDATORS, 500).unwrap();
+#[ignore = "needs the simulated image and QEMU: run through `cargo xtask test` (or `cargo xtask image --simulated` first)"]
+fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
+    let image = image_dir(Flavour::Simulated);
+    let mut net = VmNetwork::start(&image, VALIDATORS, 500).unwrap();
     eprintln!(
-        "vm test: mode TCG (software emulation), {VALIDATORS} VMs, serial logs in {}",
+        "vm test: mode TCG (software emulation), {VALIDATORS} VMs of the simulated image enrolled in {:.1} s; files in {}",
+        net.enrolment.as_secs_f64(),
         net.dir().display()
     );
+    // The ceremony: every enrollment came back on a console, and anyone can re-verify the
+    // genesis with the image's own binary.
+    let verified = harness::vm::run_binary(
+        &image_binary(&image),
+        &["verify-genesis", net.genesis.to_str().unwrap()],
+    )
+    .unwrap();
+    let lines: Vec<Value> = String::from_utf8_lossy(&verified)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), VALIDATORS);
+    assert!(lines.iter().all(|l| l["verified"] == true), "{lines:?}");
+    let real = read_json(&net.genesis);
     let mut clients = net.clients();
     let mut heights = vec![0u64; VALIDATORS];
     let deadline = Instant::now() + LIMIT;
@@ -51,6 +399,9 @@ fn four_validator_vms_on_the_snp_machine_shape_commit_and_power_off_cleanly() {
         "vm test: every validator reached height {HEIGHTS} after {:.1} s",
         net.started.elapsed().as_secs_f64()
     );
+    let real_genesis: Genesis<Value> = serde_json::from_value(real.clone()).unwrap();
+    let real_headers =
+        commits::verify_stored_commits(&real_genesis, &mut clients[0], HEIGHTS).unwrap();
     for i in 0..VALIDATORS {
         // The kernel came up through its EFI stub (as under SEV-SNP, where the CC blob and
         // secrets page come from the EFI configuration table), not a legacy BIOS boot.
@@ -75,5 +426,228 @@ fn four_validator_vms_on_the_snp_machine_shape_commit_and_power_off_cleanly() {
         "not every VM powered off cleanly; serial logs in {}",
         net.dir().display()
     );
+    // The host reads the disks.
+    for i in 0..VALIDATORS {
+        let enrollment = read_json(&net.vm_dir(i).join("enrollment.json"));
+        host_reads_the_disk(&net, i, &enrollment);
+    }
+    // The host relaunches validator 0 with swapped launch inputs: each refused at start.
+    let disk = net.vm_dir(0).join("data.img");
+    let real_host_data = sha2_256(&std::fs::read(&net.genesis).unwrap());
+    let host_data_of = |g: &Value| sha2_256(&serde_json::to_vec_pretty(g).unwrap());
+    let widened = swapped(&real, false, |g| {
+        g["attestation"]["measurements"]["one_of"]
+            .as_array_mut()
+            .unwrap()
+            .push(Value::String("ab".repeat(48)));
+    });
+    expect_refusal(
+        &net,
+        0,
+        "widened-measurements",
+        &disk,
+        &widened,
+        host_data_of(&widened),
+        "chain_id",
+    );
+    let forged_same_id = swapped(&real, false, |g| {
+        g["validators"].as_array_mut().unwrap().truncate(1);
+    });
+    expect_refusal(
+        &net,
+        0,
+        "forged-real-chain-id",
+        &disk,
+        &forged_same_id,
+        host_data_of(&forged_same_id),
+        "chain_id",
+    );
+    let replaced = swapped(&real, true, |g| {
+        // Validator 1's key becomes one the host made (it has no enrollment).
+        let key = ed25519_consensus::SigningKey::from([9u8; 32]);
+        let public = bulwark_types::tendermint::PublicKey::from_raw_ed25519(
+            &key.verification_key().to_bytes(),
+        )
+        .unwrap();
+        let mut info = bulwark_types::tendermint::validator::Info::new(public, 10u32.into());
+        info.name = g["validators"][1]["name"].as_str().map(String::from);
+        g["validators"][1] = serde_json::to_value(info).unwrap();
+    });
+    expect_refusal(
+        &net,
+        0,
+        "validator-replaced",
+        &disk,
+        &replaced,
+        host_data_of(&replaced),
+        "enrollment",
+    );
+    let without_self = swapped(&real, true, |g| {
+        g["validators"].as_array_mut().unwrap().remove(0);
+    });
+    expect_refusal(
+        &net,
+        0,
+        "own-key-removed",
+        &disk,
+        &without_self,
+        host_data_of(&without_self),
+        "genesis_validator",
+    );
+    let mut other_launch = real_host_data;
+    other_launch[0] ^= 1;
+    expect_refusal(
+        &net,
+        0,
+        "other-host-data",
+        &disk,
+        &real,
+        other_launch,
+        "host_data",
+    );
+    forged_network_signatures_never_verify_on_the_real_chain(&net, &real, &real_headers);
     net.clean_up();
+}
+
+/// A boot of the production image on a fresh empty disk in `dir`, with the host
+/// configuration and `inputs`; the host also offers every simulated launch value, which a
+/// production guest has no code to use.
+fn production_boot(dir: &Path, tag: &str, inputs: &[(&str, PathBuf)]) -> Boot {
+    let disk = dir.join(format!("{tag}.img"));
+    harness::vm::empty_data_disk(&disk).unwrap();
+    std::fs::write(dir.join("host.json"), HOST_CONFIG_JSON).unwrap();
+    std::fs::write(dir.join("chip"), [3u8; 32]).unwrap();
+    std::fs::write(dir.join("measurement"), [4u8; 48]).unwrap();
+    let mut fw_cfg = vec![
+        ("opt/bulwark/config".to_string(), dir.join("host.json")),
+        (launch_input("simulated_chip"), dir.join("chip")),
+        (
+            launch_input("simulated_measurement"),
+            dir.join("measurement"),
+        ),
+    ];
+    fw_cfg.extend(inputs.iter().map(|(n, f)| (launch_input(n), f.clone())));
+    Boot {
+        disk,
+        serial: dir.join(format!("serial-{tag}.log")),
+        monitor: dir.join(format!("monitor-{tag}.sock")),
+        fw_cfg,
+        forwards: vec![],
+    }
+}
+
+#[test]
+#[ignore = "needs the production image and QEMU: run through `cargo xtask test` (or `cargo xtask image` first)"]
+fn the_production_image_without_sev_snp_powers_off_and_never_trusts_simulated_evidence() {
+    let image = image_dir(Flavour::Production);
+    harness::vm::check_prerequisites(&image).unwrap();
+    let dir = std::env::temp_dir().join(format!("bulwark-production-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A development network's genesis (trust: simulated), made by the ceremony in process mode.
+    let dev = harness::process::bulwark_binary().unwrap();
+    let base = harness::ports::testnet_block(1).unwrap();
+    let homes = harness::process::testnet(&dev, &dir.join("net"), 1, base, &[]).unwrap();
+    let home = &homes[0];
+    let simulated = read_json(&home.join("config/genesis.json"));
+    assert_eq!(simulated["attestation"]["trust"], "simulated");
+    let chain_name = bulwark_identity::check_chain_id(&simulated).unwrap();
+    let mut amd = simulated.clone();
+    amd["attestation"]["trust"] = Value::String("amd".into());
+    bulwark_identity::certify(&chain_name, &mut amd).unwrap();
+    let mut forged = amd.clone();
+    forged["validators"][0]["power"] = Value::String("1000".into());
+    let production = image_binary(&image);
+
+    // The production binary as a process: simulated trust is refused, and so is everything
+    // that would need the simulated PSP.
+    let out = std::process::Command::new(&production)
+        .args(["start", "--home", home.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("trust:") && stderr.contains("production build"),
+        "{stderr}"
+    );
+    for args in [
+        vec!["testnet", "--output", dir.join("t").to_str().unwrap()],
+        vec![
+            "attest",
+            "report",
+            "--simulated",
+            "--report-data",
+            &"00".repeat(64),
+            "--out",
+            dir.join("r").to_str().unwrap(),
+        ],
+    ] {
+        let out = std::process::Command::new(&production)
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("production build"), "{args:?}: {stderr}");
+    }
+    eprintln!(
+        "vm test: the production binary refuses simulated trust and the simulated PSP as a process"
+    );
+
+    let cases: [(&str, Option<&Value>, &str); 4] = [
+        ("enrol", None, "sev_guest_device"),
+        ("amd-genesis", Some(&amd), "sev_guest_device"),
+        ("simulated-genesis", Some(&simulated), "trust"),
+        ("forged-real-chain-id", Some(&forged), "chain_id"),
+    ];
+    for (tag, genesis, check) in cases {
+        let mut inputs = Vec::new();
+        match genesis {
+            None => {
+                let request = dir.join("enroll.json");
+                std::fs::write(
+                    &request,
+                    r#"{"moniker":"v0","chain_name":"bulwark-testnet"}"#,
+                )
+                .unwrap();
+                inputs.push(("enroll", request));
+            }
+            Some(g) => {
+                let path = dir.join(format!("genesis-{tag}.json"));
+                write_json(&path, g);
+                let host_data = dir.join(format!("host_data-{tag}"));
+                std::fs::write(&host_data, sha2_256(&std::fs::read(&path).unwrap())).unwrap();
+                inputs.push(("genesis.json", path));
+                inputs.push(("host_data", host_data));
+                inputs.push(("config.toml", home.join("config/config.toml")));
+            }
+        }
+        let boot = production_boot(&dir, tag, &inputs);
+        let started = Instant::now();
+        let log = run_to_power_off(&image, &boot, REFUSAL).unwrap();
+        assert!(
+            log.contains(&format!("{check}:")) && log.contains(FAILED_POWER_OFF),
+            "{tag}: expected `{check}` and a power-off; serial log {}:\n{}",
+            boot.serial.display(),
+            harness::vm::tail(&log)
+        );
+        assert!(!log.contains(CLEAN_POWER_OFF), "{tag}");
+        assert!(
+            !log.to_lowercase().contains("simulated attestation:"),
+            "{tag}: the production guest ran simulated attestation"
+        );
+        if check == "sev_guest_device" {
+            assert!(
+                log.contains("runs only as an SEV-SNP guest"),
+                "{tag}: the message does not say why: {}",
+                harness::vm::tail(&log)
+            );
+        }
+        eprintln!(
+            "vm test: production image, {tag}: powered off with `{check}` after {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }
