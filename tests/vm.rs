@@ -50,6 +50,17 @@ const LIMIT: Duration = Duration::from_secs(240);
 const REFUSAL: Duration = Duration::from_secs(120);
 /// What PID 1 prints when the node stopped with an error.
 const FAILED_POWER_OFF: &str = "powering off (status 1)";
+/// The line PID 1 prints with the node's error.
+const NODE_ERROR: &str = "bulwark-init: the node: ";
+
+/// Whether the node's error line in `log` names `check` (`<check>: `), and the VM then
+/// powered off with an error.
+fn refused_with(log: &str, check: &str) -> bool {
+    log.lines()
+        .filter(|l| l.contains(NODE_ERROR))
+        .any(|l| l.contains(&format!("{check}: ")))
+        && log.contains(FAILED_POWER_OFF)
+}
 
 fn read_json(path: &Path) -> Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
@@ -100,14 +111,15 @@ fn expect_refusal(
     let started = Instant::now();
     let log = run_to_power_off(net.image(), &boot, REFUSAL).unwrap();
     assert!(
-        log.contains(&format!("{check}:")) && log.contains(FAILED_POWER_OFF),
+        refused_with(&log, check),
         "{tag}: expected a refusal naming `{check}`; serial log {}:\n{}",
         boot.serial.display(),
         harness::vm::tail(&log)
     );
+    // Refused before the node opened its stores and engine.
     assert!(
-        !log.contains("committed height"),
-        "{tag}: the node ran: {}",
+        !log.contains("bulwark::run: started"),
+        "{tag}: the node started: {}",
         boot.serial.display()
     );
     eprintln!(
@@ -208,18 +220,41 @@ fn host_reads_the_disk(net: &VmNetwork, i: usize, enrollment: &Value) {
         enrollment["node_key"].as_str().unwrap()
     );
     let raw = std::fs::read(&disk).unwrap();
+    // The seeds, the halves of their expanded keys (scalar and nonce prefix) and the key that
+    // authenticates the node's state: none anywhere on the raw image.
+    let mut secrets: Vec<(String, Vec<u8>)> = Vec::new();
     for (what, seed) in [("consensus", consensus_seed), ("node", node_seed)] {
+        use sha2::Digest;
+        let expanded = sha2::Sha512::digest(seed);
+        let mut scalar = [0u8; 32];
+        scalar.copy_from_slice(&expanded[..32]);
+        scalar[0] &= 248;
+        scalar[31] &= 127;
+        scalar[31] |= 64;
+        secrets.push((format!("{what} seed"), seed.to_vec()));
+        secrets.push((format!("{what} scalar"), scalar.to_vec()));
+        secrets.push((format!("{what} nonce prefix"), expanded[32..].to_vec()));
+    }
+    secrets.push((
+        "state MAC key".into(),
+        bulwark_identity::state_mac_key(&consensus_seed, CHAIN_NAME).to_vec(),
+    ));
+    for (what, secret) in &secrets {
         assert!(
-            !contains(&raw, &seed),
-            "VM {i}: the {what} key's seed is on its disk in plaintext"
+            !contains(&raw, secret),
+            "VM {i}: the {what} is on its disk in plaintext"
         );
     }
     let publics = [consensus_public, node_public];
     let mut scanned = 0usize;
     for f in &files {
         let bytes = std::fs::read(f).unwrap();
-        for seed in [consensus_seed, node_seed] {
-            assert!(!contains(&bytes, &seed), "{} holds a seed", f.display());
+        for (what, secret) in &secrets {
+            assert!(
+                !contains(&bytes, secret),
+                "{} holds the {what}",
+                f.display()
+            );
         }
         if bytes.len() <= 64 * 1024 {
             assert_eq!(
@@ -595,8 +630,9 @@ fn the_production_image_without_sev_snp_powers_off_and_never_trusts_simulated_ev
         "vm test: the production binary refuses simulated trust and the simulated PSP as a process"
     );
 
-    let cases: [(&str, Option<&Value>, &str); 4] = [
+    let cases: [(&str, Option<&Value>, &str); 5] = [
         ("enrol", None, "sev_guest_device"),
+        ("enrol-simulated", None, "trust"),
         ("amd-genesis", Some(&amd), "sev_guest_device"),
         ("simulated-genesis", Some(&simulated), "trust"),
         ("forged-real-chain-id", Some(&forged), "chain_id"),
@@ -606,9 +642,16 @@ fn the_production_image_without_sev_snp_powers_off_and_never_trusts_simulated_ev
         match genesis {
             None => {
                 let request = dir.join("enroll.json");
+                let trust = if tag == "enrol-simulated" {
+                    "simulated"
+                } else {
+                    "amd"
+                };
                 std::fs::write(
                     &request,
-                    r#"{"moniker":"v0","chain_name":"bulwark-testnet"}"#,
+                    format!(
+                        r#"{{"moniker":"v0","chain_name":"bulwark-testnet","trust":"{trust}"}}"#
+                    ),
                 )
                 .unwrap();
                 inputs.push(("enroll", request));
@@ -627,7 +670,7 @@ fn the_production_image_without_sev_snp_powers_off_and_never_trusts_simulated_ev
         let started = Instant::now();
         let log = run_to_power_off(&image, &boot, REFUSAL).unwrap();
         assert!(
-            log.contains(&format!("{check}:")) && log.contains(FAILED_POWER_OFF),
+            refused_with(&log, check),
             "{tag}: expected `{check}` and a power-off; serial log {}:\n{}",
             boot.serial.display(),
             harness::vm::tail(&log)

@@ -125,6 +125,11 @@ fn host_config() -> Result<Option<HostConfig>, BootError> {
 /// Where the data disk is mounted: the validator's home.
 pub const DATA_DIR: &str = "/data";
 
+/// `MS_NOSYMFOLLOW` from Linux's `<linux/mount.h>`.
+const MS_NOSYMFOLLOW: libc_ulong = 256;
+#[allow(non_camel_case_types)]
+type libc_ulong = std::ffi::c_ulong;
+
 fn boot(node: impl FnOnce(&Path) -> anyhow::Result<()>) -> Result<(), BootError> {
     mount_fs("devtmpfs", "/dev", "devtmpfs")?;
     mount_fs("proc", "/proc", "proc")?;
@@ -140,11 +145,14 @@ fn boot(node: impl FnOnce(&Path) -> anyhow::Result<()>) -> Result<(), BootError>
     }
     let config = host_config()?.ok_or(BootError::NoConfiguration)?;
     let _ = std::fs::create_dir_all(DATA_DIR);
+    // The host formatted this disk: its symbolic links are never followed (MS_NOSYMFOLLOW,
+    // Linux 5.10; nix 0.29 has no name for it), so none can point PID 1's writes elsewhere.
+    let no_symlinks = MsFlags::from_bits_retain(MS_NOSYMFOLLOW);
     mount(
         Some(config.data_disk.as_str()),
         DATA_DIR,
         Some("ext4"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | no_symlinks,
         None::<&str>,
     )
     .map_err(|source| BootError::DataDisk {

@@ -103,7 +103,15 @@ pub fn enroll(
 
 /// Reads an `enrollment.json`.
 pub fn read_enrollment(path: &Path) -> Result<Enrollment, CeremonyError> {
-    let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
+    use std::io::Read;
+    const MAX: u64 = 1 << 20;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX + 1).read_to_string(&mut text))
+        .map_err(|e| file_error(path, e))?;
+    if text.len() as u64 > MAX {
+        return Err(file_error(path, format!("larger than {MAX} bytes")));
+    }
     serde_json::from_str(&text).map_err(|e| file_error(path, e))
 }
 
@@ -264,7 +272,33 @@ pub fn verify_genesis(genesis: &Value, now: u64) -> Result<Vec<ValidatorLine>, S
     }
     Ok(validators
         .iter()
-        .map(|v| line(v, &enrollments, &policy, &chain_name, now))
+        .enumerate()
+        .map(|(i, v)| {
+            let mut out = line(v, &enrollments, &policy, &chain_name, now);
+            // The consensus core keys validators by address: a listed address that is not
+            // the key's, or a key listed twice, is power that can never vote.
+            let problem = if v
+                .pub_key
+                .ed25519()
+                .map(bulwark_types::tendermint::account::Id::from)
+                != Some(v.address)
+            {
+                Some((
+                    "address",
+                    "the address is not the consensus key's".to_string(),
+                ))
+            } else if validators[..i].iter().any(|w| w.pub_key == v.pub_key) {
+                Some(("duplicate", "the consensus key is listed twice".to_string()))
+            } else {
+                None
+            };
+            if let Some((check, reason)) = problem {
+                out.verified = false;
+                out.check = Some(check.into());
+                out.reason = Some(reason);
+            }
+            out
+        })
         .collect())
 }
 
@@ -365,6 +399,20 @@ mod tests {
         certify("alpha", &mut extra).unwrap();
         let lines = verify_genesis(&extra, now()).unwrap();
         assert_eq!(lines[2].check.as_deref(), Some("enrollment"));
+        // A key listed twice, or under an address that is not its own, is named.
+        let mut twice = g.clone();
+        let first = twice["validators"][0].clone();
+        twice["validators"].as_array_mut().unwrap().push(first);
+        certify("alpha", &mut twice).unwrap();
+        let lines = verify_genesis(&twice, now()).unwrap();
+        assert!(lines[0].verified, "{lines:?}");
+        assert_eq!(lines[3].check.as_deref(), Some("duplicate"));
+        let mut moved = g.clone();
+        moved["validators"][1]["address"] = moved["validators"][2]["address"].clone();
+        certify("alpha", &mut moved).unwrap();
+        let lines = verify_genesis(&moved, now()).unwrap();
+        assert_eq!(lines[1].check.as_deref(), Some("address"));
+        assert!(lines[2].verified, "{lines:?}");
         // Assembly refuses an enrollment from an unlisted image, naming it.
         let other = enrolled(
             dir.path(),

@@ -28,6 +28,9 @@ use std::path::Path;
 /// recovers `enrollment.json`.
 pub const ENROLLMENT_LINE: &str = "bulwark-enrollment: ";
 
+/// `O_NOFOLLOW` (Linux x86-64).
+const O_NOFOLLOW: i32 = 0o400000;
+
 /// The largest enrolment request read from `fw_cfg`.
 const MAX_ENROLL_REQUEST: u64 = 4096;
 /// The largest `config.toml` read from `fw_cfg`.
@@ -92,7 +95,7 @@ pub fn enrollment_from_console(log: &str) -> Result<Option<bulwark_identity::Enr
 /// The production image's first duty: without the SEV-SNP guest device there is nothing to
 /// attest with, and a production build has nothing to fall back to.
 fn require_guest_device() -> Result<()> {
-    if bulwark_attest::SIMULATED_PSP_BUILT_IN {
+    if crate::home::SIMULATED_PSP {
         return Ok(());
     }
     GuestDevice::open().map(drop).map_err(|e| {
@@ -103,10 +106,22 @@ fn require_guest_device() -> Result<()> {
 }
 
 /// Writes `bytes` to `path` whole or not at all (a temporary file, synced, then renamed).
+/// The host formatted the disk: a temporary file it left there (a symbolic link, say) is
+/// removed, never written through, and the new one is created afresh without following links.
 fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("incoming");
-    let mut file =
-        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", tmp.display())),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(O_NOFOLLOW)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", tmp.display()))?;
@@ -126,8 +141,12 @@ fn enroll(home: &Path, request: &EnrollRequest) -> Result<()> {
         );
         ceremony::read_enrollment(&config.join(ceremony::ENROLLMENT))?
     } else {
-        if request.trust == Trust::Amd {
-            require_guest_device()?;
+        match request.trust {
+            Trust::Amd => require_guest_device()?,
+            Trust::Simulated if !crate::home::SIMULATED_PSP => bail!(
+                "trust: the host asked for a simulated enrolment, and this production build has no simulated PSP: it enrols only with the SEV-SNP device"
+            ),
+            Trust::Simulated => {}
         }
         let mut source = crate::home::evidence_source(request.trust, home, None, [0; 32])?;
         let e = ceremony::enroll(
@@ -156,6 +175,9 @@ pub fn run(home: &Path) -> Result<()> {
     }
     let config = home.join("config");
     std::fs::create_dir_all(&config).with_context(|| format!("creating {}", config.display()))?;
+    if !std::fs::symlink_metadata(&config).is_ok_and(|m| m.is_dir()) {
+        bail!("{}: not a directory (the host's disk)", config.display());
+    }
     for (name, max) in [
         (launch::CONFIG_TOML, MAX_CONFIG),
         (launch::GENESIS, launch::MAX_INPUT),

@@ -310,6 +310,16 @@ fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), HomeError>
         })
 }
 
+/// Whether this build has the simulated PSP (the `simulated-psp` feature). Decided by this
+/// crate's own feature, so a build that links a simulated-capable verifier without it still
+/// behaves as production.
+pub const SIMULATED_PSP: bool = cfg!(feature = "simulated-psp");
+
+/// The largest `config.toml` read from a home.
+pub const MAX_CONFIG_FILE: u64 = 64 * 1024;
+/// The largest `genesis.json` read from a home.
+pub const MAX_GENESIS_FILE: u64 = 16 << 20;
+
 /// The file in `config/` holding a process-mode node's simulated chip secret (64 hex digits).
 /// Not a secret: the simulated PSP proves nothing, and its keys are public anyway.
 pub const SIMULATED_CHIP: &str = "simulated_chip";
@@ -559,9 +569,18 @@ fn hex_file<const N: usize>(path: &Path) -> Result<Option<[u8; N]>, HomeError> {
     }
 }
 
-fn read(path: PathBuf) -> Result<(PathBuf, String), HomeError> {
-    match std::fs::read_to_string(&path) {
-        Ok(s) => Ok((path, s)),
+/// Reads a text file of at most `max` bytes (the host wrote the disk: a huge file must not
+/// exhaust the guest's memory).
+fn read(path: PathBuf, max: u64) -> Result<(PathBuf, String), HomeError> {
+    use std::io::Read;
+    let mut text = String::new();
+    let result = std::fs::File::open(&path).and_then(|f| f.take(max + 1).read_to_string(&mut text));
+    match result {
+        Ok(_) if text.len() as u64 > max => Err(HomeError::Invalid {
+            path,
+            reason: format!("larger than {max} bytes"),
+        }),
+        Ok(_) => Ok((path, text)),
         Err(source) => Err(HomeError::Io { path, source }),
     }
 }
@@ -594,10 +613,10 @@ impl PublicHome {
             path: path.to_path_buf(),
             reason,
         };
-        let (p, s) = read(cfg.join("config.toml"))?;
+        let (p, s) = read(cfg.join("config.toml"), MAX_CONFIG_FILE)?;
         let config: NodeConfig = toml::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
         config.check().map_err(|e| invalid(&p, e))?;
-        let (p, s) = read(cfg.join("genesis.json"))?;
+        let (p, s) = read(cfg.join("genesis.json"), MAX_GENESIS_FILE)?;
         let genesis: Genesis<serde_json::Value> =
             serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
         if genesis.validators.is_empty() {
@@ -626,7 +645,7 @@ impl PublicHome {
                     .into(),
             )
         })?;
-        if attestation.trust == Trust::Simulated && !bulwark_attest::SIMULATED_PSP_BUILT_IN {
+        if attestation.trust == Trust::Simulated && !SIMULATED_PSP {
             return Err(HomeError::SimulatedTrust(p));
         }
         if attestation.measurements == Measurements::Any {
@@ -693,7 +712,7 @@ impl Home {
             if attestation.trust == Trust::Amd {
                 return Err(HomeError::PlaintextKey(plaintext_path));
             }
-            let (p, s) = read(plaintext_path)?;
+            let (p, s) = read(plaintext_path, MAX_CONFIG_FILE)?;
             let validator_key: PrivValidatorKey =
                 serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
             if validator_key.priv_key.public_key() != validator_key.pub_key {
@@ -703,7 +722,7 @@ impl Home {
             {
                 return Err(invalid(&p, "address does not belong to pub_key".into()));
             }
-            let (p, s) = read(cfg.join("node_key.json"))?;
+            let (p, s) = read(cfg.join("node_key.json"), MAX_CONFIG_FILE)?;
             let node_key: NodeKey =
                 serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
             (validator_key, node_key)

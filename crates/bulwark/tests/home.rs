@@ -313,3 +313,50 @@ fn a_guest_launched_for_another_genesis_refuses_to_run() {
     std::fs::write(home.join("config/simulated_host_data"), sha).unwrap();
     assert!(start_briefly(&home, std::time::Duration::from_secs(3)).is_none());
 }
+
+#[test]
+fn a_genesis_with_a_member_that_never_enrolled_stops_bulwark_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bulwark(&[
+        "testnet",
+        "--validators",
+        "2",
+        "--output",
+        dir.path().to_str().unwrap(),
+        "--base-port",
+        "37656",
+    ]);
+    assert!(out.status.success());
+    let home = dir.path().join("node0");
+    // The host swaps node1's key for one it made (no enrollment carries it), re-certifies the
+    // chain id and launches node0 bound to that genesis: every local check but the
+    // enrollments holds.
+    let mut g = genesis(&home);
+    let key = ed25519_consensus::SigningKey::from([9u8; 32]);
+    let public =
+        bulwark_types::tendermint::PublicKey::from_raw_ed25519(&key.verification_key().to_bytes())
+            .unwrap();
+    let mut info = bulwark_types::tendermint::validator::Info::new(public, 10u32.into());
+    info.name = Some("node1".into());
+    g["validators"][1] = serde_json::to_value(info).unwrap();
+    bulwark_identity::certify("bulwark-testnet", &mut g).unwrap();
+    write_genesis(&home, &g);
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(home.join("config/genesis.json")).unwrap(),
+        ))
+    };
+    std::fs::write(home.join("config/simulated_host_data"), sha).unwrap();
+    let (code, stderr) = start_briefly(&home, std::time::Duration::from_secs(30))
+        .expect("the node ran in a network with a member that never enrolled");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("enrollment: validator node1") && stderr.contains("refusing to run"),
+        "{stderr}"
+    );
+    assert!(
+        !home.join("data/store").exists(),
+        "it opened its stores first"
+    );
+}
