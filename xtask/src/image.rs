@@ -771,6 +771,30 @@ mod tests {
     }
 
     #[test]
+    fn a_production_binary_with_the_simulated_psp_in_it_is_refused() {
+        let markers = simulated_markers();
+        assert!(markers.iter().all(|m| !m.is_empty()));
+        let mut with = b"ELF ... ".to_vec();
+        for m in &markers {
+            with.extend_from_slice(m);
+            with.extend_from_slice(b" ... ");
+        }
+        let without = b"ELF ... no simulated root here".to_vec();
+        assert!(check_flavour(Flavour::Production, &without).is_ok());
+        let err = check_flavour(Flavour::Production, &with).unwrap_err();
+        assert!(
+            err.to_string().contains("contains the simulated PSP"),
+            "{err}"
+        );
+        assert!(check_flavour(Flavour::Simulated, &with).is_ok());
+        assert!(check_flavour(Flavour::Simulated, &without).is_err());
+        // Either marker alone is enough to refuse a production binary.
+        for m in &markers {
+            assert!(check_flavour(Flavour::Production, m).is_err());
+        }
+    }
+
+    #[test]
     fn the_same_entries_in_any_order_give_the_same_archive() {
         let mut a = sample(b"#!/bin/true\n");
         let mut b = sample(b"#!/bin/true\n");
