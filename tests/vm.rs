@@ -29,10 +29,6 @@ use bulwark_types::tendermint::block::signed_header::SignedHeader;
 use bulwark_types::tendermint::validator::Set;
 use bulwark_types::tendermint::Genesis;
 use harness::rpc::{height, RpcClient};
-use harness::vm::{
-    image_binary, image_dir, launch_input, run_to_power_off, sha2_256, Boot, Flavour, VmNetwork,
-    CHAIN_NAME, CLEAN_POWER_OFF, HOST_CONFIG_JSON,
-};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -41,6 +37,10 @@ use tendermint_light_client_verifier::operations::voting_power::{
     ProdVotingPowerCalculator, VotingPowerCalculator,
 };
 use tendermint_light_client_verifier::types::TrustThreshold;
+use vm_harness::vm::{
+    image_binary, image_dir, launch_input, run_to_power_off, sha2_256, Boot, Flavour, VmNetwork,
+    CHAIN_NAME, CLEAN_POWER_OFF, HOST_CONFIG_JSON,
+};
 
 const VALIDATORS: usize = 4;
 const HEIGHTS: u64 = 10;
@@ -114,7 +114,7 @@ fn expect_refusal(
         refused_with(&log, check),
         "{tag}: expected a refusal naming `{check}`; serial log {}:\n{}",
         boot.serial.display(),
-        harness::vm::tail(&log)
+        vm_harness::vm::tail(&log)
     );
     // Refused before the node opened its stores and engine.
     assert!(
@@ -138,7 +138,7 @@ fn seeds_of(net: &VmNetwork, i: usize, files: &Path) -> ([u8; 32], [u8; 32], [u8
         .unwrap()
         .try_into()
         .unwrap();
-    let digest = harness::vm::simulated_launch_digest(net.image()).unwrap();
+    let digest = vm_harness::vm::simulated_launch_digest(net.image()).unwrap();
     let sealed = SealedIdentity::read(&files.join("config/identity.sealed.json")).unwrap();
     let mut psp = SimulatedPsp::new(chip, digest);
     let (identity, _) = sealed.open(&mut psp, CHAIN_NAME).unwrap();
@@ -320,7 +320,7 @@ fn forged_network_signatures_never_verify_on_the_real_chain(
         ],
         true,
     );
-    let mut vm = harness::vm::launch(net.image(), &boot).unwrap();
+    let mut vm = vm_harness::vm::launch(net.image(), &boot).unwrap();
     let mut rpc = RpcClient::new(&net.rpc_addrs()[0]);
     let deadline = Instant::now() + LIMIT;
     let target = 3;
@@ -329,7 +329,7 @@ fn forged_network_signatures_never_verify_on_the_real_chain(
             Instant::now() < deadline && matches!(vm.try_wait(), Ok(None)),
             "the forged network did not reach height {target}; serial log {}:\n{}",
             boot.serial.display(),
-            harness::vm::tail(&std::fs::read_to_string(&boot.serial).unwrap_or_default())
+            vm_harness::vm::tail(&std::fs::read_to_string(&boot.serial).unwrap_or_default())
         );
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -396,7 +396,7 @@ fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
     );
     // The ceremony: every enrollment came back on a console, and anyone can re-verify the
     // genesis with the image's own binary.
-    let verified = harness::vm::run_binary(
+    let verified = vm_harness::vm::run_binary(
         &image_binary(&image),
         &["verify-genesis", net.genesis.to_str().unwrap()],
     )
@@ -549,7 +549,7 @@ fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
 /// production guest has no code to use.
 fn production_boot(dir: &Path, tag: &str, inputs: &[(&str, PathBuf)]) -> Boot {
     let disk = dir.join(format!("{tag}.img"));
-    harness::vm::empty_data_disk(&disk).unwrap();
+    vm_harness::vm::empty_data_disk(&disk).unwrap();
     std::fs::write(dir.join("host.json"), HOST_CONFIG_JSON).unwrap();
     std::fs::write(dir.join("chip"), [3u8; 32]).unwrap();
     std::fs::write(dir.join("measurement"), [4u8; 48]).unwrap();
@@ -575,7 +575,7 @@ fn production_boot(dir: &Path, tag: &str, inputs: &[(&str, PathBuf)]) -> Boot {
 #[ignore = "needs the production image and QEMU: run through `cargo xtask test` (or `cargo xtask image` first)"]
 fn the_production_image_without_sev_snp_powers_off_and_never_trusts_simulated_evidence() {
     let image = image_dir(Flavour::Production);
-    harness::vm::check_prerequisites(&image).unwrap();
+    vm_harness::vm::check_prerequisites(&image).unwrap();
     let dir = std::env::temp_dir().join(format!("bulwark-production-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -673,7 +673,7 @@ fn the_production_image_without_sev_snp_powers_off_and_never_trusts_simulated_ev
             refused_with(&log, check),
             "{tag}: expected `{check}` and a power-off; serial log {}:\n{}",
             boot.serial.display(),
-            harness::vm::tail(&log)
+            vm_harness::vm::tail(&log)
         );
         assert!(!log.contains(CLEAN_POWER_OFF), "{tag}");
         assert!(
@@ -684,7 +684,7 @@ fn the_production_image_without_sev_snp_powers_off_and_never_trusts_simulated_ev
             assert!(
                 log.contains("runs only as an SEV-SNP guest"),
                 "{tag}: the message does not say why: {}",
-                harness::vm::tail(&log)
+                vm_harness::vm::tail(&log)
             );
         }
         eprintln!(

@@ -1,13 +1,10 @@
-//! The one harness for starting, watching and stopping real `bulwark` processes and validator
-//! VMs, shared by the end-to-end tests in this directory and by `cargo xtask` (demo, bench,
-//! qemu). Everything returns `anyhow::Result` with the log tail of what failed; tests unwrap.
+//! The one harness for starting, watching and stopping real `bulwark` processes, shared by the
+//! end-to-end tests in this directory and by `cargo xtask` (demo, bench, qemu); validator VMs
+//! and the SEV-SNP launch live in `bulwark-vm-harness`, on top of this. Everything returns
+//! `anyhow::Result` with the log tail of what failed; tests unwrap.
 //!
 //! - [`process`]: testnet homes, `bulwark start` processes with their logs and heights, and a
 //!   whole local network.
-//! - [`vm`]: validator VMs booted from the measured image under QEMU, with data disks, host
-//!   configuration in `fw_cfg`, forwarded ports and a clean power-off.
-//! - [`snp`]: the SEV-SNP launch of one validator on a real host (the same device arguments)
-//!   and what a would-be SNP host lacks.
 //! - [`rpc`]: a std-only JSON-RPC client (no async runtime).
 //! - [`ports`]: blocks of free loopback ports.
 //! - [`load`]: open-loop kvstore load through JSON-RPC and commit latency (demo, bench).
@@ -19,8 +16,6 @@ pub mod load;
 pub mod ports;
 pub mod process;
 pub mod rpc;
-pub mod snp;
-pub mod vm;
 
 use std::path::{Path, PathBuf};
 

@@ -19,7 +19,7 @@ const DEMO_VM_TX_PER_S: f64 = 40.0;
 
 /// Where the demo's validators run.
 enum Validators {
-    Vms(harness::vm::VmNetwork),
+    Vms(vm_harness::vm::VmNetwork),
     Processes(Network),
 }
 
@@ -82,14 +82,14 @@ fn print_measurements(image: &Path, digests: &[(CpuModel, String)]) {
 
 /// Re-verifies the ceremony's genesis with the image's own binary, as anyone can, and says
 /// what each validator's evidence shows.
-fn verify_genesis(vms: &harness::vm::VmNetwork) -> Result<()> {
-    let bin = harness::vm::image_binary(vms.image());
+fn verify_genesis(vms: &vm_harness::vm::VmNetwork) -> Result<()> {
+    let bin = vm_harness::vm::image_binary(vms.image());
     let genesis = vms.genesis.display().to_string();
     eprintln!(
         "demo: the ceremony: {VALIDATORS} VMs made and sealed their keys inside and published enrollments ({:.1} s); the host assembled {genesis}",
         vms.enrolment.as_secs_f64()
     );
-    let out = harness::vm::run_binary(&bin, &["verify-genesis", &genesis])?;
+    let out = vm_harness::vm::run_binary(&bin, &["verify-genesis", &genesis])?;
     for line in String::from_utf8_lossy(&out).lines() {
         let v: serde_json::Value = serde_json::from_str(line)?;
         eprintln!(

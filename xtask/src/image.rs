@@ -23,7 +23,7 @@ use std::process::Command;
 use std::time::Instant;
 use xtask_steps::cache_dir;
 
-pub use harness::vm::Flavour;
+pub use vm_harness::vm::Flavour;
 
 #[derive(Deserialize, Debug, Clone)]
 struct Pin {
@@ -473,11 +473,11 @@ impl CpuModel {
 }
 
 /// The SNP launch digest (hex) of the image in `dir`, for guest features the pinned kernel
-/// boots with (`harness::snp::check_guest_features`).
+/// boots with (`vm_harness::snp::check_guest_features`).
 pub fn launch_digest(dir: &Path, vcpus: u32, cpu: CpuModel, guest_features: u64) -> Result<String> {
     use sev::measurement::snp::{snp_calc_launch_digest, SnpMeasurementArgs};
     use sev::measurement::vmsa::{GuestFeatures, VMMType};
-    harness::snp::check_guest_features(guest_features)?;
+    vm_harness::snp::check_guest_features(guest_features)?;
     let cmdline = std::fs::read_to_string(dir.join("kernel-cmdline"))?;
     let digest = snp_calc_launch_digest(SnpMeasurementArgs {
         vcpus,
@@ -495,7 +495,7 @@ pub fn launch_digest(dir: &Path, vcpus: u32, cpu: CpuModel, guest_features: u64)
 }
 
 pub fn image_dir(flavour: Flavour) -> PathBuf {
-    harness::vm::image_dir(flavour)
+    vm_harness::vm::image_dir(flavour)
 }
 
 /// `cargo xtask image [--simulated]`.
@@ -750,7 +750,7 @@ mod tests {
                 .unwrap();
         assert_eq!(
             pins.kernel.version,
-            harness::snp::GUEST_FEATURES_READ_FROM,
+            vm_harness::snp::GUEST_FEATURES_READ_FROM,
             "the kernel pin moved: read SNP_FEATURES_IMPL_REQ and SNP_FEATURES_PRESENT in the new source's arch/x86/boot/compressed/sev.c again and update REFUSED_GUEST_FEATURES"
         );
     }

@@ -234,7 +234,7 @@ fn test(args: TestArgs) -> Result<()> {
     // cleanly; then the host's attacks on them, and the production image under TCG. They are
     // ignored tests so that a plain `cargo test` says they did not run instead of failing
     // without the images. Every published digest is first recomputed with AMD's reference tool.
-    crate::apt::ensure_packages(&harness::vm::VM_PACKAGES)?;
+    crate::apt::ensure_packages(&vm_harness::vm::VM_PACKAGES)?;
     image::build(image::Flavour::Production)?;
     image::build(image::Flavour::Simulated)?;
     image::check_against_reference()?;

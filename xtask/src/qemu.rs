@@ -13,12 +13,12 @@ use bulwark_attest::report::policy_bits;
 use bulwark_attest::simulated::SimulatedPsp;
 use bulwark_attest::{verify, Binding, Measurements, Policy, Trust};
 use harness::rpc::height;
-use harness::snp::{assess, host_cbitpos, Cbitpos, HostFacts, SnpLaunch};
-use harness::vm::{VmNetwork, GUEST_P2P_PORT, GUEST_RPC_PORT, VM_PACKAGES};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+use vm_harness::snp::{assess, host_cbitpos, Cbitpos, HostFacts, SnpLaunch};
+use vm_harness::vm::{VmNetwork, GUEST_P2P_PORT, GUEST_RPC_PORT, VM_PACKAGES};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct QemuArgs {
@@ -262,7 +262,7 @@ pub fn start_vms(validators: usize, timeout_commit_ms: u64) -> Result<VmNetwork>
         "qemu: enrolment took {:.1} s; genesis {} (check it: {} verify-genesis {})",
         net.enrolment.as_secs_f64(),
         net.genesis.display(),
-        harness::vm::image_binary(net.image()).display(),
+        vm_harness::vm::image_binary(net.image()).display(),
         net.genesis.display()
     );
     eprintln!(
@@ -357,10 +357,10 @@ mod tests {
     use super::*;
     use base64::Engine;
     use clap::Parser;
-    use harness::snp::{version_of, CBITPOS_ONE_LINER};
     use sev::measurement::vcpu_types::{cpu_sig, CpuType};
     use std::collections::BTreeMap;
     use std::process::Command;
+    use vm_harness::snp::{version_of, CBITPOS_ONE_LINER};
 
     #[derive(Parser)]
     struct Cli {

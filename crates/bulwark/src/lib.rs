@@ -4,7 +4,7 @@
 //! the driver that wires the validator to sockets, timers, signals and RPC ([`run`]). The CLI
 //! is `main.rs`; as PID 1 of the measured guest it hands [`run::start`] to `bulwark-boot`.
 
-pub mod ceremony;
+pub use bulwark_identity::ceremony;
 pub mod guest;
 pub mod home;
 pub mod launch;

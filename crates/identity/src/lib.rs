@@ -4,8 +4,11 @@
 //!   SEV-SNP derived key (or the simulated PSP's), re-sealed after a firmware update;
 //! - [`enrollment`]: what an enrolling guest publishes (its public keys and evidence binding
 //!   them to the chain name) and its verification;
-//! - [`chain_id`]: the self-certifying chain id, `<name>-<hash of the canonical genesis>`.
+//! - [`chain_id`]: the self-certifying chain id, `<name>-<hash of the canonical genesis>`;
+//! - [`ceremony`]: the genesis ceremony: enrol (make, seal, publish), assemble a genesis from
+//!   verified enrollments, and re-verify every validator of a genesis.
 
+pub mod ceremony;
 pub mod chain_id;
 pub mod enrollment;
 pub mod sealed;

@@ -3,10 +3,10 @@
 //! whose validators are exactly the enrolled keys, with their evidence and the attestation
 //! policy, under a self-certifying chain id; `bulwark verify-genesis` lets anyone re-check it.
 
-use bulwark_attest::{AttestationReport, EvidenceSource, HexBytes, Measurements, Policy};
-use bulwark_identity::{
+use crate::{
     certify, check_chain_id, ChainIdError, Enrollment, Identity, IdentityError, SealedIdentity,
 };
+use bulwark_attest::{AttestationReport, EvidenceSource, HexBytes, Measurements, Policy};
 use bulwark_types::tendermint::{validator, Genesis, PublicKey, Time};
 use serde::Serialize;
 use serde_json::Value;
@@ -171,7 +171,7 @@ pub fn assemble(
     }
     let mut validators = Vec::new();
     for (index, e) in enrollments.iter().enumerate() {
-        let failed = |err: bulwark_identity::EnrollmentError| CeremonyError::Enrollment {
+        let failed = |err: crate::EnrollmentError| CeremonyError::Enrollment {
             index,
             moniker: e.moniker.clone(),
             check: err.check(),

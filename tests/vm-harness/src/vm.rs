@@ -11,8 +11,8 @@
 //! SEV-SNP guest needs ([`VIRTIO_OPTIONS`]). `cargo xtask qemu --snp` prints its launch with the
 //! same device arguments ([`data_disk_args`], [`network_args`], [`fw_cfg_args`]).
 
-use crate::rpc::RpcClient;
 use anyhow::{bail, Context, Result};
+use harness::rpc::RpcClient;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -111,7 +111,7 @@ impl Flavour {
 pub fn image_dir(flavour: Flavour) -> PathBuf {
     std::env::var_os("BULWARK_IMAGES")
         .map(PathBuf::from)
-        .unwrap_or_else(crate::process::target_dir)
+        .unwrap_or_else(harness::process::target_dir)
         .join(flavour.dir_name())
 }
 
@@ -415,7 +415,7 @@ impl VmNetwork {
         let dir = std::env::temp_dir().join(format!("bulwark-vms-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let base = crate::ports::testnet_block(validators)?;
+        let base = harness::ports::testnet_block(validators)?;
         let digest = simulated_launch_digest(image)?;
         std::fs::write(dir.join("simulated_measurement"), digest)?;
         std::fs::write(dir.join("host.json"), HOST_CONFIG_JSON)?;
@@ -641,7 +641,7 @@ impl VmNetwork {
     /// The host addresses (host:port) of the validators' RPC.
     pub fn rpc_addrs(&self) -> Vec<String> {
         (0..self.vms.len())
-            .map(|i| crate::process::rpc_addr(self.base, i))
+            .map(|i| harness::process::rpc_addr(self.base, i))
             .collect()
     }
 
