@@ -58,6 +58,10 @@ fn with_validator_1(genesis: &Value, enrollment: &Enrollment) -> Value {
     g["validators"][1]["pub_key"]["value"] = base64::engine::general_purpose::STANDARD
         .encode(&key)
         .into();
+    // The address that goes with the key, as a careful forger would write it.
+    let public = bulwark_types::tendermint::PublicKey::from_raw_ed25519(&key).unwrap();
+    let address = bulwark_types::tendermint::account::Id::from(public.ed25519().unwrap());
+    g["validators"][1]["address"] = address.to_string().into();
     g["enrollments"][1] = serde_json::to_value(enrollment).unwrap();
     certify(CHAIN, &mut g).unwrap();
     g

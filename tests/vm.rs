@@ -278,6 +278,106 @@ fn host_reads_the_disk(net: &VmNetwork, i: usize, enrollment: &Value) {
     );
 }
 
+/// Writes the host's copy of `data/store` (extracted into `files`, then changed) back into
+/// the ext4 image `disk`, as a host with `debugfs` can.
+fn write_store_back(disk: &Path, files: &Path, before: &[PathBuf]) {
+    let store = files.join("data/store");
+    let mut commands = String::new();
+    // What was there goes (sled may have renamed its snapshot), then what is there now.
+    for f in before.iter().filter(|f| f.starts_with(&store)) {
+        let inside = f.strip_prefix(files).unwrap();
+        commands += &format!("rm /{}\n", inside.display());
+    }
+    fn walk(dir: &Path, root: &Path, commands: &mut String) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = entry.path();
+            let inside = p.strip_prefix(root).unwrap();
+            if p.is_dir() {
+                *commands += &format!("mkdir /{}\n", inside.display());
+                walk(&p, root, commands);
+            } else {
+                *commands += &format!("write {} /{}\n", p.display(), inside.display());
+            }
+        }
+    }
+    walk(&store, files, &mut commands);
+    let script = files.with_extension("debugfs");
+    std::fs::write(&script, commands).unwrap();
+    let out = std::process::Command::new("debugfs")
+        .arg("-w")
+        .arg("-f")
+        .arg(&script)
+        .arg(disk)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "debugfs -w: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The host edits a validator's node state on its disk with the store's own code, as it
+/// pleases: `WAL`, a record appended at the height the node replays next (under a key the
+/// host knows); `last-sign-state`, the state rolled back to height 1 (its MAC kept). Each is
+/// refused at the next start, naming the failed MAC, before the node signs anything.
+fn host_edits_the_node_state(net: &VmNetwork, i: usize, what: &str) {
+    let dir = net.vm_dir(i);
+    let disk = dir.join("data.img");
+    let files = dir.join(format!("state-{what}"));
+    let before = extract(&disk, &files);
+    {
+        let host = bulwark_store::Store::open(files.join("data/store")).unwrap();
+        match what {
+            "wal" => {
+                let height = bulwark_store::blocks::BlockStore::open(&host)
+                    .unwrap()
+                    .latest_height()
+                    .unwrap()
+                    .expect("blocks were stored")
+                    + 1;
+                bulwark_store::wal::Wal::open(&host)
+                    .unwrap()
+                    .append(height, b"an own_block the host chose", true)
+                    .unwrap();
+            }
+            _ => {
+                let tree = host.db().tree("privval").unwrap();
+                let mut state = tree.get(b"last_sign_state").unwrap().unwrap();
+                assert!(u64::from_be_bytes(state[..8].try_into().unwrap()) > 1);
+                state[..8].copy_from_slice(&1u64.to_be_bytes());
+                tree.insert(b"last_sign_state", state).unwrap();
+            }
+        }
+        host.flush().unwrap();
+    }
+    write_store_back(&disk, &files, &before);
+    let boot = net.boot(
+        i,
+        &format!("tampered-{what}"),
+        &disk,
+        &[
+            ("config.toml", dir.join("config.toml")),
+            ("genesis.json", net.genesis.clone()),
+            ("host_data", net.dir().join("host_data")),
+        ],
+        false,
+    );
+    let log = run_to_power_off(net.image(), &boot, REFUSAL).unwrap();
+    let refused = log
+        .lines()
+        .any(|l| l.contains(NODE_ERROR) && l.contains("fails its MAC"));
+    assert!(
+        refused && log.contains(FAILED_POWER_OFF),
+        "tampered {what}: expected a refusal naming the MAC; serial log {}:\n{}",
+        boot.serial.display(),
+        vm_harness::vm::tail(&log)
+    );
+    eprintln!(
+        "vm test: VM {i}: a {what} the host edited on the disk is refused at start (its MAC fails)"
+    );
+}
+
 /// The forged network: the host keeps VM 0's disk from right after enrolment and launches it
 /// with a genesis of its own (VM 0 alone, the same chain name, a valid chain id and HOST_DATA
 /// of its own). The guest runs there and signs; every signature it makes fails the
@@ -541,6 +641,8 @@ fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
         "host_data",
     );
     forged_network_signatures_never_verify_on_the_real_chain(&net, &real, &real_headers);
+    host_edits_the_node_state(&net, 1, "wal");
+    host_edits_the_node_state(&net, 2, "last-sign-state");
     net.clean_up();
 }
 
