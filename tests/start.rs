@@ -3,6 +3,9 @@
 //! catches up.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+#[path = "shared/host.rs"]
+mod host;
+
 use harness::ports::testnet_block;
 use harness::process::{fast_testnet, start, wait_for, Node};
 use std::time::Duration;
@@ -89,22 +92,9 @@ fn a_wal_record_written_by_the_host_is_refused_at_restart_not_replayed() {
     for n in nodes.iter_mut() {
         n.stop_cleanly().unwrap();
     }
-    // The host appends a record to node 1's WAL at the height in progress, framed by the
-    // store's own code under a key the host knows (the old public checksum's equivalent).
+    // The host appends a record to node 1's WAL at the height in progress.
     let store_dir = homes[1].join("data/store");
-    {
-        let host = bulwark_store::Store::open(&store_dir).unwrap();
-        // The height the node replays at restart: the one after its last stored block.
-        let height = bulwark_store::blocks::BlockStore::open(&host)
-            .unwrap()
-            .latest_height()
-            .unwrap()
-            .expect("blocks were stored")
-            + 1;
-        let mut wal = bulwark_store::wal::Wal::open(&host).unwrap();
-        wal.append(height, b"an own_block the host chose", true)
-            .unwrap();
-    }
+    host::append_wal_record(&store_dir);
     let (code, stderr) = run_briefly(&homes[1], Duration::from_secs(60))
         .expect("the node replayed a WAL record the host wrote");
     assert_eq!(code, Some(2), "{stderr}");

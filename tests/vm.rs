@@ -22,6 +22,8 @@
 
 #[path = "shared/commits.rs"]
 mod commits;
+#[path = "shared/host.rs"]
+mod host;
 
 use bulwark_attest::simulated::SimulatedPsp;
 use bulwark_identity::SealedIdentity;
@@ -38,8 +40,8 @@ use tendermint_light_client_verifier::operations::voting_power::{
 };
 use tendermint_light_client_verifier::types::TrustThreshold;
 use vm_harness::vm::{
-    image_binary, image_dir, launch_input, run_to_power_off, sha2_256, Boot, Flavour, VmNetwork,
-    CHAIN_NAME, CLEAN_POWER_OFF, HOST_CONFIG_JSON,
+    image_binary, image_dir, run_to_power_off, sha2_256, Boot, Flavour, VmNetwork, CHAIN_NAME,
+    CLEAN_POWER_OFF, HOST_CONFIG_JSON,
 };
 
 const VALIDATORS: usize = 4;
@@ -326,29 +328,16 @@ fn host_edits_the_node_state(net: &VmNetwork, i: usize, what: &str) {
     let disk = dir.join("data.img");
     let files = dir.join(format!("state-{what}"));
     let before = extract(&disk, &files);
-    {
-        let host = bulwark_store::Store::open(files.join("data/store")).unwrap();
-        match what {
-            "wal" => {
-                let height = bulwark_store::blocks::BlockStore::open(&host)
-                    .unwrap()
-                    .latest_height()
-                    .unwrap()
-                    .expect("blocks were stored")
-                    + 1;
-                bulwark_store::wal::Wal::open(&host)
-                    .unwrap()
-                    .append(height, b"an own_block the host chose", true)
-                    .unwrap();
-            }
-            _ => {
-                let tree = host.db().tree("privval").unwrap();
-                let mut state = tree.get(b"last_sign_state").unwrap().unwrap();
-                assert!(u64::from_be_bytes(state[..8].try_into().unwrap()) > 1);
-                state[..8].copy_from_slice(&1u64.to_be_bytes());
-                tree.insert(b"last_sign_state", state).unwrap();
-            }
-        }
+    let store = files.join("data/store");
+    if what == "wal" {
+        host::append_wal_record(&store);
+    } else {
+        let host = bulwark_store::Store::open(&store).unwrap();
+        let tree = host.db().tree("privval").unwrap();
+        let mut state = tree.get(b"last_sign_state").unwrap().unwrap();
+        assert!(u64::from_be_bytes(state[..8].try_into().unwrap()) > 1);
+        state[..8].copy_from_slice(&1u64.to_be_bytes());
+        tree.insert(b"last_sign_state", state).unwrap();
         host.flush().unwrap();
     }
     write_store_back(&disk, &files, &before);
@@ -570,65 +559,53 @@ fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
     let disk = net.vm_dir(0).join("data.img");
     let real_host_data = sha2_256(&std::fs::read(&net.genesis).unwrap());
     let host_data_of = |g: &Value| sha2_256(&serde_json::to_vec_pretty(g).unwrap());
-    let widened = swapped(&real, false, |g| {
-        g["attestation"]["measurements"]["one_of"]
-            .as_array_mut()
-            .unwrap()
-            .push(Value::String("ab".repeat(48)));
-    });
-    expect_refusal(
-        &net,
-        0,
-        "widened-measurements",
-        &disk,
-        &widened,
-        host_data_of(&widened),
-        "chain_id",
-    );
-    let forged_same_id = swapped(&real, false, |g| {
-        g["validators"].as_array_mut().unwrap().truncate(1);
-    });
-    expect_refusal(
-        &net,
-        0,
-        "forged-real-chain-id",
-        &disk,
-        &forged_same_id,
-        host_data_of(&forged_same_id),
-        "chain_id",
-    );
-    let replaced = swapped(&real, true, |g| {
-        // Validator 1's key becomes one the host made (it has no enrollment).
-        let key = ed25519_consensus::SigningKey::from([9u8; 32]);
-        let public = bulwark_types::tendermint::PublicKey::from_raw_ed25519(
-            &key.verification_key().to_bytes(),
-        )
-        .unwrap();
-        let mut info = bulwark_types::tendermint::validator::Info::new(public, 10u32.into());
-        info.name = g["validators"][1]["name"].as_str().map(String::from);
-        g["validators"][1] = serde_json::to_value(info).unwrap();
-    });
-    expect_refusal(
-        &net,
-        0,
-        "validator-replaced",
-        &disk,
-        &replaced,
-        host_data_of(&replaced),
-        "enrollment",
-    );
-    let without_self = swapped(&real, true, |g| {
-        g["validators"].as_array_mut().unwrap().remove(0);
-    });
-    expect_refusal(
-        &net,
-        0,
-        "own-key-removed",
-        &disk,
-        &without_self,
-        host_data_of(&without_self),
-        "genesis_validator",
-    );
+    // Each swap comes with the HOST_DATA of the genesis it hands in (the host makes its
+    // launch consistent): every local check but the one named holds.
+    let swaps = [
+        (
+            "widened-measurements",
+            swapped(&real, false, |g| {
+                g["attestation"]["measurements"]["one_of"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(Value::String("ab".repeat(48)));
+            }),
+            "chain_id",
+        ),
+        (
+            "forged-real-chain-id",
+            swapped(&real, false, |g| {
+                g["validators"].as_array_mut().unwrap().truncate(1);
+            }),
+            "chain_id",
+        ),
+        (
+            "validator-replaced",
+            swapped(&real, true, |g| {
+                // Validator 1's key becomes one the host made (it has no enrollment).
+                let key = ed25519_consensus::SigningKey::from([9u8; 32]);
+                let public = bulwark_types::tendermint::PublicKey::from_raw_ed25519(
+                    &key.verification_key().to_bytes(),
+                )
+                .unwrap();
+                let mut info =
+                    bulwark_types::tendermint::validator::Info::new(public, 10u32.into());
+                info.name = g["validators"][1]["name"].as_str().map(String::from);
+                g["validators"][1] = serde_json::to_value(info).unwrap();
+            }),
+            "enrollment",
+        ),
+        (
+            "own-key-removed",
+            swapped(&real, true, |g| {
+                g["validators"].as_array_mut().unwrap().remove(0);
+            }),
+            "genesis_validator",
+        ),
+    ];
+    for (tag, genesis, check) in &swaps {
+        expect_refusal(&net, 0, tag, &disk, genesis, host_data_of(genesis), check);
+    }
     let mut other_launch = real_host_data;
     other_launch[0] ^= 1;
     expect_refusal(
@@ -655,15 +632,12 @@ fn production_boot(dir: &Path, tag: &str, inputs: &[(&str, PathBuf)]) -> Boot {
     std::fs::write(dir.join("host.json"), HOST_CONFIG_JSON).unwrap();
     std::fs::write(dir.join("chip"), [3u8; 32]).unwrap();
     std::fs::write(dir.join("measurement"), [4u8; 48]).unwrap();
-    let mut fw_cfg = vec![
-        ("opt/bulwark/config".to_string(), dir.join("host.json")),
-        (launch_input("simulated_chip"), dir.join("chip")),
-        (
-            launch_input("simulated_measurement"),
-            dir.join("measurement"),
-        ),
-    ];
-    fw_cfg.extend(inputs.iter().map(|(n, f)| (launch_input(n), f.clone())));
+    let fw_cfg = vm_harness::vm::simulated_machine_inputs(
+        &dir.join("host.json"),
+        &dir.join("chip"),
+        &dir.join("measurement"),
+        inputs,
+    );
     Boot {
         disk,
         serial: dir.join(format!("serial-{tag}.log")),

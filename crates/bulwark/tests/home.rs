@@ -257,6 +257,32 @@ fn a_sealed_identity_does_not_open_on_another_simulated_chip() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("does not open here"));
 }
 
+/// `bulwark start` on `home` stops (exit 2) saying `reason` and that it refuses to run, before
+/// it opened its stores.
+fn refused_before_its_stores(home: &std::path::Path, reason: &str) {
+    let (code, stderr) = start_briefly(home, std::time::Duration::from_secs(30))
+        .expect("the node ran where it must refuse to");
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(reason) && stderr.contains("refusing to run"),
+        "{stderr}"
+    );
+    assert!(
+        !home.join("data/store").exists(),
+        "it opened its stores first"
+    );
+}
+
+/// Binds the home's simulated launch to the genesis it holds (HOST_DATA = its SHA-256), as a
+/// host launching it for that network would.
+fn launch_for_its_genesis(home: &std::path::Path) {
+    use sha2::Digest;
+    let sha = hex::encode(sha2::Sha256::digest(
+        std::fs::read(home.join("config/genesis.json")).unwrap(),
+    ));
+    std::fs::write(home.join("config/simulated_host_data"), sha).unwrap();
+}
+
 /// Runs `bulwark start` and returns its exit code and stderr, or `None` if it was still
 /// running after `limit` (then it is killed).
 fn start_briefly(home: &std::path::Path, limit: std::time::Duration) -> Option<(i32, String)> {
@@ -292,25 +318,9 @@ fn a_guest_launched_for_another_genesis_refuses_to_run() {
     let home = init_home(dir.path());
     // The launch's HOST_DATA names another network than the genesis the host put on the disk.
     std::fs::write(home.join("config/simulated_host_data"), "ab".repeat(32)).unwrap();
-    let (code, stderr) = start_briefly(&home, std::time::Duration::from_secs(30))
-        .expect("the node ran with a genesis its launch is not bound to");
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("host_data:") && stderr.contains("refusing to run"),
-        "{stderr}"
-    );
-    assert!(
-        !home.join("data/store").exists(),
-        "it opened its stores first"
-    );
+    refused_before_its_stores(&home, "host_data:");
     // Bound to the genesis it loads, the same node runs.
-    let sha = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(
-            std::fs::read(home.join("config/genesis.json")).unwrap(),
-        ))
-    };
-    std::fs::write(home.join("config/simulated_host_data"), sha).unwrap();
+    launch_for_its_genesis(&home);
     assert!(start_briefly(&home, std::time::Duration::from_secs(3)).is_none());
 }
 
@@ -341,22 +351,6 @@ fn a_genesis_with_a_member_that_never_enrolled_stops_bulwark_start() {
     g["validators"][1] = serde_json::to_value(info).unwrap();
     bulwark_identity::certify("bulwark-testnet", &mut g).unwrap();
     write_genesis(&home, &g);
-    let sha = {
-        use sha2::Digest;
-        hex::encode(sha2::Sha256::digest(
-            std::fs::read(home.join("config/genesis.json")).unwrap(),
-        ))
-    };
-    std::fs::write(home.join("config/simulated_host_data"), sha).unwrap();
-    let (code, stderr) = start_briefly(&home, std::time::Duration::from_secs(30))
-        .expect("the node ran in a network with a member that never enrolled");
-    assert_eq!(code, 2, "{stderr}");
-    assert!(
-        stderr.contains("enrollment: validator node1") && stderr.contains("refusing to run"),
-        "{stderr}"
-    );
-    assert!(
-        !home.join("data/store").exists(),
-        "it opened its stores first"
-    );
+    launch_for_its_genesis(&home);
+    refused_before_its_stores(&home, "enrollment: validator node1");
 }

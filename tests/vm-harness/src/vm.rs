@@ -223,18 +223,8 @@ pub fn run_to_power_off(image: &Path, boot: &Boot, timeout: Duration) -> Result<
         child: launch(image, boot)?,
         monitor: boot.monitor.clone(),
     };
-    let deadline = Instant::now() + timeout;
-    while matches!(vm.child.try_wait(), Ok(None)) {
-        if Instant::now() > deadline {
-            bail!(
-                "the VM did not power off within {timeout:?}; serial log {}:\n{}",
-                boot.serial.display(),
-                tail(&std::fs::read_to_string(&boot.serial).unwrap_or_default())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(std::fs::read_to_string(&boot.serial).unwrap_or_default())
+    vm.power_off_by(boot, Instant::now() + timeout)
+        .with_context(|| format!("waiting {timeout:?} for a power-off"))
 }
 
 /// The last lines of a log, for an error message.
@@ -310,12 +300,50 @@ pub fn run_binary(bin: &Path, args: &[&str]) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// The `fw_cfg` files of a boot on a simulated machine: the host configuration, the
+/// simulated firmware's chip secret and launch digest, then `inputs` (launch input name, file).
+pub fn simulated_machine_inputs(
+    host_json: &Path,
+    chip: &Path,
+    measurement: &Path,
+    inputs: &[(&str, PathBuf)],
+) -> Vec<(String, PathBuf)> {
+    let mut fw_cfg = vec![
+        ("opt/bulwark/config".to_string(), host_json.to_path_buf()),
+        (launch_input("simulated_chip"), chip.to_path_buf()),
+        (
+            launch_input("simulated_measurement"),
+            measurement.to_path_buf(),
+        ),
+    ];
+    fw_cfg.extend(inputs.iter().map(|(n, f)| (launch_input(n), f.clone())));
+    fw_cfg
+}
+
 /// The chain name of the VM networks' ceremony.
 pub const CHAIN_NAME: &str = "bulwark-vm";
 
 struct Vm {
     child: Child,
     monitor: PathBuf,
+}
+
+impl Vm {
+    /// Waits until the VM has powered off, by `deadline`; its serial log, or an error with
+    /// the log's tail.
+    fn power_off_by(&mut self, boot: &Boot, deadline: Instant) -> Result<String> {
+        while matches!(self.child.try_wait(), Ok(None)) {
+            if Instant::now() > deadline {
+                bail!(
+                    "the VM did not power off in time; serial log {}:\n{}",
+                    boot.serial.display(),
+                    tail(&std::fs::read_to_string(&boot.serial).unwrap_or_default())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(std::fs::read_to_string(&boot.serial).unwrap_or_default())
+    }
 }
 
 impl Drop for Vm {
@@ -452,17 +480,9 @@ impl VmNetwork {
         let deadline = Instant::now() + ENROL_TIMEOUT;
         let mut enrollments = Vec::new();
         for (i, (mut vm, boot)) in children.into_iter().enumerate() {
-            while matches!(vm.child.try_wait(), Ok(None)) {
-                if Instant::now() > deadline {
-                    bail!(
-                        "VM {i} did not enrol and power off within {ENROL_TIMEOUT:?}; serial log {}:\n{}",
-                        boot.serial.display(),
-                        tail(&std::fs::read_to_string(&boot.serial).unwrap_or_default())
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            let log = std::fs::read_to_string(&boot.serial).unwrap_or_default();
+            let log = vm
+                .power_off_by(&boot, deadline)
+                .with_context(|| format!("VM {i} enrolling (at most {ENROL_TIMEOUT:?})"))?;
             if !log.contains(CLEAN_POWER_OFF) {
                 bail!(
                     "VM {i} did not enrol cleanly; serial log {}:\n{}",
@@ -588,15 +608,12 @@ impl VmNetwork {
         } else {
             format!("-{tag}")
         };
-        let mut fw_cfg = vec![
-            ("opt/bulwark/config".to_string(), dir.join("host.json")),
-            (launch_input("simulated_chip"), vm.join("simulated_chip")),
-            (
-                launch_input("simulated_measurement"),
-                dir.join("simulated_measurement"),
-            ),
-        ];
-        fw_cfg.extend(inputs.iter().map(|(n, f)| (launch_input(n), f.clone())));
+        let fw_cfg = simulated_machine_inputs(
+            &dir.join("host.json"),
+            &vm.join("simulated_chip"),
+            &dir.join("simulated_measurement"),
+            inputs,
+        );
         Boot {
             disk: vm.join("data.img"),
             serial: vm.join(format!("serial{suffix}.log")),
