@@ -1,5 +1,6 @@
 //! `cargo xtask image` and `cargo xtask measure`: the measured guest image, built reproducibly
-//! from pinned inputs (`image/pins.toml`, `image/kernel.config`, `kernel-cmdline`), and its
+//! from pinned inputs (`image/pins.toml`, `image/patches/`, `image/kernel.config`,
+//! `kernel-cmdline`), and its
 //! SEV-SNP launch measurement computed with `sev::measurement::snp`.
 //!
 //! Two flavours: the production image in `target/image/` (no simulated PSP compiled in: the
@@ -7,7 +8,7 @@
 //! `target/image-simulated/` (the simulated PSP, for TCG runs, the demo and tests; a
 //! measurement of its own). Each holds `bzImage`, `initramfs.cpio.gz`, `kernel-cmdline`,
 //! `OVMF.amdsev.fd`, `measurement.json`, `bulwark` (the initramfs's `/init`, for the host's
-//! side of the ceremony) and `SHA256SUMS`. Fetched inputs are cached by version in
+//! side of the ceremony), `kernel.config` (the kernel's final configuration) and `SHA256SUMS`. Fetched inputs are cached by version in
 //! `~/.cache/bulwark/downloads`, the kernel build by the hash of all its inputs in
 //! `~/.cache/bulwark/kernel`.
 
@@ -204,26 +205,60 @@ fn gcc_version() -> String {
         .unwrap_or_default()
 }
 
-/// The kernel, built from the pinned source with `image/kernel.config`, cached by the hash of
-/// everything that goes into it. Returns (bzImage bytes, build seconds or None if cached).
+/// The kernel patches in `image/patches` (name, bytes), in name order.
+fn kernel_patches() -> Result<Vec<(String, Vec<u8>)>> {
+    let mut patches = Vec::new();
+    for entry in std::fs::read_dir(workspace().join("image/patches"))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "patch") {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            patches.push((name, std::fs::read(&path)?));
+        }
+    }
+    patches.sort();
+    Ok(patches)
+}
+
+/// A built kernel: the bzImage and the final `.config` it was built with.
+pub struct Kernel {
+    /// arch/x86/boot/bzImage.
+    pub bz_image: Vec<u8>,
+    /// The `.config` after `olddefconfig`.
+    pub config: String,
+}
+
+/// The kernel, built from the pinned source with `image/patches` and `image/kernel.config`,
+/// cached by the hash of everything that goes into it. Returns the kernel and the build
+/// seconds (None if cached).
 fn kernel(
     source_tarball: &[u8],
     version: &str,
     config_fragment: &str,
-) -> Result<(Vec<u8>, Option<f64>)> {
+) -> Result<(Kernel, Option<f64>)> {
+    let patches = kernel_patches()?;
     let mut h = Sha256::new();
     h.update(Sha256::digest(source_tarball));
     h.update(config_fragment.as_bytes());
+    for (name, bytes) in &patches {
+        h.update(name.as_bytes());
+        h.update(Sha256::digest(bytes));
+    }
     h.update(gcc_version().as_bytes());
     for (k, v) in KBUILD_ENV {
         h.update(k.as_bytes());
         h.update(v.as_bytes());
     }
     let key = hex::encode(h.finalize());
-    let cached = cache_dir().join("kernel").join(&key[..16]).join("bzImage");
-    if let Ok(bytes) = std::fs::read(&cached) {
+    let cached = cache_dir().join("kernel").join(&key[..16]);
+    if let (Ok(bz_image), Ok(config)) = (
+        std::fs::read(cached.join("bzImage")),
+        std::fs::read_to_string(cached.join("config")),
+    ) {
         eprintln!("image: kernel {version} from cache ({})", cached.display());
-        return Ok((bytes, None));
+        return Ok((Kernel { bz_image, config }, None));
     }
     ensure_packages(&[
         "build-essential",
@@ -233,22 +268,48 @@ fn kernel(
         "libelf-dev",
         "cpio",
         "xz-utils",
+        "patch",
     ])?;
     let started = Instant::now();
-    let bytes = step(
+    let built = step(
         &format!("image: building kernel {version} (cold: a few minutes)"),
         "kernel-build",
-        |s| build_kernel(s, source_tarball, config_fragment),
+        |s| build_kernel(s, source_tarball, &patches, config_fragment),
     )?;
     let seconds = started.elapsed().as_secs_f64();
-    if let Some(parent) = cached.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    std::fs::write(&cached, &bytes)?;
-    Ok((bytes, Some(seconds)))
+    std::fs::create_dir_all(&cached)?;
+    std::fs::write(cached.join("config"), &built.config)?;
+    std::fs::write(cached.join("bzImage"), &built.bz_image)?;
+    Ok((built, Some(seconds)))
 }
 
-fn build_kernel(s: &mut Step, source_tarball: &[u8], config_fragment: &str) -> Result<Vec<u8>> {
+/// Every line of `fragment` holds in `final_config`: a `CONFIG_X=v` line is there, and a
+/// `# CONFIG_X is not set` line's option is not set to anything (or no longer exists).
+fn check_fragment(fragment: &str, final_config: &str) -> Result<()> {
+    for line in fragment.lines() {
+        if line.starts_with("CONFIG_") {
+            if !final_config.lines().any(|l| l == line) {
+                bail!("kernel config: {line} did not survive olddefconfig (a missing dependency?)");
+            }
+        } else if let Some(name) = line
+            .strip_prefix("# ")
+            .and_then(|l| l.strip_suffix(" is not set"))
+        {
+            let set = format!("{name}=");
+            if final_config.lines().any(|l| l.starts_with(&set)) {
+                bail!("kernel config: {name} is set after olddefconfig though image/kernel.config turns it off (something selects it)");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn build_kernel(
+    s: &mut Step,
+    source_tarball: &[u8],
+    patches: &[(String, Vec<u8>)],
+    config_fragment: &str,
+) -> Result<Kernel> {
     let dir = tempdir("kernel")?;
     std::fs::write(dir.join("linux.tar.xz"), source_tarball)?;
     s.run(
@@ -261,6 +322,17 @@ fn build_kernel(s: &mut Step, source_tarball: &[u8], config_fragment: &str) -> R
         .map(|e| e.path())
         .find(|p| p.is_dir())
         .context("the kernel tarball holds no directory")?;
+    for (name, bytes) in patches {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes)?;
+        s.run(
+            Command::new("patch")
+                .current_dir(&src)
+                .args(["-p1", "--forward", "--input"])
+                .arg(&path),
+        )
+        .with_context(|| format!("applying image/patches/{name}"))?;
+    }
     let mut make = |args: &[&str]| -> Result<()> {
         let mut c = Command::new("make");
         c.current_dir(&src).args(args);
@@ -277,19 +349,18 @@ fn build_kernel(s: &mut Step, source_tarball: &[u8], config_fragment: &str) -> R
     drop(config);
     make(&["olddefconfig"])?;
     let final_config = std::fs::read_to_string(src.join(".config"))?;
-    for line in config_fragment.lines().filter(|l| l.starts_with("CONFIG_")) {
-        if !final_config.lines().any(|l| l == line) {
-            bail!("kernel config: {line} did not survive olddefconfig (a missing dependency?)");
-        }
-    }
+    check_fragment(config_fragment, &final_config)?;
     let jobs = format!(
         "-j{}",
         std::thread::available_parallelism().map_or(2, |n| n.get())
     );
     make(&[&jobs, "bzImage"])?;
-    let bytes = std::fs::read(src.join("arch/x86/boot/bzImage"))?;
+    let bz_image = std::fs::read(src.join("arch/x86/boot/bzImage"))?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(bytes)
+    Ok(Kernel {
+        bz_image,
+        config: final_config,
+    })
 }
 
 /// The static `bulwark` binary of `flavour`, built so that its bytes do not depend on where
@@ -510,7 +581,8 @@ pub fn build(flavour: Flavour) -> Result<()> {
     }
     let source = fetch(&pins.kernel)?;
     let firmware = fetch(&pins.firmware)?;
-    let (bz, kernel_seconds) = kernel(&source, &pins.kernel.version, &fragment)?;
+    let (built, kernel_seconds) = kernel(&source, &pins.kernel.version, &fragment)?;
+    let bz = built.bz_image;
     let binary = static_bulwark(flavour)?;
     check_flavour(flavour, &binary)?;
     let init = initramfs(&binary)?;
@@ -518,6 +590,7 @@ pub fn build(flavour: Flavour) -> Result<()> {
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
     std::fs::write(out.join("bzImage"), &bz)?;
+    std::fs::write(out.join("kernel.config"), &built.config)?;
     std::fs::write(out.join("initramfs.cpio.gz"), &init)?;
     std::fs::write(out.join("kernel-cmdline"), &cmdline)?;
     std::fs::write(out.join("OVMF.amdsev.fd"), &firmware)?;
@@ -542,6 +615,7 @@ pub fn build(flavour: Flavour) -> Result<()> {
         "initramfs.cpio.gz": sha256_hex(&init),
         "init (bulwark)": sha256_hex(&binary),
         "kernel-cmdline": sha256_hex(cmdline.as_bytes()),
+        "kernel.config (final)": sha256_hex(built.config.as_bytes()),
         "OVMF.amdsev.fd": sha256_hex(&firmware),
         "kernel_source": {"package": pins.kernel.package, "version": pins.kernel.version, "sha256": pins.kernel.file_sha256},
         "firmware": {"package": pins.firmware.package, "version": pins.firmware.version, "sha256": pins.firmware.file_sha256},
@@ -567,6 +641,7 @@ pub fn build(flavour: Flavour) -> Result<()> {
         "bzImage",
         "initramfs.cpio.gz",
         "kernel-cmdline",
+        "kernel.config",
         "measurement.json",
     ] {
         sums += &format!("{}  {name}\n", sha256_hex(&std::fs::read(out.join(name))?));
@@ -737,10 +812,10 @@ mod tests {
 
     #[test]
     fn the_digest_is_never_computed_for_guest_features_the_kernel_refuses() {
-        let err = launch_digest(Path::new("/nonexistent"), 4, CpuModel::Milan, 0x21)
+        let err = launch_digest(Path::new("/nonexistent"), 4, CpuModel::Milan, 0x201)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("DebugSwap"), "{err}");
+        assert!(err.contains("SecureTSC"), "{err}");
     }
 
     #[test]

@@ -488,21 +488,20 @@ pub fn assess(facts: &HostFacts, cpu_model: &str, min_qemu: (u32, u32)) -> Vec<F
 
 /// The guest kernel the table below was read from (`image/pins.toml`'s kernel version): a
 /// test of `cargo xtask` fails when the pin moves, so that the table is read again.
-pub const GUEST_FEATURES_READ_FROM: &str = "6.1.172-1";
+pub const GUEST_FEATURES_READ_FROM: &str = "6.12.118-1~deb12u1";
 
 /// SEV features (the VMSA's SEV_FEATURES bits) the pinned guest kernel refuses to boot with.
 /// Its decompressor and EFI stub compare the SEV_STATUS MSR, whose bit `n + 2` is SEV_FEATURES
 /// bit `n`, with `SNP_FEATURES_IMPL_REQ & ~SNP_FEATURES_PRESENT`
-/// (`arch/x86/boot/compressed/sev.c`, `arch/x86/include/asm/msr-index.h`); 6.1 implements none
-/// of them (`SNP_FEATURES_PRESENT` is 0) and stops with "Unsupported SEV-SNP features
-/// detected". The remaining bits (PreventHostIBS, BTBIsolation, IBS virtualisation, SMT
-/// protection, IBPB on entry) need nothing from the guest.
+/// (`arch/x86/boot/compressed/sev.c`, `arch/x86/include/asm/msr-index.h`); 6.12 implements only
+/// DebugSwap of them (`SNP_FEATURES_PRESENT`) and stops on the others with "Unsupported SEV-SNP
+/// features detected". The remaining bits (DebugSwap, PreventHostIBS, BTBIsolation, IBS
+/// virtualisation, SMT protection, IBPB on entry) it boots with.
 pub const REFUSED_GUEST_FEATURES: &[(u32, &str)] = &[
     (1, "vTOM"),
     (2, "ReflectVC"),
     (3, "RestrictedInjection"),
     (4, "AlternateInjection"),
-    (5, "DebugSwap"),
     (8, "VmplSSS"),
     (9, "SecureTSC"),
     (10, "VmgexitParameter"),
@@ -540,7 +539,7 @@ pub fn check_guest_features(guest_features: u64) -> Result<()> {
     }
     if !refused.is_empty() {
         bail!(
-            "guest features {guest_features:#x}: the pinned guest kernel (Linux {GUEST_FEATURES_READ_FROM}) cannot boot with {}, which it does not implement: its EFI stub stops with \"Unsupported SEV-SNP features detected\", so that digest can never be observed. The host must not enable them (DebugSwap is off by default on upstream hosts: Linux >= 6.11 with QEMU >= 9.1 give 0x1)",
+            "guest features {guest_features:#x}: the pinned guest kernel (Linux {GUEST_FEATURES_READ_FROM}) cannot boot with {}, which it does not implement: its EFI stub stops with \"Unsupported SEV-SNP features detected\", so that digest can never be observed. The host must not enable them (upstream hosts, Linux >= 6.11 with QEMU >= 9.1, give 0x1)",
             refused.join(", ")
         );
     }
@@ -554,9 +553,11 @@ mod tests {
     #[test]
     fn guest_features_the_pinned_kernel_refuses_are_refused_with_the_reason() {
         check_guest_features(0x1).unwrap();
-        let debug_swap = check_guest_features(0x21).unwrap_err().to_string();
-        assert!(debug_swap.contains("DebugSwap (bit 5)"), "{debug_swap}");
-        assert!(debug_swap.contains("6.1.172-1"), "{debug_swap}");
+        // 6.12 implements DebugSwap (6.1 did not).
+        check_guest_features(0x21).unwrap();
+        let vtom = check_guest_features(0x3).unwrap_err().to_string();
+        assert!(vtom.contains("vTOM (bit 1)"), "{vtom}");
+        assert!(vtom.contains("6.12.118-1~deb12u1"), "{vtom}");
         let secure_tsc = check_guest_features(0x201).unwrap_err().to_string();
         assert!(secure_tsc.contains("SecureTSC (bit 9)"), "{secure_tsc}");
         let reserved = check_guest_features(0x1 | 1 << 40).unwrap_err().to_string();
