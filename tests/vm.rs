@@ -26,7 +26,6 @@ mod commits;
 mod host;
 
 use bulwark_attest::simulated::SimulatedPsp;
-use bulwark_identity::SealedIdentity;
 use bulwark_types::tendermint::block::signed_header::SignedHeader;
 use bulwark_types::tendermint::validator::Set;
 use bulwark_types::tendermint::Genesis;
@@ -131,219 +130,127 @@ fn expect_refusal(
     log
 }
 
-/// The seeds (consensus, node) of VM `i`'s identity, opened as only the host of a simulated
-/// machine can: it knows the simulated chip and the launch digest. A real host knows neither
-/// the chip's secret nor any key derived from it.
-fn seeds_of(net: &VmNetwork, i: usize, files: &Path) -> ([u8; 32], [u8; 32], [u8; 32], [u8; 32]) {
-    let dir = net.vm_dir(i);
-    let chip: [u8; 32] = std::fs::read(dir.join("simulated_chip"))
+/// VM `i`'s disk key, unwrapped from its key slots as only the host of a simulated machine
+/// can: it knows the simulated chip and the launch digest. A real host knows neither the
+/// chip's secret nor any key derived from it.
+fn disk_key_of(net: &VmNetwork, i: usize, raw: &[u8]) -> bulwark_identity::disk_key::DiskKey {
+    let chip: [u8; 32] = std::fs::read(net.vm_dir(i).join("simulated_chip"))
         .unwrap()
         .try_into()
         .unwrap();
     let digest = vm_harness::vm::simulated_launch_digest(net.image()).unwrap();
-    let sealed = SealedIdentity::read(&files.join("config/identity.sealed.json")).unwrap();
-    let mut psp = SimulatedPsp::new(chip, digest);
-    let (identity, _) = sealed.open(&mut psp, CHAIN_NAME).unwrap();
-    (
-        *identity.consensus_key().as_bytes(),
-        identity.consensus_public(),
-        *identity.node_key().as_bytes(),
-        identity.node_public(),
-    )
-}
-
-/// Every file of an ext4 image, extracted by `debugfs` (the host's own reading of the disk).
-fn extract(disk: &Path, out: &Path) -> Vec<PathBuf> {
-    std::fs::create_dir_all(out).unwrap();
-    let status = std::process::Command::new("debugfs")
-        .arg("-R")
-        .arg(format!("rdump / {}", out.display()))
-        .arg(disk)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success(), "debugfs rdump {}", disk.display());
-    fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let p = entry.path();
-            if p.is_dir() {
-                walk(&p, files);
-            } else {
-                files.push(p);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(out, &mut files);
-    files
-}
-
-/// Whether any 32-byte window of `bytes`, taken as an ed25519 seed, gives one of `publics`.
-fn window_is_seed_of(bytes: &[u8], publics: &[[u8; 32]]) -> Option<usize> {
-    bytes.windows(32).position(|w| {
-        let seed: [u8; 32] = w.try_into().unwrap();
-        let public = ed25519_consensus::SigningKey::from(seed)
-            .verification_key()
-            .to_bytes();
-        publics.contains(&public)
-    })
+    let slots = vec![raw[..4096].to_vec(), raw[4096..8192].to_vec()];
+    bulwark_identity::disk_key::unwrap(&mut SimulatedPsp::new(chip, digest), &slots, CHAIN_NAME)
+        .unwrap()
+        .key
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The host reads every byte of VM `i`'s disk after a run: no plaintext key file, the
-/// identity's seeds nowhere on the raw image, and no 32-byte window of any small file is a
-/// seed of the validator's keys.
-fn host_reads_the_disk(net: &VmNetwork, i: usize, enrollment: &Value) {
+/// The host reads every byte of VM `i`'s disk after a run: ciphertext only. No string of the
+/// chain (its id, name, any moniker, any validator's key as genesis writes it, the names the
+/// node's files and records carry), no validator's raw public key (the node's stores hold
+/// every validator set), no filesystem the host could parse, and not the disk key itself.
+fn host_reads_the_disk(net: &VmNetwork, i: usize, genesis: &Value) {
     let disk = net.vm_dir(i).join("data.img");
-    let files_dir = net.vm_dir(i).join("disk-files");
-    let files = extract(&disk, &files_dir);
-    let names: Vec<String> = files
-        .iter()
-        .map(|f| f.strip_prefix(&files_dir).unwrap().display().to_string())
-        .collect();
-    for forbidden in ["priv_validator_key.json", "node_key.json"] {
-        assert!(
-            !names.iter().any(|n| n.ends_with(forbidden)),
-            "VM {i}'s disk holds {forbidden}: {names:?}"
-        );
-    }
-    let (consensus_seed, consensus_public, node_seed, node_public) = seeds_of(net, i, &files_dir);
-    // The seeds opened are this validator's (else the search below proves nothing).
-    assert_eq!(
-        hex::encode(consensus_public),
-        enrollment["consensus_key"].as_str().unwrap()
-    );
-    assert_eq!(
-        hex::encode(node_public),
-        enrollment["node_key"].as_str().unwrap()
-    );
     let raw = std::fs::read(&disk).unwrap();
-    // The seeds, the halves of their expanded keys (scalar and nonce prefix) and the key that
-    // authenticates the node's state: none anywhere on the raw image.
-    let mut secrets: Vec<(String, Vec<u8>)> = Vec::new();
-    for (what, seed) in [("consensus", consensus_seed), ("node", node_seed)] {
-        use sha2::Digest;
-        let expanded = sha2::Sha512::digest(seed);
-        let mut scalar = [0u8; 32];
-        scalar.copy_from_slice(&expanded[..32]);
-        scalar[0] &= 248;
-        scalar[31] &= 127;
-        scalar[31] |= 64;
-        secrets.push((format!("{what} seed"), seed.to_vec()));
-        secrets.push((format!("{what} scalar"), scalar.to_vec()));
-        secrets.push((format!("{what} nonce prefix"), expanded[32..].to_vec()));
+    // The guest's layout: two key slots, then dm-integrity's superblock (its magic in clear).
+    assert_eq!(&raw[8192..8199], b"integrt", "VM {i}: no sealed layout");
+    assert_ne!(
+        &raw[1024 + 56..1024 + 58],
+        &[0x53, 0xEF],
+        "VM {i}: an ext4 superblock the host can read"
+    );
+    let mut plaintexts: Vec<(String, Vec<u8>)> = Vec::new();
+    let chain_id = genesis["chain_id"].as_str().unwrap();
+    plaintexts.push(("chain_id".into(), chain_id.as_bytes().to_vec()));
+    plaintexts.push(("chain name".into(), CHAIN_NAME.as_bytes().to_vec()));
+    for v in genesis["validators"].as_array().unwrap() {
+        let name = v["name"].as_str().unwrap();
+        plaintexts.push((format!("moniker {name}"), name.as_bytes().to_vec()));
+        let key = v["pub_key"]["value"].as_str().unwrap();
+        plaintexts.push((format!("{name}'s key (base64)"), key.as_bytes().to_vec()));
+        use base64::Engine;
+        let raw_key = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .unwrap();
+        plaintexts.push((
+            format!("{name}'s key (hex)"),
+            hex::encode(&raw_key).into_bytes(),
+        ));
+        plaintexts.push((format!("{name}'s key (raw)"), raw_key));
     }
-    secrets.push((
-        "state MAC key".into(),
-        bulwark_identity::state_mac_key(&consensus_seed, CHAIN_NAME).to_vec(),
-    ));
-    for (what, secret) in &secrets {
+    for word in [
+        "genesis",
+        "validator",
+        "priv_validator",
+        "last_sign_state",
+        "identity.sealed",
+        "enrollment",
+        "config.toml",
+        "lost+found",
+    ] {
+        plaintexts.push((format!("the string {word:?}"), word.as_bytes().to_vec()));
+    }
+    let key = disk_key_of(net, i, &raw);
+    plaintexts.push(("disk key (crypt half)".into(), key[..64].to_vec()));
+    plaintexts.push(("disk key (MAC halves)".into(), key[64..].to_vec()));
+    for (what, bytes) in &plaintexts {
         assert!(
-            !contains(&raw, secret),
+            !contains(&raw, bytes),
             "VM {i}: the {what} is on its disk in plaintext"
         );
     }
-    let publics = [consensus_public, node_public];
-    let mut scanned = 0usize;
-    for f in &files {
-        let bytes = std::fs::read(f).unwrap();
-        for (what, secret) in &secrets {
-            assert!(
-                !contains(&bytes, secret),
-                "{} holds the {what}",
-                f.display()
-            );
-        }
-        if bytes.len() <= 64 * 1024 {
-            assert_eq!(
-                window_is_seed_of(&bytes, &publics),
-                None,
-                "a 32-byte window of {} is the seed of VM {i}'s key",
-                f.display()
-            );
-            scanned += bytes.len();
-        }
-    }
-    // The scan would find a seed were one there.
-    let mut planted = vec![7u8; 100];
-    planted[40..72].copy_from_slice(&consensus_seed);
-    assert_eq!(window_is_seed_of(&planted, &publics), Some(40));
+    // The scan finds what is there.
+    let mut planted = raw[..65536].to_vec();
+    planted[30000..30000 + chain_id.len()].copy_from_slice(chain_id.as_bytes());
+    assert!(contains(&planted, chain_id.as_bytes()));
+    let written = raw
+        .chunks(4096)
+        .filter(|b| b.iter().any(|&x| x != 0))
+        .count();
     eprintln!(
-        "vm test: VM {i}'s disk: {} files, {} MiB raw, no seed anywhere; every window of {} KiB of small files checked",
-        files.len(),
+        "vm test: VM {i}'s disk: {} MiB raw, {written} blocks written, ciphertext only ({} plaintexts searched)",
         raw.len() >> 20,
-        scanned / 1024
+        plaintexts.len()
     );
 }
 
-/// Writes the host's copy of `data/store` (extracted into `files`, then changed) back into
-/// the ext4 image `disk`, as a host with `debugfs` can.
-fn write_store_back(disk: &Path, files: &Path, before: &[PathBuf]) {
-    let store = files.join("data/store");
-    let mut commands = String::new();
-    // What was there goes (sled may have renamed its snapshot), then what is there now.
-    for f in before.iter().filter(|f| f.starts_with(&store)) {
-        let inside = f.strip_prefix(files).unwrap();
-        commands += &format!("rm /{}\n", inside.display());
-    }
-    fn walk(dir: &Path, root: &Path, commands: &mut String) {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
-            let p = entry.path();
-            let inside = p.strip_prefix(root).unwrap();
-            if p.is_dir() {
-                *commands += &format!("mkdir /{}\n", inside.display());
-                walk(&p, root, commands);
-            } else {
-                *commands += &format!("write {} /{}\n", p.display(), inside.display());
-            }
-        }
-    }
-    walk(&store, files, &mut commands);
-    let script = files.with_extension("debugfs");
-    std::fs::write(&script, commands).unwrap();
-    let out = std::process::Command::new("debugfs")
-        .arg("-w")
-        .arg("-f")
-        .arg(&script)
-        .arg(disk)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "debugfs -w: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The host edits a validator's node state on its disk with the store's own code, as it
-/// pleases: `WAL`, a record appended at the height the node replays next (under a key the
-/// host knows); `last-sign-state`, the state rolled back to height 1 (its MAC kept). Each is
-/// refused at the next start, naming the failed MAC, before the node signs anything.
-fn host_edits_the_node_state(net: &VmNetwork, i: usize, what: &str) {
+/// The host flips bytes of VM `i`'s disk between boots, at offsets drawn from `seed` in
+/// blocks the guest wrote (one in every 32, after the key slots). The guest detects it (a
+/// sector whose tag fails is an I/O error) and powers off without running the node: it is
+/// booted alone, and refuses before it could sign.
+fn host_flips_bytes_on_the_disk(net: &VmNetwork, i: usize, seed: u64) {
     let dir = net.vm_dir(i);
-    let disk = dir.join("data.img");
-    let files = dir.join(format!("state-{what}"));
-    let before = extract(&disk, &files);
-    let store = files.join("data/store");
-    if what == "wal" {
-        host::append_wal_record(&store);
-    } else {
-        let host = bulwark_store::Store::open(&store).unwrap();
-        let tree = host.db().tree("privval").unwrap();
-        let mut state = tree.get(b"last_sign_state").unwrap().unwrap();
-        assert!(u64::from_be_bytes(state[..8].try_into().unwrap()) > 1);
-        state[..8].copy_from_slice(&1u64.to_be_bytes());
-        tree.insert(b"last_sign_state", state).unwrap();
-        host.flush().unwrap();
+    let disk = dir.join(format!("flipped-{seed}.img"));
+    std::fs::copy(dir.join("data.img"), &disk).unwrap();
+    let mut raw = std::fs::read(&disk).unwrap();
+    let written: Vec<usize> = raw
+        .chunks(4096)
+        .enumerate()
+        .skip(2)
+        .filter(|(_, b)| b.iter().any(|&x| x != 0))
+        .map(|(n, _)| n)
+        .collect();
+    let mut state = seed;
+    let mut next = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        state >> 33
+    };
+    let mut flipped = 0;
+    for block in written.iter().step_by(32) {
+        let at = block * 4096 + (next() % 4096) as usize;
+        raw[at] ^= 1 << (next() % 8);
+        flipped += 1;
     }
-    write_store_back(&disk, &files, &before);
+    std::fs::write(&disk, &raw).unwrap();
     let boot = net.boot(
         i,
-        &format!("tampered-{what}"),
+        &format!("flipped-{seed}"),
         &disk,
         &[
             ("config.toml", dir.join("config.toml")),
@@ -353,17 +260,23 @@ fn host_edits_the_node_state(net: &VmNetwork, i: usize, what: &str) {
         false,
     );
     let log = run_to_power_off(net.image(), &boot, REFUSAL).unwrap();
-    let refused = log
-        .lines()
-        .any(|l| l.contains(NODE_ERROR) && l.contains("fails its MAC"));
+    let detected = log.contains("INTEGRITY AEAD ERROR") || log.contains("data disk");
     assert!(
-        refused && log.contains(FAILED_POWER_OFF),
-        "tampered {what}: expected a refusal naming the MAC; serial log {}:\n{}",
+        detected && log.contains(FAILED_POWER_OFF) && !log.contains("bulwark::run: started"),
+        "{flipped} flipped bits: expected the guest to detect them and power off; serial log {}:\n{}",
         boot.serial.display(),
         vm_harness::vm::tail(&log)
     );
+    let first = |needle: &str| {
+        log.lines()
+            .find(|l| l.contains(needle))
+            .map(|l| l.chars().take(160).collect::<String>())
+            .unwrap_or_default()
+    };
     eprintln!(
-        "vm test: VM {i}: a {what} the host edited on the disk is refused at start (its MAC fails)"
+        "vm test: VM {i}: {flipped} bits the host flipped on its disk are detected at start, before the node runs: kernel `{}`, PID 1 `{}`",
+        first("AEAD"),
+        first(NODE_ERROR)
     );
 }
 
@@ -552,8 +465,7 @@ fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
     );
     // The host reads the disks.
     for i in 0..VALIDATORS {
-        let enrollment = read_json(&net.vm_dir(i).join("enrollment.json"));
-        host_reads_the_disk(&net, i, &enrollment);
+        host_reads_the_disk(&net, i, &real);
     }
     // The host relaunches validator 0 with swapped launch inputs: each refused at start.
     let disk = net.vm_dir(0).join("data.img");
@@ -618,8 +530,8 @@ fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
         "host_data",
     );
     forged_network_signatures_never_verify_on_the_real_chain(&net, &real, &real_headers);
-    host_edits_the_node_state(&net, 1, "wal");
-    host_edits_the_node_state(&net, 2, "last-sign-state");
+    host_flips_bytes_on_the_disk(&net, 1, 1);
+    host_flips_bytes_on_the_disk(&net, 2, 2);
     net.clean_up();
 }
 
@@ -769,4 +681,71 @@ fn the_production_image_without_sev_snp_powers_off_and_never_trusts_simulated_ev
         );
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The image's kernel is the pinned 6.12 with what the guest needs and nothing the host could
+/// use against it: read from the final `.config` the image build kept.
+#[test]
+#[ignore = "needs the simulated image: run through `cargo xtask test` (or `cargo xtask image --simulated` first)"]
+fn the_image_kernel_is_6_12_with_the_guests_configuration() {
+    let image = image_dir(Flavour::Simulated);
+    let config = std::fs::read_to_string(image.join("kernel.config")).unwrap();
+    let header = config
+        .lines()
+        .find(|l| l.contains("Kernel Configuration"))
+        .unwrap_or("");
+    assert!(header.contains("Linux/x86 6.12."), "{header}");
+    let set = |name: &str| config.lines().any(|l| l == format!("CONFIG_{name}=y"));
+    let absent = |name: &str| {
+        !config
+            .lines()
+            .any(|l| l.starts_with(&format!("CONFIG_{name}=")))
+    };
+    for needed in [
+        // The sealed data disk.
+        "BLK_DEV_DM",
+        "DM_CRYPT",
+        "DM_INTEGRITY",
+        "CRYPTO_AUTHENC",
+        "CRYPTO_HMAC",
+        "CRYPTO_SHA256",
+        "CRYPTO_XTS",
+        "CRYPTO_AES",
+        // SEV-SNP attestation: the guest device and configfs-tsm reports.
+        "AMD_MEM_ENCRYPT",
+        "SEV_GUEST",
+        "TSM_REPORTS",
+        "CONFIGFS_FS",
+        "UNACCEPTED_MEMORY",
+        "EFI_STUB",
+        "VIRTIO_BLK",
+        "VIRTIO_NET",
+        "EXT4_FS",
+    ] {
+        assert!(set(needed), "CONFIG_{needed} is not built in");
+    }
+    for unwanted in [
+        // The host's virtio-rng does not feed the CRNG.
+        "HW_RANDOM",
+        "HW_RANDOM_VIRTIO",
+        // No way to add or replace ACPI tables or run firmware code at runtime.
+        "ACPI_TABLE_UPGRADE",
+        "ACPI_CONFIGFS",
+        "ACPI_CUSTOM_METHOD",
+        "ACPI_DEBUGGER",
+        "ACPI_PRMT",
+        "ACPI_PROCESSOR",
+        "CPU_FREQ",
+        // Nothing loads code after boot.
+        "MODULES",
+    ] {
+        assert!(absent(unwanted), "CONFIG_{unwanted} is set");
+    }
+    let cmdline = std::fs::read_to_string(image.join("kernel-cmdline")).unwrap();
+    assert!(
+        cmdline
+            .split_whitespace()
+            .any(|w| w == "random.trust_cpu=on"),
+        "{cmdline}"
+    );
 }

@@ -1,23 +1,28 @@
 //! PID 1 of the measured guest (`bulwark` runs as `/init` of the initramfs). It mounts the
 //! kernel's filesystems, reads the host's configuration from QEMU's `fw_cfg` (untrusted input:
-//! size-limited and validated), mounts the data disk the host names at `/data`, runs the
-//! validator whose home is there, and powers the VM off when the node stops, anything fails or
+//! size-limited and validated), hands the node the data disk the host names (which the node
+//! opens as a sealed disk, [`sealed_disk`], and mounts at `/data`), and powers the VM off when the node stops, anything fails or
 //! anything panics. It reaps orphans, never starts a shell, and never exits (the kernel would
 //! panic).
 //!
 //! The network comes up before PID 1 runs: the measured command line says `ip=dhcp`, and the
 //! host's DHCP server (QEMU user networking) answers; no per-validator value is measured.
-//! Everything on the data disk (config, genesis, keys) is the host's and is checked by the
-//! node like any other home.
+//! The host sees the data disk's ciphertext only; what it hands in at launch is checked by the
+//! node like any other input.
 //!
 //! This crate knows nothing about the validator: the `bulwark` binary calls [`run`] when the
 //! kernel starts it as `/init`, handing it the function that runs the node from a home.
+
+pub mod dm;
+pub mod ext4;
+pub mod sealed_disk;
+
+pub use sealed_disk::{DataDisk, DiskError};
 
 use nix::mount::{mount, MsFlags};
 use nix::sys::reboot::{reboot, RebootMode};
 use serde::Deserialize;
 use std::io::Read;
-use std::path::Path;
 use thiserror::Error;
 
 /// Where QEMU's `-fw_cfg name=opt/bulwark/config,file=...` appears in the guest.
@@ -45,14 +50,6 @@ pub enum BootError {
     /// The host gave no configuration: there is no validator to run.
     #[error("the host gave no configuration ({HOST_CONFIG})")]
     NoConfiguration,
-    /// The data disk could not be mounted.
-    #[error("mounting the data disk {disk}: {source}")]
-    DataDisk {
-        /// The device.
-        disk: String,
-        /// The error.
-        source: nix::Error,
-    },
     /// The node stopped with an error (or could not start from the home on the data disk).
     #[error("the node: {0:#}")]
     Node(anyhow::Error),
@@ -122,15 +119,10 @@ fn host_config() -> Result<Option<HostConfig>, BootError> {
     HostConfig::parse(&bytes).map(Some)
 }
 
-/// Where the data disk is mounted: the validator's home.
+/// Where the decrypted data volume is mounted: the validator's home.
 pub const DATA_DIR: &str = "/data";
 
-/// `MS_NOSYMFOLLOW` from Linux's `<linux/mount.h>`.
-const MS_NOSYMFOLLOW: libc_ulong = 256;
-#[allow(non_camel_case_types)]
-type libc_ulong = std::ffi::c_ulong;
-
-fn boot(node: impl FnOnce(&Path) -> anyhow::Result<()>) -> Result<(), BootError> {
+fn boot(node: impl FnOnce(&DataDisk) -> anyhow::Result<()>) -> Result<(), BootError> {
     mount_fs("devtmpfs", "/dev", "devtmpfs")?;
     mount_fs("proc", "/proc", "proc")?;
     mount_fs("sysfs", "/sys", "sysfs")?;
@@ -144,26 +136,11 @@ fn boot(node: impl FnOnce(&Path) -> anyhow::Result<()>) -> Result<(), BootError>
         eprintln!("bulwark-init: Ctrl-Alt-Del stays a hard reboot: {e}");
     }
     let config = host_config()?.ok_or(BootError::NoConfiguration)?;
-    let _ = std::fs::create_dir_all(DATA_DIR);
-    // The host formatted this disk: its symbolic links are never followed (MS_NOSYMFOLLOW,
-    // Linux 5.10; nix 0.29 has no name for it), so none can point PID 1's writes elsewhere.
-    let no_symlinks = MsFlags::from_bits_retain(MS_NOSYMFOLLOW);
-    mount(
-        Some(config.data_disk.as_str()),
-        DATA_DIR,
-        Some("ext4"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | no_symlinks,
-        None::<&str>,
-    )
-    .map_err(|source| BootError::DataDisk {
-        disk: config.data_disk.clone(),
-        source,
-    })?;
     eprintln!(
-        "bulwark-init: {} mounted at /data; starting the validator",
+        "bulwark-init: data disk {}; starting the validator",
         config.data_disk
     );
-    node(Path::new(DATA_DIR)).map_err(BootError::Node)
+    node(&DataDisk::new(&config.data_disk)).map_err(BootError::Node)
 }
 
 fn power_off() {
@@ -209,7 +186,7 @@ pub fn raise_nofile_limit() -> Result<u64, nix::Error> {
 
 /// Runs as PID 1: prepares the guest, runs `node` with the validator's home, and powers the
 /// VM off when it returns; never returns.
-pub fn run(node: impl FnOnce(&Path) -> anyhow::Result<()>) -> ! {
+pub fn run(node: impl FnOnce(&DataDisk) -> anyhow::Result<()>) -> ! {
     // A panic powers the VM off instead of leaving a hung guest, unless it happened where its
     // owner contains it (one peer connection's task): one peer must not take the VM down.
     std::panic::set_hook(Box::new(|info| {

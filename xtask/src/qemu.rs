@@ -57,6 +57,10 @@ pub struct QemuArgs {
     /// disk: no network yet, no HOST_DATA; the strict guest policy).
     #[arg(long, requires = "snp", conflicts_with = "genesis")]
     pub enroll: bool,
+    /// Leave the VMs' data disks (as the host sees them: ciphertext), their disks right after
+    /// enrolment, enrollments and serial logs, and the genesis, in DIR after the run.
+    #[arg(long, value_name = "DIR", conflicts_with = "snp")]
+    pub keep: Option<PathBuf>,
     /// With --snp: the host port forwarded (on every interface) to the validator's P2P port.
     #[arg(long, default_value_t = GUEST_P2P_PORT)]
     pub p2p_port: u16,
@@ -335,21 +339,32 @@ pub fn run(args: QemuArgs) -> Result<()> {
             })
         );
     }
-    if height == 0 {
-        bail!(
-            "the VMs made no progress (serial logs in {})",
-            net.dir().display()
-        );
+    let outcome = if height == 0 {
+        Err(anyhow::anyhow!("the VMs made no progress"))
+    } else if powered_off < args.validators {
+        Err(anyhow::anyhow!(
+            "{} VMs did not power off cleanly",
+            args.validators - powered_off
+        ))
+    } else {
+        Ok(())
+    };
+    match (&args.keep, outcome) {
+        (Some(dest), outcome) => {
+            let kept = net.keep(dest)?;
+            eprintln!(
+                "qemu: kept {} files in {} (data disks as the host sees them, serial logs, genesis)",
+                kept.len(),
+                dest.display()
+            );
+            outcome.with_context(|| format!("serial logs in {}", dest.display()))
+        }
+        (None, Err(e)) => Err(e).with_context(|| format!("serial logs in {}", net.dir().display())),
+        (None, Ok(())) => {
+            net.clean_up();
+            Ok(())
+        }
     }
-    if powered_off < args.validators {
-        bail!(
-            "{} VMs did not power off cleanly (serial logs in {})",
-            args.validators - powered_off,
-            net.dir().display()
-        );
-    }
-    net.clean_up();
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,14 +1,16 @@
-//! The validator's side of PID 1 in the measured guest: what it does with the home on its
-//! data disk (mounted by `bulwark-boot`) and the inputs the host hands in at launch
+//! The validator's side of PID 1 in the measured guest: what it does with its sealed data disk
+//! (`bulwark_boot::sealed_disk`: dm-integrity and dm-crypt under a key wrapped by the sealing
+//! key, the guest's own ext4, mounted at `/data`) and the inputs the host hands in at launch
 //! ([`crate::launch`]). A validator VM boots in one of two ways:
 //!
-//! - **enrol** (the host gave `opt/bulwark/enroll`): the identity is made from the kernel
-//!   CRNG and sealed into the home; the enrollment (public keys and evidence binding them) is
+//! - **enrol** (the host gave `opt/bulwark/enroll`): the sealed data disk is made, and the
+//!   identity is made from the kernel CRNG and sealed into the home on it; the enrollment (public keys and evidence binding them) is
 //!   written beside it and printed on the console as one line ([`ENROLLMENT_LINE`]), the
 //!   plaintext channel the host reads; then the VM powers off. No key ever leaves the guest.
-//! - **run**: the host's `config.toml` and `genesis.json` are written into the home, which is
-//!   loaded (the chain id must certify the genesis, its trust must be one this build has, the
-//!   sealed identity must open), and the node checks its own report (HOST_DATA = SHA-256 of
+//! - **run**: the host's `config.toml` and `genesis.json` are checked first (the chain id must
+//!   certify the genesis, its trust must be one this build has), then the data disk is opened
+//!   for that chain, they are written into the home on it, and the home is loaded (the sealed
+//!   identity must open), and the node checks its own report (HOST_DATA = SHA-256 of
 //!   that genesis, its key a validator of it) before anything else.
 //!
 //! A production build (no simulated PSP) that finds no SEV-SNP guest device powers off saying
@@ -19,9 +21,11 @@ use crate::home::{Home, HomeError, PublicHome};
 use crate::launch;
 use anyhow::{bail, Context, Result};
 use bulwark_attest::{GuestDevice, Trust};
+use bulwark_boot::DataDisk;
+use bulwark_identity::disk_key;
 use serde::Deserialize;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The console line that carries an enrollment: this prefix, then the enrollment's JSON in
 /// standard base64. `grep '^bulwark-enrollment: ' serial.log | cut -d' ' -f2 | base64 -d`
@@ -128,34 +132,66 @@ fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
-/// Enrols this guest: a fresh identity sealed into `home/config`, the enrollment printed on
-/// the console (a host takes it only after a clean power-off, which syncs the disk first). A home that already holds an identity prints its enrollment again (a lost
-/// console log loses nothing) and never makes a second identity.
-fn enroll(home: &Path, request: &EnrollRequest) -> Result<()> {
-    let config = home.join("config");
-    let sealed = config.join(ceremony::SEALED_IDENTITY);
-    let enrollment = if sealed.exists() {
+/// Where PID 1 puts the host's launch files before anything is opened: a home of config and
+/// genesis only, checked before the data disk is touched (on the initramfs, never on disk).
+const STAGING: &str = "/run/bulwark-launch";
+
+/// The sealed data disk opened with the key in its slots (wrapped again into the other slot
+/// when the firmware has committed to a newer TCB), mounted at `/data`.
+fn open_disk(
+    disk: &DataDisk,
+    source: &mut dyn bulwark_attest::EvidenceSource,
+    chain_name: &str,
+) -> Result<PathBuf> {
+    let slots = disk.read_slots()?;
+    let opened = disk_key::unwrap(source, &slots, chain_name)
+        .context("data disk: its key does not open on this guest for this chain")?;
+    if let Some((slot, bytes)) = disk_key::rewrap(source, &opened, chain_name)? {
+        disk.write_slot(slot, &bytes)?;
+        disk.write_slot(opened.slot, &[])?;
+        eprintln!("bulwark: the data disk's key is wrapped under the committed TCB now");
+    }
+    Ok(disk.open(&opened.key, Path::new(bulwark_boot::DATA_DIR))?)
+}
+
+/// Enrols this guest: a new sealed data disk (its key from the CRNG, wrapped under the sealing
+/// key), a fresh identity sealed onto it, the enrollment printed on the console (a host takes
+/// it only after a clean power-off, which syncs the disk first). A disk that is already
+/// enrolled prints its enrollment again (a lost console log loses nothing) and never makes a
+/// second identity.
+fn enroll(disk: &DataDisk, request: &EnrollRequest) -> Result<()> {
+    match request.trust {
+        Trust::Amd => require_guest_device()?,
+        Trust::Simulated if !crate::home::SIMULATED_PSP => bail!(
+            "trust: the host asked for a simulated enrolment, and this production build has no simulated PSP: it enrols only with the SEV-SNP device"
+        ),
+        Trust::Simulated => {}
+    }
+    let staging = Path::new(STAGING);
+    let mut source = crate::home::evidence_source(request.trust, staging, None, [0; 32])?;
+    let enrollment = if disk.is_sealed()? {
+        let home = open_disk(disk, source.as_mut(), &request.chain_name)?;
         eprintln!(
             "bulwark: this disk is already enrolled ({}); publishing its enrollment again",
-            sealed.display()
+            disk.device()
         );
-        ceremony::read_enrollment(&config.join(ceremony::ENROLLMENT))?
+        ceremony::read_enrollment(&home.join("config").join(ceremony::ENROLLMENT))?
     } else {
-        match request.trust {
-            Trust::Amd => require_guest_device()?,
-            Trust::Simulated if !crate::home::SIMULATED_PSP => bail!(
-                "trust: the host asked for a simulated enrolment, and this production build has no simulated PSP: it enrols only with the SEV-SNP device"
-            ),
-            Trust::Simulated => {}
-        }
-        let mut source = crate::home::evidence_source(request.trust, home, None, [0; 32])?;
-        let e = ceremony::enroll(
+        let key = disk_key::generate()?;
+        let slot = disk_key::wrap(source.as_mut(), &key, &request.chain_name)?;
+        disk.write_slot(1, &[])?;
+        disk.write_slot(0, &slot)?;
+        let home = disk.create(&key, Path::new(bulwark_boot::DATA_DIR))?;
+        eprintln!(
+            "bulwark: made the sealed data disk on {} (dm-integrity, dm-crypt, the guest's own ext4)",
+            disk.device()
+        );
+        ceremony::enroll(
             source.as_mut(),
-            &config,
+            &home.join("config"),
             &request.moniker,
             &request.chain_name,
-        )?;
-        e
+        )?
     };
     let line = enrollment_line(&enrollment)?;
     let mut out = std::io::stdout().lock();
@@ -168,35 +204,57 @@ fn enroll(home: &Path, request: &EnrollRequest) -> Result<()> {
     Ok(())
 }
 
-/// PID 1's node function: enrol or run the validator whose home is `home`.
-pub fn run(home: &Path) -> Result<()> {
-    if let Some(bytes) = launch::read(launch::ENROLL, MAX_ENROLL_REQUEST)? {
-        return enroll(home, &EnrollRequest::parse(&bytes)?);
-    }
+/// Writes the host's launch files into `home/config` (a directory, never a link).
+fn write_launch_files(home: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
     let config = home.join("config");
     std::fs::create_dir_all(&config).with_context(|| format!("creating {}", config.display()))?;
     if !std::fs::symlink_metadata(&config).is_ok_and(|m| m.is_dir()) {
-        bail!("{}: not a directory (the host's disk)", config.display());
+        bail!("{}: not a directory", config.display());
     }
+    for (name, bytes) in files {
+        replace_file(&config.join(name), bytes)?;
+    }
+    Ok(())
+}
+
+/// PID 1's node function: enrol, or run the validator whose home is on the sealed data disk.
+pub fn run(disk: &DataDisk) -> Result<()> {
+    std::fs::create_dir_all(STAGING).with_context(|| format!("creating {STAGING}"))?;
+    if let Some(bytes) = launch::read(launch::ENROLL, MAX_ENROLL_REQUEST)? {
+        return enroll(disk, &EnrollRequest::parse(&bytes)?);
+    }
+    let mut files = Vec::new();
     for (name, max) in [
         (launch::CONFIG_TOML, MAX_CONFIG),
         (launch::GENESIS, launch::MAX_INPUT),
     ] {
-        if let Some(bytes) = launch::read(name, max)? {
-            replace_file(&config.join(name), &bytes)?;
-        }
+        let bytes = launch::read(name, max)?.with_context(|| {
+            format!(
+                "launch: {} is required: the sealed data disk opens only for the chain it names",
+                launch::path(name).display()
+            )
+        })?;
+        files.push((name, bytes));
     }
-    // The genesis's own checks (chain id, trust) come first: they hold on any machine.
-    PublicHome::load(home)?;
+    // The genesis's own checks (chain id, trust) come first: they hold on any machine, and
+    // the disk is not touched before they pass.
+    let staging = Path::new(STAGING);
+    write_launch_files(staging, &files)?;
+    let public = PublicHome::load(staging)?;
     require_guest_device()?;
-    let sealed = config.join(ceremony::SEALED_IDENTITY);
+    let mut source =
+        crate::home::evidence_source(public.attestation.trust, staging, None, [0; 32])?;
+    let home = open_disk(disk, source.as_mut(), &public.chain_name)?;
+    drop(source);
+    write_launch_files(&home, &files)?;
+    let sealed = home.join("config").join(ceremony::SEALED_IDENTITY);
     if !sealed.exists() {
         bail!(
-            "identity: this data disk holds no sealed identity ({}): boot it once with fw_cfg opt/bulwark/enroll to enrol",
+            "identity: the sealed data disk holds no identity ({}): enrol it again",
             sealed.display()
         );
     }
-    crate::run::start(Home::load(home)?)
+    crate::run::start(Home::load(&home)?)
 }
 
 #[cfg(test)]

@@ -252,9 +252,9 @@ pub struct VerifyArgs {
 fn main() -> ExitCode {
     // As /init of the measured guest the kernel starts us as PID 1 with no arguments.
     if std::process::id() == 1 {
-        bulwark_boot::run(|home| {
+        bulwark_boot::run(|disk| {
             logging(false);
-            bulwark::guest::run(home)
+            bulwark::guest::run(disk)
         });
     }
     let cli = Cli::parse();

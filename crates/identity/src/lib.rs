@@ -2,6 +2,7 @@
 //!
 //! - [`sealed`]: the consensus and node keys, generated inside the guest and sealed under the
 //!   SEV-SNP derived key (or the simulated PSP's), re-sealed after a firmware update;
+//! - [`disk_key`]: the data disk's key, wrapped under the sealing key in the disk's key slots;
 //! - [`enrollment`]: what an enrolling guest publishes (its public keys and evidence binding
 //!   them to the chain name) and its verification;
 //! - [`chain_id`]: the self-certifying chain id, `<name>-<hash of the canonical genesis>`;
@@ -10,6 +11,7 @@
 
 pub mod ceremony;
 pub mod chain_id;
+pub mod disk_key;
 pub mod enrollment;
 pub mod sealed;
 

@@ -155,8 +155,14 @@ pub fn committed_tcb(source: &mut dyn EvidenceSource) -> Result<u64, IdentityErr
 
 /// The sealing key's HKDF context: the purpose and the chain name, each length-prefixed.
 fn context(chain_name: &str) -> Vec<u8> {
+    context_for(SEALING_PURPOSE, chain_name)
+}
+
+/// A derived key's HKDF context for `purpose`: the purpose and the chain name, each
+/// length-prefixed.
+pub(crate) fn context_for(purpose: &[u8], chain_name: &str) -> Vec<u8> {
     let mut c = Vec::new();
-    for part in [SEALING_PURPOSE, chain_name.as_bytes()] {
+    for part in [purpose, chain_name.as_bytes()] {
         c.extend_from_slice(&(part.len() as u64).to_be_bytes());
         c.extend_from_slice(part);
     }

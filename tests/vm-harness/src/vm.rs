@@ -30,7 +30,8 @@ pub const VIRTIO_OPTIONS: &str = "disable-legacy=on,iommu_platform=on";
 /// The generic UEFI firmware the TCG VMs boot (Debian's `ovmf` package).
 pub const UEFI_FIRMWARE: &str = "/usr/share/ovmf/OVMF.fd";
 
-/// The Debian packages the VMs need: QEMU, `mke2fs` for the data disks, generic OVMF.
+/// The Debian packages the VMs and their tests need: QEMU, generic OVMF, and e2fsprogs (the
+/// independent checker of the guest's own ext4 in `boot/tests`).
 pub const VM_PACKAGES: [&str; 3] = ["qemu-system-x86", "e2fsprogs", "ovmf"];
 
 /// The port a validator listens on for peers inside its VM.
@@ -139,20 +140,14 @@ pub fn check_prerequisites(image: &Path) -> Result<()> {
         }
     }
     let install = VM_PACKAGES.join(" ");
-    for (tool, version) in [
-        ("qemu-system-x86_64", "--version"),
-        ("mke2fs", "-V"),
-        ("debugfs", "-V"),
-    ] {
-        let found = Command::new(tool)
-            .arg(version)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            bail!("{tool} is not installed (apt-get install --no-install-recommends {install})");
-        }
+    let qemu_found = Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    if !qemu_found {
+        bail!("qemu-system-x86_64 is not installed (apt-get install --no-install-recommends {install})");
     }
     if !Path::new(UEFI_FIRMWARE).exists() {
         bail!("no generic UEFI firmware at {UEFI_FIRMWARE} (apt-get install --no-install-recommends {install})");
@@ -233,21 +228,12 @@ pub fn tail(log: &str) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
-/// An empty ext4 data disk of 128 MiB (the guest makes its home on it at enrolment).
+/// An empty data disk of 128 MiB: zeros, no filesystem (the guest makes its sealed disk and
+/// its own filesystem on it when it enrols).
 pub fn empty_data_disk(path: &Path) -> Result<()> {
-    let out = Command::new("mke2fs")
-        .args(["-q", "-F", "-t", "ext4"])
-        .arg(path)
-        .arg("128M")
-        .output()
-        .context("running mke2fs")?;
-    if !out.status.success() {
-        bail!(
-            "mke2fs {}: {}",
-            path.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    let file = std::fs::File::create(path).with_context(|| path.display().to_string())?;
+    file.set_len(128 << 20)
+        .with_context(|| path.display().to_string())?;
     Ok(())
 }
 
@@ -732,6 +718,47 @@ impl VmNetwork {
     /// VM `i`'s serial console so far.
     pub fn serial_log(&self, i: usize) -> String {
         std::fs::read_to_string(self.dir.join(format!("node{i}/serial.log"))).unwrap_or_default()
+    }
+
+    /// Moves what the host sees into `dest` (made if needed): per VM its data disk, its disk
+    /// right after enrolment, its enrollment and serial logs, and the network's genesis and
+    /// HOST_DATA; removes the rest. Returns the files kept.
+    pub fn keep(self, dest: &Path) -> Result<Vec<PathBuf>> {
+        let dir = self.dir.clone();
+        let vms = self.vms.len();
+        drop(self);
+        let mut kept = Vec::new();
+        let mut keep = |from: &Path, to: &Path| -> Result<()> {
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            // A rename across filesystems fails: copy then.
+            if std::fs::rename(from, to).is_err() {
+                std::fs::copy(from, to)
+                    .with_context(|| format!("keeping {} in {}", from.display(), to.display()))?;
+            }
+            kept.push(to.to_path_buf());
+            Ok(())
+        };
+        for name in ["genesis.json", "host_data"] {
+            if dir.join(name).exists() {
+                keep(&dir.join(name), &dest.join(name))?;
+            }
+        }
+        for i in 0..vms {
+            let node = format!("node{i}");
+            for entry in std::fs::read_dir(dir.join(&node))?.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let wanted = name.ends_with(".img") && !name.contains("files")
+                    || name.starts_with("serial") && name.ends_with(".log")
+                    || name == "enrollment.json";
+                if wanted && entry.path().is_file() {
+                    keep(&entry.path(), &dest.join(&node).join(&name))?;
+                }
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
+        Ok(kept)
     }
 
     /// Removes the VMs' files (after a successful run; failures keep the logs).
