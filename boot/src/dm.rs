@@ -16,6 +16,9 @@ const TABLE_LOAD: u64 = 9;
 const TABLE_STATUS: u64 = 12;
 const BUFFER: usize = 16 * 1024;
 const STATUS_TABLE_FLAG: u32 = 1 << 4;
+const QUERY_INACTIVE_TABLE_FLAG: u32 = 1 << 12;
+/// The kernel wipes its copies of this call's buffer (it holds keys).
+const SECURE_DATA_FLAG: u32 = 1 << 15;
 
 /// A device-mapper call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +155,7 @@ impl Control {
 
     /// Loads `targets` as the device's inactive table, then wipes the buffer (it held keys).
     pub fn load(&self, name: &str, targets: &[Target<'_>]) -> Result<(), DmError> {
-        let mut b = Self::header(name, 0)?;
+        let mut b = Self::header(name, SECURE_DATA_FLAG)?;
         let mut at = HEADER;
         for t in targets {
             let spec_len = (TARGET_SPEC + t.params.len() + 1).div_ceil(8) * 8;
@@ -185,14 +188,18 @@ impl Control {
         self.first_target_text(name, 0)
     }
 
-    /// The live table line of the device's first target, as the kernel prints it (keys
-    /// shown as the kernel chooses: dm-crypt prints its key, so keep this inside the guest).
-    pub fn table(&self, name: &str) -> Result<String, DmError> {
-        self.first_target_text(name, STATUS_TABLE_FLAG)
+    /// Whether the loaded, not yet live, table of the device's first target has `word` among
+    /// its parameters as the kernel prints them (which include keys: the text never leaves
+    /// this call, and both buffers are wiped).
+    pub fn inactive_table_has(&self, name: &str, word: &str) -> Result<bool, DmError> {
+        let text = zeroize::Zeroizing::new(
+            self.first_target_text(name, STATUS_TABLE_FLAG | QUERY_INACTIVE_TABLE_FLAG)?,
+        );
+        Ok(text.split_whitespace().any(|w| w == word))
     }
 
     fn first_target_text(&self, name: &str, flags: u32) -> Result<String, DmError> {
-        let mut b = Self::header(name, flags)?;
+        let mut b = Self::header(name, flags | SECURE_DATA_FLAG)?;
         self.call("status", TABLE_STATUS, name, &mut b)?;
         let start = u32::from_ne_bytes(b[16..20].try_into().unwrap_or_default()) as usize;
         let count = u32::from_ne_bytes(b[20..24].try_into().unwrap_or_default());

@@ -86,14 +86,16 @@ impl Layout {
         }
         let mut blocks = device_blocks;
         let mut groups = blocks.div_ceil(BLOCKS_PER_GROUP);
-        let descriptor_blocks = (groups * DESCRIPTOR_SIZE).div_ceil(BLOCK as u64);
+        let descriptor_blocks_before = (groups * DESCRIPTOR_SIZE).div_ceil(BLOCK as u64);
         let last = blocks - (groups - 1) * BLOCKS_PER_GROUP;
         // A last group that cannot hold its own metadata and some data is left out, as mke2fs
         // does.
-        if groups > 1 && last < 1 + descriptor_blocks + 2 + INODE_TABLE_BLOCKS + 64 {
+        if groups > 1 && last < 1 + descriptor_blocks_before + 2 + INODE_TABLE_BLOCKS + 64 {
             groups -= 1;
             blocks = groups * BLOCKS_PER_GROUP;
         }
+        // The group count may have fallen below a multiple of 128: fewer descriptor blocks.
+        let descriptor_blocks = (groups * DESCRIPTOR_SIZE).div_ceil(BLOCK as u64);
         let journal_blocks = match blocks {
             ..32_768 => 1024,
             32_768..262_144 => 4096,

@@ -63,8 +63,8 @@ pub enum DiskError {
     /// Device-mapper refused the stack.
     #[error(transparent)]
     Dm(#[from] DmError),
-    /// dm-integrity came up without its superblock MAC (the host cleared the flag).
-    #[error("data disk: the integrity superblock is not authenticated (fix_hmac missing: {0})")]
+    /// dm-integrity read a superblock without its MAC flag (the host cleared it).
+    #[error("data disk {0}: the integrity superblock is not authenticated (no fix_hmac): the host changed it")]
     Unauthenticated(String),
     /// The guest's filesystem could not be made.
     #[error(transparent)]
@@ -215,16 +215,26 @@ impl DataDisk {
         let integrity = dm.create(INTEGRITY_NAME)?;
         // A first table of one block formats or reads the superblock; its status then says
         // how many sectors dm-integrity provides, and the real table covers exactly those.
-        dm.load(
-            INTEGRITY_NAME,
-            &[Target {
-                start: 0,
-                sectors: 8,
-                kind: "integrity",
-                params: &integrity_params,
-            }],
-        )?;
-        dm.resume(INTEGRITY_NAME)?;
+        // Each table goes live only once the kernel shows it with `fix_hmac`: the superblock
+        // it read carries its HMAC flag (a host that cleared it would have the kernel use an
+        // unauthenticated superblock, and replay the journal on resume).
+        let load = |sectors: u64| -> Result<(), DiskError> {
+            dm.load(
+                INTEGRITY_NAME,
+                &[Target {
+                    start: 0,
+                    sectors,
+                    kind: "integrity",
+                    params: &integrity_params,
+                }],
+            )?;
+            if !dm.inactive_table_has(INTEGRITY_NAME, "fix_hmac")? {
+                return Err(DiskError::Unauthenticated(self.device.clone()));
+            }
+            dm.resume(INTEGRITY_NAME)?;
+            Ok(())
+        };
+        load(8)?;
         let status = dm.status(INTEGRITY_NAME)?;
         let provided: u64 = status
             .split_whitespace()
@@ -232,26 +242,7 @@ impl DataDisk {
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| DmError::Invalid(format!("integrity status {status:?}")))?;
         let sectors = provided / 8 * 8;
-        dm.load(
-            INTEGRITY_NAME,
-            &[Target {
-                start: 0,
-                sectors,
-                kind: "integrity",
-                params: &integrity_params,
-            }],
-        )?;
-        dm.resume(INTEGRITY_NAME)?;
-        let table = dm.table(INTEGRITY_NAME)?;
-        if !table.split_whitespace().any(|w| w == "fix_hmac") {
-            return Err(DiskError::Unauthenticated(
-                table
-                    .split_whitespace()
-                    .take(5)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            ));
-        }
+        load(sectors)?;
         let crypt_key = Zeroizing::new(hex::encode(&key[..96]));
         let crypt_params = Zeroizing::new(format!(
             "capi:authenc(hmac(sha256),xts(aes))-random {} 0 {}:{} 0 2 integrity:{TAG_BYTES}:aead sector_size:4096",

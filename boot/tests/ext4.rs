@@ -59,7 +59,15 @@ fn e2fsck(image: &std::path::Path) -> (i32, String) {
 fn e2fsck_finds_nothing_wrong_with_volumes_of_many_sizes() {
     // One partial group, exactly one group, several groups with superblock copies, and a last
     // group too small to keep.
-    for blocks in [2048, 20_000, 32_768, 3 * 32_768 + 5_000, 9 * 32_768 + 100] {
+    // And 128 groups plus a dropped last one: the descriptors shrink to one block again.
+    for blocks in [
+        2048,
+        20_000,
+        32_768,
+        3 * 32_768 + 5_000,
+        9 * 32_768 + 100,
+        128 * 32_768 + 100,
+    ] {
         let (_dir, image) = formatted(blocks);
         let (code, report) = e2fsck(&image);
         assert_eq!(code, 0, "{blocks} blocks: e2fsck says\n{report}");
