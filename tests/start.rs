@@ -1,6 +1,7 @@
 //! `bulwark start` as an operator runs it: four real processes over TCP on loopback commit
-//! blocks, stop cleanly on SIGTERM, restart from their data, and a node killed with SIGKILL
-//! catches up.
+//! blocks, stop cleanly on SIGTERM and restart from their data one by one, a node killed with
+//! SIGKILL catches up, and all four restarted at once wait, each saying why (the instance
+//! rule's liveness limit).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "shared/host.rs"]
@@ -10,25 +11,49 @@ use harness::ports::testnet_block;
 use harness::process::{fast_testnet, start, wait_for, Node};
 use std::time::Duration;
 
+/// Whether `node`'s recent log has a line containing `needle`.
+fn logged(node: &Node, needle: &str) -> bool {
+    node.tail().lines().any(|l| l.contains(needle))
+}
+
+/// Waits until `node` logs a line containing `needle`.
+fn wait_logged(node: &mut Node, needle: &str, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        node.poll();
+        if logged(node, needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
 #[test]
-fn four_processes_commit_stop_restart_and_recover_from_a_kill() {
+fn four_processes_commit_restart_one_by_one_recover_from_a_kill_and_wait_after_a_full_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let homes = fast_testnet(dir.path(), testnet_block(4).unwrap()).unwrap();
+    let base = testnet_block(4).unwrap();
+    let homes = fast_testnet(dir.path(), base).unwrap();
     let mut nodes: Vec<Node> = homes.iter().map(|h| start(h).unwrap()).collect();
     {
         let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
         wait_for(&mut all, 10, Duration::from_secs(120)).unwrap();
     }
-    for n in nodes.iter_mut() {
-        n.stop_cleanly().unwrap();
-    }
-
-    // Restart from disk: the chain continues from where it was, not from genesis.
-    let reached = nodes.iter().map(|n| n.last).min().unwrap();
-    let mut nodes: Vec<Node> = homes.iter().map(|h| start(h).unwrap()).collect();
-    {
+    // A rolling restart: each process in turn stops cleanly on SIGTERM and starts again from
+    // its data, the chain continuing from where it was. Every start is a new instance of its
+    // validator (bulwark_instance): it signs again once the other three commit its claim.
+    for i in 0..nodes.len() {
+        nodes[i].stop_cleanly().unwrap();
+        let top = nodes.iter().map(|n| n.last).max().unwrap();
+        nodes[i] = start(&homes[i]).unwrap();
+        let signing = "signing; this instance's claim committed";
+        assert!(
+            wait_logged(&mut nodes[i], signing, Duration::from_secs(60)),
+            "node {i} did not say it signs again:\n{}",
+            nodes[i].tail()
+        );
         let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
-        wait_for(&mut all, reached + 5, Duration::from_secs(120)).unwrap();
+        wait_for(&mut all, top + 4, Duration::from_secs(120)).unwrap();
     }
 
     // SIGKILL one node; the other three (a quorum) go on; the killed one comes back and catches up.
@@ -45,6 +70,32 @@ fn four_processes_commit_stop_restart_and_recover_from_a_kill() {
     {
         let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
         wait_for(&mut all, ahead + 3, Duration::from_secs(120)).unwrap();
+    }
+
+    // The liveness limit: all four stopped and started at once. Each is a new instance that
+    // may sign only after the others commit its claim, and none can: the network waits (for
+    // good, safety first: any of them could be a copy of a disk whose other copy runs on) and
+    // every node says why.
+    for n in nodes.iter_mut() {
+        n.stop_cleanly().unwrap();
+    }
+    let reached = nodes.iter().map(|n| n.last).max().unwrap();
+    let mut nodes: Vec<Node> = homes.iter().map(|h| start(h).unwrap()).collect();
+    std::thread::sleep(Duration::from_secs(8));
+    for (i, n) in nodes.iter_mut().enumerate() {
+        assert!(
+            n.poll() <= reached + 1,
+            "node {i} committed past {reached} without a claim"
+        );
+        assert!(
+            logged(n, "not signing until this instance's claim commits"),
+            "node {i} did not say why it waits:\n{}",
+            n.tail()
+        );
+        let status = harness::rpc::RpcClient::new(&harness::process::rpc_addr(base, i))
+            .call("status", serde_json::json!({}))
+            .unwrap();
+        assert_eq!(status["bulwark_instance"]["signing"], false, "{status}");
     }
     for n in nodes.iter_mut() {
         n.stop_cleanly().unwrap();

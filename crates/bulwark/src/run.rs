@@ -36,10 +36,15 @@ const TICK: Duration = Duration::from_millis(500);
 /// The p2p protocol version announced in node info.
 const P2P_PROTOCOL: u64 = 8;
 
-fn engine_config(home: &Home) -> EngineConfig {
+fn engine_config(home: &Home) -> anyhow::Result<EngineConfig> {
     let c = &home.config.consensus;
     let ms = Duration::from_millis;
-    EngineConfig {
+    // A new instance at every start: a copy of this disk booted elsewhere, or booted again
+    // after this one ran on, is another instance and must claim the key first.
+    let mut instance = [0u8; 32];
+    getrandom::getrandom(&mut instance)
+        .map_err(|e| anyhow::anyhow!("drawing this start's instance: {e}"))?;
+    Ok(EngineConfig {
         clock: bulwark_node::engine::Clock::system(),
         consensus: Config {
             propose: ms(c.timeout_propose_ms),
@@ -57,7 +62,8 @@ fn engine_config(home: &Home) -> EngineConfig {
         },
         max_block_tx_bytes: 4 << 20,
         timeout_commit: ms(c.timeout_commit_ms),
-    }
+        instance,
+    })
 }
 
 /// Opens the node's stores and application, runs the handshake and WAL replay.
@@ -77,7 +83,7 @@ pub fn open_engine(home: &Home) -> anyhow::Result<(Engine, Vec<Output>)> {
         .is_some();
     let state = bulwark_node::handshake::genesis_state(&mut app, &home.genesis, chain_started)?;
     Ok(Engine::open(
-        engine_config(home),
+        engine_config(home)?,
         &store,
         key,
         Box::new(app),

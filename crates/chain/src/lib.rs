@@ -5,6 +5,7 @@
 
 use bulwark_consensus::mutation::{active, Mutant};
 use bulwark_consensus::ValidatorSet as CoreSet;
+use bulwark_instance::{Claim, ClaimError, Register};
 use bulwark_store::blocks::BlockStore;
 pub use bulwark_types::commit::{
     commit_from_decision, median_time, pack_signature, unpack_signature, verify_commit, CommitError,
@@ -53,6 +54,9 @@ pub enum BlockError {
         /// `consensus_params.block.max_bytes`.
         max: u64,
     },
+    /// An instance claim among its transactions is not valid there.
+    #[error("instance claim: {0}")]
+    Claim(#[from] ClaimError),
 }
 
 /// Bytes a block carries besides its transactions, at most: header, an empty evidence list,
@@ -95,6 +99,8 @@ pub struct ChainState {
     pub last_results_hash: Hash,
     /// App hash after the last block.
     pub app_hash: AppHash,
+    /// Which instance holds each validator's key (`bulwark_instance`).
+    pub claims: Register,
 }
 
 fn mismatch(
@@ -137,6 +143,7 @@ impl ChainState {
             consensus_params: genesis.consensus_params.clone(),
             last_results_hash: results_hash(&[]),
             app_hash: genesis.app_hash.clone(),
+            claims: Register::default(),
         })
     }
 
@@ -229,6 +236,9 @@ impl ChainState {
     /// Checks that `block` is exactly the next block this state allows (every header field,
     /// the data, the size, and the last commit's signatures).
     pub fn validate_block(&self, block: &Block) -> Result<(), BlockError> {
+        let chain_id = self.chain_id.as_str();
+        let (infos, height) = (&self.validator_infos, self.next_height());
+        Claim::check_block(&block.data, chain_id, infos, height, &self.claims)?;
         let size = pb_types::Block::from(block.clone()).encoded_len();
         let max = self.consensus_params.block.max_bytes;
         if size as u64 > max {
@@ -304,6 +314,7 @@ impl ChainState {
     /// Moves the state past `block`, executed with `result`.
     pub fn apply(&mut self, block: &Block, id: block::Id, result: &response::FinalizeBlock) {
         self.last_block_height = block.header.height.value();
+        self.claims.apply(self.last_block_height, &block.data);
         self.last_block_id = Some(id);
         self.last_block_time = block.header.time;
         self.last_results_hash = results_hash(
@@ -406,13 +417,11 @@ pub fn accused(block: &Block) -> Vec<(account::Id, u64)> {
 }
 
 /// The ProcessProposal request for a proposed `block`.
+/// The application never sees instance claims (the node checks them).
 pub fn process_request(block: &Block, misbehavior: Vec<Misbehavior>) -> request::ProcessProposal {
+    let txs: Vec<bytes::Bytes> = block.data.iter().map(|t| t.clone().into()).collect();
     request::ProcessProposal {
-        txs: block
-            .data
-            .iter()
-            .map(|t| bytes::Bytes::from(t.clone()))
-            .collect(),
+        txs: bulwark_instance::split_claims(&txs).0,
         proposed_last_commit: None,
         misbehavior,
         hash: block.header.hash(),
@@ -457,6 +466,8 @@ pub struct StoredState {
     last_results_hash: Hash,
     /// Hex: `AppHash` has no serde encoding of its own.
     app_hash: String,
+    #[serde(default)]
+    claims: Register,
 }
 
 impl ChainState {
@@ -491,6 +502,7 @@ impl ChainState {
             consensus_params: self.consensus_params.clone(),
             last_results_hash: self.last_results_hash,
             app_hash: hex::encode(self.app_hash.as_bytes()),
+            claims: self.claims.clone(),
         };
         serde_json::to_vec(&stored).unwrap_or_default()
     }
@@ -554,6 +566,7 @@ impl ChainState {
             app_hash: hex::decode(&s.app_hash)
                 .map_err(|e| e.to_string())
                 .and_then(|b| AppHash::try_from(b).map_err(|e| e.to_string()))?,
+            claims: s.claims,
         })
     }
 }

@@ -35,6 +35,10 @@ pub enum Mutant {
     /// The node: what is kept for relay is one list of the first messages of a height,
     /// whatever they are, so spam crowds out honest votes (review M4; here 32 messages).
     RelayFirstComeOnly,
+    /// The node: an instance signs whatever the register of instance claims says (review
+    /// C-2). Not in [`MUTANTS`]: the engine simulator keeps one instance per node, and
+    /// `crates/node/tests/instances.rs` plants it instead.
+    SignWithoutClaim,
 }
 
 /// Every planted bug, in the order `cargo xtask mutants` runs them.

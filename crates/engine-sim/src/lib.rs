@@ -450,6 +450,9 @@ impl Sim {
             },
             max_block_tx_bytes: self.world.max_block_tx_bytes,
             timeout_commit: Duration::from_millis(self.world.timeout_commit_ms),
+            // One instance per node across its lives: these outages keep their disks (the
+            // instance rule of `bulwark_instance` is inert here).
+            instance: [i as u8; 32],
         };
         let node = &mut self.nodes[i];
         let opened = (|| -> Result<(Engine, Vec<Output>), String> {

@@ -23,6 +23,9 @@ use bulwark_consensus::{
 use bulwark_evidence::{AtHeight, EvidenceError, Now, Pool};
 use bulwark_gossip::proposal::{block_to_parts, Assembler, PartAdded};
 use bulwark_gossip::relay::Relay;
+use bulwark_instance::{
+    Authorization, Bootstrap, Claim, ClaimAction, ClaimError, Pool as ClaimPool, Signer,
+};
 use bulwark_mempool::{AddError, Mempool, MempoolConfig};
 use bulwark_store::blocks::{BlockStore, DecidedHeight};
 use bulwark_store::evidence::{CommittedEvidence, EvidenceLog};
@@ -201,6 +204,9 @@ pub struct EngineConfig {
     pub max_block_tx_bytes: i64,
     /// Wait after a commit before starting the next height.
     pub timeout_commit: Duration,
+    /// This boot's instance of the validator (`bulwark_instance`): fresh random bytes, never
+    /// stored, so a restarted or copied disk is a new instance.
+    pub instance: [u8; 32],
 }
 
 /// Client transactions are gossiped at most this long after they arrive...
@@ -223,6 +229,12 @@ fn payload_height(payload: &Payload) -> Option<u64> {
         _ => None,
     }
 }
+
+/// Instance claims checked per transaction message from a peer (each costs a signature check;
+/// an honest peer sends its own claim alone)...
+pub const MAX_CLAIMS_PER_MESSAGE: usize = 2;
+/// ...and from all peers per tick (a validator set's claims arrive a few times each).
+pub const CLAIM_CHECKS_PER_TICK: u32 = 64;
 
 /// Ticks at one height after which a node asks its peers for what it missed even while its
 /// rounds advance.
@@ -254,6 +266,9 @@ impl Default for EngineConfig {
             mempool: MempoolConfig::default(),
             max_block_tx_bytes: 4 << 20,
             timeout_commit: Duration::from_millis(1000),
+            // One instance across restarts: what tests of other things want. The binary
+            // draws a fresh one at every boot.
+            instance: [0; 32],
         }
     }
 }
@@ -333,6 +348,14 @@ pub struct Engine {
     vote_blocks: HashMap<ValueId, block::Id>,
     /// How many of them each validator (set index) added: one validator cannot fill them.
     vote_blocks_by: HashMap<u32, usize>,
+    /// Instance claims waiting for a block.
+    claims: ClaimPool,
+    /// This instance: whether it may sign, and its claim.
+    signer: Signer,
+    /// Whether this validator is in the genesis set (it may sign unclaimed at the start).
+    genesis_validator: bool,
+    /// Peer claims checked since the last tick.
+    claim_checks: u32,
 }
 
 /// Most block ids of verified votes remembered at one height (each validator can vote for a
@@ -383,11 +406,17 @@ impl Engine {
         mut app: Box<dyn Application>,
         genesis_state: ChainState,
     ) -> Result<(Engine, Vec<Output>), EngineError> {
+        let config_instance = config.instance;
         let address = account::Id::from(
             bulwark_types::signing::public_key(&key)
                 .ed25519()
                 .ok_or_else(|| EngineError::Wal("not an ed25519 key".into()))?,
         );
+        let genesis_validator = genesis_state
+            .validator_infos
+            .validators()
+            .iter()
+            .any(|v| v.address == address);
         let blocks = BlockStore::open(store)?;
         let state = handshake(app.as_mut(), &blocks, genesis_state)?;
         let last_commit = match blocks.latest_height()? {
@@ -432,6 +461,10 @@ impl Engine {
             evidence_log: EvidenceLog::open(store)?,
             vote_blocks: HashMap::new(),
             vote_blocks_by: HashMap::new(),
+            claims: ClaimPool::default(),
+            signer: Signer::new(config_instance),
+            genesis_validator,
+            claim_checks: 0,
         };
         for e in engine.evidence_log.all()? {
             engine
@@ -462,7 +495,24 @@ impl Engine {
         engine.replaying = false;
         // The log's peers are connections of a past life, and what they had may be lost.
         engine.relay.forget_peers();
+        out.extend(engine.manage_claim()?);
         Ok((engine, out))
+    }
+
+    /// What the register of instance claims says of this instance (`bulwark_instance`).
+    pub fn signing(&self) -> Authorization {
+        let validator: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
+        self.signer
+            .authorization(&self.state.claims, &validator, self.bootstrap())
+    }
+
+    /// The height in progress, for the instance rule's first heights.
+    fn bootstrap(&self) -> Bootstrap {
+        Bootstrap {
+            height: self.state.next_height(),
+            initial_height: self.state.initial_height,
+            genesis_validator: self.genesis_validator,
+        }
     }
 
     /// The chain state (next height, validators, app hash, ...).
@@ -641,6 +691,16 @@ impl Engine {
     /// Admits a client transaction; it is gossiped with the others that arrive within
     /// [`TX_GOSSIP_DELAY`] (one message instead of one per transaction).
     fn add_tx(&mut self, tx: Bytes) -> Result<Vec<Output>, AddError> {
+        match self.admit_claim(&tx) {
+            None => {}
+            Some(Ok(())) => return Ok(vec![]),
+            Some(Err(e)) => {
+                return Err(AddError::Rejected {
+                    code: 1,
+                    log: format!("instance claim: {e}"),
+                })
+            }
+        }
         self.mempool.add(tx.clone(), self.app.as_ref())?;
         self.tx_outbox.push(tx.to_vec());
         Ok(match self.tx_outbox.len() {
@@ -684,6 +744,7 @@ impl Engine {
         self.status_answers.clear();
         self.peer_evidence_checks.clear();
         self.rpc_evidence_checks = 0;
+        self.claim_checks = 0;
         if stuck {
             vec![Output::Broadcast(Payload::Status(wire::Status {
                 height: mark.0,
@@ -717,8 +778,21 @@ impl Engine {
             // Validators form a full mesh and every node gossips its clients' transactions to
             // all of its peers, so peer transactions are not relayed again.
             Payload::Txs(txs) => {
+                // A claim costs a signature check: an honest peer sends its own, alone, a few
+                // times per claim; checks are budgeted per message and per tick.
+                let mut claims = 0;
                 for tx in txs.txs.into_iter().take(10_000) {
-                    let _ = self.mempool.add(Bytes::from(tx), self.app.as_ref());
+                    if Claim::from_tx(&tx).is_some() {
+                        claims += 1;
+                        if claims <= MAX_CLAIMS_PER_MESSAGE
+                            && self.claim_checks < CLAIM_CHECKS_PER_TICK
+                        {
+                            self.claim_checks += 1;
+                            let _ = self.admit_claim(&tx);
+                        }
+                    } else {
+                        let _ = self.mempool.add(Bytes::from(tx), self.app.as_ref());
+                    }
                 }
                 Ok(vec![])
             }
@@ -1507,10 +1581,15 @@ impl Engine {
         let evidence = self
             .evidence
             .reap(self.state.consensus_params.evidence.max_bytes.min(room));
+        // Instance claims go first, out of the same room; the application never sees them.
+        let claims = self
+            .claims
+            .reap(height, &self.state.claims, &self.state.validator_infos);
         let budget = self
             .state
             .max_block_tx_bytes(self.config.max_block_tx_bytes)
             .saturating_sub(bulwark_evidence::encoded_len(&evidence) as i64)
+            .saturating_sub(claims.iter().map(|c| c.len() as i64).sum())
             .max(0);
         let txs = self.app.prepare_proposal(request::PrepareProposal {
             max_tx_bytes: budget,
@@ -1530,14 +1609,17 @@ impl Engine {
         });
         // An application may return more than it was given room for: never beyond the budget.
         let mut room = budget;
-        let txs: Vec<Vec<u8>> = txs
-            .txs
-            .iter()
-            .take_while(|t| {
-                room -= t.len() as i64;
-                room >= 0
-            })
-            .map(|t| t.to_vec())
+        let app_txs = txs.txs.iter().filter(|t| Claim::from_tx(t).is_none());
+        let txs: Vec<Vec<u8>> = claims
+            .into_iter()
+            .chain(
+                app_txs
+                    .take_while(|t| {
+                        room -= t.len() as i64;
+                        room >= 0
+                    })
+                    .map(|t| t.to_vec()),
+            )
             .collect();
         let (block, _, _) = self.state.make_block_with_evidence(
             txs,
@@ -1575,6 +1657,9 @@ impl Engine {
             timestamp: Some(self.config.clock.now().max(block.header.time)),
             signature: None,
         };
+        if !self.may_sign() {
+            return Ok(vec![]);
+        }
         let signed = self.privval.sign_proposal(&mut tp, &self.state.chain_id);
         if !self.privval_signed(signed, "proposal")? {
             return Ok(vec![]);
@@ -1648,6 +1733,87 @@ impl Engine {
             .max(floor.checked_add(Duration::from_millis(1)).unwrap_or(floor))
     }
 
+    /// Whether this instance may sign at the height in progress (`bulwark_instance`); says so
+    /// when that changes.
+    fn may_sign(&mut self) -> bool {
+        let validator: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
+        let planted = bulwark_consensus::mutation::active(
+            bulwark_consensus::mutation::Mutant::SignWithoutClaim,
+        );
+        let at = self.bootstrap();
+        if self.replaying {
+            let now = self
+                .signer
+                .authorization(&self.state.claims, &validator, at);
+            return planted || now.may_sign();
+        }
+        let (may, line) = self.signer.may_sign(&self.state.claims, &validator, at);
+        match line {
+            Some(line) if may => tracing::info!("{line}"),
+            Some(line) => tracing::warn!("{line}"),
+            None => {}
+        }
+        may || planted
+    }
+
+    /// What this instance's key claim needs after a commit (or at start): a new claim, sent
+    /// to every peer and kept for our own blocks, or the pending one again.
+    fn manage_claim(&mut self) -> Result<Vec<Output>, EngineError> {
+        let validator: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
+        let next = self.state.next_height();
+        self.claims.prune(next, &self.state.claims);
+        if !self
+            .state
+            .validator_infos
+            .validators()
+            .iter()
+            .any(|v| v.address == self.address)
+        {
+            return Ok(vec![]);
+        }
+        let claim = match self
+            .signer
+            .after_commit(&self.state.claims, &validator, self.bootstrap())
+        {
+            ClaimAction::None => return Ok(vec![]),
+            ClaimAction::Resend(claim) => claim,
+            ClaimAction::Claim(not_before) => {
+                let instance = *self.signer.instance();
+                let chain_id = self.state.chain_id.as_str();
+                let bytes = Claim::signed_bytes(chain_id, &validator, &instance, not_before);
+                let signature = self
+                    .privval
+                    .sign_domain_separated(&bytes)
+                    .map_err(|e| EngineError::Wal(e.to_string()))?;
+                let claim = Claim {
+                    validator,
+                    instance,
+                    not_before,
+                    signature,
+                };
+                self.signer.claimed(claim.clone());
+                claim
+            }
+        };
+        let _ = self.admit_claim(&claim.to_tx());
+        Ok(vec![Output::Broadcast(Payload::Txs(wire::Txs {
+            txs: vec![claim.to_tx()],
+        }))])
+    }
+
+    /// `None` if `tx` is no instance claim; else whether it was valid (then kept in the claim
+    /// pool). A claim never enters the mempool either way.
+    fn admit_claim(&mut self, tx: &[u8]) -> Option<Result<(), ClaimError>> {
+        let claim = Claim::from_tx(tx)?;
+        let (next, state) = (self.state.next_height(), &self.state);
+        let chain_id = state.chain_id.as_str();
+        Some(claim.and_then(|c| {
+            self.claims
+                .insert(c, chain_id, &state.validator_infos, next, &state.claims)
+                .map(drop)
+        }))
+    }
+
     /// Whether the privval signed. Storage failing is fatal; a refusal is not: replaying, the
     /// message was signed before the crash and its record follows; live, the privval did its
     /// job (refusing can only cost liveness), so say so loudly and carry on without it.
@@ -1708,6 +1874,9 @@ impl Engine {
         &mut self,
         v: CoreVote,
     ) -> Result<Option<(Payload, Signed<CoreVote>)>, EngineError> {
+        if !self.may_sign() {
+            return Ok(None);
+        }
         let mut tv = self.unsigned_vote(&v, self.address, self.vote_time(v.value))?;
         let signed = self.privval.sign_vote(&mut tv, &self.state.chain_id);
         if !self.privval_signed(signed, "vote")? {
@@ -1731,7 +1900,8 @@ impl Engine {
             &self.state.last_validator_infos,
             misbehavior_of(&block, &self.blocks),
         );
-        let result = self.app.finalize_block(request)?;
+        let app = &mut self.app;
+        let result = bulwark_instance::finalize_without_claims(request, |r| app.finalize_block(r))?;
         let height = block.header.height.value();
         let txs: Vec<Bytes> = block.data.iter().map(|t| Bytes::from(t.clone())).collect();
         let evidence: Vec<Evidence> = block.evidence.iter().cloned().collect();
@@ -1777,6 +1947,7 @@ impl Engine {
             txs: txs.len(),
         }];
         out.extend(self.evidence_of_committed(height));
+        out.extend(self.manage_claim()?);
         if self.config.timeout_commit.is_zero() {
             out.extend(self.start_height()?);
         } else {

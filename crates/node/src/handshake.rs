@@ -117,11 +117,12 @@ pub fn handshake(
                 height: h,
                 reason,
             })?;
-        let result = app.finalize_block(finalize_request(
+        let request = finalize_request(
             &block,
             &last_validators,
             crate::chain::misbehavior_of(&block, blocks),
-        ))?;
+        );
+        let result = bulwark_instance::finalize_without_claims(request, |r| app.finalize_block(r))?;
         let recorded = state_at(h)?;
         if result.app_hash != recorded.app_hash {
             return Err(HandshakeError::AppHashMismatch {

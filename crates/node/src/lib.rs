@@ -4,7 +4,8 @@
 //! (`bulwark-mempool`) and the handshake with the application. No sockets, no runtime, no clock of its own: the `bulwark`
 //! binary drives it, and tests and the simulator can drive it the same way.
 
-pub mod chain;
+pub use bulwark_chain as chain;
+pub use bulwark_instance as instance;
 pub mod engine;
 pub mod handshake;
 pub use bulwark_gossip::{proposal, relay};

@@ -6,6 +6,7 @@ use crate::calls::{BroadcastMode, Call};
 use bulwark_mempool::{tx_hash, AddError};
 use bulwark_node::chain::{block_id, decode_results, ChainState};
 use bulwark_node::engine::{Engine, Output};
+use bulwark_node::instance::Authorization;
 use bulwark_types::tendermint::abci::{request, response, Code};
 use bulwark_types::tendermint::block::{self, signed_header::SignedHeader, Block, Commit};
 use bulwark_types::tendermint::{node, validator, Genesis, Hash, PublicKey};
@@ -171,7 +172,31 @@ fn status(engine: &Engine, node: &NodeView<'_>) -> Result<Value, ResponseError> 
             proposer_priority: Default::default(),
         },
     };
-    to_value(&response)
+    let mut value = to_value(&response)?;
+    // Beside CometBFT's fields (clients ignore it): whether this instance of the validator
+    // may sign (`bulwark_instance`), and if not, why.
+    let (signing, reason) = match engine.signing() {
+        Authorization::Unclaimed => (
+            true,
+            "no claim of this validator committed yet (the network's first heights)".into(),
+        ),
+        Authorization::UnclaimedLate => (
+            false,
+            "no claim of this validator committed, and the network is past its first heights: this instance signs only after its own claim commits".into(),
+        ),
+        Authorization::Holder { since } => (true, format!("this instance's claim committed at height {since}")),
+        Authorization::Elsewhere { instance, since } => (
+            false,
+            format!("instance {instance} of this validator claimed its key at height {since}; this instance signs only after its own claim commits (blocks the other validators decide without it)"),
+        ),
+    };
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "bulwark_instance".into(),
+            serde_json::json!({ "signing": signing, "reason": reason }),
+        );
+    }
+    Ok(value)
 }
 
 fn validators(

@@ -274,6 +274,18 @@ impl PrivValidator {
         Ok(signature)
     }
 
+    /// Signs `message`, which must start with a zero byte: CometBFT's sign bytes start with
+    /// their non-zero length, so nothing signed here passes for a vote or a proposal (an
+    /// instance claim, `bulwark_instance`). Not recorded in the last-sign-state.
+    pub fn sign_domain_separated(&self, message: &[u8]) -> Result<[u8; 64], PrivvalError> {
+        if message.first() != Some(&0) {
+            return Err(PrivvalError::Invalid(
+                "a domain-separated message starts with a zero byte".into(),
+            ));
+        }
+        Ok(self.key.sign(message).to_bytes())
+    }
+
     /// Signs `vote` in place, or refuses.
     pub fn sign_vote(
         &mut self,

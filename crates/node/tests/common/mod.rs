@@ -1,6 +1,8 @@
 //! Setup shared by the node's integration tests.
 #![allow(dead_code, clippy::unwrap_used, missing_docs)]
 
+pub mod net;
+
 use bulwark_app::kvstore::KvStore;
 use bulwark_app::Application;
 use bulwark_node::chain::ChainState;

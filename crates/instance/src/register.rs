@@ -1,0 +1,181 @@
+//! The register of the chain state (who holds each validator's key) and how claims are kept
+//! out of the application's view.
+
+use crate::claim::Claim;
+use bulwark_types::tendermint::abci::types::ExecTxResult;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// The instance that last claimed a validator's key, and the height of the block that
+/// carried the claim.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// The instance, hex.
+    pub instance: String,
+    /// The height of the claim's block.
+    pub height: u64,
+}
+
+/// Where the question is asked: the height to sign at, the network's first height, and
+/// whether the validator was in the genesis set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bootstrap {
+    /// The height to sign at.
+    pub height: u64,
+    /// The chain's first height.
+    pub initial_height: u64,
+    /// Whether the validator is a genesis validator.
+    pub genesis_validator: bool,
+}
+
+/// Per validator (upper-case hex address), its holder.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Register(BTreeMap<String, Holder>);
+
+/// Heights after the first during which a genesis validator with no committed claim may sign
+/// (every validator's first claim needs blocks, and at launch nobody holds a key yet).
+pub const BOOTSTRAP_HEIGHTS: u64 = 16;
+
+/// What the register says of one instance of a validator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Authorization {
+    /// No instance of the validator has claimed its key yet, within the network's first
+    /// [`BOOTSTRAP_HEIGHTS`] heights, and it is a genesis validator: it may sign.
+    Unclaimed,
+    /// No instance of the validator has claimed its key yet, and the network is past its
+    /// first heights (or it joined after genesis): this instance signs only after its claim.
+    UnclaimedLate,
+    /// This instance holds the key since its claim's block.
+    Holder {
+        /// The height of its claim's block.
+        since: u64,
+    },
+    /// Another instance holds it.
+    Elsewhere {
+        /// The other instance's first eight hex digits.
+        instance: String,
+        /// The height of its claim's block.
+        since: u64,
+    },
+}
+
+impl Authorization {
+    /// Whether the instance may sign.
+    pub fn may_sign(&self) -> bool {
+        matches!(
+            self,
+            Authorization::Unclaimed | Authorization::Holder { .. }
+        )
+    }
+}
+
+impl Register {
+    /// The holder of `validator`'s key.
+    pub fn holder(&self, validator: &[u8; 20]) -> Option<&Holder> {
+        self.0.get(&hex::encode_upper(validator))
+    }
+
+    /// Records the claims in the block of `height` (already validated, or decided).
+    pub fn apply(&mut self, height: u64, txs: &[impl AsRef<[u8]>]) {
+        for tx in txs {
+            if let Some(Ok(claim)) = Claim::from_tx(tx.as_ref()) {
+                self.0.insert(
+                    claim.validator_hex(),
+                    Holder {
+                        instance: hex::encode(claim.instance),
+                        height,
+                    },
+                );
+            }
+        }
+    }
+
+    /// What the register says of `instance` of `validator` at `height`: a validator with no
+    /// claim yet may sign only if it is `genesis_validator` and `height` is within
+    /// [`BOOTSTRAP_HEIGHTS`] of `initial_height`.
+    pub fn authorization(
+        &self,
+        validator: &[u8; 20],
+        instance: &[u8; 32],
+        at: Bootstrap,
+    ) -> Authorization {
+        match self.holder(validator) {
+            None if at.genesis_validator
+                && at.height < at.initial_height.saturating_add(BOOTSTRAP_HEIGHTS) =>
+            {
+                Authorization::Unclaimed
+            }
+            None => Authorization::UnclaimedLate,
+            Some(h) if h.instance == hex::encode(instance) => {
+                Authorization::Holder { since: h.height }
+            }
+            Some(h) => Authorization::Elsewhere {
+                instance: h.instance.chars().take(8).collect(),
+                since: h.height,
+            },
+        }
+    }
+
+    /// Validators with a holder.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no validator has a holder.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// A block's transactions without its claims (what the application sees), and where the
+/// claims were.
+pub fn split_claims(txs: &[Bytes]) -> (Vec<Bytes>, Vec<usize>) {
+    let mut app = Vec::with_capacity(txs.len());
+    let mut claims = Vec::new();
+    for (i, tx) in txs.iter().enumerate() {
+        if Claim::from_tx(tx).is_some() {
+            claims.push(i);
+        } else {
+            app.push(tx.clone());
+        }
+    }
+    (app, claims)
+}
+
+/// The application's results for the other transactions, with a result for each claim put
+/// back at its position: one result per transaction of the block, in its order.
+pub fn merge_results(app: Vec<ExecTxResult>, claims: &[usize]) -> Vec<ExecTxResult> {
+    if claims.is_empty() {
+        return app;
+    }
+    let total = app.len() + claims.len();
+    let mut app = app.into_iter();
+    (0..total)
+        .map(|i| {
+            if claims.binary_search(&i).is_ok() {
+                ExecTxResult {
+                    log: "bulwark instance claim".into(),
+                    ..Default::default()
+                }
+            } else {
+                app.next().unwrap_or_default()
+            }
+        })
+        .collect()
+}
+
+/// Runs the application's FinalizeBlock on `request` without its claims and puts a result
+/// back for each claim, so the results (and their hash) cover every transaction of the block.
+pub fn finalize_without_claims<E>(
+    mut request: bulwark_types::tendermint::abci::request::FinalizeBlock,
+    finalize: impl FnOnce(
+        bulwark_types::tendermint::abci::request::FinalizeBlock,
+    ) -> Result<bulwark_types::tendermint::abci::response::FinalizeBlock, E>,
+) -> Result<bulwark_types::tendermint::abci::response::FinalizeBlock, E> {
+    let (app, claims) = split_claims(&request.txs);
+    request.txs = app;
+    let mut result = finalize(request)?;
+    result.tx_results = merge_results(std::mem::take(&mut result.tx_results), &claims);
+    Ok(result)
+}

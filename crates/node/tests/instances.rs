@@ -1,0 +1,205 @@
+//! The host runs a validator's key in more than one place (`bulwark_instance`): its disk
+//! booted again after it ran on (a rollback), or a copy booted beside it (a clone). Real
+//! engines on disk, the host's copies made of their stopped disks; no two votes of one key
+//! ever conflict, and a restarted instance signs again once the others commit its claim.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use common::net::{copy_dir, Net, N};
+
+/// A fresh instance (what `bulwark start` draws at every boot).
+fn instance(n: u8) -> [u8; 32] {
+    [0xA0 + n; 32]
+}
+
+fn stop(net: &mut Net, i: usize) {
+    net.slots[i].engine = None;
+    net.committed[i] = u64::MAX;
+}
+
+/// Heights at which slot `from` sent votes of its own key since `since`, leaving out votes
+/// sent before (relayed copies of its past instance's votes are not new signatures).
+fn voted_heights(net: &Net, from: usize, since: usize) -> Vec<i64> {
+    let (before, own) = net.sent_votes.split_at(since);
+    let key = bulwark_types::signing::public_key(&net.slots[from].key);
+    let address = bulwark_types::tendermint::account::Id::from(key.ed25519().unwrap());
+    let same = |a: &common::net::SentVote, b: &common::net::SentVote| {
+        (&a.validator, a.height, a.round, a.kind, &a.block)
+            == (&b.validator, b.height, b.round, b.kind, &b.block)
+    };
+    let mut h: Vec<i64> = own
+        .iter()
+        .filter(|v| v.from == from && v.validator == address.as_bytes())
+        .filter(|v| !before.iter().any(|b| same(b, v)))
+        .map(|v| v.height)
+        .collect();
+    h.dedup();
+    h
+}
+
+/// Steps until slot `i` has sent a non-nil prevote of its own at the height it is deciding;
+/// returns that height.
+fn until_it_prevotes_a_block(net: &mut Net, i: usize) -> i64 {
+    let key = bulwark_types::signing::public_key(&net.slots[i].key);
+    let address = bulwark_types::tendermint::account::Id::from(key.ed25519().unwrap());
+    let height = net.slots[i].engine.as_ref().unwrap().state().next_height() as i64;
+    for _ in 0..100_000 {
+        let voted = net.sent_votes.iter().any(|v| {
+            v.from == i
+                && v.validator == address.as_bytes()
+                && v.height == height
+                && v.round == 0
+                && v.kind == 1
+                && v.block.is_some()
+        });
+        if voted {
+            return height;
+        }
+        net.step();
+    }
+    panic!("slot {i} never prevoted a block at height {height}");
+}
+
+/// The rollback of review C-2(a): validator 0's disk copied at height 4; it runs on as
+/// instance A and prevotes a block at height T; then the host stops it (and validator 3, so
+/// that height T stays open), boots the old copy as instance B and keeps every proposal of
+/// height T from it, so that B, had it signed, would prevote nil where A prevoted the block.
+fn rolled_back(net: &mut Net) -> (i64, usize) {
+    net.run_until(4, 200_000);
+    stop(net, 0);
+    let snapshot = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    copy_dir(net.slots[0].store_dir.path(), snapshot.0.path());
+    copy_dir(net.slots[0].app_dir.path(), snapshot.1.path());
+    net.slots[0].instance = instance(1);
+    net.start(0);
+    net.run_until(12, 400_000);
+    let t = until_it_prevotes_a_block(net, 0);
+    stop(net, 0);
+    stop(net, 3);
+    // Back to the copy: the old disk, a new boot.
+    let store = net.slots[0].store_dir.path().to_path_buf();
+    let app = net.slots[0].app_dir.path().to_path_buf();
+    for dir in [&store, &app] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+    copy_dir(snapshot.0.path(), &store);
+    copy_dir(snapshot.1.path(), &app);
+    net.slots[0].instance = instance(2);
+    net.no_proposals_to.insert(0);
+    let since = net.sent_votes.len();
+    net.start(0);
+    // B catches up to height T (blocks from 1 and 2) and sits there through round 0.
+    for _ in 0..60_000 {
+        net.step();
+    }
+    (t, since)
+}
+
+#[test]
+fn a_rolled_back_disk_never_signs_against_its_past_and_signs_again_once_its_claim_commits() {
+    let mut net = Net::new();
+    let (t, since) = rolled_back(&mut net);
+    let b = net.slots[0].engine.as_ref().unwrap();
+    assert_eq!(
+        b.state().next_height() as i64,
+        t,
+        "B reached the open height"
+    );
+    assert!(
+        !b.signing().may_sign(),
+        "B must wait for its claim: {:?}",
+        b.signing()
+    );
+    assert_eq!(net.conflicting_votes(), vec![], "no conflicting votes");
+    // The host gives up: validator 3 comes back, proposals flow. The other three commit
+    // height T and B's claim, and B signs again.
+    net.no_proposals_to.clear();
+    net.start(3);
+    let target = t as u64 + 8;
+    net.run_until(target, 400_000);
+    assert_eq!(net.conflicting_votes(), vec![], "no conflicting votes");
+    let signed_again = voted_heights(&net, 0, since);
+    let claimed = match net.slots[0].engine.as_ref().unwrap().signing() {
+        bulwark_instance::Authorization::Holder { since } => since,
+        other => panic!("B never held the key: {other:?}"),
+    };
+    assert!(
+        claimed <= t as u64 + 3,
+        "B's claim committed at {claimed}, more than 3 heights after it caught up at {t}"
+    );
+    assert!(
+        signed_again.iter().all(|h| *h as u64 > claimed),
+        "B signed at {signed_again:?}, its claim committed at {claimed}"
+    );
+    assert!(
+        signed_again.iter().any(|h| *h as u64 >= target - 2),
+        "B signs again: {signed_again:?}"
+    );
+}
+
+/// The same rollback with the claim check planted out of the engine: the test sees B prevote
+/// nil where A prevoted the block (this test can fail).
+#[cfg(feature = "mutants")]
+#[test]
+fn planted_without_the_claim_check_the_rolled_back_disk_double_signs() {
+    use bulwark_consensus::mutation::{plant, Mutant};
+    assert!(plant(Some(Mutant::SignWithoutClaim)));
+    let mut net = Net::new();
+    let (t, _) = rolled_back(&mut net);
+    plant(None);
+    let conflicts = net.conflicting_votes();
+    assert!(
+        conflicts.iter().any(|(a, _)| a.height == t),
+        "the planted bug went unseen: {conflicts:?}"
+    );
+}
+
+/// A clone of review C-2(c): validator 0's disk copied while it is stopped and booted twice,
+/// the copies partitioned from each other (each with some of the others). At most one of
+/// them holds the key at any height; no two votes conflict; the one whose claim committed
+/// last signs, the other stops for good.
+#[test]
+fn two_clones_of_one_disk_never_both_sign_at_a_height() {
+    let mut net = Net::new();
+    net.run_until(4, 200_000);
+    stop(&mut net, 0);
+    net.slots[0].instance = instance(1);
+    let clone = net.add_clone(0, instance(2));
+    net.start(0);
+    // Partitioned: validator 0 talks to 1 and 2, its clone to 2 and 3.
+    for (a, b) in [(0, clone), (0, 3), (clone, 1)] {
+        net.blocked.insert((a, b));
+        net.blocked.insert((b, a));
+    }
+    net.committed[clone] = u64::MAX;
+    for _ in 0..6 {
+        let top = net
+            .committed
+            .iter()
+            .copied()
+            .filter(|h| *h != u64::MAX)
+            .min()
+            .unwrap();
+        net.run_until(top + 3, 400_000);
+        assert_eq!(net.conflicting_votes(), vec![]);
+    }
+    // At the end exactly one of the two holds the key.
+    let holders: Vec<bool> = [0, clone]
+        .iter()
+        .map(|&s| net.slots[s].engine.as_ref().unwrap().signing().may_sign())
+        .collect();
+    assert_eq!(holders.iter().filter(|h| **h).count(), 1, "{holders:?}");
+    assert_eq!(net.slots.len(), N + 1);
+}
+
+/// The clones with the claim check planted out: both sign, and votes conflict.
+#[cfg(feature = "mutants")]
+#[test]
+fn planted_without_the_claim_check_two_clones_double_sign() {
+    use bulwark_consensus::mutation::{plant, Mutant};
+    assert!(plant(Some(Mutant::SignWithoutClaim)));
+    let result = std::panic::catch_unwind(two_clones_of_one_disk_never_both_sign_at_a_height);
+    plant(None);
+    assert!(result.is_err(), "the planted bug went unseen");
+}
