@@ -456,6 +456,7 @@ fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
             "VM {i}: a guest driver did not negotiate ACCESS_PLATFORM, which SEV-SNP requires: {devices:?}"
         );
     }
+    host_restarts_and_rolls_back_a_validator(&mut net, &mut clients);
     let clean = net.stop();
     assert_eq!(
         clean,
@@ -533,6 +534,93 @@ fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
     host_flips_bytes_on_the_disk(&net, 1, 1);
     host_flips_bytes_on_the_disk(&net, 2, 2);
     net.clean_up();
+}
+
+/// Waits until `log` (a serial log file) has a line containing `needle`.
+fn wait_in_log(log: &Path, needle: &str, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            return Some(line.to_string());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    None
+}
+
+/// The host stops validator 3 cleanly and keeps a copy of its disk, boots it again (a new
+/// instance: it signs once the other three commit its claim), lets the network run on, then
+/// stops it again and boots the old copy (a rollback: again a new instance, which signs only
+/// after its own claim). The network keeps committing, every node reaches the end, and no
+/// block any node committed holds evidence of a double sign.
+fn host_restarts_and_rolls_back_a_validator(net: &mut VmNetwork, clients: &mut [RpcClient]) {
+    const SIGNING: &str = "signing; this instance's claim committed";
+    let i = 3;
+    let dir = net.vm_dir(i);
+    assert!(net.stop_one(i), "VM {i} did not stop cleanly");
+    let snapshot = dir.join("rolled-back.img");
+    std::fs::copy(dir.join("data.img"), &snapshot).unwrap();
+    let top = |clients: &mut [RpcClient]| {
+        clients[..i]
+            .iter_mut()
+            .filter_map(height)
+            .max()
+            .unwrap_or(0)
+    };
+    let at_snapshot = top(clients);
+    for (tag, disk) in [
+        ("restarted", dir.join("data.img")),
+        ("rolled-back", snapshot),
+    ] {
+        if tag == "rolled-back" {
+            assert!(net.stop_one(i), "VM {i} did not stop cleanly");
+        }
+        let booted = Instant::now();
+        let from = top(clients);
+        let serial = net.reboot(i, tag, &disk).unwrap();
+        let line = wait_in_log(&serial, SIGNING, LIMIT).unwrap_or_else(|| {
+            panic!(
+                "{tag} VM {i} never signed again; serial log {}:\n{}",
+                serial.display(),
+                vm_harness::vm::tail(&std::fs::read_to_string(&serial).unwrap_or_default())
+            )
+        });
+        let signed_at = top(clients);
+        eprintln!(
+            "vm test: VM {i} {tag} (disk of height {}): signs again {:.1} s after its boot, {} heights after the network's {from}: {}",
+            if tag == "restarted" { from } else { at_snapshot },
+            booted.elapsed().as_secs_f64(),
+            signed_at.saturating_sub(from),
+            line.split("bulwark_node::engine: ").last().unwrap_or(&line)
+        );
+    }
+    let target = top(clients) + 3;
+    let deadline = Instant::now() + LIMIT;
+    while clients
+        .iter_mut()
+        .map(|c| height(c).unwrap_or(0))
+        .min()
+        .unwrap_or(0)
+        < target
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the network did not reach {target}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for h in 1..=target {
+        let block = clients[0]
+            .call("block", serde_json::json!({ "height": h.to_string() }))
+            .unwrap();
+        let evidence = &block["block"]["evidence"]["evidence"];
+        assert!(
+            evidence.as_array().is_none_or(|e| e.is_empty()),
+            "height {h} commits evidence: {evidence}"
+        );
+    }
+    eprintln!("vm test: no block up to height {target} holds evidence of a double sign");
 }
 
 /// A boot of the production image on a fresh empty disk in `dir`, with the host

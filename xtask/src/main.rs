@@ -228,6 +228,23 @@ fn test(args: TestArgs) -> Result<()> {
     eprintln!("xtask: cargo xtask mutants");
     mutants()?;
     sims += 1;
+    // The instance rule's planted bug (signing whatever the register of claims says) is caught
+    // by the rollback and clone tests against engines on disk, not by the simulator.
+    let (p_planted, f_planted) = cargo_test(
+        &[
+            "-p",
+            "bulwark-node",
+            "--features",
+            "mutants",
+            "--test",
+            "instances",
+            "planted",
+        ],
+        &[],
+    )?;
+    if p_planted < 2 {
+        bail!("the instance rule's planted-bug tests did not run");
+    }
     // The images end to end (tests/vm.rs): both flavours built from pinned inputs; 4
     // validator VMs of the simulated image enrol, get a genesis assembled on the host, boot
     // under QEMU (q35, UEFI, the SEV-SNP device options), commit together and power off
@@ -259,8 +276,8 @@ fn test(args: TestArgs) -> Result<()> {
     // One plain closing line that counts every test and simulation sweep.
     println!(
         "tests: {} passed, {} failed",
-        p1 + p2 + p3 + sims,
-        f1 + f2 + f3
+        p1 + p2 + p3 + p_planted + sims,
+        f1 + f2 + f3 + f_planted
     );
     Ok(())
 }

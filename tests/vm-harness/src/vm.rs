@@ -688,6 +688,46 @@ impl VmNetwork {
             .count()
     }
 
+    /// Stops VM `i` cleanly (Ctrl-Alt-Del; the node stops, the VM powers off); whether it did
+    /// within a minute.
+    pub fn stop_one(&mut self, i: usize) -> bool {
+        let vm = &mut self.vms[i];
+        for _ in 0..3 {
+            if !matches!(vm.child.try_wait(), Ok(None)) {
+                break;
+            }
+            send_monitor(&vm.monitor, "sendkey ctrl-alt-delete");
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline && matches!(vm.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        !matches!(vm.child.try_wait(), Ok(None))
+    }
+
+    /// Boots VM `i` (stopped) again in the network, on `disk`, with its launch inputs; `tag`
+    /// names its serial log (`serial-<tag>.log` in its directory).
+    pub fn reboot(&mut self, i: usize, tag: &str, disk: &Path) -> Result<PathBuf> {
+        let vm = self.vm_dir(i);
+        let boot = self.boot(
+            i,
+            tag,
+            disk,
+            &[
+                ("config.toml", vm.join("config.toml")),
+                ("genesis.json", self.genesis.clone()),
+                ("host_data", self.dir.join("host_data")),
+            ],
+            true,
+        );
+        let child = launch(&self.image, &boot)?;
+        self.vms[i] = Vm {
+            child,
+            monitor: boot.monitor,
+        };
+        Ok(boot.serial)
+    }
+
     /// VM `i`'s virtio devices and whether its guest negotiated ACCESS_PLATFORM with each.
     pub fn virtio_devices(&self, i: usize) -> Result<Vec<VirtioDevice>> {
         let monitor = &self.vms[i].monitor;
