@@ -213,6 +213,17 @@ fn node_key(seed: u64, i: usize) -> SigningKey {
     SigningKey::from(bytes)
 }
 
+/// The instance of node `i` in its `life`-th start: new at every start, as a real boot draws
+/// fresh random bytes (`bulwark_instance`).
+fn instance_of(seed: u64, i: usize, life: u64) -> [u8; 32] {
+    let mut bytes = [0u8; 32];
+    for (k, chunk) in bytes.chunks_mut(8).enumerate() {
+        chunk
+            .copy_from_slice(&mix_all(&[seed, i as u64, life, k as u64, 0x696e7374]).to_le_bytes());
+    }
+    bytes
+}
+
 fn describe(input: &Input) -> String {
     match input {
         Input::Peer(from, p) => format!("from {from}: {}", describe_payload(p)),
@@ -450,9 +461,7 @@ impl Sim {
             },
             max_block_tx_bytes: self.world.max_block_tx_bytes,
             timeout_commit: Duration::from_millis(self.world.timeout_commit_ms),
-            // One instance per node across its lives: these outages keep their disks (the
-            // instance rule of `bulwark_instance` is inert here).
-            instance: [i as u8; 32],
+            instance: instance_of(self.seed, i, self.nodes[i].life + 1),
         };
         let node = &mut self.nodes[i];
         let opened = (|| -> Result<(Engine, Vec<Output>), String> {

@@ -12,7 +12,9 @@
 //!
 //! > an instance signs (proposes, prevotes, precommits) at height `h` only if the register as
 //! > of the end of height `h - 1` names it, or, for a genesis validator within the network's
-//! > first [`BOOTSTRAP_HEIGHTS`] heights, names no instance of it yet.
+//! > first [`BOOTSTRAP_HEIGHTS`] heights, names no instance of it yet and validators holding
+//! > (with it) more than two thirds of the power have acknowledged this instance ([`Ack`]:
+//! > "the network is in its first heights and my register names no instance of yours").
 //!
 //! Safety. Two instances of one key never sign at the same height: the register is part of
 //! the decided chain, so every instance at height `h` reads the same holder. An instance that
@@ -27,21 +29,25 @@
 //! decided without it: within a few heights when the other validators alone hold more than
 //! two thirds of the power, never otherwise (it waits, safety first, and says so).
 //!
-//! Limit. Within the network's first [`BOOTSTRAP_HEIGHTS`] heights, before a genesis
-//! validator's first claim commits, every instance of it may sign (at launch nobody holds a
-//! key, and claims need blocks): two copies of its enrolled disk booted in that window, or a
-//! copy of its disk from that window booted again, can sign twice. After the window an
-//! unclaimed validator (one that joined later, or whose claims were kept out of blocks) signs
-//! only after its claim commits. A halted network (validators holding a third of the power or
-//! more restarted together) stays halted: the way out is a new network (a new genesis). An instance that held the key and sees another instance's
-//! claim commit stops for good (the other one is newer); it never claims back, so two live
-//! clones cannot take turns.
+//! Limit. Before a genesis validator's first claim commits (normally within the network's
+//! first one or two heights), its instances may sign unclaimed once acknowledged: two copies
+//! of its enrolled disk booted at launch, together, can both be acknowledged and sign twice. A
+//! copy booted later is not acknowledged by honest validators (their registers name the
+//! first instance, or they are past the first heights), so it waits for its claim like any
+//! restart. After the window an unclaimed validator (one that joined later, or whose claims
+//! were kept out of blocks) signs only after its claim commits. A halted network (validators
+//! holding a third of the power or more restarted together, or restarted while byzantine
+//! validators withhold their votes) stays halted: the way out is a new network (a new
+//! genesis). An instance that held the key and sees another instance's claim commit stops for
+//! good (the other one is newer); it never claims back, so two live clones cannot take turns.
 
+mod ack;
 mod claim;
 mod pool;
 mod register;
 mod signer;
 
+pub use ack::{Ack, AckError, ACK_SIGNING_DOMAIN, ACK_TX_MAGIC};
 pub use claim::{Claim, ClaimError, CLAIM_TTL, SIGNING_DOMAIN, TX_MAGIC};
 pub use pool::Pool;
 pub use register::{

@@ -74,6 +74,11 @@ impl Pool {
         });
     }
 
+    /// Whether the pool keeps exactly `claim` (so its signature was checked).
+    pub fn holds(&self, claim: &Claim) -> bool {
+        self.claims.get(&claim.validator) == Some(claim)
+    }
+
     /// Claims kept.
     pub fn len(&self) -> usize {
         self.claims.len()

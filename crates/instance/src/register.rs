@@ -27,6 +27,10 @@ pub struct Bootstrap {
     pub initial_height: u64,
     /// Whether the validator is a genesis validator.
     pub genesis_validator: bool,
+    /// Whether validators holding, with this one, more than two thirds of the power have
+    /// acknowledged this instance (`crate::ack`): the network is in its first heights and
+    /// holds no claim of this validator.
+    pub launch_confirmed: bool,
 }
 
 /// Per validator (upper-case hex address), its holder.
@@ -43,6 +47,10 @@ pub enum Authorization {
     /// No instance of the validator has claimed its key yet, within the network's first
     /// [`BOOTSTRAP_HEIGHTS`] heights, and it is a genesis validator: it may sign.
     Unclaimed,
+    /// As [`Authorization::Unclaimed`], but too few validators have acknowledged this
+    /// instance yet (`crate::ack`): it may be a copy of the enrolled disk booted after the
+    /// network's launch, so it waits.
+    Unconfirmed,
     /// No instance of the validator has claimed its key yet, and the network is past its
     /// first heights (or it joined after genesis): this instance signs only after its claim.
     UnclaimedLate,
@@ -92,8 +100,8 @@ impl Register {
     }
 
     /// What the register says of `instance` of `validator` at `height`: a validator with no
-    /// claim yet may sign only if it is `genesis_validator` and `height` is within
-    /// [`BOOTSTRAP_HEIGHTS`] of `initial_height`.
+    /// claim yet may sign only if it is `genesis_validator`, `height` is within
+    /// [`BOOTSTRAP_HEIGHTS`] of `initial_height` and its launch is confirmed.
     pub fn authorization(
         &self,
         validator: &[u8; 20],
@@ -104,7 +112,11 @@ impl Register {
             None if at.genesis_validator
                 && at.height < at.initial_height.saturating_add(BOOTSTRAP_HEIGHTS) =>
             {
-                Authorization::Unclaimed
+                if at.launch_confirmed {
+                    Authorization::Unclaimed
+                } else {
+                    Authorization::Unconfirmed
+                }
             }
             None => Authorization::UnclaimedLate,
             Some(h) if h.instance == hex::encode(instance) => {

@@ -1,8 +1,12 @@
 //! One instance's side of the rule: whether it may sign at the height in progress, and when
 //! it must claim its validator's key (again).
 
+use crate::ack::Ack;
 use crate::claim::{Claim, CLAIM_TTL};
+use crate::register::BOOTSTRAP_HEIGHTS;
 use crate::register::{Authorization, Bootstrap, Register};
+use bulwark_types::tendermint::validator;
+use std::collections::BTreeMap;
 
 /// Re-send a pending claim to every peer this often (heights), for peers that connected after
 /// it was sent.
@@ -19,6 +23,8 @@ pub struct Signer {
     held: bool,
     /// What the register said last, for saying so when it changes.
     last: Option<Authorization>,
+    /// Launch acknowledgements of this instance: per acking validator, its height then.
+    acks: BTreeMap<[u8; 20], u64>,
 }
 
 /// What the engine should do after a height committed.
@@ -40,7 +46,38 @@ impl Signer {
             pending: None,
             held: false,
             last: None,
+            acks: BTreeMap::new(),
         }
+    }
+
+    /// Records `ack` if it acknowledges this instance of `me` from within the first heights
+    /// of a chain starting at `initial_height` (its signature already checked). Returns
+    /// whether it was kept.
+    pub fn acknowledged(&mut self, ack: &Ack, me: &[u8; 20], initial_height: u64) -> bool {
+        let fits = ack.asker == *me
+            && ack.acker != *me
+            && ack.instance == self.instance
+            && ack.height < initial_height.saturating_add(BOOTSTRAP_HEIGHTS);
+        if fits {
+            self.acks.insert(ack.acker, ack.height);
+        }
+        fits
+    }
+
+    /// Whether validators of `validators` holding, with `me`, more than two thirds of its
+    /// power have acknowledged this instance.
+    pub fn launch_confirmed(&self, validators: &validator::Set, me: &[u8; 20]) -> bool {
+        let mut total: u128 = 0;
+        let mut confirmed: u128 = 0;
+        for v in validators.validators() {
+            let power = u128::from(v.power.value());
+            total += power;
+            let address: &[u8] = v.address.as_bytes();
+            if address == me || self.acks.keys().any(|a| a.as_slice() == address) {
+                confirmed += power;
+            }
+        }
+        3 * confirmed > 2 * total
     }
 
     /// The instance's bytes.
@@ -77,6 +114,9 @@ impl Signer {
         let line = changed.then(|| match &now {
             Authorization::Unclaimed => format!(
                 "instance {me}: signing before any claim of this validator committed (the network's first heights)"
+            ),
+            Authorization::Unconfirmed => format!(
+                "instance {me}: not signing yet: waiting for validators holding more than two thirds of the power to acknowledge that the network is in its first heights and holds no claim of this validator (a copy of an enrolled disk booted after launch never gets them)"
             ),
             Authorization::UnclaimedLate => format!(
                 "instance {me}: not signing until this instance's claim commits (no claim of this validator has, and the network is past its first heights); this needs blocks the other validators decide without this one"

@@ -12,6 +12,7 @@ const EARLY: Bootstrap = Bootstrap {
     height: 3,
     initial_height: 1,
     genesis_validator: true,
+    launch_confirmed: true,
 };
 
 #[test]
@@ -249,4 +250,102 @@ fn the_pool_keeps_the_newest_valid_claim_per_validator_and_forgets_expired_ones(
     assert!(pool.reap(6, &register, &others).is_empty());
     pool.prune(7 + CLAIM_TTL, &register);
     assert!(pool.is_empty());
+}
+
+fn ack(acker: u8, asker: u8, instance: u8, height: u64) -> Ack {
+    let (acker_address, asker_address) = (address(acker), address(asker));
+    let bytes = Ack::signed_bytes(
+        CHAIN,
+        &acker_address,
+        &asker_address,
+        &[instance; 32],
+        height,
+    );
+    Ack {
+        acker: acker_address,
+        asker: asker_address,
+        instance: [instance; 32],
+        height,
+        signature: key(acker).sign(&bytes).to_bytes(),
+    }
+}
+
+#[test]
+fn an_unclaimed_instance_waits_until_its_launch_is_acknowledged() {
+    let register = Register::default();
+    let unconfirmed = Bootstrap {
+        launch_confirmed: false,
+        ..EARLY
+    };
+    let a = register.authorization(&address(1), &[7; 32], unconfirmed);
+    assert_eq!(a, Authorization::Unconfirmed);
+    assert!(!a.may_sign());
+    // Past the first heights, acknowledged or not: its claim first.
+    let late = Bootstrap {
+        height: 1 + BOOTSTRAP_HEIGHTS,
+        ..unconfirmed
+    };
+    assert_eq!(
+        register.authorization(&address(1), &[7; 32], late),
+        Authorization::UnclaimedLate
+    );
+}
+
+#[test]
+fn launch_acknowledgements_count_only_for_this_instance_and_more_than_two_thirds() {
+    let (validators, me) = (set(4), address(1));
+    let mut signer = Signer::new([7; 32]);
+    assert!(!signer.launch_confirmed(&validators, &me));
+    // For another instance of this validator (a copy booted earlier), for another validator,
+    // from itself, or from past the first heights: not counted.
+    assert!(!signer.acknowledged(&ack(2, 1, 8, 1), &me, 1));
+    assert!(!signer.acknowledged(&ack(2, 3, 7, 1), &me, 1));
+    assert!(!signer.acknowledged(&ack(1, 1, 7, 1), &me, 1));
+    assert!(!signer.acknowledged(&ack(2, 1, 7, 1 + BOOTSTRAP_HEIGHTS), &me, 1));
+    assert!(signer.acknowledged(&ack(2, 1, 7, 3), &me, 1));
+    // Twice from one validator is still one: 20 of 40 is not more than two thirds.
+    assert!(signer.acknowledged(&ack(2, 1, 7, 4), &me, 1));
+    assert!(!signer.launch_confirmed(&validators, &me));
+    assert!(signer.acknowledged(&ack(3, 1, 7, 1), &me, 1));
+    assert!(signer.launch_confirmed(&validators, &me));
+}
+
+#[test]
+fn an_acknowledgement_travels_as_a_transaction_and_verifies_only_as_signed() {
+    let a = ack(2, 1, 7, 3);
+    let tx = a.to_tx();
+    assert!(tx.starts_with(ACK_TX_MAGIC));
+    assert_eq!(ACK_SIGNING_DOMAIN[0], 0);
+    assert_eq!(Ack::from_tx(&tx), Some(Ok(a.clone())));
+    assert_eq!(Ack::from_tx(&claim(1, 7, 5).to_tx()), None);
+    assert_eq!(Claim::from_tx(&tx), None);
+    assert!(matches!(
+        Ack::from_tx(&tx[..tx.len() - 1]),
+        Some(Err(AckError::Length(_)))
+    ));
+    a.verify_signature(CHAIN, &set(4)).unwrap();
+    assert!(a.verify_signature("other-chain", &set(4)).is_err());
+    for changed in [
+        Ack {
+            height: 2,
+            ..a.clone()
+        },
+        Ack {
+            instance: [8; 32],
+            ..a.clone()
+        },
+        Ack {
+            asker: address(3),
+            ..a.clone()
+        },
+    ] {
+        assert!(matches!(
+            changed.verify_signature(CHAIN, &set(4)),
+            Err(AckError::Signature(_))
+        ));
+    }
+    assert!(matches!(
+        ack(9, 1, 7, 3).verify_signature(CHAIN, &set(4)),
+        Err(AckError::NotAValidator(_))
+    ));
 }

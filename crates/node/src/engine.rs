@@ -24,7 +24,7 @@ use bulwark_evidence::{AtHeight, EvidenceError, Now, Pool};
 use bulwark_gossip::proposal::{block_to_parts, Assembler, PartAdded};
 use bulwark_gossip::relay::Relay;
 use bulwark_instance::{
-    Authorization, Bootstrap, Claim, ClaimAction, ClaimError, Pool as ClaimPool, Signer,
+    Ack, Authorization, Bootstrap, Claim, ClaimAction, ClaimError, Pool as ClaimPool, Signer,
 };
 use bulwark_mempool::{AddError, Mempool, MempoolConfig};
 use bulwark_store::blocks::{BlockStore, DecidedHeight};
@@ -356,6 +356,11 @@ pub struct Engine {
     genesis_validator: bool,
     /// Peer claims checked since the last tick.
     claim_checks: u32,
+    /// Our proposal of the round in progress, not signed while this instance waited for its
+    /// launch acknowledgements: made as soon as they arrive.
+    deferred_proposal: Option<CoreProposal>,
+    /// Our votes of the round in progress, not signed for the same reason.
+    deferred_votes: Vec<CoreVote>,
 }
 
 /// Most block ids of verified votes remembered at one height (each validator can vote for a
@@ -465,6 +470,8 @@ impl Engine {
             signer: Signer::new(config_instance),
             genesis_validator,
             claim_checks: 0,
+            deferred_proposal: None,
+            deferred_votes: Vec::new(),
         };
         for e in engine.evidence_log.all()? {
             engine
@@ -508,10 +515,14 @@ impl Engine {
 
     /// The height in progress, for the instance rule's first heights.
     fn bootstrap(&self) -> Bootstrap {
+        let validator: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
         Bootstrap {
             height: self.state.next_height(),
             initial_height: self.state.initial_height,
             genesis_validator: self.genesis_validator,
+            launch_confirmed: self
+                .signer
+                .launch_confirmed(&self.state.validator_infos, &validator),
         }
     }
 
@@ -691,6 +702,12 @@ impl Engine {
     /// Admits a client transaction; it is gossiped with the others that arrive within
     /// [`TX_GOSSIP_DELAY`] (one message instead of one per transaction).
     fn add_tx(&mut self, tx: Bytes) -> Result<Vec<Output>, AddError> {
+        if Ack::from_tx(&tx).is_some() {
+            return Err(AddError::Rejected {
+                code: 1,
+                log: "a launch acknowledgement travels between validators only".into(),
+            });
+        }
         match self.admit_claim(&tx) {
             None => {}
             Some(Ok(())) => return Ok(vec![]),
@@ -745,14 +762,21 @@ impl Engine {
         self.peer_evidence_checks.clear();
         self.rpc_evidence_checks = 0;
         self.claim_checks = 0;
+        let mut out = vec![];
         if stuck {
-            vec![Output::Broadcast(Payload::Status(wire::Status {
+            out.push(Output::Broadcast(Payload::Status(wire::Status {
                 height: mark.0,
                 round: mark.1,
-            }))]
-        } else {
-            vec![]
+            })));
         }
+        // Waiting for launch acknowledgements: peers that connected since the claim went out
+        // have not seen it.
+        if let (Authorization::Unconfirmed, Some(claim)) = (self.signing(), self.signer.pending()) {
+            out.push(Output::Broadcast(Payload::Txs(wire::Txs {
+                txs: vec![claim.to_tx()],
+            })));
+        }
+        out
     }
 
     fn peer(&mut self, peer: PeerId, payload: Payload) -> Result<Vec<Output>, EngineError> {
@@ -781,20 +805,27 @@ impl Engine {
                 // A claim costs a signature check: an honest peer sends its own, alone, a few
                 // times per claim; checks are budgeted per message and per tick.
                 let mut claims = 0;
+                let mut out = vec![];
                 for tx in txs.txs.into_iter().take(10_000) {
-                    if Claim::from_tx(&tx).is_some() {
+                    let claim = Claim::from_tx(&tx).is_some();
+                    if claim || Ack::from_tx(&tx).is_some() {
                         claims += 1;
                         if claims <= MAX_CLAIMS_PER_MESSAGE
                             && self.claim_checks < CLAIM_CHECKS_PER_TICK
                         {
                             self.claim_checks += 1;
-                            let _ = self.admit_claim(&tx);
+                            if claim {
+                                let valid = self.admit_claim(&tx);
+                                out.extend(self.acknowledge(peer, &tx, valid)?);
+                            } else {
+                                out.extend(self.take_ack(&tx)?);
+                            }
                         }
                     } else {
                         let _ = self.mempool.add(Bytes::from(tx), self.app.as_ref());
                     }
                 }
-                Ok(vec![])
+                Ok(out)
             }
             Payload::Status(s) => {
                 self.highest_peer_height = self.highest_peer_height.max(s.height);
@@ -1658,8 +1689,10 @@ impl Engine {
             signature: None,
         };
         if !self.may_sign() {
+            self.deferred_proposal = Some(p);
             return Ok(vec![]);
         }
+        self.deferred_proposal = None;
         let signed = self.privval.sign_proposal(&mut tp, &self.state.chain_id);
         if !self.privval_signed(signed, "proposal")? {
             return Ok(vec![]);
@@ -1762,6 +1795,11 @@ impl Engine {
         let validator: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
         let next = self.state.next_height();
         self.claims.prune(next, &self.state.claims);
+        // Far behind (block sync): a claim made now would name a height the others passed
+        // long ago and expire before it reached a block; claim once caught up.
+        if self.highest_peer_height > next.saturating_add(2) {
+            return Ok(vec![]);
+        }
         if !self
             .state
             .validator_infos
@@ -1799,6 +1837,119 @@ impl Engine {
         Ok(vec![Output::Broadcast(Payload::Txs(wire::Txs {
             txs: vec![claim.to_tx()],
         }))])
+    }
+
+    /// Answers a peer's claim `tx` (`valid`: what [`Engine::admit_claim`] said of it) with a
+    /// launch acknowledgement ([`Ack`]) when this node is a validator within the network's
+    /// first heights and its register names no instance of the claim's validator.
+    fn acknowledge(
+        &mut self,
+        peer: PeerId,
+        tx: &[u8],
+        valid: Option<Result<(), ClaimError>>,
+    ) -> Result<Vec<Output>, EngineError> {
+        let Some(Ok(claim)) = Claim::from_tx(tx) else {
+            return Ok(vec![]);
+        };
+        let me: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
+        let height = self.state.next_height();
+        let first_heights = height
+            < self
+                .state
+                .initial_height
+                .saturating_add(bulwark_instance::BOOTSTRAP_HEIGHTS);
+        // Signature checked: admitted now, or the very claim the pool keeps.
+        let verified = matches!(valid, Some(Ok(()))) || self.claims.holds(&claim);
+        let member = self
+            .state
+            .validator_infos
+            .validators()
+            .iter()
+            .any(|v| v.address == self.address);
+        if !verified
+            || !first_heights
+            || !member
+            || claim.validator == me
+            || self.state.claims.holder(&claim.validator).is_some()
+        {
+            return Ok(vec![]);
+        }
+        let bytes = Ack::signed_bytes(
+            self.state.chain_id.as_str(),
+            &me,
+            &claim.validator,
+            &claim.instance,
+            height,
+        );
+        let signature = self
+            .privval
+            .sign_domain_separated(&bytes)
+            .map_err(|e| EngineError::Wal(e.to_string()))?;
+        let ack = Ack {
+            acker: me,
+            asker: claim.validator,
+            instance: claim.instance,
+            height,
+            signature,
+        };
+        Ok(vec![Output::Send(
+            peer,
+            Payload::Txs(wire::Txs {
+                txs: vec![ack.to_tx()],
+            }),
+        )])
+    }
+
+    /// Keeps a peer's launch acknowledgement of this instance if it is one and verifies; once
+    /// they confirm the launch, makes the proposal of the round in progress if it waited.
+    fn take_ack(&mut self, tx: &[u8]) -> Result<Vec<Output>, EngineError> {
+        let Some(Ok(ack)) = Ack::from_tx(tx) else {
+            return Ok(vec![]);
+        };
+        let me: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
+        if ack.asker != me || ack.instance != *self.signer.instance() {
+            return Ok(vec![]);
+        }
+        let verified = ack
+            .verify_signature(self.state.chain_id.as_str(), &self.state.validator_infos)
+            .is_ok();
+        if !verified
+            || !self
+                .signer
+                .acknowledged(&ack, &me, self.state.initial_height)
+        {
+            return Ok(vec![]);
+        }
+        tracing::debug!(
+            "instance: launch acknowledged by {} at its height {}",
+            hex::encode_upper(ack.acker),
+            ack.height
+        );
+        if !self.signing().may_sign() {
+            return Ok(vec![]);
+        }
+        let (height, round) = (self.core.height(), self.core.round());
+        let mut out = vec![];
+        if let Some(p) = self.deferred_proposal.take() {
+            if height == Some(p.height) && round == Some(p.round) {
+                out.extend(self.propose(p)?);
+            }
+        }
+        for v in std::mem::take(&mut self.deferred_votes) {
+            if height != Some(v.height) || round != Some(v.round) {
+                continue;
+            }
+            if let Some((payload, signed)) = self.sign_vote(v)? {
+                out.push(Output::Broadcast(payload.clone()));
+                self.relay.keep(None, payload.clone());
+                self.log_own(WalRecord {
+                    envelope: Some(envelope(&payload)),
+                    ..Default::default()
+                })?;
+                out.extend(self.drive(Event::Vote(signed))?);
+            }
+        }
+        Ok(out)
     }
 
     /// `None` if `tx` is no instance claim; else whether it was valid (then kept in the claim
@@ -1875,6 +2026,11 @@ impl Engine {
         v: CoreVote,
     ) -> Result<Option<(Payload, Signed<CoreVote>)>, EngineError> {
         if !self.may_sign() {
+            self.deferred_votes
+                .retain(|d| d.height == v.height && d.round == v.round);
+            if self.deferred_votes.len() < 2 {
+                self.deferred_votes.push(v);
+            }
             return Ok(None);
         }
         let mut tv = self.unsigned_vote(&v, self.address, self.vote_time(v.value))?;

@@ -203,3 +203,82 @@ fn planted_without_the_claim_check_two_clones_double_sign() {
     plant(None);
     assert!(result.is_err(), "the planted bug went unseen");
 }
+
+/// The slot whose validator proposed the block of `height`.
+fn proposer_of(net: &Net, height: u64) -> usize {
+    use prost::Message;
+    let engine = net.slots[1].engine.as_ref().unwrap();
+    let raw = engine.blocks().block(height).unwrap().unwrap();
+    let block =
+        bulwark_types::tendermint_proto::v0_38::types::Block::decode(raw.as_slice()).unwrap();
+    let proposer = block.header.unwrap().proposer_address;
+    (0..N)
+        .find(|i| {
+            let key = bulwark_types::signing::public_key(&net.slots[*i].key);
+            let address = bulwark_types::tendermint::account::Id::from(key.ed25519().unwrap());
+            address.as_bytes() == proposer.as_slice()
+        })
+        .unwrap()
+}
+
+/// The copy of review C-2(c) made at enrolment: the host boots the enrolled disk of the first
+/// height's proposer again (its chain state empty) long after launch. Unclaimed instances
+/// sign only once validators acknowledge the launch, and honest ones, whose registers name
+/// the validator's instance, never do: it neither proposes nor votes at height 1 again, and
+/// signs only after its own claim commits.
+#[test]
+fn the_enrolled_disk_booted_after_launch_never_signs_the_first_heights_again() {
+    let mut net = Net::new();
+    net.run_until(8, 200_000);
+    let v = proposer_of(&net, 1);
+    stop(&mut net, v);
+    for dir in [
+        net.slots[v].store_dir.path().to_path_buf(),
+        net.slots[v].app_dir.path().to_path_buf(),
+    ] {
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::create_dir_all(&dir).unwrap();
+    }
+    net.slots[v].instance = instance(3);
+    let since = net.sent_votes.len();
+    // The host lets claims and acknowledgements through but holds back every block, so the
+    // copy stays at height 1 (as proposer of its round 0) as long as the host likes.
+    net.txs_only_to.insert(v);
+    net.start(v);
+    for _ in 0..20_000 {
+        net.step();
+    }
+    assert_eq!(voted_heights(&net, v, since), Vec::<i64>::new());
+    assert_eq!(net.conflicting_votes(), vec![], "no conflicting votes");
+    let copy = net.slots[v].engine.as_ref().unwrap();
+    assert_eq!(copy.state().next_height(), 1);
+    assert_eq!(copy.signing(), bulwark_instance::Authorization::Unconfirmed);
+    net.txs_only_to.clear();
+    // The others ran on meanwhile: the copy catches up, claims, and its claim commits.
+    for _ in 0..400_000 {
+        let copy = net.slots[v].engine.as_ref().unwrap();
+        if copy.signing().may_sign() {
+            break;
+        }
+        net.step();
+    }
+    let top = net
+        .committed
+        .iter()
+        .copied()
+        .filter(|h| *h != u64::MAX)
+        .max()
+        .unwrap();
+    net.run_until(top + 3, 400_000);
+    assert_eq!(net.conflicting_votes(), vec![], "no conflicting votes");
+    let claimed = match net.slots[v].engine.as_ref().unwrap().signing() {
+        bulwark_instance::Authorization::Holder { since } => since,
+        other => panic!("the new instance never held the key: {other:?}"),
+    };
+    let signed = voted_heights(&net, v, since);
+    assert!(
+        signed.iter().all(|h| *h as u64 > claimed),
+        "signed at {signed:?}, its claim committed at {claimed}"
+    );
+    assert!(!signed.is_empty(), "it signs again after its claim");
+}

@@ -180,6 +180,10 @@ fn status(engine: &Engine, node: &NodeView<'_>) -> Result<Value, ResponseError> 
             true,
             "no claim of this validator committed yet (the network's first heights)".into(),
         ),
+        Authorization::Unconfirmed => (
+            false,
+            "no claim of this validator committed yet, and too few validators have acknowledged this instance as part of the network's launch: it waits for their acknowledgements (a copy of an enrolled disk booted after launch never gets them) or for its own claim to commit".into(),
+        ),
         Authorization::UnclaimedLate => (
             false,
             "no claim of this validator committed, and the network is past its first heights: this instance signs only after its own claim commits".into(),

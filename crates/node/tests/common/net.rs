@@ -131,6 +131,8 @@ pub struct Net {
     pub sent_votes: Vec<SentVote>,
     /// Slots that receive no proposals and block parts (they time out in round 0).
     pub no_proposals_to: std::collections::HashSet<usize>,
+    /// Slots that receive transaction messages only (the host holds back everything else).
+    pub txs_only_to: std::collections::HashSet<usize>,
 }
 
 impl Net {
@@ -164,6 +166,7 @@ impl Net {
             blocked: Default::default(),
             sent_votes: Vec::new(),
             no_proposals_to: Default::default(),
+            txs_only_to: Default::default(),
         };
         for i in 0..N {
             net.start(i);
@@ -304,6 +307,10 @@ impl Net {
                 )
             );
             if proposal && self.no_proposals_to.contains(&to) {
+                return;
+            }
+            let txs = matches!(input, Input::Peer(_, bulwark_wire::Payload::Txs(_)));
+            if !txs && self.txs_only_to.contains(&to) {
                 return;
             }
             if let Some(engine) = self.slots[to].engine.as_mut() {
