@@ -81,7 +81,7 @@ struct Summary {
     max_round: u32,
     events: u64,
     violations: Vec<String>,
-    extra: [u64; 4],
+    extra: [u64; 9],
 }
 
 /// Runs `count` seeds from `first` on `threads` workers; `one` runs a seed.
@@ -190,7 +190,17 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
             max_round: o.max_round,
             events: o.events,
             violations: o.violations.iter().map(|v| v.to_string()).collect(),
-            extra: [o.crashes, o.synced, o.sim_ms, o.accused.len() as u64],
+            extra: [
+                o.crashes,
+                o.synced,
+                o.sim_ms,
+                o.accused.len() as u64,
+                u64::from(o.liveness_demanded),
+                o.disk_faults,
+                o.disk_faults_in_launch_window,
+                o.clones,
+                o.max_heights_to_sign_again,
+            ],
         })
     };
     let (results, elapsed) = sweep(first, count, threads, &one)?;
@@ -207,11 +217,17 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
     let crashes: u64 = results.iter().map(|o| o.extra[0]).sum();
     let synced: u64 = results.iter().map(|o| o.extra[1]).sum();
     let evidence: u64 = results.iter().map(|o| o.extra[3]).sum();
+    let sum = |k: usize| -> u64 { results.iter().map(|o| o.extra[k]).sum() };
+    let (live, disk_faults, in_window, clones) = (sum(4), sum(5), sum(6), sum(7));
+    let sign_again = results.iter().map(|o| o.extra[8]).max().unwrap_or(0);
     let max_round = results.iter().map(|o| o.max_round).max().unwrap_or(0);
     let seconds = elapsed.as_secs_f64();
     eprintln!(
         "sim: engine mode, {count} seeds in {elapsed:.2?} on {threads} threads: {heights} heights decided, {events} events, {crashes} crashes, {synced} heights block-synced, max round {max_round}, {} failing seeds",
         failing.len()
+    );
+    eprintln!(
+        "sim: the host's disks: {disk_faults} rolled back or wiped ({in_window} more left as they were: no claim committed yet), {clones} clones; liveness demanded in {live} of {count} seeds (the others restart or clone a third of the power or more); restarted validators signed again within {sign_again} heights"
     );
     println!(
         "{}",
@@ -228,6 +244,10 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
             "crashes": crashes,
             "heights_block_synced": synced,
             "evidence_committed": evidence,
+            "disk_faults": disk_faults,
+            "clones": clones,
+            "liveness_demanded": live,
+            "max_heights_to_sign_again": sign_again,
             "wall_seconds": (seconds * 1000.0).round() / 1000.0,
             "seeds_per_second": if seconds > 0.0 { ((count as f64 / seconds) * 100.0).round() / 100.0 } else { 0.0 },
         })
@@ -284,7 +304,7 @@ pub fn run(args: SimArgs) -> Result<()> {
             max_round: o.max_round,
             events: o.events,
             violations: o.violations.iter().map(|v| v.to_string()).collect(),
-            extra: [o.evidence, 0, 0, 0],
+            extra: [o.evidence, 0, 0, 0, 0, 0, 0, 0, 0],
         })
     };
     let (results, elapsed) = sweep(first, count, threads, &one)?;

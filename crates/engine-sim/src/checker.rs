@@ -130,6 +130,18 @@ pub enum Violation {
         /// Events processed.
         events: u64,
     },
+    /// A restarted honest validator was not signing again by the end of a run whose other
+    /// validators held more than two thirds of the power (the instance rule's liveness).
+    NotSigningAgain {
+        /// Who.
+        node: usize,
+        /// The highest height decided when it restarted.
+        restarted_at: u64,
+        /// The highest height decided at the end.
+        top: u64,
+        /// What its register said.
+        authorization: String,
+    },
 }
 
 impl fmt::Display for Violation {

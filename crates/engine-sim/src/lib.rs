@@ -38,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use thiserror::Error;
-use world::{EngineSimConfig, Role, World};
+use world::{DiskFault, EngineSimConfig, Role, World};
 
 /// How often an engine gets a tick (as the node's driver gives it).
 const TICK_MS: u64 = 500;
@@ -125,6 +125,19 @@ pub struct Outcome {
     pub accused: Vec<(usize, u64)>,
     /// The broken invariants.
     pub violations: Vec<Violation>,
+    /// Whether liveness was demanded: the faults were within the bound, and the honest
+    /// validators the host never restarted or cloned held more than two thirds of the power.
+    pub liveness_demanded: bool,
+    /// Disks the host rolled back or wiped before a boot.
+    pub disk_faults: u64,
+    /// Rollbacks and wipes left out because the validator had no claim committed yet (the
+    /// instance rule's documented launch window).
+    pub disk_faults_in_launch_window: u64,
+    /// Clones booted beside their original.
+    pub clones: u64,
+    /// Of the restarted validators that signed again, the most heights the network decided
+    /// between their catching up after the restart and their first permission to sign.
+    pub max_heights_to_sign_again: u64,
 }
 
 /// Why a run could not be carried out at all (not a violation: the harness failed).
@@ -161,6 +174,11 @@ enum Event {
         node: usize,
         keep: f64,
         down_ms: u64,
+        disk: DiskFault,
+    },
+    /// The host copies a validator's disk (for a later rollback).
+    Snapshot {
+        node: usize,
     },
     /// A client transaction; `repeat`: part of the steady load, which schedules the next.
     ClientTx {
@@ -178,8 +196,14 @@ struct Node {
     /// Bumped at every start: timers of an earlier life are ignored.
     life: u64,
     adversary: Option<Adversary>,
-    /// Crashes after a commit still to come: (height, keep, down).
-    crash_after: Vec<(u64, f64, u64)>,
+    /// Crashes after a commit still to come: (height, keep, down, disk fault).
+    crash_after: Vec<(u64, f64, u64, DiskFault)>,
+    /// The host's copy of its disks (store, application), for a rollback.
+    snapshot: Option<(MemDisk, MemDisk)>,
+    /// Restarted and not signing yet: the highest height decided when it started.
+    restarted_at: Option<u64>,
+    /// Restarted, not signing yet, and caught up: the highest height decided then.
+    caught_up_at: Option<u64>,
 }
 
 struct Sim {
@@ -203,6 +227,10 @@ struct Sim {
     last_fault_end: u64,
     synced: u64,
     committed: Vec<u64>,
+    liveness_demanded: bool,
+    disk_faults: u64,
+    disk_faults_in_launch_window: u64,
+    max_heights_to_sign_again: u64,
 }
 
 fn node_key(seed: u64, i: usize) -> SigningKey {
@@ -317,7 +345,7 @@ impl Sim {
             app_state: serde_json::json!({}),
         };
         let set = validator::Set::without_proposer(genesis.validators.clone());
-        let addresses = keys
+        let addresses: Vec<Vec<u8>> = keys
             .iter()
             .map(|k| {
                 public_key(k)
@@ -330,8 +358,16 @@ impl Sim {
                     .unwrap_or_default()
             })
             .collect();
-        let honest = (0..n).map(|i| world.is_honest(i)).collect();
+        // Clones sign as their originals.
+        let total = world.roles.len();
+        let addresses: Vec<Vec<u8>> = (0..total)
+            .map(|i| addresses[world.validator_of(i)].clone())
+            .collect();
+        let honest = (0..total).map(|i| world.is_honest(i)).collect();
         let checker = Checker::new(genesis.chain_id.clone(), set, addresses, honest);
+        let keys: Vec<SigningKey> = (0..total)
+            .map(|i| keys[world.validator_of(i)].clone())
+            .collect();
         let nodes = keys
             .into_iter()
             .enumerate()
@@ -356,8 +392,11 @@ impl Sim {
                     .outages
                     .iter()
                     .filter(|o| o.node == i && o.at.is_none())
-                    .map(|o| (o.after_commit, o.keep_unflushed, o.down_ms))
+                    .map(|o| (o.after_commit, o.keep_unflushed, o.down_ms, o.disk))
                     .collect(),
+                snapshot: None,
+                restarted_at: None,
+                caught_up_at: None,
             })
             .collect();
         let mut sim = Sim {
@@ -376,20 +415,27 @@ impl Sim {
             seq: 0,
             now: Arc::new(AtomicU64::new(0)),
             net: Rng::new(mix_all(&[seed, 0x6e6574])),
-            last_delivery: vec![vec![0; n]; n],
+            last_delivery: vec![vec![0; total]; total],
             checker,
             processed: 0,
             crashes: 0,
             last_fault_end: 0,
             synced: 0,
-            committed: vec![0; n],
+            committed: vec![0; total],
+            liveness_demanded: config.within_fault_bound() && world.instances_allow_liveness(),
+            disk_faults: 0,
+            disk_faults_in_launch_window: 0,
+            max_heights_to_sign_again: 0,
             world,
         };
         sim.trace(|| format!("world of seed {seed}: {:?}", sim.world));
-        for i in 0..n {
+        for i in 0..total {
             sim.at(sim.world.start_at[i], Event::Start { node: i });
         }
         for o in sim.world.outages.clone() {
+            if let DiskFault::RolledBack { snapshot_at } = o.disk {
+                sim.at(snapshot_at, Event::Snapshot { node: o.node });
+            }
             if let Some(at) = o.at {
                 sim.at(
                     at,
@@ -397,6 +443,7 @@ impl Sim {
                         node: o.node,
                         keep: o.keep_unflushed,
                         down_ms: o.down_ms,
+                        disk: o.disk,
                     },
                 );
             }
@@ -463,6 +510,18 @@ impl Sim {
             timeout_commit: Duration::from_millis(self.world.timeout_commit_ms),
             instance: instance_of(self.seed, i, self.nodes[i].life + 1),
         };
+        // A clone boots on a copy of its original's disk as it is now.
+        let of = self.world.validator_of(i);
+        if of != i && self.nodes[i].life == 0 {
+            let (store, app) = (
+                self.nodes[of].store_disk.copy(&format!("node{i}-store")),
+                self.nodes[of].app_disk.copy(&format!("node{i}-app")),
+            );
+            self.nodes[i].store_disk = store;
+            self.nodes[i].app_disk = app;
+            self.trace(|| format!("node {i} is a clone of node {of}'s disk"));
+        }
+        let top = self.top_height();
         let node = &mut self.nodes[i];
         let opened = (|| -> Result<(Engine, Vec<Output>), String> {
             let store = Store::on(&node.store_disk);
@@ -482,6 +541,9 @@ impl Sim {
             Ok((engine, out)) => {
                 node.life += 1;
                 let life = node.life;
+                if life > 1 && !engine.signing().may_sign() {
+                    node.restarted_at = Some(top);
+                }
                 self.committed[i] = engine.state().last_block_height;
                 node.engine = Some(engine);
                 self.trace(|| format!("node {i} starts (life {life})"));
@@ -504,7 +566,10 @@ impl Sim {
         }
     }
 
-    fn crash(&mut self, i: usize, keep: f64, down_ms: u64) {
+    fn crash(&mut self, i: usize, keep: f64, down_ms: u64, disk: DiskFault) {
+        // Before any claim of the validator committed, a rolled-back or wiped disk may sign
+        // its launch heights again (the documented window of `bulwark_instance`): left out.
+        let claimed = self.claimed(i);
         let node = &mut self.nodes[i];
         if node.engine.take().is_none() {
             return;
@@ -513,6 +578,29 @@ impl Sim {
         let keep_app = (node.app_disk.unflushed() as f64 * keep) as usize;
         node.store_disk.crash(keep_store);
         node.app_disk.crash(keep_app);
+        let restored = match disk {
+            DiskFault::Kept => None,
+            _ if !claimed => {
+                self.disk_faults_in_launch_window += 1;
+                None
+            }
+            DiskFault::RolledBack { .. } => Some(node.snapshot.clone().unwrap_or_else(|| {
+                (
+                    MemDisk::new(&format!("node{i}-store")),
+                    MemDisk::new(&format!("node{i}-app")),
+                )
+            })),
+            DiskFault::Wiped => Some((
+                MemDisk::new(&format!("node{i}-store")),
+                MemDisk::new(&format!("node{i}-app")),
+            )),
+        };
+        if let Some((store, app)) = restored {
+            node.store_disk.restore(&store);
+            node.app_disk.restore(&app);
+            self.disk_faults += 1;
+            self.trace(|| format!("node {i}: the host replaces its disk ({disk:?})"));
+        }
         self.crashes += 1;
         // What it had committed counts again only once it is back and has it from its disk.
         self.committed[i] = 0;
@@ -687,14 +775,14 @@ impl Sim {
                 reason,
             }),
         }
-        let due: Vec<(u64, f64, u64)> = self.nodes[i]
+        let due: Vec<(u64, f64, u64, DiskFault)> = self.nodes[i]
             .crash_after
             .iter()
             .copied()
-            .filter(|(h, _, _)| *h == height)
+            .filter(|(h, ..)| *h == height)
             .collect();
-        self.nodes[i].crash_after.retain(|(h, _, _)| *h != height);
-        for (_, keep, down) in due {
+        self.nodes[i].crash_after.retain(|(h, ..)| *h != height);
+        for (_, keep, down, disk) in due {
             // Inside timeout_commit: right after the commit, before the next height starts.
             self.at(
                 now,
@@ -702,6 +790,7 @@ impl Sim {
                     node: i,
                     keep,
                     down_ms: down,
+                    disk,
                 },
             );
         }
@@ -734,11 +823,25 @@ impl Sim {
         let footprint = engine.footprint();
         let round = engine.round();
         let synced_after = engine.state().last_block_height;
+        let signing = engine.signing().may_sign();
         if self.config.trace {
             eprintln!("[{:>7} ms] node {i} <- {label}", self.now());
         }
         if was_sync && synced_after > synced_before {
             self.synced += synced_after - synced_before;
+        }
+        let top = self.top_height();
+        let node = &mut self.nodes[i];
+        if node.restarted_at.is_some() && node.caught_up_at.is_none() && synced_after + 1 >= top {
+            node.caught_up_at = Some(top);
+        }
+        if signing {
+            if let Some(at) = node.restarted_at.take() {
+                // Heights decided after it caught up (block sync may take long on a chain
+                // that decides heights faster than it fetches them).
+                let waited = top.saturating_sub(node.caught_up_at.take().unwrap_or(at));
+                self.max_heights_to_sign_again = self.max_heights_to_sign_again.max(waited);
+            }
         }
         if honest && took.as_millis() as u64 > self.config.cpu_budget_ms {
             self.checker.violate(Violation::CpuBudget {
@@ -821,6 +924,15 @@ impl Sim {
                 self.at(next, Event::Act { node, life });
             }
             Event::Start { node } => {
+                let of = self.world.validator_of(node);
+                if of != node && self.nodes[node].life == 0 && !self.claimed(of) {
+                    // A copy booted beside its original before the validator's first claim
+                    // committed can sign twice (the documented launch window of
+                    // `bulwark_instance`): the host copies the disk a little later.
+                    let later = self.now() + 250;
+                    self.at(later, Event::Start { node });
+                    return;
+                }
                 if self.nodes[node].engine.is_none() {
                     self.start(node);
                 }
@@ -829,7 +941,16 @@ impl Sim {
                 node,
                 keep,
                 down_ms,
-            } => self.crash(node, keep, down_ms),
+                disk,
+            } => self.crash(node, keep, down_ms, disk),
+            Event::Snapshot { node } => {
+                let n = &mut self.nodes[node];
+                n.snapshot = Some((
+                    n.store_disk.copy(&format!("node{node}-store-snapshot")),
+                    n.app_disk.copy(&format!("node{node}-app-snapshot")),
+                ));
+                self.trace(|| format!("the host snapshots node {node}'s disk"));
+            }
             Event::ClientTx { node, n, repeat } => {
                 let mut tx = format!("tx{n:08}=").into_bytes();
                 tx.resize(self.world.tx_bytes.max(tx.len() + 1), b'v');
@@ -890,6 +1011,30 @@ impl Sim {
         self.fault_horizon() + LIVENESS_WINDOW_MS + self.config.target_height * per_height
     }
 
+    /// Whether any running node's register names an instance of validator `i`.
+    fn claimed(&self, i: usize) -> bool {
+        let address: Option<[u8; 20]> = bulwark_types::signing::public_key(&self.nodes[i].key)
+            .ed25519()
+            .and_then(|pk| {
+                bulwark_types::tendermint::account::Id::from(pk)
+                    .as_bytes()
+                    .try_into()
+                    .ok()
+            });
+        address.is_some_and(|a| {
+            self.nodes.iter().any(|n| {
+                n.engine
+                    .as_ref()
+                    .is_some_and(|e| e.state().claims.holder(&a).is_some())
+            })
+        })
+    }
+
+    /// The highest height any node has committed.
+    fn top_height(&self) -> u64 {
+        self.committed.iter().copied().max().unwrap_or(0)
+    }
+
     fn live_honest(&self) -> Vec<usize> {
         (0..self.nodes.len())
             .filter(|i| self.world.is_honest(*i))
@@ -909,6 +1054,11 @@ impl Sim {
                     && self.committed[*i] + 1 >= top
             })
             && self.nodes.iter().all(|n| n.crash_after.is_empty())
+            && (!self.liveness_demanded
+                || self
+                    .nodes
+                    .iter()
+                    .all(|n| n.restarted_at.is_none() || n.caught_up_at.is_none()))
     }
 
     fn run(mut self) -> Outcome {
@@ -937,8 +1087,32 @@ impl Sim {
     }
 
     fn finish(mut self) -> Outcome {
-        let within = self.config.within_fault_bound();
-        if within {
+        if self.liveness_demanded {
+            let top = self.top_height();
+            for i in self.live_honest() {
+                // One that never caught up (a chain deciding heights faster than block sync
+                // fetches them) could not sign anyway.
+                let (Some(restarted_at), Some(_)) =
+                    (self.nodes[i].restarted_at, self.nodes[i].caught_up_at)
+                else {
+                    continue;
+                };
+                if self.committed[i] + 1 < top {
+                    continue;
+                }
+                let authorization = self.nodes[i]
+                    .engine
+                    .as_ref()
+                    .map_or("down".into(), |e| format!("{:?}", e.signing()));
+                self.checker.violate(Violation::NotSigningAgain {
+                    node: i,
+                    restarted_at,
+                    top,
+                    authorization,
+                });
+            }
+        }
+        if self.liveness_demanded {
             let target = self.config.target_height;
             for i in self.live_honest() {
                 if self.committed[i] < target {
@@ -986,6 +1160,15 @@ impl Sim {
             },
             accused: self.checker.accused().iter().copied().collect(),
             violations: self.checker.violations().to_vec(),
+            liveness_demanded: self.liveness_demanded,
+            disk_faults: self.disk_faults,
+            disk_faults_in_launch_window: self.disk_faults_in_launch_window,
+            clones: self.world.clones.len() as u64,
+            max_heights_to_sign_again: if self.liveness_demanded {
+                self.max_heights_to_sign_again
+            } else {
+                0
+            },
         }
     }
 }

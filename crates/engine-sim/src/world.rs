@@ -95,6 +95,47 @@ pub struct Outage {
     pub down_ms: u64,
     /// Of the writes after its last flush, the share that survives (0: a power cut).
     pub keep_unflushed: f64,
+    /// What the host does to its disk while it is down.
+    pub disk: DiskFault,
+}
+
+/// What the host does to a stopped validator's disk before it boots again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiskFault {
+    /// Nothing: it boots on what survived the crash.
+    Kept,
+    /// Restores the snapshot it took at `snapshot_at` (simulated ms); a snapshot not taken
+    /// yet is the enrolled disk (empty chain state, the key kept).
+    RolledBack {
+        /// When the snapshot was taken.
+        snapshot_at: u64,
+    },
+    /// Wipes the chain state (the enrolled disk: the key kept, nothing else).
+    Wiped,
+}
+
+/// What a clone sees of the other validators (the host partitions it from its original).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloneView {
+    /// Only the clone is connected to this validator.
+    CloneOnly,
+    /// Only the original is.
+    OriginalOnly,
+    /// Both are.
+    Both,
+}
+
+/// A copy of an honest validator's disk booted beside it: a second instance of its key, with
+/// a network identity of its own, partitioned from the original.
+#[derive(Clone, Debug)]
+pub struct CloneRun {
+    /// The validator copied.
+    pub of: usize,
+    /// When the copy is made and booted (simulated ms).
+    pub at: u64,
+    /// Per validator, who of the pair it is connected to (`Both` for the original itself is
+    /// never used: the pair never talk).
+    pub views: Vec<CloneView>,
 }
 
 /// One run's world.
@@ -123,6 +164,9 @@ pub struct World {
     pub partitions: Vec<Partition>,
     /// Outages of honest validators.
     pub outages: Vec<Outage>,
+    /// Clones of honest validators; clone `j` is node `validators + j` (the per-node vectors
+    /// above are that long).
+    pub clones: Vec<CloneRun>,
     /// Client transactions per simulated second, over all nodes.
     pub tx_per_s: u64,
     /// Bytes per transaction.
@@ -165,7 +209,7 @@ impl World {
                 .unwrap_or(BEHAVIOURS[rng.below(BEHAVIOURS.len() as u64) as usize]);
             roles[*i] = Role::Byzantine(behaviour);
         }
-        let skew_ms = (0..n)
+        let skew_ms: Vec<i64> = (0..n)
             .map(|_| {
                 if rng.chance(0.3) {
                     rng.range(0, 4_000) as i64 - 2_000
@@ -225,6 +269,7 @@ impl World {
                     } else {
                         rng.below(100) as f64 / 100.0
                     },
+                    disk: DiskFault::Kept,
                 });
             }
         }
@@ -280,10 +325,50 @@ impl World {
                     after_commit: 0,
                     down_ms: 6_000,
                     keep_unflushed: 0.0,
+                    disk: DiskFault::Kept,
                 });
             }
         }
+        // The host's disk faults: drawn apart, so the worlds above stay as they were.
+        let mut host = Rng::new(seed ^ 0x686f_7374);
+        let mut clones = Vec::new();
+        let (mut roles, mut skew_ms, mut start_at) = (roles, skew_ms, start_at);
+        if !(config.stormy || config.calm || config.full_blocks) {
+            for o in outages.iter_mut() {
+                o.disk = match host.below(10) {
+                    0..=4 => DiskFault::Kept,
+                    5..=8 => DiskFault::RolledBack {
+                        snapshot_at: host.below(o.at.unwrap_or(gst + 3_000) + 1),
+                    },
+                    _ => DiskFault::Wiped,
+                };
+            }
+            if honest.len() >= 2 && host.chance(0.2) {
+                let of = honest[host.below(honest.len() as u64) as usize];
+                let mut views: Vec<CloneView> = (0..n)
+                    .map(|_| match host.below(3) {
+                        0 => CloneView::CloneOnly,
+                        1 => CloneView::OriginalOnly,
+                        _ => CloneView::Both,
+                    })
+                    .collect();
+                // Each of the pair sees at least one honest validator (else it could not
+                // follow the chain at all: not what this models).
+                let others: Vec<usize> = honest.iter().copied().filter(|k| *k != of).collect();
+                views[others[host.below(others.len() as u64) as usize]] = CloneView::Both;
+                let at = host.range(300, gst + 3_000);
+                clones.push(CloneRun { of, at, views });
+                roles.push(Role::Honest);
+                skew_ms.push(skew_ms[of]);
+                start_at.push(at);
+                for p in partitions.iter_mut() {
+                    let side = p.side[of];
+                    p.side.push(side);
+                }
+            }
+        }
         World {
+            clones,
             powers,
             roles,
             skew_ms,
@@ -309,10 +394,53 @@ impl World {
         self.roles[i] == Role::Honest
     }
 
-    /// Whether a message from `a` to `b` sent at `now` is cut by a partition.
+    /// Whether a message from `a` to `b` sent at `now` is cut by a partition, or by the host
+    /// keeping a clone and its original apart.
     pub fn partitioned(&self, a: usize, b: usize, now: u64) -> bool {
         self.partitions
             .iter()
             .any(|p| now >= p.start && now < p.heal_at && p.side[a] != p.side[b])
+            || self.clone_cut(a, b, now)
+            || self.clone_cut(b, a, now)
+    }
+
+    /// Whether the host cuts the link between node `a` (a clone or a cloned validator) and
+    /// node `b`.
+    fn clone_cut(&self, a: usize, b: usize, now: u64) -> bool {
+        let n = self.powers.len();
+        self.clones.iter().enumerate().any(|(j, c)| {
+            let clone = n + j;
+            let other = |x: usize| if x < n { c.views[x] } else { CloneView::Both };
+            now >= c.at
+                && ((a == clone && (b == c.of || other(b) == CloneView::OriginalOnly))
+                    || (a == c.of && other(b) == CloneView::CloneOnly))
+        })
+    }
+
+    /// The validator node `i` runs (a clone runs its original's key).
+    pub fn validator_of(&self, i: usize) -> usize {
+        let n = self.powers.len();
+        if i < n {
+            i
+        } else {
+            self.clones.get(i - n).map_or(i, |c| c.of)
+        }
+    }
+
+    /// Whether the instance rule leaves liveness demanded: the honest validators that never
+    /// restart, are never cloned and start at launch hold more than two thirds of the power (otherwise a
+    /// restarted instance may wait for good, safety first, and the network with it).
+    pub fn instances_allow_liveness(&self) -> bool {
+        let n = self.powers.len();
+        let total: u64 = self.powers.iter().sum();
+        let steady: u64 = (0..n)
+            .filter(|i| self.is_honest(*i))
+            .filter(|i| !self.outages.iter().any(|o| o.node == *i))
+            .filter(|i| !self.clones.iter().any(|c| c.of == *i))
+            // A late joiner past the first heights waits for its claim like a restart.
+            .filter(|i| self.start_at[*i] == 0)
+            .map(|i| self.powers[i])
+            .sum();
+        3 * steady > 2 * total
     }
 }

@@ -1795,11 +1795,11 @@ impl Engine {
         let validator: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
         let next = self.state.next_height();
         self.claims.prune(next, &self.state.claims);
-        // Far behind (block sync): a claim made now would name a height the others passed
-        // long ago and expire before it reached a block; claim once caught up.
-        if self.highest_peer_height > next.saturating_add(2) {
-            return Ok(vec![]);
-        }
+        // Behind (block sync), a claim for our own next height may name one the others
+        // passed long ago and expire before it reaches a block: claim for the height the
+        // peers show, at most half a claim's life ahead (a peer may lie about its height).
+        let half_life = bulwark_instance::CLAIM_TTL / 2;
+        let network = self.highest_peer_height.min(next.saturating_add(half_life));
         if !self
             .state
             .validator_infos
@@ -1816,6 +1816,7 @@ impl Engine {
             ClaimAction::None => return Ok(vec![]),
             ClaimAction::Resend(claim) => claim,
             ClaimAction::Claim(not_before) => {
+                let not_before = not_before.max(network);
                 let instance = *self.signer.instance();
                 let chain_id = self.state.chain_id.as_str();
                 let bytes = Claim::signed_bytes(chain_id, &validator, &instance, not_before);
