@@ -457,6 +457,7 @@ fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
         );
     }
     host_restarts_and_rolls_back_a_validator(&mut net, &mut clients);
+    host_clones_a_validator(&mut net, &mut clients);
     let clean = net.stop();
     assert_eq!(
         clean,
@@ -620,6 +621,101 @@ fn host_restarts_and_rolls_back_a_validator(net: &mut VmNetwork, clients: &mut [
             "height {h} commits evidence: {evidence}"
         );
     }
+    eprintln!("vm test: no block up to height {target} holds evidence of a double sign");
+}
+
+/// Whether the node at `addr` says its instance signs.
+fn signing(addr: &str) -> Option<bool> {
+    RpcClient::new(addr)
+        .call("status", serde_json::json!({}))
+        .ok()?
+        .pointer("/bulwark_instance/signing")?
+        .as_bool()
+}
+
+/// The host's clone (review C-2(b)): validator 2's disk copied, then VM 2 and a fifth VM on
+/// the copy run together on the same machine (same chip: the copy unseals), the copy connected
+/// to the other three validators but never to its original. Both are new instances of one
+/// key: each signs only once its own claim commits, and the later claim stops the earlier
+/// holder for good. At most one of them signs in the end, and no block holds evidence of a
+/// double sign.
+fn host_clones_a_validator(net: &mut VmNetwork, clients: &mut [RpcClient]) {
+    const STOPPED: &str = "STOPPED SIGNING for good";
+    let i = 2;
+    let dir = net.vm_dir(i);
+    assert!(net.stop_one(i), "VM {i} did not stop cleanly");
+    let copy = dir.join("clone.img");
+    std::fs::copy(dir.join("data.img"), &copy).unwrap();
+    let booted = Instant::now();
+    let original_serial = net
+        .reboot(i, "beside-its-clone", &dir.join("data.img"))
+        .unwrap();
+    let (clone_rpc, clone_serial) = net.boot_clone(i, &copy, &[0, 1, 3]).unwrap();
+    let original_rpc = net.rpc_addrs()[i].clone();
+    // One of the two took the key last; the other says it stopped for good.
+    let deadline = Instant::now() + LIMIT;
+    let (stopped, holder_rpc) = loop {
+        let original = std::fs::read_to_string(&original_serial).unwrap_or_default();
+        let clone = std::fs::read_to_string(&clone_serial).unwrap_or_default();
+        match (original.contains(STOPPED), clone.contains(STOPPED)) {
+            (true, true) => panic!("both the original and its clone stopped signing"),
+            (true, false) => break ("original", clone_rpc.clone()),
+            (false, true) => break ("clone", original_rpc.clone()),
+            (false, false) => {}
+        }
+        assert!(
+            Instant::now() < deadline,
+            "neither VM {i} nor its clone stopped signing; serial logs {} and {}",
+            original_serial.display(),
+            clone_serial.display()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let stopped_rpc = if stopped == "original" {
+        &original_rpc
+    } else {
+        &clone_rpc
+    };
+    // The survivor signs; the one that stopped does not.
+    let deadline = Instant::now() + LIMIT;
+    while signing(&holder_rpc) != Some(true) {
+        assert!(
+            Instant::now() < deadline,
+            "the surviving instance never signs"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert_eq!(
+        signing(stopped_rpc),
+        Some(false),
+        "the {stopped} still signs"
+    );
+    eprintln!(
+        "vm test: VM {i} and a fifth VM on a copy of its disk ran together: the {stopped} stopped signing for good {:.1} s after both booted, the other signs",
+        booted.elapsed().as_secs_f64()
+    );
+    // The network goes on; no block holds evidence of a double sign.
+    let top = clients.iter_mut().filter_map(height).max().unwrap_or(0);
+    let target = top + 3;
+    let deadline = Instant::now() + LIMIT;
+    while height(&mut clients[0]).unwrap_or(0) < target {
+        assert!(
+            Instant::now() < deadline,
+            "the network did not reach {target}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    for h in 1..=target {
+        let block = clients[0]
+            .call("block", serde_json::json!({ "height": h.to_string() }))
+            .unwrap();
+        let evidence = &block["block"]["evidence"]["evidence"];
+        assert!(
+            evidence.as_array().is_none_or(|e| e.is_empty()),
+            "height {h} commits evidence: {evidence}"
+        );
+    }
+    assert!(net.stop_clone(), "the clone did not power off cleanly");
     eprintln!("vm test: no block up to height {target} holds evidence of a double sign");
 }
 

@@ -10,7 +10,10 @@
 //! - [`load`]: open-loop kvstore load through JSON-RPC and commit latency (demo, bench).
 //! - [`flood`]: forged-handshake floods at a validator's p2p port, and its commit rate and
 //!   RPC `health` latency meanwhile (the edge test, bench).
+//! - [`chaos`]: four validators in network namespaces under kills, restarts, partitions, loss
+//!   and delay, and the invariants after (`cargo xtask chaos`).
 
+pub mod chaos;
 pub mod flood;
 pub mod load;
 pub mod ports;

@@ -21,8 +21,9 @@ const EQUIVALENT_SEEDS: u64 = 40;
 fn plan(m: Mutant) -> (Vec<(usize, usize, Behaviour, bool)>, bool) {
     use Behaviour::*;
     match m {
-        // Not in MUTANTS: the simulator keeps one instance per node; the rollback and clone
-        // tests of `crates/node/tests/instances.rs` plant it (`cargo xtask test` runs them).
+        // Not in MUTANTS (no byzantine behaviour exercises it): the host's disk faults do,
+        // in `signing_without_a_claim_is_caught_by_the_hosts_disk_faults` below, and the
+        // rollback and clone tests of `crates/node/tests/instances.rs` plant it too.
         Mutant::SignWithoutClaim => (vec![], false),
         Mutant::IgnoreLock => (
             vec![(4, 1, FreshProposal, false), (4, 1, Mixed, false)],
@@ -121,4 +122,26 @@ fn every_planted_mutant_is_caught_except_the_equivalent_one() {
         .count();
     println!("mutants: caught {caught} of {expected}");
     assert!(wrong.is_empty(), "mutants that did not behave: {wrong:?}");
+}
+
+/// The instance rule's planted bug (an instance signs whatever the register of claims says)
+/// must be caught by the host's disk faults alone: rolled-back, wiped and cloned disks of
+/// honest validators, no byzantine one.
+#[test]
+fn signing_without_a_claim_is_caught_by_the_hosts_disk_faults() {
+    let mut c = EngineSimConfig::new(4, 0);
+    c.mutant = Some(Mutant::SignWithoutClaim);
+    let caught = (0..SEEDS).find_map(|seed| {
+        let o = run(seed, &c).unwrap();
+        o.violations.first().map(|v| {
+            format!(
+                "seed {seed} ({} disk faults, {} clones): {v} (replay: {})",
+                o.disk_faults,
+                o.clones,
+                replay_command(seed, &c)
+            )
+        })
+    });
+    println!("mutant SignWithoutClaim: caught by {caught:?}");
+    assert!(caught.is_some(), "SignWithoutClaim survived {SEEDS} seeds");
 }

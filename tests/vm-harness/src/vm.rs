@@ -403,6 +403,8 @@ pub struct VmNetwork {
     image: PathBuf,
     base: u16,
     vms: Vec<Vm>,
+    /// Clones booted by [`VmNetwork::boot_clone`] (the last entries of `vms`).
+    clones: usize,
     /// The genesis the network was assembled with (`bulwark genesis assemble` on the host).
     pub genesis: PathBuf,
     /// How long the enrolment boots took, from the first launch to the last power-off.
@@ -554,6 +556,7 @@ impl VmNetwork {
             image: image.to_path_buf(),
             base,
             vms,
+            clones: 0,
             genesis,
             enrolment,
             started,
@@ -726,6 +729,73 @@ impl VmNetwork {
             monitor: boot.monitor,
         };
         Ok(boot.serial)
+    }
+
+    /// The host's clone: boots `disk` (a copy of VM `of`'s) as one more VM on the same
+    /// machine (VM `of`'s chip, so the copy unseals), with ports of its own, dialling only the
+    /// validators `peers`; its original never dials it (it dials lower indices only), so the
+    /// host keeps the two apart. Returns the clone's RPC address and serial log; stop it with
+    /// [`VmNetwork::stop_clone`] before the network stops.
+    pub fn boot_clone(
+        &mut self,
+        of: usize,
+        disk: &Path,
+        peers: &[usize],
+    ) -> Result<(String, PathBuf)> {
+        let vm = self.vm_dir(of);
+        let port = harness::ports::free_block(10)?;
+        let config = std::fs::read_to_string(vm.join("config.toml"))?;
+        let dial: Vec<String> = peers
+            .iter()
+            .map(|j| format!("\"10.0.2.2:{}\"", self.base + 10 * *j as u16))
+            .collect();
+        let config: String = config
+            .lines()
+            .map(|l| {
+                if l.starts_with("persistent_peers") {
+                    format!("persistent_peers = [{}]", dial.join(", "))
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        if !config.contains("persistent_peers") {
+            bail!("VM {of}'s config.toml has no persistent_peers line");
+        }
+        let clone_config = vm.join("config-clone.toml");
+        std::fs::write(&clone_config, config + "\n")?;
+        let mut boot = Self::boot_of(
+            &self.dir,
+            of,
+            "clone",
+            &[
+                ("config.toml", clone_config),
+                ("genesis.json", self.genesis.clone()),
+                ("host_data", self.dir.join("host_data")),
+            ],
+            Self::forwards(port),
+        );
+        boot.disk = disk.to_path_buf();
+        let child = launch(&self.image, &boot)?;
+        self.vms.push(Vm {
+            child,
+            monitor: boot.monitor,
+        });
+        self.clones += 1;
+        Ok((format!("127.0.0.1:{}", port + 1), boot.serial))
+    }
+
+    /// Stops the clone booted last (Ctrl-Alt-Del); whether it powered off.
+    pub fn stop_clone(&mut self) -> bool {
+        if self.clones == 0 {
+            return false;
+        }
+        let last = self.vms.len() - 1;
+        let stopped = self.stop_one(last);
+        self.vms.pop();
+        self.clones -= 1;
+        stopped
     }
 
     /// VM `i`'s virtio devices and whether its guest negotiated ACCESS_PLATFORM with each.
