@@ -30,11 +30,17 @@
 //! two thirds of the power, never otherwise (it waits, safety first, and says so).
 //!
 //! Limit. Before a genesis validator's first claim commits (normally within the network's
-//! first one or two heights), its instances may sign unclaimed once acknowledged: two copies
-//! of its enrolled disk booted at launch, together, can both be acknowledged and sign twice. A
-//! copy booted later is not acknowledged by honest validators (their registers name the
-//! first instance, or they are past the first heights), so it waits for its claim like any
-//! restart. After the window an unclaimed validator (one that joined later, or whose claims
+//! first one or two heights), its instances may sign unclaimed once acknowledged. A validator
+//! acknowledges one instance per validator (while it runs), only while its own next height is
+//! among the first ones and its register names no instance of the asker, and never itself;
+//! but the asker's own power counts, and so does an acknowledgement from any key. So
+//! copies of enrolled disks are refused by honest validators past the launch, yet: two copies
+//! of one enrolled disk booted together at launch can both sign; and copies of the enrolled
+//! disks of several validators, booted by hosts that together with byzantine validators hold
+//! more than two thirds of the power and kept apart from the network, acknowledge each other
+//! and can sign a second chain from height 1. The way to close it (name each validator's
+//! launch instance in the genesis ceremony, so that no instance ever signs unclaimed) is
+//! open. After the window an unclaimed validator (one that joined later, or whose claims
 //! were kept out of blocks) signs only after its claim commits. A halted network (validators
 //! holding a third of the power or more restarted together, or restarted while byzantine
 //! validators withhold their votes) stays halted: the way out is a new network (a new

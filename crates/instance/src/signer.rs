@@ -158,7 +158,7 @@ impl Signer {
                     && c.check_timing(next_height.max(c.not_before), register)
                         .is_ok() =>
             {
-                if next_height.saturating_sub(c.not_before) % RESEND_EVERY == 0 {
+                if next_height >= c.not_before && (next_height - c.not_before) % RESEND_EVERY == 0 {
                     ClaimAction::Resend(c.clone())
                 } else {
                     ClaimAction::None

@@ -42,7 +42,7 @@ use bulwark_types::tendermint_proto::v0_38 as pb;
 use bulwark_wire::{self as wire, Payload};
 use bytes::Bytes;
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -233,8 +233,10 @@ fn payload_height(payload: &Payload) -> Option<u64> {
 /// Instance claims checked per transaction message from a peer (each costs a signature check;
 /// an honest peer sends its own claim alone)...
 pub const MAX_CLAIMS_PER_MESSAGE: usize = 2;
-/// ...and from all peers per tick (a validator set's claims arrive a few times each).
+/// ...and from all peers per tick (a validator set's claims arrive a few times each)...
 pub const CLAIM_CHECKS_PER_TICK: u32 = 64;
+/// ...and from one peer per tick.
+pub const CLAIM_CHECKS_PER_PEER_TICK: u32 = 8;
 
 /// Ticks at one height after which a node asks its peers for what it missed even while its
 /// rounds advance.
@@ -356,6 +358,14 @@ pub struct Engine {
     genesis_validator: bool,
     /// Peer claims checked since the last tick.
     claim_checks: u32,
+    /// Of those, per peer (one peer cannot use up everyone's budget).
+    claim_checks_by_peer: BTreeMap<PeerId, u32>,
+    /// Each peer's last reported height (forgotten with the connection): their median, not
+    /// the highest (a peer may lie), says how far the network is.
+    peer_heights: BTreeMap<PeerId, u64>,
+    /// The one instance of each validator this node has acknowledged (a launch
+    /// acknowledgement goes to one instance per validator only).
+    acknowledged: BTreeMap<[u8; 20], [u8; 32]>,
     /// Our proposal of the round in progress, not signed while this instance waited for its
     /// launch acknowledgements: made as soon as they arrive.
     deferred_proposal: Option<CoreProposal>,
@@ -470,6 +480,9 @@ impl Engine {
             signer: Signer::new(config_instance),
             genesis_validator,
             claim_checks: 0,
+            claim_checks_by_peer: BTreeMap::new(),
+            peer_heights: BTreeMap::new(),
+            acknowledged: BTreeMap::new(),
             deferred_proposal: None,
             deferred_votes: Vec::new(),
         };
@@ -684,6 +697,7 @@ impl Engine {
             }
             Input::Peer(peer, payload) => self.peer(peer, payload),
             Input::PeerGone(peer) => {
+                self.peer_heights.remove(&peer);
                 self.relay.forget_peer(peer);
                 self.status_answers.remove(&peer);
                 Ok(vec![])
@@ -710,7 +724,7 @@ impl Engine {
         }
         match self.admit_claim(&tx) {
             None => {}
-            Some(Ok(())) => return Ok(vec![]),
+            Some(Ok(_)) => return Ok(vec![]),
             Some(Err(e)) => {
                 return Err(AddError::Rejected {
                     code: 1,
@@ -762,6 +776,7 @@ impl Engine {
         self.peer_evidence_checks.clear();
         self.rpc_evidence_checks = 0;
         self.claim_checks = 0;
+        self.claim_checks_by_peer.clear();
         let mut out = vec![];
         if stuck {
             out.push(Output::Broadcast(Payload::Status(wire::Status {
@@ -804,16 +819,24 @@ impl Engine {
             Payload::Txs(txs) => {
                 // A claim costs a signature check: an honest peer sends its own, alone, a few
                 // times per claim; checks are budgeted per message and per tick.
+                // Only well-formed ones (and acknowledgements of this very instance) are
+                // charged; junk costs no signature check.
                 let mut claims = 0;
                 let mut out = vec![];
                 for tx in txs.txs.into_iter().take(10_000) {
                     let claim = Claim::from_tx(&tx).is_some();
                     if claim || Ack::from_tx(&tx).is_some() {
+                        if !self.worth_checking(&tx) {
+                            continue;
+                        }
                         claims += 1;
+                        let by_peer = self.claim_checks_by_peer.get(&peer).copied().unwrap_or(0);
                         if claims <= MAX_CLAIMS_PER_MESSAGE
+                            && by_peer < CLAIM_CHECKS_PER_PEER_TICK
                             && self.claim_checks < CLAIM_CHECKS_PER_TICK
                         {
                             self.claim_checks += 1;
+                            self.claim_checks_by_peer.insert(peer, by_peer + 1);
                             if claim {
                                 let valid = self.admit_claim(&tx);
                                 out.extend(self.acknowledge(peer, &tx, valid)?);
@@ -829,6 +852,9 @@ impl Engine {
             }
             Payload::Status(s) => {
                 self.highest_peer_height = self.highest_peer_height.max(s.height);
+                if self.peer_heights.len() < 1_024 || self.peer_heights.contains_key(&peer) {
+                    self.peer_heights.insert(peer, s.height);
+                }
                 if s.height > height && !self.asked_ahead {
                     // A peer is ahead: ask it for the blocks we miss (once a tick, whatever a
                     // peer claims).
@@ -1795,11 +1821,14 @@ impl Engine {
         let validator: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
         let next = self.state.next_height();
         self.claims.prune(next, &self.state.claims);
-        // Behind (block sync), a claim for our own next height may name one the others
-        // passed long ago and expire before it reaches a block: claim for the height the
-        // peers show, at most half a claim's life ahead (a peer may lie about its height).
-        let half_life = bulwark_instance::CLAIM_TTL / 2;
-        let network = self.highest_peer_height.min(next.saturating_add(half_life));
+        // Far behind (block sync), a claim for our own next height would name one the others
+        // passed long ago and expire before it reached a block: claim once nearly caught up
+        // with the peers' median height (one peer lying about its height moves it little).
+        // A claim never names a height above our own: an instance that dies with a claim for
+        // a future height could have it replayed after a newer instance's claim.
+        if self.network_height() > next.saturating_add(bulwark_instance::CLAIM_TTL / 2) {
+            return Ok(vec![]);
+        }
         if !self
             .state
             .validator_infos
@@ -1816,7 +1845,6 @@ impl Engine {
             ClaimAction::None => return Ok(vec![]),
             ClaimAction::Resend(claim) => claim,
             ClaimAction::Claim(not_before) => {
-                let not_before = not_before.max(network);
                 let instance = *self.signer.instance();
                 let chain_id = self.state.chain_id.as_str();
                 let bytes = Claim::signed_bytes(chain_id, &validator, &instance, not_before);
@@ -1840,6 +1868,26 @@ impl Engine {
         }))])
     }
 
+    /// The lower median of the peers' last reported heights (0 with no peer).
+    fn network_height(&self) -> u64 {
+        let mut heights: Vec<u64> = self.peer_heights.values().copied().collect();
+        heights.sort_unstable();
+        heights
+            .get(heights.len().saturating_sub(1) / 2)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Whether a claim or acknowledgement transaction deserves a signature check: a
+    /// well-formed claim, or an acknowledgement of this very instance.
+    fn worth_checking(&self, tx: &[u8]) -> bool {
+        if let Some(claim) = Claim::from_tx(tx) {
+            return claim.is_ok();
+        }
+        let me: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
+        matches!(Ack::from_tx(tx), Some(Ok(a)) if a.asker == me && a.instance == *self.signer.instance())
+    }
+
     /// Answers a peer's claim `tx` (`valid`: what [`Engine::admit_claim`] said of it) with a
     /// launch acknowledgement ([`Ack`]) when this node is a validator within the network's
     /// first heights and its register names no instance of the claim's validator.
@@ -1847,7 +1895,7 @@ impl Engine {
         &mut self,
         peer: PeerId,
         tx: &[u8],
-        valid: Option<Result<(), ClaimError>>,
+        valid: Option<Result<bool, ClaimError>>,
     ) -> Result<Vec<Output>, EngineError> {
         let Some(Ok(claim)) = Claim::from_tx(tx) else {
             return Ok(vec![]);
@@ -1859,8 +1907,8 @@ impl Engine {
                 .state
                 .initial_height
                 .saturating_add(bulwark_instance::BOOTSTRAP_HEIGHTS);
-        // Signature checked: admitted now, or the very claim the pool keeps.
-        let verified = matches!(valid, Some(Ok(()))) || self.claims.holds(&claim);
+        // Signature checked: kept now, or the very claim (signature included) the pool keeps.
+        let verified = matches!(valid, Some(Ok(true))) || self.claims.holds(&claim);
         let member = self
             .state
             .validator_infos
@@ -1872,7 +1920,16 @@ impl Engine {
             || !member
             || claim.validator == me
             || self.state.claims.holder(&claim.validator).is_some()
+            || self
+                .acknowledged
+                .get(&claim.validator)
+                .is_some_and(|i| *i != claim.instance)
         {
+            return Ok(vec![]);
+        }
+        if self.acknowledged.len() < 4_096 || self.acknowledged.contains_key(&claim.validator) {
+            self.acknowledged.insert(claim.validator, claim.instance);
+        } else {
             return Ok(vec![]);
         }
         let bytes = Ack::signed_bytes(
@@ -1955,14 +2012,13 @@ impl Engine {
 
     /// `None` if `tx` is no instance claim; else whether it was valid (then kept in the claim
     /// pool). A claim never enters the mempool either way.
-    fn admit_claim(&mut self, tx: &[u8]) -> Option<Result<(), ClaimError>> {
+    fn admit_claim(&mut self, tx: &[u8]) -> Option<Result<bool, ClaimError>> {
         let claim = Claim::from_tx(tx)?;
         let (next, state) = (self.state.next_height(), &self.state);
         let chain_id = state.chain_id.as_str();
         Some(claim.and_then(|c| {
             self.claims
                 .insert(c, chain_id, &state.validator_infos, next, &state.claims)
-                .map(drop)
         }))
     }
 
