@@ -12,8 +12,12 @@ use harness::process::{fast_testnet, start, wait_for, Node};
 use std::time::Duration;
 
 /// Whether `node`'s recent log has a line containing `needle`.
+/// Whether `node` logged a line containing `needle` (its whole log, not just the tail).
 fn logged(node: &Node, needle: &str) -> bool {
-    node.tail().lines().any(|l| l.contains(needle))
+    std::fs::read_to_string(node.home.join("bulwark.log"))
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.contains(needle))
 }
 
 /// Waits until `node` logs a line containing `needle`.
@@ -87,8 +91,13 @@ fn four_processes_commit_restart_one_by_one_recover_from_a_kill_and_wait_after_a
             n.poll() <= reached + 1,
             "node {i} committed past {reached} without a claim"
         );
+        // (A loaded machine may take a while to get a node to its first signing attempt.)
         assert!(
-            logged(n, "not signing until this instance's claim commits"),
+            wait_logged(
+                n,
+                "not signing until this instance's claim commits",
+                Duration::from_secs(60)
+            ),
             "node {i} did not say why it waits:\n{}",
             n.tail()
         );
