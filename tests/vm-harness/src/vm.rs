@@ -749,22 +749,22 @@ impl VmNetwork {
             .iter()
             .map(|j| format!("\"10.0.2.2:{}\"", self.base + 10 * *j as u16))
             .collect();
-        let config: String = config
-            .lines()
-            .map(|l| {
-                if l.starts_with("persistent_peers") {
-                    format!("persistent_peers = [{}]", dial.join(", "))
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        if !config.contains("persistent_peers") {
-            bail!("VM {of}'s config.toml has no persistent_peers line");
-        }
+        // `persistent_peers = [ ... ]`, on one line or several.
+        let start = config
+            .find("persistent_peers")
+            .with_context(|| format!("VM {of}'s config.toml has no persistent_peers"))?;
+        let end = config[start..]
+            .find(']')
+            .map(|e| start + e + 1)
+            .with_context(|| format!("VM {of}'s persistent_peers has no end"))?;
+        let config = format!(
+            "{}persistent_peers = [{}]{}",
+            &config[..start],
+            dial.join(", "),
+            &config[end..]
+        );
         let clone_config = vm.join("config-clone.toml");
-        std::fs::write(&clone_config, config + "\n")?;
+        std::fs::write(&clone_config, config)?;
         let mut boot = Self::boot_of(
             &self.dir,
             of,
