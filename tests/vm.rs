@@ -597,6 +597,12 @@ fn host_restarts_and_rolls_back_a_validator(net: &mut VmNetwork, clients: &mut [
         );
     }
     let target = top(clients) + 3;
+    no_evidence_up_to(clients, target);
+}
+
+/// Waits until every validator passes `target`, then checks that no block up to it holds
+/// evidence of a double sign.
+fn no_evidence_up_to(clients: &mut [RpcClient], target: u64) {
     let deadline = Instant::now() + LIMIT;
     while clients
         .iter_mut()
@@ -696,27 +702,8 @@ fn host_clones_a_validator(net: &mut VmNetwork, clients: &mut [RpcClient]) {
     );
     // The network goes on; no block holds evidence of a double sign.
     let top = clients.iter_mut().filter_map(height).max().unwrap_or(0);
-    let target = top + 3;
-    let deadline = Instant::now() + LIMIT;
-    while height(&mut clients[0]).unwrap_or(0) < target {
-        assert!(
-            Instant::now() < deadline,
-            "the network did not reach {target}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    for h in 1..=target {
-        let block = clients[0]
-            .call("block", serde_json::json!({ "height": h.to_string() }))
-            .unwrap();
-        let evidence = &block["block"]["evidence"]["evidence"];
-        assert!(
-            evidence.as_array().is_none_or(|e| e.is_empty()),
-            "height {h} commits evidence: {evidence}"
-        );
-    }
+    no_evidence_up_to(clients, top + 3);
     assert!(net.stop_clone(), "the clone did not power off cleanly");
-    eprintln!("vm test: no block up to height {target} holds evidence of a double sign");
 }
 
 /// A boot of the production image on a fresh empty disk in `dir`, with the host

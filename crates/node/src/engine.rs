@@ -1604,12 +1604,7 @@ impl Engine {
                     Action::Propose(p) => out.extend(self.propose(p)?),
                     Action::Vote(v) => {
                         if let Some((payload, signed)) = self.sign_vote(v)? {
-                            out.push(Output::Broadcast(payload.clone()));
-                            self.relay.keep(None, payload.clone());
-                            self.log_own(WalRecord {
-                                envelope: Some(envelope(&payload)),
-                                ..Default::default()
-                            })?;
+                            out.push(self.publish_own_vote(payload)?);
                             queue.push_back(Event::Vote(signed));
                         }
                     }
@@ -1998,12 +1993,7 @@ impl Engine {
                 continue;
             }
             if let Some((payload, signed)) = self.sign_vote(v)? {
-                out.push(Output::Broadcast(payload.clone()));
-                self.relay.keep(None, payload.clone());
-                self.log_own(WalRecord {
-                    envelope: Some(envelope(&payload)),
-                    ..Default::default()
-                })?;
+                out.push(self.publish_own_vote(payload)?);
                 out.extend(self.drive(Event::Vote(signed))?);
             }
         }
@@ -2076,6 +2066,16 @@ impl Engine {
             extension: vec![],
             extension_signature: None,
         })
+    }
+
+    /// Our signed vote: kept for peers that ask, written to the WAL, and broadcast.
+    fn publish_own_vote(&mut self, payload: Payload) -> Result<Output, EngineError> {
+        self.relay.keep(None, payload.clone());
+        self.log_own(WalRecord {
+            envelope: Some(envelope(&payload)),
+            ..Default::default()
+        })?;
+        Ok(Output::Broadcast(payload))
     }
 
     fn sign_vote(
