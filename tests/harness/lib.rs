@@ -34,3 +34,40 @@ pub fn workspace() -> PathBuf {
 pub fn cargo() -> std::process::Command {
     std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
+
+/// Runs `cargo test` with its output passed through, and returns the passed/failed counts
+/// summed over its "test result:" lines.
+pub fn cargo_test(args: &[&str], extra: &[String]) -> anyhow::Result<(u64, u64)> {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = cargo();
+    cmd.arg("test")
+        .args(args)
+        .args(extra)
+        .stdout(std::process::Stdio::piped());
+    eprintln!("xtask: cargo test {}", args.join(" "));
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("starting cargo test: {e}"))?;
+    let (mut passed, mut failed) = (0, 0);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(';') {
+                    let words: Vec<&str> = part.split_whitespace().collect();
+                    match words.as_slice() {
+                        [.., n, "passed"] => passed += n.parse::<u64>().unwrap_or(0),
+                        [n, "failed"] => failed += n.parse::<u64>().unwrap_or(0),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        anyhow::bail!("cargo test {} failed ({status})", args.join(" "));
+    }
+    Ok((passed, failed))
+}

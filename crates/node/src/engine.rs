@@ -513,6 +513,10 @@ impl Engine {
             out.extend(engine.replay(record)?);
         }
         engine.replaying = false;
+        // Say now whether this instance signs: a replay can leave the core waiting for votes
+        // that no timeout follows up (every restarted instance waiting for its claim), and then
+        // no later signing attempt would say it.
+        engine.may_sign();
         // The log's peers are connections of a past life, and what they had may be lost.
         engine.relay.forget_peers();
         out.extend(engine.manage_claim()?);
