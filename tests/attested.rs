@@ -19,6 +19,9 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
+#[path = "shared/metrics.rs"]
+mod metrics;
+
 /// What the testnet's genesis admits: the measurement of this very binary (simulated trust).
 fn binary_measurement() -> [u8; 48] {
     sha2::Sha384::digest(std::fs::read(bulwark_binary().unwrap()).unwrap()).into()
@@ -219,7 +222,10 @@ fn attack_seeing(addr: &str, cert: Option<Presented>, server: Arc<AnyServer>) ->
 fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
     let dir = tempfile::tempdir().unwrap();
     let base = testnet_block(4).unwrap();
-    let homes = fast_testnet(dir.path(), base).unwrap();
+    let mut config = harness::process::FAST_TIMEOUTS.to_vec();
+    config.push(metrics::ON);
+    let homes = harness::process::testnet(&bulwark_binary().unwrap(), dir.path(), 4, base, &config)
+        .unwrap();
     // The network requires the simulated chips' TCB as its minimum, so an older TCB is refused.
     let minimum = SimulatedPsp::new([0; 32], [0; 48]).tcb;
     for home in &homes {
@@ -463,6 +469,33 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
             .wait_for_peer_log("InvalidContentType", Duration::from_secs(15))
             .unwrap();
     }
+
+    // An operator sees each refusal counted by the check that failed; nobody got in.
+    let refused = metrics::scrape(base, 0);
+    let checks = [
+        "evidence_missing",
+        "measurement",
+        "report_data",
+        "debug",
+        "host_data",
+        "not_a_validator",
+        "minimum_tcb",
+        "vmpl",
+        "report_signature",
+        "certificate_chain",
+        "evidence_malformed",
+        "validity",
+        "tls",
+    ];
+    for check in checks {
+        let n = metrics::value(
+            &refused,
+            "bulwark_p2p_handshakes_refused_total",
+            &[("check", check)],
+        );
+        assert!(n >= 1.0, "{check}: {n}");
+    }
+    assert_eq!(metrics::value(&refused, "cometbft_p2p_peers", &[]), 3.0);
 
     // The network kept committing through all of it.
     let reached = nodes.iter().map(|n| n.last).max().unwrap();

@@ -8,10 +8,15 @@
 mod host;
 
 use harness::ports::testnet_block;
-use harness::process::{fast_testnet, start, wait_for, Node};
+use harness::process::{bulwark_binary, fast_testnet, start, wait_for, Node};
+use harness::process::{testnet, FAST_TIMEOUTS};
+use prometheus_parse::Value;
 use std::time::Duration;
 
-/// Whether `node`'s recent log has a line containing `needle`.
+#[path = "shared/metrics.rs"]
+mod metrics;
+use metrics::{scrape, value as gauge};
+
 /// Whether `node` logged a line containing `needle` (its whole log, not just the tail).
 fn logged(node: &Node, needle: &str) -> bool {
     std::fs::read_to_string(node.home.join("bulwark.log"))
@@ -37,12 +42,39 @@ fn wait_logged(node: &mut Node, needle: &str, limit: Duration) -> bool {
 fn four_processes_commit_restart_one_by_one_recover_from_a_kill_and_wait_after_a_full_restart() {
     let dir = tempfile::tempdir().unwrap();
     let base = testnet_block(4).unwrap();
-    let homes = fast_testnet(dir.path(), base).unwrap();
+    let mut config = FAST_TIMEOUTS.to_vec();
+    config.push(metrics::ON);
+    let homes = testnet(&bulwark_binary().unwrap(), dir.path(), 4, base, &config).unwrap();
     let mut nodes: Vec<Node> = homes.iter().map(|h| start(h).unwrap()).collect();
     {
         let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
         wait_for(&mut all, 10, Duration::from_secs(120)).unwrap();
     }
+    // What an operator's Prometheus sees: CometBFT's names, labelled with the chain id.
+    let chain_id = harness::rpc::RpcClient::new(&harness::process::rpc_addr(base, 0))
+        .call("status", serde_json::json!({}))
+        .unwrap()["node_info"]["network"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let metrics = scrape(base, 0);
+    let chain = [("chain_id", chain_id.as_str())];
+    assert!(gauge(&metrics, "cometbft_consensus_latest_block_height", &chain) >= 10.0);
+    assert_eq!(
+        gauge(&metrics, "cometbft_consensus_validators", &chain),
+        4.0
+    );
+    assert_eq!(gauge(&metrics, "cometbft_p2p_peers", &chain), 3.0);
+    assert_eq!(gauge(&metrics, "bulwark_instance_signing", &chain), 1.0);
+    let interval = metrics
+        .samples
+        .iter()
+        .find(|s| s.metric == "cometbft_consensus_block_interval_seconds")
+        .unwrap();
+    assert!(
+        matches!(&interval.value, Value::Histogram(buckets) if buckets.last().is_some_and(|b| b.count >= 8.0)),
+        "{interval:?}"
+    );
     // A rolling restart: each process in turn stops cleanly on SIGTERM and starts again from
     // its data, the chain continuing from where it was. Every start is a new instance of its
     // validator (bulwark_instance): it signs again once the other three commit its claim.
@@ -105,6 +137,21 @@ fn four_processes_commit_restart_one_by_one_recover_from_a_kill_and_wait_after_a
             .call("status", serde_json::json!({}))
             .unwrap();
         assert_eq!(status["bulwark_instance"]["signing"], false, "{status}");
+        // ... and in its metrics: not signing, because another instance holds the key.
+        let metrics = scrape(base, i);
+        assert_eq!(gauge(&metrics, "bulwark_instance_signing", &[]), 0.0);
+        assert_eq!(
+            gauge(
+                &metrics,
+                "bulwark_instance_state",
+                &[("state", "elsewhere")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            gauge(&metrics, "bulwark_instance_state", &[("state", "holder")]),
+            0.0
+        );
     }
     for n in nodes.iter_mut() {
         n.stop_cleanly().unwrap();

@@ -727,6 +727,7 @@ fn production_boot(dir: &Path, tag: &str, inputs: &[(&str, PathBuf)]) -> Boot {
         monitor: dir.join(format!("monitor-{tag}.sock")),
         fw_cfg,
         forwards: vec![],
+        qemu_args: vec![],
     }
 }
 
@@ -851,6 +852,77 @@ fn the_production_image_without_sev_snp_powers_off_and_never_trusts_simulated_ev
             started.elapsed().as_secs_f64()
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// BadAML: the host hands the production guest an ACPI table of its own
+/// (`tests/data/hostile-ssdt.asl`, compiled with `iasl`; the launch digest does not cover
+/// ACPI tables). Its AML runs in the guest kernel at boot, writes a marker to QEMU's debug
+/// port, then tries to write and read back guest RAM. The kernel refuses the mapping
+/// (`image/patches/acpi-maps-no-guest-ram.patch`): the second marker never comes, the
+/// interpreter's error is on the console, and the guest goes on to PID 1 (which, without
+/// SEV-SNP, refuses to enrol and powers off).
+#[test]
+#[ignore = "needs the production image, QEMU and iasl: run through `cargo xtask test` (or `cargo xtask image` first)"]
+fn the_hosts_acpi_table_runs_in_the_guest_but_never_maps_guest_ram() {
+    let image = image_dir(Flavour::Production);
+    vm_harness::vm::check_prerequisites(&image).unwrap();
+    let dir = std::env::temp_dir().join(format!("bulwark-aml-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/hostile-ssdt.asl");
+    let out = std::process::Command::new("iasl")
+        .arg("-p")
+        .arg(dir.join("hostile-ssdt"))
+        .arg(&source)
+        .output()
+        .expect("iasl (Debian's acpica-tools; `cargo xtask test` installs it)");
+    assert!(
+        out.status.success(),
+        "iasl: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let request = dir.join("enroll.json");
+    std::fs::write(
+        &request,
+        r#"{"moniker":"v0","chain_name":"bulwark-testnet","trust":"amd"}"#,
+    )
+    .unwrap();
+    let mut boot = production_boot(&dir, "aml", &[("enroll", request)]);
+    let port = dir.join("debug-port.log");
+    boot.qemu_args = vec![
+        "-acpitable".into(),
+        format!("file={}", dir.join("hostile-ssdt.aml").display()),
+        "-debugcon".into(),
+        format!("file:{}", port.display()),
+        "-global".into(),
+        "isa-debugcon.iobase=0x402".into(),
+    ];
+    let log = run_to_power_off(&image, &boot, REFUSAL).unwrap();
+    let written = String::from_utf8_lossy(&std::fs::read(&port).unwrap_or_default()).to_string();
+    assert!(
+        written.contains("<aml ran>"),
+        "the hostile table did not run (debug port: {written:?}); serial log:\n{}",
+        vm_harness::vm::tail(&log)
+    );
+    assert!(
+        !written.contains("<guest ram mapped>"),
+        "the host's AML wrote and read guest RAM; serial log:\n{}",
+        vm_harness::vm::tail(&log)
+    );
+    assert!(
+        log.contains("Could not map memory at 0x0000000002000000"),
+        "no interpreter error for the refused mapping:\n{}",
+        vm_harness::vm::tail(&log)
+    );
+    assert!(
+        refused_with(&log, "sev_guest_device"),
+        "the guest did not reach PID 1 after the hostile table:\n{}",
+        vm_harness::vm::tail(&log)
+    );
+    eprintln!(
+        "vm test: the host's AML ran in the production guest and its guest-RAM access was refused"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -124,6 +124,12 @@ pub fn rpc_addr(base: u16, i: usize) -> String {
     format!("127.0.0.1:{}", usize::from(base) + 10 * i + 1)
 }
 
+/// Where node `i` of a testnet made from `base` serves Prometheus metrics once
+/// `instrumentation.prometheus` is on (host:port).
+pub fn metrics_addr(base: u16, i: usize) -> String {
+    format!("127.0.0.1:{}", usize::from(base) + 10 * i + 2)
+}
+
 /// The JSON-RPC URL of node `i` of a testnet made from `base`.
 pub fn rpc_url(base: u16, i: usize) -> String {
     format!("http://{}", rpc_addr(base, i))

@@ -98,3 +98,25 @@ pub fn height(client: &mut RpcClient) -> Option<u64> {
         .parse()
         .ok()
 }
+
+/// `GET path` from the HTTP server at `addr` on a connection of its own: the status code and
+/// the body (read to the end; the server closes the connection).
+pub fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    let mut stream = TcpStream::connect(addr).with_context(|| format!("connecting to {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: bulwark\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow!("{addr}{path}: no end of headers"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow!("{addr}{path}: no status in {head:?}"))?;
+    Ok((status, body.to_string()))
+}

@@ -131,6 +131,59 @@ pub struct MempoolSection {
     pub cache_size: usize,
 }
 
+/// `[instrumentation]` of config.toml, as CometBFT's (absent: metrics off).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstrumentationConfig {
+    /// Whether to serve Prometheus metrics.
+    #[serde(default)]
+    pub prometheus: bool,
+    /// Where: `host:port`, or `:port` for every interface (CometBFT's form).
+    #[serde(default = "default_prometheus_addr")]
+    pub prometheus_listen_addr: String,
+    /// Most scrape connections at once.
+    #[serde(default = "default_metrics_connections")]
+    pub max_open_connections: usize,
+    /// Prefix of CometBFT's metric names (Bulwark's own are `bulwark_`).
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+}
+
+fn default_prometheus_addr() -> String {
+    ":26660".into()
+}
+
+fn default_metrics_connections() -> usize {
+    3
+}
+
+fn default_namespace() -> String {
+    "cometbft".into()
+}
+
+impl Default for InstrumentationConfig {
+    fn default() -> Self {
+        InstrumentationConfig {
+            prometheus: false,
+            prometheus_listen_addr: default_prometheus_addr(),
+            max_open_connections: default_metrics_connections(),
+            namespace: default_namespace(),
+        }
+    }
+}
+
+impl InstrumentationConfig {
+    /// The address to serve metrics on (`:port` is every interface).
+    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
+        let addr = &self.prometheus_listen_addr;
+        let full = match addr.strip_prefix(':') {
+            Some(port) => format!("0.0.0.0:{port}"),
+            None => addr.clone(),
+        };
+        full.parse()
+            .map_err(|e| format!("instrumentation.prometheus_listen_addr {addr:?}: {e}"))
+    }
+}
+
 /// config.toml.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeConfig {
@@ -144,6 +197,9 @@ pub struct NodeConfig {
     pub consensus: ConsensusConfig,
     /// Mempool limits.
     pub mempool: MempoolSection,
+    /// Prometheus metrics.
+    #[serde(default)]
+    pub instrumentation: InstrumentationConfig,
 }
 
 impl NodeConfig {
@@ -177,6 +233,7 @@ impl NodeConfig {
                 max_tx_bytes: 1 << 20,
                 cache_size: 10_000,
             },
+            instrumentation: InstrumentationConfig::default(),
         }
     }
 
@@ -195,6 +252,12 @@ impl NodeConfig {
         }
         if self.p2p.laddr == self.rpc.laddr {
             return Err("p2p.laddr and rpc.laddr must differ".into());
+        }
+        if self.instrumentation.prometheus {
+            let metrics = self.instrumentation.listen_addr()?;
+            if metrics == self.p2p.laddr || metrics == self.rpc.laddr {
+                return Err("instrumentation.prometheus_listen_addr must differ from p2p.laddr and rpc.laddr".into());
+            }
         }
         Ok(())
     }
@@ -399,6 +462,8 @@ pub fn testnet(
     for i in 0..validators {
         let home = output.join(format!("node{i}"));
         let mut config = NodeConfig::new(&format!("node{i}"), port(i, 0)?, port(i, 1)?);
+        // Metrics stay off (CometBFT's default); where they would go is in the node's block.
+        config.instrumentation.prometheus_listen_addr = format!("127.0.0.1:{}", port(i, 2)?);
         // One connection per pair: node i dials the nodes before it (and redials them when a
         // connection drops), so no message arrives twice.
         for j in 0..i {

@@ -5,6 +5,7 @@
 //! and RPC calls reach it in turn, so RPC never races consensus.
 
 use crate::home::Home;
+use anyhow::Context as _;
 use bulwark_app::kvstore::KvStore;
 use bulwark_attest::{EvidenceSource, Trust};
 use bulwark_consensus::Config;
@@ -15,6 +16,7 @@ use bulwark_p2p::peers::{spawn_dialler, spawn_listener};
 use bulwark_p2p::transport::CERT_LIFETIME;
 use bulwark_p2p::{ConnectionId, Edge, EdgeLimits, Link, Peer, PeerEvent, Transport};
 use bulwark_rpc::answer::{answer, NodeView, Reply};
+use bulwark_rpc::metrics::{Metrics, Scrape, ScrapeView};
 use bulwark_rpc::peers::peer_info;
 use bulwark_rpc::waiters::CommitWaiters;
 use bulwark_rpc::{RpcLimits, RpcRequest};
@@ -403,6 +405,25 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
             ..RpcLimits::default()
         },
     )?;
+    // Prometheus metrics, when enabled: scrapes are answered on this task like RPC calls.
+    let (scrape_tx, mut scrapes) = mpsc::channel::<Scrape>(16);
+    let instrumentation = &home.config.instrumentation;
+    if instrumentation.prometheus {
+        let addr = instrumentation.listen_addr().map_err(anyhow::Error::msg)?;
+        let metrics_listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("binding instrumentation.prometheus_listen_addr {addr}"))?;
+        bulwark_rpc::metrics::spawn_serve(
+            metrics_listener,
+            scrape_tx,
+            instrumentation.max_open_connections,
+        )?;
+        tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    } else {
+        drop(scrape_tx);
+    }
+    let mut metrics = Metrics::new(&instrumentation.namespace, home.genesis.chain_id.as_str());
+    let handshakes = transport.stats();
+    let edge_handle = edge.handle();
     spawn_listener(listener, transport.handle(), link.clone());
     // Keep one outbound connection to every persistent peer, reconnecting when it drops.
     for peer in home.config.p2p.persistent_peers.clone() {
@@ -449,6 +470,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 Output::ScheduleTxFlush { after } => timers.set(after, Input::FlushTxs),
                 Output::Committed { height, txs } => {
                     tracing::info!(height, txs, "committed");
+                    metrics.committed(&engine, txs);
                     waiters.committed(&engine, height);
                 }
             }
@@ -509,6 +531,15 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                     Reply::AwaitCommit { hash } => waiters.add(hash, request.reply),
                 }
                 outputs = out;
+                continue;
+            }
+            Some(reply) = scrapes.recv() => {
+                let view = ScrapeView {
+                    peers: peers.len(),
+                    handshakes: handshakes.snapshot(),
+                    edge: edge_handle.counters(),
+                };
+                let _ = reply.send(metrics.render(&engine, &view));
                 continue;
             }
             _ = async { match next_timer { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {

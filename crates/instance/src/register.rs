@@ -76,6 +76,26 @@ impl Authorization {
             Authorization::Unclaimed | Authorization::Holder { .. }
         )
     }
+
+    /// A short name for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Authorization::Unclaimed => "unclaimed",
+            Authorization::Unconfirmed => "unconfirmed",
+            Authorization::UnclaimedLate => "unclaimed_late",
+            Authorization::Holder { .. } => "holder",
+            Authorization::Elsewhere { .. } => "elsewhere",
+        }
+    }
+
+    /// Every [`Authorization::label`].
+    pub const LABELS: [&'static str; 5] = [
+        "unclaimed",
+        "unconfirmed",
+        "unclaimed_late",
+        "holder",
+        "elsewhere",
+    ];
 }
 
 impl Register {

@@ -573,6 +573,11 @@ impl Engine {
         &self.mempool
     }
 
+    /// Verified evidence waiting for a block.
+    pub fn evidence_pending(&self) -> usize {
+        self.evidence.pending()
+    }
+
     /// Whether peers have shown heights beyond ours (block sync in progress).
     pub fn catching_up(&self) -> bool {
         self.highest_peer_height > self.state.next_height()

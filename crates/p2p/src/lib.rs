@@ -6,6 +6,7 @@
 
 pub mod edge;
 pub mod peers;
+pub mod stats;
 pub mod transport;
 
 pub use edge::{Edge, EdgeHandle, EdgeLimits};

@@ -3,12 +3,13 @@
 //! trust (the SEV-SNP guest device under `amd`, the simulated PSP under `simulated`) and is
 //! re-made at half its lifetime; peers are admitted only by the network's policy.
 
+use crate::stats::{self, HandshakeStats};
 use bulwark_attest::EvidenceSource;
 use bulwark_net::config::{rotating_client_config, rotating_server_config, SERVER_NAME};
 use bulwark_net::verifier::{peer_identity, rejection_of};
 use bulwark_net::{AttestedVerifier, LocalIdentity, NetworkPolicy, RotatingIdentity, VerifiedPeer};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, TlsConnector, TlsStream};
 
@@ -37,6 +38,7 @@ pub struct Transport {
     source: Box<dyn EvidenceSource>,
     consensus_key: [u8; 32],
     chain_id: String,
+    stats: Arc<HandshakeStats>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -85,6 +87,7 @@ impl Transport {
             source,
             consensus_key,
             chain_id,
+            stats: Arc::default(),
         })
     }
 
@@ -107,7 +110,13 @@ impl Transport {
             acceptor: self.acceptor.clone(),
             connector: self.connector.clone(),
             verifier: self.verifier.clone(),
+            stats: self.stats.clone(),
         }
+    }
+
+    /// What its handshakes counted (refusals by check, times of the admitted ones).
+    pub fn stats(&self) -> Arc<HandshakeStats> {
+        self.stats.clone()
     }
 }
 
@@ -117,46 +126,82 @@ pub struct TransportHandle {
     acceptor: TlsAcceptor,
     connector: TlsConnector,
     verifier: Arc<AttestedVerifier>,
+    stats: Arc<HandshakeStats>,
 }
 
 /// An established, attested connection.
 pub type Attested = (TlsStream<TcpStream>, VerifiedPeer);
 
-fn refused(e: std::io::Error) -> String {
+/// Why a handshake failed: the check's name (for metrics) and the whole reason.
+type Refusal = (&'static str, String);
+
+fn refused(e: std::io::Error) -> Refusal {
     match rejection_of(&e) {
-        Some(reason) => format!("check={} {reason}", reason.check()),
-        None => e.to_string(),
+        Some(reason) => (reason.check(), format!("check={} {reason}", reason.check())),
+        None => (stats::TLS, e.to_string()),
     }
+}
+
+fn timed_out<T>(_: T) -> Refusal {
+    (stats::TIMED_OUT, "handshake timed out".to_string())
 }
 
 impl TransportHandle {
     fn identify(
         &self,
         certs: Option<&[rustls::pki_types::CertificateDer<'_>]>,
-    ) -> Result<VerifiedPeer, String> {
+    ) -> Result<VerifiedPeer, Refusal> {
         peer_identity(&self.verifier, certs, now_unix())
-            .map_err(|r| format!("check={} {r}", r.check()))
+            .map_err(|r| (r.check(), format!("check={} {r}", r.check())))
+    }
+
+    /// Counts the handshake begun at `started`; the error names why the peer was refused.
+    fn settle(
+        &self,
+        started: Instant,
+        result: Result<Attested, Refusal>,
+    ) -> Result<Attested, String> {
+        match result {
+            Ok(attested) => {
+                self.stats.admitted(started.elapsed());
+                Ok(attested)
+            }
+            Err((check, why)) => {
+                self.stats.refused(check);
+                Err(why)
+            }
+        }
     }
 
     /// Accepts an inbound connection; the error names why the peer was refused.
     pub async fn accept(&self, tcp: TcpStream) -> Result<Attested, String> {
-        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp))
-            .await
-            .map_err(|_| "handshake timed out".to_string())?
-            .map_err(refused)?;
-        let peer = self.identify(tls.get_ref().1.peer_certificates())?;
-        Ok((TlsStream::Server(tls), peer))
+        let started = Instant::now();
+        let result = async {
+            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.acceptor.accept(tcp))
+                .await
+                .map_err(timed_out)?
+                .map_err(refused)?;
+            let peer = self.identify(tls.get_ref().1.peer_certificates())?;
+            Ok((TlsStream::Server(tls), peer))
+        }
+        .await;
+        self.settle(started, result)
     }
 
     /// Dials a peer; the error names why it was refused.
     pub async fn dial(&self, tcp: TcpStream) -> Result<Attested, String> {
-        let name =
-            rustls::pki_types::ServerName::try_from(SERVER_NAME).map_err(|e| e.to_string())?;
-        let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.connector.connect(name, tcp))
-            .await
-            .map_err(|_| "handshake timed out".to_string())?
-            .map_err(refused)?;
-        let peer = self.identify(tls.get_ref().1.peer_certificates())?;
-        Ok((TlsStream::Client(tls), peer))
+        let started = Instant::now();
+        let result = async {
+            let name = rustls::pki_types::ServerName::try_from(SERVER_NAME)
+                .map_err(|e| (stats::TLS, e.to_string()))?;
+            let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, self.connector.connect(name, tcp))
+                .await
+                .map_err(timed_out)?
+                .map_err(refused)?;
+            let peer = self.identify(tls.get_ref().1.peer_certificates())?;
+            Ok((TlsStream::Client(tls), peer))
+        }
+        .await;
+        self.settle(started, result)
     }
 }

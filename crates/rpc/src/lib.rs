@@ -8,6 +8,7 @@
 
 pub mod answer;
 pub mod calls;
+pub mod metrics;
 pub mod peers;
 pub mod waiters;
 
@@ -228,17 +229,26 @@ impl Server {
     }
 }
 
-/// Serves JSON-RPC on `listener` until the engine's channel closes.
-pub async fn serve(listener: TcpListener, engine: mpsc::Sender<RpcRequest>, limits: RpcLimits) {
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let server = Arc::new(Server { engine, limits });
+/// Serves HTTP/1 on `listener`, at most `max_connections` connections at once (more are
+/// closed at once), each request answered by `respond`, until `stopped()` says so (asked at
+/// every accept).
+pub(crate) async fn serve_http<R, F>(
+    listener: TcpListener,
+    max_connections: usize,
+    stopped: impl Fn() -> bool,
+    respond: R,
+) where
+    R: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let connections = Arc::new(Semaphore::new(max_connections));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             // Out of file descriptors and the like: back off instead of spinning.
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        if server.engine.is_closed() {
+        if stopped() {
             return;
         }
         let Ok(permit) = connections.clone().try_acquire_owned() else {
@@ -246,11 +256,11 @@ pub async fn serve(listener: TcpListener, engine: mpsc::Sender<RpcRequest>, limi
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let server = server.clone();
+        let respond = respond.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let server = server.clone();
-                async move { Ok::<_, std::convert::Infallible>(server.handle(request).await) }
+                let answer = respond(request);
+                async move { Ok::<_, std::convert::Infallible>(answer.await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -260,6 +270,44 @@ pub async fn serve(listener: TcpListener, engine: mpsc::Sender<RpcRequest>, limi
             drop(permit);
         });
     }
+}
+
+/// Serves JSON-RPC on `listener` until the engine's channel closes.
+pub async fn serve(listener: TcpListener, engine: mpsc::Sender<RpcRequest>, limits: RpcLimits) {
+    let max_connections = limits.max_connections;
+    let server = Arc::new(Server { engine, limits });
+    let watched = server.clone();
+    serve_http(
+        listener,
+        max_connections,
+        move || watched.engine.is_closed(),
+        move |request| server.clone().handle(request),
+    )
+    .await;
+}
+
+/// Runs `serve` on `listener` on a thread named `name` with a runtime of its own, so that
+/// parsing requests and writing answers never take the engine's thread.
+pub(crate) fn spawn_on_own_thread<S, F>(
+    listener: std::net::TcpListener,
+    name: &str,
+    serve: S,
+) -> std::io::Result<std::thread::JoinHandle<()>>
+where
+    S: FnOnce(TcpListener) -> F + Send + 'static,
+    F: std::future::Future<Output = ()>,
+{
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = {
+        let _in_runtime = runtime.enter();
+        TcpListener::from_std(listener)?
+    };
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || runtime.block_on(serve(listener)))
 }
 
 /// The name of the RPC server's thread: under the `contained-` prefix, so a panic in a
@@ -275,15 +323,5 @@ pub fn spawn_serve(
     engine: mpsc::Sender<RpcRequest>,
     limits: RpcLimits,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    listener.set_nonblocking(true)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let listener = {
-        let _in_runtime = runtime.enter();
-        TcpListener::from_std(listener)?
-    };
-    std::thread::Builder::new()
-        .name(RPC_THREAD.into())
-        .spawn(move || runtime.block_on(serve(listener, engine, limits)))
+    spawn_on_own_thread(listener, RPC_THREAD, move |l| serve(l, engine, limits))
 }

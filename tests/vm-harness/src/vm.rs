@@ -30,9 +30,10 @@ pub const VIRTIO_OPTIONS: &str = "disable-legacy=on,iommu_platform=on";
 /// The generic UEFI firmware the TCG VMs boot (Debian's `ovmf` package).
 pub const UEFI_FIRMWARE: &str = "/usr/share/ovmf/OVMF.fd";
 
-/// The Debian packages the VMs and their tests need: QEMU, generic OVMF, and e2fsprogs (the
-/// independent checker of the guest's own ext4 in `boot/tests`).
-pub const VM_PACKAGES: [&str; 3] = ["qemu-system-x86", "e2fsprogs", "ovmf"];
+/// The Debian packages the VMs and their tests need: QEMU, generic OVMF, e2fsprogs (the
+/// independent checker of the guest's own ext4 in `boot/tests`) and acpica-tools (`iasl`,
+/// for the hostile ACPI table of `tests/vm.rs`).
+pub const VM_PACKAGES: [&str; 4] = ["qemu-system-x86", "e2fsprogs", "ovmf", "acpica-tools"];
 
 /// The port a validator listens on for peers inside its VM.
 pub const GUEST_P2P_PORT: u16 = 26656;
@@ -177,6 +178,8 @@ pub struct Boot {
     pub fw_cfg: Vec<(String, PathBuf)>,
     /// Host ports forwarded to the guest.
     pub forwards: Vec<Forward>,
+    /// Further QEMU arguments: what else a (test's hostile) host hands the guest.
+    pub qemu_args: Vec<String>,
 }
 
 /// Boots `image` under TCG on the SEV-SNP machine shape (q35, UEFI, the SNP device options)
@@ -204,6 +207,7 @@ pub fn launch(image: &Path, boot: &Boot) -> Result<Child> {
     for (name, file) in &boot.fw_cfg {
         c.args(fw_cfg_args(name, file));
     }
+    c.args(&boot.qemu_args);
     c.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -609,6 +613,7 @@ impl VmNetwork {
             monitor: vm.join(format!("monitor{suffix}.sock")),
             fw_cfg,
             forwards,
+            qemu_args: vec![],
         }
     }
 

@@ -1,0 +1,459 @@
+//! Prometheus metrics on `instrumentation.prometheus_listen_addr`, in the text exposition
+//! format: CometBFT's metric names (namespace `cometbft` unless configured otherwise, every
+//! series labelled with the chain id) for what Bulwark has, and Bulwark's own under
+//! `bulwark_`: whether this instance of the validator signs and why not, attested handshakes
+//! refused by the check that failed, handshake times, connections refused at the edge, and
+//! evidence waiting to be committed.
+//!
+//! A scrape is answered on the engine's task, between its inputs, like every RPC call: the
+//! figures are the engine's at that moment. What must be seen at every commit (the block
+//! interval, transactions so far) is recorded by [`Metrics::committed`]; the rest is read
+//! when scraped, so metrics cost the engine nothing between scrapes.
+
+use crate::answer::{load_block, validators_at};
+use bulwark_node::engine::Engine;
+use bulwark_node::instance::Authorization;
+use bulwark_p2p::edge::EdgeCounters;
+use bulwark_p2p::stats::{HandshakeSnapshot, Histogram};
+use bulwark_types::tendermint::block::CommitSig;
+use bulwark_types::tendermint::evidence::Evidence;
+use bulwark_types::tendermint::Time;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Method, Request, Response, StatusCode};
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Bounds of the block-interval histogram, seconds.
+pub const BLOCK_INTERVAL_SECONDS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// What the driver keeps between scrapes.
+#[derive(Debug)]
+pub struct Metrics {
+    namespace: String,
+    chain_id: String,
+    block_interval: Histogram,
+    total_txs: u64,
+    last_block_time: Option<Time>,
+}
+
+/// What the driver knows at a scrape that the engine does not.
+#[derive(Debug)]
+pub struct ScrapeView<'a> {
+    /// Connected (attested) peers.
+    pub peers: usize,
+    /// The attested handshakes so far.
+    pub handshakes: HandshakeSnapshot,
+    /// What the edge refused before TLS.
+    pub edge: &'a EdgeCounters,
+}
+
+/// One metric family being written.
+struct Family<'a> {
+    out: &'a mut String,
+    name: String,
+    chain: &'a str,
+}
+
+impl Family<'_> {
+    /// A sample with the chain label and `labels` (name, value).
+    fn sample(&mut self, suffix: &str, labels: &[(&str, &str)], value: f64) {
+        let _ = write!(
+            self.out,
+            "{}{suffix}{{chain_id=\"{}\"",
+            self.name,
+            escape(self.chain)
+        );
+        for (k, v) in labels {
+            let _ = write!(self.out, ",{k}=\"{}\"", escape(v));
+        }
+        let _ = writeln!(self.out, "}} {}", number(value));
+    }
+}
+
+/// A label value as the exposition format writes it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn number(value: f64) -> String {
+    if value.is_infinite() {
+        if value > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{value}")
+    }
+}
+
+fn count(n: impl TryInto<u64>) -> f64 {
+    // Counts far below 2^53: exact as f64.
+    n.try_into().unwrap_or(u64::MAX) as f64
+}
+
+impl Metrics {
+    /// Metrics of `chain_id` under `namespace` (CometBFT's `instrumentation.namespace`).
+    pub fn new(namespace: &str, chain_id: &str) -> Self {
+        Metrics {
+            namespace: namespace.into(),
+            chain_id: chain_id.into(),
+            block_interval: Histogram::new(&BLOCK_INTERVAL_SECONDS),
+            total_txs: 0,
+            last_block_time: None,
+        }
+    }
+
+    /// Records a committed block with `txs` transactions (the engine's state is its).
+    pub fn committed(&mut self, engine: &Engine, txs: usize) {
+        let time = engine.state().last_block_time;
+        if let Some(previous) = self.last_block_time {
+            if let Ok(interval) = time.duration_since(previous) {
+                self.block_interval.observe(interval.as_secs_f64());
+            }
+        }
+        self.last_block_time = Some(time);
+        self.total_txs = self
+            .total_txs
+            .saturating_add(u64::try_from(txs).unwrap_or(u64::MAX));
+    }
+
+    fn family<'a>(
+        &'a self,
+        out: &'a mut String,
+        bulwark: bool,
+        name: &str,
+        kind: &str,
+        help: &str,
+    ) -> Family<'a> {
+        let name = if bulwark {
+            format!("bulwark_{name}")
+        } else {
+            format!("{}_{name}", self.namespace)
+        };
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        Family {
+            out,
+            name,
+            chain: &self.chain_id,
+        }
+    }
+
+    fn gauge(&self, out: &mut String, name: &str, help: &str, value: f64) {
+        self.family(out, false, name, "gauge", help)
+            .sample("", &[], value);
+    }
+
+    fn histogram(&self, out: &mut String, bulwark: bool, name: &str, help: &str, h: &Histogram) {
+        let mut f = self.family(out, bulwark, name, "histogram", help);
+        let mut cumulative = 0;
+        for (bound, n) in h.bounds.iter().zip(&h.counts) {
+            cumulative += n;
+            f.sample("_bucket", &[("le", &number(*bound))], count(cumulative));
+        }
+        f.sample("_bucket", &[("le", "+Inf")], count(h.count));
+        f.sample("_sum", &[], h.sum);
+        f.sample("_count", &[], count(h.count));
+    }
+
+    /// The exposition text of this moment.
+    pub fn render(&self, engine: &Engine, view: &ScrapeView<'_>) -> String {
+        let mut out = String::new();
+        let state = engine.state();
+        let set = &state.validator_infos;
+        self.gauge(
+            &mut out,
+            "consensus_height",
+            "Height of the chain (the height in progress).",
+            count(state.next_height()),
+        );
+        self.gauge(
+            &mut out,
+            "consensus_latest_block_height",
+            "The latest block's height.",
+            count(state.last_block_height),
+        );
+        self.gauge(
+            &mut out,
+            "consensus_rounds",
+            "Number of rounds at the height in progress.",
+            count(engine.round()),
+        );
+        self.gauge(
+            &mut out,
+            "consensus_validators",
+            "Number of validators.",
+            count(set.validators().len()),
+        );
+        self.gauge(
+            &mut out,
+            "consensus_validators_power",
+            "Total voting power of the validators.",
+            count(set.total_voting_power().value()),
+        );
+        let latest = (state.last_block_height >= state.initial_height)
+            .then(|| load_block(engine, state.last_block_height).ok())
+            .flatten();
+        let (mut missing, mut missing_power, mut byzantine, mut byzantine_power) = (0, 0, 0, 0);
+        let (mut txs, mut size) = (0, 0);
+        if let Some(block) = &latest {
+            txs = block.data.len();
+            size = engine
+                .blocks()
+                .block(block.header.height.value())
+                .ok()
+                .flatten()
+                .map_or(0, |b| b.len());
+            // The last commit's absent signatures, weighed with the set that signed it.
+            if let Some(commit) = &block.last_commit {
+                let signers = validators_at(engine, commit.height.value()).ok();
+                for (i, sig) in commit.signatures.iter().enumerate() {
+                    if matches!(sig, CommitSig::BlockIdFlagAbsent) {
+                        missing += 1;
+                        missing_power += signers
+                            .as_ref()
+                            .and_then(|s| s.validators().get(i))
+                            .map_or(0, |v| v.power.value());
+                    }
+                }
+            }
+            for e in block.evidence.iter() {
+                if let Evidence::DuplicateVote(dv) = e {
+                    byzantine += 1;
+                    byzantine_power += dv.validator_power.value();
+                }
+            }
+        }
+        self.gauge(
+            &mut out,
+            "consensus_missing_validators",
+            "Number of validators whose signature the latest block's last commit lacks.",
+            count(missing),
+        );
+        self.gauge(
+            &mut out,
+            "consensus_missing_validators_power",
+            "Voting power of the missing validators.",
+            count(missing_power),
+        );
+        self.gauge(
+            &mut out,
+            "consensus_byzantine_validators",
+            "Number of validators the latest block's evidence accuses.",
+            count(byzantine),
+        );
+        self.gauge(
+            &mut out,
+            "consensus_byzantine_validators_power",
+            "Voting power of the accused validators.",
+            count(byzantine_power),
+        );
+        self.histogram(
+            &mut out,
+            false,
+            "consensus_block_interval_seconds",
+            "Time between this and the last block (block times).",
+            &self.block_interval,
+        );
+        self.gauge(
+            &mut out,
+            "consensus_num_txs",
+            "Number of transactions in the latest block.",
+            count(txs),
+        );
+        self.gauge(
+            &mut out,
+            "consensus_total_txs",
+            "Transactions committed since this node started.",
+            count(self.total_txs),
+        );
+        self.gauge(
+            &mut out,
+            "consensus_block_size_bytes",
+            "Size of the latest block (protobuf).",
+            count(size),
+        );
+        self.gauge(
+            &mut out,
+            "consensus_block_syncing",
+            "Whether the node is catching up by block sync (1) or not (0).",
+            f64::from(u8::from(engine.catching_up())),
+        );
+        self.gauge(
+            &mut out,
+            "mempool_size",
+            "Number of uncommitted transactions in the mempool.",
+            count(engine.mempool().len()),
+        );
+        self.gauge(
+            &mut out,
+            "mempool_size_bytes",
+            "Total size of the mempool's transactions, bytes.",
+            count(engine.mempool().size_bytes()),
+        );
+        self.gauge(
+            &mut out,
+            "p2p_peers",
+            "Number of attested peers connected.",
+            count(view.peers),
+        );
+
+        let signing = engine.signing();
+        self.family(&mut out, true, "instance_signing", "gauge", "Whether this instance of the validator signs (1) or waits (0) under the instance rule.")
+            .sample("", &[], f64::from(u8::from(signing.may_sign())));
+        let mut f = self.family(
+            &mut out,
+            true,
+            "instance_state",
+            "gauge",
+            "The instance rule's state for this instance: 1 for the state it is in.",
+        );
+        for label in Authorization::LABELS {
+            f.sample(
+                "",
+                &[("state", label)],
+                f64::from(u8::from(label == signing.label())),
+            );
+        }
+        let mut f = self.family(
+            &mut out,
+            true,
+            "p2p_handshakes_refused_total",
+            "counter",
+            "Attested handshakes refused, by the check that failed.",
+        );
+        for (check, n) in &view.handshakes.refused {
+            f.sample("", &[("check", check)], count(*n));
+        }
+        self.histogram(
+            &mut out,
+            true,
+            "p2p_handshake_seconds",
+            "Time of the attested handshakes that admitted a peer.",
+            &view.handshakes.admitted,
+        );
+        let edge = view.edge;
+        let mut f = self.family(
+            &mut out,
+            true,
+            "p2p_edge_refused_total",
+            "counter",
+            "Inbound connections refused before TLS, by the limit that refused them.",
+        );
+        for (reason, n) in [
+            ("source_rate", &edge.refused_source_rate),
+            ("total_rate", &edge.refused_total_rate),
+            ("handshakes", &edge.refused_handshakes),
+            ("peers", &edge.refused_peers),
+        ] {
+            f.sample("", &[("reason", reason)], count(n.load(Ordering::Relaxed)));
+        }
+        self.family(
+            &mut out,
+            true,
+            "evidence_pending",
+            "gauge",
+            "Verified evidence of misbehaviour waiting for a block.",
+        )
+        .sample("", &[], count(engine.evidence_pending()));
+        out
+    }
+}
+
+/// A scrape for the engine's task: where to send the exposition text.
+pub type Scrape = oneshot::Sender<String>;
+
+/// The metrics server's thread (`contained-`: a panic in a connection task closes that
+/// connection only).
+pub const METRICS_THREAD: &str = "contained-metrics";
+
+/// How long a scrape waits for the engine's task.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+async fn scrape(
+    scrapes: mpsc::Sender<Scrape>,
+    request: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET || request.uri().path() != "/metrics" {
+        return text(
+            StatusCode::NOT_FOUND,
+            "metrics are served at GET /metrics\n".into(),
+        );
+    }
+    let (tx, rx) = oneshot::channel();
+    let unavailable = |why: &str| text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+    match tokio::time::timeout(SCRAPE_TIMEOUT, scrapes.send(tx)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(_)) => return unavailable("the node is stopping"),
+        Err(_) => return unavailable("the node is busy"),
+    }
+    match tokio::time::timeout(SCRAPE_TIMEOUT, rx).await {
+        Ok(Ok(body)) => text(StatusCode::OK, body),
+        _ => unavailable("the node did not answer the scrape"),
+    }
+}
+
+/// Serves `GET /metrics` on `listener` from a thread of its own ([`METRICS_THREAD`]), each
+/// scrape answered by the engine's task through `scrapes`, at most `max_connections` at once
+/// (CometBFT's `instrumentation.max_open_connections`).
+pub fn spawn_serve(
+    listener: std::net::TcpListener,
+    scrapes: mpsc::Sender<Scrape>,
+    max_connections: usize,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    crate::spawn_on_own_thread(listener, METRICS_THREAD, move |listener| async move {
+        let watched = scrapes.clone();
+        crate::serve_http(
+            listener,
+            max_connections.max(1),
+            move || watched.is_closed(),
+            move |request| scrape(scrapes.clone(), request),
+        )
+        .await;
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn a_histogram_is_written_cumulatively_with_inf_sum_and_count() {
+        let m = Metrics::new("cometbft", "c-1");
+        let mut h = Histogram::new(&[1.0, 2.0]);
+        for v in [0.5, 1.5, 9.0] {
+            h.observe(v);
+        }
+        let mut out = String::new();
+        m.histogram(&mut out, false, "x_seconds", "X.", &h);
+        assert_eq!(
+            out,
+            "# HELP cometbft_x_seconds X.\n# TYPE cometbft_x_seconds histogram\n\
+             cometbft_x_seconds_bucket{chain_id=\"c-1\",le=\"1\"} 1\n\
+             cometbft_x_seconds_bucket{chain_id=\"c-1\",le=\"2\"} 2\n\
+             cometbft_x_seconds_bucket{chain_id=\"c-1\",le=\"+Inf\"} 3\n\
+             cometbft_x_seconds_sum{chain_id=\"c-1\"} 11\n\
+             cometbft_x_seconds_count{chain_id=\"c-1\"} 3\n"
+        );
+    }
+}
