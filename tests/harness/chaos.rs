@@ -36,7 +36,15 @@ pub struct ChaosArgs {
     /// Run the release build of `bulwark` (the long run: less CPU per node), not the debug.
     #[arg(long)]
     pub release: bool,
+    /// Plant a double signer, to show the invariants can fail: the last validator runs
+    /// `bulwark-byzantine double-vote` (the real driver, signing two votes at every step).
+    /// The run then succeeds only if its checks caught it.
+    #[arg(long)]
+    pub double_signer: bool,
 }
+
+/// The validator that plays the double signer under `--double-signer`.
+const PLANTED: usize = VALIDATORS - 1;
 
 /// The run's figures.
 #[derive(Debug, Default, Clone)]
@@ -303,6 +311,8 @@ impl Drop for Netns {
 struct Network {
     net: Netns,
     bin: PathBuf,
+    /// `bulwark-byzantine`, when validator [`PLANTED`] double-signs.
+    double_signer: Option<PathBuf>,
     homes: Vec<PathBuf>,
     nodes: Vec<Option<Node>>,
     rpc: Vec<RpcClient>,
@@ -316,12 +326,19 @@ struct Network {
 impl Network {
     fn start(&mut self, i: usize) -> Result<()> {
         let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.net.ns(i)])
-            .arg(&self.bin)
-            .arg("start")
-            .arg("--home")
-            .arg(&self.homes[i]);
+        command.args(["netns", "exec", &self.net.ns(i)]);
+        match &self.double_signer {
+            Some(byzantine) if i == PLANTED => command
+                .arg(byzantine)
+                .arg("double-vote")
+                .arg(&self.homes[i])
+                .arg(&self.bin),
+            _ => command
+                .arg(&self.bin)
+                .arg("start")
+                .arg("--home")
+                .arg(&self.homes[i]),
+        };
         self.nodes[i] = Some(Node::spawn(command, &self.homes[i])?);
         Ok(())
     }
@@ -492,6 +509,11 @@ pub fn run(args: &ChaosArgs) -> Result<Figures> {
     let mut n = Network {
         net,
         bin,
+        double_signer: if args.double_signer {
+            Some(process::byzantine_binary()?)
+        } else {
+            None
+        },
         homes,
         nodes: (0..VALIDATORS).map(|_| None).collect(),
         rpc,
@@ -674,7 +696,23 @@ pub fn run(args: &ChaosArgs) -> Result<Figures> {
     if args.json {
         println!("{summary}");
     }
-    if fig.conflicting_signatures > 0 || fig.lost_commits > 0 || fig.evidence_committed > 0 {
+    let broken =
+        fig.conflicting_signatures > 0 || fig.lost_commits > 0 || fig.evidence_committed > 0;
+    if args.double_signer {
+        if !broken {
+            bail!(
+                "chaos: the planted double signer (validator {PLANTED}) went unnoticed: {summary} (homes and logs in {})",
+                dir.display()
+            );
+        }
+        eprintln!(
+            "chaos: the planted double signer (validator {PLANTED}) was caught: {} conflicting signatures, {} evidence committed",
+            fig.conflicting_signatures, fig.evidence_committed
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        return Ok(fig);
+    }
+    if broken {
         bail!(
             "chaos: an invariant broke: {summary} (homes and logs in {})",
             dir.display()

@@ -238,16 +238,25 @@ fn test(args: TestArgs) -> Result<()> {
     lap("planted mutants");
     // Four validator processes under 50 kills, partitions, loss and delay (docs/RELIABILITY.md).
     eprintln!("xtask: cargo xtask chaos --kills 50 --json");
-    let figures = chaos(harness::chaos::ChaosArgs {
+    let run = harness::chaos::ChaosArgs {
         kills: 50,
         seed: 1,
         json: true,
         release: false,
-    })?;
+        double_signer: false,
+    };
+    let figures = chaos(run.clone())?;
     if figures.kills < 50 {
         bail!("the chaos run made {} kills, not 50", figures.kills);
     }
-    sims += 1;
+    // The same checks against a planted double signer: they must catch it.
+    eprintln!("xtask: cargo xtask chaos --kills 3 --double-signer");
+    chaos(harness::chaos::ChaosArgs {
+        kills: 3,
+        double_signer: true,
+        ..run
+    })?;
+    sims += 2;
     lap("chaos");
     // The images end to end (tests/vm.rs): both flavours built from pinned inputs; 4
     // validator VMs of the simulated image enrol, get a genesis assembled on the host, boot

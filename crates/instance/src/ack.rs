@@ -12,7 +12,8 @@
 //! validators past the first heights, or holding a claim of the validator, never give one: a
 //! copy booted after the validator's first claim committed gathers too few.
 
-use bulwark_types::tendermint::{validator, PublicKey};
+use crate::signed;
+use bulwark_types::tendermint::validator;
 
 /// How an acknowledgement transaction starts (a zero byte, like a claim's: no CometBFT sign
 /// bytes and no key=value transaction looks like one). It travels only between peers: never
@@ -61,14 +62,11 @@ impl Ack {
         instance: &[u8; 32],
         height: u64,
     ) -> Vec<u8> {
-        let mut b = ACK_SIGNING_DOMAIN.to_vec();
-        b.extend_from_slice(&(chain_id.len() as u64).to_be_bytes());
-        b.extend_from_slice(chain_id.as_bytes());
-        b.extend_from_slice(acker);
-        b.extend_from_slice(asker);
-        b.extend_from_slice(instance);
-        b.extend_from_slice(&height.to_be_bytes());
-        b
+        signed::signed_bytes(
+            ACK_SIGNING_DOMAIN,
+            chain_id,
+            &[acker, asker, instance, &height.to_be_bytes()],
+        )
     }
 
     /// The acknowledgement as a transaction.
@@ -109,27 +107,19 @@ impl Ack {
         chain_id: &str,
         validators: &validator::Set,
     ) -> Result<(), AckError> {
-        let who = hex::encode_upper(self.acker);
-        let info = validators
-            .validators()
-            .iter()
-            .find(|v| v.address.as_bytes() == self.acker)
-            .ok_or_else(|| AckError::NotAValidator(who.clone()))?;
-        let PublicKey::Ed25519(key) = info.pub_key else {
-            return Err(AckError::Signature(who));
-        };
-        let key = ed25519_consensus::VerificationKey::try_from(key.as_bytes())
-            .map_err(|_| AckError::Signature(who.clone()))?;
-        key.verify(
-            &ed25519_consensus::Signature::from(self.signature),
-            &Self::signed_bytes(
-                chain_id,
-                &self.acker,
-                &self.asker,
-                &self.instance,
-                self.height,
-            ),
-        )
-        .map_err(|_| AckError::Signature(who))
+        let message = Self::signed_bytes(
+            chain_id,
+            &self.acker,
+            &self.asker,
+            &self.instance,
+            self.height,
+        );
+        signed::verify_by(validators, &self.acker, &message, &self.signature).map_err(|e| {
+            let who = hex::encode_upper(self.acker);
+            match e {
+                signed::Refused::NotAValidator => AckError::NotAValidator(who),
+                signed::Refused::Signature => AckError::Signature(who),
+            }
+        })
     }
 }

@@ -1,7 +1,8 @@
 //! An instance claim: its bytes as a transaction, its signature and its validity in a block.
 
 use crate::register::Register;
-use bulwark_types::tendermint::{validator, PublicKey};
+use crate::signed;
+use bulwark_types::tendermint::validator;
 
 /// How a claim transaction starts: a zero byte, so no CometBFT sign bytes (a non-zero length
 /// prefix) and no key=value transaction ever looks like one.
@@ -72,13 +73,11 @@ impl Claim {
         instance: &[u8; 32],
         not_before: u64,
     ) -> Vec<u8> {
-        let mut b = SIGNING_DOMAIN.to_vec();
-        b.extend_from_slice(&(chain_id.len() as u64).to_be_bytes());
-        b.extend_from_slice(chain_id.as_bytes());
-        b.extend_from_slice(validator);
-        b.extend_from_slice(instance);
-        b.extend_from_slice(&not_before.to_be_bytes());
-        b
+        signed::signed_bytes(
+            SIGNING_DOMAIN,
+            chain_id,
+            &[validator, instance, &not_before.to_be_bytes()],
+        )
     }
 
     /// The claim as a transaction.
@@ -121,23 +120,14 @@ impl Claim {
         chain_id: &str,
         validators: &validator::Set,
     ) -> Result<(), ClaimError> {
-        let who = self.validator_hex();
-        let info = validators
-            .validators()
-            .iter()
-            .find(|v| v.address.as_bytes() == self.validator)
-            .ok_or_else(|| ClaimError::NotAValidator(who.clone()))?;
-        let PublicKey::Ed25519(key) = info.pub_key else {
-            return Err(ClaimError::Signature(who));
-        };
-        let key = ed25519_consensus::VerificationKey::try_from(key.as_bytes())
-            .map_err(|_| ClaimError::Signature(who.clone()))?;
-        let signature = ed25519_consensus::Signature::from(self.signature);
-        key.verify(
-            &signature,
-            &Self::signed_bytes(chain_id, &self.validator, &self.instance, self.not_before),
-        )
-        .map_err(|_| ClaimError::Signature(who))
+        let message =
+            Self::signed_bytes(chain_id, &self.validator, &self.instance, self.not_before);
+        signed::verify_by(validators, &self.validator, &message, &self.signature).map_err(|e| {
+            match e {
+                signed::Refused::NotAValidator => ClaimError::NotAValidator(self.validator_hex()),
+                signed::Refused::Signature => ClaimError::Signature(self.validator_hex()),
+            }
+        })
     }
 
     /// Whether the claim may be included in the block of `height`, given the register before

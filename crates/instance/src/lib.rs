@@ -51,6 +51,7 @@ mod ack;
 mod claim;
 mod pool;
 mod register;
+mod signed;
 mod signer;
 
 pub use ack::{Ack, AckError, ACK_SIGNING_DOMAIN, ACK_TX_MAGIC};
