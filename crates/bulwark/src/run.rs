@@ -470,7 +470,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 Output::ScheduleTxFlush { after } => timers.set(after, Input::FlushTxs),
                 Output::Committed { height, txs } => {
                     tracing::info!(height, txs, "committed");
-                    metrics.committed(&engine, txs);
+                    metrics.committed(&engine, height, txs);
                     waiters.committed(&engine, height);
                 }
             }

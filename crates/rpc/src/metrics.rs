@@ -23,7 +23,8 @@ use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 /// Bounds of the block-interval histogram, seconds.
@@ -38,7 +39,8 @@ pub struct Metrics {
     chain_id: String,
     block_interval: Histogram,
     total_txs: u64,
-    last_block_time: Option<Time>,
+    /// The latest block seen committed: its height and time.
+    last_block: Option<(u64, Time)>,
 }
 
 /// What the driver knows at a scrape that the engine does not.
@@ -104,22 +106,30 @@ impl Metrics {
             chain_id: chain_id.into(),
             block_interval: Histogram::new(&BLOCK_INTERVAL_SECONDS),
             total_txs: 0,
-            last_block_time: None,
+            last_block: None,
         }
     }
 
-    /// Records a committed block with `txs` transactions (the engine's state is its).
-    pub fn committed(&mut self, engine: &Engine, txs: usize) {
-        let time = engine.state().last_block_time;
-        if let Some(previous) = self.last_block_time {
-            if let Ok(interval) = time.duration_since(previous) {
-                self.block_interval.observe(interval.as_secs_f64());
-            }
-        }
-        self.last_block_time = Some(time);
+    /// Records the committed block of `height` with `txs` transactions. The interval is
+    /// observed between consecutive blocks committed one by one; blocks applied together (block
+    /// sync) count their transactions only, since the engine's state is already past them.
+    pub fn committed(&mut self, engine: &Engine, height: u64, txs: usize) {
         self.total_txs = self
             .total_txs
             .saturating_add(u64::try_from(txs).unwrap_or(u64::MAX));
+        let state = engine.state();
+        if state.last_block_height != height {
+            return;
+        }
+        let time = state.last_block_time;
+        if let Some((previous_height, previous_time)) = self.last_block {
+            if previous_height + 1 == height {
+                if let Ok(interval) = time.duration_since(previous_time) {
+                    self.block_interval.observe(interval.as_secs_f64());
+                }
+            }
+        }
+        self.last_block = Some((height, time));
     }
 
     fn family<'a>(
@@ -385,8 +395,16 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     response
 }
 
+/// The last rendering, served again to scrapes within [`RENDER_AT_MOST_EVERY`] of it.
+type Rendered = Arc<Mutex<Option<(Instant, String)>>>;
+
+/// However fast whoever reaches the metrics port scrapes, the engine's task renders at most
+/// this often.
+pub const RENDER_AT_MOST_EVERY: Duration = Duration::from_secs(1);
+
 async fn scrape(
     scrapes: mpsc::Sender<Scrape>,
+    rendered: Rendered,
     request: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
     if request.method() != Method::GET || request.uri().path() != "/metrics" {
@@ -394,6 +412,14 @@ async fn scrape(
             StatusCode::NOT_FOUND,
             "metrics are served at GET /metrics\n".into(),
         );
+    }
+    let recent = rendered.lock().ok().and_then(|r| {
+        r.as_ref()
+            .filter(|(at, _)| at.elapsed() < RENDER_AT_MOST_EVERY)
+            .map(|(_, body)| body.clone())
+    });
+    if let Some(body) = recent {
+        return text(StatusCode::OK, body);
     }
     let (tx, rx) = oneshot::channel();
     let unavailable = |why: &str| text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
@@ -403,7 +429,12 @@ async fn scrape(
         Err(_) => return unavailable("the node is busy"),
     }
     match tokio::time::timeout(SCRAPE_TIMEOUT, rx).await {
-        Ok(Ok(body)) => text(StatusCode::OK, body),
+        Ok(Ok(body)) => {
+            if let Ok(mut r) = rendered.lock() {
+                *r = Some((Instant::now(), body.clone()));
+            }
+            text(StatusCode::OK, body)
+        }
         _ => unavailable("the node did not answer the scrape"),
     }
 }
@@ -418,11 +449,12 @@ pub fn spawn_serve(
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     crate::spawn_on_own_thread(listener, METRICS_THREAD, move |listener| async move {
         let watched = scrapes.clone();
+        let rendered = Rendered::default();
         crate::serve_http(
             listener,
             max_connections.max(1),
             move || watched.is_closed(),
-            move |request| scrape(scrapes.clone(), request),
+            move |request| scrape(scrapes.clone(), rendered.clone(), request),
         )
         .await;
     })
