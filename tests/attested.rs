@@ -491,7 +491,7 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
         let n = metrics::value(
             &refused,
             "bulwark_p2p_handshakes_refused_total",
-            &[("check", check)],
+            &[("direction", "inbound"), ("check", check)],
         );
         assert!(n >= 1.0, "{check}: {n}");
     }

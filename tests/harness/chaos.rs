@@ -392,6 +392,10 @@ impl Network {
 
     /// Counts the equivocations node `i`'s log reports (its engine's double-sign detector).
     fn scan_log(&mut self, i: usize) {
+        // The planted double signer's own log does not count: the honest ones must see it.
+        if self.double_signer.is_some() && i == PLANTED {
+            return;
+        }
         let text = std::fs::read_to_string(self.homes[i].join("bulwark.log")).unwrap_or_default();
         self.conflicting_signatures +=
             text.lines().filter(|l| l.contains("double-signed")).count() as u64;
@@ -625,6 +629,16 @@ pub fn run(args: &ChaosArgs) -> Result<Figures> {
         .unwrap_or(0);
     let mut lost = n.forks_seen;
     let mut evidence = 0;
+    // Under --double-signer, evidence must name the planted validator and nobody else.
+    let planted = n
+        .status(PLANTED)
+        .and_then(|s| {
+            s.pointer("/validator_info/address")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let mut evidence_against_others = 0;
     for h in 1..=end {
         let mut hashes = Vec::new();
         for i in 0..VALIDATORS {
@@ -637,10 +651,20 @@ pub fn run(args: &ChaosArgs) -> Result<Figures> {
                 .unwrap_or_default()
                 .to_string();
             if i == 0 {
-                evidence += block
+                let pieces = block
                     .pointer("/block/evidence/evidence")
                     .and_then(Value::as_array)
-                    .map_or(0, |e| e.len() as u64);
+                    .cloned()
+                    .unwrap_or_default();
+                evidence += pieces.len() as u64;
+                evidence_against_others += pieces
+                    .iter()
+                    .filter(|e| {
+                        e.pointer("/value/vote_a/validator_address")
+                            .and_then(Value::as_str)
+                            != Some(planted.as_str())
+                    })
+                    .count() as u64;
             }
             hashes.push(hash);
         }
@@ -699,14 +723,21 @@ pub fn run(args: &ChaosArgs) -> Result<Figures> {
     let broken =
         fig.conflicting_signatures > 0 || fig.lost_commits > 0 || fig.evidence_committed > 0;
     if args.double_signer {
-        if !broken {
+        // Caught means: the honest nodes saw it and committed evidence against it alone, and
+        // no commit was lost (one byzantine validator of four must not fork the chain).
+        if fig.conflicting_signatures == 0
+            || fig.evidence_committed == 0
+            || evidence_against_others > 0
+            || fig.lost_commits > 0
+            || planted.is_empty()
+        {
             bail!(
-                "chaos: the planted double signer (validator {PLANTED}) went unnoticed: {summary} (homes and logs in {})",
+                "chaos: the planted double signer (validator {PLANTED}, {planted}) was not caught as it must be: {summary}, {evidence_against_others} pieces of evidence against others (homes and logs in {})",
                 dir.display()
             );
         }
         eprintln!(
-            "chaos: the planted double signer (validator {PLANTED}) was caught: {} conflicting signatures, {} evidence committed",
+            "chaos: the planted double signer (validator {PLANTED}) was caught: {} double signatures seen by the honest nodes, {} pieces of evidence committed, all against it; 0 lost commits",
             fig.conflicting_signatures, fig.evidence_committed
         );
         let _ = std::fs::remove_dir_all(&dir);

@@ -253,6 +253,17 @@ impl NodeConfig {
         if self.p2p.laddr == self.rpc.laddr {
             return Err("p2p.laddr and rpc.laddr must differ".into());
         }
+        let namespace = &self.instrumentation.namespace;
+        let mut chars = namespace.chars();
+        if !chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(format!(
+                "instrumentation.namespace {namespace:?} must match [a-zA-Z_][a-zA-Z0-9_]*"
+            ));
+        }
         if self.instrumentation.prometheus {
             let metrics = self.instrumentation.listen_addr()?;
             if metrics == self.p2p.laddr || metrics == self.rpc.laddr {

@@ -153,6 +153,26 @@ fn init_refuses_to_overwrite_keys_and_bad_files_name_themselves() {
     assert!(matches!(PublicHome::load(&home), Err(HomeError::Invalid { path, .. }) if path == cfg));
     std::fs::write(&cfg, "not toml [").unwrap();
     assert!(matches!(PublicHome::load(&home), Err(HomeError::Invalid { path, .. }) if path == cfg));
+    // A metric namespace that would inject lines into the exposition text, and metrics on the
+    // RPC port.
+    for bad in [
+        good.replace(
+            "namespace = \"cometbft\"",
+            "namespace = \"x 1\\nfake_metric 7\"",
+        ),
+        good.replace("prometheus = false", "prometheus = true")
+            .replace(
+                "prometheus_listen_addr = \":26660\"",
+                "prometheus_listen_addr = \"127.0.0.1:26657\"",
+            ),
+    ] {
+        assert_ne!(bad, good);
+        std::fs::write(&cfg, &bad).unwrap();
+        assert!(
+            matches!(PublicHome::load(&home), Err(HomeError::Invalid { ref path, .. }) if *path == cfg),
+            "{bad}"
+        );
+    }
     std::fs::write(&cfg, good).unwrap();
 
     std::fs::remove_file(home.join("config/genesis.json")).unwrap();

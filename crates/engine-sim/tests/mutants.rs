@@ -90,13 +90,33 @@ fn every_planted_mutant_is_caught_except_the_equivalent_one() {
     let mut wrong = Vec::new();
     // `BULWARK_MUTANT=Name` runs one (for working on it).
     let only = std::env::var("BULWARK_MUTANT").ok();
-    for m in MUTANTS {
-        if only.as_ref().is_some_and(|o| *o != format!("{m:?}")) {
-            continue;
+    let chosen: Vec<Mutant> = MUTANTS
+        .into_iter()
+        .filter(|m| only.as_ref().is_none_or(|o| *o == format!("{m:?}")))
+        .collect();
+    // The mutants are independent worlds (each run plants its mutant in its own thread): one
+    // worker per core takes the next.
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results = std::sync::Mutex::new(Vec::new());
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some(&m) = chosen.get(i) else { break };
+                let (behaviours, equivalent) = plan(m);
+                let seeds = if equivalent { EQUIVALENT_SEEDS } else { SEEDS };
+                let found = first_violation(m, &behaviours, seeds);
+                results.lock().unwrap().push((i, found));
+            });
         }
+    });
+    let mut results = results.into_inner().unwrap();
+    results.sort_by_key(|(i, _)| *i);
+    for (i, found) in results {
+        let m = chosen[i];
         let (behaviours, equivalent) = plan(m);
         let seeds = if equivalent { EQUIVALENT_SEEDS } else { SEEDS };
-        let found = first_violation(m, &behaviours, seeds);
         match (&found, equivalent) {
             (Some(how), false) => {
                 caught += 1;

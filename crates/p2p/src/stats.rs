@@ -62,18 +62,37 @@ pub struct HandshakeStats {
     inner: Mutex<Inner>,
 }
 
+/// Which side began a handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Direction {
+    /// A peer connected to us (where an attacker on the network knocks).
+    Inbound,
+    /// We dialled a peer.
+    Outbound,
+}
+
+impl Direction {
+    /// Its metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
-    refused: BTreeMap<&'static str, u64>,
+    refused: BTreeMap<(Direction, &'static str), u64>,
     admitted: Histogram,
 }
 
 /// A copy of what [`HandshakeStats`] counted.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HandshakeSnapshot {
-    /// Handshakes refused, by the check that failed (`bulwark_net`'s check names, or
-    /// [`TIMED_OUT`] or [`TLS`]).
-    pub refused: BTreeMap<&'static str, u64>,
+    /// Handshakes refused, by direction and the check that failed (`bulwark_net`'s check
+    /// names, or [`TIMED_OUT`] or [`TLS`]).
+    pub refused: BTreeMap<(Direction, &'static str), u64>,
     /// Times of the handshakes that admitted a peer, seconds.
     pub admitted: Histogram,
 }
@@ -90,11 +109,11 @@ impl Default for HandshakeStats {
 }
 
 impl HandshakeStats {
-    /// Counts a refusal by `check`.
-    pub fn refused(&self, check: &'static str) {
+    /// Counts a refusal of a `direction` handshake by `check`.
+    pub fn refused(&self, direction: Direction, check: &'static str) {
         // A poisoned lock (a panic in another task mid-update) only costs a count.
         if let Ok(mut inner) = self.inner.lock() {
-            *inner.refused.entry(check).or_default() += 1;
+            *inner.refused.entry((direction, check)).or_default() += 1;
         }
     }
 
@@ -138,13 +157,20 @@ mod tests {
     #[test]
     fn refusals_are_counted_by_check() {
         let s = HandshakeStats::default();
-        s.refused("measurement");
-        s.refused("measurement");
-        s.refused(TIMED_OUT);
+        s.refused(Direction::Inbound, "measurement");
+        s.refused(Direction::Inbound, "measurement");
+        s.refused(Direction::Outbound, TIMED_OUT);
         s.admitted(Duration::from_millis(7));
         let snap = s.snapshot();
-        assert_eq!(snap.refused.get("measurement"), Some(&2));
-        assert_eq!(snap.refused.get(TIMED_OUT), Some(&1));
+        assert_eq!(
+            snap.refused.get(&(Direction::Inbound, "measurement")),
+            Some(&2)
+        );
+        assert_eq!(
+            snap.refused.get(&(Direction::Outbound, TIMED_OUT)),
+            Some(&1)
+        );
+        assert_eq!(snap.refused.get(&(Direction::Inbound, TIMED_OUT)), None);
         assert_eq!(snap.admitted.count, 1);
         assert_eq!(snap.admitted.counts[1], 1);
     }

@@ -3,7 +3,7 @@
 //! trust (the SEV-SNP guest device under `amd`, the simulated PSP under `simulated`) and is
 //! re-made at half its lifetime; peers are admitted only by the network's policy.
 
-use crate::stats::{self, HandshakeStats};
+use crate::stats::{self, Direction, HandshakeStats};
 use bulwark_attest::EvidenceSource;
 use bulwark_net::config::{rotating_client_config, rotating_server_config, SERVER_NAME};
 use bulwark_net::verifier::{peer_identity, rejection_of};
@@ -155,9 +155,11 @@ impl TransportHandle {
             .map_err(|r| (r.check(), format!("check={} {r}", r.check())))
     }
 
-    /// Counts the handshake begun at `started`; the error names why the peer was refused.
+    /// Counts the `direction` handshake begun at `started`; the error names why the peer was
+    /// refused.
     fn settle(
         &self,
+        direction: Direction,
         started: Instant,
         result: Result<Attested, Refusal>,
     ) -> Result<Attested, String> {
@@ -167,7 +169,7 @@ impl TransportHandle {
                 Ok(attested)
             }
             Err((check, why)) => {
-                self.stats.refused(check);
+                self.stats.refused(direction, check);
                 Err(why)
             }
         }
@@ -185,7 +187,7 @@ impl TransportHandle {
             Ok((TlsStream::Server(tls), peer))
         }
         .await;
-        self.settle(started, result)
+        self.settle(Direction::Inbound, started, result)
     }
 
     /// Dials a peer; the error names why it was refused.
@@ -202,6 +204,6 @@ impl TransportHandle {
             Ok((TlsStream::Client(tls), peer))
         }
         .await;
-        self.settle(started, result)
+        self.settle(Direction::Outbound, started, result)
     }
 }

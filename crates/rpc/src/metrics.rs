@@ -10,20 +10,20 @@
 //! interval, transactions so far) is recorded by [`Metrics::committed`]; the rest is read
 //! when scraped, so metrics cost the engine nothing between scrapes.
 
-use crate::answer::{load_block, validators_at};
+use crate::answer::validators_at;
 use bulwark_node::engine::Engine;
 use bulwark_node::instance::Authorization;
 use bulwark_p2p::edge::EdgeCounters;
 use bulwark_p2p::stats::{HandshakeSnapshot, Histogram};
-use bulwark_types::tendermint::block::CommitSig;
-use bulwark_types::tendermint::evidence::Evidence;
 use bulwark_types::tendermint::Time;
+use bulwark_types::tendermint_proto::v0_38 as pb;
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
+use prost::Message as _;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
@@ -39,8 +39,33 @@ pub struct Metrics {
     chain_id: String,
     block_interval: Histogram,
     total_txs: u64,
+    /// The transactions of the latest block seen committed.
+    last_txs: (u64, u64),
+    /// The latest block's figures, by height.
+    latest: Option<(u64, BlockFigures)>,
     /// The latest block seen committed: its height and time.
     last_block: Option<(u64, Time)>,
+}
+
+/// What the metrics say of the latest block, worked out once per height.
+#[derive(Clone, Copy, Debug, Default)]
+struct BlockFigures {
+    txs: u64,
+    size: u64,
+    missing: u64,
+    missing_power: u64,
+    byzantine: u64,
+    byzantine_power: u64,
+}
+
+/// The parts of a stored block the metrics read; its transactions (field 2) are skipped
+/// unread, so a scrape never decodes a large block's data.
+#[derive(Clone, PartialEq, prost::Message)]
+struct BlockSummary {
+    #[prost(message, optional, tag = "3")]
+    evidence: Option<pb::types::EvidenceList>,
+    #[prost(message, optional, tag = "4")]
+    last_commit: Option<pb::types::Commit>,
 }
 
 /// What the driver knows at a scrape that the engine does not.
@@ -106,6 +131,8 @@ impl Metrics {
             chain_id: chain_id.into(),
             block_interval: Histogram::new(&BLOCK_INTERVAL_SECONDS),
             total_txs: 0,
+            last_txs: (0, 0),
+            latest: None,
             last_block: None,
         }
     }
@@ -117,6 +144,7 @@ impl Metrics {
         self.total_txs = self
             .total_txs
             .saturating_add(u64::try_from(txs).unwrap_or(u64::MAX));
+        self.last_txs = (height, u64::try_from(txs).unwrap_or(u64::MAX));
         let state = engine.state();
         if state.last_block_height != height {
             return;
@@ -130,6 +158,59 @@ impl Metrics {
             }
         }
         self.last_block = Some((height, time));
+    }
+
+    /// The latest block's figures: read from the store once per height (evidence and last
+    /// commit only), then kept.
+    fn latest_block(&mut self, engine: &Engine) -> BlockFigures {
+        let state = engine.state();
+        let height = state.last_block_height;
+        if height < state.initial_height {
+            return BlockFigures::default();
+        }
+        if let Some((h, figures)) = self.latest {
+            if h == height {
+                return figures;
+            }
+        }
+        let mut f = BlockFigures {
+            txs: if self.last_txs.0 == height {
+                self.last_txs.1
+            } else {
+                0
+            },
+            ..BlockFigures::default()
+        };
+        let Ok(Some(bytes)) = engine.blocks().block(height) else {
+            return f;
+        };
+        f.size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        let Ok(summary) = BlockSummary::decode(bytes.as_slice()) else {
+            return f;
+        };
+        // The last commit's absent signatures, weighed with the set that signed it.
+        if let Some(commit) = &summary.last_commit {
+            let signers = u64::try_from(commit.height)
+                .ok()
+                .and_then(|h| validators_at(engine, h).ok());
+            for (i, sig) in commit.signatures.iter().enumerate() {
+                if sig.block_id_flag == pb::types::BlockIdFlag::Absent as i32 {
+                    f.missing += 1;
+                    f.missing_power += signers
+                        .as_ref()
+                        .and_then(|s| s.validators().get(i))
+                        .map_or(0, |v| v.power.value());
+                }
+            }
+        }
+        for e in summary.evidence.iter().flat_map(|l| &l.evidence) {
+            if let Some(pb::types::evidence::Sum::DuplicateVoteEvidence(dv)) = &e.sum {
+                f.byzantine += 1;
+                f.byzantine_power += u64::try_from(dv.validator_power).unwrap_or(0);
+            }
+        }
+        self.latest = Some((height, f));
+        f
     }
 
     fn family<'a>(
@@ -172,7 +253,7 @@ impl Metrics {
     }
 
     /// The exposition text of this moment.
-    pub fn render(&self, engine: &Engine, view: &ScrapeView<'_>) -> String {
+    pub fn render(&mut self, engine: &Engine, view: &ScrapeView<'_>) -> String {
         let mut out = String::new();
         let state = engine.state();
         let set = &state.validator_infos;
@@ -206,62 +287,30 @@ impl Metrics {
             "Total voting power of the validators.",
             count(set.total_voting_power().value()),
         );
-        let latest = (state.last_block_height >= state.initial_height)
-            .then(|| load_block(engine, state.last_block_height).ok())
-            .flatten();
-        let (mut missing, mut missing_power, mut byzantine, mut byzantine_power) = (0, 0, 0, 0);
-        let (mut txs, mut size) = (0, 0);
-        if let Some(block) = &latest {
-            txs = block.data.len();
-            size = engine
-                .blocks()
-                .block(block.header.height.value())
-                .ok()
-                .flatten()
-                .map_or(0, |b| b.len());
-            // The last commit's absent signatures, weighed with the set that signed it.
-            if let Some(commit) = &block.last_commit {
-                let signers = validators_at(engine, commit.height.value()).ok();
-                for (i, sig) in commit.signatures.iter().enumerate() {
-                    if matches!(sig, CommitSig::BlockIdFlagAbsent) {
-                        missing += 1;
-                        missing_power += signers
-                            .as_ref()
-                            .and_then(|s| s.validators().get(i))
-                            .map_or(0, |v| v.power.value());
-                    }
-                }
-            }
-            for e in block.evidence.iter() {
-                if let Evidence::DuplicateVote(dv) = e {
-                    byzantine += 1;
-                    byzantine_power += dv.validator_power.value();
-                }
-            }
-        }
+        let block = self.latest_block(engine);
         self.gauge(
             &mut out,
             "consensus_missing_validators",
             "Number of validators whose signature the latest block's last commit lacks.",
-            count(missing),
+            count(block.missing),
         );
         self.gauge(
             &mut out,
             "consensus_missing_validators_power",
             "Voting power of the missing validators.",
-            count(missing_power),
+            count(block.missing_power),
         );
         self.gauge(
             &mut out,
             "consensus_byzantine_validators",
             "Number of validators the latest block's evidence accuses.",
-            count(byzantine),
+            count(block.byzantine),
         );
         self.gauge(
             &mut out,
             "consensus_byzantine_validators_power",
             "Voting power of the accused validators.",
-            count(byzantine_power),
+            count(block.byzantine_power),
         );
         self.histogram(
             &mut out,
@@ -274,7 +323,7 @@ impl Metrics {
             &mut out,
             "consensus_num_txs",
             "Number of transactions in the latest block.",
-            count(txs),
+            count(block.txs),
         );
         self.gauge(
             &mut out,
@@ -286,7 +335,7 @@ impl Metrics {
             &mut out,
             "consensus_block_size_bytes",
             "Size of the latest block (protobuf).",
-            count(size),
+            count(block.size),
         );
         self.gauge(
             &mut out,
@@ -335,10 +384,14 @@ impl Metrics {
             true,
             "p2p_handshakes_refused_total",
             "counter",
-            "Attested handshakes refused, by the check that failed.",
+            "Attested handshakes refused, by direction (inbound: a peer connected; outbound: we dialled) and the check that failed.",
         );
-        for (check, n) in &view.handshakes.refused {
-            f.sample("", &[("check", check)], count(*n));
+        for ((direction, check), n) in &view.handshakes.refused {
+            f.sample(
+                "",
+                &[("direction", direction.label()), ("check", check)],
+                count(*n),
+            );
         }
         self.histogram(
             &mut out,
@@ -395,11 +448,13 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
     response
 }
 
-/// The last rendering, served again to scrapes within [`RENDER_AT_MOST_EVERY`] of it.
-type Rendered = Arc<Mutex<Option<(Instant, String)>>>;
+/// The last rendering, served again to scrapes within [`RENDER_AT_MOST_EVERY`] of it. The
+/// lock is held while the engine renders, so scrapes arriving meanwhile wait for that one
+/// rendering instead of asking for their own.
+type Rendered = Arc<tokio::sync::Mutex<Option<(Instant, String)>>>;
 
-/// However fast whoever reaches the metrics port scrapes, the engine's task renders at most
-/// this often.
+/// However fast and from however many connections the metrics port is scraped, the engine's
+/// task renders at most this often.
 pub const RENDER_AT_MOST_EVERY: Duration = Duration::from_secs(1);
 
 async fn scrape(
@@ -413,16 +468,16 @@ async fn scrape(
             "metrics are served at GET /metrics\n".into(),
         );
     }
-    let recent = rendered.lock().ok().and_then(|r| {
-        r.as_ref()
-            .filter(|(at, _)| at.elapsed() < RENDER_AT_MOST_EVERY)
-            .map(|(_, body)| body.clone())
-    });
-    if let Some(body) = recent {
-        return text(StatusCode::OK, body);
+    let unavailable = |why: &str| text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
+    let Ok(mut last) = tokio::time::timeout(SCRAPE_TIMEOUT, rendered.lock()).await else {
+        return unavailable("the node is busy");
+    };
+    if let Some((at, body)) = last.as_ref() {
+        if at.elapsed() < RENDER_AT_MOST_EVERY {
+            return text(StatusCode::OK, body.clone());
+        }
     }
     let (tx, rx) = oneshot::channel();
-    let unavailable = |why: &str| text(StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n"));
     match tokio::time::timeout(SCRAPE_TIMEOUT, scrapes.send(tx)).await {
         Ok(Ok(())) => {}
         Ok(Err(_)) => return unavailable("the node is stopping"),
@@ -430,9 +485,7 @@ async fn scrape(
     }
     match tokio::time::timeout(SCRAPE_TIMEOUT, rx).await {
         Ok(Ok(body)) => {
-            if let Ok(mut r) = rendered.lock() {
-                *r = Some((Instant::now(), body.clone()));
-            }
+            *last = Some((Instant::now(), body.clone()));
             text(StatusCode::OK, body)
         }
         _ => unavailable("the node did not answer the scrape"),
