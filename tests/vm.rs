@@ -709,6 +709,16 @@ fn host_clones_a_validator(net: &mut VmNetwork, clients: &mut [RpcClient]) {
 /// A boot of the production image on a fresh empty disk in `dir`, with the host
 /// configuration and `inputs`; the host also offers every simulated launch value, which a
 /// production guest has no code to use.
+/// The production image (checked to be there) and an empty directory for a test's files.
+fn production_image_and_dir(tag: &str) -> (PathBuf, PathBuf) {
+    let image = image_dir(Flavour::Production);
+    vm_harness::vm::check_prerequisites(&image).unwrap();
+    let dir = std::env::temp_dir().join(format!("bulwark-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    (image, dir)
+}
+
 fn production_boot(dir: &Path, tag: &str, inputs: &[(&str, PathBuf)]) -> Boot {
     let disk = dir.join(format!("{tag}.img"));
     vm_harness::vm::empty_data_disk(&disk).unwrap();
@@ -734,11 +744,7 @@ fn production_boot(dir: &Path, tag: &str, inputs: &[(&str, PathBuf)]) -> Boot {
 #[test]
 #[ignore = "needs the production image and QEMU: run through `cargo xtask test` (or `cargo xtask image` first)"]
 fn the_production_image_without_sev_snp_powers_off_and_never_trusts_simulated_evidence() {
-    let image = image_dir(Flavour::Production);
-    vm_harness::vm::check_prerequisites(&image).unwrap();
-    let dir = std::env::temp_dir().join(format!("bulwark-production-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let (image, dir) = production_image_and_dir("production");
     // A development network's genesis (trust: simulated), made by the ceremony in process mode.
     let dev = harness::process::bulwark_binary().unwrap();
     let base = harness::ports::testnet_block(1).unwrap();
@@ -868,11 +874,7 @@ fn the_production_image_without_sev_snp_powers_off_and_never_trusts_simulated_ev
 #[test]
 #[ignore = "needs the production image, QEMU and iasl: run through `cargo xtask test` (or `cargo xtask image` first)"]
 fn the_hosts_acpi_table_runs_in_the_guest_but_never_maps_guest_ram() {
-    let image = image_dir(Flavour::Production);
-    vm_harness::vm::check_prerequisites(&image).unwrap();
-    let dir = std::env::temp_dir().join(format!("bulwark-aml-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let (image, dir) = production_image_and_dir("aml");
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/hostile-ssdt.asl");
     let out = std::process::Command::new("iasl")
         .arg("-p")
