@@ -53,13 +53,19 @@ fn valid_now() -> Window {
     window(-time::Duration::minutes(1), time::Duration::hours(1))
 }
 
+/// The network a binding names: its chain id and the SHA-256 of its genesis file.
+struct Network {
+    id: String,
+    genesis: [u8; 32],
+}
+
 /// Evidence an attacker gets from `psp` for `key`, binding the window valid now, `consensus`
 /// and `chain`, as the extension's bytes, after `bend` changed it.
 fn evidence_for(
     psp: &mut SimulatedPsp,
     key: &rcgen::KeyPair,
     consensus: [u8; 32],
-    chain: &str,
+    chain: &Network,
     bend: impl FnOnce(&mut bulwark_attest::Evidence),
 ) -> Vec<u8> {
     let mut evidence = psp
@@ -67,7 +73,8 @@ fn evidence_for(
             &key.public_key_der(),
             valid_now(),
             &consensus,
-            chain,
+            &chain.id,
+            &chain.genesis,
         ))
         .unwrap();
     bend(&mut evidence);
@@ -106,7 +113,11 @@ fn fresh_key() -> rcgen::KeyPair {
 
 /// A certificate an attacker makes, valid now: evidence from `psp` binding `consensus` and
 /// `chain` (or no evidence at all).
-fn attacker_cert(psp: Option<&mut SimulatedPsp>, consensus: [u8; 32], chain: &str) -> Presented {
+fn attacker_cert(
+    psp: Option<&mut SimulatedPsp>,
+    consensus: [u8; 32],
+    chain: &Network,
+) -> Presented {
     let key = fresh_key();
     let ext = psp.map(|p| evidence_for(p, &key, consensus, chain, |_| {}));
     certificate(
@@ -246,7 +257,11 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
         g["attestation"]["measurements"]["one_of"][0],
         hex::encode(binary_measurement())
     );
-    let chain = g["chain_id"].as_str().unwrap().to_string();
+    let chain = Network {
+        id: g["chain_id"].as_str().unwrap().to_string(),
+        genesis: sha2::Sha256::digest(std::fs::read(homes[0].join("config/genesis.json")).unwrap())
+            .into(),
+    };
     let validator_key = |i: usize| -> [u8; 32] {
         // The ceremony writes each node's public keys to its enrollment.json.
         let enrollment: serde_json::Value = serde_json::from_str(
@@ -296,11 +311,9 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
     let p2p0 = format!("127.0.0.1:{base}");
     let measurement = binary_measurement();
     // A genuine chip launched for this network: HOST_DATA = SHA-256 of its genesis file.
-    let genesis_sha: [u8; 32] =
-        sha2::Sha256::digest(std::fs::read(homes[0].join("config/genesis.json")).unwrap()).into();
     let genuine_chip = || {
         let mut psp = SimulatedPsp::new([77; 32], measurement);
-        psp.host_data = genesis_sha;
+        psp.host_data = chain.genesis;
         psp
     };
     let cases: Vec<(&str, Option<Presented>)> = vec![
@@ -317,7 +330,10 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
             Some(attacker_cert(
                 Some(&mut genuine_chip()),
                 validator_key(1),
-                "another-chain",
+                &Network {
+                    id: "another-chain".into(),
+                    genesis: chain.genesis,
+                },
             ))
         }),
         ("check=debug", {
@@ -325,14 +341,19 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
             debug.policy |= policy_bits::DEBUG;
             Some(attacker_cert(Some(&mut debug), validator_key(1), &chain))
         }),
-        ("check=host_data", {
-            // A genuine guest of the same image, launched for another genesis.
+        ("check=report_data", {
+            // A genuine guest of the same image that runs for another genesis document under
+            // this chain id binds that document's hash (HOST_DATA is not what peers read: a
+            // launch instance was launched before the genesis existed).
             let mut elsewhere = genuine_chip();
             elsewhere.host_data = [0xab; 32];
             Some(attacker_cert(
                 Some(&mut elsewhere),
                 validator_key(1),
-                &chain,
+                &Network {
+                    id: chain.id.clone(),
+                    genesis: [0xab; 32],
+                },
             ))
         }),
         ("check=not_a_validator", {
@@ -414,7 +435,8 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
                 &key.public_key_der(),
                 valid_now(),
                 &validator_key(1),
-                &chain,
+                &chain.id,
+                &chain.genesis,
             ))
             .unwrap()
             .endorsement_cert;
@@ -477,7 +499,6 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
         "measurement",
         "report_data",
         "debug",
-        "host_data",
         "not_a_validator",
         "minimum_tcb",
         "vmpl",
@@ -493,7 +514,9 @@ fn validators_connect_only_over_attested_tls_and_refuse_forgeries() {
             "bulwark_p2p_handshakes_refused_total",
             &[("direction", "inbound"), ("check", check)],
         );
-        assert!(n >= 1.0, "{check}: {n}");
+        // Two forgeries bind another network: another chain id, and another genesis.
+        let least = if check == "report_data" { 2.0 } else { 1.0 };
+        assert!(n >= least, "{check}: {n}");
     }
     assert_eq!(metrics::value(&refused, "cometbft_p2p_peers", &[]), 3.0);
 

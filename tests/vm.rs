@@ -2,8 +2,9 @@
 //! the VMs' disks, launch inputs and images.
 //!
 //! The simulated image: four validator VMs enrol inside (each on an empty disk, its identity
-//! made and sealed in the guest), the host assembles the genesis from their enrollments, and
-//! the VMs boot again with it under QEMU (TCG) on the SEV-SNP machine shape (q35, UEFI firmware
+//! made and sealed in the guest), the host assembles the genesis from their enrollments and
+//! sends it to each enrolled VM on its launch port (VM 0 first refuses a tampered one), and
+//! the VMs run on with it under QEMU (TCG) on the SEV-SNP machine shape (q35, UEFI firmware
 //! booting the kernel's EFI stub, virtio devices with `iommu_platform=on`); they commit at least
 //! 10 heights together, every commit verifying with the light-client verifier, and power off
 //! cleanly. Then the host attacks: it reads every byte of each disk (no key file, no seed);
@@ -390,7 +391,14 @@ fn forged_network_signatures_never_verify_on_the_real_chain(
 #[ignore = "needs the simulated image and QEMU: run through `cargo xtask test` (or `cargo xtask image --simulated` first)"]
 fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
     let image = image_dir(Flavour::Simulated);
-    let mut net = VmNetwork::start(&image, VALIDATORS, 500).unwrap();
+    // The host first hands VM 0 a genesis changed under its chain id: the enrolled guest
+    // refuses it on its launch port, says why, and takes the real one after.
+    let tampered: vm_harness::vm::Hostile = |real| {
+        let mut g: Value = serde_json::from_slice(real).unwrap();
+        g["validators"][0]["power"] = Value::String("1000".into());
+        (serde_json::to_vec(&g).unwrap(), "chain_id".into())
+    };
+    let mut net = VmNetwork::start_with(&image, VALIDATORS, 500, Some(tampered)).unwrap();
     eprintln!(
         "vm test: mode TCG (software emulation), {VALIDATORS} VMs of the simulated image enrolled in {:.1} s; files in {}",
         net.enrolment.as_secs_f64(),
@@ -816,7 +824,8 @@ fn the_production_image_without_sev_snp_powers_off_and_never_trusts_simulated_ev
                 std::fs::write(
                     &request,
                     format!(
-                        r#"{{"moniker":"v0","chain_name":"bulwark-testnet","trust":"{trust}"}}"#
+                        r#"{{"moniker":"v0","chain_name":"bulwark-testnet","trust":"{trust}","launch_token_sha256":"{}"}}"#,
+                        "00".repeat(32)
                     ),
                 )
                 .unwrap();
@@ -890,7 +899,7 @@ fn the_hosts_acpi_table_runs_in_the_guest_but_never_maps_guest_ram() {
     let request = dir.join("enroll.json");
     std::fs::write(
         &request,
-        r#"{"moniker":"v0","chain_name":"bulwark-testnet","trust":"amd"}"#,
+        r#"{"moniker":"v0","chain_name":"bulwark-testnet","trust":"amd","launch_token_sha256":"0000000000000000000000000000000000000000000000000000000000000000"}"#,
     )
     .unwrap();
     let mut boot = production_boot(&dir, "aml", &[("enroll", request)]);

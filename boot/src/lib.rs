@@ -15,6 +15,7 @@
 
 pub mod dm;
 pub mod ext4;
+pub mod launch_port;
 pub mod sealed_disk;
 
 pub use sealed_disk::{DataDisk, DiskError};
@@ -141,6 +142,37 @@ fn boot(node: impl FnOnce(&DataDisk) -> anyhow::Result<()>) -> Result<(), BootEr
         config.data_disk
     );
     node(&DataDisk::new(&config.data_disk)).map_err(BootError::Node)
+}
+
+/// Writes `bytes` to `path` whole or not at all (a temporary file, synced, then renamed).
+/// The host formatted the disk: a temporary file it left there (a symbolic link, say) is
+/// removed, never written through, and the new one is created afresh without following links.
+pub fn replace_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("incoming");
+    match std::fs::remove_file(&tmp) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing {}", tmp.display())),
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
+}
+
+/// Writes every dirty block to the disks (a host may copy a disk from the moment the guest says
+/// it is complete).
+pub fn sync_disks() {
+    nix::unistd::sync();
 }
 
 fn power_off() {

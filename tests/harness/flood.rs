@@ -15,6 +15,7 @@ use bulwark_net::binding::{report_data, Window};
 use bulwark_net::config::{provider, SERVER_NAME};
 use bulwark_net::extension::{CertEvidence, OID_ARCS};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use sha2::Digest;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +27,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub struct Forgery {
     /// The network's chain id.
     pub chain_id: String,
+    /// SHA-256 of the network's genesis file.
+    pub genesis_sha256: [u8; 32],
     /// The measurement genesis allows.
     pub measurement: [u8; 48],
     /// Real validators' consensus keys (public).
@@ -142,6 +145,7 @@ impl Forger {
             self.window,
             &consensus_key,
             &self.forgery.chain_id,
+            &self.forgery.genesis_sha256,
         );
         report[0x50..0x90].copy_from_slice(&binding);
         // Random R and S (the low 48 bytes of each 72-byte field; the rest stays zero).
@@ -480,9 +484,8 @@ pub fn edge_figures(
         let mut all: Vec<&mut crate::process::Node> = net.nodes.iter_mut().collect();
         crate::process::wait_for(&mut all, 3, Duration::from_secs(90))?;
     }
-    let genesis: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(
-        net.dir.join("node0/config/genesis.json"),
-    )?)?;
+    let genesis_bytes = std::fs::read(net.dir.join("node0/config/genesis.json"))?;
+    let genesis: serde_json::Value = serde_json::from_slice(&genesis_bytes)?;
     let validators = genesis["validators"]
         .as_array()
         .context("genesis without validators")?
@@ -501,6 +504,7 @@ pub fn edge_figures(
         .context("genesis allows no single measurement")?;
     let forgery = Forgery {
         chain_id: genesis["chain_id"].as_str().unwrap_or_default().to_string(),
+        genesis_sha256: sha2::Sha256::digest(&genesis_bytes).into(),
         measurement,
         validators,
         member_share,

@@ -256,7 +256,7 @@ pub fn start_vms(validators: usize, timeout_commit_ms: u64) -> Result<VmNetwork>
     crate::apt::ensure_packages(&VM_PACKAGES)?;
     crate::image::build(Flavour::Simulated)?;
     eprintln!("qemu: mode TCG (software emulation: KVM on this machine does not run real guests) on q35 + UEFI with the SEV-SNP device options, the development image (simulated attestation), {validators} validators");
-    eprintln!("qemu: the ceremony: {validators} VMs enrol on empty disks, the host assembles the genesis from their enrollments, the VMs boot again with it");
+    eprintln!("qemu: the ceremony: {validators} VMs enrol on empty disks, the host assembles the genesis from their enrollments and sends it to the enrolled VMs, which run on as the validators' launch instances");
     let net = VmNetwork::start(
         &image_dir(Flavour::Simulated),
         validators,
@@ -668,6 +668,13 @@ mod tests {
         );
         assert!(!fw_cfg.iter().any(|f| f.contains("genesis")), "{fw_cfg:?}");
         assert!(printed.contains("bulwark-enrollment"), "{printed}");
+        // The enrolled guest runs on: the host (loopback only) hands it the launch inputs.
+        let netdev = values(&w, "-netdev").join(",");
+        assert!(
+            netdev.contains("hostfwd=tcp:127.0.0.1:26659-:26659"),
+            "{netdev}"
+        );
+        assert!(printed.contains("nc -N 127.0.0.1 26659"), "{printed}");
         // A network's launch needs its genesis.
         assert!(snp_launch(&args(&["--snp"]), &image).is_err());
     }

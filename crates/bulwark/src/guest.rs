@@ -4,9 +4,14 @@
 //! ([`crate::launch`]). A validator VM boots in one of two ways:
 //!
 //! - **enrol** (the host gave `opt/bulwark/enroll`): the sealed data disk is made, and the
-//!   identity is made from the kernel CRNG and sealed into the home on it; the enrollment (public keys and evidence binding them) is
-//!   written beside it and printed on the console as one line ([`ENROLLMENT_LINE`]), the
-//!   plaintext channel the host reads; then the VM powers off. No key ever leaves the guest.
+//!   identity is made from the kernel CRNG and sealed into the home on it; the enrollment
+//!   (public keys and evidence binding them) is written beside it and printed on the console
+//!   as one line ([`ENROLLMENT_LINE`]), the plaintext channel the host reads. No key ever
+//!   leaves the guest. The boot then runs on as the validator's **launch instance**: it waits
+//!   on the launch port for its network's `config.toml` and `genesis.json`
+//!   ([`launch::receive`]), checks them as a run boot does (and that the genesis is for the
+//!   chain and trust it enrolled for, with its key a validator), and runs the validator. Its
+//!   HOST_DATA binds no genesis (there was none at its launch); its TLS evidence does.
 //! - **run**: the host's `config.toml` and `genesis.json` are checked first (the chain id must
 //!   certify the genesis, its trust must be one this build has), then the data disk is opened
 //!   for that chain, they are written into the home on it, and the home is loaded (the sealed
@@ -32,13 +37,8 @@ use std::path::{Path, PathBuf};
 /// recovers `enrollment.json`.
 pub const ENROLLMENT_LINE: &str = "bulwark-enrollment: ";
 
-/// `O_NOFOLLOW` (Linux x86-64).
-const O_NOFOLLOW: i32 = 0o400000;
-
 /// The largest enrolment request read from `fw_cfg`.
 const MAX_ENROLL_REQUEST: u64 = 4096;
-/// The largest `config.toml` read from `fw_cfg`.
-const MAX_CONFIG: u64 = 64 * 1024;
 
 /// What the host asks of an enrolling guest (`opt/bulwark/enroll`, JSON).
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
@@ -52,10 +52,20 @@ pub struct EnrollRequest {
     /// (development builds only).
     #[serde(default = "amd")]
     pub trust: Trust,
+    /// The TCP port the enrolled guest takes its network's launch inputs on.
+    #[serde(default = "launch_port")]
+    pub launch_port: u16,
+    /// SHA-256 of the launch token (hex): the launch inputs must carry the token. The operator
+    /// who launches the VM makes it (`head -c 32 /dev/urandom | base64`) and keeps it.
+    pub launch_token_sha256: bulwark_attest::HexBytes<32>,
 }
 
 fn amd() -> Trust {
     Trust::Amd
+}
+
+fn launch_port() -> u16 {
+    launch::DEFAULT_LAUNCH_PORT
 }
 
 impl EnrollRequest {
@@ -78,24 +88,6 @@ pub fn enrollment_line(enrollment: &bulwark_identity::Enrollment) -> Result<Stri
     ))
 }
 
-/// The enrollment a console log carries (its last [`ENROLLMENT_LINE`]), if any.
-pub fn enrollment_from_console(log: &str) -> Result<Option<bulwark_identity::Enrollment>> {
-    use base64::Engine;
-    let Some(line) = log
-        .lines()
-        .filter_map(|l| l.trim_end_matches('\r').strip_prefix(ENROLLMENT_LINE))
-        .next_back()
-    else {
-        return Ok(None);
-    };
-    let json = base64::engine::general_purpose::STANDARD
-        .decode(line.trim())
-        .context("the enrollment line is not base64")?;
-    Ok(Some(
-        serde_json::from_slice(&json).context("the enrollment line is not an enrollment")?,
-    ))
-}
-
 /// The production image's first duty: without the SEV-SNP guest device there is nothing to
 /// attest with, and a production build has nothing to fall back to.
 fn require_guest_device() -> Result<()> {
@@ -107,29 +99,6 @@ fn require_guest_device() -> Result<()> {
             "sev_guest_device: {e}: this production image runs only as an SEV-SNP guest and has no simulated attestation to fall back to"
         )
     })
-}
-
-/// Writes `bytes` to `path` whole or not at all (a temporary file, synced, then renamed).
-/// The host formatted the disk: a temporary file it left there (a symbolic link, say) is
-/// removed, never written through, and the new one is created afresh without following links.
-fn replace_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_extension("incoming");
-    match std::fs::remove_file(&tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing {}", tmp.display())),
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .custom_flags(O_NOFOLLOW)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
 /// Where PID 1 puts the host's launch files before anything is opened: a home of config and
@@ -155,10 +124,12 @@ fn open_disk(
 }
 
 /// Enrols this guest: a new sealed data disk (its key from the CRNG, wrapped under the sealing
-/// key), a fresh identity sealed onto it, the enrollment printed on the console (a host takes
-/// it only after a clean power-off, which syncs the disk first). A disk that is already
-/// enrolled prints its enrollment again (a lost console log loses nothing) and never makes a
-/// second identity.
+/// key), a fresh identity sealed onto it, the enrollment printed on the console once every
+/// block of the disk is written (a host may copy it from then on). Then this boot waits for
+/// its network's launch inputs and runs the validator as its launch instance. A disk that is
+/// already enrolled prints its enrollment again (a lost console log loses nothing), never
+/// makes a second identity, and powers off: only the boot that made the identity is its
+/// launch instance.
 fn enroll(disk: &DataDisk, request: &EnrollRequest) -> Result<()> {
     match request.trust {
         Trust::Amd => require_guest_device()?,
@@ -169,13 +140,17 @@ fn enroll(disk: &DataDisk, request: &EnrollRequest) -> Result<()> {
     }
     let staging = Path::new(STAGING);
     let mut source = crate::home::evidence_source(request.trust, staging, None, [0; 32])?;
-    let enrollment = if disk.is_sealed()? {
+    let (home, enrollment) = if disk.is_sealed()? {
         let home = open_disk(disk, source.as_mut(), &request.chain_name)?;
         eprintln!(
             "bulwark: this disk is already enrolled ({}); publishing its enrollment again",
             disk.device()
         );
-        ceremony::read_enrollment(&home.join("config").join(ceremony::ENROLLMENT))?
+        let enrollment =
+            ceremony::read_enrollment(&home.join("config").join(ceremony::ENROLLMENT))?;
+        println!("{}", enrollment_line(&enrollment)?);
+        eprintln!("bulwark: powering off: a later boot of an enrolled disk is no launch instance; boot it with its network's genesis");
+        return Ok(());
     } else {
         let key = disk_key::generate()?;
         let slot = disk_key::wrap(source.as_mut(), &key, &request.chain_name)?;
@@ -186,22 +161,86 @@ fn enroll(disk: &DataDisk, request: &EnrollRequest) -> Result<()> {
             "bulwark: made the sealed data disk on {} (dm-integrity, dm-crypt, the guest's own ext4)",
             disk.device()
         );
-        ceremony::enroll(
+        let enrollment = ceremony::enroll(
             source.as_mut(),
             &home.join("config"),
             &request.moniker,
             &request.chain_name,
-        )?
+        )?;
+        (home, enrollment)
     };
+    drop(source);
+    bulwark_boot::sync_disks();
     let line = enrollment_line(&enrollment)?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()?;
+    drop(out);
     eprintln!(
-        "bulwark: enrolled {} for chain {} (consensus key {}); powering off",
-        enrollment.moniker, enrollment.chain_name, enrollment.consensus_key
+        "bulwark: enrolled {} for chain {} (consensus key {}); this boot runs on as its launch instance: waiting for the network's config.toml and genesis.json on TCP port {}",
+        enrollment.moniker, enrollment.chain_name, enrollment.consensus_key, request.launch_port
     );
-    Ok(())
+    let home = launch::receive(request.launch_port, |inputs| {
+        launch_home(&home, request, &enrollment, inputs)
+    })?;
+    crate::run::start(home)
+}
+
+/// The home the enrolled guest runs with, from the launch inputs the host sent: they pass a
+/// run boot's checks, name the chain and trust this guest enrolled for, and its key is a
+/// validator of the genesis.
+fn launch_home(
+    home: &Path,
+    request: &EnrollRequest,
+    enrollment: &bulwark_identity::Enrollment,
+    inputs: launch::LaunchInputs,
+) -> Result<Home> {
+    inputs.check_token(&request.launch_token_sha256.0)?;
+    let files = inputs.files()?;
+    let staging = Path::new(STAGING);
+    write_launch_files(staging, &files)?;
+    let public = PublicHome::load(staging)?;
+    if public.chain_name != enrollment.chain_name {
+        bail!(
+            "chain: the genesis is for chain {}, this validator enrolled for {}",
+            public.chain_name,
+            enrollment.chain_name
+        );
+    }
+    if public.attestation.trust != request.trust {
+        bail!(
+            "trust: the genesis trusts {:?} evidence, this validator enrolled with {:?}",
+            public.attestation.trust,
+            request.trust
+        );
+    }
+    // Every check a run makes of the genesis comes before the sealed home is written.
+    let listed = public.genesis.validators.iter().any(|v| {
+        v.pub_key
+            .ed25519()
+            .is_some_and(|k| hex::encode(k.as_bytes()) == enrollment.consensus_key.to_lowercase())
+    });
+    if !listed {
+        bail!(
+            "genesis_validator: consensus key {} is not a validator of {}",
+            enrollment.consensus_key,
+            public.genesis.chain_id
+        );
+    }
+    let at = u64::try_from(public.genesis.genesis_time.unix_timestamp()).unwrap_or(0);
+    let lines = ceremony::verify_genesis(&public.genesis_document, at)
+        .map_err(|e| anyhow::anyhow!("genesis: {e}"))?;
+    if let Some(bad) = lines.iter().find(|l| !l.verified) {
+        bail!(
+            "enrollment: validator {} of this genesis was not enrolled from an attested guest: {}",
+            bad.validator,
+            bad.reason.as_deref().unwrap_or("?")
+        );
+    }
+    write_launch_files(home, &files)?;
+    let mut home = Home::load(home)?;
+    home.launch = crate::home::Launch::Enrolled;
+    Ok(home)
 }
 
 /// Writes the host's launch files into `home/config` (a directory, never a link).
@@ -212,7 +251,7 @@ fn write_launch_files(home: &Path, files: &[(&str, Vec<u8>)]) -> Result<()> {
         bail!("{}: not a directory", config.display());
     }
     for (name, bytes) in files {
-        replace_file(&config.join(name), bytes)?;
+        bulwark_boot::replace_file(&config.join(name), bytes)?;
     }
     Ok(())
 }
@@ -225,7 +264,7 @@ pub fn run(disk: &DataDisk) -> Result<()> {
     }
     let mut files = Vec::new();
     for (name, max) in [
-        (launch::CONFIG_TOML, MAX_CONFIG),
+        (launch::CONFIG_TOML, crate::home::MAX_CONFIG_FILE),
         (launch::GENESIS, launch::MAX_INPUT),
     ] {
         let bytes = launch::read(name, max)?.with_context(|| {
@@ -263,9 +302,24 @@ mod tests {
 
     #[test]
     fn an_enrolment_request_defaults_to_amd_and_refuses_unknown_fields() {
-        let r = EnrollRequest::parse(br#"{"moniker":"v0","chain_name":"main"}"#).unwrap();
+        let token = "ab".repeat(32);
+        let r = EnrollRequest::parse(
+            format!(r#"{{"moniker":"v0","chain_name":"main","launch_token_sha256":"{token}"}}"#)
+                .as_bytes(),
+        )
+        .unwrap();
         assert_eq!(r.trust, Trust::Amd);
-        assert!(EnrollRequest::parse(br#"{"moniker":"v0","chain_name":"main","x":1}"#).is_err());
+        assert_eq!(r.launch_port, launch::DEFAULT_LAUNCH_PORT);
+        assert_eq!(r.launch_token_sha256.0, [0xab; 32]);
+        // Without a launch token anyone on the host's loopback could launch the validator.
+        assert!(EnrollRequest::parse(br#"{"moniker":"v0","chain_name":"main"}"#).is_err());
+        assert!(EnrollRequest::parse(
+            format!(
+                r#"{{"moniker":"v0","chain_name":"main","launch_token_sha256":"{token}","x":1}}"#
+            )
+            .as_bytes()
+        )
+        .is_err());
         assert!(EnrollRequest::parse(b"not json").is_err());
     }
 }

@@ -320,7 +320,8 @@ pub struct Home {
     pub genesis: Genesis<serde_json::Value>,
     /// The chain name (the chain id without its genesis hash).
     pub chain_name: String,
-    /// SHA-256 of genesis.json's bytes: the HOST_DATA a launch for this network carries.
+    /// SHA-256 of genesis.json's bytes: what every TLS binding of this network names, and the
+    /// HOST_DATA a launch for this network carries.
     pub genesis_sha256: [u8; 32],
     /// genesis.json's `attestation` section: which evidence the network admits.
     pub attestation: Policy,
@@ -330,6 +331,20 @@ pub struct Home {
     pub validator_key: PrivValidatorKey,
     /// The node key.
     pub node_key: NodeKey,
+    /// How this boot was launched: [`Launch::ForGenesis`] unless the guest says otherwise.
+    pub launch: Launch,
+}
+
+/// How the running boot was launched, for the check of its own report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Launch {
+    /// For this network: the launch's HOST_DATA must be the SHA-256 of its genesis file (a
+    /// validator's boots after its first, and every process-mode start).
+    ForGenesis,
+    /// The boot that enrolled this validator and then received its genesis: launched before
+    /// any genesis existed, so its HOST_DATA binds none (the genesis is bound in its TLS
+    /// evidence instead, by the guest that checked it).
+    Enrolled,
 }
 
 fn validator_key(priv_key: PrivateKey) -> Result<PrivValidatorKey, HomeError> {
@@ -813,6 +828,7 @@ impl Home {
             genesis_document,
             validator_key,
             node_key,
+            launch: Launch::ForGenesis,
         })
     }
 

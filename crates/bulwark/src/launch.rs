@@ -1,11 +1,14 @@
-//! What the host hands a validator VM at launch, through QEMU's `fw_cfg` files
+//! What the host hands a validator VM: at launch, through QEMU's `fw_cfg` files
 //! (`-fw_cfg name=opt/bulwark/<name>,file=...`, read in the guest under
-//! `/sys/firmware/qemu_fw_cfg/by_name/opt/bulwark/<name>/raw`). All of it is untrusted: each
-//! file is size-limited when read and checked by whoever uses it. The genesis is bound to the
-//! launch by HOST_DATA, which the guest checks in its own report; the configuration (ports,
-//! peers, timeouts) can only make the node unreachable.
+//! `/sys/firmware/qemu_fw_cfg/by_name/opt/bulwark/<name>/raw`), and, to the enrolling boot that
+//! runs on as the validator's launch instance, its network's inputs on the launch port
+//! ([`receive`]). All of it is untrusted: each input is size-limited when read and checked by
+//! whoever uses it. A later boot's genesis is bound to its launch by HOST_DATA, which the guest
+//! checks in its own report; the configuration (ports, peers, timeouts) can only make the node
+//! unreachable.
 
-use crate::home::HomeError;
+use crate::home::{HomeError, MAX_CONFIG_FILE};
+use serde::Deserialize;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -72,5 +75,169 @@ pub fn fixed<const N: usize>(name: &str) -> Result<Option<[u8; N]>, HomeError> {
                 path: path(name),
                 reason: format!("{} bytes, expected {N}", bytes.len()),
             }),
+    }
+}
+
+/// The TCP port an enrolled guest takes its network's launch inputs on, unless its enrolment
+/// request names another.
+pub const DEFAULT_LAUNCH_PORT: u16 = 26659;
+
+/// The largest message on the launch port: both inputs at their limits, JSON-escaped to twice
+/// their size (a text file's newlines and quotes).
+const MAX_LAUNCH_MESSAGE: u64 = 2 * (MAX_INPUT + MAX_CONFIG_FILE) + 1024;
+
+/// What the host sends an enrolled guest on the launch port: one JSON object, then it closes
+/// its side of the connection; the guest answers one line, `ok` or `refused: <why>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchInputs {
+    /// The launch token whose SHA-256 the enrolment request named: only whoever launched the
+    /// VM knows it (the port is reachable by anyone on the host's loopback).
+    pub token: String,
+    /// The node's `config.toml`.
+    pub config_toml: String,
+    /// The network's `genesis.json`.
+    pub genesis_json: String,
+}
+
+impl LaunchInputs {
+    /// Whether the token is the one whose SHA-256 the enrolment request named.
+    pub fn check_token(&self, token_sha256: &[u8; 32]) -> Result<(), HomeError> {
+        use sha2::Digest;
+        let got: [u8; 32] = sha2::Sha256::digest(self.token.as_bytes()).into();
+        // Hashes compared: timing tells nothing about the token itself.
+        if got != *token_sha256 {
+            return Err(HomeError::Invalid {
+                path: PathBuf::from("token"),
+                reason: "not the launch token this VM was enrolled with".into(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The inputs as the `config/` files they become, each within its size limit.
+    pub fn files(self) -> Result<Vec<(&'static str, Vec<u8>)>, HomeError> {
+        let mut files = Vec::new();
+        for (name, text, max) in [
+            (CONFIG_TOML, self.config_toml, MAX_CONFIG_FILE),
+            (GENESIS, self.genesis_json, MAX_INPUT),
+        ] {
+            if text.len() as u64 > max {
+                return Err(HomeError::Invalid {
+                    path: PathBuf::from(name),
+                    reason: format!("larger than {max} bytes"),
+                });
+            }
+            files.push((name, text.into_bytes()));
+        }
+        Ok(files)
+    }
+}
+
+/// Waits on TCP `port` for launch inputs that `take` accepts (`bulwark_boot::launch_port`:
+/// size-limited, whole within its deadline, every sender answered).
+pub fn receive<T>(
+    port: u16,
+    take: impl FnMut(LaunchInputs) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    bulwark_boot::launch_port::receive(port, MAX_LAUNCH_MESSAGE, take)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::TcpListener;
+    use std::net::TcpStream;
+    use std::time::Duration;
+
+    fn free_port() -> u16 {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Sends `message` to the launch port, retrying until it listens; its answer.
+    fn send(port: u16, message: &[u8]) -> String {
+        for _ in 0..200 {
+            if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+                s.write_all(message).unwrap();
+                s.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut answer = String::new();
+                s.read_to_string(&mut answer).unwrap();
+                return answer;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the launch port never listened");
+    }
+
+    #[test]
+    fn the_launch_port_answers_every_sender_and_takes_only_what_its_checks_accept() {
+        let port = free_port();
+        let receiver = std::thread::spawn(move || {
+            receive(port, |inputs| {
+                inputs.check_token(
+                    &sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(
+                        b"secret",
+                    ))
+                    .into(),
+                )?;
+                let files = inputs.files()?;
+                anyhow::ensure!(
+                    files[1].1 == b"{\"chain_id\":\"real\"}",
+                    "genesis: not ours"
+                );
+                Ok(files)
+            })
+        });
+        let with_token = |token: &str, config: &str, genesis: &str| {
+            serde_json::json!({"token": token, "config_toml": config, "genesis_json": genesis})
+                .to_string()
+                .into_bytes()
+        };
+        let inputs = |config: &str, genesis: &str| with_token("secret", config, genesis);
+        let refusals = [
+            (b"not json".to_vec(), "not the expected JSON"),
+            (
+                br#"{"token":"secret","config_toml":"","genesis_json":"","host_data":"00"}"#
+                    .to_vec(),
+                "unknown field",
+            ),
+            (
+                br#"{"config_toml":"","genesis_json":"{\"chain_id\":\"real\"}"}"#.to_vec(),
+                "missing field `token`",
+            ),
+            (
+                with_token("guessed", "", "{\"chain_id\":\"real\"}"),
+                "not the launch token",
+            ),
+            (inputs("", "{\"chain_id\":\"forged\"}"), "genesis: not ours"),
+            (
+                inputs(&"#".repeat(MAX_CONFIG_FILE as usize + 1), "{}"),
+                "larger than",
+            ),
+            (vec![b' '; MAX_LAUNCH_MESSAGE as usize + 1], "larger than"),
+        ];
+        for (message, why) in refusals {
+            let answer = send(port, &message);
+            assert!(answer.starts_with("refused: "), "{answer}");
+            assert!(answer.contains(why), "expected {why:?}: {answer}");
+            assert!(!receiver.is_finished());
+        }
+        assert_eq!(
+            send(
+                port,
+                &inputs("moniker = \"v\"\n", "{\"chain_id\":\"real\"}")
+            ),
+            "ok\n"
+        );
+        let files = receiver.join().unwrap().unwrap();
+        assert_eq!(files[0], (CONFIG_TOML, b"moniker = \"v\"\n".to_vec()));
+        assert_eq!(files[1].0, GENESIS);
+        // Port 0 is refused, not bound at random.
+        assert!(receive(0, |_| Ok(())).is_err());
     }
 }

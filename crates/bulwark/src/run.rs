@@ -4,7 +4,7 @@
 //! signals; everything else is the engine's. One task runs the engine: peer messages, timers
 //! and RPC calls reach it in turn, so RPC never races consensus.
 
-use crate::home::Home;
+use crate::home::{Home, Launch};
 use anyhow::Context as _;
 use bulwark_app::kvstore::KvStore;
 use bulwark_attest::{EvidenceSource, Trust};
@@ -255,21 +255,28 @@ fn evidence_source(home: &Home) -> anyhow::Result<Box<dyn EvidenceSource>> {
         );
     }
     let node_public = home.node_key.priv_key.public_key().to_bytes();
+    // A simulated launch's HOST_DATA, unless the host gave one: the enrolling boot's binds no
+    // genesis, as on hardware.
+    let host_data = match home.launch {
+        Launch::ForGenesis => home.genesis_sha256,
+        Launch::Enrolled => [0; 32],
+    };
     Ok(crate::home::evidence_source(
         home.attestation.trust,
         &home.dir,
         Some(&node_public),
-        home.genesis_sha256,
+        host_data,
     )?)
 }
 
-/// The guest looks at its own report before it runs: its launch must be bound to the genesis
-/// it loaded (HOST_DATA = SHA-256 of the file), and its own key must be a validator of it.
+/// The guest looks at its own report before it runs: a launch for a network must be bound to
+/// the genesis it loaded (HOST_DATA = SHA-256 of the file; the enrolling boot, launched before
+/// any genesis, binds it in its TLS evidence only), and its own key must be a validator of it.
 fn check_own_launch(home: &Home, source: &mut dyn EvidenceSource) -> anyhow::Result<()> {
     let own = source.evidence([0; 64])?;
     let report = bulwark_attest::AttestationReport::from_bytes(&own.report)
         .map_err(|e| anyhow::anyhow!("this guest's own report: {e}"))?;
-    if report.host_data() != home.genesis_sha256 {
+    if home.launch == Launch::ForGenesis && report.host_data() != home.genesis_sha256 {
         anyhow::bail!(
             "host_data: this guest was launched for the genesis with SHA-256 {}, but the host gave it {} (SHA-256 {}): refusing to run",
             hex::encode(report.host_data()),
@@ -319,12 +326,14 @@ fn transport(home: &Home) -> anyhow::Result<Transport> {
         .filter_map(|v| v.pub_key.ed25519())
         .filter_map(|k| k.as_bytes().try_into().ok())
         .collect();
-    // Peers must have been launched for this very genesis too.
+    // Peers bind this very genesis file in their evidence (not by HOST_DATA: a validator's
+    // enrolling boot, which runs on into the network, was launched before the genesis existed).
     let mut attestation = home.attestation.clone();
-    attestation.host_data = Some(bulwark_attest::HexBytes(home.genesis_sha256));
+    attestation.host_data = None;
     let policy = NetworkPolicy {
         attestation,
         chain_id: home.genesis.chain_id.to_string(),
+        genesis_sha256: home.genesis_sha256,
         validators,
     };
     let mut source = evidence_source(home)?;

@@ -55,6 +55,7 @@ fn attested_pair() -> (Arc<ClientConfig>, Arc<ServerConfig>) {
             Measurements::OneOf(vec![HexBytes(MEASUREMENT)]),
         ),
         chain_id: CHAIN.into(),
+        genesis_sha256: [6; 32],
         validators: vec![[1; 32], [2; 32]],
     };
     let identity = |i: u8| {
@@ -62,6 +63,7 @@ fn attested_pair() -> (Arc<ClientConfig>, Arc<ServerConfig>) {
             &mut SimulatedPsp::new([i; 32], MEASUREMENT),
             [i; 32],
             CHAIN,
+            &[6; 32],
             SystemTime::now(),
             Duration::from_secs(3600),
         )

@@ -70,6 +70,7 @@ impl LocalIdentity {
         source: &mut dyn EvidenceSource,
         consensus_key: [u8; 32],
         chain_id: &str,
+        genesis_sha256: &[u8; 32],
         now: SystemTime,
         lifetime: Duration,
     ) -> Result<Self, IdentityError> {
@@ -91,6 +92,7 @@ impl LocalIdentity {
             window,
             &consensus_key,
             chain_id,
+            genesis_sha256,
         ))?;
         let extension = CertEvidence {
             consensus_key,

@@ -24,14 +24,16 @@ use thiserror::Error;
 /// Longest certificate lifetime accepted: evidence is re-made at least this often.
 pub const MAX_CERT_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 
-/// What a network admits: its attestation policy from genesis, its chain id and the consensus
-/// keys of its validators.
+/// What a network admits: its attestation policy from genesis, its chain id, the SHA-256 of its
+/// genesis file and the consensus keys of its validators.
 #[derive(Clone, Debug)]
 pub struct NetworkPolicy {
     /// The attestation policy.
     pub attestation: Policy,
     /// The chain id every binding names.
     pub chain_id: String,
+    /// SHA-256 of the genesis file's bytes, which every binding names.
+    pub genesis_sha256: [u8; 32],
     /// Consensus public keys of the validator set.
     pub validators: Vec<[u8; 32]>,
 }
@@ -149,7 +151,13 @@ pub fn verify_peer_certificate(
     if !policy.validators.contains(&evidence.consensus_key) {
         return Err(PeerRejected::NotAValidator(hex(&evidence.consensus_key)));
     }
-    let binding = report_data(&spki, window, &evidence.consensus_key, &policy.chain_id);
+    let binding = report_data(
+        &spki,
+        window,
+        &evidence.consensus_key,
+        &policy.chain_id,
+        &policy.genesis_sha256,
+    );
     precheck(&evidence.report, &policy.attestation, &binding).map_err(PeerRejected::Attestation)?;
     let verified = verify_with_cache(
         &Evidence {

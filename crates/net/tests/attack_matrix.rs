@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 const CHAIN: &str = "bulwark-attack-matrix";
+/// SHA-256 of the network's genesis file.
+const GENESIS: [u8; 32] = [0x6e; 32];
 const MEASUREMENT: [u8; 48] = [0x42; 48];
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -36,6 +38,7 @@ fn network() -> NetworkPolicy {
             Measurements::OneOf(vec![HexBytes(MEASUREMENT)]),
         ),
         chain_id: CHAIN.into(),
+        genesis_sha256: GENESIS,
         validators: (1..=4).map(consensus_key).collect(),
     }
 }
@@ -49,6 +52,7 @@ fn identity(i: u8) -> LocalIdentity {
         &mut psp(i),
         consensus_key(i),
         CHAIN,
+        &GENESIS,
         SystemTime::now(),
         HOUR,
     )
@@ -98,11 +102,22 @@ fn forged(key: &rcgen::KeyPair, extension: Option<Vec<u8>>, lifetime: Duration) 
     certificate_in(key, extension, window(lifetime))
 }
 
-/// Evidence from `psp` whose REPORT_DATA binds `spki`, an hour's window, `consensus` and
-/// `chain`.
+/// Evidence from `psp` whose REPORT_DATA binds `spki`, an hour's window, `consensus`, `chain`
+/// and the network's genesis.
 fn extension_for(psp: &mut SimulatedPsp, spki: &[u8], consensus: [u8; 32], chain: &str) -> Vec<u8> {
+    extension_for_genesis(psp, spki, consensus, chain, &GENESIS)
+}
+
+/// [`extension_for`] with the genesis hash `genesis`.
+fn extension_for_genesis(
+    psp: &mut SimulatedPsp,
+    spki: &[u8],
+    consensus: [u8; 32],
+    chain: &str,
+    genesis: &[u8; 32],
+) -> Vec<u8> {
     let evidence = psp
-        .evidence(report_data(spki, window(HOUR), &consensus, chain))
+        .evidence(report_data(spki, window(HOUR), &consensus, chain, genesis))
         .unwrap();
     CertEvidence {
         consensus_key: consensus,
@@ -328,6 +343,23 @@ fn attack_04_evidence_for_another_chain() {
 }
 
 #[test]
+fn attack_04b_evidence_for_another_genesis_of_the_same_chain_id() {
+    // A guest that was handed another genesis document whose chain id collides (or a host that
+    // launched it for one) binds that document's hash: refused, whatever HOST_DATA says.
+    let key = fresh_key();
+    let mut other = GENESIS;
+    other[31] ^= 1;
+    let ext = extension_for_genesis(
+        &mut psp(2),
+        &key.public_key_der(),
+        consensus_key(2),
+        CHAIN,
+        &other,
+    );
+    refused(forged(&key, Some(ext), HOUR), "report_data");
+}
+
+#[test]
 fn attack_05_measurement_not_in_genesis() {
     let mut other_image = psp(2);
     other_image.measurement = [0x13; 48];
@@ -375,6 +407,7 @@ fn attack_08_forged_report_signature() {
             window(HOUR),
             &consensus_key(2),
             CHAIN,
+            &GENESIS,
         ))
         .unwrap();
     evidence.report[0x2A0] ^= 1; // inside the signature's R
@@ -396,6 +429,7 @@ fn attack_09_vcek_of_another_chip() {
         window(HOUR),
         &consensus_key(2),
         CHAIN,
+        &GENESIS,
     );
     let report = psp(2).evidence(binding).unwrap().report;
     let other_chip = psp(9).evidence(binding).unwrap().endorsement_cert;
@@ -420,6 +454,7 @@ fn attack_10_endorsement_certificate_from_a_host_supplied_chain() {
             window(HOUR),
             &consensus_key(2),
             CHAIN,
+            &GENESIS,
         ))
         .unwrap();
     let n = evidence.endorsement_cert.len();
@@ -451,6 +486,7 @@ fn attack_12_expired_certificate() {
         &mut psp(2),
         consensus_key(2),
         CHAIN,
+        &GENESIS,
         SystemTime::now() - 3 * HOUR,
         HOUR,
     )
@@ -464,6 +500,7 @@ fn attack_13_consensus_key_not_in_the_validator_set() {
         &mut psp(7),
         consensus_key(7),
         CHAIN,
+        &GENESIS,
         SystemTime::now(),
         HOUR,
     )
@@ -738,7 +775,7 @@ fn refused_counting(server: &Arc<AttestedVerifier>, parts: &LocalParts, check: &
 /// bent (what an attacker holding only the public VCEK can make).
 fn bad_signature_extension(spki: &[u8], consensus: [u8; 32]) -> Vec<u8> {
     let mut evidence = psp(2)
-        .evidence(report_data(spki, window(HOUR), &consensus, CHAIN))
+        .evidence(report_data(spki, window(HOUR), &consensus, CHAIN, &GENESIS))
         .unwrap();
     evidence.report[0x2A1] ^= 0x5a;
     CertEvidence {

@@ -38,6 +38,7 @@ pub struct Transport {
     source: Box<dyn EvidenceSource>,
     consensus_key: [u8; 32],
     chain_id: String,
+    genesis_sha256: [u8; 32],
     stats: Arc<HandshakeStats>,
 }
 
@@ -65,6 +66,7 @@ impl Transport {
         policy: NetworkPolicy,
     ) -> Result<Self, TransportError> {
         let chain_id = policy.chain_id.clone();
+        let genesis_sha256 = policy.genesis_sha256;
         let verifier = Arc::new(AttestedVerifier::new(
             policy,
             &bulwark_net::config::provider(),
@@ -73,6 +75,7 @@ impl Transport {
             source.as_mut(),
             consensus_key,
             &chain_id,
+            &genesis_sha256,
             SystemTime::now(),
             CERT_LIFETIME,
         )?;
@@ -87,6 +90,7 @@ impl Transport {
             source,
             consensus_key,
             chain_id,
+            genesis_sha256,
             stats: Arc::default(),
         })
     }
@@ -97,6 +101,7 @@ impl Transport {
             self.source.as_mut(),
             self.consensus_key,
             &self.chain_id,
+            &self.genesis_sha256,
             SystemTime::now(),
             CERT_LIFETIME,
         )?;

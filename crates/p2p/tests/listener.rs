@@ -25,6 +25,7 @@ fn policy() -> NetworkPolicy {
             Measurements::OneOf(vec![HexBytes(MEASUREMENT)]),
         ),
         chain_id: CHAIN.into(),
+        genesis_sha256: [6; 32],
         validators: (1..=4u8).map(|i| [i; 32]).collect(),
     }
 }

@@ -6,7 +6,8 @@
 //! host gives them, they are in the digest, and `cargo xtask measure` refuses the others.
 
 use crate::vm::{
-    data_disk_args, fw_cfg_args, network_args, Forward, GUEST_P2P_PORT, GUEST_RPC_PORT,
+    data_disk_args, fw_cfg_args, network_args, Forward, GUEST_LAUNCH_PORT, GUEST_P2P_PORT,
+    GUEST_RPC_PORT,
 };
 use anyhow::{bail, Context, Result};
 use base64::Engine;
@@ -158,7 +159,7 @@ impl SnpLaunch {
         a.extend(["-smp".into(), self.vcpus.to_string()]);
         a.extend(["-m", SNP_MEMORY, "-nographic", "-no-reboot"].map(String::from));
         a.extend(data_disk_args(Path::new("data.img")));
-        a.extend(network_args(&[
+        let mut forwards = vec![
             Forward {
                 host_addr: None,
                 host_port: self.p2p_port,
@@ -169,7 +170,16 @@ impl SnpLaunch {
                 host_port: self.rpc_port,
                 guest_port: GUEST_RPC_PORT,
             },
-        ]));
+        ];
+        if self.host_data.is_none() {
+            // The enrolled guest takes its network's launch inputs here, from the host alone.
+            forwards.push(Forward {
+                host_addr: Some(Ipv4Addr::LOCALHOST),
+                host_port: GUEST_LAUNCH_PORT,
+                guest_port: GUEST_LAUNCH_PORT,
+            });
+        }
+        a.extend(network_args(&forwards));
         a.extend(fw_cfg_args(HOST_CONFIG_NAME, Path::new("host.json")));
         a.extend(fw_cfg_args(HOST_CERTIFICATE_NAME, Path::new("vcek.der")));
         match self.host_data {
@@ -215,10 +225,14 @@ impl SnpLaunch {
                  #   genesis.json (that genesis, byte for byte), config.toml (`bulwark node-config`) and",
             ),
             None => (
-                "# the enrolling launch: no network yet (no HOST_DATA); the guest makes its identity inside, seals it on\n\
-                 #   data.img and prints its enrollment on the console: grep '^bulwark-enrollment: ' console.log | cut -d' ' -f2 | base64 -d > enrollment.json\n".to_string(),
+                format!("# the enrolling launch: no network yet (no HOST_DATA); the guest makes its identity inside, seals it on\n\
+                 #   data.img and prints its enrollment on the console: grep '^bulwark-enrollment: ' console.log | cut -d' ' -f2 | base64 -d > enrollment.json\n\
+                 # it then runs on as the validator's launch instance (the genesis names no other): once the genesis is assembled, send it\n\
+                 #   with the node's config.toml and your launch token: jq -n --arg token \"$TOKEN\" --rawfile config_toml config.toml --rawfile genesis_json genesis.json '$ARGS.named' | nc -N 127.0.0.1 {GUEST_LAUNCH_PORT}\n\
+                 #   (it answers `ok`, or why it refused them). Keep this VM running: a later boot of the disk is another instance.\n"),
                 "data.img (an empty ext4 disk, /dev/vda), host.json ({\"version\":1,\"data_disk\":\"/dev/vda\"}),\n\
-                 #   enroll.json ({\"moniker\":\"...\",\"chain_name\":\"...\"}) and",
+                 #   enroll.json ({\"moniker\":\"...\",\"chain_name\":\"...\",\"launch_token_sha256\":\"<hex>\"}: TOKEN=$(head -c 32 /dev/urandom | base64);\n\
+                 #   printf %s \"$TOKEN\" | sha256sum; keep TOKEN) and",
             ),
         };
         let mut out = format!(

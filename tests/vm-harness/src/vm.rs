@@ -39,6 +39,57 @@ pub const VM_PACKAGES: [&str; 4] = ["qemu-system-x86", "e2fsprogs", "ovmf", "acp
 pub const GUEST_P2P_PORT: u16 = 26656;
 /// The port a validator serves RPC on inside its VM.
 pub const GUEST_RPC_PORT: u16 = 26657;
+/// The port an enrolled validator takes its launch inputs on inside its VM (the guest's
+/// `bulwark::launch::DEFAULT_LAUNCH_PORT`).
+pub const GUEST_LAUNCH_PORT: u16 = 26659;
+
+/// The host port forwarded to the launch port of the validator whose P2P port on the host is
+/// `p2p` (beside RPC at `p2p + 1` and metrics at `p2p + 2`).
+pub fn launch_port(p2p: u16) -> u16 {
+    p2p + 3
+}
+
+/// Sends an enrolled guest on host port `port` its launch inputs (the launch token whose
+/// SHA-256 its enrolment request named, `config.toml` and `genesis.json`), as `bulwark::launch::LaunchInputs`, retrying until the guest listens or
+/// `deadline` passes; the guest's answer (`ok`, or why it refused).
+pub fn send_launch_inputs(
+    port: u16,
+    token: &str,
+    config_toml: &[u8],
+    genesis_json: &[u8],
+    deadline: Instant,
+) -> Result<String> {
+    use std::io::Read;
+    let message = serde_json::to_vec(&serde_json::json!({
+        "token": token,
+        "config_toml": String::from_utf8_lossy(config_toml),
+        "genesis_json": String::from_utf8_lossy(genesis_json),
+    }))?;
+    loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(mut stream) => {
+                stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+                stream.write_all(&message)?;
+                stream.shutdown(std::net::Shutdown::Write)?;
+                let mut answer = String::new();
+                stream.read_to_string(&mut answer)?;
+                // QEMU's user networking accepts for the guest before the guest listens: an
+                // empty answer means nobody was there yet.
+                if !answer.is_empty() {
+                    return Ok(answer);
+                }
+            }
+            Err(e) if Instant::now() > deadline => {
+                return Err(e).context("the guest never took a connection");
+            }
+            Err(_) => {}
+        }
+        if Instant::now() > deadline {
+            bail!("the guest never answered");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
 
 /// The data disk (raw) as a virtio-blk PCI device with [`VIRTIO_OPTIONS`]; it is the guest's
 /// `/dev/vda`.
@@ -319,6 +370,24 @@ struct Vm {
 }
 
 impl Vm {
+    /// Waits until the VM has printed its enrollment, by `deadline`: the enrollment's JSON.
+    fn enrollment_by(&mut self, boot: &Boot, deadline: Instant) -> Result<Vec<u8>> {
+        loop {
+            let log = std::fs::read_to_string(&boot.serial).unwrap_or_default();
+            if let Ok(enrollment) = enrollment_from_serial(&log) {
+                return Ok(enrollment);
+            }
+            if !matches!(self.child.try_wait(), Ok(None)) || Instant::now() > deadline {
+                bail!(
+                    "no enrollment on the console; serial log {}:\n{}",
+                    boot.serial.display(),
+                    tail(&log)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits until the VM has powered off, by `deadline`; its serial log, or an error with
     /// the log's tail.
     fn power_off_by(&mut self, boot: &Boot, deadline: Instant) -> Result<String> {
@@ -411,25 +480,41 @@ pub struct VmNetwork {
     clones: usize,
     /// The genesis the network was assembled with (`bulwark genesis assemble` on the host).
     pub genesis: PathBuf,
-    /// How long the enrolment boots took, from the first launch to the last power-off.
+    /// How long the enrolment took, from the first launch to the last enrollment printed.
     pub enrolment: Duration,
     /// When the first VM was launched for the run.
     pub started: Instant,
 }
 
-/// How long an enrolling VM may take under TCG, from launch to power-off.
+/// Makes hostile launch inputs from the real genesis: the genesis to send, and a word the
+/// guest's refusal must contain.
+pub type Hostile = fn(&[u8]) -> (Vec<u8>, String);
+
+/// How long an enrolling VM may take under TCG, from launch to its enrollment on the console.
 const ENROL_TIMEOUT: Duration = Duration::from_secs(240);
 
 impl VmNetwork {
-    /// The genesis ceremony, then the network: every VM boots once on an empty data disk to
-    /// enrol (its identity is made and sealed inside; its enrollment comes back on its
+    /// The genesis ceremony, which launches the network: every VM boots on an empty data disk
+    /// to enrol (its identity is made and sealed inside; its enrollment comes back on its
     /// console), the host assembles the genesis from the enrollments with the image's own
-    /// binary (`genesis assemble --simulated`, the image's `measurement.json`), and every VM
-    /// boots again with that genesis, its HOST_DATA and its configuration in `fw_cfg`. The
-    /// host never makes or sees a key. The image must be the simulated flavour (TCG has no
-    /// SEV-SNP device); each VM's simulated chip is a random secret of its own, the same at
-    /// both boots, as a machine's would be.
+    /// binary (`genesis assemble --simulated`, the image's `measurement.json`) and sends each
+    /// enrolled VM its configuration and the genesis on its launch port: every VM runs on as
+    /// its validator's launch instance. The host never makes or sees a key. The image must be
+    /// the simulated flavour (TCG has no SEV-SNP device); each VM's simulated chip is a random
+    /// secret of its own, the same at every boot, as a machine's would be.
     pub fn start(image: &Path, validators: usize, timeout_commit_ms: u64) -> Result<Self> {
+        Self::start_with(image, validators, timeout_commit_ms, None)
+    }
+
+    /// [`VmNetwork::start`], where the host first hands VM 0 hostile launch inputs: `hostile`
+    /// makes, from the real genesis's bytes, the genesis to send first and a word its refusal
+    /// must contain. The guest must refuse them, say why, and take the real ones after.
+    pub fn start_with(
+        image: &Path,
+        validators: usize,
+        timeout_commit_ms: u64,
+        hostile: Option<Hostile>,
+    ) -> Result<Self> {
         check_prerequisites(image)?;
         let bin = image_binary(image);
         let dir = std::env::temp_dir().join(format!("bulwark-vms-{}", std::process::id()));
@@ -439,9 +524,10 @@ impl VmNetwork {
         let digest = simulated_launch_digest(image)?;
         std::fs::write(dir.join("simulated_measurement"), digest)?;
         std::fs::write(dir.join("host.json"), HOST_CONFIG_JSON)?;
-        // Enrolment: all VMs at once, each on an empty disk.
+        // Enrolment: all VMs at once, each on an empty disk, with the ports they will serve.
         let enrolling = Instant::now();
-        let mut children = Vec::new();
+        let mut vms = Vec::new();
+        let mut boots = Vec::new();
         for i in 0..validators {
             let vm = dir.join(format!("node{i}"));
             std::fs::create_dir_all(&vm)?;
@@ -449,42 +535,45 @@ impl VmNetwork {
             getrandom(&mut chip)?;
             std::fs::write(vm.join("simulated_chip"), chip)?;
             empty_data_disk(&vm.join("data.img"))?;
+            // The launch token: only this host, which launches the VM, can hand it its genesis.
+            let mut token = [0u8; 32];
+            getrandom(&mut token)?;
+            let token = hex::encode(token);
+            std::fs::write(vm.join("launch.token"), &token)?;
             std::fs::write(
                 vm.join("enroll.json"),
-                serde_json::json!({"moniker": format!("node{i}"), "chain_name": CHAIN_NAME, "trust": "simulated"})
-                    .to_string(),
+                serde_json::json!({
+                    "moniker": format!("node{i}"),
+                    "chain_name": CHAIN_NAME,
+                    "trust": "simulated",
+                    "launch_token_sha256": hex::encode(sha2_256(token.as_bytes())),
+                })
+                .to_string(),
             )?;
             let boot = Self::boot_of(
                 &dir,
                 i,
-                "enroll",
+                "",
                 &[("enroll", vm.join("enroll.json"))],
-                vec![],
+                Self::forwards(base + 10 * i as u16),
             );
-            children.push((
-                Vm {
-                    child: launch(image, &boot)?,
-                    monitor: boot.monitor.clone(),
-                },
-                boot,
-            ));
+            vms.push(Vm {
+                child: launch(image, &boot)?,
+                monitor: boot.monitor.clone(),
+            });
+            boots.push(boot);
         }
         let deadline = Instant::now() + ENROL_TIMEOUT;
         let mut enrollments = Vec::new();
-        for (i, (mut vm, boot)) in children.into_iter().enumerate() {
-            let log = vm
-                .power_off_by(&boot, deadline)
+        for (i, (vm, boot)) in vms.iter_mut().zip(&boots).enumerate() {
+            let enrollment = vm
+                .enrollment_by(boot, deadline)
                 .with_context(|| format!("VM {i} enrolling (at most {ENROL_TIMEOUT:?})"))?;
-            if !log.contains(CLEAN_POWER_OFF) {
-                bail!(
-                    "VM {i} did not enrol cleanly; serial log {}:\n{}",
-                    boot.serial.display(),
-                    tail(&log)
-                );
-            }
             let path = dir.join(format!("node{i}/enrollment.json"));
-            std::fs::write(&path, enrollment_from_serial(&log)?)?;
-            // The disk as enrolment left it: a sealed identity and nothing else.
+            std::fs::write(&path, enrollment)?;
+            // The disk as enrolment left it (the guest wrote every block before it printed
+            // its enrollment, and writes nothing until its launch inputs come): a sealed
+            // identity and nothing else.
             let copy = Command::new("cp")
                 .arg("--sparse=always")
                 .arg(&boot.disk)
@@ -514,14 +603,13 @@ impl VmNetwork {
             args.push(e.display().to_string());
         }
         run_binary(&bin, &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        // The HOST_DATA of every later boot (a launch for this network).
         let host_data: [u8; 32] = sha2_256(&std::fs::read(&genesis)?);
         std::fs::write(dir.join("host_data"), host_data)?;
-        // The network.
+        // The network: each enrolled VM gets its configuration and the genesis.
         let started = Instant::now();
-        let mut vms = Vec::new();
         for i in 0..validators {
             let vm = dir.join(format!("node{i}"));
-            let p2p = base + 10 * i as u16;
             // Inside the VM: listen on all interfaces; peers are the host's forwarded ports.
             let mut config_args = vec![
                 "node-config".to_string(),
@@ -538,22 +626,28 @@ impl VmNetwork {
                 &bin,
                 &config_args.iter().map(String::as_str).collect::<Vec<_>>(),
             )?;
-            std::fs::write(vm.join("config.toml"), config)?;
-            let boot = Self::boot_of(
-                &dir,
-                i,
-                "",
-                &[
-                    ("config.toml", vm.join("config.toml")),
-                    ("genesis.json", genesis.clone()),
-                    ("host_data", dir.join("host_data")),
-                ],
-                Self::forwards(p2p),
-            );
-            vms.push(Vm {
-                child: launch(image, &boot)?,
-                monitor: boot.monitor,
-            });
+            std::fs::write(vm.join("config.toml"), &config)?;
+            let port = launch_port(base + 10 * i as u16);
+            let by = Instant::now() + Duration::from_secs(60);
+            let token = std::fs::read_to_string(vm.join("launch.token"))?;
+            let real = std::fs::read(&genesis)?;
+            if let (0, Some(hostile)) = (i, hostile) {
+                let (forged, why) = hostile(&real);
+                let answer = send_launch_inputs(port, &token, &config, &forged, by)?;
+                if !(answer.starts_with("refused: ") && answer.contains(why.as_str())) {
+                    bail!("VM 0 answered hostile launch inputs with {answer:?}, not a refusal naming {why:?}");
+                }
+                // Nor does the real genesis go in without the token.
+                let answer = send_launch_inputs(port, "guessed", &config, &real, by)?;
+                if !answer.contains("not the launch token") {
+                    bail!("VM 0 answered launch inputs without its token with {answer:?}");
+                }
+            }
+            let answer = send_launch_inputs(port, &token, &config, &real, by)
+                .with_context(|| format!("VM {i}'s launch inputs (127.0.0.1:{port})"))?;
+            if answer.trim() != "ok" {
+                bail!("VM {i} refused its launch inputs: {answer}");
+            }
         }
         Ok(VmNetwork {
             dir,
@@ -567,8 +661,8 @@ impl VmNetwork {
         })
     }
 
-    /// The forwards of a validator whose P2P port on the host is `p2p` (RPC at `p2p + 1`),
-    /// both on the host's loopback.
+    /// The forwards of a validator whose P2P port on the host is `p2p` (RPC at `p2p + 1`, the
+    /// launch port at [`launch_port`]), all on the host's loopback.
     fn forwards(p2p: u16) -> Vec<Forward> {
         let loopback = Some(std::net::Ipv4Addr::LOCALHOST);
         vec![
@@ -581,6 +675,11 @@ impl VmNetwork {
                 host_addr: loopback,
                 host_port: p2p + 1,
                 guest_port: GUEST_RPC_PORT,
+            },
+            Forward {
+                host_addr: loopback,
+                host_port: launch_port(p2p),
+                guest_port: GUEST_LAUNCH_PORT,
             },
         ]
     }
