@@ -46,7 +46,7 @@ fn foreign_enrollment(measurement: [u8; 48], policy: u64, chain: &str) -> Enroll
     let mut psp = SimulatedPsp::new([0x42; 32], measurement);
     psp.policy = policy;
     let id = Identity::generate().unwrap();
-    Enrollment::create(&mut psp, &id, "node1", chain).unwrap()
+    Enrollment::create(&mut psp, &id, "node1", chain, &[7; 32]).unwrap()
 }
 
 /// `genesis` with validator 1 replaced by `enrollment` (its key in the validator set, its

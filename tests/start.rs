@@ -82,7 +82,7 @@ fn four_processes_commit_restart_one_by_one_recover_from_a_kill_and_wait_after_a
         nodes[i].stop_cleanly().unwrap();
         let top = nodes.iter().map(|n| n.last).max().unwrap();
         nodes[i] = start(&homes[i]).unwrap();
-        let signing = "signing; this instance's claim committed";
+        let signing = "signing; this instance holds the key since height";
         assert!(
             wait_logged(&mut nodes[i], signing, Duration::from_secs(60)),
             "node {i} did not say it signs again:\n{}",

@@ -81,7 +81,7 @@ struct Summary {
     max_round: u32,
     events: u64,
     violations: Vec<String>,
-    extra: [u64; 9],
+    extra: [u64; 8],
 }
 
 /// Runs `count` seeds from `first` on `threads` workers; `one` runs a seed.
@@ -197,7 +197,6 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
                 o.accused.len() as u64,
                 u64::from(o.liveness_demanded),
                 o.disk_faults,
-                o.disk_faults_in_launch_window,
                 o.clones,
                 o.max_heights_to_sign_again,
             ],
@@ -218,8 +217,8 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
     let synced: u64 = results.iter().map(|o| o.extra[1]).sum();
     let evidence: u64 = results.iter().map(|o| o.extra[3]).sum();
     let sum = |k: usize| -> u64 { results.iter().map(|o| o.extra[k]).sum() };
-    let (live, disk_faults, in_window, clones) = (sum(4), sum(5), sum(6), sum(7));
-    let sign_again = results.iter().map(|o| o.extra[8]).max().unwrap_or(0);
+    let (live, disk_faults, clones) = (sum(4), sum(5), sum(6));
+    let sign_again = results.iter().map(|o| o.extra[7]).max().unwrap_or(0);
     let max_round = results.iter().map(|o| o.max_round).max().unwrap_or(0);
     let seconds = elapsed.as_secs_f64();
     eprintln!(
@@ -227,7 +226,7 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
         failing.len()
     );
     eprintln!(
-        "sim: the host's disks: {disk_faults} rolled back or wiped ({in_window} more left as they were: no claim committed yet), {clones} clones; liveness demanded in {live} of {count} seeds (the others restart or clone a third of the power or more); restarted validators signed again within {sign_again} heights"
+        "sim: the host's disks: {disk_faults} rolled back or wiped (at launch too), {clones} clones (at launch too); liveness demanded in {live} of {count} seeds (the others restart or clone a third of the power or more); restarted validators signed again within {sign_again} heights"
     );
     println!(
         "{}",
@@ -304,7 +303,7 @@ pub fn run(args: SimArgs) -> Result<()> {
             max_round: o.max_round,
             events: o.events,
             violations: o.violations.iter().map(|v| v.to_string()).collect(),
-            extra: [o.evidence, 0, 0, 0, 0, 0, 0, 0, 0],
+            extra: [o.evidence, 0, 0, 0, 0, 0, 0, 0],
         })
     };
     let (results, elapsed) = sweep(first, count, threads, &one)?;

@@ -14,22 +14,20 @@ pub fn enroll(home: &Path, moniker: &str, chain_name: &str, simulated: bool) -> 
     if simulated && !bulwark_attest::SIMULATED_PSP_BUILT_IN {
         return Err(bulwark::home::HomeError::ProductionBuild("--simulated").into());
     }
-    let trust = if simulated {
-        let chip = cfg.join(SIMULATED_CHIP);
-        if !chip.exists() {
-            let mut secret = [0u8; 32];
-            getrandom::getrandom(&mut secret).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
-            std::fs::create_dir_all(&cfg)?;
-            std::fs::write(&chip, hex::encode(secret))
-                .with_context(|| format!("writing {}", chip.display()))?;
-        }
-        Trust::Simulated
-    } else {
-        Trust::Amd
-    };
+    if !simulated {
+        anyhow::bail!("trust: under AMD trust a validator enrols as the measured image's enrolling VM, which runs on as the launch instance its genesis names (`cargo xtask qemu --snp --enroll`); a process exits after enrolling, so no launch instance of it could sign. Process mode is for development: --simulated");
+    }
+    let chip = cfg.join(SIMULATED_CHIP);
+    if !chip.exists() {
+        let mut secret = [0u8; 32];
+        getrandom::getrandom(&mut secret).map_err(|e| anyhow::anyhow!("randomness: {e}"))?;
+        std::fs::create_dir_all(&cfg)?;
+        std::fs::write(&chip, hex::encode(secret))
+            .with_context(|| format!("writing {}", chip.display()))?;
+    }
     // An enrolling guest has no genesis yet: its launch carries no network.
-    let mut source = evidence_source(trust, home, None, [0; 32])?;
-    let e = ceremony::enroll(source.as_mut(), &cfg, moniker, chain_name)?;
+    let mut source = evidence_source(Trust::Simulated, home, None, [0; 32])?;
+    let e = ceremony::enroll_for_process(source.as_mut(), &cfg, moniker, chain_name)?;
     println!(
         "{}",
         serde_json::json!({"enrollment": cfg.join(ceremony::ENROLLMENT), "consensus_key": e.consensus_key, "node_id": e.node_id})

@@ -140,7 +140,7 @@ fn enroll(disk: &DataDisk, request: &EnrollRequest) -> Result<()> {
     }
     let staging = Path::new(STAGING);
     let mut source = crate::home::evidence_source(request.trust, staging, None, [0; 32])?;
-    let (home, enrollment) = if disk.is_sealed()? {
+    let (home, enrollment, instance) = if disk.is_sealed()? {
         let home = open_disk(disk, source.as_mut(), &request.chain_name)?;
         eprintln!(
             "bulwark: this disk is already enrolled ({}); publishing its enrollment again",
@@ -152,6 +152,10 @@ fn enroll(disk: &DataDisk, request: &EnrollRequest) -> Result<()> {
         eprintln!("bulwark: powering off: a later boot of an enrolled disk is no launch instance; boot it with its network's genesis");
         return Ok(());
     } else {
+        // The launch instance: this boot, which runs on as the validator once its genesis
+        // comes (drawn now so that the enrollment, and so the genesis, names it).
+        let mut instance = [0u8; 32];
+        getrandom::getrandom(&mut instance).context("drawing the launch instance")?;
         let key = disk_key::generate()?;
         let slot = disk_key::wrap(source.as_mut(), &key, &request.chain_name)?;
         disk.write_slot(1, &[])?;
@@ -166,8 +170,9 @@ fn enroll(disk: &DataDisk, request: &EnrollRequest) -> Result<()> {
             &home.join("config"),
             &request.moniker,
             &request.chain_name,
+            &instance,
         )?;
-        (home, enrollment)
+        (home, enrollment, instance)
     };
     drop(source);
     bulwark_boot::sync_disks();
@@ -180,19 +185,21 @@ fn enroll(disk: &DataDisk, request: &EnrollRequest) -> Result<()> {
         "bulwark: enrolled {} for chain {} (consensus key {}); this boot runs on as its launch instance: waiting for the network's config.toml and genesis.json on TCP port {}",
         enrollment.moniker, enrollment.chain_name, enrollment.consensus_key, request.launch_port
     );
-    let home = launch::receive(request.launch_port, |inputs| {
-        launch_home(&home, request, &enrollment, inputs)
+    let mut home = launch::receive(request.launch_port, |inputs| {
+        launch_home(&home, request, &enrollment, &instance, inputs)
     })?;
+    home.launch = crate::home::Launch::Enrolled { instance };
     crate::run::start(home)
 }
 
 /// The home the enrolled guest runs with, from the launch inputs the host sent: they pass a
-/// run boot's checks, name the chain and trust this guest enrolled for, and its key is a
-/// validator of the genesis.
+/// run boot's checks, name the chain and trust this guest enrolled for, its key is a
+/// validator of the genesis, and the genesis names this boot its launch instance.
 fn launch_home(
     home: &Path,
     request: &EnrollRequest,
     enrollment: &bulwark_identity::Enrollment,
+    instance: &[u8; 32],
     inputs: launch::LaunchInputs,
 ) -> Result<Home> {
     inputs.check_token(&request.launch_token_sha256.0)?;
@@ -215,32 +222,23 @@ fn launch_home(
         );
     }
     // Every check a run makes of the genesis comes before the sealed home is written.
-    let listed = public.genesis.validators.iter().any(|v| {
-        v.pub_key
-            .ed25519()
-            .is_some_and(|k| hex::encode(k.as_bytes()) == enrollment.consensus_key.to_lowercase())
-    });
-    if !listed {
-        bail!(
-            "genesis_validator: consensus key {} is not a validator of {}",
-            enrollment.consensus_key,
-            public.genesis.chain_id
-        );
-    }
     let at = u64::try_from(public.genesis.genesis_time.unix_timestamp()).unwrap_or(0);
-    let lines = ceremony::verify_genesis(&public.genesis_document, at)
+    let key = enrollment.consensus_public()?;
+    ceremony::check_genesis_for(&public.genesis_document, at, &key).map_err(anyhow::Error::msg)?;
+    let address = bulwark_types::tendermint::PublicKey::from_raw_ed25519(&key)
+        .and_then(|k| k.ed25519())
+        .map(bulwark_types::tendermint::account::Id::from)
+        .context("the enrollment's consensus key is not ed25519")?;
+    let named = ceremony::launch_instances(&public.genesis_document)
         .map_err(|e| anyhow::anyhow!("genesis: {e}"))?;
-    if let Some(bad) = lines.iter().find(|l| !l.verified) {
-        bail!(
-            "enrollment: validator {} of this genesis was not enrolled from an attested guest: {}",
-            bad.validator,
-            bad.reason.as_deref().unwrap_or("?")
-        );
+    if !named
+        .iter()
+        .any(|(a, i)| a.as_slice() == address.as_bytes() && i == instance)
+    {
+        bail!("launch_instance: the genesis does not name this boot as its validator's launch instance");
     }
     write_launch_files(home, &files)?;
-    let mut home = Home::load(home)?;
-    home.launch = crate::home::Launch::Enrolled;
-    Ok(home)
+    Ok(Home::load(home)?)
 }
 
 /// Writes the host's launch files into `home/config` (a directory, never a link).

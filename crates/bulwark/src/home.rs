@@ -343,8 +343,12 @@ pub enum Launch {
     ForGenesis,
     /// The boot that enrolled this validator and then received its genesis: launched before
     /// any genesis existed, so its HOST_DATA binds none (the genesis is bound in its TLS
-    /// evidence instead, by the guest that checked it).
-    Enrolled,
+    /// evidence instead, by the guest that checked it). It runs as the validator's launch
+    /// instance, which its enrollment published and the genesis names.
+    Enrolled {
+        /// The launch instance (held in memory only, since the enrolling boot drew it).
+        instance: [u8; 32],
+    },
 }
 
 fn validator_key(priv_key: PrivateKey) -> Result<PrivValidatorKey, HomeError> {
@@ -435,7 +439,7 @@ fn ceremony_homes(homes: &[(PathBuf, NodeConfig)], chain_name: &str) -> Result<(
         })?;
         write_new(&cfg.join(SIMULATED_CHIP), &hex::encode(chip), false)?;
         let mut psp = SimulatedPsp::new(chip, measurement);
-        enrollments.push(ceremony::enroll(
+        enrollments.push(ceremony::enroll_for_process(
             &mut psp,
             &cfg,
             &config.moniker,

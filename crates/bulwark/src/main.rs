@@ -43,7 +43,9 @@ enum Command {
         #[arg(long, alias = "chain-id", default_value = "bulwark-local")]
         chain_name: String,
     },
-    /// Make this guest's identity (sealed in HOME/config) and write its enrollment.json.
+    /// Make this process's identity (sealed in HOME/config) and write its enrollment.json;
+    /// development only (--simulated): under AMD trust the measured image's enrolling VM is
+    /// the validator's launch instance.
     Enroll {
         /// The home directory.
         #[arg(long)]

@@ -42,10 +42,21 @@ fn engine_config(home: &Home) -> anyhow::Result<EngineConfig> {
     let c = &home.config.consensus;
     let ms = Duration::from_millis;
     // A new instance at every start: a copy of this disk booted elsewhere, or booted again
-    // after this one ran on, is another instance and must claim the key first.
+    // after this one ran on, is another instance and must claim the key first. The launch
+    // instance the genesis names is the enrolling VM running on, or (process mode, simulated
+    // trust: its host is its operator) the first start of the enrolled home.
     let mut instance = [0u8; 32];
     getrandom::getrandom(&mut instance)
         .map_err(|e| anyhow::anyhow!("drawing this start's instance: {e}"))?;
+    match home.launch {
+        Launch::Enrolled { instance: launch } => instance = launch,
+        Launch::ForGenesis => {
+            let stored = crate::ceremony::take_launch_instance(&home.dir.join("config"))?;
+            if let (Some(launch), Trust::Simulated) = (stored, home.attestation.trust) {
+                instance = launch;
+            }
+        }
+    }
     Ok(EngineConfig {
         clock: bulwark_node::engine::Clock::system(),
         consensus: Config {
@@ -83,7 +94,12 @@ pub fn open_engine(home: &Home) -> anyhow::Result<(Engine, Vec<Output>)> {
     let chain_started = bulwark_store::blocks::BlockStore::open(&store)?
         .latest_height()?
         .is_some();
-    let state = bulwark_node::handshake::genesis_state(&mut app, &home.genesis, chain_started)?;
+    let mut state = bulwark_node::handshake::genesis_state(&mut app, &home.genesis, chain_started)?;
+    state.claims = bulwark_node::instance::Register::at_launch(
+        state.initial_height,
+        crate::ceremony::launch_instances(&home.genesis_document)
+            .map_err(|e| anyhow::anyhow!("genesis: {e}"))?,
+    );
     Ok(Engine::open(
         engine_config(home)?,
         &store,
@@ -259,7 +275,7 @@ fn evidence_source(home: &Home) -> anyhow::Result<Box<dyn EvidenceSource>> {
     // genesis, as on hardware.
     let host_data = match home.launch {
         Launch::ForGenesis => home.genesis_sha256,
-        Launch::Enrolled => [0; 32],
+        Launch::Enrolled { .. } => [0; 32],
     };
     Ok(crate::home::evidence_source(
         home.attestation.trust,
@@ -284,41 +300,25 @@ fn check_own_launch(home: &Home, source: &mut dyn EvidenceSource) -> anyhow::Res
             hex::encode(home.genesis_sha256)
         );
     }
-    if !home.is_genesis_validator() {
-        anyhow::bail!(
-            "genesis_validator: this node's consensus key {} is not a validator of {}: refusing to run",
-            home.validator_key.address,
-            home.genesis.chain_id
-        );
-    }
-    // Every member must have been born in an attested guest: its enrollment verifies under the
-    // genesis's own policy, as it did when the genesis was assembled (judged at genesis time:
-    // certificates and revocation lists age, the ceremony's evidence does not change).
     let at = u64::try_from(home.genesis.genesis_time.unix_timestamp()).unwrap_or(0);
-    let lines = crate::ceremony::verify_genesis(&home.genesis_document, at)
-        .map_err(|e| anyhow::anyhow!("genesis: {e}: refusing to run"))?;
-    if let Some(bad) = lines.iter().find(|l| !l.verified) {
-        anyhow::bail!(
-            "enrollment: validator {} ({}) of this genesis was not enrolled from an attested guest: {}: {}: refusing to run",
-            bad.validator,
-            bad.address,
-            bad.check.as_deref().unwrap_or("?"),
-            bad.reason.as_deref().unwrap_or("?")
-        );
-    }
+    crate::ceremony::check_genesis_for(&home.genesis_document, at, &own_consensus_key(home)?)
+        .map_err(|e| anyhow::anyhow!("{e}: refusing to run"))?;
     Ok(())
+}
+
+/// This node's consensus public key.
+fn own_consensus_key(home: &Home) -> anyhow::Result<[u8; 32]> {
+    home.validator_key
+        .pub_key
+        .ed25519()
+        .and_then(|k| k.as_bytes().try_into().ok())
+        .ok_or_else(|| anyhow::anyhow!("the validator key is not ed25519"))
 }
 
 /// Attested TLS for this node: its evidence source, its consensus key, and the policy that
 /// admits exactly genesis's validators with evidence genesis allows.
 fn transport(home: &Home) -> anyhow::Result<Transport> {
-    let consensus_key: [u8; 32] = home
-        .validator_key
-        .pub_key
-        .ed25519()
-        .map(|k| k.as_bytes().to_vec())
-        .and_then(|k| k.try_into().ok())
-        .ok_or_else(|| anyhow::anyhow!("the validator key is not ed25519"))?;
+    let consensus_key = own_consensus_key(home)?;
     let validators = home
         .genesis
         .validators

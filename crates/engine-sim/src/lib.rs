@@ -130,9 +130,6 @@ pub struct Outcome {
     pub liveness_demanded: bool,
     /// Disks the host rolled back or wiped before a boot.
     pub disk_faults: u64,
-    /// Rollbacks and wipes left out because the validator had no claim committed yet (the
-    /// instance rule's documented launch window).
-    pub disk_faults_in_launch_window: u64,
     /// Clones booted beside their original.
     pub clones: u64,
     /// Of the restarted validators that signed again, the most heights the network decided
@@ -229,8 +226,10 @@ struct Sim {
     committed: Vec<u64>,
     liveness_demanded: bool,
     disk_faults: u64,
-    disk_faults_in_launch_window: u64,
     max_heights_to_sign_again: u64,
+    /// The register every chain starts with: each validator's launch instance (its node's
+    /// first start), as its genesis enrollment names it.
+    launch: bulwark_node::instance::Register,
 }
 
 fn node_key(seed: u64, i: usize) -> SigningKey {
@@ -364,6 +363,14 @@ impl Sim {
             .map(|i| addresses[world.validator_of(i)].clone())
             .collect();
         let honest = (0..total).map(|i| world.is_honest(i)).collect();
+        // Each validator's first start is its launch instance, which the genesis names.
+        let launch = bulwark_node::instance::Register::at_launch(
+            1,
+            (0..n).filter_map(|i| {
+                let address: [u8; 20] = addresses[i].as_slice().try_into().ok()?;
+                Some((address, instance_of(seed, i, 1)))
+            }),
+        );
         let checker = Checker::new(genesis.chain_id.clone(), set, addresses, honest);
         let keys: Vec<SigningKey> = (0..total)
             .map(|i| keys[world.validator_of(i)].clone())
@@ -424,8 +431,8 @@ impl Sim {
             committed: vec![0; total],
             liveness_demanded: config.within_fault_bound() && world.instances_allow_liveness(),
             disk_faults: 0,
-            disk_faults_in_launch_window: 0,
             max_heights_to_sign_again: 0,
+            launch,
             world,
         };
         sim.trace(|| format!("world of seed {seed}: {:?}", sim.world));
@@ -531,9 +538,10 @@ impl Sim {
                 .latest_height()
                 .map_err(|e| e.to_string())?
                 .is_some();
-            let state =
+            let mut state =
                 bulwark_node::handshake::genesis_state(&mut app, &self.genesis, chain_started)
                     .map_err(|e| e.to_string())?;
+            state.claims = self.launch.clone();
             Engine::open(config, &store, node.key.clone(), Box::new(app), state)
                 .map_err(|e| e.to_string())
         })();
@@ -567,9 +575,6 @@ impl Sim {
     }
 
     fn crash(&mut self, i: usize, keep: f64, down_ms: u64, disk: DiskFault) {
-        // Before any claim of the validator committed, a rolled-back or wiped disk may sign
-        // its launch heights again (the documented window of `bulwark_instance`): left out.
-        let claimed = self.claimed(i);
         let node = &mut self.nodes[i];
         if node.engine.take().is_none() {
             return;
@@ -580,10 +585,6 @@ impl Sim {
         node.app_disk.crash(keep_app);
         let restored = match disk {
             DiskFault::Kept => None,
-            _ if !claimed => {
-                self.disk_faults_in_launch_window += 1;
-                None
-            }
             DiskFault::RolledBack { .. } => Some(node.snapshot.clone().unwrap_or_else(|| {
                 (
                     MemDisk::new(&format!("node{i}-store")),
@@ -924,15 +925,6 @@ impl Sim {
                 self.at(next, Event::Act { node, life });
             }
             Event::Start { node } => {
-                let of = self.world.validator_of(node);
-                if of != node && self.nodes[node].life == 0 && !self.claimed(of) {
-                    // A copy booted beside its original before the validator's first claim
-                    // committed can sign twice (the documented launch window of
-                    // `bulwark_instance`): the host copies the disk a little later.
-                    let later = self.now() + 250;
-                    self.at(later, Event::Start { node });
-                    return;
-                }
                 if self.nodes[node].engine.is_none() {
                     self.start(node);
                 }
@@ -1009,25 +1001,6 @@ impl Sim {
         // Every height may need the rounds it takes for the timeouts to outgrow the delays.
         let per_height = height_time_bound(self.world.delta, self.config.byzantine as u32);
         self.fault_horizon() + LIVENESS_WINDOW_MS + self.config.target_height * per_height
-    }
-
-    /// Whether any running node's register names an instance of validator `i`.
-    fn claimed(&self, i: usize) -> bool {
-        let address: Option<[u8; 20]> = bulwark_types::signing::public_key(&self.nodes[i].key)
-            .ed25519()
-            .and_then(|pk| {
-                bulwark_types::tendermint::account::Id::from(pk)
-                    .as_bytes()
-                    .try_into()
-                    .ok()
-            });
-        address.is_some_and(|a| {
-            self.nodes.iter().any(|n| {
-                n.engine
-                    .as_ref()
-                    .is_some_and(|e| e.state().claims.holder(&a).is_some())
-            })
-        })
     }
 
     /// The highest height any node has committed.
@@ -1162,7 +1135,6 @@ impl Sim {
             violations: self.checker.violations().to_vec(),
             liveness_demanded: self.liveness_demanded,
             disk_faults: self.disk_faults,
-            disk_faults_in_launch_window: self.disk_faults_in_launch_window,
             clones: self.world.clones.len() as u64,
             max_heights_to_sign_again: if self.liveness_demanded {
                 self.max_heights_to_sign_again

@@ -428,8 +428,9 @@ impl World {
     }
 
     /// Whether the instance rule leaves liveness demanded: the honest validators that never
-    /// restart, are never cloned and start at launch hold more than two thirds of the power (otherwise a
-    /// restarted instance may wait for good, safety first, and the network with it).
+    /// restart and are never cloned hold more than two thirds of the power (otherwise a
+    /// restarted instance may wait for good, safety first, and the network with it). A late
+    /// starter is still its validator's launch instance, which the genesis names: it signs.
     pub fn instances_allow_liveness(&self) -> bool {
         let n = self.powers.len();
         let total: u64 = self.powers.iter().sum();
@@ -437,8 +438,6 @@ impl World {
             .filter(|i| self.is_honest(*i))
             .filter(|i| !self.outages.iter().any(|o| o.node == *i))
             .filter(|i| !self.clones.iter().any(|c| c.of == *i))
-            // A late joiner past the first heights waits for its claim like a restart.
-            .filter(|i| self.start_at[*i] == 0)
             .map(|i| self.powers[i])
             .sum();
         3 * steady > 2 * total

@@ -83,6 +83,7 @@ pub fn enroll(
     config_dir: &Path,
     moniker: &str,
     chain_name: &str,
+    launch_instance: &[u8; 32],
 ) -> Result<Enrollment, CeremonyError> {
     let sealed_path = config_dir.join(SEALED_IDENTITY);
     if sealed_path.exists() {
@@ -94,11 +95,61 @@ pub fn enroll(
     std::fs::create_dir_all(config_dir).map_err(|e| file_error(config_dir, e))?;
     let identity = Identity::generate()?;
     SealedIdentity::seal(source, &identity, chain_name)?.write(&sealed_path)?;
-    let enrollment = Enrollment::create(source, &identity, moniker, chain_name)?;
+    let enrollment = Enrollment::create(source, &identity, moniker, chain_name, launch_instance)?;
     let path = config_dir.join(ENROLLMENT);
     let text = serde_json::to_string_pretty(&enrollment).map_err(|e| file_error(&path, e))?;
     std::fs::write(&path, text + "\n").map_err(|e| file_error(&path, e))?;
     Ok(enrollment)
+}
+
+/// The file of a process-mode validator's launch instance, in its home's `config/`.
+pub const LAUNCH_INSTANCE: &str = "launch_instance";
+
+/// Enrols a process-mode validator ([`enroll`] with a fresh launch instance), and keeps the
+/// launch instance in `config_dir/launch_instance` for its first start to take
+/// ([`take_launch_instance`]). A VM never stores it: its enrolling boot runs on as the launch
+/// instance, and a copy of its disk is another. A process's host is its operator: a copy of
+/// the home made before the first start could sign as the launch instance too.
+pub fn enroll_for_process(
+    source: &mut dyn EvidenceSource,
+    config_dir: &Path,
+    moniker: &str,
+    chain_name: &str,
+) -> Result<Enrollment, CeremonyError> {
+    let sealed = config_dir.join(SEALED_IDENTITY);
+    if sealed.exists() {
+        return Err(file_error(
+            &sealed,
+            "already exists; refusing to replace an identity",
+        ));
+    }
+    let mut instance = [0u8; 32];
+    getrandom::getrandom(&mut instance).map_err(|e| file_error(config_dir, e))?;
+    // Kept before the enrollment names it: no enrollment names an instance nobody holds.
+    std::fs::create_dir_all(config_dir).map_err(|e| file_error(config_dir, e))?;
+    let path = config_dir.join(LAUNCH_INSTANCE);
+    std::fs::write(&path, hex::encode(instance)).map_err(|e| file_error(&path, e))?;
+    enroll(source, config_dir, moniker, chain_name, &instance)
+}
+
+/// The launch instance a process-mode home keeps for its first start, removed (and the
+/// removal synced) before it is returned: every later start is a new instance.
+pub fn take_launch_instance(config_dir: &Path) -> Result<Option<[u8; 32]>, CeremonyError> {
+    let path = config_dir.join(LAUNCH_INSTANCE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(file_error(&path, e)),
+    };
+    std::fs::remove_file(&path).map_err(|e| file_error(&path, e))?;
+    std::fs::File::open(config_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|e| file_error(config_dir, e))?;
+    hex::decode(text.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .map(Some)
+        .ok_or_else(|| file_error(&path, "not 32 bytes of hex"))
 }
 
 /// Reads an `enrollment.json`.
@@ -240,6 +291,83 @@ pub struct ValidatorLine {
     pub tcb: Option<bulwark_attest::Tcb>,
 }
 
+/// What a node checks of its genesis before it runs with it: `consensus_key` is one of its
+/// validators, and every member was born in an attested guest (its enrollment verifies under
+/// the genesis's own policy, as it did when the genesis was assembled: judged at `at`, the
+/// genesis time, since certificates and revocation lists age and the ceremony's evidence does
+/// not change). The error starts with the check's name: `genesis_validator`, `genesis` or
+/// `enrollment`.
+pub fn check_genesis_for(genesis: &Value, at: u64, consensus_key: &[u8; 32]) -> Result<(), String> {
+    let validators: Vec<validator::Info> = serde_json::from_value(
+        genesis
+            .get("validators")
+            .cloned()
+            .ok_or("genesis: validators: missing")?,
+    )
+    .map_err(|e| format!("genesis: validators: {e}"))?;
+    let member = validators.iter().any(|v| {
+        v.pub_key
+            .ed25519()
+            .is_some_and(|k| k.as_bytes() == consensus_key)
+    });
+    if !member {
+        return Err(format!(
+            "genesis_validator: consensus key {} is not a validator of this genesis",
+            hex::encode(consensus_key)
+        ));
+    }
+    let lines = verify_genesis(genesis, at).map_err(|e| format!("genesis: {e}"))?;
+    if let Some(bad) = lines.iter().find(|l| !l.verified) {
+        return Err(format!(
+            "enrollment: validator {} ({}) of this genesis was not enrolled from an attested guest: {}: {}",
+            bad.validator,
+            bad.address,
+            bad.check.as_deref().unwrap_or("?"),
+            bad.reason.as_deref().unwrap_or("?")
+        ));
+    }
+    Ok(())
+}
+
+/// A validator's address and its launch instance.
+pub type LaunchInstance = ([u8; 20], [u8; 32]);
+
+/// Each genesis validator's launch instance, by address: the one its enrollment names (what
+/// the register of instance claims starts as, `bulwark_instance::Register::at_launch`). Call
+/// it on a genesis [`verify_genesis`] accepted, which checked every enrollment's evidence.
+pub fn launch_instances(genesis: &Value) -> Result<Vec<LaunchInstance>, String> {
+    let enrollments: Vec<Enrollment> = serde_json::from_value(
+        genesis
+            .get("enrollments")
+            .cloned()
+            .ok_or("enrollments: missing")?,
+    )
+    .map_err(|e| format!("enrollments: {e}"))?;
+    let validators: Vec<validator::Info> = serde_json::from_value(
+        genesis
+            .get("validators")
+            .cloned()
+            .ok_or("validators: missing")?,
+    )
+    .map_err(|e| format!("validators: {e}"))?;
+    let mut instances = Vec::new();
+    for v in &validators {
+        let Some(e) = enrollment_of(v, &enrollments) else {
+            return Err(format!("validator {}: no enrollment", v.address));
+        };
+        let address: [u8; 20] = v
+            .address
+            .as_bytes()
+            .try_into()
+            .map_err(|_| format!("validator {}: not a 20-byte address", v.address))?;
+        let instance = e
+            .launch_instance()
+            .map_err(|err| format!("validator {}: {err}", v.address))?;
+        instances.push((address, instance));
+    }
+    Ok(instances)
+}
+
 /// Re-verifies every validator of a genesis: the chain id certifies the document, and each
 /// validator has an enrollment that verifies under the document's own policy for its chain
 /// name. `Err` when the document itself is unusable (its chain id or policy); otherwise one
@@ -302,6 +430,16 @@ pub fn verify_genesis(genesis: &Value, now: u64) -> Result<Vec<ValidatorLine>, S
         .collect())
 }
 
+/// The enrollment of validator `v`: the first whose consensus key, decoded, is `v`'s. Both the
+/// verification of a genesis and the launch instances it names take this one, so an
+/// enrollment the verification skipped can never name an instance.
+fn enrollment_of<'a>(v: &validator::Info, enrollments: &'a [Enrollment]) -> Option<&'a Enrollment> {
+    let key = v.pub_key.ed25519()?;
+    enrollments
+        .iter()
+        .find(|e| e.consensus_public().is_ok_and(|k| k == key.as_bytes()))
+}
+
 fn line(
     v: &validator::Info,
     enrollments: &[Enrollment],
@@ -319,11 +457,7 @@ fn line(
         chip: None,
         tcb: None,
     };
-    let key = v.pub_key.ed25519().map(|k| hex::encode(k.as_bytes()));
-    let Some(e) = enrollments
-        .iter()
-        .find(|e| Some(&e.consensus_key) == key.as_ref())
-    else {
+    let Some(e) = enrollment_of(v, enrollments) else {
         out.check = Some("enrollment".into());
         out.reason = Some("no enrollment carries this validator's consensus key".into());
         return out;
@@ -373,7 +507,14 @@ mod tests {
     const M: [u8; 48] = [5; 48];
 
     fn enrolled(dir: &Path, i: usize, chain: &str, psp: &mut SimulatedPsp) -> Enrollment {
-        enroll(psp, &dir.join(format!("n{i}")), &format!("node{i}"), chain).unwrap()
+        enroll(
+            psp,
+            &dir.join(format!("n{i}")),
+            &format!("node{i}"),
+            chain,
+            &[i as u8; 32],
+        )
+        .unwrap()
     }
 
     #[test]
@@ -390,7 +531,7 @@ mod tests {
         assert!(lines.iter().all(|l| l.verified), "{lines:?}");
         assert_eq!(lines[1].validator, "node1");
         assert!(matches!(
-            enroll(&mut psp, &dir.path().join("n0"), "again", "alpha"),
+            enroll(&mut psp, &dir.path().join("n0"), "again", "alpha", &[1; 32]),
             Err(CeremonyError::File { .. })
         ));
         // A validator without an enrollment is named.
@@ -430,6 +571,71 @@ mod tests {
             assemble("alpha", &[es[0].clone(), es[0].clone()], &policy, now()),
             Err(CeremonyError::DuplicateKey(_))
         ));
+    }
+
+    #[test]
+    fn the_genesis_names_each_validators_launch_instance_and_a_node_checks_its_membership() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut psp = SimulatedPsp::new([1; 32], M);
+        let es: Vec<_> = (0..3)
+            .map(|i| enrolled(dir.path(), i, "alpha", &mut psp))
+            .collect();
+        let policy = Policy::strict(Trust::Simulated, Measurements::OneOf(vec![HexBytes(M)]));
+        let g = assemble("alpha", &es, &policy, now()).unwrap();
+        let named = launch_instances(&g).unwrap();
+        assert_eq!(named.len(), 3);
+        for (i, (address, instance)) in named.iter().enumerate() {
+            assert_eq!(*instance, [i as u8; 32]);
+            let listed = g["validators"][i]["address"].as_str().unwrap();
+            assert_eq!(hex::encode_upper(address), listed);
+        }
+        let key = |i: usize| es[i].consensus_public().unwrap();
+        check_genesis_for(&g, now(), &key(1)).unwrap();
+        let stranger = check_genesis_for(&g, now(), &[9; 32]).unwrap_err();
+        assert!(stranger.starts_with("genesis_validator: "), "{stranger}");
+        // A member without an enrollment: no launch instance, and no node runs with it.
+        let mut missing = g.clone();
+        missing["enrollments"].as_array_mut().unwrap().remove(2);
+        certify("alpha", &mut missing).unwrap();
+        assert!(launch_instances(&missing)
+            .unwrap_err()
+            .contains("no enrollment"));
+        let refused = check_genesis_for(&missing, now(), &key(0)).unwrap_err();
+        assert!(
+            refused.starts_with("enrollment: validator node2"),
+            "{refused}"
+        );
+        // A forged copy of an enrollment put first, its key in upper-case hex and another
+        // launch instance: the verification and the launch instances both take it, and its
+        // evidence does not bind that instance.
+        let mut forged = g.clone();
+        let mut copy = forged["enrollments"][1].clone();
+        copy["consensus_key"] = Value::String(es[1].consensus_key.to_uppercase());
+        copy["launch_instance"] = Value::String(hex::encode([7u8; 32]));
+        forged["enrollments"]
+            .as_array_mut()
+            .unwrap()
+            .insert(0, copy);
+        certify("alpha", &mut forged).unwrap();
+        assert_eq!(launch_instances(&forged).unwrap()[1].1, [7; 32]);
+        let lines = verify_genesis(&forged, now()).unwrap();
+        assert_eq!(lines[1].check.as_deref(), Some("report_data"), "{lines:?}");
+        assert!(check_genesis_for(&forged, now(), &key(0))
+            .unwrap_err()
+            .starts_with("enrollment: validator node1"));
+    }
+
+    #[test]
+    fn a_process_homes_launch_instance_is_taken_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("config");
+        let mut psp = SimulatedPsp::new([1; 32], M);
+        let e = enroll_for_process(&mut psp, &cfg, "node0", "alpha").unwrap();
+        let taken = take_launch_instance(&cfg).unwrap();
+        assert_eq!(taken, Some(e.launch_instance().unwrap()));
+        assert_eq!(take_launch_instance(&cfg).unwrap(), None);
+        std::fs::write(cfg.join(LAUNCH_INSTANCE), "zz").unwrap();
+        assert!(take_launch_instance(&cfg).is_err());
     }
 
     #[test]

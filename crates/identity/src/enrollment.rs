@@ -1,7 +1,9 @@
 //! An enrollment: what a guest with a fresh identity publishes so that a genesis can admit it.
-//! It names the validator (moniker), its consensus key, its node key and id, the chain name, and
-//! carries evidence whose REPORT_DATA binds all of them under [`ENROLLMENT_DOMAIN`]
-//! ([`enrollment_report_data`]). Anyone can re-verify it against the network's policy.
+//! It names the validator (moniker), its consensus key, its node key and id, the chain name,
+//! its launch instance (the enrolling boot, which runs on as the validator:
+//! `bulwark_instance`), and carries evidence whose REPORT_DATA binds all of them under
+//! [`ENROLLMENT_DOMAIN`] ([`enrollment_report_data`]). Anyone can re-verify it against the
+//! network's policy.
 //!
 //! Evidence is tagged with its kind (`"kind": "sev-snp"`), so other TEEs' evidence can be added
 //! beside it without changing the format.
@@ -16,20 +18,21 @@ use thiserror::Error;
 
 /// The domain label of an enrollment's REPORT_DATA: evidence made for a TLS certificate or
 /// anything else never verifies as an enrollment.
-pub const ENROLLMENT_DOMAIN: &[u8] = b"bulwark/enrollment/v1";
+pub const ENROLLMENT_DOMAIN: &[u8] = b"bulwark/enrollment/v2";
 
-/// The enrollment format version.
-pub const ENROLLMENT_VERSION: u32 = 1;
+/// The enrollment format version (2: the launch instance).
+pub const ENROLLMENT_VERSION: u32 = 2;
 
 /// Longest moniker.
 pub const MAX_MONIKER: usize = 64;
 
 /// REPORT_DATA of an enrollment: SHA-512 over the domain label, the consensus public key, the
-/// node public key and the chain name, each length-prefixed.
+/// node public key, the chain name and the launch instance, each length-prefixed.
 pub fn enrollment_report_data(
     consensus_key: &[u8; 32],
     node_key: &[u8; 32],
     chain_name: &str,
+    launch_instance: &[u8; 32],
 ) -> [u8; 64] {
     let mut h = Sha512::new();
     for part in [
@@ -37,6 +40,7 @@ pub fn enrollment_report_data(
         consensus_key.as_slice(),
         node_key.as_slice(),
         chain_name.as_bytes(),
+        launch_instance.as_slice(),
     ] {
         h.update((part.len() as u64).to_be_bytes());
         h.update(part);
@@ -106,7 +110,10 @@ pub struct Enrollment {
     pub node_key: String,
     /// The node id derived from the node key.
     pub node_id: String,
-    /// Evidence binding the keys and the chain name.
+    /// The launch instance (hex): the enrolling boot's, which the genesis therefore names as
+    /// the validator's first holder of its key.
+    pub launch_instance: String,
+    /// Evidence binding the keys, the chain name and the launch instance.
     pub evidence: TaggedEvidence,
 }
 
@@ -153,16 +160,23 @@ fn key32(field: &str, text: &str) -> Result<[u8; 32], EnrollmentError> {
 }
 
 impl Enrollment {
-    /// Makes the enrollment of `identity`, with fresh evidence from `source`.
+    /// Makes the enrollment of `identity` with launch instance `launch_instance` (fresh
+    /// random bytes of the enrolling boot), with fresh evidence from `source`.
     pub fn create(
         source: &mut dyn EvidenceSource,
         identity: &Identity,
         moniker: &str,
         chain_name: &str,
+        launch_instance: &[u8; 32],
     ) -> Result<Self, IdentityError> {
         let consensus = identity.consensus_public();
         let node = identity.node_public();
-        let evidence = source.evidence(enrollment_report_data(&consensus, &node, chain_name))?;
+        let evidence = source.evidence(enrollment_report_data(
+            &consensus,
+            &node,
+            chain_name,
+            launch_instance,
+        ))?;
         Ok(Enrollment {
             version: ENROLLMENT_VERSION,
             moniker: moniker.into(),
@@ -170,8 +184,14 @@ impl Enrollment {
             consensus_key: hex::encode(consensus),
             node_key: hex::encode(node),
             node_id: node_id(&node),
+            launch_instance: hex::encode(launch_instance),
             evidence: TaggedEvidence::sev_snp(&evidence),
         })
+    }
+
+    /// The launch instance.
+    pub fn launch_instance(&self) -> Result<[u8; 32], EnrollmentError> {
+        key32("launch_instance", &self.launch_instance)
     }
 
     /// The consensus public key.
@@ -218,8 +238,14 @@ impl Enrollment {
         if node_id(&node) != self.node_id {
             return Err(EnrollmentError::NodeId(self.node_id.clone()));
         }
+        let launch_instance = self.launch_instance()?;
         let evidence = self.evidence.to_evidence()?;
-        let binding = Binding::ReportData(enrollment_report_data(&consensus, &node, chain_name));
+        let binding = Binding::ReportData(enrollment_report_data(
+            &consensus,
+            &node,
+            chain_name,
+            &launch_instance,
+        ));
         verify(&evidence, policy, &binding, now).map_err(EnrollmentError::Evidence)
     }
 }
@@ -248,7 +274,7 @@ mod tests {
 
     fn enrol(psp: &mut SimulatedPsp, chain: &str) -> (Identity, Enrollment) {
         let id = Identity::generate().unwrap();
-        let e = Enrollment::create(psp, &id, "node0", chain).unwrap();
+        let e = Enrollment::create(psp, &id, "node0", chain, &[5; 32]).unwrap();
         (id, e)
     }
 
@@ -317,10 +343,33 @@ mod tests {
 
     #[test]
     fn every_input_changes_the_enrollment_binding() {
-        let base = enrollment_report_data(&[1; 32], &[2; 32], "alpha");
-        assert_ne!(base, enrollment_report_data(&[3; 32], &[2; 32], "alpha"));
-        assert_ne!(base, enrollment_report_data(&[1; 32], &[3; 32], "alpha"));
-        assert_ne!(base, enrollment_report_data(&[1; 32], &[2; 32], "alphb"));
-        assert_ne!(base, enrollment_report_data(&[2; 32], &[1; 32], "alpha"));
+        let base = enrollment_report_data(&[1; 32], &[2; 32], "alpha", &[4; 32]);
+        for other in [
+            enrollment_report_data(&[3; 32], &[2; 32], "alpha", &[4; 32]),
+            enrollment_report_data(&[1; 32], &[3; 32], "alpha", &[4; 32]),
+            enrollment_report_data(&[1; 32], &[2; 32], "alphb", &[4; 32]),
+            enrollment_report_data(&[2; 32], &[1; 32], "alpha", &[4; 32]),
+            enrollment_report_data(&[1; 32], &[2; 32], "alpha", &[5; 32]),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
+
+    #[test]
+    fn a_launch_instance_swapped_by_the_host_fails_report_data() {
+        // The host cannot name another instance (a copy of the disk it booted) for the one
+        // that enrolled: the evidence binds the enrolling boot's.
+        let (_, mut e) = enrol(&mut SimulatedPsp::new([1; 32], MEASUREMENT), "alpha");
+        assert_eq!(e.launch_instance().unwrap(), [5; 32]);
+        e.launch_instance = hex::encode([6; 32]);
+        assert_eq!(
+            e.verify(&policy(), "alpha", now()).unwrap_err().check(),
+            "report_data"
+        );
+        e.launch_instance = "00".into();
+        assert_eq!(
+            e.verify(&policy(), "alpha", now()).unwrap_err().check(),
+            "encoding"
+        );
     }
 }

@@ -17,44 +17,18 @@ pub struct Holder {
     pub height: u64,
 }
 
-/// Where the question is asked: the height to sign at, the network's first height, and
-/// whether the validator was in the genesis set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Bootstrap {
-    /// The height to sign at.
-    pub height: u64,
-    /// The chain's first height.
-    pub initial_height: u64,
-    /// Whether the validator is a genesis validator.
-    pub genesis_validator: bool,
-    /// Whether validators holding, with this one, more than two thirds of the power have
-    /// acknowledged this instance (`crate::ack`): the network is in its first heights and
-    /// holds no claim of this validator.
-    pub launch_confirmed: bool,
-}
-
 /// Per validator (upper-case hex address), its holder.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Register(BTreeMap<String, Holder>);
 
-/// Heights after the first during which a genesis validator with no committed claim may sign
-/// (every validator's first claim needs blocks, and at launch nobody holds a key yet).
-pub const BOOTSTRAP_HEIGHTS: u64 = 16;
-
 /// What the register says of one instance of a validator.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Authorization {
-    /// No instance of the validator has claimed its key yet, within the network's first
-    /// [`BOOTSTRAP_HEIGHTS`] heights, and it is a genesis validator: it may sign.
+    /// No instance holds the validator's key (the genesis named none: it joined later): this
+    /// instance signs only after its claim.
     Unclaimed,
-    /// As [`Authorization::Unclaimed`], but too few validators have acknowledged this
-    /// instance yet (`crate::ack`): it may be a copy of the enrolled disk booted after the
-    /// network's launch, so it waits.
-    Unconfirmed,
-    /// No instance of the validator has claimed its key yet, and the network is past its
-    /// first heights (or it joined after genesis): this instance signs only after its claim.
-    UnclaimedLate,
-    /// This instance holds the key since its claim's block.
+    /// This instance holds the key since its claim's block (the one before the chain's first
+    /// for the launch instance the genesis names).
     Holder {
         /// The height of its claim's block.
         since: u64,
@@ -71,34 +45,46 @@ pub enum Authorization {
 impl Authorization {
     /// Whether the instance may sign.
     pub fn may_sign(&self) -> bool {
-        matches!(
-            self,
-            Authorization::Unclaimed | Authorization::Holder { .. }
-        )
+        matches!(self, Authorization::Holder { .. })
     }
 
     /// A short name for metrics and logs.
     pub fn label(&self) -> &'static str {
         match self {
             Authorization::Unclaimed => "unclaimed",
-            Authorization::Unconfirmed => "unconfirmed",
-            Authorization::UnclaimedLate => "unclaimed_late",
             Authorization::Holder { .. } => "holder",
             Authorization::Elsewhere { .. } => "elsewhere",
         }
     }
 
     /// Every [`Authorization::label`].
-    pub const LABELS: [&'static str; 5] = [
-        "unclaimed",
-        "unconfirmed",
-        "unclaimed_late",
-        "holder",
-        "elsewhere",
-    ];
+    pub const LABELS: [&'static str; 3] = ["unclaimed", "holder", "elsewhere"];
 }
 
 impl Register {
+    /// The register before the first block of a chain starting at `initial_height`: each
+    /// validator's launch instance (the boot that enrolled it, named in the genesis by its
+    /// enrollment) holds its key from the start, as if claimed in the block before the first.
+    pub fn at_launch(
+        initial_height: u64,
+        launch_instances: impl IntoIterator<Item = ([u8; 20], [u8; 32])>,
+    ) -> Register {
+        Register(
+            launch_instances
+                .into_iter()
+                .map(|(validator, instance)| {
+                    (
+                        hex::encode_upper(validator),
+                        Holder {
+                            instance: hex::encode(instance),
+                            height: initial_height.saturating_sub(1),
+                        },
+                    )
+                })
+                .collect(),
+        )
+    }
+
     /// The holder of `validator`'s key.
     pub fn holder(&self, validator: &[u8; 20]) -> Option<&Holder> {
         self.0.get(&hex::encode_upper(validator))
@@ -119,26 +105,10 @@ impl Register {
         }
     }
 
-    /// What the register says of `instance` of `validator` at `height`: a validator with no
-    /// claim yet may sign only if it is `genesis_validator`, `height` is within
-    /// [`BOOTSTRAP_HEIGHTS`] of `initial_height` and its launch is confirmed.
-    pub fn authorization(
-        &self,
-        validator: &[u8; 20],
-        instance: &[u8; 32],
-        at: Bootstrap,
-    ) -> Authorization {
+    /// What the register says of `instance` of `validator`.
+    pub fn authorization(&self, validator: &[u8; 20], instance: &[u8; 32]) -> Authorization {
         match self.holder(validator) {
-            None if at.genesis_validator
-                && at.height < at.initial_height.saturating_add(BOOTSTRAP_HEIGHTS) =>
-            {
-                if at.launch_confirmed {
-                    Authorization::Unclaimed
-                } else {
-                    Authorization::Unconfirmed
-                }
-            }
-            None => Authorization::UnclaimedLate,
+            None => Authorization::Unclaimed,
             Some(h) if h.instance == hex::encode(instance) => {
                 Authorization::Holder { since: h.height }
             }

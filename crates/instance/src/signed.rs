@@ -1,6 +1,6 @@
-//! What claims and acknowledgements share: the bytes a consensus key signs (a domain label,
-//! the chain id, then fixed-size fields) and the check of such a signature under the key the
-//! validator set lists for its signer.
+//! The bytes a consensus key signs for a claim (a domain label, the chain id, then fixed-size
+//! fields) and the check of such a signature under the key the validator set lists for its
+//! signer.
 
 use bulwark_types::tendermint::{validator, PublicKey};
 

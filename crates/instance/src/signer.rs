@@ -1,12 +1,8 @@
 //! One instance's side of the rule: whether it may sign at the height in progress, and when
 //! it must claim its validator's key (again).
 
-use crate::ack::Ack;
 use crate::claim::{Claim, CLAIM_TTL};
-use crate::register::BOOTSTRAP_HEIGHTS;
-use crate::register::{Authorization, Bootstrap, Register};
-use bulwark_types::tendermint::validator;
-use std::collections::BTreeMap;
+use crate::register::{Authorization, Register};
 
 /// Re-send a pending claim to every peer this often (heights), for peers that connected after
 /// it was sent.
@@ -23,8 +19,6 @@ pub struct Signer {
     held: bool,
     /// What the register said last, for saying so when it changes.
     last: Option<Authorization>,
-    /// Launch acknowledgements of this instance: per acking validator, its height then.
-    acks: BTreeMap<[u8; 20], u64>,
 }
 
 /// What the engine should do after a height committed.
@@ -39,45 +33,15 @@ pub enum ClaimAction {
 }
 
 impl Signer {
-    /// A new instance: `instance` must be fresh random bytes of this boot.
+    /// A new instance: `instance` must be fresh random bytes of this boot (or, at the boot
+    /// that enrolled the validator and runs on, the launch instance its enrollment published).
     pub fn new(instance: [u8; 32]) -> Self {
         Signer {
             instance,
             pending: None,
             held: false,
             last: None,
-            acks: BTreeMap::new(),
         }
-    }
-
-    /// Records `ack` if it acknowledges this instance of `me` from within the first heights
-    /// of a chain starting at `initial_height` (its signature already checked). Returns
-    /// whether it was kept.
-    pub fn acknowledged(&mut self, ack: &Ack, me: &[u8; 20], initial_height: u64) -> bool {
-        let fits = ack.asker == *me
-            && ack.acker != *me
-            && ack.instance == self.instance
-            && ack.height < initial_height.saturating_add(BOOTSTRAP_HEIGHTS);
-        if fits {
-            self.acks.insert(ack.acker, ack.height);
-        }
-        fits
-    }
-
-    /// Whether validators of `validators` holding, with `me`, more than two thirds of its
-    /// power have acknowledged this instance.
-    pub fn launch_confirmed(&self, validators: &validator::Set, me: &[u8; 20]) -> bool {
-        let mut total: u128 = 0;
-        let mut confirmed: u128 = 0;
-        for v in validators.validators() {
-            let power = u128::from(v.power.value());
-            total += power;
-            let address: &[u8] = v.address.as_bytes();
-            if address == me || self.acks.keys().any(|a| a.as_slice() == address) {
-                confirmed += power;
-            }
-        }
-        3 * confirmed > 2 * total
     }
 
     /// The instance's bytes.
@@ -86,13 +50,8 @@ impl Signer {
     }
 
     /// What the register says of this instance of `validator`.
-    pub fn authorization(
-        &self,
-        register: &Register,
-        validator: &[u8; 20],
-        at: Bootstrap,
-    ) -> Authorization {
-        register.authorization(validator, &self.instance, at)
+    pub fn authorization(&self, register: &Register, validator: &[u8; 20]) -> Authorization {
+        register.authorization(validator, &self.instance)
     }
 
     /// Whether this instance may sign now (the register as of the last committed block), and a
@@ -101,9 +60,8 @@ impl Signer {
         &mut self,
         register: &Register,
         validator: &[u8; 20],
-        at: Bootstrap,
     ) -> (bool, Option<String>) {
-        let now = self.authorization(register, validator, at);
+        let now = self.authorization(register, validator);
         if let Authorization::Holder { .. } = now {
             self.held = true;
             self.pending = None;
@@ -113,37 +71,30 @@ impl Signer {
         let me = hex::encode(&self.instance[..4]);
         let line = changed.then(|| match &now {
             Authorization::Unclaimed => format!(
-                "instance {me}: signing before any claim of this validator committed (the network's first heights)"
+                "instance {me}: not signing until this instance's claim commits (no instance of this validator holds its key); this needs blocks the other validators decide without this one"
             ),
-            Authorization::Unconfirmed => format!(
-                "instance {me}: not signing yet: waiting for validators holding more than two thirds of the power to acknowledge that the network is in its first heights and holds no claim of this validator (a copy of an enrolled disk booted after launch never gets them)"
+            Authorization::Holder { since } => format!(
+                "instance {me}: signing; this instance holds the key since height {since} (its claim's block; for the launch instance, the one before the chain's first)"
             ),
-            Authorization::UnclaimedLate => format!(
-                "instance {me}: not signing until this instance's claim commits (no claim of this validator has, and the network is past its first heights); this needs blocks the other validators decide without this one"
-            ),
-            Authorization::Holder { since } => {
-                format!("instance {me}: signing; this instance's claim committed at height {since}")
-            }
             Authorization::Elsewhere { instance, since } if self.held => format!(
-                "instance {me}: STOPPED SIGNING for good: another instance of this validator ({instance}) claimed its key at height {since}; one of them is a copy of this VM's disk: stop it, or restart this one to take the key back"
+                "instance {me}: STOPPED SIGNING for good: another instance of this validator ({instance}) holds its key since height {since}; one of them is a copy of this VM's disk: stop it, or restart this one to take the key back"
             ),
             Authorization::Elsewhere { instance, since } => format!(
-                "instance {me}: not signing until this instance's claim commits (instance {instance} claimed the key at height {since}); this needs blocks the other validators decide without this one"
+                "instance {me}: not signing until this instance's claim commits (instance {instance} holds the key since height {since}); this needs blocks the other validators decide without this one"
             ),
         });
         (now.may_sign(), line)
     }
 
-    /// After a height committed (`next.height` is the one starting): what to do about this
+    /// After a height committed (`next_height` is the one starting): what to do about this
     /// instance's claim.
     pub fn after_commit(
         &mut self,
         register: &Register,
         validator: &[u8; 20],
-        next: Bootstrap,
+        next_height: u64,
     ) -> ClaimAction {
-        let next_height = next.height;
-        match self.authorization(register, validator, next) {
+        match self.authorization(register, validator) {
             Authorization::Holder { .. } => {
                 self.held = true;
                 self.pending = None;

@@ -8,40 +8,53 @@ use bytes::Bytes;
 
 const CHAIN: &str = "test-chain-abc";
 
-const EARLY: Bootstrap = Bootstrap {
-    height: 3,
-    initial_height: 1,
-    genesis_validator: true,
-    launch_confirmed: true,
-};
+#[test]
+fn only_the_launch_instance_the_genesis_names_signs_before_any_claim() {
+    let register = Register::at_launch(5, [(address(1), [7; 32])]);
+    let launch = register.authorization(&address(1), &[7; 32]);
+    // As if claimed in the block before the chain's first.
+    assert_eq!(launch, Authorization::Holder { since: 4 });
+    assert!(launch.may_sign());
+    // A copy of its enrolled disk boots as another instance: it waits for its claim.
+    let copy = register.authorization(&address(1), &[8; 32]);
+    assert!(
+        matches!(copy, Authorization::Elsewhere { since: 4, .. }),
+        "{copy:?}"
+    );
+    assert!(!copy.may_sign());
+    // A validator the genesis names no instance of signs only after its claim.
+    let unnamed = register.authorization(&address(2), &[7; 32]);
+    assert_eq!(unnamed, Authorization::Unclaimed);
+    assert!(!unnamed.may_sign());
+    // The first claim above the launch may take the key over; none at or below it.
+    assert!(claim(1, 8, 4).check_timing(5, &register).is_err());
+    claim(1, 8, 5).check_timing(5, &register).unwrap();
+}
 
 #[test]
-fn an_unclaimed_validator_signs_only_in_the_networks_first_heights_and_only_from_genesis() {
-    let register = Register::default();
-    let v = address(1);
+fn a_signer_at_launch_signs_and_stops_for_good_when_a_newer_instance_claims() {
+    let mut register = Register::at_launch(1, [(address(1), [7; 32])]);
+    let mut launch = Signer::new([7; 32]);
+    assert!(launch.may_sign(&register, &address(1)).0);
     assert_eq!(
-        register.authorization(&v, &[7; 32], EARLY),
-        Authorization::Unclaimed
+        launch.after_commit(&register, &address(1), 2),
+        ClaimAction::None
     );
-    let last_early = Bootstrap {
-        height: BOOTSTRAP_HEIGHTS,
-        ..EARLY
-    };
-    assert!(register.authorization(&v, &[7; 32], last_early).may_sign());
-    for late in [
-        Bootstrap {
-            height: 1 + BOOTSTRAP_HEIGHTS,
-            ..EARLY
-        },
-        Bootstrap {
-            genesis_validator: false,
-            ..EARLY
-        },
-    ] {
-        let a = register.authorization(&v, &[7; 32], late);
-        assert_eq!(a, Authorization::UnclaimedLate);
-        assert!(!a.may_sign());
-    }
+    // A copy claims and its claim commits: the launch instance stops and never claims back.
+    register.apply(3, &[claim(1, 8, 3).to_tx()]);
+    let (may, line) = launch.may_sign(&register, &address(1));
+    assert!(!may);
+    assert!(line.unwrap().contains("STOPPED SIGNING for good"));
+    assert_eq!(
+        launch.after_commit(&register, &address(1), 4),
+        ClaimAction::None
+    );
+    // A restarted instance claims at the next height.
+    let mut restarted = Signer::new([9; 32]);
+    assert_eq!(
+        restarted.after_commit(&register, &address(1), 4),
+        ClaimAction::Claim(4)
+    );
 }
 
 fn key(i: u8) -> ed25519_consensus::SigningKey {
@@ -147,27 +160,25 @@ fn a_claim_is_valid_for_its_window_and_only_above_the_holders_claim() {
 fn the_register_names_one_holder_per_validator_and_the_newest_claim_wins() {
     let mut register = Register::default();
     assert_eq!(
-        register.authorization(&address(1), &[7; 32], EARLY),
+        register.authorization(&address(1), &[7; 32]),
         Authorization::Unclaimed
     );
     register.apply(3, &[claim(1, 7, 2).to_tx(), b"k=v".to_vec()]);
     assert_eq!(
-        register.authorization(&address(1), &[7; 32], EARLY),
+        register.authorization(&address(1), &[7; 32]),
         Authorization::Holder { since: 3 }
     );
-    assert!(register
-        .authorization(&address(1), &[7; 32], EARLY)
-        .may_sign());
+    assert!(register.authorization(&address(1), &[7; 32]).may_sign());
     register.apply(9, &[claim(1, 8, 8).to_tx()]);
-    let old = register.authorization(&address(1), &[7; 32], EARLY);
+    let old = register.authorization(&address(1), &[7; 32]);
     assert!(!old.may_sign(), "{old:?}");
     assert_eq!(
-        register.authorization(&address(1), &[8; 32], EARLY),
+        register.authorization(&address(1), &[8; 32]),
         Authorization::Holder { since: 9 }
     );
     // Another validator is untouched.
     assert_eq!(
-        register.authorization(&address(2), &[7; 32], EARLY),
+        register.authorization(&address(2), &[7; 32]),
         Authorization::Unclaimed
     );
 }
@@ -250,102 +261,4 @@ fn the_pool_keeps_the_newest_valid_claim_per_validator_and_forgets_expired_ones(
     assert!(pool.reap(6, &register, &others).is_empty());
     pool.prune(7 + CLAIM_TTL, &register);
     assert!(pool.is_empty());
-}
-
-fn ack(acker: u8, asker: u8, instance: u8, height: u64) -> Ack {
-    let (acker_address, asker_address) = (address(acker), address(asker));
-    let bytes = Ack::signed_bytes(
-        CHAIN,
-        &acker_address,
-        &asker_address,
-        &[instance; 32],
-        height,
-    );
-    Ack {
-        acker: acker_address,
-        asker: asker_address,
-        instance: [instance; 32],
-        height,
-        signature: key(acker).sign(&bytes).to_bytes(),
-    }
-}
-
-#[test]
-fn an_unclaimed_instance_waits_until_its_launch_is_acknowledged() {
-    let register = Register::default();
-    let unconfirmed = Bootstrap {
-        launch_confirmed: false,
-        ..EARLY
-    };
-    let a = register.authorization(&address(1), &[7; 32], unconfirmed);
-    assert_eq!(a, Authorization::Unconfirmed);
-    assert!(!a.may_sign());
-    // Past the first heights, acknowledged or not: its claim first.
-    let late = Bootstrap {
-        height: 1 + BOOTSTRAP_HEIGHTS,
-        ..unconfirmed
-    };
-    assert_eq!(
-        register.authorization(&address(1), &[7; 32], late),
-        Authorization::UnclaimedLate
-    );
-}
-
-#[test]
-fn launch_acknowledgements_count_only_for_this_instance_and_more_than_two_thirds() {
-    let (validators, me) = (set(4), address(1));
-    let mut signer = Signer::new([7; 32]);
-    assert!(!signer.launch_confirmed(&validators, &me));
-    // For another instance of this validator (a copy booted earlier), for another validator,
-    // from itself, or from past the first heights: not counted.
-    assert!(!signer.acknowledged(&ack(2, 1, 8, 1), &me, 1));
-    assert!(!signer.acknowledged(&ack(2, 3, 7, 1), &me, 1));
-    assert!(!signer.acknowledged(&ack(1, 1, 7, 1), &me, 1));
-    assert!(!signer.acknowledged(&ack(2, 1, 7, 1 + BOOTSTRAP_HEIGHTS), &me, 1));
-    assert!(signer.acknowledged(&ack(2, 1, 7, 3), &me, 1));
-    // Twice from one validator is still one: 20 of 40 is not more than two thirds.
-    assert!(signer.acknowledged(&ack(2, 1, 7, 4), &me, 1));
-    assert!(!signer.launch_confirmed(&validators, &me));
-    assert!(signer.acknowledged(&ack(3, 1, 7, 1), &me, 1));
-    assert!(signer.launch_confirmed(&validators, &me));
-}
-
-#[test]
-fn an_acknowledgement_travels_as_a_transaction_and_verifies_only_as_signed() {
-    let a = ack(2, 1, 7, 3);
-    let tx = a.to_tx();
-    assert!(tx.starts_with(ACK_TX_MAGIC));
-    assert_eq!(ACK_SIGNING_DOMAIN[0], 0);
-    assert_eq!(Ack::from_tx(&tx), Some(Ok(a.clone())));
-    assert_eq!(Ack::from_tx(&claim(1, 7, 5).to_tx()), None);
-    assert_eq!(Claim::from_tx(&tx), None);
-    assert!(matches!(
-        Ack::from_tx(&tx[..tx.len() - 1]),
-        Some(Err(AckError::Length(_)))
-    ));
-    a.verify_signature(CHAIN, &set(4)).unwrap();
-    assert!(a.verify_signature("other-chain", &set(4)).is_err());
-    for changed in [
-        Ack {
-            height: 2,
-            ..a.clone()
-        },
-        Ack {
-            instance: [8; 32],
-            ..a.clone()
-        },
-        Ack {
-            asker: address(3),
-            ..a.clone()
-        },
-    ] {
-        assert!(matches!(
-            changed.verify_signature(CHAIN, &set(4)),
-            Err(AckError::Signature(_))
-        ));
-    }
-    assert!(matches!(
-        ack(9, 1, 7, 3).verify_signature(CHAIN, &set(4)),
-        Err(AckError::NotAValidator(_))
-    ));
 }

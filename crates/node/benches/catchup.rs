@@ -59,8 +59,17 @@ fn open(
 ) -> (Engine, Vec<Output>) {
     let store = Store::open(dir.join("store")).unwrap();
     let mut app = KvStore::open(dir.join("app")).unwrap();
-    let state = bulwark_node::handshake::genesis_state(&mut app, g, false).unwrap();
-    Engine::open(config(), &store, key, Box::new(app), state).unwrap()
+    let mut state = bulwark_node::handshake::genesis_state(&mut app, g, false).unwrap();
+    // The lone validator runs as its launch instance (the default config's), which the
+    // genesis names.
+    let config = config();
+    state.claims = bulwark_node::instance::Register::at_launch(
+        1,
+        g.validators
+            .iter()
+            .filter_map(|v| Some((v.address.as_bytes().try_into().ok()?, config.instance))),
+    );
+    Engine::open(config, &store, key, Box::new(app), state).unwrap()
 }
 
 /// Outputs a lone validator acts on: only the start of the next height (its own messages

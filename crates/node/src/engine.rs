@@ -23,9 +23,7 @@ use bulwark_consensus::{
 use bulwark_evidence::{AtHeight, EvidenceError, Now, Pool};
 use bulwark_gossip::proposal::{block_to_parts, Assembler, PartAdded};
 use bulwark_gossip::relay::Relay;
-use bulwark_instance::{
-    Ack, Authorization, Bootstrap, Claim, ClaimAction, ClaimError, Pool as ClaimPool, Signer,
-};
+use bulwark_instance::{Authorization, Claim, ClaimAction, ClaimError, Pool as ClaimPool, Signer};
 use bulwark_mempool::{AddError, Mempool, MempoolConfig};
 use bulwark_store::blocks::{BlockStore, DecidedHeight};
 use bulwark_store::evidence::{CommittedEvidence, EvidenceLog};
@@ -354,8 +352,6 @@ pub struct Engine {
     claims: ClaimPool,
     /// This instance: whether it may sign, and its claim.
     signer: Signer,
-    /// Whether this validator is in the genesis set (it may sign unclaimed at the start).
-    genesis_validator: bool,
     /// Peer claims checked since the last tick.
     claim_checks: u32,
     /// Of those, per peer (one peer cannot use up everyone's budget).
@@ -363,14 +359,6 @@ pub struct Engine {
     /// Each peer's last reported height (forgotten with the connection): their median, not
     /// the highest (a peer may lie), says how far the network is.
     peer_heights: BTreeMap<PeerId, u64>,
-    /// The one instance of each validator this node has acknowledged (a launch
-    /// acknowledgement goes to one instance per validator only).
-    acknowledged: BTreeMap<[u8; 20], [u8; 32]>,
-    /// Our proposal of the round in progress, not signed while this instance waited for its
-    /// launch acknowledgements: made as soon as they arrive.
-    deferred_proposal: Option<CoreProposal>,
-    /// Our votes of the round in progress, not signed for the same reason.
-    deferred_votes: Vec<CoreVote>,
 }
 
 /// Most block ids of verified votes remembered at one height (each validator can vote for a
@@ -427,11 +415,6 @@ impl Engine {
                 .ed25519()
                 .ok_or_else(|| EngineError::Wal("not an ed25519 key".into()))?,
         );
-        let genesis_validator = genesis_state
-            .validator_infos
-            .validators()
-            .iter()
-            .any(|v| v.address == address);
         let blocks = BlockStore::open(store)?;
         let state = handshake(app.as_mut(), &blocks, genesis_state)?;
         let last_commit = match blocks.latest_height()? {
@@ -478,13 +461,9 @@ impl Engine {
             vote_blocks_by: HashMap::new(),
             claims: ClaimPool::default(),
             signer: Signer::new(config_instance),
-            genesis_validator,
             claim_checks: 0,
             claim_checks_by_peer: BTreeMap::new(),
             peer_heights: BTreeMap::new(),
-            acknowledged: BTreeMap::new(),
-            deferred_proposal: None,
-            deferred_votes: Vec::new(),
         };
         for e in engine.evidence_log.all()? {
             engine
@@ -526,21 +505,7 @@ impl Engine {
     /// What the register of instance claims says of this instance (`bulwark_instance`).
     pub fn signing(&self) -> Authorization {
         let validator: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
-        self.signer
-            .authorization(&self.state.claims, &validator, self.bootstrap())
-    }
-
-    /// The height in progress, for the instance rule's first heights.
-    fn bootstrap(&self) -> Bootstrap {
-        let validator: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
-        Bootstrap {
-            height: self.state.next_height(),
-            initial_height: self.state.initial_height,
-            genesis_validator: self.genesis_validator,
-            launch_confirmed: self
-                .signer
-                .launch_confirmed(&self.state.validator_infos, &validator),
-        }
+        self.signer.authorization(&self.state.claims, &validator)
     }
 
     /// The chain state (next height, validators, app hash, ...).
@@ -725,12 +690,6 @@ impl Engine {
     /// Admits a client transaction; it is gossiped with the others that arrive within
     /// [`TX_GOSSIP_DELAY`] (one message instead of one per transaction).
     fn add_tx(&mut self, tx: Bytes) -> Result<Vec<Output>, AddError> {
-        if Ack::from_tx(&tx).is_some() {
-            return Err(AddError::Rejected {
-                code: 1,
-                log: "a launch acknowledgement travels between validators only".into(),
-            });
-        }
         match self.admit_claim(&tx) {
             None => {}
             Some(Ok(_)) => return Ok(vec![]),
@@ -793,13 +752,6 @@ impl Engine {
                 round: mark.1,
             })));
         }
-        // Waiting for launch acknowledgements: peers that connected since the claim went out
-        // have not seen it.
-        if let (Authorization::Unconfirmed, Some(claim)) = (self.signing(), self.signer.pending()) {
-            out.push(Output::Broadcast(Payload::Txs(wire::Txs {
-                txs: vec![claim.to_tx()],
-            })));
-        }
         out
     }
 
@@ -828,14 +780,11 @@ impl Engine {
             Payload::Txs(txs) => {
                 // A claim costs a signature check: an honest peer sends its own, alone, a few
                 // times per claim; checks are budgeted per message and per tick.
-                // Only well-formed ones (and acknowledgements of this very instance) are
-                // charged; junk costs no signature check.
+                // Only well-formed ones are charged; junk costs no signature check.
                 let mut claims = 0;
-                let mut out = vec![];
                 for tx in txs.txs.into_iter().take(10_000) {
-                    let claim = Claim::from_tx(&tx).is_some();
-                    if claim || Ack::from_tx(&tx).is_some() {
-                        if !self.worth_checking(&tx) {
+                    if let Some(claim) = Claim::from_tx(&tx) {
+                        if claim.is_err() {
                             continue;
                         }
                         claims += 1;
@@ -846,18 +795,13 @@ impl Engine {
                         {
                             self.claim_checks += 1;
                             self.claim_checks_by_peer.insert(peer, by_peer + 1);
-                            if claim {
-                                let valid = self.admit_claim(&tx);
-                                out.extend(self.acknowledge(peer, &tx, valid)?);
-                            } else {
-                                out.extend(self.take_ack(&tx)?);
-                            }
+                            let _ = self.admit_claim(&tx);
                         }
                     } else {
                         let _ = self.mempool.add(Bytes::from(tx), self.app.as_ref());
                     }
                 }
-                Ok(out)
+                Ok(vec![])
             }
             Payload::Status(s) => {
                 self.highest_peer_height = self.highest_peer_height.max(s.height);
@@ -1719,10 +1663,8 @@ impl Engine {
             signature: None,
         };
         if !self.may_sign() {
-            self.deferred_proposal = Some(p);
             return Ok(vec![]);
         }
-        self.deferred_proposal = None;
         let signed = self.privval.sign_proposal(&mut tp, &self.state.chain_id);
         if !self.privval_signed(signed, "proposal")? {
             return Ok(vec![]);
@@ -1803,14 +1745,11 @@ impl Engine {
         let planted = bulwark_consensus::mutation::active(
             bulwark_consensus::mutation::Mutant::SignWithoutClaim,
         );
-        let at = self.bootstrap();
         if self.replaying {
-            let now = self
-                .signer
-                .authorization(&self.state.claims, &validator, at);
+            let now = self.signer.authorization(&self.state.claims, &validator);
             return planted || now.may_sign();
         }
-        let (may, line) = self.signer.may_sign(&self.state.claims, &validator, at);
+        let (may, line) = self.signer.may_sign(&self.state.claims, &validator);
         match line {
             Some(line) if may => tracing::info!("{line}"),
             Some(line) => tracing::warn!("{line}"),
@@ -1844,7 +1783,7 @@ impl Engine {
         }
         let claim = match self
             .signer
-            .after_commit(&self.state.claims, &validator, self.bootstrap())
+            .after_commit(&self.state.claims, &validator, next)
         {
             ClaimAction::None => return Ok(vec![]),
             ClaimAction::Resend(claim) => claim,
@@ -1880,133 +1819,6 @@ impl Engine {
             .get(heights.len().saturating_sub(1) / 2)
             .copied()
             .unwrap_or(0)
-    }
-
-    /// Whether a claim or acknowledgement transaction deserves a signature check: a
-    /// well-formed claim, or an acknowledgement of this very instance.
-    fn worth_checking(&self, tx: &[u8]) -> bool {
-        if let Some(claim) = Claim::from_tx(tx) {
-            return claim.is_ok();
-        }
-        let me: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
-        matches!(Ack::from_tx(tx), Some(Ok(a)) if a.asker == me && a.instance == *self.signer.instance())
-    }
-
-    /// Answers a peer's claim `tx` (`valid`: what [`Engine::admit_claim`] said of it) with a
-    /// launch acknowledgement ([`Ack`]) when this node is a validator within the network's
-    /// first heights and its register names no instance of the claim's validator.
-    fn acknowledge(
-        &mut self,
-        peer: PeerId,
-        tx: &[u8],
-        valid: Option<Result<bool, ClaimError>>,
-    ) -> Result<Vec<Output>, EngineError> {
-        let Some(Ok(claim)) = Claim::from_tx(tx) else {
-            return Ok(vec![]);
-        };
-        let me: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
-        let height = self.state.next_height();
-        let first_heights = height
-            < self
-                .state
-                .initial_height
-                .saturating_add(bulwark_instance::BOOTSTRAP_HEIGHTS);
-        // Signature checked: kept now, or the very claim (signature included) the pool keeps.
-        let verified = matches!(valid, Some(Ok(true))) || self.claims.holds(&claim);
-        let member = self
-            .state
-            .validator_infos
-            .validators()
-            .iter()
-            .any(|v| v.address == self.address);
-        if !verified
-            || !first_heights
-            || !member
-            || claim.validator == me
-            || self.state.claims.holder(&claim.validator).is_some()
-            || self
-                .acknowledged
-                .get(&claim.validator)
-                .is_some_and(|i| *i != claim.instance)
-        {
-            return Ok(vec![]);
-        }
-        if self.acknowledged.len() < 4_096 || self.acknowledged.contains_key(&claim.validator) {
-            self.acknowledged.insert(claim.validator, claim.instance);
-        } else {
-            return Ok(vec![]);
-        }
-        let bytes = Ack::signed_bytes(
-            self.state.chain_id.as_str(),
-            &me,
-            &claim.validator,
-            &claim.instance,
-            height,
-        );
-        let signature = self
-            .privval
-            .sign_domain_separated(&bytes)
-            .map_err(|e| EngineError::Wal(e.to_string()))?;
-        let ack = Ack {
-            acker: me,
-            asker: claim.validator,
-            instance: claim.instance,
-            height,
-            signature,
-        };
-        Ok(vec![Output::Send(
-            peer,
-            Payload::Txs(wire::Txs {
-                txs: vec![ack.to_tx()],
-            }),
-        )])
-    }
-
-    /// Keeps a peer's launch acknowledgement of this instance if it is one and verifies; once
-    /// they confirm the launch, makes the proposal of the round in progress if it waited.
-    fn take_ack(&mut self, tx: &[u8]) -> Result<Vec<Output>, EngineError> {
-        let Some(Ok(ack)) = Ack::from_tx(tx) else {
-            return Ok(vec![]);
-        };
-        let me: [u8; 20] = self.address.as_bytes().try_into().unwrap_or_default();
-        if ack.asker != me || ack.instance != *self.signer.instance() {
-            return Ok(vec![]);
-        }
-        let verified = ack
-            .verify_signature(self.state.chain_id.as_str(), &self.state.validator_infos)
-            .is_ok();
-        if !verified
-            || !self
-                .signer
-                .acknowledged(&ack, &me, self.state.initial_height)
-        {
-            return Ok(vec![]);
-        }
-        tracing::debug!(
-            "instance: launch acknowledged by {} at its height {}",
-            hex::encode_upper(ack.acker),
-            ack.height
-        );
-        if !self.signing().may_sign() {
-            return Ok(vec![]);
-        }
-        let (height, round) = (self.core.height(), self.core.round());
-        let mut out = vec![];
-        if let Some(p) = self.deferred_proposal.take() {
-            if height == Some(p.height) && round == Some(p.round) {
-                out.extend(self.propose(p)?);
-            }
-        }
-        for v in std::mem::take(&mut self.deferred_votes) {
-            if height != Some(v.height) || round != Some(v.round) {
-                continue;
-            }
-            if let Some((payload, signed)) = self.sign_vote(v)? {
-                out.push(self.publish_own_vote(payload)?);
-                out.extend(self.drive(Event::Vote(signed))?);
-            }
-        }
-        Ok(out)
     }
 
     /// `None` if `tx` is no instance claim; else whether it was valid (then kept in the claim
@@ -2092,11 +1904,6 @@ impl Engine {
         v: CoreVote,
     ) -> Result<Option<(Payload, Signed<CoreVote>)>, EngineError> {
         if !self.may_sign() {
-            self.deferred_votes
-                .retain(|d| d.height == v.height && d.round == v.round);
-            if self.deferred_votes.len() < 2 {
-                self.deferred_votes.push(v);
-            }
             return Ok(None);
         }
         let mut tv = self.unsigned_vote(&v, self.address, self.vote_time(v.value))?;

@@ -222,10 +222,9 @@ fn proposer_of(net: &Net, height: u64) -> usize {
 }
 
 /// The copy of review C-2(c) made at enrolment: the host boots the enrolled disk of the first
-/// height's proposer again (its chain state empty) long after launch. Unclaimed instances
-/// sign only once validators acknowledge the launch, and honest ones, whose registers name
-/// the validator's instance, never do: it neither proposes nor votes at height 1 again, and
-/// signs only after its own claim commits.
+/// height's proposer again (its chain state empty) long after launch. The genesis names the
+/// validator's launch instance, and the copy is another: it neither proposes nor votes at
+/// height 1 again, and signs only after its own claim commits.
 #[test]
 fn the_enrolled_disk_booted_after_launch_never_signs_the_first_heights_again() {
     let mut net = Net::new();
@@ -241,8 +240,8 @@ fn the_enrolled_disk_booted_after_launch_never_signs_the_first_heights_again() {
     }
     net.slots[v].instance = instance(3);
     let since = net.sent_votes.len();
-    // The host lets claims and acknowledgements through but holds back every block, so the
-    // copy stays at height 1 (as proposer of its round 0) as long as the host likes.
+    // The host lets claims through but holds back every block, so the copy stays at height 1
+    // (as proposer of its round 0) as long as the host likes.
     net.txs_only_to.insert(v);
     net.start(v);
     for _ in 0..20_000 {
@@ -252,7 +251,14 @@ fn the_enrolled_disk_booted_after_launch_never_signs_the_first_heights_again() {
     assert_eq!(net.conflicting_votes(), vec![], "no conflicting votes");
     let copy = net.slots[v].engine.as_ref().unwrap();
     assert_eq!(copy.state().next_height(), 1);
-    assert_eq!(copy.signing(), bulwark_instance::Authorization::Unconfirmed);
+    assert!(
+        matches!(
+            copy.signing(),
+            bulwark_instance::Authorization::Elsewhere { since: 0, .. }
+        ),
+        "{:?}",
+        copy.signing()
+    );
     net.txs_only_to.clear();
     // The others ran on meanwhile: the copy catches up, claims, and its claim commits.
     for _ in 0..400_000 {
@@ -281,4 +287,46 @@ fn the_enrolled_disk_booted_after_launch_never_signs_the_first_heights_again() {
         "signed at {signed:?}, its claim committed at {claimed}"
     );
     assert!(!signed.is_empty(), "it signs again after its claim");
+}
+
+/// The launch window the genesis's launch instances closed: two copies of one enrolled disk
+/// booted together at launch, each shown a different part of the network (validator 0's
+/// launch instance talks to 1 and 2, the copy to 2 and 3). Only the instance the genesis
+/// names signs at the first heights; the copy signs only once its claim commits, and then the
+/// launch instance stops for good. No two votes conflict.
+#[test]
+fn two_copies_of_an_enrolled_disk_booted_at_launch_never_both_sign() {
+    let mut net = Net::new();
+    let copy = net.add_clone(0, instance(4));
+    for (a, b) in [(0, copy), (0, 3), (copy, 1)] {
+        net.blocked.insert((a, b));
+        net.blocked.insert((b, a));
+    }
+    net.committed[copy] = u64::MAX;
+    let copy_signing = net.slots[copy].engine.as_ref().unwrap().signing();
+    assert!(!copy_signing.may_sign(), "{copy_signing:?}");
+    assert!(net.slots[0].engine.as_ref().unwrap().signing().may_sign());
+    for target in [3, 6, 9, 12] {
+        net.run_until(target, 400_000);
+        assert_eq!(net.conflicting_votes(), vec![], "by height {target}");
+    }
+    let holders: Vec<bool> = [0, copy]
+        .iter()
+        .map(|&s| net.slots[s].engine.as_ref().unwrap().signing().may_sign())
+        .collect();
+    assert!(holders.iter().filter(|h| **h).count() <= 1, "{holders:?}");
+}
+
+/// The same launch with the claim check planted out: both copies sign at the first heights
+/// (as they could when launch acknowledgements stood in for the genesis's naming), and votes
+/// conflict.
+#[cfg(feature = "mutants")]
+#[test]
+fn planted_without_the_claim_check_two_copies_at_launch_double_sign() {
+    use bulwark_consensus::mutation::{plant, Mutant};
+    assert!(plant(Some(Mutant::SignWithoutClaim)));
+    let result =
+        std::panic::catch_unwind(two_copies_of_an_enrolled_disk_booted_at_launch_never_both_sign);
+    plant(None);
+    assert!(result.is_err(), "the planted bug went unseen");
 }

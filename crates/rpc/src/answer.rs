@@ -177,21 +177,13 @@ fn status(engine: &Engine, node: &NodeView<'_>) -> Result<Value, ResponseError> 
     // may sign (`bulwark_instance`), and if not, why.
     let (signing, reason) = match engine.signing() {
         Authorization::Unclaimed => (
-            true,
-            "no claim of this validator committed yet (the network's first heights)".into(),
-        ),
-        Authorization::Unconfirmed => (
             false,
-            "no claim of this validator committed yet, and too few validators have acknowledged this instance as part of the network's launch: it waits for their acknowledgements (a copy of an enrolled disk booted after launch never gets them) or for its own claim to commit".into(),
+            "no instance of this validator holds its key (the genesis named none): this instance signs only after its own claim commits".into(),
         ),
-        Authorization::UnclaimedLate => (
-            false,
-            "no claim of this validator committed, and the network is past its first heights: this instance signs only after its own claim commits".into(),
-        ),
-        Authorization::Holder { since } => (true, format!("this instance's claim committed at height {since}")),
+        Authorization::Holder { since } => (true, format!("this instance holds the key since height {since} (its claim's block; for the launch instance, the one before the chain's first)")),
         Authorization::Elsewhere { instance, since } => (
             false,
-            format!("instance {instance} of this validator claimed its key at height {since}; this instance signs only after its own claim commits (blocks the other validators decide without it)"),
+            format!("instance {instance} of this validator holds its key since height {since}; this instance signs only after its own claim commits (blocks the other validators decide without it)"),
         ),
     };
     if let Value::Object(map) = &mut value {

@@ -75,12 +75,27 @@ pub fn try_open(
         .latest_height()
         .unwrap()
         .is_some();
-    let state = bulwark_node::handshake::genesis_state(&mut app, g, chain_started).unwrap();
+    let mut state = bulwark_node::handshake::genesis_state(&mut app, g, chain_started).unwrap();
+    state.claims = launch_register(g);
     let config = EngineConfig {
         instance: slot.instance,
         ..config()
     };
     Engine::open(config, &store, slot.key.clone(), Box::new(app), state)
+}
+
+/// The instance every slot first starts as: each validator's launch instance, which the
+/// genesis names (its enrollment's).
+pub const LAUNCH_INSTANCE: [u8; 32] = [0; 32];
+
+/// The register a chain of `g` starts with: every validator's launch instance holds its key.
+pub fn launch_register(g: &Genesis<serde_json::Value>) -> bulwark_node::instance::Register {
+    bulwark_node::instance::Register::at_launch(
+        1,
+        g.validators
+            .iter()
+            .filter_map(|v| Some((v.address.as_bytes().try_into().ok()?, LAUNCH_INSTANCE))),
+    )
 }
 
 /// A vote some engine sent (its own or relayed), by signer, height, round and type, with the
@@ -148,7 +163,7 @@ impl Net {
                 store_dir: tempfile::tempdir().unwrap(),
                 app_dir: tempfile::tempdir().unwrap(),
                 engine: None,
-                instance: [0; 32],
+                instance: LAUNCH_INSTANCE,
             })
             .collect();
         let mut net = Net {
