@@ -298,13 +298,8 @@ pub struct ValidatorLine {
 /// not change). The error starts with the check's name: `genesis_validator`, `genesis` or
 /// `enrollment`.
 pub fn check_genesis_for(genesis: &Value, at: u64, consensus_key: &[u8; 32]) -> Result<(), String> {
-    let validators: Vec<validator::Info> = serde_json::from_value(
-        genesis
-            .get("validators")
-            .cloned()
-            .ok_or("genesis: validators: missing")?,
-    )
-    .map_err(|e| format!("genesis: validators: {e}"))?;
+    let validators: Vec<validator::Info> =
+        genesis_field(genesis, "validators").map_err(|e| format!("genesis: {e}"))?;
     let member = validators.iter().any(|v| {
         v.pub_key
             .ed25519()
@@ -329,6 +324,12 @@ pub fn check_genesis_for(genesis: &Value, at: u64, consensus_key: &[u8; 32]) -> 
     Ok(())
 }
 
+/// Field `name` of a genesis document.
+fn genesis_field<T: serde::de::DeserializeOwned>(genesis: &Value, name: &str) -> Result<T, String> {
+    let value = genesis.get(name).ok_or(format!("{name}: missing"))?;
+    T::deserialize(value).map_err(|e| format!("{name}: {e}"))
+}
+
 /// A validator's address and its launch instance.
 pub type LaunchInstance = ([u8; 20], [u8; 32]);
 
@@ -336,20 +337,8 @@ pub type LaunchInstance = ([u8; 20], [u8; 32]);
 /// the register of instance claims starts as, `bulwark_instance::Register::at_launch`). Call
 /// it on a genesis [`verify_genesis`] accepted, which checked every enrollment's evidence.
 pub fn launch_instances(genesis: &Value) -> Result<Vec<LaunchInstance>, String> {
-    let enrollments: Vec<Enrollment> = serde_json::from_value(
-        genesis
-            .get("enrollments")
-            .cloned()
-            .ok_or("enrollments: missing")?,
-    )
-    .map_err(|e| format!("enrollments: {e}"))?;
-    let validators: Vec<validator::Info> = serde_json::from_value(
-        genesis
-            .get("validators")
-            .cloned()
-            .ok_or("validators: missing")?,
-    )
-    .map_err(|e| format!("validators: {e}"))?;
+    let enrollments: Vec<Enrollment> = genesis_field(genesis, "enrollments")?;
+    let validators: Vec<validator::Info> = genesis_field(genesis, "validators")?;
     let mut instances = Vec::new();
     for v in &validators {
         let Some(e) = enrollment_of(v, &enrollments) else {
@@ -374,27 +363,9 @@ pub fn launch_instances(genesis: &Value) -> Result<Vec<LaunchInstance>, String> 
 /// line per validator.
 pub fn verify_genesis(genesis: &Value, now: u64) -> Result<Vec<ValidatorLine>, String> {
     let chain_name = check_chain_id(genesis).map_err(|e| format!("chain_id: {e}"))?;
-    let policy: Policy = serde_json::from_value(
-        genesis
-            .get("attestation")
-            .cloned()
-            .ok_or("attestation: missing")?,
-    )
-    .map_err(|e| format!("attestation: {e}"))?;
-    let enrollments: Vec<Enrollment> = serde_json::from_value(
-        genesis
-            .get("enrollments")
-            .cloned()
-            .ok_or("enrollments: missing")?,
-    )
-    .map_err(|e| format!("enrollments: {e}"))?;
-    let validators: Vec<validator::Info> = serde_json::from_value(
-        genesis
-            .get("validators")
-            .cloned()
-            .ok_or("validators: missing")?,
-    )
-    .map_err(|e| format!("validators: {e}"))?;
+    let policy: Policy = genesis_field(genesis, "attestation")?;
+    let enrollments: Vec<Enrollment> = genesis_field(genesis, "enrollments")?;
+    let validators: Vec<validator::Info> = genesis_field(genesis, "validators")?;
     if validators.is_empty() {
         return Err("validators: none".into());
     }
@@ -517,15 +488,22 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn an_assembled_genesis_verifies_and_a_second_enrollment_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Three validators enrolled in `dir` on one simulated chip, and their genesis.
+    fn three_validators(dir: &Path) -> (Vec<Enrollment>, Policy, Value) {
         let mut psp = SimulatedPsp::new([1; 32], M);
         let es: Vec<_> = (0..3)
-            .map(|i| enrolled(dir.path(), i, "alpha", &mut psp))
+            .map(|i| enrolled(dir, i, "alpha", &mut psp))
             .collect();
         let policy = Policy::strict(Trust::Simulated, Measurements::OneOf(vec![HexBytes(M)]));
         let g = assemble("alpha", &es, &policy, now()).unwrap();
+        (es, policy, g)
+    }
+
+    #[test]
+    fn an_assembled_genesis_verifies_and_a_second_enrollment_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (es, policy, g) = three_validators(dir.path());
+        let mut psp = SimulatedPsp::new([1; 32], M);
         let lines = verify_genesis(&g, now()).unwrap();
         assert_eq!(lines.len(), 3);
         assert!(lines.iter().all(|l| l.verified), "{lines:?}");
@@ -576,12 +554,7 @@ mod tests {
     #[test]
     fn the_genesis_names_each_validators_launch_instance_and_a_node_checks_its_membership() {
         let dir = tempfile::tempdir().unwrap();
-        let mut psp = SimulatedPsp::new([1; 32], M);
-        let es: Vec<_> = (0..3)
-            .map(|i| enrolled(dir.path(), i, "alpha", &mut psp))
-            .collect();
-        let policy = Policy::strict(Trust::Simulated, Measurements::OneOf(vec![HexBytes(M)]));
-        let g = assemble("alpha", &es, &policy, now()).unwrap();
+        let (es, _, g) = three_validators(dir.path());
         let named = launch_instances(&g).unwrap();
         assert_eq!(named.len(), 3);
         for (i, (address, instance)) in named.iter().enumerate() {
