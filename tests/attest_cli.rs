@@ -246,8 +246,8 @@ fn the_strict_template_names_what_old_evidence_lacks() {
 
 #[test]
 fn a_policy_file_is_used_whole_and_a_typo_in_it_is_an_error() {
-    let dir = std::env::temp_dir().join(format!("bulwark-policy-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let good = dir.join("policy.json");
     let mut policy = bulwark_attest::Policy::strict(
         bulwark_attest::Trust::Amd,
@@ -302,8 +302,8 @@ fn a_host_chain_that_is_not_amds_is_named_and_rejected() {
     let at = pem.find('\n').unwrap() + 40;
     let replacement = if &pem[at..at + 1] == "A" { "B" } else { "A" };
     pem.replace_range(at..at + 1, replacement);
-    let dir = std::env::temp_dir().join(format!("bulwark-fake-chain-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let fake = dir.join("fake_ask_ark.pem");
     std::fs::write(&fake, pem).unwrap();
     let (code, out) = run(&[
@@ -372,8 +372,8 @@ fn bad_files_and_bad_usage_fail_clearly() {
 
 #[test]
 fn simulated_evidence_round_trips_through_report_and_verify() {
-    let dir = std::env::temp_dir().join(format!("bulwark-sim-evidence-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     let report = dir.join("report.bin");
     let data = "cd".repeat(64);
     let measurement = "ab".repeat(48);

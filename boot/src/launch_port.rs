@@ -12,10 +12,14 @@ use std::time::{Duration, Instant};
 /// How long one sender may take to deliver its whole message.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The whole message a sender wrote before closing its side, within [`READ_TIMEOUT`] of the
+/// The whole message a sender wrote before closing its side, within `within` of the
 /// connection and `max` bytes.
-fn read_message(stream: &mut std::net::TcpStream, max: u64) -> anyhow::Result<Vec<u8>> {
-    let deadline = Instant::now() + READ_TIMEOUT;
+fn read_message(
+    stream: &mut std::net::TcpStream,
+    max: u64,
+    within: Duration,
+) -> anyhow::Result<Vec<u8>> {
+    let deadline = Instant::now() + within;
     let mut message = Vec::new();
     let mut chunk = vec![0u8; 64 * 1024];
     // Past the limit the rest is read and dropped, so that the sender hears why.
@@ -23,12 +27,21 @@ fn read_message(stream: &mut std::net::TcpStream, max: u64) -> anyhow::Result<Ve
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            anyhow::bail!("the message took longer than {READ_TIMEOUT:?}");
+            anyhow::bail!("the message took longer than {within:?}");
         }
         stream.set_read_timeout(Some(left))?;
         let n = match stream.read(&mut chunk) {
             Ok(n) => n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // The read timeout is the deadline's rest.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                anyhow::bail!("the message took longer than {within:?}")
+            }
             Err(e) => anyhow::bail!("reading the message: {e}"),
         };
         if n == 0 && too_large {
@@ -46,13 +59,15 @@ fn read_message(stream: &mut std::net::TcpStream, max: u64) -> anyhow::Result<Ve
     }
 }
 
-/// Waits on TCP `port` for a message (JSON of `M`, at most `max` bytes) that `take` accepts,
-/// answering every sender, and returns what `take` made of the first it accepted. A message
-/// that is too large, too slow, not the JSON of `M`, or that `take` refuses is answered with
-/// the reason; the next sender is heard.
+/// Waits on TCP `port` for a message (JSON of `M`, at most `max` bytes, whole within `within`
+/// of its connection: [`READ_TIMEOUT`] for a launch) that `take` accepts, answering every
+/// sender, and returns what `take` made of the first it accepted. A message that is too
+/// large, too slow, not the JSON of `M`, or that `take` refuses is answered with the reason;
+/// the next sender is heard.
 pub fn receive<M: DeserializeOwned, T>(
     port: u16,
     max: u64,
+    within: Duration,
     mut take: impl FnMut(M) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     if port == 0 {
@@ -69,8 +84,8 @@ pub fn receive<M: DeserializeOwned, T>(
                 continue;
             }
         };
-        let _ = stream.set_write_timeout(Some(READ_TIMEOUT));
-        let outcome = read_message(&mut stream, max).and_then(|message| {
+        let _ = stream.set_write_timeout(Some(within));
+        let outcome = read_message(&mut stream, max, within).and_then(|message| {
             serde_json::from_slice::<M>(&message)
                 .map_err(|e| anyhow::anyhow!("not the expected JSON: {e}"))
         });
@@ -89,5 +104,48 @@ pub fn receive<M: DeserializeOwned, T>(
                 eprintln!("bulwark-init: launch port: message from {from} refused: {reason}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+
+    fn connect(port: u16) -> TcpStream {
+        for _ in 0..200 {
+            if let Ok(s) = TcpStream::connect(("127.0.0.1", port)) {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the launch port never listened");
+    }
+
+    #[test]
+    fn a_sender_that_stalls_is_cut_off_and_the_next_one_is_heard() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let within = Duration::from_millis(500);
+        let receiver =
+            std::thread::spawn(move || receive(port, 1024, within, |m: serde_json::Value| Ok(m)));
+        // A slowloris: one byte, then nothing, its side never closed.
+        let mut stalled = connect(port);
+        stalled.write_all(b"\"").unwrap();
+        // The next sender waits its turn and is heard.
+        let mut next = connect(port);
+        next.write_all(b"\"late\"").unwrap();
+        next.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        next.read_to_string(&mut answer).unwrap();
+        assert_eq!(answer, "ok\n");
+        let mut refused = String::new();
+        stalled.read_to_string(&mut refused).unwrap();
+        assert_eq!(refused, "refused: the message took longer than 500ms\n");
+        let taken = receiver.join().unwrap().unwrap();
+        assert_eq!(taken, serde_json::Value::String("late".into()));
     }
 }

@@ -140,7 +140,8 @@ pub fn receive<T>(
     port: u16,
     take: impl FnMut(LaunchInputs) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    bulwark_boot::launch_port::receive(port, MAX_LAUNCH_MESSAGE, take)
+    use bulwark_boot::launch_port;
+    launch_port::receive(port, MAX_LAUNCH_MESSAGE, launch_port::READ_TIMEOUT, take)
 }
 
 #[cfg(test)]
