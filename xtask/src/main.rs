@@ -217,9 +217,10 @@ fn test(args: TestArgs) -> Result<()> {
     eprintln!("xtask: cargo xtask mutants");
     mutants()?;
     sims += 1;
-    // The instance rule's planted bug (signing whatever the register of claims says) is caught
-    // by the simulator's disk faults (in `cargo xtask mutants` above) and by the rollback and
-    // clone tests against engines on disk.
+    // The instance rule's planted bugs are caught against engines on disk too: signing
+    // whatever the register of claims says (by the rollback, clone and launch-copy tests),
+    // claims left out of blocks and block sync on stuck ticks only (a restarted instance
+    // far behind must sign again within a bound).
     let (p_planted, f_planted) = harness::cargo_test(
         &[
             "-p",
@@ -232,7 +233,7 @@ fn test(args: TestArgs) -> Result<()> {
         ],
         &[],
     )?;
-    if p_planted < 2 {
+    if p_planted < 5 {
         bail!("the instance rule's planted-bug tests did not run");
     }
     lap("planted mutants");

@@ -81,7 +81,7 @@ struct Summary {
     max_round: u32,
     events: u64,
     violations: Vec<String>,
-    extra: [u64; 8],
+    extra: [u64; 9],
 }
 
 /// Runs `count` seeds from `first` on `threads` workers; `one` runs a seed.
@@ -199,6 +199,7 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
                 o.disk_faults,
                 o.clones,
                 o.max_heights_to_sign_again,
+                o.max_heights_from_restart,
             ],
         })
     };
@@ -218,7 +219,8 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
     let evidence: u64 = results.iter().map(|o| o.extra[3]).sum();
     let sum = |k: usize| -> u64 { results.iter().map(|o| o.extra[k]).sum() };
     let (live, disk_faults, clones) = (sum(4), sum(5), sum(6));
-    let sign_again = results.iter().map(|o| o.extra[7]).max().unwrap_or(0);
+    let most = |k: usize| -> u64 { results.iter().map(|o| o.extra[k]).max().unwrap_or(0) };
+    let (sign_again, from_restart) = (most(7), most(8));
     let max_round = results.iter().map(|o| o.max_round).max().unwrap_or(0);
     let seconds = elapsed.as_secs_f64();
     eprintln!(
@@ -226,7 +228,7 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
         failing.len()
     );
     eprintln!(
-        "sim: the host's disks: {disk_faults} rolled back or wiped (at launch too), {clones} clones (at launch too); liveness demanded in {live} of {count} seeds (the others restart or clone a third of the power or more); restarted validators signed again within {sign_again} heights"
+        "sim: the host's disks: {disk_faults} rolled back or wiped (at launch too), {clones} clones (at launch too); liveness demanded in {live} of {count} seeds (the others restart or clone a third of the power or more); restarted validators signed again within {sign_again} heights of catching up (the checker's bound: {bound}) and {from_restart} of restarting", bound = bulwark_engine_sim::SIGN_AGAIN_HEIGHTS
     );
     println!(
         "{}",
@@ -247,6 +249,7 @@ fn run_engine(args: &SimArgs, first: u64, count: u64, threads: usize) -> Result<
             "clones": clones,
             "liveness_demanded": live,
             "max_heights_to_sign_again": sign_again,
+            "max_heights_from_restart": from_restart,
             "wall_seconds": (seconds * 1000.0).round() / 1000.0,
             "seeds_per_second": if seconds > 0.0 { ((count as f64 / seconds) * 100.0).round() / 100.0 } else { 0.0 },
         })
@@ -303,7 +306,7 @@ pub fn run(args: SimArgs) -> Result<()> {
             max_round: o.max_round,
             events: o.events,
             violations: o.violations.iter().map(|v| v.to_string()).collect(),
-            extra: [o.evidence, 0, 0, 0, 0, 0, 0, 0],
+            extra: [o.evidence, 0, 0, 0, 0, 0, 0, 0, 0],
         })
     };
     let (results, elapsed) = sweep(first, count, threads, &one)?;

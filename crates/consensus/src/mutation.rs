@@ -39,6 +39,14 @@ pub enum Mutant {
     /// C-2). Not in [`MUTANTS`]: the engine simulator keeps one instance per node, and
     /// `crates/node/tests/instances.rs` plants it instead.
     SignWithoutClaim,
+    /// The node: proposers leave instance claims out of their blocks, so a restarted
+    /// instance never takes its key back (the instance rule's liveness). Not in [`MUTANTS`]:
+    /// restarts by the host exercise it, in the engine simulator's own test.
+    ClaimsLeftOut,
+    /// The node: block sync asks for blocks only when a tick finds the node stuck, not as
+    /// soon as a run of them landed or a peer shows a later height, so a restarted validator
+    /// trails a fast chain (the instance rule's liveness). Not in [`MUTANTS`], as above.
+    BlockSyncOnStuckTicksOnly,
 }
 
 /// Every planted bug, in the order `cargo xtask mutants` runs them.

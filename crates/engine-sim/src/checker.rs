@@ -142,6 +142,17 @@ pub enum Violation {
         /// What its register said.
         authorization: String,
     },
+    /// A restarted honest validator signed again, but more than
+    /// [`crate::SIGN_AGAIN_HEIGHTS`] heights after it caught up, in a run whose other
+    /// validators held more than two thirds of the power.
+    SignedAgainLate {
+        /// Who.
+        node: usize,
+        /// The highest height decided when it restarted.
+        restarted_at: u64,
+        /// Heights decided between its catching up and its first signature.
+        heights: u64,
+    },
 }
 
 impl fmt::Display for Violation {

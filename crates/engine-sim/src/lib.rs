@@ -48,6 +48,11 @@ const ADVERSARY_MS: u64 = 40;
 pub const MAX_FRAME_BYTES: usize = 4 << 20;
 /// Simulated time after the last fault within which live honest nodes must reach the target.
 pub const LIVENESS_WINDOW_MS: u64 = 60_000;
+/// Heights the network may decide after a restarted validator caught up before it signs
+/// again, when liveness is demanded: its claim, sent once it is within half a claim's
+/// lifetime of the network, waits for the next honest proposer's block, and its instance
+/// signs from the height after that block.
+pub const SIGN_AGAIN_HEIGHTS: u64 = bulwark_instance::CLAIM_TTL / 2;
 /// Events processed before a run is declared a livelock.
 pub const EVENT_BUDGET: u64 = 3_000_000;
 /// Genesis time of simulated chains (2026-01-01T00:00:00Z).
@@ -135,6 +140,8 @@ pub struct Outcome {
     /// Of the restarted validators that signed again, the most heights the network decided
     /// between their catching up after the restart and their first permission to sign.
     pub max_heights_to_sign_again: u64,
+    /// The same, counted from their restart (block sync included).
+    pub max_heights_from_restart: u64,
 }
 
 /// Why a run could not be carried out at all (not a violation: the harness failed).
@@ -227,6 +234,7 @@ struct Sim {
     liveness_demanded: bool,
     disk_faults: u64,
     max_heights_to_sign_again: u64,
+    max_heights_from_restart: u64,
     /// The register every chain starts with: each validator's launch instance (its node's
     /// first start), as its genesis enrollment names it.
     launch: bulwark_node::instance::Register,
@@ -309,7 +317,15 @@ fn describe_payload(p: &Payload) -> String {
         ),
         Payload::Status(s) => format!("status h{} r{}", s.height, s.round),
         Payload::DecidedBlock(_) => "decided block".into(),
-        Payload::Txs(t) => format!("{} txs", t.txs.len()),
+        Payload::Txs(t) => {
+            let claims = t
+                .txs
+                .iter()
+                .filter_map(|tx| bulwark_instance::Claim::from_tx(tx)?.ok())
+                .map(|c| format!(" (claim not before {})", c.not_before))
+                .collect::<String>();
+            format!("{} txs{claims}", t.txs.len())
+        }
         Payload::Hello(_) => "hello".into(),
         Payload::Evidence(_) => "evidence".into(),
     }
@@ -432,6 +448,7 @@ impl Sim {
             liveness_demanded: config.within_fault_bound() && world.instances_allow_liveness(),
             disk_faults: 0,
             max_heights_to_sign_again: 0,
+            max_heights_from_restart: 0,
             launch,
             world,
         };
@@ -549,9 +566,9 @@ impl Sim {
             Ok((engine, out)) => {
                 node.life += 1;
                 let life = node.life;
-                if life > 1 && !engine.signing().may_sign() {
-                    node.restarted_at = Some(top);
-                }
+                // Whatever its last life did, this one has to catch up and claim again.
+                node.caught_up_at = None;
+                node.restarted_at = (life > 1 && !engine.signing().may_sign()).then_some(top);
                 self.committed[i] = engine.state().last_block_height;
                 node.engine = Some(engine);
                 self.trace(|| format!("node {i} starts (life {life})"));
@@ -835,13 +852,28 @@ impl Sim {
         let node = &mut self.nodes[i];
         if node.restarted_at.is_some() && node.caught_up_at.is_none() && synced_after + 1 >= top {
             node.caught_up_at = Some(top);
+            self.trace(|| format!("node {i} caught up at height {synced_after} (top {top})"));
         }
+        let node = &mut self.nodes[i];
         if signing {
             if let Some(at) = node.restarted_at.take() {
-                // Heights decided after it caught up (block sync may take long on a chain
-                // that decides heights faster than it fetches them).
-                let waited = top.saturating_sub(node.caught_up_at.take().unwrap_or(at));
+                // Heights decided after it caught up: the claim's part of the wait (none if
+                // the claim's block came while it still block-synced).
+                let waited = node
+                    .caught_up_at
+                    .take()
+                    .map_or(0, |c| top.saturating_sub(c));
                 self.max_heights_to_sign_again = self.max_heights_to_sign_again.max(waited);
+                self.max_heights_from_restart =
+                    self.max_heights_from_restart.max(top.saturating_sub(at));
+                self.trace(|| format!("node {i} signs again at top {top}: {waited} heights after it caught up (restarted at top {at})"));
+                if honest && self.liveness_demanded && waited > SIGN_AGAIN_HEIGHTS {
+                    self.checker.violate(Violation::SignedAgainLate {
+                        node: i,
+                        restarted_at: at,
+                        heights: waited,
+                    });
+                }
             }
         }
         if honest && took.as_millis() as u64 > self.config.cpu_budget_ms {
@@ -1028,10 +1060,7 @@ impl Sim {
             })
             && self.nodes.iter().all(|n| n.crash_after.is_empty())
             && (!self.liveness_demanded
-                || self
-                    .nodes
-                    .iter()
-                    .all(|n| n.restarted_at.is_none() || n.caught_up_at.is_none()))
+                || honest.iter().all(|i| self.nodes[*i].restarted_at.is_none()))
     }
 
     fn run(mut self) -> Outcome {
@@ -1063,16 +1092,10 @@ impl Sim {
         if self.liveness_demanded {
             let top = self.top_height();
             for i in self.live_honest() {
-                // One that never caught up (a chain deciding heights faster than block sync
-                // fetches them) could not sign anyway.
-                let (Some(restarted_at), Some(_)) =
-                    (self.nodes[i].restarted_at, self.nodes[i].caught_up_at)
-                else {
+                // Block sync outruns the chain, so one that never caught up is a failure too.
+                let Some(restarted_at) = self.nodes[i].restarted_at else {
                     continue;
                 };
-                if self.committed[i] + 1 < top {
-                    continue;
-                }
                 let authorization = self.nodes[i]
                     .engine
                     .as_ref()
@@ -1138,6 +1161,11 @@ impl Sim {
             clones: self.world.clones.len() as u64,
             max_heights_to_sign_again: if self.liveness_demanded {
                 self.max_heights_to_sign_again
+            } else {
+                0
+            },
+            max_heights_from_restart: if self.liveness_demanded {
+                self.max_heights_from_restart
             } else {
                 0
             },

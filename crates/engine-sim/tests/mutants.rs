@@ -25,6 +25,9 @@ fn plan(m: Mutant) -> (Vec<(usize, usize, Behaviour, bool)>, bool) {
         // in `signing_without_a_claim_is_caught_by_the_hosts_disk_faults` below, and the
         // rollback and clone tests of `crates/node/tests/instances.rs` plant it too.
         Mutant::SignWithoutClaim => (vec![], false),
+        // Not in MUTANTS either: the host's restarts exercise them, in
+        // `the_instance_rules_liveness_bugs_are_caught_by_the_hosts_restarts` below.
+        Mutant::ClaimsLeftOut | Mutant::BlockSyncOnStuckTicksOnly => (vec![], false),
         Mutant::IgnoreLock => (
             vec![(4, 1, FreshProposal, false), (4, 1, Mixed, false)],
             false,
@@ -164,4 +167,34 @@ fn signing_without_a_claim_is_caught_by_the_hosts_disk_faults() {
     });
     println!("mutant SignWithoutClaim: caught by {caught:?}");
     assert!(caught.is_some(), "SignWithoutClaim survived {SEEDS} seeds");
+}
+
+/// The instance rule's liveness bugs (claims never reach a block; block sync that trails a
+/// fast chain) must be caught by the checker's demand that a restarted honest validator
+/// signs again within a bound, with restarts by the host alone and no byzantine validator.
+#[test]
+fn the_instance_rules_liveness_bugs_are_caught_by_the_hosts_restarts() {
+    use bulwark_engine_sim::checker::Violation;
+    let only = std::env::var("BULWARK_MUTANT").ok();
+    for m in [Mutant::ClaimsLeftOut, Mutant::BlockSyncOnStuckTicksOnly] {
+        if only.as_ref().is_some_and(|o| *o != format!("{m:?}")) {
+            continue;
+        }
+        let mut c = EngineSimConfig::new(4, 0);
+        c.mutant = Some(m);
+        let caught = (0..SEEDS).find_map(|seed| {
+            let o = run(seed, &c).unwrap();
+            o.violations
+                .iter()
+                .find(|v| {
+                    matches!(
+                        v,
+                        Violation::NotSigningAgain { .. } | Violation::SignedAgainLate { .. }
+                    )
+                })
+                .map(|v| format!("seed {seed}: {v} (replay: {})", replay_command(seed, &c)))
+        });
+        println!("mutant {m:?}: caught by {caught:?}");
+        assert!(caught.is_some(), "{m:?} survived {SEEDS} seeds");
+    }
 }

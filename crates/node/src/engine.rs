@@ -327,8 +327,17 @@ pub struct Engine {
     progress_mark: (u64, u32, Option<bulwark_consensus::Step>),
     /// Ticks since the height last changed.
     ticks_at_height: u32,
-    /// Whether this node already asked a peer that is ahead since the last tick.
-    asked_ahead: bool,
+    /// Peers asked for decided blocks since the last tick, each with the height asked at:
+    /// a peer is asked again only once those blocks moved this node (block sync is a
+    /// pipeline of runs, each requested when the last one landed), whatever peers claim.
+    asked: HashMap<PeerId, u64>,
+    /// The peer asked last, so the next run is asked of the next peer ahead: each answers a
+    /// few runs a tick ([`STATUS_ANSWERS_PER_TICK`]).
+    asked_peer: Option<PeerId>,
+    /// The request for decided blocks waiting for its answer (peer, height asked at): one at
+    /// a time, so peers do not spend their answers on the same run. The answer ends with
+    /// the peer's `Status`; a peer that never answers is forgotten at the next tick.
+    outstanding: Option<(PeerId, u64)>,
     /// `Status` answers given to each peer since the last tick: an answer can be a whole
     /// height's messages or [`CATCH_UP_BYTES`] of blocks read from disk, so a peer repeating
     /// its request gets [`STATUS_ANSWERS_PER_TICK`] (an honest laggard asks twice at most: its
@@ -451,7 +460,9 @@ impl Engine {
             early_bytes: 0,
             progress_mark: (0, 0, None),
             ticks_at_height: 0,
-            asked_ahead: false,
+            asked: HashMap::new(),
+            asked_peer: None,
+            outstanding: None,
             status_answers: HashMap::new(),
             peer_evidence_checks: HashMap::new(),
             rpc_evidence_checks: 0,
@@ -674,6 +685,10 @@ impl Engine {
                 self.peer_heights.remove(&peer);
                 self.relay.forget_peer(peer);
                 self.status_answers.remove(&peer);
+                self.asked.remove(&peer);
+                if self.outstanding.is_some_and(|(p, _)| p == peer) {
+                    self.outstanding = None;
+                }
                 Ok(vec![])
             }
             Input::Undelivered(peer, payload) => {
@@ -739,7 +754,8 @@ impl Engine {
         };
         let stuck = mark == self.progress_mark || self.ticks_at_height >= STUCK_TICKS;
         self.progress_mark = mark;
-        self.asked_ahead = false;
+        self.asked.clear();
+        self.outstanding = None;
         self.status_answers.clear();
         self.peer_evidence_checks.clear();
         self.rpc_evidence_checks = 0;
@@ -762,6 +778,32 @@ impl Engine {
         let core_started = self.core.height().map(|h| h.0) == Some(height);
         let ahead = payload_height(&payload)
             .is_some_and(|h| h == height + 1 || (h == height && !core_started));
+        // A peer at work on a height past the next one decided ours already: we missed
+        // decisions (a restart, a partition), so ask it for them now rather than at the next
+        // stuck tick, while the chain moves on (once per peer and height reached).
+        let sync_on_ticks_only = bulwark_consensus::mutation::active(
+            bulwark_consensus::mutation::Mutant::BlockSyncOnStuckTicksOnly,
+        );
+        let far_ahead = payload_height(&payload).filter(|h| *h > height.saturating_add(1));
+        if let Some(h) = far_ahead {
+            // Where the peer is, for when to claim (the peers' median height).
+            if self.peer_heights.len() < 1_024 || self.peer_heights.contains_key(&peer) {
+                let known = self.peer_heights.entry(peer).or_default();
+                *known = (*known).max(h);
+            }
+        }
+        if far_ahead.is_some() && !sync_on_ticks_only {
+            let waiting = self.awaiting_run(height).is_some();
+            let ask = if self.asked.get(&peer) == Some(&height) {
+                self.next_peer_ahead(height)
+            } else {
+                Some(peer)
+            };
+            return Ok(match ask {
+                Some(ask) if !waiting => vec![self.ask_for_blocks(ask, height)],
+                _ => vec![],
+            });
+        }
         if ahead {
             let size = payload.encoded_len();
             if self.early.len() < MAX_EARLY_MESSAGES && self.early_bytes + size <= MAX_EARLY_BYTES {
@@ -784,7 +826,9 @@ impl Engine {
                 let mut claims = 0;
                 for tx in txs.txs.into_iter().take(10_000) {
                     if let Some(claim) = Claim::from_tx(&tx) {
-                        if claim.is_err() {
+                        // Malformed, or the very claim kept already (a re-send): no check.
+                        let fresh = matches!(&claim, Ok(c) if !self.claims.holds(c));
+                        if !fresh {
                             continue;
                         }
                         claims += 1;
@@ -804,21 +848,29 @@ impl Engine {
                 Ok(vec![])
             }
             Payload::Status(s) => {
+                // The peer asked for blocks ends its answer with this.
+                if self.outstanding.is_some_and(|(asked, _)| asked == peer) {
+                    self.outstanding = None;
+                }
                 self.highest_peer_height = self.highest_peer_height.max(s.height);
                 if self.peer_heights.len() < 1_024 || self.peer_heights.contains_key(&peer) {
                     self.peer_heights.insert(peer, s.height);
                 }
-                if s.height > height && !self.asked_ahead {
-                    // A peer is ahead: ask it for the blocks we miss (once a tick, whatever a
-                    // peer claims).
-                    self.asked_ahead = true;
-                    return Ok(vec![Output::Send(
-                        peer,
-                        Payload::Status(wire::Status {
-                            height,
-                            round: self.round(),
-                        }),
-                    )]);
+                let once_a_tick = bulwark_consensus::mutation::active(
+                    bulwark_consensus::mutation::Mutant::BlockSyncOnStuckTicksOnly,
+                ) && !self.asked.is_empty();
+                if s.height > height {
+                    // A peer is ahead: unless a request at this height waits for another
+                    // peer's answer, ask the next one ahead not asked at this height for the
+                    // blocks we miss. (The peer asked ends its answer with its `Status`, and
+                    // sends that alone when it has no answer left this tick.)
+                    if self.awaiting_run(height).is_some() {
+                        return Ok(vec![]);
+                    }
+                    return Ok(match self.next_peer_ahead(height) {
+                        Some(ask) if !once_a_tick => vec![self.ask_for_blocks(ask, height)],
+                        _ => vec![],
+                    });
                 }
                 self.answer_status(peer, s)
             }
@@ -1433,8 +1485,22 @@ impl Engine {
     fn answer_status(&mut self, peer: PeerId, s: wire::Status) -> Result<Vec<Output>, EngineError> {
         let height = self.state.next_height();
         let answers = self.status_answers.entry(peer).or_default();
-        if s.height > height || *answers >= STATUS_ANSWERS_PER_TICK {
+        if s.height > height {
             return Ok(vec![]);
+        }
+        if *answers >= STATUS_ANSWERS_PER_TICK {
+            // A laggard told where we are asks another peer rather than wait for a tick.
+            return Ok(if s.height < height {
+                vec![Output::Send(
+                    peer,
+                    Payload::Status(wire::Status {
+                        height,
+                        round: self.round(),
+                    }),
+                )]
+            } else {
+                vec![]
+            });
         }
         *answers += 1;
         if s.height < height {
@@ -1457,6 +1523,20 @@ impl Engine {
                     Payload::DecidedBlock(Box::new(wire::DecidedBlock { block, commit })),
                 ));
             }
+            // Then where we are: the laggard, having applied the run, asks for the next one
+            // at once (not a tick later), and knows how far the network is.
+            if bulwark_consensus::mutation::active(
+                bulwark_consensus::mutation::Mutant::BlockSyncOnStuckTicksOnly,
+            ) {
+                return Ok(out);
+            }
+            out.push(Output::Send(
+                peer,
+                Payload::Status(wire::Status {
+                    height,
+                    round: self.round(),
+                }),
+            ));
             return Ok(out);
         }
         let certificates = self
@@ -1587,9 +1667,12 @@ impl Engine {
             .evidence
             .reap(self.state.consensus_params.evidence.max_bytes.min(room));
         // Instance claims go first, out of the same room; the application never sees them.
-        let claims = self
+        let mut claims = self
             .claims
             .reap(height, &self.state.claims, &self.state.validator_infos);
+        if bulwark_consensus::mutation::active(bulwark_consensus::mutation::Mutant::ClaimsLeftOut) {
+            claims.clear();
+        }
         let budget = self
             .state
             .max_block_tx_bytes(self.config.max_block_tx_bytes)
@@ -1786,6 +1869,10 @@ impl Engine {
             .after_commit(&self.state.claims, &validator, next)
         {
             ClaimAction::None => return Ok(vec![]),
+            // Not while block sync runs: the peers have it, and it waits for their blocks.
+            ClaimAction::Resend(_) if self.network_height() > next.saturating_add(1) => {
+                return Ok(vec![])
+            }
             ClaimAction::Resend(claim) => claim,
             ClaimAction::Claim(not_before) => {
                 let instance = *self.signer.instance();
@@ -1809,6 +1896,40 @@ impl Engine {
         Ok(vec![Output::Broadcast(Payload::Txs(wire::Txs {
             txs: vec![claim.to_tx()],
         }))])
+    }
+
+    /// The peer whose run of decided blocks this node, at `height`, still waits for.
+    fn awaiting_run(&self, height: u64) -> Option<PeerId> {
+        self.outstanding
+            .filter(|(_, from)| height < from.saturating_add(CATCH_UP_BLOCKS))
+            .map(|(peer, _)| peer)
+    }
+
+    /// Asks `peer` for the decided blocks from `height` on.
+    fn ask_for_blocks(&mut self, peer: PeerId, height: u64) -> Output {
+        self.asked.insert(peer, height);
+        self.outstanding = Some((peer, height));
+        self.asked_peer = Some(peer);
+        Output::Send(
+            peer,
+            Payload::Status(wire::Status {
+                height,
+                round: self.round(),
+            }),
+        )
+    }
+
+    /// After the peer asked last, the next peer (by id, wrapping) that reported a height
+    /// above `height` and was not asked at `height` since the last tick.
+    fn next_peer_ahead(&self, height: u64) -> Option<PeerId> {
+        let ahead = |(p, h): (&PeerId, &u64)| {
+            (*h > height && self.asked.get(p) != Some(&height)).then_some(*p)
+        };
+        let after = self.asked_peer.map_or(0, |p| p.saturating_add(1));
+        self.peer_heights
+            .range(after..)
+            .find_map(ahead)
+            .or_else(|| self.peer_heights.range(..after).find_map(ahead))
     }
 
     /// The lower median of the peers' last reported heights (0 with no peer).

@@ -309,7 +309,14 @@ fn a_stuck_peer_is_sent_what_it_lacks_and_everything_again_on_a_new_connection()
 #[test]
 fn a_peer_repeating_its_status_gets_two_answers_a_tick() {
     use bulwark_node::engine::STATUS_ANSWERS_PER_TICK;
-    let ask = status_answer;
+    use bulwark_wire::Payload;
+    // What an answer holds beside the `Status` that ends it (where the answering peer is).
+    let ask = |engine: &mut Engine, peer: u64, from: u64| {
+        status_answer_payloads(engine, peer, from)
+            .iter()
+            .filter(|p| !matches!(p, Payload::Status(_)))
+            .count()
+    };
     let mut net = Net::new();
     net.run_until(6, 200_000);
     // Until node 0 keeps messages of the height in progress (for the current-height answer).
@@ -328,7 +335,11 @@ fn a_peer_repeating_its_status_gets_two_answers_a_tick() {
     let current = ask(engine, 7, height);
     assert!(current > 0, "nothing of the height in progress");
     assert_eq!(STATUS_ANSWERS_PER_TICK, 2);
-    assert_eq!(ask(engine, 7, 1), 0, "a third request in the same tick");
+    let third = status_answer_payloads(engine, 7, 1);
+    assert!(
+        matches!(third.as_slice(), [Payload::Status(s)] if s.height == height),
+        "a third request in the same tick is told only where the peer is: {third:?}"
+    );
     assert_eq!(ask(engine, 7, height), 0);
     assert!(ask(engine, 8, 1) >= 5, "another peer is answered");
     engine.handle(Input::Tick).unwrap();
@@ -667,4 +678,73 @@ fn a_backlogged_peers_status_is_noted_but_never_answered() {
     });
     assert_eq!(engine.handle(ahead).unwrap(), vec![]);
     assert!(engine.catching_up());
+}
+
+#[test]
+fn a_run_of_decided_blocks_ends_with_where_the_peer_is() {
+    use bulwark_wire::Payload;
+    let mut net = Net::new();
+    net.run_until(6, 200_000);
+    let engine = net.slots[0].engine.as_mut().unwrap();
+    let height = engine.state().next_height();
+    engine.handle(Input::Tick).unwrap();
+    let answer = status_answer_payloads(engine, 7, 2);
+    let blocks = answer
+        .iter()
+        .filter(|p| matches!(p, Payload::DecidedBlock(_)))
+        .count() as u64;
+    assert_eq!(blocks, height - 2, "every block from height 2 on");
+    match answer.last() {
+        Some(Payload::Status(s)) => assert_eq!(s.height, height),
+        other => panic!("the answer ends with {other:?}"),
+    }
+}
+
+#[test]
+fn a_message_two_heights_ahead_asks_for_blocks_one_request_at_a_time() {
+    use bulwark_wire::{Payload, Status};
+    let mut net = Net::new();
+    net.run_until(3, 200_000);
+    let engine = net.slots[0].engine.as_mut().unwrap();
+    let height = engine.state().next_height();
+    engine.handle(Input::Tick).unwrap();
+    let vote_at = |h: u64| {
+        Payload::Vote(bulwark_types::tendermint_proto::v0_38::types::Vote {
+            height: h as i64,
+            ..Default::default()
+        })
+    };
+    let asked = |out: Vec<Output>| -> Vec<(u64, u64)> {
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Send(p, Payload::Status(Status { height, .. })) => Some((p, height)),
+                _ => None,
+            })
+            .collect()
+    };
+    // The next height is normal lag: no request.
+    let out = engine.handle(Input::Peer(5, vote_at(height + 1))).unwrap();
+    assert!(asked(out).is_empty());
+    let out = engine.handle(Input::Peer(5, vote_at(height + 2))).unwrap();
+    assert_eq!(asked(out), vec![(5, height)]);
+    // One request at a time: whatever more peers claim, it waits for peer 5's run...
+    let out = engine.handle(Input::Peer(6, vote_at(height + 9))).unwrap();
+    assert!(asked(out).is_empty());
+    // ...which ends with peer 5's `Status` (alone, when 5 has no answer left this tick):
+    // then it asks the next peer ahead that was not asked at this height.
+    let status = Payload::Status(Status {
+        height: height + 2,
+        round: 0,
+    });
+    let out = engine.handle(Input::Peer(5, status.clone())).unwrap();
+    assert_eq!(asked(out), vec![(6, height)]);
+    let out = engine.handle(Input::Peer(6, status)).unwrap();
+    assert!(
+        asked(out).is_empty(),
+        "every peer ahead was asked at this height"
+    );
+    // The next tick forgets who was asked.
+    engine.handle(Input::Tick).unwrap();
+    let out = engine.handle(Input::Peer(6, vote_at(height + 9))).unwrap();
+    assert_eq!(asked(out), vec![(6, height)]);
 }

@@ -18,6 +18,25 @@ fn stop(net: &mut Net, i: usize) {
     net.committed[i] = u64::MAX;
 }
 
+/// Cuts every link between the two sides for `ms` of simulated time, then restores them.
+/// Validator 0's two instances on opposite sides: with the instance rule neither side holds
+/// more than two thirds of the signing power, so nothing decides; without it, the side with
+/// three validators decides while the other instance votes on what it sees, and votes
+/// conflict at once.
+fn split_for(net: &mut Net, a: &[usize], b: &[usize], ms: u64) {
+    for &x in a {
+        for &y in b {
+            net.blocked.insert((x, y));
+            net.blocked.insert((y, x));
+        }
+    }
+    let until = net.now + ms;
+    while net.now < until {
+        net.step();
+    }
+    net.blocked.clear();
+}
+
 /// Heights at which slot `from` sent votes of its own key since `since`, leaving out votes
 /// sent before (relayed copies of its past instance's votes are not new signatures).
 fn voted_heights(net: &Net, from: usize, since: usize) -> Vec<i64> {
@@ -156,7 +175,8 @@ fn planted_without_the_claim_check_the_rolled_back_disk_double_signs() {
 }
 
 /// A clone of review C-2(c): validator 0's disk copied while it is stopped and booted twice,
-/// the copies partitioned from each other (each with some of the others). At most one of
+/// the copies split apart first (each with some of the others, no link between the sides),
+/// then partitioned from each other with validator 2 seeing both. At most one of
 /// them holds the key at any height; no two votes conflict; the one whose claim committed
 /// last signs, the other stops for good.
 #[test]
@@ -167,6 +187,9 @@ fn two_clones_of_one_disk_never_both_sign_at_a_height() {
     net.slots[0].instance = instance(1);
     let clone = net.add_clone(0, instance(2));
     net.start(0);
+    net.committed[clone] = u64::MAX;
+    split_for(&mut net, &[0, 1], &[clone, 2, 3], 2_000);
+    assert_eq!(net.conflicting_votes(), vec![], "split apart");
     // Partitioned: validator 0 talks to 1 and 2, its clone to 2 and 3.
     for (a, b) in [(0, clone), (0, 3), (clone, 1)] {
         net.blocked.insert((a, b));
@@ -290,14 +313,17 @@ fn the_enrolled_disk_booted_after_launch_never_signs_the_first_heights_again() {
 }
 
 /// The launch window the genesis's launch instances closed: two copies of one enrolled disk
-/// booted together at launch, each shown a different part of the network (validator 0's
-/// launch instance talks to 1 and 2, the copy to 2 and 3). Only the instance the genesis
+/// booted together at launch, split apart first (validator 0's launch instance with 1, the
+/// copy with 2 and 3), then each shown a different part of the network (the launch instance
+/// talks to 1 and 2, the copy to 2 and 3). Only the instance the genesis
 /// names signs at the first heights; the copy signs only once its claim commits, and then the
 /// launch instance stops for good. No two votes conflict.
 #[test]
 fn two_copies_of_an_enrolled_disk_booted_at_launch_never_both_sign() {
     let mut net = Net::new();
     let copy = net.add_clone(0, instance(4));
+    split_for(&mut net, &[0, 1], &[copy, 2, 3], 2_000);
+    assert_eq!(net.conflicting_votes(), vec![], "split apart");
     for (a, b) in [(0, copy), (0, 3), (copy, 1)] {
         net.blocked.insert((a, b));
         net.blocked.insert((b, a));
@@ -327,6 +353,87 @@ fn planted_without_the_claim_check_two_copies_at_launch_double_sign() {
     assert!(plant(Some(Mutant::SignWithoutClaim)));
     let result =
         std::panic::catch_unwind(two_copies_of_an_enrolled_disk_booted_at_launch_never_both_sign);
+    plant(None);
+    assert!(result.is_err(), "the planted bug went unseen");
+}
+
+/// Validator 2's disk booted again (a new instance) after the others decided more than two
+/// runs of block sync without it, on a chain deciding a height every ~60 ms. Its peers'
+/// messages of later heights show it is behind, and each run's answer ends with where the
+/// peer is, so it asks for the next run at once: it is caught up before two of the driver's
+/// ticks (200 ms here) go by, its claim commits, and it signs again within half a claim's
+/// lifetime of heights after catching up.
+#[test]
+fn a_restarted_instance_far_behind_catches_up_and_signs_again_within_a_bound() {
+    use bulwark_node::engine::CATCH_UP_BLOCKS;
+    use bulwark_node::instance::CLAIM_TTL;
+    let mut net = Net::new();
+    net.run_until(2, 200_000);
+    stop(&mut net, 2);
+    let ahead = 2 * CATCH_UP_BLOCKS + 10;
+    net.run_until(ahead, 4_000_000);
+    let restarted = net.now;
+    net.slots[2].instance = instance(4);
+    net.start(2);
+    assert!(
+        net.committed[2] + 2 * CATCH_UP_BLOCKS < ahead,
+        "node 2 restarted at {} of {ahead}",
+        net.committed[2]
+    );
+    let signing = |net: &Net| net.slots[2].engine.as_ref().unwrap().signing().may_sign();
+    assert!(!signing(&net), "a new instance signs before its claim");
+    while net.committed[2] + 1 < net.committed[0] {
+        net.step();
+        assert!(
+            net.now < restarted + 400,
+            "node 2 at {} of {} after {} ms",
+            net.committed[2],
+            net.committed[0],
+            net.now - restarted
+        );
+    }
+    let caught_up = net.committed[0];
+    while !signing(&net) {
+        net.step();
+        assert!(
+            net.committed[0] <= caught_up + CLAIM_TTL / 2,
+            "caught up at {caught_up}, not signing at {}",
+            net.committed[0]
+        );
+    }
+    let since = net.sent_votes.len();
+    let top = net.committed[0];
+    net.run_until(top + 3, 1_000_000);
+    assert!(
+        !voted_heights(&net, 2, since).is_empty(),
+        "no vote of its own"
+    );
+    net.assert_same_blocks(top + 3);
+}
+
+/// Block sync planted back to one run per stuck tick: the restarted instance trails.
+#[cfg(feature = "mutants")]
+#[test]
+fn planted_block_sync_on_stuck_ticks_only_is_caught_trailing() {
+    use bulwark_consensus::mutation::{plant, Mutant};
+    assert!(plant(Some(Mutant::BlockSyncOnStuckTicksOnly)));
+    let result = std::panic::catch_unwind(
+        a_restarted_instance_far_behind_catches_up_and_signs_again_within_a_bound,
+    );
+    plant(None);
+    assert!(result.is_err(), "the planted bug went unseen");
+}
+
+/// Proposers planted to leave claims out of their blocks: the restarted instance never
+/// signs again.
+#[cfg(feature = "mutants")]
+#[test]
+fn planted_claims_left_out_of_blocks_are_caught_never_signing() {
+    use bulwark_consensus::mutation::{plant, Mutant};
+    assert!(plant(Some(Mutant::ClaimsLeftOut)));
+    let result = std::panic::catch_unwind(
+        a_restarted_instance_far_behind_catches_up_and_signs_again_within_a_bound,
+    );
     plant(None);
     assert!(result.is_err(), "the planted bug went unseen");
 }
