@@ -69,12 +69,16 @@ pub enum Behaviour {
     /// As proposer, a block carrying forged evidence against another validator (votes with
     /// random signatures), and the same evidence to every peer (H3).
     ForgedEvidence,
+    /// Holds a catching-up peer's one request for decided blocks open: claims to be ahead
+    /// and sends messages of later heights (so it is asked), then trickles an answer's
+    /// blocks and never ends it with its `Status`.
+    TrickleSync,
     /// A different one of the above at every height.
     Mixed,
 }
 
 /// Every behaviour, for random choice.
-pub const BEHAVIOURS: [Behaviour; 23] = [
+pub const BEHAVIOURS: [Behaviour; 24] = [
     Behaviour::Silent,
     Behaviour::RandomPrevote,
     Behaviour::RandomPrecommit,
@@ -97,6 +101,7 @@ pub const BEHAVIOURS: [Behaviour; 23] = [
     Behaviour::StalePol,
     Behaviour::LargeRound,
     Behaviour::ForgedEvidence,
+    Behaviour::TrickleSync,
     Behaviour::Mixed,
 ];
 
@@ -125,6 +130,7 @@ pub fn behaviour_name(b: Behaviour) -> &'static str {
         Behaviour::StalePol => "stale-pol",
         Behaviour::LargeRound => "large-round",
         Behaviour::ForgedEvidence => "forged-evidence",
+        Behaviour::TrickleSync => "trickle-sync",
         Behaviour::Mixed => "mixed",
     }
 }
@@ -760,6 +766,16 @@ impl Adversary {
                 }
                 keep(Payload::DecidedBlock(Box::new(forged)))
             }
+            // Its engine's answers: one decided block in ten, and never the `Status` that
+            // ends an answer (it says where it is on its own, in `act`).
+            (Behaviour::TrickleSync, Payload::DecidedBlock(d)) => {
+                if self.rng.chance(0.1) {
+                    keep(Payload::DecidedBlock(d))
+                } else {
+                    vec![]
+                }
+            }
+            (Behaviour::TrickleSync, Payload::Status(_)) => vec![],
             (_, p) => keep(p),
         }
     }
@@ -868,6 +884,22 @@ impl Adversary {
                     .take(16)
                     .map(|v| (Dest::All, Payload::Vote(v)))
                     .collect()
+            }
+            Behaviour::TrickleSync => {
+                let far = pb::Vote {
+                    height: h.saturating_add(3),
+                    ..Default::default()
+                };
+                vec![
+                    (
+                        Dest::All,
+                        Payload::Status(wire::Status {
+                            height: height.saturating_add(1),
+                            round: 0,
+                        }),
+                    ),
+                    (Dest::All, Payload::Vote(far)),
+                ]
             }
             Behaviour::StatusFlood => (0..8)
                 .map(|_| {

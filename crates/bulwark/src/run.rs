@@ -119,7 +119,10 @@ fn node_info(home: &Home) -> anyhow::Result<node::Info> {
         "listen_addr": format!("tcp://{}", home.config.p2p.laddr),
         "network": home.genesis.chain_id.to_string(),
         "version": env!("CARGO_PKG_VERSION"),
-        "channels": "",
+        // CometBFT's channel ids for what the one attested connection carries: block sync
+        // (0x40), consensus state, data, votes, vote-set bits (0x20-0x23), mempool (0x30),
+        // evidence (0x38).
+        "channels": "40202122233038",
         "moniker": home.config.moniker,
         "other": {"tx_index": "off", "rpc_address": format!("tcp://{}", home.config.rpc.laddr)},
     });

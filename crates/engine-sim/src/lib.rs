@@ -52,7 +52,7 @@ pub const LIVENESS_WINDOW_MS: u64 = 60_000;
 /// again, when liveness is demanded: its claim, sent once it is within half a claim's
 /// lifetime of the network, waits for the next honest proposer's block, and its instance
 /// signs from the height after that block.
-pub const SIGN_AGAIN_HEIGHTS: u64 = bulwark_instance::CLAIM_TTL / 2;
+pub const SIGN_AGAIN_HEIGHTS: u64 = bulwark_node::instance::CLAIM_TTL / 2;
 /// Events processed before a run is declared a livelock.
 pub const EVENT_BUDGET: u64 = 3_000_000;
 /// Genesis time of simulated chains (2026-01-01T00:00:00Z).
@@ -321,7 +321,7 @@ fn describe_payload(p: &Payload) -> String {
             let claims = t
                 .txs
                 .iter()
-                .filter_map(|tx| bulwark_instance::Claim::from_tx(tx)?.ok())
+                .filter_map(|tx| bulwark_node::instance::Claim::from_tx(tx)?.ok())
                 .map(|c| format!(" (claim not before {})", c.not_before))
                 .collect::<String>();
             format!("{} txs{claims}", t.txs.len())

@@ -75,6 +75,18 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The sealed identity's path in `config_dir`, or an error if one is there already.
+fn refuse_existing_identity(config_dir: &Path) -> Result<std::path::PathBuf, CeremonyError> {
+    let sealed = config_dir.join(SEALED_IDENTITY);
+    if sealed.exists() {
+        return Err(file_error(
+            &sealed,
+            "already exists; refusing to replace an identity",
+        ));
+    }
+    Ok(sealed)
+}
+
 /// Enrols this guest: makes a fresh identity from the CRNG, seals it under `source` for
 /// `chain_name` into `config_dir/identity.sealed.json` and writes `config_dir/enrollment.json`.
 /// Refuses to replace an existing identity.
@@ -85,13 +97,7 @@ pub fn enroll(
     chain_name: &str,
     launch_instance: &[u8; 32],
 ) -> Result<Enrollment, CeremonyError> {
-    let sealed_path = config_dir.join(SEALED_IDENTITY);
-    if sealed_path.exists() {
-        return Err(file_error(
-            &sealed_path,
-            "already exists; refusing to replace an identity",
-        ));
-    }
+    let sealed_path = refuse_existing_identity(config_dir)?;
     std::fs::create_dir_all(config_dir).map_err(|e| file_error(config_dir, e))?;
     let identity = Identity::generate()?;
     SealedIdentity::seal(source, &identity, chain_name)?.write(&sealed_path)?;
@@ -116,13 +122,7 @@ pub fn enroll_for_process(
     moniker: &str,
     chain_name: &str,
 ) -> Result<Enrollment, CeremonyError> {
-    let sealed = config_dir.join(SEALED_IDENTITY);
-    if sealed.exists() {
-        return Err(file_error(
-            &sealed,
-            "already exists; refusing to replace an identity",
-        ));
-    }
+    refuse_existing_identity(config_dir)?;
     let mut instance = [0u8; 32];
     getrandom::getrandom(&mut instance).map_err(|e| file_error(config_dir, e))?;
     // Kept before the enrollment names it: no enrollment names an instance nobody holds.

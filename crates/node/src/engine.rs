@@ -247,6 +247,9 @@ pub const CATCH_UP_BYTES: usize = 16 << 20;
 /// Most decided blocks sent to a lagging peer per status message.
 pub const CATCH_UP_BLOCKS: u64 = 32;
 
+/// Ticks during which a peer that left a request for decided blocks unanswered is not asked.
+pub const SHUN_TICKS: u32 = 8;
+
 /// `Status` requests answered per peer per tick.
 pub const STATUS_ANSWERS_PER_TICK: u32 = 2;
 
@@ -336,8 +339,13 @@ pub struct Engine {
     asked_peer: Option<PeerId>,
     /// The request for decided blocks waiting for its answer (peer, height asked at): one at
     /// a time, so peers do not spend their answers on the same run. The answer ends with
-    /// the peer's `Status`; a peer that never answers is forgotten at the next tick.
+    /// the peer's `Status`; a peer whose answer has not ended by the next tick is shunned.
     outstanding: Option<(PeerId, u64)>,
+    /// Whether a tick passed since `outstanding` was asked (the next one shuns its peer).
+    outstanding_aged: bool,
+    /// Peers not asked for blocks for this many more ticks: they left a request unanswered
+    /// (a byzantine one could otherwise hold the one request open and trickle blocks).
+    shunned: HashMap<PeerId, u32>,
     /// `Status` answers given to each peer since the last tick: an answer can be a whole
     /// height's messages or [`CATCH_UP_BYTES`] of blocks read from disk, so a peer repeating
     /// its request gets [`STATUS_ANSWERS_PER_TICK`] (an honest laggard asks twice at most: its
@@ -463,6 +471,8 @@ impl Engine {
             asked: HashMap::new(),
             asked_peer: None,
             outstanding: None,
+            outstanding_aged: false,
+            shunned: HashMap::new(),
             status_answers: HashMap::new(),
             peer_evidence_checks: HashMap::new(),
             rpc_evidence_checks: 0,
@@ -686,6 +696,7 @@ impl Engine {
                 self.relay.forget_peer(peer);
                 self.status_answers.remove(&peer);
                 self.asked.remove(&peer);
+                self.shunned.remove(&peer);
                 if self.outstanding.is_some_and(|(p, _)| p == peer) {
                     self.outstanding = None;
                 }
@@ -754,8 +765,20 @@ impl Engine {
         };
         let stuck = mark == self.progress_mark || self.ticks_at_height >= STUCK_TICKS;
         self.progress_mark = mark;
+        self.shunned.retain(|_, ticks| {
+            *ticks -= 1;
+            *ticks > 0
+        });
+        // A request gets a whole tick for its answer.
+        match self.outstanding {
+            Some((peer, _)) if self.outstanding_aged => {
+                self.shunned.insert(peer, SHUN_TICKS);
+                self.outstanding = None;
+            }
+            Some(_) => self.outstanding_aged = true,
+            None => {}
+        }
         self.asked.clear();
-        self.outstanding = None;
         self.status_answers.clear();
         self.peer_evidence_checks.clear();
         self.rpc_evidence_checks = 0;
@@ -767,6 +790,14 @@ impl Engine {
                 height: mark.0,
                 round: mark.1,
             })));
+        } else if self.network_height() > mark.0.saturating_add(1)
+            && self.awaiting_run(mark.0).is_none()
+            && !bulwark_consensus::mutation::active(
+                bulwark_consensus::mutation::Mutant::BlockSyncOnStuckTicksOnly,
+            )
+        {
+            // Behind and moving, with no request waiting: ask the next peer ahead.
+            out.extend(self.ask_next_peer(mark.0, None));
         }
         out
     }
@@ -784,24 +815,14 @@ impl Engine {
         let sync_on_ticks_only = bulwark_consensus::mutation::active(
             bulwark_consensus::mutation::Mutant::BlockSyncOnStuckTicksOnly,
         );
-        let far_ahead = payload_height(&payload).filter(|h| *h > height.saturating_add(1));
-        if let Some(h) = far_ahead {
-            // Where the peer is, for when to claim (the peers' median height).
-            if self.peer_heights.len() < 1_024 || self.peer_heights.contains_key(&peer) {
-                let known = self.peer_heights.entry(peer).or_default();
-                *known = (*known).max(h);
-            }
-        }
-        if far_ahead.is_some() && !sync_on_ticks_only {
-            let waiting = self.awaiting_run(height).is_some();
-            let ask = if self.asked.get(&peer) == Some(&height) {
-                self.next_peer_ahead(height)
+        let far_ahead = payload_height(&payload).is_some_and(|h| h > height.saturating_add(1));
+        if far_ahead && !sync_on_ticks_only {
+            // The sender is asked only when no peer is known to be ahead: a peer's claim is
+            // unverified, and the peers take turns.
+            return Ok(if self.awaiting_run(height).is_some() {
+                vec![]
             } else {
-                Some(peer)
-            };
-            return Ok(match ask {
-                Some(ask) if !waiting => vec![self.ask_for_blocks(ask, height)],
-                _ => vec![],
+                self.ask_next_peer(height, Some(peer)).into_iter().collect()
             });
         }
         if ahead {
@@ -848,9 +869,13 @@ impl Engine {
                 Ok(vec![])
             }
             Payload::Status(s) => {
-                // The peer asked for blocks ends its answer with this.
-                if self.outstanding.is_some_and(|(asked, _)| asked == peer) {
+                // The peer asked for blocks ends its answer with this; if it moved us nowhere,
+                // it has nothing for us this tick (no answer left, or no blocks).
+                if let Some((asked, from)) = self.outstanding.filter(|(asked, _)| *asked == peer) {
                     self.outstanding = None;
+                    if from == height {
+                        self.shunned.insert(asked, 1);
+                    }
                 }
                 self.highest_peer_height = self.highest_peer_height.max(s.height);
                 if self.peer_heights.len() < 1_024 || self.peer_heights.contains_key(&peer) {
@@ -864,13 +889,10 @@ impl Engine {
                     // peer's answer, ask the next one ahead not asked at this height for the
                     // blocks we miss. (The peer asked ends its answer with its `Status`, and
                     // sends that alone when it has no answer left this tick.)
-                    if self.awaiting_run(height).is_some() {
+                    if self.awaiting_run(height).is_some() || once_a_tick {
                         return Ok(vec![]);
                     }
-                    return Ok(match self.next_peer_ahead(height) {
-                        Some(ask) if !once_a_tick => vec![self.ask_for_blocks(ask, height)],
-                        _ => vec![],
-                    });
+                    return Ok(self.ask_next_peer(height, None).into_iter().collect());
                 }
                 self.answer_status(peer, s)
             }
@@ -1489,8 +1511,11 @@ impl Engine {
             return Ok(vec![]);
         }
         if *answers >= STATUS_ANSWERS_PER_TICK {
-            // A laggard told where we are asks another peer rather than wait for a tick.
-            return Ok(if s.height < height {
+            // A laggard told where we are asks another peer rather than wait for a tick
+            // (told once a tick).
+            let first = *answers == STATUS_ANSWERS_PER_TICK;
+            *answers = answers.saturating_add(1);
+            return Ok(if s.height < height && first {
                 vec![Output::Send(
                     peer,
                     Payload::Status(wire::Status {
@@ -1905,25 +1930,33 @@ impl Engine {
             .map(|(peer, _)| peer)
     }
 
-    /// Asks `peer` for the decided blocks from `height` on.
-    fn ask_for_blocks(&mut self, peer: PeerId, height: u64) -> Output {
+    /// Asks the next peer ahead (or else `fallback`, if neither shunned nor asked at
+    /// `height`) for the decided blocks from `height` on.
+    fn ask_next_peer(&mut self, height: u64, fallback: Option<PeerId>) -> Option<Output> {
+        let askable =
+            |p: &PeerId| !self.shunned.contains_key(p) && self.asked.get(p) != Some(&height);
+        let peer = self
+            .next_peer_ahead(height)
+            .or(fallback.filter(|p| askable(p)))?;
         self.asked.insert(peer, height);
         self.outstanding = Some((peer, height));
+        self.outstanding_aged = false;
         self.asked_peer = Some(peer);
-        Output::Send(
+        Some(Output::Send(
             peer,
             Payload::Status(wire::Status {
                 height,
                 round: self.round(),
             }),
-        )
+        ))
     }
 
     /// After the peer asked last, the next peer (by id, wrapping) that reported a height
-    /// above `height` and was not asked at `height` since the last tick.
+    /// above `height`, is not shunned, and was not asked at `height` since the last tick.
     fn next_peer_ahead(&self, height: u64) -> Option<PeerId> {
         let ahead = |(p, h): (&PeerId, &u64)| {
-            (*h > height && self.asked.get(p) != Some(&height)).then_some(*p)
+            (*h > height && self.asked.get(p) != Some(&height) && !self.shunned.contains_key(p))
+                .then_some(*p)
         };
         let after = self.asked_peer.map_or(0, |p| p.saturating_add(1));
         self.peer_heights

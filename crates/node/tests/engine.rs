@@ -725,26 +725,41 @@ fn a_message_two_heights_ahead_asks_for_blocks_one_request_at_a_time() {
     // The next height is normal lag: no request.
     let out = engine.handle(Input::Peer(5, vote_at(height + 1))).unwrap();
     assert!(asked(out).is_empty());
+    // No peer is known to be ahead: the sender is asked.
     let out = engine.handle(Input::Peer(5, vote_at(height + 2))).unwrap();
     assert_eq!(asked(out), vec![(5, height)]);
-    // One request at a time: whatever more peers claim, it waits for peer 5's run...
+    // One request at a time: whatever more peers claim, it waits for peer 5's run.
+    let status = |h: u64| {
+        Payload::Status(Status {
+            height: h,
+            round: 0,
+        })
+    };
     let out = engine.handle(Input::Peer(6, vote_at(height + 9))).unwrap();
     assert!(asked(out).is_empty());
-    // ...which ends with peer 5's `Status` (alone, when 5 has no answer left this tick):
-    // then it asks the next peer ahead that was not asked at this height.
-    let status = Payload::Status(Status {
-        height: height + 2,
-        round: 0,
-    });
-    let out = engine.handle(Input::Peer(5, status.clone())).unwrap();
+    let out = engine.handle(Input::Peer(6, status(height + 4))).unwrap();
+    assert!(asked(out).is_empty());
+    // Peer 5 ends its answer with its `Status` having moved us nowhere (it had no answer
+    // left): it is not asked again this tick, and the next peer ahead is.
+    let out = engine.handle(Input::Peer(5, status(height + 2))).unwrap();
     assert_eq!(asked(out), vec![(6, height)]);
-    let out = engine.handle(Input::Peer(6, status)).unwrap();
+    let out = engine.handle(Input::Peer(6, status(height + 4))).unwrap();
     assert!(
         asked(out).is_empty(),
         "every peer ahead was asked at this height"
     );
-    // The next tick forgets who was asked.
+    let out = engine.handle(Input::Peer(7, vote_at(height + 9))).unwrap();
+    assert_eq!(
+        asked(out),
+        vec![(7, height)],
+        "a peer not known to be ahead, last"
+    );
+    // Peer 7 leaves it unanswered for a whole tick: shunned, whatever it sends, and the
+    // peers known to be ahead asked in turn.
     engine.handle(Input::Tick).unwrap();
-    let out = engine.handle(Input::Peer(6, vote_at(height + 9))).unwrap();
+    engine.handle(Input::Tick).unwrap();
+    let out = engine.handle(Input::Peer(7, vote_at(height + 9))).unwrap();
+    assert_eq!(asked(out), vec![(5, height)]);
+    let out = engine.handle(Input::Peer(5, status(height + 4))).unwrap();
     assert_eq!(asked(out), vec![(6, height)]);
 }

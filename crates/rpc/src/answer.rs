@@ -3,6 +3,7 @@
 //! is what CometBFT v0.38 serves and what its clients parse.
 
 use crate::calls::{BroadcastMode, Call};
+use crate::cometbft;
 use bulwark_mempool::{tx_hash, AddError};
 use bulwark_node::chain::{block_id, decode_results, ChainState};
 use bulwark_node::engine::{Engine, Output};
@@ -173,6 +174,11 @@ fn status(engine: &Engine, node: &NodeView<'_>) -> Result<Value, ResponseError> 
         },
     };
     let mut value = to_value(&response)?;
+    value["validator_info"] = cometbft::validator_info(
+        to_value(&engine.address())?,
+        to_value(&node.validator_key)?,
+        power.value(),
+    );
     // Beside CometBFT's fields (clients ignore it): whether this instance of the validator
     // may sign (`bulwark_instance`), and if not, why.
     let (signing, reason) = match engine.signing() {
@@ -228,6 +234,9 @@ fn validators(
     if let Value::Object(fields) = &mut value {
         fields.insert("count".into(), Value::String((end - start).to_string()));
     }
+    if let Some(shown) = value.get_mut("validators").and_then(Value::as_array_mut) {
+        shown.iter_mut().for_each(cometbft::validator);
+    }
     Ok(value)
 }
 
@@ -253,7 +262,7 @@ fn commit(engine: &Engine, height: Option<u64>) -> Result<Value, ResponseError> 
 fn block_results(engine: &Engine, height: Option<u64>) -> Result<Value, ResponseError> {
     let h = resolve(engine, height)?;
     let r = load_results(engine, h)?;
-    to_value(&endpoint::block_results::Response {
+    let mut value = to_value(&endpoint::block_results::Response {
         height: block::Height::try_from(h).map_err(store_error)?,
         txs_results: Some(r.tx_results),
         finalize_block_events: r.events,
@@ -262,7 +271,9 @@ fn block_results(engine: &Engine, height: Option<u64>) -> Result<Value, Response
         validator_updates: r.validator_updates,
         consensus_param_updates: r.consensus_param_updates,
         app_hash: r.app_hash,
-    })
+    })?;
+    cometbft::block_results(&mut value);
+    Ok(value)
 }
 
 fn abci_query(
@@ -278,7 +289,7 @@ fn abci_query(
         height: block::Height::try_from(height.unwrap_or(0)).map_err(store_error)?,
         prove,
     });
-    to_value(&endpoint::abci_query::Response {
+    let mut value = to_value(&endpoint::abci_query::Response {
         response: endpoint::abci_query::AbciQuery {
             code: q.code,
             log: q.log,
@@ -290,7 +301,9 @@ fn abci_query(
             height: q.height,
             codespace: q.codespace,
         },
-    })
+    })?;
+    cometbft::abci_query(&mut value);
+    Ok(value)
 }
 
 fn tx_sync_response(hash: [u8; 32], code: u32, log: String) -> Result<Value, ResponseError> {
@@ -329,7 +342,7 @@ fn commit_response(
     tx_result: Option<bulwark_types::tendermint::abci::types::ExecTxResult>,
     height: u64,
 ) -> Result<Value, ResponseError> {
-    to_value(&endpoint::broadcast::tx_commit::Response {
+    let mut value = to_value(&endpoint::broadcast::tx_commit::Response {
         check_tx: response::CheckTx {
             code: Code::from(check_code),
             log: check_log,
@@ -338,7 +351,9 @@ fn commit_response(
         tx_result: tx_result.unwrap_or_default(),
         hash: Hash::Sha256(hash),
         height: block::Height::try_from(height).map_err(store_error)?,
-    })
+    })?;
+    cometbft::check_tx(&mut value);
+    Ok(value)
 }
 
 /// The `broadcast_tx_commit` answers for transactions in committed block `height`: `(hash,
@@ -410,16 +425,24 @@ pub fn answer(engine: &mut Engine, node: &NodeView<'_>, call: Call) -> (Reply, V
         Call::Health => ready(to_value(&endpoint::health::Response {})),
         Call::Status => ready(status(engine, node)),
         Call::NetInfo => ready(net_info(node)),
-        Call::Genesis => ready(to_value(&endpoint::genesis::Response {
-            genesis: node.genesis.clone(),
-        })),
+        Call::Genesis => ready(
+            to_value(&endpoint::genesis::Response {
+                genesis: node.genesis.clone(),
+            })
+            .map(|mut v| {
+                cometbft::genesis(&mut v);
+                v
+            }),
+        ),
         Call::Block(height) => ready(resolve(engine, height).and_then(|h| {
             let block = load_block(engine, h)?;
             let (id, _) = block_id(&block).map_err(store_error)?;
-            to_value(&endpoint::block::Response {
+            let mut value = to_value(&endpoint::block::Response {
                 block_id: id,
                 block,
-            })
+            })?;
+            cometbft::block(&mut value);
+            Ok(value)
         })),
         Call::BlockResults(height) => ready(block_results(engine, height)),
         Call::Commit(height) => ready(commit(engine, height)),
@@ -445,7 +468,11 @@ pub fn answer(engine: &mut Engine, node: &NodeView<'_>, call: Call) -> (Reply, V
                     abci_version: "2.0.0".into(),
                 })
                 .map_err(|e| internal(e.to_string()))
-                .and_then(|info| to_value(&endpoint::abci_info::Response { response: info })),
+                .and_then(|info| {
+                    let mut value = to_value(&endpoint::abci_info::Response { response: info })?;
+                    cometbft::abci_info(&mut value);
+                    Ok(value)
+                }),
         ),
         Call::NumUnconfirmedTxs => ready(num_unconfirmed_txs(engine)),
         Call::BroadcastEvidence(evidence) => match engine.submit_evidence(*evidence) {

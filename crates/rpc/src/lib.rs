@@ -8,6 +8,7 @@
 
 pub mod answer;
 pub mod calls;
+pub mod cometbft;
 pub mod metrics;
 pub mod peers;
 pub mod waiters;

@@ -1,0 +1,158 @@
+//! CometBFT's exact JSON: a running `bulwark` validator's answer to every call that a real
+//! CometBFT v0.38 node's answer was captured for (`tests/data/cometbft-rpc-v0.38/`), compared
+//! key by key and type by type (`shared/cometbft_json.rs`). Stricter clients than
+//! `tendermint-rpc` (Go's, JavaScript's) refuse a number where a string belongs, base64 where
+//! hex belongs, `null` where an object belongs, or a missing key.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+#[path = "shared/cometbft_json.rs"]
+mod cometbft_json;
+
+use cometbft_json::{differences, fixture};
+use harness::ports::testnet_block;
+use harness::process::{bulwark_binary, rpc_url, start, testnet, wait_for, FAST_TIMEOUTS};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::time::Duration;
+
+fn post(addr: &str, method: &str, params: Value) -> Value {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let json = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert!(v.get("error").is_none(), "{method} {params}: {v}");
+    v["result"].clone()
+}
+
+/// Keys Bulwark adds to CometBFT's answers, on purpose.
+const OURS_ONLY: &[&str] = &[
+    // Whether this instance may sign (the instance rule), in `status`.
+    ".bulwark_instance",
+    // What each peer's verified attestation evidence says, in `net_info`.
+    ".peers[0].attestation",
+    ".peers[1].attestation",
+    ".peers[2].attestation",
+    // CometBFT writes a genesis's `app_state` when it has one; the captured genesis had none.
+    ".genesis.app_state",
+];
+
+/// Paths whose `null` in CometBFT's answer stands for an empty value that ours has: its
+/// kvstore gave no app hash in block results.
+const VALUE_DEPENDENT: &[&str] = &[".app_hash"];
+
+#[test]
+fn every_answer_has_cometbfts_exact_json_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = testnet_block(2).unwrap();
+    let homes = testnet(
+        &bulwark_binary().unwrap(),
+        dir.path(),
+        2,
+        base,
+        FAST_TIMEOUTS,
+    )
+    .unwrap();
+    let mut nodes: Vec<_> = homes.iter().map(|h| start(h).unwrap()).collect();
+    let addr = rpc_url(base, 0).trim_start_matches("http://").to_string();
+    {
+        let mut all: Vec<_> = nodes.iter_mut().collect();
+        wait_for(&mut all, 1, Duration::from_secs(60)).unwrap();
+    }
+    // base64 of the transactions, as CometBFT takes them in JSON.
+    let b64 = |s: &str| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let mut answers: Vec<(&str, Value)> = vec![(
+        "broadcast_tx_async",
+        post(&addr, "broadcast_tx_async", json!({"tx": b64("async=1")})),
+    )];
+    answers.push((
+        "broadcast_tx_sync",
+        post(&addr, "broadcast_tx_sync", json!({"tx": b64("sync=2")})),
+    ));
+    answers.push((
+        "broadcast_tx_commit",
+        post(&addr, "broadcast_tx_commit", json!({"tx": b64("commit=3")})),
+    ));
+    {
+        let mut all: Vec<_> = nodes.iter_mut().collect();
+        wait_for(&mut all, 11, Duration::from_secs(120)).unwrap();
+    }
+    // Height 10 of the fixtures holds no transaction: compare with a height of ours that
+    // holds none either (nil lists are `null` in CometBFT's JSON).
+    let empty = (5..=10u64)
+        .rev()
+        .find(|h| {
+            let b = post(&addr, "block", json!({"height": h.to_string()}));
+            b["block"]["data"]["txs"]
+                .as_array()
+                .is_none_or(|t| t.is_empty())
+        })
+        .expect("a height without transactions");
+    for (name, method, params) in [
+        ("status", "status", json!({})),
+        ("net_info", "net_info", json!({})),
+        ("genesis", "genesis", json!({})),
+        ("abci_info", "abci_info", json!({})),
+        (
+            "abci_query_with_existing_key",
+            "abci_query",
+            json!({"data": hex::encode("commit")}),
+        ),
+        (
+            "abci_query_with_non_existent_key",
+            "abci_query",
+            json!({"data": hex::encode("nobody")}),
+        ),
+        ("block_at_height_1", "block", json!({"height": "1"})),
+        (
+            "block_at_height_10",
+            "block",
+            json!({"height": empty.to_string()}),
+        ),
+        (
+            "block_results_at_height_10",
+            "block_results",
+            json!({"height": empty.to_string()}),
+        ),
+        (
+            "commit_at_height_10",
+            "commit",
+            json!({"height": empty.to_string()}),
+        ),
+    ] {
+        answers.push((name, post(&addr, method, params)));
+    }
+    let mut all = Vec::new();
+    for (name, ours) in &answers {
+        let mut theirs = fixture(name);
+        for path in VALUE_DEPENDENT {
+            let key = path.trim_start_matches('.');
+            if theirs.get(key).is_some_and(Value::is_null) && ours.get(key).is_some() {
+                theirs[key] = ours[key].clone();
+            }
+        }
+        let mut found = Vec::new();
+        differences(ours, &theirs, "", OURS_ONLY, &mut found);
+        all.extend(found.into_iter().map(|d| format!("{name}{d}")));
+    }
+    drop(nodes);
+    assert!(
+        all.is_empty(),
+        "{} differences:\n{}",
+        all.len(),
+        all.join("\n")
+    );
+}
