@@ -14,7 +14,9 @@ use bulwark_net::NetworkPolicy;
 use bulwark_node::engine::{Engine, EngineConfig, Input, Output};
 use bulwark_p2p::peers::{spawn_dialler, spawn_listener};
 use bulwark_p2p::transport::CERT_LIFETIME;
-use bulwark_p2p::{ConnectionId, Edge, EdgeLimits, Link, Peer, PeerEvent, Transport};
+use bulwark_p2p::{
+    admit, Admission, ConnectionId, Edge, EdgeLimits, Link, Peer, PeerEvent, Transport,
+};
 use bulwark_rpc::answer::{answer, NodeView, Reply};
 use bulwark_rpc::metrics::{Metrics, Scrape, ScrapeView};
 use bulwark_rpc::peers::peer_info;
@@ -444,6 +446,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     drop(link);
 
     let validator_key = home.validator_key.pub_key;
+    let own_key = own_consensus_key(&home)?;
     let listeners = vec![own_info.listen_addr.to_string()];
     let mut peers: HashMap<ConnectionId, Peer> = HashMap::new();
     let mut waiters = CommitWaiters::default();
@@ -497,8 +500,23 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
             event = events.recv() => match event {
                 Some(PeerEvent::Connected(id, peer)) => {
                     tracing::debug!(peer = id, addr = %peer.addr, "peer connected");
-                    peers.insert(id, peer);
-                    continue;
+                    let (addr, validator) = (peer.addr, bulwark_p2p::peers::validator_address(&peer.attested.consensus_key));
+                    match admit(&mut peers, id, peer, &own_key) {
+                        Admission::New => continue,
+                        // The older one closes; the engine forgets it.
+                        Admission::Replaced(old) => {
+                            tracing::warn!(peer = id, replaced = old, %addr, %validator, "a second connection of one validator: the newer one stays (a reconnect, or another instance of that validator, a copy of its disk)");
+                            Input::PeerGone(old)
+                        }
+                        Admission::Crossed(kept) => {
+                            tracing::debug!(peer = id, kept, %addr, "both sides dialled: one connection stays");
+                            continue;
+                        }
+                        Admission::OwnKey => {
+                            tracing::error!(peer = id, %addr, "a peer presents this validator's own key: another instance of this validator (a copy of this VM's disk) runs; refused");
+                            continue;
+                        }
+                    }
                 }
                 Some(PeerEvent::Disconnected(id)) => {
                     peers.remove(&id);
@@ -511,6 +529,8 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                     }
                     continue;
                 }
+                // A connection replaced or refused: what it still sends is not heard.
+                Some(PeerEvent::Message(id, _)) if !peers.contains_key(&id) => continue,
                 Some(PeerEvent::Message(id, Payload::Status(status)))
                     if peers.get(&id).is_some_and(Peer::is_backlogged) =>
                 {

@@ -104,6 +104,55 @@ impl Peer {
     }
 }
 
+/// What became of a newly attested connection in the driver's table of peers.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// The first connection of its validator key.
+    New,
+    /// It replaced this older connection of the same validator key (a reconnect whose old
+    /// connection has not closed yet, or another instance of that validator: a copy of its
+    /// disk), which is closed: one validator is one peer.
+    Replaced(ConnectionId),
+    /// Both sides dialled each other: of the two connections, the one that both keep stays
+    /// (this one is closed).
+    Crossed(ConnectionId),
+    /// It presents this node's own key: another instance of this validator. Closed.
+    OwnKey,
+}
+
+/// Enters connection `id` into `peers`, keeping one connection per validator key and none of
+/// `own_key`. Of two connections made the same way (both dialled by us, or both by the
+/// peer), the newer stays: a stale one of a validator that restarted must not keep it out.
+/// Of two made both ways (each side dialled the other), the one dialled by the lower key
+/// stays, which both sides agree on. A connection dropped from `peers` closes (its queue's
+/// sender is gone).
+pub fn admit(
+    peers: &mut std::collections::HashMap<ConnectionId, Peer>,
+    id: ConnectionId,
+    peer: Peer,
+    own_key: &[u8; 32],
+) -> Admission {
+    if peer.attested.consensus_key == *own_key {
+        return Admission::OwnKey;
+    }
+    let older = peers
+        .iter()
+        .find(|(_, p)| p.attested.consensus_key == peer.attested.consensus_key)
+        .map(|(old, _)| *old);
+    let Some(old) = older else {
+        peers.insert(id, peer);
+        return Admission::New;
+    };
+    let old_outbound = peers.get(&old).is_some_and(|p| p.outbound);
+    let we_dial = *own_key < peer.attested.consensus_key;
+    if old_outbound != peer.outbound && peer.outbound != we_dial {
+        return Admission::Crossed(old);
+    }
+    peers.insert(id, peer);
+    peers.remove(&old);
+    Admission::Replaced(old)
+}
+
 /// What the connections tell the driver.
 #[derive(Debug)]
 pub enum PeerEvent {
@@ -315,6 +364,9 @@ async fn spawn_peer(
     Some(closed_rx)
 }
 
+/// Shortest time between dialling a peer and dialling it again.
+pub const REDIAL_AFTER: Duration = Duration::from_secs(1);
+
 /// Longest pause after an `accept()` error (descriptors exhausted, ...).
 pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -412,7 +464,16 @@ pub fn spawn_dialler(peer: SocketAddr, tls: TransportHandle, link: Link) {
             let _ = stream.set_nodelay(true);
             match tls.dial(stream).await {
                 Ok(attested) => match spawn_peer(attested, peer, true, link.clone()).await {
-                    Some(closed) => drop(closed.await),
+                    Some(closed) => {
+                        // A connection closed at once (replaced by another instance's, or
+                        // refused) is not redialled at once: no handshake loop.
+                        let since = Instant::now();
+                        drop(closed.await);
+                        let lived = since.elapsed();
+                        if lived < REDIAL_AFTER {
+                            tokio::time::sleep(REDIAL_AFTER - lived).await;
+                        }
+                    }
                     None => tokio::time::sleep(Duration::from_secs(1)).await,
                 },
                 Err(why) => {
@@ -541,6 +602,55 @@ mod tests {
             assert!(ended.is_ok(), "the connection stayed open after a forgery");
             assert!(events.recv().await.is_none(), "read on after a forgery");
         });
+    }
+
+    #[test]
+    fn one_connection_per_validator_key_the_newest_and_none_of_our_own() {
+        use std::collections::HashMap;
+        let with_key = |k: u8| {
+            let mut a = attested();
+            a.consensus_key = [k; 32];
+            Peer::detached("127.0.0.1:1".parse().unwrap(), a)
+        };
+        let own = [9u8; 32];
+        let mut peers = HashMap::new();
+        let (first, mut first_frames) = with_key(1);
+        assert_eq!(admit(&mut peers, 1, first, &own), Admission::New);
+        let (other, _other_frames) = with_key(2);
+        assert_eq!(admit(&mut peers, 2, other, &own), Admission::New);
+        let (again, _again_frames) = with_key(1);
+        assert_eq!(admit(&mut peers, 3, again, &own), Admission::Replaced(1));
+        let mut ids: Vec<_> = peers.keys().copied().collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![2, 3]);
+        // The replaced connection's queue is closed: its writer ends, and with it the
+        // connection.
+        assert!(first_frames.try_recv().is_err());
+        assert!(first_frames.is_closed());
+        let (me, _me_frames) = with_key(9);
+        assert_eq!(admit(&mut peers, 4, me, &own), Admission::OwnKey);
+        assert_eq!(peers.len(), 2);
+        // Crossed dials with key 1 (below ours): the connection we were dialled on stays,
+        // whichever came first, as on the other side.
+        let outbound = |k: u8| {
+            let (mut p, f) = with_key(k);
+            p.outbound = true;
+            (p, f)
+        };
+        let (ours, _f) = outbound(1);
+        assert_eq!(admit(&mut peers, 5, ours, &own), Admission::Crossed(3));
+        let mut peers = HashMap::new();
+        let (ours, _f) = outbound(1);
+        assert_eq!(admit(&mut peers, 6, ours, &own), Admission::New);
+        let (theirs, _f) = with_key(1);
+        assert_eq!(admit(&mut peers, 7, theirs, &own), Admission::Replaced(6));
+        // With a key above ours, the one we dialled stays.
+        let (theirs, _f) = with_key(20);
+        assert_eq!(admit(&mut peers, 8, theirs, &own), Admission::New);
+        let (ours, _f) = outbound(20);
+        assert_eq!(admit(&mut peers, 9, ours, &own), Admission::Replaced(8));
+        let (theirs, _f) = with_key(20);
+        assert_eq!(admit(&mut peers, 10, theirs, &own), Admission::Crossed(9));
     }
 
     #[test]
