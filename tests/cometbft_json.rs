@@ -11,29 +11,9 @@ mod cometbft_json;
 use cometbft_json::{differences, fixture};
 use harness::ports::testnet_block;
 use harness::process::{bulwark_binary, rpc_url, start, testnet, wait_for, FAST_TIMEOUTS};
+use harness::rpc::RpcClient;
 use serde_json::{json, Value};
-use std::io::{Read, Write};
 use std::time::Duration;
-
-fn post(addr: &str, method: &str, params: Value) -> Value {
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string();
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    write!(
-        stream,
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let json = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
-    let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {answer}"));
-    assert!(v.get("error").is_none(), "{method} {params}: {v}");
-    v["result"].clone()
-}
 
 /// Keys Bulwark adds to CometBFT's answers, on purpose.
 const OURS_ONLY: &[&str] = &[
@@ -65,6 +45,12 @@ fn every_answer_has_cometbfts_exact_json_shape() {
     .unwrap();
     let mut nodes: Vec<_> = homes.iter().map(|h| start(h).unwrap()).collect();
     let addr = rpc_url(base, 0).trim_start_matches("http://").to_string();
+    let mut client = RpcClient::new(&addr);
+    let mut post = |method: &str, params: Value| {
+        client
+            .call(method, params.clone())
+            .unwrap_or_else(|e| panic!("{method} {params}: {e}"))
+    };
     {
         let mut all: Vec<_> = nodes.iter_mut().collect();
         wait_for(&mut all, 1, Duration::from_secs(60)).unwrap();
@@ -76,15 +62,15 @@ fn every_answer_has_cometbfts_exact_json_shape() {
     };
     let mut answers: Vec<(&str, Value)> = vec![(
         "broadcast_tx_async",
-        post(&addr, "broadcast_tx_async", json!({"tx": b64("async=1")})),
+        post("broadcast_tx_async", json!({"tx": b64("async=1")})),
     )];
     answers.push((
         "broadcast_tx_sync",
-        post(&addr, "broadcast_tx_sync", json!({"tx": b64("sync=2")})),
+        post("broadcast_tx_sync", json!({"tx": b64("sync=2")})),
     ));
     answers.push((
         "broadcast_tx_commit",
-        post(&addr, "broadcast_tx_commit", json!({"tx": b64("commit=3")})),
+        post("broadcast_tx_commit", json!({"tx": b64("commit=3")})),
     ));
     {
         let mut all: Vec<_> = nodes.iter_mut().collect();
@@ -95,7 +81,7 @@ fn every_answer_has_cometbfts_exact_json_shape() {
     let empty = (5..=10u64)
         .rev()
         .find(|h| {
-            let b = post(&addr, "block", json!({"height": h.to_string()}));
+            let b = post("block", json!({"height": h.to_string()}));
             b["block"]["data"]["txs"]
                 .as_array()
                 .is_none_or(|t| t.is_empty())
@@ -133,7 +119,7 @@ fn every_answer_has_cometbfts_exact_json_shape() {
             json!({"height": empty.to_string()}),
         ),
     ] {
-        answers.push((name, post(&addr, method, params)));
+        answers.push((name, post(method, params)));
     }
     let mut all = Vec::new();
     for (name, ours) in &answers {
