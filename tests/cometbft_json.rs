@@ -121,6 +121,29 @@ fn every_answer_has_cometbfts_exact_json_shape() {
     ] {
         answers.push((name, post(method, params)));
     }
+    // No capture of `validators`: CometBFT's keys, written out (v0.38's `ValidatorSet` JSON).
+    let validators = post("validators", json!({"height": empty.to_string()}));
+    for v in validators["validators"].as_array().expect("a list") {
+        let mut keys: Vec<&str> = v
+            .as_object()
+            .expect("an object")
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            ["address", "proposer_priority", "pub_key", "voting_power"],
+            "{v}"
+        );
+        assert!(
+            v["voting_power"].is_string() && v["proposer_priority"].is_string(),
+            "{v}"
+        );
+    }
+    for key in ["block_height", "count", "total"] {
+        assert!(validators[key].is_string(), "{key}: {validators}");
+    }
     let mut all = Vec::new();
     for (name, ours) in &answers {
         let mut theirs = fixture(name);

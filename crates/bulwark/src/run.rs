@@ -15,7 +15,7 @@ use bulwark_node::engine::{Engine, EngineConfig, Input, Output};
 use bulwark_p2p::peers::{spawn_dialler, spawn_listener};
 use bulwark_p2p::transport::CERT_LIFETIME;
 use bulwark_p2p::{
-    admit, Admission, ConnectionId, Edge, EdgeLimits, Link, Peer, PeerEvent, Transport,
+    admit_logged, deliver, ConnectionId, Edge, EdgeLimits, Link, Peer, PeerEvent, Transport,
 };
 use bulwark_rpc::answer::{answer, NodeView, Reply};
 use bulwark_rpc::metrics::{Metrics, Scrape, ScrapeView};
@@ -175,26 +175,6 @@ pub fn start_interposed(home: Home, interposer: Option<Box<dyn Interposer>>) -> 
     runtime.block_on(run(home, interposer))
 }
 
-/// Sends `frame` to the peers `dests` names.
-fn deliver(peers: &HashMap<ConnectionId, Peer>, dests: &Dests, frame: &[u8]) {
-    let mut ids: Vec<ConnectionId> = peers.keys().copied().collect();
-    ids.sort_unstable();
-    let chosen: Vec<ConnectionId> = match dests {
-        None => ids,
-        Some(positions) => positions
-            .iter()
-            .filter_map(|p| ids.get(p.checked_rem(ids.len())?).copied())
-            .collect(),
-    };
-    for id in chosen {
-        if let Some(peer) = peers.get(&id) {
-            if !peer.send(frame.to_vec()) {
-                tracing::warn!(addr = %peer.addr, "peer queue full: message dropped");
-            }
-        }
-    }
-}
-
 /// Queues `payload` for peer `id`, or hands it back for the engine
 /// ([`Input::Undelivered`]) when the peer's queue is full; once one message of a batch did not
 /// fit (`full` names the peer), the rest of the batch to it is not even encoded.
@@ -252,7 +232,7 @@ fn interpose(
         match o {
             Output::Broadcast(p) => {
                 for (dests, p) in interposer.outgoing(engine, p, false) {
-                    deliver(peers, &dests, &wire::encode(p));
+                    deliver(peers, dests.as_deref(), &wire::encode(p));
                 }
             }
             Output::Send(id, p) => {
@@ -498,26 +478,11 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         let next_timer = timers.next();
         let input = tokio::select! {
             event = events.recv() => match event {
-                Some(PeerEvent::Connected(id, peer)) => {
-                    tracing::debug!(peer = id, addr = %peer.addr, "peer connected");
-                    let (addr, validator) = (peer.addr, bulwark_p2p::peers::validator_address(&peer.attested.consensus_key));
-                    match admit(&mut peers, id, peer, &own_key) {
-                        Admission::New => continue,
-                        // The older one closes; the engine forgets it.
-                        Admission::Replaced(old) => {
-                            tracing::warn!(peer = id, replaced = old, %addr, %validator, "a second connection of one validator: the newer one stays (a reconnect, or another instance of that validator, a copy of its disk)");
-                            Input::PeerGone(old)
-                        }
-                        Admission::Crossed(kept) => {
-                            tracing::debug!(peer = id, kept, %addr, "both sides dialled: one connection stays");
-                            continue;
-                        }
-                        Admission::OwnKey => {
-                            tracing::error!(peer = id, %addr, "a peer presents this validator's own key: another instance of this validator (a copy of this VM's disk) runs; refused");
-                            continue;
-                        }
-                    }
-                }
+                Some(PeerEvent::Connected(id, peer)) => match admit_logged(&mut peers, id, peer, &own_key) {
+                    // The older one closes; the engine forgets it.
+                    Some(old) => Input::PeerGone(old),
+                    None => continue,
+                },
                 Some(PeerEvent::Disconnected(id)) => {
                     peers.remove(&id);
                     Input::PeerGone(id)
@@ -542,7 +507,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                         ids.sort_unstable();
                         let from = ids.iter().position(|p| *p == id).unwrap_or(0);
                         for (dests, p) in i.incoming(&engine, from, &payload) {
-                            deliver(&peers, &dests, &wire::encode(p));
+                            deliver(&peers, dests.as_deref(), &wire::encode(p));
                         }
                     }
                     Input::Peer(id, payload)
@@ -580,7 +545,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
             _ = tick.tick() => {
                 if let Some(i) = interposer.as_mut() {
                     for (dests, p) in i.act(&engine) {
-                        deliver(&peers, &dests, &wire::encode(p));
+                        deliver(&peers, dests.as_deref(), &wire::encode(p));
                     }
                 }
                 Input::Tick

@@ -250,6 +250,10 @@ pub const CATCH_UP_BLOCKS: u64 = 32;
 /// Ticks during which a peer that left a request for decided blocks unanswered is not asked.
 pub const SHUN_TICKS: u32 = 8;
 
+/// `Status` requests from a lagging peer answered per tick with where we are only, once
+/// [`STATUS_ANSWERS_PER_TICK`] are spent.
+pub const BUSY_ANSWERS_PER_TICK: u32 = 8;
+
 /// `Status` requests answered per peer per tick.
 pub const STATUS_ANSWERS_PER_TICK: u32 = 2;
 
@@ -1512,10 +1516,10 @@ impl Engine {
         }
         if *answers >= STATUS_ANSWERS_PER_TICK {
             // A laggard told where we are asks another peer rather than wait for a tick
-            // (told once a tick).
-            let first = *answers == STATUS_ANSWERS_PER_TICK;
+            // (and does not shun us for silence); told a bounded number of times a tick.
+            let tell = *answers < STATUS_ANSWERS_PER_TICK + BUSY_ANSWERS_PER_TICK;
             *answers = answers.saturating_add(1);
-            return Ok(if s.height < height && first {
+            return Ok(if s.height < height && tell {
                 vec![Output::Send(
                     peer,
                     Payload::Status(wire::Status {

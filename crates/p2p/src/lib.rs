@@ -10,5 +10,5 @@ pub mod stats;
 pub mod transport;
 
 pub use edge::{Edge, EdgeHandle, EdgeLimits};
-pub use peers::{admit, Admission, ConnectionId, Link, Peer, PeerEvent};
+pub use peers::{admit, admit_logged, deliver, Admission, ConnectionId, Link, Peer, PeerEvent};
 pub use transport::{Transport, TransportError, TransportHandle};

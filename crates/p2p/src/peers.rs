@@ -37,6 +37,34 @@ pub struct Traffic {
     pub received: AtomicU64,
     /// Bytes queued and not yet written.
     pub queued: AtomicU64,
+    /// When bytes last arrived, in milliseconds since the connection began.
+    pub last_heard_ms: AtomicU64,
+    /// When the connection began.
+    pub began: OnceInstant,
+}
+
+/// An instant set once, at construction.
+#[derive(Debug)]
+pub struct OnceInstant(pub Instant);
+
+impl Default for OnceInstant {
+    fn default() -> Self {
+        OnceInstant(Instant::now())
+    }
+}
+
+impl Traffic {
+    /// Notes that bytes arrived now.
+    fn heard(&self) {
+        let ms = u64::try_from(self.began.0.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_heard_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// How long since bytes last arrived (since the connection began, if none did).
+    pub fn silent_for(&self) -> Duration {
+        let heard = Duration::from_millis(self.last_heard_ms.load(Ordering::Relaxed));
+        self.began.0.elapsed().saturating_sub(heard)
+    }
 }
 
 /// An attested connection as the driver sees it.
@@ -57,6 +85,9 @@ pub struct Peer {
     pub hello: Option<Hello>,
     /// Its verified evidence.
     pub attested: VerifiedPeer,
+    /// Dropped with the peer: its connection's supervisor then closes it at once, even
+    /// while its writer is stuck on a peer that stopped reading.
+    _close: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Peer {
@@ -82,7 +113,9 @@ impl Peer {
     /// receiver. For tests of a driver.
     pub fn detached(addr: SocketAddr, attested: VerifiedPeer) -> (Peer, mpsc::Receiver<Vec<u8>>) {
         let (queue, frames) = mpsc::channel(PEER_QUEUE);
+        let (close, _) = tokio::sync::oneshot::channel();
         let peer = Peer {
+            _close: close,
             queue,
             addr,
             outbound: false,
@@ -143,14 +176,70 @@ pub fn admit(
         peers.insert(id, peer);
         return Admission::New;
     };
-    let old_outbound = peers.get(&old).is_some_and(|p| p.outbound);
+    let (old_outbound, old_silent) = peers.get(&old).map_or((false, Duration::MAX), |p| {
+        (p.outbound, p.traffic.silent_for())
+    });
     let we_dial = *own_key < peer.attested.consensus_key;
-    if old_outbound != peer.outbound && peer.outbound != we_dial {
+    // A kept connection that has gone silent is dead on this side too (peers send every
+    // height, and every tick while stuck): the fresh one replaces it.
+    if old_outbound != peer.outbound && peer.outbound != we_dial && old_silent < STALE_AFTER {
         return Admission::Crossed(old);
     }
     peers.insert(id, peer);
     peers.remove(&old);
     Admission::Replaced(old)
+}
+
+/// [`admit`], saying what became of the connection in the log; the connection it replaced,
+/// if any, for the engine to forget.
+pub fn admit_logged(
+    peers: &mut std::collections::HashMap<ConnectionId, Peer>,
+    id: ConnectionId,
+    peer: Peer,
+    own_key: &[u8; 32],
+) -> Option<ConnectionId> {
+    let (addr, validator) = (peer.addr, validator_address(&peer.attested.consensus_key));
+    tracing::debug!(peer = id, %addr, "peer connected");
+    match admit(peers, id, peer, own_key) {
+        Admission::New => None,
+        Admission::Replaced(old) => {
+            tracing::warn!(peer = id, replaced = old, %addr, %validator, "a second connection of one validator: the newer one stays (a reconnect, or another instance of that validator, a copy of its disk)");
+            Some(old)
+        }
+        Admission::Crossed(kept) => {
+            tracing::debug!(peer = id, kept, %addr, "both sides dialled: one connection stays");
+            None
+        }
+        Admission::OwnKey => {
+            tracing::error!(peer = id, %addr, "a peer presents this validator's own key: another instance of this validator (a copy of this VM's disk) runs; refused");
+            None
+        }
+    }
+}
+
+/// Sends `frame` to every peer, or (`positions`) to the peers at these positions of the
+/// peers in connection order (modulo their number).
+pub fn deliver(
+    peers: &std::collections::HashMap<ConnectionId, Peer>,
+    positions: Option<&[usize]>,
+    frame: &[u8],
+) {
+    let mut ids: Vec<ConnectionId> = peers.keys().copied().collect();
+    ids.sort_unstable();
+    let chosen: Vec<ConnectionId> = match positions {
+        None => ids,
+        Some(positions) => positions
+            .iter()
+            .filter_map(|p| ids.get(p.checked_rem(ids.len())?).copied())
+            .collect(),
+    };
+    for id in chosen {
+        if let Some(peer) = peers.get(&id) {
+            if !peer.send(frame.to_vec()) {
+                tracing::warn!(addr = %peer.addr, "peer queue full: message dropped");
+            }
+        }
+    }
 }
 
 /// What the connections tell the driver.
@@ -202,6 +291,7 @@ async fn read_frames(
             Ok(n) => n,
         };
         traffic.received.fetch_add(n as u64, Ordering::Relaxed);
+        traffic.heard();
         decoder.push(&buf[..n]);
         loop {
             let event = match decoder.next_message() {
@@ -273,11 +363,18 @@ async fn supervise(
     link: Link,
     slot: tokio::sync::OwnedSemaphorePermit,
     closed: tokio::sync::oneshot::Sender<()>,
+    dropped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let (mut reader, mut writer) = (reader, writer);
     let ended = tokio::select! {
         r = &mut reader => { writer.abort(); r }
         w = &mut writer => { reader.abort(); w }
+        _ = dropped => {
+            tracing::debug!(peer = id, "the driver let the connection go: closed");
+            reader.abort();
+            writer.abort();
+            Ok(())
+        }
         _ = tokio::time::sleep(expires_in) => {
             tracing::info!(peer = id, "the peer's certificate expired: connection closed, to be attested afresh");
             reader.abort();
@@ -337,7 +434,9 @@ async fn spawn_peer(
         .store(link.hello.len() as u64, Ordering::Relaxed);
     let _ = tx.try_send(link.hello.clone());
     let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+    let (close, dropped) = tokio::sync::oneshot::channel();
     let peer = Peer {
+        _close: close,
         queue: tx,
         addr,
         outbound,
@@ -360,12 +459,18 @@ async fn spawn_peer(
         link,
         slot,
         closed_tx,
+        dropped,
     ));
     Some(closed_rx)
 }
 
-/// Shortest time between dialling a peer and dialling it again.
+/// Shortest time between dialling a peer and dialling it again; it doubles, up to
+/// [`MAX_REDIAL_AFTER`], while each connection closes at once (a crossed dial, a refusal).
 pub const REDIAL_AFTER: Duration = Duration::from_secs(1);
+/// Longest time between dials of a peer whose connections keep closing at once.
+pub const MAX_REDIAL_AFTER: Duration = Duration::from_secs(30);
+/// Silence after which a connection kept against a crossed dial counts as dead.
+pub const STALE_AFTER: Duration = Duration::from_secs(10);
 
 /// Longest pause after an `accept()` error (descriptors exhausted, ...).
 pub const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
@@ -453,6 +558,7 @@ async fn accept_loop(listener: Arc<TcpListener>, tls: TransportHandle, link: Lin
 /// away; on the edge runtime.
 pub fn spawn_dialler(peer: SocketAddr, tls: TransportHandle, link: Link) {
     link.edge.runtime().clone().spawn(async move {
+        let mut wait = REDIAL_AFTER;
         loop {
             if link.events.is_closed() {
                 return;
@@ -465,13 +571,16 @@ pub fn spawn_dialler(peer: SocketAddr, tls: TransportHandle, link: Link) {
             match tls.dial(stream).await {
                 Ok(attested) => match spawn_peer(attested, peer, true, link.clone()).await {
                     Some(closed) => {
-                        // A connection closed at once (replaced by another instance's, or
-                        // refused) is not redialled at once: no handshake loop.
+                        // A connection closed at once (a crossed dial, replaced by another
+                        // instance's, refused) is redialled later and later: no handshake loop.
                         let since = Instant::now();
                         drop(closed.await);
                         let lived = since.elapsed();
-                        if lived < REDIAL_AFTER {
-                            tokio::time::sleep(REDIAL_AFTER - lived).await;
+                        if lived < wait {
+                            tokio::time::sleep(wait - lived).await;
+                            wait = (wait * 2).min(MAX_REDIAL_AFTER);
+                        } else {
+                            wait = REDIAL_AFTER;
                         }
                     }
                     None => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -651,6 +760,14 @@ mod tests {
         assert_eq!(admit(&mut peers, 9, ours, &own), Admission::Replaced(8));
         let (theirs, _f) = with_key(20);
         assert_eq!(admit(&mut peers, 10, theirs, &own), Admission::Crossed(9));
+        // Unless the kept one went silent: dead on this side too, it is replaced.
+        let silent = Traffic {
+            began: OnceInstant(Instant::now() - STALE_AFTER * 2),
+            ..Traffic::default()
+        };
+        peers.get_mut(&9).unwrap().traffic = Arc::new(silent);
+        let (theirs, _f) = with_key(20);
+        assert_eq!(admit(&mut peers, 11, theirs, &own), Admission::Replaced(9));
     }
 
     #[test]
@@ -703,6 +820,7 @@ mod tests {
             let _gone = writer_gone_tx; // dropped when the task is aborted
             std::future::pending::<()>().await
         });
+        let (_keep, never) = tokio::sync::oneshot::channel::<()>();
         rt.spawn(supervise(
             7,
             (reader, writer),
@@ -710,6 +828,7 @@ mod tests {
             link.clone(),
             slot,
             closed_tx,
+            never,
         ));
         rt.block_on(async {
             match events.recv().await {
@@ -723,6 +842,56 @@ mod tests {
         // Its slot is free again, and the runtime still runs tasks.
         assert!(link.edge.peer_slot().is_some());
         assert_eq!(rt.block_on(rt.spawn(async { 41 + 1 })).unwrap(), 42);
+    }
+
+    /// A connection the driver lets go (replaced by a newer one of the same validator) is
+    /// closed at once, even with its writer stuck on a peer that stopped reading.
+    #[test]
+    fn a_connection_the_driver_drops_is_closed_even_with_its_writer_stuck() {
+        let edge = Edge::new(EdgeLimits::default(), "contained-test").unwrap();
+        let (tx, mut events) = mpsc::channel(8);
+        let link = Link {
+            max_frame: 1024,
+            chain_id: "c".into(),
+            hello: vec![],
+            events: tx,
+            next_id: Arc::new(AtomicU64::new(1)),
+            edge: edge.handle(),
+            preverifier: None,
+        };
+        let rt = edge.handle().runtime().clone();
+        let slot = link.edge.peer_slot().unwrap();
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
+        let (reader_gone_tx, reader_gone) = tokio::sync::oneshot::channel::<()>();
+        let reader = rt.spawn(async move {
+            let _gone = reader_gone_tx;
+            std::future::pending::<()>().await
+        });
+        let (writer_gone_tx, writer_gone) = tokio::sync::oneshot::channel::<()>();
+        let writer = rt.spawn(async move {
+            let _gone = writer_gone_tx; // a write_all that never returns
+            std::future::pending::<()>().await
+        });
+        let (close, dropped) = tokio::sync::oneshot::channel::<()>();
+        rt.spawn(supervise(
+            9,
+            (reader, writer),
+            Duration::from_secs(3600),
+            link.clone(),
+            slot,
+            closed_tx,
+            dropped,
+        ));
+        drop(close);
+        rt.block_on(async {
+            let event = tokio::time::timeout(Duration::from_secs(10), events.recv()).await;
+            assert!(
+                matches!(event, Ok(Some(PeerEvent::Disconnected(9)))),
+                "{event:?}"
+            );
+            closed_rx.await.unwrap();
+            assert!(reader_gone.await.is_err() && writer_gone.await.is_err());
+        });
     }
 
     /// Review M-5 / issue 14 item 4: a live connection does not outlive the peer's certificate.
@@ -752,6 +921,7 @@ mod tests {
             let _gone = writer_gone_tx;
             std::future::pending::<()>().await
         });
+        let (_keep, never) = tokio::sync::oneshot::channel::<()>();
         rt.spawn(supervise(
             9,
             (reader, writer),
@@ -759,6 +929,7 @@ mod tests {
             link.clone(),
             slot,
             closed_tx,
+            never,
         ));
         rt.block_on(async {
             match tokio::time::timeout(Duration::from_secs(10), events.recv()).await {

@@ -235,7 +235,11 @@ fn validators(
         fields.insert("count".into(), Value::String((end - start).to_string()));
     }
     if let Some(shown) = value.get_mut("validators").and_then(Value::as_array_mut) {
-        shown.iter_mut().for_each(cometbft::validator);
+        for (v, info) in shown.iter_mut().zip(&all[start..end]) {
+            // tendermint-rpc's type leaves the priority out of its JSON.
+            v["proposer_priority"] = Value::String(info.proposer_priority.value().to_string());
+            cometbft::validator(v);
+        }
     }
     Ok(value)
 }

@@ -58,7 +58,8 @@ pub fn validator_info(address: Value, pub_key: Value, power: u64) -> Value {
     json!({"address": address, "pub_key": pub_key, "voting_power": power.to_string()})
 }
 
-/// A validator in `validators`: CometBFT's `voting_power` and `proposer_priority`.
+/// A validator in `validators` (its `proposer_priority` written by the caller, from the
+/// set): CometBFT's `voting_power`, no `name`.
 pub fn validator(v: &mut Value) {
     let Some(map) = v.as_object_mut() else {
         return;
@@ -67,7 +68,6 @@ pub fn validator(v: &mut Value) {
         map.insert("voting_power".into(), power);
     }
     map.remove("name");
-    null_to(map, "proposer_priority", json!("0"));
 }
 
 /// `genesis`: the consensus parameters of v0.38 (`abci`, no `time_iota_ms`), no `app_state`
@@ -159,12 +159,12 @@ mod tests {
     }
 
     #[test]
-    fn validators_say_voting_power_and_proposer_priority() {
-        let mut v = json!({"address": "A", "power": "10", "name": null, "pub_key": {}});
+    fn validators_say_voting_power() {
+        let mut v = json!({"address": "A", "power": "10", "name": null, "pub_key": {}, "proposer_priority": "-5"});
         validator(&mut v);
         assert_eq!(
             v,
-            json!({"address": "A", "voting_power": "10", "proposer_priority": "0", "pub_key": {}})
+            json!({"address": "A", "voting_power": "10", "proposer_priority": "-5", "pub_key": {}})
         );
     }
 
