@@ -220,11 +220,20 @@ fn two_clones_of_one_disk_never_both_sign_at_a_height() {
 #[cfg(feature = "mutants")]
 #[test]
 fn planted_without_the_claim_check_two_clones_double_sign() {
-    use bulwark_consensus::mutation::{plant, Mutant};
-    assert!(plant(Some(Mutant::SignWithoutClaim)));
-    let result = std::panic::catch_unwind(two_clones_of_one_disk_never_both_sign_at_a_height);
+    fails_with(
+        bulwark_consensus::mutation::Mutant::SignWithoutClaim,
+        two_clones_of_one_disk_never_both_sign_at_a_height,
+    );
+}
+
+/// `test` fails with `mutant` planted (the bug it plants is seen).
+#[cfg(feature = "mutants")]
+fn fails_with(mutant: bulwark_consensus::mutation::Mutant, test: fn()) {
+    use bulwark_consensus::mutation::plant;
+    assert!(plant(Some(mutant)));
+    let result = std::panic::catch_unwind(test);
     plant(None);
-    assert!(result.is_err(), "the planted bug went unseen");
+    assert!(result.is_err(), "the planted {mutant:?} went unseen");
 }
 
 /// The slot whose validator proposed the block of `height`.
@@ -349,12 +358,10 @@ fn two_copies_of_an_enrolled_disk_booted_at_launch_never_both_sign() {
 #[cfg(feature = "mutants")]
 #[test]
 fn planted_without_the_claim_check_two_copies_at_launch_double_sign() {
-    use bulwark_consensus::mutation::{plant, Mutant};
-    assert!(plant(Some(Mutant::SignWithoutClaim)));
-    let result =
-        std::panic::catch_unwind(two_copies_of_an_enrolled_disk_booted_at_launch_never_both_sign);
-    plant(None);
-    assert!(result.is_err(), "the planted bug went unseen");
+    fails_with(
+        bulwark_consensus::mutation::Mutant::SignWithoutClaim,
+        two_copies_of_an_enrolled_disk_booted_at_launch_never_both_sign,
+    );
 }
 
 /// Validator 2's disk booted again (a new instance) after the others decided more than two
@@ -415,13 +422,10 @@ fn a_restarted_instance_far_behind_catches_up_and_signs_again_within_a_bound() {
 #[cfg(feature = "mutants")]
 #[test]
 fn planted_block_sync_on_stuck_ticks_only_is_caught_trailing() {
-    use bulwark_consensus::mutation::{plant, Mutant};
-    assert!(plant(Some(Mutant::BlockSyncOnStuckTicksOnly)));
-    let result = std::panic::catch_unwind(
+    fails_with(
+        bulwark_consensus::mutation::Mutant::BlockSyncOnStuckTicksOnly,
         a_restarted_instance_far_behind_catches_up_and_signs_again_within_a_bound,
     );
-    plant(None);
-    assert!(result.is_err(), "the planted bug went unseen");
 }
 
 /// Proposers planted to leave claims out of their blocks: the restarted instance never
@@ -429,11 +433,8 @@ fn planted_block_sync_on_stuck_ticks_only_is_caught_trailing() {
 #[cfg(feature = "mutants")]
 #[test]
 fn planted_claims_left_out_of_blocks_are_caught_never_signing() {
-    use bulwark_consensus::mutation::{plant, Mutant};
-    assert!(plant(Some(Mutant::ClaimsLeftOut)));
-    let result = std::panic::catch_unwind(
+    fails_with(
+        bulwark_consensus::mutation::Mutant::ClaimsLeftOut,
         a_restarted_instance_far_behind_catches_up_and_signs_again_within_a_bound,
     );
-    plant(None);
-    assert!(result.is_err(), "the planted bug went unseen");
 }

@@ -800,16 +800,7 @@ mod tests {
             "contained-test",
         )
         .unwrap();
-        let (tx, mut events) = mpsc::channel(8);
-        let link = Link {
-            max_frame: 1024,
-            chain_id: "c".into(),
-            hello: vec![],
-            events: tx,
-            next_id: Arc::new(AtomicU64::new(1)),
-            edge: edge.handle(),
-            preverifier: None,
-        };
+        let (link, mut events) = link(&edge, None);
         let rt = edge.handle().runtime().clone();
         let slot = link.edge.peer_slot().unwrap();
         assert!(link.edge.peer_slot().is_none());
@@ -849,16 +840,7 @@ mod tests {
     #[test]
     fn a_connection_the_driver_drops_is_closed_even_with_its_writer_stuck() {
         let edge = Edge::new(EdgeLimits::default(), "contained-test").unwrap();
-        let (tx, mut events) = mpsc::channel(8);
-        let link = Link {
-            max_frame: 1024,
-            chain_id: "c".into(),
-            hello: vec![],
-            events: tx,
-            next_id: Arc::new(AtomicU64::new(1)),
-            edge: edge.handle(),
-            preverifier: None,
-        };
+        let (link, mut events) = link(&edge, None);
         let rt = edge.handle().runtime().clone();
         let slot = link.edge.peer_slot().unwrap();
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
@@ -898,16 +880,7 @@ mod tests {
     #[test]
     fn a_connection_is_closed_when_the_peers_certificate_expires() {
         let edge = Edge::new(EdgeLimits::default(), "contained-test").unwrap();
-        let (tx, mut events) = mpsc::channel(8);
-        let link = Link {
-            max_frame: 1024,
-            chain_id: "c".into(),
-            hello: vec![],
-            events: tx,
-            next_id: Arc::new(AtomicU64::new(1)),
-            edge: edge.handle(),
-            preverifier: None,
-        };
+        let (link, mut events) = link(&edge, None);
         let rt = edge.handle().runtime().clone();
         let slot = link.edge.peer_slot().unwrap();
         let (closed_tx, closed_rx) = tokio::sync::oneshot::channel();
