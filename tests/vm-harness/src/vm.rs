@@ -309,19 +309,25 @@ pub fn simulated_launch_digest(image: &Path) -> Result<[u8; 48]> {
 }
 
 /// The enrollment (JSON) a guest printed on its console (`bulwark::guest::ENROLLMENT_LINE`).
+/// Only a finished line counts: the log is read while the guest writes it, and a line cut
+/// at a multiple of four characters is valid base64 of a truncated enrollment.
 pub fn enrollment_from_serial(log: &str) -> Result<Vec<u8>> {
     use base64::Engine;
     let line = log
-        .lines()
+        .split_inclusive('\n')
+        .filter_map(|l| l.strip_suffix('\n'))
         .filter_map(|l| {
             l.trim_end_matches('\r')
                 .strip_prefix("bulwark-enrollment: ")
         })
         .next_back()
-        .context("the console carries no enrollment line")?;
-    base64::engine::general_purpose::STANDARD
+        .context("the console carries no finished enrollment line")?;
+    let json = base64::engine::general_purpose::STANDARD
         .decode(line.trim())
-        .context("the enrollment line is not base64")
+        .context("the enrollment line is not base64")?;
+    serde_json::from_slice::<serde_json::Value>(&json)
+        .context("the enrollment line is not JSON")?;
+    Ok(json)
 }
 
 /// Runs the image's binary `bin` with `args`; its stdout, or an error with its stderr.
@@ -1000,4 +1006,24 @@ fn getrandom(buf: &mut [u8]) -> Result<()> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(buf))
         .context("reading /dev/urandom")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::enrollment_from_serial;
+    use base64::Engine;
+
+    #[test]
+    fn an_enrollment_line_still_being_written_is_not_read() {
+        let line = base64::engine::general_purpose::STANDARD.encode(br#"{"node":"abcdef"}"#);
+        // Cut at a multiple of four characters: valid base64 of a truncated enrollment.
+        let cut = &line[..line.len() / 8 * 4];
+        let partial = format!("booting\r\nbulwark-enrollment: {cut}");
+        assert!(enrollment_from_serial(&partial).is_err());
+        let finished = format!("booting\r\nbulwark-enrollment: {line}\r\nnext");
+        assert_eq!(
+            enrollment_from_serial(&finished).unwrap(),
+            br#"{"node":"abcdef"}"#
+        );
+    }
 }
