@@ -29,8 +29,18 @@ pub fn build_bulwark(release: bool) -> Result<PathBuf> {
 
 /// Builds binary `name` of the package of that name (`bulwark` with the simulated PSP).
 fn build_binary(name: &str, release: bool) -> Result<PathBuf> {
+    build_binary_of(name, name, release)
+}
+
+/// The debug binary `bin` of `bulwark-abci-apps`: an ABCI application a test runs beside a
+/// node (`tendermint-kvstore`: tendermint-abci's kvstore).
+pub fn abci_app_binary(bin: &str) -> Result<PathBuf> {
+    build_binary_of("bulwark-abci-apps", bin, false)
+}
+
+fn build_binary_of(package: &str, name: &str, release: bool) -> Result<PathBuf> {
     let mut cargo = crate::cargo();
-    cargo.args(["build", "--quiet", "-p", name, "--bin", name]);
+    cargo.args(["build", "--quiet", "-p", package, "--bin", name]);
     if name == "bulwark" {
         cargo.args(["--features", "simulated-psp"]);
     }
@@ -42,7 +52,7 @@ fn build_binary(name: &str, release: bool) -> Result<PathBuf> {
         .status()
         .context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build -p {name} failed ({status})");
+        bail!("cargo build -p {package} --bin {name} failed ({status})");
     }
     Ok(target_dir()
         .join(if release { "release" } else { "debug" })

@@ -169,8 +169,8 @@ impl Application for KvStore {
         })
     }
 
-    fn check_tx(&self, request: request::CheckTx) -> response::CheckTx {
-        match parse(&request.tx) {
+    fn check_tx(&self, request: request::CheckTx) -> Result<response::CheckTx, AppError> {
+        Ok(match parse(&request.tx) {
             Some(_) => response::CheckTx {
                 code: Code::Ok,
                 gas_wanted: 1,
@@ -185,10 +185,13 @@ impl Application for KvStore {
                 log: "transactions are key=value with a non-empty key and value".into(),
                 ..Default::default()
             },
-        }
+        })
     }
 
-    fn prepare_proposal(&mut self, request: request::PrepareProposal) -> response::PrepareProposal {
+    fn prepare_proposal(
+        &mut self,
+        request: request::PrepareProposal,
+    ) -> Result<response::PrepareProposal, AppError> {
         let mut budget = if request.max_tx_bytes < 0 {
             i64::MAX
         } else {
@@ -206,15 +209,18 @@ impl Application for KvStore {
             budget -= size;
             txs.push(tx);
         }
-        response::PrepareProposal { txs }
+        Ok(response::PrepareProposal { txs })
     }
 
-    fn process_proposal(&mut self, request: request::ProcessProposal) -> response::ProcessProposal {
-        if request.txs.iter().all(|tx| parse(tx).is_some()) {
+    fn process_proposal(
+        &mut self,
+        request: request::ProcessProposal,
+    ) -> Result<response::ProcessProposal, AppError> {
+        Ok(if request.txs.iter().all(|tx| parse(tx).is_some()) {
             response::ProcessProposal::Accept
         } else {
             response::ProcessProposal::Reject
-        }
+        })
     }
 
     fn finalize_block(
@@ -297,7 +303,13 @@ impl Application for KvStore {
         })
     }
 
-    fn query(&self, request: request::Query) -> response::Query {
+    fn query(&self, request: request::Query) -> Result<response::Query, AppError> {
+        Ok(self.read(request))
+    }
+}
+
+impl KvStore {
+    fn read(&self, request: request::Query) -> response::Query {
         let height = block::Height::try_from(self.height).unwrap_or_default();
         // Height 0 in a query means "latest".
         let unsupported = |log: &str| response::Query {

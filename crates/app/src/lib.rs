@@ -1,6 +1,6 @@
 //! The application side of a Bulwark chain: an [`Application`] trait with CometBFT's ABCI 2.0
-//! calls and types (so an external ABCI application can stand behind it later), and the
-//! built-in [`kvstore::KvStore`].
+//! calls and types, the built-in [`kvstore::KvStore`], and [`socket::SocketApp`], an ABCI
+//! application in another process (`proxy_app`, as in CometBFT's config.toml).
 //!
 //! Call order per height, as in CometBFT: `prepare_proposal` (proposer) or `process_proposal`
 //! (others), then `finalize_block` with the decided block, then `commit`. Nothing is durable
@@ -8,13 +8,14 @@
 //! which height).
 
 pub mod kvstore;
+pub mod socket;
 
 use bulwark_types::tendermint::abci::{request, response};
 use thiserror::Error;
 
 /// A failure the node cannot continue past (the application's state is unknown): it must stop
 /// and replay, never skip a block.
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum AppError {
     /// Storage failed.
     #[error("application storage: {0}")]
@@ -25,6 +26,80 @@ pub enum AppError {
     /// Genesis app state the application cannot use.
     #[error("genesis app state: {0}")]
     Genesis(String),
+    /// The application cannot be reached, closed its connection or did not answer in time.
+    #[error("{0}")]
+    Connection(String),
+    /// The application answered something ABCI does not allow there.
+    #[error("{0}")]
+    Protocol(String),
+    /// The application answered with an `Exception`.
+    #[error("{0}")]
+    Exception(String),
+    /// `proxy_app` names no application this node can run.
+    #[error("proxy_app {0}")]
+    Config(String),
+}
+
+/// Which application a node runs: the `proxy_app` and `abci_timeout_ms` keys of config.toml.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AppConfig {
+    /// As CometBFT's `proxy_app`: `kvstore` is the built-in store; `tcp://host:port` or
+    /// `unix:///path` an ABCI application listening there.
+    #[serde(default = "built_in")]
+    pub proxy_app: String,
+    /// How long an ABCI call waits for its answer, and connecting for the application to
+    /// listen, before the node stops.
+    #[serde(default = "default_abci_timeout_ms")]
+    pub abci_timeout_ms: u64,
+}
+
+fn built_in() -> String {
+    "kvstore".into()
+}
+
+fn default_abci_timeout_ms() -> u64 {
+    30_000
+}
+
+impl Default for AppConfig {
+    fn default() -> Self {
+        AppConfig {
+            proxy_app: built_in(),
+            abci_timeout_ms: default_abci_timeout_ms(),
+        }
+    }
+}
+
+impl AppConfig {
+    /// The application, ready for the handshake (the built-in one stores in `data_dir`).
+    pub fn connect(&self, data_dir: &std::path::Path) -> Result<Box<dyn Application>, AppError> {
+        if self.proxy_app == "kvstore" {
+            return Ok(Box::new(kvstore::KvStore::open(data_dir)?));
+        }
+        let address = socket::Address::parse(&self.proxy_app)?;
+        let timeout = std::time::Duration::from_millis(self.abci_timeout_ms);
+        Ok(Box::new(socket::SocketApp::connect(
+            address, timeout, timeout,
+        )?))
+    }
+}
+
+/// `finalize_block`, refused as CometBFT refuses it when the application does not return one
+/// result per transaction (the block's results, and its successor's `last_results_hash`,
+/// would be unknown).
+pub fn finalize_checked(
+    app: &mut dyn Application,
+    request: request::FinalizeBlock,
+) -> Result<response::FinalizeBlock, AppError> {
+    let txs = request.txs.len();
+    let result = app.finalize_block(request)?;
+    if result.tx_results.len() != txs {
+        return Err(AppError::Protocol(format!(
+            "FinalizeBlock of {txs} txs answered with {} tx results",
+            result.tx_results.len()
+        )));
+    }
+    Ok(result)
 }
 
 /// An application shaped like ABCI 2.0.
@@ -34,11 +109,17 @@ pub trait Application: Send {
     /// Genesis.
     fn init_chain(&mut self, request: request::InitChain) -> Result<response::InitChain, AppError>;
     /// Mempool admission (new txs and rechecks after each commit).
-    fn check_tx(&self, request: request::CheckTx) -> response::CheckTx;
+    fn check_tx(&self, request: request::CheckTx) -> Result<response::CheckTx, AppError>;
     /// The proposer's block contents.
-    fn prepare_proposal(&mut self, request: request::PrepareProposal) -> response::PrepareProposal;
+    fn prepare_proposal(
+        &mut self,
+        request: request::PrepareProposal,
+    ) -> Result<response::PrepareProposal, AppError>;
     /// Whether a proposed block is acceptable (`valid(v)` of the consensus core).
-    fn process_proposal(&mut self, request: request::ProcessProposal) -> response::ProcessProposal;
+    fn process_proposal(
+        &mut self,
+        request: request::ProcessProposal,
+    ) -> Result<response::ProcessProposal, AppError>;
     /// Executes a decided block: one result per tx and the new app hash.
     fn finalize_block(
         &mut self,
@@ -47,5 +128,5 @@ pub trait Application: Send {
     /// Makes the last finalized block's state durable.
     fn commit(&mut self) -> Result<response::Commit, AppError>;
     /// Reads state.
-    fn query(&self, request: request::Query) -> response::Query;
+    fn query(&self, request: request::Query) -> Result<response::Query, AppError>;
 }

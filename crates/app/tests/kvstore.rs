@@ -58,10 +58,12 @@ fn valid_and_malformed_txs_get_their_codes_everywhere() {
         ("k=", false),
         ("", false),
     ] {
-        let r = app.check_tx(request::CheckTx {
-            tx: Bytes::from(tx),
-            kind: request::CheckTxKind::New,
-        });
+        let r = app
+            .check_tx(request::CheckTx {
+                tx: Bytes::from(tx),
+                kind: request::CheckTxKind::New,
+            })
+            .unwrap();
         assert_eq!(code(r.code) == 0, ok, "{tx:?}");
     }
     let out = app
@@ -70,12 +72,12 @@ fn valid_and_malformed_txs_get_their_codes_everywhere() {
     let codes: Vec<u32> = out.tx_results.iter().map(|r| code(r.code)).collect();
     assert_eq!(codes, vec![0, CODE_INVALID_FORMAT, 0]);
     app.commit().unwrap();
-    let q = app.query(query("a"));
+    let q = app.query(query("a")).unwrap();
     assert_eq!(
         (code(q.code), q.value.as_ref(), q.height.value()),
         (0, b"1".as_ref(), 1)
     );
-    assert_eq!(code(app.query(query("junk")).code), CODE_NOT_FOUND);
+    assert_eq!(code(app.query(query("junk")).unwrap().code), CODE_NOT_FOUND);
 }
 
 #[test]
@@ -110,11 +112,11 @@ fn nothing_is_durable_before_commit_and_everything_after() {
     let i = app.info(info()).unwrap();
     assert_eq!(i.last_block_height.value(), 1);
     assert_eq!(i.last_block_app_hash, committed_hash);
-    assert_eq!(code(app.query(query("b")).code), CODE_NOT_FOUND);
+    assert_eq!(code(app.query(query("b")).unwrap().code), CODE_NOT_FOUND);
     // Replaying height 2 gives the result a node that never crashed got.
     app.finalize_block(finalize(2, &["b=2"])).unwrap();
     app.commit().unwrap();
-    assert_eq!(app.query(query("b")).value.as_ref(), b"2");
+    assert_eq!(app.query(query("b")).unwrap().value.as_ref(), b"2");
 }
 
 #[test]
@@ -136,16 +138,18 @@ fn proposals_keep_to_the_byte_budget_and_reject_malformed_blocks() {
         .iter()
         .map(|t| Bytes::from(t.to_string()))
         .collect();
-    let prep = app.prepare_proposal(request::PrepareProposal {
-        max_tx_bytes: 8,
-        txs: txs.clone(),
-        local_last_commit: None,
-        misbehavior: vec![],
-        height: 1u32.into(),
-        time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
-        next_validators_hash: Hash::None,
-        proposer_address: account::Id::new([0; 20]),
-    });
+    let prep = app
+        .prepare_proposal(request::PrepareProposal {
+            max_tx_bytes: 8,
+            txs: txs.clone(),
+            local_last_commit: None,
+            misbehavior: vec![],
+            height: 1u32.into(),
+            time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
+            next_validators_hash: Hash::None,
+            proposer_address: account::Id::new([0; 20]),
+        })
+        .unwrap();
     assert_eq!(prep.txs, vec![Bytes::from("a=1"), Bytes::from("bb=22")]);
     let process = |txs: Vec<Bytes>| request::ProcessProposal {
         txs,
@@ -158,11 +162,11 @@ fn proposals_keep_to_the_byte_budget_and_reject_malformed_blocks() {
         proposer_address: account::Id::new([0; 20]),
     };
     assert_eq!(
-        app.process_proposal(process(prep.txs)),
+        app.process_proposal(process(prep.txs)).unwrap(),
         response::ProcessProposal::Accept
     );
     assert_eq!(
-        app.process_proposal(process(txs)),
+        app.process_proposal(process(txs)).unwrap(),
         response::ProcessProposal::Reject
     );
 }
@@ -193,11 +197,14 @@ fn genesis_state_and_queries_the_store_cannot_answer() {
         Err(AppError::Genesis(_))
     ));
     app.init_chain(genesis(r#"{"greeting": "hello"}"#)).unwrap();
-    assert_eq!(app.query(query("greeting")).value.as_ref(), b"hello");
+    assert_eq!(
+        app.query(query("greeting")).unwrap().value.as_ref(),
+        b"hello"
+    );
     let mut proving = query("greeting");
     proving.prove = true;
-    assert_eq!(code(app.query(proving).code), CODE_UNSUPPORTED);
+    assert_eq!(code(app.query(proving).unwrap().code), CODE_UNSUPPORTED);
     let mut old = query("greeting");
     old.height = 5u32.into();
-    assert_eq!(code(app.query(old).code), CODE_UNSUPPORTED);
+    assert_eq!(code(app.query(old).unwrap().code), CODE_UNSUPPORTED);
 }

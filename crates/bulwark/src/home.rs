@@ -189,6 +189,9 @@ impl InstrumentationConfig {
 pub struct NodeConfig {
     /// A human name for this node.
     pub moniker: String,
+    /// The ABCI application (`proxy_app`, `abci_timeout_ms`).
+    #[serde(flatten)]
+    pub app: bulwark_app::AppConfig,
     /// Peer networking.
     pub p2p: P2pConfig,
     /// JSON-RPC.
@@ -207,6 +210,7 @@ impl NodeConfig {
     pub fn new(moniker: &str, p2p_port: u16, rpc_port: u16) -> Self {
         NodeConfig {
             moniker: moniker.into(),
+            app: bulwark_app::AppConfig::default(),
             p2p: P2pConfig {
                 laddr: SocketAddr::from(([127, 0, 0, 1], p2p_port)),
                 persistent_peers: vec![],

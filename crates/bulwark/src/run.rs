@@ -6,7 +6,6 @@
 
 use crate::home::{Home, Launch};
 use anyhow::Context as _;
-use bulwark_app::kvstore::KvStore;
 use bulwark_attest::{EvidenceSource, Trust};
 use bulwark_consensus::Config;
 use bulwark_mempool::MempoolConfig;
@@ -92,23 +91,14 @@ pub fn open_engine(home: &Home) -> anyhow::Result<(Engine, Vec<Output>)> {
     // WAL records and the last-sign-state carry a MAC under a key only the open identity gives.
     let mac_key = bulwark_identity::state_mac_key(key.as_bytes(), &home.chain_name);
     let store = Store::open(data.join("store"))?.with_mac_key(*mac_key);
-    let mut app = KvStore::open(data.join("app"))?;
-    let chain_started = bulwark_store::blocks::BlockStore::open(&store)?
-        .latest_height()?
-        .is_some();
-    let mut state = bulwark_node::handshake::genesis_state(&mut app, &home.genesis, chain_started)?;
+    let mut app = home.config.app.connect(&data.join("app"))?;
+    let mut state = bulwark_node::handshake::genesis_state(app.as_mut(), &home.genesis)?;
     state.claims = bulwark_node::instance::Register::at_launch(
         state.initial_height,
         crate::ceremony::launch_instances(&home.genesis_document)
             .map_err(|e| anyhow::anyhow!("genesis: {e}"))?,
     );
-    Ok(Engine::open(
-        engine_config(home)?,
-        &store,
-        key,
-        Box::new(app),
-        state,
-    )?)
+    Ok(Engine::open(engine_config(home)?, &store, key, app, state)?)
 }
 
 /// This node's `node_info` (status and the Hello it sends).

@@ -21,7 +21,6 @@ use bulwark_kv::{Db, MemDisk};
 use bulwark_mempool::MempoolConfig;
 use bulwark_node::engine::{Clock, Engine, EngineConfig, Input, Output};
 use bulwark_sim::rng::{mix_all, Rng};
-use bulwark_store::blocks::BlockStore;
 use bulwark_store::Store;
 use bulwark_types::signing::public_key;
 use bulwark_types::tendermint::block::{Block, Commit};
@@ -550,14 +549,8 @@ impl Sim {
         let opened = (|| -> Result<(Engine, Vec<Output>), String> {
             let store = Store::on(&node.store_disk);
             let mut app = KvStore::open_db(Db::on(&node.app_disk)).map_err(|e| e.to_string())?;
-            let chain_started = BlockStore::open(&store)
-                .map_err(|e| e.to_string())?
-                .latest_height()
-                .map_err(|e| e.to_string())?
-                .is_some();
-            let mut state =
-                bulwark_node::handshake::genesis_state(&mut app, &self.genesis, chain_started)
-                    .map_err(|e| e.to_string())?;
+            let mut state = bulwark_node::handshake::genesis_state(&mut app, &self.genesis)
+                .map_err(|e| e.to_string())?;
             state.claims = self.launch.clone();
             Engine::open(config, &store, node.key.clone(), Box::new(app), state)
                 .map_err(|e| e.to_string())

@@ -3,7 +3,7 @@
 //! hashes stops the same tx from being checked and gossiped again and again; after each commit
 //! the block's txs leave and the rest are rechecked against the new state.
 
-use bulwark_app::Application;
+use bulwark_app::{AppError, Application};
 use bulwark_types::tendermint::abci::request::{CheckTx, CheckTxKind};
 use bytes::Bytes;
 use sha2::{Digest, Sha256};
@@ -68,6 +68,10 @@ pub enum AddError {
         /// CheckTx log.
         log: String,
     },
+    /// The application failed to answer CheckTx: the node cannot go on (see
+    /// `bulwark_app::socket`).
+    #[error("the application failed: {0}")]
+    App(String),
 }
 
 /// SHA-256 of a transaction: its id in CometBFT.
@@ -177,10 +181,16 @@ impl Mempool {
         // Remembered before CheckTx so a rejected tx is not checked again for every peer that
         // relays it.
         self.seen.insert(hash);
-        let answer = app.check_tx(CheckTx {
+        let answer = match app.check_tx(CheckTx {
             tx: tx.clone(),
             kind: CheckTxKind::New,
-        });
+        }) {
+            Ok(answer) => answer,
+            Err(e) => {
+                self.seen.remove(&hash);
+                return Err(AddError::App(e.to_string()));
+            }
+        };
         if !answer.code.is_ok() {
             return Err(AddError::Rejected {
                 code: answer.code.value(),
@@ -214,8 +224,9 @@ impl Mempool {
     }
 
     /// After a block is committed: its txs leave (and stay in the seen cache), and the rest
-    /// are rechecked against the new state; those the application now refuses leave too.
-    pub fn update(&mut self, committed: &[Bytes], app: &dyn Application) {
+    /// are rechecked against the new state; those the application now refuses leave too. An
+    /// application that fails to answer a recheck is an error the node stops on.
+    pub fn update(&mut self, committed: &[Bytes], app: &dyn Application) -> Result<(), AppError> {
         for tx in committed {
             let h = tx_hash(tx);
             self.seen.insert(h);
@@ -230,7 +241,7 @@ impl Mempool {
             let answer = app.check_tx(CheckTx {
                 tx,
                 kind: CheckTxKind::Recheck,
-            });
+            })?;
             if !answer.code.is_ok() {
                 self.remove(&h);
                 // A tx that is invalid now may become valid later; let it be resubmitted.
@@ -238,6 +249,7 @@ impl Mempool {
             }
         }
         self.order.retain(|h| self.txs.contains_key(h));
+        Ok(())
     }
 
     fn remove(&mut self, h: &[u8; 32]) {

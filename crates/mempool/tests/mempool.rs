@@ -2,9 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use bulwark_app::kvstore::KvStore;
-use bulwark_app::Application;
+use bulwark_app::{AppError, Application};
 use bulwark_mempool::{tx_hash, AddError, Mempool, MempoolConfig};
-use bulwark_types::tendermint::abci::{request, types::CommitInfo};
+use bulwark_types::tendermint::abci::{request, response, types::CommitInfo};
 use bulwark_types::tendermint::{account, block, Hash, Time};
 use bytes::Bytes;
 
@@ -93,7 +93,7 @@ fn committed_txs_leave_and_stay_refused_and_the_rest_wait() {
     })
     .unwrap();
     app.commit().unwrap();
-    m.update(&block_txs, &app);
+    m.update(&block_txs, &app).unwrap();
     assert_eq!(m.reap(-1), vec![tx("b=2")]);
     assert_eq!(m.add(tx("a=1"), &app), Err(AddError::AlreadySeen));
     assert_eq!((m.len(), m.size_bytes()), (1, 3));
@@ -121,59 +121,75 @@ fn the_seen_cache_is_bounded() {
 struct Picky {
     inner: KvStore,
     refuse: Vec<Bytes>,
+    down: bool,
 }
 
 impl Application for Picky {
-    fn info(
-        &self,
-        r: request::Info,
-    ) -> Result<bulwark_types::tendermint::abci::response::Info, bulwark_app::AppError> {
+    fn info(&self, r: request::Info) -> Result<response::Info, AppError> {
         self.inner.info(r)
     }
-    fn init_chain(
-        &mut self,
-        r: request::InitChain,
-    ) -> Result<bulwark_types::tendermint::abci::response::InitChain, bulwark_app::AppError> {
+    fn init_chain(&mut self, r: request::InitChain) -> Result<response::InitChain, AppError> {
         self.inner.init_chain(r)
     }
-    fn check_tx(&self, r: request::CheckTx) -> bulwark_types::tendermint::abci::response::CheckTx {
+    fn check_tx(&self, r: request::CheckTx) -> Result<response::CheckTx, AppError> {
+        if self.down {
+            return Err(AppError::Connection(
+                "the application closed the connection".into(),
+            ));
+        }
         if self.refuse.contains(&r.tx) {
             let mut answer = self.inner.check_tx(request::CheckTx {
                 tx: tx("="),
                 kind: r.kind,
-            });
+            })?;
             answer.log = "no longer valid".into();
-            return answer;
+            return Ok(answer);
         }
         self.inner.check_tx(r)
     }
     fn prepare_proposal(
         &mut self,
         r: request::PrepareProposal,
-    ) -> bulwark_types::tendermint::abci::response::PrepareProposal {
+    ) -> Result<response::PrepareProposal, AppError> {
         self.inner.prepare_proposal(r)
     }
     fn process_proposal(
         &mut self,
         r: request::ProcessProposal,
-    ) -> bulwark_types::tendermint::abci::response::ProcessProposal {
+    ) -> Result<response::ProcessProposal, AppError> {
         self.inner.process_proposal(r)
     }
     fn finalize_block(
         &mut self,
         r: request::FinalizeBlock,
-    ) -> Result<bulwark_types::tendermint::abci::response::FinalizeBlock, bulwark_app::AppError>
-    {
+    ) -> Result<response::FinalizeBlock, AppError> {
         self.inner.finalize_block(r)
     }
-    fn commit(
-        &mut self,
-    ) -> Result<bulwark_types::tendermint::abci::response::Commit, bulwark_app::AppError> {
+    fn commit(&mut self) -> Result<response::Commit, AppError> {
         self.inner.commit()
     }
-    fn query(&self, r: request::Query) -> bulwark_types::tendermint::abci::response::Query {
+    fn query(&self, r: request::Query) -> Result<response::Query, AppError> {
         self.inner.query(r)
     }
+}
+
+#[test]
+fn an_application_that_fails_check_tx_is_an_error_not_a_refusal() {
+    let (_d, inner) = app();
+    let mut app = Picky {
+        inner,
+        refuse: vec![],
+        down: false,
+    };
+    let mut m = Mempool::new(MempoolConfig::default());
+    m.add(tx("a=1"), &app).unwrap();
+    app.down = true;
+    assert!(matches!(m.add(tx("b=2"), &app), Err(AddError::App(_))));
+    // Not remembered as refused: once the application answers again it is checked again.
+    app.down = false;
+    m.add(tx("b=2"), &app).unwrap();
+    app.down = true;
+    assert!(m.update(&[], &app).is_err());
 }
 
 #[test]
@@ -182,13 +198,14 @@ fn recheck_after_commit_drops_txs_the_new_state_refuses_and_lets_them_back_later
     let mut picky = Picky {
         inner,
         refuse: vec![],
+        down: false,
     };
     let mut m = Mempool::new(MempoolConfig::default());
     for t in ["a=1", "b=2", "c=3"] {
         m.add(tx(t), &picky).unwrap();
     }
     picky.refuse = vec![tx("b=2")];
-    m.update(&[], &picky);
+    m.update(&[], &picky).unwrap();
     assert_eq!(m.reap(-1), vec![tx("a=1"), tx("c=3")]);
     assert_eq!(m.size_bytes(), 6);
     // Valid again later: it may be resubmitted (not stuck in the seen cache).

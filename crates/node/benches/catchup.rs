@@ -59,7 +59,7 @@ fn open(
 ) -> (Engine, Vec<Output>) {
     let store = Store::open(dir.join("store")).unwrap();
     let mut app = KvStore::open(dir.join("app")).unwrap();
-    let mut state = bulwark_node::handshake::genesis_state(&mut app, g, false).unwrap();
+    let mut state = bulwark_node::handshake::genesis_state(&mut app, g).unwrap();
     // The lone validator runs as its launch instance (the default config's), which the
     // genesis names.
     let config = config();

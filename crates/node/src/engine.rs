@@ -1486,7 +1486,7 @@ impl Engine {
             && self.app.process_proposal(process_request(
                 &block,
                 misbehavior_of(&block, &self.blocks),
-            )) == response::ProcessProposal::Accept;
+            ))? == response::ProcessProposal::Accept;
         let validity = if valid {
             Validity::Valid
         } else {
@@ -1723,7 +1723,7 @@ impl Engine {
             time,
             next_validators_hash: self.state.validator_infos.hash(),
             proposer_address: self.address,
-        });
+        })?;
         // An application may return more than it was given room for: never beyond the budget.
         let mut room = budget;
         let app_txs = txs.txs.iter().filter(|t| Claim::from_tx(t).is_none());
@@ -2088,7 +2088,9 @@ impl Engine {
             misbehavior_of(&block, &self.blocks),
         );
         let app = &mut self.app;
-        let result = bulwark_instance::finalize_without_claims(request, |r| app.finalize_block(r))?;
+        let result = bulwark_instance::finalize_without_claims(request, |r| {
+            bulwark_app::finalize_checked(app.as_mut(), r)
+        })?;
         let height = block.header.height.value();
         let txs: Vec<Bytes> = block.data.iter().map(|t| Bytes::from(t.clone())).collect();
         let evidence: Vec<Evidence> = block.evidence.iter().cloned().collect();
@@ -2117,7 +2119,7 @@ impl Engine {
             evidence: &logged,
         })?;
         self.app.commit()?;
-        self.mempool.update(&txs, self.app.as_ref());
+        self.mempool.update(&txs, self.app.as_ref())?;
         self.wal.truncate_below(height + 1)?;
         self.state = next;
         self.last_commit = Some(commit);

@@ -9,7 +9,8 @@ use bulwark_app::{AppError, Application};
 use bulwark_store::blocks::BlockStore;
 use bulwark_store::StoreError;
 use bulwark_types::tendermint::abci::request;
-use bulwark_types::tendermint::block::Block;
+use bulwark_types::tendermint::block::{self, Block};
+use bulwark_types::tendermint::validator;
 use bulwark_types::tendermint_proto::v0_38 as pb;
 use prost::Message;
 use thiserror::Error;
@@ -122,7 +123,9 @@ pub fn handshake(
             &last_validators,
             crate::chain::misbehavior_of(&block, blocks),
         );
-        let result = bulwark_instance::finalize_without_claims(request, |r| app.finalize_block(r))?;
+        let result = bulwark_instance::finalize_without_claims(request, |r| {
+            bulwark_app::finalize_checked(app, r)
+        })?;
         let recorded = state_at(h)?;
         if result.app_hash != recorded.app_hash {
             return Err(HandshakeError::AppHashMismatch {
@@ -137,39 +140,58 @@ pub fn handshake(
     state_at(store_height)
 }
 
-/// The chain state before the first block, with a fresh application brought to genesis
-/// (InitChain with the genesis app state). An application that was initialised before, or a
-/// chain that already has blocks, is left alone: InitChain runs once per chain.
+/// The chain state before the first block, with the application brought to genesis: an
+/// application at height 0 gets InitChain with the genesis validators and app state, whether
+/// or not the chain has blocks (an application that lost its data replays from genesis), as
+/// CometBFT's handshake does. Its answer may set the consensus parameters and the genesis app
+/// hash; it may not replace the validators, which are the attested enrollments of the genesis.
 pub fn genesis_state(
     app: &mut dyn Application,
     genesis: &bulwark_types::tendermint::Genesis<serde_json::Value>,
-    chain_started: bool,
 ) -> Result<ChainState, HandshakeError> {
-    let info = |app: &dyn Application| {
-        app.info(request::Info {
-            version: String::new(),
-            block_version: 11,
-            p2p_version: 8,
-            abci_version: "2.0.0".into(),
-        })
-    };
-    let before = info(app)?;
-    if before.last_block_height.value() == 0 && !chain_started {
-        let app_state = serde_json::to_vec(&genesis.app_state)
-            .map_err(|e| HandshakeError::Genesis(e.to_string()))?;
-        app.init_chain(request::InitChain {
-            time: genesis.genesis_time,
-            chain_id: genesis.chain_id.to_string(),
-            consensus_params: genesis.consensus_params.clone(),
-            validators: vec![],
-            app_state_bytes: app_state.into(),
-            initial_height: bulwark_types::tendermint::block::Height::try_from(
-                genesis.initial_height,
-            )
-            .map_err(|e| HandshakeError::Genesis(e.to_string()))?,
-        })?;
-    }
+    let genesis_error = |e: &dyn std::fmt::Display| HandshakeError::Genesis(e.to_string());
+    let info = app.info(request::Info {
+        version: String::new(),
+        block_version: 11,
+        p2p_version: 8,
+        abci_version: "2.0.0".into(),
+    })?;
     let mut state = ChainState::from_genesis(genesis).map_err(HandshakeError::Genesis)?;
-    state.app_hash = info(app)?.last_block_app_hash;
+    state.app_hash = info.last_block_app_hash;
+    if info.last_block_height.value() != 0 {
+        return Ok(state);
+    }
+    let validators: Vec<validator::Update> = genesis
+        .validators
+        .iter()
+        .map(|v| validator::Update {
+            pub_key: v.pub_key,
+            power: v.power,
+        })
+        .collect();
+    let app_state = serde_json::to_vec(&genesis.app_state).map_err(|e| genesis_error(&e))?;
+    let answer = app.init_chain(request::InitChain {
+        time: genesis.genesis_time,
+        chain_id: genesis.chain_id.to_string(),
+        consensus_params: genesis.consensus_params.clone(),
+        validators: validators.clone(),
+        app_state_bytes: app_state.into(),
+        initial_height: block::Height::try_from(genesis.initial_height)
+            .map_err(|e| genesis_error(&e))?,
+    })?;
+    if !answer.validators.is_empty() && answer.validators != validators {
+        return Err(genesis_error(
+            &"the application's InitChain replaces the genesis validators; Bulwark's come from \
+              the attested enrollments and change only through FinalizeBlock",
+        ));
+    }
+    if let Some(params) = answer.consensus_params {
+        state.consensus_params = params;
+    }
+    if !answer.app_hash.as_bytes().is_empty() {
+        state.app_hash = answer.app_hash;
+    } else {
+        state.app_hash = genesis.app_hash.clone();
+    }
     Ok(state)
 }

@@ -117,16 +117,19 @@ fn run() -> Run {
                         let n = &mut nodes[i];
                         // BFT time: genesis time, then the median of the last commit's votes.
                         let time = n.state.next_block_time(n.last_commit.as_ref());
-                        let txs = n.app.prepare_proposal(request::PrepareProposal {
-                            max_tx_bytes: 1 << 20,
-                            txs: n.mempool.reap(1 << 20),
-                            local_last_commit: None,
-                            misbehavior: vec![],
-                            height: block::Height::try_from(h.0).unwrap(),
-                            time,
-                            next_validators_hash: n.state.validator_infos.hash(),
-                            proposer_address: n.address,
-                        });
+                        let txs = n
+                            .app
+                            .prepare_proposal(request::PrepareProposal {
+                                max_tx_bytes: 1 << 20,
+                                txs: n.mempool.reap(1 << 20),
+                                local_last_commit: None,
+                                misbehavior: vec![],
+                                height: block::Height::try_from(h.0).unwrap(),
+                                time,
+                                next_validators_hash: n.state.validator_infos.hash(),
+                                proposer_address: n.address,
+                            })
+                            .unwrap();
                         let txs: Vec<Vec<u8>> = txs.txs.iter().map(|t| t.to_vec()).collect();
                         let (block, id, _) = n
                             .state
@@ -176,7 +179,7 @@ fn run() -> Run {
                             // Each receiver checks the block against its own state and app.
                             let (block, _) = receiver.blocks[&p.value].clone();
                             let ok = receiver.state.validate_block(&block).is_ok()
-                                && receiver.app.process_proposal(bulwark_node::chain::process_request(&block, vec![])) == bulwark_types::tendermint::abci::response::ProcessProposal::Accept;
+                                && receiver.app.process_proposal(bulwark_node::chain::process_request(&block, vec![])).unwrap() == bulwark_types::tendermint::abci::response::ProcessProposal::Accept;
                             let validity = if ok {
                                 Validity::Valid
                             } else {
@@ -236,7 +239,7 @@ fn run() -> Run {
                         n.app.commit().unwrap();
                         let committed: Vec<Bytes> =
                             block.data.iter().map(|t| Bytes::from(t.clone())).collect();
-                        n.mempool.update(&committed, &n.app);
+                        n.mempool.update(&committed, &n.app).unwrap();
                         n.state.apply(&block, id, &result);
                         n.last_commit = Some(commit.clone());
                         if i == 0 {
@@ -263,12 +266,15 @@ fn four_validators_decide_execute_and_agree_on_every_app_hash() {
         .iter()
         .all(|n| n.state.last_block_height == HEIGHTS && n.mempool.is_empty()));
     // Transactions were executed: the kvstore has the last height's values.
-    let q = r.nodes[3].app.query(request::Query {
-        data: Bytes::from("key11.0"),
-        path: String::new(),
-        height: block::Height::try_from(0u64).unwrap(),
-        prove: false,
-    });
+    let q = r.nodes[3]
+        .app
+        .query(request::Query {
+            data: Bytes::from("key11.0"),
+            path: String::new(),
+            height: block::Height::try_from(0u64).unwrap(),
+            prove: false,
+        })
+        .unwrap();
     assert_eq!(q.value.as_ref(), b"value11");
 }
 

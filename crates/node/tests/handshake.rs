@@ -156,12 +156,14 @@ fn an_app_that_lost_its_state_is_replayed_to_the_chain_hash_by_hash() {
     let s = handshake(&mut fresh, &blocks, genesis_s).unwrap();
     assert_eq!(s.last_block_height, 6);
     assert_eq!(s.app_hash, final_state.app_hash);
-    let q = fresh.query(request::Query {
-        data: Bytes::from("k6"),
-        path: String::new(),
-        height: block::Height::try_from(0u64).unwrap(),
-        prove: false,
-    });
+    let q = fresh
+        .query(request::Query {
+            data: Bytes::from("k6"),
+            path: String::new(),
+            height: block::Height::try_from(0u64).unwrap(),
+            prove: false,
+        })
+        .unwrap();
     assert_eq!(q.value.as_ref(), b"v6");
 }
 
@@ -202,4 +204,30 @@ fn an_app_ahead_of_the_store_or_computing_other_hashes_stops_the_node() {
         handshake(&mut other, &blocks, genesis_s),
         Err(HandshakeError::AppHashMismatch { height: 1, .. })
     ));
+}
+
+#[test]
+fn an_application_at_height_zero_gets_init_chain_and_its_app_hash_starts_the_chain() {
+    let key = SigningKey::from([3u8; 32]);
+    let mut g = genesis(&key);
+    g.app_state = serde_json::json!({"greeting": "hello"});
+    let dir = tempfile::tempdir().unwrap();
+    let (app, state) = common::app_at_genesis(dir.path(), &g);
+    // InitChain ran with the genesis validators and app state; its answer's app hash (the
+    // kvstore's hash of the genesis writes) is the first block's app hash, as in CometBFT.
+    assert_eq!(state.app_hash.as_bytes().len(), 32);
+    let q = app
+        .query(request::Query {
+            data: Bytes::from("greeting"),
+            path: String::new(),
+            height: block::Height::from(0u32),
+            prove: false,
+        })
+        .unwrap();
+    assert_eq!(q.value.as_ref(), b"hello");
+    // Still at height 0 when the node opens again (a crash before block 1): InitChain again,
+    // the same state.
+    drop(app);
+    let (_, again) = common::app_at_genesis(dir.path(), &g);
+    assert_eq!(again.app_hash, state.app_hash);
 }

@@ -287,12 +287,15 @@ fn abci_query(
     height: Option<u64>,
     prove: bool,
 ) -> Result<Value, ResponseError> {
-    let q = engine.app().query(request::Query {
-        data: Bytes::from(data),
-        path,
-        height: block::Height::try_from(height.unwrap_or(0)).map_err(store_error)?,
-        prove,
-    });
+    let q = engine
+        .app()
+        .query(request::Query {
+            data: Bytes::from(data),
+            path,
+            height: block::Height::try_from(height.unwrap_or(0)).map_err(store_error)?,
+            prove,
+        })
+        .map_err(|e| internal(e.to_string()))?;
     let mut value = to_value(&endpoint::abci_query::Response {
         response: endpoint::abci_query::AbciQuery {
             code: q.code,

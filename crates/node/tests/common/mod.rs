@@ -45,6 +45,6 @@ pub fn app_at_genesis(
     g: &Genesis<serde_json::Value>,
 ) -> (KvStore, ChainState) {
     let mut app = KvStore::open(dir).unwrap();
-    let state = bulwark_node::handshake::genesis_state(&mut app, g, false).unwrap();
+    let state = bulwark_node::handshake::genesis_state(&mut app, g).unwrap();
     (app, state)
 }

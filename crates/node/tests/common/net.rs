@@ -4,7 +4,6 @@
 use super::genesis as common_genesis;
 use bulwark_app::kvstore::KvStore;
 use bulwark_node::engine::{Engine, EngineConfig, Input, Output};
-use bulwark_store::blocks::BlockStore;
 use bulwark_store::Store;
 use bulwark_types::tendermint::Genesis;
 use bytes::Bytes;
@@ -70,12 +69,7 @@ pub fn try_open(
         })
         .expect("app reopens");
     let store = reopen_store(slot);
-    let chain_started = BlockStore::open(&store)
-        .unwrap()
-        .latest_height()
-        .unwrap()
-        .is_some();
-    let mut state = bulwark_node::handshake::genesis_state(&mut app, g, chain_started).unwrap();
+    let mut state = bulwark_node::handshake::genesis_state(&mut app, g).unwrap();
     state.claims = launch_register(g);
     let config = EngineConfig {
         instance: slot.instance,

@@ -1,0 +1,271 @@
+//! The ABCI socket client against a server nobody here wrote (`tendermint-abci`'s kvstore,
+//! over TCP, and over a Unix socket through a relay), and against servers that fail in every
+//! way the node must stop on.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bulwark_app::socket::{Address, SocketApp};
+use bulwark_app::{finalize_checked, AppError, Application};
+use bulwark_types::tendermint::abci::{request, types::CommitInfo};
+use bulwark_types::tendermint::{account, block, Hash, Time};
+use bulwark_types::tendermint_proto::v0_38::abci as pb;
+use bytes::Bytes;
+use prost::Message;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::UnixListener;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_millis(500);
+
+/// tendermint-abci's kvstore on a free port; its address.
+fn third_party_kvstore() -> String {
+    let (app, driver) = tendermint_abci::KeyValueStoreApp::new();
+    let server = tendermint_abci::ServerBuilder::new(1 << 20)
+        .bind("127.0.0.1:0", app)
+        .unwrap();
+    let addr = server.local_addr();
+    std::thread::spawn(move || driver.run().is_ok());
+    std::thread::spawn(move || server.listen().is_ok());
+    addr
+}
+
+fn finalize(height: u32, txs: &[&str]) -> request::FinalizeBlock {
+    request::FinalizeBlock {
+        txs: txs.iter().map(|t| Bytes::from(t.to_string())).collect(),
+        decided_last_commit: CommitInfo {
+            round: 0u16.into(),
+            votes: vec![],
+        },
+        misbehavior: vec![],
+        hash: Hash::None,
+        height: height.into(),
+        time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
+        next_validators_hash: Hash::None,
+        proposer_address: account::Id::new([0; 20]),
+    }
+}
+
+fn query(key: &str) -> request::Query {
+    request::Query {
+        data: Bytes::from(key.to_string()),
+        path: String::new(),
+        height: block::Height::from(0u32),
+        prove: false,
+    }
+}
+
+fn info() -> request::Info {
+    request::Info {
+        version: "0.38.0".into(),
+        block_version: 11,
+        p2p_version: 8,
+        abci_version: "2.0.0".into(),
+    }
+}
+
+/// Info, FinalizeBlock, Commit and Query round trips; the third-party kvstore returns no tx
+/// results, which CometBFT and Bulwark both refuse.
+fn exercise(app: &mut SocketApp) {
+    let i = app.info(info()).unwrap();
+    assert_eq!(
+        (i.data.as_str(), i.last_block_height.value()),
+        ("kvstore-rs", 0)
+    );
+    let empty = finalize_checked(app, finalize(1, &[])).unwrap();
+    assert!(empty.tx_results.is_empty());
+    app.commit().unwrap();
+    let refused = finalize_checked(app, finalize(2, &["a=1"])).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("1 txs answered with 0 tx results"),
+        "{refused}"
+    );
+    app.commit().unwrap();
+    let q = app.query(query("a")).unwrap();
+    assert_eq!(q.value.as_ref(), b"1");
+    assert_eq!(app.info(info()).unwrap().last_block_height.value(), 2);
+    let check = app
+        .check_tx(request::CheckTx {
+            tx: Bytes::from("b=2"),
+            kind: request::CheckTxKind::New,
+        })
+        .unwrap();
+    assert!(check.code.is_ok());
+    assert!(app.failure().is_none());
+}
+
+#[test]
+fn the_tendermint_abci_kvstore_answers_over_tcp() {
+    let addr = third_party_kvstore();
+    let address = Address::parse(&format!("tcp://{addr}")).unwrap();
+    let mut app = SocketApp::connect(address, TIMEOUT, TIMEOUT).unwrap();
+    exercise(&mut app);
+}
+
+#[test]
+fn the_tendermint_abci_kvstore_answers_over_a_unix_socket() {
+    let tcp = third_party_kvstore();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    // A relay: the server speaks TCP only; the bytes are its own.
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut unix) = conn else { return };
+            let mut server = TcpStream::connect(&tcp).unwrap();
+            let (mut unix2, mut server2) = (unix.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut unix2, &mut server2));
+            std::thread::spawn(move || std::io::copy(&mut server, &mut unix));
+        }
+    });
+    let address = Address::parse(&format!("unix://{}", path.display())).unwrap();
+    let mut app = SocketApp::connect(address, TIMEOUT, TIMEOUT).unwrap();
+    exercise(&mut app);
+}
+
+/// A server that treats each of its four connections with `serve`.
+fn server(serve: fn(TcpStream)) -> Address {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || serve(conn));
+        }
+    });
+    Address::Tcp(addr.to_string())
+}
+
+fn framed(response: pb::response::Value) -> Vec<u8> {
+    pb::Response {
+        value: Some(response),
+    }
+    .encode_length_delimited_to_vec()
+}
+
+/// Waits for a request's first byte, then answers `bytes`.
+fn answer_with(mut conn: TcpStream, bytes: &[u8]) {
+    let mut b = [0u8; 1];
+    if conn.read(&mut b).is_ok() {
+        let _ = conn.write_all(bytes);
+    }
+    std::thread::sleep(Duration::from_secs(5));
+}
+
+fn failed(serve: fn(TcpStream)) -> (AppError, Duration, SocketApp) {
+    let app = SocketApp::connect(server(serve), TIMEOUT, TIMEOUT).unwrap();
+    let start = Instant::now();
+    let e = app.info(info()).unwrap_err();
+    (e, start.elapsed(), app)
+}
+
+#[test]
+fn a_hung_application_is_an_error_within_the_timeout_and_every_later_call_fails() {
+    let (e, took, app) = failed(|conn| {
+        std::thread::sleep(Duration::from_secs(5));
+        drop(conn)
+    });
+    assert!(matches!(e, AppError::Connection(_)), "{e:?}");
+    assert!(e.to_string().contains("no answer in time"), "{e}");
+    assert!(took < TIMEOUT * 4, "{took:?}");
+    // The client is dead: later calls, on any connection, fail at once with the first error.
+    let later = app.check_tx(request::CheckTx {
+        tx: Bytes::from("a=1"),
+        kind: request::CheckTxKind::New,
+    });
+    assert_eq!(later.unwrap_err().to_string(), e.to_string());
+    assert_eq!(app.failure(), Some(e.to_string()));
+}
+
+#[test]
+fn an_application_that_closes_its_connection_is_an_error() {
+    let (e, ..) = failed(drop);
+    assert!(matches!(e, AppError::Connection(_)), "{e:?}");
+    assert!(e.to_string().contains("query connection"), "{e}");
+}
+
+#[test]
+fn an_exception_is_an_error_carrying_its_text() {
+    let (e, ..) = failed(|conn| {
+        let exception = pb::ResponseException {
+            error: "out of gas".into(),
+        };
+        answer_with(conn, &framed(pb::response::Value::Exception(exception)))
+    });
+    assert!(matches!(e, AppError::Exception(_)), "{e:?}");
+    assert!(e.to_string().contains("out of gas"), "{e}");
+}
+
+#[test]
+fn an_answer_of_the_wrong_kind_is_a_protocol_error() {
+    let (e, ..) = failed(|conn| {
+        let mut bytes = framed(pb::response::Value::Echo(pb::ResponseEcho::default()));
+        bytes.extend(framed(pb::response::Value::Flush(pb::ResponseFlush {})));
+        answer_with(conn, &bytes)
+    });
+    assert!(matches!(e, AppError::Protocol(_)), "{e:?}");
+    assert!(e.to_string().contains("asked Info"), "{e}");
+}
+
+#[test]
+fn a_missing_flush_answer_is_a_protocol_error() {
+    let (e, ..) = failed(|conn| {
+        let mut bytes = framed(pb::response::Value::Info(pb::ResponseInfo::default()));
+        bytes.extend(framed(pb::response::Value::Echo(
+            pb::ResponseEcho::default(),
+        )));
+        answer_with(conn, &bytes)
+    });
+    assert!(matches!(e, AppError::Protocol(_)), "{e:?}");
+    assert!(e.to_string().contains("Flush"), "{e}");
+}
+
+#[test]
+fn a_huge_or_endless_length_prefix_is_a_protocol_error_without_the_allocation() {
+    let (e, ..) = failed(|conn| answer_with(conn, &[0xff, 0xff, 0xff, 0xff, 0x0f]));
+    assert!(matches!(e, AppError::Protocol(_)), "{e:?}");
+    assert!(e.to_string().contains("more than"), "{e}");
+    let (e, ..) = failed(|conn| answer_with(conn, &[0xff; 11]));
+    assert!(e.to_string().contains("longer than 10 bytes"), "{e}");
+    let (e, ..) = failed(|conn| answer_with(conn, &[0x05, 0xff, 0xff, 0xff, 0xff, 0xff]));
+    assert!(matches!(e, AppError::Protocol(_)), "{e:?}");
+}
+
+#[test]
+fn an_application_that_never_listens_is_an_error_after_the_connect_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    let start = Instant::now();
+    let e = SocketApp::connect(Address::Tcp(addr.to_string()), TIMEOUT, TIMEOUT).unwrap_err();
+    assert!(matches!(e, AppError::Connection(_)), "{e:?}");
+    assert!(start.elapsed() >= TIMEOUT, "{:?}", start.elapsed());
+}
+
+#[test]
+fn proxy_app_takes_cometbfts_forms() {
+    assert_eq!(
+        Address::parse("tcp://127.0.0.1:26658").unwrap(),
+        Address::Tcp("127.0.0.1:26658".into())
+    );
+    assert_eq!(
+        Address::parse("127.0.0.1:26658").unwrap(),
+        Address::Tcp("127.0.0.1:26658".into())
+    );
+    assert_eq!(
+        Address::parse("unix:///run/app.sock").unwrap(),
+        Address::Unix("/run/app.sock".into())
+    );
+    for bad in [
+        "unix://",
+        "tcp://nohost",
+        "kvstore2",
+        "tcp://:1",
+        "tcp://h:99999",
+    ] {
+        assert!(
+            matches!(Address::parse(bad), Err(AppError::Config(_))),
+            "{bad}"
+        );
+    }
+}

@@ -1,0 +1,154 @@
+//! Existing ABCI applications under real `bulwark` processes (`proxy_app`, as in CometBFT's
+//! config.toml): four validators, each beside its own `tendermint-kvstore` (the
+//! `tendermint-abci` crate's kvstore and server, code nobody here wrote), commit; the
+//! application a node serves answers `abci_info`; an application that dies stops its node
+//! with an error naming it, and that validator signs nothing after; an application that
+//! breaks ABCI (no result for a transaction) stops every node, as it stops CometBFT.
+
+use anyhow::{bail, Context, Result};
+use harness::process::{abci_app_binary, bulwark_binary, testnet, wait_for, Node, FAST_TIMEOUTS};
+use harness::rpc::RpcClient;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// An application process, killed when dropped.
+struct App(Child);
+
+impl App {
+    /// Starts `bin ADDR` and waits for it to listen.
+    fn start(bin: &std::path::Path, addr: &str) -> Result<App> {
+        let mut child = Command::new(bin)
+            .arg(addr)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", bin.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        if !line.starts_with("listening on") {
+            let _ = child.kill();
+            bail!("{} did not listen: {line:?}", bin.display());
+        }
+        Ok(App(child))
+    }
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The validator address that signed each precommit of the commit at `height`.
+fn signers(rpc: &mut RpcClient, height: u64) -> Result<Vec<String>> {
+    let commit = rpc.call("commit", serde_json::json!({"height": height.to_string()}))?;
+    let sigs = commit
+        .pointer("/signed_header/commit/signatures")
+        .and_then(|s| s.as_array())
+        .context("commit without signatures")?;
+    Ok(sigs
+        .iter()
+        .filter_map(|s| s["validator_address"].as_str().map(str::to_string))
+        .filter(|a| !a.is_empty())
+        .collect())
+}
+
+fn wait_exit_with(node: &mut Node, needle: &str) -> Result<()> {
+    let status = node.wait_exit(Duration::from_secs(30))?;
+    if status.success() {
+        bail!("the node exited successfully; log:\n{}", node.tail());
+    }
+    if !node.tail().contains(needle) {
+        bail!("the node's log does not say {needle:?}:\n{}", node.tail());
+    }
+    Ok(())
+}
+
+#[test]
+fn validators_run_an_abci_application_nobody_here_wrote_and_stop_when_it_fails() -> Result<()> {
+    let bin = bulwark_binary()?;
+    let app_bin = abci_app_binary("tendermint-kvstore")?;
+    let start = Instant::now();
+    let dir = std::env::temp_dir().join(format!("bulwark-abci-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let base = harness::ports::testnet_block(4)?;
+    let homes = testnet(&bin, &dir, 4, base, FAST_TIMEOUTS)?;
+    let mut apps = Vec::new();
+    for (i, home) in homes.iter().enumerate() {
+        let addr = format!("127.0.0.1:{}", usize::from(base) + 10 * i + 5);
+        apps.push(App::start(&app_bin, &addr)?);
+        let cfg = home.join("config/config.toml");
+        let text = std::fs::read_to_string(&cfg)?;
+        let text = text
+            .replace(
+                "proxy_app = \"kvstore\"",
+                &format!("proxy_app = \"tcp://{addr}\""),
+            )
+            .replace("abci_timeout_ms = 30000", "abci_timeout_ms = 5000");
+        if !text.contains(&addr) || !text.contains("abci_timeout_ms = 5000") {
+            bail!("config.toml has no proxy_app/abci_timeout_ms to set:\n{text}");
+        }
+        std::fs::write(&cfg, text)?;
+    }
+    let mut nodes = homes
+        .iter()
+        .map(|h| Node::start(&bin, h))
+        .collect::<Result<Vec<_>>>()?;
+    wait_for(
+        &mut nodes.iter_mut().collect::<Vec<_>>(),
+        4,
+        Duration::from_secs(120),
+    )?;
+    let rpc_addr = |i: usize| harness::process::rpc_addr(base, i);
+    let mut rpc0 = RpcClient::new(&rpc_addr(0));
+    eprintln!("abci test: height 4 after {:?}", start.elapsed());
+    let info = rpc0.call("abci_info", serde_json::Value::Null)?;
+    assert_eq!(info["response"]["data"], "kvstore-rs", "{info}");
+
+    // Node 3's application dies: node 3 stops, naming it; the other three go on without it.
+    let address3 = RpcClient::new(&rpc_addr(3)).call("status", serde_json::Value::Null)?
+        ["validator_info"]["address"]
+        .as_str()
+        .context("no validator address")?
+        .to_string();
+    drop(apps.pop());
+    wait_exit_with(&mut nodes[3], "ABCI application at tcp://")?;
+    let last3 = nodes[3].poll();
+    eprintln!(
+        "abci test: node 3 stopped at height {last3} after {:?}",
+        start.elapsed()
+    );
+    let h = nodes[0].poll();
+    wait_for(
+        &mut nodes[..3].iter_mut().collect::<Vec<_>>(),
+        h + 3,
+        Duration::from_secs(60),
+    )?;
+    // It precommitted at most the height its application failed to finalize.
+    let top = nodes[0].poll();
+    for height in last3 + 2..=top {
+        let signed = signers(&mut rpc0, height)?;
+        assert!(
+            !signed.contains(&address3),
+            "validator 3 signed height {height} after its application died at {last3}"
+        );
+    }
+
+    // tendermint-abci's kvstore answers FinalizeBlock without tx results: a block with a
+    // transaction stops every node, as CometBFT v0.38 stops ("expected tx results length to
+    // match size of transactions in block").
+    let sent = rpc0.call("broadcast_tx_sync", serde_json::json!({"tx": "YT0x"}))?;
+    assert_eq!(sent["code"], 0, "{sent}");
+    for node in nodes[..3].iter_mut() {
+        wait_exit_with(node, "1 txs answered with 0 tx results")?;
+    }
+    eprintln!(
+        "abci test: stopped on the broken application after {:?}",
+        start.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
