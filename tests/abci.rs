@@ -21,7 +21,7 @@ impl App {
         let mut child = Command::new(bin)
             .arg(addr)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::inherit())
             .spawn()
             .with_context(|| format!("starting {}", bin.display()))?;
         let stdout = child.stdout.take().context("no stdout")?;
@@ -67,68 +67,108 @@ fn wait_exit_with(node: &mut Node, needle: &str) -> Result<()> {
     Ok(())
 }
 
+/// A 4-validator testnet in a fresh directory, node `i` on its own `app_bin` listening at
+/// `address(dir, i)` (`proxy_app`'s form), every application and node started.
+struct AppNetwork {
+    dir: std::path::PathBuf,
+    base: u16,
+    apps: Vec<App>,
+    nodes: Vec<Node>,
+}
+
+impl AppNetwork {
+    fn start(
+        tag: &str,
+        app_bin: &str,
+        address: impl Fn(&std::path::Path, u16, usize) -> String,
+    ) -> Result<AppNetwork> {
+        let bin = bulwark_binary()?;
+        let app_bin = abci_app_binary(app_bin)?;
+        let dir = std::env::temp_dir().join(format!("bulwark-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let base = harness::ports::testnet_block(4)?;
+        let homes = testnet(&bin, &dir, 4, base, FAST_TIMEOUTS)?;
+        let mut apps = Vec::new();
+        for (i, home) in homes.iter().enumerate() {
+            let addr = address(&dir, base, i);
+            apps.push(App::start(&app_bin, &addr)?);
+            let cfg = home.join("config/config.toml");
+            let text = std::fs::read_to_string(&cfg)?
+                .replace(
+                    "proxy_app = \"kvstore\"",
+                    &format!("proxy_app = \"{addr}\""),
+                )
+                .replace("abci_timeout_ms = 30000", "abci_timeout_ms = 5000");
+            if !text.contains(&addr) || !text.contains("abci_timeout_ms = 5000") {
+                bail!("config.toml has no proxy_app/abci_timeout_ms to set:\n{text}");
+            }
+            std::fs::write(&cfg, text)?;
+        }
+        let nodes = homes
+            .iter()
+            .map(|h| Node::start(&bin, h))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(AppNetwork {
+            dir,
+            base,
+            apps,
+            nodes,
+        })
+    }
+
+    fn rpc(&self, i: usize) -> RpcClient {
+        RpcClient::new(&harness::process::rpc_addr(self.base, i))
+    }
+
+    fn wait_all(&mut self, height: u64) -> Result<()> {
+        wait_for(
+            &mut self.nodes.iter_mut().collect::<Vec<_>>(),
+            height,
+            Duration::from_secs(120),
+        )
+    }
+}
+
+impl Drop for AppNetwork {
+    fn drop(&mut self) {
+        self.nodes.clear();
+        self.apps.clear();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[test]
 fn validators_run_an_abci_application_nobody_here_wrote_and_stop_when_it_fails() -> Result<()> {
-    let bin = bulwark_binary()?;
-    let app_bin = abci_app_binary("tendermint-kvstore")?;
     let start = Instant::now();
-    let dir = std::env::temp_dir().join(format!("bulwark-abci-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let base = harness::ports::testnet_block(4)?;
-    let homes = testnet(&bin, &dir, 4, base, FAST_TIMEOUTS)?;
-    let mut apps = Vec::new();
-    for (i, home) in homes.iter().enumerate() {
-        let addr = format!("127.0.0.1:{}", usize::from(base) + 10 * i + 5);
-        apps.push(App::start(&app_bin, &addr)?);
-        let cfg = home.join("config/config.toml");
-        let text = std::fs::read_to_string(&cfg)?;
-        let text = text
-            .replace(
-                "proxy_app = \"kvstore\"",
-                &format!("proxy_app = \"tcp://{addr}\""),
-            )
-            .replace("abci_timeout_ms = 30000", "abci_timeout_ms = 5000");
-        if !text.contains(&addr) || !text.contains("abci_timeout_ms = 5000") {
-            bail!("config.toml has no proxy_app/abci_timeout_ms to set:\n{text}");
-        }
-        std::fs::write(&cfg, text)?;
-    }
-    let mut nodes = homes
-        .iter()
-        .map(|h| Node::start(&bin, h))
-        .collect::<Result<Vec<_>>>()?;
-    wait_for(
-        &mut nodes.iter_mut().collect::<Vec<_>>(),
-        4,
-        Duration::from_secs(120),
-    )?;
-    let rpc_addr = |i: usize| harness::process::rpc_addr(base, i);
-    let mut rpc0 = RpcClient::new(&rpc_addr(0));
+    let mut net = AppNetwork::start("abci", "tendermint-kvstore", |_, base, i| {
+        format!("127.0.0.1:{}", usize::from(base) + 10 * i + 5)
+    })?;
+    net.wait_all(4)?;
+    let mut rpc0 = net.rpc(0);
     eprintln!("abci test: height 4 after {:?}", start.elapsed());
     let info = rpc0.call("abci_info", serde_json::Value::Null)?;
     assert_eq!(info["response"]["data"], "kvstore-rs", "{info}");
 
     // Node 3's application dies: node 3 stops, naming it; the other three go on without it.
-    let address3 = RpcClient::new(&rpc_addr(3)).call("status", serde_json::Value::Null)?
-        ["validator_info"]["address"]
+    let address3 = net.rpc(3).call("status", serde_json::Value::Null)?["validator_info"]["address"]
         .as_str()
         .context("no validator address")?
         .to_string();
-    drop(apps.pop());
-    wait_exit_with(&mut nodes[3], "ABCI application at tcp://")?;
-    let last3 = nodes[3].poll();
+    drop(net.apps.pop());
+    wait_exit_with(&mut net.nodes[3], "ABCI application at tcp://")?;
+    let last3 = net.nodes[3].poll();
     eprintln!(
         "abci test: node 3 stopped at height {last3} after {:?}",
         start.elapsed()
     );
-    let h = nodes[0].poll();
+    let h = net.nodes[0].poll();
     wait_for(
-        &mut nodes[..3].iter_mut().collect::<Vec<_>>(),
+        &mut net.nodes[..3].iter_mut().collect::<Vec<_>>(),
         h + 3,
         Duration::from_secs(60),
     )?;
     // It precommitted at most the height its application failed to finalize.
-    let top = nodes[0].poll();
+    let top = net.nodes[0].poll();
     for height in last3 + 2..=top {
         let signed = signers(&mut rpc0, height)?;
         assert!(
@@ -142,13 +182,58 @@ fn validators_run_an_abci_application_nobody_here_wrote_and_stop_when_it_fails()
     // match size of transactions in block").
     let sent = rpc0.call("broadcast_tx_sync", serde_json::json!({"tx": "YT0x"}))?;
     assert_eq!(sent["code"], 0, "{sent}");
-    for node in nodes[..3].iter_mut() {
+    for node in net.nodes[..3].iter_mut() {
         wait_exit_with(node, "1 txs answered with 0 tx results")?;
     }
     eprintln!(
         "abci test: stopped on the broken application after {:?}",
         start.elapsed()
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[test]
+fn the_conformance_application_finds_every_request_field_as_cometbft_sends_it() -> Result<()> {
+    let mut net = AppNetwork::start("abci-conformance", "abci-conformance", |dir, _, i| {
+        format!("unix://{}", dir.join(format!("app{i}.sock")).display())
+    })?;
+    net.wait_all(3)?;
+    let mut rpc0 = net.rpc(0);
+    let committed = rpc0.call(
+        "broadcast_tx_commit",
+        serde_json::json!({"tx": "bmFtZT1idWx3YXJr"}),
+    )?;
+    assert_eq!(committed["tx_result"]["code"], 0, "{committed}");
+    let q = net
+        .rpc(1)
+        .call("abci_query", serde_json::json!({"data": "6e616d65"}))?;
+    assert_eq!(q["response"]["value"], "YnVsd2Fyaw==", "{q}");
+    // A validator restarts on the same application: the handshake's Info, then its blocks.
+    net.nodes[2].stop_cleanly()?;
+    let h = net.nodes[0].poll();
+    net.nodes[2] = harness::process::start(&net.nodes[2].home.clone())?;
+    net.wait_all(h + 4)?;
+    for (i, app) in net.apps.iter_mut().enumerate() {
+        assert!(
+            app.0.try_wait()?.is_none(),
+            "application {i} exited: a deviation (see above)"
+        );
+    }
+    let info = rpc0.call("abci_info", serde_json::Value::Null)?;
+    let data = info["response"]["data"].as_str().context("no data")?;
+    let count = |call: &str| -> u64 {
+        data.split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{call}=")))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        count("finalize") >= h + 4 && count("commit") >= h + 4,
+        "{data}"
+    );
+    assert!(
+        count("prepare") >= 1 && count("process") >= 1 && count("check") >= 1,
+        "{data}"
+    );
     Ok(())
 }

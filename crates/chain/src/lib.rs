@@ -335,18 +335,18 @@ impl ChainState {
     }
 }
 
-/// The FinalizeBlock request for a decided `block`: its txs and, as CometBFT sends it, who
-/// signed the block's last commit (`decided_last_commit`), with the last validators' powers.
-pub fn finalize_request(
-    block: &Block,
+/// Who signed `last_commit`, with the powers of `last_validators` (the set that signed it), in
+/// the set's order, as CometBFT tells the application; at the initial height (no last commit)
+/// round 0 and no votes.
+pub fn commit_info(
+    last_commit: Option<&block::Commit>,
     last_validators: &validator::Set,
-    misbehavior: Vec<Misbehavior>,
-) -> request::FinalizeBlock {
+) -> bulwark_types::tendermint::abci::types::CommitInfo {
     use bulwark_types::tendermint::abci::types::{
         BlockSignatureInfo, CommitInfo, Validator as AbciValidator, VoteInfo,
     };
     use bulwark_types::tendermint::block::BlockIdFlag;
-    let decided_last_commit = match &block.last_commit {
+    match last_commit {
         None => CommitInfo {
             round: block::Round::default(),
             votes: vec![],
@@ -370,7 +370,40 @@ pub fn finalize_request(
                 })
                 .collect(),
         },
-    };
+    }
+}
+
+/// [`commit_info`] as PrepareProposal's `local_last_commit` (no vote extensions: they are not
+/// enabled).
+pub fn extended_commit_info(
+    last_commit: Option<&block::Commit>,
+    last_validators: &validator::Set,
+) -> bulwark_types::tendermint::abci::types::ExtendedCommitInfo {
+    use bulwark_types::tendermint::abci::types::{ExtendedCommitInfo, ExtendedVoteInfo};
+    let info = commit_info(last_commit, last_validators);
+    ExtendedCommitInfo {
+        round: info.round,
+        votes: info
+            .votes
+            .into_iter()
+            .map(|v| ExtendedVoteInfo {
+                validator: v.validator,
+                sig_info: v.sig_info,
+                vote_extension: Default::default(),
+                extension_signature: None,
+            })
+            .collect(),
+    }
+}
+
+/// The FinalizeBlock request for a decided `block`: its txs and, as CometBFT sends it, who
+/// signed the block's last commit (`decided_last_commit`), with the last validators' powers.
+pub fn finalize_request(
+    block: &Block,
+    last_validators: &validator::Set,
+    misbehavior: Vec<Misbehavior>,
+) -> request::FinalizeBlock {
+    let decided_last_commit = commit_info(block.last_commit.as_ref(), last_validators);
     request::FinalizeBlock {
         txs: block
             .data
@@ -418,11 +451,15 @@ pub fn accused(block: &Block) -> Vec<(account::Id, u64)> {
 
 /// The ProcessProposal request for a proposed `block`.
 /// The application never sees instance claims (the node checks them).
-pub fn process_request(block: &Block, misbehavior: Vec<Misbehavior>) -> request::ProcessProposal {
+pub fn process_request(
+    block: &Block,
+    last_validators: &validator::Set,
+    misbehavior: Vec<Misbehavior>,
+) -> request::ProcessProposal {
     let txs: Vec<bytes::Bytes> = block.data.iter().map(|t| t.clone().into()).collect();
     request::ProcessProposal {
         txs: bulwark_instance::split_claims(&txs).0,
-        proposed_last_commit: None,
+        proposed_last_commit: Some(commit_info(block.last_commit.as_ref(), last_validators)),
         misbehavior,
         hash: block.header.hash(),
         height: block.header.height,

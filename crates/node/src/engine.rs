@@ -1485,6 +1485,7 @@ impl Engine {
         let valid = checked.is_ok()
             && self.app.process_proposal(process_request(
                 &block,
+                &self.state.last_validator_infos,
                 misbehavior_of(&block, &self.blocks),
             ))? == response::ProcessProposal::Accept;
         let validity = if valid {
@@ -1711,7 +1712,10 @@ impl Engine {
         let txs = self.app.prepare_proposal(request::PrepareProposal {
             max_tx_bytes: budget,
             txs: self.mempool.reap(budget),
-            local_last_commit: None,
+            local_last_commit: Some(bulwark_chain::extended_commit_info(
+                self.last_commit.as_ref(),
+                &self.state.last_validator_infos,
+            )),
             misbehavior: evidence
                 .iter()
                 .filter_map(|e| {

@@ -179,7 +179,7 @@ fn run() -> Run {
                             // Each receiver checks the block against its own state and app.
                             let (block, _) = receiver.blocks[&p.value].clone();
                             let ok = receiver.state.validate_block(&block).is_ok()
-                                && receiver.app.process_proposal(bulwark_node::chain::process_request(&block, vec![])).unwrap() == bulwark_types::tendermint::abci::response::ProcessProposal::Accept;
+                                && receiver.app.process_proposal(bulwark_node::chain::process_request(&block, &receiver.state.last_validator_infos, vec![])).unwrap() == bulwark_types::tendermint::abci::response::ProcessProposal::Accept;
                             let validity = if ok {
                                 Validity::Valid
                             } else {
