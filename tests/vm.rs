@@ -985,3 +985,105 @@ fn the_image_kernel_is_6_12_with_the_guests_configuration() {
         "{cmdline}"
     );
 }
+
+/// Waits until every VM of `net` has committed `target`, all of them up.
+fn wait_heights(net: &mut VmNetwork, clients: &mut [RpcClient], target: u64) {
+    let deadline = Instant::now() + LIMIT;
+    let mut heights = vec![0u64; clients.len()];
+    while heights.iter().any(|h| *h < target) {
+        assert!(
+            Instant::now() < deadline,
+            "the VMs reached only {heights:?} within {LIMIT:?}; serial logs in {}",
+            net.dir().display()
+        );
+        assert_eq!(
+            net.live(),
+            clients.len(),
+            "a VM stopped; serial logs in {}",
+            net.dir().display()
+        );
+        for (h, c) in heights.iter_mut().zip(clients.iter_mut()) {
+            if let Some(now) = height(c) {
+                *h = (*h).max(now);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Four VMs of an image built with `--app` run on the application it carries, which PID 1
+/// started inside; the host's config.toml names one on the host, and every guest ignores it.
+fn four_vms_run_their_images_application(app: &str) -> (VmNetwork, Vec<RpcClient>) {
+    let image = vm_harness::vm::app_image_dir(app);
+    let measurement = read_json(&image.join("measurement.json"));
+    assert!(
+        measurement["inputs"]["abci-app"]["sha256"].is_string(),
+        "measurement.json names no application: {measurement}"
+    );
+    let mut net = VmNetwork::start(&image, VALIDATORS, 200).unwrap();
+    let mut clients = net.clients();
+    wait_heights(&mut net, &mut clients, 3);
+    for i in 0..VALIDATORS {
+        let log = net.serial_log(i);
+        assert!(
+            log.contains("started the image's ABCI application"),
+            "VM {i} did not start its image's application; serial logs in {}",
+            net.dir().display()
+        );
+        assert!(
+            log.contains(&format!(
+                "proxy_app {:?} of the host's config.toml ignored",
+                vm_harness::vm::HOSTS_PROXY_APP
+            )),
+            "VM {i} did not ignore the host's proxy_app; serial logs in {}",
+            net.dir().display()
+        );
+    }
+    (net, clients)
+}
+
+#[test]
+#[ignore = "needs the simulated images built with --app and QEMU: run through `cargo xtask test`"]
+fn four_vms_run_the_abci_applications_their_images_carry() {
+    // The conformance application over a Unix socket inside each guest: a transaction commits
+    // and is queried, and no application finds a deviation (one would exit and power its VM
+    // off; `wait_heights` demands all four up).
+    let (mut net, mut clients) = four_vms_run_their_images_application("abci-conformance");
+    let committed = clients[0]
+        .call(
+            "broadcast_tx_commit",
+            serde_json::json!({"tx": "bmFtZT1idWx3YXJr"}),
+        )
+        .unwrap();
+    assert_eq!(committed["tx_result"]["code"], 0, "{committed}");
+    let top = height(&mut clients[0]).unwrap();
+    wait_heights(&mut net, &mut clients, top + 3);
+    let q = clients[1]
+        .call("abci_query", serde_json::json!({"data": "6e616d65"}))
+        .unwrap();
+    assert_eq!(q["response"]["value"], "YnVsd2Fyaw==", "{q}");
+    let info = clients[2].call("abci_info", Value::Null).unwrap();
+    let data = info["response"]["data"].as_str().unwrap_or_default();
+    assert!(data.starts_with("abci-conformance finalize="), "{info}");
+    eprintln!("vm test: four VMs on their image's abci-conformance: {data}");
+    assert_eq!(
+        net.stop(),
+        VALIDATORS,
+        "serial logs in {}",
+        net.dir().display()
+    );
+    net.clean_up();
+    // tendermint-abci's kvstore over TCP inside each guest (it answers blocks without tx
+    // results, so no transaction is sent: that stops a CometBFT chain too).
+    let (mut net, mut clients) = four_vms_run_their_images_application("tendermint-kvstore");
+    let info = clients[0].call("abci_info", Value::Null).unwrap();
+    assert_eq!(info["response"]["data"], "kvstore-rs", "{info}");
+    eprintln!("vm test: four VMs on their image's tendermint-kvstore committed height 3");
+    assert_eq!(
+        net.stop(),
+        VALIDATORS,
+        "serial logs in {}",
+        net.dir().display()
+    );
+    net.clean_up();
+}

@@ -15,6 +15,7 @@
 
 pub mod dm;
 pub mod ext4;
+pub mod image_app;
 pub mod launch_port;
 pub mod sealed_disk;
 

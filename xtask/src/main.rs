@@ -7,12 +7,12 @@ use std::time::Instant;
 
 mod bench;
 mod demo;
-mod image;
+use xtask_image as image;
 mod layout;
 mod qemu;
 mod sim;
 
-use xtask_steps::{apt, step};
+use xtask_steps::apt;
 
 #[derive(Parser)]
 #[command(name = "cargo xtask", about = "Bulwark automation")]
@@ -34,8 +34,9 @@ enum Cmd {
     Demo(DemoArgs),
     /// Build the measured guest image: the production image into target/image (kernel,
     /// initramfs, cmdline, firmware, measurement.json, SHA256SUMS), or with --simulated the
-    /// development image (simulated PSP) into target/image-simulated.
-    Image(ImageArgs),
+    /// development image (simulated PSP) into target/image-simulated; with --app, carrying a
+    /// static ABCI application that PID 1 starts and the node runs on.
+    Image(ImageCmdArgs),
     /// Print the SEV-SNP launch measurement of target/image (hex, last line).
     Measure(MeasureArgs),
     /// Boot validators as VMs from target/image and watch them reach consensus.
@@ -70,6 +71,27 @@ struct ImageArgs {
     /// for a network that carries value.
     #[arg(long)]
     simulated: bool,
+}
+
+#[derive(Args)]
+struct ImageCmdArgs {
+    #[command(flatten)]
+    image: ImageArgs,
+    /// A static ABCI application binary for the image to carry (as /bin/abci-app in the
+    /// initramfs, so the launch measurement covers it; measurement.json names its sha256).
+    /// PID 1 starts it and the node runs on it; without it, the built-in kvstore.
+    #[arg(long)]
+    app: Option<std::path::PathBuf>,
+    /// An argument the application is started with (repeat for more; default: the
+    /// `--app-proxy` address).
+    #[arg(long = "app-arg", requires = "app")]
+    app_args: Vec<String>,
+    /// Where the node reaches the application (`unix:///path` or `tcp://127.0.0.1:port`).
+    #[arg(long, requires = "app", default_value = image::DEFAULT_APP_PROXY)]
+    app_proxy: String,
+    /// Where to write the image (default: target/image or target/image-simulated).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
 }
 
 impl ImageArgs {
@@ -129,7 +151,15 @@ fn main() -> Result<()> {
         Cmd::Test(args) => test(args),
         Cmd::Demo(args) => demo(args),
         Cmd::Bench(args) => bench::run(args),
-        Cmd::Image(args) => image::build_and_print(args.flavour()),
+        Cmd::Image(args) => {
+            let flavour = args.image.flavour();
+            let app = args
+                .app
+                .map(|path| image::ImageApp::new(path, args.app_args, args.app_proxy))
+                .transpose()?;
+            let out = args.out.unwrap_or_else(|| image::image_dir(flavour));
+            image::build_and_print(flavour, app.as_ref(), &out)
+        }
         Cmd::Measure(args) => measure(args),
         Cmd::Qemu(args) => qemu::run(args),
         Cmd::SimulatedRoot => simulated_root(),
@@ -268,6 +298,23 @@ fn test(args: TestArgs) -> Result<()> {
     crate::apt::ensure_packages(&vm_harness::vm::VM_PACKAGES)?;
     image::build(image::Flavour::Production)?;
     image::build(image::Flavour::Simulated)?;
+    // Images carrying an ABCI application (`--app`): ours that checks every request, over a
+    // Unix socket, and tendermint-abci's kvstore, whose server speaks TCP only.
+    for (app, args, proxy) in [
+        ("abci-conformance", vec![], image::DEFAULT_APP_PROXY),
+        (
+            "tendermint-kvstore",
+            vec!["127.0.0.1:26658".to_string()],
+            "tcp://127.0.0.1:26658",
+        ),
+    ] {
+        let binary = image::static_abci_app(app)?;
+        image::build_into(
+            image::Flavour::Simulated,
+            Some(&image::ImageApp::new(binary, args, proxy.into())?),
+            &vm_harness::vm::app_image_dir(app),
+        )?;
+    }
     image::check_against_reference()?;
     lap("image builds");
     // The VM tests are the workspace's only ignored tests: running just the ignored ones of the

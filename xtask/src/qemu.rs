@@ -761,7 +761,7 @@ mod tests {
         std::fs::write(dir.join("bzImage"), dummy_bzimage()).unwrap();
         std::fs::write(
             dir.join("initramfs.cpio.gz"),
-            crate::image::initramfs(b"not a binary").unwrap(),
+            crate::image::initramfs(b"not a binary", None).unwrap(),
         )
         .unwrap();
         (dir, "stand-in image files")

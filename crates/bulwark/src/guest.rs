@@ -189,6 +189,24 @@ fn enroll(disk: &DataDisk, request: &EnrollRequest) -> Result<()> {
         launch_home(&home, request, &enrollment, &instance, inputs)
     })?;
     home.launch = crate::home::Launch::Enrolled { instance };
+    start_node(home)
+}
+
+/// Runs the node on the image's application: the one the measured image carries (started
+/// here, its data on the sealed disk), else the built-in kvstore; never one the host names.
+fn start_node(mut home: Home) -> Result<()> {
+    let app = bulwark_boot::image_app::ImageApp::load(Path::new("/"))?;
+    let measured = app
+        .as_ref()
+        .map_or("kvstore", |a| &a.spec.proxy_app)
+        .to_string();
+    if home.config.app.proxy_app != measured {
+        eprintln!("bulwark: proxy_app {:?} of the host's config.toml ignored: the image's application is {measured:?}", home.config.app.proxy_app);
+    }
+    home.config.app.proxy_app = measured;
+    let _running = app
+        .map(|a| a.start(&home.dir.join("data/abci-app")))
+        .transpose()?;
     crate::run::start(home)
 }
 
@@ -291,7 +309,7 @@ pub fn run(disk: &DataDisk) -> Result<()> {
             sealed.display()
         );
     }
-    crate::run::start(Home::load(&home)?)
+    start_node(Home::load(&home)?)
 }
 
 #[cfg(test)]

@@ -162,11 +162,24 @@ impl Flavour {
 /// The directory of the `flavour` image: under `BULWARK_IMAGES` if set, else the workspace's
 /// target directory.
 pub fn image_dir(flavour: Flavour) -> PathBuf {
+    images_dir().join(flavour.dir_name())
+}
+
+/// The simulated image carrying `bulwark-abci-apps`' binary `app` (`cargo xtask test` builds
+/// it with `cargo xtask image --simulated --app`).
+pub fn app_image_dir(app: &str) -> PathBuf {
+    images_dir().join(format!("image-simulated-{app}"))
+}
+
+fn images_dir() -> PathBuf {
     std::env::var_os("BULWARK_IMAGES")
         .map(PathBuf::from)
         .unwrap_or_else(harness::process::target_dir)
-        .join(flavour.dir_name())
 }
+
+/// The `proxy_app` every VM network's host puts in each VM's config.toml: an application on
+/// the host, which the guest ignores (its image decides).
+pub const HOSTS_PROXY_APP: &str = "tcp://10.0.2.2:26658";
 
 /// The image's static `bulwark` binary, the initramfs's `/init`, kept beside the image: the
 /// host runs it for the ceremony's public steps (`genesis assemble`, `node-config`), so host
@@ -632,6 +645,16 @@ impl VmNetwork {
                 &bin,
                 &config_args.iter().map(String::as_str).collect::<Vec<_>>(),
             )?;
+            // The host names an ABCI application of its own, on the host: the guest must
+            // ignore it and run the image's (the measured one, or the built-in kvstore).
+            let config = String::from_utf8(config)?.replace(
+                "proxy_app = \"kvstore\"",
+                &format!("proxy_app = \"{HOSTS_PROXY_APP}\""),
+            );
+            if !config.contains(HOSTS_PROXY_APP) {
+                bail!("node-config wrote no proxy_app to replace");
+            }
+            let config = config.into_bytes();
             std::fs::write(vm.join("config.toml"), &config)?;
             let port = launch_port(base + 10 * i as u16);
             let by = Instant::now() + Duration::from_secs(60);

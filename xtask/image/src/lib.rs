@@ -12,8 +12,6 @@
 //! `~/.cache/bulwark/downloads`, the kernel build by the hash of all its inputs in
 //! `~/.cache/bulwark/kernel`.
 
-use crate::apt::ensure_packages;
-use crate::step::{step, Step};
 use anyhow::{bail, Context, Result};
 use harness::workspace;
 use serde::Deserialize;
@@ -22,7 +20,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
+use xtask_steps::apt::ensure_packages;
 use xtask_steps::cache_dir;
+use xtask_steps::step::{step, Step};
 
 pub use vm_harness::vm::Flavour;
 
@@ -366,6 +366,20 @@ fn build_kernel(
 /// The static `bulwark` binary of `flavour`, built so that its bytes do not depend on where
 /// the checkout is. The production flavour is built without the `simulated-psp` feature.
 fn static_bulwark(flavour: Flavour) -> Result<Vec<u8>> {
+    let features: &[&str] = match flavour {
+        Flavour::Production => &[],
+        Flavour::Simulated => &["--features", "simulated-psp"],
+    };
+    Ok(std::fs::read(static_binary(
+        "bulwark",
+        "bulwark",
+        features,
+        &format!("static-build-{}", flavour.dir_name()),
+    )?)?)
+}
+
+/// A static build of binary `bin` of `package` (release, reproducible paths); its path.
+fn static_binary(package: &str, bin: &str, features: &[&str], log: &str) -> Result<PathBuf> {
     let root = workspace().canonicalize()?;
     let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
     let target = harness::process::target_dir().join("image-build");
@@ -373,13 +387,9 @@ fn static_bulwark(flavour: Flavour) -> Result<Vec<u8>> {
         "-C target-feature=+crt-static -C link-arg=-Wl,--build-id=none --remap-path-prefix={}=/src --remap-path-prefix={home}/.cargo=/cargo --remap-path-prefix={home}/.rustup=/rustup",
         root.display()
     );
-    let features: &[&str] = match flavour {
-        Flavour::Production => &[],
-        Flavour::Simulated => &["--features", "simulated-psp"],
-    };
     step(
-        &format!("image: building the static bulwark binary ({flavour:?}, release)"),
-        &format!("static-build-{}", flavour.dir_name()),
+        &format!("image: building the static {bin} binary (release)"),
+        log,
         |s| {
             s.run(
                 harness::cargo()
@@ -392,26 +402,47 @@ fn static_bulwark(flavour: Flavour) -> Result<Vec<u8>> {
                         "--release",
                         "--locked",
                         "-p",
-                        "bulwark",
+                        package,
                         "--bin",
-                        "bulwark",
-                        "--target",
-                        "x86_64-unknown-linux-gnu",
+                        bin,
                     ])
+                    .args(["--target", "x86_64-unknown-linux-gnu"])
                     .args(features),
             )
         },
     )?;
-    Ok(std::fs::read(
-        target.join("x86_64-unknown-linux-gnu/release/bulwark"),
-    )?)
+    Ok(target.join("x86_64-unknown-linux-gnu/release").join(bin))
+}
+
+/// A static build of `bin` of `bulwark-abci-apps` (`tendermint-kvstore`, `abci-conformance`),
+/// for `--app`.
+pub fn static_abci_app(bin: &str) -> Result<PathBuf> {
+    static_binary(
+        "bulwark-abci-apps",
+        bin,
+        &[],
+        &format!("static-build-{bin}"),
+    )
 }
 
 /// One entry of the initramfs.
 pub enum Entry<'a> {
+    /// A directory (0755).
     Dir,
-    File { mode: u32, data: &'a [u8] },
-    CharDev { major: u32, minor: u32 },
+    /// A file.
+    File {
+        /// Its permission bits.
+        mode: u32,
+        /// Its bytes.
+        data: &'a [u8],
+    },
+    /// A character device node (0600).
+    CharDev {
+        /// Its major number.
+        major: u32,
+        /// Its minor number.
+        minor: u32,
+    },
 }
 
 /// One newc header (and the name, padded to 4 bytes).
@@ -477,9 +508,80 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
     Ok(enc.finish()?)
 }
 
-/// The initramfs: the static `bulwark` binary as `/init` and the few nodes PID 1 needs before
-/// devtmpfs is mounted.
-pub fn initramfs(bulwark: &[u8]) -> Result<Vec<u8>> {
+/// Where the node reaches an image's application by default.
+pub const DEFAULT_APP_PROXY: &str = "unix:///run/abci-app.sock";
+
+/// The ABCI application an image carries (`--app`).
+pub struct ImageApp {
+    /// Its file name, for measurement.json.
+    pub name: String,
+    /// The static binary.
+    pub binary: Vec<u8>,
+    /// How PID 1 starts it and the node reaches it (`/etc/abci-app.json`).
+    pub spec: bulwark_boot::image_app::AppSpec,
+}
+
+impl ImageApp {
+    /// Reads `path`, which must be a static x86-64 ELF executable (the image has no libc);
+    /// `args` default to `proxy_app`.
+    pub fn new(path: PathBuf, args: Vec<String>, proxy_app: String) -> Result<Self> {
+        let binary = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        check_static_elf(&binary).with_context(|| format!("--app {}", path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let args = if args.is_empty() {
+            vec![proxy_app.clone()]
+        } else {
+            args
+        };
+        Ok(ImageApp {
+            name,
+            binary,
+            spec: bulwark_boot::image_app::AppSpec { args, proxy_app },
+        })
+    }
+}
+
+/// A 64-bit little-endian x86-64 ELF executable with no program interpreter (statically
+/// linked).
+fn check_static_elf(bytes: &[u8]) -> Result<()> {
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_le_bytes)
+    };
+    if bytes.get(..6) != Some(b"\x7fELF\x02\x01".as_slice()) || u16_at(0x12) != Some(62) {
+        bail!("not a 64-bit little-endian x86-64 ELF file");
+    }
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
+    else {
+        bail!("a truncated ELF header");
+    };
+    for i in 0..usize::from(phnum) {
+        let at = usize::try_from(phoff)? + i * usize::from(phentsize);
+        match bytes.get(at..at + 4) {
+            None => bail!("program header {i} lies outside the file"),
+            // PT_INTERP: a dynamic loader the image does not have.
+            Some([3, 0, 0, 0]) => bail!(
+                "dynamically linked (it names a program interpreter); the image has no libc: build it with `-C target-feature=+crt-static`"
+            ),
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The initramfs: the static `bulwark` binary as `/init`, the few nodes PID 1 needs before
+/// devtmpfs is mounted, and the application, if the image carries one.
+pub fn initramfs(bulwark: &[u8], app: Option<(&[u8], &[u8])>) -> Result<Vec<u8>> {
     let mut entries = vec![
         ("dev", Entry::Dir),
         ("dev/console", Entry::CharDev { major: 5, minor: 1 }),
@@ -494,14 +596,38 @@ pub fn initramfs(bulwark: &[u8]) -> Result<Vec<u8>> {
             },
         ),
     ];
+    if let Some((binary, spec)) = app {
+        entries.extend([
+            ("bin", Entry::Dir),
+            ("etc", Entry::Dir),
+            ("run", Entry::Dir),
+            (
+                bulwark_boot::image_app::APP_BINARY,
+                Entry::File {
+                    mode: 0o755,
+                    data: binary,
+                },
+            ),
+            (
+                bulwark_boot::image_app::APP_SPEC,
+                Entry::File {
+                    mode: 0o644,
+                    data: spec,
+                },
+            ),
+        ]);
+    }
     gzip(&cpio(&mut entries))
 }
 
 /// A CPU model for measurements.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum CpuModel {
+    /// EPYC-Milan.
     Milan,
+    /// EPYC-Genoa.
     Genoa,
+    /// EPYC-Turin.
     Turin,
 }
 
@@ -565,12 +691,18 @@ pub fn launch_digest(dir: &Path, vcpus: u32, cpu: CpuModel, guest_features: u64)
     Ok(digest.get_hex_ld())
 }
 
+/// Where the image of `flavour` is built (`target/image`, `target/image-simulated`).
 pub fn image_dir(flavour: Flavour) -> PathBuf {
     vm_harness::vm::image_dir(flavour)
 }
 
 /// `cargo xtask image [--simulated]`.
 pub fn build(flavour: Flavour) -> Result<()> {
+    build_into(flavour, None, &image_dir(flavour))
+}
+
+/// The image of `flavour`, carrying `app` if given, in `out`.
+pub fn build_into(flavour: Flavour, app: Option<&ImageApp>, out: &Path) -> Result<()> {
     let root = workspace();
     let pins: Pins = toml::from_str(&std::fs::read_to_string(root.join("image/pins.toml"))?)
         .context("image/pins.toml")?;
@@ -585,16 +717,25 @@ pub fn build(flavour: Flavour) -> Result<()> {
     let bz = built.bz_image;
     let binary = static_bulwark(flavour)?;
     check_flavour(flavour, &binary)?;
-    let init = initramfs(&binary)?;
-    let out = image_dir(flavour);
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out)?;
+    let spec = app
+        .map(|a| serde_json::to_vec_pretty(&a.spec))
+        .transpose()?;
+    let init = initramfs(
+        &binary,
+        app.zip(spec.as_deref())
+            .map(|(a, s)| (a.binary.as_slice(), s)),
+    )?;
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out)?;
     std::fs::write(out.join("bzImage"), &bz)?;
     std::fs::write(out.join("kernel.config"), &built.config)?;
     std::fs::write(out.join("initramfs.cpio.gz"), &init)?;
     std::fs::write(out.join("kernel-cmdline"), &cmdline)?;
     std::fs::write(out.join("OVMF.amdsev.fd"), &firmware)?;
     std::fs::write(out.join("bulwark"), &binary)?;
+    if let Some(app) = app {
+        std::fs::write(out.join("abci-app"), &app.binary)?;
+    }
     std::fs::set_permissions(
         out.join("bulwark"),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
@@ -605,12 +746,12 @@ pub fn build(flavour: Flavour) -> Result<()> {
         for vcpus in 1..=8u32 {
             per.insert(
                 vcpus.to_string(),
-                launch_digest(&out, vcpus, cpu, 0x1)?.into(),
+                launch_digest(out, vcpus, cpu, 0x1)?.into(),
             );
         }
         digests.insert(cpu.name().into(), per.into());
     }
-    let inputs = serde_json::json!({
+    let mut inputs = serde_json::json!({
         "bzImage": sha256_hex(&bz),
         "initramfs.cpio.gz": sha256_hex(&init),
         "init (bulwark)": sha256_hex(&binary),
@@ -620,6 +761,14 @@ pub fn build(flavour: Flavour) -> Result<()> {
         "kernel_source": {"package": pins.kernel.package, "version": pins.kernel.version, "sha256": pins.kernel.file_sha256},
         "firmware": {"package": pins.firmware.package, "version": pins.firmware.version, "sha256": pins.firmware.file_sha256},
     });
+    if let Some(app) = app {
+        inputs["abci-app"] = serde_json::json!({
+            "file": app.name,
+            "sha256": sha256_hex(&app.binary),
+            "args": app.spec.args,
+            "proxy_app": app.spec.proxy_app,
+        });
+    }
     let measurement = serde_json::json!({
         "flavour": match flavour {
             Flavour::Production => "production",
@@ -637,6 +786,7 @@ pub fn build(flavour: Flavour) -> Result<()> {
     let mut sums = String::new();
     for name in [
         "OVMF.amdsev.fd",
+        "abci-app",
         "bulwark",
         "bzImage",
         "initramfs.cpio.gz",
@@ -644,6 +794,9 @@ pub fn build(flavour: Flavour) -> Result<()> {
         "kernel.config",
         "measurement.json",
     ] {
+        if name == "abci-app" && app.is_none() {
+            continue;
+        }
         sums += &format!("{}  {name}\n", sha256_hex(&std::fs::read(out.join(name))?));
     }
     std::fs::write(out.join("SHA256SUMS"), &sums)?;
@@ -657,13 +810,11 @@ pub fn build(flavour: Flavour) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask image [--simulated]`: builds the image and prints its SHA256SUMS.
-pub fn build_and_print(flavour: Flavour) -> Result<()> {
-    build(flavour)?;
-    print!(
-        "{}",
-        std::fs::read_to_string(image_dir(flavour).join("SHA256SUMS"))?
-    );
+/// `cargo xtask image [--simulated] [--app PATH ...] [--out DIR]`: builds the image and
+/// prints its SHA256SUMS.
+pub fn build_and_print(flavour: Flavour, app: Option<&ImageApp>, out: &Path) -> Result<()> {
+    build_into(flavour, app, out)?;
+    print!("{}", std::fs::read_to_string(out.join("SHA256SUMS"))?);
     Ok(())
 }
 
@@ -869,6 +1020,44 @@ mod tests {
         }
     }
 
+    /// A minimal x86-64 ELF header with one program header of type `p_type`.
+    fn elf(p_type: u32) -> Vec<u8> {
+        let mut b = vec![0u8; 64 + 56];
+        b[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        b[0x12..0x14].copy_from_slice(&62u16.to_le_bytes());
+        b[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
+        b[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        b[0x38..0x3a].copy_from_slice(&1u16.to_le_bytes());
+        b[64..68].copy_from_slice(&p_type.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn only_a_static_x86_64_executable_can_be_the_images_application() {
+        check_static_elf(&elf(1)).unwrap();
+        let dynamic = check_static_elf(&elf(3)).unwrap_err().to_string();
+        assert!(dynamic.contains("dynamically linked"), "{dynamic}");
+        // This very xtask binary is dynamically linked.
+        let me = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+        assert!(check_static_elf(&me).is_err());
+        assert!(check_static_elf(b"#!/bin/sh\n").is_err());
+        let mut arm = elf(1);
+        arm[0x12] = 183;
+        assert!(check_static_elf(&arm).is_err());
+        let mut outside = elf(1);
+        outside[0x38] = 9;
+        assert!(check_static_elf(&outside).is_err());
+    }
+
+    #[test]
+    fn an_application_goes_into_the_initramfs_with_its_spec_and_changes_it() {
+        let plain = initramfs(b"binary", None).unwrap();
+        let with = initramfs(b"binary", Some((b"app", b"{}"))).unwrap();
+        assert_ne!(plain, with);
+        assert_eq!(with, initramfs(b"binary", Some((b"app", b"{}"))).unwrap());
+        assert_ne!(with, initramfs(b"binary", Some((b"app2", b"{}"))).unwrap());
+    }
+
     #[test]
     fn the_same_entries_in_any_order_give_the_same_archive() {
         let mut a = sample(b"#!/bin/true\n");
@@ -876,11 +1065,14 @@ mod tests {
         b.reverse();
         assert_eq!(cpio(&mut a), cpio(&mut b));
         assert_eq!(
-            initramfs(b"binary").unwrap(),
-            initramfs(b"binary").unwrap(),
+            initramfs(b"binary", None).unwrap(),
+            initramfs(b"binary", None).unwrap(),
             "gzip adds no time or name"
         );
-        assert_ne!(initramfs(b"binary").unwrap(), initramfs(b"binarY").unwrap());
+        assert_ne!(
+            initramfs(b"binary", None).unwrap(),
+            initramfs(b"binarY", None).unwrap()
+        );
     }
 
     #[test]
