@@ -118,9 +118,93 @@ fn every_answer_has_cometbfts_exact_json_shape() {
             "commit",
             json!({"height": empty.to_string()}),
         ),
+        (
+            "blockchain_from_1_to_10",
+            "blockchain",
+            json!({"minHeight": "1", "maxHeight": "10"}),
+        ),
+        (
+            "consensus_params",
+            "consensus_params",
+            json!({"height": empty.to_string()}),
+        ),
     ] {
         answers.push((name, post(method, params)));
     }
+    // By hash: the fixture's block is at height 10 and empty; ours too, found by its hash
+    // (base64, as tendermint-rpc and Go send `[]byte`).
+    let by_height = post("block", json!({"height": empty.to_string()}));
+    let hash = by_height["block_id"]["hash"]
+        .as_str()
+        .expect("a hash")
+        .to_string();
+    let b64_hash = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(hex::decode(&hash).unwrap())
+    };
+    let by_hash = post("block_by_hash", json!({"hash": b64_hash}));
+    assert_eq!(
+        by_hash, by_height,
+        "block_by_hash differs from block at the same height"
+    );
+    answers.push(("block_by_hash", by_hash));
+    // `header` and `header_by_hash` (hex): the header of `block`, the fixture's block header.
+    let header = post("header", json!({"height": empty.to_string()}));
+    assert_eq!(header["header"], by_height["block"]["header"], "{header}");
+    let header_by_hash = post("header_by_hash", json!({"hash": hash}));
+    assert_eq!(header_by_hash, header, "{header_by_hash}");
+    let unknown = post("header_by_hash", json!({"hash": "AB".repeat(32)}));
+    assert_eq!(unknown, json!({"header": null}));
+    let unknown = post("block_by_hash", json!({"hash": "AB".repeat(32)}));
+    assert!(
+        unknown["block"].is_null() && unknown["block_id"]["hash"] == "",
+        "{unknown}"
+    );
+    let mut header_differences = Vec::new();
+    differences(
+        &header["header"],
+        &fixture("block_at_height_10")["block"]["header"],
+        "",
+        OURS_ONLY,
+        &mut header_differences,
+    );
+    assert!(
+        header_differences.is_empty(),
+        "header: {header_differences:?}"
+    );
+    // `unconfirmed_txs` and `check_tx` (no capture: CometBFT's keys, written out).
+    let unconfirmed = post("unconfirmed_txs", json!({"limit": "5"}));
+    for key in ["n_txs", "total", "total_bytes"] {
+        assert!(unconfirmed[key].is_string(), "{key}: {unconfirmed}");
+    }
+    assert!(unconfirmed["txs"].is_array(), "{unconfirmed}");
+    let checked = post("check_tx", json!({"tx": b64("check=4")}));
+    let mut keys: Vec<&str> = checked
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "code",
+            "codespace",
+            "data",
+            "events",
+            "gas_used",
+            "gas_wanted",
+            "info",
+            "log"
+        ],
+        "{checked}"
+    );
+    assert_eq!(checked["code"], 0, "{checked}");
+    assert_eq!(
+        post("check_tx", json!({"tx": b64("no equals sign")}))["code"],
+        1
+    );
     // No capture of `validators`: CometBFT's keys, written out (v0.38's `ValidatorSet` JSON).
     let validators = post("validators", json!({"height": empty.to_string()}));
     for v in validators["validators"].as_array().expect("a list") {

@@ -192,6 +192,13 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
             let block = c.block(h as u32).await.unwrap();
             assert_eq!(block.block.header, signed.header, "height {h}");
             assert_eq!(block.block_id.hash, signed.header.hash());
+            // The same block and header by hash and by height, through the client's own
+            // encodings (base64 for block_by_hash, hex for header_by_hash).
+            let by_hash = c.block_by_hash(block.block_id.hash).await.unwrap();
+            assert_eq!(by_hash.block.as_ref(), Some(&block.block), "height {h}");
+            assert_eq!(c.header(h as u32).await.unwrap().header, signed.header);
+            let header = c.header_by_hash(block.block_id.hash).await.unwrap().header;
+            assert_eq!(header.as_ref(), Some(&signed.header), "height {h}");
             let results = c.block_results(h as u32).await.unwrap();
             let tx_results = results.txs_results.unwrap_or_default();
             assert_eq!(tx_results.len(), block.block.data.len(), "height {h}");
@@ -226,6 +233,21 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
             .await
             .unwrap();
         assert_eq!(status.sync_info.latest_block_hash, latest.block_id.hash);
+        // Block metas, highest first, at most 20; the consensus parameters of the genesis.
+        let chain = clients[2].blockchain(1u32, 30u32).await.unwrap();
+        assert_eq!(chain.block_metas.len(), 20);
+        let top = chain.block_metas[0].header.height.value();
+        assert_eq!(chain.block_metas[19].header.height.value(), top - 19);
+        let meta = &chain.block_metas[0];
+        let block = clients[2].block(meta.header.height).await.unwrap();
+        assert_eq!(meta.block_id, block.block_id);
+        assert_eq!(meta.num_txs as usize, block.block.data.len());
+        let params = clients[2].consensus_params(2u32).await.unwrap();
+        assert_eq!(params.block_height.value(), 2);
+        assert_eq!(
+            params.consensus_params.block,
+            genesis.consensus_params.block
+        );
         assert_eq!(status.node_info.network, genesis.chain_id);
         assert_eq!(status.validator_info.power.value(), 10);
         assert!(!status.sync_info.catching_up);
@@ -257,8 +279,20 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
     let (_, v) = get(&addr0, "/validators?height=1&page=1&per_page=2");
     assert_eq!(v["result"]["count"], "2");
     assert_eq!(v["result"]["total"], "4");
+    let (_, v) = get(&addr0, "/unconfirmed_txs?limit=2");
+    assert!(v["result"]["txs"].as_array().is_some_and(|t| t.len() <= 2), "{v}");
+    let (_, v) = get(&addr0, "/check_tx?tx=%22uri=check%22");
+    assert_eq!(v["result"]["code"], 0, "{v}");
+    let (_, v) = get(&addr0, "/header?height=2");
+    let hash = {
+        let (_, b) = get(&addr0, "/block?height=2");
+        assert_eq!(v["result"]["header"], b["result"]["block"]["header"], "{v}");
+        b["result"]["block_id"]["hash"].as_str().unwrap().to_string()
+    };
+    let (_, v) = get(&addr0, &format!("/header_by_hash?hash=0x{hash}"));
+    assert_eq!(v["result"]["header"]["height"], "2", "{v}");
     let (_, v) = get(&addr0, "/");
-    assert_eq!(v["endpoints"].as_array().unwrap().len(), 15);
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 22, "{v}");
 
     // Bad requests: JSON-RPC errors with the right codes.
     let (_, v) = post(&addr0, "{not json");

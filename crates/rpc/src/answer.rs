@@ -425,6 +425,138 @@ fn num_unconfirmed_txs(engine: &Engine) -> Result<Value, ResponseError> {
     }))
 }
 
+/// Block `height` and its id.
+fn block_with_id(engine: &Engine, height: u64) -> Result<(Block, block::Id), ResponseError> {
+    let block = load_block(engine, height)?;
+    let (id, _) = block_id(&block).map_err(store_error)?;
+    Ok((block, id))
+}
+
+/// The height of the stored block whose hash is `hash`, if any.
+fn height_of(engine: &Engine, hash: &[u8]) -> Result<Option<u64>, ResponseError> {
+    engine.blocks().height_of(hash).map_err(store_error)
+}
+
+fn block_by_hash(engine: &Engine, hash: &[u8]) -> Result<Value, ResponseError> {
+    let found = height_of(engine, hash)?
+        .map(|h| block_with_id(engine, h))
+        .transpose()?;
+    let (block, block_id) = match found {
+        Some((block, id)) => (Some(block), id),
+        // CometBFT's answer for a hash it does not have: an empty id, no block.
+        None => (None, block::Id::default()),
+    };
+    let mut value = to_value(&endpoint::block_by_hash::Response { block_id, block })?;
+    if value["block"].is_null() {
+        value["block_id"] = cometbft::empty_block_id();
+    } else {
+        cometbft::block(&mut value);
+    }
+    Ok(value)
+}
+
+fn header_by_hash(engine: &Engine, hash: &[u8]) -> Result<Value, ResponseError> {
+    let header = height_of(engine, hash)?
+        .map(|h| load_block(engine, h).map(|b| b.header))
+        .transpose()?;
+    let mut value = to_value(&endpoint::header_by_hash::Response { header })?;
+    cometbft::header(&mut value);
+    Ok(value)
+}
+
+/// CometBFT's `blockchain`: at most 20 block metas, from `max` (the latest if none) down to
+/// `min` (the first if none).
+fn blockchain(engine: &Engine, min: Option<u64>, max: Option<u64>) -> Result<Value, ResponseError> {
+    const LIMIT: u64 = 20;
+    let latest = engine.state().last_block_height;
+    let first = engine.state().initial_height;
+    let max = max.unwrap_or(latest).min(latest);
+    let min = min
+        .unwrap_or(first)
+        .max(first)
+        .max((max + 1).saturating_sub(LIMIT));
+    if min > max {
+        return Err(internal(format!(
+            "min height {min} can't be greater than max height {max}"
+        )));
+    }
+    let mut block_metas = Vec::new();
+    for h in (min..=max).rev() {
+        let (block, block_id) = block_with_id(engine, h)?;
+        block_metas.push(block::Meta {
+            block_id,
+            block_size: pb::types::Block::from(block.clone()).encoded_len() as i64,
+            num_txs: block.data.len() as i64,
+            header: block.header,
+        });
+    }
+    let mut value = to_value(&endpoint::blockchain::Response {
+        last_height: block::Height::try_from(latest).map_err(store_error)?,
+        block_metas,
+    })?;
+    cometbft::blockchain(&mut value);
+    Ok(value)
+}
+
+/// The consensus parameters in force at `height`: the genesis's at the initial height, else
+/// those the state after the height before carries.
+fn consensus_params(
+    engine: &Engine,
+    node: &NodeView<'_>,
+    height: Option<u64>,
+) -> Result<Value, ResponseError> {
+    let h = resolve(engine, height)?;
+    let consensus_params = if h == engine.state().initial_height {
+        node.genesis.consensus_params.clone()
+    } else {
+        let bytes = engine
+            .blocks()
+            .state(h - 1)
+            .map_err(store_error)?
+            .ok_or_else(|| internal(format!("the state after height {} is not stored", h - 1)))?;
+        ChainState::decode(&bytes)
+            .map_err(store_error)?
+            .consensus_params
+    };
+    let mut value = to_value(&endpoint::consensus_params::Response {
+        block_height: block::Height::try_from(h).map_err(store_error)?,
+        consensus_params,
+    })?;
+    cometbft::consensus_params(&mut value);
+    Ok(value)
+}
+
+fn unconfirmed_txs(engine: &Engine, limit: usize) -> Result<Value, ResponseError> {
+    use base64::Engine as _;
+    let txs: Vec<String> = engine
+        .mempool()
+        .reap(-1)
+        .iter()
+        .take(limit)
+        .map(|t| base64::engine::general_purpose::STANDARD.encode(t))
+        .collect();
+    // Not among tendermint-rpc's endpoints: CometBFT's shape, written out.
+    Ok(serde_json::json!({
+        "n_txs": txs.len().to_string(),
+        "total": engine.mempool().len().to_string(),
+        "total_bytes": engine.mempool().size_bytes().to_string(),
+        "txs": txs,
+    }))
+}
+
+fn check_tx(engine: &Engine, tx: Vec<u8>) -> Result<Value, ResponseError> {
+    let answer = engine
+        .app()
+        .check_tx(request::CheckTx {
+            tx: Bytes::from(tx),
+            kind: request::CheckTxKind::New,
+        })
+        .map_err(|e| internal(e.to_string()))?;
+    let mut value = serde_json::json!({ "check_tx": to_value(&answer)? });
+    cometbft::check_tx(&mut value);
+    Ok(value["check_tx"].take())
+}
+
 /// Answers `call`; any outputs (a broadcast transaction's gossip) are the driver's to carry out.
 pub fn answer(engine: &mut Engine, node: &NodeView<'_>, call: Call) -> (Reply, Vec<Output>) {
     let ready = |r| (Reply::Ready(r), Vec::new());
@@ -442,8 +574,7 @@ pub fn answer(engine: &mut Engine, node: &NodeView<'_>, call: Call) -> (Reply, V
             }),
         ),
         Call::Block(height) => ready(resolve(engine, height).and_then(|h| {
-            let block = load_block(engine, h)?;
-            let (id, _) = block_id(&block).map_err(store_error)?;
+            let (block, id) = block_with_id(engine, h)?;
             let mut value = to_value(&endpoint::block::Response {
                 block_id: id,
                 block,
@@ -489,5 +620,18 @@ pub fn answer(engine: &mut Engine, node: &NodeView<'_>, call: Call) -> (Reply, V
             ),
             Err(e) => ready(Err(internal(format!("evidence refused: {e}")))),
         },
+        Call::BlockByHash(hash) => ready(block_by_hash(engine, &hash)),
+        Call::Header(height) => ready(resolve(engine, height).and_then(|h| {
+            let mut value = to_value(&endpoint::header::Response {
+                header: load_block(engine, h)?.header,
+            })?;
+            cometbft::header(&mut value);
+            Ok(value)
+        })),
+        Call::HeaderByHash(hash) => ready(header_by_hash(engine, &hash)),
+        Call::Blockchain { min, max } => ready(blockchain(engine, min, max)),
+        Call::ConsensusParams(height) => ready(consensus_params(engine, node, height)),
+        Call::UnconfirmedTxs { limit } => ready(unconfirmed_txs(engine, limit)),
+        Call::CheckTx(tx) => ready(check_tx(engine, tx)),
     }
 }

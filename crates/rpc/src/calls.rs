@@ -74,6 +74,28 @@ pub enum Call {
     NumUnconfirmedTxs,
     /// `broadcast_evidence`: evidence of misbehaviour, as CometBFT's JSON carries it.
     BroadcastEvidence(Box<pb::types::Evidence>),
+    /// `block_by_hash`.
+    BlockByHash(Vec<u8>),
+    /// `header` (latest if no height).
+    Header(Option<u64>),
+    /// `header_by_hash`.
+    HeaderByHash(Vec<u8>),
+    /// `blockchain`: the metas of at most 20 blocks, highest first.
+    Blockchain {
+        /// `minHeight` (the first block if none).
+        min: Option<u64>,
+        /// `maxHeight` (the latest if none).
+        max: Option<u64>,
+    },
+    /// `consensus_params` (latest if no height).
+    ConsensusParams(Option<u64>),
+    /// `unconfirmed_txs`: up to `limit` waiting transactions.
+    UnconfirmedTxs {
+        /// Most transactions listed.
+        limit: usize,
+    },
+    /// `check_tx`: the application's CheckTx, without admitting the transaction.
+    CheckTx(Vec<u8>),
 }
 
 /// The methods served, in the order `GET /` lists them.
@@ -93,12 +115,23 @@ pub const METHODS: &[&str] = &[
     "abci_info",
     "num_unconfirmed_txs",
     "broadcast_evidence",
+    "block_by_hash",
+    "header",
+    "header_by_hash",
+    "blockchain",
+    "consensus_params",
+    "unconfirmed_txs",
+    "check_tx",
 ];
 
 /// Positional parameter names of each method (CometBFT's order).
 fn positional_names(method: &str) -> &'static [&'static str] {
     match method {
-        "block" | "block_results" | "commit" => &["height"],
+        "block" | "block_results" | "commit" | "header" | "consensus_params" => &["height"],
+        "block_by_hash" | "header_by_hash" => &["hash"],
+        "blockchain" => &["minHeight", "maxHeight"],
+        "unconfirmed_txs" => &["limit"],
+        "check_tx" => &["tx"],
         "validators" => &["height", "page", "per_page"],
         "broadcast_tx_async" | "broadcast_tx_sync" | "broadcast_tx_commit" => &["tx"],
         "abci_query" => &["path", "data", "height", "prove"],
@@ -178,6 +211,37 @@ fn boolean(params: &Map<String, Value>, name: &str) -> Result<bool, ResponseErro
     }
 }
 
+/// A transaction, base64 in JSON as CometBFT takes it.
+fn tx(params: &Map<String, Value>) -> Result<Vec<u8>, ResponseError> {
+    let encoded = string(params, "tx")?.ok_or_else(|| invalid("missing tx"))?;
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded.as_bytes())
+        .map_err(|e| invalid(format!("tx is not base64: {e}")))
+}
+
+/// A block hash: 64 hex digits (`header_by_hash`'s form, and `0x`-prefixed from a URI) or
+/// base64 (`block_by_hash`'s, as CometBFT's JSON takes `[]byte`); the two cannot be confused.
+fn hash(params: &Map<String, Value>) -> Result<Vec<u8>, ResponseError> {
+    let given = string(params, "hash")?.ok_or_else(|| invalid("missing hash"))?;
+    // Only a 66-character string loses a `0x`: base64 may start with those two characters.
+    let hex_digits = match given.strip_prefix("0x") {
+        Some(rest) if given.len() == 66 => Some(rest),
+        _ if given.len() == 64 => Some(given.as_str()),
+        _ => None,
+    };
+    let bytes = if let Some(digits) = hex_digits {
+        hex::decode(digits).map_err(|e| invalid(format!("hash is not hex: {e}")))?
+    } else {
+        base64::engine::general_purpose::STANDARD
+            .decode(given.as_bytes())
+            .map_err(|e| invalid(format!("hash is neither hex nor base64: {e}")))?
+    };
+    if bytes.len() != 32 {
+        return Err(invalid(format!("a hash has 32 bytes, not {}", bytes.len())));
+    }
+    Ok(bytes)
+}
+
 /// Parses a JSON-RPC call. `params` is as POSTed (or as [`uri_params`] made it).
 pub fn parse(method: &str, params: &Value) -> Result<Call, ResponseError> {
     if !METHODS.contains(&method) {
@@ -209,11 +273,25 @@ pub fn parse(method: &str, params: &Value) -> Result<Call, ResponseError> {
                     .clamp(1, MAX_PER_PAGE),
             }
         }
+        "block_by_hash" => Call::BlockByHash(hash(&p)?),
+        "header" => Call::Header(height(&p)?),
+        "header_by_hash" => Call::HeaderByHash(hash(&p)?),
+        "blockchain" => Call::Blockchain {
+            min: opt_u64(&p, "minHeight")?.filter(|h| *h > 0),
+            max: opt_u64(&p, "maxHeight")?.filter(|h| *h > 0),
+        },
+        "consensus_params" => Call::ConsensusParams(height(&p)?),
+        "unconfirmed_txs" => Call::UnconfirmedTxs {
+            // CometBFT's default and cap (30, 100); 0 means the default.
+            limit: opt_u64(&p, "limit")?
+                .filter(|l| *l > 0)
+                .map_or(DEFAULT_PER_PAGE, |l| {
+                    usize::try_from(l).unwrap_or(MAX_PER_PAGE).min(MAX_PER_PAGE)
+                }),
+        },
+        "check_tx" => Call::CheckTx(tx(&p)?),
         "broadcast_tx_async" | "broadcast_tx_sync" | "broadcast_tx_commit" => {
-            let encoded = string(&p, "tx")?.ok_or_else(|| invalid("missing tx"))?;
-            let tx = base64::engine::general_purpose::STANDARD
-                .decode(encoded.as_bytes())
-                .map_err(|e| invalid(format!("tx is not base64: {e}")))?;
+            let tx = tx(&p)?;
             let mode = match method {
                 "broadcast_tx_async" => BroadcastMode::Async,
                 "broadcast_tx_sync" => BroadcastMode::Sync,

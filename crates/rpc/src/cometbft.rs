@@ -10,7 +10,7 @@ fn object<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>>
 }
 
 /// CometBFT's block id of nothing (the first block's last block id), not `null`.
-fn empty_block_id() -> Value {
+pub fn empty_block_id() -> Value {
     json!({"hash": "", "parts": {"hash": "", "total": 0}})
 }
 
@@ -79,10 +79,14 @@ pub fn genesis(value: &mut Value) {
     if genesis.get("app_state").is_some_and(Value::is_null) {
         genesis.remove("app_state");
     }
-    let Some(params) = genesis
-        .get_mut("consensus_params")
-        .and_then(Value::as_object_mut)
-    else {
+    if let Some(params) = genesis.get_mut("consensus_params") {
+        genesis_params(params);
+    }
+}
+
+/// Consensus parameters as v0.38 writes them: no `time_iota_ms`, an `abci` section.
+fn genesis_params(params: &mut Value) {
+    let Some(params) = params.as_object_mut() else {
         return;
     };
     if let Some(block) = params.get_mut("block").and_then(Value::as_object_mut) {
@@ -132,6 +136,29 @@ pub fn abci_info(value: &mut Value) {
             .collect();
         let text = base64::engine::general_purpose::STANDARD.encode(bytes);
         response.insert("last_block_app_hash".into(), Value::String(text));
+    }
+}
+
+/// `header` and `header_by_hash`: the first block's header has an empty `last_block_id`.
+pub fn header(value: &mut Value) {
+    if let Some(header) = object(value, "header") {
+        null_to(header, "last_block_id", empty_block_id());
+    }
+}
+
+/// `blockchain`: each meta's header as in `header`.
+pub fn blockchain(value: &mut Value) {
+    if let Some(metas) = value.get_mut("block_metas").and_then(Value::as_array_mut) {
+        for meta in metas {
+            header(meta);
+        }
+    }
+}
+
+/// `consensus_params`: v0.38's parameters (as `genesis` writes them).
+pub fn consensus_params(value: &mut Value) {
+    if let Some(params) = value.get_mut("consensus_params") {
+        genesis_params(params);
     }
 }
 

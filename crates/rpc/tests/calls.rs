@@ -214,3 +214,92 @@ fn evidence_arrives_as_the_tendermint_rpc_client_sends_it() {
         );
     }
 }
+
+#[test]
+fn hashes_arrive_as_hex_or_base64_and_nothing_else() {
+    let hash = [0xabu8; 32];
+    let hex_form = hex::encode_upper(hash);
+    let b64_form = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    };
+    for params in [
+        json!({"hash": hex_form}),
+        json!({"hash": b64_form}),
+        json!([b64_form]),
+        uri_params(&format!("hash=0x{hex_form}")).unwrap(),
+    ] {
+        assert_eq!(
+            parse("block_by_hash", &params).unwrap(),
+            Call::BlockByHash(hash.to_vec()),
+            "{params}"
+        );
+        assert_eq!(
+            parse("header_by_hash", &params).unwrap(),
+            Call::HeaderByHash(hash.to_vec()),
+            "{params}"
+        );
+    }
+    // base64 that starts with `0x` is still base64.
+    let mut h = [0u8; 32];
+    h[0] = 0xd3;
+    h[1] = 0x1f;
+    let starts_0x = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(h)
+    };
+    assert!(starts_0x.starts_with("0x"), "{starts_0x}");
+    assert_eq!(
+        parse("block_by_hash", &json!({ "hash": starts_0x })).unwrap(),
+        Call::BlockByHash(h.to_vec())
+    );
+    for bad in [
+        json!({}),
+        json!({"hash": "abcd"}),
+        json!({"hash": "zz".repeat(32)}),
+        json!({"hash": 5}),
+    ] {
+        let e = parse("block_by_hash", &bad).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidParams, "{bad}");
+    }
+}
+
+#[test]
+fn blockchain_unconfirmed_txs_and_check_tx_take_cometbfts_params() {
+    assert_eq!(
+        parse("blockchain", &json!({"minHeight": "3", "maxHeight": "9"})).unwrap(),
+        Call::Blockchain {
+            min: Some(3),
+            max: Some(9)
+        }
+    );
+    assert_eq!(
+        parse("blockchain", &json!(["0", "0"])).unwrap(),
+        Call::Blockchain {
+            min: None,
+            max: None
+        }
+    );
+    assert_eq!(
+        parse("unconfirmed_txs", &json!({})).unwrap(),
+        Call::UnconfirmedTxs { limit: 30 }
+    );
+    assert_eq!(
+        parse("unconfirmed_txs", &json!({"limit": "1000"})).unwrap(),
+        Call::UnconfirmedTxs {
+            limit: MAX_PER_PAGE
+        }
+    );
+    assert_eq!(
+        parse("check_tx", &uri_params("tx=%22k%3Dv%22").unwrap()).unwrap(),
+        Call::CheckTx(b"k=v".to_vec())
+    );
+    assert_eq!(
+        parse("header", &json!(["4"])).unwrap(),
+        Call::Header(Some(4))
+    );
+    assert_eq!(
+        parse("consensus_params", &json!({})).unwrap(),
+        Call::ConsensusParams(None)
+    );
+}
