@@ -280,14 +280,20 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
     assert_eq!(v["result"]["count"], "2");
     assert_eq!(v["result"]["total"], "4");
     let (_, v) = get(&addr0, "/unconfirmed_txs?limit=2");
-    assert!(v["result"]["txs"].as_array().is_some_and(|t| t.len() <= 2), "{v}");
+    assert!(
+        v["result"]["txs"].as_array().is_some_and(|t| t.len() <= 2),
+        "{v}"
+    );
     let (_, v) = get(&addr0, "/check_tx?tx=%22uri=check%22");
     assert_eq!(v["result"]["code"], 0, "{v}");
     let (_, v) = get(&addr0, "/header?height=2");
     let hash = {
         let (_, b) = get(&addr0, "/block?height=2");
         assert_eq!(v["result"]["header"], b["result"]["block"]["header"], "{v}");
-        b["result"]["block_id"]["hash"].as_str().unwrap().to_string()
+        b["result"]["block_id"]["hash"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     let (_, v) = get(&addr0, &format!("/header_by_hash?hash=0x{hash}"));
     assert_eq!(v["result"]["header"]["height"], "2", "{v}");

@@ -7,7 +7,9 @@
 //! PID 1 starts it with its working directory on the sealed data disk (its data is sealed
 //! like the node's), its output on the console, and kills it when the node stops; an
 //! application that exits closes the node's connections, so the node stops and the VM powers
-//! off.
+//! off. It runs as [`APP_UID`], never root, with `no_new_privs`: every transaction reaches it,
+//! so a bug in it must not reach what only root holds (the SEV-SNP device, from which the
+//! sealing key comes; PID 1's memory; the node's files, which it may read but not change).
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -17,6 +19,8 @@ use std::process::{Child, Command, Stdio};
 pub const APP_BINARY: &str = "bin/abci-app";
 /// Where the image keeps how it is started.
 pub const APP_SPEC: &str = "etc/abci-app.json";
+/// The uid and gid the application runs as.
+pub const APP_UID: u32 = 1000;
 /// Largest `abci-app.json` read.
 const MAX_SPEC_BYTES: u64 = 64 << 10;
 
@@ -71,19 +75,39 @@ impl ImageApp {
         Ok(Some(ImageApp { binary, spec }))
     }
 
-    /// Starts it with `dir` (created) as its working directory and `HOME`.
+    /// Starts it as [`APP_UID`] with `dir` (created, and given to it) as its working
+    /// directory and `HOME`; a Unix socket's directory is given to it too.
     pub fn start(&self, dir: &Path) -> Result<RunningApp> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let child = Command::new(&self.binary)
+        use std::os::unix::process::CommandExt;
+        let mut own = vec![dir.to_path_buf()];
+        if let Some(socket) = self.spec.proxy_app.strip_prefix("unix://") {
+            own.extend(Path::new(socket).parent().map(Path::to_path_buf));
+        }
+        for d in &own {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            std::os::unix::fs::chown(d, Some(APP_UID), Some(APP_UID))
+                .with_context(|| format!("giving {} to the application", d.display()))?;
+        }
+        let mut command = Command::new(&self.binary);
+        command
             .args(&self.spec.args)
             .current_dir(dir)
             .env_clear()
             .env("HOME", dir)
             .stdin(Stdio::null())
+            .uid(APP_UID)
+            .gid(APP_UID);
+        #[allow(unsafe_code)]
+        // SAFETY: the closure runs in the forked child before exec and only makes one prctl
+        // system call, which is async-signal-safe; it touches no memory shared with the parent.
+        unsafe {
+            command.pre_exec(|| nix::sys::prctl::set_no_new_privs().map_err(std::io::Error::from));
+        }
+        let child = command
             .spawn()
             .with_context(|| format!("starting {}", self.binary.display()))?;
         eprintln!(
-            "bulwark-init: started the image's ABCI application (pid {}, {} {}), reached at {}",
+            "bulwark-init: started the image's ABCI application (pid {}, uid {APP_UID}, {} {}), reached at {}",
             child.id(),
             self.binary.display(),
             self.spec.args.join(" "),
@@ -107,6 +131,7 @@ impl Drop for RunningApp {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn image(binary: Option<&str>, spec: Option<&str>) -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
@@ -136,27 +161,29 @@ mod tests {
     }
 
     #[test]
-    fn a_started_application_runs_in_its_directory_and_dies_with_its_guard() {
+    fn a_started_application_runs_unprivileged_in_its_directory_and_dies_with_its_guard() {
         let root = image(
-            Some("#!/bin/sh\npwd > where\nexec sleep 30\n"),
+            Some("#!/bin/sh\n{ pwd; id -u; grep NoNewPrivs /proc/self/status; } > where\nexec sleep 30\n"),
             Some(r#"{"args":[],"proxy_app":"unix:///x"}"#),
         );
-        let bin = root.path().join(APP_BINARY);
-        let mut perms = std::fs::metadata(&bin).unwrap().permissions();
-        std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
-        std::fs::set_permissions(&bin, perms).unwrap();
+        let traversable = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(root.path(), traversable.clone()).unwrap();
+        std::fs::set_permissions(root.path().join(APP_BINARY), traversable).unwrap();
         let app = ImageApp::load(root.path()).unwrap().unwrap();
-        let dir = root.path().join("data/app");
+        let dir = root.path().join("data/abci-app");
         let running = app.start(&dir).unwrap();
         let pid = running.0.id();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !dir.join("where").exists() && std::time::Instant::now() < deadline {
+        while !std::fs::read_to_string(dir.join("where")).is_ok_and(|w| w.lines().count() == 3)
+            && std::time::Instant::now() < deadline
+        {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        assert!(std::fs::read_to_string(dir.join("where"))
-            .unwrap()
-            .trim()
-            .ends_with("data/app"));
+        let said = std::fs::read_to_string(dir.join("where")).unwrap();
+        let lines: Vec<&str> = said.lines().collect();
+        assert!(lines[0].ends_with("data/abci-app"), "{said}");
+        assert_eq!(lines[1], APP_UID.to_string(), "{said}");
+        assert!(lines[2].ends_with('1'), "{said}");
         drop(running);
         assert!(
             !Path::new(&format!("/proc/{pid}/status")).exists()

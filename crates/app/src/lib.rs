@@ -40,6 +40,9 @@ pub enum AppError {
     Config(String),
 }
 
+/// How long a node waits for its application to listen (it may be loading its state).
+pub const CONNECT_WITHIN: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Which application a node runs: the `proxy_app` and `abci_timeout_ms` keys of config.toml.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AppConfig {
@@ -47,8 +50,8 @@ pub struct AppConfig {
     /// `unix:///path` an ABCI application listening there.
     #[serde(default = "built_in")]
     pub proxy_app: String,
-    /// How long an ABCI call waits for its answer, and connecting for the application to
-    /// listen, before the node stops.
+    /// How long an ABCI call waits for its answer before the node stops (taken within 1 s
+    /// to 10 min).
     #[serde(default = "default_abci_timeout_ms")]
     pub abci_timeout_ms: u64,
 }
@@ -77,9 +80,11 @@ impl AppConfig {
             return Ok(Box::new(kvstore::KvStore::open(data_dir)?));
         }
         let address = socket::Address::parse(&self.proxy_app)?;
-        let timeout = std::time::Duration::from_millis(self.abci_timeout_ms);
+        let timeout = std::time::Duration::from_millis(self.abci_timeout_ms.clamp(1_000, 600_000));
         Ok(Box::new(socket::SocketApp::connect(
-            address, timeout, timeout,
+            address,
+            timeout,
+            CONNECT_WITHIN,
         )?))
     }
 }
@@ -98,6 +103,14 @@ pub fn finalize_checked(
             "FinalizeBlock of {txs} txs answered with {} tx results",
             result.tx_results.len()
         )));
+    }
+    // Until the node applies them, an update would leave the application believing in a
+    // validator set or parameters the chain does not have: stop instead.
+    if !result.validator_updates.is_empty() || result.consensus_param_updates.is_some() {
+        return Err(AppError::Protocol(
+            "FinalizeBlock answered with validator or consensus-parameter updates, which this node does not apply yet"
+                .into(),
+        ));
     }
     Ok(result)
 }

@@ -230,9 +230,7 @@ fn exchange(conn: &mut Connection, request: Request, timeout: Duration) -> Resul
     pb::Request::from(Request::Flush)
         .encode_length_delimited(&mut out)
         .map_err(|e| Fault::Malformed(e.to_string()))?;
-    conn.stream.set_timeouts(timeout).map_err(Fault::Io)?;
-    conn.stream.io().write_all(&out).map_err(Fault::Io)?;
-    conn.stream.io().flush().map_err(Fault::Io)?;
+    write_by(&mut conn.stream, &out, deadline)?;
     let answer = read_response(&mut conn.stream, deadline)?;
     if let Response::Exception(e) = answer {
         return Err(Fault::Exception(e.error));
@@ -244,6 +242,25 @@ fn exchange(conn: &mut Connection, request: Request, timeout: Duration) -> Resul
             kind(&other)
         ))),
     }
+}
+
+/// Writes all of `bytes`, each write bounded by what is left until `deadline` (an application
+/// that reads a byte now and then cannot hold the node past it).
+fn write_by(stream: &mut Stream, mut bytes: &[u8], deadline: Instant) -> Result<(), Fault> {
+    while !bytes.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Fault::Io(std::io::ErrorKind::TimedOut.into()));
+        }
+        stream.set_timeouts(left).map_err(Fault::Io)?;
+        match stream.io().write(bytes) {
+            Ok(0) => return Err(Fault::Io(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Fault::Io(e)),
+        }
+    }
+    Ok(())
 }
 
 /// Reads exactly `buf.len()` bytes, each read bounded by what is left until `deadline`.

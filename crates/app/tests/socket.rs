@@ -269,3 +269,29 @@ fn proxy_app_takes_cometbfts_forms() {
         );
     }
 }
+
+#[test]
+fn an_application_that_stops_reading_cannot_hold_a_call_past_its_deadline() {
+    // It reads 64 KiB every 200 ms: each write makes progress within the timeout, and the
+    // request would take over a minute to go out; the call must still end at its deadline.
+    let app = SocketApp::connect(
+        server(|mut conn| {
+            let mut b = vec![0u8; 64 << 10];
+            while conn.read(&mut b).is_ok_and(|n| n > 0) {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }),
+        TIMEOUT,
+        TIMEOUT,
+    )
+    .unwrap();
+    let start = Instant::now();
+    let e = app
+        .check_tx(request::CheckTx {
+            tx: Bytes::from(vec![b'a'; 16 << 20]),
+            kind: request::CheckTxKind::New,
+        })
+        .unwrap_err();
+    assert!(matches!(e, AppError::Connection(_)), "{e:?}");
+    assert!(start.elapsed() < TIMEOUT * 4, "{:?}", start.elapsed());
+}

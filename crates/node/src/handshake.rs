@@ -42,6 +42,16 @@ pub enum HandshakeError {
         /// Store height.
         store: u64,
     },
+    /// The application's app hash at its height is not the one the chain recorded there.
+    #[error("the application at height {height} has app hash {got}, the chain recorded {expected}: its state is not the chain's")]
+    AppStateDiffers {
+        /// Height.
+        height: u64,
+        /// Recorded.
+        expected: String,
+        /// The application's.
+        got: String,
+    },
     /// The genesis file cannot start the application.
     #[error("genesis: {0}")]
     Genesis(String),
@@ -102,7 +112,17 @@ pub fn handshake(
     let mut last_validators = if app_height < first {
         genesis.last_validator_infos.clone()
     } else {
-        state_at(app_height)?.validator_infos
+        // The application's state must be the chain's at its height, as CometBFT checks: a
+        // diverged or rolled-back application would otherwise vote on hashes it does not hold.
+        let recorded = state_at(app_height)?;
+        if recorded.app_hash != info.last_block_app_hash {
+            return Err(HandshakeError::AppStateDiffers {
+                height: app_height,
+                expected: hex::encode_upper(recorded.app_hash.as_bytes()),
+                got: hex::encode_upper(info.last_block_app_hash.as_bytes()),
+            });
+        }
+        recorded.validator_infos
     };
     for h in (app_height + 1).max(first)..=store_height {
         let bytes = blocks.block(h)?.ok_or(HandshakeError::Corrupt {
@@ -143,8 +163,8 @@ pub fn handshake(
 /// The chain state before the first block, with the application brought to genesis: an
 /// application at height 0 gets InitChain with the genesis validators and app state, whether
 /// or not the chain has blocks (an application that lost its data replays from genesis), as
-/// CometBFT's handshake does. Its answer may set the consensus parameters and the genesis app
-/// hash; it may not replace the validators, which are the attested enrollments of the genesis.
+/// CometBFT's handshake does. Its answer may set the genesis app hash; it may not change the
+/// validators or the consensus parameters, which are the attested genesis's.
 pub fn genesis_state(
     app: &mut dyn Application,
     genesis: &bulwark_types::tendermint::Genesis<serde_json::Value>,
@@ -179,14 +199,25 @@ pub fn genesis_state(
         initial_height: block::Height::try_from(genesis.initial_height)
             .map_err(|e| genesis_error(&e))?,
     })?;
-    if !answer.validators.is_empty() && answer.validators != validators {
+    let sorted = |mut v: Vec<validator::Update>| {
+        v.sort_by_key(|u| (u.pub_key.to_bytes(), u.power.value()));
+        v
+    };
+    if !answer.validators.is_empty() && sorted(answer.validators) != sorted(validators) {
         return Err(genesis_error(
-            &"the application's InitChain replaces the genesis validators; Bulwark's come from \
-              the attested enrollments and change only through FinalizeBlock",
+            &"the application's InitChain replaces the genesis validators; Bulwark's are the \
+              attested enrollments of the genesis",
         ));
     }
-    if let Some(params) = answer.consensus_params {
-        state.consensus_params = params;
+    // Parameters are part of the attested genesis too; an application may only repeat them.
+    if answer
+        .consensus_params
+        .is_some_and(|p| p != genesis.consensus_params)
+    {
+        return Err(genesis_error(
+            &"the application's InitChain changes the consensus parameters; Bulwark's are the \
+              genesis's",
+        ));
     }
     if !answer.app_hash.as_bytes().is_empty() {
         state.app_hash = answer.app_hash;

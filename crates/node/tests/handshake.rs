@@ -10,7 +10,7 @@ use bulwark_node::handshake::{handshake, HandshakeError};
 use bulwark_store::blocks::{BlockStore, DecidedHeight};
 use bulwark_store::Store;
 use bulwark_types::signing::{public_key, sign_vote};
-use bulwark_types::tendermint::abci::request;
+use bulwark_types::tendermint::abci::{request, response};
 use bulwark_types::tendermint::block::{self, Commit, CommitSig};
 use bulwark_types::tendermint::{account, validator, vote, Genesis, Time};
 use bulwark_types::tendermint_proto::v0_38 as pb;
@@ -201,8 +201,29 @@ fn an_app_ahead_of_the_store_or_computing_other_hashes_stops_the_node() {
         })
         .unwrap();
     assert!(matches!(
-        handshake(&mut other, &blocks, genesis_s),
+        handshake(&mut other, &blocks, genesis_s.clone()),
         Err(HandshakeError::AppHashMismatch { height: 1, .. })
+    ));
+
+    // An application at the store's height whose state is not the chain's (it executed other
+    // blocks, or its data was changed): refused before the node votes, as in CometBFT.
+    let (dd, ds3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut diverged = KvStore::open(dd.path()).unwrap();
+    diverged
+        .init_chain(request::InitChain {
+            time: g.genesis_time,
+            chain_id: g.chain_id.to_string(),
+            consensus_params: g.consensus_params.clone(),
+            validators: vec![],
+            app_state_bytes: Bytes::from(r#"{"extra":"state"}"#),
+            initial_height: 1u32.into(),
+        })
+        .unwrap();
+    let its_own = BlockStore::open(&Store::open(ds3.path()).unwrap()).unwrap();
+    build(3, &key, &g, &mut diverged, &its_own);
+    assert!(matches!(
+        handshake(&mut diverged, &blocks, genesis_s),
+        Err(HandshakeError::AppStateDiffers { height: 3, .. })
     ));
 }
 
@@ -230,4 +251,79 @@ fn an_application_at_height_zero_gets_init_chain_and_its_app_hash_starts_the_cha
     drop(app);
     let (_, again) = common::app_at_genesis(dir.path(), &g);
     assert_eq!(again.app_hash, state.app_hash);
+}
+
+#[test]
+fn an_application_may_not_change_the_attested_validators_or_parameters_at_init_chain() {
+    let keys = [SigningKey::from([4u8; 32]), SigningKey::from([5u8; 32])];
+    let g = common::genesis("bulwark-init", &keys);
+    let altered = |init: fn(&mut response::InitChain)| {
+        let dir = tempfile::tempdir().unwrap();
+        let mut app = common::Altered {
+            inner: KvStore::open(dir.path()).unwrap(),
+            init,
+            finalize: |_| {},
+        };
+        bulwark_node::handshake::genesis_state(&mut app, &g).map(|s| s.app_hash)
+    };
+    // The same validators in another order, and the same parameters: accepted.
+    let same = altered(|a| {
+        a.validators.reverse();
+    });
+    assert!(same.is_ok(), "{same:?}");
+    let err = altered(|a| a.validators.truncate(1)).unwrap_err();
+    assert!(
+        err.to_string().contains("replaces the genesis validators"),
+        "{err}"
+    );
+    let err = altered(|a| a.validators[0].power = 99u32.into()).unwrap_err();
+    assert!(
+        err.to_string().contains("replaces the genesis validators"),
+        "{err}"
+    );
+    let err = altered(|a| {
+        let mut p = bulwark_types::genesis::default_consensus_params();
+        p.block.max_bytes = 0;
+        a.consensus_params = Some(p);
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("changes the consensus parameters"),
+        "{err}"
+    );
+    // An empty answer (no validators, no parameters) keeps the genesis's.
+    let empty = altered(|a| {
+        a.validators.clear();
+        a.consensus_params = None;
+    });
+    assert!(empty.is_ok(), "{empty:?}");
+}
+
+#[test]
+fn validator_or_parameter_updates_the_node_does_not_apply_stop_it() {
+    let key = SigningKey::from([6u8; 32]);
+    let g = genesis(&key);
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = common::Altered {
+        inner: common::app_at_genesis(dir.path(), &g).0,
+        init: |_| {},
+        finalize: |a| {
+            a.validator_updates.push(validator::Update {
+                pub_key: public_key(&SigningKey::from([7u8; 32])),
+                power: 10u32.into(),
+            })
+        },
+    };
+    let state = genesis_state(&g, &app.inner);
+    let (block, _, _) = state
+        .make_block(
+            vec![],
+            None,
+            account::Id::from(public_key(&key).ed25519().unwrap()),
+            g.genesis_time,
+        )
+        .unwrap();
+    let request = finalize_request(&block, &state.last_validator_infos, vec![]);
+    let err = bulwark_app::finalize_checked(&mut app, request).unwrap_err();
+    assert!(err.to_string().contains("does not apply yet"), "{err}");
 }

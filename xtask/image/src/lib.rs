@@ -509,7 +509,7 @@ fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// Where the node reaches an image's application by default.
-pub const DEFAULT_APP_PROXY: &str = "unix:///run/abci-app.sock";
+pub const DEFAULT_APP_PROXY: &str = "unix:///run/abci-app/app.sock";
 
 /// The ABCI application an image carries (`--app`).
 pub struct ImageApp {
@@ -527,6 +527,7 @@ impl ImageApp {
     pub fn new(path: PathBuf, args: Vec<String>, proxy_app: String) -> Result<Self> {
         let binary = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
         check_static_elf(&binary).with_context(|| format!("--app {}", path.display()))?;
+        check_app_proxy(&proxy_app)?;
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -542,6 +543,28 @@ impl ImageApp {
             spec: bulwark_boot::image_app::AppSpec { args, proxy_app },
         })
     }
+}
+
+/// Where the node may reach the image's application: a Unix socket at an absolute path, or
+/// TCP on a loopback address given literally (a name would be resolved through DNS the host
+/// answers; another address would be the host's network).
+fn check_app_proxy(proxy: &str) -> Result<()> {
+    if let Some(path) = proxy.strip_prefix("unix://") {
+        if path.starts_with('/') && path.len() > 1 {
+            return Ok(());
+        }
+        bail!("--app-proxy {proxy}: a Unix socket needs an absolute path");
+    }
+    let addr: std::net::SocketAddr = proxy
+        .strip_prefix("tcp://")
+        .and_then(|a| a.parse().ok())
+        .with_context(|| {
+            format!("--app-proxy {proxy}: not unix:///path or tcp://<loopback IP>:<port>")
+        })?;
+    if !addr.ip().is_loopback() {
+        bail!("--app-proxy {proxy}: TCP only on a loopback address: the application must not be reachable from the host's network");
+    }
+    Ok(())
 }
 
 /// A 64-bit little-endian x86-64 ELF executable with no program interpreter (statically
@@ -1047,6 +1070,28 @@ mod tests {
         let mut outside = elf(1);
         outside[0x38] = 9;
         assert!(check_static_elf(&outside).is_err());
+    }
+
+    #[test]
+    fn the_application_is_reached_only_on_a_unix_socket_or_loopback() {
+        for good in [
+            DEFAULT_APP_PROXY,
+            "tcp://127.0.0.1:26658",
+            "tcp://[::1]:26658",
+        ] {
+            check_app_proxy(good).unwrap();
+        }
+        for bad in [
+            "kvstore",
+            "unix://",
+            "unix://relative.sock",
+            "tcp://localhost:26658",
+            "tcp://10.0.2.2:26658",
+            "tcp://0.0.0.0:26658",
+            "127.0.0.1:26658",
+        ] {
+            assert!(check_app_proxy(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -4,10 +4,10 @@
 pub mod net;
 
 use bulwark_app::kvstore::KvStore;
-use bulwark_app::Application;
+use bulwark_app::{AppError, Application};
 use bulwark_node::chain::ChainState;
 use bulwark_types::signing::public_key;
-use bulwark_types::tendermint::abci::request;
+use bulwark_types::tendermint::abci::{request, response};
 use bulwark_types::tendermint::{validator, AppHash, Genesis, Time};
 use ed25519_consensus::SigningKey;
 
@@ -47,4 +47,52 @@ pub fn app_at_genesis(
     let mut app = KvStore::open(dir).unwrap();
     let state = bulwark_node::handshake::genesis_state(&mut app, g).unwrap();
     (app, state)
+}
+
+/// The kvstore, with InitChain's and FinalizeBlock's answers changed by `init` and `finalize`:
+/// an application that answers what the node must refuse.
+pub struct Altered {
+    pub inner: KvStore,
+    pub init: fn(&mut response::InitChain),
+    pub finalize: fn(&mut response::FinalizeBlock),
+}
+
+impl Application for Altered {
+    fn info(&self, r: request::Info) -> Result<response::Info, AppError> {
+        self.inner.info(r)
+    }
+    fn init_chain(&mut self, r: request::InitChain) -> Result<response::InitChain, AppError> {
+        let mut answer = self.inner.init_chain(r)?;
+        (self.init)(&mut answer);
+        Ok(answer)
+    }
+    fn check_tx(&self, r: request::CheckTx) -> Result<response::CheckTx, AppError> {
+        self.inner.check_tx(r)
+    }
+    fn prepare_proposal(
+        &mut self,
+        r: request::PrepareProposal,
+    ) -> Result<response::PrepareProposal, AppError> {
+        self.inner.prepare_proposal(r)
+    }
+    fn process_proposal(
+        &mut self,
+        r: request::ProcessProposal,
+    ) -> Result<response::ProcessProposal, AppError> {
+        self.inner.process_proposal(r)
+    }
+    fn finalize_block(
+        &mut self,
+        r: request::FinalizeBlock,
+    ) -> Result<response::FinalizeBlock, AppError> {
+        let mut answer = self.inner.finalize_block(r)?;
+        (self.finalize)(&mut answer);
+        Ok(answer)
+    }
+    fn commit(&mut self) -> Result<response::Commit, AppError> {
+        self.inner.commit()
+    }
+    fn query(&self, r: request::Query) -> Result<response::Query, AppError> {
+        self.inner.query(r)
+    }
 }
