@@ -428,6 +428,12 @@ fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
     }
     host_restarts_and_rolls_back_a_validator(&mut net, &mut clients);
     host_clones_a_validator(&mut net, &mut clients);
+    // Every boot ran the image's built-in kvstore, never the application the host named.
+    assert_eq!(
+        net.decoy_app_connections(),
+        0,
+        "a guest used the host's application"
+    );
     let clean = net.stop();
     assert_eq!(
         clean,
@@ -1033,7 +1039,7 @@ fn four_vms_run_their_images_application(app: &str) -> (VmNetwork, Vec<RpcClient
         assert!(
             log.contains(&format!(
                 "proxy_app {:?} of the host's config.toml ignored",
-                vm_harness::vm::HOSTS_PROXY_APP
+                net.hosts_proxy_app()
             )),
             "VM {i} did not ignore the host's proxy_app; serial logs in {}",
             net.dir().display()
@@ -1067,6 +1073,11 @@ fn four_vms_run_the_abci_applications_their_images_carry() {
     assert!(data.starts_with("abci-conformance finalize="), "{info}");
     eprintln!("vm test: four VMs on their image's abci-conformance: {data}");
     assert_eq!(
+        net.decoy_app_connections(),
+        0,
+        "a guest used the host's application"
+    );
+    assert_eq!(
         net.stop(),
         VALIDATORS,
         "serial logs in {}",
@@ -1079,6 +1090,11 @@ fn four_vms_run_the_abci_applications_their_images_carry() {
     let info = clients[0].call("abci_info", Value::Null).unwrap();
     assert_eq!(info["response"]["data"], "kvstore-rs", "{info}");
     eprintln!("vm test: four VMs on their image's tendermint-kvstore committed height 3");
+    assert_eq!(
+        net.decoy_app_connections(),
+        0,
+        "a guest used the host's application"
+    );
     assert_eq!(
         net.stop(),
         VALIDATORS,

@@ -177,10 +177,6 @@ fn images_dir() -> PathBuf {
         .unwrap_or_else(harness::process::target_dir)
 }
 
-/// The `proxy_app` every VM network's host puts in each VM's config.toml: an application on
-/// the host, which the guest ignores (its image decides).
-pub const HOSTS_PROXY_APP: &str = "tcp://10.0.2.2:26658";
-
 /// The image's static `bulwark` binary, the initramfs's `/init`, kept beside the image: the
 /// host runs it for the ceremony's public steps (`genesis assemble`, `node-config`), so host
 /// and guest run the same code.
@@ -503,6 +499,9 @@ pub struct VmNetwork {
     pub enrolment: Duration,
     /// When the first VM was launched for the run.
     pub started: Instant,
+    /// An "application" the host serves on its loopback (10.0.2.2 to the guests) and names in
+    /// every VM's config.toml: no guest may ever connect to it.
+    decoy_app: std::net::TcpListener,
 }
 
 /// Makes hostile launch inputs from the real genesis: the genesis to send, and a word the
@@ -626,6 +625,9 @@ impl VmNetwork {
         let host_data: [u8; 32] = sha2_256(&std::fs::read(&genesis)?);
         std::fs::write(dir.join("host_data"), host_data)?;
         // The network: each enrolled VM gets its configuration and the genesis.
+        let decoy_app = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))?;
+        decoy_app.set_nonblocking(true)?;
+        let hosts_proxy_app = format!("tcp://10.0.2.2:{}", decoy_app.local_addr()?.port());
         let started = Instant::now();
         for i in 0..validators {
             let vm = dir.join(format!("node{i}"));
@@ -649,9 +651,9 @@ impl VmNetwork {
             // ignore it and run the image's (the measured one, or the built-in kvstore).
             let config = String::from_utf8(config)?.replace(
                 "proxy_app = \"kvstore\"",
-                &format!("proxy_app = \"{HOSTS_PROXY_APP}\""),
+                &format!("proxy_app = \"{hosts_proxy_app}\""),
             );
-            if !config.contains(HOSTS_PROXY_APP) {
+            if !config.contains(&hosts_proxy_app) {
                 bail!("node-config wrote no proxy_app to replace");
             }
             let config = config.into_bytes();
@@ -687,7 +689,20 @@ impl VmNetwork {
             genesis,
             enrolment,
             started,
+            decoy_app,
         })
+    }
+
+    /// The `proxy_app` the host put in every VM's config.toml: its decoy application.
+    pub fn hosts_proxy_app(&self) -> String {
+        let port = self.decoy_app.local_addr().map_or(0, |a| a.port());
+        format!("tcp://10.0.2.2:{port}")
+    }
+
+    /// How many connections reached the host's decoy application so far (each guest must run
+    /// its image's application, never the one the host names).
+    pub fn decoy_app_connections(&self) -> usize {
+        std::iter::from_fn(|| self.decoy_app.accept().ok()).count()
     }
 
     /// The forwards of a validator whose P2P port on the host is `p2p` (RPC at `p2p + 1`, the
