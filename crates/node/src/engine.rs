@@ -235,6 +235,9 @@ pub const MAX_CLAIMS_PER_MESSAGE: usize = 2;
 pub const CLAIM_CHECKS_PER_TICK: u32 = 64;
 /// ...and from one peer per tick.
 pub const CLAIM_CHECKS_PER_PEER_TICK: u32 = 8;
+/// A peer's transactions taken into the mempool per tick: each may cost the application a
+/// CheckTx (a round trip to another process with an external one), on the engine's thread.
+pub const PEER_TXS_PER_TICK: u32 = 4_096;
 
 /// Ticks at one height after which a node asks its peers for what it missed even while its
 /// rounds advance.
@@ -377,6 +380,8 @@ pub struct Engine {
     claim_checks: u32,
     /// Of those, per peer (one peer cannot use up everyone's budget).
     claim_checks_by_peer: BTreeMap<PeerId, u32>,
+    /// Transactions taken from each peer since the last tick ([`PEER_TXS_PER_TICK`]).
+    peer_txs: BTreeMap<PeerId, u32>,
     /// Each peer's last reported height (forgotten with the connection): their median, not
     /// the highest (a peer may lie), says how far the network is.
     peer_heights: BTreeMap<PeerId, u64>,
@@ -488,6 +493,7 @@ impl Engine {
             signer: Signer::new(config_instance),
             claim_checks: 0,
             claim_checks_by_peer: BTreeMap::new(),
+            peer_txs: BTreeMap::new(),
             peer_heights: BTreeMap::new(),
         };
         for e in engine.evidence_log.all()? {
@@ -788,6 +794,7 @@ impl Engine {
         self.rpc_evidence_checks = 0;
         self.claim_checks = 0;
         self.claim_checks_by_peer.clear();
+        self.peer_txs.clear();
         let mut out = vec![];
         if stuck {
             out.push(Output::Broadcast(Payload::Status(wire::Status {
@@ -867,7 +874,11 @@ impl Engine {
                             let _ = self.admit_claim(&tx);
                         }
                     } else {
-                        let _ = self.mempool.add(Bytes::from(tx), self.app.as_ref());
+                        let taken = self.peer_txs.entry(peer).or_default();
+                        if *taken < PEER_TXS_PER_TICK {
+                            *taken += 1;
+                            let _ = self.mempool.add(Bytes::from(tx), self.app.as_ref());
+                        }
                     }
                 }
                 Ok(vec![])

@@ -763,3 +763,38 @@ fn a_message_two_heights_ahead_asks_for_blocks_one_request_at_a_time() {
     let out = engine.handle(Input::Peer(5, status(height + 4))).unwrap();
     assert_eq!(asked(out), vec![(6, height)]);
 }
+
+#[test]
+fn a_peers_transactions_are_taken_a_bounded_number_a_tick() {
+    use bulwark_node::engine::PEER_TXS_PER_TICK;
+    use bulwark_wire::{Payload, Txs};
+    let mut net = Net::new();
+    net.run_until(2, 200_000);
+    let engine = net.slots[3].engine.as_mut().unwrap();
+    engine.handle(Input::Tick).unwrap();
+    let before = engine.mempool().len();
+    let batch = |from: u32, n: u32| Txs {
+        txs: (from..from + n)
+            .map(|i| format!("flood{i}=x").into_bytes())
+            .collect(),
+    };
+    // Three batches in one tick: the third goes past peer 9's budget; each tx would cost a
+    // CheckTx on the engine's thread. (The mempool holds 5,000.)
+    for from in [0, 1_500, 3_000] {
+        engine
+            .handle(Input::Peer(9, Payload::Txs(batch(from, 1_500))))
+            .unwrap();
+    }
+    let taken = engine.mempool().len() - before;
+    assert_eq!(taken, PEER_TXS_PER_TICK as usize);
+    // Another peer has a budget of its own, and the next tick renews peer 9's.
+    engine
+        .handle(Input::Peer(10, Payload::Txs(batch(10_000, 400))))
+        .unwrap();
+    assert_eq!(engine.mempool().len() - before, taken + 400);
+    engine.handle(Input::Tick).unwrap();
+    engine
+        .handle(Input::Peer(9, Payload::Txs(batch(4_500, 400))))
+        .unwrap();
+    assert_eq!(engine.mempool().len() - before, taken + 800);
+}
