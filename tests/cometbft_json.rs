@@ -172,6 +172,25 @@ fn every_answer_has_cometbfts_exact_json_shape() {
         header_differences.is_empty(),
         "header: {header_differences:?}"
     );
+    // `tx`: the committed transaction by its hash, against an item of a captured `tx_search`
+    // (the same shape as CometBFT's `tx`).
+    let committed_hash = answers
+        .iter()
+        .find(|(name, _)| *name == "broadcast_tx_commit")
+        .and_then(|(_, v)| v["hash"].as_str())
+        .expect("broadcast_tx_commit's hash")
+        .to_string();
+    let tx = post("tx", json!({"hash": committed_hash}));
+    assert_eq!(tx["tx"], b64("commit=3"), "{tx}");
+    let mut tx_differences = Vec::new();
+    differences(
+        &tx,
+        &fixture("tx_search_no_prove")["txs"][0],
+        "",
+        OURS_ONLY,
+        &mut tx_differences,
+    );
+    assert!(tx_differences.is_empty(), "tx: {tx_differences:?}");
     // `unconfirmed_txs` and `check_tx` (no capture: CometBFT's keys, written out).
     let unconfirmed = post("unconfirmed_txs", json!({"limit": "5"}));
     for key in ["n_txs", "total", "total_bytes"] {

@@ -149,6 +149,15 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
         assert!(committed.check_tx.code.is_ok());
         assert!(committed.tx_result.code.is_ok(), "{committed:?}");
         assert!(committed.height.value() > 0);
+        // Found again by its hash, with its result, through the client's own encoding.
+        let found = clients[3].tx(committed.hash, false).await.unwrap();
+        assert_eq!(found.tx, b"committed=yes");
+        assert_eq!(found.height, committed.height);
+        assert!(found.tx_result.code.is_ok(), "{found:?}");
+        assert!(clients[3]
+            .tx(bulwark_types::tendermint::Hash::Sha256([7; 32]), false)
+            .await
+            .is_err());
         // The application's refusal is an answer with its code, not an error.
         let refused = clients[2]
             .broadcast_tx_sync(b"no separator".to_vec())
@@ -298,7 +307,7 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
     let (_, v) = get(&addr0, &format!("/header_by_hash?hash=0x{hash}"));
     assert_eq!(v["result"]["header"]["height"], "2", "{v}");
     let (_, v) = get(&addr0, "/");
-    assert_eq!(v["endpoints"].as_array().unwrap().len(), 22, "{v}");
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 23, "{v}");
 
     // Bad requests: JSON-RPC errors with the right codes.
     let (_, v) = post(&addr0, "{not json");

@@ -24,7 +24,7 @@ use bulwark_evidence::{AtHeight, EvidenceError, Now, Pool};
 use bulwark_gossip::proposal::{block_to_parts, Assembler, PartAdded};
 use bulwark_gossip::relay::Relay;
 use bulwark_instance::{Authorization, Claim, ClaimAction, ClaimError, Pool as ClaimPool, Signer};
-use bulwark_mempool::{AddError, Mempool, MempoolConfig};
+use bulwark_mempool::{tx_hash, AddError, Mempool, MempoolConfig};
 use bulwark_store::blocks::{BlockStore, DecidedHeight};
 use bulwark_store::evidence::{CommittedEvidence, EvidenceLog};
 use bulwark_store::privval::{PrivValidator, PrivvalError};
@@ -2132,6 +2132,7 @@ impl Engine {
             state: &next.encode(),
             results: &encode_results(&result),
             evidence: &logged,
+            tx_hashes: &txs.iter().map(|t| tx_hash(t)).collect::<Vec<_>>(),
         })?;
         self.app.commit()?;
         self.mempool.update(&txs, self.app.as_ref())?;

@@ -93,6 +93,7 @@ fn build(
                 state: &state.encode(),
                 results: &encode_results(&result),
                 evidence: &[],
+                tx_hashes: &[],
             })
             .unwrap();
         app.commit().unwrap();

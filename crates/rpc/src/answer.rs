@@ -557,6 +557,41 @@ fn check_tx(engine: &Engine, tx: Vec<u8>) -> Result<Value, ResponseError> {
     Ok(value["check_tx"].take())
 }
 
+/// A committed transaction by its hash, with its result (CometBFT's kv indexer's answer).
+fn committed(engine: &Engine, hash: &[u8], prove: bool) -> Result<Value, ResponseError> {
+    if prove {
+        return Err(internal("transaction proofs are not served yet"));
+    }
+    let (height, index) = engine
+        .blocks()
+        .tx_location(hash)
+        .map_err(store_error)?
+        .ok_or_else(|| internal(format!("tx ({}) not found", hex::encode_upper(hash))))?;
+    let block = load_block(engine, height)?;
+    let found = |what: &str| internal(format!("{what} {index} of block {height} is not stored"));
+    let tx = block
+        .data
+        .get(index as usize)
+        .ok_or_else(|| found("tx"))?
+        .clone();
+    let tx_result = load_results(engine, height)?
+        .tx_results
+        .get(index as usize)
+        .ok_or_else(|| found("the result of tx"))?
+        .clone();
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| internal("a hash has 32 bytes"))?;
+    to_value(&endpoint::tx::Response {
+        hash: Hash::Sha256(hash),
+        height: block::Height::try_from(height).map_err(store_error)?,
+        index,
+        tx_result,
+        tx,
+        proof: None,
+    })
+}
+
 /// Answers `call`; any outputs (a broadcast transaction's gossip) are the driver's to carry out.
 pub fn answer(engine: &mut Engine, node: &NodeView<'_>, call: Call) -> (Reply, Vec<Output>) {
     let ready = |r| (Reply::Ready(r), Vec::new());
@@ -633,5 +668,6 @@ pub fn answer(engine: &mut Engine, node: &NodeView<'_>, call: Call) -> (Reply, V
         Call::ConsensusParams(height) => ready(consensus_params(engine, node, height)),
         Call::UnconfirmedTxs { limit } => ready(unconfirmed_txs(engine, limit)),
         Call::CheckTx(tx) => ready(check_tx(engine, tx)),
+        Call::Tx { hash, prove } => ready(committed(engine, &hash, prove)),
     }
 }

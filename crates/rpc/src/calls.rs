@@ -96,6 +96,13 @@ pub enum Call {
     },
     /// `check_tx`: the application's CheckTx, without admitting the transaction.
     CheckTx(Vec<u8>),
+    /// `tx`: a committed transaction by its SHA-256.
+    Tx {
+        /// Its hash.
+        hash: Vec<u8>,
+        /// Whether a Merkle proof is asked for.
+        prove: bool,
+    },
 }
 
 /// The methods served, in the order `GET /` lists them.
@@ -122,6 +129,7 @@ pub const METHODS: &[&str] = &[
     "consensus_params",
     "unconfirmed_txs",
     "check_tx",
+    "tx",
 ];
 
 /// Positional parameter names of each method (CometBFT's order).
@@ -129,6 +137,7 @@ fn positional_names(method: &str) -> &'static [&'static str] {
     match method {
         "block" | "block_results" | "commit" | "header" | "consensus_params" => &["height"],
         "block_by_hash" | "header_by_hash" => &["hash"],
+        "tx" => &["hash", "prove"],
         "blockchain" => &["minHeight", "maxHeight"],
         "unconfirmed_txs" => &["limit"],
         "check_tx" => &["tx"],
@@ -290,6 +299,10 @@ pub fn parse(method: &str, params: &Value) -> Result<Call, ResponseError> {
                 }),
         },
         "check_tx" => Call::CheckTx(tx(&p)?),
+        "tx" => Call::Tx {
+            hash: hash(&p)?,
+            prove: boolean(&p, "prove")?,
+        },
         "broadcast_tx_async" | "broadcast_tx_sync" | "broadcast_tx_commit" => {
             let tx = tx(&p)?;
             let mode = match method {

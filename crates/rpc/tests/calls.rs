@@ -302,4 +302,11 @@ fn blockchain_unconfirmed_txs_and_check_tx_take_cometbfts_params() {
         parse("consensus_params", &json!({})).unwrap(),
         Call::ConsensusParams(None)
     );
+    assert_eq!(
+        parse("tx", &json!({"hash": "AB".repeat(32), "prove": true})).unwrap(),
+        Call::Tx {
+            hash: vec![0xab; 32],
+            prove: true
+        }
+    );
 }

@@ -1,5 +1,5 @@
 //! Blocks, their commits, the application's results and the chain state after each height, by
-//! height (and blocks by hash). Heights are stored without gaps: block `h` is only accepted after block `h - 1`.
+//! height (blocks and transactions also by hash). Heights are stored without gaps: block `h` is only accepted after block `h - 1`.
 //! Values are the caller's encodings (protobuf in the node); the store keeps them intact.
 
 use crate::evidence::{CommittedEvidence, TREE as EVIDENCE_TREE};
@@ -16,6 +16,7 @@ pub struct BlockStore {
     states: Tree,
     results: Tree,
     evidence: Tree,
+    txs: Tree,
 }
 
 /// Everything stored for one decided height (the caller's encodings).
@@ -35,6 +36,9 @@ pub struct DecidedHeight<'a> {
     pub results: &'a [u8],
     /// The evidence it committed (into the evidence log, in the same write).
     pub evidence: &'a [CommittedEvidence],
+    /// The SHA-256 of each of its transactions, in order (indexed: a later block holding the
+    /// same transaction takes its entry, as in CometBFT's kv indexer).
+    pub tx_hashes: &'a [[u8; 32]],
 }
 
 impl BlockStore {
@@ -48,6 +52,7 @@ impl BlockStore {
             states: store.tree("states")?,
             results: store.tree("results")?,
             evidence: store.tree(EVIDENCE_TREE)?,
+            txs: store.tree("tx_hashes")?,
         })
     }
 
@@ -84,6 +89,12 @@ impl BlockStore {
         for e in decided.evidence {
             evidence.insert(e.digest, e.value());
         }
+        let mut txs = Batch::default();
+        for (index, hash) in (0u32..).zip(decided.tx_hashes) {
+            let mut at = key(height).to_vec();
+            at.extend(index.to_be_bytes());
+            txs.insert(hash, at);
+        }
         self.store.db().write_atomically(&[
             (&self.blocks, &one(&key(height), decided.block)),
             (&self.hashes, &one(decided.hash, &key(height))),
@@ -91,6 +102,7 @@ impl BlockStore {
             (&self.states, &one(&key(height), decided.state)),
             (&self.results, &one(&key(height), decided.results)),
             (&self.evidence, &evidence),
+            (&self.txs, &txs),
         ])?;
         self.store.flush()
     }
@@ -117,6 +129,18 @@ impl BlockStore {
     /// The application's results of block `height`.
     pub fn results(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.get(&self.results, height)
+    }
+
+    /// Where the transaction with SHA-256 `hash` was committed: height and index in its block.
+    pub fn tx_location(&self, hash: &[u8]) -> Result<Option<(u64, u32)>, StoreError> {
+        let Some(v) = self.txs.get(hash)? else {
+            return Ok(None);
+        };
+        let (h, i) = v
+            .split_first_chunk::<8>()
+            .and_then(|(h, rest)| Some((*h, <[u8; 4]>::try_from(rest).ok()?)))
+            .ok_or_else(|| self.store.corrupt("tx index value is not 12 bytes"))?;
+        Ok(Some((u64::from_be_bytes(h), u32::from_be_bytes(i))))
     }
 
     /// The height of the block with `hash`.

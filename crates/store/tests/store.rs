@@ -93,6 +93,7 @@ fn decided<'a>(
         state,
         results,
         evidence: &[],
+        tx_hashes: &[],
     }
 }
 
@@ -181,4 +182,30 @@ fn wal_records_forged_or_moved_without_the_key_are_refused_not_replayed() {
     let genuine = tree.get(0u64.to_be_bytes()).unwrap().unwrap();
     tree.insert(1u64.to_be_bytes(), genuine).unwrap();
     assert!(matches!(wal.records(1), Err(StoreError::Corrupt { .. })));
+}
+
+#[test]
+fn committed_transactions_are_found_by_hash_at_their_height_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let blocks = BlockStore::open(&store).unwrap();
+    for (height, hashes) in [
+        (1u64, vec![[1u8; 32], [2; 32]]),
+        (2, vec![[3; 32], [1; 32]]),
+    ] {
+        let mut decided = decided(height, b"hash", b"block", b"commit", b"state");
+        let hash = height.to_be_bytes();
+        decided.hash = &hash;
+        decided.tx_hashes = &hashes;
+        blocks.save(decided).unwrap();
+    }
+    assert_eq!(blocks.tx_location(&[2; 32]).unwrap(), Some((1, 1)));
+    assert_eq!(blocks.tx_location(&[3; 32]).unwrap(), Some((2, 0)));
+    // The same transaction in a later block: the later one, as CometBFT's indexer keeps.
+    assert_eq!(blocks.tx_location(&[1; 32]).unwrap(), Some((2, 1)));
+    assert_eq!(blocks.tx_location(&[9; 32]).unwrap(), None);
+    drop(blocks);
+    drop(store);
+    let reopened = BlockStore::open(&Store::open(dir.path()).unwrap()).unwrap();
+    assert_eq!(reopened.tx_location(&[2; 32]).unwrap(), Some((1, 1)));
 }
