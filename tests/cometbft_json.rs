@@ -31,6 +31,25 @@ const OURS_ONLY: &[&str] = &[
 /// kvstore gave no app hash in block results.
 const VALUE_DEPENDENT: &[&str] = &[".app_hash"];
 
+/// An object's keys, sorted.
+fn sorted_keys(v: &Value) -> Vec<&str> {
+    let mut keys: Vec<&str> = v
+        .as_object()
+        .expect("an object")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    keys
+}
+
+/// Where `ours` differs from `theirs` in shape.
+fn shape_differences(ours: &Value, theirs: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    differences(ours, theirs, "", OURS_ONLY, &mut found);
+    found
+}
+
 #[test]
 fn every_answer_has_cometbfts_exact_json_shape() {
     let dir = tempfile::tempdir().unwrap();
@@ -160,13 +179,9 @@ fn every_answer_has_cometbfts_exact_json_shape() {
         unknown["block"].is_null() && unknown["block_id"]["hash"] == "",
         "{unknown}"
     );
-    let mut header_differences = Vec::new();
-    differences(
+    let header_differences = shape_differences(
         &header["header"],
         &fixture("block_at_height_10")["block"]["header"],
-        "",
-        OURS_ONLY,
-        &mut header_differences,
     );
     assert!(
         header_differences.is_empty(),
@@ -182,14 +197,7 @@ fn every_answer_has_cometbfts_exact_json_shape() {
         .to_string();
     let tx = post("tx", json!({"hash": committed_hash}));
     assert_eq!(tx["tx"], b64("commit=3"), "{tx}");
-    let mut tx_differences = Vec::new();
-    differences(
-        &tx,
-        &fixture("tx_search_no_prove")["txs"][0],
-        "",
-        OURS_ONLY,
-        &mut tx_differences,
-    );
+    let tx_differences = shape_differences(&tx, &fixture("tx_search_no_prove")["txs"][0]);
     assert!(tx_differences.is_empty(), "tx: {tx_differences:?}");
     // `unconfirmed_txs` and `check_tx` (no capture: CometBFT's keys, written out).
     let unconfirmed = post("unconfirmed_txs", json!({"limit": "5"}));
@@ -198,15 +206,8 @@ fn every_answer_has_cometbfts_exact_json_shape() {
     }
     assert!(unconfirmed["txs"].is_array(), "{unconfirmed}");
     let checked = post("check_tx", json!({"tx": b64("check=4")}));
-    let mut keys: Vec<&str> = checked
-        .as_object()
-        .expect("an object")
-        .keys()
-        .map(String::as_str)
-        .collect();
-    keys.sort_unstable();
     assert_eq!(
-        keys,
+        sorted_keys(&checked),
         [
             "code",
             "codespace",
@@ -227,15 +228,8 @@ fn every_answer_has_cometbfts_exact_json_shape() {
     // No capture of `validators`: CometBFT's keys, written out (v0.38's `ValidatorSet` JSON).
     let validators = post("validators", json!({"height": empty.to_string()}));
     for v in validators["validators"].as_array().expect("a list") {
-        let mut keys: Vec<&str> = v
-            .as_object()
-            .expect("an object")
-            .keys()
-            .map(String::as_str)
-            .collect();
-        keys.sort_unstable();
         assert_eq!(
-            keys,
+            sorted_keys(v),
             ["address", "proposer_priority", "pub_key", "voting_power"],
             "{v}"
         );

@@ -1048,6 +1048,22 @@ fn four_vms_run_their_images_application(app: &str) -> (VmNetwork, Vec<RpcClient
     (net, clients)
 }
 
+/// No guest connected to the host's decoy application, and every VM powers off cleanly.
+fn no_decoy_use_and_a_clean_power_off(mut net: VmNetwork) {
+    assert_eq!(
+        net.decoy_app_connections(),
+        0,
+        "a guest used the host's application"
+    );
+    assert_eq!(
+        net.stop(),
+        VALIDATORS,
+        "serial logs in {}",
+        net.dir().display()
+    );
+    net.clean_up();
+}
+
 #[test]
 #[ignore = "needs the simulated images built with --app and QEMU: run through `cargo xtask test`"]
 fn four_vms_run_the_abci_applications_their_images_carry() {
@@ -1072,34 +1088,12 @@ fn four_vms_run_the_abci_applications_their_images_carry() {
     let data = info["response"]["data"].as_str().unwrap_or_default();
     assert!(data.starts_with("abci-conformance finalize="), "{info}");
     eprintln!("vm test: four VMs on their image's abci-conformance: {data}");
-    assert_eq!(
-        net.decoy_app_connections(),
-        0,
-        "a guest used the host's application"
-    );
-    assert_eq!(
-        net.stop(),
-        VALIDATORS,
-        "serial logs in {}",
-        net.dir().display()
-    );
-    net.clean_up();
+    no_decoy_use_and_a_clean_power_off(net);
     // tendermint-abci's kvstore over TCP inside each guest (it answers blocks without tx
     // results, so no transaction is sent: that stops a CometBFT chain too).
-    let (mut net, mut clients) = four_vms_run_their_images_application("tendermint-kvstore");
+    let (net, mut clients) = four_vms_run_their_images_application("tendermint-kvstore");
     let info = clients[0].call("abci_info", Value::Null).unwrap();
     assert_eq!(info["response"]["data"], "kvstore-rs", "{info}");
     eprintln!("vm test: four VMs on their image's tendermint-kvstore committed height 3");
-    assert_eq!(
-        net.decoy_app_connections(),
-        0,
-        "a guest used the host's application"
-    );
-    assert_eq!(
-        net.stop(),
-        VALIDATORS,
-        "serial logs in {}",
-        net.dir().display()
-    );
-    net.clean_up();
+    no_decoy_use_and_a_clean_power_off(net);
 }

@@ -2,45 +2,14 @@
 //! at commit, queries.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod common;
+
 use bulwark_app::kvstore::{KvStore, CODE_INVALID_FORMAT, CODE_NOT_FOUND, CODE_UNSUPPORTED};
 use bulwark_app::{AppError, Application};
-use bulwark_types::tendermint::abci::{request, response, types::CommitInfo, Code};
-use bulwark_types::tendermint::{account, block, consensus, Hash, Time};
+use bulwark_types::tendermint::abci::{request, response, Code};
+use bulwark_types::tendermint::{account, consensus, Hash, Time};
 use bytes::Bytes;
-
-fn finalize(h: u64, txs: &[&str]) -> request::FinalizeBlock {
-    request::FinalizeBlock {
-        txs: txs.iter().map(|t| Bytes::from(t.to_string())).collect(),
-        decided_last_commit: CommitInfo {
-            round: 0u16.into(),
-            votes: vec![],
-        },
-        misbehavior: vec![],
-        hash: Hash::Sha256([h as u8; 32]),
-        height: block::Height::try_from(h).unwrap(),
-        time: Time::from_unix_timestamp(1_700_000_000 + h as i64, 0).unwrap(),
-        next_validators_hash: Hash::Sha256([0; 32]),
-        proposer_address: account::Id::new([0; 20]),
-    }
-}
-
-fn query(key: &str) -> request::Query {
-    request::Query {
-        data: Bytes::from(key.to_string()),
-        path: String::new(),
-        height: block::Height::try_from(0u64).unwrap(),
-        prove: false,
-    }
-}
-
-fn info() -> request::Info {
-    request::Info {
-        version: String::new(),
-        block_version: 11,
-        p2p_version: 8,
-        abci_version: "2.0.0".into(),
-    }
-}
+use common::{finalize, info, query};
 
 fn code(c: Code) -> u32 {
     c.value()

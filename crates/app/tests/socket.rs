@@ -3,12 +3,14 @@
 //! way the node must stop on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use bulwark_app::socket::{Address, SocketApp};
 use bulwark_app::{finalize_checked, AppError, Application};
-use bulwark_types::tendermint::abci::{request, types::CommitInfo};
-use bulwark_types::tendermint::{account, block, Hash, Time};
+use bulwark_types::tendermint::abci::request;
 use bulwark_types::tendermint_proto::v0_38::abci as pb;
 use bytes::Bytes;
+use common::{finalize, info, query};
 use prost::Message;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,40 +29,6 @@ fn third_party_kvstore() -> String {
     std::thread::spawn(move || driver.run().is_ok());
     std::thread::spawn(move || server.listen().is_ok());
     addr
-}
-
-fn finalize(height: u32, txs: &[&str]) -> request::FinalizeBlock {
-    request::FinalizeBlock {
-        txs: txs.iter().map(|t| Bytes::from(t.to_string())).collect(),
-        decided_last_commit: CommitInfo {
-            round: 0u16.into(),
-            votes: vec![],
-        },
-        misbehavior: vec![],
-        hash: Hash::None,
-        height: height.into(),
-        time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
-        next_validators_hash: Hash::None,
-        proposer_address: account::Id::new([0; 20]),
-    }
-}
-
-fn query(key: &str) -> request::Query {
-    request::Query {
-        data: Bytes::from(key.to_string()),
-        path: String::new(),
-        height: block::Height::from(0u32),
-        prove: false,
-    }
-}
-
-fn info() -> request::Info {
-    request::Info {
-        version: "0.38.0".into(),
-        block_version: 11,
-        p2p_version: 8,
-        abci_version: "2.0.0".into(),
-    }
 }
 
 /// Info, FinalizeBlock, Commit and Query round trips; the third-party kvstore returns no tx

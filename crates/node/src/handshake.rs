@@ -67,6 +67,16 @@ pub enum HandshakeError {
     },
 }
 
+/// The Info request of the handshake.
+fn info_request() -> request::Info {
+    request::Info {
+        version: String::new(),
+        block_version: 11,
+        p2p_version: 8,
+        abci_version: "2.0.0".into(),
+    }
+}
+
 /// Brings `app` up to the block store and returns the chain state to continue from (`genesis`
 /// if nothing is stored).
 pub fn handshake(
@@ -74,12 +84,7 @@ pub fn handshake(
     blocks: &BlockStore,
     genesis: ChainState,
 ) -> Result<ChainState, HandshakeError> {
-    let info = app.info(request::Info {
-        version: String::new(),
-        block_version: 11,
-        p2p_version: 8,
-        abci_version: "2.0.0".into(),
-    })?;
+    let info = app.info(info_request())?;
     let app_height = info.last_block_height.value();
     let Some(store_height) = blocks.latest_height()? else {
         if app_height > genesis.last_block_height {
@@ -170,12 +175,7 @@ pub fn genesis_state(
     genesis: &bulwark_types::tendermint::Genesis<serde_json::Value>,
 ) -> Result<ChainState, HandshakeError> {
     let genesis_error = |e: &dyn std::fmt::Display| HandshakeError::Genesis(e.to_string());
-    let info = app.info(request::Info {
-        version: String::new(),
-        block_version: 11,
-        p2p_version: 8,
-        abci_version: "2.0.0".into(),
-    })?;
+    let info = app.info(info_request())?;
     let mut state = ChainState::from_genesis(genesis).map_err(HandshakeError::Genesis)?;
     state.app_hash = info.last_block_app_hash;
     if info.last_block_height.value() != 0 {

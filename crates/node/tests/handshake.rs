@@ -22,6 +22,21 @@ fn genesis(key: &SigningKey) -> Genesis<serde_json::Value> {
     common::genesis("bulwark-handshake", std::slice::from_ref(key))
 }
 
+/// A kvstore in `dir` brought to genesis with app state the genesis does not have.
+fn with_extra_state(dir: &std::path::Path, g: &Genesis<serde_json::Value>) -> KvStore {
+    let mut app = KvStore::open(dir).unwrap();
+    app.init_chain(request::InitChain {
+        time: g.genesis_time,
+        chain_id: g.chain_id.to_string(),
+        consensus_params: g.consensus_params.clone(),
+        validators: vec![],
+        app_state_bytes: Bytes::from(r#"{"extra":"state"}"#),
+        initial_height: 1u32.into(),
+    })
+    .unwrap();
+    app
+}
+
 fn fresh_app(dir: &std::path::Path, g: &Genesis<serde_json::Value>) -> KvStore {
     common::app_at_genesis(dir, g).0
 }
@@ -190,17 +205,7 @@ fn an_app_ahead_of_the_store_or_computing_other_hashes_stops_the_node() {
 
     // A fresh app whose genesis state differs computes other hashes: replay refuses.
     let dc = tempfile::tempdir().unwrap();
-    let mut other = KvStore::open(dc.path()).unwrap();
-    other
-        .init_chain(request::InitChain {
-            time: g.genesis_time,
-            chain_id: g.chain_id.to_string(),
-            consensus_params: g.consensus_params.clone(),
-            validators: vec![],
-            app_state_bytes: Bytes::from(r#"{"extra":"state"}"#),
-            initial_height: 1u32.into(),
-        })
-        .unwrap();
+    let mut other = with_extra_state(dc.path(), &g);
     assert!(matches!(
         handshake(&mut other, &blocks, genesis_s.clone()),
         Err(HandshakeError::AppHashMismatch { height: 1, .. })
@@ -209,17 +214,7 @@ fn an_app_ahead_of_the_store_or_computing_other_hashes_stops_the_node() {
     // An application at the store's height whose state is not the chain's (it executed other
     // blocks, or its data was changed): refused before the node votes, as in CometBFT.
     let (dd, ds3) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut diverged = KvStore::open(dd.path()).unwrap();
-    diverged
-        .init_chain(request::InitChain {
-            time: g.genesis_time,
-            chain_id: g.chain_id.to_string(),
-            consensus_params: g.consensus_params.clone(),
-            validators: vec![],
-            app_state_bytes: Bytes::from(r#"{"extra":"state"}"#),
-            initial_height: 1u32.into(),
-        })
-        .unwrap();
+    let mut diverged = with_extra_state(dd.path(), &g);
     let its_own = BlockStore::open(&Store::open(ds3.path()).unwrap()).unwrap();
     build(3, &key, &g, &mut diverged, &its_own);
     assert!(matches!(

@@ -291,6 +291,27 @@ impl Chain {
         );
     }
 
+    /// What ProcessProposal and FinalizeBlock share: a whole block, its hash and last commit.
+    fn block(
+        &self,
+        p: Proposed<'_>,
+        hash: &[u8],
+        txs: &[prost::bytes::Bytes],
+        commit: Option<pb::CommitInfo>,
+    ) {
+        let (call, height) = (p.call, p.height);
+        self.proposed(p);
+        check!(hash.len() == 32, "{call} hash of {} bytes", hash.len());
+        self.txs_within(call, txs, self.max_block_bytes);
+        let commit = commit.unwrap_or_else(|| deviation(format!("{call} without its last commit")));
+        let votes = commit
+            .votes
+            .into_iter()
+            .map(|v| (v.validator, v.block_id_flag, false))
+            .collect();
+        self.last_commit(call, height, commit.round, votes);
+    }
+
     fn prepare(&mut self, r: pb::RequestPrepareProposal) -> pb::ResponsePrepareProposal {
         self.count("prepare");
         self.proposed(Proposed {
@@ -337,29 +358,15 @@ impl Chain {
 
     fn process(&mut self, r: pb::RequestProcessProposal) -> pb::ResponseProcessProposal {
         self.count("process");
-        self.proposed(Proposed {
+        let proposed = Proposed {
             call: "ProcessProposal",
             height: r.height,
             time: &r.time,
             proposer: &r.proposer_address,
             next_validators_hash: &r.next_validators_hash,
             misbehavior: &r.misbehavior,
-        });
-        check!(
-            r.hash.len() == 32,
-            "ProcessProposal hash of {} bytes",
-            r.hash.len()
-        );
-        self.txs_within("ProcessProposal", &r.txs, self.max_block_bytes);
-        let commit = r
-            .proposed_last_commit
-            .unwrap_or_else(|| deviation("ProcessProposal without proposed_last_commit".into()));
-        let votes = commit
-            .votes
-            .into_iter()
-            .map(|v| (v.validator, v.block_id_flag, false))
-            .collect();
-        self.last_commit("ProcessProposal", r.height, commit.round, votes);
+        };
+        self.block(proposed, &r.hash, &r.txs, r.proposed_last_commit.clone());
         let status = if r.txs.iter().all(|t| parse(t).is_some()) {
             1
         } else {
@@ -370,29 +377,15 @@ impl Chain {
 
     fn finalize(&mut self, r: pb::RequestFinalizeBlock) -> pb::ResponseFinalizeBlock {
         self.count("finalize");
-        self.proposed(Proposed {
+        let proposed = Proposed {
             call: "FinalizeBlock",
             height: r.height,
             time: &r.time,
             proposer: &r.proposer_address,
             next_validators_hash: &r.next_validators_hash,
             misbehavior: &r.misbehavior,
-        });
-        check!(
-            r.hash.len() == 32,
-            "FinalizeBlock hash of {} bytes",
-            r.hash.len()
-        );
-        self.txs_within("FinalizeBlock", &r.txs, self.max_block_bytes);
-        let commit = r
-            .decided_last_commit
-            .unwrap_or_else(|| deviation("FinalizeBlock without decided_last_commit".into()));
-        let votes = commit
-            .votes
-            .into_iter()
-            .map(|v| (v.validator, v.block_id_flag, false))
-            .collect();
-        self.last_commit("FinalizeBlock", r.height, commit.round, votes);
+        };
+        self.block(proposed, &r.hash, &r.txs, r.decided_last_commit.clone());
         let mut hash = Sha256::new();
         hash.update(&self.app_hash);
         hash.update(r.height.to_be_bytes());
