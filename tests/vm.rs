@@ -381,27 +381,7 @@ fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
     assert!(lines.iter().all(|l| l["verified"] == true), "{lines:?}");
     let real = read_json(&net.genesis);
     let mut clients = net.clients();
-    let mut heights = vec![0u64; VALIDATORS];
-    let deadline = Instant::now() + LIMIT;
-    while heights.iter().any(|h| *h < HEIGHTS) {
-        assert!(
-            Instant::now() < deadline,
-            "the VMs reached only {heights:?} within {LIMIT:?}; serial logs in {}",
-            net.dir().display()
-        );
-        assert_eq!(
-            net.live(),
-            VALIDATORS,
-            "a VM stopped; serial logs in {}",
-            net.dir().display()
-        );
-        for (h, c) in heights.iter_mut().zip(clients.iter_mut()) {
-            if let Some(now) = height(c) {
-                *h = (*h).max(now);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_heights(&mut net, &mut clients, HEIGHTS);
     eprintln!(
         "vm test: every validator reached height {HEIGHTS} after {:.1} s",
         net.started.elapsed().as_secs_f64()
