@@ -257,6 +257,18 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
             params.consensus_params.block,
             genesis.consensus_params.block
         );
+        // With no height, v0.38 answers for the next height, which is allowed too.
+        let top = clients[2]
+            .status()
+            .await
+            .unwrap()
+            .sync_info
+            .latest_block_height;
+        let next = top.increment();
+        let params = clients[2].consensus_params(next).await.unwrap();
+        assert_eq!(params.block_height, next);
+        let far = (next.value() + 1_000) as u32;
+        assert!(clients[2].consensus_params(far).await.is_err());
         assert_eq!(status.node_info.network, genesis.chain_id);
         assert_eq!(status.validator_info.power.value(), 10);
         assert!(!status.sync_info.catching_up);
@@ -295,6 +307,17 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
     );
     let (_, v) = get(&addr0, "/check_tx?tx=%22uri=check%22");
     assert_eq!(v["result"]["code"], 0, "{v}");
+    let (_, v) = get(&addr0, "/consensus_params");
+    let (_, status) = get(&addr0, "/status");
+    let latest: u64 = status["result"]["sync_info"]["latest_block_height"]
+        .as_str()
+        .and_then(|h| h.parse().ok())
+        .unwrap();
+    let answered: u64 = v["result"]["block_height"]
+        .as_str()
+        .and_then(|h| h.parse().ok())
+        .unwrap();
+    assert!(answered > latest, "{v}");
     let (_, v) = get(&addr0, "/header?height=2");
     let hash = {
         let (_, b) = get(&addr0, "/block?height=2");

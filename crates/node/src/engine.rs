@@ -238,6 +238,8 @@ pub const CLAIM_CHECKS_PER_PEER_TICK: u32 = 8;
 /// A peer's transactions taken into the mempool per tick: each may cost the application a
 /// CheckTx (a round trip to another process with an external one), on the engine's thread.
 pub const PEER_TXS_PER_TICK: u32 = 4_096;
+/// `check_tx` calls from RPC clients per tick (each a CheckTx, not cached, on this thread).
+pub const RPC_CHECK_TXS_PER_TICK: u32 = 256;
 
 /// Ticks at one height after which a node asks its peers for what it missed even while its
 /// rounds advance.
@@ -363,6 +365,8 @@ pub struct Engine {
     /// RPC evidence submissions checked since the last tick (each costs signature checks on
     /// this thread).
     rpc_evidence_checks: u32,
+    /// `check_tx` calls from RPC clients since the last tick.
+    rpc_check_txs: u32,
     /// Conflicting votes found, evidence waiting for a block, and what blocks committed.
     evidence: Pool,
     /// What blocks committed, durably (so a restarted node never commits evidence twice).
@@ -485,6 +489,7 @@ impl Engine {
             status_answers: HashMap::new(),
             peer_evidence_checks: HashMap::new(),
             rpc_evidence_checks: 0,
+            rpc_check_txs: 0,
             evidence: Pool::new(),
             evidence_log: EvidenceLog::open(store)?,
             vote_blocks: HashMap::new(),
@@ -792,6 +797,7 @@ impl Engine {
         self.status_answers.clear();
         self.peer_evidence_checks.clear();
         self.rpc_evidence_checks = 0;
+        self.rpc_check_txs = 0;
         self.claim_checks = 0;
         self.claim_checks_by_peer.clear();
         self.peer_txs.clear();
@@ -963,6 +969,19 @@ impl Engine {
             }
             Err(err) => tracing::debug!("evidence from a peer refused: {err}"),
         }
+    }
+
+    /// The application's CheckTx of `tx` for an RPC client, without admitting it;
+    /// `None` once [`RPC_CHECK_TXS_PER_TICK`] calls were answered this tick.
+    pub fn check_tx_for_rpc(&mut self, tx: Bytes) -> Option<Result<response::CheckTx, AppError>> {
+        if self.rpc_check_txs >= RPC_CHECK_TXS_PER_TICK {
+            return None;
+        }
+        self.rpc_check_txs += 1;
+        Some(self.app.check_tx(request::CheckTx {
+            tx,
+            kind: request::CheckTxKind::New,
+        }))
     }
 
     /// Evidence a client submits (`broadcast_evidence`): checked as a peer's is, kept for a
@@ -2132,7 +2151,11 @@ impl Engine {
             state: &next.encode(),
             results: &encode_results(&result),
             evidence: &logged,
-            tx_hashes: &txs.iter().map(|t| tx_hash(t)).collect::<Vec<_>>(),
+            txs: &txs
+                .iter()
+                .zip(&result.tx_results)
+                .map(|(t, r)| (tx_hash(t), r.code.is_ok()))
+                .collect::<Vec<_>>(),
         })?;
         self.app.commit()?;
         self.mempool.update(&txs, self.app.as_ref())?;

@@ -798,3 +798,21 @@ fn a_peers_transactions_are_taken_a_bounded_number_a_tick() {
         .unwrap();
     assert_eq!(engine.mempool().len() - before, taken + 800);
 }
+
+#[test]
+fn rpc_check_tx_is_answered_a_bounded_number_of_times_a_tick() {
+    use bulwark_node::engine::RPC_CHECK_TXS_PER_TICK;
+    let mut net = Net::new();
+    net.run_until(2, 200_000);
+    let engine = net.slots[3].engine.as_mut().unwrap();
+    engine.handle(Input::Tick).unwrap();
+    for i in 0..RPC_CHECK_TXS_PER_TICK {
+        let answer = engine.check_tx_for_rpc(format!("k{i}=v").into()).unwrap();
+        assert!(answer.unwrap().code.is_ok());
+    }
+    assert!(engine.check_tx_for_rpc("late=v".into()).is_none());
+    // Nothing was admitted, and the next tick answers again.
+    assert!(engine.mempool().is_empty());
+    engine.handle(Input::Tick).unwrap();
+    assert!(engine.check_tx_for_rpc("late=v".into()).is_some());
+}

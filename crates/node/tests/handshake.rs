@@ -108,7 +108,7 @@ fn build(
                 state: &state.encode(),
                 results: &encode_results(&result),
                 evidence: &[],
-                tx_hashes: &[],
+                txs: &[],
             })
             .unwrap();
         app.commit().unwrap();

@@ -483,9 +483,15 @@ fn blockchain(engine: &Engine, min: Option<u64>, max: Option<u64>) -> Result<Val
     let mut block_metas = Vec::new();
     for h in (min..=max).rev() {
         let (block, block_id) = block_with_id(engine, h)?;
+        // The stored bytes are the block's protobuf encoding: their length is its size.
+        let block_size = engine
+            .blocks()
+            .block(h)
+            .map_err(store_error)?
+            .map_or(0, |b| b.len() as i64);
         block_metas.push(block::Meta {
             block_id,
-            block_size: pb::types::Block::from(block.clone()).encoded_len() as i64,
+            block_size,
             num_txs: block.data.len() as i64,
             header: block.header,
         });
@@ -505,8 +511,17 @@ fn consensus_params(
     node: &NodeView<'_>,
     height: Option<u64>,
 ) -> Result<Value, ResponseError> {
-    let h = resolve(engine, height)?;
-    let consensus_params = if h == engine.state().initial_height {
+    // As v0.38: the default and the highest height asked for are the next one, whose
+    // parameters the current state holds.
+    let next = engine.state().next_height();
+    let h = match height {
+        None => next,
+        Some(h) if h == next => h,
+        h => resolve(engine, h)?,
+    };
+    let consensus_params = if h == next {
+        engine.state().consensus_params.clone()
+    } else if h == engine.state().initial_height {
         node.genesis.consensus_params.clone()
     } else {
         let bytes = engine
@@ -544,13 +559,10 @@ fn unconfirmed_txs(engine: &Engine, limit: usize) -> Result<Value, ResponseError
     }))
 }
 
-fn check_tx(engine: &Engine, tx: Vec<u8>) -> Result<Value, ResponseError> {
+fn check_tx(engine: &mut Engine, tx: Vec<u8>) -> Result<Value, ResponseError> {
     let answer = engine
-        .app()
-        .check_tx(request::CheckTx {
-            tx: Bytes::from(tx),
-            kind: request::CheckTxKind::New,
-        })
+        .check_tx_for_rpc(Bytes::from(tx))
+        .ok_or_else(|| internal("too many check_tx calls at once: try again shortly"))?
         .map_err(|e| internal(e.to_string()))?;
     let mut value = serde_json::json!({ "check_tx": to_value(&answer)? });
     cometbft::check_tx(&mut value);

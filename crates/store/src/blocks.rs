@@ -36,9 +36,11 @@ pub struct DecidedHeight<'a> {
     pub results: &'a [u8],
     /// The evidence it committed (into the evidence log, in the same write).
     pub evidence: &'a [CommittedEvidence],
-    /// The SHA-256 of each of its transactions, in order (indexed: a later block holding the
-    /// same transaction takes its entry, as in CometBFT's kv indexer).
-    pub tx_hashes: &'a [[u8; 32]],
+    /// Each of its transactions, in order: SHA-256 and whether the application executed it
+    /// successfully (code 0). Indexed by hash as CometBFT's kv indexer does: a later copy
+    /// takes the entry, unless it failed and the entry is of a successful one (a replayed
+    /// transfer must not make `tx` report the one that succeeded as failed).
+    pub txs: &'a [([u8; 32], bool)],
 }
 
 impl BlockStore {
@@ -90,9 +92,16 @@ impl BlockStore {
             evidence.insert(e.digest, e.value());
         }
         let mut txs = Batch::default();
-        for (index, hash) in (0u32..).zip(decided.tx_hashes) {
+        let mut succeeded = std::collections::BTreeSet::new();
+        for (index, (hash, ok)) in (0u32..).zip(decided.txs) {
+            if *ok {
+                succeeded.insert(hash);
+            } else if succeeded.contains(hash) || self.tx_entry(hash)?.is_some_and(|e| e.2) {
+                continue;
+            }
             let mut at = key(height).to_vec();
             at.extend(index.to_be_bytes());
+            at.push(u8::from(*ok));
             txs.insert(hash, at);
         }
         self.store.db().write_atomically(&[
@@ -133,14 +142,29 @@ impl BlockStore {
 
     /// Where the transaction with SHA-256 `hash` was committed: height and index in its block.
     pub fn tx_location(&self, hash: &[u8]) -> Result<Option<(u64, u32)>, StoreError> {
+        Ok(self.tx_entry(hash)?.map(|(h, i, _)| (h, i)))
+    }
+
+    /// The index entry of `hash`: height, index, and whether it succeeded.
+    fn tx_entry(&self, hash: &[u8]) -> Result<Option<(u64, u32, bool)>, StoreError> {
         let Some(v) = self.txs.get(hash)? else {
             return Ok(None);
         };
-        let (h, i) = v
-            .split_first_chunk::<8>()
-            .and_then(|(h, rest)| Some((*h, <[u8; 4]>::try_from(rest).ok()?)))
-            .ok_or_else(|| self.store.corrupt("tx index value is not 12 bytes"))?;
-        Ok(Some((u64::from_be_bytes(h), u32::from_be_bytes(i))))
+        let entry = match v.as_slice() {
+            [h @ .., i0, i1, i2, i3, ok] if h.len() == 8 => {
+                let mut height = [0u8; 8];
+                height.copy_from_slice(h);
+                Some((
+                    u64::from_be_bytes(height),
+                    u32::from_be_bytes([*i0, *i1, *i2, *i3]),
+                    *ok == 1,
+                ))
+            }
+            _ => None,
+        };
+        entry
+            .map(Some)
+            .ok_or_else(|| self.store.corrupt("tx index value is not 13 bytes"))
     }
 
     /// The height of the block with `hash`.

@@ -93,7 +93,7 @@ fn decided<'a>(
         state,
         results,
         evidence: &[],
-        tx_hashes: &[],
+        txs: &[],
     }
 }
 
@@ -185,24 +185,32 @@ fn wal_records_forged_or_moved_without_the_key_are_refused_not_replayed() {
 }
 
 #[test]
-fn committed_transactions_are_found_by_hash_at_their_height_and_index() {
+fn committed_transactions_are_found_by_hash_and_a_failed_copy_never_hides_a_success() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let blocks = BlockStore::open(&store).unwrap();
-    for (height, hashes) in [
-        (1u64, vec![[1u8; 32], [2; 32]]),
-        (2, vec![[3; 32], [1; 32]]),
-    ] {
+    let (ok, failed) = (true, false);
+    let heights: [Vec<([u8; 32], bool)>; 4] = [
+        vec![([1; 32], ok), ([2; 32], ok), ([5; 32], failed)],
+        // A failed replay of tx 1 (a byzantine proposer's): the success stays indexed.
+        vec![([3; 32], ok), ([1; 32], failed), ([5; 32], failed)],
+        // In one block: the success stays; a failed one after a failed one takes the entry.
+        vec![([4; 32], ok), ([4; 32], failed)],
+        // A later success takes the entry, as in CometBFT.
+        vec![([1; 32], ok)],
+    ];
+    for (height, txs) in (1u64..).zip(&heights) {
         let mut decided = decided(height, b"hash", b"block", b"commit", b"state");
         let hash = height.to_be_bytes();
         decided.hash = &hash;
-        decided.tx_hashes = &hashes;
+        decided.txs = txs;
         blocks.save(decided).unwrap();
     }
     assert_eq!(blocks.tx_location(&[2; 32]).unwrap(), Some((1, 1)));
     assert_eq!(blocks.tx_location(&[3; 32]).unwrap(), Some((2, 0)));
-    // The same transaction in a later block: the later one, as CometBFT's indexer keeps.
-    assert_eq!(blocks.tx_location(&[1; 32]).unwrap(), Some((2, 1)));
+    assert_eq!(blocks.tx_location(&[4; 32]).unwrap(), Some((3, 0)));
+    assert_eq!(blocks.tx_location(&[5; 32]).unwrap(), Some((2, 2)));
+    assert_eq!(blocks.tx_location(&[1; 32]).unwrap(), Some((4, 0)));
     assert_eq!(blocks.tx_location(&[9; 32]).unwrap(), None);
     drop(blocks);
     drop(store);
