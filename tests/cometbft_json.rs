@@ -147,6 +147,11 @@ fn every_answer_has_cometbfts_exact_json_shape() {
             "consensus_params",
             json!({"height": empty.to_string()}),
         ),
+        (
+            "block_search",
+            "block_search",
+            json!({"query": "block.height >= 2 AND block.height <= 10"}),
+        ),
     ] {
         answers.push((name, post(method, params)));
     }
@@ -199,6 +204,10 @@ fn every_answer_has_cometbfts_exact_json_shape() {
     assert_eq!(tx["tx"], b64("commit=3"), "{tx}");
     let tx_differences = shape_differences(&tx, &fixture("tx_search_no_prove")["txs"][0]);
     assert!(tx_differences.is_empty(), "tx: {tx_differences:?}");
+    let search = json!({"query": format!("tx.hash = '{committed_hash}'")});
+    let found = post("tx_search", search);
+    assert_eq!(found["txs"][0], tx, "{found}");
+    answers.push(("tx_search_no_prove", found));
     // `unconfirmed_txs` and `check_tx` (no capture: CometBFT's keys, written out).
     let unconfirmed = post("unconfirmed_txs", json!({"limit": "5"}));
     for key in ["n_txs", "total", "total_bytes"] {

@@ -99,6 +99,101 @@ fn error_code(v: &serde_json::Value) -> i64 {
     v["error"]["code"].as_i64().unwrap_or(0)
 }
 
+/// `tx_search` and `block_search` through the client's own queries and paging: each finds
+/// exactly what the blocks fetched hold.
+async fn searches_find_what_was_committed(
+    c: &HttpClient,
+    committed: &tendermint_rpc::endpoint::broadcast::tx_commit::Response,
+    heights_with_txs: usize,
+) {
+    use tendermint_rpc::query::{EventType, Query};
+    use tendermint_rpc::Order;
+    let by_key = c
+        .tx_search(
+            Query::from(EventType::Tx).and_eq("app.key", "key7"),
+            false,
+            1,
+            30,
+            Order::Ascending,
+        )
+        .await
+        .unwrap();
+    assert_eq!(by_key.total_count, 1, "{by_key:?}");
+    assert_eq!(by_key.txs[0].tx, b"key7=value7");
+    let by_hash: Query = format!("tx.hash = '{}'", committed.hash).parse().unwrap();
+    let found = c
+        .tx_search(by_hash, false, 1, 30, Order::Ascending)
+        .await
+        .unwrap();
+    assert_eq!(found.total_count, 1, "{found:?}");
+    assert_eq!(found.txs[0].height, committed.height);
+    let at_height = Query::eq("tx.height", committed.height.value());
+    let found = c
+        .tx_search(at_height, false, 1, 100, Order::Ascending)
+        .await
+        .unwrap();
+    assert!(
+        found.txs.iter().any(|t| t.hash == committed.hash),
+        "{found:?}"
+    );
+    assert!(found.txs.iter().all(|t| t.height == committed.height));
+    // key1 and key10..=key19.
+    let contains = Query::contains("app.key", "key1");
+    let found = c
+        .tx_search(contains, false, 1, 30, Order::Ascending)
+        .await
+        .unwrap();
+    assert_eq!(found.total_count, 11, "{found:?}");
+    // 40 sent and one committed: pages in both orders, the same transactions.
+    let all = Query::exists("app.key").and_lte("tx.height", HEIGHTS);
+    let mut ascending = Vec::new();
+    let mut descending = Vec::new();
+    for page in 1..=5 {
+        for (order, into) in [
+            (Order::Ascending, &mut ascending),
+            (Order::Descending, &mut descending),
+        ] {
+            let r = c
+                .tx_search(all.clone(), false, page, 10, order)
+                .await
+                .unwrap();
+            assert_eq!(r.total_count, 41, "page {page}");
+            into.extend(r.txs.into_iter().map(|t| (t.height, t.index)));
+        }
+    }
+    descending.reverse();
+    assert_eq!(ascending.len(), 41);
+    assert_eq!(ascending, descending);
+    assert!(ascending.windows(2).all(|w| w[0] < w[1]), "{ascending:?}");
+    assert!(c
+        .tx_search(all, false, 6, 10, Order::Ascending)
+        .await
+        .is_err());
+    // The kvstore's block event: every block with a transaction, and no other.
+    let with_writes = Query::gte("block.writes", 1u64).and_lte("block.height", HEIGHTS);
+    let blocks = c
+        .block_search(with_writes, 1, 100, Order::Ascending)
+        .await
+        .unwrap();
+    assert_eq!(blocks.total_count as usize, heights_with_txs, "{blocks:?}");
+    for b in &blocks.blocks {
+        assert!(!b.block.data.is_empty(), "height {}", b.block.header.height);
+        assert_eq!(b.block_id.hash, b.block.header.hash());
+    }
+    let range = Query::gte("block.height", 3u64).and_lt("block.height", 7u64);
+    let newest = c
+        .block_search(range, 1, 2, Order::Descending)
+        .await
+        .unwrap();
+    assert_eq!(newest.total_count, 4);
+    let heights: Vec<u64> = newest
+        .blocks
+        .iter()
+        .map(|b| b.block.header.height.value())
+        .collect();
+    assert_eq!(heights, vec![6, 5]);
+}
+
 #[test]
 fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_errors() {
     let dir = tempfile::tempdir().unwrap();
@@ -218,6 +313,14 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
             txs_seen >= sent.len(),
             "only {txs_seen} txs in the first {HEIGHTS} blocks"
         );
+        let heights_with_txs = {
+            let mut n = 0;
+            for h in 1..=HEIGHTS {
+                n += usize::from(!c.block(h as u32).await.unwrap().block.data.is_empty());
+            }
+            n
+        };
+        searches_find_what_was_committed(c, &committed, heights_with_txs).await;
 
         // The state the transactions made, as every node answers it.
         for c in &clients {
@@ -305,6 +408,31 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
         v["result"]["txs"].as_array().is_some_and(|t| t.len() <= 2),
         "{v}"
     );
+    let (_, v) = get(
+        &addr0,
+        "/tx_search?query=%22app.key%3D%27key3%27%22&per_page=5",
+    );
+    assert_eq!(v["result"]["total_count"], "1", "{v}");
+    assert_eq!(v["result"]["txs"][0]["tx"], "a2V5Mz12YWx1ZTM=", "{v}"); // key3=value3
+    let (_, v) = get(
+        &addr0,
+        "/block_search?query=%22block.height%3C%3D2%22&order_by=%22asc%22",
+    );
+    assert_eq!(v["result"]["total_count"], "2", "{v}");
+    assert_eq!(
+        v["result"]["blocks"][1]["block"]["header"]["height"], "2",
+        "{v}"
+    );
+    for bad in [
+        "/tx_search?query=%22app.key%22",
+        "/tx_search?query=%22app.key%3C%27x%27%22",
+        "/block_search?query=%22block.height%3E1%22&order_by=%22sideways%22",
+        "/tx_search",
+    ] {
+        let (status, v) = get(&addr0, bad);
+        assert_eq!(status, 200, "{bad}");
+        assert!(v["error"]["code"].is_i64(), "{bad}: {v}");
+    }
     let (_, v) = get(&addr0, "/check_tx?tx=%22uri=check%22");
     assert_eq!(v["result"]["code"], 0, "{v}");
     let (_, v) = get(&addr0, "/consensus_params");
@@ -330,7 +458,7 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
     let (_, v) = get(&addr0, &format!("/header_by_hash?hash=0x{hash}"));
     assert_eq!(v["result"]["header"]["height"], "2", "{v}");
     let (_, v) = get(&addr0, "/");
-    assert_eq!(v["endpoints"].as_array().unwrap().len(), 23, "{v}");
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 25, "{v}");
 
     // Bad requests: JSON-RPC errors with the right codes.
     let (_, v) = post(&addr0, "{not json");

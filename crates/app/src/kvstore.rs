@@ -263,13 +263,19 @@ impl Application for KvStore {
             }
         }
         let app_hash = chain_hash(&self.app_hash, height, &writes);
+        // A block event (what `block_search` finds) for blocks that wrote something; an empty
+        // block has none, as CometBFT's kvstore's.
+        let events = match writes.len() {
+            0 => vec![],
+            n => vec![Event::new("block", [("writes", n.to_string()).index()])],
+        };
         self.pending = Some(Pending {
             height,
             app_hash,
             writes,
         });
         Ok(response::FinalizeBlock {
-            events: vec![],
+            events,
             tx_results,
             validator_updates: vec![],
             consensus_param_updates: None,

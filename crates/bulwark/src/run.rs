@@ -388,6 +388,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
             max_body_bytes: home.config.rpc.max_body_bytes,
             ..RpcLimits::default()
         },
+        Some(engine.blocks().clone()),
     )?;
     // Prometheus metrics, when enabled: scrapes are answered on this task like RPC calls.
     let (scrape_tx, mut scrapes) = mpsc::channel::<Scrape>(16);

@@ -618,3 +618,25 @@ pub fn decode_results(bytes: &[u8]) -> Result<response::FinalizeBlock, String> {
     let raw = pb::abci::ResponseFinalizeBlock::decode(bytes).map_err(|e| e.to_string())?;
     response::FinalizeBlock::try_from(raw).map_err(|e| e.to_string())
 }
+
+/// The attributes of `events` marked for indexing, as `type.key` and value (CometBFT's kv
+/// indexer: events without a type and attributes without a key are left out).
+pub fn indexed_attributes(
+    events: &[bulwark_types::tendermint::abci::Event],
+) -> Vec<bulwark_store::events::Attribute> {
+    let mut out = Vec::new();
+    for event in events.iter().filter(|e| !e.kind.is_empty()) {
+        for attribute in event.attributes.iter().filter(|a| a.index()) {
+            let (Ok(key), Ok(value)) = (attribute.key_str(), attribute.value_str()) else {
+                continue;
+            };
+            let composite = format!("{}.{key}", event.kind);
+            if key.is_empty() || bulwark_store::events::RESERVED_KEYS.contains(&composite.as_str())
+            {
+                continue;
+            }
+            out.push((composite, value.to_string()));
+        }
+    }
+    out
+}

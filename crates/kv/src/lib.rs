@@ -137,6 +137,9 @@ fn sled_error(path: &Path, e: sled::Error) -> KvError {
     }
 }
 
+/// How long opening waits for a lock held by a database this process is still closing.
+pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Db {
     /// Opens (or creates) the sled database in `dir`. Durability points flush explicitly, so
     /// there is no background flusher.
@@ -144,9 +147,20 @@ impl Db {
         let path = dir.as_ref().to_path_buf();
         // sled panics on some forms of damage instead of returning an error; a damaged database
         // must be a clear error at start, never a crash.
-        let opened = std::panic::catch_unwind(|| {
-            sled::Config::new().path(&path).flush_every_ms(None).open()
-        });
+        let open_once = || {
+            std::panic::catch_unwind(|| sled::Config::new().path(&path).flush_every_ms(None).open())
+        };
+        // A database this process closed a moment ago keeps its lock until sled's shared I/O
+        // threads have finished with it (longer when another database keeps them busy):
+        // wait for that, a bounded time, rather than fail.
+        let patience = std::time::Instant::now() + LOCK_PATIENCE;
+        let mut opened = open_once();
+        while matches!(&opened, Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock"))
+            && std::time::Instant::now() < patience
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            opened = open_once();
+        }
         match opened {
             Ok(Ok(db)) => Ok(Db {
                 backend: DbBackend::Sled(db),
@@ -317,6 +331,33 @@ impl Tree {
                 })
                 .collect(),
             TreeBackend::Memory { db, name } => db.entries(&self.path, name),
+        }
+    }
+
+    /// At most `limit` entries with `start <= key < end` (to the last key if `end` is
+    /// `None`), in key order: a scan in bounded steps, each next one from the last key plus a
+    /// zero byte.
+    pub fn range(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, KvError> {
+        match &self.backend {
+            TreeBackend::Sled(t) => {
+                let upper = match end {
+                    Some(e) => std::ops::Bound::Excluded(e),
+                    None => std::ops::Bound::Unbounded,
+                };
+                t.range::<&[u8], _>((std::ops::Bound::Included(start), upper))
+                    .take(limit)
+                    .map(|e| {
+                        e.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                            .map_err(|e| sled_error(&self.path, e))
+                    })
+                    .collect()
+            }
+            TreeBackend::Memory { db, name } => db.range(&self.path, name, start, end, limit),
         }
     }
 

@@ -199,6 +199,25 @@ impl MemDb {
         }))
     }
 
+    pub(crate) fn range(
+        &self,
+        path: &Path,
+        tree: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<Entry>, KvError> {
+        use std::ops::Bound;
+        let s = self.live(path)?;
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        Ok(s.current.get(tree).map_or_else(Vec::new, |t| {
+            t.range::<[u8], _>((Bound::Included(start), upper))
+                .take(limit)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }))
+    }
+
     pub(crate) fn len(&self, path: &Path, tree: &str) -> Result<usize, KvError> {
         let s = self.live(path)?;
         Ok(s.current.get(tree).map_or(0, BTreeMap::len))

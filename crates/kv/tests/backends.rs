@@ -23,6 +23,28 @@ fn exercise(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
     assert_eq!(a.get(b"k1").unwrap(), None);
     assert_eq!(a.last().unwrap().unwrap().0, b"k9".to_vec());
     assert_eq!(b.len().unwrap(), 1);
+    for k in [&b"k5"[..], b"k6", b"k7"] {
+        a.insert(k, b"r").unwrap();
+    }
+    let keys = |entries: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<Vec<u8>> {
+        entries.into_iter().map(|(k, _)| k).collect()
+    };
+    assert_eq!(
+        keys(a.range(b"k3", Some(b"k7"), 10).unwrap()),
+        vec![b"k5".to_vec(), b"k6".to_vec()],
+        "end is excluded, start included when present"
+    );
+    assert_eq!(
+        keys(a.range(b"k5", None, 2).unwrap()),
+        vec![b"k5".to_vec(), b"k6".to_vec()]
+    );
+    assert_eq!(
+        keys(a.range(b"k7\0", None, 10).unwrap()),
+        vec![b"k9".to_vec()]
+    );
+    for k in [&b"k5"[..], b"k6", b"k7"] {
+        a.remove(k).unwrap();
+    }
     a.entries().unwrap()
 }
 

@@ -10,8 +10,9 @@
 //! before the application commits; the handshake repairs a crash in between.
 
 use crate::chain::{
-    block_id, commit_from_decision, encode_results, finalize_request, misbehavior_of,
-    pack_signature, process_request, unpack_signature, BlockError, ChainState, CommitError,
+    block_id, commit_from_decision, encode_results, finalize_request, indexed_attributes,
+    misbehavior_of, pack_signature, process_request, unpack_signature, BlockError, ChainState,
+    CommitError,
 };
 use crate::handshake::{handshake, HandshakeError};
 use bulwark_app::{AppError, Application};
@@ -2156,6 +2157,12 @@ impl Engine {
                 .zip(&result.tx_results)
                 .map(|(t, r)| (tx_hash(t), r.code.is_ok()))
                 .collect::<Vec<_>>(),
+            tx_attributes: &result
+                .tx_results
+                .iter()
+                .map(|r| indexed_attributes(&r.events))
+                .collect::<Vec<_>>(),
+            block_attributes: &indexed_attributes(&result.events),
         })?;
         self.app.commit()?;
         self.mempool.update(&txs, self.app.as_ref())?;

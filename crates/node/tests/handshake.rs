@@ -109,6 +109,8 @@ fn build(
                 results: &encode_results(&result),
                 evidence: &[],
                 txs: &[],
+                tx_attributes: &[],
+                block_attributes: &[],
             })
             .unwrap();
         app.commit().unwrap();

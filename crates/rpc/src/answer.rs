@@ -8,6 +8,7 @@ use bulwark_mempool::{tx_hash, AddError};
 use bulwark_node::chain::{block_id, decode_results, ChainState};
 use bulwark_node::engine::{Engine, Output};
 use bulwark_node::instance::Authorization;
+use bulwark_store::blocks::BlockStore;
 use bulwark_types::tendermint::abci::{request, response, Code};
 use bulwark_types::tendermint::block::{self, signed_header::SignedHeader, Block, Commit};
 use bulwark_types::tendermint::{node, validator, Genesis, Hash, PublicKey};
@@ -47,15 +48,15 @@ pub enum Reply {
     },
 }
 
-fn internal(message: impl Into<String>) -> ResponseError {
+pub(crate) fn internal(message: impl Into<String>) -> ResponseError {
     ResponseError::new(RpcCode::InternalError, Some(message.into()))
 }
 
-fn to_value<T: Serialize>(value: &T) -> Result<Value, ResponseError> {
+pub(crate) fn to_value<T: Serialize>(value: &T) -> Result<Value, ResponseError> {
     serde_json::to_value(value).map_err(|e| internal(format!("serializing the response: {e}")))
 }
 
-fn store_error(e: impl std::fmt::Display) -> ResponseError {
+pub(crate) fn store_error(e: impl std::fmt::Display) -> ResponseError {
     internal(format!("storage: {e}"))
 }
 
@@ -78,8 +79,12 @@ fn resolve(engine: &Engine, height: Option<u64>) -> Result<u64, ResponseError> {
 
 /// Block `height` from the store.
 pub fn load_block(engine: &Engine, height: u64) -> Result<Block, ResponseError> {
-    let bytes = engine
-        .blocks()
+    load_block_from(engine.blocks(), height)
+}
+
+/// Block `height` from `blocks`.
+pub fn load_block_from(blocks: &BlockStore, height: u64) -> Result<Block, ResponseError> {
+    let bytes = blocks
         .block(height)
         .map_err(store_error)?
         .ok_or_else(|| internal(format!("block {height} is not stored")))?;
@@ -102,8 +107,15 @@ pub fn load_results(
     engine: &Engine,
     height: u64,
 ) -> Result<response::FinalizeBlock, ResponseError> {
-    let bytes = engine
-        .blocks()
+    load_results_from(engine.blocks(), height)
+}
+
+/// The application's results of block `height` from `blocks`.
+pub fn load_results_from(
+    blocks: &BlockStore,
+    height: u64,
+) -> Result<response::FinalizeBlock, ResponseError> {
+    let bytes = blocks
         .results(height)
         .map_err(store_error)?
         .ok_or_else(|| internal(format!("results of block {height} are not stored")))?;
@@ -574,34 +586,15 @@ fn committed(engine: &Engine, hash: &[u8], prove: bool) -> Result<Value, Respons
     if prove {
         return Err(internal("transaction proofs are not served yet"));
     }
-    let (height, index) = engine
+    let at = engine
         .blocks()
         .tx_location(hash)
         .map_err(store_error)?
         .ok_or_else(|| internal(format!("tx ({}) not found", hex::encode_upper(hash))))?;
-    let block = load_block(engine, height)?;
-    let found = |what: &str| internal(format!("{what} {index} of block {height} is not stored"));
-    let tx = block
-        .data
-        .get(index as usize)
-        .ok_or_else(|| found("tx"))?
-        .clone();
-    let tx_result = load_results(engine, height)?
-        .tx_results
-        .get(index as usize)
-        .ok_or_else(|| found("the result of tx"))?
-        .clone();
     let hash: [u8; 32] = hash
         .try_into()
         .map_err(|_| internal("a hash has 32 bytes"))?;
-    to_value(&endpoint::tx::Response {
-        hash: Hash::Sha256(hash),
-        height: block::Height::try_from(height).map_err(store_error)?,
-        index,
-        tx_result,
-        tx,
-        proof: None,
-    })
+    to_value(&crate::search::tx_answer(engine.blocks(), at, hash)?)
 }
 
 /// Answers `call`; any outputs (a broadcast transaction's gossip) are the driver's to carry out.
@@ -681,5 +674,9 @@ pub fn answer(engine: &mut Engine, node: &NodeView<'_>, call: Call) -> (Reply, V
         Call::UnconfirmedTxs { limit } => ready(unconfirmed_txs(engine, limit)),
         Call::CheckTx(tx) => ready(check_tx(engine, tx)),
         Call::Tx { hash, prove } => ready(committed(engine, &hash, prove)),
+        // Searches read committed data on the RPC side (`search`), never here.
+        Call::TxSearch { .. } | Call::BlockSearch(_) => {
+            ready(Err(internal("searches are answered by the RPC server")))
+        }
     }
 }

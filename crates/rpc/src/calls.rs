@@ -103,6 +103,15 @@ pub enum Call {
         /// Whether a Merkle proof is asked for.
         prove: bool,
     },
+    /// `tx_search`: committed transactions whose events match a query.
+    TxSearch {
+        /// The query and the page asked for.
+        search: crate::search::Search,
+        /// Whether Merkle proofs are asked for.
+        prove: bool,
+    },
+    /// `block_search`: committed blocks whose events match a query.
+    BlockSearch(crate::search::Search),
 }
 
 /// The methods served, in the order `GET /` lists them.
@@ -130,6 +139,8 @@ pub const METHODS: &[&str] = &[
     "unconfirmed_txs",
     "check_tx",
     "tx",
+    "tx_search",
+    "block_search",
 ];
 
 /// Positional parameter names of each method (CometBFT's order).
@@ -138,6 +149,8 @@ fn positional_names(method: &str) -> &'static [&'static str] {
         "block" | "block_results" | "commit" | "header" | "consensus_params" => &["height"],
         "block_by_hash" | "header_by_hash" => &["hash"],
         "tx" => &["hash", "prove"],
+        "tx_search" => &["query", "prove", "page", "per_page", "order_by"],
+        "block_search" => &["query", "page", "per_page", "order_by"],
         "blockchain" => &["minHeight", "maxHeight"],
         "unconfirmed_txs" => &["limit"],
         "check_tx" => &["tx"],
@@ -251,6 +264,56 @@ fn hash(params: &Map<String, Value>) -> Result<Vec<u8>, ResponseError> {
     Ok(bytes)
 }
 
+/// A 1-based page (1 if none) and a page size clamped to CometBFT's 1..=100 (30 if none).
+fn page(params: &Map<String, Value>) -> Result<(usize, usize), ResponseError> {
+    let page = opt_u64(params, "page")?.unwrap_or(1);
+    if page == 0 {
+        return Err(invalid("page must be greater than 0"));
+    }
+    let per_page = opt_u64(params, "per_page")?
+        .filter(|p| *p > 0)
+        .unwrap_or(DEFAULT_PER_PAGE as u64);
+    Ok((
+        usize::try_from(page).map_err(|_| invalid("page is too large"))?,
+        usize::try_from(per_page)
+            .unwrap_or(MAX_PER_PAGE)
+            .clamp(1, MAX_PER_PAGE),
+    ))
+}
+
+/// A search's query, page and order (`asc` or `desc`; none means `default_descending`).
+fn search(
+    params: &Map<String, Value>,
+    default_descending: bool,
+) -> Result<crate::search::Search, ResponseError> {
+    let text = string(params, "query")?.ok_or_else(|| invalid("missing query"))?;
+    let query = bulwark_query::Query::parse(&text)
+        // CometBFT answers a query it cannot parse with an internal error, as here.
+        .map_err(|e| {
+            ResponseError::new(
+                Code::InternalError,
+                Some(format!("failed to parse query: {e}")),
+            )
+        })?;
+    let descending = match string(params, "order_by")?.as_deref() {
+        None | Some("") => default_descending,
+        Some("asc") => false,
+        Some("desc") => true,
+        Some(other) => {
+            return Err(invalid(format!(
+                "order_by must be \"asc\" or \"desc\", got {other:?}"
+            )))
+        }
+    };
+    let (page, per_page) = page(params)?;
+    Ok(crate::search::Search {
+        query,
+        page,
+        per_page,
+        descending,
+    })
+}
+
 /// Parses a JSON-RPC call. `params` is as POSTed (or as [`uri_params`] made it).
 pub fn parse(method: &str, params: &Value) -> Result<Call, ResponseError> {
     if !METHODS.contains(&method) {
@@ -268,18 +331,11 @@ pub fn parse(method: &str, params: &Value) -> Result<Call, ResponseError> {
         "block_results" => Call::BlockResults(height(&p)?),
         "commit" => Call::Commit(height(&p)?),
         "validators" => {
-            let page = opt_u64(&p, "page")?.unwrap_or(1);
-            let per_page = opt_u64(&p, "per_page")?.unwrap_or(DEFAULT_PER_PAGE as u64);
-            if page == 0 {
-                return Err(invalid("page must be greater than 0"));
-            }
+            let (page, per_page) = page(&p)?;
             Call::Validators {
                 height: height(&p)?,
-                page: usize::try_from(page).map_err(|_| invalid("page is too large"))?,
-                // CometBFT clamps the page size rather than refusing it.
-                per_page: usize::try_from(per_page)
-                    .unwrap_or(MAX_PER_PAGE)
-                    .clamp(1, MAX_PER_PAGE),
+                page,
+                per_page,
             }
         }
         "block_by_hash" => Call::BlockByHash(hash(&p)?),
@@ -303,6 +359,12 @@ pub fn parse(method: &str, params: &Value) -> Result<Call, ResponseError> {
             hash: hash(&p)?,
             prove: boolean(&p, "prove")?,
         },
+        // CometBFT lists transactions oldest first and blocks newest first by default.
+        "tx_search" => Call::TxSearch {
+            search: search(&p, false)?,
+            prove: boolean(&p, "prove")?,
+        },
+        "block_search" => Call::BlockSearch(search(&p, true)?),
         "broadcast_tx_async" | "broadcast_tx_sync" | "broadcast_tx_commit" => {
             let tx = tx(&p)?;
             let mode = match method {

@@ -11,8 +11,10 @@ pub mod calls;
 pub mod cometbft;
 pub mod metrics;
 pub mod peers;
+pub mod search;
 pub mod waiters;
 
+use bulwark_store::blocks::BlockStore;
 use calls::{BroadcastMode, Call};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
@@ -60,7 +62,14 @@ impl Default for RpcLimits {
 struct Server {
     engine: mpsc::Sender<RpcRequest>,
     limits: RpcLimits,
+    /// The committed blocks that searches read, if this server serves them.
+    blocks: Option<BlockStore>,
+    /// Searches running at once.
+    searches: Arc<Semaphore>,
 }
+
+/// Searches a server runs at once (each on a blocking thread); more are refused.
+pub const MAX_SEARCHES: usize = 2;
 
 fn error_object(e: &ResponseError) -> Value {
     serde_json::to_value(e).unwrap_or_else(|_| json!({"code": -32603, "message": "Internal error"}))
@@ -85,8 +94,37 @@ fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
 }
 
 impl Server {
+    /// Runs a search on a blocking thread, at most [`MAX_SEARCHES`] at once, each until the
+    /// call timeout.
+    async fn search(&self, call: Call) -> Result<Value, ResponseError> {
+        let refused = |m: &str| ResponseError::new(Code::InternalError, Some(m.into()));
+        let Some(blocks) = self.blocks.clone() else {
+            return Err(refused("this server does not serve searches"));
+        };
+        let Ok(permit) = self.searches.clone().try_acquire_owned() else {
+            return Err(refused("too many searches at once: try again shortly"));
+        };
+        let deadline = std::time::Instant::now() + self.limits.call_timeout;
+        let task = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            match call {
+                Call::TxSearch { prove: true, .. } => {
+                    Err(refused("transaction proofs are not served yet"))
+                }
+                Call::TxSearch { search, .. } => search::tx_search(&blocks, &search, deadline),
+                Call::BlockSearch(search) => search::block_search(&blocks, &search, deadline),
+                _ => Err(refused("not a search")),
+            }
+        });
+        task.await
+            .unwrap_or_else(|e| Err(refused(&format!("the search failed: {e}"))))
+    }
+
     /// Hands a parsed call to the engine and waits for its answer.
     async fn dispatch(&self, call: Call) -> Result<Value, ResponseError> {
+        if matches!(call, Call::TxSearch { .. } | Call::BlockSearch(_)) {
+            return self.search(call).await;
+        }
         let wait = match call {
             Call::BroadcastTx {
                 mode: BroadcastMode::Commit,
@@ -273,10 +311,20 @@ pub(crate) async fn serve_http<R, F>(
     }
 }
 
-/// Serves JSON-RPC on `listener` until the engine's channel closes.
-pub async fn serve(listener: TcpListener, engine: mpsc::Sender<RpcRequest>, limits: RpcLimits) {
+/// Serves JSON-RPC on `listener` until the engine's channel closes; searches read `blocks`.
+pub async fn serve(
+    listener: TcpListener,
+    engine: mpsc::Sender<RpcRequest>,
+    limits: RpcLimits,
+    blocks: Option<BlockStore>,
+) {
     let max_connections = limits.max_connections;
-    let server = Arc::new(Server { engine, limits });
+    let server = Arc::new(Server {
+        engine,
+        limits,
+        blocks,
+        searches: Arc::new(Semaphore::new(MAX_SEARCHES)),
+    });
     let watched = server.clone();
     serve_http(
         listener,
@@ -323,6 +371,9 @@ pub fn spawn_serve(
     listener: std::net::TcpListener,
     engine: mpsc::Sender<RpcRequest>,
     limits: RpcLimits,
+    blocks: Option<BlockStore>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    spawn_on_own_thread(listener, RPC_THREAD, move |l| serve(l, engine, limits))
+    spawn_on_own_thread(listener, RPC_THREAD, move |l| {
+        serve(l, engine, limits, blocks)
+    })
 }

@@ -11,7 +11,7 @@ fn the_server_has_a_contained_thread_of_its_own_and_answers_through_the_engine()
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel::<RpcRequest>(4);
-    let server = spawn_serve(listener, tx, RpcLimits::default()).unwrap();
+    let server = spawn_serve(listener, tx, RpcLimits::default(), None).unwrap();
     assert_eq!(server.thread().name(), Some(RPC_THREAD));
     assert!(RPC_THREAD.starts_with("contained-"));
 

@@ -2,6 +2,7 @@
 //! height (blocks and transactions also by hash). Heights are stored without gaps: block `h` is only accepted after block `h - 1`.
 //! Values are the caller's encodings (protobuf in the node); the store keeps them intact.
 
+use crate::events::{Attribute, EventTrees, IndexedTx, Posting, Scan, TxPosition};
 use crate::evidence::{CommittedEvidence, TREE as EVIDENCE_TREE};
 use crate::{key, Store, StoreError};
 use bulwark_kv::{Batch, Tree};
@@ -17,6 +18,7 @@ pub struct BlockStore {
     results: Tree,
     evidence: Tree,
     txs: Tree,
+    events: EventTrees,
 }
 
 /// Everything stored for one decided height (the caller's encodings).
@@ -41,6 +43,10 @@ pub struct DecidedHeight<'a> {
     /// takes the entry, unless it failed and the entry is of a successful one (a replayed
     /// transfer must not make `tx` report the one that succeeded as failed).
     pub txs: &'a [([u8; 32], bool)],
+    /// Each transaction's attributes marked for indexing (parallel to `txs`).
+    pub tx_attributes: &'a [Vec<Attribute>],
+    /// The block's own attributes marked for indexing (FinalizeBlock's events).
+    pub block_attributes: &'a [Attribute],
 }
 
 impl BlockStore {
@@ -55,6 +61,7 @@ impl BlockStore {
             results: store.tree("results")?,
             evidence: store.tree(EVIDENCE_TREE)?,
             txs: store.tree("tx_hashes")?,
+            events: EventTrees::open(store)?,
         })
     }
 
@@ -87,6 +94,22 @@ impl BlockStore {
             b.insert(k, v);
             b
         };
+        if decided.tx_attributes.len() != decided.txs.len() {
+            return Err(StoreError::Refused(format!(
+                "{} transactions with attributes for {}",
+                decided.txs.len(),
+                decided.tx_attributes.len()
+            )));
+        }
+        let indexed: Vec<([u8; 32], &[Attribute])> = decided
+            .txs
+            .iter()
+            .zip(decided.tx_attributes)
+            .map(|((hash, _), attributes)| (*hash, attributes.as_slice()))
+            .collect();
+        let [e0, e1, e2, e3] = self
+            .events
+            .writes(height, decided.block_attributes, &indexed);
         let mut evidence = Batch::default();
         for e in decided.evidence {
             evidence.insert(e.digest, e.value());
@@ -112,6 +135,10 @@ impl BlockStore {
             (&self.results, &one(&key(height), decided.results)),
             (&self.evidence, &evidence),
             (&self.txs, &txs),
+            (e0.0, &e0.1),
+            (e1.0, &e1.1),
+            (e2.0, &e2.1),
+            (e3.0, &e3.1),
         ])?;
         self.store.flush()
     }
@@ -179,5 +206,35 @@ impl BlockStore {
                 Ok(Some(u64::from_be_bytes(v)))
             }
         }
+    }
+
+    /// A committed transaction's hash and indexed attributes.
+    pub fn indexed_tx(&self, at: TxPosition) -> Result<Option<IndexedTx>, StoreError> {
+        self.events.tx(at)
+    }
+
+    /// A committed block's indexed attributes.
+    pub fn indexed_block(&self, height: u64) -> Result<Option<Vec<Attribute>>, StoreError> {
+        self.events.block(height)
+    }
+
+    /// Positions of the transactions committed at heights `from..=to`, in order.
+    pub fn txs_between(&self, from: u64, to: u64) -> Scan<'_, TxPosition> {
+        self.events.txs_between(from, to)
+    }
+
+    /// The indexed heights in `from..=to`, in order.
+    pub fn blocks_between(&self, from: u64, to: u64) -> Scan<'_, u64> {
+        self.events.blocks_between(from, to)
+    }
+
+    /// Positions of the transactions carrying `posting` (by value, then position).
+    pub fn tx_postings(&self, posting: Posting<'_>) -> Scan<'_, TxPosition> {
+        self.events.tx_postings(posting)
+    }
+
+    /// Heights of the blocks carrying `posting` (by value, then height).
+    pub fn block_postings(&self, posting: Posting<'_>) -> Scan<'_, u64> {
+        self.events.block_postings(posting)
     }
 }

@@ -8,6 +8,7 @@
 //! naming the store, never skipped or replayed, and a database sled cannot open names its path.
 
 pub mod blocks;
+pub mod events;
 pub mod evidence;
 pub mod privval;
 pub mod wal;

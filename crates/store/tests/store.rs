@@ -94,6 +94,8 @@ fn decided<'a>(
         results,
         evidence: &[],
         txs: &[],
+        tx_attributes: &[],
+        block_attributes: &[],
     }
 }
 
@@ -202,8 +204,10 @@ fn committed_transactions_are_found_by_hash_and_a_failed_copy_never_hides_a_succ
     for (height, txs) in (1u64..).zip(&heights) {
         let mut decided = decided(height, b"hash", b"block", b"commit", b"state");
         let hash = height.to_be_bytes();
+        let attributes = vec![Vec::new(); txs.len()];
         decided.hash = &hash;
         decided.txs = txs;
+        decided.tx_attributes = &attributes;
         blocks.save(decided).unwrap();
     }
     assert_eq!(blocks.tx_location(&[2; 32]).unwrap(), Some((1, 1)));
@@ -216,4 +220,119 @@ fn committed_transactions_are_found_by_hash_and_a_failed_copy_never_hides_a_succ
     drop(store);
     let reopened = BlockStore::open(&Store::open(dir.path()).unwrap()).unwrap();
     assert_eq!(reopened.tx_location(&[2; 32]).unwrap(), Some((1, 1)));
+}
+
+fn attribute(k: &str, v: &str) -> (String, String) {
+    (k.to_string(), v.to_string())
+}
+
+#[test]
+fn the_event_index_finds_positions_by_key_by_value_and_by_height_across_scan_steps() {
+    use bulwark_store::events::Posting;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let blocks = BlockStore::open(&store).unwrap();
+    // 3 heights of 1,500 transactions each: scans cross their 1,024-entry steps.
+    let per_height = 1_500u32;
+    for height in 1u64..=3 {
+        let txs: Vec<([u8; 32], bool)> = (0..per_height)
+            .map(|i| {
+                let mut h = [0u8; 32];
+                h[..8].copy_from_slice(&height.to_be_bytes());
+                h[8..12].copy_from_slice(&i.to_be_bytes());
+                (h, true)
+            })
+            .collect();
+        let attributes: Vec<Vec<(String, String)>> = (0..per_height)
+            .map(|i| {
+                let mut a = vec![attribute(
+                    "app.parity",
+                    if i % 2 == 0 { "even" } else { "odd" },
+                )];
+                if i % 500 == 7 {
+                    a.push(attribute("app.rare", &format!("r{height}")));
+                }
+                // Keys and values that would run together without length prefixes.
+                a.push(attribute("app.k\0x", "\0"));
+                a
+            })
+            .collect();
+        let block_attributes = if height == 2 {
+            vec![attribute("block.writes", "1500"), attribute("ab", "c")]
+        } else {
+            vec![]
+        };
+        let mut d = decided(height, b"hash", b"block", b"commit", b"state");
+        let hash = height.to_be_bytes();
+        d.hash = &hash;
+        d.txs = &txs;
+        d.tx_attributes = &attributes;
+        d.block_attributes = &block_attributes;
+        blocks.save(d).unwrap();
+    }
+    let all = |scan: bulwark_store::events::Scan<'_, (u64, u32)>| -> Vec<(u64, u32)> {
+        scan.map(Result::unwrap).collect()
+    };
+    let rare = all(blocks.tx_postings(Posting::Key("app.rare")));
+    assert_eq!(rare.len(), 9, "{rare:?}");
+    assert!(rare.contains(&(2, 507)) && rare.contains(&(3, 1007)));
+    assert_eq!(
+        all(blocks.tx_postings(Posting::KeyValue("app.rare", "r2"))),
+        vec![(2, 7), (2, 507), (2, 1007)]
+    );
+    assert!(all(blocks.tx_postings(Posting::KeyValue("app.rare", "r"))).is_empty());
+    assert!(all(blocks.tx_postings(Posting::Key("app.rar"))).is_empty());
+    let even = all(blocks.tx_postings(Posting::KeyValue("app.parity", "even")));
+    assert_eq!(even.len(), 3 * 750);
+    assert!(even.iter().all(|(_, i)| i % 2 == 0));
+    assert_eq!(
+        all(blocks.tx_postings(Posting::Key("app.parity"))).len(),
+        4_500
+    );
+    assert_eq!(
+        all(blocks.tx_postings(Posting::Key("app.k\0x"))).len(),
+        4_500
+    );
+    let between = all(blocks.txs_between(2, 3));
+    assert_eq!(between.len(), 3_000);
+    assert_eq!(between.first(), Some(&(2, 0)));
+    assert_eq!(between.last(), Some(&(3, per_height - 1)));
+    assert!(between.windows(2).all(|w| w[0] < w[1]), "in order");
+    let (hash, attributes) = blocks.indexed_tx((3, 7)).unwrap().unwrap();
+    assert_eq!(hash[..8], 3u64.to_be_bytes());
+    assert_eq!(
+        attributes,
+        vec![
+            attribute("app.parity", "odd"),
+            attribute("app.rare", "r3"),
+            attribute("app.k\0x", "\0")
+        ]
+    );
+    assert_eq!(blocks.indexed_tx((3, per_height)).unwrap(), None);
+    let heights: Vec<u64> = blocks
+        .blocks_between(1, u64::MAX)
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        heights,
+        vec![1, 2, 3],
+        "every height is indexed, with or without events"
+    );
+    let writes: Vec<u64> = blocks
+        .block_postings(Posting::Key("block.writes"))
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(writes, vec![2]);
+    assert_eq!(blocks.indexed_block(3).unwrap(), Some(vec![]));
+    assert_eq!(
+        blocks.indexed_block(2).unwrap().unwrap()[1],
+        attribute("ab", "c")
+    );
+    // One transaction's attributes missing: refused, nothing written.
+    let mut d = decided(4, b"hash", b"block", b"commit", b"state");
+    let hash = 4u64.to_be_bytes();
+    d.hash = &hash;
+    d.txs = &[([4; 32], true)];
+    assert!(matches!(blocks.save(d), Err(StoreError::Refused(_))));
+    assert_eq!(blocks.latest_height().unwrap(), Some(3));
 }

@@ -1,0 +1,109 @@
+//! `tx_search` and `block_search` in CometBFT's JSON, over `bulwark_query::search`.
+//!
+//! A search reads only committed data, so it runs on the RPC side (a blocking task), never on
+//! the engine's thread: a broad query costs RPC time, not consensus time, and stops at a
+//! deadline with an error that says to narrow it.
+
+use crate::answer::{internal, load_block_from, load_results_from, store_error, to_value};
+use crate::cometbft;
+use bulwark_node::chain::block_id;
+use bulwark_query::search::{matching_blocks, matching_txs, page_of, SearchError};
+use bulwark_query::Query;
+use bulwark_store::blocks::BlockStore;
+use bulwark_store::events::TxPosition;
+use bulwark_types::tendermint::{block, Hash};
+use serde_json::{json, Value};
+use std::time::Instant;
+use tendermint_rpc::endpoint;
+use tendermint_rpc::response_error::ResponseError;
+
+/// A search as asked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Search {
+    /// The query.
+    pub query: Query,
+    /// 1-based page.
+    pub page: usize,
+    /// Page size (1 to 100).
+    pub per_page: usize,
+    /// Highest first.
+    pub descending: bool,
+}
+
+fn refusal(e: SearchError) -> ResponseError {
+    internal(e.to_string())
+}
+
+/// CometBFT's `tx` answer for the transaction at `at` (its hash known).
+pub(crate) fn tx_answer(
+    blocks: &BlockStore,
+    (height, index): TxPosition,
+    hash: [u8; 32],
+) -> Result<endpoint::tx::Response, ResponseError> {
+    let found = |what: &str| internal(format!("{what} {index} of block {height} is not stored"));
+    let tx = load_block_from(blocks, height)?
+        .data
+        .get(index as usize)
+        .ok_or_else(|| found("tx"))?
+        .clone();
+    let tx_result = load_results_from(blocks, height)?
+        .tx_results
+        .get(index as usize)
+        .ok_or_else(|| found("the result of tx"))?
+        .clone();
+    Ok(endpoint::tx::Response {
+        hash: Hash::Sha256(hash),
+        height: block::Height::try_from(height).map_err(store_error)?,
+        index,
+        tx_result,
+        tx,
+        proof: None,
+    })
+}
+
+/// `tx_search`, with CometBFT's answer.
+pub fn tx_search(
+    blocks: &BlockStore,
+    search: &Search,
+    deadline: Instant,
+) -> Result<Value, ResponseError> {
+    let found = matching_txs(blocks, &search.query, deadline).map_err(refusal)?;
+    let mut txs = Vec::new();
+    for at in page_of(&found, search.page, search.per_page, search.descending).map_err(refusal)? {
+        let (hash, _) = blocks
+            .indexed_tx(at)
+            .map_err(store_error)?
+            .ok_or_else(|| internal(format!("transaction {at:?} left the index")))?;
+        txs.push(tx_answer(blocks, at, hash)?);
+    }
+    to_value(&endpoint::tx_search::Response {
+        txs,
+        total_count: u32::try_from(found.len()).unwrap_or(u32::MAX),
+    })
+}
+
+/// `block_search`, with CometBFT's answer.
+pub fn block_search(
+    blocks: &BlockStore,
+    search: &Search,
+    deadline: Instant,
+) -> Result<Value, ResponseError> {
+    let found = matching_blocks(blocks, &search.query, deadline).map_err(refusal)?;
+    let mut answers = Vec::new();
+    for height in
+        page_of(&found, search.page, search.per_page, search.descending).map_err(refusal)?
+    {
+        let block = load_block_from(blocks, height)?;
+        let (id, _) = block_id(&block).map_err(store_error)?;
+        let mut value = to_value(&endpoint::block::Response {
+            block_id: id,
+            block,
+        })?;
+        cometbft::block(&mut value);
+        answers.push(value);
+    }
+    Ok(json!({
+        "blocks": answers,
+        "total_count": found.len().to_string(),
+    }))
+}
