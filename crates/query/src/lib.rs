@@ -52,7 +52,7 @@ pub struct Number {
 
 impl Number {
     /// Parses `-?digits(.digits)?`.
-    fn parse(s: &str) -> Option<Number> {
+    pub fn parse(s: &str) -> Option<Number> {
         let (negative, unsigned) = match s.strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, s),

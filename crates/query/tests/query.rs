@@ -144,6 +144,7 @@ fn height_conditions_narrow_to_an_integer_range() {
     let range = |text: &str| q(text).integer_range("tx.height");
     assert_eq!(range("tx.height >= 5 AND tx.height < 10"), Some((5, 9)));
     assert_eq!(range("tx.height > 4.5 AND tx.height <= 9.9"), Some((5, 9)));
+    assert_eq!(range("tx.height >= 4.5 AND tx.height < 9.5"), Some((5, 9)));
     assert_eq!(range("tx.height = 7"), Some((7, 7)));
     assert_eq!(range("tx.height = 7 AND tx.height > 7"), None);
     assert_eq!(range("tx.height = 7.5"), None);
@@ -237,4 +238,18 @@ fn pages_are_cometbfts_with_its_out_of_range_error() {
         SearchError::Page { pages: 3, page: 4 }.to_string(),
         "page should be within [1, 3] range, given 4"
     );
+}
+
+#[test]
+fn negative_numbers_order_below_zero_and_by_magnitude_reversed() {
+    let n = |s: &str| Number::parse(s).unwrap();
+    assert!(n("-2") < n("-1.5"));
+    assert!(n("-1.5") < n("-1"));
+    assert!(n("-1") < n("0"));
+    assert_eq!(n("-0"), n("0"));
+    assert_eq!(n("-0.0"), n("0"));
+    assert!(n("-10") < n("-9"));
+    for bad in ["", "-", "1.", ".5", "1e3", "--1", "0x10", " 1"] {
+        assert_eq!(Number::parse(bad), None, "{bad:?}");
+    }
 }
