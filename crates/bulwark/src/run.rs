@@ -17,7 +17,7 @@ use bulwark_p2p::{
     admit_logged, deliver, ConnectionId, Edge, EdgeLimits, Link, Peer, PeerEvent, Transport,
 };
 use bulwark_rpc::answer::{answer, NodeView, Reply};
-use bulwark_rpc::metrics::{Metrics, Scrape, ScrapeView};
+use bulwark_metrics::{Metrics, Scrape, ScrapeView};
 use bulwark_rpc::peers::peer_info;
 use bulwark_rpc::waiters::CommitWaiters;
 use bulwark_rpc::{RpcLimits, RpcRequest};
@@ -397,7 +397,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         let addr = instrumentation.listen_addr().map_err(anyhow::Error::msg)?;
         let metrics_listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("binding instrumentation.prometheus_listen_addr {addr}"))?;
-        bulwark_rpc::metrics::spawn_serve(
+        bulwark_metrics::spawn_serve(
             metrics_listener,
             scrape_tx,
             instrumentation.max_open_connections,

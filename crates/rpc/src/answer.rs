@@ -124,7 +124,7 @@ pub fn load_results_from(
 
 /// The validators that sign block `height` (up to the next height, which the current state
 /// already knows, so a light client can check `next_validators_hash` of the latest block).
-pub(crate) fn validators_at(engine: &Engine, height: u64) -> Result<validator::Set, ResponseError> {
+pub fn validators_at(engine: &Engine, height: u64) -> Result<validator::Set, ResponseError> {
     let state = engine.state();
     if height == state.next_height() {
         return Ok(state.validator_infos.clone());

@@ -9,7 +9,6 @@
 pub mod answer;
 pub mod calls;
 pub mod cometbft;
-pub mod metrics;
 pub mod peers;
 pub mod search;
 pub mod waiters;
@@ -271,7 +270,7 @@ impl Server {
 /// Serves HTTP/1 on `listener`, at most `max_connections` connections at once (more are
 /// closed at once), each request answered by `respond`, until `stopped()` says so (asked at
 /// every accept).
-pub(crate) async fn serve_http<R, F>(
+pub async fn serve_http<R, F>(
     listener: TcpListener,
     max_connections: usize,
     stopped: impl Fn() -> bool,
@@ -337,7 +336,7 @@ pub async fn serve(
 
 /// Runs `serve` on `listener` on a thread named `name` with a runtime of its own, so that
 /// parsing requests and writing answers never take the engine's thread.
-pub(crate) fn spawn_on_own_thread<S, F>(
+pub fn spawn_on_own_thread<S, F>(
     listener: std::net::TcpListener,
     name: &str,
     serve: S,

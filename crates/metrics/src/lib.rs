@@ -10,7 +10,7 @@
 //! interval, transactions so far) is recorded by [`Metrics::committed`]; the rest is read
 //! when scraped, so metrics cost the engine nothing between scrapes.
 
-use crate::answer::validators_at;
+use bulwark_rpc::answer::validators_at;
 use bulwark_node::engine::Engine;
 use bulwark_node::instance::Authorization;
 use bulwark_p2p::edge::EdgeCounters;
@@ -500,10 +500,10 @@ pub fn spawn_serve(
     scrapes: mpsc::Sender<Scrape>,
     max_connections: usize,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    crate::spawn_on_own_thread(listener, METRICS_THREAD, move |listener| async move {
+    bulwark_rpc::spawn_on_own_thread(listener, METRICS_THREAD, move |listener| async move {
         let watched = scrapes.clone();
         let rendered = Rendered::default();
-        crate::serve_http(
+        bulwark_rpc::serve_http(
             listener,
             max_connections.max(1),
             move || watched.is_closed(),
