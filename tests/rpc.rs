@@ -408,6 +408,23 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
         v["result"]["txs"].as_array().is_some_and(|t| t.len() <= 2),
         "{v}"
     );
+    // block_results' app hash is a Go []byte, base64; the next header has it in hex.
+    let (_, results) = get(&addr0, "/block_results?height=2");
+    let (_, next) = get(&addr0, "/block?height=3");
+    let app_hash = {
+        use base64::Engine as _;
+        let encoded = results["result"]["app_hash"].as_str().unwrap();
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .unwrap()
+    };
+    assert_eq!(
+        hex::encode_upper(app_hash),
+        next["result"]["block"]["header"]["app_hash"]
+            .as_str()
+            .unwrap(),
+        "{results}"
+    );
     let (_, v) = get(
         &addr0,
         "/tx_search?query=%22app.key%3D%27key3%27%22&per_page=5",

@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use bulwark_attest::{EvidenceSource, Trust};
 use bulwark_consensus::Config;
 use bulwark_mempool::MempoolConfig;
+use bulwark_metrics::{Metrics, Scrape, ScrapeView};
 use bulwark_net::NetworkPolicy;
 use bulwark_node::engine::{Engine, EngineConfig, Input, Output};
 use bulwark_p2p::peers::{spawn_dialler, spawn_listener};
@@ -17,7 +18,6 @@ use bulwark_p2p::{
     admit_logged, deliver, ConnectionId, Edge, EdgeLimits, Link, Peer, PeerEvent, Transport,
 };
 use bulwark_rpc::answer::{answer, NodeView, Reply};
-use bulwark_metrics::{Metrics, Scrape, ScrapeView};
 use bulwark_rpc::peers::peer_info;
 use bulwark_rpc::waiters::CommitWaiters;
 use bulwark_rpc::{RpcLimits, RpcRequest};

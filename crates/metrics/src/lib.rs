@@ -10,11 +10,11 @@
 //! interval, transactions so far) is recorded by [`Metrics::committed`]; the rest is read
 //! when scraped, so metrics cost the engine nothing between scrapes.
 
-use bulwark_rpc::answer::validators_at;
 use bulwark_node::engine::Engine;
 use bulwark_node::instance::Authorization;
 use bulwark_p2p::edge::EdgeCounters;
 use bulwark_p2p::stats::{HandshakeSnapshot, Histogram};
+use bulwark_rpc::answer::validators_at;
 use bulwark_types::tendermint::Time;
 use bulwark_types::tendermint_proto::v0_38 as pb;
 use http_body_util::Full;

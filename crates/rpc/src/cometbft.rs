@@ -110,14 +110,24 @@ pub fn abci_query(value: &mut Value) {
     }
 }
 
-/// `block_results`: v0.38 has `finalize_block_events` and no begin/end-block events, and
-/// Go's empty lists are `null`.
+/// `block_results`: v0.38 has `finalize_block_events` and no begin/end-block events, Go's
+/// empty lists are `null`, and the app hash is a `[]byte`: base64, not `tendermint-rpc`'s hex
+/// (a Go client would decode the hex digits as base64, silently, into other bytes).
 pub fn block_results(value: &mut Value) {
+    use base64::Engine as _;
     let Some(map) = value.as_object_mut() else {
         return;
     };
     map.remove("begin_block_events");
     map.remove("end_block_events");
+    if let Some(bytes) = map
+        .get("app_hash")
+        .and_then(Value::as_str)
+        .and_then(|h| hex::decode(h).ok())
+    {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(bytes);
+        map.insert("app_hash".into(), Value::String(encoded));
+    }
     for key in ["txs_results", "finalize_block_events", "validator_updates"] {
         empty_to_null(map, key);
     }

@@ -9,9 +9,11 @@
 pub mod answer;
 pub mod calls;
 pub mod cometbft;
+pub mod events;
 pub mod peers;
 pub mod search;
 pub mod waiters;
+pub mod websocket;
 
 use bulwark_store::blocks::BlockStore;
 use calls::{BroadcastMode, Call};
@@ -65,6 +67,10 @@ struct Server {
     blocks: Option<BlockStore>,
     /// Searches running at once.
     searches: Arc<Semaphore>,
+    /// WebSocket connections open at once.
+    websockets: Arc<Semaphore>,
+    /// Recent heights' events, rendered once for every subscriber.
+    rendered: websocket::Rendered,
 }
 
 /// Searches a server runs at once (each on a blocking thread); more are refused.
@@ -250,6 +256,9 @@ impl Server {
     async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let path = request.uri().path().to_string();
         let query = request.uri().query().unwrap_or("").to_string();
+        if path == "/websocket" && websocket::wanted(&request) {
+            return websocket::upgrade(self, request);
+        }
         match *request.method() {
             Method::POST => self.post(request.into_body()).await,
             Method::GET => self.get(&path, &query).await,
@@ -304,6 +313,7 @@ pub async fn serve_http<R, F>(
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .with_upgrades()
                 .await;
             drop(permit);
         });
@@ -323,6 +333,8 @@ pub async fn serve(
         limits,
         blocks,
         searches: Arc::new(Semaphore::new(MAX_SEARCHES)),
+        websockets: Arc::new(Semaphore::new(websocket::MAX_CLIENTS)),
+        rendered: websocket::Rendered::default(),
     });
     let watched = server.clone();
     serve_http(

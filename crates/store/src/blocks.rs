@@ -19,6 +19,8 @@ pub struct BlockStore {
     evidence: Tree,
     txs: Tree,
     events: EventTrees,
+    /// The latest stored height, told to whoever watches (`committed`), shared by clones.
+    latest: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 /// Everything stored for one decided height (the caller's encodings).
@@ -52,7 +54,7 @@ pub struct DecidedHeight<'a> {
 impl BlockStore {
     /// Opens the block store in `store`.
     pub fn open(store: &Store) -> Result<Self, StoreError> {
-        Ok(BlockStore {
+        let opened = BlockStore {
             store: store.clone(),
             blocks: store.tree("blocks")?,
             hashes: store.tree("block_hashes")?,
@@ -62,7 +64,18 @@ impl BlockStore {
             evidence: store.tree(EVIDENCE_TREE)?,
             txs: store.tree("tx_hashes")?,
             events: EventTrees::open(store)?,
-        })
+            latest: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
+        };
+        opened
+            .latest
+            .send_replace(opened.latest_height()?.unwrap_or(0));
+        Ok(opened)
+    }
+
+    /// The latest stored height now and after every save (0 before the first block), for
+    /// readers that follow the chain (subscriptions) without asking the writer.
+    pub fn committed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.latest.subscribe()
     }
 
     /// The highest stored height, if any.
@@ -140,7 +153,9 @@ impl BlockStore {
             (e2.0, &e2.1),
             (e3.0, &e3.1),
         ])?;
-        self.store.flush()
+        self.store.flush()?;
+        self.latest.send_replace(height);
+        Ok(())
     }
 
     fn get(&self, tree: &Tree, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
