@@ -147,6 +147,7 @@ fn every_answer_has_cometbfts_exact_json_shape() {
             "consensus_params",
             json!({"height": empty.to_string()}),
         ),
+        ("consensus_state", "consensus_state", json!({})),
         (
             "block_search",
             "block_search",

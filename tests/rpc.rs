@@ -321,6 +321,43 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
             n
         };
         searches_find_what_was_committed(c, &committed, heights_with_txs).await;
+        // The height in progress, parsed by the client (vote summaries included): votes of
+        // four validators in set order, at a height above what committed.
+        let top = c.status().await.unwrap().sync_info.latest_block_height;
+        let state = c.consensus_state().await.unwrap().round_state;
+        assert!(state.height_round_step.height > top.value().saturating_sub(1).try_into().unwrap());
+        for round in &state.height_vote_set {
+            assert_eq!(round.prevotes.len(), 4, "{round:?}");
+            assert_eq!(round.precommits.len(), 4, "{round:?}");
+            assert!(round.prevotes_bit_array.starts_with("BA{4:"), "{round:?}");
+        }
+        assert!(genesis
+            .validators
+            .iter()
+            .any(|v| v.address == state.proposer.address));
+        // Within a few polls some validator's vote shows, as a summary the client parses.
+        let mut summary = None;
+        for _ in 0..100 {
+            let state = c.consensus_state().await.unwrap().round_state;
+            summary = state.height_vote_set.iter().find_map(|r| {
+                r.prevotes
+                    .iter()
+                    .chain(&r.precommits)
+                    .find_map(|v| match v {
+                        tendermint_rpc::endpoint::consensus_state::RoundVote::Vote(s) => {
+                            Some((s.clone(), state.height_round_step.height))
+                        }
+                        _ => None,
+                    })
+            });
+            if summary.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let (vote, height) = summary.expect("a vote in the height in progress");
+        assert_eq!(vote.height, height);
+        assert!((0..4).contains(&vote.validator_index), "{vote:?}");
 
         // The state the transactions made, as every node answers it.
         for c in &clients {
@@ -408,6 +445,38 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
         v["result"]["txs"].as_array().is_some_and(|t| t.len() <= 2),
         "{v}"
     );
+    // Priorities at every height, CometBFT's (the client's type drops them, so raw JSON):
+    // they sum to about zero, and the proposer of a block decided in round 0 had the
+    // highest before it paid the total power for proposing.
+    let mut moved = 0;
+    for h in 1..=HEIGHTS {
+        let (_, v) = get(&addr0, &format!("/validators?height={h}"));
+        let (_, commit) = get(&addr0, &format!("/commit?height={h}"));
+        let header = &commit["result"]["signed_header"]["header"];
+        let number = |v: &serde_json::Value| -> i64 { v.as_str().unwrap().parse().unwrap() };
+        let set = v["result"]["validators"].as_array().unwrap();
+        let priorities: Vec<i64> = set
+            .iter()
+            .map(|v| number(&v["proposer_priority"]))
+            .collect();
+        let total: i64 = set.iter().map(|v| number(&v["voting_power"])).sum();
+        assert!(priorities.iter().sum::<i64>().abs() < 4, "height {h}: {v}");
+        if commit["result"]["signed_header"]["commit"]["round"] == 0 {
+            let proposer = set
+                .iter()
+                .position(|v| v["address"] == header["proposer_address"])
+                .unwrap();
+            let paid = priorities[proposer] + total;
+            assert!(priorities.iter().all(|p| *p <= paid), "height {h}: {v}");
+        }
+        moved += usize::from(priorities.iter().any(|p| *p != 0));
+    }
+    // Four equal powers come back to all zeros every fourth height; before this test,
+    // `validators` showed zeros at every one.
+    assert!(
+        moved as u64 >= HEIGHTS / 2,
+        "priorities moved at {moved} heights"
+    );
     // block_results' app hash is a Go []byte, base64; the next header has it in hex.
     let (_, results) = get(&addr0, "/block_results?height=2");
     let (_, next) = get(&addr0, "/block?height=3");
@@ -450,6 +519,39 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
         assert_eq!(status, 200, "{bad}");
         assert!(v["error"]["code"].is_i64(), "{bad}: {v}");
     }
+    // The full round state, and every peer with the height it last reported.
+    let (_, v) = get(&addr0, "/dump_consensus_state");
+    let round_state = &v["result"]["round_state"];
+    assert_eq!(
+        round_state["validators"]["validators"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4,
+        "{v}"
+    );
+    assert!(
+        round_state["height"].is_string() && round_state["votes"].is_array(),
+        "{v}"
+    );
+    let votes = round_state["last_commit"]["votes"].as_array().unwrap();
+    assert_eq!(votes.len(), 4, "{v}");
+    assert!(
+        votes
+            .iter()
+            .filter(|v| v.as_str().unwrap().starts_with("Vote{"))
+            .count()
+            >= 3,
+        "{v}"
+    );
+    let peers = v["result"]["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 3, "{v}");
+    assert!(
+        peers
+            .iter()
+            .all(|p| p["peer_state"]["round_state"]["height"].is_string()),
+        "{v}"
+    );
     let (_, v) = get(&addr0, "/check_tx?tx=%22uri=check%22");
     assert_eq!(v["result"]["code"], 0, "{v}");
     let (_, v) = get(&addr0, "/consensus_params");
@@ -475,7 +577,7 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
     let (_, v) = get(&addr0, &format!("/header_by_hash?hash=0x{hash}"));
     assert_eq!(v["result"]["header"]["height"], "2", "{v}");
     let (_, v) = get(&addr0, "/");
-    assert_eq!(v["endpoints"].as_array().unwrap().len(), 25, "{v}");
+    assert_eq!(v["endpoints"].as_array().unwrap().len(), 27, "{v}");
 
     // Bad requests: JSON-RPC errors with the right codes.
     let (_, v) = post(&addr0, "{not json");

@@ -509,7 +509,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 let view = NodeView {
                     node_info: &own_info,
                     genesis: &home.genesis,
-                    peers: peers.values().filter_map(|p| peer_info(p, &own_info)).collect(),
+                    peers: peers.iter().filter_map(|(id, p)| peer_info(*id, p, &own_info)).collect(),
                     listeners: listeners.clone(),
                     validator_key,
                 };

@@ -508,23 +508,18 @@ pub struct StoredState {
 }
 
 impl ChainState {
+    /// The next height's validators with their proposer priorities now, and round 0's
+    /// proposer (what `validators` and `consensus_state` show for the height in progress).
+    pub fn next_validators(&self) -> validator::Set {
+        with_priorities(&self.validator_infos, &self.validators)
+    }
+
     /// Encodes for the block store.
     pub fn encode(&self) -> Vec<u8> {
-        let by_address: std::collections::HashMap<&[u8], i64> = self
-            .validators
-            .validators()
-            .iter()
-            .map(|v| (v.address.as_slice(), v.priority))
-            .collect();
-        let validators: Vec<validator::Info> = self.validator_infos.validators().clone();
+        let validators: Vec<validator::Info> = self.next_validators().validators().clone();
         let priorities = validators
             .iter()
-            .map(|info| {
-                by_address
-                    .get(info.address.as_bytes())
-                    .copied()
-                    .unwrap_or(0)
-            })
+            .map(|info| info.proposer_priority.value())
             .collect();
         let stored = StoredState {
             chain_id: self.chain_id.clone(),
@@ -606,6 +601,36 @@ impl ChainState {
             claims: s.claims,
         })
     }
+}
+
+/// `infos` with the proposer priorities of `core` (the same validators) and its proposer.
+fn with_priorities(infos: &validator::Set, core: &CoreSet) -> validator::Set {
+    let by_address: std::collections::HashMap<&[u8], i64> = core
+        .validators()
+        .iter()
+        .map(|v| (v.address.as_slice(), v.priority))
+        .collect();
+    let mut shown: Vec<validator::Info> = infos.validators().clone();
+    for info in &mut shown {
+        let priority = by_address.get(info.address.as_bytes()).copied();
+        info.proposer_priority = priority.unwrap_or(0).into();
+    }
+    let proposer = shown.get(core.proposer().0 as usize).cloned();
+    validator::Set::new(shown, proposer)
+}
+
+/// The first height's validators with their priorities there, from the genesis validators
+/// (`infos`): as [`ChainState::from_genesis`] starts them.
+pub fn genesis_validators(infos: &validator::Set) -> Result<validator::Set, String> {
+    let core = CoreSet::genesis(
+        infos
+            .validators()
+            .iter()
+            .map(|v| bulwark_consensus::Validator::new(v.address.as_bytes().to_vec(), v.power()))
+            .collect(),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(with_priorities(infos, &core))
 }
 
 /// The application's results of a block as stored (protobuf `ResponseFinalizeBlock`).

@@ -17,8 +17,9 @@ pub mod validators;
 mod votes;
 
 pub use state::{
-    Action, Certificate, Config, Consensus, Decision, DuplicateVote, Event, Step, Timeout,
-    TimeoutKind, MAX_FUTURE_ROUNDS_PER_VALIDATOR, MAX_PROPOSALS_PER_ROUND, PROPOSER_LOOKAHEAD,
+    Action, Certificate, Config, Consensus, Decision, DuplicateVote, Event, RoundSeen, Step,
+    Timeout, TimeoutKind, MAX_FUTURE_ROUNDS_PER_VALIDATOR, MAX_PROPOSALS_PER_ROUND,
+    PROPOSER_LOOKAHEAD,
 };
 pub use types::{
     Height, Proposal, Round, Signature, Signed, SignedProposal, SignedVote, ValidatorIndex,

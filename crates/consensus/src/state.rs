@@ -263,6 +263,19 @@ impl RoundState {
     }
 }
 
+/// One round of the height in progress, as [`Consensus::rounds_seen`] reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoundSeen {
+    /// The round.
+    pub round: Round,
+    /// Each validator's counted prevote, in set order.
+    pub prevotes: Vec<Option<SignedVote>>,
+    /// Each validator's counted precommit, in set order.
+    pub precommits: Vec<Option<SignedVote>>,
+    /// The value of the round's first valid proposal.
+    pub proposal: Option<ValueId>,
+}
+
 /// Everything that only exists once a height has started.
 #[derive(Clone, Debug)]
 struct HeightState {
@@ -324,6 +337,29 @@ impl Consensus {
     /// `(validRound, validValue)`.
     pub fn valid(&self) -> Option<(Round, ValueId)> {
         self.state.as_ref().and_then(|s| s.valid)
+    }
+
+    /// What the height in progress has seen, round by round (for RPC's `consensus_state`):
+    /// each validator's counted prevote and precommit in set order, and the round's first
+    /// valid proposal.
+    pub fn rounds_seen(&self) -> Vec<RoundSeen> {
+        let Some(state) = &self.state else {
+            return Vec::new();
+        };
+        state
+            .rounds
+            .iter()
+            .map(|(round, r)| RoundSeen {
+                round: *round,
+                prevotes: r.prevotes.by_validator().to_vec(),
+                precommits: r.precommits.by_validator().to_vec(),
+                proposal: r
+                    .proposals
+                    .iter()
+                    .find(|(_, validity)| *validity == Validity::Valid)
+                    .map(|(p, _)| p.message.value),
+            })
+            .collect()
     }
 
     /// `proposer(h, round)` for the current height, for rounds up to [`PROPOSER_LOOKAHEAD`]

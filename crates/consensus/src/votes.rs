@@ -115,6 +115,11 @@ impl Tally {
         self.certified.is_some()
     }
 
+    /// The counted vote of each validator, in set order.
+    pub(crate) fn by_validator(&self) -> &[Option<SignedVote>] {
+        &self.by_validator
+    }
+
     /// Whether `validator` has a counted vote here.
     pub(crate) fn voted(&self, validator: ValidatorIndex) -> bool {
         self.by_validator

@@ -390,6 +390,11 @@ pub struct Engine {
     /// Each peer's last reported height (forgotten with the connection): their median, not
     /// the highest (a peer may lie), says how far the network is.
     peer_heights: BTreeMap<PeerId, u64>,
+    /// The highest height of a proposal or vote each peer sent: the height it works on, as
+    /// `dump_consensus_state` shows it (not used to decide anything).
+    peer_working_heights: BTreeMap<PeerId, u64>,
+    /// When the height in progress started, by this node's clock (`consensus_state`).
+    height_started: Time,
 }
 
 /// Most block ids of verified votes remembered at one height (each validator can vote for a
@@ -441,6 +446,7 @@ impl Engine {
         genesis_state: ChainState,
     ) -> Result<(Engine, Vec<Output>), EngineError> {
         let config_instance = config.instance;
+        let height_started = config.clock.now();
         let address = account::Id::from(
             bulwark_types::signing::public_key(&key)
                 .ed25519()
@@ -501,6 +507,8 @@ impl Engine {
             claim_checks_by_peer: BTreeMap::new(),
             peer_txs: BTreeMap::new(),
             peer_heights: BTreeMap::new(),
+            height_started,
+            peer_working_heights: BTreeMap::new(),
         };
         for e in engine.evidence_log.all()? {
             engine
@@ -603,6 +611,30 @@ impl Engine {
         self.own_blocks.get(&round)
     }
 
+    /// When the height in progress started, by this node's clock.
+    pub fn height_started(&self) -> Time {
+        self.height_started
+    }
+
+    /// The block id of `value` at the height in progress, if this node saw it proposed or
+    /// voted for.
+    pub fn block_id_of(&self, value: &ValueId) -> Option<block::Id> {
+        self.candidates
+            .get(value)
+            .map(|(_, id, _)| *id)
+            .or_else(|| self.vote_blocks.get(value).copied())
+    }
+
+    /// The commit of the last block, if any.
+    pub fn last_commit(&self) -> Option<&Commit> {
+        self.last_commit.as_ref()
+    }
+
+    /// The highest height of a proposal or vote each connected peer sent.
+    pub fn peer_working_heights(&self) -> &BTreeMap<PeerId, u64> {
+        &self.peer_working_heights
+    }
+
     /// The current consensus round.
     pub fn round(&self) -> u32 {
         self.core.round().map_or(0, |r| r.0)
@@ -670,6 +702,7 @@ impl Engine {
         self.relay.clear();
         self.vote_blocks.clear();
         self.vote_blocks_by.clear();
+        self.height_started = self.config.clock.now();
         let event = Event::NewHeight {
             height: CHeight(self.state.next_height()),
             validators: self.state.validators.clone(),
@@ -709,6 +742,7 @@ impl Engine {
             Input::Peer(peer, payload) => self.peer(peer, payload),
             Input::PeerGone(peer) => {
                 self.peer_heights.remove(&peer);
+                self.peer_working_heights.remove(&peer);
                 self.relay.forget_peer(peer);
                 self.status_answers.remove(&peer);
                 self.asked.remove(&peer);
@@ -833,6 +867,14 @@ impl Engine {
         let sync_on_ticks_only = bulwark_consensus::mutation::active(
             bulwark_consensus::mutation::Mutant::BlockSyncOnStuckTicksOnly,
         );
+        if let Some(h) = payload_height(&payload) {
+            if self.peer_working_heights.len() < 1_024
+                || self.peer_working_heights.contains_key(&peer)
+            {
+                let working = self.peer_working_heights.entry(peer).or_default();
+                *working = (*working).max(h);
+            }
+        }
         let far_ahead = payload_height(&payload).is_some_and(|h| h > height.saturating_add(1));
         if far_ahead && !sync_on_ticks_only {
             // The sender is asked only when no peer is known to be ahead: a peer's claim is

@@ -41,6 +41,19 @@ pub enum SearchError {
     },
 }
 
+/// A search as asked.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Search {
+    /// The query.
+    pub query: Query,
+    /// 1-based page.
+    pub page: usize,
+    /// Page size (1 to 100).
+    pub per_page: usize,
+    /// Highest first.
+    pub descending: bool,
+}
+
 /// Candidates examined between readings of the clock.
 const CHECK_EVERY: usize = 256;
 

@@ -5,7 +5,7 @@
 use crate::calls::{BroadcastMode, Call};
 use crate::cometbft;
 use bulwark_mempool::{tx_hash, AddError};
-use bulwark_node::chain::{block_id, decode_results, ChainState};
+use bulwark_node::chain::{block_id, decode_results, genesis_validators, ChainState};
 use bulwark_node::engine::{Engine, Output};
 use bulwark_node::instance::Authorization;
 use bulwark_store::blocks::BlockStore;
@@ -27,8 +27,8 @@ pub struct NodeView<'a> {
     pub node_info: &'a node::Info,
     /// genesis.json.
     pub genesis: &'a Genesis<Value>,
-    /// Connected peers, each with what its verified evidence says (shown as `attestation`).
-    pub peers: Vec<(endpoint::net_info::PeerInfo, Value)>,
+    /// Connected peers, each with what its verified evidence says.
+    pub peers: Vec<crate::peers::ShownPeer>,
     /// Where the node listens for peers.
     pub listeners: Vec<String>,
     /// The validator key's public half.
@@ -127,17 +127,23 @@ pub fn load_results_from(
 pub fn validators_at(engine: &Engine, height: u64) -> Result<validator::Set, ResponseError> {
     let state = engine.state();
     if height == state.next_height() {
-        return Ok(state.validator_infos.clone());
+        return Ok(state.next_validators());
     }
     let h = resolve(engine, Some(height))?;
-    let bytes = engine
-        .blocks()
-        .state(h)
-        .map_err(store_error)?
-        .ok_or_else(|| internal(format!("state {h} is not stored")))?;
-    Ok(ChainState::decode(&bytes)
-        .map_err(store_error)?
-        .last_validator_infos)
+    // Height h's validators, with their priorities at h, are the next validators of the
+    // state after h - 1 (of the genesis for the first height).
+    let stored = |at: u64| -> Result<ChainState, ResponseError> {
+        let bytes = engine
+            .blocks()
+            .state(at)
+            .map_err(store_error)?
+            .ok_or_else(|| internal(format!("state {at} is not stored")))?;
+        ChainState::decode(&bytes).map_err(store_error)
+    };
+    if h == state.initial_height {
+        return genesis_validators(&stored(h)?.last_validator_infos).map_err(store_error);
+    }
+    Ok(stored(h - 1)?.next_validators())
 }
 
 fn status(engine: &Engine, node: &NodeView<'_>) -> Result<Value, ResponseError> {
@@ -413,13 +419,13 @@ fn net_info(node: &NodeView<'_>) -> Result<Value, ResponseError> {
         listening: true,
         listeners,
         n_peers: node.peers.len() as u64,
-        peers: node.peers.iter().map(|(p, _)| p.clone()).collect(),
+        peers: node.peers.iter().map(|p| p.info.clone()).collect(),
     })?;
     // Each peer's verified identity (validator, measurement, chip, TCB) beside CometBFT's fields.
     if let Some(peers) = value.get_mut("peers").and_then(Value::as_array_mut) {
-        for (shown, (_, attestation)) in peers.iter_mut().zip(&node.peers) {
+        for (shown, peer) in peers.iter_mut().zip(&node.peers) {
             if let Value::Object(fields) = shown {
-                fields.insert("attestation".into(), attestation.clone());
+                fields.insert("attestation".into(), peer.attestation.clone());
             }
         }
     }
@@ -674,6 +680,8 @@ pub fn answer(engine: &mut Engine, node: &NodeView<'_>, call: Call) -> (Reply, V
         Call::UnconfirmedTxs { limit } => ready(unconfirmed_txs(engine, limit)),
         Call::CheckTx(tx) => ready(check_tx(engine, tx)),
         Call::Tx { hash, prove } => ready(committed(engine, &hash, prove)),
+        Call::ConsensusState => ready(crate::consensus::consensus_state(engine)),
+        Call::DumpConsensusState => ready(crate::consensus::dump_consensus_state(engine, node)),
         // Searches read committed data on the RPC side (`search`), never here.
         Call::TxSearch { .. } | Call::BlockSearch(_) => {
             ready(Err(internal("searches are answered by the RPC server")))

@@ -7,8 +7,9 @@
 //! errors (never a panic or a hung connection).
 
 pub mod answer;
-pub mod calls;
+pub use bulwark_calls as calls;
 pub mod cometbft;
+pub mod consensus;
 pub mod events;
 pub mod peers;
 pub mod search;

@@ -20,9 +20,21 @@ pub fn attestation_json(peer: &VerifiedPeer) -> Value {
     })
 }
 
-/// A connected peer as `net_info` shows it, once it introduced itself; `own` is this node's
-/// info, whose protocol versions and network the peer shares (its `Hello` named this chain).
-pub fn peer_info(peer: &Peer, own: &node::Info) -> Option<(net_info::PeerInfo, Value)> {
+/// A connected peer as RPC shows it.
+#[derive(Clone, Debug)]
+pub struct ShownPeer {
+    /// The connection's id (the engine's `PeerId`).
+    pub connection: u64,
+    /// As `net_info` lists it.
+    pub info: net_info::PeerInfo,
+    /// What its verified evidence says (shown as `attestation`).
+    pub attestation: Value,
+}
+
+/// Connection `connection`'s peer as `net_info` shows it, once it introduced itself; `own` is
+/// this node's info, whose protocol versions and network the peer shares (its `Hello` named
+/// this chain).
+pub fn peer_info(connection: u64, peer: &Peer, own: &node::Info) -> Option<ShownPeer> {
     let hello = peer.hello.as_ref()?;
     let mut info = own.clone();
     info.id = hello.node_id.parse().ok()?;
@@ -63,5 +75,9 @@ pub fn peer_info(peer: &Peer, own: &node::Info) -> Option<(net_info::PeerInfo, V
         },
         remote_ip: peer.addr.ip(),
     };
-    Some((info, attestation_json(&peer.attested)))
+    Some(ShownPeer {
+        connection,
+        info,
+        attestation: attestation_json(&peer.attested),
+    })
 }

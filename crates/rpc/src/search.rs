@@ -7,8 +7,7 @@
 use crate::answer::{internal, load_block_from, load_results_from, store_error, to_value};
 use crate::cometbft;
 use bulwark_node::chain::block_id;
-use bulwark_query::search::{matching_blocks, matching_txs, page_of, SearchError};
-use bulwark_query::Query;
+use bulwark_query::search::{matching_blocks, matching_txs, page_of, Search, SearchError};
 use bulwark_store::blocks::BlockStore;
 use bulwark_store::events::TxPosition;
 use bulwark_types::tendermint::{block, Hash};
@@ -16,19 +15,6 @@ use serde_json::{json, Value};
 use std::time::Instant;
 use tendermint_rpc::endpoint;
 use tendermint_rpc::response_error::ResponseError;
-
-/// A search as asked.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Search {
-    /// The query.
-    pub query: Query,
-    /// 1-based page.
-    pub page: usize,
-    /// Page size (1 to 100).
-    pub per_page: usize,
-    /// Highest first.
-    pub descending: bool,
-}
 
 fn refusal(e: SearchError) -> ResponseError {
     internal(e.to_string())

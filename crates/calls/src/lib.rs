@@ -106,12 +106,16 @@ pub enum Call {
     /// `tx_search`: committed transactions whose events match a query.
     TxSearch {
         /// The query and the page asked for.
-        search: crate::search::Search,
+        search: bulwark_query::search::Search,
         /// Whether Merkle proofs are asked for.
         prove: bool,
     },
     /// `block_search`: committed blocks whose events match a query.
-    BlockSearch(crate::search::Search),
+    BlockSearch(bulwark_query::search::Search),
+    /// `consensus_state`: the height in progress, its rounds and votes.
+    ConsensusState,
+    /// `dump_consensus_state`: the same in CometBFT's full shape, and the peers' heights.
+    DumpConsensusState,
 }
 
 /// The methods served, in the order `GET /` lists them.
@@ -141,6 +145,8 @@ pub const METHODS: &[&str] = &[
     "tx",
     "tx_search",
     "block_search",
+    "consensus_state",
+    "dump_consensus_state",
 ];
 
 /// Positional parameter names of each method (CometBFT's order).
@@ -285,7 +291,7 @@ fn page(params: &Map<String, Value>) -> Result<(usize, usize), ResponseError> {
 fn search(
     params: &Map<String, Value>,
     default_descending: bool,
-) -> Result<crate::search::Search, ResponseError> {
+) -> Result<bulwark_query::search::Search, ResponseError> {
     let text = string(params, "query")?.ok_or_else(|| invalid("missing query"))?;
     let query = bulwark_query::Query::parse(&text)
         // CometBFT answers a query it cannot parse with an internal error, as here.
@@ -306,7 +312,7 @@ fn search(
         }
     };
     let (page, per_page) = page(params)?;
-    Ok(crate::search::Search {
+    Ok(bulwark_query::search::Search {
         query,
         page,
         per_page,
@@ -327,6 +333,8 @@ pub fn parse(method: &str, params: &Value) -> Result<Call, ResponseError> {
         "genesis" => Call::Genesis,
         "abci_info" => Call::AbciInfo,
         "num_unconfirmed_txs" => Call::NumUnconfirmedTxs,
+        "consensus_state" => Call::ConsensusState,
+        "dump_consensus_state" => Call::DumpConsensusState,
         "block" => Call::Block(height(&p)?),
         "block_results" => Call::BlockResults(height(&p)?),
         "commit" => Call::Commit(height(&p)?),

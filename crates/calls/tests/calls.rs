@@ -2,7 +2,7 @@
 //! call, and anything else a JSON-RPC error with the right code, never a panic.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use bulwark_rpc::calls::{parse, uri_params, BroadcastMode, Call, MAX_PER_PAGE};
+use bulwark_calls::{parse, uri_params, BroadcastMode, Call, MAX_PER_PAGE};
 use serde_json::json;
 use tendermint_rpc::response_error::Code;
 
@@ -308,5 +308,68 @@ fn blockchain_unconfirmed_txs_and_check_tx_take_cometbfts_params() {
             hash: vec![0xab; 32],
             prove: true
         }
+    );
+}
+
+#[test]
+fn searches_take_a_query_a_page_and_an_order_as_cometbft_does() {
+    let search = |method: &str, params: serde_json::Value| match parse(method, &params) {
+        Ok(Call::TxSearch { search, prove }) => (search, prove),
+        Ok(Call::BlockSearch(search)) => (search, false),
+        other => panic!("{method} {params}: {other:?}"),
+    };
+    let (tx, prove) = search("tx_search", json!({"query": "app.key = 'a'"}));
+    assert_eq!(
+        (tx.page, tx.per_page, tx.descending, prove),
+        (1, 30, false, false)
+    );
+    let (block, _) = search("block_search", json!(["block.height > 2"]));
+    assert!(block.descending, "blocks newest first by default");
+    let (tx, prove) = search(
+        "tx_search",
+        json!(["tx.height = 5", true, "2", "1000", "desc"]),
+    );
+    assert_eq!(
+        (tx.page, tx.per_page, tx.descending, prove),
+        (2, MAX_PER_PAGE, true, true)
+    );
+    let (tx, _) = search(
+        "tx_search",
+        json!({"query": "tx.height = 5", "per_page": 0}),
+    );
+    assert_eq!(
+        tx.per_page, 30,
+        "0 is the default, as CometBFT's validatePerPage"
+    );
+    let uri = uri_params("query=%22tx.height%3E%3D3%22&order_by=%22asc%22").unwrap();
+    let (block, _) = search("block_search", uri);
+    assert!(!block.descending);
+    assert_eq!(block.query.to_string(), "tx.height>=3");
+    let error = |method: &str, params: serde_json::Value| parse(method, &params).unwrap_err();
+    assert_eq!(error("tx_search", json!({})).code(), Code::InvalidParams);
+    assert_eq!(
+        error("tx_search", json!({"query": "app.key"})).code(),
+        Code::InternalError,
+        "CometBFT's code for a query it cannot parse"
+    );
+    assert_eq!(
+        error(
+            "block_search",
+            json!({"query": "a.b = 'c'", "order_by": "up"})
+        )
+        .code(),
+        Code::InvalidParams
+    );
+    assert_eq!(
+        error("tx_search", json!({"query": "a.b = 'c'", "page": 0})).code(),
+        Code::InvalidParams
+    );
+    assert_eq!(
+        parse("consensus_state", &json!({})).unwrap(),
+        Call::ConsensusState
+    );
+    assert_eq!(
+        parse("dump_consensus_state", &json!(null)).unwrap(),
+        Call::DumpConsensusState
     );
 }
