@@ -1,5 +1,8 @@
 //! The built-in key-value store application. Transactions are `key=value` (UTF-8 not required;
-//! key and value non-empty, one `=` splits them). The app hash commits to every write ever made,
+//! key and value non-empty, one `=` splits them), or CometBFT's kvstore validator updates,
+//! `val=ed25519!<base64 public key>!<power>` (power 0 removes), which FinalizeBlock returns as
+//! validator updates when they keep the set valid (a member removed, not the last one, the
+//! total power within CometBFT's cap) and answers with an error code otherwise. The app hash commits to every write ever made,
 //! in order: `H(height) = SHA-256(H(height-1) || height || len(key) || key || len(value) ||
 //! value ...)` over the block's valid txs, so two nodes agree on it exactly when they executed
 //! the same writes in the same order.
@@ -20,6 +23,44 @@ pub const CODE_INVALID_FORMAT: u32 = 1;
 pub const CODE_NOT_FOUND: u32 = 2;
 /// Result code of a query the store cannot answer (old heights, proofs).
 pub const CODE_UNSUPPORTED: u32 = 3;
+/// Result code of a validator update that would leave an invalid set.
+pub const CODE_BAD_VALIDATOR_UPDATE: u32 = 4;
+
+/// The prefix of a validator update transaction (CometBFT's kvstore's).
+pub const VALIDATOR_PREFIX: &[u8] = b"val=";
+
+/// A validator update transaction: the key and the power, or why it is malformed.
+pub fn parse_validator_tx(tx: &[u8]) -> Option<Result<([u8; 32], u64), String>> {
+    let rest = tx.strip_prefix(VALIDATOR_PREFIX)?;
+    let parsed = (|| {
+        let text = std::str::from_utf8(rest).map_err(|_| "not UTF-8".to_string())?;
+        let parts: Vec<&str> = text.split('!').collect();
+        let [kind, key, power] = parts.as_slice() else {
+            return Err(format!("expected 'pubkeytype!pubkey!power', got {text:?}"));
+        };
+        if *kind != "ed25519" {
+            return Err(format!("key type {kind:?}: only ed25519"));
+        }
+        use base64::Engine as _;
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .map_err(|e| format!("public key is not base64: {e}"))?;
+        let key: [u8; 32] = key
+            .try_into()
+            .map_err(|_| "an ed25519 public key has 32 bytes".to_string())?;
+        let power: u64 = power
+            .parse()
+            .map_err(|_| format!("power {power:?} is not a non-negative integer"))?;
+        if power > MAX_POWER {
+            return Err(format!("power {power} is above {MAX_POWER}"));
+        }
+        Ok((key, power))
+    })();
+    Some(parsed)
+}
+
+/// CometBFT's cap on the total voting power.
+const MAX_POWER: u64 = (i64::MAX / 8) as u64;
 
 const META_HEIGHT: &[u8] = b"height";
 const META_APP_HASH: &[u8] = b"app_hash";
@@ -45,6 +86,8 @@ pub struct KvStore {
     db: Db,
     data: Tree,
     meta: Tree,
+    /// The validator set as the application knows it: public key to power.
+    validators: Tree,
     height: u64,
     app_hash: [u8; 32],
     pending: Option<Pending>,
@@ -64,6 +107,7 @@ impl KvStore {
     pub fn open_db(db: Db) -> Result<Self, AppError> {
         let data = db.tree("kv").map_err(storage)?;
         let meta = db.tree("meta").map_err(storage)?;
+        let validators = db.tree("validators").map_err(storage)?;
         let height = match meta.get(META_HEIGHT).map_err(storage)? {
             None => 0,
             Some(v) => u64::from_be_bytes(
@@ -83,6 +127,7 @@ impl KvStore {
             db,
             data,
             meta,
+            validators,
             height,
             app_hash,
             pending: None,
@@ -157,6 +202,16 @@ impl Application for KvStore {
                 .insert(k.as_slice(), v.as_slice())
                 .map_err(storage)?;
         }
+        for v in &request.validators {
+            let key: [u8; 32] = v
+                .pub_key
+                .ed25519()
+                .map(|k| k.as_bytes().try_into().unwrap_or([0; 32]))
+                .ok_or_else(|| AppError::Genesis("a validator key is not ed25519".into()))?;
+            self.validators
+                .insert(key, v.power.value().to_be_bytes())
+                .map_err(storage)?;
+        }
         self.app_hash = chain_hash(&[0; 32], 0, &writes);
         self.meta
             .insert(META_APP_HASH, self.app_hash)
@@ -170,6 +225,26 @@ impl Application for KvStore {
     }
 
     fn check_tx(&self, request: request::CheckTx) -> Result<response::CheckTx, AppError> {
+        if let Some(update) = parse_validator_tx(&request.tx) {
+            let mut members = self.members()?;
+            let outcome = update.and_then(|(key, power)| admit_update(&mut members, key, power));
+            return Ok(match outcome {
+                Ok(()) => response::CheckTx {
+                    code: Code::Ok,
+                    gas_wanted: 1,
+                    ..Default::default()
+                },
+                Err(log) => response::CheckTx {
+                    code: Code::Err(
+                        CODE_BAD_VALIDATOR_UPDATE
+                            .try_into()
+                            .unwrap_or(std::num::NonZeroU32::MIN),
+                    ),
+                    log,
+                    ..Default::default()
+                },
+            });
+        }
         Ok(match parse(&request.tx) {
             Some(_) => response::CheckTx {
                 code: Code::Ok,
@@ -236,7 +311,48 @@ impl Application for KvStore {
         }
         let mut writes = Vec::new();
         let mut tx_results = Vec::with_capacity(request.txs.len());
+        let mut members = self.members()?;
+        let mut updated: Vec<[u8; 32]> = Vec::new();
         for tx in &request.txs {
+            if let Some(update) = parse_validator_tx(tx) {
+                let outcome = update.and_then(|(key, power)| {
+                    admit_update(&mut members, key, power)?;
+                    Ok((key, power))
+                });
+                tx_results.push(match outcome {
+                    Ok((key, power)) => {
+                        if !updated.contains(&key) {
+                            updated.push(key);
+                        }
+                        let mut record = VALIDATOR_PREFIX.to_vec();
+                        record.extend(key);
+                        writes.push((record, power.to_string().into_bytes()));
+                        ExecTxResult {
+                            code: Code::Ok,
+                            gas_wanted: 1,
+                            gas_used: 1,
+                            events: vec![Event::new(
+                                "validator",
+                                [
+                                    ("pub_key", hex::encode_upper(key)).index(),
+                                    ("power", power.to_string()).index(),
+                                ],
+                            )],
+                            ..Default::default()
+                        }
+                    }
+                    Err(log) => ExecTxResult {
+                        code: Code::Err(
+                            CODE_BAD_VALIDATOR_UPDATE
+                                .try_into()
+                                .unwrap_or(std::num::NonZeroU32::MIN),
+                        ),
+                        log,
+                        ..Default::default()
+                    },
+                });
+                continue;
+            }
             match parse(tx) {
                 Some((k, v)) => {
                     writes.push((k.to_vec(), v.to_vec()));
@@ -274,10 +390,21 @@ impl Application for KvStore {
             app_hash,
             writes,
         });
+        // One update per key changed, its last power (CometBFT refuses a key twice).
+        let mut validator_updates = Vec::with_capacity(updated.len());
+        for key in updated {
+            let pub_key = bulwark_types::tendermint::PublicKey::from_raw_ed25519(&key)
+                .ok_or_else(|| storage("a validator key does not decode"))?;
+            let power = members.get(&key).copied().unwrap_or(0);
+            validator_updates.push(bulwark_types::tendermint::validator::Update {
+                pub_key,
+                power: power.try_into().map_err(storage)?,
+            });
+        }
         Ok(response::FinalizeBlock {
             events,
             tx_results,
-            validator_updates: vec![],
+            validator_updates,
             consensus_param_updates: None,
             app_hash: AppHash::try_from(app_hash.to_vec()).unwrap_or_default(),
         })
@@ -289,14 +416,23 @@ impl Application for KvStore {
             .take()
             .ok_or_else(|| AppError::Sequence("commit without finalize_block".into()))?;
         let mut data = Batch::default();
+        let mut validators = Batch::default();
         for (k, v) in &pending.writes {
-            data.insert(k, v);
+            match validator_record(k, v) {
+                Some((key, 0)) => validators.remove(key),
+                Some((key, power)) => validators.insert(key, power.to_be_bytes()),
+                None => data.insert(k, v),
+            }
         }
         let mut meta = Batch::default();
         meta.insert(META_HEIGHT, pending.height.to_be_bytes());
         meta.insert(META_APP_HASH, pending.app_hash);
         self.db
-            .write_atomically(&[(&self.data, &data), (&self.meta, &meta)])
+            .write_atomically(&[
+                (&self.data, &data),
+                (&self.validators, &validators),
+                (&self.meta, &meta),
+            ])
             .map_err(storage)?;
         self.db.flush().map_err(storage)?;
         self.height = pending.height;
@@ -314,7 +450,60 @@ impl Application for KvStore {
     }
 }
 
+/// A staged validator record: its key and power.
+fn validator_record(k: &[u8], v: &[u8]) -> Option<([u8; 32], u64)> {
+    let key: [u8; 32] = k.strip_prefix(VALIDATOR_PREFIX)?.try_into().ok()?;
+    let power = std::str::from_utf8(v).ok()?.parse().ok()?;
+    Some((key, power))
+}
+
+/// Applies one update to `members` if the set stays valid: a removal names a member and
+/// leaves one, and the total power stays within the cap.
+fn admit_update(
+    members: &mut std::collections::BTreeMap<[u8; 32], u64>,
+    key: [u8; 32],
+    power: u64,
+) -> Result<(), String> {
+    if power == 0 {
+        if !members.contains_key(&key) {
+            return Err(format!("{} is not a validator", hex::encode_upper(key)));
+        }
+        if members.len() == 1 {
+            return Err("the last validator cannot be removed".into());
+        }
+        members.remove(&key);
+        return Ok(());
+    }
+    let others: u64 = members
+        .iter()
+        .filter(|(k, _)| **k != key)
+        .map(|(_, p)| *p)
+        .sum();
+    if others.saturating_add(power) > MAX_POWER {
+        return Err(format!("the total power would pass {MAX_POWER}"));
+    }
+    members.insert(key, power);
+    Ok(())
+}
+
 impl KvStore {
+    /// The validator set as committed: public key to power.
+    fn members(&self) -> Result<std::collections::BTreeMap<[u8; 32], u64>, AppError> {
+        let mut members = std::collections::BTreeMap::new();
+        for (k, v) in self.validators.entries().map_err(storage)? {
+            let key: [u8; 32] = k
+                .as_slice()
+                .try_into()
+                .map_err(|_| storage("validator record key damaged"))?;
+            let power: [u8; 8] = v
+                .as_slice()
+                .try_into()
+                .map_err(|_| storage("validator record power damaged"))?;
+            members.insert(key, u64::from_be_bytes(power));
+        }
+        Ok(members)
+    }
+
     fn read(&self, request: request::Query) -> response::Query {
         let height = block::Height::try_from(self.height).unwrap_or_default();
         // Height 0 in a query means "latest".

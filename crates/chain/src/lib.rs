@@ -18,6 +18,7 @@ use bulwark_types::parts::PartSet;
 use bulwark_types::tendermint::abci::types::Misbehavior;
 use bulwark_types::tendermint::abci::{request, response};
 use bulwark_types::tendermint::block::{self, Block, Commit, CommitSig, Header};
+use bulwark_types::tendermint::public_key::Algorithm;
 use bulwark_types::tendermint::{
     account, chain, consensus, evidence, validator, AppHash, Genesis, Hash, Time,
 };
@@ -57,6 +58,10 @@ pub enum BlockError {
     /// An instance claim among its transactions is not valid there.
     #[error("instance claim: {0}")]
     Claim(#[from] ClaimError),
+    /// The application's validator or consensus-parameter updates cannot apply (CometBFT
+    /// stops on these too).
+    #[error("the application's updates cannot apply: {0}")]
+    Updates(String),
 }
 
 /// Bytes a block carries besides its transactions, at most: header, an empty evidence list,
@@ -91,6 +96,11 @@ pub struct ChainState {
     pub validators: CoreSet,
     /// Their keys, for hashing and signature checks.
     pub validator_infos: validator::Set,
+    /// Validators of the height after the next (CometBFT's `NextValidators`): updates an
+    /// application returns at height H take effect at H + 2.
+    pub next_validators: CoreSet,
+    /// Their keys.
+    pub next_validator_infos: validator::Set,
     /// Validators that signed the last commit.
     pub last_validator_infos: validator::Set,
     /// Consensus parameters.
@@ -137,6 +147,8 @@ impl ChainState {
             last_block_height: initial_height - 1,
             last_block_id: None,
             last_block_time: genesis.genesis_time,
+            next_validators: core.next_height(),
+            next_validator_infos: infos.clone(),
             validators: core,
             validator_infos: infos.clone(),
             last_validator_infos: infos,
@@ -187,7 +199,7 @@ impl ChainState {
             last_commit_hash: Some(last_commit.map_or_else(|| commit_sigs_hash(&[]), commit_hash)),
             data_hash: Some(data_hash(txs)),
             validators_hash: self.validator_infos.hash(),
-            next_validators_hash: self.validator_infos.hash(),
+            next_validators_hash: self.next_validator_infos.hash(),
             consensus_hash: consensus_params_hash(&self.consensus_params),
             app_hash: self.app_hash.clone(),
             last_results_hash: Some(self.last_results_hash),
@@ -311,8 +323,17 @@ impl ChainState {
         Ok(())
     }
 
-    /// Moves the state past `block`, executed with `result`.
-    pub fn apply(&mut self, block: &Block, id: block::Id, result: &response::FinalizeBlock) {
+    /// Moves the state past `block`, executed with `result`: its validator updates take
+    /// effect at the height after the next, its parameter updates at the next. Updates that
+    /// cannot apply are an error and nothing changes.
+    pub fn apply(
+        &mut self,
+        block: &Block,
+        id: block::Id,
+        result: &response::FinalizeBlock,
+    ) -> Result<(), BlockError> {
+        let (next_core, next_infos) = self.updated_next(&result.validator_updates)?;
+        let params = self.updated_params(result.consensus_param_updates.as_ref())?;
         self.last_block_height = block.header.height.value();
         self.claims.apply(self.last_block_height, &block.data);
         self.last_block_id = Some(id);
@@ -330,8 +351,107 @@ impl ChainState {
                 .collect::<Vec<_>>(),
         );
         self.app_hash = result.app_hash.clone();
-        self.last_validator_infos = self.validator_infos.clone();
-        self.validators = self.validators.next_height();
+        self.last_validator_infos = std::mem::replace(
+            &mut self.validator_infos,
+            std::mem::replace(&mut self.next_validator_infos, next_infos),
+        );
+        self.validators = std::mem::replace(&mut self.next_validators, next_core);
+        self.consensus_params = params;
+        Ok(())
+    }
+
+    /// The validators of the height after the next once `updates` apply (CometBFT's
+    /// `validateValidatorUpdates` and `UpdateWithChangeSet`, then one increment).
+    fn updated_next(
+        &self,
+        updates: &[validator::Update],
+    ) -> Result<(CoreSet, validator::Set), BlockError> {
+        if updates.is_empty() {
+            return Ok((
+                self.next_validators.next_height(),
+                self.next_validator_infos.clone(),
+            ));
+        }
+        let refused = |m: String| BlockError::Updates(m);
+        let allowed = &self.consensus_params.validator.pub_key_types;
+        let mut keys = std::collections::HashMap::new();
+        let mut changes = Vec::with_capacity(updates.len());
+        for u in updates {
+            // Bulwark's validators sign with ed25519 (their keys are born in the guest).
+            let ed25519 = matches!(u.pub_key, bulwark_types::tendermint::PublicKey::Ed25519(_));
+            if u.power.value() > 0 && !(ed25519 && allowed.contains(&Algorithm::Ed25519)) {
+                return Err(refused(format!(
+                    "validator {:?} uses a key type this chain does not allow",
+                    u.pub_key
+                )));
+            }
+            let address = account::Id::from(u.pub_key);
+            keys.insert(address, u.pub_key);
+            changes.push(bulwark_consensus::Validator::new(
+                address.as_bytes().to_vec(),
+                u.power.value(),
+            ));
+        }
+        let core = self
+            .next_validators
+            .with_changes(&changes)
+            .map_err(|e| refused(e.to_string()))?;
+        let mut infos = Vec::with_capacity(core.len());
+        for v in core.validators() {
+            let address =
+                account::Id::try_from(v.address.clone()).map_err(|e| refused(e.to_string()))?;
+            let pub_key = match keys.get(&address) {
+                Some(k) => *k,
+                None => self
+                    .next_validator_infos
+                    .validator(address)
+                    .map(|i| i.pub_key)
+                    .ok_or_else(|| refused(format!("no key for validator {address}")))?,
+            };
+            let power = bulwark_types::tendermint::vote::Power::try_from(v.power)
+                .map_err(|e| refused(e.to_string()))?;
+            infos.push(validator::Info::new(pub_key, power));
+        }
+        Ok((core.next_height(), validator::Set::without_proposer(infos)))
+    }
+
+    /// The consensus parameters after `update` (CometBFT's `Update`, `ValidateBasic` and
+    /// `ValidateUpdate`), in effect from the next height. Bulwark refuses what it cannot
+    /// honour: a larger `block.max_bytes` (peers size their frames at start), no ed25519 keys,
+    /// and vote extensions.
+    fn updated_params(
+        &self,
+        update: Option<&consensus::Params>,
+    ) -> Result<consensus::Params, BlockError> {
+        let Some(new) = update else {
+            return Ok(self.consensus_params.clone());
+        };
+        let refused = |m: &str| Err(BlockError::Updates(format!("consensus parameters: {m}")));
+        let old = &self.consensus_params;
+        if new.block.max_bytes == 0 || new.block.max_bytes > old.block.max_bytes {
+            return refused("block.max_bytes must be above 0 and not above the current value");
+        }
+        if new.block.max_gas < -1 {
+            return refused("block.max_gas must be -1 or more");
+        }
+        if new.evidence.max_age_num_blocks == 0 {
+            return refused("evidence.max_age_num_blocks must be above 0");
+        }
+        if new.evidence.max_age_duration.0.is_zero() {
+            return refused("evidence.max_age_duration must be above 0");
+        }
+        if new.evidence.max_bytes > i64::try_from(new.block.max_bytes).unwrap_or(i64::MAX)
+            || new.evidence.max_bytes < 0
+        {
+            return refused("evidence.max_bytes must lie within 0 and block.max_bytes");
+        }
+        if !new.validator.pub_key_types.contains(&Algorithm::Ed25519) {
+            return refused("validator.pub_key_types must allow ed25519");
+        }
+        if new.abci.vote_extensions_enable_height.is_some() {
+            return refused("vote extensions are not supported yet");
+        }
+        Ok(new.clone())
     }
 }
 
@@ -482,86 +602,48 @@ pub fn block_id(block: &Block) -> Result<(block::Id, PartSet), BlockError> {
     ))
 }
 
-/// [`ChainState`] as stored after each height (JSON, CometBFT's encodings for the chain types),
-/// proposer priorities included, so a restarted node picks the same proposers.
+/// A validator set as stored: validators in set order, their priorities, the proposer's
+/// index.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct StoredState {
-    chain_id: chain::Id,
-    initial_height: u64,
-    last_block_height: u64,
-    last_block_id: Option<block::Id>,
-    last_block_time: Time,
-    /// Next height's validators in set order.
+pub struct StoredSet {
     validators: Vec<validator::Info>,
-    /// Their proposer priorities, in the same order (`validator::Info` does not serialize its
-    /// priority, and a restarted node must pick the same proposers as everyone else).
     priorities: Vec<i64>,
-    /// Index of round 0's proposer of the next height.
     proposer: u32,
-    last_validators: Vec<validator::Info>,
-    consensus_params: consensus::Params,
-    last_results_hash: Hash,
-    /// Hex: `AppHash` has no serde encoding of its own.
-    app_hash: String,
-    #[serde(default)]
-    claims: Register,
 }
 
-impl ChainState {
-    /// The next height's validators with their proposer priorities now, and round 0's
-    /// proposer (what `validators` and `consensus_state` show for the height in progress).
-    pub fn next_validators(&self) -> validator::Set {
-        with_priorities(&self.validator_infos, &self.validators)
+impl StoredSet {
+    fn of(infos: &validator::Set, core: &CoreSet) -> StoredSet {
+        let shown = with_priorities(infos, core);
+        StoredSet {
+            priorities: shown
+                .validators()
+                .iter()
+                .map(|v| v.proposer_priority.value())
+                .collect(),
+            validators: shown.validators().clone(),
+            proposer: core.proposer().0,
+        }
     }
 
-    /// Encodes for the block store.
-    pub fn encode(&self) -> Vec<u8> {
-        let validators: Vec<validator::Info> = self.next_validators().validators().clone();
-        let priorities = validators
-            .iter()
-            .map(|info| info.proposer_priority.value())
-            .collect();
-        let stored = StoredState {
-            chain_id: self.chain_id.clone(),
-            initial_height: self.initial_height,
-            last_block_height: self.last_block_height,
-            last_block_id: self.last_block_id,
-            last_block_time: self.last_block_time,
-            validators,
-            priorities,
-            proposer: self.validators.proposer().0,
-            last_validators: self.last_validator_infos.validators().clone(),
-            consensus_params: self.consensus_params.clone(),
-            last_results_hash: self.last_results_hash,
-            app_hash: hex::encode(self.app_hash.as_bytes()),
-            claims: self.claims.clone(),
-        };
-        serde_json::to_vec(&stored).unwrap_or_default()
-    }
-
-    /// Decodes what [`ChainState::encode`] wrote, checking that it is a usable state.
-    pub fn decode(bytes: &[u8]) -> Result<ChainState, String> {
-        let mut s: StoredState = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        if s.priorities.len() != s.validators.len() {
+    /// The sets it stands for, checked.
+    fn restore(mut self) -> Result<(CoreSet, validator::Set), String> {
+        if self.priorities.len() != self.validators.len() {
             return Err(format!(
                 "{} priorities for {} validators",
-                s.priorities.len(),
-                s.validators.len()
+                self.priorities.len(),
+                self.validators.len()
             ));
         }
-        for (info, priority) in s.validators.iter_mut().zip(&s.priorities) {
+        for (info, priority) in self.validators.iter_mut().zip(&self.priorities) {
             info.proposer_priority = (*priority).into();
         }
-        let infos = validator::Set::without_proposer(s.validators.clone());
-        if infos.validators().len() != s.validators.len() {
-            return Err("duplicate validators".into());
-        }
         // The proposer index refers to the stored order, which is the set's order.
-        let proposer_address = s
+        let proposer_address = self
             .validators
-            .get(s.proposer as usize)
+            .get(self.proposer as usize)
             .map(|v| v.address)
-            .ok_or_else(|| format!("proposer index {} outside the set", s.proposer))?;
+            .ok_or_else(|| format!("proposer index {} outside the set", self.proposer))?;
+        let infos = validator::Set::without_proposer(self.validators);
         let core_validators = infos
             .validators()
             .iter()
@@ -581,6 +663,84 @@ impl ChainState {
             bulwark_consensus::ValidatorIndex(proposer_index as u32),
         )
         .map_err(|e| e.to_string())?;
+        Ok((core, infos))
+    }
+}
+
+/// [`ChainState`] as stored after each height (JSON, CometBFT's encodings for the chain types),
+/// proposer priorities included, so a restarted node picks the same proposers.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StoredState {
+    chain_id: chain::Id,
+    initial_height: u64,
+    last_block_height: u64,
+    last_block_id: Option<block::Id>,
+    last_block_time: Time,
+    /// Next height's validators in set order.
+    validators: Vec<validator::Info>,
+    /// Their proposer priorities, in the same order (`validator::Info` does not serialize its
+    /// priority, and a restarted node must pick the same proposers as everyone else).
+    priorities: Vec<i64>,
+    /// Index of round 0's proposer of the next height.
+    proposer: u32,
+    /// The height after the next's (absent in states written before updates applied: then
+    /// the next height's, incremented).
+    #[serde(default)]
+    next: Option<StoredSet>,
+    last_validators: Vec<validator::Info>,
+    consensus_params: consensus::Params,
+    last_results_hash: Hash,
+    /// Hex: `AppHash` has no serde encoding of its own.
+    app_hash: String,
+    #[serde(default)]
+    claims: Register,
+}
+
+impl ChainState {
+    /// The next height's validators with their proposer priorities now, and round 0's
+    /// proposer (what `validators` and `consensus_state` show for the height in progress).
+    pub fn validator_set(&self) -> validator::Set {
+        with_priorities(&self.validator_infos, &self.validators)
+    }
+
+    /// Encodes for the block store.
+    pub fn encode(&self) -> Vec<u8> {
+        let current = StoredSet::of(&self.validator_infos, &self.validators);
+        let stored = StoredState {
+            chain_id: self.chain_id.clone(),
+            initial_height: self.initial_height,
+            last_block_height: self.last_block_height,
+            last_block_id: self.last_block_id,
+            last_block_time: self.last_block_time,
+            validators: current.validators,
+            priorities: current.priorities,
+            proposer: current.proposer,
+            next: Some(StoredSet::of(
+                &self.next_validator_infos,
+                &self.next_validators,
+            )),
+            last_validators: self.last_validator_infos.validators().clone(),
+            consensus_params: self.consensus_params.clone(),
+            last_results_hash: self.last_results_hash,
+            app_hash: hex::encode(self.app_hash.as_bytes()),
+            claims: self.claims.clone(),
+        };
+        serde_json::to_vec(&stored).unwrap_or_default()
+    }
+
+    /// Decodes what [`ChainState::encode`] wrote, checking that it is a usable state.
+    pub fn decode(bytes: &[u8]) -> Result<ChainState, String> {
+        let s: StoredState = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let (core, infos) = StoredSet {
+            validators: s.validators,
+            priorities: s.priorities,
+            proposer: s.proposer,
+        }
+        .restore()?;
+        let (next_core, next_infos) = match s.next {
+            Some(next) => next.restore()?,
+            None => (core.next_height(), infos.clone()),
+        };
         if s.last_block_height + 1 < s.initial_height {
             return Err("last block height below the initial height".into());
         }
@@ -592,6 +752,8 @@ impl ChainState {
             last_block_time: s.last_block_time,
             validators: core,
             validator_infos: infos,
+            next_validators: next_core,
+            next_validator_infos: next_infos,
             last_validator_infos: validator::Set::without_proposer(s.last_validators),
             consensus_params: s.consensus_params,
             last_results_hash: s.last_results_hash,

@@ -65,6 +65,12 @@ pub enum ValidatorSetError {
     /// More validators than a `u32` index can name.
     #[error("too many validators")]
     TooManyValidators,
+    /// A change removes a validator the set does not have.
+    #[error("validator {address} to remove is not in the set")]
+    UnknownRemoval {
+        /// Hex address of the validator named.
+        address: String,
+    },
 }
 
 /// The validators of one height, in CometBFT order, with the proposer of round 0.
@@ -143,6 +149,81 @@ impl ValidatorSet {
             total_power: total,
             proposer,
         })
+    }
+
+    /// The set after `changes` (address and new power; power 0 removes), as CometBFT's
+    /// `UpdateWithChangeSet` makes it: changes are checked first (no address twice, no
+    /// removal of a non-member, not empty after, total power within the cap) and nothing
+    /// changes on an error; a new validator enters with priority -1.125 times the total power
+    /// after the updates and before the removals, a changed one keeps its priority; then
+    /// priorities are rescaled and centred and the set sorted. The round-0 proposer is chosen
+    /// by the next increment ([`ValidatorSet::next_height`]).
+    pub fn with_changes(&self, changes: &[Validator]) -> Result<ValidatorSet, ValidatorSetError> {
+        let mut sorted: Vec<&Validator> = changes.iter().collect();
+        sorted.sort_by(|a, b| a.address.cmp(&b.address));
+        if let Some(w) = sorted.windows(2).find(|w| w[0].address == w[1].address) {
+            return Err(ValidatorSetError::DuplicateAddress {
+                address: hex(&w[0].address),
+            });
+        }
+        if sorted.iter().any(|c| c.power > MAX_TOTAL_VOTING_POWER) {
+            return Err(ValidatorSetError::TotalPowerTooLarge);
+        }
+        let (removals, updates): (Vec<&Validator>, Vec<&Validator>) =
+            sorted.into_iter().partition(|c| c.power == 0);
+        let new_members = updates
+            .iter()
+            .filter(|u| self.index_of(&u.address).is_none())
+            .count();
+        if new_members == 0 && removals.len() == self.validators.len() {
+            return Err(ValidatorSetError::Empty);
+        }
+        let mut removed: u64 = 0;
+        for r in &removals {
+            let index =
+                self.index_of(&r.address)
+                    .ok_or_else(|| ValidatorSetError::UnknownRemoval {
+                        address: hex(&r.address),
+                    })?;
+            removed += self.power(index);
+        }
+        // CometBFT's verifyUpdates: the running total, in increasing order of change, never
+        // passes the cap (removals counted first).
+        let delta = |u: &Validator| -> i128 {
+            let old = self.index_of(&u.address).map_or(0, |i| self.power(i));
+            i128::from(u.power) - i128::from(old)
+        };
+        let mut by_delta: Vec<&&Validator> = updates.iter().collect();
+        by_delta.sort_by_key(|u| delta(u));
+        let mut running = i128::from(self.total_power) - i128::from(removed);
+        for u in by_delta {
+            running += delta(u);
+            if running > i128::from(MAX_TOTAL_VOTING_POWER) {
+                return Err(ValidatorSetError::TotalPowerTooLarge);
+            }
+        }
+        let before_removals = i64::try_from(running + i128::from(removed))
+            .map_err(|_| ValidatorSetError::TotalPowerTooLarge)?;
+        let mut merged: Vec<Validator> = self
+            .validators
+            .iter()
+            .filter(|v| !changes.iter().any(|c| c.address == v.address))
+            .cloned()
+            .collect();
+        for u in &updates {
+            let priority = match self.index_of(&u.address) {
+                Some(i) => self.validators[i.as_usize()].priority,
+                None => -(before_removals + (before_removals >> 3)),
+            };
+            merged.push(Validator {
+                address: u.address.clone(),
+                power: u.power,
+                priority,
+            });
+        }
+        let mut set = ValidatorSet::checked(merged, ValidatorIndex(0))?;
+        set.rescale_and_centre();
+        Ok(set)
     }
 
     /// The validators in set order.
@@ -382,6 +463,96 @@ foo bar foo baz foo foo bar foo baz foo foo bar foo baz foo foo";
         let mut seen: Vec<u32> = (0..4).map(|r| schedule.proposer(Round(r)).0).collect();
         seen.sort();
         assert_eq!(seen, vec![0, 1, 2, 3]);
+    }
+
+    fn set_of(entries: &[(&[u8], u64)]) -> ValidatorSet {
+        ValidatorSet::genesis(
+            entries
+                .iter()
+                .map(|(a, p)| Validator::new(*a, *p))
+                .collect(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn changes_add_update_and_remove_as_cometbft_does() {
+        let set = set_of(&[(b"a", 10), (b"b", 10), (b"c", 10), (b"d", 10)]);
+        let changed = set
+            .with_changes(&[
+                Validator::new(*b"e", 30),
+                Validator::new(*b"b", 0),
+                Validator::new(*b"c", 20),
+            ])
+            .unwrap();
+        let order: Vec<(&[u8], u64)> = changed
+            .validators()
+            .iter()
+            .map(|v| (v.address.as_slice(), v.power))
+            .collect();
+        assert_eq!(
+            order,
+            vec![(&b"e"[..], 30), (b"c", 20), (b"a", 10), (b"d", 10)],
+            "power first, then address"
+        );
+        assert_eq!(changed.total_power(), 70);
+        // The newcomer starts far behind: -1.125 x 80 (the total before removals), then
+        // centred with the rest; it proposes after those already waiting.
+        let newcomer = changed.get(changed.index_of(b"e").unwrap()).unwrap();
+        assert!(
+            changed
+                .validators()
+                .iter()
+                .all(|v| v.priority >= newcomer.priority),
+            "{changed:?}"
+        );
+        let sum: i64 = changed.validators().iter().map(|v| v.priority).sum();
+        assert!(sum.abs() < 4, "centred: {changed:?}");
+        // A changed validator keeps its priority (before centring): c keeps its order
+        // relative to a, whose priority did not change.
+        let prio = |s: &ValidatorSet, a: &[u8]| s.get(s.index_of(a).unwrap()).unwrap().priority;
+        assert_eq!(
+            prio(&set, b"c") - prio(&set, b"a"),
+            prio(&changed, b"c") - prio(&changed, b"a")
+        );
+        // Nothing changes on an error.
+        assert_eq!(
+            set.with_changes(&[Validator::new(*b"z", 0)]),
+            Err(ValidatorSetError::UnknownRemoval {
+                address: "7A".into()
+            })
+        );
+        assert!(matches!(
+            set.with_changes(&[Validator::new(*b"a", 5), Validator::new(*b"a", 6)]),
+            Err(ValidatorSetError::DuplicateAddress { .. })
+        ));
+        let everyone: Vec<Validator> = [b"a", b"b", b"c", b"d"]
+            .iter()
+            .map(|a| Validator::new(**a, 0))
+            .collect();
+        assert_eq!(set.with_changes(&everyone), Err(ValidatorSetError::Empty));
+        assert!(matches!(
+            set.with_changes(&[Validator::new(*b"e", MAX_TOTAL_VOTING_POWER)]),
+            Err(ValidatorSetError::TotalPowerTooLarge)
+        ));
+        // Removing as much as is added in the same change stays within the cap.
+        let big = set_of(&[(b"a", MAX_TOTAL_VOTING_POWER - 10), (b"b", 10)]);
+        assert!(big
+            .with_changes(&[
+                Validator::new(*b"a", 0),
+                Validator::new(*b"c", MAX_TOTAL_VOTING_POWER - 10)
+            ])
+            .is_ok());
+        // No change at all is the same set.
+        assert_eq!(
+            set.with_changes(&[]).unwrap().validators(),
+            {
+                let mut same = set.clone();
+                same.rescale_and_centre();
+                same
+            }
+            .validators()
+        );
     }
 
     #[test]

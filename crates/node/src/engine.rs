@@ -2183,7 +2183,7 @@ impl Engine {
             })
             .collect();
         let mut next = self.state.clone();
-        next.apply(&block, id, &result);
+        next.apply(&block, id, &result)?;
         // Block, commit and resulting state first; the app's Commit after (the handshake
         // replays the block if we crash in between).
         self.blocks.save(DecidedHeight {

@@ -127,7 +127,10 @@ pub fn handshake(
                 got: hex::encode_upper(info.last_block_app_hash.as_bytes()),
             });
         }
-        recorded.validator_infos
+        // Block h's last commit was signed by height h - 1's validators, which the state
+        // after h - 1 keeps as its last validators (not its next ones: a validator update
+        // makes them differ).
+        recorded.last_validator_infos
     };
     for h in (app_height + 1).max(first)..=store_height {
         let bytes = blocks.block(h)?.ok_or(HandshakeError::Corrupt {
@@ -160,7 +163,7 @@ pub fn handshake(
             });
         }
         app.commit()?;
-        last_validators = recorded.validator_infos;
+        last_validators = recorded.last_validator_infos;
     }
     state_at(store_height)
 }

@@ -240,7 +240,7 @@ fn run() -> Run {
                         let committed: Vec<Bytes> =
                             block.data.iter().map(|t| Bytes::from(t.clone())).collect();
                         n.mempool.update(&committed, &n.app).unwrap();
-                        n.state.apply(&block, id, &result);
+                        n.state.apply(&block, id, &result).unwrap();
                         n.last_commit = Some(commit.clone());
                         if i == 0 {
                             chain.push((block.header.clone(), commit));

@@ -56,6 +56,18 @@ fn build(
     app: &mut KvStore,
     blocks: &BlockStore,
 ) -> ChainState {
+    build_with(heights, key, g, app, blocks, None)
+}
+
+/// [`build`], with one more transaction in one block.
+fn build_with(
+    heights: u64,
+    key: &SigningKey,
+    g: &Genesis<serde_json::Value>,
+    app: &mut KvStore,
+    blocks: &BlockStore,
+    extra: Option<(u64, Vec<u8>)>,
+) -> ChainState {
     let address = account::Id::from(public_key(key).ed25519().unwrap());
     let mut state = genesis_state(g, app);
     let mut last_commit: Option<Commit> = None;
@@ -63,7 +75,12 @@ fn build(
         // BFT time: genesis time, then the (one) vote time of the last commit.
         let time = state.next_block_time(last_commit.as_ref());
         let vote_time = Time::from_unix_timestamp(1_700_000_000 + h as i64, 0).unwrap();
-        let txs = vec![format!("k{h}=v{h}").into_bytes()];
+        let mut txs = vec![format!("k{h}=v{h}").into_bytes()];
+        if let Some((at, tx)) = &extra {
+            if *at == h {
+                txs.push(tx.clone());
+            }
+        }
         let (block, id, _) = state
             .make_block(txs, last_commit.clone(), address, time)
             .unwrap();
@@ -98,7 +115,7 @@ fn build(
                 vec![],
             ))
             .unwrap();
-        state.apply(&block, id, &result);
+        state.apply(&block, id, &result).unwrap();
         blocks
             .save(DecidedHeight {
                 height: h,
@@ -117,6 +134,60 @@ fn build(
         last_commit = Some(commit);
     }
     state
+}
+
+/// The handshake replays each block with the last commit's own validator set: after the
+/// sole validator's power changes at height 1 (in effect from height 3), block 3's last
+/// commit (of height 2) still carries power 10 and block 4's carries 30, as the node passed
+/// them when it ran. With the next set taken for the last one, block 3 would say 30.
+#[test]
+fn the_handshake_replays_each_block_with_its_last_commits_own_validators() {
+    use base64::Engine as _;
+    let key = SigningKey::from([12u8; 32]);
+    let g = genesis(&key);
+    let (da, ds, db) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let mut app = fresh_app(da.path(), &g);
+    let blocks = BlockStore::open(&Store::open(ds.path()).unwrap()).unwrap();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(public_key(&key).to_bytes());
+    let raise = format!("val=ed25519!{encoded}!30").into_bytes();
+    let built = build_with(6, &key, &g, &mut app, &blocks, Some((1, raise)));
+    assert_eq!(built.validator_infos.validators()[0].power(), 30);
+    let mut fresh = common::Altered {
+        inner: fresh_app(db.path(), &g),
+        init: |_| {},
+        finalize: |_| {},
+        finalized: Vec::new(),
+    };
+    let genesis_s = genesis_state(&g, &fresh.inner);
+    let replayed = handshake(&mut fresh, &blocks, genesis_s).unwrap();
+    assert_eq!(replayed.encode(), built.encode());
+    let powers: Vec<(u64, Vec<u64>)> = fresh
+        .finalized
+        .iter()
+        .map(|r| {
+            let powers = r
+                .decided_last_commit
+                .votes
+                .iter()
+                .map(|v| v.validator.power.value());
+            (r.height.value(), powers.collect())
+        })
+        .collect();
+    assert_eq!(
+        powers,
+        vec![
+            (1, vec![]),
+            (2, vec![10]),
+            (3, vec![10]),
+            (4, vec![30]),
+            (5, vec![30]),
+            (6, vec![30]),
+        ]
+    );
 }
 
 #[test]
@@ -261,6 +332,7 @@ fn an_application_may_not_change_the_attested_validators_or_parameters_at_init_c
             inner: KvStore::open(dir.path()).unwrap(),
             init,
             finalize: |_| {},
+            finalized: Vec::new(),
         };
         bulwark_node::handshake::genesis_state(&mut app, &g).map(|s| s.app_hash)
     };
@@ -297,31 +369,117 @@ fn an_application_may_not_change_the_attested_validators_or_parameters_at_init_c
     assert!(empty.is_ok(), "{empty:?}");
 }
 
+/// What FinalizeBlock at height H returns for the validators takes effect at H + 2, its
+/// parameters at H + 1 (CometBFT's `updateState`); updates that cannot apply are errors that
+/// change nothing; the sets survive encoding, and a state written before `next` existed reads.
 #[test]
-fn validator_or_parameter_updates_the_node_does_not_apply_stop_it() {
-    let key = SigningKey::from([6u8; 32]);
-    let g = genesis(&key);
-    let dir = tempfile::tempdir().unwrap();
-    let mut app = common::Altered {
-        inner: common::app_at_genesis(dir.path(), &g).0,
-        init: |_| {},
-        finalize: |a| {
-            a.validator_updates.push(validator::Update {
-                pub_key: public_key(&SigningKey::from([7u8; 32])),
-                power: 10u32.into(),
-            })
-        },
+fn updates_take_effect_at_the_heights_cometbft_gives_them_and_bad_ones_change_nothing() {
+    let keys: Vec<SigningKey> = (0..4u8).map(|i| SigningKey::from([80 + i; 32])).collect();
+    let mut g = genesis(&keys[0]);
+    g.validators = keys
+        .iter()
+        .map(|k| validator::Info::new(public_key(k), 10u32.into()))
+        .collect();
+    let proposer = account::Id::from(public_key(&keys[0]).ed25519().unwrap());
+    let mut state = ChainState::from_genesis(&g).unwrap();
+    let genesis_hash = state.validator_infos.hash();
+    let newcomer = public_key(&SigningKey::from([99u8; 32]));
+    let update = |pub_key, power: u32| validator::Update {
+        pub_key,
+        power: power.into(),
     };
-    let state = genesis_state(&g, &app.inner);
-    let (block, _, _) = state
-        .make_block(
-            vec![],
-            None,
-            account::Id::from(public_key(&key).ed25519().unwrap()),
-            g.genesis_time,
-        )
+    let result = |updates: Vec<validator::Update>, params: Option<_>| response::FinalizeBlock {
+        events: vec![],
+        tx_results: vec![],
+        validator_updates: updates,
+        consensus_param_updates: params,
+        app_hash: Default::default(),
+    };
+    let next_block = |state: &ChainState| {
+        let (block, id, _) = state
+            .make_block(vec![], None, proposer, g.genesis_time)
+            .unwrap();
+        (block, id)
+    };
+    // Height 1 adds a validator, removes one, changes another's power.
+    let (block, id) = next_block(&state);
+    let changes = vec![
+        update(newcomer, 25),
+        update(public_key(&keys[1]), 0),
+        update(public_key(&keys[2]), 5),
+    ];
+    let before = state.encode();
+    // Bad updates first: each refused, the state as it was.
+    for bad in [
+        vec![update(public_key(&SigningKey::from([98u8; 32])), 0)],
+        vec![update(newcomer, 1), update(newcomer, 2)],
+        keys.iter().map(|k| update(public_key(k), 0)).collect(),
+    ] {
+        let err = state.apply(&block, id, &result(bad, None)).unwrap_err();
+        assert!(err.to_string().contains("updates cannot apply"), "{err}");
+        assert_eq!(state.encode(), before);
+    }
+    let mut larger = g.consensus_params.clone();
+    larger.block.max_bytes += 1;
+    assert!(state
+        .apply(&block, id, &result(vec![], Some(larger)))
+        .is_err());
+    assert_eq!(state.encode(), before);
+    state.apply(&block, id, &result(changes, None)).unwrap();
+    // Height 2 still has the genesis set; its header names the changed one as next.
+    assert_eq!(state.validator_infos.hash(), genesis_hash);
+    let changed_hash = state.next_validator_infos.hash();
+    assert_ne!(changed_hash, genesis_hash);
+    let (block2, id2) = next_block(&state);
+    assert_eq!(block2.header.validators_hash, genesis_hash);
+    assert_eq!(block2.header.next_validators_hash, changed_hash);
+    // The sets survive the store, and so do states written before `next` was.
+    let back = ChainState::decode(&state.encode()).unwrap();
+    assert_eq!(back.next_validator_infos.hash(), changed_hash);
+    assert_eq!(back.next_validators, state.next_validators);
+    let mut old: serde_json::Value = serde_json::from_slice(&before).unwrap();
+    old.as_object_mut().unwrap().remove("next");
+    let old = ChainState::decode(old.to_string().as_bytes()).unwrap();
+    assert_eq!(old.next_validator_infos.hash(), genesis_hash);
+    assert_eq!(old.next_validators, old.validators.next_height());
+    // Height 2 lowers block.max_bytes: in effect for height 3, whose header commits to it.
+    let mut smaller = g.consensus_params.clone();
+    smaller.block.max_bytes /= 2;
+    state
+        .apply(&block2, id2, &result(vec![], Some(smaller.clone())))
         .unwrap();
-    let request = finalize_request(&block, &state.last_validator_infos, vec![]);
-    let err = bulwark_app::finalize_checked(&mut app, request).unwrap_err();
-    assert!(err.to_string().contains("does not apply yet"), "{err}");
+    assert_eq!(state.consensus_params, smaller);
+    // Height 3 is signed by the changed set: the newcomer in, keys[1] out, keys[2] at 5.
+    assert_eq!(state.validator_infos.hash(), changed_hash);
+    let powers: Vec<(account::Id, u64)> = state
+        .validator_infos
+        .validators()
+        .iter()
+        .map(|v| (v.address, v.power()))
+        .collect();
+    let id_of = |k: &SigningKey| account::Id::from(public_key(k).ed25519().unwrap());
+    assert_eq!(powers.len(), 4);
+    assert_eq!(
+        powers[0],
+        (account::Id::from(newcomer.ed25519().unwrap()), 25)
+    );
+    assert!(!powers.iter().any(|(a, _)| *a == id_of(&keys[1])));
+    assert!(powers.contains(&(id_of(&keys[2]), 5)));
+    assert_eq!(state.last_validator_infos.hash(), genesis_hash);
+    // The core agrees with the infos, newcomer included, and the newcomer does not propose
+    // before those already waiting.
+    assert_eq!(state.validators.len(), 4);
+    assert_ne!(
+        state
+            .validators
+            .get(state.validators.proposer())
+            .unwrap()
+            .address,
+        newcomer
+            .ed25519()
+            .map(account::Id::from)
+            .unwrap()
+            .as_bytes()
+            .to_vec()
+    );
 }

@@ -127,7 +127,7 @@ pub fn load_results_from(
 pub fn validators_at(engine: &Engine, height: u64) -> Result<validator::Set, ResponseError> {
     let state = engine.state();
     if height == state.next_height() {
-        return Ok(state.next_validators());
+        return Ok(state.validator_set());
     }
     let h = resolve(engine, Some(height))?;
     // Height h's validators, with their priorities at h, are the next validators of the
@@ -143,7 +143,7 @@ pub fn validators_at(engine: &Engine, height: u64) -> Result<validator::Set, Res
     if h == state.initial_height {
         return genesis_validators(&stored(h)?.last_validator_infos).map_err(store_error);
     }
-    Ok(stored(h - 1)?.next_validators())
+    Ok(stored(h - 1)?.validator_set())
 }
 
 fn status(engine: &Engine, node: &NodeView<'_>) -> Result<Value, ResponseError> {

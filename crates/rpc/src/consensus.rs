@@ -135,7 +135,7 @@ struct InProgress {
 
 fn in_progress(engine: &Engine) -> InProgress {
     let core = engine.consensus();
-    let set = &engine.state().next_validators();
+    let set = &engine.state().validator_set();
     let height = engine.state().next_height();
     let round = engine.round();
     let rounds = core.rounds_seen();
@@ -167,7 +167,7 @@ fn in_progress(engine: &Engine) -> InProgress {
 /// `consensus_state`.
 pub fn consensus_state(engine: &Engine) -> Result<Value, ResponseError> {
     let now = in_progress(engine);
-    let set = &engine.state().next_validators();
+    let set = &engine.state().validator_set();
     let votes: Vec<Value> = now
         .rounds
         .iter()
@@ -205,7 +205,7 @@ fn validator_set(set: &validator::Set, proposer: Option<usize>) -> Result<Value,
 pub fn dump_consensus_state(engine: &Engine, node: &NodeView<'_>) -> Result<Value, ResponseError> {
     let now = in_progress(engine);
     let state = engine.state();
-    let set = &state.next_validators();
+    let set = &state.validator_set();
     let votes: Vec<Value> = now
         .rounds
         .iter()

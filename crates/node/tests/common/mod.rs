@@ -55,6 +55,8 @@ pub struct Altered {
     pub inner: KvStore,
     pub init: fn(&mut response::InitChain),
     pub finalize: fn(&mut response::FinalizeBlock),
+    /// Every FinalizeBlock request, in order.
+    pub finalized: Vec<request::FinalizeBlock>,
 }
 
 impl Application for Altered {
@@ -85,6 +87,7 @@ impl Application for Altered {
         &mut self,
         r: request::FinalizeBlock,
     ) -> Result<response::FinalizeBlock, AppError> {
+        self.finalized.push(r.clone());
         let mut answer = self.inner.finalize_block(r)?;
         (self.finalize)(&mut answer);
         Ok(answer)
