@@ -1,5 +1,6 @@
-//! Validator-set updates on four real `bulwark` processes: the built-in kvstore's `val=`
-//! transactions (CometBFT's format) remove a validator and raise another's power; the change
+//! Validator-set updates on four real `bulwark` processes of a chain whose genesis opts in:
+//! the built-in kvstore's `val=` transactions (CometBFT's format) remove a validator and
+//! raise another's power; the change
 //! takes effect two heights after the block that carried it, every commit before and after
 //! verifies from genesis with the light-client verifier and each height's served set, the
 //! removed validator's signature leaves the commits while its node follows the chain, and a
@@ -12,7 +13,9 @@ mod commits;
 use base64::Engine as _;
 use commits::{commit_at, genesis_of, validators_at, verify_stored_commits};
 use harness::ports::testnet_block;
-use harness::process::{fast_testnet, rpc_addr, start, wait_for, Node};
+use harness::process::{
+    bulwark_binary, rpc_addr, start, testnet_with_app_state, wait_for, Node, FAST_TIMEOUTS,
+};
 use harness::rpc::RpcClient;
 use serde_json::json;
 use std::time::Duration;
@@ -34,7 +37,17 @@ fn height_of(v: &serde_json::Value) -> u64 {
 fn val_transactions_change_the_set_two_heights_later_and_the_light_client_follows() {
     let dir = tempfile::tempdir().unwrap();
     let base = testnet_block(4).unwrap();
-    let homes = fast_testnet(dir.path(), base).unwrap();
+    // The kvstore takes validator updates only where the genesis says so.
+    let opt_in = r#"{"validator_updates": "genesis-validators"}"#;
+    let homes = testnet_with_app_state(
+        &bulwark_binary().unwrap(),
+        dir.path(),
+        4,
+        base,
+        FAST_TIMEOUTS,
+        opt_in,
+    )
+    .unwrap();
     let mut nodes: Vec<Node> = homes.iter().map(|h| start(h).unwrap()).collect();
     {
         let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
@@ -59,14 +72,13 @@ fn val_transactions_change_the_set_two_heights_later_and_the_light_client_follow
     let removed_node = node_of(&mut rpc, &removed);
     let raised_node = node_of(&mut rpc, &raised);
 
-    // A removal of a key that is no validator: refused at CheckTx.
-    let refused = rpc[0]
-        .call(
-            "broadcast_tx_sync",
-            json!({"tx": b64(&val_tx(&[7; 32], 0))}),
-        )
-        .unwrap();
-    assert_eq!(refused["code"], 4, "{refused}");
+    // A removal of a key that is no validator, and a key nobody enrolled: refused at CheckTx.
+    for tx in [val_tx(&[7; 32], 0), val_tx(&[7; 32], 100)] {
+        let refused = rpc[0]
+            .call("broadcast_tx_sync", json!({"tx": b64(&tx)}))
+            .unwrap();
+        assert_eq!(refused["code"], 4, "{refused}");
+    }
     // The removal and the raise, each committed (through another node than the removed one).
     let via = (removed_node + 1) % 4;
     let mut change_heights = Vec::new();

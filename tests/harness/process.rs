@@ -95,6 +95,18 @@ pub fn testnet(
     base: u16,
     config: &[(&str, &str)],
 ) -> Result<Vec<PathBuf>> {
+    testnet_with_app_state(bin, dir, validators, base, config, "{}")
+}
+
+/// [`testnet`], with the genesis's `app_state` (JSON).
+pub fn testnet_with_app_state(
+    bin: &Path,
+    dir: &Path,
+    validators: usize,
+    base: u16,
+    config: &[(&str, &str)],
+    app_state: &str,
+) -> Result<Vec<PathBuf>> {
     let out = Command::new(bin)
         .args([
             "testnet",
@@ -103,7 +115,7 @@ pub fn testnet(
             "--output",
         ])
         .arg(dir)
-        .args(["--base-port", &base.to_string()])
+        .args(["--base-port", &base.to_string(), "--app-state", app_state])
         .output()
         .with_context(|| format!("running {}", bin.display()))?;
     if !out.status.success() {

@@ -1,8 +1,12 @@
 //! The built-in key-value store application. Transactions are `key=value` (UTF-8 not required;
 //! key and value non-empty, one `=` splits them), or CometBFT's kvstore validator updates,
-//! `val=ed25519!<base64 public key>!<power>` (power 0 removes), which FinalizeBlock returns as
-//! validator updates when they keep the set valid (a member removed, not the last one, the
-//! total power within CometBFT's cap) and answers with an error code otherwise. The app hash commits to every write ever made,
+//! `val=ed25519!<base64 public key>!<power>` (power 0 removes). Anyone who reaches RPC can send
+//! one, so they change the validator set only on a chain whose genesis opts in
+//! (`app_state` `{"validator_updates": "genesis-validators"}`), and only for the genesis
+//! validators' keys (peers admit exactly those); elsewhere `val=...` is an ordinary write. A
+//! block's updates are the difference between the set before and after it, each keeping the
+//! set valid (a member removed, never the last one, the total power within CometBFT's cap), so
+//! the chain can always apply them; a transaction that would not is answered with code 4. The app hash commits to every write ever made,
 //! in order: `H(height) = SHA-256(H(height-1) || height || len(key) || key || len(value) ||
 //! value ...)` over the block's valid txs, so two nodes agree on it exactly when they executed
 //! the same writes in the same order.
@@ -63,6 +67,12 @@ pub fn parse_validator_tx(tx: &[u8]) -> Option<Result<([u8; 32], u64), String>> 
 const MAX_POWER: u64 = (i64::MAX / 8) as u64;
 
 const META_HEIGHT: &[u8] = b"height";
+/// Set at InitChain when the genesis opts in to validator updates.
+const META_VALIDATOR_UPDATES: &[u8] = b"validator_updates";
+/// The `app_state` key, and value, that opt in.
+pub const VALIDATOR_UPDATES_KEY: &str = "validator_updates";
+/// See [`VALIDATOR_UPDATES_KEY`].
+pub const GENESIS_VALIDATORS_ONLY: &str = "genesis-validators";
 const META_APP_HASH: &[u8] = b"app_hash";
 
 /// A parsed transaction.
@@ -88,6 +98,8 @@ pub struct KvStore {
     meta: Tree,
     /// The validator set as the application knows it: public key to power.
     validators: Tree,
+    /// The genesis validators' keys, the only ones an update may add (empty: updates off).
+    eligible: std::collections::BTreeSet<[u8; 32]>,
     height: u64,
     app_hash: [u8; 32],
     pending: Option<Pending>,
@@ -108,6 +120,13 @@ impl KvStore {
         let data = db.tree("kv").map_err(storage)?;
         let meta = db.tree("meta").map_err(storage)?;
         let validators = db.tree("validators").map_err(storage)?;
+        let eligible = match meta.get(META_VALIDATOR_UPDATES).map_err(storage)? {
+            None => Default::default(),
+            Some(keys) => keys
+                .chunks_exact(32)
+                .filter_map(|k| k.try_into().ok())
+                .collect(),
+        };
         let height = match meta.get(META_HEIGHT).map_err(storage)? {
             None => 0,
             Some(v) => u64::from_be_bytes(
@@ -128,6 +147,7 @@ impl KvStore {
             data,
             meta,
             validators,
+            eligible,
             height,
             app_hash,
             pending: None,
@@ -177,6 +197,20 @@ impl Application for KvStore {
                 serde_json::Value::Null => {}
                 serde_json::Value::Object(map) => {
                     for (k, v) in map {
+                        if k == VALIDATOR_UPDATES_KEY {
+                            if v != GENESIS_VALIDATORS_ONLY {
+                                return Err(AppError::Genesis(format!(
+                                    "{VALIDATOR_UPDATES_KEY} can only be {GENESIS_VALIDATORS_ONLY:?}"
+                                )));
+                            }
+                            self.eligible = request
+                                .validators
+                                .iter()
+                                .filter_map(|v| v.pub_key.ed25519())
+                                .filter_map(|k| k.as_bytes().try_into().ok())
+                                .collect();
+                            continue;
+                        }
                         let serde_json::Value::String(v) = v else {
                             return Err(AppError::Genesis(format!(
                                 "value of {k:?} is not a string"
@@ -216,6 +250,12 @@ impl Application for KvStore {
         self.meta
             .insert(META_APP_HASH, self.app_hash)
             .map_err(storage)?;
+        if !self.eligible.is_empty() {
+            let keys: Vec<u8> = self.eligible.iter().flatten().copied().collect();
+            self.meta
+                .insert(META_VALIDATOR_UPDATES, keys)
+                .map_err(storage)?;
+        }
         self.db.flush().map_err(storage)?;
         Ok(response::InitChain {
             consensus_params: None,
@@ -225,9 +265,10 @@ impl Application for KvStore {
     }
 
     fn check_tx(&self, request: request::CheckTx) -> Result<response::CheckTx, AppError> {
-        if let Some(update) = parse_validator_tx(&request.tx) {
+        if let Some(update) = self.validator_tx(&request.tx) {
             let mut members = self.members()?;
-            let outcome = update.and_then(|(key, power)| admit_update(&mut members, key, power));
+            let outcome = update
+                .and_then(|(key, power)| admit_update(&mut members, &self.eligible, key, power));
             return Ok(match outcome {
                 Ok(()) => response::CheckTx {
                     code: Code::Ok,
@@ -311,12 +352,13 @@ impl Application for KvStore {
         }
         let mut writes = Vec::new();
         let mut tx_results = Vec::with_capacity(request.txs.len());
-        let mut members = self.members()?;
+        let before = self.members()?;
+        let mut members = before.clone();
         let mut updated: Vec<[u8; 32]> = Vec::new();
         for tx in &request.txs {
-            if let Some(update) = parse_validator_tx(tx) {
+            if let Some(update) = self.validator_tx(tx) {
                 let outcome = update.and_then(|(key, power)| {
-                    admit_update(&mut members, key, power)?;
+                    admit_update(&mut members, &self.eligible, key, power)?;
                     Ok((key, power))
                 });
                 tx_results.push(match outcome {
@@ -390,12 +432,17 @@ impl Application for KvStore {
             app_hash,
             writes,
         });
-        // One update per key changed, its last power (CometBFT refuses a key twice).
+        // One update per key whose power differs after the block from before it (CometBFT
+        // refuses a key twice, and the removal of a key that joined and left within the
+        // block would name a non-member).
         let mut validator_updates = Vec::with_capacity(updated.len());
         for key in updated {
+            let power = members.get(&key).copied().unwrap_or(0);
+            if before.get(&key).copied().unwrap_or(0) == power {
+                continue;
+            }
             let pub_key = bulwark_types::tendermint::PublicKey::from_raw_ed25519(&key)
                 .ok_or_else(|| storage("a validator key does not decode"))?;
-            let power = members.get(&key).copied().unwrap_or(0);
             validator_updates.push(bulwark_types::tendermint::validator::Update {
                 pub_key,
                 power: power.try_into().map_err(storage)?,
@@ -461,9 +508,16 @@ fn validator_record(k: &[u8], v: &[u8]) -> Option<([u8; 32], u64)> {
 /// leaves one, and the total power stays within the cap.
 fn admit_update(
     members: &mut std::collections::BTreeMap<[u8; 32], u64>,
+    eligible: &std::collections::BTreeSet<[u8; 32]>,
     key: [u8; 32],
     power: u64,
 ) -> Result<(), String> {
+    if power > 0 && !eligible.contains(&key) {
+        return Err(format!(
+            "{} is not a genesis validator: peers admit only those",
+            hex::encode_upper(key)
+        ));
+    }
     if power == 0 {
         if !members.contains_key(&key) {
             return Err(format!("{} is not a validator", hex::encode_upper(key)));
@@ -487,6 +541,14 @@ fn admit_update(
 }
 
 impl KvStore {
+    /// `tx` as a validator update, when this chain takes them.
+    fn validator_tx(&self, tx: &[u8]) -> Option<Result<([u8; 32], u64), String>> {
+        if self.eligible.is_empty() {
+            return None;
+        }
+        parse_validator_tx(tx)
+    }
+
     /// The validator set as committed: public key to power.
     fn members(&self) -> Result<std::collections::BTreeMap<[u8; 32], u64>, AppError> {
         let mut members = std::collections::BTreeMap::new();

@@ -178,8 +178,9 @@ fn genesis_state_and_queries_the_store_cannot_answer() {
     assert_eq!(code(app.query(old).unwrap().code), CODE_UNSUPPORTED);
 }
 
-/// CometBFT's `val=` transactions: updates FinalizeBlock returns while the set stays valid,
-/// one per key (its last power), error codes otherwise, members durable at commit.
+/// CometBFT's `val=` transactions: on a chain whose genesis opts in, updates of the genesis
+/// validators' keys while the set stays valid, one per key whose power the block changed,
+/// error codes otherwise, members durable at commit; elsewhere an ordinary write.
 #[test]
 fn validator_transactions_become_updates_while_the_set_stays_valid() {
     use base64::Engine as _;
@@ -190,80 +191,81 @@ fn validator_transactions_become_updates_while_the_set_stays_valid() {
         let b64 = base64::engine::general_purpose::STANDARD.encode([i; 32]);
         format!("val=ed25519!{b64}!{power}")
     };
-    let dir = tempfile::tempdir().unwrap();
-    let mut app = KvStore::open(dir.path()).unwrap();
-    let mut genesis = request::InitChain {
+    let genesis = |app_state: &str| {
+        request::InitChain {
         time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
         chain_id: "bulwark-test".into(),
         consensus_params: serde_json::from_str::<consensus::Params>(
             r#"{"block":{"max_bytes":"22020096","max_gas":"-1"},"evidence":{"max_age_num_blocks":"100000","max_age_duration":"172800000000000","max_bytes":"1048576"},"validator":{"pub_key_types":["ed25519"]},"version":{"app":"0"}}"#,
         )
         .unwrap(),
-        validators: vec![],
-        app_state_bytes: Bytes::new(),
-        initial_height: 1u32.into(),
-    };
-    genesis.validators = (1..=2)
-        .map(|i| validator::Update {
-            pub_key: key(i),
-            power: 10u32.into(),
-        })
-        .collect();
-    app.init_chain(genesis).unwrap();
-    let check = |app: &KvStore, t: &str| {
-        code(
-            app.check_tx(request::CheckTx {
-                tx: Bytes::from(t.to_string()),
-                kind: request::CheckTxKind::New,
+        validators: (1..=2)
+            .map(|i| validator::Update {
+                pub_key: key(i),
+                power: 10u32.into(),
             })
-            .unwrap()
-            .code,
-        )
+            .collect(),
+        app_state_bytes: Bytes::from(app_state.to_string()),
+        initial_height: 1u32.into(),
+    }
     };
-    assert_eq!(check(&app, &tx(3, 5)), 0);
-    assert_eq!(
-        check(&app, &tx(3, 0)),
-        CODE_BAD_VALIDATOR_UPDATE,
-        "not a member"
-    );
-    assert_eq!(
-        check(&app, "val=secp256k1!AAAA!1"),
-        CODE_BAD_VALIDATOR_UPDATE
-    );
-    assert_eq!(
-        check(&app, "val=ed25519!AAAA!1"),
-        CODE_BAD_VALIDATOR_UPDATE,
-        "31 bytes"
-    );
-    assert_eq!(
-        check(&app, &tx(3, 5).replace("!5", "!-5")),
-        CODE_BAD_VALIDATOR_UPDATE
-    );
+    let check = |app: &KvStore, t: &str| {
+        let tx = Bytes::from(t.to_string());
+        let kind = request::CheckTxKind::New;
+        code(app.check_tx(request::CheckTx { tx, kind }).unwrap().code)
+    };
+    let bad = CODE_BAD_VALIDATOR_UPDATE;
+    // Without the genesis's opt-in, `val=...` is an ordinary write: no update.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let mut plain = KvStore::open(plain_dir.path()).unwrap();
+    plain.init_chain(genesis("{}")).unwrap();
+    let out = plain.finalize_block(finalize(1, &[&tx(1, 0)])).unwrap();
+    assert!(out.validator_updates.is_empty());
+    assert_eq!(code(out.tx_results[0].code), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = KvStore::open(dir.path()).unwrap();
+    assert!(app
+        .init_chain(genesis(r#"{"validator_updates": "anyone"}"#))
+        .is_err());
+    app.init_chain(genesis(r#"{"validator_updates": "genesis-validators"}"#))
+        .unwrap();
+    assert_eq!(check(&app, &tx(1, 5)), 0);
+    assert_eq!(check(&app, &tx(3, 5)), bad, "not a genesis validator");
+    assert_eq!(check(&app, &tx(3, 0)), bad, "not a member");
+    assert_eq!(check(&app, "val=secp256k1!AAAA!1"), bad);
+    assert_eq!(check(&app, "val=ed25519!AAAA!1"), bad, "3 bytes");
+    assert_eq!(check(&app, &tx(1, 5).replace("!5", "!-5")), bad);
     let block = [
-        tx(3, 5),          // a newcomer
-        tx(3, 7),          // the same key again: its last power wins
-        tx(1, 0),          // a removal
-        tx(2, 0),          // another: 3 remains
-        tx(3, 0),          // the last member: refused
+        tx(1, 25),         // a raise
+        tx(1, 30),         // the same key again: its last power counts
+        tx(2, 0),          // a removal
+        tx(1, 0),          // the last member: refused
         tx(9, 0),          // never a member: refused
+        tx(2, 5),          // a genesis validator back
+        tx(2, 0),          // and gone again: one removal in all
         "k=v".to_string(), // an ordinary write beside them
     ];
     let txs: Vec<&str> = block.iter().map(String::as_str).collect();
     let out = app.finalize_block(finalize(1, &txs)).unwrap();
     let codes: Vec<u32> = out.tx_results.iter().map(|r| code(r.code)).collect();
-    let bad = CODE_BAD_VALIDATOR_UPDATE;
-    assert_eq!(codes, vec![0, 0, 0, 0, bad, bad, 0], "{out:?}");
+    assert_eq!(codes, vec![0, 0, 0, bad, bad, 0, 0, 0], "{out:?}");
     let updates: Vec<(PublicKey, u64)> = out
         .validator_updates
         .iter()
         .map(|u| (u.pub_key, u.power.value()))
         .collect();
-    assert_eq!(updates, vec![(key(3), 7), (key(1), 0), (key(2), 0)]);
+    assert_eq!(updates, vec![(key(1), 30), (key(2), 0)]);
     app.commit().unwrap();
-    // Durable: the last member cannot go, after a reopen too.
+    // Joined and left within one block: no update at all.
+    let out = app
+        .finalize_block(finalize(2, &[&tx(2, 5), &tx(2, 0)]))
+        .unwrap();
+    assert!(out.validator_updates.is_empty(), "{out:?}");
+    app.commit().unwrap();
+    // Durable, after a reopen too.
     drop(app);
     let app = KvStore::open(dir.path()).unwrap();
-    assert_eq!(check(&app, &tx(3, 0)), bad, "the last validator");
-    assert_eq!(check(&app, &tx(1, 0)), bad, "removed already");
-    assert_eq!(check(&app, &tx(3, 1)), 0);
+    assert_eq!(check(&app, &tx(1, 0)), bad, "the last validator");
+    assert_eq!(check(&app, &tx(2, 0)), bad, "removed already");
+    assert_eq!(check(&app, &tx(2, 1)), 0, "a genesis validator may return");
 }

@@ -53,18 +53,24 @@ pub fn assemble(args: &AssembleArgs) -> Result<ExitCode> {
         .iter()
         .map(|p| ceremony::read_enrollment(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let genesis = ceremony::assemble(&args.chain_name, &enrollments, &policy, ceremony::now())
-        .map_err(|e| match e {
-            ceremony::CeremonyError::Enrollment { index, .. } => anyhow::anyhow!(
-                "{}: {e}",
-                args.enrollment
-                    .get(index)
-                    .map(PathBuf::as_path)
-                    .unwrap_or(Path::new("?"))
-                    .display()
-            ),
-            other => other.into(),
-        })?;
+    let genesis = ceremony::assemble(
+        &args.chain_name,
+        &enrollments,
+        &policy,
+        ceremony::now(),
+        serde_json::json!({}),
+    )
+    .map_err(|e| match e {
+        ceremony::CeremonyError::Enrollment { index, .. } => anyhow::anyhow!(
+            "{}: {e}",
+            args.enrollment
+                .get(index)
+                .map(PathBuf::as_path)
+                .unwrap_or(Path::new("?"))
+                .display()
+        ),
+        other => other.into(),
+    })?;
     let text = serde_json::to_string_pretty(&genesis)?;
     std::fs::write(&args.out, text + "\n")
         .with_context(|| format!("writing {}", args.out.display()))?;

@@ -357,10 +357,9 @@ pub enum Launch {
 
 fn validator_key(priv_key: PrivateKey) -> Result<PrivValidatorKey, HomeError> {
     let pub_key = priv_key.public_key();
-    let ed = pub_key.ed25519().ok_or_else(|| HomeError::Invalid {
-        path: "priv_validator_key.json".into(),
-        reason: "not an ed25519 key".into(),
-    })?;
+    let ed = pub_key
+        .ed25519()
+        .ok_or_else(|| invalid("priv_validator_key.json", "not an ed25519 key"))?;
     Ok(PrivValidatorKey {
         address: account::Id::from(ed),
         pub_key,
@@ -378,10 +377,7 @@ fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), HomeError>
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| HomeError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        std::fs::create_dir_all(dir).map_err(|source| io_error(dir.to_path_buf(), source))?;
     }
     let mut options = std::fs::OpenOptions::new();
     options
@@ -393,18 +389,10 @@ fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), HomeError>
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             return Err(HomeError::Exists(path.to_path_buf()))
         }
-        Err(source) => {
-            return Err(HomeError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        }
+        Err(source) => return Err(io_error(path.to_path_buf(), source)),
     };
     file.write_all(contents.as_bytes())
-        .map_err(|source| HomeError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
+        .map_err(|source| io_error(path.to_path_buf(), source))
 }
 
 /// Whether this build has the simulated PSP (the `simulated-psp` feature). Decided by this
@@ -426,15 +414,17 @@ pub const SIMULATED_CHIP: &str = "simulated_chip";
 /// each node gets a simulated chip, makes its identity inside (sealed, never in plaintext on
 /// disk) and enrols; the genesis is assembled from the enrollments, its chain id
 /// self-certifying, and written to every home.
-fn ceremony_homes(homes: &[(PathBuf, NodeConfig)], chain_name: &str) -> Result<(), HomeError> {
+fn ceremony_homes(
+    homes: &[(PathBuf, NodeConfig)],
+    chain_name: &str,
+    app_state: serde_json::Value,
+) -> Result<(), HomeError> {
     let measurement = simulated_measurement()?;
     let mut enrollments = Vec::new();
     for (home, config) in homes {
         let cfg = home.join("config");
-        let toml = toml::to_string_pretty(config).map_err(|e| HomeError::Invalid {
-            path: cfg.join("config.toml"),
-            reason: e.to_string(),
-        })?;
+        let toml = toml::to_string_pretty(config)
+            .map_err(|e| invalid(cfg.join("config.toml"), e.to_string()))?;
         write_new(&cfg.join("config.toml"), &toml, false)?;
         let mut chip = [0u8; 32];
         getrandom::getrandom(&mut chip).map_err(|e| HomeError::Io {
@@ -457,13 +447,12 @@ fn ceremony_homes(homes: &[(PathBuf, NodeConfig)], chain_name: &str) -> Result<(
         &enrollments,
         &development_policy()?,
         ceremony::now(),
+        app_state,
     )?;
     for (home, _) in homes {
         let path = home.join("config/genesis.json");
-        let text = serde_json::to_string_pretty(&genesis).map_err(|e| HomeError::Invalid {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let text = serde_json::to_string_pretty(&genesis)
+            .map_err(|e| invalid(path.clone(), e.to_string()))?;
         write_new(&path, &text, false)?;
     }
     Ok(())
@@ -477,20 +466,17 @@ pub fn testnet(
     validators: usize,
     chain_name: &str,
     base_port: u16,
+    app_state: serde_json::Value,
 ) -> Result<Vec<PathBuf>, HomeError> {
     if validators == 0 {
-        return Err(HomeError::Invalid {
-            path: output.to_path_buf(),
-            reason: "a testnet needs at least one validator".into(),
-        });
+        return Err(invalid(
+            output.to_path_buf(),
+            "a testnet needs at least one validator",
+        ));
     }
     let port = |i: usize, offset: u16| -> Result<u16, HomeError> {
-        u16::try_from(usize::from(base_port) + 10 * i + usize::from(offset)).map_err(|_| {
-            HomeError::Invalid {
-                path: output.to_path_buf(),
-                reason: "ports beyond 65535".into(),
-            }
-        })
+        u16::try_from(usize::from(base_port) + 10 * i + usize::from(offset))
+            .map_err(|_| invalid(output.to_path_buf(), "ports beyond 65535"))
     };
     let mut homes = Vec::new();
     for i in 0..validators {
@@ -510,13 +496,27 @@ pub fn testnet(
     }
     #[cfg(feature = "simulated-psp")]
     {
-        ceremony_homes(&homes, chain_name)?;
+        ceremony_homes(&homes, chain_name, app_state)?;
         Ok(homes.into_iter().map(|(h, _)| h).collect())
     }
     #[cfg(not(feature = "simulated-psp"))]
     {
-        let _ = (homes, chain_name);
+        let _ = (homes, chain_name, app_state);
         Err(HomeError::ProductionBuild("a testnet's ceremony"))
+    }
+}
+
+fn io_error(path: impl Into<PathBuf>, source: std::io::Error) -> HomeError {
+    HomeError::Io {
+        path: path.into(),
+        source,
+    }
+}
+
+fn invalid(path: impl Into<PathBuf>, reason: impl Into<String>) -> HomeError {
+    HomeError::Invalid {
+        path: path.into(),
+        reason: reason.into(),
     }
 }
 
@@ -527,6 +527,7 @@ pub fn init(home: &Path, chain_name: &str) -> Result<(), HomeError> {
         ceremony_homes(
             &[(home.to_path_buf(), NodeConfig::new("node", 26656, 26657))],
             chain_name,
+            serde_json::json!({}),
         )
     }
     #[cfg(not(feature = "simulated-psp"))]
@@ -556,15 +557,10 @@ pub fn simulated_measurement() -> Result<[u8; 48], HomeError> {
     use sha2::Digest;
     let exe = match MEASURED_AS.get() {
         Some(exe) => exe.clone(),
-        None => std::env::current_exe().map_err(|source| HomeError::Io {
-            path: PathBuf::from("(current executable)"),
-            source,
-        })?,
+        None => std::env::current_exe()
+            .map_err(|source| io_error(PathBuf::from("(current executable)"), source))?,
     };
-    let bytes = std::fs::read(&exe).map_err(|source| HomeError::Io {
-        path: exe.clone(),
-        source,
-    })?;
+    let bytes = std::fs::read(&exe).map_err(|source| io_error(exe.clone(), source))?;
     Ok(sha2::Sha384::digest(&bytes).into())
 }
 
@@ -624,9 +620,11 @@ fn simulated_source(
         None => match hex_file::<32>(&dir.join("config").join(SIMULATED_CHIP))? {
             Some(chip) => chip,
             None => {
-                let node_public = node_public.ok_or_else(|| HomeError::Invalid {
-                    path: dir.join("config").join(SIMULATED_CHIP),
-                    reason: "missing: a simulated node needs its chip".into(),
+                let node_public = node_public.ok_or_else(|| {
+                    invalid(
+                        dir.join("config").join(SIMULATED_CHIP),
+                        "missing: a simulated node needs its chip",
+                    )
                 })?;
                 sha2::Sha256::digest([b"bulwark simulated chip".as_slice(), node_public].concat())
                     .into()
@@ -656,15 +654,9 @@ fn hex_file<const N: usize>(path: &Path) -> Result<Option<[u8; N]>, HomeError> {
             .ok()
             .and_then(|b| b.try_into().ok())
             .map(Some)
-            .ok_or_else(|| HomeError::Invalid {
-                path: path.to_path_buf(),
-                reason: format!("not {} hex digits", 2 * N),
-            }),
+            .ok_or_else(|| invalid(path.to_path_buf(), format!("not {} hex digits", 2 * N))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(HomeError::Io {
-            path: path.to_path_buf(),
-            source,
-        }),
+        Err(source) => Err(io_error(path.to_path_buf(), source)),
     }
 }
 
@@ -675,10 +667,7 @@ fn read(path: PathBuf, max: u64) -> Result<(PathBuf, String), HomeError> {
     let mut text = String::new();
     let result = std::fs::File::open(&path).and_then(|f| f.take(max + 1).read_to_string(&mut text));
     match result {
-        Ok(_) if text.len() as u64 > max => Err(HomeError::Invalid {
-            path,
-            reason: format!("larger than {max} bytes"),
-        }),
+        Ok(_) if text.len() as u64 > max => Err(invalid(path, format!("larger than {max} bytes"))),
         Ok(_) => Ok((path, text)),
         Err(source) => Err(HomeError::Io { path, source }),
     }
@@ -708,10 +697,6 @@ impl PublicHome {
     /// Loads and checks a home's config and genesis; the genesis's chain id must certify it.
     pub fn load(dir: &Path) -> Result<PublicHome, HomeError> {
         let cfg = dir.join("config");
-        let invalid = |path: &Path, reason: String| HomeError::Invalid {
-            path: path.to_path_buf(),
-            reason,
-        };
         let (p, s) = read(cfg.join("config.toml"), MAX_CONFIG_FILE)?;
         let config: NodeConfig = toml::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
         config.check().map_err(|e| invalid(&p, e))?;
@@ -719,10 +704,10 @@ impl PublicHome {
         let genesis: Genesis<serde_json::Value> =
             serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
         if genesis.validators.is_empty() {
-            return Err(invalid(&p, "no validators".into()));
+            return Err(invalid(&p, "no validators"));
         }
         if genesis.initial_height < 1 {
-            return Err(invalid(&p, "initial_height must be at least 1".into()));
+            return Err(invalid(&p, "initial_height must be at least 1"));
         }
         let document: serde_json::Value =
             serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
@@ -740,8 +725,7 @@ impl PublicHome {
         let attestation = section.attestation.ok_or_else(|| {
             invalid(
                 &p,
-                "no \"attestation\" section: a Bulwark network states which evidence it admits"
-                    .into(),
+                "no \"attestation\" section: a Bulwark network states which evidence it admits",
             )
         })?;
         if attestation.trust == Trust::Simulated && !SIMULATED_PSP {
@@ -750,7 +734,7 @@ impl PublicHome {
         if attestation.measurements == Measurements::Any {
             return Err(invalid(
                 &p,
-                "attestation.measurements must list the allowed measurements".into(),
+                "attestation.measurements must list the allowed measurements",
             ));
         }
         Ok(PublicHome {
@@ -781,10 +765,6 @@ impl Home {
             genesis_document,
         } = PublicHome::load(dir)?;
         let cfg = dir.join("config");
-        let invalid = |path: &Path, reason: String| HomeError::Invalid {
-            path: path.to_path_buf(),
-            reason,
-        };
         let sealed_path = cfg.join(ceremony::SEALED_IDENTITY);
         let plaintext_path = cfg.join("priv_validator_key.json");
         let (validator_key, node_key) = if sealed_path.exists() {
@@ -815,11 +795,11 @@ impl Home {
             let validator_key: PrivValidatorKey =
                 serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
             if validator_key.priv_key.public_key() != validator_key.pub_key {
-                return Err(invalid(&p, "pub_key does not belong to priv_key".into()));
+                return Err(invalid(&p, "pub_key does not belong to priv_key"));
             }
             if validator_key.pub_key.ed25519().map(account::Id::from) != Some(validator_key.address)
             {
-                return Err(invalid(&p, "address does not belong to pub_key".into()));
+                return Err(invalid(&p, "address does not belong to pub_key"));
             }
             let (p, s) = read(cfg.join("node_key.json"), MAX_CONFIG_FILE)?;
             let node_key: NodeKey =

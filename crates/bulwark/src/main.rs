@@ -97,7 +97,14 @@ enum Command {
         /// P2P port of node0; node i uses base + 10i (p2p) and base + 10i + 1 (RPC).
         #[arg(long, default_value_t = 26656)]
         base_port: u16,
+        /// The genesis's `app_state` (JSON).
+        #[arg(long, default_value = "{}", value_parser = parse_json)]
+        app_state: serde_json::Value,
     },
+}
+
+fn parse_json(text: &str) -> Result<serde_json::Value, String> {
+    serde_json::from_str(text).map_err(|e| e.to_string())
 }
 
 /// Arguments of `bulwark node-config`.
@@ -296,7 +303,8 @@ fn main() -> ExitCode {
             output,
             chain_name,
             base_port,
-        } => bulwark::home::testnet(&output, validators, &chain_name, base_port)
+            app_state,
+        } => bulwark::home::testnet(&output, validators, &chain_name, base_port, app_state)
             .map(|homes| {
                 for h in homes {
                     println!("{}", h.display());

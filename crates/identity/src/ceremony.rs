@@ -203,14 +203,15 @@ pub fn read_measurements(path: &Path) -> Result<Vec<HexBytes<48>>, CeremonyError
 }
 
 /// Builds the genesis of chain `chain_name` from verified enrollments: validators in the order
-/// given (power [`POWER`], named by moniker), the policy as `attestation`, the enrollments as
-/// `enrollments`, and the self-certifying chain id. Every enrollment must verify under
-/// `policy` at `now`.
+/// given (power [`POWER`], named by moniker), the application's `app_state`, the policy as
+/// `attestation`, the enrollments as `enrollments`, and the self-certifying chain id. Every
+/// enrollment must verify under `policy` at `now`.
 pub fn assemble(
     chain_name: &str,
     enrollments: &[Enrollment],
     policy: &Policy,
     now: u64,
+    app_state: Value,
 ) -> Result<Value, CeremonyError> {
     if enrollments.is_empty() {
         return Err(CeremonyError::NoEnrollments);
@@ -251,7 +252,7 @@ pub fn assemble(
         consensus_params: bulwark_types::genesis::default_consensus_params(),
         validators,
         app_hash: Default::default(),
-        app_state: serde_json::json!({}),
+        app_state,
     };
     let genesis_error = |e: serde_json::Error| CeremonyError::Genesis(e.to_string());
     let mut doc = serde_json::to_value(&genesis).map_err(genesis_error)?;
@@ -495,7 +496,7 @@ mod tests {
             .map(|i| enrolled(dir, i, "alpha", &mut psp))
             .collect();
         let policy = Policy::strict(Trust::Simulated, Measurements::OneOf(vec![HexBytes(M)]));
-        let g = assemble("alpha", &es, &policy, now()).unwrap();
+        let g = assemble("alpha", &es, &policy, now(), serde_json::json!({})).unwrap();
         (es, policy, g)
     }
 
@@ -539,14 +540,26 @@ mod tests {
             "alpha",
             &mut SimulatedPsp::new([1; 32], [6; 48]),
         );
-        match assemble("alpha", &[es[0].clone(), other], &policy, now()) {
+        match assemble(
+            "alpha",
+            &[es[0].clone(), other],
+            &policy,
+            now(),
+            serde_json::json!({}),
+        ) {
             Err(CeremonyError::Enrollment { index, check, .. }) => {
                 assert_eq!((index, check), (1, "measurement"))
             }
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            assemble("alpha", &[es[0].clone(), es[0].clone()], &policy, now()),
+            assemble(
+                "alpha",
+                &[es[0].clone(), es[0].clone()],
+                &policy,
+                now(),
+                serde_json::json!({})
+            ),
             Err(CeremonyError::DuplicateKey(_))
         ));
     }

@@ -1798,7 +1798,7 @@ impl Engine {
                 .collect(),
             height: block::Height::try_from(height).map_err(|e| EngineError::Wal(e.to_string()))?,
             time,
-            next_validators_hash: self.state.validator_infos.hash(),
+            next_validators_hash: self.state.next_validator_infos.hash(),
             proposer_address: self.address,
         })?;
         // An application may return more than it was given room for: never beyond the budget.
