@@ -506,6 +506,7 @@ pub fn testnet(
     }
 }
 
+#[cfg_attr(not(feature = "simulated-psp"), allow(dead_code))]
 fn io_error(path: impl Into<PathBuf>, source: std::io::Error) -> HomeError {
     HomeError::Io {
         path: path.into(),

@@ -241,7 +241,13 @@ impl ChainState {
             .consensus_params
             .block
             .max_bytes
-            .saturating_sub(block_overhead(self.validator_infos.validators().len()));
+            // The last commit carries the last set's signatures, which may outnumber ours.
+            .saturating_sub(block_overhead(
+                self.validator_infos
+                    .validators()
+                    .len()
+                    .max(self.last_validator_infos.validators().len()),
+            ));
         configured.min(i64::try_from(room).unwrap_or(i64::MAX))
     }
 

@@ -280,6 +280,11 @@ impl ValidatorSet {
         self.proposer
     }
 
+    /// The proposer of `round` of this height (CometBFT's `CopyIncrementProposerPriority`).
+    pub fn proposer_in_round(&self, round: Round) -> ValidatorIndex {
+        ProposerSchedule::new(self).proposer(round)
+    }
+
     /// The set of the next height when the membership does not change (CometBFT:
     /// `state.NextValidators.Copy().IncrementProposerPriority(1)`).
     pub fn next_height(&self) -> ValidatorSet {

@@ -361,6 +361,46 @@ impl Tree {
         }
     }
 
+    /// The keys with `start <= key < end` (to the last key if `end` is `None`), in order,
+    /// at most `limit` of them and, past the first, no more than about `max_bytes` of keys:
+    /// a scan in bounded steps that never copies values.
+    pub fn range_keys(
+        &self,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Vec<u8>>, KvError> {
+        let mut keys = Vec::new();
+        let mut bytes = 0usize;
+        let mut take = |k: &[u8]| -> bool {
+            if keys.len() >= limit || (bytes >= max_bytes && !keys.is_empty()) {
+                return false;
+            }
+            bytes = bytes.saturating_add(k.len());
+            keys.push(k.to_vec());
+            true
+        };
+        match &self.backend {
+            TreeBackend::Sled(t) => {
+                let upper = match end {
+                    Some(e) => std::ops::Bound::Excluded(e),
+                    None => std::ops::Bound::Unbounded,
+                };
+                for entry in t.range::<&[u8], _>((std::ops::Bound::Included(start), upper)) {
+                    let (k, _) = entry.map_err(|e| sled_error(&self.path, e))?;
+                    if !take(&k) {
+                        break;
+                    }
+                }
+            }
+            TreeBackend::Memory { db, name } => {
+                db.visit_keys(&self.path, name, start, end, &mut take)?;
+            }
+        }
+        Ok(keys)
+    }
+
     /// How many entries it holds.
     pub fn len(&self) -> Result<usize, KvError> {
         match &self.backend {

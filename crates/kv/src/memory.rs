@@ -218,6 +218,28 @@ impl MemDb {
         }))
     }
 
+    /// Calls `take` with each key in range, in order, until it says stop.
+    pub(crate) fn visit_keys(
+        &self,
+        path: &Path,
+        tree: &str,
+        start: &[u8],
+        end: Option<&[u8]>,
+        take: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<(), KvError> {
+        use std::ops::Bound;
+        let s = self.live(path)?;
+        let upper = end.map_or(Bound::Unbounded, Bound::Excluded);
+        if let Some(t) = s.current.get(tree) {
+            for (k, _) in t.range::<[u8], _>((Bound::Included(start), upper)) {
+                if !take(k) {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn len(&self, path: &Path, tree: &str) -> Result<usize, KvError> {
         let s = self.live(path)?;
         Ok(s.current.get(tree).map_or(0, BTreeMap::len))

@@ -42,6 +42,19 @@ fn exercise(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
         keys(a.range(b"k7\0", None, 10).unwrap()),
         vec![b"k9".to_vec()]
     );
+    assert_eq!(
+        a.range_keys(b"k3", Some(b"k7"), 10, 1 << 20).unwrap(),
+        vec![b"k5".to_vec(), b"k6".to_vec()]
+    );
+    assert_eq!(
+        a.range_keys(b"k", None, 10, 3).unwrap(),
+        vec![b"k2".to_vec(), b"k5".to_vec()],
+        "past the first key, no more than about max_bytes"
+    );
+    assert_eq!(
+        a.range_keys(b"k", None, 10, 0).unwrap(),
+        vec![b"k2".to_vec()]
+    );
     for k in [&b"k5"[..], b"k6", b"k7"] {
         a.remove(k).unwrap();
     }

@@ -143,8 +143,15 @@ fn in_progress(engine: &Engine) -> InProgress {
         .iter()
         .find(|r| r.round.0 == round)
         .and_then(|r| r.proposal);
-    // The proposer of the current round; asking the core moves nothing it decides with.
-    let index = core.clone().proposer(Round(round)).map(|i| i.as_usize());
+    // The proposer of the current round, from the height's set (not the core, whose clone
+    // would copy every vote).
+    let index = Some(
+        engine
+            .state()
+            .validators
+            .proposer_in_round(Round(round))
+            .as_usize(),
+    );
     let proposer = index
         .and_then(|i| set.validators().get(i).map(|v| (i, v)))
         .map_or(

@@ -19,16 +19,27 @@ use std::collections::BTreeMap;
 use tendermint_rpc::endpoint;
 use tendermint_rpc::response_error::ResponseError;
 
-/// One published event: its `data` (type and value) and the map queries match.
+/// One published event: its `data` (type and value), serialized once however many
+/// subscriptions receive it, and the composite-key map queries match.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Published {
-    /// `{"type": "tendermint/event/…", "value": …}`.
-    pub data: Value,
+    /// `{"type": "tendermint/event/…", "value": …}`, as JSON text.
+    pub data: String,
     /// Composite key to values.
     pub events: BTreeMap<String, Vec<String>>,
+    /// `events` as JSON text.
+    events_json: String,
 }
 
 impl Published {
+    fn new(data: Value, events: BTreeMap<String, Vec<String>>) -> Published {
+        Published {
+            data: data.to_string(),
+            events_json: serde_json::to_string(&events).unwrap_or_else(|_| "{}".into()),
+            events,
+        }
+    }
+
     /// Whether `query` matches it.
     pub fn matches(&self, query: &Query) -> bool {
         let pairs: Vec<(&str, &str)> = self
@@ -39,13 +50,20 @@ impl Published {
         query.matches(&pairs)
     }
 
-    /// The message a subscription with `id` and `query` receives.
-    pub fn message(&self, id: &Value, query: &Query) -> Value {
-        json!({
-            "jsonrpc": "2.0",
-            "id": id,
-            "result": {"query": query.to_string(), "data": self.data, "events": self.events},
-        })
+    /// The message a subscription with `id` and `query` receives, as JSON text.
+    pub fn message(&self, id: &Value, query: &Query) -> String {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":{},"result":{{"query":{},"data":{},"events":{}}}}}"#,
+            id,
+            Value::String(query.to_string()),
+            self.data,
+            self.events_json,
+        )
+    }
+
+    /// Bytes it holds, about.
+    pub fn size(&self) -> usize {
+        self.data.len() + 2 * self.events_json.len()
     }
 }
 
@@ -136,22 +154,22 @@ pub fn of_height(blocks: &BlockStore, height: u64) -> Result<Vec<Published>, Res
     let mut header = json!({"header": to_value(&block.header)?});
     cometbft::header(&mut header);
     let mut published = vec![
-        Published {
-            data: json!({"type": "tendermint/event/NewBlock", "value": new_block}),
-            events: with_kind("NewBlock"),
-        },
-        Published {
-            data: json!({"type": "tendermint/event/NewBlockHeader", "value": header}),
-            events: with_kind("NewBlockHeader"),
-        },
-        Published {
-            data: json!({"type": "tendermint/event/NewBlockEvents", "value": {
+        Published::new(
+            json!({"type": "tendermint/event/NewBlock", "value": new_block}),
+            with_kind("NewBlock"),
+        ),
+        Published::new(
+            json!({"type": "tendermint/event/NewBlockHeader", "value": header}),
+            with_kind("NewBlockHeader"),
+        ),
+        Published::new(
+            json!({"type": "tendermint/event/NewBlockEvents", "value": {
                 "height": height.to_string(),
                 "events": rendered["finalize_block_events"].clone(),
                 "num_txs": txs.len().to_string(),
             }}),
-            events: with_kind("NewBlockEvents"),
-        },
+            with_kind("NewBlockEvents"),
+        ),
     ];
     for ((index, tx), (result, value)) in txs
         .iter()
@@ -173,10 +191,10 @@ pub fn of_height(blocks: &BlockStore, height: u64) -> Result<Vec<Published>, Res
         if index > 0 {
             tx_result["index"] = json!(index);
         }
-        published.push(Published {
-            data: json!({"type": "tendermint/event/Tx", "value": {"TxResult": tx_result}}),
+        published.push(Published::new(
+            json!({"type": "tendermint/event/Tx", "value": {"TxResult": tx_result}}),
             events,
-        });
+        ));
     }
     if published.len() != txs.len() + 3 {
         return Err(internal(format!(

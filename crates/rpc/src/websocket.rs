@@ -35,8 +35,10 @@ pub const MAX_SUBSCRIPTIONS: usize = 5;
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heights a subscriber may fall behind before its subscriptions are cancelled.
 pub const MAX_LAG: u64 = 100;
-/// Rendered heights kept for connections that are a little behind.
+/// Rendered heights kept for connections that are a little behind, and about how many
+/// bytes of them (the latest is always kept).
 const RENDERED_KEPT: usize = 16;
+const RENDERED_BYTES: usize = 64 << 20;
 
 /// The events of recent heights, rendered once for every connection.
 #[derive(Default)]
@@ -59,7 +61,12 @@ impl Rendered {
         let events = Arc::new(of_height(blocks, height)?);
         if let Ok(mut kept) = self.0.lock() {
             kept.push_back((height, events.clone()));
-            while kept.len() > RENDERED_KEPT {
+            let bytes = |kept: &VecDeque<(u64, Arc<Vec<Published>>)>| -> usize {
+                kept.iter()
+                    .map(|(_, e)| e.iter().map(Published::size).sum::<usize>())
+                    .sum()
+            };
+            while kept.len() > 1 && (kept.len() > RENDERED_KEPT || bytes(&kept) > RENDERED_BYTES) {
                 kept.pop_front();
             }
         }
@@ -158,6 +165,18 @@ struct Connection {
 
 type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
 
+/// The sending half of a connection, each message within [`SEND_TIMEOUT`].
+struct Sender<'a> {
+    sink: &'a mut futures_util::stream::SplitSink<Socket, Message>,
+}
+
+impl Sender<'_> {
+    async fn send(&mut self, text: String) -> bool {
+        let send = self.sink.send(Message::text(text));
+        matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(())))
+    }
+}
+
 fn envelope(id: Value, answer: Result<Value, ResponseError>) -> Value {
     crate::envelope(id, answer)
 }
@@ -178,68 +197,71 @@ impl Connection {
     async fn run(mut self, socket: Socket) {
         let (mut sink, mut stream) = socket.split();
         loop {
-            let outgoing: Vec<Value> = tokio::select! {
+            let answer: Option<String> = tokio::select! {
                 message = stream.next() => match message {
-                    Some(Ok(Message::Text(text))) => vec![self.answer(text.as_str()).await],
-                    Some(Ok(Message::Binary(_))) => vec![envelope(Value::Null, Err(
+                    Some(Ok(Message::Text(text))) => Some(self.answer(text.as_str()).await.to_string()),
+                    Some(Ok(Message::Binary(_))) => Some(envelope(Value::Null, Err(
                         ResponseError::new(Code::InvalidRequest, Some("send JSON-RPC as text".into())),
-                    ))],
+                    )).to_string()),
                     Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                     // Pings are answered by the library when it next writes or flushes.
-                    Some(Ok(_)) => Vec::new(),
+                    Some(Ok(_)) => None,
                 },
                 changed = self.committed.changed(), if !self.subscriptions.is_empty() => {
                     if changed.is_err() {
                         return;
                     }
-                    self.published()
+                    None
                 },
             };
-            for message in outgoing {
-                let send = sink.send(Message::text(message.to_string()));
-                if !matches!(tokio::time::timeout(SEND_TIMEOUT, send).await, Ok(Ok(()))) {
+            let mut sender = Sender { sink: &mut sink };
+            if let Some(text) = answer {
+                if !sender.send(text).await {
                     return;
                 }
             }
-            if sink.flush().await.is_err() {
+            if !self.subscriptions.is_empty() && !self.publish(&mut sender).await {
+                return;
+            }
+            if !matches!(
+                tokio::time::timeout(SEND_TIMEOUT, sink.flush()).await,
+                Ok(Ok(()))
+            ) {
                 return;
             }
         }
     }
 
-    /// The messages of every height committed since the last call, for the subscriptions
-    /// they match; past [`MAX_LAG`], the cancellation of every subscription instead.
-    fn published(&mut self) -> Vec<Value> {
+    /// Sends the events of every height committed since the last call, one message at a time,
+    /// to the subscriptions they match; past [`MAX_LAG`], the cancellation of every
+    /// subscription instead. False when the client is gone or too slow.
+    async fn publish(&mut self, sender: &mut Sender<'_>) -> bool {
         let latest = *self.committed.borrow_and_update();
         if latest.saturating_sub(self.next_height) >= MAX_LAG {
             let cancelled =
                 "subscription was canceled (reason: client is not pulling messages fast enough)";
-            return self
-                .subscriptions
-                .drain(..)
-                .map(|s| {
-                    envelope(
-                        s.id,
-                        Err(ResponseError::new(
-                            Code::ServerError,
-                            Some(cancelled.into()),
-                        )),
-                    )
-                })
-                .collect();
+            for s in std::mem::take(&mut self.subscriptions) {
+                let error = ResponseError::new(Code::ServerError, Some(cancelled.into()));
+                if !sender.send(envelope(s.id, Err(error)).to_string()).await {
+                    return false;
+                }
+            }
+            return true;
         }
-        let mut out = Vec::new();
         while self.next_height <= latest {
             let height = self.next_height;
             self.next_height += 1;
             let events = match self.server.rendered.of(&self.server, height) {
                 Ok(events) => events,
                 Err(e) => {
-                    out.extend(
-                        self.subscriptions
-                            .iter()
-                            .map(|s| envelope(s.id.clone(), Err(e.clone()))),
-                    );
+                    for s in &self.subscriptions {
+                        if !sender
+                            .send(envelope(s.id.clone(), Err(e.clone())).to_string())
+                            .await
+                        {
+                            return false;
+                        }
+                    }
                     continue;
                 }
             };
@@ -249,11 +271,13 @@ impl Connection {
                     .iter()
                     .filter(|s| event.matches(&s.query))
                 {
-                    out.push(event.message(&s.id, &s.query));
+                    if !sender.send(event.message(&s.id, &s.query)).await {
+                        return false;
+                    }
                 }
             }
         }
-        out
+        true
     }
 
     /// The answer to one text message: a subscription call, or any other call as the HTTP

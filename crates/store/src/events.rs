@@ -33,8 +33,10 @@ pub enum Posting<'a> {
     KeyValue(&'a str, &'a str),
 }
 
-/// Entries read per step of a scan.
+/// Entries read per step of a scan, and about how many bytes of keys (a posting key holds
+/// its value, which an application may make large).
 const STEP: usize = 1024;
+const STEP_BYTES: usize = 4 << 20;
 
 #[derive(Debug, Clone)]
 pub(crate) struct EventTrees {
@@ -135,18 +137,21 @@ impl<T> Iterator for Scan<'_, T> {
     fn next(&mut self) -> Option<Self::Item> {
         if self.buffered.is_empty() {
             let start = self.next.take()?;
-            let entries = match self.tree.range(&start, self.end.as_deref(), STEP) {
-                Ok(entries) => entries,
+            let keys = match self
+                .tree
+                .range_keys(&start, self.end.as_deref(), STEP, STEP_BYTES)
+            {
+                Ok(keys) => keys,
                 Err(e) => return Some(Err(e.into())),
             };
-            if entries.len() == STEP {
-                self.next = entries.last().map(|(k, _)| {
-                    let mut k = k.clone();
-                    k.push(0);
-                    k
-                });
-            }
-            self.buffered = entries.into_iter().map(|(k, _)| k).collect();
+            // A step may stop at the byte bound: continue after its last key (an empty step
+            // ends the scan).
+            self.next = keys.last().map(|k| {
+                let mut k = k.clone();
+                k.push(0);
+                k
+            });
+            self.buffered = keys.into_iter().collect();
         }
         let key = self.buffered.pop_front()?;
         let parsed = key
