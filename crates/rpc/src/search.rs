@@ -10,6 +10,8 @@ use bulwark_node::chain::block_id;
 use bulwark_query::search::{matching_blocks, matching_txs, page_of, Search, SearchError};
 use bulwark_store::blocks::BlockStore;
 use bulwark_store::events::TxPosition;
+use bulwark_types::tendermint::abci::response;
+use bulwark_types::tendermint::block::Block;
 use bulwark_types::tendermint::{block, Hash};
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -20,19 +22,38 @@ fn refusal(e: SearchError) -> ResponseError {
     internal(e.to_string())
 }
 
+/// A height's block and results, decoded once for all the transactions of a page there.
+type Decoded = (u64, Block, response::FinalizeBlock);
+
 /// CometBFT's `tx` answer for the transaction at `at` (its hash known).
 pub(crate) fn tx_answer(
     blocks: &BlockStore,
-    (height, index): TxPosition,
+    at: TxPosition,
     hash: [u8; 32],
 ) -> Result<endpoint::tx::Response, ResponseError> {
+    tx_answer_from(blocks, at, hash, &mut None)
+}
+
+fn tx_answer_from(
+    blocks: &BlockStore,
+    (height, index): TxPosition,
+    hash: [u8; 32],
+    decoded: &mut Option<Decoded>,
+) -> Result<endpoint::tx::Response, ResponseError> {
+    if decoded.as_ref().is_none_or(|(h, _, _)| *h != height) {
+        let block = load_block_from(blocks, height)?;
+        *decoded = Some((height, block, load_results_from(blocks, height)?));
+    }
+    let Some((_, block, results)) = decoded.as_ref() else {
+        return Err(internal("no block decoded"));
+    };
     let found = |what: &str| internal(format!("{what} {index} of block {height} is not stored"));
-    let tx = load_block_from(blocks, height)?
+    let tx = block
         .data
         .get(index as usize)
         .ok_or_else(|| found("tx"))?
         .clone();
-    let tx_result = load_results_from(blocks, height)?
+    let tx_result = results
         .tx_results
         .get(index as usize)
         .ok_or_else(|| found("the result of tx"))?
@@ -47,6 +68,16 @@ pub(crate) fn tx_answer(
     })
 }
 
+/// The deadline, checked while a page is rendered too.
+fn in_time(deadline: Instant) -> Result<(), ResponseError> {
+    if Instant::now() > deadline {
+        return Err(internal(
+            "the deadline passed while the page was rendered: ask for smaller pages",
+        ));
+    }
+    Ok(())
+}
+
 /// `tx_search`, with CometBFT's answer.
 pub fn tx_search(
     blocks: &BlockStore,
@@ -55,12 +86,14 @@ pub fn tx_search(
 ) -> Result<Value, ResponseError> {
     let found = matching_txs(blocks, &search.query, deadline).map_err(refusal)?;
     let mut txs = Vec::new();
+    let mut decoded = None;
     for at in page_of(&found, search.page, search.per_page, search.descending).map_err(refusal)? {
+        in_time(deadline)?;
         let (hash, _) = blocks
             .indexed_tx(at)
             .map_err(store_error)?
             .ok_or_else(|| internal(format!("transaction {at:?} left the index")))?;
-        txs.push(tx_answer(blocks, at, hash)?);
+        txs.push(tx_answer_from(blocks, at, hash, &mut decoded)?);
     }
     to_value(&endpoint::tx_search::Response {
         txs,
@@ -79,6 +112,7 @@ pub fn block_search(
     for height in
         page_of(&found, search.page, search.per_page, search.descending).map_err(refusal)?
     {
+        in_time(deadline)?;
         let block = load_block_from(blocks, height)?;
         let (id, _) = block_id(&block).map_err(store_error)?;
         let mut value = to_value(&endpoint::block::Response {
