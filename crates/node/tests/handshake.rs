@@ -144,7 +144,8 @@ fn build_with(
 fn the_handshake_replays_each_block_with_its_last_commits_own_validators() {
     use base64::Engine as _;
     let key = SigningKey::from([12u8; 32]);
-    let g = genesis(&key);
+    let mut g = genesis(&key);
+    g.app_state = serde_json::json!({"validator_updates": "genesis-validators"});
     let (da, ds, db) = (
         tempfile::tempdir().unwrap(),
         tempfile::tempdir().unwrap(),
