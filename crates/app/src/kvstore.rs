@@ -30,6 +30,11 @@ pub const CODE_UNSUPPORTED: u32 = 3;
 /// Result code of a validator update that would leave an invalid set.
 pub const CODE_BAD_VALIDATOR_UPDATE: u32 = 4;
 
+/// A non-zero result code (every `CODE_*` here is).
+fn error_code(code: u32) -> Code {
+    Code::Err(code.try_into().unwrap_or(std::num::NonZeroU32::MIN))
+}
+
 /// The prefix of a validator update transaction (CometBFT's kvstore's).
 pub const VALIDATOR_PREFIX: &[u8] = b"val=";
 
@@ -276,11 +281,7 @@ impl Application for KvStore {
                     ..Default::default()
                 },
                 Err(log) => response::CheckTx {
-                    code: Code::Err(
-                        CODE_BAD_VALIDATOR_UPDATE
-                            .try_into()
-                            .unwrap_or(std::num::NonZeroU32::MIN),
-                    ),
+                    code: error_code(CODE_BAD_VALIDATOR_UPDATE),
                     log,
                     ..Default::default()
                 },
@@ -293,11 +294,7 @@ impl Application for KvStore {
                 ..Default::default()
             },
             None => response::CheckTx {
-                code: Code::Err(
-                    CODE_INVALID_FORMAT
-                        .try_into()
-                        .unwrap_or(std::num::NonZeroU32::MIN),
-                ),
+                code: error_code(CODE_INVALID_FORMAT),
                 log: "transactions are key=value with a non-empty key and value".into(),
                 ..Default::default()
             },
@@ -384,11 +381,7 @@ impl Application for KvStore {
                         }
                     }
                     Err(log) => ExecTxResult {
-                        code: Code::Err(
-                            CODE_BAD_VALIDATOR_UPDATE
-                                .try_into()
-                                .unwrap_or(std::num::NonZeroU32::MIN),
-                        ),
+                        code: error_code(CODE_BAD_VALIDATOR_UPDATE),
                         log,
                         ..Default::default()
                     },
@@ -410,11 +403,7 @@ impl Application for KvStore {
                     });
                 }
                 None => tx_results.push(ExecTxResult {
-                    code: Code::Err(
-                        CODE_INVALID_FORMAT
-                            .try_into()
-                            .unwrap_or(std::num::NonZeroU32::MIN),
-                    ),
+                    code: error_code(CODE_INVALID_FORMAT),
                     log: "malformed transaction".into(),
                     ..Default::default()
                 }),
@@ -570,11 +559,7 @@ impl KvStore {
         let height = block::Height::try_from(self.height).unwrap_or_default();
         // Height 0 in a query means "latest".
         let unsupported = |log: &str| response::Query {
-            code: Code::Err(
-                CODE_UNSUPPORTED
-                    .try_into()
-                    .unwrap_or(std::num::NonZeroU32::MIN),
-            ),
+            code: error_code(CODE_UNSUPPORTED),
             log: log.into(),
             height,
             ..Default::default()
@@ -595,11 +580,7 @@ impl KvStore {
                 ..Default::default()
             },
             Ok(None) => response::Query {
-                code: Code::Err(
-                    CODE_NOT_FOUND
-                        .try_into()
-                        .unwrap_or(std::num::NonZeroU32::MIN),
-                ),
+                code: error_code(CODE_NOT_FOUND),
                 key: request.data.clone(),
                 log: "does not exist".into(),
                 height,

@@ -11,6 +11,24 @@ use bulwark_types::tendermint::{account, consensus, Hash, Time};
 use bytes::Bytes;
 use common::{finalize, info, query};
 
+/// InitChain with `app_state` and `validators`, and CometBFT's default parameters.
+fn init_chain(
+    app_state: &str,
+    validators: Vec<bulwark_types::tendermint::validator::Update>,
+) -> request::InitChain {
+    request::InitChain {
+        time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
+        chain_id: "bulwark-test".into(),
+        consensus_params: serde_json::from_str::<consensus::Params>(
+            r#"{"block":{"max_bytes":"22020096","max_gas":"-1"},"evidence":{"max_age_num_blocks":"100000","max_age_duration":"172800000000000","max_bytes":"1048576"},"validator":{"pub_key_types":["ed25519"]},"version":{"app":"0"}}"#,
+        )
+        .unwrap(),
+        validators,
+        app_state_bytes: Bytes::from(app_state.to_string()),
+        initial_height: 1u32.into(),
+    }
+}
+
 fn code(c: Code) -> u32 {
     c.value()
 }
@@ -144,19 +162,7 @@ fn proposals_keep_to_the_byte_budget_and_reject_malformed_blocks() {
 fn genesis_state_and_queries_the_store_cannot_answer() {
     let dir = tempfile::tempdir().unwrap();
     let mut app = KvStore::open(dir.path()).unwrap();
-    let genesis = |state: &str| {
-        request::InitChain {
-        time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
-        chain_id: "bulwark-test".into(),
-        consensus_params: serde_json::from_str::<consensus::Params>(
-            r#"{"block":{"max_bytes":"22020096","max_gas":"-1"},"evidence":{"max_age_num_blocks":"100000","max_age_duration":"172800000000000","max_bytes":"1048576"},"validator":{"pub_key_types":["ed25519"]},"version":{"app":"0"}}"#,
-        )
-        .unwrap(),
-        validators: vec![],
-        app_state_bytes: Bytes::from(state.to_string()),
-        initial_height: 1u32.into(),
-    }
-    };
+    let genesis = |state: &str| init_chain(state, vec![]);
     assert!(matches!(
         app.init_chain(genesis(r#"{"a": 1}"#)),
         Err(AppError::Genesis(_))
@@ -192,22 +198,13 @@ fn validator_transactions_become_updates_while_the_set_stays_valid() {
         format!("val=ed25519!{b64}!{power}")
     };
     let genesis = |app_state: &str| {
-        request::InitChain {
-        time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
-        chain_id: "bulwark-test".into(),
-        consensus_params: serde_json::from_str::<consensus::Params>(
-            r#"{"block":{"max_bytes":"22020096","max_gas":"-1"},"evidence":{"max_age_num_blocks":"100000","max_age_duration":"172800000000000","max_bytes":"1048576"},"validator":{"pub_key_types":["ed25519"]},"version":{"app":"0"}}"#,
-        )
-        .unwrap(),
-        validators: (1..=2)
+        let validators = (1..=2)
             .map(|i| validator::Update {
                 pub_key: key(i),
                 power: 10u32.into(),
             })
-            .collect(),
-        app_state_bytes: Bytes::from(app_state.to_string()),
-        initial_height: 1u32.into(),
-    }
+            .collect();
+        init_chain(app_state, validators)
     };
     let check = |app: &KvStore, t: &str| {
         let tx = Bytes::from(t.to_string());
