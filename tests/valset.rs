@@ -1,10 +1,16 @@
-//! Validator-set updates on four real `bulwark` processes of a chain whose genesis opts in:
-//! the built-in kvstore's `val=` transactions (CometBFT's format) remove a validator and
-//! raise another's power; the change
-//! takes effect two heights after the block that carried it, every commit before and after
-//! verifies from genesis with the light-client verifier and each height's served set, the
-//! removed validator's signature leaves the commits while its node follows the chain, and a
-//! validator restarted after the change replays across it and signs again.
+//! Validator-set updates on real `bulwark` processes of chains whose genesis opts in: the
+//! built-in kvstore's `val=` transactions (CometBFT's format) change the set.
+//!
+//! - Four validators, full nodes refused: one is removed and another raised. The change takes
+//!   effect two heights after the block that carried it, every commit before and after
+//!   verifies from genesis with the light-client verifier and each height's served set, the
+//!   removed validator's signature leaves the commits and the others disconnect it (their
+//!   attested TLS refuses it from then on), and a validator restarted after the change
+//!   replays across it and signs again.
+//! - Four validators and a full node, attested full nodes admitted: the full node starts late,
+//!   block-syncs and serves RPC (the light-client verifier follows the chain through it); it
+//!   joins the set by its own key and signs; a removed validator stays connected as a full
+//!   node and follows the chain.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "shared/commits.rs"]
@@ -14,7 +20,8 @@ use base64::Engine as _;
 use commits::{commit_at, genesis_of, validators_at, verify_stored_commits};
 use harness::ports::testnet_block;
 use harness::process::{
-    bulwark_binary, rpc_addr, start, testnet_with_app_state, wait_for, Node, FAST_TIMEOUTS,
+    bulwark_binary, rpc_addr, start, testnet_with_app_state, testnet_with_args, wait_for, Node,
+    FAST_TIMEOUTS,
 };
 use harness::rpc::RpcClient;
 use serde_json::json;
@@ -27,6 +34,43 @@ fn val_tx(key: &[u8], power: u64) -> String {
 
 fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn latest(rpc: &mut RpcClient) -> u64 {
+    let status = rpc.call("status", json!({})).unwrap();
+    status["sync_info"]["latest_block_height"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn wait_for_all_but(nodes: &mut [Node], except: usize, height: u64) {
+    let mut others: Vec<&mut Node> = nodes
+        .iter_mut()
+        .enumerate()
+        .filter(|(i, _)| *i != except)
+        .map(|(_, n)| n)
+        .collect();
+    wait_for(&mut others, height, Duration::from_secs(120)).unwrap();
+}
+
+fn signers_at(rpc: &mut RpcClient, height: u64) -> Vec<String> {
+    commit_at(rpc, height)
+        .unwrap()
+        .commit
+        .signatures
+        .iter()
+        .filter_map(|s| s.validator_address().map(|a| a.to_string()))
+        .collect()
 }
 
 fn height_of(v: &serde_json::Value) -> u64 {
@@ -91,10 +135,7 @@ fn val_transactions_change_the_set_two_heights_later_and_the_light_client_follow
     }
     let (removal_at, raise_at) = (change_heights[0], change_heights[1]);
     let top = raise_at + 6;
-    {
-        let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
-        wait_for(&mut all, top, Duration::from_secs(120)).unwrap();
-    }
+    wait_for_all_but(&mut nodes, removed_node, top);
     let client = &mut rpc[via];
     // Each height's set, as served: the change two heights after its block.
     for h in 1..=top {
@@ -119,19 +160,30 @@ fn val_transactions_change_the_set_two_heights_later_and_the_light_client_follow
         "block {} names the changed set as the next-but-one's",
         removal_at + 1
     );
-    // The removed validator's node follows the chain without signing.
-    let latest = |rpc: &mut RpcClient| -> u64 {
-        let status = rpc.call("status", json!({})).unwrap();
-        status["sync_info"]["latest_block_height"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    let followed = latest(&mut rpc[removed_node]);
+    // The others disconnect the removed validator: no full nodes here, and their attested
+    // TLS refuses it from then on.
+    for i in (0..4).filter(|i| *i != removed_node) {
+        wait_until(Duration::from_secs(30), || {
+            rpc[i].call("net_info", json!({})).unwrap()["n_peers"] == "2"
+        });
+    }
+    let refusals = (0..4)
+        .filter(|i| *i != removed_node)
+        .filter(|i| {
+            nodes[*i]
+                .wait_for_peer_log("not_a_validator", Duration::from_secs(30))
+                .is_ok()
+        })
+        .count();
     assert!(
-        followed + 3 >= top,
-        "the removed node follows: at {followed}, top {top}"
+        refusals > 0,
+        "no node refused the removed validator's handshakes"
+    );
+    let stalled = latest(&mut rpc[removed_node]);
+    assert!(
+        stalled <= removal_at + 2,
+        "the removed node is cut off after its last height {}: at {stalled}",
+        removal_at + 1
     );
     // A validator restarted now replays across the change and signs again.
     let restarted = (0..4)
@@ -144,22 +196,121 @@ fn val_transactions_change_the_set_two_heights_later_and_the_light_client_follow
     nodes[restarted].stop_cleanly().unwrap();
     nodes[restarted] = start(&homes[restarted]).unwrap();
     let again = top + 12;
-    {
-        let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
-        wait_for(&mut all, again, Duration::from_secs(120)).unwrap();
-    }
-    let signed = commit_at(&mut rpc[via], again).unwrap();
-    let signers: Vec<String> = signed
-        .commit
-        .signatures
-        .iter()
-        .filter_map(|s| s.validator_address().map(|a| a.to_string()))
-        .collect();
+    wait_for_all_but(&mut nodes, removed_node, again);
+    let signers = signers_at(&mut rpc[via], again);
     assert!(
         signers.contains(&address),
         "the restarted validator signs again: {signers:?}"
     );
     assert!(!signers.contains(&removed), "{signers:?}");
     verify_stored_commits(&genesis, &mut rpc[restarted], again).unwrap();
+    drop(nodes);
+}
+
+#[test]
+fn a_full_node_syncs_serves_rpc_and_joins_the_set_and_a_removed_validator_stays_as_a_full_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = testnet_block(5).unwrap();
+    let args = [
+        "--validators",
+        "4",
+        "--full-nodes",
+        "1",
+        "--app-state",
+        r#"{"validator_updates": "any-key"}"#,
+    ];
+    let homes = testnet_with_args(
+        &bulwark_binary().unwrap(),
+        dir.path(),
+        5,
+        base,
+        FAST_TIMEOUTS,
+        &args,
+    )
+    .unwrap();
+    let genesis = genesis_of(&homes[0]).unwrap();
+    assert_eq!(
+        genesis.validators.len(),
+        4,
+        "the full node is not in the genesis"
+    );
+    let mut nodes: Vec<Node> = homes[..4].iter().map(|h| start(h).unwrap()).collect();
+    {
+        let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
+        wait_for(&mut all, 6, Duration::from_secs(60)).unwrap();
+    }
+    // The full node starts late: it catches up by block sync and serves RPC.
+    nodes.push(start(&homes[4]).unwrap());
+    wait_for(&mut [&mut nodes[4]], 6, Duration::from_secs(60)).unwrap();
+    let mut rpc: Vec<RpcClient> = (0..5).map(|i| RpcClient::new(&rpc_addr(base, i))).collect();
+    let status = rpc[4].call("status", json!({})).unwrap();
+    assert_eq!(status["validator_info"]["voting_power"], "0", "{status}");
+    let full_address = status["validator_info"]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let full_key = base64::engine::general_purpose::STANDARD
+        .decode(
+            status["validator_info"]["pub_key"]["value"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    verify_stored_commits(&genesis, &mut rpc[4], 6).unwrap();
+    assert_eq!(rpc[4].call("net_info", json!({})).unwrap()["n_peers"], "4");
+
+    // It joins by its own key; a genesis validator leaves.
+    let removed = genesis.validators[3].address.to_string();
+    let removed_node = (0..4)
+        .find(|i| {
+            rpc[*i].call("status", json!({})).unwrap()["validator_info"]["address"] == removed
+        })
+        .unwrap();
+    let via = (removed_node + 1) % 4;
+    let mut at = Vec::new();
+    for tx in [
+        val_tx(&full_key, 10),
+        val_tx(
+            genesis.validators[3].pub_key.ed25519().unwrap().as_bytes(),
+            0,
+        ),
+    ] {
+        let r = rpc[via]
+            .call("broadcast_tx_commit", json!({"tx": b64(&tx)}))
+            .unwrap();
+        assert_eq!(r["tx_result"]["code"], 0, "{r}");
+        at.push(height_of(&r));
+    }
+    let (join_at, removal_at) = (at[0], at[1]);
+    let top = removal_at + 8;
+    {
+        let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
+        wait_for(&mut all, top, Duration::from_secs(120)).unwrap();
+    }
+    for h in 1..=top {
+        let set = validators_at(&mut rpc[via], h).unwrap();
+        let has = |a: &str| set.iter().any(|v| v.address.to_string() == a);
+        assert_eq!(has(&full_address), h >= join_at + 2, "height {h}: {set:?}");
+        assert_eq!(has(&removed), h <= removal_at + 1, "height {h}: {set:?}");
+    }
+    let signers = signers_at(&mut rpc[via], top);
+    assert!(
+        signers.contains(&full_address),
+        "the joiner signs: {signers:?}"
+    );
+    assert!(!signers.contains(&removed), "{signers:?}");
+    // The light-client verifier follows the chain across both changes, through the node
+    // that was a full node and is a validator now.
+    verify_stored_commits(&genesis, &mut rpc[4], top).unwrap();
+    // The removed validator stays connected as a full node and follows.
+    let followed = latest(&mut rpc[removed_node]);
+    assert!(
+        followed + 3 >= top,
+        "the removed node follows: at {followed}, top {top}"
+    );
+    assert_eq!(
+        rpc[removed_node].call("net_info", json!({})).unwrap()["n_peers"],
+        "4"
+    );
     drop(nodes);
 }

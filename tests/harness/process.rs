@@ -107,15 +107,26 @@ pub fn testnet_with_app_state(
     config: &[(&str, &str)],
     app_state: &str,
 ) -> Result<Vec<PathBuf>> {
+    let count = validators.to_string();
+    let args = ["--validators", &count, "--app-state", app_state];
+    testnet_with_args(bin, dir, validators, base, config, &args)
+}
+
+/// [`testnet`] with more `bulwark testnet` arguments (`--validators` among them), making
+/// `homes` homes (validators, then full nodes).
+pub fn testnet_with_args(
+    bin: &Path,
+    dir: &Path,
+    homes: usize,
+    base: u16,
+    config: &[(&str, &str)],
+    args: &[&str],
+) -> Result<Vec<PathBuf>> {
     let out = Command::new(bin)
-        .args([
-            "testnet",
-            "--validators",
-            &validators.to_string(),
-            "--output",
-        ])
+        .args(["testnet", "--output"])
         .arg(dir)
-        .args(["--base-port", &base.to_string(), "--app-state", app_state])
+        .args(["--base-port", &base.to_string()])
+        .args(args)
         .output()
         .with_context(|| format!("running {}", bin.display()))?;
     if !out.status.success() {
@@ -124,7 +135,7 @@ pub fn testnet_with_app_state(
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    (0..validators)
+    (0..homes)
         .map(|i| {
             let home = dir.join(format!("node{i}"));
             let cfg = home.join("config/config.toml");
@@ -223,6 +234,8 @@ impl Node {
                 if line.contains("refused")
                     || line.contains("peer attested")
                     || line.contains("accept failed")
+                    || line.contains("disconnected")
+                    || line.contains("not kept")
                 {
                     if let Ok(mut p) = keep_peers.lock() {
                         p.push(line.clone());

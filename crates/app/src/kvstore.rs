@@ -1,12 +1,14 @@
 //! The built-in key-value store application. Transactions are `key=value` (UTF-8 not required;
 //! key and value non-empty, one `=` splits them), or CometBFT's kvstore validator updates,
 //! `val=ed25519!<base64 public key>!<power>` (power 0 removes). Anyone who reaches RPC can send
-//! one, so they change the validator set only on a chain whose genesis opts in
-//! (`app_state` `{"validator_updates": "genesis-validators"}`), and only for the genesis
-//! validators' keys (peers admit exactly those); elsewhere `val=...` is an ordinary write. A
-//! block's updates are the difference between the set before and after it, each keeping the
-//! set valid (a member removed, never the last one, the total power within CometBFT's cap), so
-//! the chain can always apply them; a transaction that would not is answered with code 4. The app hash commits to every write ever made,
+//! one, so they change the validator set only on a chain whose genesis opts in: `app_state`
+//! `{"validator_updates": "genesis-validators"}` (only the genesis validators' keys) or
+//! `"any-key"` (CometBFT's kvstore; a validator joins by its key, and peers admit it once it
+//! is in the set and attested); elsewhere `val=...` is an ordinary write. A block's updates
+//! are the difference between the set before and after it, each keeping the set valid (a
+//! member removed, never the last one, the total power within CometBFT's cap, at most
+//! [`MAX_VALIDATORS`]), so the chain can always apply them; a transaction that would not is
+//! answered with code 4. The app hash commits to every write ever made,
 //! in order: `H(height) = SHA-256(H(height-1) || height || len(key) || key || len(value) ||
 //! value ...)` over the block's valid txs, so two nodes agree on it exactly when they executed
 //! the same writes in the same order.
@@ -76,8 +78,40 @@ const META_HEIGHT: &[u8] = b"height";
 const META_VALIDATOR_UPDATES: &[u8] = b"validator_updates";
 /// The `app_state` key, and value, that opt in.
 pub const VALIDATOR_UPDATES_KEY: &str = "validator_updates";
-/// See [`VALIDATOR_UPDATES_KEY`].
+/// See [`VALIDATOR_UPDATES_KEY`]: updates may name the genesis validators' keys only.
 pub const GENESIS_VALIDATORS_ONLY: &str = "genesis-validators";
+/// See [`VALIDATOR_UPDATES_KEY`]: updates may name any ed25519 key (CometBFT's kvstore). A key
+/// no attested guest holds can never connect to a Bulwark validator, so it never signs; with
+/// more than a third of the power it halts the chain. Only for networks whose RPC is
+/// trusted.
+pub const ANY_KEY: &str = "any-key";
+/// What [`META_VALIDATOR_UPDATES`] holds for [`ANY_KEY`] (never a whole number of keys).
+const META_ANY_KEY: &[u8] = b"any-key";
+/// The most validators an update makes: Bulwark's chain refuses more
+/// (`bulwark_chain::MAX_VALIDATORS`), so the kvstore never emits it.
+pub const MAX_VALIDATORS: usize = 1_000;
+
+/// Which keys `val=` transactions may give power to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Eligible {
+    /// Validator updates are off: `val=...` is an ordinary write.
+    #[default]
+    Off,
+    /// The genesis validators' keys.
+    GenesisKeys(std::collections::BTreeSet<[u8; 32]>),
+    /// Any key.
+    AnyKey,
+}
+
+impl Eligible {
+    fn allows(&self, key: &[u8; 32]) -> bool {
+        match self {
+            Eligible::Off => false,
+            Eligible::GenesisKeys(keys) => keys.contains(key),
+            Eligible::AnyKey => true,
+        }
+    }
+}
 const META_APP_HASH: &[u8] = b"app_hash";
 
 /// A parsed transaction.
@@ -103,8 +137,8 @@ pub struct KvStore {
     meta: Tree,
     /// The validator set as the application knows it: public key to power.
     validators: Tree,
-    /// The genesis validators' keys, the only ones an update may add (empty: updates off).
-    eligible: std::collections::BTreeSet<[u8; 32]>,
+    /// The keys an update may give power to.
+    eligible: Eligible,
     height: u64,
     app_hash: [u8; 32],
     pending: Option<Pending>,
@@ -126,11 +160,14 @@ impl KvStore {
         let meta = db.tree("meta").map_err(storage)?;
         let validators = db.tree("validators").map_err(storage)?;
         let eligible = match meta.get(META_VALIDATOR_UPDATES).map_err(storage)? {
-            None => Default::default(),
-            Some(keys) => keys
-                .chunks_exact(32)
-                .filter_map(|k| k.try_into().ok())
-                .collect(),
+            None => Eligible::Off,
+            Some(any) if any == META_ANY_KEY => Eligible::AnyKey,
+            Some(keys) if !keys.is_empty() && keys.len() % 32 == 0 => Eligible::GenesisKeys(
+                keys.chunks_exact(32)
+                    .filter_map(|k| k.try_into().ok())
+                    .collect(),
+            ),
+            Some(_) => return Err(storage("validator updates record damaged")),
         };
         let height = match meta.get(META_HEIGHT).map_err(storage)? {
             None => 0,
@@ -203,17 +240,22 @@ impl Application for KvStore {
                 serde_json::Value::Object(map) => {
                     for (k, v) in map {
                         if k == VALIDATOR_UPDATES_KEY {
-                            if v != GENESIS_VALIDATORS_ONLY {
+                            self.eligible = if v == ANY_KEY {
+                                Eligible::AnyKey
+                            } else if v == GENESIS_VALIDATORS_ONLY {
+                                Eligible::GenesisKeys(
+                                    request
+                                        .validators
+                                        .iter()
+                                        .filter_map(|v| v.pub_key.ed25519())
+                                        .filter_map(|k| k.as_bytes().try_into().ok())
+                                        .collect(),
+                                )
+                            } else {
                                 return Err(AppError::Genesis(format!(
-                                    "{VALIDATOR_UPDATES_KEY} can only be {GENESIS_VALIDATORS_ONLY:?}"
+                                    "{VALIDATOR_UPDATES_KEY} is {GENESIS_VALIDATORS_ONLY:?} or {ANY_KEY:?}"
                                 )));
-                            }
-                            self.eligible = request
-                                .validators
-                                .iter()
-                                .filter_map(|v| v.pub_key.ed25519())
-                                .filter_map(|k| k.as_bytes().try_into().ok())
-                                .collect();
+                            };
                             continue;
                         }
                         let serde_json::Value::String(v) = v else {
@@ -255,10 +297,14 @@ impl Application for KvStore {
         self.meta
             .insert(META_APP_HASH, self.app_hash)
             .map_err(storage)?;
-        if !self.eligible.is_empty() {
-            let keys: Vec<u8> = self.eligible.iter().flatten().copied().collect();
+        let record = match &self.eligible {
+            Eligible::Off => None,
+            Eligible::GenesisKeys(keys) => Some(keys.iter().flatten().copied().collect()),
+            Eligible::AnyKey => Some(META_ANY_KEY.to_vec()),
+        };
+        if let Some(record) = record {
             self.meta
-                .insert(META_VALIDATOR_UPDATES, keys)
+                .insert(META_VALIDATOR_UPDATES, record)
                 .map_err(storage)?;
         }
         self.db.flush().map_err(storage)?;
@@ -497,14 +543,19 @@ fn validator_record(k: &[u8], v: &[u8]) -> Option<([u8; 32], u64)> {
 /// leaves one, and the total power stays within the cap.
 fn admit_update(
     members: &mut std::collections::BTreeMap<[u8; 32], u64>,
-    eligible: &std::collections::BTreeSet<[u8; 32]>,
+    eligible: &Eligible,
     key: [u8; 32],
     power: u64,
 ) -> Result<(), String> {
-    if power > 0 && !eligible.contains(&key) {
+    if power > 0 && !eligible.allows(&key) {
         return Err(format!(
-            "{} is not a genesis validator: peers admit only those",
+            "{} is not a genesis validator: this chain's updates name only those",
             hex::encode_upper(key)
+        ));
+    }
+    if power > 0 && !members.contains_key(&key) && members.len() >= MAX_VALIDATORS {
+        return Err(format!(
+            "the set has {MAX_VALIDATORS} validators, the most it may"
         ));
     }
     if power == 0 {
@@ -532,7 +583,7 @@ fn admit_update(
 impl KvStore {
     /// `tx` as a validator update, when this chain takes them.
     fn validator_tx(&self, tx: &[u8]) -> Option<Result<([u8; 32], u64), String>> {
-        if self.eligible.is_empty() {
+        if self.eligible == Eligible::Off {
             return None;
         }
         parse_validator_tx(tx)

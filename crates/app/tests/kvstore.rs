@@ -190,7 +190,7 @@ fn genesis_state_and_queries_the_store_cannot_answer() {
 #[test]
 fn validator_transactions_become_updates_while_the_set_stays_valid() {
     use base64::Engine as _;
-    use bulwark_app::kvstore::CODE_BAD_VALIDATOR_UPDATE;
+    use bulwark_app::kvstore::{CODE_BAD_VALIDATOR_UPDATE, MAX_VALIDATORS};
     use bulwark_types::tendermint::{validator, PublicKey};
     let key = |i: u8| PublicKey::from_raw_ed25519(&[i; 32]).unwrap();
     let tx = |i: u8, power: u64| {
@@ -265,4 +265,32 @@ fn validator_transactions_become_updates_while_the_set_stays_valid() {
     assert_eq!(check(&app, &tx(1, 0)), bad, "the last validator");
     assert_eq!(check(&app, &tx(2, 0)), bad, "removed already");
     assert_eq!(check(&app, &tx(2, 1)), 0, "a genesis validator may return");
+    // `any-key`: a key outside the genesis may join, durably, up to the chain's cap.
+    let open_dir = tempfile::tempdir().unwrap();
+    let mut open = KvStore::open(open_dir.path()).unwrap();
+    open.init_chain(genesis(r#"{"validator_updates": "any-key"}"#))
+        .unwrap();
+    assert_eq!(check(&open, &tx(3, 5)), 0, "any key");
+    let out = open.finalize_block(finalize(1, &[&tx(3, 5)])).unwrap();
+    assert_eq!(out.validator_updates.len(), 1);
+    open.commit().unwrap();
+    drop(open);
+    let mut open = KvStore::open(open_dir.path()).unwrap();
+    assert_eq!(check(&open, &tx(4, 5)), 0, "any key, after a reopen");
+    let many = |i: u32| {
+        let mut k = [7u8; 32];
+        k[..4].copy_from_slice(&i.to_be_bytes());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(k);
+        format!("val=ed25519!{b64}!1")
+    };
+    let joiners: Vec<String> = (0..MAX_VALIDATORS as u32).map(many).collect();
+    let joiners: Vec<&str> = joiners.iter().map(String::as_str).collect();
+    let out = open.finalize_block(finalize(2, &joiners)).unwrap();
+    assert_eq!(
+        out.validator_updates.len(),
+        MAX_VALIDATORS - 3,
+        "3 before, cap reached"
+    );
+    assert_eq!(code(out.tx_results[MAX_VALIDATORS - 4].code), 0);
+    assert_eq!(code(out.tx_results.last().unwrap().code), bad);
 }

@@ -59,6 +59,7 @@ pub fn assemble(args: &AssembleArgs) -> Result<ExitCode> {
         &policy,
         ceremony::now(),
         serde_json::json!({}),
+        args.attest_full_nodes,
     )
     .map_err(|e| match e {
         ceremony::CeremonyError::Enrollment { index, .. } => anyhow::anyhow!(

@@ -71,212 +71,9 @@ pub enum HomeError {
     Ceremony(#[from] CeremonyError),
 }
 
-/// `[p2p]` of config.toml.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct P2pConfig {
-    /// Where to listen for peers.
-    pub laddr: SocketAddr,
-    /// Peers to keep connected to.
-    #[serde(default)]
-    pub persistent_peers: Vec<SocketAddr>,
-    /// Largest message a peer may send; a larger frame closes that peer.
-    pub max_frame_bytes: usize,
-    /// Inbound handshakes per second from all sources together (burst: twice as many);
-    /// absent: the edge's default (100). Raise it only for large validator sets.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub handshakes_per_second: Option<u32>,
-    /// Inbound handshakes in progress at once; absent: the edge's default (32).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_inbound_handshakes: Option<usize>,
-}
-
-/// `[rpc]` of config.toml.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RpcConfig {
-    /// Where to serve JSON-RPC.
-    pub laddr: SocketAddr,
-    /// Largest request body.
-    pub max_body_bytes: usize,
-}
-
-/// `[consensus]` of config.toml: timeouts in milliseconds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ConsensusConfig {
-    /// timeoutPropose(0).
-    pub timeout_propose_ms: u64,
-    /// Added per round.
-    pub timeout_propose_delta_ms: u64,
-    /// timeoutPrevote(0).
-    pub timeout_prevote_ms: u64,
-    /// Added per round.
-    pub timeout_prevote_delta_ms: u64,
-    /// timeoutPrecommit(0).
-    pub timeout_precommit_ms: u64,
-    /// Added per round.
-    pub timeout_precommit_delta_ms: u64,
-    /// Wait after a commit before starting the next height.
-    pub timeout_commit_ms: u64,
-}
-
-/// `[mempool]` of config.toml.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MempoolSection {
-    /// Most transactions held.
-    pub max_txs: usize,
-    /// Most bytes held.
-    pub max_bytes: usize,
-    /// Largest transaction.
-    pub max_tx_bytes: usize,
-    /// Recently seen tx hashes remembered.
-    pub cache_size: usize,
-}
-
-/// `[instrumentation]` of config.toml, as CometBFT's (absent: metrics off).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InstrumentationConfig {
-    /// Whether to serve Prometheus metrics.
-    #[serde(default)]
-    pub prometheus: bool,
-    /// Where: `host:port`, or `:port` for every interface (CometBFT's form).
-    #[serde(default = "default_prometheus_addr")]
-    pub prometheus_listen_addr: String,
-    /// Most scrape connections at once.
-    #[serde(default = "default_metrics_connections")]
-    pub max_open_connections: usize,
-    /// Prefix of CometBFT's metric names (Bulwark's own are `bulwark_`).
-    #[serde(default = "default_namespace")]
-    pub namespace: String,
-}
-
-fn default_prometheus_addr() -> String {
-    ":26660".into()
-}
-
-fn default_metrics_connections() -> usize {
-    3
-}
-
-fn default_namespace() -> String {
-    "cometbft".into()
-}
-
-impl Default for InstrumentationConfig {
-    fn default() -> Self {
-        InstrumentationConfig {
-            prometheus: false,
-            prometheus_listen_addr: default_prometheus_addr(),
-            max_open_connections: default_metrics_connections(),
-            namespace: default_namespace(),
-        }
-    }
-}
-
-impl InstrumentationConfig {
-    /// The address to serve metrics on (`:port` is every interface).
-    pub fn listen_addr(&self) -> Result<SocketAddr, String> {
-        let addr = &self.prometheus_listen_addr;
-        let full = match addr.strip_prefix(':') {
-            Some(port) => format!("0.0.0.0:{port}"),
-            None => addr.clone(),
-        };
-        full.parse()
-            .map_err(|e| format!("instrumentation.prometheus_listen_addr {addr:?}: {e}"))
-    }
-}
-
-/// config.toml.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeConfig {
-    /// A human name for this node.
-    pub moniker: String,
-    /// The ABCI application (`proxy_app`, `abci_timeout_ms`).
-    #[serde(flatten)]
-    pub app: bulwark_app::AppConfig,
-    /// Peer networking.
-    pub p2p: P2pConfig,
-    /// JSON-RPC.
-    pub rpc: RpcConfig,
-    /// Consensus timeouts.
-    pub consensus: ConsensusConfig,
-    /// Mempool limits.
-    pub mempool: MempoolSection,
-    /// Prometheus metrics.
-    #[serde(default)]
-    pub instrumentation: InstrumentationConfig,
-}
-
-impl NodeConfig {
-    /// CometBFT-like defaults on the given ports.
-    pub fn new(moniker: &str, p2p_port: u16, rpc_port: u16) -> Self {
-        NodeConfig {
-            moniker: moniker.into(),
-            app: bulwark_app::AppConfig::default(),
-            p2p: P2pConfig {
-                laddr: SocketAddr::from(([127, 0, 0, 1], p2p_port)),
-                persistent_peers: vec![],
-                max_frame_bytes: 4 << 20,
-                handshakes_per_second: None,
-                max_inbound_handshakes: None,
-            },
-            rpc: RpcConfig {
-                laddr: SocketAddr::from(([127, 0, 0, 1], rpc_port)),
-                max_body_bytes: 1_000_000,
-            },
-            consensus: ConsensusConfig {
-                timeout_propose_ms: 3000,
-                timeout_propose_delta_ms: 500,
-                timeout_prevote_ms: 1000,
-                timeout_prevote_delta_ms: 500,
-                timeout_precommit_ms: 1000,
-                timeout_precommit_delta_ms: 500,
-                timeout_commit_ms: 1000,
-            },
-            mempool: MempoolSection {
-                max_txs: 5000,
-                max_bytes: 1 << 30,
-                max_tx_bytes: 1 << 20,
-                cache_size: 10_000,
-            },
-            instrumentation: InstrumentationConfig::default(),
-        }
-    }
-
-    /// Checks the values against each other; `Err` says what is wrong.
-    pub fn check(&self) -> Result<(), String> {
-        let c = &self.consensus;
-        if c.timeout_propose_ms == 0 || c.timeout_prevote_ms == 0 || c.timeout_precommit_ms == 0 {
-            return Err("consensus timeouts must be positive".into());
-        }
-        if self.p2p.max_frame_bytes < 1024 {
-            return Err("p2p.max_frame_bytes must be at least 1024".into());
-        }
-        let m = &self.mempool;
-        if m.max_txs == 0 || m.max_tx_bytes == 0 || m.max_tx_bytes > m.max_bytes {
-            return Err("mempool limits must be positive, with max_tx_bytes <= max_bytes".into());
-        }
-        if self.p2p.laddr == self.rpc.laddr {
-            return Err("p2p.laddr and rpc.laddr must differ".into());
-        }
-        let namespace = &self.instrumentation.namespace;
-        let mut chars = namespace.chars();
-        if !chars
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            || !chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
-        {
-            return Err(format!(
-                "instrumentation.namespace {namespace:?} must match [a-zA-Z_][a-zA-Z0-9_]*"
-            ));
-        }
-        if self.instrumentation.prometheus {
-            let metrics = self.instrumentation.listen_addr()?;
-            if metrics == self.p2p.laddr || metrics == self.rpc.laddr {
-                return Err("instrumentation.prometheus_listen_addr must differ from p2p.laddr and rpc.laddr".into());
-            }
-        }
-        Ok(())
-    }
-}
+pub use bulwark_config::{
+    ConsensusConfig, InstrumentationConfig, MempoolSection, NodeConfig, P2pConfig, RpcConfig,
+};
 
 /// priv_validator_key.json, in CometBFT's format.
 #[derive(Serialize, Deserialize)]
@@ -329,6 +126,8 @@ pub struct Home {
     pub genesis_sha256: [u8; 32],
     /// genesis.json's `attestation` section: which evidence the network admits.
     pub attestation: Policy,
+    /// Whether the genesis admits attested full nodes (`attest_full_nodes`).
+    pub full_nodes: bool,
     /// genesis.json as read (its enrollments, re-verified at start).
     pub genesis_document: serde_json::Value,
     /// The validator key.
@@ -412,12 +211,14 @@ pub const SIMULATED_CHIP: &str = "simulated_chip";
 #[cfg(feature = "simulated-psp")]
 /// Makes the homes of a new chain with the genesis ceremony, run through the simulated PSP:
 /// each node gets a simulated chip, makes its identity inside (sealed, never in plaintext on
-/// disk) and enrols; the genesis is assembled from the enrollments, its chain id
-/// self-certifying, and written to every home.
+/// disk) and enrols; the genesis is assembled from the first `validators` enrollments (the
+/// rest are full nodes), its chain id self-certifying, and written to every home.
 fn ceremony_homes(
     homes: &[(PathBuf, NodeConfig)],
+    validators: usize,
     chain_name: &str,
     app_state: serde_json::Value,
+    full_nodes: bool,
 ) -> Result<(), HomeError> {
     let measurement = simulated_measurement()?;
     let mut enrollments = Vec::new();
@@ -442,12 +243,14 @@ fn ceremony_homes(
         let data = home.join("data");
         std::fs::create_dir_all(&data).map_err(|source| HomeError::Io { path: data, source })?;
     }
+    enrollments.truncate(validators);
     let genesis = ceremony::assemble(
         chain_name,
         &enrollments,
         &development_policy()?,
         ceremony::now(),
         app_state,
+        full_nodes,
     )?;
     for (home, _) in homes {
         let path = home.join("config/genesis.json");
@@ -458,28 +261,45 @@ fn ceremony_homes(
     Ok(())
 }
 
-/// Writes a home for each validator of a new chain, with distinct loopback ports and each
-/// node listing every other as a persistent peer; identities and genesis come from the
-/// ceremony ([`ceremony_homes`]).
-pub fn testnet(
-    output: &Path,
-    validators: usize,
-    chain_name: &str,
-    base_port: u16,
-    app_state: serde_json::Value,
-) -> Result<Vec<PathBuf>, HomeError> {
-    if validators == 0 {
+/// What `bulwark testnet` makes.
+#[derive(Clone, Debug)]
+pub struct TestnetSpec {
+    /// Validators: `node0` on.
+    pub validators: usize,
+    /// Full nodes after them: enrolled like validators, not in the genesis.
+    pub full_nodes: usize,
+    /// Whether the genesis admits attested full nodes (`attest_full_nodes`).
+    pub attest_full_nodes: bool,
+    /// The chain name.
+    pub chain_name: String,
+    /// P2P port of node0.
+    pub base_port: u16,
+    /// The genesis's `app_state`.
+    pub app_state: serde_json::Value,
+}
+
+/// Writes a home for each validator (and full node) of a new chain, with distinct loopback
+/// ports and each node listing every node before it as a persistent peer (so validators dial
+/// only validators); identities and genesis come from the ceremony ([`ceremony_homes`]).
+pub fn testnet(output: &Path, spec: TestnetSpec) -> Result<Vec<PathBuf>, HomeError> {
+    if spec.validators == 0 {
         return Err(invalid(
             output.to_path_buf(),
             "a testnet needs at least one validator",
         ));
     }
+    if spec.full_nodes > 0 && !spec.attest_full_nodes {
+        return Err(invalid(
+            output.to_path_buf(),
+            "full nodes need a genesis that admits them (--attest-full-nodes)",
+        ));
+    }
     let port = |i: usize, offset: u16| -> Result<u16, HomeError> {
-        u16::try_from(usize::from(base_port) + 10 * i + usize::from(offset))
+        u16::try_from(usize::from(spec.base_port) + 10 * i + usize::from(offset))
             .map_err(|_| invalid(output.to_path_buf(), "ports beyond 65535"))
     };
     let mut homes = Vec::new();
-    for i in 0..validators {
+    for i in 0..spec.validators + spec.full_nodes {
         let home = output.join(format!("node{i}"));
         let mut config = NodeConfig::new(&format!("node{i}"), port(i, 0)?, port(i, 1)?);
         // Metrics stay off (CometBFT's default); where they would go is in the node's block.
@@ -496,12 +316,18 @@ pub fn testnet(
     }
     #[cfg(feature = "simulated-psp")]
     {
-        ceremony_homes(&homes, chain_name, app_state)?;
+        ceremony_homes(
+            &homes,
+            spec.validators,
+            &spec.chain_name,
+            spec.app_state,
+            spec.attest_full_nodes,
+        )?;
         Ok(homes.into_iter().map(|(h, _)| h).collect())
     }
     #[cfg(not(feature = "simulated-psp"))]
     {
-        let _ = (homes, chain_name, app_state);
+        let _ = (homes, spec);
         Err(HomeError::ProductionBuild("a testnet's ceremony"))
     }
 }
@@ -527,8 +353,10 @@ pub fn init(home: &Path, chain_name: &str) -> Result<(), HomeError> {
     {
         ceremony_homes(
             &[(home.to_path_buf(), NodeConfig::new("node", 26656, 26657))],
+            1,
             chain_name,
             serde_json::json!({}),
+            false,
         )
     }
     #[cfg(not(feature = "simulated-psp"))]
@@ -690,6 +518,8 @@ pub struct PublicHome {
     pub genesis_sha256: [u8; 32],
     /// genesis.json's `attestation` section.
     pub attestation: Policy,
+    /// Whether the genesis admits attested full nodes (`attest_full_nodes`).
+    pub full_nodes: bool,
     /// genesis.json as read.
     pub genesis_document: serde_json::Value,
 }
@@ -738,6 +568,7 @@ impl PublicHome {
                 "attestation.measurements must list the allowed measurements",
             ));
         }
+        let full_nodes = ceremony::admits_full_nodes(&document).map_err(|e| invalid(&p, e))?;
         Ok(PublicHome {
             dir: dir.to_path_buf(),
             config,
@@ -745,6 +576,7 @@ impl PublicHome {
             chain_name,
             genesis_sha256: sha2::Sha256::digest(s.as_bytes()).into(),
             attestation,
+            full_nodes,
             genesis_document: document,
         })
     }
@@ -763,6 +595,7 @@ impl Home {
             chain_name,
             genesis_sha256,
             attestation,
+            full_nodes,
             genesis_document,
         } = PublicHome::load(dir)?;
         let cfg = dir.join("config");
@@ -814,6 +647,7 @@ impl Home {
             chain_name,
             genesis_sha256,
             attestation,
+            full_nodes,
             genesis_document,
             validator_key,
             node_key,

@@ -100,6 +100,13 @@ enum Command {
         /// The genesis's `app_state` (JSON).
         #[arg(long, default_value = "{}", value_parser = parse_json)]
         app_state: serde_json::Value,
+        /// Full nodes after the validators: enrolled the same way, not in the genesis.
+        #[arg(long, default_value_t = 0)]
+        full_nodes: usize,
+        /// Admit attested full nodes (genesis `attest_full_nodes: true`; implied by
+        /// `--full-nodes`).
+        #[arg(long)]
+        attest_full_nodes: bool,
     },
 }
 
@@ -157,6 +164,11 @@ pub struct AssembleArgs {
     /// Where to write genesis.json.
     #[arg(long)]
     pub out: PathBuf,
+    /// Admit attested full nodes: peers whose key is not a validator's but whose evidence
+    /// passes the policy (genesis `attest_full_nodes: true`); a validator that joins later
+    /// syncs as one first.
+    #[arg(long)]
+    pub attest_full_nodes: bool,
 }
 
 #[derive(Subcommand)]
@@ -304,14 +316,26 @@ fn main() -> ExitCode {
             chain_name,
             base_port,
             app_state,
-        } => bulwark::home::testnet(&output, validators, &chain_name, base_port, app_state)
-            .map(|homes| {
-                for h in homes {
-                    println!("{}", h.display());
-                }
-                ExitCode::SUCCESS
-            })
-            .map_err(Into::into),
+            full_nodes,
+            attest_full_nodes,
+        } => bulwark::home::testnet(
+            &output,
+            bulwark::home::TestnetSpec {
+                validators,
+                full_nodes,
+                attest_full_nodes: attest_full_nodes || full_nodes > 0,
+                chain_name,
+                base_port,
+                app_state,
+            },
+        )
+        .map(|homes| {
+            for h in homes {
+                println!("{}", h.display());
+            }
+            ExitCode::SUCCESS
+        })
+        .map_err(Into::into),
     };
     match result {
         Ok(code) => code,

@@ -10,24 +10,25 @@ use bulwark_attest::{EvidenceSource, Trust};
 use bulwark_consensus::Config;
 use bulwark_mempool::MempoolConfig;
 use bulwark_metrics::{Metrics, Scrape, ScrapeView};
-use bulwark_net::NetworkPolicy;
+use bulwark_net::{FullNodes, NetworkPolicy, ValidatorKeys};
 use bulwark_node::engine::{Engine, EngineConfig, Input, Output};
 use bulwark_p2p::peers::{spawn_dialler, spawn_listener};
 use bulwark_p2p::transport::CERT_LIFETIME;
 use bulwark_p2p::{
-    admit_logged, deliver, ConnectionId, Edge, EdgeLimits, Link, Peer, PeerEvent, Transport,
+    admit_logged, deliver, ConnectionId, Edge, EdgeLimits, Link, Membership, Peer, PeerEvent,
+    Transport,
 };
 use bulwark_rpc::answer::{answer, NodeView, Reply};
 use bulwark_rpc::peers::peer_info;
 use bulwark_rpc::waiters::CommitWaiters;
 use bulwark_rpc::{RpcLimits, RpcRequest};
 use bulwark_store::Store;
-use bulwark_types::tendermint::node;
 use bulwark_types::tendermint::private_key::PrivateKey;
+use bulwark_types::tendermint::{node, validator};
 use bulwark_wire::preverify::Preverifier;
 use bulwark_wire::{self as wire, Payload};
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -290,17 +291,30 @@ fn own_consensus_key(home: &Home) -> anyhow::Result<[u8; 32]> {
         .ok_or_else(|| anyhow::anyhow!("the validator key is not ed25519"))
 }
 
-/// Attested TLS for this node: its evidence source, its consensus key, and the policy that
-/// admits exactly genesis's validators with evidence genesis allows.
-fn transport(home: &Home) -> anyhow::Result<Transport> {
-    let consensus_key = own_consensus_key(home)?;
-    let validators = home
-        .genesis
-        .validators
-        .iter()
+/// The validators a node admits: those of the next height and of the one after.
+fn validators_ahead(state: &bulwark_node::chain::ChainState) -> BTreeSet<[u8; 32]> {
+    keys_of([&state.validator_infos, &state.next_validator_infos])
+}
+
+/// The consensus keys of sets.
+fn keys_of<'a>(sets: impl IntoIterator<Item = &'a validator::Set>) -> BTreeSet<[u8; 32]> {
+    sets.into_iter()
+        .flat_map(|s| s.validators())
         .filter_map(|v| v.pub_key.ed25519())
         .filter_map(|k| k.as_bytes().try_into().ok())
-        .collect();
+        .collect()
+}
+
+/// Attested TLS for this node: its evidence source, its consensus key, and the policy that
+/// admits genesis's validators (the driver then follows the chain's set) and, where genesis
+/// says so, attested full nodes, with evidence genesis allows.
+fn transport(home: &Home) -> anyhow::Result<(Transport, ValidatorKeys)> {
+    let consensus_key = own_consensus_key(home)?;
+    let validators: ValidatorKeys = keys_of([&validator::Set::without_proposer(
+        home.genesis.validators.clone(),
+    )])
+    .into_iter()
+    .collect();
     // Peers bind this very genesis file in their evidence (not by HOST_DATA: a validator's
     // enrolling boot, which runs on into the network, was launched before the genesis existed).
     let mut attestation = home.attestation.clone();
@@ -309,17 +323,30 @@ fn transport(home: &Home) -> anyhow::Result<Transport> {
         attestation,
         chain_id: home.genesis.chain_id.to_string(),
         genesis_sha256: home.genesis_sha256,
-        validators,
+        validators: validators.clone(),
+        full_nodes: if home.full_nodes {
+            FullNodes::Attested
+        } else {
+            FullNodes::Refused
+        },
     };
     let mut source = evidence_source(home)?;
     check_own_launch(home, source.as_mut())?;
-    Ok(Transport::new(source, consensus_key, policy)?)
+    Ok((Transport::new(source, consensus_key, policy)?, validators))
 }
 
 async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow::Result<()> {
     // Attested TLS first: it checks this guest's own launch before anything is opened.
-    let mut transport = transport(&home)?;
+    let (mut transport, admitted) = transport(&home)?;
     let (mut engine, first) = open_engine(&home)?;
+    let max_full_nodes = if home.full_nodes {
+        home.config.p2p.max_full_node_peers()
+    } else {
+        0
+    };
+    let membership = Membership::new(admitted, home.full_nodes, max_full_nodes);
+    let mut peers: HashMap<ConnectionId, Peer> = HashMap::new();
+    membership.follow(&mut peers, validators_ahead(engine.state()));
     tracing::info!(height = engine.state().next_height(), address = %engine.address(), "started");
     let own_info = node_info(&home)?;
     let hello = wire::encode(Payload::Hello(wire::Hello {
@@ -340,7 +367,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         .map_or(defaults.total_rate, f64::from);
     let edge = Edge::new(
         EdgeLimits {
-            max_peers: 2 * home.genesis.validators.len() + 4,
+            max_peers: 2 * home.genesis.validators.len() + 4 + max_full_nodes,
             total_rate,
             total_burst: 2.0 * total_rate,
             max_handshakes: home
@@ -361,14 +388,15 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         &state.last_validator_infos,
     );
     let link = Link {
-        // A decided block travels in one frame: the limit is at least the chain's largest block.
+        // A decided block travels in one frame: the limit is at least the chain's largest block
+        // with the largest commit the chain's set may come to sign.
         max_frame: home
             .config
             .p2p
             .max_frame_bytes
             .max(bulwark_node::chain::max_message_bytes(
                 &home.genesis.consensus_params,
-                home.genesis.validators.len(),
+                bulwark_node::chain::MAX_VALIDATORS.max(home.genesis.validators.len()),
             )),
         chain_id: home.genesis.chain_id.to_string(),
         hello,
@@ -419,7 +447,6 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     let validator_key = home.validator_key.pub_key;
     let own_key = own_consensus_key(&home)?;
     let listeners = vec![own_info.listen_addr.to_string()];
-    let mut peers: HashMap<ConnectionId, Peer> = HashMap::new();
     let mut waiters = CommitWaiters::default();
     let mut timers = Timers::default();
     let mut tick = tokio::time::interval(TICK);
@@ -469,11 +496,16 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         let next_timer = timers.next();
         let input = tokio::select! {
             event = events.recv() => match event {
-                Some(PeerEvent::Connected(id, peer)) => match admit_logged(&mut peers, id, peer, &own_key) {
+                Some(PeerEvent::Connected(id, peer)) => match membership.admits(&peers, &peer) {
+                    Err(why) => {
+                        tracing::info!(peer = id, addr = %peer.addr, ?why, "attested, but not kept");
+                        continue;
+                    }
+                    Ok(()) => match admit_logged(&mut peers, id, peer, &own_key) {
                     // The older one closes; the engine forgets it.
                     Some(old) => Input::PeerGone(old),
                     None => continue,
-                },
+                }},
                 Some(PeerEvent::Disconnected(id)) => {
                     peers.remove(&id);
                     Input::PeerGone(id)
@@ -560,6 +592,8 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 &state.validator_infos,
                 &state.last_validator_infos,
             );
+            let gone = membership.follow(&mut peers, validators_ahead(state));
+            undelivered.extend(gone.into_iter().map(Input::PeerGone));
         }
     }
     tracing::info!(height = engine.state().last_block_height, "shutting down");

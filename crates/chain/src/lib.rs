@@ -71,6 +71,11 @@ pub fn block_overhead(validators: usize) -> u64 {
     2_048 + 128 * validators as u64
 }
 
+/// The most validators an update makes (a genesis may list more): peers size their frames for
+/// a commit of this many signatures when they start, so an update that would pass it stops
+/// the chain instead.
+pub const MAX_VALIDATORS: usize = 1_000;
+
 /// The largest peer message a node of a chain with these parameters must accept: a decided
 /// block of `block.max_bytes` with its commit (block sync sends one per frame, so the frame
 /// limit follows the block limit, as CometBFT's blocksync message size does).
@@ -402,6 +407,12 @@ impl ChainState {
             .next_validators
             .with_changes(&changes)
             .map_err(|e| refused(e.to_string()))?;
+        if core.len() > MAX_VALIDATORS.max(self.next_validators.len()) {
+            return Err(refused(format!(
+                "{} validators, more than {MAX_VALIDATORS}",
+                core.len()
+            )));
+        }
         let mut infos = Vec::with_capacity(core.len());
         for v in core.validators() {
             let address =

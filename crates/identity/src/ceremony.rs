@@ -204,7 +204,8 @@ pub fn read_measurements(path: &Path) -> Result<Vec<HexBytes<48>>, CeremonyError
 
 /// Builds the genesis of chain `chain_name` from verified enrollments: validators in the order
 /// given (power [`POWER`], named by moniker), the application's `app_state`, the policy as
-/// `attestation`, the enrollments as `enrollments`, and the self-certifying chain id. Every
+/// `attestation`, the enrollments as `enrollments`, `attest_full_nodes: true` when the network
+/// admits attested full nodes ([`admits_full_nodes`]), and the self-certifying chain id. Every
 /// enrollment must verify under `policy` at `now`.
 pub fn assemble(
     chain_name: &str,
@@ -212,6 +213,7 @@ pub fn assemble(
     policy: &Policy,
     now: u64,
     app_state: Value,
+    full_nodes: bool,
 ) -> Result<Value, CeremonyError> {
     if enrollments.is_empty() {
         return Err(CeremonyError::NoEnrollments);
@@ -267,6 +269,9 @@ pub fn assemble(
         "enrollments".into(),
         serde_json::to_value(enrollments).map_err(genesis_error)?,
     );
+    if full_nodes {
+        fields.insert(FULL_NODES_FIELD.into(), Value::Bool(true));
+    }
     certify(chain_name, &mut doc)?;
     Ok(doc)
 }
@@ -292,8 +297,27 @@ pub struct ValidatorLine {
     pub tcb: Option<bulwark_attest::Tcb>,
 }
 
+/// The genesis field saying whether the network admits full nodes.
+pub const FULL_NODES_FIELD: &str = "attest_full_nodes";
+
+/// Whether a genesis admits full nodes: peers whose key is not a validator's, whose evidence
+/// passes the network's policy (`"attest_full_nodes": true`). Without the field only the
+/// validator set connects. `false` (full nodes without evidence) is refused: a Bulwark
+/// network admits no peer the hardware did not attest.
+pub fn admits_full_nodes(genesis: &Value) -> Result<bool, String> {
+    match genesis.get(FULL_NODES_FIELD) {
+        None => Ok(false),
+        Some(Value::Bool(true)) => Ok(true),
+        Some(Value::Bool(false)) => Err(format!(
+            "{FULL_NODES_FIELD}: false (full nodes without evidence) is not supported: every peer of a Bulwark network is attested; leave the field out to admit the validators only"
+        )),
+        Some(other) => Err(format!("{FULL_NODES_FIELD}: {other} is not true")),
+    }
+}
+
 /// What a node checks of its genesis before it runs with it: `consensus_key` is one of its
-/// validators, and every member was born in an attested guest (its enrollment verifies under
+/// validators (unless the genesis admits full nodes: then the node runs as one until the
+/// chain makes it a validator), and every member was born in an attested guest (its enrollment verifies under
 /// the genesis's own policy, as it did when the genesis was assembled: judged at `at`, the
 /// genesis time, since certificates and revocation lists age and the ceremony's evidence does
 /// not change). The error starts with the check's name: `genesis_validator`, `genesis` or
@@ -301,11 +325,13 @@ pub struct ValidatorLine {
 pub fn check_genesis_for(genesis: &Value, at: u64, consensus_key: &[u8; 32]) -> Result<(), String> {
     let validators: Vec<validator::Info> =
         genesis_field(genesis, "validators").map_err(|e| format!("genesis: {e}"))?;
-    let member = validators.iter().any(|v| {
-        v.pub_key
-            .ed25519()
-            .is_some_and(|k| k.as_bytes() == consensus_key)
-    });
+    let full_nodes = admits_full_nodes(genesis).map_err(|e| format!("genesis: {e}"))?;
+    let member = full_nodes
+        || validators.iter().any(|v| {
+            v.pub_key
+                .ed25519()
+                .is_some_and(|k| k.as_bytes() == consensus_key)
+        });
     if !member {
         return Err(format!(
             "genesis_validator: consensus key {} is not a validator of this genesis",
@@ -496,7 +522,7 @@ mod tests {
             .map(|i| enrolled(dir, i, "alpha", &mut psp))
             .collect();
         let policy = Policy::strict(Trust::Simulated, Measurements::OneOf(vec![HexBytes(M)]));
-        let g = assemble("alpha", &es, &policy, now(), serde_json::json!({})).unwrap();
+        let g = assemble("alpha", &es, &policy, now(), serde_json::json!({}), false).unwrap();
         (es, policy, g)
     }
 
@@ -546,6 +572,7 @@ mod tests {
             &policy,
             now(),
             serde_json::json!({}),
+            false,
         ) {
             Err(CeremonyError::Enrollment { index, check, .. }) => {
                 assert_eq!((index, check), (1, "measurement"))
@@ -558,7 +585,8 @@ mod tests {
                 &[es[0].clone(), es[0].clone()],
                 &policy,
                 now(),
-                serde_json::json!({})
+                serde_json::json!({}),
+                false
             ),
             Err(CeremonyError::DuplicateKey(_))
         ));
@@ -579,6 +607,16 @@ mod tests {
         check_genesis_for(&g, now(), &key(1)).unwrap();
         let stranger = check_genesis_for(&g, now(), &[9; 32]).unwrap_err();
         assert!(stranger.starts_with("genesis_validator: "), "{stranger}");
+        // Where the genesis admits full nodes, a stranger runs as one; a genesis that asks
+        // for full nodes without evidence is refused.
+        let mut full = g.clone();
+        full[FULL_NODES_FIELD] = Value::Bool(true);
+        certify("alpha", &mut full).unwrap();
+        check_genesis_for(&full, now(), &[9; 32]).unwrap();
+        full[FULL_NODES_FIELD] = Value::Bool(false);
+        certify("alpha", &mut full).unwrap();
+        let unattested = check_genesis_for(&full, now(), &key(1)).unwrap_err();
+        assert!(unattested.contains("not supported"), "{unattested}");
         // A member without an enrollment: no launch instance, and no node runs with it.
         let mut missing = g.clone();
         missing["enrollments"].as_array_mut().unwrap().remove(2);

@@ -56,7 +56,8 @@ fn attested_pair() -> (Arc<ClientConfig>, Arc<ServerConfig>) {
         ),
         chain_id: CHAIN.into(),
         genesis_sha256: [6; 32],
-        validators: vec![[1; 32], [2; 32]],
+        validators: [[1; 32], [2; 32]].into_iter().collect(),
+        full_nodes: bulwark_net::FullNodes::Refused,
     };
     let identity = |i: u8| {
         LocalIdentity::new(

@@ -16,4 +16,6 @@ pub mod identity;
 pub mod verifier;
 
 pub use identity::{LocalIdentity, RotatingIdentity};
-pub use verifier::{AttestedVerifier, NetworkPolicy, PeerRejected, VerifiedPeer};
+pub use verifier::{
+    AttestedVerifier, FullNodes, NetworkPolicy, PeerRejected, ValidatorKeys, VerifiedPeer,
+};

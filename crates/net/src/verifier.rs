@@ -16,16 +16,17 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 use thiserror::Error;
 
 /// Longest certificate lifetime accepted: evidence is re-made at least this often.
 pub const MAX_CERT_LIFETIME_SECS: u64 = 7 * 24 * 3600;
 
 /// What a network admits: its attestation policy from genesis, its chain id, the SHA-256 of its
-/// genesis file and the consensus keys of its validators.
+/// genesis file, the consensus keys of its validators, and whether it admits full nodes.
 #[derive(Clone, Debug)]
 pub struct NetworkPolicy {
     /// The attestation policy.
@@ -34,8 +35,61 @@ pub struct NetworkPolicy {
     pub chain_id: String,
     /// SHA-256 of the genesis file's bytes, which every binding names.
     pub genesis_sha256: [u8; 32],
-    /// Consensus public keys of the validator set.
-    pub validators: Vec<[u8; 32]>,
+    /// Consensus public keys of the validator set, as the chain changes it.
+    pub validators: ValidatorKeys,
+    /// Whether peers whose key is not a validator's are admitted (genesis `attest_full_nodes`).
+    pub full_nodes: FullNodes,
+}
+
+/// Whether a network admits peers that are not its validators (genesis `attest_full_nodes`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FullNodes {
+    /// Only the validator set's keys connect (a genesis without `attest_full_nodes`).
+    Refused,
+    /// Any key whose evidence passes the same policy connects as a full node: it runs the
+    /// published image on genuine hardware, and its key was born inside it, so the chain can
+    /// make it a validator later (`attest_full_nodes: true`).
+    Attested,
+}
+
+/// The consensus keys of the validator set a node admits, shared between the verifier (new
+/// handshakes) and the node's driver, which replaces them as the chain's set changes.
+#[derive(Clone, Debug, Default)]
+pub struct ValidatorKeys(Arc<RwLock<Arc<BTreeSet<[u8; 32]>>>>);
+
+impl ValidatorKeys {
+    /// Whether `key` is a validator's now.
+    pub fn contains(&self, key: &[u8; 32]) -> bool {
+        self.current().contains(key)
+    }
+
+    /// The keys now.
+    pub fn current(&self) -> Arc<BTreeSet<[u8; 32]>> {
+        match self.0.read() {
+            Ok(keys) => keys.clone(),
+            // A writer never panics while holding the lock (it only swaps an Arc).
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the keys; whether they changed.
+    pub fn replace(&self, keys: BTreeSet<[u8; 32]>) -> bool {
+        let mut current = match self.0.write() {
+            Ok(current) => current,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if **current == keys {
+            return false;
+        }
+        *current = Arc::new(keys);
+        true
+    }
+}
+
+impl FromIterator<[u8; 32]> for ValidatorKeys {
+    fn from_iter<I: IntoIterator<Item = [u8; 32]>>(keys: I) -> Self {
+        ValidatorKeys(Arc::new(RwLock::new(Arc::new(keys.into_iter().collect()))))
+    }
 }
 
 /// Why a peer's certificate was refused: one variant per check.
@@ -56,8 +110,9 @@ pub enum PeerRejected {
     /// `attestation`: the attestation verifier refused the evidence (its check is named).
     #[error("attestation: {0}")]
     Attestation(RejectReason),
-    /// `not_a_validator`: the evidence is genuine but its consensus key is not in the set.
-    #[error("not_a_validator: consensus key {0} is not in the validator set")]
+    /// `not_a_validator`: its consensus key is not in the set, and the network admits no full
+    /// nodes.
+    #[error("not_a_validator: consensus key {0} is not in the validator set, and this network admits no full nodes")]
     NotAValidator(String),
 }
 
@@ -83,7 +138,8 @@ pub struct VerifiedPeer {
     pub not_before: u64,
     /// When its certificate expires, Unix seconds: a connection must not outlive it.
     pub not_after: u64,
-    /// Its consensus public key (a member of the validator set).
+    /// Its consensus public key (a member of the validator set, unless the network admits
+    /// full nodes).
     pub consensus_key: [u8; 32],
     /// Its launch measurement.
     pub measurement: [u8; 48],
@@ -146,9 +202,12 @@ pub fn verify_peer_certificate(
         not_after,
     };
     // The cheap checks first, on the unauthenticated bytes: a forged certificate that names a
-    // stranger's key, binds another TLS key or claims a measurement genesis does not allow
-    // costs no public-key operation (H-2). The full verifier repeats them after the crypto.
-    if !policy.validators.contains(&evidence.consensus_key) {
+    // stranger's key (where full nodes are refused), binds another TLS key or claims a
+    // measurement genesis does not allow costs no public-key operation (H-2). The full
+    // verifier repeats them after the crypto.
+    if policy.full_nodes == FullNodes::Refused
+        && !policy.validators.contains(&evidence.consensus_key)
+    {
         return Err(PeerRejected::NotAValidator(hex(&evidence.consensus_key)));
     }
     let binding = report_data(
@@ -209,11 +268,13 @@ fn precheck(report: &[u8], policy: &Policy, binding: &[u8; 64]) -> Result<(), Re
 pub const NEGATIVE_CACHE_CAPACITY: usize = 1024;
 
 /// Whether a refusal holds whatever the time: only those are remembered (a certificate that is
-/// not valid yet, or a CRL that went stale, may pass later).
+/// not valid yet, or a CRL that went stale, may pass later, and a key the chain makes a
+/// validator later is admitted then).
 fn timeless(reason: &PeerRejected) -> bool {
     !matches!(
         reason,
         PeerRejected::Validity(_)
+            | PeerRejected::NotAValidator(_)
             | PeerRejected::Attestation(
                 RejectReason::CertificateValidity { .. } | RejectReason::CrlStale { .. }
             )

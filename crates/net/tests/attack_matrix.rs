@@ -10,7 +10,7 @@ use bulwark_net::binding::{report_data, Window};
 use bulwark_net::config::{client_config, provider, server_config, SERVER_NAME};
 use bulwark_net::extension::{CertEvidence, OID_ARCS};
 use bulwark_net::verifier::peer_identity;
-use bulwark_net::{AttestedVerifier, LocalIdentity, NetworkPolicy, PeerRejected};
+use bulwark_net::{AttestedVerifier, FullNodes, LocalIdentity, NetworkPolicy, PeerRejected};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -40,6 +40,7 @@ fn network() -> NetworkPolicy {
         chain_id: CHAIN.into(),
         genesis_sha256: GENESIS,
         validators: (1..=4).map(consensus_key).collect(),
+        full_nodes: FullNodes::Refused,
     }
 }
 
@@ -496,7 +497,11 @@ fn attack_12_expired_certificate() {
 
 #[test]
 fn attack_13_consensus_key_not_in_the_validator_set() {
-    let outsider = LocalIdentity::new(
+    refused(LocalParts::from(&outsider()), "not_a_validator");
+}
+
+fn outsider() -> LocalIdentity {
+    LocalIdentity::new(
         &mut psp(7),
         consensus_key(7),
         CHAIN,
@@ -504,8 +509,65 @@ fn attack_13_consensus_key_not_in_the_validator_set() {
         SystemTime::now(),
         HOUR,
     )
-    .unwrap();
-    refused(LocalParts::from(&outsider), "not_a_validator");
+    .unwrap()
+}
+
+#[test]
+fn attack_13b_a_full_node_is_admitted_only_where_genesis_admits_full_nodes_and_only_attested() {
+    let full_nodes = NetworkPolicy {
+        full_nodes: FullNodes::Attested,
+        ..network()
+    };
+    let outcome = run(
+        validator_server(full_nodes.clone()),
+        client_config(&outsider(), verifier(network())).unwrap(),
+    );
+    outcome.server.unwrap();
+    outcome.client.unwrap();
+    // Admitting full nodes relaxes membership, nothing else: its evidence is checked in full.
+    let key = fresh_key();
+    let spki = key.public_key_der();
+    let mut other_image = SimulatedPsp::new([7; 32], [0x13; 48]);
+    let ext = extension_for(&mut other_image, &spki, consensus_key(7), CHAIN);
+    refused_by(
+        full_nodes.clone(),
+        forged(&key, Some(ext), HOUR),
+        "measurement",
+    );
+    refused_by(
+        full_nodes,
+        forged(&fresh_key(), None, HOUR),
+        "evidence_missing",
+    );
+}
+
+#[test]
+fn the_admitted_keys_follow_the_validator_set_on_a_running_verifier() {
+    let policy = network();
+    let keys = policy.validators.clone();
+    let server = verifier(policy);
+    let serve = || server_config(&identity(1), server.clone()).unwrap();
+    let client = |i: u8| {
+        let me = LocalIdentity::new(
+            &mut psp(i),
+            consensus_key(i),
+            CHAIN,
+            &GENESIS,
+            SystemTime::now(),
+            HOUR,
+        )
+        .unwrap();
+        client_config(&me, verifier(network())).unwrap()
+    };
+    let refusal =
+        |outcome: Outcome| rejection(&outcome.server.expect_err("admitted")).map(|r| r.check());
+    assert_eq!(refusal(run(serve(), client(7))), Some("not_a_validator"));
+    // The chain makes 7 a validator and removes 4: the same verifier (its refusal of 7 was not
+    // remembered) admits 7 and refuses 4 from then on.
+    assert!(keys.replace([1, 2, 3, 7].map(consensus_key).into_iter().collect()));
+    run(serve(), client(7)).server.unwrap();
+    assert_eq!(refusal(run(serve(), client(4))), Some("not_a_validator"));
+    assert!(!keys.replace([1, 2, 3, 7].map(consensus_key).into_iter().collect()));
 }
 
 #[test]

@@ -27,6 +27,7 @@ fn policy() -> NetworkPolicy {
         chain_id: CHAIN.into(),
         genesis_sha256: [6; 32],
         validators: (1..=4u8).map(|i| [i; 32]).collect(),
+        full_nodes: bulwark_net::FullNodes::Refused,
     }
 }
 
