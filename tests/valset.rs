@@ -10,7 +10,8 @@
 //! - Four validators and a full node, attested full nodes admitted: the full node starts late,
 //!   block-syncs and serves RPC (the light-client verifier follows the chain through it); it
 //!   joins the set by its own key and signs; a removed validator stays connected as a full
-//!   node and follows the chain.
+//!   node and follows the chain, and, its chain wiped, block-syncs from genesis across both
+//!   changes.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "shared/commits.rs"]
@@ -312,5 +313,17 @@ fn a_full_node_syncs_serves_rpc_and_joins_the_set_and_a_removed_validator_stays_
         rpc[removed_node].call("net_info", json!({})).unwrap()["n_peers"],
         "4"
     );
+    // Block sync across both changes: the removed node, its chain wiped, catches up from
+    // genesis, checking each block's commit with the set of its height.
+    nodes[removed_node].stop_cleanly().unwrap();
+    std::fs::remove_dir_all(homes[removed_node].join("data")).unwrap();
+    std::fs::create_dir_all(homes[removed_node].join("data")).unwrap();
+    nodes[removed_node] = start(&homes[removed_node]).unwrap();
+    let synced = top + 4;
+    {
+        let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
+        wait_for(&mut all, synced, Duration::from_secs(120)).unwrap();
+    }
+    verify_stored_commits(&genesis, &mut rpc[removed_node], synced).unwrap();
     drop(nodes);
 }
