@@ -74,6 +74,37 @@ fn signers_at(rpc: &mut RpcClient, height: u64) -> Vec<String> {
         .collect()
 }
 
+/// `tendermint-light-client` (its production builder, HTTP I/O and bisection) against a
+/// node's RPC, trusting block 1 by `trusted` hash: the height it verified, at least `target`.
+fn light_client_sync(rpc: &str, trusted: bulwark_types::tendermint::Hash, target: u64) -> u64 {
+    use tendermint_light_client::builder::LightClientBuilder;
+    use tendermint_light_client::store::memory::MemoryStore;
+    use tendermint_light_client::verifier::options::Options;
+    use tendermint_light_client::verifier::types::TrustThreshold;
+    let client = tendermint_rpc::HttpClient::new(format!("http://{rpc}").as_str()).unwrap();
+    let peer = "0000000000000000000000000000000000000000".parse().unwrap();
+    let options = Options {
+        trust_threshold: TrustThreshold::ONE_THIRD,
+        trusting_period: Duration::from_secs(3600),
+        clock_drift: Duration::from_secs(5),
+    };
+    let mut instance = LightClientBuilder::prod(
+        peer,
+        client,
+        Box::new(MemoryStore::new()),
+        options,
+        Some(Duration::from_secs(10)),
+    )
+    .trust_primary_at(1u32.into(), trusted)
+    .unwrap()
+    .build();
+    let block = instance
+        .light_client
+        .verify_to_target(target.try_into().unwrap(), &mut instance.state)
+        .unwrap();
+    block.height().value()
+}
+
 fn height_of(v: &serde_json::Value) -> u64 {
     v["height"].as_str().unwrap().parse().unwrap()
 }
@@ -196,7 +227,7 @@ fn val_transactions_change_the_set_two_heights_later_and_the_light_client_follow
         .to_string();
     nodes[restarted].stop_cleanly().unwrap();
     nodes[restarted] = start(&homes[restarted]).unwrap();
-    let again = top + 12;
+    let again = top + 30;
     wait_for_all_but(&mut nodes, removed_node, again);
     let signers = signers_at(&mut rpc[via], again);
     assert!(
@@ -303,6 +334,11 @@ fn a_full_node_syncs_serves_rpc_and_joins_the_set_and_a_removed_validator_stays_
     // The light-client verifier follows the chain across both changes, through the node
     // that was a full node and is a validator now.
     verify_stored_commits(&genesis, &mut rpc[4], top).unwrap();
+    // So does `tendermint-light-client` itself, through the same node's RPC: trusting block 1
+    // (its hash from another node), it verifies the latest height by bisection.
+    let trusted = commit_at(&mut rpc[via], 1).unwrap().header.hash();
+    let reached = light_client_sync(&rpc_addr(base, 4), trusted, top);
+    assert!(reached >= top, "the light client reached {reached}");
     // The removed validator stays connected as a full node and follows.
     let followed = latest(&mut rpc[removed_node]);
     assert!(
