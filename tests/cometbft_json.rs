@@ -209,6 +209,15 @@ fn every_answer_has_cometbfts_exact_json_shape() {
     let found = post("tx_search", search);
     assert_eq!(found["txs"][0], tx, "{found}");
     answers.push(("tx_search_no_prove", found));
+    let proven = post(
+        "tx_search",
+        json!({"query": format!("tx.hash = '{committed_hash}'"), "prove": true}),
+    );
+    assert!(
+        proven["txs"][0]["proof"]["root_hash"].is_string(),
+        "{proven}"
+    );
+    answers.push(("tx_search_with_prove", proven));
     // `unconfirmed_txs` and `check_tx` (no capture: CometBFT's keys, written out).
     let unconfirmed = post("unconfirmed_txs", json!({"limit": "5"}));
     for key in ["n_txs", "total", "total_bytes"] {

@@ -137,6 +137,35 @@ async fn searches_find_what_was_committed(
         "{found:?}"
     );
     assert!(found.txs.iter().all(|t| t.height == committed.height));
+    // With proofs: each leads from its transaction to the data hash of its block's header.
+    let proven = c
+        .tx_search(
+            Query::exists("app.key").and_lte("tx.height", HEIGHTS),
+            true,
+            1,
+            100,
+            Order::Ascending,
+        )
+        .await
+        .unwrap();
+    let mut largest = 0;
+    for t in &proven.txs {
+        let proof = t.proof.as_ref().expect("a proof was asked for");
+        let header = c.header(t.height).await.unwrap().header;
+        assert_eq!(proof.data, t.tx);
+        assert!(
+            bulwark_types::hashes::verify_tx_proof(proof, &header.data_hash.unwrap()),
+            "{t:?}"
+        );
+        largest = largest.max(proof.proof.total);
+    }
+    assert!(largest > 1, "no block with two transactions was proven");
+    let one = c.tx(committed.hash, true).await.unwrap();
+    let header = c.header(one.height).await.unwrap().header;
+    assert!(bulwark_types::hashes::verify_tx_proof(
+        one.proof.as_ref().unwrap(),
+        &header.data_hash.unwrap()
+    ));
     // key1 and key10..=key19.
     let contains = Query::contains("app.key", "key1");
     let found = c

@@ -587,11 +587,9 @@ fn check_tx(engine: &mut Engine, tx: Vec<u8>) -> Result<Value, ResponseError> {
     Ok(value["check_tx"].take())
 }
 
-/// A committed transaction by its hash, with its result (CometBFT's kv indexer's answer).
+/// A committed transaction by its hash, with its result (CometBFT's kv indexer's answer) and,
+/// if `prove`, the Merkle proof of its place in its block.
 fn committed(engine: &Engine, hash: &[u8], prove: bool) -> Result<Value, ResponseError> {
-    if prove {
-        return Err(internal("transaction proofs are not served yet"));
-    }
     let at = engine
         .blocks()
         .tx_location(hash)
@@ -600,7 +598,7 @@ fn committed(engine: &Engine, hash: &[u8], prove: bool) -> Result<Value, Respons
     let hash: [u8; 32] = hash
         .try_into()
         .map_err(|_| internal("a hash has 32 bytes"))?;
-    to_value(&crate::search::tx_answer(engine.blocks(), at, hash)?)
+    to_value(&crate::search::tx_answer(engine.blocks(), at, hash, prove)?)
 }
 
 /// Answers `call`; any outputs (a broadcast transaction's gossip) are the driver's to carry out.

@@ -114,10 +114,9 @@ impl Server {
         let task = tokio::task::spawn_blocking(move || {
             let _permit = permit;
             match call {
-                Call::TxSearch { prove: true, .. } => {
-                    Err(refused("transaction proofs are not served yet"))
+                Call::TxSearch { search, prove } => {
+                    search::tx_search(&blocks, &search, prove, deadline)
                 }
-                Call::TxSearch { search, .. } => search::tx_search(&blocks, &search, deadline),
                 Call::BlockSearch(search) => search::block_search(&blocks, &search, deadline),
                 _ => Err(refused("not a search")),
             }

@@ -10,6 +10,7 @@ use bulwark_node::chain::block_id;
 use bulwark_query::search::{matching_blocks, matching_txs, page_of, Search, SearchError};
 use bulwark_store::blocks::BlockStore;
 use bulwark_store::events::TxPosition;
+use bulwark_types::hashes::tx_proof;
 use bulwark_types::tendermint::abci::response;
 use bulwark_types::tendermint::block::Block;
 use bulwark_types::tendermint::{block, Hash};
@@ -25,19 +26,22 @@ fn refusal(e: SearchError) -> ResponseError {
 /// A height's block and results, decoded once for all the transactions of a page there.
 type Decoded = (u64, Block, response::FinalizeBlock);
 
-/// CometBFT's `tx` answer for the transaction at `at` (its hash known).
+/// CometBFT's `tx` answer for the transaction at `at` (its hash known), with the Merkle proof
+/// of its place in its block's `data_hash` if `prove`.
 pub(crate) fn tx_answer(
     blocks: &BlockStore,
     at: TxPosition,
     hash: [u8; 32],
+    prove: bool,
 ) -> Result<endpoint::tx::Response, ResponseError> {
-    tx_answer_from(blocks, at, hash, &mut None)
+    tx_answer_from(blocks, at, hash, prove, &mut None)
 }
 
 fn tx_answer_from(
     blocks: &BlockStore,
     (height, index): TxPosition,
     hash: [u8; 32],
+    prove: bool,
     decoded: &mut Option<Decoded>,
 ) -> Result<endpoint::tx::Response, ResponseError> {
     if decoded.as_ref().is_none_or(|(h, _, _)| *h != height) {
@@ -64,7 +68,9 @@ fn tx_answer_from(
         index,
         tx_result,
         tx,
-        proof: None,
+        proof: prove
+            .then(|| tx_proof(&block.data, index as usize))
+            .flatten(),
     })
 }
 
@@ -78,10 +84,11 @@ fn in_time(deadline: Instant) -> Result<(), ResponseError> {
     Ok(())
 }
 
-/// `tx_search`, with CometBFT's answer.
+/// `tx_search`, with CometBFT's answer (each transaction with its proof if `prove`).
 pub fn tx_search(
     blocks: &BlockStore,
     search: &Search,
+    prove: bool,
     deadline: Instant,
 ) -> Result<Value, ResponseError> {
     let found = matching_txs(blocks, &search.query, deadline).map_err(refusal)?;
@@ -93,7 +100,7 @@ pub fn tx_search(
             .indexed_tx(at)
             .map_err(store_error)?
             .ok_or_else(|| internal(format!("transaction {at:?} left the index")))?;
-        txs.push(tx_answer_from(blocks, at, hash, &mut decoded)?);
+        txs.push(tx_answer_from(blocks, at, hash, prove, &mut decoded)?);
     }
     to_value(&endpoint::tx_search::Response {
         txs,

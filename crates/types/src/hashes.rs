@@ -33,6 +33,55 @@ pub fn data_hash<T: AsRef<[u8]>>(txs: &[T]) -> Hash {
     merkle(&leaves)
 }
 
+/// The proof that transaction `index` of `txs` is in the block whose `data_hash` is the
+/// proof's root (CometBFT's `Txs.Proof`: the leaves are the transactions' SHA-256 hashes);
+/// `None` past the last transaction.
+pub fn tx_proof<T: AsRef<[u8]>>(txs: &[T], index: usize) -> Option<tendermint::tx::Proof> {
+    let tx = txs.get(index)?;
+    let leaves: Vec<[u8; 32]> = txs
+        .iter()
+        .map(|t| crate::parts::leaf_hash(&Sha256::digest(t.as_ref())))
+        .collect();
+    let (root, mut aunts) = crate::parts::root_and_aunts(&leaves);
+    let aunts = std::mem::take(aunts.get_mut(index)?);
+    Some(tendermint::tx::Proof {
+        root_hash: Hash::Sha256(root),
+        data: tx.as_ref().to_vec(),
+        proof: tendermint::merkle::Proof {
+            total: txs.len() as u64,
+            index: index as u64,
+            leaf_hash: Hash::Sha256(leaves[index]),
+            aunts: aunts.into_iter().map(Hash::Sha256).collect(),
+        },
+    })
+}
+
+/// Whether `proof` shows its transaction in a block whose `data_hash` is `data_hash`: the
+/// leaf is the transaction's, and the aunts lead from it to that root.
+pub fn verify_tx_proof(proof: &tendermint::tx::Proof, data_hash: &Hash) -> bool {
+    let leaf = crate::parts::leaf_hash(&Sha256::digest(&proof.data));
+    let (Ok(index), Ok(total)) = (
+        usize::try_from(proof.proof.index),
+        usize::try_from(proof.proof.total),
+    ) else {
+        return false;
+    };
+    let aunts: Option<Vec<[u8; 32]>> = proof
+        .proof
+        .aunts
+        .iter()
+        .map(|a| a.as_bytes().try_into().ok())
+        .collect();
+    let root = aunts
+        .filter(|a| a.len() <= 64 && index < total)
+        .and_then(|a| crate::parts::root_from_aunts(index, total, leaf, &a));
+    root.is_some_and(|r| {
+        Hash::Sha256(r) == *data_hash
+            && proof.root_hash == *data_hash
+            && proof.proof.leaf_hash == Hash::Sha256(leaf)
+    })
+}
+
 /// `last_commit_hash`: Merkle root over the protobuf encoding of each `CommitSig`, in
 /// validator-set order.
 pub fn commit_hash(commit: &Commit) -> Hash {
@@ -134,6 +183,37 @@ mod tests {
         assert_eq!(results_hash(&[]).to_string(), EMPTY);
         assert_eq!(evidence_hash(&[]).to_string(), EMPTY);
         assert_eq!(commit_sigs_hash(&[]).to_string(), EMPTY);
+    }
+
+    #[test]
+    fn every_transactions_proof_leads_to_the_data_hash_and_nothing_else_does() {
+        for n in 1..=17usize {
+            let txs: Vec<Vec<u8>> = (0..n).map(|i| format!("k{i}=v{n}").into_bytes()).collect();
+            let root = data_hash(&txs);
+            for i in 0..n {
+                let proof = tx_proof(&txs, i).unwrap();
+                assert!(verify_tx_proof(&proof, &root), "{n} txs, index {i}");
+                assert_eq!(proof.data, txs[i]);
+                // Another transaction, another position, another root: refused.
+                let mut other = proof.clone();
+                other.data = b"forged".to_vec();
+                assert!(!verify_tx_proof(&other, &root));
+                let mut moved = proof.clone();
+                moved.proof.index = ((i + 1) % n) as u64;
+                assert!(n == 1 || !verify_tx_proof(&moved, &root), "{n} {i}");
+                let mut cut = proof.clone();
+                cut.proof.aunts.pop();
+                assert!(n == 1 || !verify_tx_proof(&cut, &root));
+            }
+            assert!(tx_proof(&txs, n).is_none());
+        }
+        // CometBFT's own proof of a block's only transaction (tx_search with prove).
+        let tx = b"async-key=value";
+        let proof = tx_proof(&[tx], 0).unwrap();
+        assert_eq!(
+            proof.root_hash.to_string(),
+            "3081F9915040D138B3AD7F895732D2767C29E85BA5D84388D04E17A5D8262B7A"
+        );
     }
 
     #[test]

@@ -68,7 +68,7 @@ pub enum PartError {
     },
 }
 
-fn leaf_hash(bytes: &[u8]) -> [u8; 32] {
+pub(crate) fn leaf_hash(bytes: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update([0u8]);
     h.update(bytes);
@@ -89,7 +89,7 @@ fn split_point(n: usize) -> usize {
 }
 
 /// Root of the subtree over `leaves`, and for each leaf its aunts within the subtree.
-fn root_and_aunts(leaves: &[[u8; 32]]) -> ([u8; 32], Vec<Vec<[u8; 32]>>) {
+pub(crate) fn root_and_aunts(leaves: &[[u8; 32]]) -> ([u8; 32], Vec<Vec<[u8; 32]>>) {
     match leaves.len() {
         0 => (Sha256::digest([]).into(), Vec::new()),
         1 => (leaves[0], vec![Vec::new()]),
@@ -111,7 +111,7 @@ fn root_and_aunts(leaves: &[[u8; 32]]) -> ([u8; 32], Vec<Vec<[u8; 32]>>) {
 
 /// The root that `leaf` with `aunts` proves at `index` of `total` (CometBFT
 /// `computeHashFromAunts`), or `None` if the proof has the wrong shape.
-fn root_from_aunts(
+pub(crate) fn root_from_aunts(
     index: usize,
     total: usize,
     leaf: [u8; 32],
