@@ -75,6 +75,26 @@ fn four_processes_commit_restart_one_by_one_recover_from_a_kill_and_wait_after_a
         matches!(&interval.value, Value::Histogram(buckets) if buckets.last().is_some_and(|b| b.count >= 8.0)),
         "{interval:?}"
     );
+    // Each ABCI method's call times: a FinalizeBlock and a Commit per height, a
+    // ProcessProposal per block another validator proposed.
+    for (method, least) in [
+        ("finalize_block", 10.0),
+        ("commit", 10.0),
+        ("process_proposal", 1.0),
+    ] {
+        let calls = metrics
+            .samples
+            .iter()
+            .find(|s| {
+                s.metric == "cometbft_abci_connection_method_timing_seconds"
+                    && s.labels.get("method") == Some(method)
+            })
+            .unwrap_or_else(|| panic!("no timing of {method}"));
+        assert!(
+            matches!(&calls.value, Value::Histogram(buckets) if buckets.last().is_some_and(|b| b.count >= least)),
+            "{method}: {calls:?}"
+        );
+    }
     // A rolling restart: each process in turn stops cleanly on SIGTERM and starts again from
     // its data, the chain continuing from where it was. Every start is a new instance of its
     // validator (bulwark_instance): it signs again once the other three commit its claim.

@@ -9,6 +9,7 @@
 
 pub mod kvstore;
 pub mod socket;
+pub mod timed;
 
 use bulwark_types::tendermint::abci::{request, response};
 use thiserror::Error;
@@ -77,15 +78,17 @@ impl AppConfig {
     /// The application, ready for the handshake (the built-in one stores in `data_dir`).
     pub fn connect(&self, data_dir: &std::path::Path) -> Result<Box<dyn Application>, AppError> {
         if self.proxy_app == "kvstore" {
-            return Ok(Box::new(kvstore::KvStore::open(data_dir)?));
+            let app = Box::new(kvstore::KvStore::open(data_dir)?);
+            return Ok(Box::new(timed::Timed(app)));
         }
         let address = socket::Address::parse(&self.proxy_app)?;
         let timeout = std::time::Duration::from_millis(self.abci_timeout_ms.clamp(1_000, 600_000));
-        Ok(Box::new(socket::SocketApp::connect(
+        let app = Box::new(socket::SocketApp::connect(
             address,
             timeout,
             CONNECT_WITHIN,
-        )?))
+        )?);
+        Ok(Box::new(timed::Timed(app)))
     }
 }
 

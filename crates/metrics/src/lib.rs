@@ -103,6 +103,37 @@ impl Family<'_> {
 }
 
 /// A label value as the exposition format writes it.
+/// One histogram's samples with `labels`: buckets written cumulatively, `+Inf`, sum, count.
+fn histogram_samples(f: &mut Family<'_>, labels: &[(&str, &str)], h: &Histogram) {
+    let mut cumulative = 0;
+    for (bound, n) in h.bounds.iter().zip(&h.counts) {
+        cumulative += n;
+        let le = number(*bound);
+        let mut with = labels.to_vec();
+        with.push(("le", &le));
+        f.sample("_bucket", &with, count(cumulative));
+    }
+    let mut with = labels.to_vec();
+    with.push(("le", "+Inf"));
+    f.sample("_bucket", &with, count(h.count));
+    f.sample("_sum", labels, h.sum);
+    f.sample("_count", labels, count(h.count));
+}
+
+/// CometBFT's `abci_connection_method_timing_seconds`: each ABCI method's call times.
+fn abci_timings(f: &mut Family<'_>) {
+    for (method, times) in bulwark_app::timed::TIMINGS.snapshot() {
+        let h = Histogram {
+            bounds: bulwark_app::timed::BOUNDS.to_vec(),
+            counts: times.counts.to_vec(),
+            sum: times.sum,
+            count: times.count,
+        };
+        let labels = [("method", method), ("type", "sync")];
+        histogram_samples(f, &labels, &h);
+    }
+}
+
 fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
@@ -242,14 +273,7 @@ impl Metrics {
 
     fn histogram(&self, out: &mut String, bulwark: bool, name: &str, help: &str, h: &Histogram) {
         let mut f = self.family(out, bulwark, name, "histogram", help);
-        let mut cumulative = 0;
-        for (bound, n) in h.bounds.iter().zip(&h.counts) {
-            cumulative += n;
-            f.sample("_bucket", &[("le", &number(*bound))], count(cumulative));
-        }
-        f.sample("_bucket", &[("le", "+Inf")], count(h.count));
-        f.sample("_sum", &[], h.sum);
-        f.sample("_count", &[], count(h.count));
+        histogram_samples(&mut f, &[], h);
     }
 
     /// The exposition text of this moment.
@@ -312,6 +336,13 @@ impl Metrics {
             "Voting power of the accused validators.",
             count(block.byzantine_power),
         );
+        abci_timings(&mut self.family(
+            &mut out,
+            false,
+            "abci_connection_method_timing_seconds",
+            "histogram",
+            "Time an ABCI call took, by method.",
+        ));
         self.histogram(
             &mut out,
             false,
