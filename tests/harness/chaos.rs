@@ -55,6 +55,8 @@ pub struct Figures {
     pub loss_episodes: u64,
     pub delay_episodes: u64,
     pub conflicting_signatures: u64,
+    pub equivocations_detected: u64,
+    pub signatures_checked: u64,
     pub evidence_committed: u64,
     pub lost_commits: u64,
     pub height: u64,
@@ -308,6 +310,83 @@ impl Drop for Netns {
     }
 }
 
+/// Every vote signature any instance of any validator logged ("signed vote", before it left),
+/// by validator, height, round and kind: two block ids at one key are conflicting signatures.
+#[derive(Debug, Default)]
+pub struct SignatureLedger {
+    signed: BTreeMap<(String, u64, u32, String), String>,
+    /// Conflicting signatures found, by validator address.
+    pub conflicts: BTreeMap<String, u64>,
+    /// Signatures read.
+    pub signatures: u64,
+}
+
+impl SignatureLedger {
+    /// Takes in the "signed vote" lines of a log (a line read twice counts once), with or
+    /// without terminal colours.
+    pub fn absorb(&mut self, log: &str) {
+        for line in log.lines().filter(|l| l.contains("signed vote")) {
+            let line = &strip_colours(line);
+            let field = |name: &str| {
+                let start = line.find(&format!(" {name}="))? + name.len() + 2;
+                let rest = &line[start..];
+                Some(
+                    rest.split_whitespace()
+                        .next()?
+                        .trim_matches('"')
+                        .to_string(),
+                )
+            };
+            let (Some(h), Some(r), Some(kind), Some(block), Some(validator)) = (
+                field("height").and_then(|h| h.parse::<u64>().ok()),
+                field("round").and_then(|r| r.parse::<u32>().ok()),
+                field("kind"),
+                field("block"),
+                field("validator"),
+            ) else {
+                continue;
+            };
+            self.signatures += 1;
+            match self.signed.get(&(validator.clone(), h, r, kind.clone())) {
+                Some(first) if *first != block => {
+                    *self.conflicts.entry(validator).or_default() += 1;
+                }
+                Some(_) => {}
+                None => {
+                    self.signed.insert((validator, h, r, kind), block);
+                }
+            }
+        }
+    }
+
+    /// Conflicting signatures by validators other than `except`.
+    pub fn conflicts_except(&self, except: &str) -> u64 {
+        self.conflicts
+            .iter()
+            .filter(|(v, _)| v.as_str() != except)
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+/// `line` without ANSI SGR sequences (`ESC [ ... m`).
+fn strip_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 struct Network {
     net: Netns,
     bin: PathBuf,
@@ -318,7 +397,10 @@ struct Network {
     rpc: Vec<RpcClient>,
     /// Per height, the hash some node reported committed and which node.
     seen: BTreeMap<u64, (String, usize)>,
-    conflicting_signatures: u64,
+    /// Equivocations the honest nodes' engines reported ("double-signed").
+    equivocations_detected: u64,
+    /// Every signature every instance logged.
+    ledger: SignatureLedger,
     forks_seen: u64,
     txs: u64,
 }
@@ -390,14 +472,16 @@ impl Network {
             .unwrap_or(0)
     }
 
-    /// Counts the equivocations node `i`'s log reports (its engine's double-sign detector).
+    /// Reads node `i`'s log before it is started again (a start begins a new log): every
+    /// signature it made, and the equivocations its engine reports (its double-sign detector).
     fn scan_log(&mut self, i: usize) {
-        // The planted double signer's own log does not count: the honest ones must see it.
+        let text = std::fs::read_to_string(self.homes[i].join("bulwark.log")).unwrap_or_default();
+        self.ledger.absorb(&text);
+        // The planted double signer's own detector does not count: the honest ones must see it.
         if self.double_signer.is_some() && i == PLANTED {
             return;
         }
-        let text = std::fs::read_to_string(self.homes[i].join("bulwark.log")).unwrap_or_default();
-        self.conflicting_signatures +=
+        self.equivocations_detected +=
             text.lines().filter(|l| l.contains("double-signed")).count() as u64;
     }
 
@@ -522,7 +606,8 @@ pub fn run(args: &ChaosArgs) -> Result<Figures> {
         nodes: (0..VALIDATORS).map(|_| None).collect(),
         rpc,
         seen: BTreeMap::new(),
-        conflicting_signatures: 0,
+        equivocations_detected: 0,
+        ledger: SignatureLedger::default(),
         forks_seen: 0,
         txs: 0,
     };
@@ -679,7 +764,16 @@ pub fn run(args: &ChaosArgs) -> Result<Figures> {
         let _ = node.stop_cleanly();
     }
     sign_again.sort_by(|a, b| a.total_cmp(b));
-    fig.conflicting_signatures = n.conflicting_signatures;
+    // Conflicting signatures by honest keys, across every instance of each: none may exist.
+    let honest_planted = if args.double_signer {
+        planted.as_str()
+    } else {
+        ""
+    };
+    fig.conflicting_signatures = n.ledger.conflicts_except(honest_planted);
+    let planted_conflicts = n.ledger.conflicts.get(&planted).copied().unwrap_or(0);
+    fig.equivocations_detected = n.equivocations_detected;
+    fig.signatures_checked = n.ledger.signatures;
     fig.evidence_committed = evidence;
     fig.lost_commits = lost;
     fig.height = end;
@@ -691,6 +785,8 @@ pub fn run(args: &ChaosArgs) -> Result<Figures> {
         "kills": fig.kills,
         "partitions": fig.partitions,
         "conflicting_signatures": fig.conflicting_signatures,
+        "equivocations_detected": fig.equivocations_detected,
+        "signatures_checked": fig.signatures_checked,
         "lost_commits": fig.lost_commits,
         "height": fig.height,
         "evidence_committed": fig.evidence_committed,
@@ -704,7 +800,7 @@ pub fn run(args: &ChaosArgs) -> Result<Figures> {
         "build": if args.release { "release" } else { "debug" },
     });
     eprintln!(
-        "chaos: {} kills, {} partitions, {} loss and {} delay episodes in {:.0} s; {} heights checked on all {VALIDATORS}: {} conflicting signatures, {} evidence committed, {} lost commits; restarted validators signed again after {:.1} s (median), {:.1} s (max)",
+        "chaos: {} kills, {} partitions, {} loss and {} delay episodes in {:.0} s; {} heights checked on all {VALIDATORS}: {} conflicting signatures among the {} every instance logged, {} equivocations detected, {} evidence committed, {} lost commits; restarted validators signed again after {:.1} s (median), {:.1} s (max)",
         fig.kills,
         fig.partitions,
         fig.loss_episodes,
@@ -712,6 +808,8 @@ pub fn run(args: &ChaosArgs) -> Result<Figures> {
         fig.seconds,
         fig.heights_checked,
         fig.conflicting_signatures,
+        fig.signatures_checked,
+        fig.equivocations_detected,
         fig.evidence_committed,
         fig.lost_commits,
         fig.sign_again_median_s,
@@ -720,12 +818,17 @@ pub fn run(args: &ChaosArgs) -> Result<Figures> {
     if args.json {
         println!("{summary}");
     }
-    let broken =
-        fig.conflicting_signatures > 0 || fig.lost_commits > 0 || fig.evidence_committed > 0;
+    let broken = fig.conflicting_signatures > 0
+        || fig.equivocations_detected > 0
+        || fig.lost_commits > 0
+        || fig.evidence_committed > 0
+        || fig.signatures_checked == 0;
     if args.double_signer {
         // Caught means: the honest nodes saw it and committed evidence against it alone, and
         // no commit was lost (one byzantine validator of four must not fork the chain).
-        if fig.conflicting_signatures == 0
+        if fig.equivocations_detected == 0
+            || planted_conflicts == 0
+            || fig.conflicting_signatures > 0
             || fig.evidence_committed == 0
             || evidence_against_others > 0
             || fig.lost_commits > 0
@@ -737,8 +840,8 @@ pub fn run(args: &ChaosArgs) -> Result<Figures> {
             );
         }
         eprintln!(
-            "chaos: the planted double signer (validator {PLANTED}) was caught: {} double signatures seen by the honest nodes, {} pieces of evidence committed, all against it; 0 lost commits",
-            fig.conflicting_signatures, fig.evidence_committed
+            "chaos: the planted double signer (validator {PLANTED}) was caught: {planted_conflicts} conflicting signatures in its log, {} double signatures seen by the honest nodes, {} pieces of evidence committed, all against it; 0 lost commits, none by honest keys",
+            fig.equivocations_detected, fig.evidence_committed
         );
         let _ = std::fs::remove_dir_all(&dir);
         return Ok(fig);
@@ -751,4 +854,36 @@ pub fn run(args: &ChaosArgs) -> Result<Figures> {
     }
     let _ = std::fs::remove_dir_all(&dir);
     Ok(fig)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SignatureLedger;
+
+    #[test]
+    fn the_ledger_finds_two_block_ids_signed_at_one_step_by_one_key_across_logs() {
+        let line = |h: u64, kind: &str, block: &str, v: &str| {
+            format!("2026-12-06T07:00:00Z  INFO bulwark_node::engine: signed vote height={h} round=0 kind=\"{kind}\" block={block} validator={v}\n")
+        };
+        let mut ledger = SignatureLedger::default();
+        // One instance's log, then a restarted instance's: the same vote again is no conflict.
+        ledger.absorb(&(line(5, "prevote", "AB", "V1") + &line(5, "precommit", "AB", "V1")));
+        ledger.absorb(&(line(5, "prevote", "AB", "V1") + &line(6, "prevote", "nil", "V1")));
+        assert!(ledger.conflicts.is_empty());
+        // Another instance of V1 signs another block at a step it signed: caught, by key.
+        ledger.absorb(&(line(5, "precommit", "CD", "V1") + &line(5, "precommit", "CD", "V2")));
+        assert_eq!(ledger.conflicts.get("V1"), Some(&1));
+        assert_eq!(ledger.conflicts_except("V1"), 0);
+        assert_eq!(ledger.conflicts_except("V2"), 1);
+        assert_eq!(ledger.signatures, 6);
+        ledger.absorb("committed height=5\nsigned vote height=x round=0\n");
+        assert_eq!(ledger.signatures, 6);
+        // A coloured line (a terminal's format) reads the same.
+        let coloured = "\u{1b}[2m2026\u{1b}[0m signed vote \u{1b}[3mheight\u{1b}[0m\u{1b}[2m=\u{1b}[0m6 \u{1b}[3mround\u{1b}[0m=0 kind=\"prevote\" block=EF validator=V2";
+        ledger.absorb(coloured);
+        assert_eq!(ledger.signatures, 7);
+        assert_eq!(ledger.conflicts.get("V2"), None);
+        ledger.absorb(&line(6, "prevote", "AB", "V2"));
+        assert_eq!(ledger.conflicts.get("V2"), Some(&1));
+    }
 }

@@ -311,6 +311,8 @@ impl Adversary {
         let mut v = vote::Vote::try_from(edited).ok()?;
         v.signature = None;
         sign_vote(&self.key, &mut v, &self.chain_id);
+        // A signature that leaves, like the engine's own: chaos runs count them.
+        bulwark_node::engine::log_signed_vote(&v);
         Some(v.into())
     }
 

@@ -2149,6 +2149,9 @@ impl Engine {
         let (Some(timestamp), Some(sig)) = (tv.timestamp, tv.signature.as_ref()) else {
             return Ok(None);
         };
+        if !self.replaying {
+            log_signed_vote(&tv);
+        }
         let signed = Signed::new(v, pack_signature(timestamp, sig));
         Ok(Some((Payload::Vote(tv.into()), signed)))
     }
@@ -2235,6 +2238,26 @@ impl Engine {
         }
         Ok(out)
     }
+}
+
+/// Says that this process signed `vote`, before it leaves (one line per signature; chaos runs
+/// read them to find two conflicting signatures by one key across all its instances).
+pub fn log_signed_vote(vote: &vote::Vote) {
+    let kind = match vote.vote_type {
+        vote::Type::Prevote => "prevote",
+        vote::Type::Precommit => "precommit",
+    };
+    let block = vote
+        .block_id
+        .map_or_else(|| "nil".to_string(), |b| b.hash.to_string());
+    tracing::info!(
+        height = vote.height.value(),
+        round = vote.round.value(),
+        kind,
+        block = %block,
+        validator = %vote.validator_address,
+        "signed vote"
+    );
 }
 
 /// Who double-signed, where: for the log.
