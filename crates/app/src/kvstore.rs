@@ -82,8 +82,9 @@ pub const VALIDATOR_UPDATES_KEY: &str = "validator_updates";
 pub const GENESIS_VALIDATORS_ONLY: &str = "genesis-validators";
 /// See [`VALIDATOR_UPDATES_KEY`]: updates may name any ed25519 key (CometBFT's kvstore). A key
 /// no attested guest holds can never connect to a Bulwark validator, so it never signs; with
-/// more than a third of the power it halts the chain. Only for networks whose RPC is
-/// trusted.
+/// more than a third of the power it halts the chain. A joining validator is an attested full
+/// node first (genesis `attest_full_nodes`). Whoever reaches RPC decides the set: only for
+/// networks whose RPC is trusted.
 pub const ANY_KEY: &str = "any-key";
 /// What [`META_VALIDATOR_UPDATES`] holds for [`ANY_KEY`] (never a whole number of keys).
 const META_ANY_KEY: &[u8] = b"any-key";

@@ -367,7 +367,11 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         .map_or(defaults.total_rate, f64::from);
     let edge = Edge::new(
         EdgeLimits {
-            max_peers: 2 * home.genesis.validators.len() + 4 + max_full_nodes,
+            // Room for the largest set the chain may come to (only its members and the
+            // admitted full nodes stay connected; the rest close at once).
+            max_peers: 2 * bulwark_node::chain::MAX_VALIDATORS.max(home.genesis.validators.len())
+                + 4
+                + max_full_nodes,
             total_rate,
             total_burst: 2.0 * total_rate,
             max_handshakes: home
@@ -501,11 +505,19 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                         tracing::info!(peer = id, addr = %peer.addr, ?why, "attested, but not kept");
                         continue;
                     }
-                    Ok(()) => match admit_logged(&mut peers, id, peer, &own_key) {
-                    // The older one closes; the engine forgets it.
-                    Some(old) => Input::PeerGone(old),
-                    None => continue,
-                }},
+                    Ok(()) => {
+                        let full = !membership.is_validator(&peer);
+                        let replaced = admit_logged(&mut peers, id, peer, &own_key);
+                        if peers.contains_key(&id) {
+                            undelivered.push(Input::FullNodePeer(id, full));
+                        }
+                        match replaced {
+                            // The older one closes; the engine forgets it.
+                            Some(old) => Input::PeerGone(old),
+                            None => continue,
+                        }
+                    }
+                },
                 Some(PeerEvent::Disconnected(id)) => {
                     peers.remove(&id);
                     Input::PeerGone(id)
@@ -592,8 +604,14 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 &state.validator_infos,
                 &state.last_validator_infos,
             );
-            let gone = membership.follow(&mut peers, validators_ahead(state));
-            undelivered.extend(gone.into_iter().map(Input::PeerGone));
+            if let Some(gone) = membership.follow(&mut peers, validators_ahead(state)) {
+                undelivered.extend(gone.into_iter().map(Input::PeerGone));
+                undelivered.extend(
+                    peers
+                        .iter()
+                        .map(|(id, p)| Input::FullNodePeer(*id, !membership.is_validator(p))),
+                );
+            }
         }
     }
     tracing::info!(height = engine.state().last_block_height, "shutting down");

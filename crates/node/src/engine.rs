@@ -41,7 +41,7 @@ use bulwark_types::tendermint_proto::v0_38 as pb;
 use bulwark_wire::{self as wire, Payload};
 use bytes::Bytes;
 use prost::Message;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -72,6 +72,9 @@ pub enum Input {
     /// A status from a peer that has not read what it was sent: its height is noted, but it is
     /// not answered (the answer would only be dropped).
     BackloggedStatus(wire::Status),
+    /// Whether this peer is a full node now (true) or a validator: full nodes, which a host
+    /// can run many of, neither move the median peer height nor come first for blocks.
+    FullNodePeer(PeerId, bool),
 }
 
 /// What the engine asks the driver to do.
@@ -395,6 +398,8 @@ pub struct Engine {
     peer_working_heights: BTreeMap<PeerId, u64>,
     /// When the height in progress started, by this node's clock (`consensus_state`).
     height_started: Time,
+    /// The peers that are full nodes ([`Input::FullNodePeer`]).
+    full_node_peers: BTreeSet<PeerId>,
 }
 
 /// Most block ids of verified votes remembered at one height (each validator can vote for a
@@ -507,6 +512,7 @@ impl Engine {
             claim_checks_by_peer: BTreeMap::new(),
             peer_txs: BTreeMap::new(),
             peer_heights: BTreeMap::new(),
+            full_node_peers: BTreeSet::new(),
             height_started,
             peer_working_heights: BTreeMap::new(),
         };
@@ -742,6 +748,7 @@ impl Engine {
             Input::Peer(peer, payload) => self.peer(peer, payload),
             Input::PeerGone(peer) => {
                 self.peer_heights.remove(&peer);
+                self.full_node_peers.remove(&peer);
                 self.peer_working_heights.remove(&peer);
                 self.relay.forget_peer(peer);
                 self.status_answers.remove(&peer);
@@ -758,6 +765,14 @@ impl Engine {
             }
             Input::BackloggedStatus(s) => {
                 self.highest_peer_height = self.highest_peer_height.max(s.height);
+                Ok(vec![])
+            }
+            Input::FullNodePeer(peer, full) => {
+                if full {
+                    self.full_node_peers.insert(peer);
+                } else {
+                    self.full_node_peers.remove(&peer);
+                }
                 Ok(vec![])
             }
         }
@@ -2033,22 +2048,39 @@ impl Engine {
     }
 
     /// After the peer asked last, the next peer (by id, wrapping) that reported a height
-    /// above `height`, is not shunned, and was not asked at `height` since the last tick.
+    /// above `height`, is not shunned, and was not asked at `height` since the last tick:
+    /// a validator if one qualifies, else a full node.
     fn next_peer_ahead(&self, height: u64) -> Option<PeerId> {
-        let ahead = |(p, h): (&PeerId, &u64)| {
-            (*h > height && self.asked.get(p) != Some(&height) && !self.shunned.contains_key(p))
+        let ahead = |full: bool| {
+            move |(p, h): (&PeerId, &u64)| {
+                (*h > height
+                    && self.full_node_peers.contains(p) == full
+                    && self.asked.get(p) != Some(&height)
+                    && !self.shunned.contains_key(p))
                 .then_some(*p)
+            }
         };
         let after = self.asked_peer.map_or(0, |p| p.saturating_add(1));
-        self.peer_heights
-            .range(after..)
-            .find_map(ahead)
-            .or_else(|| self.peer_heights.range(..after).find_map(ahead))
+        [false, true].into_iter().find_map(|full| {
+            self.peer_heights
+                .range(after..)
+                .find_map(ahead(full))
+                .or_else(|| self.peer_heights.range(..after).find_map(ahead(full)))
+        })
     }
 
-    /// The lower median of the peers' last reported heights (0 with no peer).
-    fn network_height(&self) -> u64 {
-        let mut heights: Vec<u64> = self.peer_heights.values().copied().collect();
+    /// The lower median of the validator peers' last reported heights (of all peers' when
+    /// none is a validator; 0 with no peer): how far the network is.
+    pub fn network_height(&self) -> u64 {
+        let validators = self
+            .peer_heights
+            .iter()
+            .filter(|(p, _)| !self.full_node_peers.contains(p))
+            .map(|(_, h)| *h);
+        let mut heights: Vec<u64> = validators.collect();
+        if heights.is_empty() {
+            heights = self.peer_heights.values().copied().collect();
+        }
         heights.sort_unstable();
         heights
             .get(heights.len().saturating_sub(1) / 2)

@@ -681,6 +681,40 @@ fn a_backlogged_peers_status_is_noted_but_never_answered() {
 }
 
 #[test]
+fn full_node_peers_do_not_move_how_far_the_network_is() {
+    use bulwark_wire::{Payload, Status};
+    let mut net = Net::new();
+    net.run_until(3, 200_000);
+    let engine = net.slots[0].engine.as_mut().unwrap();
+    let height = engine.state().next_height();
+    let status = |h| {
+        Payload::Status(Status {
+            height: h,
+            round: 0,
+        })
+    };
+    // Three full nodes (a host can run many) claim to be far ahead; one validator is here.
+    for peer in [201, 202, 203] {
+        engine.handle(Input::FullNodePeer(peer, true)).unwrap();
+        engine
+            .handle(Input::Peer(peer, status(height + 50)))
+            .unwrap();
+    }
+    engine.handle(Input::FullNodePeer(101, false)).unwrap();
+    engine.handle(Input::Peer(101, status(height))).unwrap();
+    assert_eq!(engine.network_height(), height);
+    // Two of them become validators: now they count.
+    engine.handle(Input::FullNodePeer(202, false)).unwrap();
+    engine.handle(Input::FullNodePeer(203, false)).unwrap();
+    assert_eq!(engine.network_height(), height + 50);
+    // With only full nodes left, theirs is all there is.
+    for peer in [101, 202, 203] {
+        engine.handle(Input::PeerGone(peer)).unwrap();
+    }
+    assert_eq!(engine.network_height(), height + 50);
+}
+
+#[test]
 fn a_run_of_decided_blocks_ends_with_where_the_peer_is() {
     use bulwark_wire::Payload;
     let mut net = Net::new();

@@ -25,7 +25,13 @@ pub enum Refused {
     NotAValidator,
     /// It is a full node, and this node keeps as many as it takes.
     FullNodesFull,
+    /// It is a full node on a chip that already runs [`FULL_NODES_PER_CHIP`] of this node's
+    /// full-node peers (one host's guests do not take every place).
+    ChipFull,
 }
+
+/// Full-node peers one chip may hold at once.
+pub const FULL_NODES_PER_CHIP: usize = 2;
 
 impl Membership {
     /// The rule over `keys` (shared with the verifier), admitting at most `max_full_nodes`
@@ -55,33 +61,42 @@ impl Membership {
         }
         // Another connection of the same key replaces it, and takes no new place.
         let key = &peer.attested.consensus_key;
-        let others = peers
+        let others: Vec<&Peer> = peers
             .values()
             .filter(|p| !self.is_validator(p) && p.attested.consensus_key != *key)
-            .count();
-        if others >= self.max_full_nodes {
+            .collect();
+        if others.len() >= self.max_full_nodes {
             return Err(Refused::FullNodesFull);
+        }
+        let chip = &peer.attested.chip_id;
+        if others
+            .iter()
+            .filter(|p| p.attested.chip_id == *chip)
+            .count()
+            >= FULL_NODES_PER_CHIP
+        {
+            return Err(Refused::ChipFull);
         }
         Ok(())
     }
 
     /// Makes `keys` the admitted validators. When they changed, the connections that may no
     /// longer stay (removed validators, where full nodes are refused) leave `peers`, which
-    /// closes them; their ids are returned for the engine to forget.
+    /// closes them; their ids are returned for the engine to forget. `None`: no change.
     pub fn follow(
         &self,
         peers: &mut HashMap<ConnectionId, Peer>,
         keys: BTreeSet<[u8; 32]>,
-    ) -> Vec<ConnectionId> {
+    ) -> Option<Vec<ConnectionId>> {
         if !self.keys.replace(keys) {
-            return Vec::new();
+            return None;
         }
         tracing::info!(
             validators = self.keys.current().len(),
             "the validator set changed: admission follows it"
         );
         if self.full_nodes {
-            return Vec::new();
+            return Some(Vec::new());
         }
         let gone: Vec<ConnectionId> = peers
             .iter()
@@ -93,7 +108,7 @@ impl Membership {
                 tracing::warn!(peer = id, addr = %p.addr, validator = %crate::peers::validator_address(&p.attested.consensus_key), "no longer a validator: disconnected");
             }
         }
-        gone
+        Some(gone)
     }
 }
 
@@ -103,12 +118,16 @@ mod tests {
     use bulwark_net::VerifiedPeer;
 
     fn peer(key: u8) -> Peer {
+        peer_on(key, key)
+    }
+
+    fn peer_on(key: u8, chip: u8) -> Peer {
         let attested = VerifiedPeer {
             not_before: 0,
             not_after: u64::MAX,
             consensus_key: [key; 32],
             measurement: [0; 48],
-            chip_id: [0; 64],
+            chip_id: [chip; 64],
             reported_tcb: Default::default(),
         };
         Peer::detached("127.0.0.1:1".parse().unwrap(), attested).0
@@ -124,8 +143,8 @@ mod tests {
         let rule = Membership::new(shared.clone(), false, 4);
         let mut peers = HashMap::from([(1, peer(1)), (2, peer(2)), (3, peer(3))]);
         assert_eq!(rule.admits(&peers, &peer(9)), Err(Refused::NotAValidator));
-        assert!(rule.follow(&mut peers, keys(&[1, 2, 3])).is_empty());
-        assert_eq!(rule.follow(&mut peers, keys(&[1, 3, 9])), vec![2]);
+        assert_eq!(rule.follow(&mut peers, keys(&[1, 2, 3])), None);
+        assert_eq!(rule.follow(&mut peers, keys(&[1, 3, 9])), Some(vec![2]));
         assert_eq!(peers.len(), 2);
         assert!(shared.contains(&[9; 32]) && !shared.contains(&[2; 32]));
         assert_eq!(rule.admits(&peers, &peer(9)), Ok(()));
@@ -136,12 +155,25 @@ mod tests {
     fn where_full_nodes_are_admitted_a_removed_validator_stays_as_one_and_their_number_is_capped() {
         let rule = Membership::new(keys(&[1, 2]).into_iter().collect(), true, 2);
         let mut peers = HashMap::from([(1, peer(1)), (2, peer(2)), (7, peer(7))]);
-        assert!(rule.follow(&mut peers, keys(&[1])).is_empty());
+        assert_eq!(rule.follow(&mut peers, keys(&[1])), Some(vec![]));
         assert_eq!(peers.len(), 3);
         // 2 and 7 are full nodes now: the cap is reached for a third, not for a validator or
         // a reconnect of one of them.
         assert_eq!(rule.admits(&peers, &peer(8)), Err(Refused::FullNodesFull));
         assert_eq!(rule.admits(&peers, &peer(7)), Ok(()));
         assert_eq!(rule.admits(&peers, &peer(1)), Ok(()));
+    }
+
+    #[test]
+    fn one_chip_holds_at_most_two_full_node_places() {
+        let rule = Membership::new(keys(&[1]).into_iter().collect(), true, 16);
+        let mut peers = HashMap::from([(1, peer(1))]);
+        peers.insert(5, peer_on(5, 9));
+        assert_eq!(rule.admits(&peers, &peer_on(6, 9)), Ok(()));
+        peers.insert(6, peer_on(6, 9));
+        assert_eq!(rule.admits(&peers, &peer_on(7, 9)), Err(Refused::ChipFull));
+        assert_eq!(rule.admits(&peers, &peer_on(7, 8)), Ok(()));
+        // A validator on that chip is no full node: always room.
+        assert_eq!(rule.admits(&peers, &peer_on(1, 9)), Ok(()));
     }
 }

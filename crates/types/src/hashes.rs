@@ -42,8 +42,8 @@ pub fn tx_proof<T: AsRef<[u8]>>(txs: &[T], index: usize) -> Option<tendermint::t
         .iter()
         .map(|t| crate::parts::leaf_hash(&Sha256::digest(t.as_ref())))
         .collect();
-    let (root, mut aunts) = crate::parts::root_and_aunts(&leaves);
-    let aunts = std::mem::take(aunts.get_mut(index)?);
+    let mut aunts = Vec::new();
+    let root = crate::parts::root_and_path(&leaves, index, &mut aunts);
     Some(tendermint::tx::Proof {
         root_hash: Hash::Sha256(root),
         data: tx.as_ref().to_vec(),
@@ -57,7 +57,9 @@ pub fn tx_proof<T: AsRef<[u8]>>(txs: &[T], index: usize) -> Option<tendermint::t
 }
 
 /// Whether `proof` shows its transaction in a block whose `data_hash` is `data_hash`: the
-/// leaf is the transaction's, and the aunts lead from it to that root.
+/// leaf is the transaction's, and the aunts lead from it to that root. As in CometBFT, the
+/// position is not proven exactly: a proof may also verify at another index of another total
+/// whose path has the same shape.
 pub fn verify_tx_proof(proof: &tendermint::tx::Proof, data_hash: &Hash) -> bool {
     let leaf = crate::parts::leaf_hash(&Sha256::digest(&proof.data));
     let (Ok(index), Ok(total)) = (
@@ -72,8 +74,9 @@ pub fn verify_tx_proof(proof: &tendermint::tx::Proof, data_hash: &Hash) -> bool 
         .iter()
         .map(|a| a.as_bytes().try_into().ok())
         .collect();
+    // More than 2^32 transactions is no block (and keeps the tree's arithmetic in range).
     let root = aunts
-        .filter(|a| a.len() <= 64 && index < total)
+        .filter(|a| a.len() <= 64 && index < total && total <= 1 << 32)
         .and_then(|a| crate::parts::root_from_aunts(index, total, leaf, &a));
     root.is_some_and(|r| {
         Hash::Sha256(r) == *data_hash
@@ -201,6 +204,10 @@ mod tests {
                 let mut moved = proof.clone();
                 moved.proof.index = ((i + 1) % n) as u64;
                 assert!(n == 1 || !verify_tx_proof(&moved, &root), "{n} {i}");
+                let mut huge = proof.clone();
+                huge.proof.total = u64::MAX;
+                huge.proof.index = u64::MAX - 1;
+                assert!(!verify_tx_proof(&huge, &root));
                 let mut cut = proof.clone();
                 cut.proof.aunts.pop();
                 assert!(n == 1 || !verify_tx_proof(&cut, &root));

@@ -109,6 +109,43 @@ pub(crate) fn root_and_aunts(leaves: &[[u8; 32]]) -> ([u8; 32], Vec<Vec<[u8; 32]
     }
 }
 
+/// Root of the subtree over `leaves` (leaf hashes).
+fn subtree_root(leaves: &[[u8; 32]]) -> [u8; 32] {
+    match leaves.len() {
+        0 => Sha256::digest([]).into(),
+        1 => leaves[0],
+        n => {
+            let k = split_point(n);
+            inner_hash(&subtree_root(&leaves[..k]), &subtree_root(&leaves[k..]))
+        }
+    }
+}
+
+/// Root of the tree over `leaves`, pushing onto `aunts` those of the leaf at `index` only,
+/// from its sibling up (one path: linear time, logarithmic memory).
+pub(crate) fn root_and_path(
+    leaves: &[[u8; 32]],
+    index: usize,
+    aunts: &mut Vec<[u8; 32]>,
+) -> [u8; 32] {
+    if leaves.len() < 2 {
+        return subtree_root(leaves);
+    }
+    let k = split_point(leaves.len());
+    let (left, right) = if index < k {
+        let left = root_and_path(&leaves[..k], index, aunts);
+        let right = subtree_root(&leaves[k..]);
+        aunts.push(right);
+        (left, right)
+    } else {
+        let left = subtree_root(&leaves[..k]);
+        let right = root_and_path(&leaves[k..], index - k, aunts);
+        aunts.push(left);
+        (left, right)
+    };
+    inner_hash(&left, &right)
+}
+
 /// The root that `leaf` with `aunts` proves at `index` of `total` (CometBFT
 /// `computeHashFromAunts`), or `None` if the proof has the wrong shape.
 pub(crate) fn root_from_aunts(
@@ -153,6 +190,10 @@ impl PartSet {
         let leaves: Vec<[u8; 32]> = chunks.iter().map(|c| leaf_hash(c)).collect();
         let (root, aunts) = root_and_aunts(&leaves);
         debug_assert_eq!(root, simple_hash_from_byte_vectors::<MerkleSha256>(&chunks));
+        debug_assert!(aunts.iter().enumerate().all(|(i, a)| {
+            let mut path = Vec::new();
+            root_and_path(&leaves, i, &mut path) == root && path == *a
+        }));
         let parts = chunks
             .iter()
             .zip(aunts)
