@@ -381,3 +381,82 @@ fn a_full_node_syncs_serves_rpc_and_joins_the_set_and_a_removed_validator_stays_
     verify_stored_commits(&genesis, &mut rpc[removed_node], synced).unwrap();
     drop(nodes);
 }
+
+#[test]
+fn an_unattested_full_node_follows_and_serves_rpc_but_nothing_it_signs_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = testnet_block(5).unwrap();
+    let args = [
+        "--validators",
+        "4",
+        "--full-nodes",
+        "1",
+        "--attest-full-nodes",
+        "false",
+        "--app-state",
+        r#"{"validator_updates": "any-key"}"#,
+    ];
+    let bin = bulwark_binary().unwrap();
+    let homes = testnet_with_args(&bin, dir.path(), 5, base, FAST_TIMEOUTS, &args).unwrap();
+    let genesis = genesis_of(&homes[0]).unwrap();
+    let mut nodes: Vec<Node> = homes[..4].iter().map(|h| start(h).unwrap()).collect();
+    // The full node runs without evidence: plaintext keys made at its first start.
+    let mut command = std::process::Command::new(&bin);
+    command
+        .args(["start", "--unattested", "--home"])
+        .arg(&homes[4]);
+    nodes.push(Node::spawn(command, &homes[4]).unwrap());
+    {
+        let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
+        wait_for(&mut all, 6, Duration::from_secs(60)).unwrap();
+    }
+    let mut rpc: Vec<RpcClient> = (0..5).map(|i| RpcClient::new(&rpc_addr(base, i))).collect();
+    verify_stored_commits(&genesis, &mut rpc[4], 6).unwrap();
+    // The validators show it with no attestation.
+    let peers = rpc[0].call("net_info", json!({})).unwrap()["peers"].clone();
+    let unattested = peers
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["attestation"].is_null())
+        .count();
+    assert_eq!(unattested, 1, "{peers}");
+    // An RPC client makes its key a validator (10 of 50): it claims its key and signs, but a
+    // vote or block from a peer without evidence never enters the network, so no commit
+    // carries its signature and the others go on without it.
+    let status = rpc[4].call("status", json!({})).unwrap();
+    let address = status["validator_info"]["address"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(
+            status["validator_info"]["pub_key"]["value"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let r = rpc[0]
+        .call("broadcast_tx_commit", json!({"tx": b64(&val_tx(&key, 10))}))
+        .unwrap();
+    assert_eq!(r["tx_result"]["code"], 0, "{r}");
+    let joined = height_of(&r) + 2;
+    let top = joined + 20;
+    {
+        let mut all: Vec<&mut Node> = nodes.iter_mut().collect();
+        wait_for(&mut all, top, Duration::from_secs(120)).unwrap();
+    }
+    let set = validators_at(&mut rpc[0], top).unwrap();
+    assert!(set.iter().any(|v| v.address.to_string() == address));
+    for h in joined..=top {
+        let signers = signers_at(&mut rpc[0], h);
+        assert!(!signers.contains(&address), "height {h}: {signers:?}");
+    }
+    let log = std::fs::read_to_string(homes[4].join("bulwark.log")).unwrap();
+    assert!(
+        log.contains("signed vote"),
+        "the unattested node never tried to sign; the test shows nothing"
+    );
+    verify_stored_commits(&genesis, &mut rpc[4], top).unwrap();
+    drop(nodes);
+}

@@ -9,6 +9,7 @@ use bulwark_attest::simulated::SimulatedPsp;
 use bulwark_attest::HexBytes;
 use bulwark_attest::{EvidenceSource, GuestDevice, Measurements, Policy, Trust};
 use bulwark_identity::{ChainIdError, IdentityError, SealedIdentity};
+use bulwark_net::FullNodes;
 use bulwark_types::tendermint::{account, private_key::PrivateKey, Genesis, PublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -126,8 +127,10 @@ pub struct Home {
     pub genesis_sha256: [u8; 32],
     /// genesis.json's `attestation` section: which evidence the network admits.
     pub attestation: Policy,
-    /// Whether the genesis admits attested full nodes (`attest_full_nodes`).
-    pub full_nodes: bool,
+    /// Which full nodes the genesis admits (`attest_full_nodes`).
+    pub full_nodes: FullNodes,
+    /// Whether this node runs as an unattested full node (`bulwark start --unattested`).
+    pub unattested: bool,
     /// genesis.json as read (its enrollments, re-verified at start).
     pub genesis_document: serde_json::Value,
     /// The validator key.
@@ -171,7 +174,6 @@ fn private_key(key: &ed25519_consensus::SigningKey) -> PrivateKey {
 }
 
 /// Writes a file that must not exist yet; `secret` files are readable by their owner only.
-#[cfg(feature = "simulated-psp")]
 fn write_new(path: &Path, contents: &str, secret: bool) -> Result<(), HomeError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -218,7 +220,7 @@ fn ceremony_homes(
     validators: usize,
     chain_name: &str,
     app_state: serde_json::Value,
-    full_nodes: bool,
+    full_nodes: Option<bool>,
 ) -> Result<(), HomeError> {
     let measurement = simulated_measurement()?;
     let mut enrollments = Vec::new();
@@ -268,8 +270,8 @@ pub struct TestnetSpec {
     pub validators: usize,
     /// Full nodes after them: enrolled like validators, not in the genesis.
     pub full_nodes: usize,
-    /// Whether the genesis admits attested full nodes (`attest_full_nodes`).
-    pub attest_full_nodes: bool,
+    /// Which full nodes the genesis admits (`attest_full_nodes`; `None`: none).
+    pub attest_full_nodes: Option<bool>,
     /// The chain name.
     pub chain_name: String,
     /// P2P port of node0.
@@ -288,7 +290,7 @@ pub fn testnet(output: &Path, spec: TestnetSpec) -> Result<Vec<PathBuf>, HomeErr
             "a testnet needs at least one validator",
         ));
     }
-    if spec.full_nodes > 0 && !spec.attest_full_nodes {
+    if spec.full_nodes > 0 && spec.attest_full_nodes.is_none() {
         return Err(invalid(
             output.to_path_buf(),
             "full nodes need a genesis that admits them (--attest-full-nodes)",
@@ -356,7 +358,7 @@ pub fn init(home: &Path, chain_name: &str) -> Result<(), HomeError> {
             1,
             chain_name,
             serde_json::json!({}),
-            false,
+            None,
         )
     }
     #[cfg(not(feature = "simulated-psp"))]
@@ -518,8 +520,8 @@ pub struct PublicHome {
     pub genesis_sha256: [u8; 32],
     /// genesis.json's `attestation` section.
     pub attestation: Policy,
-    /// Whether the genesis admits attested full nodes (`attest_full_nodes`).
-    pub full_nodes: bool,
+    /// Which full nodes the genesis admits (`attest_full_nodes`).
+    pub full_nodes: FullNodes,
     /// genesis.json as read.
     pub genesis_document: serde_json::Value,
 }
@@ -568,7 +570,11 @@ impl PublicHome {
                 "attestation.measurements must list the allowed measurements",
             ));
         }
-        let full_nodes = ceremony::admits_full_nodes(&document).map_err(|e| invalid(&p, e))?;
+        let full_nodes = match ceremony::admits_full_nodes(&document).map_err(|e| invalid(&p, e))? {
+            None => FullNodes::Refused,
+            Some(true) => FullNodes::Attested,
+            Some(false) => FullNodes::Unattested,
+        };
         Ok(PublicHome {
             dir: dir.to_path_buf(),
             config,
@@ -652,6 +658,76 @@ impl Home {
             validator_key,
             node_key,
             launch: Launch::ForGenesis,
+            unattested: false,
+        })
+    }
+
+    /// Loads a home to run as an unattested full node (`bulwark start --unattested`), on a
+    /// machine with no evidence to give: only where the genesis admits such nodes
+    /// (`attest_full_nodes: false`). Its keys are plaintext files, made here at the first
+    /// start if missing: no peer takes them for a validator's, whatever the chain does.
+    pub fn load_unattested(dir: &Path) -> Result<Home, HomeError> {
+        let public = PublicHome::load(dir)?;
+        let genesis = public.dir.join("config/genesis.json");
+        if public.full_nodes != FullNodes::Unattested {
+            return Err(invalid(
+                genesis,
+                "this genesis admits no unattested full nodes (it would need \"attest_full_nodes\": false)",
+            ));
+        }
+        let cfg = public.dir.join("config");
+        let (key_path, node_path) = (
+            cfg.join("priv_validator_key.json"),
+            cfg.join("node_key.json"),
+        );
+        if !key_path.exists() {
+            let fresh = |path: &Path| -> Result<PrivateKey, HomeError> {
+                let mut seed = [0u8; 32];
+                getrandom::getrandom(&mut seed).map_err(|e| {
+                    io_error(path.to_path_buf(), std::io::Error::other(e.to_string()))
+                })?;
+                Ok(private_key(&ed25519_consensus::SigningKey::from(seed)))
+            };
+            let key = validator_key(fresh(&key_path)?)?;
+            let node = NodeKey {
+                priv_key: fresh(&node_path)?,
+            };
+            let node_text = serde_json::to_string_pretty(&node)
+                .map_err(|e| invalid(&node_path, e.to_string()))?;
+            let key_text = serde_json::to_string_pretty(&key)
+                .map_err(|e| invalid(&key_path, e.to_string()))?;
+            write_new(&node_path, &node_text, true)?;
+            write_new(&key_path, &key_text, true)?;
+        }
+        let (p, s) = read(key_path, MAX_CONFIG_FILE)?;
+        let validator_key: PrivValidatorKey =
+            serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
+        let (p, s) = read(node_path, MAX_CONFIG_FILE)?;
+        let node_key: NodeKey = serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
+        if public
+            .genesis
+            .validators
+            .iter()
+            .any(|v| v.pub_key == validator_key.pub_key)
+        {
+            return Err(invalid(
+                cfg.join("priv_validator_key.json"),
+                "a genesis validator's key: a validator runs attested, never as an unattested full node",
+            ));
+        }
+        Ok(Home {
+            dir: public.dir,
+            config: public.config,
+            genesis: public.genesis,
+            chain_name: public.chain_name,
+            genesis_sha256: public.genesis_sha256,
+            attestation: public.attestation,
+            full_nodes: public.full_nodes,
+            genesis_document: public.genesis_document,
+            validator_key,
+            node_key,
+            launch: Launch::ForGenesis,
+            unattested: true,
         })
     }
 

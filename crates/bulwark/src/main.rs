@@ -32,6 +32,11 @@ enum Command {
         /// The home directory.
         #[arg(long)]
         home: PathBuf,
+        /// Run as an unattested full node: no evidence in this node's certificates, plaintext
+        /// keys (made at the first start); only where the genesis says
+        /// `"attest_full_nodes": false`. Never a validator.
+        #[arg(long)]
+        unattested: bool,
     },
     /// Create a single-validator home directory by the ceremony through the simulated PSP
     /// (config, sealed identity, enrollment, genesis).
@@ -103,10 +108,10 @@ enum Command {
         /// Full nodes after the validators: enrolled the same way, not in the genesis.
         #[arg(long, default_value_t = 0)]
         full_nodes: usize,
-        /// Admit attested full nodes (genesis `attest_full_nodes: true`; implied by
-        /// `--full-nodes`).
+        /// Admit full nodes: genesis `attest_full_nodes` (`true`: attested ones; `false`:
+        /// unattested ones too). `--full-nodes` implies `true` unless given.
         #[arg(long)]
-        attest_full_nodes: bool,
+        attest_full_nodes: Option<bool>,
     },
 }
 
@@ -164,11 +169,12 @@ pub struct AssembleArgs {
     /// Where to write genesis.json.
     #[arg(long)]
     pub out: PathBuf,
-    /// Admit attested full nodes: peers whose key is not a validator's but whose evidence
-    /// passes the policy (genesis `attest_full_nodes: true`); a validator that joins later
-    /// syncs as one first.
+    /// Admit full nodes (genesis `attest_full_nodes`): `true`, peers whose key is not a
+    /// validator's but whose evidence passes the policy (a validator that joins later syncs as
+    /// one first); `false`, those and peers without evidence, never counted as validators.
+    /// Absent: only the validator set connects.
     #[arg(long)]
-    pub attest_full_nodes: bool,
+    pub attest_full_nodes: Option<bool>,
 }
 
 #[derive(Subcommand)]
@@ -296,10 +302,15 @@ fn main() -> ExitCode {
         Command::NodeConfig(args) => node_config(&args),
         Command::Genesis(GenesisCommand::Assemble(args)) => ceremony_cmd::assemble(&args),
         Command::VerifyGenesis { genesis, at } => ceremony_cmd::verify_genesis(&genesis, at),
-        Command::Start { home } => {
+        Command::Start { home, unattested } => {
             use std::io::IsTerminal;
             logging(std::io::stderr().is_terminal());
-            bulwark::home::Home::load(&home)
+            let load = if unattested {
+                bulwark::home::Home::load_unattested
+            } else {
+                bulwark::home::Home::load
+            };
+            load(&home)
                 .map_err(anyhow::Error::from)
                 .and_then(bulwark::run::start)
                 .map(|()| ExitCode::SUCCESS)
@@ -323,7 +334,7 @@ fn main() -> ExitCode {
             bulwark::home::TestnetSpec {
                 validators,
                 full_nodes,
-                attest_full_nodes: attest_full_nodes || full_nodes > 0,
+                attest_full_nodes: attest_full_nodes.or((full_nodes > 0).then_some(true)),
                 chain_name,
                 base_port,
                 app_state,

@@ -293,16 +293,7 @@ fn own_consensus_key(home: &Home) -> anyhow::Result<[u8; 32]> {
 
 /// The validators a node admits: those of the next height and of the one after.
 fn validators_ahead(state: &bulwark_node::chain::ChainState) -> BTreeSet<[u8; 32]> {
-    keys_of([&state.validator_infos, &state.next_validator_infos])
-}
-
-/// The consensus keys of sets.
-fn keys_of<'a>(sets: impl IntoIterator<Item = &'a validator::Set>) -> BTreeSet<[u8; 32]> {
-    sets.into_iter()
-        .flat_map(|s| s.validators())
-        .filter_map(|v| v.pub_key.ed25519())
-        .filter_map(|k| k.as_bytes().try_into().ok())
-        .collect()
+    bulwark_p2p::membership::keys_of([&state.validator_infos, &state.next_validator_infos])
 }
 
 /// Attested TLS for this node: its evidence source, its consensus key, and the policy that
@@ -310,11 +301,12 @@ fn keys_of<'a>(sets: impl IntoIterator<Item = &'a validator::Set>) -> BTreeSet<[
 /// says so, attested full nodes, with evidence genesis allows.
 fn transport(home: &Home) -> anyhow::Result<(Transport, ValidatorKeys)> {
     let consensus_key = own_consensus_key(home)?;
-    let validators: ValidatorKeys = keys_of([&validator::Set::without_proposer(
-        home.genesis.validators.clone(),
-    )])
-    .into_iter()
-    .collect();
+    let validators: ValidatorKeys =
+        bulwark_p2p::membership::keys_of([&validator::Set::without_proposer(
+            home.genesis.validators.clone(),
+        )])
+        .into_iter()
+        .collect();
     // Peers bind this very genesis file in their evidence (not by HOST_DATA: a validator's
     // enrolling boot, which runs on into the network, was launched before the genesis existed).
     let mut attestation = home.attestation.clone();
@@ -324,12 +316,12 @@ fn transport(home: &Home) -> anyhow::Result<(Transport, ValidatorKeys)> {
         chain_id: home.genesis.chain_id.to_string(),
         genesis_sha256: home.genesis_sha256,
         validators: validators.clone(),
-        full_nodes: if home.full_nodes {
-            FullNodes::Attested
-        } else {
-            FullNodes::Refused
-        },
+        full_nodes: home.full_nodes,
     };
+    if home.unattested {
+        tracing::warn!("UNATTESTED FULL NODE: this node's certificates carry no evidence; it follows the chain and serves RPC, and no peer will ever count it as a validator");
+        return Ok((Transport::unattested(consensus_key, policy)?, validators));
+    }
     let mut source = evidence_source(home)?;
     check_own_launch(home, source.as_mut())?;
     Ok((Transport::new(source, consensus_key, policy)?, validators))
@@ -339,12 +331,13 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     // Attested TLS first: it checks this guest's own launch before anything is opened.
     let (mut transport, admitted) = transport(&home)?;
     let (mut engine, first) = open_engine(&home)?;
-    let max_full_nodes = if home.full_nodes {
+    let full_nodes = home.full_nodes != FullNodes::Refused;
+    let max_full_nodes = if full_nodes {
         home.config.p2p.max_full_node_peers()
     } else {
         0
     };
-    let membership = Membership::new(admitted, home.full_nodes, max_full_nodes);
+    let membership = Membership::new(admitted, full_nodes, max_full_nodes);
     let mut peers: HashMap<ConnectionId, Peer> = HashMap::new();
     membership.follow(&mut peers, validators_ahead(engine.state()));
     tracing::info!(height = engine.state().next_height(), address = %engine.address(), "started");
@@ -536,6 +529,15 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 {
                     Input::BackloggedStatus(status)
                 }
+                // An unattested full node may ask for blocks and send transactions, nothing
+                // else: no vote, proposal or block it sends enters the network, so a key the
+                // application made a validator counts only if an attested guest holds it.
+                Some(PeerEvent::Message(id, payload))
+                    if !peers.get(&id).is_some_and(|p| p.attested.attested)
+                        && !matches!(payload, Payload::Status(_) | Payload::Txs(_)) =>
+                {
+                    continue;
+                }
                 Some(PeerEvent::Message(id, payload)) => {
                     if let Some(i) = interposer.as_mut() {
                         let mut ids: Vec<ConnectionId> = peers.keys().copied().collect();
@@ -631,6 +633,7 @@ mod tests {
             not_before: 0,
             not_after: u64::MAX,
             consensus_key: [1; 32],
+            attested: true,
             measurement: [0; 48],
             chip_id: [0; 64],
             reported_tcb: Default::default(),

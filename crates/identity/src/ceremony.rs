@@ -204,8 +204,8 @@ pub fn read_measurements(path: &Path) -> Result<Vec<HexBytes<48>>, CeremonyError
 
 /// Builds the genesis of chain `chain_name` from verified enrollments: validators in the order
 /// given (power [`POWER`], named by moniker), the application's `app_state`, the policy as
-/// `attestation`, the enrollments as `enrollments`, `attest_full_nodes: true` when the network
-/// admits attested full nodes ([`admits_full_nodes`]), and the self-certifying chain id. Every
+/// `attestation`, the enrollments as `enrollments`, `attest_full_nodes` when the network admits
+/// full nodes ([`admits_full_nodes`]), and the self-certifying chain id. Every
 /// enrollment must verify under `policy` at `now`.
 pub fn assemble(
     chain_name: &str,
@@ -213,7 +213,7 @@ pub fn assemble(
     policy: &Policy,
     now: u64,
     app_state: Value,
-    full_nodes: bool,
+    full_nodes: Option<bool>,
 ) -> Result<Value, CeremonyError> {
     if enrollments.is_empty() {
         return Err(CeremonyError::NoEnrollments);
@@ -269,8 +269,8 @@ pub fn assemble(
         "enrollments".into(),
         serde_json::to_value(enrollments).map_err(genesis_error)?,
     );
-    if full_nodes {
-        fields.insert(FULL_NODES_FIELD.into(), Value::Bool(true));
+    if let Some(attested) = full_nodes {
+        fields.insert(FULL_NODES_FIELD.into(), Value::Bool(attested));
     }
     certify(chain_name, &mut doc)?;
     Ok(doc)
@@ -300,18 +300,15 @@ pub struct ValidatorLine {
 /// The genesis field saying whether the network admits full nodes.
 pub const FULL_NODES_FIELD: &str = "attest_full_nodes";
 
-/// Whether a genesis admits full nodes: peers whose key is not a validator's, whose evidence
-/// passes the network's policy (`"attest_full_nodes": true`). Without the field only the
-/// validator set connects. `false` (full nodes without evidence) is refused: a Bulwark
-/// network admits no peer the hardware did not attest.
-pub fn admits_full_nodes(genesis: &Value) -> Result<bool, String> {
+/// Which full nodes a genesis admits: `None` without the field (only the validator set
+/// connects); `Some(true)` for `"attest_full_nodes": true` (peers whose key is not a
+/// validator's, whose evidence passes the network's policy); `Some(false)` for `false` (those,
+/// and peers whose certificates carry no evidence at all, which never count as validators).
+pub fn admits_full_nodes(genesis: &Value) -> Result<Option<bool>, String> {
     match genesis.get(FULL_NODES_FIELD) {
-        None => Ok(false),
-        Some(Value::Bool(true)) => Ok(true),
-        Some(Value::Bool(false)) => Err(format!(
-            "{FULL_NODES_FIELD}: false (full nodes without evidence) is not supported: every peer of a Bulwark network is attested; leave the field out to admit the validators only"
-        )),
-        Some(other) => Err(format!("{FULL_NODES_FIELD}: {other} is not true")),
+        None => Ok(None),
+        Some(Value::Bool(attested)) => Ok(Some(*attested)),
+        Some(other) => Err(format!("{FULL_NODES_FIELD}: {other} is not a boolean")),
     }
 }
 
@@ -326,7 +323,7 @@ pub fn check_genesis_for(genesis: &Value, at: u64, consensus_key: &[u8; 32]) -> 
     let validators: Vec<validator::Info> =
         genesis_field(genesis, "validators").map_err(|e| format!("genesis: {e}"))?;
     let full_nodes = admits_full_nodes(genesis).map_err(|e| format!("genesis: {e}"))?;
-    let member = full_nodes
+    let member = full_nodes.is_some()
         || validators.iter().any(|v| {
             v.pub_key
                 .ed25519()
@@ -522,7 +519,7 @@ mod tests {
             .map(|i| enrolled(dir, i, "alpha", &mut psp))
             .collect();
         let policy = Policy::strict(Trust::Simulated, Measurements::OneOf(vec![HexBytes(M)]));
-        let g = assemble("alpha", &es, &policy, now(), serde_json::json!({}), false).unwrap();
+        let g = assemble("alpha", &es, &policy, now(), serde_json::json!({}), None).unwrap();
         (es, policy, g)
     }
 
@@ -572,7 +569,7 @@ mod tests {
             &policy,
             now(),
             serde_json::json!({}),
-            false,
+            None,
         ) {
             Err(CeremonyError::Enrollment { index, check, .. }) => {
                 assert_eq!((index, check), (1, "measurement"))
@@ -586,7 +583,7 @@ mod tests {
                 &policy,
                 now(),
                 serde_json::json!({}),
-                false
+                None
             ),
             Err(CeremonyError::DuplicateKey(_))
         ));
@@ -615,8 +612,11 @@ mod tests {
         check_genesis_for(&full, now(), &[9; 32]).unwrap();
         full[FULL_NODES_FIELD] = Value::Bool(false);
         certify("alpha", &mut full).unwrap();
-        let unattested = check_genesis_for(&full, now(), &key(1)).unwrap_err();
-        assert!(unattested.contains("not supported"), "{unattested}");
+        check_genesis_for(&full, now(), &[9; 32]).unwrap();
+        full[FULL_NODES_FIELD] = Value::String("yes".into());
+        certify("alpha", &mut full).unwrap();
+        let garbled = check_genesis_for(&full, now(), &key(1)).unwrap_err();
+        assert!(garbled.contains("not a boolean"), "{garbled}");
         // A member without an enrollment: no launch instance, and no node runs with it.
         let mut missing = g.clone();
         missing["enrollments"].as_array_mut().unwrap().remove(2);

@@ -74,6 +74,26 @@ impl LocalIdentity {
         now: SystemTime,
         lifetime: Duration,
     ) -> Result<Self, IdentityError> {
+        let binding = (source, chain_id, genesis_sha256);
+        Self::make(Some(binding), consensus_key, now, lifetime)
+    }
+
+    /// A certificate without evidence: an unattested full node's, which only a network whose
+    /// genesis says `attest_full_nodes: false` admits (and never as a validator).
+    pub fn unattested(
+        consensus_key: [u8; 32],
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> Result<Self, IdentityError> {
+        Self::make(None, consensus_key, now, lifetime)
+    }
+
+    fn make(
+        binding: Option<(&mut dyn EvidenceSource, &str, &[u8; 32])>,
+        consensus_key: [u8; 32],
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> Result<Self, IdentityError> {
         let cert_err = |e: rcgen::Error| IdentityError::Certificate(e.to_string());
         let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(cert_err)?;
         let not_before = now
@@ -87,28 +107,30 @@ impl LocalIdentity {
             not_before: unix(not_before)?,
             not_after: unix(not_after)?,
         };
-        let evidence = source.evidence(report_data(
-            &key.public_key_der(),
-            window,
-            &consensus_key,
-            chain_id,
-            genesis_sha256,
-        ))?;
-        let extension = CertEvidence {
-            consensus_key,
-            report: evidence.report,
-            endorsement: evidence.endorsement_cert,
-        }
-        .encode()?;
         let mut params = rcgen::CertificateParams::new(vec!["bulwark-validator".to_string()])
             .map_err(cert_err)?;
         params.not_before = offset(window.not_before)?;
         params.not_after = offset(window.not_after)?;
-        params
-            .custom_extensions
-            .push(rcgen::CustomExtension::from_oid_content(
-                &OID_ARCS, extension,
-            ));
+        if let Some((source, chain_id, genesis_sha256)) = binding {
+            let evidence = source.evidence(report_data(
+                &key.public_key_der(),
+                window,
+                &consensus_key,
+                chain_id,
+                genesis_sha256,
+            ))?;
+            let extension = CertEvidence {
+                consensus_key,
+                report: evidence.report,
+                endorsement: evidence.endorsement_cert,
+            }
+            .encode()?;
+            params
+                .custom_extensions
+                .push(rcgen::CustomExtension::from_oid_content(
+                    &OID_ARCS, extension,
+                ));
+        }
         let cert = params.self_signed(&key).map_err(cert_err)?;
         Ok(LocalIdentity {
             cert: cert.der().clone(),

@@ -50,6 +50,20 @@ pub enum FullNodes {
     /// published image on genuine hardware, and its key was born inside it, so the chain can
     /// make it a validator later (`attest_full_nodes: true`).
     Attested,
+    /// As [`FullNodes::Attested`], and a peer whose certificate carries no evidence at all
+    /// connects too, as an unattested full node (`attest_full_nodes: false`): it can never
+    /// count as a validator. A certificate that carries evidence is checked in full: evidence
+    /// that fails is refused, never taken as no evidence.
+    Unattested,
+}
+
+/// The key an unattested peer is known by (it has no consensus key the hardware vouches
+/// for): SHA-256 over a label and its certificate's public key, which is no validator's.
+pub fn unattested_key(spki: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"bulwark unattested peer\0");
+    h.update(spki);
+    h.finalize().into()
 }
 
 /// The consensus keys of the validator set a node admits, shared between the verifier (new
@@ -139,8 +153,11 @@ pub struct VerifiedPeer {
     /// When its certificate expires, Unix seconds: a connection must not outlive it.
     pub not_after: u64,
     /// Its consensus public key (a member of the validator set, unless the network admits
-    /// full nodes).
+    /// full nodes); for an unattested peer, [`unattested_key`].
     pub consensus_key: [u8; 32],
+    /// Whether its certificate carried evidence that passed (false only for an unattested
+    /// full node: then the fields below are zero).
+    pub attested: bool,
     /// Its launch measurement.
     pub measurement: [u8; 48],
     /// Its chip id.
@@ -185,18 +202,31 @@ pub fn verify_peer_certificate(
             not_after.saturating_sub(not_before)
         )));
     }
-    let extension = tbs
-        .extensions
-        .iter()
-        .flatten()
-        .find(|e| e.extn_id.to_string() == OID)
-        .ok_or(PeerRejected::NoEvidence)?;
-    let evidence = CertEvidence::decode(extension.extn_value.as_bytes())
-        .map_err(PeerRejected::MalformedEvidence)?;
     let spki = tbs
         .subject_public_key_info
         .to_der()
         .map_err(|e| PeerRejected::Certificate(e.to_string()))?;
+    let extension = tbs
+        .extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id.to_string() == OID);
+    let Some(extension) = extension else {
+        if policy.full_nodes != FullNodes::Unattested {
+            return Err(PeerRejected::NoEvidence);
+        }
+        return Ok(VerifiedPeer {
+            not_before,
+            not_after,
+            consensus_key: unattested_key(&spki),
+            attested: false,
+            measurement: [0; 48],
+            chip_id: [0; 64],
+            reported_tcb: Default::default(),
+        });
+    };
+    let evidence = CertEvidence::decode(extension.extn_value.as_bytes())
+        .map_err(PeerRejected::MalformedEvidence)?;
     let window = Window {
         not_before,
         not_after,
@@ -233,6 +263,7 @@ pub fn verify_peer_certificate(
         not_before,
         not_after,
         consensus_key: evidence.consensus_key,
+        attested: true,
         measurement: verified.measurement.0,
         chip_id: verified.chip_id.0,
         reported_tcb: verified.reported_tcb,

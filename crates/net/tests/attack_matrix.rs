@@ -542,6 +542,39 @@ fn attack_13b_a_full_node_is_admitted_only_where_genesis_admits_full_nodes_and_o
 }
 
 #[test]
+fn attack_13c_without_evidence_a_peer_is_only_ever_an_unattested_full_node_and_bad_evidence_is_no_way_in(
+) {
+    let unattested = NetworkPolicy {
+        full_nodes: FullNodes::Unattested,
+        ..network()
+    };
+    // No evidence at all: admitted where genesis says so, known by a key of its own that is
+    // no validator's, marked unattested.
+    let plain = LocalIdentity::unattested(consensus_key(2), SystemTime::now(), HOUR).unwrap();
+    let server = verifier(unattested.clone());
+    let outcome = run(
+        server_config(&identity(1), server.clone()).unwrap(),
+        client_config(&plain, verifier(network())).unwrap(),
+    );
+    outcome.server.unwrap();
+    let seen = peer_identity(&server, Some(std::slice::from_ref(&plain.cert)), start()).unwrap();
+    assert!(!seen.attested);
+    assert_ne!(
+        seen.consensus_key,
+        consensus_key(2),
+        "it claims validator 2's key in vain"
+    );
+    assert!(!network().validators.contains(&seen.consensus_key));
+    // Elsewhere it is refused; and evidence that fails is refused, not taken as none.
+    refused(LocalParts::from(&plain), "evidence_missing");
+    let key = fresh_key();
+    let spki = key.public_key_der();
+    let mut other_image = SimulatedPsp::new([2; 32], [0x13; 48]);
+    let ext = extension_for(&mut other_image, &spki, consensus_key(2), CHAIN);
+    refused_by(unattested, forged(&key, Some(ext), HOUR), "measurement");
+}
+
+#[test]
 fn the_admitted_keys_follow_the_validator_set_on_a_running_verifier() {
     let policy = network();
     let keys = policy.validators.clone();

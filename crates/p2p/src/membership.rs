@@ -10,6 +10,17 @@ use crate::peers::{ConnectionId, Peer};
 use bulwark_net::ValidatorKeys;
 use std::collections::{BTreeSet, HashMap};
 
+/// The consensus keys of validator sets.
+pub fn keys_of<'a>(
+    sets: impl IntoIterator<Item = &'a bulwark_types::tendermint::validator::Set>,
+) -> BTreeSet<[u8; 32]> {
+    sets.into_iter()
+        .flat_map(|s| s.validators())
+        .filter_map(|v| v.pub_key.ed25519())
+        .filter_map(|k| k.as_bytes().try_into().ok())
+        .collect()
+}
+
 /// The driver's rule for which peers stay.
 #[derive(Clone, Debug)]
 pub struct Membership {
@@ -25,13 +36,24 @@ pub enum Refused {
     NotAValidator,
     /// It is a full node, and this node keeps as many as it takes.
     FullNodesFull,
-    /// It is a full node on a chip that already runs [`FULL_NODES_PER_CHIP`] of this node's
-    /// full-node peers (one host's guests do not take every place).
+    /// It is a full node on a chip (unattested: at an address) that already runs
+    /// [`FULL_NODES_PER_CHIP`] of this node's full-node peers (one host's guests do not take
+    /// every place).
     ChipFull,
 }
 
-/// Full-node peers one chip may hold at once.
+/// Full-node peers one chip (or, for unattested ones, one address) may hold at once.
 pub const FULL_NODES_PER_CHIP: usize = 2;
+
+/// Where a full node runs, as far as this node can tell: its chip if attested, else its
+/// address.
+fn place_of(peer: &Peer) -> Result<[u8; 64], std::net::IpAddr> {
+    if peer.attested.attested {
+        Ok(peer.attested.chip_id)
+    } else {
+        Err(peer.addr.ip())
+    }
+}
 
 impl Membership {
     /// The rule over `keys` (shared with the verifier), admitting at most `max_full_nodes`
@@ -68,13 +90,8 @@ impl Membership {
         if others.len() >= self.max_full_nodes {
             return Err(Refused::FullNodesFull);
         }
-        let chip = &peer.attested.chip_id;
-        if others
-            .iter()
-            .filter(|p| p.attested.chip_id == *chip)
-            .count()
-            >= FULL_NODES_PER_CHIP
-        {
+        let place = place_of(peer);
+        if others.iter().filter(|p| place_of(p) == place).count() >= FULL_NODES_PER_CHIP {
             return Err(Refused::ChipFull);
         }
         Ok(())
@@ -126,6 +143,7 @@ mod tests {
             not_before: 0,
             not_after: u64::MAX,
             consensus_key: [key; 32],
+            attested: true,
             measurement: [0; 48],
             chip_id: [chip; 64],
             reported_tcb: Default::default(),

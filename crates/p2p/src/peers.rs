@@ -604,6 +604,7 @@ mod tests {
             not_before: 0,
             not_after: u64::MAX,
             consensus_key: [1; 32],
+            attested: true,
             measurement: [0; 48],
             chip_id: [0; 64],
             reported_tcb: Default::default(),

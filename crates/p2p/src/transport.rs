@@ -35,7 +35,8 @@ pub struct Transport {
     connector: TlsConnector,
     verifier: Arc<AttestedVerifier>,
     identity: Arc<RotatingIdentity>,
-    source: Box<dyn EvidenceSource>,
+    /// Where fresh evidence comes from; `None` for an unattested full node.
+    source: Option<Box<dyn EvidenceSource>>,
     consensus_key: [u8; 32],
     chain_id: String,
     genesis_sha256: [u8; 32],
@@ -50,6 +51,28 @@ impl std::fmt::Debug for Transport {
     }
 }
 
+/// A certificate valid from now for [`CERT_LIFETIME`]: with fresh evidence from `source`, or
+/// none (an unattested full node).
+fn fresh_identity(
+    source: Option<&mut (dyn EvidenceSource + 'static)>,
+    consensus_key: [u8; 32],
+    chain_id: &str,
+    genesis_sha256: &[u8; 32],
+) -> Result<LocalIdentity, TransportError> {
+    let now = SystemTime::now();
+    Ok(match source {
+        Some(source) => LocalIdentity::new(
+            source,
+            consensus_key,
+            chain_id,
+            genesis_sha256,
+            now,
+            CERT_LIFETIME,
+        )?,
+        None => LocalIdentity::unattested(consensus_key, now, CERT_LIFETIME)?,
+    })
+}
+
 fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -61,7 +84,25 @@ impl Transport {
     /// `consensus_key` and the policy's chain id, and the TLS configurations that admit peers
     /// only by `policy`.
     pub fn new(
-        mut source: Box<dyn EvidenceSource>,
+        source: Box<dyn EvidenceSource>,
+        consensus_key: [u8; 32],
+        policy: NetworkPolicy,
+    ) -> Result<Self, TransportError> {
+        Self::with_source(Some(source), consensus_key, policy)
+    }
+
+    /// An unattested full node's transport: its certificates carry no evidence (only a
+    /// network whose genesis says `attest_full_nodes: false` admits it); it checks its peers
+    /// by `policy` as any node does.
+    pub fn unattested(
+        consensus_key: [u8; 32],
+        policy: NetworkPolicy,
+    ) -> Result<Self, TransportError> {
+        Self::with_source(None, consensus_key, policy)
+    }
+
+    fn with_source(
+        mut source: Option<Box<dyn EvidenceSource>>,
         consensus_key: [u8; 32],
         policy: NetworkPolicy,
     ) -> Result<Self, TransportError> {
@@ -71,13 +112,11 @@ impl Transport {
             policy,
             &bulwark_net::config::provider(),
         ));
-        let identity = LocalIdentity::new(
-            source.as_mut(),
+        let identity = fresh_identity(
+            source.as_deref_mut(),
             consensus_key,
             &chain_id,
             &genesis_sha256,
-            SystemTime::now(),
-            CERT_LIFETIME,
         )?;
         let identity = Arc::new(RotatingIdentity::new(&identity)?);
         let server = rotating_server_config(identity.clone(), verifier.clone())?;
@@ -97,13 +136,11 @@ impl Transport {
 
     /// Re-makes this node's certificate with fresh evidence; new connections present it.
     pub fn refresh(&mut self) -> Result<(), TransportError> {
-        let identity = LocalIdentity::new(
-            self.source.as_mut(),
+        let identity = fresh_identity(
+            self.source.as_deref_mut(),
             self.consensus_key,
             &self.chain_id,
             &self.genesis_sha256,
-            SystemTime::now(),
-            CERT_LIFETIME,
         )?;
         self.identity.replace(&identity)?;
         Ok(())

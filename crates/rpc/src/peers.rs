@@ -12,6 +12,10 @@ use tendermint_rpc::endpoint::net_info;
 
 /// What `net_info` shows of a peer's verified evidence.
 pub fn attestation_json(peer: &VerifiedPeer) -> Value {
+    if !peer.attested {
+        // An unattested full node: no evidence, nothing verified to show.
+        return Value::Null;
+    }
     serde_json::json!({
         "validator_address": validator_address(&peer.consensus_key),
         "measurement": hex::encode(peer.measurement),
