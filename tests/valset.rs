@@ -105,6 +105,26 @@ fn light_client_sync(rpc: &str, trusted: bulwark_types::tendermint::Hash, target
     block.height().value()
 }
 
+/// Four validators and a full node (`node4`) whose genesis says `attest_full_nodes: attest`
+/// and takes `val=` updates for any key: the directory, the first port, the homes.
+fn full_node_testnet(attest: &str) -> (tempfile::TempDir, u16, Vec<std::path::PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let base = testnet_block(5).unwrap();
+    let args = [
+        "--validators",
+        "4",
+        "--full-nodes",
+        "1",
+        "--attest-full-nodes",
+        attest,
+        "--app-state",
+        r#"{"validator_updates": "any-key"}"#,
+    ];
+    let bin = bulwark_binary().unwrap();
+    let homes = testnet_with_args(&bin, dir.path(), 5, base, FAST_TIMEOUTS, &args).unwrap();
+    (dir, base, homes)
+}
+
 fn height_of(v: &serde_json::Value) -> u64 {
     v["height"].as_str().unwrap().parse().unwrap()
 }
@@ -247,25 +267,7 @@ fn val_transactions_change_the_set_two_heights_later_and_the_light_client_follow
 
 #[test]
 fn a_full_node_syncs_serves_rpc_and_joins_the_set_and_a_removed_validator_stays_as_a_full_node() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = testnet_block(5).unwrap();
-    let args = [
-        "--validators",
-        "4",
-        "--full-nodes",
-        "1",
-        "--app-state",
-        r#"{"validator_updates": "any-key"}"#,
-    ];
-    let homes = testnet_with_args(
-        &bulwark_binary().unwrap(),
-        dir.path(),
-        5,
-        base,
-        FAST_TIMEOUTS,
-        &args,
-    )
-    .unwrap();
+    let (_dir, base, homes) = full_node_testnet("true");
     let genesis = genesis_of(&homes[0]).unwrap();
     assert_eq!(
         genesis.validators.len(),
@@ -384,20 +386,8 @@ fn a_full_node_syncs_serves_rpc_and_joins_the_set_and_a_removed_validator_stays_
 
 #[test]
 fn an_unattested_full_node_follows_and_serves_rpc_but_nothing_it_signs_counts() {
-    let dir = tempfile::tempdir().unwrap();
-    let base = testnet_block(5).unwrap();
-    let args = [
-        "--validators",
-        "4",
-        "--full-nodes",
-        "1",
-        "--attest-full-nodes",
-        "false",
-        "--app-state",
-        r#"{"validator_updates": "any-key"}"#,
-    ];
+    let (_dir, base, homes) = full_node_testnet("false");
     let bin = bulwark_binary().unwrap();
-    let homes = testnet_with_args(&bin, dir.path(), 5, base, FAST_TIMEOUTS, &args).unwrap();
     let genesis = genesis_of(&homes[0]).unwrap();
     let mut nodes: Vec<Node> = homes[..4].iter().map(|h| start(h).unwrap()).collect();
     // The full node runs without evidence: plaintext keys made at its first start.

@@ -81,8 +81,9 @@ pub const VALIDATOR_UPDATES_KEY: &str = "validator_updates";
 /// See [`VALIDATOR_UPDATES_KEY`]: updates may name the genesis validators' keys only.
 pub const GENESIS_VALIDATORS_ONLY: &str = "genesis-validators";
 /// See [`VALIDATOR_UPDATES_KEY`]: updates may name any ed25519 key (CometBFT's kvstore). A key
-/// no attested guest holds can never connect to a Bulwark validator, so it never signs; with
-/// more than a third of the power it halts the chain. A joining validator is an attested full
+/// no attested guest holds never gets a vote counted (peers refuse it as a validator and drop
+/// consensus messages from unattested peers); with more than a third of the power it halts
+/// the chain. A joining validator is an attested full
 /// node first (genesis `attest_full_nodes`). Whoever reaches RPC decides the set: only for
 /// networks whose RPC is trusted.
 pub const ANY_KEY: &str = "any-key";

@@ -680,24 +680,34 @@ impl Home {
             cfg.join("priv_validator_key.json"),
             cfg.join("node_key.json"),
         );
-        if !key_path.exists() {
-            let fresh = |path: &Path| -> Result<PrivateKey, HomeError> {
-                let mut seed = [0u8; 32];
-                getrandom::getrandom(&mut seed).map_err(|e| {
-                    io_error(path.to_path_buf(), std::io::Error::other(e.to_string()))
-                })?;
-                Ok(private_key(&ed25519_consensus::SigningKey::from(seed)))
-            };
-            let key = validator_key(fresh(&key_path)?)?;
+        let fresh = |path: &Path| -> Result<PrivateKey, HomeError> {
+            let mut seed = [0u8; 32];
+            getrandom::getrandom(&mut seed)
+                .map_err(|e| io_error(path.to_path_buf(), std::io::Error::other(e.to_string())))?;
+            Ok(private_key(&ed25519_consensus::SigningKey::from(seed)))
+        };
+        let text = |path: &Path, value: serde_json::Result<String>| {
+            value.map_err(|e| invalid(path.to_path_buf(), e.to_string()))
+        };
+        // Each file on its own: a start that stopped between the two finds one and makes the
+        // other.
+        if !node_path.exists() {
             let node = NodeKey {
                 priv_key: fresh(&node_path)?,
             };
-            let node_text = serde_json::to_string_pretty(&node)
-                .map_err(|e| invalid(&node_path, e.to_string()))?;
-            let key_text = serde_json::to_string_pretty(&key)
-                .map_err(|e| invalid(&key_path, e.to_string()))?;
-            write_new(&node_path, &node_text, true)?;
-            write_new(&key_path, &key_text, true)?;
+            write_new(
+                &node_path,
+                &text(&node_path, serde_json::to_string_pretty(&node))?,
+                true,
+            )?;
+        }
+        if !key_path.exists() {
+            let key = validator_key(fresh(&key_path)?)?;
+            write_new(
+                &key_path,
+                &text(&key_path, serde_json::to_string_pretty(&key))?,
+                true,
+            )?;
         }
         let (p, s) = read(key_path, MAX_CONFIG_FILE)?;
         let validator_key: PrivValidatorKey =

@@ -11,7 +11,7 @@ use bulwark_consensus::Config;
 use bulwark_mempool::MempoolConfig;
 use bulwark_metrics::{Metrics, Scrape, ScrapeView};
 use bulwark_net::{FullNodes, NetworkPolicy, ValidatorKeys};
-use bulwark_node::engine::{Engine, EngineConfig, Input, Output};
+use bulwark_node::engine::{Engine, EngineConfig, Input, Output, PeerRole};
 use bulwark_p2p::peers::{spawn_dialler, spawn_listener};
 use bulwark_p2p::transport::CERT_LIFETIME;
 use bulwark_p2p::{
@@ -24,7 +24,7 @@ use bulwark_rpc::waiters::CommitWaiters;
 use bulwark_rpc::{RpcLimits, RpcRequest};
 use bulwark_store::Store;
 use bulwark_types::tendermint::private_key::PrivateKey;
-use bulwark_types::tendermint::{node, validator};
+use bulwark_types::tendermint::validator;
 use bulwark_wire::preverify::Preverifier;
 use bulwark_wire::{self as wire, Payload};
 use std::cmp::Reverse;
@@ -37,8 +37,6 @@ use tokio::time::Instant;
 
 /// How often a node that made no progress asks its peers.
 const TICK: Duration = Duration::from_millis(500);
-/// The p2p protocol version announced in node info.
-const P2P_PROTOCOL: u64 = 8;
 
 fn engine_config(home: &Home) -> anyhow::Result<EngineConfig> {
     let c = &home.config.consensus;
@@ -100,26 +98,6 @@ pub fn open_engine(home: &Home) -> anyhow::Result<(Engine, Vec<Output>)> {
             .map_err(|e| anyhow::anyhow!("genesis: {e}"))?,
     );
     Ok(Engine::open(engine_config(home)?, &store, key, app, state)?)
-}
-
-/// This node's `node_info` (status and the Hello it sends).
-fn node_info(home: &Home) -> anyhow::Result<node::Info> {
-    let id = node::Id::try_from(home.node_key.priv_key.public_key())
-        .map_err(|e| anyhow::anyhow!("node key: {e}"))?;
-    let info = serde_json::json!({
-        "protocol_version": {"p2p": P2P_PROTOCOL.to_string(), "block": bulwark_types::BLOCK_PROTOCOL.to_string(), "app": "0"},
-        "id": id.to_string(),
-        "listen_addr": format!("tcp://{}", home.config.p2p.laddr),
-        "network": home.genesis.chain_id.to_string(),
-        "version": env!("CARGO_PKG_VERSION"),
-        // CometBFT's channel ids for what the one attested connection carries: block sync
-        // (0x40), consensus state, data, votes, vote-set bits (0x20-0x23), mempool (0x30),
-        // evidence (0x38).
-        "channels": "40202122233038",
-        "moniker": home.config.moniker,
-        "other": {"tx_index": "off", "rpc_address": format!("tcp://{}", home.config.rpc.laddr)},
-    });
-    Ok(serde_json::from_value(info)?)
 }
 
 /// Runs the node until SIGINT/SIGTERM.
@@ -291,6 +269,15 @@ fn own_consensus_key(home: &Home) -> anyhow::Result<[u8; 32]> {
         .ok_or_else(|| anyhow::anyhow!("the validator key is not ed25519"))
 }
 
+/// What a connected peer is, for the engine.
+fn role_of(membership: &Membership, peer: &Peer) -> PeerRole {
+    match (peer.attested.attested, membership.is_validator(peer)) {
+        (false, _) => PeerRole::Unattested,
+        (true, true) => PeerRole::Validator,
+        (true, false) => PeerRole::FullNode,
+    }
+}
+
 /// The validators a node admits: those of the next height and of the one after.
 fn validators_ahead(state: &bulwark_node::chain::ChainState) -> BTreeSet<[u8; 32]> {
     bulwark_p2p::membership::keys_of([&state.validator_infos, &state.next_validator_infos])
@@ -341,7 +328,14 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     let mut peers: HashMap<ConnectionId, Peer> = HashMap::new();
     membership.follow(&mut peers, validators_ahead(engine.state()));
     tracing::info!(height = engine.state().next_height(), address = %engine.address(), "started");
-    let own_info = node_info(&home)?;
+    let own_info = bulwark_rpc::peers::own_node_info(
+        home.node_key.priv_key.public_key(),
+        &home.config.moniker,
+        home.genesis.chain_id.as_str(),
+        home.config.p2p.laddr,
+        home.config.rpc.laddr,
+    )
+    .map_err(anyhow::Error::msg)?;
     let hello = wire::encode(Payload::Hello(wire::Hello {
         node_id: own_info.id.to_string(),
         chain_id: home.genesis.chain_id.to_string(),
@@ -499,10 +493,10 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                         continue;
                     }
                     Ok(()) => {
-                        let full = !membership.is_validator(&peer);
+                        let role = role_of(&membership, &peer);
                         let replaced = admit_logged(&mut peers, id, peer, &own_key);
                         if peers.contains_key(&id) {
-                            undelivered.push(Input::FullNodePeer(id, full));
+                            undelivered.push(Input::PeerRole(id, role));
                         }
                         match replaced {
                             // The older one closes; the engine forgets it.
@@ -611,7 +605,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 undelivered.extend(
                     peers
                         .iter()
-                        .map(|(id, p)| Input::FullNodePeer(*id, !membership.is_validator(p))),
+                        .map(|(id, p)| Input::PeerRole(*id, role_of(&membership, p))),
                 );
             }
         }

@@ -497,19 +497,7 @@ fn attack_12_expired_certificate() {
 
 #[test]
 fn attack_13_consensus_key_not_in_the_validator_set() {
-    refused(LocalParts::from(&outsider()), "not_a_validator");
-}
-
-fn outsider() -> LocalIdentity {
-    LocalIdentity::new(
-        &mut psp(7),
-        consensus_key(7),
-        CHAIN,
-        &GENESIS,
-        SystemTime::now(),
-        HOUR,
-    )
-    .unwrap()
+    refused(LocalParts::from(&identity(7)), "not_a_validator");
 }
 
 #[test]
@@ -520,7 +508,7 @@ fn attack_13b_a_full_node_is_admitted_only_where_genesis_admits_full_nodes_and_o
     };
     let outcome = run(
         validator_server(full_nodes.clone()),
-        client_config(&outsider(), verifier(network())).unwrap(),
+        client_config(&identity(7), verifier(network())).unwrap(),
     );
     outcome.server.unwrap();
     outcome.client.unwrap();
@@ -580,18 +568,7 @@ fn the_admitted_keys_follow_the_validator_set_on_a_running_verifier() {
     let keys = policy.validators.clone();
     let server = verifier(policy);
     let serve = || server_config(&identity(1), server.clone()).unwrap();
-    let client = |i: u8| {
-        let me = LocalIdentity::new(
-            &mut psp(i),
-            consensus_key(i),
-            CHAIN,
-            &GENESIS,
-            SystemTime::now(),
-            HOUR,
-        )
-        .unwrap();
-        client_config(&me, verifier(network())).unwrap()
-    };
+    let client = |i: u8| client_config(&identity(i), verifier(network())).unwrap();
     let refusal =
         |outcome: Outcome| rejection(&outcome.server.expect_err("admitted")).map(|r| r.check());
     assert_eq!(refusal(run(serve(), client(7))), Some("not_a_validator"));

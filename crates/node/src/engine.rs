@@ -41,7 +41,7 @@ use bulwark_types::tendermint_proto::v0_38 as pb;
 use bulwark_wire::{self as wire, Payload};
 use bytes::Bytes;
 use prost::Message;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -72,9 +72,21 @@ pub enum Input {
     /// A status from a peer that has not read what it was sent: its height is noted, but it is
     /// not answered (the answer would only be dropped).
     BackloggedStatus(wire::Status),
-    /// Whether this peer is a full node now (true) or a validator: full nodes, which a host
-    /// can run many of, neither move the median peer height nor come first for blocks.
-    FullNodePeer(PeerId, bool),
+    /// What this peer is now: full nodes, which a host can run many of, neither move the
+    /// median peer height nor come first for blocks; an unattested one is only answered.
+    PeerRole(PeerId, PeerRole),
+}
+
+/// What a peer is, as the driver's admission sees it (a peer it never named is a validator).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerRole {
+    /// Its key is a validator's.
+    Validator,
+    /// An attested node of the published image whose key is no validator's.
+    FullNode,
+    /// A node without evidence: its block requests are answered and a few of its transactions
+    /// taken; what it says of its height counts for nothing.
+    Unattested,
 }
 
 /// What the engine asks the driver to do.
@@ -242,6 +254,10 @@ pub const CLAIM_CHECKS_PER_PEER_TICK: u32 = 8;
 /// A peer's transactions taken into the mempool per tick: each may cost the application a
 /// CheckTx (a round trip to another process with an external one), on the engine's thread.
 pub const PEER_TXS_PER_TICK: u32 = 4_096;
+/// Transactions taken from one full-node peer per tick.
+pub const FULL_NODE_TXS_PER_TICK: u32 = 64;
+/// Transactions taken from all full-node peers together per tick.
+pub const FULL_NODES_TXS_PER_TICK: u32 = 256;
 /// `check_tx` calls from RPC clients per tick (each a CheckTx, not cached, on this thread).
 pub const RPC_CHECK_TXS_PER_TICK: u32 = 256;
 
@@ -398,8 +414,10 @@ pub struct Engine {
     peer_working_heights: BTreeMap<PeerId, u64>,
     /// When the height in progress started, by this node's clock (`consensus_state`).
     height_started: Time,
-    /// The peers that are full nodes ([`Input::FullNodePeer`]).
-    full_node_peers: BTreeSet<PeerId>,
+    /// The peers that are no validators ([`Input::PeerRole`]).
+    peer_roles: BTreeMap<PeerId, PeerRole>,
+    /// Transactions taken from all full-node peers together since the last tick.
+    full_node_txs: u32,
 }
 
 /// Most block ids of verified votes remembered at one height (each validator can vote for a
@@ -512,7 +530,8 @@ impl Engine {
             claim_checks_by_peer: BTreeMap::new(),
             peer_txs: BTreeMap::new(),
             peer_heights: BTreeMap::new(),
-            full_node_peers: BTreeSet::new(),
+            peer_roles: BTreeMap::new(),
+            full_node_txs: 0,
             height_started,
             peer_working_heights: BTreeMap::new(),
         };
@@ -748,7 +767,7 @@ impl Engine {
             Input::Peer(peer, payload) => self.peer(peer, payload),
             Input::PeerGone(peer) => {
                 self.peer_heights.remove(&peer);
-                self.full_node_peers.remove(&peer);
+                self.peer_roles.remove(&peer);
                 self.peer_working_heights.remove(&peer);
                 self.relay.forget_peer(peer);
                 self.status_answers.remove(&peer);
@@ -767,11 +786,14 @@ impl Engine {
                 self.highest_peer_height = self.highest_peer_height.max(s.height);
                 Ok(vec![])
             }
-            Input::FullNodePeer(peer, full) => {
-                if full {
-                    self.full_node_peers.insert(peer);
+            Input::PeerRole(peer, role) => {
+                if role == PeerRole::Validator {
+                    self.peer_roles.remove(&peer);
                 } else {
-                    self.full_node_peers.remove(&peer);
+                    self.peer_roles.insert(peer, role);
+                }
+                if role == PeerRole::Unattested {
+                    self.peer_heights.remove(&peer);
                 }
                 Ok(vec![])
             }
@@ -851,6 +873,7 @@ impl Engine {
         self.claim_checks = 0;
         self.claim_checks_by_peer.clear();
         self.peer_txs.clear();
+        self.full_node_txs = 0;
         let mut out = vec![];
         if stuck {
             out.push(Output::Broadcast(Payload::Status(wire::Status {
@@ -938,14 +961,26 @@ impl Engine {
                             let _ = self.admit_claim(&tx);
                         }
                     } else {
+                        // Full nodes relay their clients' transactions, within a budget of
+                        // their own: a host can run many of them, each a CheckTx source.
+                        let full = self.peer_roles.contains_key(&peer);
+                        let (each, all) = if full {
+                            (FULL_NODE_TXS_PER_TICK, FULL_NODES_TXS_PER_TICK)
+                        } else {
+                            (PEER_TXS_PER_TICK, u32::MAX)
+                        };
                         let taken = self.peer_txs.entry(peer).or_default();
-                        if *taken < PEER_TXS_PER_TICK {
+                        if *taken < each && self.full_node_txs < all {
                             *taken += 1;
+                            self.full_node_txs += u32::from(full);
                             let _ = self.mempool.add(Bytes::from(tx), self.app.as_ref());
                         }
                     }
                 }
                 Ok(vec![])
+            }
+            Payload::Status(s) if self.peer_roles.get(&peer) == Some(&PeerRole::Unattested) => {
+                self.answer_status(peer, s)
             }
             Payload::Status(s) => {
                 // The peer asked for blocks ends its answer with this; if it moved us nowhere,
@@ -2054,7 +2089,7 @@ impl Engine {
         let ahead = |full: bool| {
             move |(p, h): (&PeerId, &u64)| {
                 (*h > height
-                    && self.full_node_peers.contains(p) == full
+                    && self.peer_roles.contains_key(p) == full
                     && self.asked.get(p) != Some(&height)
                     && !self.shunned.contains_key(p))
                 .then_some(*p)
@@ -2075,7 +2110,7 @@ impl Engine {
         let validators = self
             .peer_heights
             .iter()
-            .filter(|(p, _)| !self.full_node_peers.contains(p))
+            .filter(|(p, _)| !self.peer_roles.contains_key(p))
             .map(|(_, h)| *h);
         let mut heights: Vec<u64> = validators.collect();
         if heights.is_empty() {

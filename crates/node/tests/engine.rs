@@ -6,7 +6,7 @@
 
 mod common;
 
-use bulwark_node::engine::{Engine, Input, Output};
+use bulwark_node::engine::{Engine, Input, Output, PeerRole};
 use prost::Message;
 
 use common::net::{reopen_store, try_open, Net, N};
@@ -695,19 +695,36 @@ fn full_node_peers_do_not_move_how_far_the_network_is() {
     };
     // Three full nodes (a host can run many) claim to be far ahead; one validator is here.
     for peer in [201, 202, 203] {
-        engine.handle(Input::FullNodePeer(peer, true)).unwrap();
+        engine
+            .handle(Input::PeerRole(peer, PeerRole::FullNode))
+            .unwrap();
         engine
             .handle(Input::Peer(peer, status(height + 50)))
             .unwrap();
     }
-    engine.handle(Input::FullNodePeer(101, false)).unwrap();
+    engine
+        .handle(Input::PeerRole(101, PeerRole::Validator))
+        .unwrap();
     engine.handle(Input::Peer(101, status(height))).unwrap();
     assert_eq!(engine.network_height(), height);
     // Two of them become validators: now they count.
-    engine.handle(Input::FullNodePeer(202, false)).unwrap();
-    engine.handle(Input::FullNodePeer(203, false)).unwrap();
+    engine
+        .handle(Input::PeerRole(202, PeerRole::Validator))
+        .unwrap();
+    engine
+        .handle(Input::PeerRole(203, PeerRole::Validator))
+        .unwrap();
     assert_eq!(engine.network_height(), height + 50);
-    // With only full nodes left, theirs is all there is.
+    // An unattested peer's height counts for nothing, even with no validator left.
+    for peer in [301, 302] {
+        engine
+            .handle(Input::PeerRole(peer, PeerRole::Unattested))
+            .unwrap();
+        engine
+            .handle(Input::Peer(peer, status(height + 900)))
+            .unwrap();
+    }
+    // With only full nodes left, the attested one's is all there is.
     for peer in [101, 202, 203] {
         engine.handle(Input::PeerGone(peer)).unwrap();
     }

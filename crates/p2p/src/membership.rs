@@ -46,12 +46,12 @@ pub enum Refused {
 pub const FULL_NODES_PER_CHIP: usize = 2;
 
 /// Where a full node runs, as far as this node can tell: its chip if attested, else its
-/// address.
+/// address (an IPv6 /64, as the edge counts it).
 fn place_of(peer: &Peer) -> Result<[u8; 64], std::net::IpAddr> {
     if peer.attested.attested {
         Ok(peer.attested.chip_id)
     } else {
-        Err(peer.addr.ip())
+        Err(crate::edge::rate_source(peer.addr.ip()))
     }
 }
 
@@ -66,9 +66,10 @@ impl Membership {
         }
     }
 
-    /// Whether `peer` presents a validator's key now.
+    /// Whether `peer` presents a validator's key now (an unattested peer never does, even if
+    /// the set came to hold its stand-in key).
     pub fn is_validator(&self, peer: &Peer) -> bool {
-        self.keys.contains(&peer.attested.consensus_key)
+        peer.attested.attested && self.keys.contains(&peer.attested.consensus_key)
     }
 
     /// Whether a newly attested `peer` may join `peers`: a validator always, a full node where
@@ -88,6 +89,12 @@ impl Membership {
             .filter(|p| !self.is_validator(p) && p.attested.consensus_key != *key)
             .collect();
         if others.len() >= self.max_full_nodes {
+            return Err(Refused::FullNodesFull);
+        }
+        // Unattested ones take at most half the places: attested full nodes (validators to
+        // be, removed validators, sentries) keep room.
+        let unattested = others.iter().filter(|p| !p.attested.attested).count();
+        if !peer.attested.attested && unattested >= self.max_full_nodes / 2 {
             return Err(Refused::FullNodesFull);
         }
         let place = place_of(peer);

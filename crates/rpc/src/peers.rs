@@ -10,6 +10,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tendermint_rpc::endpoint::net_info;
 
+/// The p2p protocol version announced in node info.
+const P2P_PROTOCOL: u64 = 8;
+
+/// This node's `node_info` (`status`, and the Hello it sends): its id from its node key,
+/// what it runs, and where it listens.
+pub fn own_node_info(
+    node_key: bulwark_types::tendermint::PublicKey,
+    moniker: &str,
+    chain_id: &str,
+    p2p: std::net::SocketAddr,
+    rpc: std::net::SocketAddr,
+) -> Result<node::Info, String> {
+    let id = node::Id::try_from(node_key).map_err(|e| format!("node key: {e}"))?;
+    let info = serde_json::json!({
+        "protocol_version": {"p2p": P2P_PROTOCOL.to_string(), "block": bulwark_types::BLOCK_PROTOCOL.to_string(), "app": "0"},
+        "id": id.to_string(),
+        "listen_addr": format!("tcp://{p2p}"),
+        "network": chain_id,
+        "version": env!("CARGO_PKG_VERSION"),
+        // CometBFT's channel ids for what the one attested connection carries: block sync
+        // (0x40), consensus state, data, votes, vote-set bits (0x20-0x23), mempool (0x30),
+        // evidence (0x38).
+        "channels": "40202122233038",
+        "moniker": moniker,
+        "other": {"tx_index": "off", "rpc_address": format!("tcp://{rpc}")},
+    });
+    serde_json::from_value(info).map_err(|e| format!("node info: {e}"))
+}
+
 /// What `net_info` shows of a peer's verified evidence.
 pub fn attestation_json(peer: &VerifiedPeer) -> Value {
     if !peer.attested {
