@@ -125,6 +125,17 @@ fn full_node_testnet(attest: &str) -> (tempfile::TempDir, u16, Vec<std::path::Pa
     (dir, base, homes)
 }
 
+/// A node's own address, public key and voting power, as its `status` reports them.
+fn own_identity(rpc: &mut RpcClient) -> (String, Vec<u8>, String) {
+    let status = rpc.call("status", json!({})).unwrap();
+    let info = &status["validator_info"];
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_else(|| panic!("{status}")).to_string();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(text(&info["pub_key"]["value"]))
+        .unwrap();
+    (text(&info["address"]), key, text(&info["voting_power"]))
+}
+
 fn height_of(v: &serde_json::Value) -> u64 {
     v["height"].as_str().unwrap().parse().unwrap()
 }
@@ -241,10 +252,7 @@ fn val_transactions_change_the_set_two_heights_later_and_the_light_client_follow
     let restarted = (0..4)
         .find(|i| *i != removed_node && *i != raised_node)
         .unwrap();
-    let address = rpc[restarted].call("status", json!({})).unwrap()["validator_info"]["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (address, _, _) = own_identity(&mut rpc[restarted]);
     nodes[restarted].stop_cleanly().unwrap();
     nodes[restarted] = start(&homes[restarted]).unwrap();
     let again = top + 30;
@@ -283,19 +291,8 @@ fn a_full_node_syncs_serves_rpc_and_joins_the_set_and_a_removed_validator_stays_
     nodes.push(start(&homes[4]).unwrap());
     wait_for(&mut [&mut nodes[4]], 6, Duration::from_secs(60)).unwrap();
     let mut rpc: Vec<RpcClient> = (0..5).map(|i| RpcClient::new(&rpc_addr(base, i))).collect();
-    let status = rpc[4].call("status", json!({})).unwrap();
-    assert_eq!(status["validator_info"]["voting_power"], "0", "{status}");
-    let full_address = status["validator_info"]["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let full_key = base64::engine::general_purpose::STANDARD
-        .decode(
-            status["validator_info"]["pub_key"]["value"]
-                .as_str()
-                .unwrap(),
-        )
-        .unwrap();
+    let (full_address, full_key, power) = own_identity(&mut rpc[4]);
+    assert_eq!(power, "0");
     verify_stored_commits(&genesis, &mut rpc[4], 6).unwrap();
     assert_eq!(rpc[4].call("net_info", json!({})).unwrap()["n_peers"], "4");
 
@@ -414,18 +411,7 @@ fn an_unattested_full_node_follows_and_serves_rpc_but_nothing_it_signs_counts() 
     // An RPC client makes its key a validator (10 of 50): it claims its key and signs, but a
     // vote or block from a peer without evidence never enters the network, so no commit
     // carries its signature and the others go on without it.
-    let status = rpc[4].call("status", json!({})).unwrap();
-    let address = status["validator_info"]["address"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(
-            status["validator_info"]["pub_key"]["value"]
-                .as_str()
-                .unwrap(),
-        )
-        .unwrap();
+    let (address, key, _) = own_identity(&mut rpc[4]);
     let r = rpc[0]
         .call("broadcast_tx_commit", json!({"tx": b64(&val_tx(&key, 10))}))
         .unwrap();

@@ -387,15 +387,9 @@ mod tests {
         Cli::parse_from(std::iter::once("qemu").chain(extra.iter().copied())).qemu
     }
 
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "bulwark-xtask-{tag}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A scratch directory, removed when the test lets go of it.
+    fn temp_dir() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
     }
 
     /// A stand-in digest for a row of a synthetic measurement.json: distinct per model and
@@ -405,8 +399,9 @@ mod tests {
     }
 
     /// An image directory with the measured command line and a synthetic measurement.json.
-    fn synthetic_image() -> PathBuf {
-        let dir = temp_dir("image");
+    fn synthetic_image() -> tempfile::TempDir {
+        let scratch = temp_dir();
+        let dir = scratch.path();
         let cmdline = std::fs::read_to_string(harness::workspace().join("kernel-cmdline")).unwrap();
         std::fs::write(dir.join("kernel-cmdline"), cmdline).unwrap();
         let mut rows = serde_json::Map::new();
@@ -418,7 +413,7 @@ mod tests {
         }
         let json = serde_json::json!({"guest_features": "0x1", "launch_digest": rows});
         std::fs::write(dir.join("measurement.json"), json.to_string()).unwrap();
-        dir
+        scratch
     }
 
     /// A genesis with an `attestation` section (other CometBFT fields do not matter here).
@@ -497,8 +492,10 @@ mod tests {
 
     #[test]
     fn the_printed_launch_derives_cpu_smp_policy_devices_host_data_and_ports_from_its_digest_row() {
-        let image = synthetic_image();
-        let dir = temp_dir("launch");
+        let scratch = synthetic_image();
+        let image = scratch.path().to_path_buf();
+        let scratch_dir = temp_dir();
+        let dir = scratch_dir.path().to_path_buf();
         let genesis_path = genesis(&dir, admitting_every_row());
         let genesis_sha = Sha256::digest(std::fs::read(&genesis_path).unwrap());
         let cmdline = std::fs::read_to_string(image.join("kernel-cmdline")).unwrap();
@@ -620,7 +617,8 @@ mod tests {
 
     #[test]
     fn a_launch_on_a_machine_without_sev_prints_the_cbitpos_one_liner_and_uses_it() {
-        let image = synthetic_image();
+        let scratch = synthetic_image();
+        let image = scratch.path().to_path_buf();
         let launch = SnpLaunch {
             image: image.clone(),
             cpu_model: CpuModel::Milan.qemu_model(),
@@ -650,7 +648,8 @@ mod tests {
 
     #[test]
     fn the_enrolling_launch_binds_no_network_and_hands_in_the_enrolment_request() {
-        let image = synthetic_image();
+        let scratch = synthetic_image();
+        let image = scratch.path().to_path_buf();
         let printed = snp_launch(&args(&["--snp", "--enroll"]), &image).unwrap();
         let (w, digest) = parse(&printed);
         assert_eq!(digest, row_digest(CpuModel::Milan, 4));
@@ -681,8 +680,10 @@ mod tests {
 
     #[test]
     fn the_launch_refuses_what_its_network_would_refuse() {
-        let image = synthetic_image();
-        let dir = temp_dir("refuse");
+        let scratch = synthetic_image();
+        let image = scratch.path().to_path_buf();
+        let scratch_dir = temp_dir();
+        let dir = scratch_dir.path().to_path_buf();
         let launch = |attestation: serde_json::Value, extra: &[&str]| {
             let g = genesis(&dir, attestation);
             let mut a = vec!["--snp", "--genesis", g.to_str().unwrap()];
@@ -742,7 +743,7 @@ mod tests {
 
     /// The image to launch: the real one when it has been built, else files of the right
     /// kind (a 4 MiB firmware volume of zeros, a bzImage header, a gzipped newc initramfs).
-    fn launchable_image() -> (PathBuf, &'static str) {
+    fn launchable_image() -> (PathBuf, &'static str, Option<tempfile::TempDir>) {
         let real = image_dir(Flavour::Production);
         if [
             "OVMF.amdsev.fd",
@@ -754,9 +755,10 @@ mod tests {
         .iter()
         .all(|f| real.join(f).exists())
         {
-            return (real, "the built image");
+            return (real, "the built image", None);
         }
-        let dir = synthetic_image();
+        let scratch = synthetic_image();
+        let dir = scratch.path().to_path_buf();
         std::fs::write(dir.join("OVMF.amdsev.fd"), vec![0u8; 4 << 20]).unwrap();
         std::fs::write(dir.join("bzImage"), dummy_bzimage()).unwrap();
         std::fs::write(
@@ -764,7 +766,7 @@ mod tests {
             crate::image::initramfs(b"not a binary", None).unwrap(),
         )
         .unwrap();
-        (dir, "stand-in image files")
+        (dir, "stand-in image files", Some(scratch))
     }
 
     /// QEMU's version as (major, minor).
@@ -827,8 +829,9 @@ mod tests {
             "Y",
             "this host runs SEV-SNP guests: boot the printed launch (cargo xtask qemu --snp) instead of this syntax check"
         );
-        let (image, kind) = launchable_image();
-        let cwd = temp_dir("qemu-syntax");
+        let (image, kind, _scratch) = launchable_image();
+        let scratch_cwd = temp_dir();
+        let cwd = scratch_cwd.path().to_path_buf();
         std::fs::write(cwd.join("data.img"), vec![0u8; 1 << 20]).unwrap();
         std::fs::write(
             cwd.join("host.json"),

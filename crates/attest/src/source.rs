@@ -434,15 +434,13 @@ mod tests {
         }
     }
 
-    fn device(table: Option<Vec<CertTableEntry>>, host_file: Option<&[u8]>) -> GuestDevice {
-        let dir = std::env::temp_dir().join(format!(
-            "bulwark-host-cert-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("vcek");
-        let _ = std::fs::remove_file(&path);
+    /// The evidence a guest device gives with this certificate table and this host file.
+    fn evidence_of(
+        table: Option<Vec<CertTableEntry>>,
+        host_file: Option<&[u8]>,
+    ) -> Result<Evidence, SourceError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vcek");
         if let Some(bytes) = host_file {
             std::fs::write(&path, bytes).unwrap();
         }
@@ -453,6 +451,7 @@ mod tests {
             }),
             path,
         )
+        .evidence([0; 64])
     }
 
     /// The go-sev-guest report (a v2 report, taken with debug allowed, before the alias
@@ -479,7 +478,7 @@ mod tests {
     #[test]
     fn without_a_certificate_table_the_hosts_vcek_file_is_used_and_verifies() {
         let vcek = fixture("go-sev-guest-milan", "vcek.der");
-        let e = device(None, Some(&vcek)).evidence([0; 64]).unwrap();
+        let e = evidence_of(None, Some(&vcek)).unwrap();
         assert_eq!(e.endorsement_cert, vcek);
         let v = verify(&e, &policy(), &Binding::Unchecked, NOW).unwrap();
         assert_eq!(v.product, Product::Milan);
@@ -492,9 +491,7 @@ mod tests {
             cert_type: CertType::ASK,
             data: vec![1, 2, 3],
         }];
-        let e = device(Some(ask_only), Some(&vcek))
-            .evidence([0; 64])
-            .unwrap();
+        let e = evidence_of(Some(ask_only), Some(&vcek)).unwrap();
         assert_eq!(e.endorsement_cert, vcek);
     }
 
@@ -505,9 +502,7 @@ mod tests {
             cert_type: CertType::VCEK,
             data: vcek.clone(),
         }];
-        let e = device(Some(table), Some(b"the host's file"))
-            .evidence([0; 64])
-            .unwrap();
+        let e = evidence_of(Some(table), Some(b"the host's file")).unwrap();
         assert_eq!(e.endorsement_cert, vcek);
     }
 
@@ -515,7 +510,7 @@ mod tests {
     fn another_chips_vcek_from_the_host_is_rejected_by_the_verifier() {
         // A genuine Milan VCEK, but of another chip: the host cannot pass it off.
         let foreign = fixture("virtee-sev-milan", "vcek.der");
-        let e = device(None, Some(&foreign)).evidence([0; 64]).unwrap();
+        let e = evidence_of(None, Some(&foreign)).unwrap();
         // It chains to AMD's Milan root, but its key did not sign this report.
         assert_eq!(
             verify(&e, &policy(), &Binding::Unchecked, NOW),
@@ -526,7 +521,7 @@ mod tests {
     #[test]
     fn with_neither_table_nor_file_the_missing_vcek_is_named() {
         assert!(matches!(
-            device(None, None).evidence([0; 64]),
+            evidence_of(None, None),
             Err(SourceError::MissingCertificate(SigningKey::Vcek))
         ));
     }
@@ -535,11 +530,11 @@ mod tests {
     fn an_oversized_host_file_is_refused_unread() {
         let big = vec![0x30; MAX_HOST_CERTIFICATE as usize + 1];
         assert!(matches!(
-            device(None, Some(&big)).evidence([0; 64]),
+            evidence_of(None, Some(&big)),
             Err(SourceError::HostCertificateTooLarge { .. })
         ));
         let largest = vec![0x30; MAX_HOST_CERTIFICATE as usize];
-        assert!(device(None, Some(&largest)).evidence([0; 64]).is_ok());
+        assert!(evidence_of(None, Some(&largest)).is_ok());
     }
 
     #[test]

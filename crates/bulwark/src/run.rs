@@ -447,7 +447,9 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     );
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut outputs = first;
-    let mut undelivered = Vec::new();
+    // Inputs that only tell the engine what happened (sends a full queue dropped, peers' roles
+    // and departures), handed over before the next event.
+    let mut bookkeeping = Vec::new();
     let mut full = HashSet::new();
     loop {
         if let Some(i) = interposer.as_mut() {
@@ -463,7 +465,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                         }
                     }
                 }
-                Output::Send(id, p) => undelivered.extend(send_to(&peers, &mut full, id, p)),
+                Output::Send(id, p) => bookkeeping.extend(send_to(&peers, &mut full, id, p)),
                 Output::Schedule { timeout, after } => {
                     tracing::debug!(?timeout, ?after, "timer");
                     timers.set(after, Input::Timeout(timeout));
@@ -480,8 +482,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
             }
         }
         full.clear();
-        for input in undelivered.drain(..) {
-            // Only bookkeeping: it asks for nothing to be done.
+        for input in bookkeeping.drain(..) {
             engine.handle(input)?;
         }
         let next_timer = timers.next();
@@ -496,7 +497,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                         let role = role_of(&membership, &peer);
                         let replaced = admit_logged(&mut peers, id, peer, &own_key);
                         if peers.contains_key(&id) {
-                            undelivered.push(Input::PeerRole(id, role));
+                            bookkeeping.push(Input::PeerRole(id, role));
                         }
                         match replaced {
                             // The older one closes; the engine forgets it.
@@ -601,8 +602,8 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 &state.last_validator_infos,
             );
             if let Some(gone) = membership.follow(&mut peers, validators_ahead(state)) {
-                undelivered.extend(gone.into_iter().map(Input::PeerGone));
-                undelivered.extend(
+                bookkeeping.extend(gone.into_iter().map(Input::PeerGone));
+                bookkeeping.extend(
                     peers
                         .iter()
                         .map(|(id, p)| Input::PeerRole(*id, role_of(&membership, p))),
