@@ -490,7 +490,46 @@ fn four_vms_enrol_inside_commit_and_the_hosts_attacks_fail() {
     forged_network_gets_no_signature(&net, &real);
     host_flips_bytes_on_the_disk(&net, 1, 1);
     host_flips_bytes_on_the_disk(&net, 2, 2);
-    net.clean_up();
+    what_qemu_keep_leaves(net);
+}
+
+/// `cargo xtask qemu --keep DIR`'s step: each VM's data disk as the host sees it (byte for
+/// byte) and its serial logs, and the network's genesis, moved out of the run's directory.
+fn what_qemu_keep_leaves(net: VmNetwork) {
+    let digest = |path: &std::path::Path| -> Vec<u8> {
+        use sha2::Digest;
+        sha2::Sha256::digest(std::fs::read(path).unwrap()).to_vec()
+    };
+    let disks: Vec<Vec<u8>> = (0..VALIDATORS)
+        .map(|i| digest(&net.vm_dir(i).join("data.img")))
+        .collect();
+    let run_dir = net.dir().to_path_buf();
+    let dest = tempfile::tempdir().unwrap();
+    let kept = net.keep(dest.path()).unwrap();
+    assert!(!run_dir.exists(), "the run's directory is left behind");
+    assert!(dest.path().join("genesis.json").is_file(), "{kept:?}");
+    for (i, disk) in disks.iter().enumerate() {
+        let node = dest.path().join(format!("node{i}"));
+        assert!(kept.contains(&node.join("data.img")), "{kept:?}");
+        assert!(
+            digest(&node.join("data.img")) == *disk,
+            "VM {i}: the kept disk is not the one the host saw"
+        );
+        let logs = kept
+            .iter()
+            .filter(|f| f.starts_with(&node))
+            .filter(|f| {
+                f.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("serial"))
+            })
+            .filter(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 0))
+            .count();
+        assert!(logs >= 1, "VM {i}: no serial log kept: {kept:?}");
+    }
+    eprintln!(
+        "vm test: qemu --keep left {} files: 4 data disks, serial logs and the genesis",
+        kept.len()
+    );
 }
 
 /// Waits until `log` (a serial log file) has a line containing `needle`.

@@ -39,10 +39,15 @@ pub fn abci_app_binary(bin: &str) -> Result<PathBuf> {
 }
 
 fn build_binary_of(package: &str, name: &str, release: bool) -> Result<PathBuf> {
+    // Features resolved for the whole workspace, as `cargo test --workspace` resolves them
+    // (which gives `bulwark` the simulated PSP through `bulwark-byzantine`): a build of one
+    // package would resolve its dependencies' features differently and compile a second copy
+    // of half the tree, minutes on a cold CI machine.
     let mut cargo = crate::cargo();
-    cargo.args(["build", "--quiet", "-p", package, "--bin", name]);
+    cargo.args(["build", "--quiet", "--workspace", "--bin", name]);
     if name == "bulwark" {
-        cargo.args(["--features", "simulated-psp"]);
+        // Already on in the workspace's resolution; named so that no change there drops it.
+        cargo.args(["--features", "bulwark/simulated-psp"]);
     }
     if release {
         cargo.arg("--release");
@@ -52,7 +57,7 @@ fn build_binary_of(package: &str, name: &str, release: bool) -> Result<PathBuf> 
         .status()
         .context("running cargo build")?;
     if !status.success() {
-        bail!("cargo build -p {package} --bin {name} failed ({status})");
+        bail!("cargo build of {package}'s binary {name} failed ({status})");
     }
     Ok(target_dir()
         .join(if release { "release" } else { "debug" })

@@ -388,21 +388,27 @@ impl Checker {
     }
 
     /// The set index of the validator whose key signed `payload`, if a valid signature.
+    /// Who signed `payload`. The checks go through the process's cache of verified
+    /// signatures, as a node's receive threads do, so the engines that get the message next
+    /// find it there (a forged signature is never remembered and is checked in full again).
     fn signer(&self, payload: &Payload) -> Option<usize> {
-        use bulwark_types::signing::{verify_proposal, verify_vote};
+        use bulwark_types::signing::{preverify, proposal_sign_bytes, vote_sign_bytes};
         use bulwark_types::tendermint::{proposal, vote};
         let set = self.validators.validators();
         match payload {
             Payload::Vote(raw) => {
                 let index = self.validator_index(&raw.validator_address)?;
                 let v = vote::Vote::try_from(raw.clone()).ok()?;
-                verify_vote(&set.get(index)?.pub_key, &v, &self.chain_id).ok()?;
+                let bytes = vote_sign_bytes(&v, &self.chain_id);
+                preverify(&set.get(index)?.pub_key, &bytes, v.signature.as_ref()?).ok()?;
                 Some(index)
             }
             Payload::Proposal(raw) => {
                 let p = proposal::Proposal::try_from(raw.clone()).ok()?;
+                let bytes = proposal_sign_bytes(&p, &self.chain_id);
+                let signature = p.signature.as_ref()?;
                 set.iter()
-                    .position(|info| verify_proposal(&info.pub_key, &p, &self.chain_id).is_ok())
+                    .position(|info| preverify(&info.pub_key, &bytes, signature).is_ok())
             }
             _ => None,
         }

@@ -1074,7 +1074,9 @@ impl Sim {
                 });
                 break;
             }
-            if self.done() {
+            if self.done()
+                || (self.config.stop_at_first_violation && !self.checker.violations().is_empty())
+            {
                 break;
             }
         }
@@ -1185,6 +1187,9 @@ fn stored(engine: &Engine, height: u64) -> Result<(Block, Commit), String> {
     ))
 }
 
+/// Valid signatures the simulator's process remembers (32 bytes each).
+const VERIFIED_SIGNATURES: usize = 1 << 16;
+
 /// Runs the world of `seed` and checks it (under `config.mutant`, if one is planted).
 pub fn run(seed: u64, config: &EngineSimConfig) -> Result<Outcome, SimError> {
     if !bulwark_consensus::mutation::plant(config.mutant) {
@@ -1192,6 +1197,8 @@ pub fn run(seed: u64, config: &EngineSimConfig) -> Result<Outcome, SimError> {
             "a planted mutant needs the `mutants` feature (cargo xtask mutants)".into(),
         ));
     }
+    // What the checker found valid the engines need not check again (see `Checker::signer`).
+    bulwark_types::signing::remember_verified_signatures(VERIFIED_SIGNATURES);
     let outcome = Sim::new(seed, config).map(Sim::run);
     bulwark_consensus::mutation::plant(None);
     outcome

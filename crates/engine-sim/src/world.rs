@@ -31,6 +31,9 @@ pub struct EngineSimConfig {
     /// No outages, GST at 0, small delays and a `timeout_commit` above them: the steady
     /// state of a healthy network.
     pub calm: bool,
+    /// End the run at its first violation (a search for one needs no more, and a planted bug
+    /// that makes every input slow would otherwise take minutes per seed).
+    pub stop_at_first_violation: bool,
 }
 
 impl EngineSimConfig {
@@ -47,6 +50,7 @@ impl EngineSimConfig {
             mutant: None,
             stormy: false,
             calm: false,
+            stop_at_first_violation: false,
         }
     }
 

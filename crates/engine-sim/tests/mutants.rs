@@ -68,6 +68,7 @@ fn first_violation(
         c.behaviour = Some(b);
         c.stormy = stormy;
         c.mutant = Some(m);
+        c.stop_at_first_violation = true;
         c.cpu_budget_ms = if b == Behaviour::LargeRound {
             200
         } else {
@@ -154,6 +155,7 @@ fn every_planted_mutant_is_caught_except_the_equivalent_one() {
 fn signing_without_a_claim_is_caught_by_the_hosts_disk_faults() {
     let mut c = EngineSimConfig::new(4, 0);
     c.mutant = Some(Mutant::SignWithoutClaim);
+    c.stop_at_first_violation = true;
     let caught = (0..SEEDS).find_map(|seed| {
         let o = run(seed, &c).unwrap();
         o.violations.first().map(|v| {
