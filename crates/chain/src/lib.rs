@@ -661,22 +661,13 @@ impl StoredSet {
             .map(|v| v.address)
             .ok_or_else(|| format!("proposer index {} outside the set", self.proposer))?;
         let infos = validator::Set::without_proposer(self.validators);
-        let core_validators = infos
-            .validators()
-            .iter()
-            .map(|v| bulwark_consensus::Validator {
-                address: v.address.as_bytes().to_vec(),
-                power: v.power(),
-                priority: v.proposer_priority.value(),
-            })
-            .collect();
         let proposer_index = infos
             .validators()
             .iter()
             .position(|v| v.address == proposer_address)
             .ok_or("proposer not in the set")?;
         let core = CoreSet::with_priorities(
-            core_validators,
+            bulwark_types::convert::core_validators(&infos),
             bulwark_consensus::ValidatorIndex(proposer_index as u32),
         )
         .map_err(|e| e.to_string())?;

@@ -20,19 +20,23 @@ pub fn value_id(block_id: &block::Id) -> ValueId {
 /// The core's view of a `tendermint` validator set: addresses, powers and proposer
 /// priorities in the set's order, and its proposer as round 0's.
 pub fn consensus_validator_set(set: &validator::Set) -> Result<ValidatorSet, ValidatorSetError> {
-    let validators: Vec<Validator> = set
-        .validators()
-        .iter()
-        .map(|v| Validator {
-            address: v.address.as_bytes().to_vec(),
-            power: v.power(),
-            priority: v.proposer_priority.value(),
-        })
-        .collect();
+    let validators = core_validators(set);
     let proposer = set
         .proposer()
         .as_ref()
         .and_then(|p| set.validators().iter().position(|v| v.address == p.address))
         .map_or(ValidatorIndex(0), |i| ValidatorIndex(i as u32));
     ValidatorSet::with_priorities(validators, proposer)
+}
+
+/// The core's validators of `set`, in its order, with their proposer priorities.
+pub fn core_validators(set: &validator::Set) -> Vec<Validator> {
+    set.validators()
+        .iter()
+        .map(|v| Validator {
+            address: v.address.as_bytes().to_vec(),
+            power: v.power(),
+            priority: v.proposer_priority.value(),
+        })
+        .collect()
 }
