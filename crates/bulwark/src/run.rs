@@ -522,7 +522,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 Some(PeerEvent::Message(id, Payload::Status(status)))
                     if peers.get(&id).is_some_and(Peer::is_backlogged) =>
                 {
-                    Input::BackloggedStatus(status)
+                    Input::BackloggedStatus(id, status)
                 }
                 // An unattested full node may ask for blocks and send transactions, nothing
                 // else: no vote, proposal or block it sends enters the network, so a key the

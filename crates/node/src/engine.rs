@@ -71,7 +71,7 @@ pub enum Input {
     Undelivered(PeerId, Payload),
     /// A status from a peer that has not read what it was sent: its height is noted, but it is
     /// not answered (the answer would only be dropped).
-    BackloggedStatus(wire::Status),
+    BackloggedStatus(PeerId, wire::Status),
     /// What this peer is now: full nodes, which a host can run many of, neither move the
     /// median peer height nor come first for blocks; an unattested one is only answered.
     PeerRole(PeerId, PeerRole),
@@ -347,8 +347,6 @@ pub struct Engine {
     /// Messages of the current height admitted, for peers that missed them.
     relay: Relay,
     replaying: bool,
-    /// The highest next-height a peer reported or a block-sync block showed.
-    highest_peer_height: u64,
     /// Client transactions admitted since the last gossip.
     tx_outbox: Vec<Vec<u8>>,
     /// Messages of a height the core has not started yet (the next one, or this one during
@@ -505,7 +503,6 @@ impl Engine {
             own_blocks: HashMap::new(),
             relay: Relay::default(),
             replaying: false,
-            highest_peer_height: 0,
             tx_outbox: Vec::new(),
             early: Vec::new(),
             early_bytes: 0,
@@ -613,9 +610,10 @@ impl Engine {
         self.evidence.pending()
     }
 
-    /// Whether peers have shown heights beyond ours (block sync in progress).
+    /// Whether the network is beyond us: the median of the validator peers' last reported
+    /// heights ([`Engine::network_height`]), so one peer's claim neither pins it nor keeps it.
     pub fn catching_up(&self) -> bool {
-        self.highest_peer_height > self.state.next_height()
+        self.network_height() > self.state.next_height()
     }
 
     /// What it holds for the height in progress.
@@ -782,8 +780,10 @@ impl Engine {
                 self.relay.undelivered(peer, &payload);
                 Ok(vec![])
             }
-            Input::BackloggedStatus(s) => {
-                self.highest_peer_height = self.highest_peer_height.max(s.height);
+            Input::BackloggedStatus(peer, s) => {
+                if self.peer_roles.get(&peer) != Some(&PeerRole::Unattested) {
+                    self.note_peer_height(peer, s.height);
+                }
                 Ok(vec![])
             }
             Input::PeerRole(peer, role) => {
@@ -991,10 +991,7 @@ impl Engine {
                         self.shunned.insert(asked, 1);
                     }
                 }
-                self.highest_peer_height = self.highest_peer_height.max(s.height);
-                if self.peer_heights.len() < 1_024 || self.peer_heights.contains_key(&peer) {
-                    self.peer_heights.insert(peer, s.height);
-                }
+                self.note_peer_height(peer, s.height);
                 let once_a_tick = bulwark_consensus::mutation::active(
                     bulwark_consensus::mutation::Mutant::BlockSyncOnStuckTicksOnly,
                 ) && !self.asked.is_empty();
@@ -1757,9 +1754,6 @@ impl Engine {
         {
             return Ok(vec![]);
         }
-        self.highest_peer_height = self
-            .highest_peer_height
-            .max(block.header.height.value().saturating_add(1));
         self.commit_block(block, id, commit)
     }
 
@@ -2102,6 +2096,13 @@ impl Engine {
                 .find_map(ahead(full))
                 .or_else(|| self.peer_heights.range(..after).find_map(ahead(full)))
         })
+    }
+
+    /// Notes `peer`'s last reported height (a bounded map: new peers past 1,024 are not noted).
+    fn note_peer_height(&mut self, peer: PeerId, height: u64) {
+        if self.peer_heights.len() < 1_024 || self.peer_heights.contains_key(&peer) {
+            self.peer_heights.insert(peer, height);
+        }
     }
 
     /// The lower median of the validator peers' last reported heights (of all peers' when

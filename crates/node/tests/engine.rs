@@ -661,23 +661,31 @@ fn a_backlogged_peers_status_is_noted_but_never_answered() {
     let height = engine.state().next_height();
     engine.handle(Input::Tick).unwrap();
     // A peer at height 1 would be sent decided blocks; backlogged, it is sent nothing.
-    let behind = Input::BackloggedStatus(Status {
-        height: 1,
-        round: 0,
-    });
+    let behind = Input::BackloggedStatus(
+        7,
+        Status {
+            height: 1,
+            round: 0,
+        },
+    );
     assert_eq!(engine.handle(behind).unwrap(), vec![]);
     assert!(
-        status_answer(engine, 7, 1) > 0,
+        status_answer(engine, 8, 1) > 0,
         "the control peer got no answer"
     );
-    // Its height still counts: a peer ahead makes this node catch up.
+    // Its height still counts, as the median of the peers': one peer claiming to be far
+    // ahead does not make this node catch up, two of three do, and when they report their
+    // heights again it is over.
+    let backlogged = |peer, height| Input::BackloggedStatus(peer, Status { height, round: 0 });
+    engine.handle(backlogged(7, height)).unwrap();
+    engine.handle(backlogged(8, height)).unwrap();
     assert!(!engine.catching_up());
-    let ahead = Input::BackloggedStatus(Status {
-        height: height + 5,
-        round: 0,
-    });
-    assert_eq!(engine.handle(ahead).unwrap(), vec![]);
+    engine.handle(backlogged(9, height + 1_000_000)).unwrap();
+    assert!(!engine.catching_up(), "one peer's claim moved it");
+    engine.handle(backlogged(8, height + 5)).unwrap();
     assert!(engine.catching_up());
+    engine.handle(backlogged(8, height)).unwrap();
+    assert!(!engine.catching_up(), "a claim, once made, kept it");
 }
 
 #[test]
