@@ -235,5 +235,22 @@ fn the_conformance_application_finds_every_request_field_as_cometbft_sends_it() 
         count("prepare") >= 1 && count("process") >= 1 && count("check") >= 1,
         "{data}"
     );
+    // Its FinalizeBlock of height 2 carried only the block part of the parameters: every
+    // node (node 2 also across its restart) completed it from the parameters in force, as
+    // CometBFT does, and the chain runs on the 1 MiB blocks from height 3.
+    for (i, height) in [(0, 2), (1, 3), (2, h + 4)] {
+        let params = net.rpc(i).call(
+            "consensus_params",
+            serde_json::json!({"height": height.to_string()}),
+        )?;
+        let p = &params["consensus_params"];
+        let max_bytes = if height == 2 { "22020096" } else { "1048576" };
+        assert_eq!(
+            p["block"]["max_bytes"], max_bytes,
+            "node {i}, height {height}: {params}"
+        );
+        assert_eq!(p["evidence"]["max_age_num_blocks"], "100000", "{params}");
+        assert_eq!(p["validator"]["pub_key_types"][0], "ed25519", "{params}");
+    }
     Ok(())
 }

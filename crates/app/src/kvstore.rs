@@ -532,6 +532,9 @@ impl Application for KvStore {
     fn query(&self, request: request::Query) -> Result<response::Query, AppError> {
         Ok(self.read(request))
     }
+
+    /// Its answers carry no parameter updates.
+    fn consensus_params_are(&mut self, _params: &bulwark_types::tendermint::consensus::Params) {}
 }
 
 /// A staged validator record: its key and power.

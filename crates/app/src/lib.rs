@@ -137,4 +137,9 @@ pub trait Application: Send {
     fn commit(&mut self) -> Result<response::Commit, AppError>;
     /// Reads state.
     fn query(&self, request: request::Query) -> Result<response::Query, AppError>;
+    /// The consensus parameters in force for the next block. An application may answer with
+    /// only the parts it changes, which are completed from these (the socket client's
+    /// concern; the node says so after its handshake and before each block it replays).
+    /// Wrappers must pass it on.
+    fn consensus_params_are(&mut self, params: &bulwark_types::tendermint::consensus::Params);
 }

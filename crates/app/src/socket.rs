@@ -12,8 +12,10 @@
 
 use crate::{AppError, Application};
 use bulwark_types::tendermint::abci::{request, response};
+use bulwark_types::tendermint::consensus;
 use bulwark_types::tendermint::v0_38::abci::{Request, Response};
 use bulwark_types::tendermint_proto::v0_38::abci as pb;
+use bulwark_types::tendermint_proto::v0_38::types as pb_types;
 use prost::Message;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -111,11 +113,17 @@ struct Connection {
 /// The first failure, shared by the four connections: after it every call fails.
 type Failure = Arc<Mutex<Option<AppError>>>;
 
+/// The consensus parameters in force, as the application's answers are merged into them.
+type ParamsInForce = Mutex<Option<pb_types::ConsensusParams>>;
+
 /// An ABCI application behind a socket.
 pub struct SocketApp {
     address: Address,
     timeout: Duration,
     failure: Failure,
+    /// Where a partial parameter update is completed: CometBFT's `ConsensusParams.Update`
+    /// replaces only the parts an answer carries.
+    params: ParamsInForce,
     consensus: Mutex<Connection>,
     mempool: Mutex<Connection>,
     query: Mutex<Connection>,
@@ -161,6 +169,7 @@ impl SocketApp {
             address,
             timeout,
             failure: Arc::default(),
+            params: Mutex::new(None),
             consensus,
             mempool,
             query,
@@ -178,7 +187,7 @@ impl SocketApp {
             return Err(e.clone());
         }
         let mut conn = connection.lock().unwrap_or_else(|p| p.into_inner());
-        let result = exchange(&mut conn, request, self.timeout);
+        let result = exchange(&mut conn, request, self.timeout, &self.params);
         result.map_err(|e| {
             let e = e.at(&self.address, conn.name);
             lock(&self.failure).get_or_insert_with(|| e.clone()).clone()
@@ -224,18 +233,26 @@ fn is_timeout(e: &std::io::Error) -> bool {
 }
 
 /// Sends `request` and a Flush; reads the answer and the Flush's, by one deadline.
-fn exchange(conn: &mut Connection, request: Request, timeout: Duration) -> Result<Response, Fault> {
+fn exchange(
+    conn: &mut Connection,
+    request: Request,
+    timeout: Duration,
+    params: &ParamsInForce,
+) -> Result<Response, Fault> {
     let deadline = Instant::now() + timeout;
+    if let Request::InitChain(r) = &request {
+        *lock_params(params) = Some(r.consensus_params.clone().into());
+    }
     let mut out = pb::Request::from(request).encode_length_delimited_to_vec();
     pb::Request::from(Request::Flush)
         .encode_length_delimited(&mut out)
         .map_err(|e| Fault::Malformed(e.to_string()))?;
     write_by(&mut conn.stream, &out, deadline)?;
-    let answer = read_response(&mut conn.stream, deadline)?;
+    let answer = read_response(&mut conn.stream, deadline, params)?;
     if let Response::Exception(e) = answer {
         return Err(Fault::Exception(e.error));
     }
-    match read_response(&mut conn.stream, deadline)? {
+    match read_response(&mut conn.stream, deadline, params)? {
         Response::Flush => Ok(answer),
         other => Err(Fault::Malformed(format!(
             "a {} where the Flush answer belongs",
@@ -287,7 +304,11 @@ fn read_by(stream: &mut Stream, buf: &mut [u8], deadline: Instant) -> Result<(),
     Ok(())
 }
 
-fn read_response(stream: &mut Stream, deadline: Instant) -> Result<Response, Fault> {
+fn read_response(
+    stream: &mut Stream,
+    deadline: Instant,
+    params: &ParamsInForce,
+) -> Result<Response, Fault> {
     let mut len: u64 = 0;
     for i in 0..10 {
         let mut byte = [0u8];
@@ -315,9 +336,43 @@ fn read_response(stream: &mut Stream, deadline: Instant) -> Result<Response, Fau
         body.resize(start + piece, 0);
         read_by(stream, &mut body[start..], deadline)?;
     }
-    let message =
+    let mut message =
         pb::Response::decode(body.as_slice()).map_err(|e| Fault::Malformed(e.to_string()))?;
+    complete_params(&mut message, params)?;
     Response::try_from(message).map_err(|e| Fault::Malformed(e.to_string()))
+}
+
+fn lock_params(
+    params: &ParamsInForce,
+) -> std::sync::MutexGuard<'_, Option<pb_types::ConsensusParams>> {
+    params.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Completes the parameters an InitChain or FinalizeBlock answer carries as CometBFT's
+/// `ConsensusParams.Update` does: each part present (block, evidence, validator, version,
+/// abci) replaces the one in force, the others stay. The result is in force from then on.
+fn complete_params(message: &mut pb::Response, params: &ParamsInForce) -> Result<(), Fault> {
+    use pb::response::Value;
+    let field = match message.value.as_mut() {
+        Some(Value::FinalizeBlock(answer)) => &mut answer.consensus_param_updates,
+        Some(Value::InitChain(answer)) => &mut answer.consensus_params,
+        _ => return Ok(()),
+    };
+    let Some(update) = field.take() else {
+        return Ok(());
+    };
+    let mut in_force = lock_params(params);
+    let base = in_force.take().unwrap_or_default();
+    let complete = pb_types::ConsensusParams {
+        block: update.block.or(base.block),
+        evidence: update.evidence.or(base.evidence),
+        validator: update.validator.or(base.validator),
+        version: update.version.or(base.version),
+        abci: update.abci.or(base.abci),
+    };
+    *in_force = Some(complete.clone());
+    *field = Some(complete);
+    Ok(())
 }
 
 fn kind(r: &Response) -> String {
@@ -402,5 +457,9 @@ impl Application for SocketApp {
     fn query(&self, r: request::Query) -> Result<response::Query, AppError> {
         let answer = self.call(&self.query, Request::Query(r))?;
         expect!(answer, Query).map_err(|e| self.poison(e))
+    }
+
+    fn consensus_params_are(&mut self, params: &consensus::Params) {
+        *lock_params(&self.params) = Some(params.clone().into());
     }
 }

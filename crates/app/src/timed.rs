@@ -125,6 +125,9 @@ impl Application for Timed {
     fn query(&self, request: request::Query) -> Result<response::Query, AppError> {
         timed(7, || self.0.query(request))
     }
+    fn consensus_params_are(&mut self, params: &bulwark_types::tendermint::consensus::Params) {
+        self.0.consensus_params_are(params)
+    }
 }
 
 #[cfg(test)]

@@ -263,3 +263,121 @@ fn an_application_that_stops_reading_cannot_hold_a_call_past_its_deadline() {
     assert!(matches!(e, AppError::Connection(_)), "{e:?}");
     assert!(start.elapsed() < TIMEOUT * 4, "{:?}", start.elapsed());
 }
+
+/// Reads `conn`'s requests and answers each with `answer` (a Flush with a Flush), until the
+/// client goes.
+fn answer_each(mut conn: TcpStream, answer: fn(pb::request::Value) -> pb::response::Value) {
+    loop {
+        let mut len = 0u64;
+        for i in 0..10 {
+            let mut byte = [0u8; 1];
+            if conn.read_exact(&mut byte).is_err() {
+                return;
+            }
+            len |= u64::from(byte[0] & 0x7f) << (7 * i);
+            if byte[0] & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; len as usize];
+        if conn.read_exact(&mut body).is_err() {
+            return;
+        }
+        let Some(request) = pb::Request::decode(body.as_slice()).unwrap().value else {
+            return;
+        };
+        let response = match request {
+            pb::request::Value::Flush(_) => pb::response::Value::Flush(pb::ResponseFlush {}),
+            other => answer(other),
+        };
+        if conn.write_all(&framed(response)).is_err() {
+            return;
+        }
+    }
+}
+
+/// An application that updates one part of the consensus parameters per block: the block
+/// size at height 1, the evidence age at height 2, nothing at height 3.
+fn partial_updates(request: pb::request::Value) -> pb::response::Value {
+    use bulwark_types::tendermint_proto::v0_38::types as t;
+    let pb::request::Value::FinalizeBlock(r) = request else {
+        return pb::response::Value::Info(pb::ResponseInfo::default());
+    };
+    let update = match r.height {
+        1 => Some(t::ConsensusParams {
+            block: Some(t::BlockParams {
+                max_bytes: 1_000_000,
+                max_gas: 50,
+            }),
+            ..Default::default()
+        }),
+        2 => Some(t::ConsensusParams {
+            evidence: Some(t::EvidenceParams {
+                max_age_num_blocks: 7,
+                max_age_duration: Some(
+                    bulwark_types::tendermint_proto::google::protobuf::Duration {
+                        seconds: 60,
+                        nanos: 0,
+                    },
+                ),
+                max_bytes: 1_000,
+            }),
+            ..Default::default()
+        }),
+        _ => None,
+    };
+    pb::response::Value::FinalizeBlock(pb::ResponseFinalizeBlock {
+        consensus_param_updates: update,
+        app_hash: vec![0; 32].into(),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn a_partial_parameter_update_keeps_the_parts_it_does_not_carry_as_cometbft_does() {
+    use bulwark_types::genesis::default_consensus_params;
+    let genesis = default_consensus_params();
+    // Before the node names the parameters in force, a partial update cannot be completed.
+    let mut fresh = SocketApp::connect(
+        server(|conn| answer_each(conn, partial_updates)),
+        TIMEOUT,
+        TIMEOUT,
+    )
+    .unwrap();
+    let e = fresh.finalize_block(finalize(1, &[])).unwrap_err();
+    assert!(matches!(e, AppError::Protocol(_)), "{e:?}");
+
+    let mut app = SocketApp::connect(
+        server(|conn| answer_each(conn, partial_updates)),
+        TIMEOUT,
+        TIMEOUT,
+    )
+    .unwrap();
+    app.consensus_params_are(&genesis);
+    let first = app.finalize_block(finalize(1, &[])).unwrap();
+    let after_one = first.consensus_param_updates.expect("the completed update");
+    assert_eq!(
+        (after_one.block.max_bytes, after_one.block.max_gas),
+        (1_000_000, 50)
+    );
+    assert_eq!(after_one.evidence, genesis.evidence);
+    assert_eq!(after_one.validator, genesis.validator);
+    assert_eq!(after_one.version, genesis.version);
+    // The next update is completed from the last one, not from the genesis.
+    let second = app.finalize_block(finalize(2, &[])).unwrap();
+    let after_two = second
+        .consensus_param_updates
+        .expect("the completed update");
+    assert_eq!(after_two.block, after_one.block);
+    assert_eq!(
+        (
+            after_two.evidence.max_age_num_blocks,
+            after_two.evidence.max_bytes
+        ),
+        (7, 1_000)
+    );
+    assert_eq!(after_two.validator, genesis.validator);
+    let third = app.finalize_block(finalize(3, &[])).unwrap();
+    assert!(third.consensus_param_updates.is_none());
+    assert!(app.failure().is_none());
+}

@@ -171,6 +171,9 @@ impl Application for Picky {
     fn query(&self, r: request::Query) -> Result<response::Query, AppError> {
         self.inner.query(r)
     }
+    fn consensus_params_are(&mut self, p: &bulwark_types::tendermint::consensus::Params) {
+        self.inner.consensus_params_are(p)
+    }
 }
 
 #[test]

@@ -93,6 +93,7 @@ pub fn handshake(
                 store: genesis.last_block_height,
             });
         }
+        app.consensus_params_are(&genesis.consensus_params);
         return Ok(genesis);
     };
     if app_height > store_height {
@@ -114,6 +115,9 @@ pub fn handshake(
         })
     };
     let first = genesis.initial_height;
+    // The parameters in force for the next block to replay (an update takes effect at the next
+    // height): what the application's partial updates are completed from.
+    let mut params = genesis.consensus_params.clone();
     let mut last_validators = if app_height < first {
         genesis.last_validator_infos.clone()
     } else {
@@ -127,6 +131,7 @@ pub fn handshake(
                 got: hex::encode_upper(info.last_block_app_hash.as_bytes()),
             });
         }
+        params = recorded.consensus_params;
         // Block h's last commit was signed by height h - 1's validators, which the state
         // after h - 1 keeps as its last validators (not its next ones: a validator update
         // makes them differ).
@@ -151,6 +156,7 @@ pub fn handshake(
             &last_validators,
             crate::chain::misbehavior_of(&block, blocks),
         );
+        app.consensus_params_are(&params);
         let result = bulwark_instance::finalize_without_claims(request, |r| {
             bulwark_app::finalize_checked(app, r)
         })?;
@@ -163,9 +169,12 @@ pub fn handshake(
             });
         }
         app.commit()?;
+        params = recorded.consensus_params;
         last_validators = recorded.last_validator_infos;
     }
-    state_at(store_height)
+    let state = state_at(store_height)?;
+    app.consensus_params_are(&state.consensus_params);
+    Ok(state)
 }
 
 /// The chain state before the first block, with the application brought to genesis: an

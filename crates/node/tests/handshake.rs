@@ -162,6 +162,7 @@ fn the_handshake_replays_each_block_with_its_last_commits_own_validators() {
         init: |_| {},
         finalize: |_| {},
         finalized: Vec::new(),
+        params_told: Vec::new(),
     };
     let genesis_s = genesis_state(&g, &fresh.inner);
     let replayed = handshake(&mut fresh, &blocks, genesis_s).unwrap();
@@ -189,6 +190,15 @@ fn the_handshake_replays_each_block_with_its_last_commits_own_validators() {
             (6, vec![30]),
         ]
     );
+    // Before each replayed block, and once the handshake is done, the application's client
+    // is told the parameters in force (what an application's partial update is completed
+    // from).
+    let told: Vec<usize> = fresh.params_told.iter().map(|(n, _)| *n).collect();
+    assert_eq!(told, vec![0, 1, 2, 3, 4, 5, 6]);
+    assert!(fresh
+        .params_told
+        .iter()
+        .all(|(_, p)| *p == built.consensus_params));
 }
 
 #[test]
@@ -334,6 +344,7 @@ fn an_application_may_not_change_the_attested_validators_or_parameters_at_init_c
             init,
             finalize: |_| {},
             finalized: Vec::new(),
+            params_told: Vec::new(),
         };
         bulwark_node::handshake::genesis_state(&mut app, &g).map(|s| s.app_hash)
     };

@@ -15,6 +15,10 @@
 //! height; CheckTx of a non-empty transaction, new or recheck; no ExtendVote or
 //! VerifyVoteExtension (vote extensions are not enabled).
 //!
+//! At the height after the initial one it lowers `block.max_bytes` to 1 MiB by a partial
+//! parameter update (the block part alone, as CometBFT allows), and holds proposals to it from
+//! the next height on.
+//!
 //! Its state is a key-value store of `key=value` transactions (others get code 1), its app
 //! hash SHA-256 over the previous one, the height and the block's transactions. `Info`'s
 //! `data` counts the calls checked (`abci-conformance finalize=N prepare=N process=N
@@ -28,6 +32,9 @@ use std::sync::{Arc, Mutex};
 use tendermint_proto::google::protobuf::Timestamp;
 use tendermint_proto::v0_38::abci as pb;
 use tendermint_proto::v0_38::abci::request::Value as Req;
+
+/// `block.max_bytes` after the partial parameter update of the height after the initial one.
+pub const PARTIAL_UPDATE_MAX_BYTES: i64 = 1 << 20;
 use tendermint_proto::v0_38::abci::response::Value as Res;
 
 /// `BlockIDFlag` values of `tendermint.types`.
@@ -408,9 +415,20 @@ impl Chain {
         }
         let app_hash = hash.finalize().to_vec();
         self.pending = Some((r.height, app_hash.clone(), writes, r.time));
+        let consensus_param_updates = (r.height == self.initial_height + 1).then(|| {
+            self.max_block_bytes = PARTIAL_UPDATE_MAX_BYTES;
+            tendermint_proto::v0_38::types::ConsensusParams {
+                block: Some(tendermint_proto::v0_38::types::BlockParams {
+                    max_bytes: PARTIAL_UPDATE_MAX_BYTES,
+                    max_gas: -1,
+                }),
+                ..Default::default()
+            }
+        });
         pb::ResponseFinalizeBlock {
             tx_results,
             app_hash: app_hash.into(),
+            consensus_param_updates,
             ..Default::default()
         }
     }

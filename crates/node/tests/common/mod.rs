@@ -57,6 +57,9 @@ pub struct Altered {
     pub finalize: fn(&mut response::FinalizeBlock),
     /// Every FinalizeBlock request, in order.
     pub finalized: Vec<request::FinalizeBlock>,
+    /// The parameters the node said were in force, each with how many blocks were finalized
+    /// by then.
+    pub params_told: Vec<(usize, bulwark_types::tendermint::consensus::Params)>,
 }
 
 impl Application for Altered {
@@ -97,5 +100,9 @@ impl Application for Altered {
     }
     fn query(&self, r: request::Query) -> Result<response::Query, AppError> {
         self.inner.query(r)
+    }
+    fn consensus_params_are(&mut self, p: &bulwark_types::tendermint::consensus::Params) {
+        self.params_told.push((self.finalized.len(), p.clone()));
+        self.inner.consensus_params_are(p)
     }
 }
