@@ -527,7 +527,7 @@ fn what_qemu_keep_leaves(net: VmNetwork) {
         assert!(logs >= 1, "VM {i}: no serial log kept: {kept:?}");
     }
     eprintln!(
-        "vm test: qemu --keep left {} files: 4 data disks, serial logs and the genesis",
+        "vm test: qemu --keep left {} files: the disks (also those of the flipped boots), serial logs, the genesis",
         kept.len()
     );
 }

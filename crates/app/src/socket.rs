@@ -361,6 +361,17 @@ fn complete_params(message: &mut pb::Response, params: &ParamsInForce) -> Result
     let Some(update) = field.take() else {
         return Ok(());
     };
+    // tendermint-rs reads a key type it does not know as ed25519; CometBFT refuses it.
+    if let Some(unknown) = update
+        .validator
+        .iter()
+        .flat_map(|v| &v.pub_key_types)
+        .find(|t| !matches!(t.as_str(), "ed25519" | "secp256k1"))
+    {
+        return Err(Fault::Malformed(format!(
+            "consensus parameters name the unknown key type {unknown:?}"
+        )));
+    }
     let mut in_force = lock_params(params);
     let base = in_force.take().unwrap_or_default();
     let complete = pb_types::ConsensusParams {

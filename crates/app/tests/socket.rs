@@ -311,6 +311,12 @@ fn partial_updates(request: pb::request::Value) -> pb::response::Value {
             }),
             ..Default::default()
         }),
+        4 => Some(t::ConsensusParams {
+            validator: Some(t::ValidatorParams {
+                pub_key_types: vec!["ed25519".into(), "sr25519".into()],
+            }),
+            ..Default::default()
+        }),
         2 => Some(t::ConsensusParams {
             evidence: Some(t::EvidenceParams {
                 max_age_num_blocks: 7,
@@ -380,4 +386,7 @@ fn a_partial_parameter_update_keeps_the_parts_it_does_not_carry_as_cometbft_does
     let third = app.finalize_block(finalize(3, &[])).unwrap();
     assert!(third.consensus_param_updates.is_none());
     assert!(app.failure().is_none());
+    // A key type CometBFT does not know is refused, not read as ed25519 (tendermint-rs would).
+    let e = app.finalize_block(finalize(4, &[])).unwrap_err();
+    assert!(e.to_string().contains("\"sr25519\""), "{e}");
 }
