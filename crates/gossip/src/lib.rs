@@ -1,6 +1,8 @@
 //! What travels between validators for the height in progress, without I/O: blocks as 64 KiB
 //! parts and their assembly from announced part sets (`proposal`), and what a stuck peer is
-//! re-sent (`relay`). The engine (`bulwark-node`) uses both and re-exports them.
+//! re-sent (`relay`), and how far the peers are (`heights`). The engine (`bulwark-node`) uses
+//! them and re-exports them.
 
+pub mod heights;
 pub mod proposal;
 pub mod relay;

@@ -408,7 +408,7 @@ pub struct Engine {
     /// the highest (a peer may lie), says how far the network is.
     peer_heights: BTreeMap<PeerId, u64>,
     /// The highest height of a proposal or vote each peer sent: the height it works on, as
-    /// `dump_consensus_state` shows it (not used to decide anything).
+    /// `dump_consensus_state` shows it (and for `catching_up`; it decides nothing).
     peer_working_heights: BTreeMap<PeerId, u64>,
     /// When the height in progress started, by this node's clock (`consensus_state`).
     height_started: Time,
@@ -610,10 +610,19 @@ impl Engine {
         self.evidence.pending()
     }
 
-    /// Whether the network is beyond us: the median of the validator peers' last reported
-    /// heights ([`Engine::network_height`]), so one peer's claim neither pins it nor keeps it.
+    /// Whether the network is beyond us: the lower median over the validator peers of the
+    /// latest height each reported or worked on (peers in step send votes, not a `Status`),
+    /// so no one peer's claim makes it or keeps it so.
     pub fn catching_up(&self) -> bool {
-        self.network_height() > self.state.next_height()
+        let mut latest = BTreeMap::new();
+        for (peer, h) in self.peer_working_heights.iter().chain(&self.peer_heights) {
+            if !self.peer_roles.contains_key(peer) {
+                let e: &mut u64 = latest.entry(*peer).or_default();
+                *e = (*e).max(*h);
+            }
+        }
+        let median = crate::heights::lower_median(latest.into_values().collect());
+        median.is_some_and(|h| h > self.state.next_height())
     }
 
     /// What it holds for the height in progress.
@@ -782,7 +791,9 @@ impl Engine {
             }
             Input::BackloggedStatus(peer, s) => {
                 if self.peer_roles.get(&peer) != Some(&PeerRole::Unattested) {
-                    self.note_peer_height(peer, s.height);
+                    crate::heights::note(&mut self.peer_heights, peer, s.height, |_, reported| {
+                        reported
+                    });
                 }
                 Ok(vec![])
             }
@@ -906,12 +917,7 @@ impl Engine {
             bulwark_consensus::mutation::Mutant::BlockSyncOnStuckTicksOnly,
         );
         if let Some(h) = payload_height(&payload) {
-            if self.peer_working_heights.len() < 1_024
-                || self.peer_working_heights.contains_key(&peer)
-            {
-                let working = self.peer_working_heights.entry(peer).or_default();
-                *working = (*working).max(h);
-            }
+            crate::heights::note(&mut self.peer_working_heights, peer, h, u64::max);
         }
         let far_ahead = payload_height(&payload).is_some_and(|h| h > height.saturating_add(1));
         if far_ahead && !sync_on_ticks_only {
@@ -991,7 +997,9 @@ impl Engine {
                         self.shunned.insert(asked, 1);
                     }
                 }
-                self.note_peer_height(peer, s.height);
+                crate::heights::note(&mut self.peer_heights, peer, s.height, |_, reported| {
+                    reported
+                });
                 let once_a_tick = bulwark_consensus::mutation::active(
                     bulwark_consensus::mutation::Mutant::BlockSyncOnStuckTicksOnly,
                 ) && !self.asked.is_empty();
@@ -2098,13 +2106,6 @@ impl Engine {
         })
     }
 
-    /// Notes `peer`'s last reported height (a bounded map: new peers past 1,024 are not noted).
-    fn note_peer_height(&mut self, peer: PeerId, height: u64) {
-        if self.peer_heights.len() < 1_024 || self.peer_heights.contains_key(&peer) {
-            self.peer_heights.insert(peer, height);
-        }
-    }
-
     /// The lower median of the validator peers' last reported heights (of all peers' when
     /// none is a validator; 0 with no peer): how far the network is.
     pub fn network_height(&self) -> u64 {
@@ -2117,11 +2118,7 @@ impl Engine {
         if heights.is_empty() {
             heights = self.peer_heights.values().copied().collect();
         }
-        heights.sort_unstable();
-        heights
-            .get(heights.len().saturating_sub(1) / 2)
-            .copied()
-            .unwrap_or(0)
+        crate::heights::lower_median(heights).unwrap_or(0)
     }
 
     /// `None` if `tx` is no instance claim; else whether it was valid (then kept in the claim

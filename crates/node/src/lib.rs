@@ -8,4 +8,4 @@ pub use bulwark_chain as chain;
 pub use bulwark_instance as instance;
 pub mod engine;
 pub mod handshake;
-pub use bulwark_gossip::{proposal, relay};
+pub use bulwark_gossip::{heights, proposal, relay};
