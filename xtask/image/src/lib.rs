@@ -222,6 +222,22 @@ fn kernel_patches() -> Result<Vec<(String, Vec<u8>)>> {
     Ok(patches)
 }
 
+/// The guest kernel before the move to 6.12 (`image/reference-6.1`: its pin and
+/// configuration fragment, no patches), built (or taken from the cache) for benches that
+/// compare with it; with its build seconds when built now.
+pub fn reference_kernel_6_1() -> Result<(Kernel, Option<f64>)> {
+    #[derive(Deserialize)]
+    struct Reference {
+        kernel: Pin,
+    }
+    let dir = workspace().join("image/reference-6.1");
+    let pin: Reference = toml::from_str(&std::fs::read_to_string(dir.join("pin.toml"))?)
+        .context("image/reference-6.1/pin.toml")?;
+    let fragment = std::fs::read_to_string(dir.join("kernel.config"))?;
+    let source = fetch(&pin.kernel)?;
+    kernel(&source, &pin.kernel.version, &fragment, &[])
+}
+
 /// A built kernel: the bzImage and the final `.config` it was built with.
 pub struct Kernel {
     /// arch/x86/boot/bzImage.
@@ -237,12 +253,12 @@ fn kernel(
     source_tarball: &[u8],
     version: &str,
     config_fragment: &str,
+    patches: &[(String, Vec<u8>)],
 ) -> Result<(Kernel, Option<f64>)> {
-    let patches = kernel_patches()?;
     let mut h = Sha256::new();
     h.update(Sha256::digest(source_tarball));
     h.update(config_fragment.as_bytes());
-    for (name, bytes) in &patches {
+    for (name, bytes) in patches {
         h.update(name.as_bytes());
         h.update(Sha256::digest(bytes));
     }
@@ -274,7 +290,7 @@ fn kernel(
     let built = step(
         &format!("image: building kernel {version} (cold: a few minutes)"),
         "kernel-build",
-        |s| build_kernel(s, source_tarball, &patches, config_fragment),
+        |s| build_kernel(s, source_tarball, patches, config_fragment),
     )?;
     let seconds = started.elapsed().as_secs_f64();
     std::fs::create_dir_all(&cached)?;
@@ -736,7 +752,8 @@ pub fn build_into(flavour: Flavour, app: Option<&ImageApp>, out: &Path) -> Resul
     }
     let source = fetch(&pins.kernel)?;
     let firmware = fetch(&pins.firmware)?;
-    let (built, kernel_seconds) = kernel(&source, &pins.kernel.version, &fragment)?;
+    let (built, kernel_seconds) =
+        kernel(&source, &pins.kernel.version, &fragment, &kernel_patches()?)?;
     let bz = built.bz_image;
     let binary = static_bulwark(flavour)?;
     check_flavour(flavour, &binary)?;
