@@ -1,10 +1,11 @@
 //! ARCHITECTURE.md stays true: its crate dependency diagram is checked against the
 //! workspace's `Cargo.toml`s, its code map names every workspace member, and no crate grows
-//! past the size at which it should be split.
+//! past the size at which it should be split, and every build `cargo xtask test` makes
+//! resolves the same features (tests/workspace-features says why).
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
+    use std::collections::{BTreeMap, BTreeSet};
     use std::path::Path;
 
     /// Non-test lines of code a crate may hold before it should be split (issue 10).
@@ -91,6 +92,78 @@ mod tests {
             missing.is_empty() && extra.is_empty(),
             "ARCHITECTURE.md's diagram lacks {missing:?} and has edges Cargo.toml does not: {extra:?}"
         );
+    }
+
+    /// Each package's features (`name version` → features) as `cargo tree` resolves them for
+    /// these selection and edge arguments.
+    fn resolved_features(args: &[&str]) -> BTreeMap<String, BTreeSet<String>> {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let out = std::process::Command::new(cargo)
+            .current_dir(root())
+            .args(["tree", "--locked", "--prefix", "none", "-f", "{p} {f}"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "cargo tree {args:?} failed: {out:?}");
+        let mut features: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for line in String::from_utf8(out.stdout).unwrap().lines() {
+            let mut words = line.split_whitespace();
+            let (Some(name), Some(version)) = (words.next(), words.next()) else {
+                continue;
+            };
+            if !version.starts_with('v') {
+                continue; // `name feature "f"` lines of the features edges
+            }
+            let entry = features.entry(format!("{name} {version}")).or_default();
+            let rest: Vec<&str> = words.filter(|w| !w.starts_with('(')).collect();
+            if let Some(list) = rest.last() {
+                entry.extend(list.split(',').filter(|f| !f.is_empty()).map(String::from));
+            }
+        }
+        features
+    }
+
+    /// Packages whose features differ between two resolutions, with the difference.
+    fn feature_differences(
+        a: &BTreeMap<String, BTreeSet<String>>,
+        b: &BTreeMap<String, BTreeSet<String>>,
+    ) -> Vec<String> {
+        a.iter()
+            .filter_map(|(package, fa)| {
+                let fb = b.get(package)?;
+                (fa != fb).then(|| {
+                    format!(
+                        "{package}: only in one {:?}, only in the other {:?}",
+                        fa.difference(fb).collect::<Vec<_>>(),
+                        fb.difference(fa).collect::<Vec<_>>()
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// A crate resolved with other features is compiled again, with everything above it: the
+    /// test run, xtask's own build and the process tests' binaries must agree.
+    #[test]
+    fn every_build_of_cargo_xtask_test_resolves_the_same_features() {
+        let edges = ["-e", "normal,build,features"];
+        let test_run = resolved_features(&["--workspace", "-e", "normal,build,dev,features"]);
+        for (what, selection) in [
+            ("`cargo xtask` (-p xtask)", vec!["-p", "xtask"]),
+            (
+                "the process tests' `cargo build --workspace`",
+                vec!["--workspace"],
+            ),
+        ] {
+            let args: Vec<&str> = selection.iter().chain(edges.iter()).copied().collect();
+            let differences = feature_differences(&resolved_features(&args), &test_run);
+            assert!(
+                differences.is_empty(),
+                "{what} and `cargo test --workspace` resolve different features; add what is \
+                 missing to tests/workspace-features/Cargo.toml:\n{}",
+                differences.join("\n")
+            );
+        }
     }
 
     #[test]

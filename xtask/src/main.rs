@@ -253,10 +253,9 @@ fn test(args: TestArgs) -> Result<()> {
     // far behind must sign again within a bound).
     let (p_planted, f_planted) = harness::cargo_test(
         &[
-            "-p",
-            "bulwark-node",
+            "--workspace",
             "--features",
-            "mutants",
+            PLANTED_FEATURES,
             "--test",
             "instances",
             "planted",
@@ -345,6 +344,10 @@ fn test(args: TestArgs) -> Result<()> {
     Ok(())
 }
 
+/// The features that plant the bugs (`bulwark-engine-sim/mutants` turns on the node's and the
+/// core's): both planted-bug test runs name the same set, so the second compiles only its test.
+const PLANTED_FEATURES: &str = "bulwark-engine-sim/mutants";
+
 /// `cargo xtask mutants`: the planted-mutant check (a build of the engine simulator with the
 /// `mutants` feature, then its mutants test, whose report ends with the caught count).
 fn mutants() -> Result<()> {
@@ -353,10 +356,12 @@ fn mutants() -> Result<()> {
         .args([
             "test",
             "--quiet",
-            "-p",
-            "bulwark-engine-sim",
+            // The workspace's feature resolution plus the planted bugs (as PLANTED_FEATURES
+            // says), so that only the crates the bugs are planted in and those above them
+            // are compiled again.
+            "--workspace",
             "--features",
-            "mutants",
+            PLANTED_FEATURES,
             "--test",
             "mutants",
             "--",
