@@ -335,13 +335,13 @@ impl Checker {
             .position(|v| v.address.as_bytes() == address)
     }
 
-    /// A message some node put on the wire (its own, or relayed).
-    pub fn sent(&mut self, payload: &Payload) {
+    /// A message node `from` put on the wire (its own, or relayed).
+    pub fn sent(&mut self, from: usize, payload: &Payload) {
         if let Payload::Certificate(c) = payload {
             // A relayed quorum is votes like any other: they count toward polkas and toward
             // their signers' double signs.
             for v in &c.votes {
-                self.sent(&Payload::Vote(v.clone()));
+                self.sent(from, &Payload::Vote(v.clone()));
             }
             return;
         }
@@ -355,7 +355,11 @@ impl Checker {
         if !self.verified.insert(signature.clone()) {
             return;
         }
-        let Some(index) = self.signer(payload) else {
+        let sender = self
+            .addresses
+            .get(from)
+            .and_then(|a| self.validator_index(a));
+        let Some(index) = self.signer(payload, sender) else {
             return;
         };
         if kind == pb::SignedMsgType::Prevote as i32 {
@@ -391,7 +395,9 @@ impl Checker {
     /// Who signed `payload`. The checks go through the process's cache of verified
     /// signatures, as a node's receive threads do, so the engines that get the message next
     /// find it there (a forged signature is never remembered and is checked in full again).
-    fn signer(&self, payload: &Payload) -> Option<usize> {
+    /// A proposal names no signer: the sender's key (`likely`, most proposals are the
+    /// sender's own) is tried first, since a key that fails costs a full verification.
+    fn signer(&self, payload: &Payload, likely: Option<usize>) -> Option<usize> {
         use bulwark_types::signing::{preverify, proposal_sign_bytes, vote_sign_bytes};
         use bulwark_types::tendermint::{proposal, vote};
         let set = self.validators.validators();
@@ -407,8 +413,11 @@ impl Checker {
                 let p = proposal::Proposal::try_from(raw.clone()).ok()?;
                 let bytes = proposal_sign_bytes(&p, &self.chain_id);
                 let signature = p.signature.as_ref()?;
-                set.iter()
-                    .position(|info| preverify(&info.pub_key, &bytes, signature).is_ok())
+                let others = (0..set.len()).filter(|i| Some(*i) != likely);
+                likely.into_iter().chain(others).find(|&i| {
+                    set.get(i)
+                        .is_some_and(|info| preverify(&info.pub_key, &bytes, signature).is_ok())
+                })
             }
             _ => None,
         }

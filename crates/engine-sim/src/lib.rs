@@ -675,7 +675,7 @@ impl Sim {
     }
 
     fn broadcast(&mut self, from: usize, dest: Dest, payload: Payload) {
-        self.checker.sent(&payload);
+        self.checker.sent(from, &payload);
         let targets: Vec<usize> = match dest {
             Dest::All => (0..self.nodes.len()).filter(|j| *j != from).collect(),
             Dest::Some(list) => list,
