@@ -330,10 +330,16 @@ fn a_full_node_syncs_serves_rpc_and_joins_the_set_and_a_removed_validator_stays_
         if signers_at(&mut rpc[via], top).contains(&full_address) {
             break;
         }
-        assert!(
-            top < join_at + 2 + 16,
-            "the joiner did not sign by height {top}"
-        );
+        if top >= join_at + 2 + 16 {
+            // What the joiner saw, so that a failure under a loaded CI machine says why.
+            let status = rpc[4].call("status", json!({})).unwrap_or_default();
+            panic!(
+                "the joiner did not sign by height {top} (joined at {join_at}, removal at \
+                 {removal_at}); its status: {}\nits last log lines:\n{}",
+                status["sync_info"],
+                nodes[4].tail()
+            );
+        }
         top += 1;
     }
     for h in 1..=top {

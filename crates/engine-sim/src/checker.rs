@@ -235,7 +235,7 @@ pub struct Checker {
     honest: Vec<bool>,
     /// Each node's validator address.
     addresses: Vec<Vec<u8>>,
-    /// Signatures already looked at.
+    /// Signatures that verified: each signed message is counted once, however often relayed.
     verified: BTreeSet<Vec<u8>>,
     /// height → (first honest node that stored it, block hash).
     decided: BTreeMap<u64, (usize, String)>,
@@ -351,8 +351,9 @@ impl Checker {
             _ => return,
         };
         // Each signed message once, however often it is relayed; and only signatures that
-        // verify: a forged one proves nothing about the key it names.
-        if !self.verified.insert(signature.clone()) {
+        // verify: a forged one proves nothing about the key it names, and is not remembered
+        // (a copied signature on other bytes, sent first, must not hide the genuine message).
+        if self.verified.contains(signature) {
             return;
         }
         let sender = self
@@ -362,6 +363,7 @@ impl Checker {
         let Some(index) = self.signer(payload, sender) else {
             return;
         };
+        self.verified.insert(signature.clone());
         if kind == pb::SignedMsgType::Prevote as i32 {
             if let (Ok(h), Ok(r), Some(id)) = (
                 u64::try_from(height),
@@ -391,8 +393,7 @@ impl Checker {
         }
     }
 
-    /// The set index of the validator whose key signed `payload`, if a valid signature.
-    /// Who signed `payload`. The checks go through the process's cache of verified
+    /// The set index of the validator whose key signed `payload`, if a valid signature. The checks go through the process's cache of verified
     /// signatures, as a node's receive threads do, so the engines that get the message next
     /// find it there (a forged signature is never remembered and is checked in full again).
     /// A proposal names no signer: the sender's key (`likely`, most proposals are the
