@@ -393,9 +393,10 @@ impl Checker {
         }
     }
 
-    /// The set index of the validator whose key signed `payload`, if a valid signature. The checks go through the process's cache of verified
-    /// signatures, as a node's receive threads do, so the engines that get the message next
-    /// find it there (a forged signature is never remembered and is checked in full again).
+    /// The set index of the validator whose key signed `payload`, if a valid signature. The
+    /// checks go through the process's cache of verified signatures, as a node's receive
+    /// threads do, so the engines that get the message next find it there (a forged signature
+    /// is never remembered and is checked in full again).
     /// A proposal names no signer: the sender's key (`likely`, most proposals are the
     /// sender's own) is tried first, since a key that fails costs a full verification.
     fn signer(&self, payload: &Payload, likely: Option<usize>) -> Option<usize> {
