@@ -30,9 +30,40 @@ pub fn workspace() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
-/// The cargo that runs us (or `cargo`).
+/// The cargo that runs us (or `cargo`), with the environment of a shell that typed `cargo`.
+///
+/// Cargo gives a program it runs (`cargo run`, a test binary, a build script) its package's
+/// variables: `CARGO_PKG_NAME`, `CARGO_MANIFEST_DIR`, `OUT_DIR`, ... ring's build script asks
+/// to be re-run when those change, so a nested cargo inheriting `xtask`'s or a test package's
+/// values found ring dirty, rebuilt it and everything above it (rustls, the network crates,
+/// the node), and the next cargo with other values rebuilt them back: about a minute each
+/// time. Without them every cargo of `cargo xtask test` sees the same environment.
 pub fn cargo() -> std::process::Command {
-    std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut cargo =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        if name.to_str().is_some_and(is_set_by_cargo_for_a_package) {
+            cargo.env_remove(name);
+        }
+    }
+    cargo
+}
+
+/// Whether cargo sets the variable `name` for one package's program (not for cargo itself:
+/// `CARGO`, `CARGO_HOME`, `CARGO_TARGET_DIR` and cargo's configuration stay).
+fn is_set_by_cargo_for_a_package(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_BIN_EXE_")
+        || name.starts_with("CARGO_MANIFEST_")
+        || matches!(
+            name,
+            "OUT_DIR"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_TARGET_TMPDIR"
+                | "CARGO_RUSTC_CURRENT_DIR"
+        )
 }
 
 /// Runs `cargo test` with its output passed through, and returns the passed/failed counts

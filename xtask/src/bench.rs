@@ -572,7 +572,7 @@ is from sending a transaction to seeing it in a committed block over node 0's RP
 /// Runs a `harness = false` bench binary (release profile) and returns its JSON line.
 fn bench_json(package: &str, bench: &str) -> Result<serde_json::Value> {
     eprintln!("bench: cargo bench -p {package} --bench {bench}");
-    let out = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let out = harness::cargo()
         .args(["bench", "-p", package, "--bench", bench])
         .output()
         .context("running cargo bench")?;

@@ -98,8 +98,7 @@ mod tests {
     /// a package built both for build scripts and for the code can have two) as `cargo tree`
     /// resolves them for these selection and edge arguments.
     fn resolved_features(args: &[&str]) -> BTreeMap<String, BTreeSet<BTreeSet<String>>> {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let out = std::process::Command::new(cargo)
+        let out = harness::cargo()
             .current_dir(root())
             .args(["tree", "--locked", "--prefix", "none", "-f", "{p} {f}"])
             .args(args)

@@ -24,6 +24,7 @@ use bulwark_consensus::{
 use bulwark_evidence::{AtHeight, EvidenceError, Now, Pool};
 use bulwark_gossip::proposal::{block_to_parts, Assembler, PartAdded};
 use bulwark_gossip::relay::Relay;
+use bulwark_gossip::sync::BlockRequests;
 use bulwark_instance::{Authorization, Claim, ClaimAction, ClaimError, Pool as ClaimPool, Signer};
 use bulwark_mempool::{tx_hash, AddError, Mempool, MempoolConfig};
 use bulwark_store::blocks::{BlockStore, DecidedHeight};
@@ -269,11 +270,7 @@ pub const STUCK_TICKS: u32 = 4;
 /// so a peer's queue holds a bounded amount of them.
 pub const CATCH_UP_BYTES: usize = 16 << 20;
 
-/// Most decided blocks sent to a lagging peer per status message.
-pub const CATCH_UP_BLOCKS: u64 = 32;
-
-/// Ticks during which a peer that left a request for decided blocks unanswered is not asked.
-pub const SHUN_TICKS: u32 = 8;
+pub use bulwark_gossip::sync::{CATCH_UP_BLOCKS, SHUN_TICKS};
 
 /// `Status` requests from a lagging peer answered per tick with where we are only, once
 /// [`STATUS_ANSWERS_PER_TICK`] are spent.
@@ -357,22 +354,8 @@ pub struct Engine {
     progress_mark: (u64, u32, Option<bulwark_consensus::Step>),
     /// Ticks since the height last changed.
     ticks_at_height: u32,
-    /// Peers asked for decided blocks since the last tick, each with the height asked at:
-    /// a peer is asked again only once those blocks moved this node (block sync is a
-    /// pipeline of runs, each requested when the last one landed), whatever peers claim.
-    asked: HashMap<PeerId, u64>,
-    /// The peer asked last, so the next run is asked of the next peer ahead: each answers a
-    /// few runs a tick ([`STATUS_ANSWERS_PER_TICK`]).
-    asked_peer: Option<PeerId>,
-    /// The request for decided blocks waiting for its answer (peer, height asked at): one at
-    /// a time, so peers do not spend their answers on the same run. The answer ends with
-    /// the peer's `Status`; a peer whose answer has not ended by the next tick is shunned.
-    outstanding: Option<(PeerId, u64)>,
-    /// Whether a tick passed since `outstanding` was asked (the next one shuns its peer).
-    outstanding_aged: bool,
-    /// Peers not asked for blocks for this many more ticks: they left a request unanswered
-    /// (a byzantine one could otherwise hold the one request open and trickle blocks).
-    shunned: HashMap<PeerId, u32>,
+    /// Whom block sync asks, and each peer's last reported height.
+    requests: BlockRequests,
     /// `Status` answers given to each peer since the last tick: an answer can be a whole
     /// height's messages or [`CATCH_UP_BYTES`] of blocks read from disk, so a peer repeating
     /// its request gets [`STATUS_ANSWERS_PER_TICK`] (an honest laggard asks twice at most: its
@@ -404,9 +387,6 @@ pub struct Engine {
     claim_checks_by_peer: BTreeMap<PeerId, u32>,
     /// Transactions taken from each peer since the last tick ([`PEER_TXS_PER_TICK`]).
     peer_txs: BTreeMap<PeerId, u32>,
-    /// Each peer's last reported height (forgotten with the connection): their median, not
-    /// the highest (a peer may lie), says how far the network is.
-    peer_heights: BTreeMap<PeerId, u64>,
     /// The highest height of a proposal or vote each peer sent: the height it works on, as
     /// `dump_consensus_state` shows it (and for `catching_up`; it decides nothing).
     peer_working_heights: BTreeMap<PeerId, u64>,
@@ -508,11 +488,7 @@ impl Engine {
             early_bytes: 0,
             progress_mark: (0, 0, None),
             ticks_at_height: 0,
-            asked: HashMap::new(),
-            asked_peer: None,
-            outstanding: None,
-            outstanding_aged: false,
-            shunned: HashMap::new(),
+            requests: BlockRequests::default(),
             status_answers: HashMap::new(),
             peer_evidence_checks: HashMap::new(),
             rpc_evidence_checks: 0,
@@ -526,7 +502,6 @@ impl Engine {
             claim_checks: 0,
             claim_checks_by_peer: BTreeMap::new(),
             peer_txs: BTreeMap::new(),
-            peer_heights: BTreeMap::new(),
             peer_roles: BTreeMap::new(),
             full_node_txs: 0,
             height_started,
@@ -615,7 +590,11 @@ impl Engine {
     /// so no one peer's claim makes it or keeps it so.
     pub fn catching_up(&self) -> bool {
         let mut latest = BTreeMap::new();
-        for (peer, h) in self.peer_working_heights.iter().chain(&self.peer_heights) {
+        for (peer, h) in self
+            .peer_working_heights
+            .iter()
+            .chain(self.requests.heights())
+        {
             if !self.peer_roles.contains_key(peer) {
                 let e: &mut u64 = latest.entry(*peer).or_default();
                 *e = (*e).max(*h);
@@ -773,16 +752,11 @@ impl Engine {
             }
             Input::Peer(peer, payload) => self.peer(peer, payload),
             Input::PeerGone(peer) => {
-                self.peer_heights.remove(&peer);
+                self.requests.forget(peer);
                 self.peer_roles.remove(&peer);
                 self.peer_working_heights.remove(&peer);
                 self.relay.forget_peer(peer);
                 self.status_answers.remove(&peer);
-                self.asked.remove(&peer);
-                self.shunned.remove(&peer);
-                if self.outstanding.is_some_and(|(p, _)| p == peer) {
-                    self.outstanding = None;
-                }
                 Ok(vec![])
             }
             Input::Undelivered(peer, payload) => {
@@ -791,9 +765,7 @@ impl Engine {
             }
             Input::BackloggedStatus(peer, s) => {
                 if self.peer_roles.get(&peer) != Some(&PeerRole::Unattested) {
-                    crate::heights::note(&mut self.peer_heights, peer, s.height, |_, reported| {
-                        reported
-                    });
+                    self.requests.reported(peer, s.height);
                 }
                 Ok(vec![])
             }
@@ -804,7 +776,7 @@ impl Engine {
                     self.peer_roles.insert(peer, role);
                 }
                 if role == PeerRole::Unattested {
-                    self.peer_heights.remove(&peer);
+                    self.requests.forget_height(peer);
                 }
                 Ok(vec![])
             }
@@ -863,20 +835,8 @@ impl Engine {
         };
         let stuck = mark == self.progress_mark || self.ticks_at_height >= STUCK_TICKS;
         self.progress_mark = mark;
-        self.shunned.retain(|_, ticks| {
-            *ticks -= 1;
-            *ticks > 0
-        });
         // A request gets a whole tick for its answer.
-        match self.outstanding {
-            Some((peer, _)) if self.outstanding_aged => {
-                self.shunned.insert(peer, SHUN_TICKS);
-                self.outstanding = None;
-            }
-            Some(_) => self.outstanding_aged = true,
-            None => {}
-        }
-        self.asked.clear();
+        self.requests.tick();
         self.status_answers.clear();
         self.peer_evidence_checks.clear();
         self.rpc_evidence_checks = 0;
@@ -991,18 +951,11 @@ impl Engine {
             Payload::Status(s) => {
                 // The peer asked for blocks ends its answer with this; if it moved us nowhere,
                 // it has nothing for us this tick (no answer left, or no blocks).
-                if let Some((asked, from)) = self.outstanding.filter(|(asked, _)| *asked == peer) {
-                    self.outstanding = None;
-                    if from == height {
-                        self.shunned.insert(asked, 1);
-                    }
-                }
-                crate::heights::note(&mut self.peer_heights, peer, s.height, |_, reported| {
-                    reported
-                });
+                self.requests.answer_ended(peer, height);
+                self.requests.reported(peer, s.height);
                 let once_a_tick = bulwark_consensus::mutation::active(
                     bulwark_consensus::mutation::Mutant::BlockSyncOnStuckTicksOnly,
-                ) && !self.asked.is_empty();
+                ) && self.requests.asked_any();
                 if s.height > height {
                     // A peer is ahead: unless a request at this height waits for another
                     // peer's answer, ask the next one ahead not asked at this height for the
@@ -2058,23 +2011,16 @@ impl Engine {
 
     /// The peer whose run of decided blocks this node, at `height`, still waits for.
     fn awaiting_run(&self, height: u64) -> Option<PeerId> {
-        self.outstanding
-            .filter(|(_, from)| height < from.saturating_add(CATCH_UP_BLOCKS))
-            .map(|(peer, _)| peer)
+        self.requests.awaiting_run(height)
     }
 
     /// Asks the next peer ahead (or else `fallback`, if neither shunned nor asked at
     /// `height`) for the decided blocks from `height` on.
     fn ask_next_peer(&mut self, height: u64, fallback: Option<PeerId>) -> Option<Output> {
-        let askable =
-            |p: &PeerId| !self.shunned.contains_key(p) && self.asked.get(p) != Some(&height);
+        let roles = &self.peer_roles;
         let peer = self
-            .next_peer_ahead(height)
-            .or(fallback.filter(|p| askable(p)))?;
-        self.asked.insert(peer, height);
-        self.outstanding = Some((peer, height));
-        self.outstanding_aged = false;
-        self.asked_peer = Some(peer);
+            .requests
+            .ask(height, fallback, |p| roles.contains_key(p))?;
         Some(Output::Send(
             peer,
             Payload::Status(wire::Status {
@@ -2084,41 +2030,11 @@ impl Engine {
         ))
     }
 
-    /// After the peer asked last, the next peer (by id, wrapping) that reported a height
-    /// above `height`, is not shunned, and was not asked at `height` since the last tick:
-    /// a validator if one qualifies, else a full node.
-    fn next_peer_ahead(&self, height: u64) -> Option<PeerId> {
-        let ahead = |full: bool| {
-            move |(p, h): (&PeerId, &u64)| {
-                (*h > height
-                    && self.peer_roles.contains_key(p) == full
-                    && self.asked.get(p) != Some(&height)
-                    && !self.shunned.contains_key(p))
-                .then_some(*p)
-            }
-        };
-        let after = self.asked_peer.map_or(0, |p| p.saturating_add(1));
-        [false, true].into_iter().find_map(|full| {
-            self.peer_heights
-                .range(after..)
-                .find_map(ahead(full))
-                .or_else(|| self.peer_heights.range(..after).find_map(ahead(full)))
-        })
-    }
-
     /// The lower median of the validator peers' last reported heights (of all peers' when
     /// none is a validator; 0 with no peer): how far the network is.
     pub fn network_height(&self) -> u64 {
-        let validators = self
-            .peer_heights
-            .iter()
-            .filter(|(p, _)| !self.peer_roles.contains_key(p))
-            .map(|(_, h)| *h);
-        let mut heights: Vec<u64> = validators.collect();
-        if heights.is_empty() {
-            heights = self.peer_heights.values().copied().collect();
-        }
-        crate::heights::lower_median(heights).unwrap_or(0)
+        self.requests
+            .network_height(|p| self.peer_roles.contains_key(p))
     }
 
     /// `None` if `tx` is no instance claim; else whether it was valid (then kept in the claim
