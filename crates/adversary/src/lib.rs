@@ -948,7 +948,11 @@ impl Adversary {
                     }
                     out.push((
                         Dest::Some(vec![peer]),
-                        Payload::DecidedBlock(Box::new(wire::DecidedBlock { block, commit })),
+                        Payload::DecidedBlock(Box::new(wire::DecidedBlock {
+                            block,
+                            commit,
+                            extensions: None,
+                        })),
                     ));
                 }
                 self.behind.clear();

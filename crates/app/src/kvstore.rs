@@ -384,6 +384,29 @@ impl Application for KvStore {
         })
     }
 
+    /// No extension: the kvstore has nothing to add to a precommit (CometBFT's base
+    /// application answers the same).
+    fn extend_vote(
+        &mut self,
+        _request: request::ExtendVote,
+    ) -> Result<response::ExtendVote, AppError> {
+        Ok(response::ExtendVote {
+            vote_extension: Default::default(),
+        })
+    }
+
+    /// An empty extension, the only one a kvstore makes.
+    fn verify_vote_extension(
+        &mut self,
+        request: request::VerifyVoteExtension,
+    ) -> Result<response::VerifyVoteExtension, AppError> {
+        Ok(if request.vote_extension.is_empty() {
+            response::VerifyVoteExtension::Accept
+        } else {
+            response::VerifyVoteExtension::Reject
+        })
+    }
+
     fn finalize_block(
         &mut self,
         request: request::FinalizeBlock,

@@ -128,6 +128,18 @@ pub trait Application: Send {
         &mut self,
         request: request::ProcessProposal,
     ) -> Result<response::ProcessProposal, AppError>;
+    /// The extension of this validator's precommit for a block (from the height
+    /// `vote_extensions_enable_height` names on).
+    fn extend_vote(
+        &mut self,
+        request: request::ExtendVote,
+    ) -> Result<response::ExtendVote, AppError>;
+    /// Whether another validator's vote extension is acceptable: a rejected one makes its
+    /// precommit count for nothing.
+    fn verify_vote_extension(
+        &mut self,
+        request: request::VerifyVoteExtension,
+    ) -> Result<response::VerifyVoteExtension, AppError>;
     /// Executes a decided block: one result per tx and the new app hash.
     fn finalize_block(
         &mut self,

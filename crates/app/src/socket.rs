@@ -460,6 +460,19 @@ impl Application for SocketApp {
         expect!(answer, FinalizeBlock).map_err(|e| self.poison(e))
     }
 
+    fn extend_vote(&mut self, r: request::ExtendVote) -> Result<response::ExtendVote, AppError> {
+        let answer = self.consensus_call(Request::ExtendVote(r))?;
+        expect!(answer, ExtendVote).map_err(|e| self.poison(e))
+    }
+
+    fn verify_vote_extension(
+        &mut self,
+        r: request::VerifyVoteExtension,
+    ) -> Result<response::VerifyVoteExtension, AppError> {
+        let answer = self.consensus_call(Request::VerifyVoteExtension(r))?;
+        expect!(answer, VerifyVoteExtension).map_err(|e| self.poison(e))
+    }
+
     fn commit(&mut self) -> Result<response::Commit, AppError> {
         let answer = self.consensus_call(Request::Commit)?;
         expect!(answer, Commit).map_err(|e| self.poison(e))

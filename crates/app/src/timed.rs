@@ -13,7 +13,7 @@ pub const BOUNDS: [f64; 10] = [
 ];
 
 /// The ABCI methods timed, by CometBFT's label.
-pub const METHODS: [&str; 8] = [
+pub const METHODS: [&str; 10] = [
     "info",
     "init_chain",
     "check_tx",
@@ -22,6 +22,8 @@ pub const METHODS: [&str; 8] = [
     "finalize_block",
     "commit",
     "query",
+    "extend_vote",
+    "verify_vote_extension",
 ];
 
 /// One method's observations: counts per bucket of [`BOUNDS`] (one more above the last),
@@ -118,6 +120,18 @@ impl Application for Timed {
         request: request::FinalizeBlock,
     ) -> Result<response::FinalizeBlock, AppError> {
         timed(5, || self.0.finalize_block(request))
+    }
+    fn extend_vote(
+        &mut self,
+        request: request::ExtendVote,
+    ) -> Result<response::ExtendVote, AppError> {
+        timed(8, || self.0.extend_vote(request))
+    }
+    fn verify_vote_extension(
+        &mut self,
+        request: request::VerifyVoteExtension,
+    ) -> Result<response::VerifyVoteExtension, AppError> {
+        timed(9, || self.0.verify_vote_extension(request))
     }
     fn commit(&mut self) -> Result<response::Commit, AppError> {
         timed(6, || self.0.commit())

@@ -28,6 +28,9 @@ use bulwark_types::BLOCK_PROTOCOL;
 use prost::Message;
 use thiserror::Error;
 
+pub mod extensions;
+pub use extensions::{extended_commit_info, extensions_enabled};
+
 /// Why a proposed block is not the next block.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum BlockError {
@@ -55,6 +58,9 @@ pub enum BlockError {
         /// `consensus_params.block.max_bytes`.
         max: u64,
     },
+    /// The vote extensions sent with a decided block's commit are not that commit's.
+    #[error("vote extensions: {0}")]
+    Extensions(String),
     /// An instance claim among its transactions is not valid there.
     #[error("instance claim: {0}")]
     Claim(#[from] ClaimError),
@@ -434,8 +440,8 @@ impl ChainState {
 
     /// The consensus parameters after `update` (CometBFT's `Update`, `ValidateBasic` and
     /// `ValidateUpdate`), in effect from the next height. Bulwark refuses what it cannot
-    /// honour: a larger `block.max_bytes` (peers size their frames at start), no ed25519 keys,
-    /// and vote extensions.
+    /// honour: a larger `block.max_bytes` (peers size their frames at start) and no ed25519
+    /// keys.
     fn updated_params(
         &self,
         update: Option<&consensus::Params>,
@@ -465,8 +471,20 @@ impl ChainState {
         if !new.validator.pub_key_types.contains(&Algorithm::Ed25519) {
             return refused("validator.pub_key_types must allow ed25519");
         }
-        if new.abci.vote_extensions_enable_height.is_some() {
-            return refused("vote extensions are not supported yet");
+        let (current, updated) = (
+            old.abci.vote_extensions_enable_height.map(|h| h.value()),
+            new.abci.vote_extensions_enable_height.map(|h| h.value()),
+        );
+        // The block being applied is at the next height; from the enable height on, every
+        // precommit for a block carries an extension, and a chain cannot stop or move that.
+        let height = self.next_height();
+        if current != updated {
+            if current.is_some_and(|e| e <= height) {
+                return refused("vote extensions cannot be disabled or moved once enabled");
+            }
+            if updated.is_some_and(|e| e <= height) {
+                return refused("vote extensions cannot be enabled at a past or current height");
+            }
         }
         Ok(new.clone())
     }
@@ -507,29 +525,6 @@ pub fn commit_info(
                 })
                 .collect(),
         },
-    }
-}
-
-/// [`commit_info`] as PrepareProposal's `local_last_commit` (no vote extensions: they are not
-/// enabled).
-pub fn extended_commit_info(
-    last_commit: Option<&block::Commit>,
-    last_validators: &validator::Set,
-) -> bulwark_types::tendermint::abci::types::ExtendedCommitInfo {
-    use bulwark_types::tendermint::abci::types::{ExtendedCommitInfo, ExtendedVoteInfo};
-    let info = commit_info(last_commit, last_validators);
-    ExtendedCommitInfo {
-        round: info.round,
-        votes: info
-            .votes
-            .into_iter()
-            .map(|v| ExtendedVoteInfo {
-                validator: v.validator,
-                sig_info: v.sig_info,
-                vote_extension: Default::default(),
-                extension_signature: None,
-            })
-            .collect(),
     }
 }
 

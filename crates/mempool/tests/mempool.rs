@@ -165,6 +165,15 @@ impl Application for Picky {
     ) -> Result<response::FinalizeBlock, AppError> {
         self.inner.finalize_block(r)
     }
+    fn extend_vote(&mut self, r: request::ExtendVote) -> Result<response::ExtendVote, AppError> {
+        self.inner.extend_vote(r)
+    }
+    fn verify_vote_extension(
+        &mut self,
+        r: request::VerifyVoteExtension,
+    ) -> Result<response::VerifyVoteExtension, AppError> {
+        self.inner.verify_vote_extension(r)
+    }
     fn commit(&mut self) -> Result<response::Commit, AppError> {
         self.inner.commit()
     }

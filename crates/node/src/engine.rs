@@ -10,12 +10,15 @@
 //! before the application commits; the handshake repairs a crash in between.
 
 use crate::chain::{
-    block_id, commit_from_decision, encode_results, finalize_request, indexed_attributes,
-    misbehavior_of, pack_signature, process_request, unpack_signature, BlockError, ChainState,
-    CommitError,
+    block_id, commit_from_decision, encode_results, extensions_enabled, finalize_request,
+    indexed_attributes, misbehavior_of, pack_signature, process_request, unpack_signature,
+    BlockError, ChainState, CommitError,
 };
 use crate::handshake::{handshake, HandshakeError};
 use bulwark_app::{AppError, Application};
+use bulwark_chain::extensions::{
+    extend_request, verify_commit_extensions, well_formed, Extensions, HeightExtensions,
+};
 use bulwark_consensus::{
     Action, Certificate as CoreCertificate, Config, Consensus, Event, Height as CHeight,
     Proposal as CoreProposal, Round, Signed, Timeout, TimeoutKind, ValidatorIndex, Validity,
@@ -33,11 +36,13 @@ use bulwark_store::privval::{PrivValidator, PrivvalError};
 use bulwark_store::wal::Wal;
 use bulwark_store::{Store, StoreError};
 use bulwark_types::convert::value_id;
-use bulwark_types::signing::{verify_proposal, verify_vote};
+use bulwark_types::signing::{
+    is_non_nil_precommit, verify_proposal, verify_vote, verify_vote_extension,
+};
 use bulwark_types::tendermint::abci::{request, response};
 use bulwark_types::tendermint::block::{self, Block, Commit};
 use bulwark_types::tendermint::evidence::Evidence;
-use bulwark_types::tendermint::{account, proposal, vote, Time};
+use bulwark_types::tendermint::{account, proposal, vote, Signature, Time};
 use bulwark_types::tendermint_proto::v0_38 as pb;
 use bulwark_wire::{self as wire, Payload};
 use bytes::Bytes;
@@ -171,40 +176,7 @@ struct WalRecord {
     own_round: Option<u32>,
 }
 
-/// Where the engine's wall-clock time comes from (block and vote timestamps): the system
-/// clock in a node, a simulated one in the deterministic simulator. The engine reads no clock
-/// of its own.
-#[derive(Clone)]
-pub struct Clock(std::sync::Arc<dyn Fn() -> Time + Send + Sync>);
-
-impl Clock {
-    /// The system clock.
-    pub fn system() -> Clock {
-        Clock(std::sync::Arc::new(Time::now))
-    }
-
-    /// A clock that asks `now`.
-    pub fn from_fn(now: impl Fn() -> Time + Send + Sync + 'static) -> Clock {
-        Clock(std::sync::Arc::new(now))
-    }
-
-    /// The time now.
-    pub fn now(&self) -> Time {
-        (self.0)()
-    }
-}
-
-impl Default for Clock {
-    fn default() -> Self {
-        Clock::system()
-    }
-}
-
-impl std::fmt::Debug for Clock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Clock")
-    }
-}
+pub use bulwark_types::clock::Clock;
 
 /// Settings the engine takes from config.toml.
 #[derive(Clone, Debug)]
@@ -224,16 +196,6 @@ pub struct EngineConfig {
     pub instance: [u8; 32],
 }
 
-/// Client transactions are gossiped at most this long after they arrive...
-pub const TX_GOSSIP_DELAY: Duration = Duration::from_millis(2);
-/// ...or as soon as this many have gathered.
-pub const TX_GOSSIP_BATCH: usize = 512;
-
-/// Most messages of the next height kept until it starts...
-pub const MAX_EARLY_MESSAGES: usize = 4096;
-/// ...and most bytes of them.
-pub const MAX_EARLY_BYTES: usize = 32 << 20;
-
 /// The height a consensus message is for.
 fn payload_height(payload: &Payload) -> Option<u64> {
     match payload {
@@ -245,47 +207,8 @@ fn payload_height(payload: &Payload) -> Option<u64> {
     }
 }
 
-/// Instance claims checked per transaction message from a peer (each costs a signature check;
-/// an honest peer sends its own claim alone)...
-pub const MAX_CLAIMS_PER_MESSAGE: usize = 2;
-/// ...and from all peers per tick (a validator set's claims arrive a few times each)...
-pub const CLAIM_CHECKS_PER_TICK: u32 = 64;
-/// ...and from one peer per tick.
-pub const CLAIM_CHECKS_PER_PEER_TICK: u32 = 8;
-/// A peer's transactions taken into the mempool per tick: each may cost the application a
-/// CheckTx (a round trip to another process with an external one), on the engine's thread.
-pub const PEER_TXS_PER_TICK: u32 = 4_096;
-/// Transactions taken from one full-node peer per tick.
-pub const FULL_NODE_TXS_PER_TICK: u32 = 64;
-/// Transactions taken from all full-node peers together per tick.
-pub const FULL_NODES_TXS_PER_TICK: u32 = 256;
-/// `check_tx` calls from RPC clients per tick (each a CheckTx, not cached, on this thread).
-pub const RPC_CHECK_TXS_PER_TICK: u32 = 256;
-
-/// Ticks at one height after which a node asks its peers for what it missed even while its
-/// rounds advance.
-pub const STUCK_TICKS: u32 = 4;
-
-/// Bytes of decided blocks sent to a lagging peer per status message (at least one block),
-/// so a peer's queue holds a bounded amount of them.
-pub const CATCH_UP_BYTES: usize = 16 << 20;
-
+pub use bulwark_gossip::limits::*;
 pub use bulwark_gossip::sync::{CATCH_UP_BLOCKS, SHUN_TICKS};
-
-/// `Status` requests from a lagging peer answered per tick with where we are only, once
-/// [`STATUS_ANSWERS_PER_TICK`] are spent.
-pub const BUSY_ANSWERS_PER_TICK: u32 = 8;
-
-/// `Status` requests answered per peer per tick.
-pub const STATUS_ANSWERS_PER_TICK: u32 = 2;
-
-/// Pieces of evidence checked per peer per tick (each costs a state read and signature
-/// checks); honest peers send a piece once, when its height commits.
-pub const PEER_EVIDENCE_CHECKS_PER_TICK: u32 = 8;
-
-/// Evidence submissions over RPC checked per tick; more are refused as busy, so RPC clients
-/// cannot keep the engine's thread verifying signatures.
-pub const RPC_EVIDENCE_CHECKS_PER_TICK: u32 = 8;
 
 impl Default for EngineConfig {
     fn default() -> Self {
@@ -377,6 +300,10 @@ pub struct Engine {
     vote_blocks: HashMap<ValueId, block::Id>,
     /// How many of them each validator (set index) added: one validator cannot fill them.
     vote_blocks_by: HashMap<u32, usize>,
+    /// This height's verified vote extensions of precommits for a block.
+    extensions: HeightExtensions,
+    /// The last commit's vote extensions, by set index (none before the enable height).
+    last_extensions: Extensions,
     /// Instance claims waiting for a block.
     claims: ClaimPool,
     /// This instance: whether it may sign, and its claim.
@@ -473,7 +400,7 @@ impl Engine {
             address,
             privval: PrivValidator::open(key, store)?,
             wal: Wal::open(store)?,
-            blocks,
+            blocks: blocks.clone(),
             app,
             state,
             last_commit,
@@ -497,6 +424,16 @@ impl Engine {
             evidence_log: EvidenceLog::open(store)?,
             vote_blocks: HashMap::new(),
             vote_blocks_by: HashMap::new(),
+            extensions: HeightExtensions::default(),
+            last_extensions: match blocks.latest_height()? {
+                Some(h) => match blocks.extensions(h)? {
+                    Some(bytes) => wire::VoteExtensions::decode(bytes.as_slice())
+                        .map_err(|e| EngineError::Wal(e.to_string()))?
+                        .into_pairs(),
+                    None => Vec::new(),
+                },
+                None => Vec::new(),
+            },
             claims: ClaimPool::default(),
             signer: Signer::new(config_instance),
             claim_checks: 0,
@@ -713,6 +650,7 @@ impl Engine {
         self.relay.clear();
         self.vote_blocks.clear();
         self.vote_blocks_by.clear();
+        self.extensions.clear();
         self.height_started = self.config.clock.now();
         let event = Event::NewHeight {
             height: CHeight(self.state.next_height()),
@@ -980,7 +918,7 @@ impl Engine {
                     self.late_precommit(&raw);
                     return Ok(vec![]);
                 }
-                let Some((core_vote, signature)) = self.check_vote(&raw, true) else {
+                let Some((core_vote, signature)) = self.check_vote(&raw, true)? else {
                     return Ok(vec![]);
                 };
                 self.log(WalRecord {
@@ -1402,6 +1340,24 @@ impl Engine {
         let (Some(timestamp), Some(signature)) = (v.timestamp, v.signature.clone()) else {
             return;
         };
+        // Its extension too, as for a vote of the height in progress (signature only: the
+        // application verifies extensions of the height it works on).
+        let extends =
+            extensions_enabled(&self.state.consensus_params, self.state.last_block_height)
+                && is_non_nil_precommit(&v);
+        if !well_formed(extends, &v) {
+            return;
+        }
+        if let (true, Some(kept)) = (extends, self.last_extensions.get_mut(index)) {
+            if verify_vote_extension(&info.pub_key, &v, &self.state.chain_id).is_err() {
+                return;
+            }
+            let signature = v
+                .extension_signature
+                .as_ref()
+                .map(|s| s.as_bytes().to_vec());
+            *kept = (v.extension.clone(), signature.unwrap_or_default());
+        }
         *slot = match v.block_id {
             Some(_) => block::CommitSig::BlockIdFlagCommit {
                 validator_address: v.validator_address,
@@ -1475,7 +1431,7 @@ impl Engine {
         }
         let mut votes = Vec::new();
         for raw in &c.votes {
-            let Some((v, s)) = self.check_vote(raw, false) else {
+            let Some((v, s)) = self.check_vote(raw, false)? else {
                 return Ok(vec![]);
             };
             votes.push(Signed::new(v, s));
@@ -1503,16 +1459,49 @@ impl Engine {
         &mut self,
         raw: &pb::types::Vote,
         admit: bool,
-    ) -> Option<(CoreVote, bulwark_consensus::Signature)> {
+    ) -> Result<Option<(CoreVote, bulwark_consensus::Signature)>, EngineError> {
+        let Some((v, core, key, extends)) = self.verified_vote(raw, admit) else {
+            return Ok(None);
+        };
+        if extends && !self.extension_holds(&v, &key)? {
+            return Ok(None);
+        }
+        if let (Some(value), Some(id)) = (core.value, v.block_id) {
+            let added = self.vote_blocks_by.entry(core.validator.0).or_default();
+            if self.vote_blocks.len() < MAX_VOTE_BLOCKS
+                && *added < MAX_VOTE_BLOCKS_PER_VALIDATOR
+                && !self.vote_blocks.contains_key(&value)
+            {
+                *added += 1;
+                self.vote_blocks.insert(value, id);
+            }
+        }
+        Ok(v.timestamp
+            .zip(v.signature.as_ref())
+            .map(|(t, s)| (core, pack_signature(t, s))))
+    }
+
+    /// A vote of the current height whose signature verifies, as the core's vote, with its
+    /// validator's key and whether it must carry an extension (it does).
+    fn verified_vote(
+        &self,
+        raw: &pb::types::Vote,
+        admit: bool,
+    ) -> Option<(
+        vote::Vote,
+        CoreVote,
+        bulwark_types::tendermint::PublicKey,
+        bool,
+    )> {
         if u64::try_from(raw.height).ok()? != self.state.next_height() {
             return None;
         }
-        // This chain enables no vote extensions, and a vote's signature does not cover them:
-        // a vote carrying one is padding a peer could add at will (review M2 of the relay).
-        if !raw.extension.is_empty() || !raw.extension_signature.is_empty() {
+        let v = vote::Vote::try_from(raw.clone()).ok()?;
+        let extends = extensions_enabled(&self.state.consensus_params, self.state.next_height())
+            && is_non_nil_precommit(&v);
+        if !well_formed(extends, &v) {
             return None;
         }
-        let v = vote::Vote::try_from(raw.clone()).ok()?;
         let index = v.validator_index.value();
         let info = self
             .state
@@ -1537,17 +1526,46 @@ impl Engine {
             return None;
         }
         verify_vote(&info.pub_key, &v, &self.state.chain_id).ok()?;
-        if let (Some(value), Some(id)) = (core.value, v.block_id) {
-            let added = self.vote_blocks_by.entry(index).or_default();
-            if self.vote_blocks.len() < MAX_VOTE_BLOCKS
-                && *added < MAX_VOTE_BLOCKS_PER_VALIDATOR
-                && !self.vote_blocks.contains_key(&value)
-            {
-                *added += 1;
-                self.vote_blocks.insert(value, id);
-            }
+        Some((v, core, info.pub_key, extends))
+    }
+
+    /// Whether the extension of `v`, a verified precommit for a block, is signed by `key` and
+    /// accepted by the application (not asked of our own); an accepted one is kept. An error
+    /// is the application's failure.
+    fn extension_holds(
+        &mut self,
+        v: &vote::Vote,
+        key: &bulwark_types::tendermint::PublicKey,
+    ) -> Result<bool, EngineError> {
+        let (round, index) = (v.round.value(), v.validator_index.value());
+        let signature = v
+            .extension_signature
+            .as_ref()
+            .map(|s| s.as_bytes().to_vec());
+        let (Some(signature), Some(id)) = (signature, v.block_id) else {
+            return Ok(false);
+        };
+        let held = self.extensions.get(round, index);
+        if held.is_some_and(|(e, s)| *e == v.extension && *s == signature) {
+            return Ok(true);
         }
-        Some((core, pack_signature(v.timestamp?, v.signature.as_ref()?)))
+        if verify_vote_extension(key, v, &self.state.chain_id).is_err() {
+            return Ok(false);
+        }
+        let request = request::VerifyVoteExtension {
+            hash: id.hash,
+            validator_address: v.validator_address,
+            height: v.height,
+            vote_extension: v.extension.clone().into(),
+        };
+        if v.validator_address != self.address
+            && self.app.verify_vote_extension(request)? != response::VerifyVoteExtension::Accept
+        {
+            return Ok(false);
+        }
+        let kept = (v.extension.clone(), signature);
+        self.extensions.keep(round, index, kept);
+        Ok(true)
     }
 
     fn block_arrived(&mut self, block: Block) -> Result<Vec<Output>, EngineError> {
@@ -1629,9 +1647,15 @@ impl Engine {
                 bytes += block.len() + commit.len();
                 let block = pb::types::Block::decode(block.as_slice()).ok();
                 let commit = pb::types::Commit::decode(commit.as_slice()).ok();
+                let extensions = self.blocks.extensions(h)?;
+                let extensions = extensions.and_then(|e| wire::VoteExtensions::decode(&e[..]).ok());
                 out.push(Output::Send(
                     peer,
-                    Payload::DecidedBlock(Box::new(wire::DecidedBlock { block, commit })),
+                    Payload::DecidedBlock(Box::new(wire::DecidedBlock {
+                        block,
+                        commit,
+                        extensions,
+                    })),
                 ));
             }
             // Then where we are: the laggard, having applied the run, asks for the next one
@@ -1683,11 +1707,18 @@ impl Engine {
             .get(v.validator.as_usize())?;
         let mut tv = self.unsigned_vote(v, info.address, timestamp).ok()?;
         tv.signature = Some(sig);
+        if let Some((extension, signature)) = self.extensions.get(v.round.0, v.validator.0) {
+            if is_non_nil_precommit(&tv) {
+                tv.extension.clone_from(extension);
+                tv.extension_signature = Signature::new(signature.clone()).ok().flatten();
+            }
+        }
         Some(tv.into())
     }
 
     /// Block sync: a peer's decided block for our height, accepted when its commit verifies.
     fn decided_block(&mut self, d: wire::DecidedBlock) -> Result<Vec<Output>, EngineError> {
+        let extensions = d.extensions.map(wire::VoteExtensions::into_pairs);
         let (Some(raw_block), Some(raw_commit)) = (d.block, d.commit) else {
             return Ok(vec![]);
         };
@@ -1715,7 +1746,29 @@ impl Engine {
         {
             return Ok(vec![]);
         }
-        self.commit_block(block, id, commit)
+        let height = block.header.height.value();
+        let (chain_id, set) = (&self.state.chain_id, &self.state.validator_infos);
+        let extensions = match (
+            extensions_enabled(&self.state.consensus_params, height),
+            extensions,
+        ) {
+            (false, None) => Vec::new(),
+            (true, Some(e)) => match verify_commit_extensions(chain_id, set, height, &commit, e) {
+                Ok(e) => e,
+                Err(_) => return Ok(vec![]),
+            },
+            _ => return Ok(vec![]),
+        };
+        self.commit_block(block, id, commit, extensions)
+    }
+
+    /// The extensions of `commit`'s precommits for its block, this height's, by set index
+    /// (none before the enable height).
+    fn commit_extensions(&self, commit: &Commit) -> Extensions {
+        match extensions_enabled(&self.state.consensus_params, self.state.next_height()) {
+            true => self.extensions.of_commit(commit),
+            false => Vec::new(),
+        }
     }
 
     /// Runs the core on `event` and carries out its actions.
@@ -1755,7 +1808,8 @@ impl Engine {
                                 EngineError::Wal("decided a block we do not have".into())
                             })?;
                         let commit = commit_from_decision(&d, id, &self.state.validator_infos)?;
-                        out.extend(self.commit_block(block, id, commit)?);
+                        let extensions = self.commit_extensions(&commit);
+                        out.extend(self.commit_block(block, id, commit, extensions)?);
                         return Ok(out);
                     }
                     Action::Evidence(dv) => self.conflict_found(&dv),
@@ -1793,6 +1847,7 @@ impl Engine {
             local_last_commit: Some(bulwark_chain::extended_commit_info(
                 self.last_commit.as_ref(),
                 &self.state.last_validator_infos,
+                &self.last_extensions,
             )),
             misbehavior: evidence
                 .iter()
@@ -2123,9 +2178,36 @@ impl Engine {
             return Ok(None);
         }
         let mut tv = self.unsigned_vote(&v, self.address, self.vote_time(v.value))?;
+        let extends = extensions_enabled(&self.state.consensus_params, v.height.0)
+            && is_non_nil_precommit(&tv);
+        if extends {
+            let block = v.value.and_then(|value| self.candidates.get(&value));
+            let block =
+                block.ok_or_else(|| EngineError::Wal("a precommit without its block".into()))?;
+            let request = extend_request(
+                &block.0,
+                &self.state.last_validator_infos,
+                misbehavior_of(&block.0, &self.blocks),
+            );
+            tv.extension = self.app.extend_vote(request)?.vote_extension.to_vec();
+        }
         let signed = self.privval.sign_vote(&mut tv, &self.state.chain_id);
         if !self.privval_signed(signed, "vote")? {
             return Ok(None);
+        }
+        if extends {
+            let signed = self
+                .privval
+                .sign_vote_extension(&mut tv, &self.state.chain_id);
+            if !self.privval_signed(signed, "vote extension")? {
+                return Ok(None);
+            }
+            let signature = tv
+                .extension_signature
+                .as_ref()
+                .map(|s| s.as_bytes().to_vec());
+            let own = (tv.extension.clone(), signature.unwrap_or_default());
+            self.extensions.keep_own(v.round.0, v.validator.0, own);
         }
         let (Some(timestamp), Some(sig)) = (tv.timestamp, tv.signature.as_ref()) else {
             return Ok(None);
@@ -2142,6 +2224,7 @@ impl Engine {
         block: Block,
         id: block::Id,
         commit: Commit,
+        extensions: Extensions,
     ) -> Result<Vec<Output>, EngineError> {
         let request = finalize_request(
             &block,
@@ -2175,6 +2258,11 @@ impl Engine {
             hash: id.hash.as_bytes(),
             block: &pb::types::Block::from(block).encode_to_vec(),
             commit: &pb::types::Commit::from(commit.clone()).encode_to_vec(),
+            extensions: &if extensions.is_empty() {
+                Vec::new()
+            } else {
+                wire::VoteExtensions::from_pairs(&extensions).encode_to_vec()
+            },
             state: &next.encode(),
             results: &encode_results(&result),
             evidence: &logged,
@@ -2195,6 +2283,7 @@ impl Engine {
         self.wal.truncate_below(height + 1)?;
         self.state = next;
         self.last_commit = Some(commit);
+        self.last_extensions = extensions;
         let now = Now {
             height,
             time: self.state.last_block_time,

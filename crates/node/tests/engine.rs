@@ -594,6 +594,7 @@ fn a_peer_sending_forgeries_gets_a_bounded_number_of_checks_on_its_receiving_thr
         Payload::DecidedBlock(Box::new(DecidedBlock {
             block: None,
             commit: Some(commit.clone()),
+            extensions: None,
         }))
     };
     commit.height = (height + COMMITS_AHEAD) as i64;

@@ -122,6 +122,7 @@ fn build_with(
                 hash: id.hash.as_bytes(),
                 block: &pb::types::Block::from(block).encode_to_vec(),
                 commit: &pb::types::Commit::from(commit.clone()).encode_to_vec(),
+                extensions: &[],
                 state: &state.encode(),
                 results: &encode_results(&result),
                 evidence: &[],

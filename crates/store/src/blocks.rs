@@ -14,6 +14,7 @@ pub struct BlockStore {
     blocks: Tree,
     hashes: Tree,
     commits: Tree,
+    extensions: Tree,
     states: Tree,
     results: Tree,
     evidence: Tree,
@@ -34,6 +35,9 @@ pub struct DecidedHeight<'a> {
     pub block: &'a [u8],
     /// The commit that decided it.
     pub commit: &'a [u8],
+    /// The vote extensions of the commit's precommits (empty, and not stored, where vote
+    /// extensions are not enabled).
+    pub extensions: &'a [u8],
     /// The chain state after executing it.
     pub state: &'a [u8],
     /// The application's results of executing it (FinalizeBlock).
@@ -59,6 +63,7 @@ impl BlockStore {
             blocks: store.tree("blocks")?,
             hashes: store.tree("block_hashes")?,
             commits: store.tree("commits")?,
+            extensions: store.tree("vote_extensions")?,
             states: store.tree("states")?,
             results: store.tree("results")?,
             evidence: store.tree(EVIDENCE_TREE)?,
@@ -140,7 +145,12 @@ impl BlockStore {
             at.push(u8::from(*ok));
             txs.insert(hash, at);
         }
+        let mut extensions = Batch::default();
+        if !decided.extensions.is_empty() {
+            extensions.insert(&key(height), decided.extensions);
+        }
         self.store.db().write_atomically(&[
+            (&self.extensions, &extensions),
             (&self.blocks, &one(&key(height), decided.block)),
             (&self.hashes, &one(decided.hash, &key(height))),
             (&self.commits, &one(&key(height), decided.commit)),
@@ -170,6 +180,11 @@ impl BlockStore {
     /// The commit of block `height`.
     pub fn commit(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
         self.get(&self.commits, height)
+    }
+
+    /// The vote extensions of the commit of block `height`, if it has them.
+    pub fn extensions(&self, height: u64) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(&self.extensions, height)
     }
 
     /// The state after block `height`.

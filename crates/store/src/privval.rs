@@ -314,6 +314,24 @@ impl PrivValidator {
         Ok(())
     }
 
+    /// Signs the extension of `vote`, a precommit for a block, in place; refuses any other
+    /// vote. Not recorded in the last-sign-state: as in CometBFT, an extension is the
+    /// application's and may differ when a precommit is signed again, and two signed
+    /// extensions of one precommit are no equivocation (only the precommit's signature is).
+    pub fn sign_vote_extension(
+        &self,
+        vote: &mut vote::Vote,
+        chain_id: &chain::Id,
+    ) -> Result<(), PrivvalError> {
+        if !bulwark_types::signing::is_non_nil_precommit(vote) {
+            return Err(PrivvalError::Invalid(
+                "only a precommit for a block carries a vote extension".into(),
+            ));
+        }
+        bulwark_types::signing::sign_vote_extension(&self.key, vote, chain_id);
+        Ok(())
+    }
+
     /// Signs `proposal` in place, or refuses.
     pub fn sign_proposal(
         &mut self,

@@ -90,6 +90,7 @@ fn decided<'a>(
         hash,
         block,
         commit,
+        extensions: &[],
         state,
         results,
         evidence: &[],

@@ -2,12 +2,14 @@
 //! sets and genesis, through the `tendermint` crate, plus what that crate leaves to its users:
 //! the hashes a block producer computes ([`hashes`]), block part sets ([`parts`]), ed25519
 //! signing over the canonical sign bytes ([`signing`]), the bridge to the consensus core
-//! ([`convert`]) and the defaults of a new genesis ([`genesis`]).
+//! ([`convert`]), the defaults of a new genesis ([`genesis`]) and the clock block and vote
+//! times are read from ([`clock`]).
 //!
 //! Using CometBFT's exact formats means existing light clients, RPC clients and ABCI
 //! applications work with Bulwark chains unchanged; the tests check every hash against values
 //! produced by a real CometBFT node.
 
+pub mod clock;
 pub mod commit;
 pub mod convert;
 pub mod genesis;

@@ -84,6 +84,54 @@ pub struct DecidedBlock {
     /// The commit that decided it.
     #[prost(message, optional, tag = "2")]
     pub commit: Option<pb::Commit>,
+    /// The extensions of the commit's precommits, from the height vote extensions are
+    /// enabled at (CometBFT's block sync sends an extended commit): the block's proposer
+    /// hands them to the application as PrepareProposal's `local_last_commit`.
+    #[prost(message, optional, tag = "3")]
+    pub extensions: Option<VoteExtensions>,
+}
+
+/// The vote extensions of one commit: one per validator of the set that signed it, in the
+/// set's order; empty where the commit holds no precommit for the block.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct VoteExtensions {
+    /// By set index.
+    #[prost(message, repeated, tag = "1")]
+    pub votes: Vec<VoteExtension>,
+}
+
+impl VoteExtensions {
+    /// From (extension, signature) pairs by set index.
+    pub fn from_pairs(pairs: &[(Vec<u8>, Vec<u8>)]) -> Self {
+        VoteExtensions {
+            votes: pairs
+                .iter()
+                .map(|(extension, signature)| VoteExtension {
+                    extension: extension.clone(),
+                    signature: signature.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// As (extension, signature) pairs by set index.
+    pub fn into_pairs(self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        self.votes
+            .into_iter()
+            .map(|v| (v.extension, v.signature))
+            .collect()
+    }
+}
+
+/// One precommit's vote extension and its signature.
+#[derive(Clone, PartialEq, Eq, Message)]
+pub struct VoteExtension {
+    /// What the application added to the precommit.
+    #[prost(bytes = "vec", tag = "1")]
+    pub extension: Vec<u8>,
+    /// The validator's signature of CometBFT's `CanonicalVoteExtension`.
+    #[prost(bytes = "vec", tag = "2")]
+    pub signature: Vec<u8>,
 }
 
 /// The first message on every connection: who the sender says it is (unauthenticated over

@@ -95,6 +95,15 @@ impl Application for Altered {
         (self.finalize)(&mut answer);
         Ok(answer)
     }
+    fn extend_vote(&mut self, r: request::ExtendVote) -> Result<response::ExtendVote, AppError> {
+        self.inner.extend_vote(r)
+    }
+    fn verify_vote_extension(
+        &mut self,
+        r: request::VerifyVoteExtension,
+    ) -> Result<response::VerifyVoteExtension, AppError> {
+        self.inner.verify_vote_extension(r)
+    }
     fn commit(&mut self) -> Result<response::Commit, AppError> {
         self.inner.commit()
     }
