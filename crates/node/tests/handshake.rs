@@ -496,3 +496,72 @@ fn updates_take_effect_at_the_heights_cometbft_gives_them_and_bad_ones_change_no
             .to_vec()
     );
 }
+
+/// CometBFT's `ValidateUpdate` for `abci.vote_extensions_enable_height`: an application may
+/// set, move or clear it only while it lies ahead of the block being executed.
+#[test]
+fn vote_extensions_are_enabled_moved_or_disabled_only_while_the_enable_height_lies_ahead() {
+    let key = SigningKey::from([70u8; 32]);
+    let g = genesis(&key);
+    let proposer = account::Id::from(public_key(&key).ed25519().unwrap());
+    let with_enable = |height: Option<u32>| {
+        let mut p = g.consensus_params.clone();
+        p.abci.vote_extensions_enable_height =
+            height.map(bulwark_types::tendermint::block::Height::from);
+        Some(p)
+    };
+    let result = |params| response::FinalizeBlock {
+        events: vec![],
+        tx_results: vec![],
+        validator_updates: vec![],
+        consensus_param_updates: params,
+        app_hash: Default::default(),
+    };
+    // Applies block `state.next_height()` with `enable` as the update; whether it applied.
+    let apply = |state: &mut ChainState, enable: Option<u32>| {
+        let (block, id, _) = state
+            .make_block(vec![], None, proposer, g.genesis_time)
+            .unwrap();
+        let before = state.encode();
+        let applied = state
+            .apply(&block, id, &result(with_enable(enable)))
+            .is_ok();
+        if !applied {
+            assert_eq!(state.encode(), before, "a refused update changes nothing");
+        }
+        applied
+    };
+    let mut state = ChainState::from_genesis(&g).unwrap();
+    assert!(
+        !apply(&mut state, Some(1)),
+        "the height being executed is too late"
+    );
+    assert!(
+        apply(&mut state, Some(4)),
+        "block 1 enables them from height 4"
+    );
+    assert!(apply(&mut state, Some(6)), "block 2 moves that to 6");
+    assert!(
+        !apply(&mut state, Some(3)),
+        "not to the block being executed"
+    );
+    assert!(
+        apply(&mut state, None),
+        "block 3 disables them before they start"
+    );
+    assert!(apply(&mut state, Some(5)), "block 4 enables them from 5");
+    assert!(
+        !apply(&mut state, None),
+        "block 5 is extended: too late to disable"
+    );
+    assert!(!apply(&mut state, Some(9)), "or to move");
+    assert!(apply(&mut state, Some(5)), "the same height is no change");
+    assert!(bulwark_node::chain::extensions_enabled(
+        &state.consensus_params,
+        6
+    ));
+    assert!(!bulwark_node::chain::extensions_enabled(
+        &state.consensus_params,
+        4
+    ));
+}

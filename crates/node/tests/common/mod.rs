@@ -115,3 +115,87 @@ impl Application for Altered {
         self.inner.consensus_params_are(p)
     }
 }
+
+/// What an application was asked, for the tests to check.
+#[derive(Default)]
+pub struct AskedLog {
+    pub prepared: Vec<request::PrepareProposal>,
+    pub extended: Vec<request::ExtendVote>,
+    pub verified: Vec<(request::VerifyVoteExtension, response::VerifyVoteExtension)>,
+}
+
+/// Shared with the application, which outlives no test.
+pub type Asked = std::sync::Arc<std::sync::Mutex<AskedLog>>;
+
+/// The extension [`Extending`] adds to a precommit for block `hash` at `height`.
+pub fn extension_for(height: u64, hash: &[u8]) -> Vec<u8> {
+    let mut e = b"ext".to_vec();
+    e.extend(height.to_be_bytes());
+    e.extend(&hash[..4]);
+    e
+}
+
+/// The kvstore, extending its precommits with [`extension_for`], accepting only extensions
+/// made so, and noting what it is asked.
+pub struct Extending {
+    pub inner: KvStore,
+    pub asked: Asked,
+}
+
+impl Application for Extending {
+    fn info(&self, r: request::Info) -> Result<response::Info, AppError> {
+        self.inner.info(r)
+    }
+    fn init_chain(&mut self, r: request::InitChain) -> Result<response::InitChain, AppError> {
+        self.inner.init_chain(r)
+    }
+    fn check_tx(&self, r: request::CheckTx) -> Result<response::CheckTx, AppError> {
+        self.inner.check_tx(r)
+    }
+    fn prepare_proposal(
+        &mut self,
+        r: request::PrepareProposal,
+    ) -> Result<response::PrepareProposal, AppError> {
+        self.asked.lock().unwrap().prepared.push(r.clone());
+        self.inner.prepare_proposal(r)
+    }
+    fn process_proposal(
+        &mut self,
+        r: request::ProcessProposal,
+    ) -> Result<response::ProcessProposal, AppError> {
+        self.inner.process_proposal(r)
+    }
+    fn extend_vote(&mut self, r: request::ExtendVote) -> Result<response::ExtendVote, AppError> {
+        let vote_extension = extension_for(r.height.value(), r.hash.as_bytes()).into();
+        self.asked.lock().unwrap().extended.push(r);
+        Ok(response::ExtendVote { vote_extension })
+    }
+    fn verify_vote_extension(
+        &mut self,
+        r: request::VerifyVoteExtension,
+    ) -> Result<response::VerifyVoteExtension, AppError> {
+        let expected = extension_for(r.height.value(), r.hash.as_bytes());
+        let answer = if r.vote_extension == expected {
+            response::VerifyVoteExtension::Accept
+        } else {
+            response::VerifyVoteExtension::Reject
+        };
+        self.asked.lock().unwrap().verified.push((r, answer));
+        Ok(answer)
+    }
+    fn finalize_block(
+        &mut self,
+        r: request::FinalizeBlock,
+    ) -> Result<response::FinalizeBlock, AppError> {
+        self.inner.finalize_block(r)
+    }
+    fn commit(&mut self) -> Result<response::Commit, AppError> {
+        self.inner.commit()
+    }
+    fn query(&self, r: request::Query) -> Result<response::Query, AppError> {
+        self.inner.query(r)
+    }
+    fn consensus_params_are(&mut self, p: &bulwark_types::tendermint::consensus::Params) {
+        self.inner.consensus_params_are(p)
+    }
+}

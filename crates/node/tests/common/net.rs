@@ -23,6 +23,8 @@ pub struct Slot {
     pub engine: Option<Engine>,
     /// The instance its next start runs as (`EngineConfig::instance`).
     pub instance: [u8; 32],
+    /// What its application was asked (across restarts).
+    pub asked: super::Asked,
 }
 
 pub fn genesis(keys: &[SigningKey]) -> Genesis<serde_json::Value> {
@@ -70,6 +72,10 @@ pub fn try_open(
         .expect("app reopens");
     let store = reopen_store(slot);
     let mut state = bulwark_node::handshake::genesis_state(&mut app, g).unwrap();
+    let app = super::Extending {
+        inner: app,
+        asked: slot.asked.clone(),
+    };
     state.claims = launch_register(g);
     let config = EngineConfig {
         instance: slot.instance,
@@ -142,14 +148,22 @@ pub struct Net {
     pub no_proposals_to: std::collections::HashSet<usize>,
     /// Slots that receive transaction messages only (the host holds back everything else).
     pub txs_only_to: std::collections::HashSet<usize>,
+    /// Changes what a slot sends before anyone gets it (a byzantine sender).
+    pub tamper: Option<Box<dyn FnMut(usize, &mut bulwark_wire::Payload)>>,
 }
 
 impl Net {
     pub fn new() -> Net {
+        Net::with_genesis(|_| {})
+    }
+
+    /// A network whose genesis `adjust` changed.
+    pub fn with_genesis(adjust: impl FnOnce(&mut Genesis<serde_json::Value>)) -> Net {
         let keys: Vec<SigningKey> = (0..N)
             .map(|i| SigningKey::from([90 + i as u8; 32]))
             .collect();
-        let genesis = genesis(&keys);
+        let mut genesis = genesis(&keys);
+        adjust(&mut genesis);
         let slots = keys
             .into_iter()
             .map(|key| Slot {
@@ -158,6 +172,7 @@ impl Net {
                 app_dir: tempfile::tempdir().unwrap(),
                 engine: None,
                 instance: LAUNCH_INSTANCE,
+                asked: Default::default(),
             })
             .collect();
         let mut net = Net {
@@ -176,6 +191,7 @@ impl Net {
             sent_votes: Vec::new(),
             no_proposals_to: Default::default(),
             txs_only_to: Default::default(),
+            tamper: None,
         };
         for i in 0..N {
             net.start(i);
@@ -201,7 +217,12 @@ impl Net {
     }
 
     pub fn route(&mut self, from: usize, outputs: Vec<Output>) {
-        for o in outputs {
+        for mut o in outputs {
+            if let (Some(tamper), Output::Broadcast(p) | Output::Send(_, p)) =
+                (self.tamper.as_mut(), &mut o)
+            {
+                tamper(from, p);
+            }
             match o {
                 Output::Broadcast(p) => {
                     self.note_votes(from, &p);
@@ -281,6 +302,7 @@ impl Net {
             app_dir,
             engine: None,
             instance,
+            asked: Default::default(),
         });
         self.committed.push(0);
         let i = self.slots.len() - 1;
