@@ -235,6 +235,26 @@ fn the_conformance_application_finds_every_request_field_as_cometbft_sends_it() 
         count("prepare") >= 1 && count("process") >= 1 && count("check") >= 1,
         "{data}"
     );
+    // Vote extensions from height 4 (the same update): every application extended and
+    // verified, and the proposers' applications checked each extension of their last
+    // commits, signatures included.
+    let mut extended_commit_votes = 0;
+    for i in 0..4 {
+        let info = net.rpc(i).call("abci_info", serde_json::Value::Null)?;
+        let data = info["response"]["data"].as_str().context("no data")?;
+        let count = |call: &str| -> u64 {
+            data.split(' ')
+                .find_map(|kv| kv.strip_prefix(&format!("{call}=")))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        assert!(
+            count("extend") >= 1 && count("verify") >= 1,
+            "node {i}: {data}"
+        );
+        extended_commit_votes += count("extended_commit_votes");
+    }
+    assert!(extended_commit_votes >= 3, "{extended_commit_votes}");
     // Its FinalizeBlock of height 2 carried only the block part of the parameters: every
     // node (node 2 also across its restart) completed it from the parameters in force, as
     // CometBFT does, and the chain runs on the 1 MiB blocks from height 3.
@@ -250,6 +270,11 @@ fn the_conformance_application_finds_every_request_field_as_cometbft_sends_it() 
             "node {i}, height {height}: {params}"
         );
         assert_eq!(p["evidence"]["max_age_num_blocks"], "100000", "{params}");
+        let enable = if height == 2 { "0" } else { "4" };
+        assert_eq!(
+            p["abci"]["vote_extensions_enable_height"], enable,
+            "{params}"
+        );
         assert_eq!(p["validator"]["pub_key_types"][0], "ed25519", "{params}");
     }
     Ok(())

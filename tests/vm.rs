@@ -1098,7 +1098,7 @@ fn four_vms_run_the_abci_applications_their_images_carry() {
         .unwrap();
     assert_eq!(committed["tx_result"]["code"], 0, "{committed}");
     let top = height(&mut clients[0]).unwrap();
-    wait_heights(&mut net, &mut clients, top + 3);
+    wait_heights(&mut net, &mut clients, (top + 3).max(6));
     let q = clients[1]
         .call("abci_query", serde_json::json!({"data": "6e616d65"}))
         .unwrap();
@@ -1106,6 +1106,12 @@ fn four_vms_run_the_abci_applications_their_images_carry() {
     let info = clients[2].call("abci_info", Value::Null).unwrap();
     let data = info["response"]["data"].as_str().unwrap_or_default();
     assert!(data.starts_with("abci-conformance finalize="), "{info}");
+    // It enables vote extensions from height 4, which the chain passed: it extended its
+    // precommits and verified the others' extensions (each checked, or it would have exited).
+    for call in ["extend=", "verify="] {
+        let n = data.split(' ').find_map(|kv| kv.strip_prefix(call));
+        assert!(n.is_some_and(|n| n != "0"), "no {call}: {data}");
+    }
     eprintln!("vm test: four VMs on their image's abci-conformance: {data}");
     no_decoy_use_and_a_clean_power_off(net);
     // tendermint-abci's kvstore over TCP inside each guest (it answers blocks without tx

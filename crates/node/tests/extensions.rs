@@ -56,7 +56,7 @@ fn member(net: &Net, i: usize) -> bulwark_types::tendermint::validator::Info {
 /// Asserts that `extension` is set member `i`'s signed extension for `round` of `height`.
 fn signed_by(net: &Net, i: usize, extension: &[u8], signature: &[u8], height: u64, round: u32) {
     let bytes = vote_extension_sign_bytes(extension, height, round, &net.genesis.chain_id);
-    let signature = Signature::new(signature.to_vec()).unwrap().unwrap();
+    let signature = Signature::new(signature).unwrap().unwrap();
     verify(&member(net, i).pub_key, &bytes, &signature)
         .unwrap_or_else(|e| panic!("member {i}'s extension at {height}: {e}"));
 }
@@ -317,15 +317,10 @@ fn a_node_that_lagged_gets_each_commits_extensions_by_block_sync_and_refuses_the
             extensions: Some(extensions),
         }))
     };
-    let (strip, forge, swap): (
-        fn(&mut VoteExtensions),
-        fn(&mut VoteExtensions),
-        fn(&mut VoteExtensions),
-    ) = (
-        |e| e.votes.clear(),
-        |e| e.votes.iter_mut().for_each(|v| v.extension.push(1)),
-        |e| e.votes.swap(0, 1),
-    );
+    type Change = fn(&mut VoteExtensions);
+    let strip: Change = |e| e.votes.clear();
+    let forge: Change = |e| e.votes.iter_mut().for_each(|v| v.extension.push(1));
+    let swap: Change = |e| e.votes.swap(0, 1);
     // Heights 1 and 2 come before the enable height: the laggard takes them as they are, and
     // then refuses each tampered copy of height 3.
     let honest: Vec<Payload> = (1..ENABLE)

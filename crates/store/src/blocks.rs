@@ -147,7 +147,7 @@ impl BlockStore {
         }
         let mut extensions = Batch::default();
         if !decided.extensions.is_empty() {
-            extensions.insert(&key(height), decided.extensions);
+            extensions.insert(key(height), decided.extensions);
         }
         self.store.db().write_atomically(&[
             (&self.extensions, &extensions),

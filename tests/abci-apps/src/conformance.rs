@@ -10,19 +10,27 @@
 //! 32-byte hashes, transactions within the block's or the proposal's byte budget, and the last
 //! commit's votes (present; empty at the initial height; otherwise one per validator of the
 //! set, in the set's order (power descending, then address), with its power, more than two
-//! thirds of the power signing for the block, no vote extension); misbehavior of a validator at
-//! an earlier height with the total power; Commit only after FinalizeBlock of the same
-//! height; CheckTx of a non-empty transaction, new or recheck; no ExtendVote or
-//! VerifyVoteExtension (vote extensions are not enabled).
+//! thirds of the power signing for the block); misbehavior of a validator at an earlier height
+//! with the total power; Commit only after FinalizeBlock of the same height; CheckTx of a
+//! non-empty transaction, new or recheck.
 //!
-//! At the height after the initial one it lowers `block.max_bytes` to 1 MiB by a partial
-//! parameter update (the block part alone, as CometBFT allows), and holds proposals to it from
-//! the next height on.
+//! At the height after the initial one it lowers `block.max_bytes` to 1 MiB and enables vote
+//! extensions two heights later, by a partial parameter update (the block and ABCI parts
+//! alone, as CometBFT allows), and holds proposals to the new size from the next height on.
+//! Vote extensions: no ExtendVote or VerifyVoteExtension before the enable height; from it,
+//! ExtendVote for a block of the height in progress (checked as ProcessProposal is), answered
+//! with an extension naming height and block; VerifyVoteExtension of a validator's extension
+//! for a block of the height in progress, which must be the one a validator like itself makes;
+//! PrepareProposal's last commit with no extension before the enable height and, after it, on
+//! every precommit for the block exactly that extension, its signature by that validator's
+//! key over `CanonicalVoteExtension` (encoded here by hand from types.proto), and none on the
+//! other votes.
 //!
 //! Its state is a key-value store of `key=value` transactions (others get code 1), its app
 //! hash SHA-256 over the previous one, the height and the block's transactions. `Info`'s
 //! `data` counts the calls checked (`abci-conformance finalize=N prepare=N process=N
-//! check=N commit=N`), so a test can see the checks ran.
+//! check=N commit=N extend=N verify=N extended_commit_votes=N`, the last the extensions of
+//! PrepareProposal's last commits checked), so a test can see the checks ran.
 
 use prost::Message;
 use sha2::{Digest, Sha256};
@@ -35,12 +43,26 @@ use tendermint_proto::v0_38::abci::request::Value as Req;
 
 /// `block.max_bytes` after the partial parameter update of the height after the initial one.
 pub const PARTIAL_UPDATE_MAX_BYTES: i64 = 1 << 20;
+/// Vote extensions start this many heights after the initial one (by the same update).
+pub const EXTENSIONS_AFTER_INITIAL: i64 = 3;
 use tendermint_proto::v0_38::abci::response::Value as Res;
 
 /// `BlockIDFlag` values of `tendermint.types`.
 const FLAG_ABSENT: i32 = 1;
 const FLAG_COMMIT: i32 = 2;
 const FLAG_NIL: i32 = 3;
+
+/// A last commit's vote: validator, flag, and (PrepareProposal's only) its vote extension and
+/// extension signature.
+type Vote = (Option<pb::Validator>, i32, Option<(Vec<u8>, Vec<u8>)>);
+
+fn varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
 
 /// A finalized block's height, new app hash, writes and time.
 type Finalized = (i64, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>, Option<Timestamp>);
@@ -53,6 +75,13 @@ struct Chain {
     max_block_bytes: i64,
     /// Address → power, and the set's order (power descending, then address).
     validators: BTreeMap<Vec<u8>, i64>,
+    /// Address → ed25519 key.
+    keys: BTreeMap<Vec<u8>, [u8; 32]>,
+    /// The height vote extensions start at (0: never), once the update saying so committed.
+    extensions_from: i64,
+    /// The hash of the last committed block, and of the one finalized until Commit.
+    last_hash: Vec<u8>,
+    pending_hash: Vec<u8>,
     order: Vec<Vec<u8>>,
     total_power: i64,
     height: i64,
@@ -140,6 +169,9 @@ impl Chain {
                 "InitChain lists a validator twice"
             );
             self.validators.insert(address.clone(), v.power);
+            if let Ok(key) = <[u8; 32]>::try_from(key.as_slice()) {
+                self.keys.insert(address.clone(), key);
+            }
             set.push((v.power, address));
         }
         set.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -229,14 +261,8 @@ impl Chain {
         }
     }
 
-    /// The last commit's votes, as (address, power, flag, extension).
-    fn last_commit(
-        &self,
-        call: &str,
-        height: i64,
-        round: i32,
-        votes: Vec<(Option<pb::Validator>, i32, bool)>,
-    ) {
+    /// The last commit's votes, as (validator, flag, vote extension and its signature).
+    fn last_commit(&mut self, call: &str, height: i64, round: i32, votes: Vec<Vote>) {
         if height == self.initial_height {
             check!(
                 votes.is_empty() && round == 0,
@@ -252,7 +278,9 @@ impl Chain {
             self.order.len()
         );
         let mut signed = 0;
-        for ((validator, flag, extended), address) in votes.into_iter().zip(&self.order) {
+        let extended = self.extensions_from != 0 && height > self.extensions_from;
+        let mut extended_votes = 0;
+        for ((validator, flag, extension), address) in votes.into_iter().zip(&self.order) {
             let v =
                 validator.unwrap_or_else(|| deviation(format!("{call} vote without validator")));
             check!(
@@ -271,10 +299,17 @@ impl Chain {
                 [FLAG_ABSENT, FLAG_COMMIT, FLAG_NIL].contains(&flag),
                 "{call} vote flag {flag}"
             );
-            check!(
-                !extended,
-                "{call} vote with an extension (extensions are not enabled)"
-            );
+            match extension {
+                Some((e, s)) if extended && flag == FLAG_COMMIT => {
+                    self.extension_signed(call, address, &e, &s, height - 1, round);
+                    extended_votes += 1;
+                }
+                Some((e, s)) => check!(
+                    e.is_empty() && s.is_empty(),
+                    "{call} vote at {height} with flag {flag} carries an extension"
+                ),
+                None => {}
+            }
             if flag == FLAG_COMMIT {
                 signed += v.power;
             }
@@ -283,6 +318,61 @@ impl Chain {
             3 * signed > 2 * self.total_power,
             "{call} last commit signed by {signed} of {}",
             self.total_power
+        );
+        *self.counts.entry("extended commit votes").or_default() += extended_votes;
+    }
+
+    /// The extension this application makes for a precommit for `hash` at `height`.
+    fn extension(height: i64, hash: &[u8]) -> Vec<u8> {
+        format!("ext/{height}/{}", hex(hash)).into_bytes()
+    }
+
+    /// `extension` must be this application's for the block of `height` committed last, and
+    /// `signature` the validator's of `CanonicalVoteExtension { extension, height, round,
+    /// chain_id }`, length-prefixed as CometBFT signs it.
+    fn extension_signed(
+        &self,
+        call: &str,
+        address: &[u8],
+        extension: &[u8],
+        signature: &[u8],
+        height: i64,
+        round: i32,
+    ) {
+        check!(
+            extension == Self::extension(height, &self.last_hash).as_slice(),
+            "{call}: {}'s extension at {height} is {:?}",
+            hex(address),
+            String::from_utf8_lossy(extension)
+        );
+        let mut canonical = Vec::new();
+        let mut field = |tag: u8, bytes: &[u8]| {
+            canonical.push(tag);
+            if tag & 7 == 2 {
+                varint(&mut canonical, bytes.len() as u64);
+            }
+            canonical.extend_from_slice(bytes);
+        };
+        if !extension.is_empty() {
+            field(0x0a, extension);
+        }
+        field(0x11, &height.to_le_bytes());
+        if round != 0 {
+            field(0x19, &i64::from(round).to_le_bytes());
+        }
+        field(0x22, self.chain_id.as_bytes());
+        let mut signed = Vec::new();
+        varint(&mut signed, canonical.len() as u64);
+        signed.extend(canonical);
+        let key = self.keys.get(address).copied().unwrap_or_default();
+        let verified = ed25519_consensus::VerificationKey::try_from(key).and_then(|k| {
+            let signature = <[u8; 64]>::try_from(signature).unwrap_or([0; 64]);
+            k.verify(&ed25519_consensus::Signature::from(signature), &signed)
+        });
+        check!(
+            verified.is_ok(),
+            "{call}: {}'s extension signature at {height} does not verify",
+            hex(address)
         );
     }
 
@@ -300,7 +390,7 @@ impl Chain {
 
     /// What ProcessProposal and FinalizeBlock share: a whole block, its hash and last commit.
     fn block(
-        &self,
+        &mut self,
         p: Proposed<'_>,
         hash: &[u8],
         txs: &[prost::bytes::Bytes],
@@ -314,7 +404,7 @@ impl Chain {
         let votes = commit
             .votes
             .into_iter()
-            .map(|v| (v.validator, v.block_id_flag, false))
+            .map(|v| (v.validator, v.block_id_flag, None))
             .collect();
         self.last_commit(call, height, commit.round, votes);
     }
@@ -342,11 +432,8 @@ impl Chain {
             .votes
             .into_iter()
             .map(|v| {
-                (
-                    v.validator,
-                    v.block_id_flag,
-                    !v.vote_extension.is_empty() || !v.extension_signature.is_empty(),
-                )
+                let extension = (v.vote_extension.to_vec(), v.extension_signature.to_vec());
+                (v.validator, v.block_id_flag, Some(extension))
             })
             .collect();
         self.last_commit("PrepareProposal", r.height, commit.round, votes);
@@ -417,20 +504,82 @@ impl Chain {
         self.pending = Some((r.height, app_hash.clone(), writes, r.time));
         let consensus_param_updates = (r.height == self.initial_height + 1).then(|| {
             self.max_block_bytes = PARTIAL_UPDATE_MAX_BYTES;
+            self.extensions_from = self.initial_height + EXTENSIONS_AFTER_INITIAL;
             tendermint_proto::v0_38::types::ConsensusParams {
                 block: Some(tendermint_proto::v0_38::types::BlockParams {
                     max_bytes: PARTIAL_UPDATE_MAX_BYTES,
                     max_gas: -1,
                 }),
+                abci: Some(tendermint_proto::v0_38::types::AbciParams {
+                    vote_extensions_enable_height: self.extensions_from,
+                }),
                 ..Default::default()
             }
         });
+        self.pending_hash = r.hash.to_vec();
         pb::ResponseFinalizeBlock {
             tx_results,
             app_hash: app_hash.into(),
             consensus_param_updates,
             ..Default::default()
         }
+    }
+
+    /// Whether vote extensions are on at the height in progress.
+    fn extending(&self) -> bool {
+        self.extensions_from != 0 && self.height + 1 >= self.extensions_from
+    }
+
+    fn extend_vote(&mut self, r: pb::RequestExtendVote) -> pb::ResponseExtendVote {
+        self.count("extend");
+        check!(
+            self.extending(),
+            "ExtendVote at height {} before the enable height {}",
+            r.height,
+            self.extensions_from
+        );
+        let proposed = Proposed {
+            call: "ExtendVote",
+            height: r.height,
+            time: &r.time,
+            proposer: &r.proposer_address,
+            next_validators_hash: &r.next_validators_hash,
+            misbehavior: &r.misbehavior,
+        };
+        self.block(proposed, &r.hash, &r.txs, r.proposed_last_commit.clone());
+        pb::ResponseExtendVote {
+            vote_extension: Self::extension(r.height, &r.hash).into(),
+        }
+    }
+
+    fn verify_vote_extension(
+        &mut self,
+        r: pb::RequestVerifyVoteExtension,
+    ) -> pb::ResponseVerifyVoteExtension {
+        self.count("verify");
+        check!(
+            self.extending() && r.height == self.height + 1,
+            "VerifyVoteExtension at height {} (in progress: {}, enable height {})",
+            r.height,
+            self.height + 1,
+            self.extensions_from
+        );
+        check!(
+            r.hash.len() == 32,
+            "VerifyVoteExtension hash of {} bytes",
+            r.hash.len()
+        );
+        check!(
+            self.validators.contains_key(r.validator_address.as_ref()),
+            "VerifyVoteExtension of {}, no validator",
+            hex(&r.validator_address)
+        );
+        check!(
+            r.vote_extension == Self::extension(r.height, &r.hash),
+            "VerifyVoteExtension of {:?}",
+            String::from_utf8_lossy(&r.vote_extension)
+        );
+        pb::ResponseVerifyVoteExtension { status: 1 }
     }
 
     fn commit(&mut self) -> pb::ResponseCommit {
@@ -443,6 +592,7 @@ impl Chain {
         });
         self.height = height;
         self.app_hash = app_hash;
+        self.last_hash = std::mem::take(&mut self.pending_hash);
         self.last_time = time;
         self.store.extend(writes);
         pb::ResponseCommit { retain_height: 0 }
@@ -463,10 +613,22 @@ impl Chain {
     }
 
     fn info(&self) -> pb::ResponseInfo {
-        let counts: Vec<String> = ["finalize", "prepare", "process", "check", "commit"]
-            .iter()
-            .map(|c| format!("{c}={}", self.counts.get(c).copied().unwrap_or(0)))
-            .collect();
+        let counts: Vec<String> = [
+            "finalize",
+            "prepare",
+            "process",
+            "check",
+            "commit",
+            "extend",
+            "verify",
+            "extended commit votes",
+        ]
+        .iter()
+        .map(|c| {
+            let n = self.counts.get(c).copied().unwrap_or(0);
+            format!("{}={n}", c.replace(' ', "_"))
+        })
+        .collect();
         pb::ResponseInfo {
             data: format!("abci-conformance {}", counts.join(" ")),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -507,9 +669,8 @@ impl Chain {
             Req::PrepareProposal(r) => Res::PrepareProposal(self.prepare(r)),
             Req::ProcessProposal(r) => Res::ProcessProposal(self.process(r)),
             Req::FinalizeBlock(r) => Res::FinalizeBlock(self.finalize(r)),
-            Req::ExtendVote(_) | Req::VerifyVoteExtension(_) => {
-                deviation("a vote-extension call, though extensions are not enabled".into())
-            }
+            Req::ExtendVote(r) => Res::ExtendVote(self.extend_vote(r)),
+            Req::VerifyVoteExtension(r) => Res::VerifyVoteExtension(self.verify_vote_extension(r)),
             Req::ListSnapshots(_) => Res::ListSnapshots(Default::default()),
             Req::OfferSnapshot(_) => Res::OfferSnapshot(Default::default()),
             Req::LoadSnapshotChunk(_) => Res::LoadSnapshotChunk(Default::default()),

@@ -125,6 +125,9 @@ pub fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
     }
 }
 
+/// What a byzantine slot does to a message it sends: (slot, message).
+pub type Tamper = Box<dyn FnMut(usize, &mut bulwark_wire::Payload)>;
+
 /// Engines connected by an in-process router with simulated time.
 pub struct Net {
     pub slots: Vec<Slot>,
@@ -149,7 +152,7 @@ pub struct Net {
     /// Slots that receive transaction messages only (the host holds back everything else).
     pub txs_only_to: std::collections::HashSet<usize>,
     /// Changes what a slot sends before anyone gets it (a byzantine sender).
-    pub tamper: Option<Box<dyn FnMut(usize, &mut bulwark_wire::Payload)>>,
+    pub tamper: Option<Tamper>,
 }
 
 impl Net {
