@@ -182,6 +182,8 @@ pub struct Adversary {
     parts: BTreeMap<(i64, u32), Vec<pb::Part>>,
     /// (height, round) whose random precommit went out with the prevote.
     early_precommits: std::collections::BTreeSet<(i64, i32)>,
+    /// The first height whose precommits for a block carry a vote extension.
+    extensions_from: Option<u64>,
 }
 
 impl Adversary {
@@ -209,7 +211,16 @@ impl Adversary {
             proposals: BTreeMap::new(),
             parts: BTreeMap::new(),
             early_precommits: std::collections::BTreeSet::new(),
+            extensions_from: None,
         }
+    }
+
+    /// Vote extensions from `height` (the chain's `vote_extensions_enable_height`): the
+    /// precommits for a block it signs carry a signed extension from there on, as an honest
+    /// validator's do, so the others count them (and see them conflict).
+    pub fn extending_from(mut self, height: Option<u64>) -> Adversary {
+        self.extensions_from = height;
+        self
     }
 
     /// The behaviour it plays at the engine's current height.
@@ -311,6 +322,16 @@ impl Adversary {
         let mut v = vote::Vote::try_from(edited).ok()?;
         v.signature = None;
         sign_vote(&self.key, &mut v, &self.chain_id);
+        let extends = self
+            .extensions_from
+            .is_some_and(|from| from <= v.height.value())
+            && bulwark_types::signing::is_non_nil_precommit(&v);
+        if extends {
+            bulwark_types::signing::sign_vote_extension(&self.key, &mut v, &self.chain_id);
+        } else {
+            v.extension.clear();
+            v.extension_signature = None;
+        }
         // A signature that leaves, like the engine's own: chaos runs count them.
         bulwark_node::engine::log_signed_vote(&v);
         Some(v.into())

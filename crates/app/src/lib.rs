@@ -110,6 +110,22 @@ pub fn finalize_checked(
     Ok(result)
 }
 
+/// `verify_vote_extension`: whether the application accepts the extension. An answer of
+/// UNKNOWN is an error, as CometBFT panics on it (an application that left the status unset
+/// would otherwise reject every other validator's precommit, and the chain stall quietly).
+pub fn extension_accepted(
+    app: &mut dyn Application,
+    request: request::VerifyVoteExtension,
+) -> Result<bool, AppError> {
+    match app.verify_vote_extension(request)? {
+        response::VerifyVoteExtension::Accept => Ok(true),
+        response::VerifyVoteExtension::Reject => Ok(false),
+        response::VerifyVoteExtension::Unknown => Err(AppError::Protocol(
+            "VerifyVoteExtension answered UNKNOWN".into(),
+        )),
+    }
+}
+
 /// An application shaped like ABCI 2.0.
 pub trait Application: Send {
     /// The last committed height and app hash (the handshake after a restart starts here).

@@ -83,10 +83,14 @@ pub fn block_overhead(validators: usize) -> u64 {
 pub const MAX_VALIDATORS: usize = 1_000;
 
 /// The largest peer message a node of a chain with these parameters must accept: a decided
-/// block of `block.max_bytes` with its commit (block sync sends one per frame, so the frame
-/// limit follows the block limit, as CometBFT's blocksync message size does).
+/// block of `block.max_bytes` with its commit and the commit's vote extensions (block sync
+/// sends one per frame, so the frame limit follows the block limit, as CometBFT's blocksync
+/// message size does).
 pub fn max_message_bytes(params: &consensus::Params, validators: usize) -> usize {
-    usize::try_from(params.block.max_bytes + 2 * block_overhead(validators) + 4_096)
+    // With vote extensions, the commit's (at most `MAX_COMMIT_EXTENSION_BYTES`, and a
+    // signature and framing per validator) travel with it.
+    let extensions = extensions::MAX_COMMIT_EXTENSION_BYTES as u64 + 96 * validators as u64;
+    usize::try_from(params.block.max_bytes + 2 * block_overhead(validators) + 4_096 + extensions)
         .unwrap_or(usize::MAX)
 }
 

@@ -337,6 +337,10 @@ impl Sim {
         let keys: Vec<SigningKey> = (0..n).map(|i| node_key(seed, i)).collect();
         let mut params = bulwark_types::genesis::default_consensus_params();
         params.block.max_bytes = world.block_max_bytes;
+        params.abci.vote_extensions_enable_height = world
+            .extensions_from
+            .and_then(|h| u32::try_from(h).ok())
+            .map(bulwark_types::tendermint::block::Height::from);
         let genesis = Genesis {
             genesis_time: Time::from_unix_timestamp(GENESIS_UNIX, 0)
                 .map_err(|e| SimError::Setup(e.to_string()))?,
@@ -396,14 +400,17 @@ impl Sim {
             .map(|(i, key)| Node {
                 adversary: match world.roles[i] {
                     Role::Honest => None,
-                    Role::Byzantine(b) => Some(Adversary::new(
-                        b,
-                        i,
-                        n,
-                        key.clone(),
-                        genesis.chain_id.clone(),
-                        mix_all(&[seed, i as u64, 0xbad]),
-                    )),
+                    Role::Byzantine(b) => Some(
+                        Adversary::new(
+                            b,
+                            i,
+                            n,
+                            key.clone(),
+                            genesis.chain_id.clone(),
+                            mix_all(&[seed, i as u64, 0xbad]),
+                        )
+                        .extending_from(world.extensions_from),
+                    ),
                 },
                 key,
                 store_disk: MemDisk::new(&format!("node{i}-store")),
@@ -771,7 +778,10 @@ impl Sim {
         let Some(engine) = self.nodes[i].engine.as_ref() else {
             return;
         };
-        match stored(engine, height) {
+        match stored(engine, height).and_then(|(block, commit)| {
+            extensions_hold(engine, &self.genesis, height, &commit)?;
+            Ok((block, commit))
+        }) {
             Ok((block, commit)) => match bulwark_node::chain::block_id(&block) {
                 Ok((id, _)) => self.checker.committed(i, &block, &id, &commit),
                 Err(e) => self.checker.violate(Violation::CommitInvalid {
@@ -1185,6 +1195,43 @@ fn stored(engine: &Engine, height: u64) -> Result<(Block, Commit), String> {
         Block::try_from(block).map_err(|e| e.to_string())?,
         Commit::try_from(commit).map_err(|e| e.to_string())?,
     ))
+}
+
+/// The vote extensions `engine` stored with `commit` of `height`: present from the enable
+/// height on, none before, and each signed by its validator where the commit holds its
+/// precommit for the block.
+fn extensions_hold(
+    engine: &Engine,
+    genesis: &Genesis<serde_json::Value>,
+    height: u64,
+    commit: &Commit,
+) -> Result<(), String> {
+    let stored = engine
+        .blocks()
+        .extensions(height)
+        .map_err(|e| e.to_string())?;
+    let enabled = bulwark_node::chain::extensions_enabled(&genesis.consensus_params, height);
+    match (enabled, stored) {
+        (false, None) => Ok(()),
+        (true, Some(bytes)) => {
+            let pairs = bulwark_wire::VoteExtensions::decode(bytes.as_slice())
+                .map_err(|e| e.to_string())?
+                .into_pairs();
+            let set = validator::Set::without_proposer(genesis.validators.clone());
+            let (chain_id, check) = (
+                &genesis.chain_id,
+                bulwark_node::chain::extensions::verify_commit_extensions,
+            );
+            check(chain_id, &set, height, commit, pairs)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        (enabled, stored) => Err(format!(
+            "vote extensions {} at height {height}, yet {} stored",
+            if enabled { "on" } else { "off" },
+            if stored.is_some() { "some" } else { "none" }
+        )),
+    }
 }
 
 /// Valid signatures the simulator's process remembers (32 bytes each).

@@ -183,6 +183,8 @@ pub struct World {
     pub initial_txs: u64,
     /// Wait after a commit (0 in some runs: the next height starts at once).
     pub timeout_commit_ms: u64,
+    /// The first height whose precommits carry vote extensions (ABCI 2.0), if any.
+    pub extensions_from: Option<u64>,
 }
 
 impl World {
@@ -371,6 +373,9 @@ impl World {
                 }
             }
         }
+        // Vote extensions in half the worlds, from a height near the start: drawn apart too.
+        let mut abci = Rng::new(seed ^ 0x6162_6369);
+        let extensions_from = abci.chance(0.5).then(|| 1 + abci.below(4));
         World {
             clones,
             powers,
@@ -390,6 +395,7 @@ impl World {
             block_max_bytes,
             initial_txs,
             timeout_commit_ms,
+            extensions_from,
         }
     }
 

@@ -17,12 +17,13 @@ use crate::chain::{
 use crate::handshake::{handshake, HandshakeError};
 use bulwark_app::{AppError, Application};
 use bulwark_chain::extensions::{
-    extend_request, verify_commit_extensions, well_formed, Extensions, HeightExtensions,
+    extend_request, max_extension_bytes, verify_commit_extensions, well_formed, Extensions,
+    HeightExtensions,
 };
 use bulwark_consensus::{
     Action, Certificate as CoreCertificate, Config, Consensus, Event, Height as CHeight,
-    Proposal as CoreProposal, Round, Signed, Timeout, TimeoutKind, ValidatorIndex, Validity,
-    ValueId, Vote as CoreVote, VoteKind,
+    Proposal as CoreProposal, Round, Signed, Timeout, ValidatorIndex, Validity, ValueId,
+    Vote as CoreVote, VoteKind,
 };
 use bulwark_evidence::{AtHeight, EvidenceError, Now, Pool};
 use bulwark_gossip::proposal::{block_to_parts, Assembler, PartAdded};
@@ -44,10 +45,11 @@ use bulwark_types::tendermint::block::{self, Block, Commit};
 use bulwark_types::tendermint::evidence::Evidence;
 use bulwark_types::tendermint::{account, proposal, vote, Signature, Time};
 use bulwark_types::tendermint_proto::v0_38 as pb;
+use bulwark_wire::wal::{envelope, kind_code, kind_of, WalRecord};
 use bulwark_wire::{self as wire, Payload};
 use bytes::Bytes;
 use prost::Message;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -158,24 +160,6 @@ pub enum EngineError {
     Wal(String),
 }
 
-/// A WAL record: an input that reached the consensus core.
-#[derive(Clone, PartialEq, Message)]
-struct WalRecord {
-    /// A message (from a peer, or our own signed one).
-    #[prost(bytes = "vec", optional, tag = "1")]
-    envelope: Option<Vec<u8>>,
-    /// A timeout: round and kind (1 propose, 2 prevote, 3 precommit).
-    #[prost(uint32, optional, tag = "2")]
-    timeout_round: Option<u32>,
-    #[prost(uint32, optional, tag = "3")]
-    timeout_kind: Option<u32>,
-    /// A block we built as proposer, for the round in `own_round`.
-    #[prost(message, optional, tag = "4")]
-    own_block: Option<pb::types::Block>,
-    #[prost(uint32, optional, tag = "5")]
-    own_round: Option<u32>,
-}
-
 pub use bulwark_types::clock::Clock;
 
 /// Settings the engine takes from config.toml.
@@ -194,17 +178,6 @@ pub struct EngineConfig {
     /// This boot's instance of the validator (`bulwark_instance`): fresh random bytes, never
     /// stored, so a restarted or copied disk is a new instance.
     pub instance: [u8; 32],
-}
-
-/// The height a consensus message is for.
-fn payload_height(payload: &Payload) -> Option<u64> {
-    match payload {
-        Payload::Proposal(p) => u64::try_from(p.height).ok(),
-        Payload::BlockPart(b) => Some(b.height),
-        Payload::Vote(v) => u64::try_from(v.height).ok(),
-        Payload::Certificate(c) => c.votes.first().and_then(|v| u64::try_from(v.height).ok()),
-        _ => None,
-    }
 }
 
 pub use bulwark_gossip::limits::*;
@@ -284,6 +257,8 @@ pub struct Engine {
     /// its request gets [`STATUS_ANSWERS_PER_TICK`] (an honest laggard asks twice at most: its
     /// own stuck broadcast, and its request to a peer it saw ahead).
     status_answers: HashMap<PeerId, u32>,
+    /// Peers whose decided block came with wrong vote extensions since the last tick.
+    refused_extensions: BTreeSet<PeerId>,
     /// Evidence from each peer checked since the last tick.
     peer_evidence_checks: HashMap<PeerId, u32>,
     /// RPC evidence submissions checked since the last tick (each costs signature checks on
@@ -337,30 +312,6 @@ impl std::fmt::Debug for Engine {
             .field("height", &self.state.next_height())
             .finish_non_exhaustive()
     }
-}
-
-fn kind_code(kind: TimeoutKind) -> u32 {
-    match kind {
-        TimeoutKind::Propose => 1,
-        TimeoutKind::Prevote => 2,
-        TimeoutKind::Precommit => 3,
-    }
-}
-
-fn kind_of(code: u32) -> Option<TimeoutKind> {
-    match code {
-        1 => Some(TimeoutKind::Propose),
-        2 => Some(TimeoutKind::Prevote),
-        3 => Some(TimeoutKind::Precommit),
-        _ => None,
-    }
-}
-
-fn envelope(payload: &Payload) -> Vec<u8> {
-    wire::Envelope {
-        payload: Some(payload.clone()),
-    }
-    .encode_to_vec()
 }
 
 impl Engine {
@@ -417,6 +368,7 @@ impl Engine {
             ticks_at_height: 0,
             requests: BlockRequests::default(),
             status_answers: HashMap::new(),
+            refused_extensions: BTreeSet::new(),
             peer_evidence_checks: HashMap::new(),
             rpc_evidence_checks: 0,
             rpc_check_txs: 0,
@@ -426,12 +378,8 @@ impl Engine {
             vote_blocks_by: HashMap::new(),
             extensions: HeightExtensions::default(),
             last_extensions: match blocks.latest_height()? {
-                Some(h) => match blocks.extensions(h)? {
-                    Some(bytes) => wire::VoteExtensions::decode(bytes.as_slice())
-                        .map_err(|e| EngineError::Wal(e.to_string()))?
-                        .into_pairs(),
-                    None => Vec::new(),
-                },
+                Some(h) => wire::VoteExtensions::pairs_of(blocks.extensions(h)?)
+                    .map_err(|e| EngineError::Wal(e.to_string()))?,
                 None => Vec::new(),
             },
             claims: ClaimPool::default(),
@@ -777,6 +725,7 @@ impl Engine {
         self.requests.tick();
         self.status_answers.clear();
         self.peer_evidence_checks.clear();
+        self.refused_extensions.clear();
         self.rpc_evidence_checks = 0;
         self.rpc_check_txs = 0;
         self.claim_checks = 0;
@@ -806,7 +755,8 @@ impl Engine {
         // Ahead of the core: the next height, or this one while the core still waits out
         // timeout_commit of the last.
         let core_started = self.core.height().map(|h| h.0) == Some(height);
-        let ahead = payload_height(&payload)
+        let ahead = payload
+            .height()
             .is_some_and(|h| h == height + 1 || (h == height && !core_started));
         // A peer at work on a height past the next one decided ours already: we missed
         // decisions (a restart, a partition), so ask it for them now rather than at the next
@@ -814,10 +764,12 @@ impl Engine {
         let sync_on_ticks_only = bulwark_consensus::mutation::active(
             bulwark_consensus::mutation::Mutant::BlockSyncOnStuckTicksOnly,
         );
-        if let Some(h) = payload_height(&payload) {
+        if let Some(h) = payload.height() {
             crate::heights::note(&mut self.peer_working_heights, peer, h, u64::max);
         }
-        let far_ahead = payload_height(&payload).is_some_and(|h| h > height.saturating_add(1));
+        let far_ahead = payload
+            .height()
+            .is_some_and(|h| h > height.saturating_add(1));
         if far_ahead && !sync_on_ticks_only {
             // The sender is asked only when no peer is known to be ahead: a peer's claim is
             // unverified, and the peers take turns.
@@ -908,7 +860,7 @@ impl Engine {
             }
             // The driver handles introductions; nothing for consensus.
             Payload::Hello(_) => Ok(vec![]),
-            Payload::DecidedBlock(d) => self.decided_block(*d),
+            Payload::DecidedBlock(d) => self.decided_block(peer, *d),
             Payload::Proposal(raw) => self.proposal(peer, raw),
             Payload::BlockPart(bp) => self.block_part(peer, bp),
             Payload::Vote(raw) => {
@@ -1345,7 +1297,8 @@ impl Engine {
         let extends =
             extensions_enabled(&self.state.consensus_params, self.state.last_block_height)
                 && is_non_nil_precommit(&v);
-        if !well_formed(extends, &v) {
+        let max = max_extension_bytes(self.state.last_validator_infos.validators().len());
+        if !well_formed(extends, &v.extension, v.extension_signature.is_some(), max) {
             return;
         }
         if let (true, Some(kept)) = (extends, self.last_extensions.get_mut(index)) {
@@ -1429,9 +1382,30 @@ impl Engine {
         if !self.core.admits_certificate(kind, Round(round), value) {
             return Ok(vec![]);
         }
-        let mut votes = Vec::new();
+        // Every extension where it must be before any signature, every signature before the
+        // application is asked about any extension.
+        let extends = kind == VoteKind::Precommit
+            && value.is_some()
+            && extensions_enabled(&self.state.consensus_params, self.state.next_height());
+        let max = max_extension_bytes(self.state.validator_infos.validators().len());
+        let signed = |v: &pb::types::Vote| !v.extension_signature.is_empty();
+        if !c
+            .votes
+            .iter()
+            .all(|v| well_formed(extends, &v.extension, signed(v), max))
+        {
+            return Ok(vec![]);
+        }
+        let mut checked = Vec::new();
         for raw in &c.votes {
-            let Some((v, s)) = self.check_vote(raw, false)? else {
+            match self.verified_vote(raw, false) {
+                Some(v) if !v.3 || self.extension_signed(&v.0, &v.2) => checked.push(v),
+                _ => return Ok(vec![]),
+            }
+        }
+        let mut votes = Vec::new();
+        for (v, core, _, extends) in checked {
+            let Some((v, s)) = self.admit_verified(v, core, extends)? else {
                 return Ok(vec![]);
             };
             votes.push(Signed::new(v, s));
@@ -1463,7 +1437,21 @@ impl Engine {
         let Some((v, core, key, extends)) = self.verified_vote(raw, admit) else {
             return Ok(None);
         };
-        if extends && !self.extension_holds(&v, &key)? {
+        if extends && !self.extension_signed(&v, &key) {
+            return Ok(None);
+        }
+        self.admit_verified(v, core, extends)
+    }
+
+    /// A vote whose signatures verified, once the application accepts its extension (if it
+    /// carries one), as the core's vote and packed signature.
+    fn admit_verified(
+        &mut self,
+        v: vote::Vote,
+        core: CoreVote,
+        extends: bool,
+    ) -> Result<Option<(CoreVote, bulwark_consensus::Signature)>, EngineError> {
+        if extends && !self.extension_accepted(&v)? {
             return Ok(None);
         }
         if let (Some(value), Some(id)) = (core.value, v.block_id) {
@@ -1499,7 +1487,8 @@ impl Engine {
         let v = vote::Vote::try_from(raw.clone()).ok()?;
         let extends = extensions_enabled(&self.state.consensus_params, self.state.next_height())
             && is_non_nil_precommit(&v);
-        if !well_formed(extends, &v) {
+        let max = max_extension_bytes(self.state.validator_infos.validators().len());
+        if !well_formed(extends, &v.extension, v.extension_signature.is_some(), max) {
             return None;
         }
         let index = v.validator_index.value();
@@ -1529,28 +1518,29 @@ impl Engine {
         Some((v, core, info.pub_key, extends))
     }
 
-    /// Whether the extension of `v`, a verified precommit for a block, is signed by `key` and
-    /// accepted by the application (not asked of our own); an accepted one is kept. An error
-    /// is the application's failure.
-    fn extension_holds(
-        &mut self,
-        v: &vote::Vote,
-        key: &bulwark_types::tendermint::PublicKey,
-    ) -> Result<bool, EngineError> {
+    /// Whether the extension of `v`, a precommit for a block, is one kept already or signed
+    /// by `key`.
+    fn extension_signed(&self, v: &vote::Vote, key: &bulwark_types::tendermint::PublicKey) -> bool {
         let (round, index) = (v.round.value(), v.validator_index.value());
-        let signature = v
-            .extension_signature
-            .as_ref()
-            .map(|s| s.as_bytes().to_vec());
-        let (Some(signature), Some(id)) = (signature, v.block_id) else {
+        let (Some(signature), Some(id)) = (v.extension_signature.as_ref(), v.block_id) else {
+            return false;
+        };
+        let held = self.extensions.get(round, index, id.hash);
+        held.is_some_and(|(e, s)| *e == v.extension && s[..] == *signature.as_bytes())
+            || verify_vote_extension(key, v, &self.state.chain_id).is_ok()
+    }
+
+    /// Whether the application accepts the (signed) extension of `v`, a precommit for a
+    /// block; an accepted one is kept. Our own is not asked about, nor one kept already; an
+    /// error (UNKNOWN included, as CometBFT panics on it) is the application's failure.
+    fn extension_accepted(&mut self, v: &vote::Vote) -> Result<bool, EngineError> {
+        let (round, index) = (v.round.value(), v.validator_index.value());
+        let (Some(signature), Some(id)) = (v.extension_signature.as_ref(), v.block_id) else {
             return Ok(false);
         };
-        let held = self.extensions.get(round, index);
-        if held.is_some_and(|(e, s)| *e == v.extension && *s == signature) {
+        let kept = (v.extension.clone(), signature.as_bytes().to_vec());
+        if self.extensions.get(round, index, id.hash) == Some(&kept) {
             return Ok(true);
-        }
-        if verify_vote_extension(key, v, &self.state.chain_id).is_err() {
-            return Ok(false);
         }
         let request = request::VerifyVoteExtension {
             hash: id.hash,
@@ -1559,12 +1549,11 @@ impl Engine {
             vote_extension: v.extension.clone().into(),
         };
         if v.validator_address != self.address
-            && self.app.verify_vote_extension(request)? != response::VerifyVoteExtension::Accept
+            && !bulwark_app::extension_accepted(self.app.as_mut(), request)?
         {
             return Ok(false);
         }
-        let kept = (v.extension.clone(), signature);
-        self.extensions.keep(round, index, kept);
+        self.extensions.keep(round, index, id.hash, kept);
         Ok(true)
     }
 
@@ -1707,7 +1696,8 @@ impl Engine {
             .get(v.validator.as_usize())?;
         let mut tv = self.unsigned_vote(v, info.address, timestamp).ok()?;
         tv.signature = Some(sig);
-        if let Some((extension, signature)) = self.extensions.get(v.round.0, v.validator.0) {
+        let hash = tv.block_id.map(|id| id.hash).unwrap_or_default();
+        if let Some((extension, signature)) = self.extensions.get(v.round.0, v.validator.0, hash) {
             if is_non_nil_precommit(&tv) {
                 tv.extension.clone_from(extension);
                 tv.extension_signature = Signature::new(signature.clone()).ok().flatten();
@@ -1717,7 +1707,11 @@ impl Engine {
     }
 
     /// Block sync: a peer's decided block for our height, accepted when its commit verifies.
-    fn decided_block(&mut self, d: wire::DecidedBlock) -> Result<Vec<Output>, EngineError> {
+    fn decided_block(
+        &mut self,
+        peer: PeerId,
+        d: wire::DecidedBlock,
+    ) -> Result<Vec<Output>, EngineError> {
         let extensions = d.extensions.map(wire::VoteExtensions::into_pairs);
         let (Some(raw_block), Some(raw_commit)) = (d.block, d.commit) else {
             return Ok(vec![]);
@@ -1726,49 +1720,37 @@ impl Engine {
         else {
             return Ok(vec![]);
         };
-        if block.header.height.value() != self.state.next_height() {
+        let height = block.header.height.value();
+        if height != self.state.next_height() || self.refused_extensions.contains(&peer) {
             return Ok(vec![]);
         }
         let (id, _) = block_id_of(&block)?;
         // The commit first: a forged block's commit fails on its block id, its claimed power or
         // its first forged signature, before the block's own last commit (public, so copyable
-        // into any forgery) costs a signature per validator or its evidence any.
-        if crate::chain::verify_commit(
-            &self.state.chain_id,
-            &self.state.validator_infos,
-            block.header.height.value(),
-            &id,
-            &commit,
-        )
-        .is_err()
-            || self.state.validate_block(&block).is_err()
-            || self.check_block_evidence(&block).is_err()
-        {
+        // into any forgery) costs a signature per validator or its evidence any. Then the
+        // commit's extensions, whose signatures only this thread checks: a peer that sent
+        // wrong ones is not heard again on block sync until the next tick.
+        let (chain_id, set) = (&self.state.chain_id, &self.state.validator_infos);
+        if crate::chain::verify_commit(chain_id, set, height, &id, &commit).is_err() {
             return Ok(vec![]);
         }
-        let height = block.header.height.value();
-        let (chain_id, set) = (&self.state.chain_id, &self.state.validator_infos);
         let extensions = match (
             extensions_enabled(&self.state.consensus_params, height),
             extensions,
         ) {
-            (false, None) => Vec::new(),
-            (true, Some(e)) => match verify_commit_extensions(chain_id, set, height, &commit, e) {
-                Ok(e) => e,
-                Err(_) => return Ok(vec![]),
-            },
-            _ => return Ok(vec![]),
+            (false, None) => Ok(Vec::new()),
+            (true, Some(e)) => verify_commit_extensions(chain_id, set, height, &commit, e),
+            _ => Err(BlockError::Extensions("missing, or not enabled".into())),
         };
-        self.commit_block(block, id, commit, extensions)
-    }
-
-    /// The extensions of `commit`'s precommits for its block, this height's, by set index
-    /// (none before the enable height).
-    fn commit_extensions(&self, commit: &Commit) -> Extensions {
-        match extensions_enabled(&self.state.consensus_params, self.state.next_height()) {
-            true => self.extensions.of_commit(commit),
-            false => Vec::new(),
+        let Ok(extensions) = extensions else {
+            self.refused_extensions.insert(peer);
+            return Ok(vec![]);
+        };
+        if self.state.validate_block(&block).is_err() || self.check_block_evidence(&block).is_err()
+        {
+            return Ok(vec![]);
         }
+        self.commit_block(block, id, commit, extensions)
     }
 
     /// Runs the core on `event` and carries out its actions.
@@ -1808,7 +1790,11 @@ impl Engine {
                                 EngineError::Wal("decided a block we do not have".into())
                             })?;
                         let commit = commit_from_decision(&d, id, &self.state.validator_infos)?;
-                        let extensions = self.commit_extensions(&commit);
+                        let params = &self.state.consensus_params;
+                        let extensions = match extensions_enabled(params, d.height.0) {
+                            true => self.extensions.of_commit(&commit),
+                            false => Vec::new(),
+                        };
                         out.extend(self.commit_block(block, id, commit, extensions)?);
                         return Ok(out);
                     }
@@ -2190,6 +2176,14 @@ impl Engine {
                 misbehavior_of(&block.0, &self.blocks),
             );
             tv.extension = self.app.extend_vote(request)?.vote_extension.to_vec();
+            let max = max_extension_bytes(self.state.validator_infos.validators().len());
+            if tv.extension.len() > max {
+                let e = format!(
+                    "ExtendVote returned {} bytes, above {max}",
+                    tv.extension.len()
+                );
+                return Err(AppError::Protocol(e).into());
+            }
         }
         let signed = self.privval.sign_vote(&mut tv, &self.state.chain_id);
         if !self.privval_signed(signed, "vote")? {
@@ -2207,7 +2201,9 @@ impl Engine {
                 .as_ref()
                 .map(|s| s.as_bytes().to_vec());
             let own = (tv.extension.clone(), signature.unwrap_or_default());
-            self.extensions.keep_own(v.round.0, v.validator.0, own);
+            let hash = tv.block_id.map(|id| id.hash).unwrap_or_default();
+            self.extensions
+                .keep_own(v.round.0, v.validator.0, hash, own);
         }
         let (Some(timestamp), Some(sig)) = (tv.timestamp, tv.signature.as_ref()) else {
             return Ok(None);

@@ -2,7 +2,10 @@
 //! a block carries the application's extension, signed; the next proposer's application gets
 //! each commit's extensions; a byzantine validator's precommit whose extension is missing,
 //! forged, rejected by the application or out of place counts for nothing; block sync brings
-//! a commit's extensions to a node that lagged, and refuses them forged.
+//! a commit's extensions to a node that lagged, and refuses them forged. (A precommit that
+//! arrives after the decision joins the next block's last commit with its extension's
+//! signature checked, not the application's verdict, as in CometBFT: the tampering test looks
+//! at the decisions' own commits.)
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod common;
@@ -183,6 +186,8 @@ enum Tamper {
     Rejected,
     /// Adds a signed extension before the enable height.
     TooEarly,
+    /// Signs an extension one byte above the largest a validator may add.
+    Oversized,
 }
 
 fn tamper(
@@ -226,6 +231,12 @@ fn tamper(
                     sign_as_validator(v);
                 }
                 Tamper::TooEarly => {}
+                Tamper::Oversized if !v.extension_signature.is_empty() => {
+                    v.extension =
+                        vec![7; bulwark_node::chain::extensions::max_extension_bytes(N) + 1];
+                    sign_as_validator(v);
+                }
+                Tamper::Oversized => {}
             }
         }
     }
@@ -240,6 +251,7 @@ fn a_precommit_whose_extension_is_missing_forged_rejected_or_early_counts_for_no
         Tamper::Forge,
         Tamper::Rejected,
         Tamper::TooEarly,
+        Tamper::Oversized,
     ] {
         let mut net = extending_net();
         let who = address(&net, BYZANTINE).as_bytes().to_vec();
@@ -337,32 +349,53 @@ fn a_node_that_lagged_gets_each_commits_extensions_by_block_sync_and_refuses_the
             }))
         })
         .collect();
-    let tampered: Vec<Payload> = [strip, forge, swap]
+    let mut tampered: Vec<Payload> = [strip, forge, swap]
         .into_iter()
         .map(|f| decided(ENABLE, f))
         .collect();
+    let mut missing = decided(ENABLE, |_| {});
+    if let Payload::DecidedBlock(d) = &mut missing {
+        d.extensions = None;
+    }
+    tampered.push(missing);
+    let genuine = decided(ENABLE, |_| {});
     let laggard = net.slots[LAGGARD].engine.as_mut().unwrap();
     for p in honest {
         laggard.handle(Input::Peer(0, p)).unwrap();
     }
     assert_eq!(laggard.state().last_block_height, ENABLE - 1);
-    for p in tampered {
-        laggard.handle(Input::Peer(0, p)).unwrap();
+    for (peer, p) in (10..).zip(tampered) {
+        laggard.handle(Input::Peer(peer, p)).unwrap();
         assert_eq!(
             laggard.state().last_block_height,
             ENABLE - 1,
             "a tampered height 3 was taken"
         );
     }
+    // A peer that sent wrong extensions is not heard on block sync again this tick, not even
+    // with the genuine block; another peer is.
+    laggard.handle(Input::Peer(10, genuine.clone())).unwrap();
+    assert_eq!(laggard.state().last_block_height, ENABLE - 1);
+    laggard.handle(Input::Peer(20, genuine)).unwrap();
+    assert_eq!(laggard.state().last_block_height, ENABLE);
     // Then the network brings it the rest by block sync, extensions and all.
     net.run_until(10, 100_000);
     for h in ENABLE..=9 {
         let stored = stored_extensions(&net, LAGGARD, h).expect("extensions stored");
         let c = commit(&net, LAGGARD, h);
+        assert_eq!(stored.len(), c.signatures.len());
         for (i, (sig, (e, s))) in c.signatures.iter().zip(&stored).enumerate() {
             if matches!(sig, CommitSig::BlockIdFlagCommit { .. }) {
                 signed_by(&net, i, e, s, h, c.round.value());
             }
         }
     }
+}
+
+#[test]
+#[should_panic(expected = "VerifyVoteExtension answered UNKNOWN")]
+fn an_application_that_answers_unknown_stops_its_node() {
+    let mut net = extending_net();
+    net.slots[0].asked.lock().unwrap().unknown = true;
+    net.run_until(ENABLE + 2, 50_000);
 }

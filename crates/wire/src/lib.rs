@@ -7,9 +7,10 @@
 //! that peer (only that peer). Decoding never panics, whatever the bytes.
 
 pub mod preverify;
+pub mod wal;
 
 use bulwark_types::tendermint_proto::v0_38::types as pb;
-use prost::Message;
+use prost::{DecodeError, Message};
 use thiserror::Error;
 
 /// Why a peer's bytes were refused.
@@ -100,6 +101,9 @@ pub struct VoteExtensions {
     pub votes: Vec<VoteExtension>,
 }
 
+/// A vote extension and its signature.
+pub type ExtensionPair = (Vec<u8>, Vec<u8>);
+
 impl VoteExtensions {
     /// From (extension, signature) pairs by set index.
     pub fn from_pairs(pairs: &[(Vec<u8>, Vec<u8>)]) -> Self {
@@ -114,8 +118,15 @@ impl VoteExtensions {
         }
     }
 
+    /// The pairs `bytes` encode (none without bytes).
+    pub fn pairs_of(bytes: Option<Vec<u8>>) -> Result<Vec<ExtensionPair>, DecodeError> {
+        bytes.map_or(Ok(Vec::new()), |b| {
+            Ok(Self::decode(b.as_slice())?.into_pairs())
+        })
+    }
+
     /// As (extension, signature) pairs by set index.
-    pub fn into_pairs(self) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pub fn into_pairs(self) -> Vec<ExtensionPair> {
         self.votes
             .into_iter()
             .map(|v| (v.extension, v.signature))
@@ -186,6 +197,19 @@ pub enum Payload {
     /// whole votes).
     #[prost(message, boxed, tag = "9")]
     Evidence(Box<pb::Evidence>),
+}
+
+impl Payload {
+    /// The height a consensus message is for (a proposal, part, vote or certificate).
+    pub fn height(&self) -> Option<u64> {
+        match self {
+            Payload::Proposal(p) => u64::try_from(p.height).ok(),
+            Payload::BlockPart(b) => Some(b.height),
+            Payload::Vote(v) => u64::try_from(v.height).ok(),
+            Payload::Certificate(c) => c.votes.first().and_then(|v| u64::try_from(v.height).ok()),
+            _ => None,
+        }
+    }
 }
 
 /// The one message type on the wire.

@@ -122,6 +122,8 @@ pub struct AskedLog {
     pub prepared: Vec<request::PrepareProposal>,
     pub extended: Vec<request::ExtendVote>,
     pub verified: Vec<(request::VerifyVoteExtension, response::VerifyVoteExtension)>,
+    /// Answer VerifyVoteExtension with UNKNOWN (a status left unset).
+    pub unknown: bool,
 }
 
 /// Shared with the application, which outlives no test.
@@ -175,7 +177,9 @@ impl Application for Extending {
         r: request::VerifyVoteExtension,
     ) -> Result<response::VerifyVoteExtension, AppError> {
         let expected = extension_for(r.height.value(), r.hash.as_bytes());
-        let answer = if r.vote_extension == expected {
+        let answer = if self.asked.lock().unwrap().unknown {
+            response::VerifyVoteExtension::Unknown
+        } else if r.vote_extension == expected {
             response::VerifyVoteExtension::Accept
         } else {
             response::VerifyVoteExtension::Reject
