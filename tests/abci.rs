@@ -192,6 +192,23 @@ fn validators_run_an_abci_application_nobody_here_wrote_and_stop_when_it_fails()
     Ok(())
 }
 
+/// What the conformance application says it checked (`abci_info`'s data).
+fn calls_checked(rpc: &mut RpcClient) -> Result<String> {
+    let info = rpc.call("abci_info", serde_json::Value::Null)?;
+    Ok(info["response"]["data"]
+        .as_str()
+        .context("no data")?
+        .to_string())
+}
+
+/// How many `call`s `data` counts.
+fn count_of(data: &str, call: &str) -> u64 {
+    data.split(' ')
+        .find_map(|kv| kv.strip_prefix(&format!("{call}=")))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
 #[test]
 fn the_conformance_application_finds_every_request_field_as_cometbft_sends_it() -> Result<()> {
     let mut net = AppNetwork::start("abci-conformance", "abci-conformance", |dir, _, i| {
@@ -219,14 +236,8 @@ fn the_conformance_application_finds_every_request_field_as_cometbft_sends_it() 
             "application {i} exited: a deviation (see above)"
         );
     }
-    let info = rpc0.call("abci_info", serde_json::Value::Null)?;
-    let data = info["response"]["data"].as_str().context("no data")?;
-    let count = |call: &str| -> u64 {
-        data.split(' ')
-            .find_map(|kv| kv.strip_prefix(&format!("{call}=")))
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
-    };
+    let data = calls_checked(&mut rpc0)?;
+    let count = |call: &str| count_of(&data, call);
     assert!(
         count("finalize") >= h + 4 && count("commit") >= h + 4,
         "{data}"
@@ -240,14 +251,8 @@ fn the_conformance_application_finds_every_request_field_as_cometbft_sends_it() 
     // commits, signatures included.
     let mut extended_commit_votes = 0;
     for i in 0..4 {
-        let info = net.rpc(i).call("abci_info", serde_json::Value::Null)?;
-        let data = info["response"]["data"].as_str().context("no data")?;
-        let count = |call: &str| -> u64 {
-            data.split(' ')
-                .find_map(|kv| kv.strip_prefix(&format!("{call}=")))
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0)
-        };
+        let data = calls_checked(&mut net.rpc(i))?;
+        let count = |call: &str| count_of(&data, call);
         assert!(
             count("extend") >= 1 && count("verify") >= 1,
             "node {i}: {data}"
