@@ -535,7 +535,12 @@ impl VmNetwork {
     ) -> Result<Self> {
         check_prerequisites(image)?;
         let bin = image_binary(image);
-        let dir = std::env::temp_dir().join(format!("bulwark-vms-{}", std::process::id()));
+        // One directory per network: a failed test keeps its logs, and the next network of
+        // the same process must not remove them.
+        static NETWORKS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NETWORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("bulwark-vms-{}-{n}", std::process::id());
+        let dir = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let base = harness::ports::testnet_block(validators)?;
