@@ -214,6 +214,8 @@ struct Sim {
     config: EngineSimConfig,
     world: World,
     genesis: Genesis<serde_json::Value>,
+    /// The genesis validator set (the simulated chains never change it).
+    validators: validator::Set,
     nodes: Vec<Node>,
     queue: BinaryHeap<Reverse<(u64, u64)>>,
     events: HashMap<u64, Event>,
@@ -390,7 +392,7 @@ impl Sim {
                 Some((address, instance_of(seed, i, 1)))
             }),
         );
-        let checker = Checker::new(genesis.chain_id.clone(), set, addresses, honest);
+        let checker = Checker::new(genesis.chain_id.clone(), set.clone(), addresses, honest);
         let keys: Vec<SigningKey> = (0..total)
             .map(|i| keys[world.validator_of(i)].clone())
             .collect();
@@ -438,6 +440,7 @@ impl Sim {
                     .div_ceil(bulwark_types::parts::BLOCK_PART_SIZE as u64),
             },
             genesis,
+            validators: set,
             nodes,
             queue: BinaryHeap::new(),
             events: HashMap::new(),
@@ -779,7 +782,7 @@ impl Sim {
             return;
         };
         match stored(engine, height).and_then(|(block, commit)| {
-            extensions_hold(engine, &self.genesis, height, &commit)?;
+            extensions_hold(engine, &self.genesis, &self.validators, height, &commit)?;
             Ok((block, commit))
         }) {
             Ok((block, commit)) => match bulwark_node::chain::block_id(&block) {
@@ -1203,6 +1206,7 @@ fn stored(engine: &Engine, height: u64) -> Result<(Block, Commit), String> {
 fn extensions_hold(
     engine: &Engine,
     genesis: &Genesis<serde_json::Value>,
+    set: &validator::Set,
     height: u64,
     commit: &Commit,
 ) -> Result<(), String> {
@@ -1217,12 +1221,11 @@ fn extensions_hold(
             let pairs = bulwark_wire::VoteExtensions::decode(bytes.as_slice())
                 .map_err(|e| e.to_string())?
                 .into_pairs();
-            let set = validator::Set::without_proposer(genesis.validators.clone());
             let (chain_id, check) = (
                 &genesis.chain_id,
                 bulwark_node::chain::extensions::verify_commit_extensions,
             );
-            check(chain_id, &set, height, commit, pairs)
+            check(chain_id, set, height, commit, pairs)
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }

@@ -2021,10 +2021,9 @@ impl Engine {
             .after_commit(&self.state.claims, &validator, next)
         {
             ClaimAction::None => return Ok(vec![]),
-            // Not while block sync runs: the peers have it, and it waits for their blocks.
-            ClaimAction::Resend(_) if self.network_height() > next.saturating_add(1) => {
-                return Ok(vec![])
-            }
+            // Also while block sync runs: a claim sent before any connection was up reached
+            // nobody, and an instance that trails by a run of blocks (a slow VM) would never
+            // send it again.
             ClaimAction::Resend(claim) => claim,
             ClaimAction::Claim(not_before) => {
                 let instance = *self.signer.instance();

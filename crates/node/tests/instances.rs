@@ -438,3 +438,47 @@ fn planted_claims_left_out_of_blocks_are_caught_never_signing() {
         a_restarted_instance_far_behind_catches_up_and_signs_again_within_a_bound,
     );
 }
+
+/// A restarted instance whose claim the host drops once (it went out before any connection
+/// was up, as at a VM's boot), and which then follows the others by block sync only, a run
+/// behind (a slow VM: the host passes it transactions, statuses and decided blocks only).
+/// The claim is sent again while it is valid, and commits within half a claim's lifetime;
+/// without the resend it would wait for the claim to expire and a new one.
+#[test]
+fn a_trailing_instance_whose_claim_was_lost_sends_it_again() {
+    use bulwark_node::instance::{Claim, CLAIM_TTL};
+    let mut net = Net::new();
+    net.run_until(3, 200_000);
+    stop(&mut net, 2);
+    let dropped = std::rc::Rc::new(std::cell::Cell::new(0));
+    let count = dropped.clone();
+    net.tamper = Some(Box::new(move |from, payload| {
+        if let (2, bulwark_wire::Payload::Txs(txs)) = (from, payload) {
+            if txs.txs.iter().any(|t| Claim::from_tx(t).is_some()) {
+                if count.get() == 0 {
+                    txs.txs.clear();
+                }
+                count.set(count.get() + 1);
+            }
+        }
+    }));
+    net.sync_only_to.insert(2);
+    net.slots[2].instance = instance(5);
+    net.start(2);
+    let booted = net.committed[0];
+    let signing = |net: &Net| net.slots[2].engine.as_ref().unwrap().signing().may_sign();
+    while !signing(&net) {
+        net.step();
+        assert!(
+            net.committed[0] <= booted + CLAIM_TTL / 2,
+            "booted at {booted}, its claim not committed at {} (node 2 at {})",
+            net.committed[0],
+            net.committed[2]
+        );
+    }
+    assert!(
+        dropped.get() >= 2,
+        "the claim went out {} times",
+        dropped.get()
+    );
+}

@@ -153,6 +153,9 @@ pub struct Net {
     pub txs_only_to: std::collections::HashSet<usize>,
     /// Changes what a slot sends before anyone gets it (a byzantine sender).
     pub tamper: Option<Tamper>,
+    /// Slots that receive transactions, statuses and decided blocks only: they follow by
+    /// block sync, always a run behind (a slow VM).
+    pub sync_only_to: std::collections::HashSet<usize>,
 }
 
 impl Net {
@@ -195,6 +198,7 @@ impl Net {
             no_proposals_to: Default::default(),
             txs_only_to: Default::default(),
             tamper: None,
+            sync_only_to: Default::default(),
         };
         for i in 0..N {
             net.start(i);
@@ -345,6 +349,18 @@ impl Net {
             }
             let txs = matches!(input, Input::Peer(_, bulwark_wire::Payload::Txs(_)));
             if !txs && self.txs_only_to.contains(&to) {
+                return;
+            }
+            let sync = matches!(
+                input,
+                Input::Peer(
+                    _,
+                    bulwark_wire::Payload::Txs(_)
+                        | bulwark_wire::Payload::Status(_)
+                        | bulwark_wire::Payload::DecidedBlock(_)
+                )
+            );
+            if !sync && self.sync_only_to.contains(&to) {
                 return;
             }
             if let Some(engine) = self.slots[to].engine.as_mut() {
