@@ -547,10 +547,11 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 None => { tracing::info!("event channel closed"); break }
             },
             Some(request) = rpc_calls.recv() => {
+                let shown_peers = || peers.iter().filter_map(|(id, p)| peer_info(*id, p, &own_info)).collect();
                 let view = NodeView {
                     node_info: &own_info,
                     genesis: &home.genesis,
-                    peers: peers.iter().filter_map(|(id, p)| peer_info(*id, p, &own_info)).collect(),
+                    peers: &shown_peers,
                     listeners: listeners.clone(),
                     validator_key,
                 };

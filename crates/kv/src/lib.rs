@@ -3,7 +3,11 @@
 //! only durability point.
 //!
 //! Two backends behind one API:
-//! - **sled** on disk, what a node runs;
+//! - **sled** on disk, what a node runs. Every named tree is a keyspace of sled's one default
+//!   tree (its keys prefixed by the tree's length-prefixed name), so that a write across trees is
+//!   one sled batch: atomic without a sled transaction, which costs several times as much (a
+//!   read of every key it writes, and a commit under locks). A database written with one sled
+//!   tree per name, as earlier versions did, is moved into keyspaces when it is opened;
 //! - **a simulated disk** in memory ([`MemDisk`]), what the deterministic simulator runs. It keeps
 //!   what was flushed apart from what was only written, so a simulated crash
 //!   ([`MemDisk::crash`]) loses everything after the last flush point (or any prefix of it, as a
@@ -72,9 +76,65 @@ pub struct Tree {
 
 #[derive(Clone, Debug)]
 enum TreeBackend {
-    Sled(sled::Tree),
-    Memory { db: MemDb, name: String },
+    /// sled's default tree, and the prefix of this tree's keyspace in it.
+    Sled {
+        tree: sled::Tree,
+        prefix: Vec<u8>,
+    },
+    Memory {
+        db: MemDb,
+        name: String,
+    },
 }
+
+/// The prefix of tree `name`'s keyspace: its length, then its bytes. No prefix is another's
+/// prefix (equal lengths differ within, unequal ones at the first byte).
+fn keyspace(name: &str) -> Option<Vec<u8>> {
+    let len = u8::try_from(name.len()).ok()?;
+    let mut prefix = vec![len];
+    prefix.extend(name.as_bytes());
+    Some(prefix)
+}
+
+/// The least key greater than every key that starts with `prefix`, if any.
+fn keyspace_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+fn prefixed(prefix: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + key.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(key);
+    k
+}
+
+/// sled's bounds for the keys of keyspace `prefix` with `start <= key < end` (to the
+/// keyspace's last key if `end` is `None`).
+fn sled_bounds(
+    prefix: &[u8],
+    start: &[u8],
+    end: Option<&[u8]>,
+) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    use std::ops::Bound;
+    let upper = match end {
+        Some(e) => Bound::Excluded(prefixed(prefix, e)),
+        None => keyspace_end(prefix).map_or(Bound::Unbounded, Bound::Excluded),
+    };
+    (Bound::Included(prefixed(prefix, start)), upper)
+}
+
+/// The name sled gives its default tree (never a keyspace's old tree).
+const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
+
+/// Entries moved per batch when an old database's trees move into keyspaces.
+const MIGRATION_STEP: usize = 4096;
 
 /// Writes applied together: inserts and removals, in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -99,15 +159,15 @@ impl Batch {
         self.ops.is_empty()
     }
 
-    fn sled(&self) -> sled::Batch {
-        let mut b = sled::Batch::default();
+    /// Adds its writes to `out`, each key under `prefix`.
+    fn add_to_sled(&self, prefix: &[u8], out: &mut sled::Batch) {
         for (k, v) in &self.ops {
+            let key = prefixed(prefix, k);
             match v {
-                Some(v) => b.insert(k.as_slice(), v.as_slice()),
-                None => b.remove(k.as_slice()),
+                Some(v) => out.insert(key, v.as_slice()),
+                None => out.remove(key),
             }
         }
-        b
     }
 }
 
@@ -162,10 +222,13 @@ impl Db {
             opened = open_once();
         }
         match opened {
-            Ok(Ok(db)) => Ok(Db {
-                backend: DbBackend::Sled(db),
-                path,
-            }),
+            Ok(Ok(db)) => {
+                into_keyspaces(&db).map_err(|e| sled_error(&path, e))?;
+                Ok(Db {
+                    backend: DbBackend::Sled(db),
+                    path,
+                })
+            }
             Ok(Err(e)) => Err(sled_error(&path, e)),
             Err(_) => Err(KvError::Corrupt {
                 path,
@@ -188,12 +251,16 @@ impl Db {
         &self.path
     }
 
-    /// Opens (or creates) the tree `name`.
+    /// Opens (or creates) the tree `name` (at most 255 bytes).
     pub fn tree(&self, name: &str) -> Result<Tree, KvError> {
         let backend = match &self.backend {
-            DbBackend::Sled(db) => {
-                TreeBackend::Sled(db.open_tree(name).map_err(|e| sled_error(&self.path, e))?)
-            }
+            DbBackend::Sled(db) => TreeBackend::Sled {
+                tree: (**db).clone(),
+                prefix: keyspace(name).ok_or_else(|| KvError::Backend {
+                    path: self.path.clone(),
+                    reason: format!("a tree name of {} bytes (at most 255)", name.len()),
+                })?,
+            },
             DbBackend::Memory(db) => {
                 db.check(&self.path)?;
                 TreeBackend::Memory {
@@ -222,40 +289,24 @@ impl Db {
     /// Applies each batch to its tree, all or none: a crash never leaves some of them applied.
     pub fn write_atomically(&self, writes: &[(&Tree, &Batch)]) -> Result<(), KvError> {
         match &self.backend {
-            DbBackend::Sled(_) => {
-                let trees: Vec<sled::Tree> = writes
-                    .iter()
-                    .map(|(t, _)| match &t.backend {
-                        TreeBackend::Sled(t) => Ok(t.clone()),
-                        TreeBackend::Memory { .. } => Err(self.mixed()),
-                    })
-                    .collect::<Result<_, _>>()?;
-                let batches: Vec<sled::Batch> = writes.iter().map(|(_, b)| b.sled()).collect();
-                use sled::Transactional;
-                trees
-                    .as_slice()
-                    .transaction(|txs| {
-                        for (tx, batch) in txs.iter().zip(&batches) {
-                            tx.apply_batch(batch)?;
+            DbBackend::Sled(db) => {
+                let mut all = sled::Batch::default();
+                for (tree, batch) in writes {
+                    match &tree.backend {
+                        TreeBackend::Sled { prefix, .. } if tree.path == self.path => {
+                            batch.add_to_sled(prefix, &mut all)
                         }
-                        Ok(())
-                    })
-                    .map_err(|e: sled::transaction::TransactionError<()>| match e {
-                        sled::transaction::TransactionError::Storage(e) => {
-                            sled_error(&self.path, e)
-                        }
-                        sled::transaction::TransactionError::Abort(()) => KvError::Backend {
-                            path: self.path.clone(),
-                            reason: "transaction aborted".into(),
-                        },
-                    })
+                        _ => return Err(self.mixed()),
+                    }
+                }
+                db.apply_batch(all).map_err(|e| sled_error(&self.path, e))
             }
             DbBackend::Memory(db) => {
                 let ops = writes
                     .iter()
                     .map(|(t, b)| match &t.backend {
                         TreeBackend::Memory { name, .. } => Ok((name.clone(), (*b).clone())),
-                        TreeBackend::Sled(_) => Err(self.mixed()),
+                        TreeBackend::Sled { .. } => Err(self.mixed()),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 db.write(&self.path, ops)
@@ -275,8 +326,8 @@ impl Tree {
     /// The value of `key`.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, KvError> {
         match &self.backend {
-            TreeBackend::Sled(t) => t
-                .get(key)
+            TreeBackend::Sled { tree, prefix } => tree
+                .get(prefixed(prefix, key.as_ref()))
                 .map(|v| v.map(|v| v.to_vec()))
                 .map_err(|e| sled_error(&self.path, e)),
             TreeBackend::Memory { db, name } => db.get(&self.path, name, key.as_ref()),
@@ -300,9 +351,23 @@ impl Tree {
     /// Applies `batch` atomically.
     pub fn apply_batch(&self, batch: &Batch) -> Result<(), KvError> {
         match &self.backend {
-            TreeBackend::Sled(t) => t
-                .apply_batch(batch.sled())
-                .map_err(|e| sled_error(&self.path, e)),
+            // One write is atomic by itself. A sled batch, however small, writes out (and
+            // syncs) the log buffer before and after it: that made every WAL record two synced
+            // writes to the disk.
+            TreeBackend::Sled { tree, prefix } if batch.ops.len() == 1 => {
+                let (k, v) = &batch.ops[0];
+                let key = prefixed(prefix, k);
+                match v {
+                    Some(v) => tree.insert(key, v.as_slice()).map(|_| ()),
+                    None => tree.remove(key).map(|_| ()),
+                }
+                .map_err(|e| sled_error(&self.path, e))
+            }
+            TreeBackend::Sled { tree, prefix } => {
+                let mut b = sled::Batch::default();
+                batch.add_to_sled(prefix, &mut b);
+                tree.apply_batch(b).map_err(|e| sled_error(&self.path, e))
+            }
             TreeBackend::Memory { db, name } => {
                 db.write(&self.path, vec![(name.clone(), batch.clone())])
             }
@@ -312,9 +377,11 @@ impl Tree {
     /// The entry with the greatest key.
     pub fn last(&self) -> Result<Option<Entry>, KvError> {
         match &self.backend {
-            TreeBackend::Sled(t) => t
-                .last()
-                .map(|e| e.map(|(k, v)| (k.to_vec(), v.to_vec())))
+            TreeBackend::Sled { tree, prefix } => tree
+                .range(sled_bounds(prefix, &[], None))
+                .next_back()
+                .transpose()
+                .map(|e| e.map(|(k, v)| (k[prefix.len()..].to_vec(), v.to_vec())))
                 .map_err(|e| sled_error(&self.path, e)),
             TreeBackend::Memory { db, name } => db.last(&self.path, name),
         }
@@ -323,10 +390,10 @@ impl Tree {
     /// Every entry, in key order.
     pub fn entries(&self) -> Result<Vec<Entry>, KvError> {
         match &self.backend {
-            TreeBackend::Sled(t) => t
-                .iter()
+            TreeBackend::Sled { tree, prefix } => tree
+                .scan_prefix(prefix)
                 .map(|e| {
-                    e.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    e.map(|(k, v)| (k[prefix.len()..].to_vec(), v.to_vec()))
                         .map_err(|e| sled_error(&self.path, e))
                 })
                 .collect(),
@@ -344,19 +411,14 @@ impl Tree {
         limit: usize,
     ) -> Result<Vec<Entry>, KvError> {
         match &self.backend {
-            TreeBackend::Sled(t) => {
-                let upper = match end {
-                    Some(e) => std::ops::Bound::Excluded(e),
-                    None => std::ops::Bound::Unbounded,
-                };
-                t.range::<&[u8], _>((std::ops::Bound::Included(start), upper))
-                    .take(limit)
-                    .map(|e| {
-                        e.map(|(k, v)| (k.to_vec(), v.to_vec()))
-                            .map_err(|e| sled_error(&self.path, e))
-                    })
-                    .collect()
-            }
+            TreeBackend::Sled { tree, prefix } => tree
+                .range(sled_bounds(prefix, start, end))
+                .take(limit)
+                .map(|e| {
+                    e.map(|(k, v)| (k[prefix.len()..].to_vec(), v.to_vec()))
+                        .map_err(|e| sled_error(&self.path, e))
+                })
+                .collect(),
             TreeBackend::Memory { db, name } => db.range(&self.path, name, start, end, limit),
         }
     }
@@ -382,14 +444,10 @@ impl Tree {
             true
         };
         match &self.backend {
-            TreeBackend::Sled(t) => {
-                let upper = match end {
-                    Some(e) => std::ops::Bound::Excluded(e),
-                    None => std::ops::Bound::Unbounded,
-                };
-                for entry in t.range::<&[u8], _>((std::ops::Bound::Included(start), upper)) {
+            TreeBackend::Sled { tree, prefix } => {
+                for entry in tree.range(sled_bounds(prefix, start, end)) {
                     let (k, _) = entry.map_err(|e| sled_error(&self.path, e))?;
-                    if !take(&k) {
+                    if !take(&k[prefix.len()..]) {
                         break;
                     }
                 }
@@ -401,10 +459,17 @@ impl Tree {
         Ok(keys)
     }
 
-    /// How many entries it holds.
+    /// How many entries it holds (a scan of them all, as sled's own count is).
     pub fn len(&self) -> Result<usize, KvError> {
         match &self.backend {
-            TreeBackend::Sled(t) => Ok(t.len()),
+            TreeBackend::Sled { tree, prefix } => {
+                let mut n = 0;
+                for entry in tree.scan_prefix(prefix).keys() {
+                    entry.map_err(|e| sled_error(&self.path, e))?;
+                    n += 1;
+                }
+                Ok(n)
+            }
             TreeBackend::Memory { db, name } => db.len(&self.path, name),
         }
     }
@@ -417,8 +482,49 @@ impl Tree {
     /// Makes every write of its database durable (a flush is database-wide, as sled's is).
     pub fn flush(&self) -> Result<(), KvError> {
         match &self.backend {
-            TreeBackend::Sled(t) => t.flush().map(|_| ()).map_err(|e| sled_error(&self.path, e)),
+            TreeBackend::Sled { tree, .. } => tree
+                .flush()
+                .map(|_| ())
+                .map_err(|e| sled_error(&self.path, e)),
             TreeBackend::Memory { db, .. } => db.flush(&self.path),
         }
     }
+}
+
+/// Moves every tree of a database written with one sled tree per name (earlier versions) into
+/// its keyspace of the default tree, then drops the old tree. Nothing else writes meanwhile,
+/// and each old tree is dropped only after its copy is flushed, so a crash part-way only
+/// repeats a copy of the same entries at the next open.
+fn into_keyspaces(db: &sled::Db) -> Result<(), sled::Error> {
+    for name in db.tree_names() {
+        if name.as_ref() == SLED_DEFAULT_TREE {
+            continue;
+        }
+        let old = db.open_tree(&name)?;
+        let prefix = std::str::from_utf8(&name)
+            .ok()
+            .and_then(keyspace)
+            .ok_or_else(|| {
+                sled::Error::Unsupported(format!(
+                    "a tree named {:?}, which no Bulwark version writes",
+                    String::from_utf8_lossy(&name)
+                ))
+            })?;
+        let mut batch = sled::Batch::default();
+        let mut in_batch = 0;
+        for entry in old.iter() {
+            let (k, v) = entry?;
+            batch.insert(prefixed(&prefix, &k), v);
+            in_batch += 1;
+            if in_batch == MIGRATION_STEP {
+                db.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
+        }
+        db.apply_batch(batch)?;
+        db.flush()?;
+        db.drop_tree(&name)?;
+    }
+    db.flush()?;
+    Ok(())
 }

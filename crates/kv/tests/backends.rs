@@ -133,3 +133,74 @@ fn a_copy_is_what_the_disk_would_hold_after_a_crash_and_lives_on_its_own() {
     let t = Db::on(&disk).tree("t").unwrap();
     assert!(t.get(b"new").unwrap().is_none());
 }
+
+/// Trees are keyspaces of one sled tree: none sees another's keys, whatever the names and
+/// keys (a name that extends another's, keys of 0xff bytes at a keyspace's end).
+#[test]
+fn trees_never_see_each_others_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let names = ["a", "ab", "b", ""];
+    for (i, name) in names.iter().enumerate() {
+        let t = db.tree(name).unwrap();
+        t.insert([0xff; 3], [i as u8]).unwrap();
+        t.insert([], [i as u8]).unwrap();
+        t.insert(name.as_bytes(), [i as u8]).unwrap();
+    }
+    for (i, name) in names.iter().enumerate() {
+        let t = db.tree(name).unwrap();
+        let entries = t.entries().unwrap();
+        assert_eq!(
+            entries.len(),
+            if name.is_empty() { 2 } else { 3 },
+            "{name:?}"
+        );
+        assert!(
+            entries.iter().all(|(_, v)| v == &[i as u8]),
+            "{name:?}: {entries:?}"
+        );
+        assert_eq!(t.last().unwrap().unwrap(), (vec![0xff; 3], vec![i as u8]));
+        assert_eq!(t.range(&[], None, 10).unwrap(), entries);
+        assert_eq!(
+            t.range_keys(&[], None, 10, 1 << 20).unwrap().len(),
+            entries.len()
+        );
+        assert_eq!(t.len().unwrap(), entries.len());
+    }
+    assert!(
+        db.tree(&"x".repeat(256)).is_err(),
+        "a name longer than 255 bytes"
+    );
+}
+
+/// A database an earlier version wrote, one sled tree per name, opens with every entry in
+/// its tree, and the old trees are gone.
+#[test]
+fn a_database_with_a_sled_tree_per_name_moves_into_keyspaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let old: Vec<(Vec<u8>, Vec<u8>)> = (0u32..10_000)
+        .map(|i| (i.to_be_bytes().to_vec(), i.to_le_bytes().to_vec()))
+        .collect();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let blocks = db.open_tree("blocks").unwrap();
+        for (k, v) in &old {
+            blocks.insert(k, v.as_slice()).unwrap();
+        }
+        db.open_tree("meta")
+            .unwrap()
+            .insert(b"height", b"7")
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.tree("blocks").unwrap().entries().unwrap(), old);
+    assert_eq!(
+        db.tree("meta").unwrap().get(b"height").unwrap().as_deref(),
+        Some(&b"7"[..])
+    );
+    drop(db);
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let raw = sled::open(dir.path()).unwrap();
+    assert_eq!(raw.tree_names(), vec![sled::IVec::from("__sled__default")]);
+}

@@ -21,14 +21,14 @@ use tendermint_rpc::endpoint;
 use tendermint_rpc::response_error::{Code as RpcCode, ResponseError};
 
 /// What the driver knows that the engine does not.
-#[derive(Debug)]
 pub struct NodeView<'a> {
     /// This node's info, as in `status`.
     pub node_info: &'a node::Info,
     /// genesis.json.
     pub genesis: &'a Genesis<Value>,
-    /// Connected peers, each with what its verified evidence says.
-    pub peers: Vec<crate::peers::ShownPeer>,
+    /// Connected peers, each with what its verified evidence says: built only for the one
+    /// method that shows them (`net_info`), as a client polling `status` would pay for it.
+    pub peers: &'a dyn Fn() -> Vec<crate::peers::ShownPeer>,
     /// Where the node listens for peers.
     pub listeners: Vec<String>,
     /// The validator key's public half.
@@ -415,15 +415,16 @@ fn net_info(node: &NodeView<'_>) -> Result<Value, ResponseError> {
         .map(|l| serde_json::from_value(Value::String(l.clone())))
         .collect::<Result<_, _>>()
         .map_err(|e| internal(e.to_string()))?;
+    let shown_peers = (node.peers)();
     let mut value = to_value(&endpoint::net_info::Response {
         listening: true,
         listeners,
-        n_peers: node.peers.len() as u64,
-        peers: node.peers.iter().map(|p| p.info.clone()).collect(),
+        n_peers: shown_peers.len() as u64,
+        peers: shown_peers.iter().map(|p| p.info.clone()).collect(),
     })?;
     // Each peer's verified identity (validator, measurement, chip, TCB) beside CometBFT's fields.
     if let Some(peers) = value.get_mut("peers").and_then(Value::as_array_mut) {
-        for (shown, peer) in peers.iter_mut().zip(&node.peers) {
+        for (shown, peer) in peers.iter_mut().zip(&shown_peers) {
             if let Value::Object(fields) = shown {
                 fields.insert("attestation".into(), peer.attestation.clone());
             }

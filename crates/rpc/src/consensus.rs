@@ -224,8 +224,7 @@ pub fn dump_consensus_state(engine: &Engine, node: &NodeView<'_>) -> Result<Valu
             .and_then(|(_, v)| engine.block_id_of(v))
             .map_or(Ok(Value::Null), |id| to_value(&id))
     };
-    let peers: Vec<Value> = node
-        .peers
+    let peers: Vec<Value> = (node.peers)()
         .iter()
         .map(|p| {
             let height = engine.peer_working_heights().get(&p.connection).copied();
