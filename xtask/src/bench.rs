@@ -9,6 +9,7 @@ use bulwark_consensus::{
 use bulwark_sim::scenario::SimConfig;
 use clap::Args;
 use std::path::Path;
+use std::process::Command;
 use std::time::Instant;
 
 #[derive(Args, Clone, Debug)]
@@ -19,7 +20,7 @@ pub struct BenchArgs {
     /// Print only; do not rewrite docs/BENCHMARKS.md.
     #[arg(long)]
     pub no_write: bool,
-    /// Run only this section: consensus, attest, net, node, edge, catchup or image.
+    /// Run only this section: consensus, attest, net, node, profile, edge, catchup or image.
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -131,6 +132,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if want("node") {
         node(&args)?;
+    }
+    if want("profile") {
+        profile(&args)?;
     }
     if want("edge") {
         edge(&args)?;
@@ -516,6 +520,7 @@ fn node_run(bin: &Path, rate: f64, seconds: u64) -> Result<harness::load::LoadRe
 /// latency at half that load, and empty heights per second with `timeout_commit = 0`.
 fn node(args: &BenchArgs) -> Result<()> {
     let bin = harness::process::build_bulwark(true)?;
+    let limit = Limit::measure(4)?;
     eprintln!("bench: node, 4 validators as processes on loopback over attested TLS (simulated trust), {NODE_BENCH_TX_BYTES}-byte kvstore txs");
     let empty = node_run(&bin, 0.0, 13)?;
     // Sustained throughput: the highest offered rate the network commits in full (≥ 95 %,
@@ -542,6 +547,7 @@ fn node(args: &BenchArgs) -> Result<()> {
         || "(no higher step tried)".to_string(),
         |(r, c)| format!("{r:.0} tx/s offered: {c:.0} tx/s committed"),
     );
+    let ratio = |x: f64, limit: f64| format!("{:.0} %", 100.0 * x / limit);
     let section = format!(
         "## Validator node (processes, attested TLS)\n\n\
 Measured by `cargo xtask bench --only node` on {machine}: 4 `bulwark` processes (release) on \
@@ -550,13 +556,17 @@ share these cores. Open-loop load: {tx}-byte kvstore \
 transactions in JSON-RPC batches of `broadcast_tx_async`, spread over the 4 nodes; latency \
 is from sending a transaction to seeing it in a committed block over node 0's RPC. \
 `timeout_commit = 0`. Each figure is taken over a window that starts 3 s into the run.\n\n\
-| figure | value | target |\n|---|---|---|\n\
-| sustained committed throughput (highest step of ×1.25 from 4,000 tx/s committed in full) | {sat:.0} tx/s | ≥ 20,000 tx/s |\n\
-| … heights per second at that load | {sat_h:.1} | |\n\
-| … the next step, where it fell behind | {over} | |\n\
-| commit latency at half that load ({half:.0} tx/s offered; {half_tx:.0} tx/s committed): p50 / p99 | {p50:.1} ms / {p99:.1} ms | ≤ 20 ms / ≤ 100 ms |\n\
-| empty heights per second, no load | {empty_h:.1} | ≥ 500 |\n",
+| figure | value | target | of the limit below |\n|---|---|---|---|\n\
+| sustained committed throughput (highest step of ×1.25 from 4,000 tx/s committed in full) | {sat:.0} tx/s | ≥ 20,000 tx/s | {sat_ratio} |\n\
+| … heights per second at that load | {sat_h:.1} | | |\n\
+| … the next step, where it fell behind | {over} | | |\n\
+| commit latency at half that load ({half:.0} tx/s offered; {half_tx:.0} tx/s committed): p50 / p99 | {p50:.1} ms / {p99:.1} ms | ≤ 20 ms / ≤ 100 ms | |\n\
+| empty heights per second, no load | {empty_h:.1} | ≥ 500 | {empty_ratio} |\n\n\
+{limit_table}",
         machine = machine(),
+        sat_ratio = ratio(saturated.tx_per_s, limit.tx_per_s()),
+        empty_ratio = ratio(empty.heights_per_s, limit.heights_per_s()),
+        limit_table = limit.table(),
         tx = NODE_BENCH_TX_BYTES,
         over = over,
         sat = saturated.tx_per_s,
@@ -567,6 +577,126 @@ is from sending a transaction to seeing it in a committed block over node 0's RP
         empty_h = empty.heights_per_s,
     );
     record(args, "node", &section)
+}
+
+/// The floor on this machine (`cargo bench -p bulwark-node --bench limit`): what a validator
+/// cannot avoid spending per transaction and per height, and the throughput and heights per
+/// second `validators` validators sharing the machine's cores could reach from it.
+struct Limit {
+    validators: f64,
+    cores: f64,
+    figures: serde_json::Value,
+}
+
+impl Limit {
+    fn measure(validators: usize) -> Result<Limit> {
+        Ok(Limit {
+            validators: validators as f64,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as f64,
+            figures: bench_json("bulwark-node", "limit")?,
+        })
+    }
+
+    fn get(&self, name: &str) -> f64 {
+        self.figures[name].as_f64().unwrap_or(f64::NAN)
+    }
+
+    /// Every validator executes every transaction.
+    fn tx_per_s(&self) -> f64 {
+        self.cores * 1e6 / (self.validators * self.get("tx_cpu_us"))
+    }
+
+    /// One validator's share of a height of a network of `validators`: its prevote and
+    /// precommit signed (its proposal one height in n), the others' votes and the proposal
+    /// verified (last-commit signatures were verified as votes), its durable writes (the
+    /// privval before each vote, its proposal's WAL record one height in n, block store and
+    /// application at commit), and its messages (votes to each other validator, its proposal
+    /// and block part one height in n).
+    fn height_parts(&self) -> [(&'static str, f64, f64); 4] {
+        let n = self.validators;
+        [
+            ("signatures made", 2.0 + 1.0 / n, self.get("sign_us")),
+            (
+                "signatures verified",
+                2.0 * (n - 1.0) + 1.0,
+                self.get("verify_us"),
+            ),
+            ("durable writes", 4.0 + 1.0 / n, self.get("flush_cpu_us")),
+            (
+                "messages sent (CPU of both ends)",
+                2.0 * (n - 1.0) * (1.0 + 1.0 / n),
+                self.get("hop_cpu_us"),
+            ),
+        ]
+    }
+
+    fn height_cpu_us(&self) -> f64 {
+        self.height_parts().iter().map(|(_, k, us)| k * us).sum()
+    }
+
+    /// A height's critical path: three one-way hops (proposal, prevotes, precommits), the
+    /// durable writes one after the other on it (the proposer's WAL record, the privval before
+    /// the prevote and the precommit, block store and application), three signatures and the
+    /// verifications of a proposal and two quorums of others' votes.
+    fn height_latency_us(&self) -> f64 {
+        let quorum_others = (2.0 * self.validators / 3.0).floor();
+        3.0 * self.get("hop_wall_us")
+            + 5.0 * self.get("flush_wall_us")
+            + 3.0 * self.get("sign_us")
+            + (1.0 + 2.0 * quorum_others) * self.get("verify_us")
+    }
+
+    fn heights_per_s(&self) -> f64 {
+        let cpu = self.cores * 1e6 / (self.validators * self.height_cpu_us());
+        cpu.min(1e6 / self.height_latency_us())
+    }
+
+    fn table(&self) -> String {
+        let mut t = format!(
+            "The limit, measured in the same run (`cargo bench -p bulwark-node --bench limit`): \
+what one validator cannot avoid spending, and what {n} validators sharing {cores} cores could \
+reach from it. Not counted: the load generator, JSON-RPC, TLS records, gossip bookkeeping.\n\n\
+| floor | value |\n|---|---|\n\
+| CPU per {tx}-byte transaction, one validator alone (CheckTx, block, FinalizeBlock, Commit, block store and its indexes; {h} blocks of {b} transactions) | {tx_us:.1} µs |\n\
+| CPU per empty height, one validator alone | {empty:.0} µs |\n\
+| ed25519 signature made / verified | {sign:.1} / {verify:.1} µs |\n\
+| durable write (a small sled write and its flush): CPU / wall, median | {fcpu:.0} / {fwall:.0} µs |\n\
+| loopback message one way (512 bytes over TCP): CPU of both ends / wall, median | {hcpu:.1} / {hwall:.1} µs |\n",
+            n = self.validators,
+            cores = self.cores,
+            tx = self.get("tx_bytes"),
+            h = self.get("lone_heights"),
+            b = self.get("lone_txs_per_block"),
+            tx_us = self.get("tx_cpu_us"),
+            empty = self.get("empty_height_cpu_us"),
+            sign = self.get("sign_us"),
+            verify = self.get("verify_us"),
+            fcpu = self.get("flush_cpu_us"),
+            fwall = self.get("flush_wall_us"),
+            hcpu = self.get("hop_cpu_us"),
+            hwall = self.get("hop_wall_us"),
+        );
+        for (what, count, us) in self.height_parts() {
+            t += &format!(
+                "| per height per validator: {what}, {count:.2} × {us:.1} µs | {:.0} µs CPU |\n",
+                count * us
+            );
+        }
+        t += &format!(
+            "| **throughput limit**: {cores} cores / ({n} validators × {tx_us:.1} µs) | {tps:.0} tx/s |\n\
+| **heights limit**: the lower of {cores} cores / ({n} × {cpu:.0} µs CPU per height) = {by_cpu:.0}/s and 1 / {lat:.0} µs critical path = {by_lat:.0}/s | {hps:.0} heights/s |\n",
+            cores = self.cores,
+            n = self.validators,
+            tx_us = self.get("tx_cpu_us"),
+            tps = self.tx_per_s(),
+            cpu = self.height_cpu_us(),
+            by_cpu = self.cores * 1e6 / (self.validators * self.height_cpu_us()),
+            lat = self.height_latency_us(),
+            by_lat = 1e6 / self.height_latency_us(),
+            hps = self.heights_per_s(),
+        );
+        t
+    }
 }
 
 /// Runs a `harness = false` bench binary (release profile) and returns its JSON line.
@@ -705,5 +835,90 @@ pub fn write_section(path: &str, name: &str, body: &str) -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::write(&file, new).with_context(|| format!("writing {}", file.display()))?;
+    Ok(())
+}
+
+/// Where a lone validator's time goes, as a flame graph: `perf record` (DWARF call graphs) of
+/// the limit bench, folded and drawn by `inferno`, written to docs/flamegraph-lone-validator.svg.
+fn profile(args: &BenchArgs) -> Result<()> {
+    if Command::new("perf").arg("--version").output().is_err() {
+        anyhow::bail!(
+            "the profile needs perf (Debian: apt-get install linux-perf); it is not installed"
+        );
+    }
+    // Built first, so that perf samples the bench and not the compiler.
+    let built = harness::cargo()
+        .args([
+            "bench",
+            "-p",
+            "bulwark-node",
+            "--bench",
+            "limit",
+            "--no-run",
+        ])
+        .status()
+        .context("building the limit bench")?;
+    anyhow::ensure!(built.success(), "the limit bench did not build");
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("perf.data");
+    eprintln!(
+        "bench: perf record of the limit bench (a lone validator, then the pieces of a height)"
+    );
+    // perf runs cargo as `harness::cargo()` would: the same variables set and removed, so
+    // that nothing is rebuilt under the profiler.
+    let cargo = harness::cargo();
+    let mut record = Command::new("perf");
+    record
+        // The largest stack copy perf allows: smaller ones cut deep stacks (sled under the
+        // engine) short, and their samples land beside their callers instead of under them.
+        .args(["record", "-F", "199", "--call-graph", "dwarf,65528", "-o"])
+        .arg(&data)
+        .arg("--")
+        .arg(cargo.get_program())
+        .args(["bench", "-q", "-p", "bulwark-node", "--bench", "limit"]);
+    for (k, v) in cargo.get_envs() {
+        match v {
+            Some(v) => record.env(k, v),
+            None => record.env_remove(k),
+        };
+    }
+    let recorded = record.output().context("running perf record")?;
+    anyhow::ensure!(
+        recorded.status.success(),
+        "perf record failed: {}",
+        String::from_utf8_lossy(&recorded.stderr)
+    );
+    let script = Command::new("perf")
+        .args(["script", "-i"])
+        .arg(&data)
+        .output()
+        .context("running perf script")?;
+    anyhow::ensure!(script.status.success(), "perf script failed");
+    let mut folded = Vec::new();
+    use inferno::collapse::Collapse;
+    inferno::collapse::perf::Folder::default()
+        .collapse(script.stdout.as_slice(), &mut folded)
+        .context("folding the stacks")?;
+    let mut options = inferno::flamegraph::Options::default();
+    options.title = format!(
+        "A lone validator: 256-byte kvstore transactions through CheckTx, blocks, FinalizeBlock, Commit and the stores ({})",
+        machine()
+    );
+    // perf's cpu-clock samples are weighted in nanoseconds.
+    options.count_name = "ns of CPU".into();
+    options.min_width = 0.2;
+    let mut svg = Vec::new();
+    inferno::flamegraph::from_reader(&mut options, folded.as_slice(), &mut svg)
+        .context("drawing the flame graph")?;
+    let path = "docs/flamegraph-lone-validator.svg";
+    if args.no_write {
+        eprintln!(
+            "bench: flame graph drawn ({} bytes), not written",
+            svg.len()
+        );
+    } else {
+        std::fs::write(path, &svg).with_context(|| format!("writing {path}"))?;
+        eprintln!("bench: wrote {path}");
+    }
     Ok(())
 }
