@@ -236,6 +236,12 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
         text.replace("max_tx_bytes = 1048576", "max_tx_bytes = 4096"),
     )
     .unwrap();
+    // Node 1 indexes nothing (`tx_index.indexer = "null"`).
+    let config = homes[1].join("config/config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let unindexed = text.replace("indexer = \"kv\"", "indexer = \"null\"");
+    assert_ne!(unindexed, text);
+    std::fs::write(&config, unindexed).unwrap();
     let mut nodes: Vec<Node> = homes.iter().map(|h| start(h).unwrap()).collect();
     let urls: Vec<String> = (0..4).map(|i| rpc_url(base, i as usize)).collect();
     let addr0 = urls[0].trim_start_matches("http://").to_string();
@@ -282,6 +288,36 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
             .tx(bulwark_types::tendermint::Hash::Sha256([7; 32]), false)
             .await
             .is_err());
+        // Node 1, without indexes, stored the block and answers as CometBFT's null indexer.
+        let addr1 = urls[1].trim_start_matches("http://");
+        let block = clients[1].block(committed.height).await.unwrap();
+        assert!(block.block.data.contains(&b"committed=yes".to_vec()));
+        let hash = committed.hash.to_string();
+        for (call, disabled) in [
+            (
+                format!(r#""tx","params":{{"hash":"{hash}"}}"#),
+                "transaction",
+            ),
+            (
+                r#""tx_search","params":{"query":"tx.height>0"}"#.to_string(),
+                "transaction",
+            ),
+            (
+                r#""block_search","params":{"query":"block.height>0"}"#.to_string(),
+                "block",
+            ),
+        ] {
+            let (_, answer) = post(
+                addr1,
+                &format!(r#"{{"jsonrpc":"2.0","id":1,"method":{call}}}"#),
+            );
+            assert_eq!(error_code(&answer), -32603, "{answer}");
+            assert_eq!(
+                answer["error"]["data"],
+                format!("{disabled} indexing is disabled"),
+                "{answer}"
+            );
+        }
         // The application's refusal is an answer with its code, not an error.
         let refused = clients[2]
             .broadcast_tx_sync(b"no separator".to_vec())

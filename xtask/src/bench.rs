@@ -472,9 +472,14 @@ const NODE_BENCH_CONFIG: &[(&str, &str)] = &[
 const NODE_BENCH_TX_BYTES: usize = 256;
 
 /// One load run against a fresh 4-validator network.
-fn node_run(bin: &Path, rate: f64, seconds: u64) -> Result<harness::load::LoadReport> {
+fn node_run(
+    bin: &Path,
+    rate: f64,
+    seconds: u64,
+    config: &[(&str, &str)],
+) -> Result<harness::load::LoadReport> {
     use harness::load::LoadConfig;
-    let mut net = harness::process::Network::start(bin, 4, "bench", NODE_BENCH_CONFIG)?;
+    let mut net = harness::process::Network::start(bin, 4, "bench", config)?;
     let addrs: Vec<String> = (0..4).map(|i| net.rpc_addr(i)).collect();
     let cfg = LoadConfig {
         rate,
@@ -516,33 +521,54 @@ fn node_run(bin: &Path, rate: f64, seconds: u64) -> Result<harness::load::LoadRe
     Ok(report)
 }
 
-/// The node issue's three figures: sustained committed tx/s under open-loop overload,
-/// latency at half that load, and empty heights per second with `timeout_commit = 0`.
-fn node(args: &BenchArgs) -> Result<()> {
-    let bin = harness::process::build_bulwark(true)?;
-    let limit = Limit::measure(4)?;
-    eprintln!("bench: node, 4 validators as processes on loopback over attested TLS (simulated trust), {NODE_BENCH_TX_BYTES}-byte kvstore txs");
-    let empty = node_run(&bin, 0.0, 13)?;
-    // Sustained throughput: the highest offered rate the network commits in full (≥ 95 %,
-    // nothing refused), stepping up until it no longer keeps up. Overload itself is not the
-    // figure: on shared cores the refused requests take CPU from the validators.
-    let mut sustained: Option<(f64, harness::load::LoadReport)> = None;
-    let mut rate = 4_000.0;
+/// The highest rate kept, its run, and the next step's (offered, committed) if one was tried.
+type Sustained = (f64, harness::load::LoadReport, Option<(f64, f64)>);
+
+/// Sustained throughput: the highest offered rate the network commits in full (≥ 95 %,
+/// nothing refused), stepping up by ×1.25 from 2,000 tx/s until it no longer keeps up, with
+/// the rate and its run, and where it fell behind (offered, committed). Overload itself is
+/// not the figure: on shared cores the refused requests take CPU from the validators.
+fn sustained(
+    bin: &Path,
+    config: &[(&str, &str)],
+) -> Result<Sustained> {
+    let mut kept: Option<(f64, harness::load::LoadReport)> = None;
+    let mut rate = 2_000.0;
     let mut first_failure = None;
     while rate <= 40_000.0 {
-        let r = node_run(&bin, rate, 13)?;
+        let r = node_run(bin, rate, 13, config)?;
         if r.refused == 0 && r.tx_per_s >= 0.95 * rate {
-            sustained = Some((rate, r));
+            kept = Some((rate, r));
             rate *= 1.25;
         } else {
             first_failure = Some((rate, r.tx_per_s));
             break;
         }
     }
-    let (sustained_rate, saturated) =
-        sustained.context("the network did not keep up even with the lowest offered load")?;
+    let (rate, report) =
+        kept.context("the network did not keep up even with the lowest offered load")?;
+    Ok((rate, report, first_failure))
+}
+
+/// The node issue's three figures: sustained committed tx/s under open-loop overload,
+/// latency at half that load, and empty heights per second with `timeout_commit = 0`.
+fn node(args: &BenchArgs) -> Result<()> {
+    let bin = harness::process::build_bulwark(true)?;
+    let limit = Limit::measure(4)?;
+    eprintln!("bench: node, 4 validators as processes on loopback over attested TLS (simulated trust), {NODE_BENCH_TX_BYTES}-byte kvstore txs");
+    let empty = node_run(&bin, 0.0, 13, NODE_BENCH_CONFIG)?;
+    let (sustained_rate, saturated, first_failure) = sustained(&bin, NODE_BENCH_CONFIG)?;
     let half = sustained_rate / 2.0;
-    let at_half = node_run(&bin, half, 18)?;
+    let at_half = node_run(&bin, half, 18, NODE_BENCH_CONFIG)?;
+    eprintln!(
+        "bench: the same without transaction and event indexes (tx_index.indexer = \"null\")"
+    );
+    let unindexed_config: Vec<(&str, &str)> = NODE_BENCH_CONFIG
+        .iter()
+        .copied()
+        .chain([("indexer = \"kv\"", "indexer = \"null\"")])
+        .collect();
+    let (_, unindexed, _) = sustained(&bin, &unindexed_config)?;
     let over = first_failure.map_or_else(
         || "(no higher step tried)".to_string(),
         |(r, c)| format!("{r:.0} tx/s offered: {c:.0} tx/s committed"),
@@ -557,14 +583,17 @@ transactions in JSON-RPC batches of `broadcast_tx_async`, spread over the 4 node
 is from sending a transaction to seeing it in a committed block over node 0's RPC. \
 `timeout_commit = 0`. Each figure is taken over a window that starts 3 s into the run.\n\n\
 | figure | value | target | of the limit below |\n|---|---|---|---|\n\
-| sustained committed throughput (highest step of ×1.25 from 4,000 tx/s committed in full) | {sat:.0} tx/s | ≥ 20,000 tx/s | {sat_ratio} |\n\
+| sustained committed throughput (highest step of ×1.25 from 2,000 tx/s committed in full) | {sat:.0} tx/s | ≥ 20,000 tx/s | {sat_ratio} |\n\
 | … heights per second at that load | {sat_h:.1} | | |\n\
 | … the next step, where it fell behind | {over} | | |\n\
 | commit latency at half that load ({half:.0} tx/s offered; {half_tx:.0} tx/s committed): p50 / p99 | {p50:.1} ms / {p99:.1} ms | ≤ 20 ms / ≤ 100 ms | |\n\
-| empty heights per second, no load | {empty_h:.1} | ≥ 500 | {empty_ratio} |\n\n\
+| empty heights per second, no load | {empty_h:.1} | ≥ 500 | {empty_ratio} |\n\
+| sustained committed throughput with `tx_index.indexer = \"null\"` (no transaction or event index) | {unindexed_tx:.0} tx/s | | {unindexed_ratio} of its own limit |\n\n\
 {limit_table}",
         machine = machine(),
         sat_ratio = ratio(saturated.tx_per_s, limit.tx_per_s()),
+        unindexed_tx = unindexed.tx_per_s,
+        unindexed_ratio = ratio(unindexed.tx_per_s, limit.unindexed_tx_per_s()),
         empty_ratio = ratio(empty.heights_per_s, limit.heights_per_s()),
         limit_table = limit.table(),
         tx = NODE_BENCH_TX_BYTES,
@@ -604,6 +633,11 @@ impl Limit {
     /// Every validator executes every transaction.
     fn tx_per_s(&self) -> f64 {
         self.cores * 1e6 / (self.validators * self.get("tx_cpu_us"))
+    }
+
+    /// The same without transaction and event indexes.
+    fn unindexed_tx_per_s(&self) -> f64 {
+        self.cores * 1e6 / (self.validators * self.get("unindexed_tx_cpu_us"))
     }
 
     /// One validator's share of a height of a network of `validators`: its prevote and
@@ -658,6 +692,7 @@ what one validator cannot avoid spending, and what {n} validators sharing {cores
 reach from it. Not counted: the load generator, JSON-RPC, TLS records, gossip bookkeeping.\n\n\
 | floor | value |\n|---|---|\n\
 | CPU per {tx}-byte transaction, one validator alone (CheckTx, block, FinalizeBlock, Commit, block store and its indexes; {h} blocks of {b} transactions) | {tx_us:.1} µs |\n\
+| … without the block store's transaction and event indexes (`tx_index.indexer = \"null\"`) | {unindexed_us:.1} µs |\n\
 | CPU per empty height, one validator alone | {empty:.0} µs |\n\
 | ed25519 signature made / verified | {sign:.1} / {verify:.1} µs |\n\
 | durable write (a small sled write and its flush): CPU / wall, median | {fcpu:.0} / {fwall:.0} µs |\n\
@@ -668,6 +703,7 @@ reach from it. Not counted: the load generator, JSON-RPC, TLS records, gossip bo
             h = self.get("lone_heights"),
             b = self.get("lone_txs_per_block"),
             tx_us = self.get("tx_cpu_us"),
+            unindexed_us = self.get("unindexed_tx_cpu_us"),
             empty = self.get("empty_height_cpu_us"),
             sign = self.get("sign_us"),
             verify = self.get("verify_us"),
@@ -684,11 +720,14 @@ reach from it. Not counted: the load generator, JSON-RPC, TLS records, gossip bo
         }
         t += &format!(
             "| **throughput limit**: {cores} cores / ({n} validators × {tx_us:.1} µs) | {tps:.0} tx/s |\n\
+| … without indexes: {cores} cores / ({n} × {unindexed_us:.1} µs) | {unindexed_tps:.0} tx/s |\n\
 | **heights limit**: the lower of {cores} cores / ({n} × {cpu:.0} µs CPU per height) = {by_cpu:.0}/s and 1 / {lat:.0} µs critical path = {by_lat:.0}/s | {hps:.0} heights/s |\n",
             cores = self.cores,
             n = self.validators,
             tx_us = self.get("tx_cpu_us"),
             tps = self.tx_per_s(),
+            unindexed_us = self.get("unindexed_tx_cpu_us"),
+            unindexed_tps = self.unindexed_tx_per_s(),
             cpu = self.height_cpu_us(),
             by_cpu = self.cores * 1e6 / (self.validators * self.height_cpu_us()),
             lat = self.height_latency_us(),

@@ -89,7 +89,9 @@ pub fn open_engine(home: &Home) -> anyhow::Result<(Engine, Vec<Output>)> {
     };
     // WAL records and the last-sign-state carry a MAC under a key only the open identity gives.
     let mac_key = bulwark_identity::state_mac_key(key.as_bytes(), &home.chain_name);
-    let store = Store::open(data.join("store"))?.with_mac_key(*mac_key);
+    let store = Store::open(data.join("store"))?
+        .with_mac_key(*mac_key)
+        .with_indexes(home.config.tx_index.indexer == bulwark_config::Indexer::Kv);
     let mut app = home.config.app.connect(&data.join("app"))?;
     let mut state = bulwark_node::handshake::genesis_state(app.as_mut(), &home.genesis)?;
     state.claims = bulwark_node::instance::Register::at_launch(
@@ -547,11 +549,10 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 None => { tracing::info!("event channel closed"); break }
             },
             Some(request) = rpc_calls.recv() => {
-                let shown_peers = || peers.iter().filter_map(|(id, p)| peer_info(*id, p, &own_info)).collect();
                 let view = NodeView {
                     node_info: &own_info,
                     genesis: &home.genesis,
-                    peers: &shown_peers,
+                    peers: &|| peers.iter().filter_map(|(id, p)| peer_info(*id, p, &own_info)).collect(),
                     listeners: listeners.clone(),
                     validator_key,
                 };

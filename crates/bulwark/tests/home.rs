@@ -165,6 +165,8 @@ fn init_refuses_to_overwrite_keys_and_bad_files_name_themselves() {
                 "prometheus_listen_addr = \":26660\"",
                 "prometheus_listen_addr = \"127.0.0.1:26657\"",
             ),
+        // CometBFT's psql indexer is not served.
+        good.replace("indexer = \"kv\"", "indexer = \"psql\""),
     ] {
         assert_ne!(bad, good);
         std::fs::write(&cfg, &bad).unwrap();
@@ -173,6 +175,11 @@ fn init_refuses_to_overwrite_keys_and_bad_files_name_themselves() {
             "{bad}"
         );
     }
+    std::fs::write(&cfg, good.replace("indexer = \"kv\"", "indexer = \"null\"")).unwrap();
+    assert_eq!(
+        PublicHome::load(&home).unwrap().config.tx_index.indexer,
+        bulwark_config::Indexer::Null
+    );
     std::fs::write(&cfg, good).unwrap();
 
     std::fs::remove_file(home.join("config/genesis.json")).unwrap();

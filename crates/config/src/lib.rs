@@ -80,6 +80,27 @@ pub struct MempoolSection {
     pub cache_size: usize,
 }
 
+/// `[tx_index]` of config.toml, as CometBFT's: whether the block store indexes transactions
+/// and events for `tx`, `tx_search` and `block_search`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxIndexConfig {
+    /// `kv` (the default) or `null`.
+    #[serde(default)]
+    pub indexer: Indexer,
+}
+
+/// What indexes committed transactions and blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Indexer {
+    /// CometBFT's kv indexer, written with each block.
+    #[default]
+    Kv,
+    /// None: three fewer database keys per transaction (see docs/BENCHMARKS.md), and
+    /// `tx`, `tx_search` and `block_search` answer that indexing is disabled, as CometBFT's do.
+    Null,
+}
+
 /// `[instrumentation]` of config.toml, as CometBFT's (absent: metrics off).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstrumentationConfig {
@@ -152,6 +173,9 @@ pub struct NodeConfig {
     /// Prometheus metrics.
     #[serde(default)]
     pub instrumentation: InstrumentationConfig,
+    /// Transaction and block indexing.
+    #[serde(default)]
+    pub tx_index: TxIndexConfig,
 }
 
 impl NodeConfig {
@@ -188,6 +212,7 @@ impl NodeConfig {
                 cache_size: 10_000,
             },
             instrumentation: InstrumentationConfig::default(),
+            tx_index: TxIndexConfig::default(),
         }
     }
 

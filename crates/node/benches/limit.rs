@@ -68,10 +68,12 @@ fn genesis(validator: &SigningKey) -> Genesis<serde_json::Value> {
     }
 }
 
-fn open(dir: &std::path::Path, txs_per_block: usize) -> Engine {
+fn open(dir: &std::path::Path, txs_per_block: usize, indexing: bool) -> Engine {
     let key = SigningKey::from([7; 32]);
     let g = genesis(&key);
-    let store = Store::open(dir.join("store")).unwrap();
+    let store = Store::open(dir.join("store"))
+        .unwrap()
+        .with_indexes(indexing);
     let mut app = KvStore::open(dir.join("app")).unwrap();
     let mut state = bulwark_node::handshake::genesis_state(&mut app, &g).unwrap();
     let mut config = EngineConfig::default();
@@ -90,10 +92,11 @@ fn open(dir: &std::path::Path, txs_per_block: usize) -> Engine {
 }
 
 /// A lone validator decides `heights` blocks of `txs_per_block` fresh transactions each
-/// (submitted before each height, through CheckTx); returns the CPU seconds spent.
-fn lone_validator(heights: u64, txs_per_block: usize) -> f64 {
+/// (submitted before each height, through CheckTx), its block store indexing them or not;
+/// returns the CPU seconds spent.
+fn lone_validator(heights: u64, txs_per_block: usize, indexing: bool) -> f64 {
     let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-    let mut engine = open(dir.path(), txs_per_block);
+    let mut engine = open(dir.path(), txs_per_block, indexing);
     let mut next_tx = 0u64;
     let mut out: VecDeque<Output> = VecDeque::new();
     let start_height = engine.state().last_block_height;
@@ -183,11 +186,15 @@ fn main() {
 
     // Per height of a lone validator without transactions, then per transaction.
     let empty_heights = heights * 10;
-    let empty_cpu = lone_validator(empty_heights, 0);
+    let empty_cpu = lone_validator(empty_heights, 0, true);
     let cpu_per_empty_height = empty_cpu / empty_heights as f64;
-    let full_cpu = lone_validator(heights, txs);
-    let tx_cpu_us =
-        (full_cpu - cpu_per_empty_height * heights as f64) / (heights as f64 * txs as f64) * 1e6;
+    let per_tx_us = |cpu: f64| {
+        (cpu - cpu_per_empty_height * heights as f64) / (heights as f64 * txs as f64) * 1e6
+    };
+    let tx_cpu_us = per_tx_us(lone_validator(heights, txs, true));
+    // The same without the block store's transaction and event indexes
+    // (`tx_index.indexer = "null"`).
+    let unindexed_tx_cpu_us = per_tx_us(lone_validator(heights, txs, false));
 
     // The pieces of a height.
     let key = SigningKey::from([9; 32]);
@@ -214,7 +221,7 @@ fn main() {
     let (hop_cpu_us, hop_wall_us) = loopback(runs * 5);
 
     println!(
-        "{{\"tx_bytes\":{TX_BYTES},\"lone_heights\":{heights},\"lone_txs_per_block\":{txs},\"tx_cpu_us\":{tx_cpu_us:.2},\"empty_height_cpu_us\":{:.0},\"sign_us\":{sign_us:.1},\"verify_us\":{verify_us:.1},\"flush_cpu_us\":{flush_cpu_us:.0},\"flush_wall_us\":{flush_wall_us:.0},\"hop_cpu_us\":{hop_cpu_us:.1},\"hop_wall_us\":{hop_wall_us:.1}}}",
+        "{{\"tx_bytes\":{TX_BYTES},\"lone_heights\":{heights},\"lone_txs_per_block\":{txs},\"tx_cpu_us\":{tx_cpu_us:.2},\"unindexed_tx_cpu_us\":{unindexed_tx_cpu_us:.2},\"empty_height_cpu_us\":{:.0},\"sign_us\":{sign_us:.1},\"verify_us\":{verify_us:.1},\"flush_cpu_us\":{flush_cpu_us:.0},\"flush_wall_us\":{flush_wall_us:.0},\"hop_cpu_us\":{hop_cpu_us:.1},\"hop_wall_us\":{hop_wall_us:.1}}}",
         cpu_per_empty_height * 1e6,
     );
 }

@@ -591,6 +591,7 @@ fn check_tx(engine: &mut Engine, tx: Vec<u8>) -> Result<Value, ResponseError> {
 /// A committed transaction by its hash, with its result (CometBFT's kv indexer's answer) and,
 /// if `prove`, the Merkle proof of its place in its block.
 fn committed(engine: &Engine, hash: &[u8], prove: bool) -> Result<Value, ResponseError> {
+    crate::search::indexing(engine.blocks(), "transaction")?;
     let at = engine
         .blocks()
         .tx_location(hash)

@@ -23,6 +23,15 @@ fn refusal(e: SearchError) -> ResponseError {
     internal(e.to_string())
 }
 
+/// CometBFT's answer where `tx_index.indexer = "null"` (`what`: transaction or block).
+pub(crate) fn indexing(blocks: &BlockStore, what: &str) -> Result<(), ResponseError> {
+    if blocks.indexing() {
+        Ok(())
+    } else {
+        Err(internal(format!("{what} indexing is disabled")))
+    }
+}
+
 /// A height's block and results, decoded once for all the transactions of a page there.
 type Decoded = (u64, Block, response::FinalizeBlock);
 
@@ -91,6 +100,7 @@ pub fn tx_search(
     prove: bool,
     deadline: Instant,
 ) -> Result<Value, ResponseError> {
+    indexing(blocks, "transaction")?;
     let found = matching_txs(blocks, &search.query, deadline).map_err(refusal)?;
     let mut txs = Vec::new();
     let mut decoded = None;
@@ -114,6 +124,7 @@ pub fn block_search(
     search: &Search,
     deadline: Instant,
 ) -> Result<Value, ResponseError> {
+    indexing(blocks, "block")?;
     let found = matching_blocks(blocks, &search.query, deadline).map_err(refusal)?;
     let mut answers = Vec::new();
     for height in

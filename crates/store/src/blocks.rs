@@ -20,6 +20,8 @@ pub struct BlockStore {
     evidence: Tree,
     txs: Tree,
     events: EventTrees,
+    /// Whether transactions and events are indexed ([`Store::with_indexes`]).
+    indexing: bool,
     /// The latest stored height, told to whoever watches (`committed`), shared by clones.
     latest: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -55,6 +57,9 @@ pub struct DecidedHeight<'a> {
     pub block_attributes: &'a [Attribute],
 }
 
+/// A height's index writes: transactions by hash, and the event index's four trees.
+type IndexWrites<'a> = (Batch, [(&'a Tree, Batch); 4]);
+
 impl BlockStore {
     /// Opens the block store in `store`.
     pub fn open(store: &Store) -> Result<Self, StoreError> {
@@ -69,6 +74,7 @@ impl BlockStore {
             evidence: store.tree(EVIDENCE_TREE)?,
             txs: store.tree("tx_hashes")?,
             events: EventTrees::open(store)?,
+            indexing: store.indexing,
             latest: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         };
         opened
@@ -119,19 +125,57 @@ impl BlockStore {
                 decided.tx_attributes.len()
             )));
         }
+        let mut evidence = Batch::default();
+        for e in decided.evidence {
+            evidence.insert(e.digest, e.value());
+        }
+        let mut extensions = Batch::default();
+        if !decided.extensions.is_empty() {
+            extensions.insert(key(height), decided.extensions);
+        }
+        let stored = [
+            one(&key(height), decided.block),
+            one(decided.hash, &key(height)),
+            one(&key(height), decided.commit),
+            one(&key(height), decided.state),
+            one(&key(height), decided.results),
+        ];
+        let mut writes: Vec<(&Tree, &Batch)> = vec![
+            (&self.extensions, &extensions),
+            (&self.blocks, &stored[0]),
+            (&self.hashes, &stored[1]),
+            (&self.commits, &stored[2]),
+            (&self.states, &stored[3]),
+            (&self.results, &stored[4]),
+            (&self.evidence, &evidence),
+        ];
+        let indexes = if self.indexing {
+            Some(self.index_writes(&decided)?)
+        } else {
+            None
+        };
+        if let Some((txs, events)) = &indexes {
+            writes.push((&self.txs, txs));
+            writes.extend(events.iter().map(|(tree, batch)| (*tree, batch)));
+        }
+        self.store.db().write_atomically(&writes)?;
+        self.store.flush()?;
+        self.latest.send_replace(height);
+        Ok(())
+    }
+
+    /// The index writes of a decided height: its transactions by hash, and the event index.
+    fn index_writes(&self, decided: &DecidedHeight<'_>) -> Result<IndexWrites<'_>, StoreError> {
+        let height = decided.height;
         let indexed: Vec<([u8; 32], &[Attribute])> = decided
             .txs
             .iter()
             .zip(decided.tx_attributes)
             .map(|((hash, _), attributes)| (*hash, attributes.as_slice()))
             .collect();
-        let [e0, e1, e2, e3] = self
+        let events = self
             .events
             .writes(height, decided.block_attributes, &indexed);
-        let mut evidence = Batch::default();
-        for e in decided.evidence {
-            evidence.insert(e.digest, e.value());
-        }
         let mut txs = Batch::default();
         let mut succeeded = std::collections::BTreeSet::new();
         for (index, (hash, ok)) in (0u32..).zip(decided.txs) {
@@ -145,27 +189,12 @@ impl BlockStore {
             at.push(u8::from(*ok));
             txs.insert(hash, at);
         }
-        let mut extensions = Batch::default();
-        if !decided.extensions.is_empty() {
-            extensions.insert(key(height), decided.extensions);
-        }
-        self.store.db().write_atomically(&[
-            (&self.extensions, &extensions),
-            (&self.blocks, &one(&key(height), decided.block)),
-            (&self.hashes, &one(decided.hash, &key(height))),
-            (&self.commits, &one(&key(height), decided.commit)),
-            (&self.states, &one(&key(height), decided.state)),
-            (&self.results, &one(&key(height), decided.results)),
-            (&self.evidence, &evidence),
-            (&self.txs, &txs),
-            (e0.0, &e0.1),
-            (e1.0, &e1.1),
-            (e2.0, &e2.1),
-            (e3.0, &e3.1),
-        ])?;
-        self.store.flush()?;
-        self.latest.send_replace(height);
-        Ok(())
+        Ok((txs, events))
+    }
+
+    /// Whether transactions and events are indexed (`tx`, `tx_search`, `block_search`).
+    pub fn indexing(&self) -> bool {
+        self.indexing
     }
 
     fn get(&self, tree: &Tree, height: u64) -> Result<Option<Vec<u8>>, StoreError> {

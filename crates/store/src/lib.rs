@@ -54,6 +54,8 @@ pub enum StoreError {
 pub struct Store {
     db: Db,
     mac_key: [u8; 32],
+    /// Whether its block store indexes transactions and events.
+    indexing: bool,
 }
 
 // The MAC key never appears in logs.
@@ -99,6 +101,7 @@ impl Store {
         Ok(Store {
             db: Db::open(dir)?,
             mac_key: [0; 32],
+            indexing: true,
         })
     }
 
@@ -107,6 +110,7 @@ impl Store {
         Store {
             db: Db::on(disk),
             mac_key: [0; 32],
+            indexing: true,
         }
     }
 
@@ -116,6 +120,13 @@ impl Store {
     /// detects damage but not forgery (the simulator's stores).
     pub fn with_mac_key(mut self, key: [u8; 32]) -> Store {
         self.mac_key = key;
+        self
+    }
+
+    /// The store with a block store that indexes transactions and events, or neither
+    /// (config.toml `tx_index.indexer = "null"`).
+    pub fn with_indexes(mut self, indexing: bool) -> Store {
+        self.indexing = indexing;
         self
     }
 

@@ -337,3 +337,49 @@ fn the_event_index_finds_positions_by_key_by_value_and_by_height_across_scan_ste
     assert!(matches!(blocks.save(d), Err(StoreError::Refused(_))));
     assert_eq!(blocks.latest_height().unwrap(), Some(3));
 }
+
+/// `tx_index.indexer = "null"`: the block store keeps every block, commit, state and result,
+/// and writes neither the transaction nor the event index (three database keys a transaction
+/// fewer); the same heights indexed find everything.
+#[test]
+fn a_store_without_indexes_keeps_blocks_and_writes_no_index() {
+    use bulwark_store::events::Posting;
+    let save = |indexing: bool| -> (tempfile::TempDir, BlockStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap().with_indexes(indexing);
+        let blocks = BlockStore::open(&store).unwrap();
+        assert_eq!(blocks.indexing(), indexing);
+        let txs = [([1u8; 32], true), ([2u8; 32], false)];
+        let attributes = vec![vec![attribute("app.key", "a")], vec![]];
+        let block_attributes = vec![attribute("block.writes", "1")];
+        let mut d = decided(1, b"hash-1", b"block-1", b"commit-1", b"state-1");
+        d.txs = &txs;
+        d.tx_attributes = &attributes;
+        d.block_attributes = &block_attributes;
+        blocks.save(d).unwrap();
+        (dir, blocks)
+    };
+    for indexing in [true, false] {
+        let (_dir, blocks) = save(indexing);
+        assert_eq!(blocks.block(1).unwrap().as_deref(), Some(&b"block-1"[..]));
+        assert_eq!(blocks.results(1).unwrap().as_deref(), Some(&b"results"[..]));
+        assert_eq!(blocks.height_of(b"hash-1").unwrap(), Some(1));
+        let found = blocks.tx_location(&[1u8; 32]).unwrap();
+        let postings = blocks
+            .tx_postings(Posting::Key("app.key"))
+            .map(Result::unwrap)
+            .count();
+        let block_postings = blocks
+            .block_postings(Posting::Key("block.writes"))
+            .map(Result::unwrap)
+            .count();
+        let positions = blocks.txs_between(1, 1).map(Result::unwrap).count();
+        if indexing {
+            assert_eq!(found, Some((1, 0)));
+            assert_eq!((postings, block_postings, positions), (1, 1, 2));
+        } else {
+            assert_eq!(found, None);
+            assert_eq!((postings, block_postings, positions), (0, 0, 0));
+        }
+    }
+}
