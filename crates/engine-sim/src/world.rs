@@ -31,6 +31,10 @@ pub struct EngineSimConfig {
     /// No outages, GST at 0, small delays and a `timeout_commit` above them: the steady
     /// state of a healthy network.
     pub calm: bool,
+    /// The scaling bench's world (with `calm`): equal powers, delays of at most 5 ms, no
+    /// `timeout_commit` and no transactions, so that a height's simulated time is its
+    /// messages' and each input's CPU the work the validator count makes.
+    pub scaling: bool,
     /// End the run at its first violation (a search for one needs no more, and a planted bug
     /// that makes every input slow would otherwise take minutes per seed).
     pub stop_at_first_violation: bool,
@@ -50,6 +54,7 @@ impl EngineSimConfig {
             mutant: None,
             stormy: false,
             calm: false,
+            scaling: false,
             stop_at_first_violation: false,
         }
     }
@@ -314,6 +319,10 @@ impl World {
             start_at.iter_mut().for_each(|s| *s = 0);
             partitions.clear();
             (gst, delta, timeout_commit_ms) = (0, rng.range(2, 20), rng.range(50, 100));
+        }
+        if config.scaling {
+            (delta, timeout_commit_ms, tx_per_s) = (5, 0, 0);
+            powers.iter_mut().for_each(|p| *p = 10);
         }
         if config.full_blocks {
             // Blocks of 5 MiB of transactions, beyond the 4 MiB default frame, from a full
