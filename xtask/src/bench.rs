@@ -988,6 +988,19 @@ fn scaling(args: &BenchArgs) -> Result<()> {
         );
     }
     let svg = scaling_plot(&points)?;
+    // (validators, CPU per validator per height, events per validator per height) of the
+    // smallest and the largest set.
+    let summary = |r: &serde_json::Value| {
+        (
+            get(r, "validators"),
+            get(r, "cpu_us_per_height_per_validator"),
+            get(r, "messages_per_height_per_validator"),
+        )
+    };
+    let first_and_last = match (rows.first(), rows.last()) {
+        (Some(a), Some(b)) => (summary(a), summary(b)),
+        _ => anyhow::bail!("the scaling bench measured nothing"),
+    };
     let section = format!(
         "## Scaling with validators\n\n\
 Measured by `cargo xtask bench --only scaling` (`cargo bench -p bulwark-engine-sim --bench \
@@ -1001,11 +1014,24 @@ plus that CPU (all of a validator's work on the critical path: an upper bound). 
 | validators | heights run | simulated time per height | CPU per validator per height | … per validator in the set | events a validator handles per height | height time (modelled) | heights/s (modelled) |\n\
 |---|---|---|---|---|---|---|---|\n\
 {table}\n\
-The events a validator handles grow linearly with the set (about two per other validator \
-per height: its prevote and its precommit; nothing goes all-to-all again), and the CPU per \
-validator per height grows linearly or less (per validator in the set it falls): the target \
-of at most linear growth holds in this run.\n",
+From {n0} to {n1} validators (×{set_growth:.0}) the CPU per validator per height grew \
+×{cpu_growth:.1} and the events it handles ×{event_growth:.1} (about two per other validator \
+per height: its prevote and its precommit; nothing goes all-to-all again): growth relative to \
+linear {relative:.2}, so the target of at most linear growth {verdict} in this run.\n",
         machine = machine(),
+        n0 = first_and_last.0 .0,
+        n1 = first_and_last.1 .0,
+        set_growth = first_and_last.1 .0 / first_and_last.0 .0,
+        cpu_growth = first_and_last.1 .1 / first_and_last.0 .1,
+        event_growth = first_and_last.1 .2 / first_and_last.0 .2,
+        relative = (first_and_last.1 .1 / first_and_last.0 .1) / (first_and_last.1 .0 / first_and_last.0 .0),
+        verdict = if first_and_last.1 .1 / first_and_last.0 .1
+            <= first_and_last.1 .0 / first_and_last.0 .0
+        {
+            "holds"
+        } else {
+            "does not hold"
+        },
     );
     if args.no_write {
         println!("{section}");
