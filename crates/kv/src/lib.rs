@@ -96,8 +96,8 @@ fn keyspace(name: &str) -> Option<Vec<u8>> {
     Some(prefix)
 }
 
-/// The least key greater than every key that starts with `prefix`, if any.
-fn keyspace_end(prefix: &[u8]) -> Option<Vec<u8>> {
+/// The least key greater than every key that starts with `prefix`, if any (a scan's end).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < u8::MAX {
@@ -125,7 +125,7 @@ fn sled_bounds(
     use std::ops::Bound;
     let upper = match end {
         Some(e) => Bound::Excluded(prefixed(prefix, e)),
-        None => keyspace_end(prefix).map_or(Bound::Unbounded, Bound::Excluded),
+        None => prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded),
     };
     (Bound::Included(prefixed(prefix, start)), upper)
 }

@@ -7,12 +7,11 @@
 //! Prints one JSON line for `cargo xtask bench --only catchup`.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use bulwark_app::kvstore::KvStore;
+mod lone;
+
 use bulwark_node::engine::{Engine, EngineConfig, Input, Output};
 use bulwark_store::Store;
-use bulwark_types::tendermint::{validator, Genesis, Time};
 use bulwark_wire::{self as wire, Payload};
-use bytes::Bytes;
 use ed25519_consensus::SigningKey;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -29,21 +28,6 @@ fn heights() -> u64 {
         .unwrap_or(if benching { 1_000 } else { 40 })
 }
 
-fn genesis(validator: &SigningKey) -> Genesis<serde_json::Value> {
-    Genesis {
-        genesis_time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
-        chain_id: "bulwark-catchup-bench".parse().unwrap(),
-        initial_height: 1,
-        consensus_params: bulwark_types::genesis::default_consensus_params(),
-        validators: vec![validator::Info::new(
-            bulwark_types::signing::public_key(validator),
-            10u32.into(),
-        )],
-        app_hash: Default::default(),
-        app_state: serde_json::Value::Null,
-    }
-}
-
 fn config() -> EngineConfig {
     let mut c = EngineConfig::default();
     c.mempool.max_txs = 10_000;
@@ -55,21 +39,10 @@ fn config() -> EngineConfig {
 fn open(
     dir: &std::path::Path,
     key: SigningKey,
-    g: &Genesis<serde_json::Value>,
+    g: &bulwark_types::tendermint::Genesis<serde_json::Value>,
 ) -> (Engine, Vec<Output>) {
     let store = Store::open(dir.join("store")).unwrap();
-    let mut app = KvStore::open(dir.join("app")).unwrap();
-    let mut state = bulwark_node::handshake::genesis_state(&mut app, g).unwrap();
-    // The lone validator runs as its launch instance (the default config's), which the
-    // genesis names.
-    let config = config();
-    state.claims = bulwark_node::instance::Register::at_launch(
-        1,
-        g.validators
-            .iter()
-            .filter_map(|v| Some((v.address.as_bytes().try_into().ok()?, config.instance))),
-    );
-    Engine::open(config, &store, key, Box::new(app), state).unwrap()
+    lone::open(dir, &store, key, g, config())
 }
 
 /// Outputs a lone validator acts on: only the start of the next height (its own messages
@@ -87,7 +60,7 @@ fn drain(out: &mut VecDeque<Output>) -> Option<u64> {
 fn main() {
     let heights = heights();
     let validator = SigningKey::from([7; 32]);
-    let g = genesis(&validator);
+    let g = lone::genesis("bulwark-catchup-bench", &validator);
     let producer_dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
     let (mut producer, opened) = open(producer_dir.path(), validator, &g);
 
@@ -97,39 +70,10 @@ fn main() {
     let mut out = VecDeque::from(opened);
     while producer.state().last_block_height < heights {
         while producer.mempool().size_bytes() < (4 << 20) + TX_BYTES {
-            let mut tx = format!("k{next_tx:012}=").into_bytes();
-            tx.resize(TX_BYTES, b'v');
+            lone::submit(&mut producer, &mut out, next_tx, TX_BYTES);
             next_tx += 1;
-            let (added, more) = producer.submit_tx(Bytes::from(tx));
-            added.unwrap();
-            out.extend(more);
         }
-        // A lone validator proposes and decides on its own within one input; the driver only
-        // starts the next height (a timeout is fed only if nothing else is due).
-        let outputs: Vec<Output> = out.drain(..).collect();
-        let next = outputs.iter().find_map(|o| match o {
-            Output::ScheduleHeight { height, .. } => Some(*height),
-            _ => None,
-        });
-        let timeouts: Vec<_> = outputs
-            .into_iter()
-            .filter_map(|o| match o {
-                Output::Schedule { timeout, .. } => Some(timeout),
-                _ => None,
-            })
-            .collect();
-        match next {
-            Some(height) => out.extend(producer.handle(Input::StartHeight(height)).unwrap()),
-            None if !timeouts.is_empty() => {
-                for t in timeouts {
-                    out.extend(producer.handle(Input::Timeout(t)).unwrap());
-                }
-            }
-            None => panic!(
-                "the producer stalled at {}",
-                producer.state().last_block_height
-            ),
-        }
+        lone::step(&mut producer, &mut out);
     }
     let build_seconds = built.elapsed().as_secs_f64();
     let mut block_bytes = 0u64;

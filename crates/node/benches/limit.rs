@@ -16,11 +16,10 @@
 //! Prints one JSON line.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use bulwark_app::kvstore::KvStore;
+mod lone;
+
 use bulwark_node::engine::{Engine, EngineConfig, Input, Output};
 use bulwark_store::Store;
-use bulwark_types::tendermint::{validator, Genesis, Time};
-use bytes::Bytes;
 use ed25519_consensus::SigningKey;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
@@ -53,42 +52,18 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
-fn genesis(validator: &SigningKey) -> Genesis<serde_json::Value> {
-    Genesis {
-        genesis_time: Time::from_unix_timestamp(1_700_000_000, 0).unwrap(),
-        chain_id: "bulwark-limit-bench".parse().unwrap(),
-        initial_height: 1,
-        consensus_params: bulwark_types::genesis::default_consensus_params(),
-        validators: vec![validator::Info::new(
-            bulwark_types::signing::public_key(validator),
-            10u32.into(),
-        )],
-        app_hash: Default::default(),
-        app_state: serde_json::Value::Null,
-    }
-}
-
 fn open(dir: &std::path::Path, txs_per_block: usize, indexing: bool) -> Engine {
     let key = SigningKey::from([7; 32]);
-    let g = genesis(&key);
+    let g = lone::genesis("bulwark-limit-bench", &key);
     let store = Store::open(dir.join("store"))
         .unwrap()
         .with_indexes(indexing);
-    let mut app = KvStore::open(dir.join("app")).unwrap();
-    let mut state = bulwark_node::handshake::genesis_state(&mut app, &g).unwrap();
     let mut config = EngineConfig::default();
     config.mempool.max_txs = (txs_per_block * 2).max(1);
     // Not zero: with no wait a lone validator would start, decide and commit the next
     // height inside the same input, without end; the bench starts each height itself.
     config.timeout_commit = Duration::from_millis(1);
-    state.claims = bulwark_node::instance::Register::at_launch(
-        1,
-        g.validators
-            .iter()
-            .filter_map(|v| Some((v.address.as_bytes().try_into().ok()?, config.instance))),
-    );
-    let (engine, _) = Engine::open(config, &store, key, Box::new(app), state).unwrap();
-    engine
+    lone::open(dir, &store, key, &g, config).0
 }
 
 /// A lone validator decides `heights` blocks of `txs_per_block` fresh transactions each
@@ -107,36 +82,11 @@ fn lone_validator(heights: u64, txs_per_block: usize, indexing: bool) -> f64 {
             .unwrap(),
     );
     while engine.state().last_block_height < start_height + heights {
-        let deciding = engine.state().next_height();
         for _ in 0..txs_per_block {
-            let mut tx = format!("k{next_tx:012}=").into_bytes();
-            tx.resize(TX_BYTES, b'v');
+            lone::submit(&mut engine, &mut out, next_tx, TX_BYTES);
             next_tx += 1;
-            let (added, more) = engine.submit_tx(Bytes::from(tx));
-            added.unwrap();
-            out.extend(more);
         }
-        // A lone validator proposes and decides within one input; only the next height's
-        // start (or, before any transaction came, a timeout) comes from outside.
-        let outputs: Vec<Output> = out.drain(..).collect();
-        let next = outputs.iter().find_map(|o| match o {
-            Output::ScheduleHeight { height, .. } => Some(*height),
-            _ => None,
-        });
-        match next {
-            Some(height) => out.extend(engine.handle(Input::StartHeight(height)).unwrap()),
-            None => {
-                for o in outputs {
-                    if let Output::Schedule { timeout, .. } = o {
-                        out.extend(engine.handle(Input::Timeout(timeout)).unwrap());
-                    }
-                }
-            }
-        }
-        assert!(
-            engine.state().last_block_height + 1 >= deciding,
-            "the lone validator stalled at {deciding}"
-        );
+        lone::step(&mut engine, &mut out);
     }
     cpu_seconds() - cpu
 }

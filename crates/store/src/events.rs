@@ -91,18 +91,6 @@ fn posting_prefix(posting: Posting<'_>) -> Vec<u8> {
     out
 }
 
-/// The first key after every key starting with `prefix` (`None`: no such key).
-fn after_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < u8::MAX {
-            end.push(last + 1);
-            return Some(end);
-        }
-    }
-    None
-}
-
 fn tx_key((height, index): TxPosition) -> [u8; 12] {
     let mut k = [0u8; 12];
     k[..8].copy_from_slice(&height.to_be_bytes());
@@ -280,7 +268,7 @@ impl EventTrees {
         parse: fn(&[u8]) -> Option<T>,
     ) -> Scan<'a, T> {
         let prefix = posting_prefix(posting);
-        let end = after_prefix(&prefix);
+        let end = bulwark_kv::prefix_end(&prefix);
         // After a key's prefix come the value (length-prefixed) and the position.
         let strip = prefix.len();
         Scan {
