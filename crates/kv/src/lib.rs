@@ -133,8 +133,13 @@ fn sled_bounds(
 /// The name sled gives its default tree (never a keyspace's old tree).
 const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
 
-/// Entries moved per batch when an old database's trees move into keyspaces.
+/// Entries, and about how many bytes, moved per step when an old database's trees move into
+/// keyspaces (values can be whole blocks: the step is bounded by bytes too).
 const MIGRATION_STEP: usize = 4096;
+const MIGRATION_STEP_BYTES: usize = 16 << 20;
+
+/// The sled tree that marks a database laid out in keyspaces.
+const LAYOUT_TREE: &[u8] = b"__bulwark_layout";
 
 /// Writes applied together: inserts and removals, in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -223,7 +228,18 @@ impl Db {
         }
         match opened {
             Ok(Ok(db)) => {
-                into_keyspaces(&db).map_err(|e| sled_error(&path, e))?;
+                // Like opening, moving old trees reads damaged data sled may panic on. After
+                // a panic the handle is dropped unused, so no broken state is observed.
+                let moving = std::panic::AssertUnwindSafe(|| into_keyspaces(&db));
+                match std::panic::catch_unwind(moving) {
+                    Ok(moved) => moved.map_err(|e| sled_error(&path, e))?,
+                    Err(_) => {
+                        return Err(KvError::Corrupt {
+                            path,
+                            reason: "the database files could not be read".into(),
+                        })
+                    }
+                }
                 Ok(Db {
                     backend: DbBackend::Sled(db),
                     path,
@@ -374,6 +390,19 @@ impl Tree {
         }
     }
 
+    /// `key` without its keyspace's prefix; a key sled returned from outside the keyspace
+    /// (damaged data) is `Corrupt`, never a panic.
+    fn unprefixed<'k>(&self, prefix: &[u8], key: &'k [u8]) -> Result<&'k [u8], KvError> {
+        key.strip_prefix(prefix).ok_or_else(|| KvError::Corrupt {
+            path: self.path.clone(),
+            reason: "sled returned a key outside the tree asked for".into(),
+        })
+    }
+
+    fn entry(&self, prefix: &[u8], key: &[u8], value: &[u8]) -> Result<Entry, KvError> {
+        Ok((self.unprefixed(prefix, key)?.to_vec(), value.to_vec()))
+    }
+
     /// The entry with the greatest key.
     pub fn last(&self) -> Result<Option<Entry>, KvError> {
         match &self.backend {
@@ -381,8 +410,9 @@ impl Tree {
                 .range(sled_bounds(prefix, &[], None))
                 .next_back()
                 .transpose()
-                .map(|e| e.map(|(k, v)| (k[prefix.len()..].to_vec(), v.to_vec())))
-                .map_err(|e| sled_error(&self.path, e)),
+                .map_err(|e| sled_error(&self.path, e))?
+                .map(|(k, v)| self.entry(prefix, &k, &v))
+                .transpose(),
             TreeBackend::Memory { db, name } => db.last(&self.path, name),
         }
     }
@@ -393,8 +423,8 @@ impl Tree {
             TreeBackend::Sled { tree, prefix } => tree
                 .scan_prefix(prefix)
                 .map(|e| {
-                    e.map(|(k, v)| (k[prefix.len()..].to_vec(), v.to_vec()))
-                        .map_err(|e| sled_error(&self.path, e))
+                    let (k, v) = e.map_err(|e| sled_error(&self.path, e))?;
+                    self.entry(prefix, &k, &v)
                 })
                 .collect(),
             TreeBackend::Memory { db, name } => db.entries(&self.path, name),
@@ -415,8 +445,8 @@ impl Tree {
                 .range(sled_bounds(prefix, start, end))
                 .take(limit)
                 .map(|e| {
-                    e.map(|(k, v)| (k[prefix.len()..].to_vec(), v.to_vec()))
-                        .map_err(|e| sled_error(&self.path, e))
+                    let (k, v) = e.map_err(|e| sled_error(&self.path, e))?;
+                    self.entry(prefix, &k, &v)
                 })
                 .collect(),
             TreeBackend::Memory { db, name } => db.range(&self.path, name, start, end, limit),
@@ -447,7 +477,7 @@ impl Tree {
             TreeBackend::Sled { tree, prefix } => {
                 for entry in tree.range(sled_bounds(prefix, start, end)) {
                     let (k, _) = entry.map_err(|e| sled_error(&self.path, e))?;
-                    if !take(&k[prefix.len()..]) {
+                    if !take(self.unprefixed(prefix, &k)?) {
                         break;
                     }
                 }
@@ -492,38 +522,71 @@ impl Tree {
 }
 
 /// Moves every tree of a database written with one sled tree per name (earlier versions) into
-/// its keyspace of the default tree, then drops the old tree. Nothing else writes meanwhile,
-/// and each old tree is dropped only after its copy is flushed, so a crash part-way only
-/// repeats a copy of the same entries at the next open.
+/// its keyspace of the default tree, then drops the old tree, and marks the database as laid
+/// out in keyspaces. Each step moves a bounded run of entries in one sled transaction (inserted
+/// under the keyspace, removed from the old tree), so a crash keeps every entry in exactly one
+/// place and the next open goes on from there. A marked database with a tree per name beside
+/// its keyspaces was written by an earlier version since: two histories, refused.
 fn into_keyspaces(db: &sled::Db) -> Result<(), sled::Error> {
-    for name in db.tree_names() {
-        if name.as_ref() == SLED_DEFAULT_TREE {
+    use sled::transaction::TransactionError;
+    use sled::Transactional;
+    let names = db.tree_names();
+    let marked = names.iter().any(|n| n.as_ref() == LAYOUT_TREE);
+    for name in names {
+        if name.as_ref() == SLED_DEFAULT_TREE || name.as_ref() == LAYOUT_TREE {
             continue;
         }
-        let old = db.open_tree(&name)?;
+        let shown = String::from_utf8_lossy(&name).into_owned();
+        if marked {
+            return Err(sled::Error::Unsupported(format!(
+                "a tree named {shown:?} beside the keyspaces: an earlier version wrote to this database after this one"
+            )));
+        }
         let prefix = std::str::from_utf8(&name)
             .ok()
             .and_then(keyspace)
             .ok_or_else(|| {
                 sled::Error::Unsupported(format!(
-                    "a tree named {:?}, which no Bulwark version writes",
-                    String::from_utf8_lossy(&name)
+                    "a tree named {shown:?}, which no Bulwark version writes"
                 ))
             })?;
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
-        for entry in old.iter() {
-            let (k, v) = entry?;
-            batch.insert(prefixed(&prefix, &k), v);
-            in_batch += 1;
-            if in_batch == MIGRATION_STEP {
-                db.apply_batch(std::mem::take(&mut batch))?;
-                in_batch = 0;
+        let old = db.open_tree(&name)?;
+        loop {
+            let mut step = Vec::new();
+            let mut bytes = 0usize;
+            for entry in old.iter() {
+                let (k, v) = entry?;
+                bytes = bytes.saturating_add(k.len() + v.len());
+                step.push((k, v));
+                if step.len() == MIGRATION_STEP || bytes >= MIGRATION_STEP_BYTES {
+                    break;
+                }
             }
+            if step.is_empty() {
+                break;
+            }
+            let default: &sled::Tree = db;
+            (default, &old)
+                .transaction(|(new, old)| {
+                    for (k, v) in &step {
+                        new.insert(prefixed(&prefix, k), v.clone())?;
+                        old.remove(k.clone())?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e: TransactionError<()>| match e {
+                    TransactionError::Storage(e) => e,
+                    TransactionError::Abort(()) => {
+                        sled::Error::ReportableBug("moving a tree into its keyspace aborted".into())
+                    }
+                })?;
         }
-        db.apply_batch(batch)?;
         db.flush()?;
         db.drop_tree(&name)?;
+    }
+    if !marked {
+        db.open_tree(LAYOUT_TREE)?
+            .insert(b"layout", b"keyspaces/1")?;
     }
     db.flush()?;
     Ok(())

@@ -140,7 +140,8 @@ fn a_copy_is_what_the_disk_would_hold_after_a_crash_and_lives_on_its_own() {
 fn trees_never_see_each_others_keys() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path()).unwrap();
-    let names = ["a", "ab", "b", ""];
+    let longest = "z".repeat(255);
+    let names = ["a", "ab", "b", "", longest.as_str()];
     for (i, name) in names.iter().enumerate() {
         let t = db.tree(name).unwrap();
         t.insert([0xff; 3], [i as u8]).unwrap();
@@ -161,6 +162,7 @@ fn trees_never_see_each_others_keys() {
         );
         assert_eq!(t.last().unwrap().unwrap(), (vec![0xff; 3], vec![i as u8]));
         assert_eq!(t.range(&[], None, 10).unwrap(), entries);
+        assert_eq!(t.range(&[], Some(&[0xff; 4]), 10).unwrap(), entries);
         assert_eq!(
             t.range_keys(&[], None, 10, 1 << 20).unwrap().len(),
             entries.len()
@@ -200,7 +202,85 @@ fn a_database_with_a_sled_tree_per_name_moves_into_keyspaces() {
         Some(&b"7"[..])
     );
     drop(db);
-    std::thread::sleep(std::time::Duration::from_millis(100));
-    let raw = sled::open(dir.path()).unwrap();
-    assert_eq!(raw.tree_names(), vec![sled::IVec::from("__sled__default")]);
+    let mut names = open_raw(dir.path()).tree_names();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            sled::IVec::from("__bulwark_layout"),
+            sled::IVec::from("__sled__default")
+        ]
+    );
+}
+
+/// sled's own handle on a database this process closed a moment ago (its lock is released
+/// once sled's I/O threads let go).
+fn open_raw(path: &std::path::Path) -> sled::Db {
+    for _ in 0..500 {
+        if let Ok(db) = sled::open(path) {
+            return db;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("the database stayed locked");
+}
+
+/// A move into keyspaces cut short by a crash: some entries are in the keyspace already, the
+/// rest still in the old tree (each step moves entries in one transaction). The next open
+/// finishes it, and every entry is there once.
+#[test]
+fn a_move_into_keyspaces_cut_short_goes_on_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let old = db.open_tree("wal").unwrap();
+        for i in 0u32..100 {
+            // Entries 0..40 moved before the crash: in the keyspace (prefix: length, name).
+            let key = i.to_be_bytes();
+            if i < 40 {
+                db.insert([&[3u8][..], b"wal", &key].concat(), &key)
+                    .unwrap();
+            } else {
+                old.insert(key, &key).unwrap();
+            }
+        }
+        db.flush().unwrap();
+    }
+    let db = Db::open(dir.path()).unwrap();
+    let entries = db.tree("wal").unwrap().entries().unwrap();
+    let expected: Vec<(Vec<u8>, Vec<u8>)> = (0u32..100)
+        .map(|i| (i.to_be_bytes().to_vec(), i.to_be_bytes().to_vec()))
+        .collect();
+    assert_eq!(entries, expected);
+}
+
+/// A database laid out in keyspaces that an earlier version wrote to since (a tree per name
+/// beside the keyspaces): two histories, refused with an error naming the tree.
+#[test]
+fn a_tree_per_name_beside_keyspaces_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    db.tree("privval").unwrap().insert(b"k", b"new").unwrap();
+    db.flush().unwrap();
+    drop(db);
+    {
+        let raw = open_raw(dir.path());
+        raw.open_tree("privval")
+            .unwrap()
+            .insert(b"k", b"old")
+            .unwrap();
+        raw.flush().unwrap();
+    }
+    let refused = loop {
+        match Db::open(dir.path()) {
+            Err(e) if e.to_string().contains("lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
+            other => break other,
+        }
+    };
+    let Err(e) = refused else {
+        panic!("a tree per name beside the keyspaces was accepted");
+    };
+    assert!(e.to_string().contains("privval"), "{e}");
 }

@@ -162,8 +162,15 @@ fn status(engine: &Engine, node: &NodeView<'_>) -> Result<Value, ResponseError> 
         .find(|v| v.address == engine.address())
         .map(|v| v.power)
         .unwrap_or_default();
+    let mut node_info = node.node_info.clone();
+    // CometBFT says "on" for its kv indexer (relayers refuse a node that says "off").
+    node_info.other.tx_index = if engine.blocks().indexing() {
+        bulwark_types::tendermint::node::info::TxIndexStatus::On
+    } else {
+        bulwark_types::tendermint::node::info::TxIndexStatus::Off
+    };
     let response = endpoint::status::Response {
-        node_info: node.node_info.clone(),
+        node_info,
         sync_info: endpoint::status::SyncInfo {
             earliest_block_hash: earliest.as_ref().map_or(Hash::None, |b| b.header.hash()),
             earliest_app_hash: earliest

@@ -107,6 +107,11 @@ impl Server {
         let Some(blocks) = self.blocks.clone() else {
             return Err(refused("this server does not serve searches"));
         };
+        let what = match &call {
+            Call::BlockSearch(_) => "block",
+            _ => "transaction",
+        };
+        search::indexing(&blocks, what)?;
         let Ok(permit) = self.searches.clone().try_acquire_owned() else {
             return Err(refused("too many searches at once: try again shortly"));
         };

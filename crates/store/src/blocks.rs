@@ -22,6 +22,8 @@ pub struct BlockStore {
     events: EventTrees,
     /// Whether transactions and events are indexed ([`Store::with_indexes`]).
     indexing: bool,
+    /// The latest height stored without indexes, under [`UNINDEXED_KEY`].
+    unindexed: Tree,
     /// The latest stored height, told to whoever watches (`committed`), shared by clones.
     latest: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
@@ -57,6 +59,9 @@ pub struct DecidedHeight<'a> {
     pub block_attributes: &'a [Attribute],
 }
 
+/// Where the latest height stored without indexes is kept.
+const UNINDEXED_KEY: &[u8] = b"latest";
+
 /// A height's index writes: transactions by hash, and the event index's four trees.
 type IndexWrites<'a> = (Batch, [(&'a Tree, Batch); 4]);
 
@@ -75,11 +80,24 @@ impl BlockStore {
             txs: store.tree("tx_hashes")?,
             events: EventTrees::open(store)?,
             indexing: store.indexing,
+            unindexed: store.tree("unindexed")?,
             latest: std::sync::Arc::new(tokio::sync::watch::Sender::new(0)),
         };
         opened
             .latest
             .send_replace(opened.latest_height()?.unwrap_or(0));
+        // Indexing again after heights stored without it would leave a gap that `tx` and the
+        // searches could not tell from "not committed": the host, who writes config.toml,
+        // could make an attested node deny transactions it committed.
+        if let (true, Some(height)) = (opened.indexing, opened.unindexed.get(UNINDEXED_KEY)?) {
+            let height = height
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| store.corrupt("the unindexed height is not 8 bytes"))?;
+            return Err(StoreError::Refused(format!(
+                "heights up to {height} were stored without the transaction index (tx_index.indexer = \"null\"); indexing from here on would leave them out of tx and tx_search answers: keep \"null\", or sync a new node with \"kv\""
+            )));
+        }
         Ok(opened)
     }
 
@@ -140,6 +158,7 @@ impl BlockStore {
             one(&key(height), decided.state),
             one(&key(height), decided.results),
         ];
+        let unindexed = one(UNINDEXED_KEY, &key(height));
         let mut writes: Vec<(&Tree, &Batch)> = vec![
             (&self.extensions, &extensions),
             (&self.blocks, &stored[0]),
@@ -157,6 +176,8 @@ impl BlockStore {
         if let Some((txs, events)) = &indexes {
             writes.push((&self.txs, txs));
             writes.extend(events.iter().map(|(tree, batch)| (*tree, batch)));
+        } else {
+            writes.push((&self.unindexed, &unindexed));
         }
         self.store.db().write_atomically(&writes)?;
         self.store.flush()?;

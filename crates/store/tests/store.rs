@@ -383,3 +383,38 @@ fn a_store_without_indexes_keeps_blocks_and_writes_no_index() {
         }
     }
 }
+
+/// Indexing turned on again over heights stored without it (the host rewrote config.toml)
+/// is refused: the gap would make `tx` and the searches deny committed transactions. The
+/// other way round, and staying unindexed, open.
+#[test]
+fn indexing_again_over_unindexed_heights_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(dir.path()).unwrap().with_indexes(false);
+        let blocks = BlockStore::open(&store).unwrap();
+        blocks
+            .save(decided(1, b"hash-1", b"block-1", b"commit-1", b"state-1"))
+            .unwrap();
+    }
+    let reopen = |indexing: bool| {
+        let store = Store::open(dir.path()).unwrap().with_indexes(indexing);
+        BlockStore::open(&store).map(|_| ())
+    };
+    match reopen(true) {
+        Err(StoreError::Refused(why)) => assert!(why.contains("heights up to 1"), "{why}"),
+        other => panic!("indexing again was not refused: {other:?}"),
+    }
+    reopen(false).unwrap();
+    // An indexed store may stop indexing.
+    let indexed = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(indexed.path()).unwrap();
+        let blocks = BlockStore::open(&store).unwrap();
+        blocks
+            .save(decided(1, b"hash-1", b"block-1", b"commit-1", b"state-1"))
+            .unwrap();
+    }
+    let store = Store::open(indexed.path()).unwrap().with_indexes(false);
+    BlockStore::open(&store).unwrap();
+}
