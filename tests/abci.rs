@@ -5,6 +5,10 @@
 //! with an error naming it, and that validator signs nothing after; an application that
 //! breaks ABCI (no result for a transaction) stops every node, as it stops CometBFT.
 
+#[allow(clippy::expect_used)]
+#[path = "shared/metrics.rs"]
+mod metrics;
+
 use anyhow::{bail, Context, Result};
 use harness::process::{abci_app_binary, bulwark_binary, testnet, wait_for, Node, FAST_TIMEOUTS};
 use harness::rpc::RpcClient;
@@ -98,7 +102,8 @@ impl AppNetwork {
                     "proxy_app = \"kvstore\"",
                     &format!("proxy_app = \"{addr}\""),
                 )
-                .replace("abci_timeout_ms = 30000", "abci_timeout_ms = 5000");
+                .replace("abci_timeout_ms = 30000", "abci_timeout_ms = 5000")
+                .replace(metrics::ON.0, metrics::ON.1);
             if !text.contains(&addr) || !text.contains("abci_timeout_ms = 5000") {
                 bail!("config.toml has no proxy_app/abci_timeout_ms to set:\n{text}");
             }
@@ -260,6 +265,27 @@ fn the_conformance_application_finds_every_request_field_as_cometbft_sends_it() 
         extended_commit_votes += count("extended_commit_votes");
     }
     assert!(extended_commit_votes >= 3, "{extended_commit_votes}");
+    // Node 0's metrics count every verdict its application gave, as CometBFT's do: the
+    // application's own counts fall between a scrape before and one after (renders are at
+    // least a second apart), and nothing was rejected.
+    let verdicts = |name: &str, status: &str| {
+        metrics::value(&metrics::scrape(net.base, 0), name, &[("status", status)]) as u64
+    };
+    let names = [
+        ("process", "cometbft_consensus_proposal_receive_count"),
+        ("verify", "cometbft_consensus_vote_extension_receive_count"),
+    ];
+    let before = names.map(|(_, name)| verdicts(name, "accepted"));
+    let data = calls_checked(&mut rpc0)?;
+    std::thread::sleep(Duration::from_millis(1100));
+    for ((call, name), before) in names.into_iter().zip(before) {
+        let (answered, after) = (count_of(&data, call), verdicts(name, "accepted"));
+        assert!(
+            before <= answered && answered <= after,
+            "{name}: {before} <= {call}={answered} <= {after}"
+        );
+        assert_eq!(verdicts(name, "rejected"), 0, "{name}");
+    }
     // Its FinalizeBlock of height 2 carried only the block part of the parameters: every
     // node (node 2 also across its restart) completed it from the parameters in force, as
     // CometBFT does, and the chain runs on the 1 MiB blocks from height 3.

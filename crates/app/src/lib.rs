@@ -126,6 +126,27 @@ pub fn extension_accepted(
     }
 }
 
+/// The application's verdicts since a node started, each (accepted, rejected): on proposed
+/// blocks (ProcessProposal) and on other validators' vote extensions (VerifyVoteExtension),
+/// CometBFT's `consensus_proposal_receive_count` and `consensus_vote_extension_receive_count`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Verdicts {
+    /// On proposed blocks.
+    pub proposals: (u64, u64),
+    /// On vote extensions.
+    pub extensions: (u64, u64),
+}
+
+/// Counts `accepted` in `verdicts` (one pair of [`Verdicts`]) and returns it.
+pub fn tally(verdicts: &mut (u64, u64), accepted: bool) -> bool {
+    *if accepted {
+        &mut verdicts.0
+    } else {
+        &mut verdicts.1
+    } += 1;
+    accepted
+}
+
 /// An application shaped like ABCI 2.0.
 pub trait Application: Send {
     /// The last committed height and app hash (the handshake after a restart starts here).

@@ -306,6 +306,20 @@ pub fn encoded_len(list: &[Evidence]) -> usize {
     .encoded_len()
 }
 
+/// Who misbehaved, where: for a log line.
+pub fn summary(e: &Evidence) -> String {
+    match e {
+        Evidence::DuplicateVote(d) => format!(
+            "{} at height {} round {} ({:?})",
+            d.vote_a.validator_address,
+            d.vote_a.height,
+            d.vote_a.round.value(),
+            d.vote_a.vote_type
+        ),
+        Evidence::LightClientAttack(_) => "light-client attack".into(),
+    }
+}
+
 /// What the application is told about committed evidence, with the validator's power taken
 /// from `validators`, the set of the evidence height (see [`check_votes`] for why not from the
 /// evidence).

@@ -374,6 +374,23 @@ impl Metrics {
             "Whether the node is catching up by block sync (1) or not (0).",
             f64::from(u8::from(engine.catching_up())),
         );
+        let verdicts = engine.verdicts();
+        for (name, help, (accepted, rejected)) in [
+            (
+                "consensus_proposal_receive_count",
+                "Proposed blocks received, by the application's verdict (ProcessProposal).",
+                verdicts.proposals,
+            ),
+            (
+                "consensus_vote_extension_receive_count",
+                "Vote extensions received, by the application's verdict (VerifyVoteExtension).",
+                verdicts.extensions,
+            ),
+        ] {
+            let mut f = self.family(&mut out, false, name, "counter", help);
+            f.sample("", &[("status", "accepted")], count(accepted));
+            f.sample("", &[("status", "rejected")], count(rejected));
+        }
         self.gauge(
             &mut out,
             "mempool_size",

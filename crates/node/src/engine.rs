@@ -15,7 +15,7 @@ use crate::chain::{
     BlockError, ChainState, CommitError,
 };
 use crate::handshake::{handshake, HandshakeError};
-use bulwark_app::{AppError, Application};
+use bulwark_app::{tally, AppError, Application, Verdicts};
 use bulwark_chain::extensions::{
     extend_request, max_extension_bytes, verify_commit_extensions, well_formed, Extensions,
     HeightExtensions,
@@ -25,7 +25,7 @@ use bulwark_consensus::{
     Proposal as CoreProposal, Round, Signed, Timeout, ValidatorIndex, Validity, ValueId,
     Vote as CoreVote, VoteKind,
 };
-use bulwark_evidence::{AtHeight, EvidenceError, Now, Pool};
+use bulwark_evidence::{summary as evidence_summary, AtHeight, EvidenceError, Now, Pool};
 use bulwark_gossip::proposal::{block_to_parts, Assembler, PartAdded};
 use bulwark_gossip::relay::Relay;
 use bulwark_gossip::sync::BlockRequests;
@@ -298,6 +298,8 @@ pub struct Engine {
     peer_roles: BTreeMap<PeerId, PeerRole>,
     /// Transactions taken from all full-node peers together since the last tick.
     full_node_txs: u32,
+    /// The application's verdicts since the start.
+    verdicts: Verdicts,
 }
 
 /// Most block ids of verified votes remembered at one height (each validator can vote for a
@@ -389,6 +391,7 @@ impl Engine {
             peer_txs: BTreeMap::new(),
             peer_roles: BTreeMap::new(),
             full_node_txs: 0,
+            verdicts: Verdicts::default(),
             height_started,
             peer_working_heights: BTreeMap::new(),
         };
@@ -463,6 +466,11 @@ impl Engine {
     /// The mempool.
     pub fn mempool(&self) -> &Mempool {
         &self.mempool
+    }
+
+    /// The application's verdicts since the start.
+    pub fn verdicts(&self) -> Verdicts {
+        self.verdicts
     }
 
     /// Verified evidence waiting for a block.
@@ -1186,7 +1194,7 @@ impl Engine {
         }
         if let Some(block) = self.own_blocks.get(&round.0).cloned() {
             // After a restart: our own proposal, whose block is in the WAL.
-            let (id, _) = block_id_of(&block)?;
+            let id = crate::chain::block_id(&block)?.0;
             if id == block_id {
                 self.candidates
                     .insert(core.value, (block, id, Validity::Valid));
@@ -1549,7 +1557,10 @@ impl Engine {
             vote_extension: v.extension.clone().into(),
         };
         if v.validator_address != self.address
-            && !bulwark_app::extension_accepted(self.app.as_mut(), request)?
+            && !tally(
+                &mut self.verdicts.extensions,
+                bulwark_app::extension_accepted(self.app.as_mut(), request)?,
+            )
         {
             return Ok(false);
         }
@@ -1558,7 +1569,7 @@ impl Engine {
     }
 
     fn block_arrived(&mut self, block: Block) -> Result<Vec<Output>, EngineError> {
-        let (id, _) = block_id_of(&block)?;
+        let id = block_id(&block)?.0;
         let checked = self
             .state
             .validate_block(&block)
@@ -1570,12 +1581,18 @@ impl Engine {
         if let Err(e) = &checked {
             tracing::warn!(height = %block.header.height, proposer = %block.header.proposer_address, "invalid proposed block: {e}");
         }
-        let valid = checked.is_ok()
-            && self.app.process_proposal(process_request(
+        let valid = checked.is_ok() && {
+            let request = process_request(
                 &block,
                 &self.state.last_validator_infos,
                 misbehavior_of(&block, &self.blocks),
-            ))? == response::ProcessProposal::Accept;
+            );
+            let answer = self.app.process_proposal(request)?;
+            tally(
+                &mut self.verdicts.proposals,
+                answer == response::ProcessProposal::Accept,
+            )
+        };
         let validity = if valid {
             Validity::Valid
         } else {
@@ -1724,7 +1741,7 @@ impl Engine {
         if height != self.state.next_height() || self.refused_extensions.contains(&peer) {
             return Ok(vec![]);
         }
-        let (id, _) = block_id_of(&block)?;
+        let id = block_id(&block)?.0;
         // The commit first: a forged block's commit fails on its block id, its claimed power or
         // its first forged signature, before the block's own last commit (public, so copyable
         // into any forgery) costs a signature per validator or its evidence any. Then the
@@ -1768,7 +1785,7 @@ impl Engine {
                             Some(b) => b.clone(),
                             None => self.build_block(round.0)?,
                         };
-                        let (id, _) = block_id_of(&block)?;
+                        let id = block_id(&block)?.0;
                         let value = value_id(&id);
                         self.candidates.insert(value, (block, id, Validity::Valid));
                         queue.push_back(Event::ProposeValue {
@@ -2323,22 +2340,4 @@ pub fn log_signed_vote(vote: &vote::Vote) {
         validator = %vote.validator_address,
         "signed vote"
     );
-}
-
-/// Who double-signed, where: for the log.
-fn evidence_summary(e: &Evidence) -> String {
-    match e {
-        Evidence::DuplicateVote(d) => format!(
-            "{} at height {} round {} ({:?})",
-            d.vote_a.validator_address,
-            d.vote_a.height,
-            d.vote_a.round.value(),
-            d.vote_a.vote_type
-        ),
-        Evidence::LightClientAttack(_) => "light-client attack".into(),
-    }
-}
-
-fn block_id_of(block: &Block) -> Result<(block::Id, ()), EngineError> {
-    Ok((block_id(block)?.0, ()))
 }
