@@ -19,6 +19,10 @@ mod commits;
 
 use base64::Engine as _;
 use commits::{commit_at, genesis_of, validators_at, verify_stored_commits};
+
+fn signers_at(rpc: &mut RpcClient, height: u64) -> Vec<String> {
+    commits::signers_at(rpc, height).unwrap()
+}
 use harness::ports::testnet_block;
 use harness::process::{
     bulwark_binary, rpc_addr, start, testnet_with_app_state, testnet_with_args, wait_for, Node,
@@ -62,16 +66,6 @@ fn wait_for_all_but(nodes: &mut [Node], except: usize, height: u64) {
         .map(|(_, n)| n)
         .collect();
     wait_for(&mut others, height, Duration::from_secs(120)).unwrap();
-}
-
-fn signers_at(rpc: &mut RpcClient, height: u64) -> Vec<String> {
-    commit_at(rpc, height)
-        .unwrap()
-        .commit
-        .signatures
-        .iter()
-        .filter_map(|s| s.validator_address().map(|a| a.to_string()))
-        .collect()
 }
 
 /// `tendermint-light-client` (its production builder, HTTP I/O and bisection) against a

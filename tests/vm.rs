@@ -13,6 +13,11 @@
 //! a valid chain id and HOST_DATA of its own, where it signs nothing (the genesis names the
 //! validator's launch instance, and the copy is another).
 //!
+//! Five VMs of the simulated image enrol, the genesis names four and admits attested full
+//! nodes: the fifth, launched late, block-syncs and serves RPC, then joins the set by a `val=`
+//! transaction and signs, while a validator VM leaves and follows the chain; the light-client
+//! verifier follows every height through the joiner's RPC.
+//!
 //! The production image: under TCG (no SEV-SNP device) it powers off saying so, never falls
 //! back to simulated attestation, and a genesis trusting the simulated PSP is refused; its
 //! binary refuses the same as a process.
@@ -1011,7 +1016,7 @@ fn the_image_kernel_is_6_12_with_the_guests_configuration() {
     );
 }
 
-/// Waits until every VM of `net` has committed `target`, all of them up.
+/// Waits until the VMs of `clients` have committed `target`, every VM of `net` up.
 fn wait_heights(net: &mut VmNetwork, clients: &mut [RpcClient], target: u64) {
     let deadline = Instant::now() + LIMIT;
     let mut heights = vec![0u64; clients.len()];
@@ -1023,7 +1028,7 @@ fn wait_heights(net: &mut VmNetwork, clients: &mut [RpcClient], target: u64) {
         );
         assert_eq!(
             net.live(),
-            clients.len(),
+            net.vm_count(),
             "a VM stopped; serial logs in {}",
             net.dir().display()
         );
@@ -1121,4 +1126,129 @@ fn four_vms_run_the_abci_applications_their_images_carry() {
     assert_eq!(info["response"]["data"], "kvstore-rs", "{info}");
     eprintln!("vm test: four VMs on their image's tendermint-kvstore committed height 3");
     no_decoy_use_and_a_clean_power_off(net);
+}
+
+/// A `val=` transaction of the built-in kvstore (CometBFT's format), base64 for RPC.
+fn val_tx(key: &[u8], power: u64) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    b64.encode(format!("val=ed25519!{}!{power}", b64.encode(key)))
+}
+
+#[test]
+#[ignore = "needs the simulated image and QEMU: run through `cargo xtask test` (or `cargo xtask image --simulated` first)"]
+fn a_full_node_vm_block_syncs_then_joins_the_set_and_a_validator_vm_leaves() {
+    use base64::Engine as _;
+    let image = image_dir(Flavour::Simulated);
+    // Five VMs enrol; the genesis names four, admits attested full nodes and takes `val=`
+    // updates for any key. VM 4 waits, enrolled, while the validators commit.
+    let mut net = VmNetwork::start_with_full_nodes(
+        &image,
+        VALIDATORS,
+        1,
+        200,
+        r#"{"validator_updates": "any-key"}"#,
+    )
+    .unwrap();
+    let full = VALIDATORS;
+    let mut clients = net.clients();
+    wait_heights(&mut net, &mut clients[..full], 6);
+    let genesis: Genesis<Value> = serde_json::from_value(read_json(&net.genesis)).unwrap();
+    assert_eq!(genesis.validators.len(), VALIDATORS);
+    // The full node starts late: it catches up by block sync and serves RPC; every commit
+    // it serves verifies from the genesis.
+    net.launch_full_node(full).unwrap();
+    let launched = Instant::now();
+    let top = height(&mut clients[0]).unwrap();
+    wait_heights(&mut net, &mut clients, top + 2);
+    eprintln!(
+        "vm test: the full node VM block-synced to height {} in {:.1} s",
+        top + 2,
+        launched.elapsed().as_secs_f64()
+    );
+    commits::verify_stored_commits(&genesis, &mut clients[full], top + 2).unwrap();
+    let status = clients[full].call("status", Value::Null).unwrap();
+    let info = &status["validator_info"];
+    assert_eq!(info["voting_power"], "0", "{status}");
+    let full_address = info["address"].as_str().unwrap().to_string();
+    let full_key = base64::engine::general_purpose::STANDARD
+        .decode(info["pub_key"]["value"].as_str().unwrap())
+        .unwrap();
+    // Every validator admits it (the last dial may still be in its handshake).
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let peers = clients[full].call("net_info", Value::Null).unwrap();
+        if peers["n_peers"] == "4" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{peers}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // It joins by its own key, and the genesis's last validator leaves, through `val=`
+    // transactions sent to validator 0.
+    let removed = genesis.validators[VALIDATORS - 1].clone();
+    let removed_vm = (0..VALIDATORS)
+        .find(|i| {
+            let s = clients[*i].call("status", Value::Null).unwrap();
+            s["validator_info"]["address"] == removed.address.to_string()
+        })
+        .unwrap();
+    let via = (removed_vm + 1) % VALIDATORS;
+    let mut at = Vec::new();
+    for tx in [
+        val_tx(&full_key, 10),
+        val_tx(removed.pub_key.ed25519().unwrap().as_bytes(), 0),
+    ] {
+        let r = clients[via]
+            .call("broadcast_tx_commit", serde_json::json!({ "tx": tx }))
+            .unwrap();
+        assert_eq!(r["tx_result"]["code"], 0, "{r}");
+        at.push(r["height"].as_str().unwrap().parse::<u64>().unwrap());
+    }
+    let (join_at, removal_at) = (at[0], at[1]);
+    // The joiner signs once its instance's claim commits (within 16 heights of joining).
+    let mut top = removal_at + 2;
+    loop {
+        wait_heights(&mut net, &mut clients, top);
+        let signers = commits::signers_at(&mut clients[via], top).unwrap();
+        if signers.contains(&full_address) {
+            assert!(
+                !signers.contains(&removed.address.to_string()),
+                "{signers:?}"
+            );
+            break;
+        }
+        assert!(
+            top < join_at + 2 + 16,
+            "the joiner did not sign by height {top} (joined at {join_at}); serial logs in {}",
+            net.dir().display()
+        );
+        top += 1;
+    }
+    for h in 1..=top {
+        let set = commits::validators_at(&mut clients[via], h).unwrap();
+        let has = |a: &str| set.iter().any(|v| v.address.to_string() == a);
+        assert_eq!(has(&full_address), h >= join_at + 2, "height {h}: {set:?}");
+        let removed_in = has(&removed.address.to_string());
+        assert_eq!(removed_in, h <= removal_at + 1, "height {h}: {set:?}");
+    }
+    // The light-client verifier follows both changes through the joiner's own RPC.
+    commits::verify_stored_commits(&genesis, &mut clients[full], top).unwrap();
+    // The removed validator's VM stays connected as a full node and follows the chain.
+    let followed = height(&mut clients[removed_vm]).unwrap();
+    assert!(
+        followed + 3 >= top,
+        "the removed VM at {followed}, top {top}"
+    );
+    eprintln!(
+        "vm test: the full node VM joined at height {join_at} and signs at {top}; VM {removed_vm} left at {removal_at} and follows at {followed}"
+    );
+    let clean = net.stop();
+    assert_eq!(
+        clean,
+        VALIDATORS + 1,
+        "serial logs in {}",
+        net.dir().display()
+    );
+    net.clean_up();
 }

@@ -128,6 +128,16 @@ pub fn commit_at(rpc: &mut RpcClient, h: u64) -> Result<SignedHeader> {
         .with_context(|| format!("commit of height {h}: {r}"))
 }
 
+/// The addresses whose signatures height `h`'s commit holds.
+pub fn signers_at(rpc: &mut RpcClient, h: u64) -> Result<Vec<String>> {
+    Ok(commit_at(rpc, h)?
+        .commit
+        .signatures
+        .iter()
+        .filter_map(|s| s.validator_address().map(|a| a.to_string()))
+        .collect())
+}
+
 /// Height `h`'s block as the node serves it (RPC `block`) and its size as the chain counts it
 /// against `block.max_bytes` (its protobuf encoding).
 pub fn block_at(rpc: &mut RpcClient, h: u64) -> Result<(Block, usize)> {

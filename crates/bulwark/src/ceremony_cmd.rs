@@ -58,7 +58,7 @@ pub fn assemble(args: &AssembleArgs) -> Result<ExitCode> {
         &enrollments,
         &policy,
         ceremony::now(),
-        serde_json::json!({}),
+        args.app_state.clone(),
         args.attest_full_nodes,
     )
     .map_err(|e| match e {

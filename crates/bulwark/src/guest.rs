@@ -10,8 +10,9 @@
 //!   leaves the guest. The boot then runs on as the validator's **launch instance**: it waits
 //!   on the launch port for its network's `config.toml` and `genesis.json`
 //!   ([`launch::receive`]), checks them as a run boot does (and that the genesis is for the
-//!   chain and trust it enrolled for, with its key a validator), and runs the validator. Its
-//!   HOST_DATA binds no genesis (there was none at its launch); its TLS evidence does.
+//!   chain and trust it enrolled for, and names this boot if the key is a validator's: if
+//!   not, it runs as a full node), and runs. Its HOST_DATA binds no genesis (there was none at
+//!   its launch); its TLS evidence does.
 //! - **run**: the host's `config.toml` and `genesis.json` are checked first (the chain id must
 //!   certify the genesis, its trust must be one this build has), then the data disk is opened
 //!   for that chain, they are written into the home on it, and the home is loaded (the sealed
@@ -211,8 +212,8 @@ fn start_node(mut home: Home) -> Result<()> {
 }
 
 /// The home the enrolled guest runs with, from the launch inputs the host sent: they pass a
-/// run boot's checks, name the chain and trust this guest enrolled for, its key is a
-/// validator of the genesis, and the genesis names this boot its launch instance.
+/// run boot's checks, name the chain and trust this guest enrolled for, and if its key is a
+/// validator's the genesis names this boot its launch instance (else it is a full node).
 fn launch_home(
     home: &Path,
     request: &EnrollRequest,
@@ -249,10 +250,12 @@ fn launch_home(
         .context("the enrollment's consensus key is not ed25519")?;
     let named = ceremony::launch_instances(&public.genesis_document)
         .map_err(|e| anyhow::anyhow!("genesis: {e}"))?;
-    if !named
+    // A key in no validator's place passed check_genesis_for only as a full node (the genesis
+    // admits them): it runs as one, and claims its instance if the chain makes it a validator.
+    let named = named
         .iter()
-        .any(|(a, i)| a.as_slice() == address.as_bytes() && i == instance)
-    {
+        .find(|(a, _)| a.as_slice() == address.as_bytes());
+    if named.is_some_and(|(_, i)| i != instance) {
         bail!("launch_instance: the genesis does not name this boot as its validator's launch instance");
     }
     write_launch_files(home, &files)?;

@@ -588,23 +588,39 @@ impl PublicHome {
     }
 }
 
+impl PublicHome {
+    /// The home of these keys, launched for its genesis.
+    fn with_keys(
+        self,
+        validator_key: PrivValidatorKey,
+        node_key: NodeKey,
+        unattested: bool,
+    ) -> Home {
+        Home {
+            dir: self.dir,
+            config: self.config,
+            genesis: self.genesis,
+            chain_name: self.chain_name,
+            genesis_sha256: self.genesis_sha256,
+            attestation: self.attestation,
+            full_nodes: self.full_nodes,
+            genesis_document: self.genesis_document,
+            validator_key,
+            node_key,
+            launch: Launch::ForGenesis,
+            unattested,
+        }
+    }
+}
+
 impl Home {
     /// Loads and checks a home directory: its config, its genesis (whose chain id must
     /// certify it), and its identity: the sealed one, opened with this node's evidence source
     /// (and re-sealed when the firmware has committed to a newer TCB), or, only under
     /// simulated trust, plaintext key files.
     pub fn load(dir: &Path) -> Result<Home, HomeError> {
-        let PublicHome {
-            dir,
-            config,
-            genesis,
-            chain_name,
-            genesis_sha256,
-            attestation,
-            full_nodes,
-            genesis_document,
-        } = PublicHome::load(dir)?;
-        let cfg = dir.join("config");
+        let public = PublicHome::load(dir)?;
+        let cfg = public.dir.join("config");
         let sealed_path = cfg.join(ceremony::SEALED_IDENTITY);
         let plaintext_path = cfg.join("priv_validator_key.json");
         let (validator_key, node_key) = if sealed_path.exists() {
@@ -613,9 +629,14 @@ impl Home {
                 source,
             };
             let sealed = SealedIdentity::read(&sealed_path).map_err(identity_error)?;
-            let mut source = evidence_source(attestation.trust, &dir, None, genesis_sha256)?;
+            let mut source = evidence_source(
+                public.attestation.trust,
+                &public.dir,
+                None,
+                public.genesis_sha256,
+            )?;
             let (identity, resealed) = sealed
-                .open(source.as_mut(), &chain_name)
+                .open(source.as_mut(), &public.chain_name)
                 .map_err(identity_error)?;
             if let Some(newer) = resealed {
                 newer.write(&sealed_path).map_err(identity_error)?;
@@ -628,7 +649,7 @@ impl Home {
                 },
             )
         } else {
-            if attestation.trust == Trust::Amd {
+            if public.attestation.trust == Trust::Amd {
                 return Err(HomeError::PlaintextKey(plaintext_path));
             }
             let (p, s) = read(plaintext_path, MAX_CONFIG_FILE)?;
@@ -646,20 +667,7 @@ impl Home {
                 serde_json::from_str(&s).map_err(|e| invalid(&p, e.to_string()))?;
             (validator_key, node_key)
         };
-        Ok(Home {
-            dir,
-            config,
-            genesis,
-            chain_name,
-            genesis_sha256,
-            attestation,
-            full_nodes,
-            genesis_document,
-            validator_key,
-            node_key,
-            launch: Launch::ForGenesis,
-            unattested: false,
-        })
+        Ok(public.with_keys(validator_key, node_key, false))
     }
 
     /// Loads a home to run as an unattested full node (`bulwark start --unattested`), on a
@@ -725,20 +733,7 @@ impl Home {
                 "a genesis validator's key: a validator runs attested, never as an unattested full node",
             ));
         }
-        Ok(Home {
-            dir: public.dir,
-            config: public.config,
-            genesis: public.genesis,
-            chain_name: public.chain_name,
-            genesis_sha256: public.genesis_sha256,
-            attestation: public.attestation,
-            full_nodes: public.full_nodes,
-            genesis_document: public.genesis_document,
-            validator_key,
-            node_key,
-            launch: Launch::ForGenesis,
-            unattested: true,
-        })
+        Ok(public.with_keys(validator_key, node_key, true))
     }
 
     /// Whether this node's validator key is in genesis.

@@ -175,6 +175,9 @@ pub struct AssembleArgs {
     /// Absent: only the validator set connects.
     #[arg(long)]
     pub attest_full_nodes: Option<bool>,
+    /// The genesis's `app_state` (JSON), which the application's InitChain takes.
+    #[arg(long, default_value = "{}", value_parser = parse_json)]
+    pub app_state: serde_json::Value,
 }
 
 #[derive(Subcommand)]
@@ -316,10 +319,7 @@ fn main() -> ExitCode {
                 .map(|()| ExitCode::SUCCESS)
         }
         Command::Init { home, chain_name } => bulwark::home::init(&home, &chain_name)
-            .map(|()| {
-                println!("initialised {}", home.display());
-                ExitCode::SUCCESS
-            })
+            .map(|()| print_homes(vec![home]))
             .map_err(Into::into),
         Command::Testnet {
             validators,
@@ -340,12 +340,7 @@ fn main() -> ExitCode {
                 app_state,
             },
         )
-        .map(|homes| {
-            for h in homes {
-                println!("{}", h.display());
-            }
-            ExitCode::SUCCESS
-        })
+        .map(print_homes)
         .map_err(Into::into),
     };
     match result {
@@ -355,6 +350,12 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Prints the homes made, one per line.
+fn print_homes(homes: Vec<PathBuf>) -> ExitCode {
+    homes.iter().for_each(|h| println!("{}", h.display()));
+    ExitCode::SUCCESS
 }
 
 /// `bulwark node-config`.

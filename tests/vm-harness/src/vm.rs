@@ -493,6 +493,9 @@ pub struct VmNetwork {
     vms: Vec<Vm>,
     /// Clones booted by [`VmNetwork::boot_clone`] (the last entries of `vms`).
     clones: usize,
+    /// The VMs after the validators that are full nodes: enrolled the same way, not in the
+    /// genesis (which admits attested full nodes), launched by [`VmNetwork::launch_full_node`].
+    full_nodes: usize,
     /// The genesis the network was assembled with (`bulwark genesis assemble` on the host).
     pub genesis: PathBuf,
     /// How long the enrolment took, from the first launch to the last enrollment printed.
@@ -533,6 +536,38 @@ impl VmNetwork {
         timeout_commit_ms: u64,
         hostile: Option<Hostile>,
     ) -> Result<Self> {
+        Self::ceremony(image, validators, 0, timeout_commit_ms, hostile, "{}")
+    }
+
+    /// [`VmNetwork::start`] with `full_nodes` more VMs (indices from `validators` on), which
+    /// enrol like the validators but are left out of the genesis; the genesis admits attested
+    /// full nodes and has `app_state`. The validators get their launch inputs and run; each
+    /// full node waits, enrolled, until [`VmNetwork::launch_full_node`] sends it its own.
+    pub fn start_with_full_nodes(
+        image: &Path,
+        validators: usize,
+        full_nodes: usize,
+        timeout_commit_ms: u64,
+        app_state: &str,
+    ) -> Result<Self> {
+        Self::ceremony(
+            image,
+            validators,
+            full_nodes,
+            timeout_commit_ms,
+            None,
+            app_state,
+        )
+    }
+
+    fn ceremony(
+        image: &Path,
+        validators: usize,
+        full_nodes: usize,
+        timeout_commit_ms: u64,
+        hostile: Option<Hostile>,
+        app_state: &str,
+    ) -> Result<Self> {
         check_prerequisites(image)?;
         let bin = image_binary(image);
         // One directory per network: a failed test keeps its logs, and the next network of
@@ -543,7 +578,7 @@ impl VmNetwork {
         let dir = std::env::temp_dir().join(name);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
-        let base = harness::ports::testnet_block(validators)?;
+        let base = harness::ports::testnet_block(validators + full_nodes)?;
         let digest = simulated_launch_digest(image)?;
         std::fs::write(dir.join("simulated_measurement"), digest)?;
         std::fs::write(dir.join("host.json"), HOST_CONFIG_JSON)?;
@@ -551,7 +586,7 @@ impl VmNetwork {
         let enrolling = Instant::now();
         let mut vms = Vec::new();
         let mut boots = Vec::new();
-        for i in 0..validators {
+        for i in 0..validators + full_nodes {
             let vm = dir.join(format!("node{i}"));
             std::fs::create_dir_all(&vm)?;
             let mut chip = [0u8; 32];
@@ -620,8 +655,13 @@ impl VmNetwork {
             image.join("measurement.json").display().to_string(),
             "--out".into(),
             genesis.display().to_string(),
+            "--app-state".into(),
+            app_state.into(),
         ];
-        for e in &enrollments {
+        if full_nodes > 0 {
+            args.extend(["--attest-full-nodes".into(), "true".into()]);
+        }
+        for e in &enrollments[..validators] {
             args.push("--enrollment".into());
             args.push(e.display().to_string());
         }
@@ -634,7 +674,7 @@ impl VmNetwork {
         decoy_app.set_nonblocking(true)?;
         let hosts_proxy_app = format!("tcp://10.0.2.2:{}", decoy_app.local_addr()?.port());
         let started = Instant::now();
-        for i in 0..validators {
+        for i in 0..validators + full_nodes {
             let vm = dir.join(format!("node{i}"));
             // Inside the VM: listen on all interfaces; peers are the host's forwarded ports.
             let mut config_args = vec![
@@ -663,6 +703,9 @@ impl VmNetwork {
             }
             let config = config.into_bytes();
             std::fs::write(vm.join("config.toml"), &config)?;
+            if i >= validators {
+                continue;
+            }
             let port = launch_port(base + 10 * i as u16);
             let by = Instant::now() + Duration::from_secs(60);
             let token = std::fs::read_to_string(vm.join("launch.token"))?;
@@ -691,11 +734,35 @@ impl VmNetwork {
             base,
             vms,
             clones: 0,
+            full_nodes,
             genesis,
             enrolment,
             started,
             decoy_app,
         })
+    }
+
+    /// Sends full node `i` (an index after the validators) its launch inputs: its
+    /// config.toml, which dials every VM before it, and the genesis. It runs from then on.
+    pub fn launch_full_node(&self, i: usize) -> Result<()> {
+        let validators = self.vms.len() - self.clones - self.full_nodes;
+        if !(validators..validators + self.full_nodes).contains(&i) {
+            bail!("VM {i} is no full node of this network");
+        }
+        let vm = self.vm_dir(i);
+        let token = std::fs::read_to_string(vm.join("launch.token"))?;
+        let (config, genesis) = (
+            std::fs::read(vm.join("config.toml"))?,
+            std::fs::read(&self.genesis)?,
+        );
+        let by = Instant::now() + Duration::from_secs(60);
+        let port = launch_port(self.base + 10 * i as u16);
+        let answer = send_launch_inputs(port, &token, &config, &genesis, by)
+            .with_context(|| format!("full node {i}'s launch inputs (127.0.0.1:{port})"))?;
+        if answer.trim() != "ok" {
+            bail!("full node {i} refused its launch inputs: {answer}");
+        }
+        Ok(())
     }
 
     /// The `proxy_app` the host put in every VM's config.toml: its decoy application.
@@ -807,6 +874,11 @@ impl VmNetwork {
     /// RPC clients for every validator.
     pub fn clients(&self) -> Vec<RpcClient> {
         self.rpc_addrs().iter().map(|a| RpcClient::new(a)).collect()
+    }
+
+    /// How many VMs the network has (clones included), running or not.
+    pub fn vm_count(&self) -> usize {
+        self.vms.len()
     }
 
     /// How many VMs are running.
