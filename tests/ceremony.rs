@@ -158,7 +158,7 @@ fn genesis_assemble_refuses_a_bad_enrollment_and_its_genesis_runs_four_processes
         .iter()
         .map(|h| h.join("config/enrollment.json"))
         .collect();
-    let assemble = |files: &[PathBuf]| {
+    let assemble_with = |measurements: &Path, extra: &[&str], files: &[PathBuf]| {
         let mut args = vec![
             "genesis".to_string(),
             "assemble".into(),
@@ -171,6 +171,7 @@ fn genesis_assemble_refuses_a_bad_enrollment_and_its_genesis_runs_four_processes
             "--out".into(),
             out.display().to_string(),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         for f in files {
             args.push("--enrollment".into());
             args.push(f.display().to_string());
@@ -178,6 +179,7 @@ fn genesis_assemble_refuses_a_bad_enrollment_and_its_genesis_runs_four_processes
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         bulwark(&args)
     };
+    let assemble = |files: &[PathBuf]| assemble_with(&measurements, &[], files);
 
     // A debug guest's enrollment among them: refused, naming its file and the check.
     let debug = dir.path().join("debug-enrollment.json");
@@ -201,8 +203,35 @@ fn genesis_assemble_refuses_a_bad_enrollment_and_its_genesis_runs_four_processes
     );
     assert!(!out.exists());
 
-    // The four genuine enrollments: a genesis that verifies, with its own chain id.
+    // An app_state the built-in kvstore would refuse at InitChain ("any_key" for "any-key"):
+    // refused for an image without an application of its own, taken for one with.
     enrollments.truncate(4);
+    let image = |inputs: Value| {
+        let path = dir.path().join("measurement.json");
+        let digest = hex::encode(binary_measurement());
+        let json = serde_json::json!({"launch_digest": {"1": digest}, "inputs": inputs});
+        std::fs::write(&path, json.to_string()).unwrap();
+        path
+    };
+    let typo = ["--app-state", r#"{"validator_updates": "any_key"}"#];
+    let refused = assemble_with(&image(serde_json::json!({})), &typo, &enrollments);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("app_state") && stderr.contains("any-key"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    let app = image(serde_json::json!({"abci-app": {"sha256": "00"}}));
+    let taken = assemble_with(&app, &typo, &enrollments);
+    assert!(
+        taken.status.success(),
+        "{}",
+        String::from_utf8_lossy(&taken.stderr)
+    );
+    std::fs::remove_file(&out).unwrap();
+
+    // The four genuine enrollments: a genesis that verifies, with its own chain id.
     let made = assemble(&enrollments);
     assert!(
         made.status.success(),
@@ -210,6 +239,13 @@ fn genesis_assemble_refuses_a_bad_enrollment_and_its_genesis_runs_four_processes
         String::from_utf8_lossy(&made.stderr)
     );
     let genesis = read_json(&out);
+    // verify-genesis also shows what the validators' lines do not, for whoever approves it.
+    let shown = bulwark(&["verify-genesis", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&shown.stderr);
+    assert!(
+        stderr.contains("app_state: {}; attest_full_nodes: null"),
+        "{stderr}"
+    );
     let chain_id = String::from_utf8_lossy(&made.stdout).trim().to_string();
     assert_eq!(genesis["chain_id"], chain_id.as_str());
     assert!(chain_id.starts_with("bulwark-testnet-"));

@@ -1225,6 +1225,35 @@ fn a_full_node_vm_block_syncs_then_joins_the_set_and_a_validator_vm_leaves() {
         );
         top += 1;
     }
+    // It waited for its claim: no commit up to the claim's block holds its signature.
+    let serial = net.vm_dir(full).join("serial.log");
+    let log = std::fs::read_to_string(&serial).unwrap();
+    assert!(
+        log.contains("not signing until this instance's claim commits"),
+        "{serial:?}"
+    );
+    let since: u64 = wait_in_log(
+        &serial,
+        "signing; this instance holds the key since height",
+        LIMIT,
+    )
+    .and_then(|l| {
+        l.split("since height ")
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()
+    })
+    .unwrap();
+    assert!(since < top, "claimed at {since}, signs at {top}");
+    for h in 1..=since {
+        let signers = commits::signers_at(&mut clients[via], h).unwrap();
+        assert!(
+            !signers.contains(&full_address),
+            "height {h} (claim at {since}): {signers:?}"
+        );
+    }
     for h in 1..=top {
         let set = commits::validators_at(&mut clients[via], h).unwrap();
         let has = |a: &str| set.iter().any(|v| v.address.to_string() == a);
@@ -1241,7 +1270,7 @@ fn a_full_node_vm_block_syncs_then_joins_the_set_and_a_validator_vm_leaves() {
         "the removed VM at {followed}, top {top}"
     );
     eprintln!(
-        "vm test: the full node VM joined at height {join_at} and signs at {top}; VM {removed_vm} left at {removal_at} and follows at {followed}"
+        "vm test: the full node VM joined at height {join_at}, its claim committed at {since}, it signs at {top}; VM {removed_vm} left at {removal_at} and follows at {followed}"
     );
     let clean = net.stop();
     assert_eq!(

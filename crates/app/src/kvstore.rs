@@ -93,6 +93,50 @@ const META_ANY_KEY: &[u8] = b"any-key";
 /// (`bulwark_chain::MAX_VALIDATORS`), so the kvstore never emits it.
 pub const MAX_VALIDATORS: usize = 1_000;
 
+/// Initial key/value pairs, in order.
+pub type Writes = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// What a genesis `app_state` (`raw`, its JSON; empty or `null` for none) gives the kvstore:
+/// a JSON object of non-empty strings, its initial pairs, and the `validator_updates` choice
+/// ([`ANY_KEY`] or [`GENESIS_VALIDATORS_ONLY`]) if it opts in. InitChain reads it so, and
+/// `genesis assemble` checks it before a chain id certifies it (a genesis the kvstore refuses
+/// would stop every validator at its first start).
+pub fn read_app_state(raw: &[u8]) -> Result<(Writes, Option<&'static str>), AppError> {
+    let genesis = |why: String| AppError::Genesis(why);
+    let state: serde_json::Value = match raw {
+        [] => serde_json::Value::Null,
+        raw => serde_json::from_slice(raw).map_err(|e| genesis(e.to_string()))?,
+    };
+    let map = match state {
+        serde_json::Value::Null => return Ok((Vec::new(), None)),
+        serde_json::Value::Object(map) => map,
+        _ => return Err(genesis("app_state must be a JSON object of strings".into())),
+    };
+    let (mut writes, mut updates) = (Vec::new(), None);
+    for (k, v) in map {
+        if k == VALIDATOR_UPDATES_KEY {
+            updates = Some(match v.as_str() {
+                Some(ANY_KEY) => ANY_KEY,
+                Some(GENESIS_VALIDATORS_ONLY) => GENESIS_VALIDATORS_ONLY,
+                _ => {
+                    return Err(genesis(format!(
+                        "{VALIDATOR_UPDATES_KEY} is {GENESIS_VALIDATORS_ONLY:?} or {ANY_KEY:?}"
+                    )))
+                }
+            });
+            continue;
+        }
+        let serde_json::Value::String(v) = v else {
+            return Err(genesis(format!("value of {k:?} is not a string")));
+        };
+        if k.is_empty() || v.is_empty() {
+            return Err(genesis("keys and values must be non-empty".into()));
+        }
+        writes.push((k.into_bytes(), v.into_bytes()));
+    }
+    Ok((writes, updates))
+}
+
 /// Which keys `val=` transactions may give power to.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 enum Eligible {
@@ -231,54 +275,20 @@ impl Application for KvStore {
                 self.height
             )));
         }
-        // Genesis app state, if any, is a JSON object of initial key/value strings.
-        let mut writes: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let raw = request.app_state_bytes.as_ref();
-        if !raw.is_empty() {
-            let state: serde_json::Value =
-                serde_json::from_slice(raw).map_err(|e| AppError::Genesis(e.to_string()))?;
-            match state {
-                serde_json::Value::Null => {}
-                serde_json::Value::Object(map) => {
-                    for (k, v) in map {
-                        if k == VALIDATOR_UPDATES_KEY {
-                            self.eligible = if v == ANY_KEY {
-                                Eligible::AnyKey
-                            } else if v == GENESIS_VALIDATORS_ONLY {
-                                Eligible::GenesisKeys(
-                                    request
-                                        .validators
-                                        .iter()
-                                        .filter_map(|v| v.pub_key.ed25519())
-                                        .filter_map(|k| k.as_bytes().try_into().ok())
-                                        .collect(),
-                                )
-                            } else {
-                                return Err(AppError::Genesis(format!(
-                                    "{VALIDATOR_UPDATES_KEY} is {GENESIS_VALIDATORS_ONLY:?} or {ANY_KEY:?}"
-                                )));
-                            };
-                            continue;
-                        }
-                        let serde_json::Value::String(v) = v else {
-                            return Err(AppError::Genesis(format!(
-                                "value of {k:?} is not a string"
-                            )));
-                        };
-                        if k.is_empty() || v.is_empty() {
-                            return Err(AppError::Genesis(
-                                "keys and values must be non-empty".into(),
-                            ));
-                        }
-                        writes.push((k.into_bytes(), v.into_bytes()));
-                    }
-                }
-                _ => {
-                    return Err(AppError::Genesis(
-                        "app_state must be a JSON object of strings".into(),
-                    ))
-                }
+        let (writes, updates) = read_app_state(request.app_state_bytes.as_ref())?;
+        match updates {
+            Some(ANY_KEY) => self.eligible = Eligible::AnyKey,
+            Some(_) => {
+                self.eligible = Eligible::GenesisKeys(
+                    request
+                        .validators
+                        .iter()
+                        .filter_map(|v| v.pub_key.ed25519())
+                        .filter_map(|k| k.as_bytes().try_into().ok())
+                        .collect(),
+                )
             }
+            None => {}
         }
         for (k, v) in &writes {
             self.data

@@ -66,14 +66,11 @@ fn policy_from(args: &VerifyArgs) -> Result<Policy> {
     let measurements = if args.any_measurement {
         Measurements::Any
     } else {
-        let mut list = Vec::new();
-        for m in &args.measurement {
-            list.push(
-                m.parse::<HexBytes<48>>()
-                    .map_err(|e| anyhow::anyhow!("--measurement {m}: {e}"))?,
-            );
-        }
-        Measurements::OneOf(list)
+        let parse = |m: &String| {
+            m.parse()
+                .map_err(|e| anyhow::anyhow!("--measurement {m}: {e}"))
+        };
+        Measurements::OneOf(args.measurement.iter().map(parse).collect::<Result<_>>()?)
     };
     let trust = if args.simulated {
         Trust::Simulated
@@ -118,13 +115,7 @@ pub fn verify(args: &VerifyArgs) -> Result<ExitCode> {
         },
     };
     let bound = matches!(binding, Binding::ReportData(_));
-    let now = match args.at {
-        Some(at) => at,
-        None => std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .context("the clock is before 1970")?
-            .as_secs(),
-    };
+    let now = args.at.unwrap_or_else(bulwark::ceremony::now);
 
     let host_chain: Result<(), RejectReason> = match &args.ask_ark {
         None => Ok(()),

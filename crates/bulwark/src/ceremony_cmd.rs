@@ -48,6 +48,11 @@ pub fn assemble(args: &AssembleArgs) -> Result<ExitCode> {
         None => Policy::strict(Trust::Amd, Measurements::Any),
     };
     policy.measurements = Measurements::OneOf(measurements);
+    // An app_state the image's built-in kvstore refuses would stop every validator for good.
+    if ceremony::runs_builtin_kvstore(&args.measurements)? {
+        bulwark_app::kvstore::read_app_state(args.app_state.to_string().as_bytes())
+            .map_err(|e| anyhow::anyhow!("app_state: the image's kvstore refuses it: {e}"))?;
+    }
     let enrollments = args
         .enrollment
         .iter()
@@ -83,6 +88,10 @@ pub fn assemble(args: &AssembleArgs) -> Result<ExitCode> {
 pub fn verify_genesis(path: &PathBuf, at: Option<u64>) -> Result<ExitCode> {
     let value: serde_json::Value = serde_json::from_slice(&read(path)?)
         .with_context(|| format!("{}: not JSON", path.display()))?;
+    // What the validators' lines do not show, for whoever approves the chain id.
+    let field = |name: &str| value.get(name).cloned().unwrap_or_default();
+    let (state, full) = (field("app_state"), field("attest_full_nodes"));
+    eprintln!("app_state: {state}; attest_full_nodes: {full}");
     match ceremony::verify_genesis(&value, at.unwrap_or_else(ceremony::now)) {
         Err(reason) => {
             let check = reason.split(':').next().unwrap_or_default().to_string();

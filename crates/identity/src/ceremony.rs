@@ -166,6 +166,15 @@ pub fn read_enrollment(path: &Path) -> Result<Enrollment, CeremonyError> {
     serde_json::from_str(&text).map_err(|e| file_error(path, e))
 }
 
+/// Whether `path` (as [`read_measurements`] takes it) is the `measurement.json` of an image
+/// that carries no ABCI application (`cargo xtask image` without `--app`), whose nodes run the
+/// built-in kvstore. A list of digests names no application: `false`.
+pub fn runs_builtin_kvstore(path: &Path) -> Result<bool, CeremonyError> {
+    let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| file_error(path, e))?;
+    Ok(value.get("inputs").is_some() && value.pointer("/inputs/abci-app").is_none())
+}
+
 /// Reads allowed measurements: `measurement.json` as `cargo xtask image` writes it (every
 /// digest under `launch_digest`), or a JSON array of 96-hex-digit digests.
 pub fn read_measurements(path: &Path) -> Result<Vec<HexBytes<48>>, CeremonyError> {
