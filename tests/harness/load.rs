@@ -79,6 +79,10 @@ pub struct LoadReport {
     pub heights_per_s: f64,
     /// Commit latencies (ms) of transactions sent inside the window, sorted.
     pub latencies_ms: Vec<f64>,
+    /// Transaction bytes committed per second inside the window.
+    pub tx_bytes_per_s: f64,
+    /// The most transaction bytes one block held (any block of the run).
+    pub largest_block_tx_bytes: u64,
 }
 
 impl LoadReport {
@@ -107,7 +111,9 @@ fn sender(addr: String, node: u64, rate: f64, cfg: LoadConfig, shared: Arc<Share
     let b64 = base64::engine::general_purpose::STANDARD;
     while !shared.stop.load(Ordering::Relaxed) {
         let due = (rate * started.elapsed().as_secs_f64()) as u64;
-        let n = due.saturating_sub(sent).min(1000);
+        // At most 1,000 transactions and about 4 MB of JSON a request (RPC bodies are capped).
+        let per_request = ((4 << 20) / (cfg.tx_bytes * 4 / 3 + 80)).clamp(1, 1000) as u64;
+        let n = due.saturating_sub(sent).min(per_request);
         if n == 0 {
             std::thread::sleep(Duration::from_millis(2));
             continue;
@@ -226,15 +232,12 @@ pub fn run(
                 .cloned()
                 .unwrap_or_default();
             let mut ids = Vec::with_capacity(txs.len());
-            for tx in &txs {
-                if let Some(id) = tx
-                    .as_str()
-                    .and_then(|t| b64.decode(t).ok())
-                    .and_then(|t| tx_id(&t))
-                {
-                    ids.push(id);
-                }
+            let mut bytes = 0;
+            for tx in txs.iter().filter_map(|t| b64.decode(t.as_str()?).ok()) {
+                bytes += tx.len() as u64;
+                ids.extend(tx_id(&tx));
             }
+            report.largest_block_tx_bytes = report.largest_block_tx_bytes.max(bytes);
             if let Ok(mut map) = shared.sent.lock() {
                 for id in ids {
                     if let Some(at) = map.remove(&id) {
@@ -250,6 +253,7 @@ pub fn run(
             recent.push_back((seen, txs.len() as u64));
             if in_window {
                 report.tx_per_s += txs.len() as f64;
+                report.tx_bytes_per_s += bytes as f64;
                 window_heights += 1;
             }
             report.height = next;
@@ -283,6 +287,7 @@ pub fn run(
     }
     let seconds = (window.1 - window.0).as_secs_f64().max(0.001);
     report.tx_per_s /= seconds;
+    report.tx_bytes_per_s /= seconds;
     report.heights_per_s = window_heights as f64 / seconds;
     report.offered = shared.offered.load(Ordering::Relaxed);
     report.refused = shared.refused.load(Ordering::Relaxed);

@@ -20,8 +20,8 @@ pub struct BenchArgs {
     /// Print only; do not rewrite docs/BENCHMARKS.md.
     #[arg(long)]
     pub no_write: bool,
-    /// Run only this section: consensus, attest, net, node, profile, scaling, edge, catchup or
-    /// image.
+    /// Run only this section: consensus, attest, net, node, sizes, profile, scaling, edge,
+    /// catchup or image.
     #[arg(long)]
     pub only: Option<String>,
 }
@@ -133,6 +133,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if want("node") {
         node(&args)?;
+    }
+    if want("sizes") {
+        sizes(&args)?;
     }
     if want("profile") {
         profile(&args)?;
@@ -482,12 +485,23 @@ fn node_run(
     seconds: u64,
     config: &[(&str, &str)],
 ) -> Result<harness::load::LoadReport> {
+    node_run_sized(bin, rate, seconds, config, NODE_BENCH_TX_BYTES)
+}
+
+/// [`node_run`] with transactions of `tx_bytes`.
+fn node_run_sized(
+    bin: &Path,
+    rate: f64,
+    seconds: u64,
+    config: &[(&str, &str)],
+    tx_bytes: usize,
+) -> Result<harness::load::LoadReport> {
     use harness::load::LoadConfig;
     let mut net = harness::process::Network::start(bin, 4, "bench", config)?;
     let addrs: Vec<String> = (0..4).map(|i| net.rpc_addr(i)).collect();
     let cfg = LoadConfig {
         rate,
-        tx_bytes: NODE_BENCH_TX_BYTES,
+        tx_bytes,
         warmup: std::time::Duration::from_secs(3),
         duration: std::time::Duration::from_secs(seconds),
         run: 2,
@@ -533,17 +547,36 @@ type Sustained = (f64, harness::load::LoadReport, Option<(f64, f64)>);
 /// the rate and its run, and where it fell behind (offered, committed). Overload itself is
 /// not the figure: on shared cores the refused requests take CPU from the validators.
 fn sustained(bin: &Path, config: &[(&str, &str)]) -> Result<Sustained> {
+    sustained_sized(bin, config, NODE_BENCH_TX_BYTES, 2_000.0)
+}
+
+/// [`sustained`] for transactions of `tx_bytes`, stepping from `from` tx/s (down by ×1.25
+/// while even that is too much, at most four times, then up).
+fn sustained_sized(
+    bin: &Path,
+    config: &[(&str, &str)],
+    tx_bytes: usize,
+    from: f64,
+) -> Result<Sustained> {
     let mut kept: Option<(f64, harness::load::LoadReport)> = None;
-    let mut rate = 2_000.0;
-    let mut first_failure = None;
-    while rate <= 40_000.0 {
-        let r = node_run(bin, rate, 13, config)?;
+    let mut first_failure: Option<(f64, f64)> = None;
+    let mut rate = from;
+    loop {
+        let r = node_run_sized(bin, rate, 13, config, tx_bytes)?;
         if r.refused == 0 && r.tx_per_s >= 0.95 * rate {
+            // Found stepping down from a rate that failed: the step above it is that one.
+            let stepped_down = first_failure.is_some();
             kept = Some((rate, r));
             rate *= 1.25;
+            if stepped_down || rate > 40_000.0 {
+                break;
+            }
         } else {
             first_failure = Some((rate, r.tx_per_s));
-            break;
+            if kept.is_some() || rate < from / 2.5 {
+                break;
+            }
+            rate /= 1.25;
         }
     }
     let (rate, report) =
@@ -607,6 +640,62 @@ is from sending a transaction to seeing it in a committed block over node 0's RP
         empty_h = empty.heights_per_s,
     );
     record(args, "node", &section)
+}
+
+/// The transaction sizes of the `sizes` figures, each with the offered rate its search starts
+/// from (about where it ends on the 2-core machine, so the search takes few steps).
+const SIZES: [(usize, f64); 3] = [(256, 2_000.0), (4 << 10, 400.0), (64 << 10, 40.0)];
+
+/// Full blocks are offered this multiple of the sustained 64 KiB rate.
+const FULL_BLOCKS_OVERLOAD: f64 = 2.0;
+
+/// Issue 16's size figures on the node bench's network: for each of [`SIZES`], sustained
+/// committed throughput (tx/s and MiB/s), its heights/s and blocks, and the latency at half
+/// that load; then full blocks: 64 KiB transactions offered beyond what the network commits,
+/// so that the mempool backs up and each block takes the engine's 4 MiB budget (64 block
+/// parts each, gossiped and assembled).
+fn sizes(args: &BenchArgs) -> Result<()> {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let bin = harness::process::build_bulwark(true)?;
+    let kib = |b: f64| format!("{:.1} KiB", b / 1024.0);
+    let size = |b: usize| match b {
+        0..1024 => format!("{b} B"),
+        _ => format!("{} KiB", b >> 10),
+    };
+    let mut rows = String::new();
+    let mut sustained_rate = 0.0;
+    for (tx_bytes, from) in SIZES {
+        eprintln!("bench: sizes, {tx_bytes}-byte kvstore txs");
+        let (rate, at, _) = sustained_sized(&bin, NODE_BENCH_CONFIG, tx_bytes, from)?;
+        let half = node_run_sized(&bin, rate / 2.0, 18, NODE_BENCH_CONFIG, tx_bytes)?;
+        sustained_rate = rate;
+        rows += &format!(
+            "| {} | {:.0} tx/s | {:.2} | {:.1} | {} | {} | {:.1} / {:.1} ms |\n",
+            size(tx_bytes),
+            at.tx_per_s,
+            at.tx_bytes_per_s / MIB,
+            at.heights_per_s,
+            kib(at.tx_bytes_per_s / at.heights_per_s.max(1e-3)),
+            kib(at.largest_block_tx_bytes as f64),
+            half.percentile(0.5),
+            half.percentile(0.99),
+        );
+    }
+    eprintln!("bench: sizes, full blocks of 64 KiB txs");
+    let offered = FULL_BLOCKS_OVERLOAD * sustained_rate;
+    let full = node_run_sized(&bin, offered, 18, NODE_BENCH_CONFIG, 64 << 10)?;
+    let section = format!(
+        "## Transaction and block sizes\n\nMeasured by `cargo xtask bench --only sizes` on {machine}, on the node bench's network (4 release processes over attested TLS, the kv indexer on, `timeout_commit = 0`), one run. Sustained: the highest step of ×1.25 committed in full; latency at half that rate. The block columns count transaction bytes; the engine fills a block up to 4 MiB of them.\n\n| tx size | sustained | MiB/s | heights/s | mean block | largest block | p50 / p99 at half load |\n|---|---|---|---|---|---|---|\n{rows}\n**Full blocks**: 64 KiB transactions offered at {offered:.0} tx/s ({over}× the sustained rate) for 18 s, so the mempool backs up and blocks take the whole budget (64 parts of 64 KiB each): {tx:.0} tx/s committed ({mibs:.2} MiB/s), {hps:.1} heights/s, largest block {largest}, mean {mean}; latency p50 {p50:.0} ms (it includes the wait in the backed-up mempool). Catching up such blocks by block sync is in \"Catching up by block sync\".\n",
+        machine = machine(),
+        over = FULL_BLOCKS_OVERLOAD,
+        tx = full.tx_per_s,
+        mibs = full.tx_bytes_per_s / MIB,
+        hps = full.heights_per_s,
+        largest = kib(full.largest_block_tx_bytes as f64),
+        mean = kib(full.tx_bytes_per_s / full.heights_per_s.max(1e-3)),
+        p50 = full.percentile(0.5),
+    );
+    record(args, "sizes", &section)
 }
 
 /// The floor on this machine (`cargo bench -p bulwark-node --bench limit`): what a validator
@@ -963,6 +1052,73 @@ fn profile(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// The validator counts run as real processes in the scaling figures (all on this machine's
+/// cores), and the light load their commit latency is measured at.
+const PROCESS_SCALING: [usize; 3] = [4, 8, 16];
+const PROCESS_SCALING_LOAD: f64 = 100.0;
+
+/// The CPU time (ns) the processes of `net` have used so far (`/proc/PID/schedstat`).
+fn network_cpu_ns(net: &harness::process::Network) -> Result<f64> {
+    let mut total = 0.0;
+    for node in &net.nodes {
+        let path = format!("/proc/{}/schedstat", node.child.id());
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let ns: f64 = text
+            .split_whitespace()
+            .next()
+            .and_then(|t| t.parse().ok())
+            .with_context(|| format!("{path}: {text:?}"))?;
+        total += ns;
+    }
+    Ok(total)
+}
+
+/// `n` validators as release processes over attested TLS on this machine, `timeout_commit =
+/// 0`: empty heights/s and CPU per validator per height over a 10 s window once they run, then
+/// commit latency (p50, p99) at [`PROCESS_SCALING_LOAD`] tx/s.
+fn process_scaling(bin: &Path, n: usize) -> Result<(f64, f64, f64, f64)> {
+    use std::time::{Duration, Instant};
+    eprintln!("bench: scaling, {n} validators as processes");
+    let mut net =
+        harness::process::Network::start(bin, n, &format!("scaling{n}"), NODE_BENCH_CONFIG)?;
+    let addrs: Vec<String> = (0..n).map(|i| net.rpc_addr(i)).collect();
+    let mut rpc = harness::rpc::RpcClient::new(&addrs[0]);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while harness::rpc::height(&mut rpc).unwrap_or(0) < 5 {
+        anyhow::ensure!(Instant::now() < deadline, "{n} validators made no 5 heights in 180 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sample = |rpc: &mut harness::rpc::RpcClient, net: &harness::process::Network| {
+        let height = harness::rpc::height(rpc).context("node 0's height")?;
+        anyhow::Ok((network_cpu_ns(net)?, height, Instant::now()))
+    };
+    let (cpu0, h0, t0) = sample(&mut rpc, &net)?;
+    std::thread::sleep(Duration::from_secs(10));
+    let (cpu1, h1, t1) = sample(&mut rpc, &net)?;
+    let heights = h1.saturating_sub(h0) as f64;
+    anyhow::ensure!(heights > 0.0, "{n} validators made no height in 10 s");
+    let heights_per_s = heights / (t1 - t0).as_secs_f64();
+    let cpu_ms = (cpu1 - cpu0) / 1e6 / n as f64 / heights;
+    let load = harness::load::LoadConfig {
+        rate: PROCESS_SCALING_LOAD,
+        tx_bytes: NODE_BENCH_TX_BYTES,
+        warmup: Duration::from_secs(2),
+        duration: Duration::from_secs(10),
+        run: 3,
+    };
+    let report = harness::load::run(&addrs, &load, |_| {});
+    let up = net.live();
+    net.stop();
+    let report = report?;
+    anyhow::ensure!(up == n, "{} of {n} validators died", n - up);
+    eprintln!(
+        "bench: {n} processes: {heights_per_s:.1} empty heights/s, {cpu_ms:.2} ms CPU per validator per height, latency p50 {:.1} ms p99 {:.1} ms",
+        report.percentile(0.5),
+        report.percentile(0.99)
+    );
+    Ok((heights_per_s, cpu_ms, report.percentile(0.5), report.percentile(0.99)))
+}
+
 /// How a height's cost grows with the validator count (`cargo bench -p bulwark-engine-sim
 /// --bench scaling`): a table, and docs/scaling.svg drawn with plotters.
 fn scaling(args: &BenchArgs) -> Result<()> {
@@ -987,7 +1143,18 @@ fn scaling(args: &BenchArgs) -> Result<()> {
             hps = 1e3 / height_ms,
         );
     }
-    let svg = scaling_plot(&points)?;
+    let bin = harness::process::build_bulwark(true)?;
+    let mut process_table = String::new();
+    let mut process_points = Vec::new();
+    for n in PROCESS_SCALING {
+        let (hps, cpu_ms, p50, p99) = process_scaling(&bin, n)?;
+        process_points.push((n as f64, cpu_ms));
+        process_table += &format!(
+            "| {n} | {hps:.1} | {cpu_ms:.2} ms | {per:.0} µs | {p50:.1} / {p99:.1} ms |\n",
+            per = cpu_ms * 1e3 / n as f64,
+        );
+    }
+    let svg = scaling_plot(&points, &process_points)?;
     // (validators, CPU per validator per height, events per validator per height) of the
     // smallest and the largest set.
     let summary = |r: &serde_json::Value| {
@@ -1017,8 +1184,18 @@ plus that CPU (all of a validator's work on the critical path: an upper bound). 
 From {n0} to {n1} validators (×{set_growth:.0}) the CPU per validator per height grew \
 ×{cpu_growth:.1} and the events it handles ×{event_growth:.1} (about two per other validator \
 per height: its prevote and its precommit; nothing goes all-to-all again): growth relative to \
-linear {relative:.2}, so the target of at most linear growth {verdict} in this run.\n",
+linear {relative:.2}, so the target of at most linear growth {verdict} in this run.\n\n**Real processes.** 4, 8 and 16 `bulwark` release processes on this machine, over attested \
+TLS on loopback, `timeout_commit = 0`: empty heights per second and the CPU each validator \
+spends per height (every process's CPU time over a 10 s window, from `/proc/PID/schedstat`, \
+divided by validators and heights: TLS, RPC and logging included), then the commit latency \
+of 256-byte transactions offered at {load:.0} tx/s. All processes share the {cores} cores: \
+the whole network's CPU per height bounds heights/s at cores / that.\n\n\
+| validators (processes) | empty heights/s | CPU per validator per height | … per validator in the set | CPU per height, whole network | heights/s that CPU allows | commit latency p50 / p99 at {load:.0} tx/s |\n\
+|---|---|---|---|---|---|---|\n\
+{process_table}",
         machine = machine(),
+        load = PROCESS_SCALING_LOAD,
+        cores = std::thread::available_parallelism().map_or(1, |n| n.get()),
         n0 = first_and_last.0 .0,
         n1 = first_and_last.1 .0,
         set_growth = first_and_last.1 .0 / first_and_last.0 .0,
@@ -1044,7 +1221,7 @@ linear {relative:.2}, so the target of at most linear growth {verdict} in this r
 
 /// A log-log plot of CPU per validator per height and modelled height time against the
 /// validator count.
-fn scaling_plot(points: &[(f64, f64, f64)]) -> Result<String> {
+fn scaling_plot(points: &[(f64, f64, f64)], processes: &[(f64, f64)]) -> Result<String> {
     use plotters::prelude::*;
     let mut svg = String::new();
     {
@@ -1053,7 +1230,7 @@ fn scaling_plot(points: &[(f64, f64, f64)]) -> Result<String> {
         let top = points.iter().map(|p| p.2).fold(1.0f64, f64::max) * 2.0;
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                "Cost of a height against the validator count (engine simulator)",
+                "Cost of a height against the validator count (engine simulator and real processes)",
                 ("sans-serif", 18),
             )
             .margin(12)
@@ -1083,6 +1260,17 @@ fn scaling_plot(points: &[(f64, f64, f64)]) -> Result<String> {
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], colour));
             chart
                 .draw_series(line.into_iter().map(|p| Circle::new(p, 4, colour.filled())))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        if !processes.is_empty() {
+            let green = RGBColor(0, 140, 60);
+            chart
+                .draw_series(LineSeries::new(processes.to_vec(), green.stroke_width(2)))
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .label("CPU per validator per height, real processes")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], green));
+            chart
+                .draw_series(processes.iter().map(|p| Circle::new(*p, 4, green.filled())))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         // Linear growth from the smallest set, for comparison.

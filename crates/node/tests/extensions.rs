@@ -298,6 +298,10 @@ fn a_precommit_whose_extension_is_missing_forged_rejected_or_early_counts_for_no
                 Tamper::Rejected => assert!(rejected > 0),
                 _ => assert_eq!(rejected, 0, "{kind:?}"),
             }
+            // The node counts each verdict once (`consensus_vote_extension_receive_count`).
+            let counted = net.slots[n].engine.as_ref().unwrap().verdicts().extensions;
+            let accepted = asked.verified.len() - rejected;
+            assert_eq!(counted, (accepted as u64, rejected as u64), "{kind:?}");
         }
     }
 }
