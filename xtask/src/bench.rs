@@ -1085,7 +1085,10 @@ fn process_scaling(bin: &Path, n: usize) -> Result<(f64, f64, f64, f64)> {
     let mut rpc = harness::rpc::RpcClient::new(&addrs[0]);
     let deadline = Instant::now() + Duration::from_secs(180);
     while harness::rpc::height(&mut rpc).unwrap_or(0) < 5 {
-        anyhow::ensure!(Instant::now() < deadline, "{n} validators made no 5 heights in 180 s");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{n} validators made no 5 heights in 180 s"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let sample = |rpc: &mut harness::rpc::RpcClient, net: &harness::process::Network| {
@@ -1116,7 +1119,12 @@ fn process_scaling(bin: &Path, n: usize) -> Result<(f64, f64, f64, f64)> {
         report.percentile(0.5),
         report.percentile(0.99)
     );
-    Ok((heights_per_s, cpu_ms, report.percentile(0.5), report.percentile(0.99)))
+    Ok((
+        heights_per_s,
+        cpu_ms,
+        report.percentile(0.5),
+        report.percentile(0.99),
+    ))
 }
 
 /// How a height's cost grows with the validator count (`cargo bench -p bulwark-engine-sim

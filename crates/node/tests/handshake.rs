@@ -268,6 +268,41 @@ fn an_app_that_lost_its_state_is_replayed_to_the_chain_hash_by_hash() {
     assert_eq!(q.value.as_ref(), b"v6");
 }
 
+/// The kvstore flushes at every `FLUSH_EVERY_HEIGHTS`-th commit only (the block store is the
+/// durable record): a power cut after 20 heights leaves it at height 16 on its disk, and the
+/// handshake replays the four it lost, hash by hash.
+#[test]
+fn a_kvstore_that_lost_its_unflushed_commits_in_a_power_cut_is_replayed_to_the_chain() {
+    use bulwark_app::kvstore::FLUSH_EVERY_HEIGHTS;
+    use bulwark_kv::{Db, MemDisk};
+    let key = SigningKey::from([3u8; 32]);
+    let g = genesis(&key);
+    let ds = tempfile::tempdir().unwrap();
+    let disk = MemDisk::new("kvstore");
+    let mut app = KvStore::open_db(Db::on(&disk)).unwrap();
+    bulwark_node::handshake::genesis_state(&mut app, &g).unwrap();
+    let blocks = BlockStore::open(&Store::open(ds.path()).unwrap()).unwrap();
+    let heights = FLUSH_EVERY_HEIGHTS + 4;
+    let final_state = build(heights, &key, &g, &mut app, &blocks);
+    assert!(disk.unflushed() > 0, "the last commits were not flushed");
+    disk.crash(0);
+    drop(app);
+    let mut app = KvStore::open_db(Db::on(&disk)).unwrap();
+    let info = app
+        .info(request::Info {
+            version: String::new(),
+            block_version: 11,
+            p2p_version: 8,
+            abci_version: String::new(),
+        })
+        .unwrap();
+    assert_eq!(info.last_block_height.value(), FLUSH_EVERY_HEIGHTS);
+    let start = genesis_state(&g, &app);
+    let s = handshake(&mut app, &blocks, start).unwrap();
+    assert_eq!(s.encode(), final_state.encode());
+    assert_eq!(common::app_hash(&app), final_state.app_hash);
+}
+
 #[test]
 fn an_app_ahead_of_the_store_or_computing_other_hashes_stops_the_node() {
     let key = SigningKey::from([3u8; 32]);
