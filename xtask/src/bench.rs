@@ -698,6 +698,9 @@ fn sizes(args: &BenchArgs) -> Result<()> {
     record(args, "sizes", &section)
 }
 
+/// `bulwark_app::kvstore::FLUSH_EVERY_HEIGHTS`: the kvstore flushes one commit in this many.
+const KVSTORE_FLUSH_EVERY: f64 = 16.0;
+
 /// The floor on this machine (`cargo bench -p bulwark-node --bench limit`): what a validator
 /// cannot avoid spending per transaction and per height, and the throughput and heights per
 /// second `validators` validators sharing the machine's cores could reach from it.
@@ -733,9 +736,9 @@ impl Limit {
     /// One validator's share of a height of a network of `validators`: its prevote and
     /// precommit signed (its proposal one height in n), the others' votes and the proposal
     /// verified (last-commit signatures were verified as votes), its durable writes (the
-    /// privval before each vote, its proposal's WAL record one height in n, block store and
-    /// application at commit), and its messages (votes to each other validator, its proposal
-    /// and block part one height in n).
+    /// privval before each vote, its proposal's WAL record one height in n, the block store at
+    /// commit, the kvstore one height in [`KVSTORE_FLUSH_EVERY`]), and its messages (votes to
+    /// each other validator, its proposal and block part one height in n).
     fn height_parts(&self) -> [(&'static str, f64, f64); 4] {
         let n = self.validators;
         [
@@ -745,7 +748,11 @@ impl Limit {
                 2.0 * (n - 1.0) + 1.0,
                 self.get("verify_us"),
             ),
-            ("durable writes", 4.0 + 1.0 / n, self.get("flush_cpu_us")),
+            (
+                "durable writes",
+                3.0 + 1.0 / n + 1.0 / KVSTORE_FLUSH_EVERY,
+                self.get("flush_cpu_us"),
+            ),
             (
                 "messages sent (CPU of both ends)",
                 2.0 * (n - 1.0) * (1.0 + 1.0 / n),
@@ -760,12 +767,13 @@ impl Limit {
 
     /// A height's critical path: three one-way hops (proposal, prevotes, precommits), the
     /// durable writes one after the other on it (the proposer's WAL record, the privval before
-    /// the prevote and the precommit, block store and application), three signatures and the
-    /// verifications of a proposal and two quorums of others' votes.
+    /// the prevote and the precommit, the block store, the kvstore one height in
+    /// [`KVSTORE_FLUSH_EVERY`]), three signatures and the verifications of a proposal and two
+    /// quorums of others' votes.
     fn height_latency_us(&self) -> f64 {
         let quorum_others = (2.0 * self.validators / 3.0).floor();
         3.0 * self.get("hop_wall_us")
-            + 5.0 * self.get("flush_wall_us")
+            + (4.0 + 1.0 / KVSTORE_FLUSH_EVERY) * self.get("flush_wall_us")
             + 3.0 * self.get("sign_us")
             + (1.0 + 2.0 * quorum_others) * self.get("verify_us")
     }

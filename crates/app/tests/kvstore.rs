@@ -84,7 +84,7 @@ fn app_hash_is_deterministic_and_depends_on_content_and_order() {
 }
 
 #[test]
-fn nothing_is_durable_before_commit_and_everything_after() {
+fn a_close_keeps_every_commit_and_nothing_finalized_after_the_last() {
     let dir = tempfile::tempdir().unwrap();
     let committed_hash = {
         let mut app = KvStore::open(dir.path()).unwrap();
@@ -186,7 +186,7 @@ fn genesis_state_and_queries_the_store_cannot_answer() {
 
 /// CometBFT's `val=` transactions: on a chain whose genesis opts in, updates of the genesis
 /// validators' keys while the set stays valid, one per key whose power the block changed,
-/// error codes otherwise, members durable at commit; elsewhere an ordinary write.
+/// error codes otherwise, members kept from commit on; elsewhere an ordinary write.
 #[test]
 fn validator_transactions_become_updates_while_the_set_stays_valid() {
     use base64::Engine as _;

@@ -291,7 +291,10 @@ impl Db {
         })
     }
 
-    /// Makes every write so far durable (fsync on disk).
+    /// Makes every write so far durable as sled does: written out and synced with
+    /// `sync_file_range`, which does not flush a disk's own write cache or the file's metadata
+    /// (a power cut under a write-back cache may still lose it; the instance rule, not the
+    /// flush, is what protects against a disk that comes back older).
     pub fn flush(&self) -> Result<(), KvError> {
         match &self.backend {
             DbBackend::Sled(db) => db

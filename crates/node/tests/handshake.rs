@@ -269,38 +269,52 @@ fn an_app_that_lost_its_state_is_replayed_to_the_chain_hash_by_hash() {
 }
 
 /// The kvstore flushes at every `FLUSH_EVERY_HEIGHTS`-th commit only (the block store is the
-/// durable record): a power cut after 20 heights leaves it at height 16 on its disk, and the
-/// handshake replays the four it lost, hash by hash.
+/// durable record): a power cut after 20 heights that keeps `keep` of its 4 unflushed commits
+/// (each one atomic write) leaves it at height 16 + `keep`, and the handshake replays the rest,
+/// hash by hash, with their data.
 #[test]
 fn a_kvstore_that_lost_its_unflushed_commits_in_a_power_cut_is_replayed_to_the_chain() {
     use bulwark_app::kvstore::FLUSH_EVERY_HEIGHTS;
     use bulwark_kv::{Db, MemDisk};
     let key = SigningKey::from([3u8; 32]);
     let g = genesis(&key);
-    let ds = tempfile::tempdir().unwrap();
-    let disk = MemDisk::new("kvstore");
-    let mut app = KvStore::open_db(Db::on(&disk)).unwrap();
-    bulwark_node::handshake::genesis_state(&mut app, &g).unwrap();
-    let blocks = BlockStore::open(&Store::open(ds.path()).unwrap()).unwrap();
     let heights = FLUSH_EVERY_HEIGHTS + 4;
-    let final_state = build(heights, &key, &g, &mut app, &blocks);
-    assert!(disk.unflushed() > 0, "the last commits were not flushed");
-    disk.crash(0);
-    drop(app);
-    let mut app = KvStore::open_db(Db::on(&disk)).unwrap();
-    let info = app
-        .info(request::Info {
-            version: String::new(),
-            block_version: 11,
-            p2p_version: 8,
-            abci_version: String::new(),
-        })
-        .unwrap();
-    assert_eq!(info.last_block_height.value(), FLUSH_EVERY_HEIGHTS);
-    let start = genesis_state(&g, &app);
-    let s = handshake(&mut app, &blocks, start).unwrap();
-    assert_eq!(s.encode(), final_state.encode());
-    assert_eq!(common::app_hash(&app), final_state.app_hash);
+    for keep in 0..=4u64 {
+        let ds = tempfile::tempdir().unwrap();
+        let disk = MemDisk::new("kvstore");
+        let mut app = KvStore::open_db(Db::on(&disk)).unwrap();
+        bulwark_node::handshake::genesis_state(&mut app, &g).unwrap();
+        let blocks = BlockStore::open(&Store::open(ds.path()).unwrap()).unwrap();
+        let final_state = build(heights, &key, &g, &mut app, &blocks);
+        assert_eq!(disk.unflushed(), 4, "one atomic write per unflushed commit");
+        disk.crash(keep as usize);
+        drop(app);
+        let mut app = KvStore::open_db(Db::on(&disk)).unwrap();
+        let info = app
+            .info(request::Info {
+                version: String::new(),
+                block_version: 11,
+                p2p_version: 8,
+                abci_version: String::new(),
+            })
+            .unwrap();
+        assert_eq!(info.last_block_height.value(), FLUSH_EVERY_HEIGHTS + keep);
+        let start = genesis_state(&g, &app);
+        let s = handshake(&mut app, &blocks, start).unwrap();
+        assert_eq!(s.encode(), final_state.encode());
+        assert_eq!(common::app_hash(&app), final_state.app_hash);
+        for h in FLUSH_EVERY_HEIGHTS + 1..=heights {
+            let q = app
+                .query(request::Query {
+                    data: Bytes::from(format!("k{h}")),
+                    path: String::new(),
+                    height: block::Height::try_from(0u64).unwrap(),
+                    prove: false,
+                })
+                .unwrap();
+            assert_eq!(q.value.as_ref(), format!("v{h}").as_bytes(), "keep {keep}");
+        }
+    }
 }
 
 #[test]

@@ -155,7 +155,7 @@ impl Store {
         }
     }
 
-    /// Writes everything to disk (fsync).
+    /// Writes everything to disk ([`bulwark_kv::Db::flush`]: what sled's flush guarantees).
     pub fn flush(&self) -> Result<(), StoreError> {
         Ok(self.db.flush()?)
     }
