@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Result};
 use base64::Engine as _;
 use serde_json::Value;
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -294,4 +295,95 @@ pub fn run(
     report.first_refusal = shared.first_refusal.lock().ok().and_then(|f| f.clone());
     report.latencies_ms.sort_by(|a, b| a.total_cmp(b));
     Ok(report)
+}
+
+/// One load run of `seconds` against a fresh 4-validator network of `bin` with the config
+/// replacements `config`: `rate` tx/s of `tx_bytes` each, progress and result on stderr.
+pub fn network_run(
+    bin: &Path,
+    rate: f64,
+    seconds: u64,
+    config: &[(&str, &str)],
+    tx_bytes: usize,
+) -> Result<LoadReport> {
+    let mut net = crate::process::Network::start(bin, 4, "bench", config)?;
+    let addrs: Vec<String> = (0..4).map(|i| net.rpc_addr(i)).collect();
+    let cfg = LoadConfig {
+        rate,
+        tx_bytes,
+        warmup: std::time::Duration::from_secs(3),
+        duration: std::time::Duration::from_secs(seconds),
+        run: 2,
+    };
+    let report = run(&addrs, &cfg, |p| {
+        eprint!(
+            "\rbench: {:>4.1}s height {:>6} committed {:>8} offered {:>8} refused {:>7} | {:>6.0} tx/s ",
+            p.elapsed.as_secs_f64(),
+            p.height,
+            p.committed,
+            p.offered,
+            p.refused,
+            p.recent_tx_per_s
+        );
+    });
+    eprintln!();
+    let up = net.live();
+    net.stop();
+    let report = report?;
+    if up < 4 {
+        bail!("{} validators died during the run", 4 - up);
+    }
+    eprintln!(
+        "bench: offered {rate:.0} tx/s: committed {:.0} tx/s, {:.1} heights/s, latency p50 {:.1} ms p99 {:.1} ms ({} offered, {} refused)",
+        report.tx_per_s,
+        report.heights_per_s,
+        report.percentile(0.5),
+        report.percentile(0.99),
+        report.offered,
+        report.refused
+    );
+    if let Some(why) = &report.first_refusal {
+        eprintln!("bench: first refusal: {why}");
+    }
+    Ok(report)
+}
+
+/// The highest rate kept, its run, and the next step's (offered, committed) if one was tried.
+pub type Sustained = (f64, LoadReport, Option<(f64, f64)>);
+
+/// Sustained throughput for transactions of `tx_bytes`: the highest offered rate the network
+/// commits in full (≥ 95 %, nothing refused), stepping by ×1.25 from `from` tx/s (down while
+/// even that is too much, at most four times, then up until it no longer keeps up), with its
+/// run and where it fell behind (offered, committed). Overload itself is not the figure: on
+/// shared cores the refused requests take CPU from the validators.
+pub fn sustained(
+    bin: &Path,
+    config: &[(&str, &str)],
+    tx_bytes: usize,
+    from: f64,
+) -> Result<Sustained> {
+    let mut kept: Option<(f64, LoadReport)> = None;
+    let mut first_failure: Option<(f64, f64)> = None;
+    let mut rate = from;
+    loop {
+        let r = network_run(bin, rate, 13, config, tx_bytes)?;
+        if r.refused == 0 && r.tx_per_s >= 0.95 * rate {
+            // Found stepping down from a rate that failed: the step above it is that one.
+            let stepped_down = first_failure.is_some();
+            kept = Some((rate, r));
+            rate *= 1.25;
+            if stepped_down || rate > 40_000.0 {
+                break;
+            }
+        } else {
+            first_failure = Some((rate, r.tx_per_s));
+            if kept.is_some() || rate < from / 2.5 {
+                break;
+            }
+            rate /= 1.25;
+        }
+    }
+    let (rate, report) = kept
+        .ok_or_else(|| anyhow!("the network did not keep up even with the lowest offered load"))?;
+    Ok((rate, report, first_failure))
 }

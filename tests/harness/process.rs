@@ -426,6 +426,47 @@ impl Network {
         rpc_addr(self.base, i)
     }
 
+    /// The CPU time (ns) its processes have used so far (`/proc/PID/schedstat`).
+    pub fn cpu_ns(&self) -> Result<f64> {
+        let mut total = 0.0;
+        for node in &self.nodes {
+            let path = format!("/proc/{}/schedstat", node.child.id());
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+            let ns = text
+                .split_whitespace()
+                .next()
+                .and_then(|t| t.parse::<f64>().ok());
+            total += ns.with_context(|| format!("{path}: {text:?}"))?;
+        }
+        Ok(total)
+    }
+
+    /// Once node 0 has committed 5 heights (within 180 s): its heights per second over
+    /// `window`, and the CPU each validator spent per height (ms) meanwhile.
+    pub fn empty_heights(&mut self, window: Duration) -> Result<(f64, f64)> {
+        let mut rpc = crate::rpc::RpcClient::new(&self.rpc_addr(0));
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while crate::rpc::height(&mut rpc).unwrap_or(0) < 5 {
+            if Instant::now() > deadline {
+                bail!("the network made no 5 heights in 180 s");
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let mut sample = || -> Result<(f64, u64, Instant)> {
+            let height = crate::rpc::height(&mut rpc).context("node 0's height")?;
+            Ok((self.cpu_ns()?, height, Instant::now()))
+        };
+        let (cpu0, h0, t0) = sample()?;
+        std::thread::sleep(window);
+        let (cpu1, h1, t1) = sample()?;
+        let heights = h1.saturating_sub(h0) as f64;
+        if heights == 0.0 {
+            bail!("the network made no height in {window:?}");
+        }
+        let cpu_ms = (cpu1 - cpu0) / 1e6 / self.nodes.len() as f64 / heights;
+        Ok((heights / (t1 - t0).as_secs_f64(), cpu_ms))
+    }
+
     /// How many nodes are still running.
     pub fn live(&mut self) -> usize {
         self.nodes

@@ -478,122 +478,18 @@ const NODE_BENCH_CONFIG: &[(&str, &str)] = &[
 ];
 const NODE_BENCH_TX_BYTES: usize = 256;
 
-/// One load run against a fresh 4-validator network.
-fn node_run(
-    bin: &Path,
-    rate: f64,
-    seconds: u64,
-    config: &[(&str, &str)],
-) -> Result<harness::load::LoadReport> {
-    node_run_sized(bin, rate, seconds, config, NODE_BENCH_TX_BYTES)
-}
-
-/// [`node_run`] with transactions of `tx_bytes`.
-fn node_run_sized(
-    bin: &Path,
-    rate: f64,
-    seconds: u64,
-    config: &[(&str, &str)],
-    tx_bytes: usize,
-) -> Result<harness::load::LoadReport> {
-    use harness::load::LoadConfig;
-    let mut net = harness::process::Network::start(bin, 4, "bench", config)?;
-    let addrs: Vec<String> = (0..4).map(|i| net.rpc_addr(i)).collect();
-    let cfg = LoadConfig {
-        rate,
-        tx_bytes,
-        warmup: std::time::Duration::from_secs(3),
-        duration: std::time::Duration::from_secs(seconds),
-        run: 2,
-    };
-    let report = harness::load::run(&addrs, &cfg, |p| {
-        eprint!(
-            "\rbench: {:>4.1}s height {:>6} committed {:>8} offered {:>8} refused {:>7} | {:>6.0} tx/s ",
-            p.elapsed.as_secs_f64(),
-            p.height,
-            p.committed,
-            p.offered,
-            p.refused,
-            p.recent_tx_per_s
-        );
-    });
-    eprintln!();
-    let up = net.live();
-    net.stop();
-    let report = report?;
-    if up < 4 {
-        anyhow::bail!("{} validators died during the run", 4 - up);
-    }
-    eprintln!(
-        "bench: offered {rate:.0} tx/s: committed {:.0} tx/s, {:.1} heights/s, latency p50 {:.1} ms p99 {:.1} ms ({} offered, {} refused)",
-        report.tx_per_s,
-        report.heights_per_s,
-        report.percentile(0.5),
-        report.percentile(0.99),
-        report.offered,
-        report.refused
-    );
-    if let Some(why) = &report.first_refusal {
-        eprintln!("bench: first refusal: {why}");
-    }
-    Ok(report)
-}
-
-/// The highest rate kept, its run, and the next step's (offered, committed) if one was tried.
-type Sustained = (f64, harness::load::LoadReport, Option<(f64, f64)>);
-
-/// Sustained throughput: the highest offered rate the network commits in full (≥ 95 %,
-/// nothing refused), stepping up by ×1.25 from 2,000 tx/s until it no longer keeps up, with
-/// the rate and its run, and where it fell behind (offered, committed). Overload itself is
-/// not the figure: on shared cores the refused requests take CPU from the validators.
-fn sustained(bin: &Path, config: &[(&str, &str)]) -> Result<Sustained> {
-    sustained_sized(bin, config, NODE_BENCH_TX_BYTES, 2_000.0)
-}
-
-/// [`sustained`] for transactions of `tx_bytes`, stepping from `from` tx/s (down by ×1.25
-/// while even that is too much, at most four times, then up).
-fn sustained_sized(
-    bin: &Path,
-    config: &[(&str, &str)],
-    tx_bytes: usize,
-    from: f64,
-) -> Result<Sustained> {
-    let mut kept: Option<(f64, harness::load::LoadReport)> = None;
-    let mut first_failure: Option<(f64, f64)> = None;
-    let mut rate = from;
-    loop {
-        let r = node_run_sized(bin, rate, 13, config, tx_bytes)?;
-        if r.refused == 0 && r.tx_per_s >= 0.95 * rate {
-            // Found stepping down from a rate that failed: the step above it is that one.
-            let stepped_down = first_failure.is_some();
-            kept = Some((rate, r));
-            rate *= 1.25;
-            if stepped_down || rate > 40_000.0 {
-                break;
-            }
-        } else {
-            first_failure = Some((rate, r.tx_per_s));
-            if kept.is_some() || rate < from / 2.5 {
-                break;
-            }
-            rate /= 1.25;
-        }
-    }
-    let (rate, report) =
-        kept.context("the network did not keep up even with the lowest offered load")?;
-    Ok((rate, report, first_failure))
-}
-
 /// The node issue's three figures: sustained committed tx/s under open-loop overload,
 /// latency at half that load, and empty heights per second with `timeout_commit = 0`.
 fn node(args: &BenchArgs) -> Result<()> {
+    use harness::load::{network_run, sustained};
     let bin = harness::process::build_bulwark(true)?;
     let limit = Limit::measure(4)?;
     eprintln!("bench: node, 4 validators as processes on loopback over attested TLS (simulated trust), {NODE_BENCH_TX_BYTES}-byte kvstore txs");
-    let empty = node_run(&bin, 0.0, 13, NODE_BENCH_CONFIG)?;
-    let (sustained_rate, saturated, first_failure) = sustained(&bin, NODE_BENCH_CONFIG)?;
+    let empty = network_run(&bin, 0.0, 13, NODE_BENCH_CONFIG, NODE_BENCH_TX_BYTES)?;
+    let (sustained_rate, saturated, first_failure) =
+        sustained(&bin, NODE_BENCH_CONFIG, NODE_BENCH_TX_BYTES, 2_000.0)?;
     let half = sustained_rate / 2.0;
-    let at_half = node_run(&bin, half, 18, NODE_BENCH_CONFIG)?;
+    let at_half = network_run(&bin, half, 18, NODE_BENCH_CONFIG, NODE_BENCH_TX_BYTES)?;
     eprintln!(
         "bench: the same without transaction and event indexes (tx_index.indexer = \"null\")"
     );
@@ -602,7 +498,7 @@ fn node(args: &BenchArgs) -> Result<()> {
         .copied()
         .chain([("indexer = \"kv\"", "indexer = \"null\"")])
         .collect();
-    let (_, unindexed, _) = sustained(&bin, &unindexed_config)?;
+    let (_, unindexed, _) = sustained(&bin, &unindexed_config, NODE_BENCH_TX_BYTES, 2_000.0)?;
     let over = first_failure.map_or_else(
         || "(no higher step tried)".to_string(),
         |(r, c)| format!("{r:.0} tx/s offered: {c:.0} tx/s committed"),
@@ -655,6 +551,7 @@ const FULL_BLOCKS_OVERLOAD: f64 = 2.0;
 /// so that the mempool backs up and each block takes the engine's 4 MiB budget (64 block
 /// parts each, gossiped and assembled).
 fn sizes(args: &BenchArgs) -> Result<()> {
+    use harness::load::{network_run, sustained};
     const MIB: f64 = 1024.0 * 1024.0;
     let bin = harness::process::build_bulwark(true)?;
     let kib = |b: f64| format!("{:.1} KiB", b / 1024.0);
@@ -666,8 +563,8 @@ fn sizes(args: &BenchArgs) -> Result<()> {
     let mut sustained_rate = 0.0;
     for (tx_bytes, from) in SIZES {
         eprintln!("bench: sizes, {tx_bytes}-byte kvstore txs");
-        let (rate, at, _) = sustained_sized(&bin, NODE_BENCH_CONFIG, tx_bytes, from)?;
-        let half = node_run_sized(&bin, rate / 2.0, 18, NODE_BENCH_CONFIG, tx_bytes)?;
+        let (rate, at, _) = sustained(&bin, NODE_BENCH_CONFIG, tx_bytes, from)?;
+        let half = network_run(&bin, rate / 2.0, 18, NODE_BENCH_CONFIG, tx_bytes)?;
         sustained_rate = rate;
         rows += &format!(
             "| {} | {:.0} tx/s | {:.2} | {:.1} | {} | {} | {:.1} / {:.1} ms |\n",
@@ -683,7 +580,7 @@ fn sizes(args: &BenchArgs) -> Result<()> {
     }
     eprintln!("bench: sizes, full blocks of 64 KiB txs");
     let offered = FULL_BLOCKS_OVERLOAD * sustained_rate;
-    let full = node_run_sized(&bin, offered, 18, NODE_BENCH_CONFIG, 64 << 10)?;
+    let full = network_run(&bin, offered, 18, NODE_BENCH_CONFIG, 64 << 10)?;
     let section = format!(
         "## Transaction and block sizes\n\nMeasured by `cargo xtask bench --only sizes` on {machine}, on the node bench's network (4 release processes over attested TLS, the kv indexer on, `timeout_commit = 0`), one run. Sustained: the highest step of ×1.25 committed in full; latency at half that rate. The block columns count transaction bytes; the engine fills a block up to 4 MiB of them.\n\n| tx size | sustained | MiB/s | heights/s | mean block | largest block | p50 / p99 at half load |\n|---|---|---|---|---|---|---|\n{rows}\n**Full blocks**: 64 KiB transactions offered at {offered:.0} tx/s ({over}× the sustained rate) for 18 s, so the mempool backs up and blocks take the whole budget (64 parts of 64 KiB each): {tx:.0} tx/s committed ({mibs:.2} MiB/s), {hps:.1} heights/s, largest block {largest}, mean {mean}; latency p50 {p50:.0} ms (it includes the wait in the backed-up mempool). Catching up such blocks by block sync is in \"Catching up by block sync\".\n",
         machine = machine(),
@@ -1065,51 +962,16 @@ fn profile(args: &BenchArgs) -> Result<()> {
 const PROCESS_SCALING: [usize; 3] = [4, 8, 16];
 const PROCESS_SCALING_LOAD: f64 = 100.0;
 
-/// The CPU time (ns) the processes of `net` have used so far (`/proc/PID/schedstat`).
-fn network_cpu_ns(net: &harness::process::Network) -> Result<f64> {
-    let mut total = 0.0;
-    for node in &net.nodes {
-        let path = format!("/proc/{}/schedstat", node.child.id());
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        let ns: f64 = text
-            .split_whitespace()
-            .next()
-            .and_then(|t| t.parse().ok())
-            .with_context(|| format!("{path}: {text:?}"))?;
-        total += ns;
-    }
-    Ok(total)
-}
-
 /// `n` validators as release processes over attested TLS on this machine, `timeout_commit =
 /// 0`: empty heights/s and CPU per validator per height over a 10 s window once they run, then
 /// commit latency (p50, p99) at [`PROCESS_SCALING_LOAD`] tx/s.
 fn process_scaling(bin: &Path, n: usize) -> Result<(f64, f64, f64, f64)> {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
     eprintln!("bench: scaling, {n} validators as processes");
     let mut net =
         harness::process::Network::start(bin, n, &format!("scaling{n}"), NODE_BENCH_CONFIG)?;
     let addrs: Vec<String> = (0..n).map(|i| net.rpc_addr(i)).collect();
-    let mut rpc = harness::rpc::RpcClient::new(&addrs[0]);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    while harness::rpc::height(&mut rpc).unwrap_or(0) < 5 {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "{n} validators made no 5 heights in 180 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let sample = |rpc: &mut harness::rpc::RpcClient, net: &harness::process::Network| {
-        let height = harness::rpc::height(rpc).context("node 0's height")?;
-        anyhow::Ok((network_cpu_ns(net)?, height, Instant::now()))
-    };
-    let (cpu0, h0, t0) = sample(&mut rpc, &net)?;
-    std::thread::sleep(Duration::from_secs(10));
-    let (cpu1, h1, t1) = sample(&mut rpc, &net)?;
-    let heights = h1.saturating_sub(h0) as f64;
-    anyhow::ensure!(heights > 0.0, "{n} validators made no height in 10 s");
-    let heights_per_s = heights / (t1 - t0).as_secs_f64();
-    let cpu_ms = (cpu1 - cpu0) / 1e6 / n as f64 / heights;
+    let (heights_per_s, cpu_ms) = net.empty_heights(Duration::from_secs(10))?;
     let load = harness::load::LoadConfig {
         rate: PROCESS_SCALING_LOAD,
         tx_bytes: NODE_BENCH_TX_BYTES,
