@@ -169,7 +169,7 @@ fn parse(tx: &[u8]) -> Option<(&[u8], &[u8])> {
 
 /// How often the kvstore's `commit` also flushes its database: after a crash the node's
 /// handshake replays at most this many heights into it from the block store (a clean stop
-/// flushes everything, as sled does when closed).
+/// flushes everything, as the database does when it closes).
 pub const FLUSH_EVERY_HEIGHTS: u64 = 16;
 
 /// Writes staged by `finalize_block`, applied atomically by `commit` (durable at the next
@@ -181,7 +181,7 @@ struct Pending {
     writes: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
-/// The kvstore, persisted in a `bulwark-kv` database (sled, or a simulated disk).
+/// The kvstore, persisted in a `bulwark-kv` database (fjall, or a simulated disk).
 #[derive(Debug)]
 pub struct KvStore {
     db: Db,

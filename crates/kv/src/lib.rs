@@ -3,21 +3,25 @@
 //! only durability point.
 //!
 //! Two backends behind one API:
-//! - **sled** on disk, what a node runs. Every named tree is a keyspace of sled's one default
-//!   tree (its keys prefixed by the tree's length-prefixed name), so that a write across trees is
-//!   one sled batch: atomic without a sled transaction, which costs several times as much (a
-//!   read of every key it writes, and a commit under locks). A database written with one sled
-//!   tree per name, as earlier versions did, is moved into keyspaces when it is opened;
+//! - **fjall** on disk (an LSM tree with a journal), what a node runs. Every named tree is a
+//!   keyspace of one fjall keyspace (its keys prefixed by the tree's length-prefixed name), so
+//!   a write across trees is one fjall batch, one journal record. A flush is the journal's
+//!   `fdatasync`. fjall replaced sled (2026-12-07): on this project's machines it writes a key
+//!   for about a third of sled's CPU and makes a small write durable for a third of the CPU,
+//!   with `fdatasync` where sled's flush was a `sync_file_range` (see `docs/BENCHMARKS.md`).
+//!   A database sled wrote (earlier versions) is imported when it is opened
+//!   ([`sled_import`]);
 //! - **a simulated disk** in memory ([`MemDisk`]), what the deterministic simulator runs. It keeps
 //!   what was flushed apart from what was only written, so a simulated crash
 //!   ([`MemDisk::crash`]) loses everything after the last flush point (or any prefix of it, as a
 //!   torn write would), exactly the storage fault a power cut or a killed VM causes. A disk can
 //!   also be copied ([`MemDisk::copy`]): rolled back or cloned by a hostile host.
 //!
-//! Everything read back is the caller's to check; a database sled cannot open is a
+//! Everything read back is the caller's to check; a database that cannot be opened is a
 //! [`KvError`] naming its path, never a panic.
 
 mod memory;
+mod sled_import;
 
 pub use memory::MemDisk;
 
@@ -55,30 +59,49 @@ pub enum KvError {
 }
 
 /// An open database.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Db {
     backend: DbBackend,
     path: PathBuf,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 enum DbBackend {
-    Sled(sled::Db),
+    Lsm(Lsm),
     Memory(MemDb),
 }
 
+/// fjall's database and the one keyspace every tree lives in.
+#[derive(Clone)]
+struct Lsm {
+    db: fjall::Database,
+    keyspace: fjall::Keyspace,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("path", &self.path).finish()
+    }
+}
+
 /// One named tree of a [`Db`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Tree {
     backend: TreeBackend,
     path: PathBuf,
 }
 
-#[derive(Clone, Debug)]
+impl std::fmt::Debug for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tree").field("path", &self.path).finish()
+    }
+}
+
+#[derive(Clone)]
 enum TreeBackend {
-    /// sled's default tree, and the prefix of this tree's keyspace in it.
-    Sled {
-        tree: sled::Tree,
+    /// The database, and the prefix of this tree's keyspace in it.
+    Lsm {
+        lsm: Lsm,
         prefix: Vec<u8>,
     },
     Memory {
@@ -115,9 +138,9 @@ fn prefixed(prefix: &[u8], key: &[u8]) -> Vec<u8> {
     k
 }
 
-/// sled's bounds for the keys of keyspace `prefix` with `start <= key < end` (to the
-/// keyspace's last key if `end` is `None`).
-fn sled_bounds(
+/// The bounds of the keys of keyspace `prefix` with `start <= key < end` (to the keyspace's
+/// last key if `end` is `None`).
+fn keyspace_bounds(
     prefix: &[u8],
     start: &[u8],
     end: Option<&[u8]>,
@@ -130,16 +153,17 @@ fn sled_bounds(
     (Bound::Included(prefixed(prefix, start)), upper)
 }
 
-/// The name sled gives its default tree (never a keyspace's old tree).
-const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
+/// The fjall keyspace that holds every tree.
+const KEYSPACE: &str = "bulwark";
 
-/// Entries, and about how many bytes, moved per step when an old database's trees move into
-/// keyspaces (values can be whole blocks: the step is bounded by bytes too).
-const MIGRATION_STEP: usize = 4096;
-const MIGRATION_STEP_BYTES: usize = 16 << 20;
+/// Values from this size on live in fjall's blob files, not in the LSM tree's tables, so
+/// compaction does not rewrite whole blocks again and again.
+const SEPARATE_VALUES_FROM: u32 = 4096;
 
-/// The sled tree that marks a database laid out in keyspaces.
-const LAYOUT_TREE: &[u8] = b"__bulwark_layout";
+/// Memory bounds of one open database: fjall's block cache, and the memtable it writes into
+/// before a table is flushed (a node opens two databases; a VM has little memory).
+const CACHE_BYTES: u64 = 16 << 20;
+const MEMTABLE_BYTES: u64 = 16 << 20;
 
 /// Writes applied together: inserts and removals, in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -165,12 +189,12 @@ impl Batch {
     }
 
     /// Adds its writes to `out`, each key under `prefix`.
-    fn add_to_sled(&self, prefix: &[u8], out: &mut sled::Batch) {
+    fn add_to(&self, keyspace: &fjall::Keyspace, prefix: &[u8], out: &mut fjall::OwnedWriteBatch) {
         for (k, v) in &self.ops {
             let key = prefixed(prefix, k);
             match v {
-                Some(v) => out.insert(key, v.as_slice()),
-                None => out.remove(key),
+                Some(v) => out.insert(keyspace, key, v.as_slice()),
+                None => out.remove(keyspace, key),
             }
         }
     }
@@ -179,26 +203,30 @@ impl Batch {
 /// A key and its value.
 pub type Entry = (Vec<u8>, Vec<u8>);
 
-fn sled_error(path: &Path, e: sled::Error) -> KvError {
+fn lsm_error(path: &Path, e: fjall::Error) -> KvError {
+    let corrupt = |what: String| KvError::Corrupt {
+        path: path.to_path_buf(),
+        reason: what,
+    };
     match e {
-        sled::Error::Corruption { at, .. } => KvError::Corrupt {
+        fjall::Error::Io(source) | fjall::Error::Storage(fjall::LsmError::Io(source)) => {
+            KvError::Io {
+                path: path.to_path_buf(),
+                source,
+            }
+        }
+        fjall::Error::Locked => KvError::Backend {
             path: path.to_path_buf(),
-            reason: format!("sled found damaged data at {at:?}"),
+            reason: "the database is open in another process (its lock file is held)".into(),
         },
-        sled::Error::Unsupported(reason) => KvError::Corrupt {
+        fjall::Error::Poisoned | fjall::Error::KeyspaceDeleted => KvError::Backend {
             path: path.to_path_buf(),
-            reason: format!(
-                "not a readable database (damaged, or written by another sled version): {reason}"
-            ),
+            reason: format!("{e:?}"),
         },
-        sled::Error::Io(source) => KvError::Io {
-            path: path.to_path_buf(),
-            source,
-        },
-        other => KvError::Backend {
-            path: path.to_path_buf(),
-            reason: other.to_string(),
-        },
+        fjall::Error::InvalidVersion(v) => {
+            corrupt(format!("not a database this version reads (format {v:?})"))
+        }
+        other => corrupt(format!("fjall found damaged data: {other:?}")),
     }
 }
 
@@ -206,51 +234,17 @@ fn sled_error(path: &Path, e: sled::Error) -> KvError {
 pub const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Db {
-    /// Opens (or creates) the sled database in `dir`. Durability points flush explicitly, so
-    /// there is no background flusher.
+    /// Opens (or creates) the database in `dir`; a database sled wrote there (earlier
+    /// versions) is imported first. Durability points flush explicitly: nothing is synced in
+    /// the background.
     pub fn open(dir: impl AsRef<Path>) -> Result<Db, KvError> {
         let path = dir.as_ref().to_path_buf();
-        // sled panics on some forms of damage instead of returning an error; a damaged database
-        // must be a clear error at start, never a crash.
-        let open_once = || {
-            std::panic::catch_unwind(|| sled::Config::new().path(&path).flush_every_ms(None).open())
-        };
-        // A database this process closed a moment ago keeps its lock until sled's shared I/O
-        // threads have finished with it (longer when another database keeps them busy):
-        // wait for that, a bounded time, rather than fail.
-        let patience = std::time::Instant::now() + LOCK_PATIENCE;
-        let mut opened = open_once();
-        while matches!(&opened, Ok(Err(sled::Error::Io(e))) if e.to_string().contains("could not acquire lock"))
-            && std::time::Instant::now() < patience
-        {
-            std::thread::sleep(std::time::Duration::from_millis(10));
-            opened = open_once();
-        }
-        match opened {
-            Ok(Ok(db)) => {
-                // Like opening, moving old trees reads damaged data sled may panic on. After
-                // a panic the handle is dropped unused, so no broken state is observed.
-                let moving = std::panic::AssertUnwindSafe(|| into_keyspaces(&db));
-                match std::panic::catch_unwind(moving) {
-                    Ok(moved) => moved.map_err(|e| sled_error(&path, e))?,
-                    Err(_) => {
-                        return Err(KvError::Corrupt {
-                            path,
-                            reason: "the database files could not be read".into(),
-                        })
-                    }
-                }
-                Ok(Db {
-                    backend: DbBackend::Sled(db),
-                    path,
-                })
-            }
-            Ok(Err(e)) => Err(sled_error(&path, e)),
-            Err(_) => Err(KvError::Corrupt {
-                path,
-                reason: "the database files could not be read".into(),
-            }),
-        }
+        let lsm = open_lsm(&path)?;
+        sled_import::import(&path, &lsm.keyspace, &lsm.db)?;
+        Ok(Db {
+            backend: DbBackend::Lsm(lsm),
+            path,
+        })
     }
 
     /// Opens the database on a simulated disk: what was flushed there before its last crash,
@@ -270,8 +264,8 @@ impl Db {
     /// Opens (or creates) the tree `name` (at most 255 bytes).
     pub fn tree(&self, name: &str) -> Result<Tree, KvError> {
         let backend = match &self.backend {
-            DbBackend::Sled(db) => TreeBackend::Sled {
-                tree: (**db).clone(),
+            DbBackend::Lsm(lsm) => TreeBackend::Lsm {
+                lsm: lsm.clone(),
                 prefix: keyspace(name).ok_or_else(|| KvError::Backend {
                     path: self.path.clone(),
                     reason: format!("a tree name of {} bytes (at most 255)", name.len()),
@@ -291,16 +285,12 @@ impl Db {
         })
     }
 
-    /// Makes every write so far durable as sled does: written out and synced with
-    /// `sync_file_range`, which does not flush a disk's own write cache or the file's metadata
-    /// (a power cut under a write-back cache may still lose it; the instance rule, not the
+    /// Makes every write so far durable: the journal is written out and `fdatasync`ed (the
+    /// disk's write cache is flushed too where the disk honours it; the instance rule, not the
     /// flush, is what protects against a disk that comes back older).
     pub fn flush(&self) -> Result<(), KvError> {
         match &self.backend {
-            DbBackend::Sled(db) => db
-                .flush()
-                .map(|_| ())
-                .map_err(|e| sled_error(&self.path, e)),
+            DbBackend::Lsm(lsm) => lsm.flush(&self.path),
             DbBackend::Memory(db) => db.flush(&self.path),
         }
     }
@@ -308,24 +298,24 @@ impl Db {
     /// Applies each batch to its tree, all or none: a crash never leaves some of them applied.
     pub fn write_atomically(&self, writes: &[(&Tree, &Batch)]) -> Result<(), KvError> {
         match &self.backend {
-            DbBackend::Sled(db) => {
-                let mut all = sled::Batch::default();
+            DbBackend::Lsm(lsm) => {
+                let mut all = lsm.db.batch();
                 for (tree, batch) in writes {
                     match &tree.backend {
-                        TreeBackend::Sled { prefix, .. } if tree.path == self.path => {
-                            batch.add_to_sled(prefix, &mut all)
+                        TreeBackend::Lsm { prefix, .. } if tree.path == self.path => {
+                            batch.add_to(&lsm.keyspace, prefix, &mut all)
                         }
                         _ => return Err(self.mixed()),
                     }
                 }
-                db.apply_batch(all).map_err(|e| sled_error(&self.path, e))
+                all.commit().map_err(|e| lsm_error(&self.path, e))
             }
             DbBackend::Memory(db) => {
                 let ops = writes
                     .iter()
                     .map(|(t, b)| match &t.backend {
                         TreeBackend::Memory { name, .. } => Ok((name.clone(), (*b).clone())),
-                        TreeBackend::Sled { .. } => Err(self.mixed()),
+                        TreeBackend::Lsm { .. } => Err(self.mixed()),
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 db.write(&self.path, ops)
@@ -341,14 +331,83 @@ impl Db {
     }
 }
 
+/// Opens fjall's database in `path`, waiting a bounded time for the lock of a database this
+/// process is still closing. fjall is written to return errors, but a damaged database must
+/// be a clear error at start even if some path panics: a panic while opening is `Corrupt`.
+fn open_lsm(path: &Path) -> Result<Lsm, KvError> {
+    clear_unfinished_creation(path).map_err(|source| KvError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let open_once = || {
+        std::panic::catch_unwind(|| -> Result<Lsm, fjall::Error> {
+            let db = fjall::Database::builder(path)
+                .manual_journal_persist(true)
+                .cache_size(CACHE_BYTES)
+                .open()?;
+            let keyspace = db.keyspace(KEYSPACE, || {
+                fjall::KeyspaceCreateOptions::default()
+                    .manual_journal_persist(true)
+                    .max_memtable_size(MEMTABLE_BYTES)
+                    .with_kv_separation(Some(
+                        fjall::KvSeparationOptions::default()
+                            .separation_threshold(SEPARATE_VALUES_FROM),
+                    ))
+            })?;
+            Ok(Lsm { db, keyspace })
+        })
+    };
+    let patience = std::time::Instant::now() + LOCK_PATIENCE;
+    let mut opened = open_once();
+    while matches!(&opened, Ok(Err(fjall::Error::Locked))) && std::time::Instant::now() < patience {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        opened = open_once();
+    }
+    match opened {
+        Ok(Ok(lsm)) => Ok(lsm),
+        Ok(Err(e)) => Err(lsm_error(path, e)),
+        Err(_) => Err(KvError::Corrupt {
+            path: path.to_path_buf(),
+            reason: "the database files could not be read".into(),
+        }),
+    }
+}
+
+/// fjall writes a new database's version marker last; a creation cut short before it leaves
+/// a lock file and an empty journal that would make every later creation fail. They hold no
+/// data (nothing is written before the database is open): they go.
+fn clear_unfinished_creation(path: &Path) -> std::io::Result<()> {
+    if path.join("version").exists() || !path.join("lock").exists() {
+        return Ok(());
+    }
+    if path.join("keyspaces").exists() {
+        std::fs::remove_dir_all(path.join("keyspaces"))?;
+    }
+    for file in ["0.jnl", "lock"] {
+        if path.join(file).exists() {
+            std::fs::remove_file(path.join(file))?;
+        }
+    }
+    Ok(())
+}
+
+impl Lsm {
+    fn flush(&self, path: &Path) -> Result<(), KvError> {
+        self.db
+            .persist(fjall::PersistMode::SyncData)
+            .map_err(|e| lsm_error(path, e))
+    }
+}
+
 impl Tree {
     /// The value of `key`.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, KvError> {
         match &self.backend {
-            TreeBackend::Sled { tree, prefix } => tree
+            TreeBackend::Lsm { lsm, prefix } => lsm
+                .keyspace
                 .get(prefixed(prefix, key.as_ref()))
                 .map(|v| v.map(|v| v.to_vec()))
-                .map_err(|e| sled_error(&self.path, e)),
+                .map_err(|e| lsm_error(&self.path, e)),
             TreeBackend::Memory { db, name } => db.get(&self.path, name, key.as_ref()),
         }
     }
@@ -370,22 +429,10 @@ impl Tree {
     /// Applies `batch` atomically.
     pub fn apply_batch(&self, batch: &Batch) -> Result<(), KvError> {
         match &self.backend {
-            // One write is atomic by itself. A sled batch, however small, writes out (and
-            // syncs) the log buffer before and after it: that made every WAL record two synced
-            // writes to the disk.
-            TreeBackend::Sled { tree, prefix } if batch.ops.len() == 1 => {
-                let (k, v) = &batch.ops[0];
-                let key = prefixed(prefix, k);
-                match v {
-                    Some(v) => tree.insert(key, v.as_slice()).map(|_| ()),
-                    None => tree.remove(key).map(|_| ()),
-                }
-                .map_err(|e| sled_error(&self.path, e))
-            }
-            TreeBackend::Sled { tree, prefix } => {
-                let mut b = sled::Batch::default();
-                batch.add_to_sled(prefix, &mut b);
-                tree.apply_batch(b).map_err(|e| sled_error(&self.path, e))
+            TreeBackend::Lsm { lsm, prefix } => {
+                let mut b = lsm.db.batch();
+                batch.add_to(&lsm.keyspace, prefix, &mut b);
+                b.commit().map_err(|e| lsm_error(&self.path, e))
             }
             TreeBackend::Memory { db, name } => {
                 db.write(&self.path, vec![(name.clone(), batch.clone())])
@@ -393,28 +440,29 @@ impl Tree {
         }
     }
 
-    /// `key` without its keyspace's prefix; a key sled returned from outside the keyspace
+    /// `key` without its keyspace's prefix; a key fjall returned from outside the keyspace
     /// (damaged data) is `Corrupt`, never a panic.
     fn unprefixed<'k>(&self, prefix: &[u8], key: &'k [u8]) -> Result<&'k [u8], KvError> {
         key.strip_prefix(prefix).ok_or_else(|| KvError::Corrupt {
             path: self.path.clone(),
-            reason: "sled returned a key outside the tree asked for".into(),
+            reason: "the database returned a key outside the tree asked for".into(),
         })
     }
 
-    fn entry(&self, prefix: &[u8], key: &[u8], value: &[u8]) -> Result<Entry, KvError> {
-        Ok((self.unprefixed(prefix, key)?.to_vec(), value.to_vec()))
+    /// An entry of the keyspace `prefix`, read through fjall's guard.
+    fn entry(&self, prefix: &[u8], guard: fjall::Guard) -> Result<Entry, KvError> {
+        let (k, v) = guard.into_inner().map_err(|e| lsm_error(&self.path, e))?;
+        Ok((self.unprefixed(prefix, &k)?.to_vec(), v.to_vec()))
     }
 
     /// The entry with the greatest key.
     pub fn last(&self) -> Result<Option<Entry>, KvError> {
         match &self.backend {
-            TreeBackend::Sled { tree, prefix } => tree
-                .range(sled_bounds(prefix, &[], None))
+            TreeBackend::Lsm { lsm, prefix } => lsm
+                .keyspace
+                .range(keyspace_bounds(prefix, &[], None))
                 .next_back()
-                .transpose()
-                .map_err(|e| sled_error(&self.path, e))?
-                .map(|(k, v)| self.entry(prefix, &k, &v))
+                .map(|g| self.entry(prefix, g))
                 .transpose(),
             TreeBackend::Memory { db, name } => db.last(&self.path, name),
         }
@@ -423,12 +471,10 @@ impl Tree {
     /// Every entry, in key order.
     pub fn entries(&self) -> Result<Vec<Entry>, KvError> {
         match &self.backend {
-            TreeBackend::Sled { tree, prefix } => tree
-                .scan_prefix(prefix)
-                .map(|e| {
-                    let (k, v) = e.map_err(|e| sled_error(&self.path, e))?;
-                    self.entry(prefix, &k, &v)
-                })
+            TreeBackend::Lsm { lsm, prefix } => lsm
+                .keyspace
+                .range(keyspace_bounds(prefix, &[], None))
+                .map(|g| self.entry(prefix, g))
                 .collect(),
             TreeBackend::Memory { db, name } => db.entries(&self.path, name),
         }
@@ -444,13 +490,11 @@ impl Tree {
         limit: usize,
     ) -> Result<Vec<Entry>, KvError> {
         match &self.backend {
-            TreeBackend::Sled { tree, prefix } => tree
-                .range(sled_bounds(prefix, start, end))
+            TreeBackend::Lsm { lsm, prefix } => lsm
+                .keyspace
+                .range(keyspace_bounds(prefix, start, end))
                 .take(limit)
-                .map(|e| {
-                    let (k, v) = e.map_err(|e| sled_error(&self.path, e))?;
-                    self.entry(prefix, &k, &v)
-                })
+                .map(|g| self.entry(prefix, g))
                 .collect(),
             TreeBackend::Memory { db, name } => db.range(&self.path, name, start, end, limit),
         }
@@ -477,9 +521,9 @@ impl Tree {
             true
         };
         match &self.backend {
-            TreeBackend::Sled { tree, prefix } => {
-                for entry in tree.range(sled_bounds(prefix, start, end)) {
-                    let (k, _) = entry.map_err(|e| sled_error(&self.path, e))?;
+            TreeBackend::Lsm { lsm, prefix } => {
+                for guard in lsm.keyspace.range(keyspace_bounds(prefix, start, end)) {
+                    let k = guard.key().map_err(|e| lsm_error(&self.path, e))?;
                     if !take(self.unprefixed(prefix, &k)?) {
                         break;
                     }
@@ -492,13 +536,13 @@ impl Tree {
         Ok(keys)
     }
 
-    /// How many entries it holds (a scan of them all, as sled's own count is).
+    /// How many entries it holds (a scan of its keys).
     pub fn len(&self) -> Result<usize, KvError> {
         match &self.backend {
-            TreeBackend::Sled { tree, prefix } => {
+            TreeBackend::Lsm { lsm, prefix } => {
                 let mut n = 0;
-                for entry in tree.scan_prefix(prefix).keys() {
-                    entry.map_err(|e| sled_error(&self.path, e))?;
+                for guard in lsm.keyspace.range(keyspace_bounds(prefix, &[], None)) {
+                    guard.key().map_err(|e| lsm_error(&self.path, e))?;
                     n += 1;
                 }
                 Ok(n)
@@ -512,85 +556,11 @@ impl Tree {
         self.len().map(|n| n == 0)
     }
 
-    /// Makes every write of its database durable (a flush is database-wide, as sled's is).
+    /// Makes every write of its database durable (a flush is database-wide).
     pub fn flush(&self) -> Result<(), KvError> {
         match &self.backend {
-            TreeBackend::Sled { tree, .. } => tree
-                .flush()
-                .map(|_| ())
-                .map_err(|e| sled_error(&self.path, e)),
+            TreeBackend::Lsm { lsm, .. } => lsm.flush(&self.path),
             TreeBackend::Memory { db, .. } => db.flush(&self.path),
         }
     }
-}
-
-/// Moves every tree of a database written with one sled tree per name (earlier versions) into
-/// its keyspace of the default tree, then drops the old tree, and marks the database as laid
-/// out in keyspaces. Each step moves a bounded run of entries in one sled transaction (inserted
-/// under the keyspace, removed from the old tree), so a crash keeps every entry in exactly one
-/// place and the next open goes on from there. A marked database with a tree per name beside
-/// its keyspaces was written by an earlier version since: two histories, refused.
-fn into_keyspaces(db: &sled::Db) -> Result<(), sled::Error> {
-    use sled::transaction::TransactionError;
-    use sled::Transactional;
-    let names = db.tree_names();
-    let marked = names.iter().any(|n| n.as_ref() == LAYOUT_TREE);
-    for name in names {
-        if name.as_ref() == SLED_DEFAULT_TREE || name.as_ref() == LAYOUT_TREE {
-            continue;
-        }
-        let shown = String::from_utf8_lossy(&name).into_owned();
-        if marked {
-            return Err(sled::Error::Unsupported(format!(
-                "a tree named {shown:?} beside the keyspaces: an earlier version wrote to this database after this one"
-            )));
-        }
-        let prefix = std::str::from_utf8(&name)
-            .ok()
-            .and_then(keyspace)
-            .ok_or_else(|| {
-                sled::Error::Unsupported(format!(
-                    "a tree named {shown:?}, which no Bulwark version writes"
-                ))
-            })?;
-        let old = db.open_tree(&name)?;
-        loop {
-            let mut step = Vec::new();
-            let mut bytes = 0usize;
-            for entry in old.iter() {
-                let (k, v) = entry?;
-                bytes = bytes.saturating_add(k.len() + v.len());
-                step.push((k, v));
-                if step.len() == MIGRATION_STEP || bytes >= MIGRATION_STEP_BYTES {
-                    break;
-                }
-            }
-            if step.is_empty() {
-                break;
-            }
-            let default: &sled::Tree = db;
-            (default, &old)
-                .transaction(|(new, old)| {
-                    for (k, v) in &step {
-                        new.insert(prefixed(&prefix, k), v.clone())?;
-                        old.remove(k.clone())?;
-                    }
-                    Ok(())
-                })
-                .map_err(|e: TransactionError<()>| match e {
-                    TransactionError::Storage(e) => e,
-                    TransactionError::Abort(()) => {
-                        sled::Error::ReportableBug("moving a tree into its keyspace aborted".into())
-                    }
-                })?;
-        }
-        db.flush()?;
-        db.drop_tree(&name)?;
-    }
-    if !marked {
-        db.open_tree(LAYOUT_TREE)?
-            .insert(b"layout", b"keyspaces/1")?;
-    }
-    db.flush()?;
-    Ok(())
 }

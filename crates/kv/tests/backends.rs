@@ -62,7 +62,7 @@ fn exercise(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
 }
 
 #[test]
-fn sled_and_the_simulated_disk_read_back_the_same() {
+fn fjall_and_the_simulated_disk_read_back_the_same() {
     let dir = tempfile::tempdir().unwrap();
     let on_disk = exercise(&Db::open(dir.path()).unwrap());
     let in_memory = exercise(&Db::on(&MemDisk::new("t")));
@@ -134,7 +134,7 @@ fn a_copy_is_what_the_disk_would_hold_after_a_crash_and_lives_on_its_own() {
     assert!(t.get(b"new").unwrap().is_none());
 }
 
-/// Trees are keyspaces of one sled tree: none sees another's keys, whatever the names and
+/// Trees are keyspaces of one fjall keyspace: none sees another's keys, whatever the names and
 /// keys (a name that extends another's, keys of 0xff bytes at a keyspace's end).
 #[test]
 fn trees_never_see_each_others_keys() {
@@ -175,10 +175,15 @@ fn trees_never_see_each_others_keys() {
     );
 }
 
+/// Whether sled's files are still in `dir`.
+fn has_sled_files(dir: &std::path::Path) -> bool {
+    ["conf", "db", "blobs"].iter().any(|f| dir.join(f).exists())
+}
+
 /// A database an earlier version wrote, one sled tree per name, opens with every entry in
-/// its tree, and the old trees are gone.
+/// its tree, imported into fjall, and sled's files are gone.
 #[test]
-fn a_database_with_a_sled_tree_per_name_moves_into_keyspaces() {
+fn a_database_with_a_sled_tree_per_name_is_imported() {
     let dir = tempfile::tempdir().unwrap();
     let old: Vec<(Vec<u8>, Vec<u8>)> = (0u32..10_000)
         .map(|i| (i.to_be_bytes().to_vec(), i.to_le_bytes().to_vec()))
@@ -196,21 +201,18 @@ fn a_database_with_a_sled_tree_per_name_moves_into_keyspaces() {
         db.flush().unwrap();
     }
     let db = Db::open(dir.path()).unwrap();
+    assert!(
+        !has_sled_files(dir.path()),
+        "sled's files outlived the import"
+    );
     assert_eq!(db.tree("blocks").unwrap().entries().unwrap(), old);
     assert_eq!(
         db.tree("meta").unwrap().get(b"height").unwrap().as_deref(),
         Some(&b"7"[..])
     );
     drop(db);
-    let mut names = open_raw(dir.path()).tree_names();
-    names.sort();
-    assert_eq!(
-        names,
-        vec![
-            sled::IVec::from("__bulwark_layout"),
-            sled::IVec::from("__sled__default")
-        ]
-    );
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(db.tree("blocks").unwrap().len().unwrap(), old.len());
 }
 
 /// sled's own handle on a database this process closed a moment ago (its lock is released
@@ -254,15 +256,88 @@ fn a_move_into_keyspaces_cut_short_goes_on_at_the_next_open() {
     assert_eq!(entries, expected);
 }
 
-/// A database laid out in keyspaces that an earlier version wrote to since (a tree per name
-/// beside the keyspaces): two histories, refused with an error naming the tree.
+/// A sled database in keyspaces with `n` WAL entries, as the last sled version wrote it.
+fn sled_in_keyspaces(dir: &std::path::Path, n: u32) {
+    let db = open_raw(dir);
+    db.open_tree("__bulwark_layout")
+        .unwrap()
+        .insert(b"layout", b"keyspaces/1")
+        .unwrap();
+    for i in 0..n {
+        let key = i.to_be_bytes();
+        db.insert([&[3u8][..], b"wal", &key].concat(), &key)
+            .unwrap();
+    }
+    db.flush().unwrap();
+}
+
+/// fjall's own handle on the database in `dir`, with its keyspace.
+fn open_fjall(dir: &std::path::Path) -> (fjall::Database, fjall::Keyspace) {
+    let db = fjall::Database::builder(dir).open().unwrap();
+    let ks = db
+        .keyspace("bulwark", fjall::KeyspaceCreateOptions::default)
+        .unwrap();
+    (db, ks)
+}
+
+/// An import cut short by a crash before its marker: fjall holds part of the entries, sled's
+/// files are whole. The next open imports again: every entry once, then sled's files go.
+#[test]
+fn an_import_cut_short_imports_again_at_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    sled_in_keyspaces(dir.path(), 100);
+    {
+        let (db, ks) = open_fjall(dir.path());
+        for i in 0u32..30 {
+            let key = i.to_be_bytes();
+            ks.insert([&[3u8][..], b"wal", &key].concat(), key.to_vec())
+                .unwrap();
+        }
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    assert!(has_sled_files(dir.path()));
+    let db = Db::open(dir.path()).unwrap();
+    let keys: Vec<Vec<u8>> = db
+        .tree("wal")
+        .unwrap()
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    let expected: Vec<Vec<u8>> = (0u32..100).map(|i| i.to_be_bytes().to_vec()).collect();
+    assert_eq!(keys, expected);
+    assert!(!has_sled_files(dir.path()));
+}
+
+/// A crash after the import's marker but before sled's files were deleted: the next open
+/// deletes them and does not import them again (fjall's writes since then stand).
+#[test]
+fn sled_files_left_after_a_finished_import_are_deleted_not_imported_again() {
+    let dir = tempfile::tempdir().unwrap();
+    sled_in_keyspaces(dir.path(), 10);
+    drop(Db::open(dir.path()).unwrap());
+    let db = Db::open(dir.path()).unwrap();
+    let wal = db.tree("wal").unwrap();
+    wal.remove(5u32.to_be_bytes()).unwrap();
+    db.flush().unwrap();
+    drop((wal, db));
+    // The same sled files again, as if their deletion had not happened.
+    sled_in_keyspaces(dir.path(), 10);
+    let db = Db::open(dir.path()).unwrap();
+    assert!(!has_sled_files(dir.path()));
+    let wal = db.tree("wal").unwrap();
+    assert_eq!(wal.len().unwrap(), 9, "the removal after the import stands");
+    assert!(wal.get(5u32.to_be_bytes()).unwrap().is_none());
+}
+
+/// A sled database laid out in keyspaces that an earlier version wrote to since (a tree per
+/// name beside the keyspaces): two histories, refused with an error naming the tree, and
+/// sled's files are kept.
 #[test]
 fn a_tree_per_name_beside_keyspaces_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path()).unwrap();
-    db.tree("privval").unwrap().insert(b"k", b"new").unwrap();
-    db.flush().unwrap();
-    drop(db);
+    sled_in_keyspaces(dir.path(), 3);
     {
         let raw = open_raw(dir.path());
         raw.open_tree("privval")
@@ -283,4 +358,24 @@ fn a_tree_per_name_beside_keyspaces_is_refused() {
         panic!("a tree per name beside the keyspaces was accepted");
     };
     assert!(e.to_string().contains("privval"), "{e}");
+    assert!(has_sled_files(dir.path()));
+}
+
+/// A creation cut short before fjall's version marker (a lock file, an empty journal, the
+/// keyspaces folder) does not stop the database from being created at the next open.
+#[test]
+fn a_creation_cut_short_does_not_stop_the_next_open() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("keyspaces")).unwrap();
+    std::fs::write(dir.path().join("lock"), b"").unwrap();
+    std::fs::write(dir.path().join("0.jnl"), b"").unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    db.tree("t").unwrap().insert(b"k", b"v").unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let db = Db::open(dir.path()).unwrap();
+    assert_eq!(
+        db.tree("t").unwrap().get(b"k").unwrap().as_deref(),
+        Some(&b"v"[..])
+    );
 }

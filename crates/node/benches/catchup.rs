@@ -1,5 +1,5 @@
 //! How long a node takes to catch up a chain of full blocks by block sync: a validator's engine
-//! (sled store and kvstore on disk) commits `HEIGHTS` blocks, each filled to the engine's
+//! (fjall store and kvstore on disk) commits `HEIGHTS` blocks, each filled to the engine's
 //! 4 MiB transaction budget; then a fresh engine of the same chain asks it for decided blocks
 //! (CometBFT `Status`, answered with runs of `DecidedBlock`s) until it is level. Only the
 //! catching-up engine's work is timed: decoding, the commit's signatures, `validate_block`,

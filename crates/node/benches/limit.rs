@@ -3,13 +3,13 @@
 //! node` derives the throughput and the heights per second 4 validators sharing the machine's
 //! cores could reach at best, and each figure's ratio to them.
 //!
-//! - **Per transaction**: a lone validator's engine (sled store and kvstore on disk, as a node
+//! - **Per transaction**: a lone validator's engine (fjall store and kvstore on disk, as a node
 //!   runs them) takes 256-byte kvstore transactions through CheckTx into the mempool and decides
 //!   blocks of them on its own: FinalizeBlock, Commit, the block store and its indexes. The
-//!   process's CPU time (every thread's, sled's I/O threads included) per transaction, less
+//!   process's CPU time (every thread's, the database's worker threads included) per transaction, less
 //!   what the same engine spends per empty height.
 //! - **Per height**: the pieces of a height every validator pays whatever its code: an ed25519
-//!   signature made, one verified, a durable write (a small sled write and its flush, as the
+//!   signature made, one verified, a durable write (a small database write and its flush, as the
 //!   privval, block store and application make), and a message over loopback TCP (one way:
 //!   half a round trip of 512 bytes between two threads), each as CPU time and wall time.
 //!

@@ -1,11 +1,11 @@
-//! Bulwark's storage (sled on disk, or a simulated disk in the simulator, through
+//! Bulwark's storage (fjall on disk, or a simulated disk in the simulator, through
 //! `bulwark-kv`): the privval's last-sign-state ([`privval`]), the consensus
 //! write-ahead log ([`wal`]), the block and state stores ([`blocks`]) and the committed
 //! evidence ([`evidence`]).
 //!
 //! Everything is read back with checks: a record that does not parse, or whose MAC under the
 //! store's key ([`Store::with_mac_key`]) does not verify, is reported as [`StoreError::Corrupt`]
-//! naming the store, never skipped or replayed, and a database sled cannot open names its path.
+//! naming the store, never skipped or replayed, and a database that cannot be opened names its path.
 
 pub mod blocks;
 pub mod events;
@@ -38,10 +38,10 @@ pub enum StoreError {
     },
     /// Any other error the database reports.
     #[error("the store at {path}: {reason}")]
-    Sled {
+    Backend {
         /// The store's directory.
         path: PathBuf,
-        /// sled's message.
+        /// the database's message.
         reason: String,
     },
     /// A write that would break the store's invariants (e.g. a gap in heights).
@@ -90,13 +90,13 @@ impl From<KvError> for StoreError {
         match e {
             KvError::Corrupt { path, reason } => StoreError::Corrupt { path, reason },
             KvError::Io { path, source } => StoreError::Io { path, source },
-            KvError::Backend { path, reason } => StoreError::Sled { path, reason },
+            KvError::Backend { path, reason } => StoreError::Backend { path, reason },
         }
     }
 }
 
 impl Store {
-    /// Opens (or creates) the store in `dir` (sled).
+    /// Opens (or creates) the store in `dir` (fjall, through `bulwark-kv`).
     pub fn open(dir: impl AsRef<Path>) -> Result<Store, StoreError> {
         Ok(Store {
             db: Db::open(dir)?,
@@ -155,7 +155,7 @@ impl Store {
         }
     }
 
-    /// Writes everything to disk ([`bulwark_kv::Db::flush`]: what sled's flush guarantees).
+    /// Writes everything to disk ([`bulwark_kv::Db::flush`]: the journal's `fdatasync`).
     pub fn flush(&self) -> Result<(), StoreError> {
         Ok(self.db.flush()?)
     }

@@ -1,4 +1,4 @@
-//! A lone validator's engine on disk (sled store and kvstore), as the benches drive it: it
+//! A lone validator's engine on disk (fjall store and kvstore), as the benches drive it: it
 //! proposes and decides on its own within one input, and the bench only starts each next
 //! height (or, when nothing else is due, feeds the timeouts).
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]

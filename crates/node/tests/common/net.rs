@@ -44,9 +44,9 @@ pub fn open(slot: &Slot, g: &Genesis<serde_json::Value>) -> (Engine, Vec<Output>
     try_open(slot, g).unwrap()
 }
 
-/// The slot's store, once the last engine's sled has let go of it.
+/// The slot's store, once the last engine's database has let go of it.
 pub fn reopen_store(slot: &Slot) -> Store {
-    // sled releases its file lock from a background thread after the old engine is dropped; a
+    // the database releases its file lock once its worker threads let go after the old engine is dropped; a
     // real restart is a new process, so retrying briefly here only models that.
     (0..200)
         .find_map(|_| {

@@ -1,0 +1,207 @@
+//! Databases earlier versions wrote with sled, imported into fjall when they are opened.
+//!
+//! An import copies every entry of sled's default tree (the keyspaces, after an even older
+//! layout with one sled tree per name has moved into them) into fjall in bounded steps, then
+//! writes a marker and syncs, and only then deletes sled's files. A crash before the marker
+//! leaves sled's files whole and the next open copies again (each copy overwrites the same
+//! keys: fjall held nothing else); a crash after it leaves sled's files to be deleted.
+
+use crate::{keyspace, lsm_error, prefixed, KvError};
+use std::path::Path;
+
+/// The name sled gives its default tree (never a keyspace's old tree).
+const SLED_DEFAULT_TREE: &[u8] = b"__sled__default";
+
+/// Entries, and about how many bytes, copied per step (values can be whole blocks: the step is
+/// bounded by bytes too).
+const STEP: usize = 4096;
+const STEP_BYTES: usize = 16 << 20;
+
+/// The sled tree that marks a database laid out in keyspaces.
+const LAYOUT_TREE: &[u8] = b"__bulwark_layout";
+
+/// The tree, and the key in it, of the marker that an import finished.
+const IMPORTED_TREE: &str = "__bulwark_layout";
+const IMPORTED_KEY: &[u8] = b"imported-from-sled";
+
+/// The files and folders sled 0.34 keeps in a database's directory.
+fn sled_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = ["conf", "db", "blobs"]
+        .iter()
+        .map(|f| dir.join(f))
+        .filter(|p| p.exists())
+        .collect();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        files.extend(entries.flatten().map(|e| e.path()).filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("snap."))
+        }));
+    }
+    files
+}
+
+/// Imports the sled database in `dir`, if there is one, into `keyspace` of `db`.
+pub(crate) fn import(
+    dir: &Path,
+    keyspace_handle: &fjall::Keyspace,
+    db: &fjall::Database,
+) -> Result<(), KvError> {
+    let io = |source| KvError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    if !dir.join("conf").exists() && !dir.join("db").exists() {
+        return Ok(());
+    }
+    let marker = prefixed(&keyspace(IMPORTED_TREE).unwrap_or_default(), IMPORTED_KEY);
+    let imported = keyspace_handle
+        .get(&marker)
+        .map_err(|e| lsm_error(dir, e))?
+        .is_some();
+    if !imported {
+        copy(dir, keyspace_handle, db)?;
+        let mut done = db.batch();
+        done.insert(keyspace_handle, marker, b"1".as_slice());
+        done.commit().map_err(|e| lsm_error(dir, e))?;
+        db.persist(fjall::PersistMode::SyncAll)
+            .map_err(|e| lsm_error(dir, e))?;
+    }
+    for file in sled_files(dir) {
+        if file.is_dir() {
+            std::fs::remove_dir_all(&file).map_err(io)?;
+        } else {
+            std::fs::remove_file(&file).map_err(io)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies sled's default tree into fjall, after moving an older layout into keyspaces.
+fn copy(
+    dir: &Path,
+    keyspace_handle: &fjall::Keyspace,
+    db: &fjall::Database,
+) -> Result<(), KvError> {
+    let unreadable = || KvError::Corrupt {
+        path: dir.to_path_buf(),
+        reason: "the sled database files could not be read".into(),
+    };
+    // sled panics on some forms of damage instead of returning an error: a damaged database
+    // must be a clear error at start, never a crash.
+    let opened =
+        std::panic::catch_unwind(|| sled::Config::new().path(dir).flush_every_ms(None).open())
+            .map_err(|_| unreadable())?
+            .map_err(|e| sled_error(dir, e))?;
+    let copying = std::panic::AssertUnwindSafe(|| -> Result<(), KvError> {
+        into_keyspaces(&opened).map_err(|e| sled_error(dir, e))?;
+        let mut batch = db.batch();
+        let mut bytes = 0usize;
+        for entry in opened.iter() {
+            let (k, v) = entry.map_err(|e| sled_error(dir, e))?;
+            bytes = bytes.saturating_add(k.len() + v.len());
+            batch.insert(keyspace_handle, k.to_vec(), v.to_vec());
+            if batch.len() == STEP || bytes >= STEP_BYTES {
+                std::mem::replace(&mut batch, db.batch())
+                    .commit()
+                    .map_err(|e| lsm_error(dir, e))?;
+                bytes = 0;
+            }
+        }
+        batch.commit().map_err(|e| lsm_error(dir, e))
+    });
+    std::panic::catch_unwind(copying).map_err(|_| unreadable())?
+}
+
+fn sled_error(path: &Path, e: sled::Error) -> KvError {
+    match e {
+        sled::Error::Corruption { at, .. } => KvError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("sled found damaged data at {at:?}"),
+        },
+        sled::Error::Unsupported(reason) => KvError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "not a readable database (damaged, or written by another sled version): {reason}"
+            ),
+        },
+        sled::Error::Io(source) => KvError::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        other => KvError::Backend {
+            path: path.to_path_buf(),
+            reason: other.to_string(),
+        },
+    }
+}
+
+/// Moves every tree of a database written with one sled tree per name (earlier versions) into
+/// its keyspace of the default tree, then drops the old tree, and marks the database as laid
+/// out in keyspaces. Each step moves a bounded run of entries in one sled transaction (inserted
+/// under the keyspace, removed from the old tree), so a crash keeps every entry in exactly one
+/// place and the next open goes on from there. A marked database with a tree per name beside
+/// its keyspaces was written by an earlier version since: two histories, refused.
+fn into_keyspaces(db: &sled::Db) -> Result<(), sled::Error> {
+    use sled::transaction::TransactionError;
+    use sled::Transactional;
+    let names = db.tree_names();
+    let marked = names.iter().any(|n| n.as_ref() == LAYOUT_TREE);
+    for name in names {
+        if name.as_ref() == SLED_DEFAULT_TREE || name.as_ref() == LAYOUT_TREE {
+            continue;
+        }
+        let shown = String::from_utf8_lossy(&name).into_owned();
+        if marked {
+            return Err(sled::Error::Unsupported(format!(
+                "a tree named {shown:?} beside the keyspaces: an earlier version wrote to this database after this one"
+            )));
+        }
+        let prefix = std::str::from_utf8(&name)
+            .ok()
+            .and_then(keyspace)
+            .ok_or_else(|| {
+                sled::Error::Unsupported(format!(
+                    "a tree named {shown:?}, which no Bulwark version writes"
+                ))
+            })?;
+        let old = db.open_tree(&name)?;
+        loop {
+            let mut step = Vec::new();
+            let mut bytes = 0usize;
+            for entry in old.iter() {
+                let (k, v) = entry?;
+                bytes = bytes.saturating_add(k.len() + v.len());
+                step.push((k, v));
+                if step.len() == STEP || bytes >= STEP_BYTES {
+                    break;
+                }
+            }
+            if step.is_empty() {
+                break;
+            }
+            let default: &sled::Tree = db;
+            (default, &old)
+                .transaction(|(new, old)| {
+                    for (k, v) in &step {
+                        new.insert(prefixed(&prefix, k), v.clone())?;
+                        old.remove(k.clone())?;
+                    }
+                    Ok(())
+                })
+                .map_err(|e: TransactionError<()>| match e {
+                    TransactionError::Storage(e) => e,
+                    TransactionError::Abort(()) => {
+                        sled::Error::ReportableBug("moving a tree into its keyspace aborted".into())
+                    }
+                })?;
+        }
+        db.flush()?;
+        db.drop_tree(&name)?;
+    }
+    if !marked {
+        db.open_tree(LAYOUT_TREE)?
+            .insert(b"layout", b"keyspaces/1")?;
+    }
+    db.flush()?;
+    Ok(())
+}
