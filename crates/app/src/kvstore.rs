@@ -160,11 +160,16 @@ impl Eligible {
 }
 const META_APP_HASH: &[u8] = b"app_hash";
 
+/// The longest key a transaction may set. Keys are stored as database keys and indexed as
+/// event attributes (inside the event index's keys), which have a bounded length
+/// (`bulwark_kv::MAX_KEY_BYTES`); a longer key is refused by CheckTx and fails in a block.
+pub const MAX_KEY_BYTES: usize = 4096;
+
 /// A parsed transaction.
 fn parse(tx: &[u8]) -> Option<(&[u8], &[u8])> {
     let eq = tx.iter().position(|b| *b == b'=')?;
     let (key, value) = (&tx[..eq], &tx[eq + 1..]);
-    (!key.is_empty() && !value.is_empty()).then_some((key, value))
+    (!key.is_empty() && key.len() <= MAX_KEY_BYTES && !value.is_empty()).then_some((key, value))
 }
 
 /// How often the kvstore's `commit` also flushes its database: after a crash the node's
@@ -359,7 +364,9 @@ impl Application for KvStore {
             },
             None => response::CheckTx {
                 code: error_code(CODE_INVALID_FORMAT),
-                log: "transactions are key=value with a non-empty key and value".into(),
+                log: format!(
+                    "transactions are key=value with a non-empty key of at most {MAX_KEY_BYTES} bytes and a non-empty value"
+                ),
                 ..Default::default()
             },
         })

@@ -37,6 +37,10 @@ fn code(c: Code) -> u32 {
 fn valid_and_malformed_txs_get_their_codes_everywhere() {
     let dir = tempfile::tempdir().unwrap();
     let mut app = KvStore::open(dir.path()).unwrap();
+    let longest = format!("{}=v", "k".repeat(bulwark_app::kvstore::MAX_KEY_BYTES));
+    let too_long = format!("{}=v", "k".repeat(bulwark_app::kvstore::MAX_KEY_BYTES + 1));
+    // Longer than any database key: it must fail in a block, never stop the node.
+    let far_too_long = format!("{}=v", "k".repeat(70_000));
     for (tx, ok) in [
         ("a=1", true),
         ("key=val=ue", true),
@@ -44,20 +48,36 @@ fn valid_and_malformed_txs_get_their_codes_everywhere() {
         ("=v", false),
         ("k=", false),
         ("", false),
+        (longest.as_str(), true),
+        (too_long.as_str(), false),
+        (far_too_long.as_str(), false),
     ] {
         let r = app
             .check_tx(request::CheckTx {
-                tx: Bytes::from(tx),
+                tx: Bytes::from(tx.to_string()),
                 kind: request::CheckTxKind::New,
             })
             .unwrap();
-        assert_eq!(code(r.code) == 0, ok, "{tx:?}");
+        assert_eq!(code(r.code) == 0, ok, "{:?}", &tx[..tx.len().min(20)]);
     }
     let out = app
-        .finalize_block(finalize(1, &["a=1", "junk", "b=2"]))
+        .finalize_block(finalize(
+            1,
+            &["a=1", "junk", "b=2", &too_long, &far_too_long, &longest],
+        ))
         .unwrap();
     let codes: Vec<u32> = out.tx_results.iter().map(|r| code(r.code)).collect();
-    assert_eq!(codes, vec![0, CODE_INVALID_FORMAT, 0]);
+    assert_eq!(
+        codes,
+        vec![
+            0,
+            CODE_INVALID_FORMAT,
+            0,
+            CODE_INVALID_FORMAT,
+            CODE_INVALID_FORMAT,
+            0
+        ]
+    );
     app.commit().unwrap();
     let q = app.query(query("a")).unwrap();
     assert_eq!(

@@ -48,6 +48,14 @@ pub enum KvError {
         /// The error.
         source: std::io::Error,
     },
+    /// A key longer than [`MAX_KEY_BYTES`]: refused before anything is written.
+    #[error("the database at {path}: a key of {len} bytes (at most {MAX_KEY_BYTES})")]
+    KeyTooLong {
+        /// The database's directory.
+        path: PathBuf,
+        /// The key's length.
+        len: usize,
+    },
     /// Anything else the backend reports (for the simulated disk: a handle used after a crash).
     #[error("the database at {path}: {reason}")]
     Backend {
@@ -139,18 +147,28 @@ fn prefixed(prefix: &[u8], key: &[u8]) -> Vec<u8> {
 }
 
 /// The bounds of the keys of keyspace `prefix` with `start <= key < end` (to the keyspace's
-/// last key if `end` is `None`).
+/// last key if `end` is `None`). fjall cannot take a bound longer than a key may be
+/// ([`MAX_KEY_BYTES`]; a longer one panics), so a long bound is cut to one that takes in at
+/// least the same keys, and [`in_range`] drops the extra ones.
 fn keyspace_bounds(
     prefix: &[u8],
     start: &[u8],
     end: Option<&[u8]>,
 ) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
     use std::ops::Bound;
+    let cut = |k: &[u8]| k.get(..MAX_KEY_BYTES).unwrap_or(k).to_vec();
     let upper = match end {
-        Some(e) => Bound::Excluded(prefixed(prefix, e)),
-        None => prefix_end(prefix).map_or(Bound::Unbounded, Bound::Excluded),
+        Some(e) if e.len() <= MAX_KEY_BYTES => Some(prefixed(prefix, e)),
+        Some(e) => prefix_end(&prefixed(prefix, &cut(e))),
+        None => prefix_end(prefix),
     };
-    (Bound::Included(prefixed(prefix, start)), upper)
+    let lower = Bound::Included(prefixed(prefix, &cut(start)));
+    (lower, upper.map_or(Bound::Unbounded, Bound::Excluded))
+}
+
+/// Whether `key` is within `start <= key < end` (the bounds [`keyspace_bounds`] may have cut).
+fn in_range(key: &[u8], start: &[u8], end: Option<&[u8]>) -> bool {
+    key >= start && end.is_none_or(|e| key < e)
 }
 
 /// The fjall keyspace that holds every tree.
@@ -161,9 +179,16 @@ const KEYSPACE: &str = "bulwark";
 const SEPARATE_VALUES_FROM: u32 = 4096;
 
 /// Memory bounds of one open database: fjall's block cache, and the memtable it writes into
-/// before a table is flushed (a node opens two databases; a VM has little memory).
-const CACHE_BYTES: u64 = 16 << 20;
-const MEMTABLE_BYTES: u64 = 16 << 20;
+/// before a table is flushed. fjall keeps up to four sealed memtables waiting for their flush
+/// besides the active one, so a database may hold about 5 × 8 + 8 = 48 MiB (a node opens two;
+/// a test VM has 384 MiB).
+const CACHE_BYTES: u64 = 8 << 20;
+const MEMTABLE_BYTES: u64 = 8 << 20;
+
+/// The longest key a tree takes. fjall stores a key's length in 16 bits (and a longer one
+/// would corrupt its journal), and the tree's prefix (at most 256 bytes) comes first; both
+/// backends refuse longer keys alike, so the simulator meets the same limit.
+pub const MAX_KEY_BYTES: usize = u16::MAX as usize - 256;
 
 /// Writes applied together: inserts and removals, in order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -186,6 +211,17 @@ impl Batch {
     /// Whether it holds no write.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// Refuses a key longer than [`MAX_KEY_BYTES`] before anything is written.
+    fn check(&self, path: &Path) -> Result<(), KvError> {
+        match self.ops.iter().find(|(k, _)| k.len() > MAX_KEY_BYTES) {
+            Some((k, _)) => Err(KvError::KeyTooLong {
+                path: path.to_path_buf(),
+                len: k.len(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Adds its writes to `out`, each key under `prefix`.
@@ -297,6 +333,9 @@ impl Db {
 
     /// Applies each batch to its tree, all or none: a crash never leaves some of them applied.
     pub fn write_atomically(&self, writes: &[(&Tree, &Batch)]) -> Result<(), KvError> {
+        for (_, batch) in writes {
+            batch.check(&self.path)?;
+        }
         match &self.backend {
             DbBackend::Lsm(lsm) => {
                 let mut all = lsm.db.batch();
@@ -373,18 +412,22 @@ fn open_lsm(path: &Path) -> Result<Lsm, KvError> {
     }
 }
 
-/// fjall writes a new database's version marker last; a creation cut short before it leaves
-/// a lock file and an empty journal that would make every later creation fail. They hold no
-/// data (nothing is written before the database is open): they go.
+/// fjall writes a new database's version marker, and syncs it, before anything else can be
+/// written; a creation cut short before (or while writing) it leaves a journal and perhaps an
+/// empty marker, which fjall would refuse to create again. They hold no data: they go.
 fn clear_unfinished_creation(path: &Path) -> std::io::Result<()> {
-    if path.join("version").exists() || !path.join("lock").exists() {
-        return Ok(());
+    let version = path.join("version");
+    match std::fs::metadata(&version) {
+        Ok(marker) if marker.len() > 0 => return Ok(()),
+        Ok(_) => std::fs::remove_file(&version)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
-    if path.join("keyspaces").exists() {
+    if path.join("keyspaces").try_exists()? {
         std::fs::remove_dir_all(path.join("keyspaces"))?;
     }
     for file in ["0.jnl", "lock"] {
-        if path.join(file).exists() {
+        if path.join(file).try_exists()? {
             std::fs::remove_file(path.join(file))?;
         }
     }
@@ -403,6 +446,8 @@ impl Tree {
     /// The value of `key`.
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>, KvError> {
         match &self.backend {
+            // No key that long can be stored (and fjall panics on one).
+            TreeBackend::Lsm { .. } if key.as_ref().len() > MAX_KEY_BYTES => Ok(None),
             TreeBackend::Lsm { lsm, prefix } => lsm
                 .keyspace
                 .get(prefixed(prefix, key.as_ref()))
@@ -428,6 +473,7 @@ impl Tree {
 
     /// Applies `batch` atomically.
     pub fn apply_batch(&self, batch: &Batch) -> Result<(), KvError> {
+        batch.check(&self.path)?;
         match &self.backend {
             TreeBackend::Lsm { lsm, prefix } => {
                 let mut b = lsm.db.batch();
@@ -493,8 +539,9 @@ impl Tree {
             TreeBackend::Lsm { lsm, prefix } => lsm
                 .keyspace
                 .range(keyspace_bounds(prefix, start, end))
-                .take(limit)
                 .map(|g| self.entry(prefix, g))
+                .filter(|e| e.as_ref().map_or(true, |(k, _)| in_range(k, start, end)))
+                .take(limit)
                 .collect(),
             TreeBackend::Memory { db, name } => db.range(&self.path, name, start, end, limit),
         }
@@ -524,7 +571,8 @@ impl Tree {
             TreeBackend::Lsm { lsm, prefix } => {
                 for guard in lsm.keyspace.range(keyspace_bounds(prefix, start, end)) {
                     let k = guard.key().map_err(|e| lsm_error(&self.path, e))?;
-                    if !take(self.unprefixed(prefix, &k)?) {
+                    let k = self.unprefixed(prefix, &k)?;
+                    if in_range(k, start, end) && !take(k) {
                         break;
                     }
                 }

@@ -1,10 +1,12 @@
 //! Databases earlier versions wrote with sled, imported into fjall when they are opened.
 //!
-//! An import copies every entry of sled's default tree (the keyspaces, after an even older
-//! layout with one sled tree per name has moved into them) into fjall in bounded steps, then
-//! writes a marker and syncs, and only then deletes sled's files. A crash before the marker
-//! leaves sled's files whole and the next open copies again (each copy overwrites the same
-//! keys: fjall held nothing else); a crash after it leaves sled's files to be deleted.
+//! An import writes a marker that it started, copies every entry of sled's default tree (the
+//! keyspaces, after an even older layout with one sled tree per name has moved into them) into
+//! fjall in bounded steps, then writes a marker that it finished and syncs, and only then
+//! deletes sled's files (`conf` last). A crash before the second marker leaves sled's files
+//! whole, and the next open empties fjall and copies again (sled may have changed since, if an
+//! earlier version ran in between); a crash after it leaves sled's files to be deleted. A sled
+//! database beside a fjall database that holds data and no marker is two histories: refused.
 
 use crate::{keyspace, lsm_error, prefixed, KvError};
 use std::path::Path;
@@ -20,24 +22,58 @@ const STEP_BYTES: usize = 16 << 20;
 /// The sled tree that marks a database laid out in keyspaces.
 const LAYOUT_TREE: &[u8] = b"__bulwark_layout";
 
-/// The tree, and the key in it, of the marker that an import finished.
-const IMPORTED_TREE: &str = "__bulwark_layout";
+/// The tree of the import's markers, and their keys.
+const MARKER_TREE: &str = "__bulwark_layout";
+const STARTED_KEY: &[u8] = b"import-from-sled-started";
 const IMPORTED_KEY: &[u8] = b"imported-from-sled";
 
-/// The files and folders sled 0.34 keeps in a database's directory.
-fn sled_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut files: Vec<_> = ["conf", "db", "blobs"]
-        .iter()
-        .map(|f| dir.join(f))
-        .filter(|p| p.exists())
-        .collect();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        files.extend(entries.flatten().map(|e| e.path()).filter(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("snap."))
-        }));
+/// The files and folders sled 0.34 keeps in a database's directory, in the order they are
+/// deleted: `conf` and `db`, by which a sled database is recognised, last.
+fn sled_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("snap."))
+        {
+            files.push(path);
+        }
     }
-    files
+    for name in ["blobs", "db", "conf"] {
+        if dir.join(name).try_exists()? {
+            files.push(dir.join(name));
+        }
+    }
+    Ok(files)
+}
+
+/// Writes `marker` (the only write of its batch) and syncs.
+fn mark(
+    dir: &Path,
+    ks: &fjall::Keyspace,
+    db: &fjall::Database,
+    marker: &[u8],
+) -> Result<(), KvError> {
+    let mut batch = db.batch();
+    batch.insert(ks, marker.to_vec(), b"1".as_slice());
+    batch.commit().map_err(|e| lsm_error(dir, e))?;
+    db.persist(fjall::PersistMode::SyncAll)
+        .map_err(|e| lsm_error(dir, e))
+}
+
+/// Removes every entry of `ks`, in bounded steps.
+fn clear(dir: &Path, ks: &fjall::Keyspace, db: &fjall::Database) -> Result<(), KvError> {
+    loop {
+        let mut batch = db.batch();
+        for guard in ks.iter().take(STEP) {
+            batch.remove(ks, guard.key().map_err(|e| lsm_error(dir, e))?);
+        }
+        if batch.is_empty() {
+            return Ok(());
+        }
+        batch.commit().map_err(|e| lsm_error(dir, e))?;
+    }
 }
 
 /// Imports the sled database in `dir`, if there is one, into `keyspace` of `db`.
@@ -50,23 +86,33 @@ pub(crate) fn import(
         path: dir.to_path_buf(),
         source,
     };
-    if !dir.join("conf").exists() && !dir.join("db").exists() {
-        return Ok(());
-    }
-    let marker = prefixed(&keyspace(IMPORTED_TREE).unwrap_or_default(), IMPORTED_KEY);
-    let imported = keyspace_handle
-        .get(&marker)
-        .map_err(|e| lsm_error(dir, e))?
-        .is_some();
-    if !imported {
+    let marker = |key: &[u8]| prefixed(&keyspace(MARKER_TREE).unwrap_or_default(), key);
+    let (started, imported) = (marker(STARTED_KEY), marker(IMPORTED_KEY));
+    let holds = |key: &[u8]| {
+        keyspace_handle
+            .contains_key(key)
+            .map_err(|e| lsm_error(dir, e))
+    };
+    if !holds(&imported)? {
+        let sled_here = dir.join("conf").try_exists().map_err(io)?
+            || dir.join("db").try_exists().map_err(io)?;
+        if !sled_here {
+            return Ok(());
+        }
+        if holds(&started)? {
+            clear(dir, keyspace_handle, db)?;
+        } else if keyspace_handle.iter().next().is_some() {
+            return Err(KvError::Corrupt {
+                path: dir.to_path_buf(),
+                reason: "a sled database beside a fjall database that holds data: two histories"
+                    .into(),
+            });
+        }
+        mark(dir, keyspace_handle, db, &started)?;
         copy(dir, keyspace_handle, db)?;
-        let mut done = db.batch();
-        done.insert(keyspace_handle, marker, b"1".as_slice());
-        done.commit().map_err(|e| lsm_error(dir, e))?;
-        db.persist(fjall::PersistMode::SyncAll)
-            .map_err(|e| lsm_error(dir, e))?;
+        mark(dir, keyspace_handle, db, &imported)?;
     }
-    for file in sled_files(dir) {
+    for file in sled_files(dir).map_err(io)? {
         if file.is_dir() {
             std::fs::remove_dir_all(&file).map_err(io)?;
         } else {
@@ -88,16 +134,27 @@ fn copy(
     };
     // sled panics on some forms of damage instead of returning an error: a damaged database
     // must be a clear error at start, never a crash.
-    let opened =
-        std::panic::catch_unwind(|| sled::Config::new().path(dir).flush_every_ms(None).open())
-            .map_err(|_| unreadable())?
-            .map_err(|e| sled_error(dir, e))?;
+    let opened = std::panic::catch_unwind(|| {
+        sled::Config::new()
+            .path(dir)
+            .cache_capacity(16 << 20)
+            .flush_every_ms(None)
+            .open()
+    })
+    .map_err(|_| unreadable())?
+    .map_err(|e| sled_error(dir, e))?;
     let copying = std::panic::AssertUnwindSafe(|| -> Result<(), KvError> {
         into_keyspaces(&opened).map_err(|e| sled_error(dir, e))?;
         let mut batch = db.batch();
         let mut bytes = 0usize;
         for entry in opened.iter() {
             let (k, v) = entry.map_err(|e| sled_error(dir, e))?;
+            if k.len() > u16::MAX as usize {
+                return Err(KvError::Corrupt {
+                    path: dir.to_path_buf(),
+                    reason: format!("a sled key of {} bytes, longer than fjall stores", k.len()),
+                });
+            }
             bytes = bytes.saturating_add(k.len() + v.len());
             batch.insert(keyspace_handle, k.to_vec(), v.to_vec());
             if batch.len() == STEP || bytes >= STEP_BYTES {

@@ -280,15 +280,23 @@ fn open_fjall(dir: &std::path::Path) -> (fjall::Database, fjall::Keyspace) {
     (db, ks)
 }
 
-/// An import cut short by a crash before its marker: fjall holds part of the entries, sled's
-/// files are whole. The next open imports again: every entry once, then sled's files go.
+/// An import cut short by a crash before its last marker: fjall holds the first marker, part of
+/// the entries, and one sled no longer holds (an earlier version ran on sled in between and
+/// removed it). The next open empties fjall and imports again: sled's entries exactly, once;
+/// then sled's files go.
 #[test]
 fn an_import_cut_short_imports_again_at_the_next_open() {
     let dir = tempfile::tempdir().unwrap();
     sled_in_keyspaces(dir.path(), 100);
     {
         let (db, ks) = open_fjall(dir.path());
-        for i in 0u32..30 {
+        let marker_tree = [&[16u8][..], b"__bulwark_layout"].concat();
+        ks.insert(
+            [&marker_tree[..], b"import-from-sled-started"].concat(),
+            b"1".to_vec(),
+        )
+        .unwrap();
+        for i in (0u32..30).chain([500]) {
             let key = i.to_be_bytes();
             ks.insert([&[3u8][..], b"wal", &key].concat(), key.to_vec())
                 .unwrap();
@@ -308,6 +316,29 @@ fn an_import_cut_short_imports_again_at_the_next_open() {
     let expected: Vec<Vec<u8>> = (0u32..100).map(|i| i.to_be_bytes().to_vec()).collect();
     assert_eq!(keys, expected);
     assert!(!has_sled_files(dir.path()));
+}
+
+/// sled's files beside a fjall database that holds data and no import marker: two histories,
+/// refused, and both are kept.
+#[test]
+fn a_sled_database_beside_a_fjall_database_with_data_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Db::open(dir.path()).unwrap();
+        db.tree("privval").unwrap().insert(b"k", b"newer").unwrap();
+        db.flush().unwrap();
+    }
+    sled_in_keyspaces(dir.path(), 5);
+    let e = Db::open(dir.path()).unwrap_err();
+    assert!(e.to_string().contains("two histories"), "{e}");
+    assert!(has_sled_files(dir.path()));
+    let (_db, ks) = open_fjall(dir.path());
+    assert_eq!(
+        ks.get([&[7u8][..], b"privval", b"k"].concat())
+            .unwrap()
+            .as_deref(),
+        Some(&b"newer"[..])
+    );
 }
 
 /// A crash after the import's marker but before sled's files were deleted: the next open
@@ -369,6 +400,8 @@ fn a_creation_cut_short_does_not_stop_the_next_open() {
     std::fs::create_dir(dir.path().join("keyspaces")).unwrap();
     std::fs::write(dir.path().join("lock"), b"").unwrap();
     std::fs::write(dir.path().join("0.jnl"), b"").unwrap();
+    // Cut short while the marker was being written.
+    std::fs::write(dir.path().join("version"), b"").unwrap();
     let db = Db::open(dir.path()).unwrap();
     db.tree("t").unwrap().insert(b"k", b"v").unwrap();
     db.flush().unwrap();
@@ -378,4 +411,70 @@ fn a_creation_cut_short_does_not_stop_the_next_open() {
         db.tree("t").unwrap().get(b"k").unwrap().as_deref(),
         Some(&b"v"[..])
     );
+}
+
+/// A key longer than fjall can store is a typed error on both backends, and nothing of its
+/// batch is written (a longer one would corrupt fjall's journal).
+#[test]
+fn a_key_longer_than_the_limit_is_refused_by_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let on_disk = Db::open(dir.path()).unwrap();
+    let in_memory = Db::on(&MemDisk::new("t"));
+    for db in [&on_disk, &in_memory] {
+        let t = db.tree(&"n".repeat(255)).unwrap();
+        t.insert(vec![1u8; bulwark_kv::MAX_KEY_BYTES], b"v")
+            .unwrap();
+        let mut batch = Batch::default();
+        batch.insert(b"first", b"v");
+        batch.insert(vec![2u8; bulwark_kv::MAX_KEY_BYTES + 1], b"v");
+        let e = db.write_atomically(&[(&t, &batch)]).unwrap_err();
+        assert!(
+            matches!(e, bulwark_kv::KvError::KeyTooLong { len, .. } if len == bulwark_kv::MAX_KEY_BYTES + 1),
+            "{e}"
+        );
+        assert!(t.apply_batch(&batch).is_err());
+        assert!(
+            t.get(b"first").unwrap().is_none(),
+            "half a refused batch was written"
+        );
+        db.flush().unwrap();
+        assert_eq!(t.len().unwrap(), 1);
+    }
+
+    // Reads and scans with keys and bounds longer than any stored key: the same answers on
+    // both backends, never a panic.
+    // Keys: [1, 0] < [1; MAX] (the longest, stored above) < `long` = [1; MAX + 10] < [1, 2].
+    let long = vec![1u8; bulwark_kv::MAX_KEY_BYTES + 10];
+    let max = bulwark_kv::MAX_KEY_BYTES;
+    for db in [&on_disk, &in_memory] {
+        let t = db.tree(&"n".repeat(255)).unwrap();
+        t.insert([1u8, 0], b"low").unwrap();
+        t.insert([1u8, 2], b"high").unwrap();
+        assert_eq!(t.get(&long).unwrap(), None);
+        let lens = |entries: Vec<(Vec<u8>, Vec<u8>)>| -> Vec<usize> {
+            entries.into_iter().map(|(k, _)| k.len()).collect()
+        };
+        assert_eq!(lens(t.range(&long, None, 10).unwrap()), vec![2]);
+        assert_eq!(lens(t.range(&[1], Some(&long), 10).unwrap()), vec![2, max]);
+        assert_eq!(lens(t.range(&[1, 1], Some(&long), 10).unwrap()), vec![max]);
+        assert_eq!(lens(t.range(&[1], Some(&long), 1).unwrap()), vec![2]);
+        assert_eq!(
+            t.range_keys(&long, None, 10, 1 << 20).unwrap(),
+            vec![vec![1, 2]]
+        );
+        assert_eq!(
+            t.range_keys(&[1, 1], Some(&long), 10, 1 << 20)
+                .unwrap()
+                .len(),
+            1
+        );
+        let longest = vec![1u8; max];
+        assert!(t
+            .range_keys(&[1, 1], Some(&longest), 10, 1 << 20)
+            .unwrap()
+            .is_empty());
+    }
+    drop(on_disk);
+    let reopened = Db::open(dir.path()).unwrap();
+    assert_eq!(reopened.tree(&"n".repeat(255)).unwrap().len().unwrap(), 3);
 }

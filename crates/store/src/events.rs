@@ -162,7 +162,10 @@ impl EventTrees {
     }
 
     /// The writes that index one height: its block's attributes and each transaction's
-    /// (with its hash first).
+    /// (with its hash first). An attribute too long to be part of a database key
+    /// ([`bulwark_kv::MAX_KEY_BYTES`]) is kept with its transaction or block but has no
+    /// posting: a search by its value does not find it (an application's event must never
+    /// stop the node).
     pub(crate) fn writes(
         &self,
         height: u64,
@@ -179,7 +182,9 @@ impl EventTrees {
             for (k, v) in attributes.iter() {
                 let mut posting = posting_prefix(Posting::KeyValue(k, v));
                 posting.extend(at);
-                tx_postings.insert(posting, []);
+                if posting.len() <= bulwark_kv::MAX_KEY_BYTES {
+                    tx_postings.insert(posting, []);
+                }
             }
         }
         let mut block_attributes = Batch::default();
@@ -188,7 +193,9 @@ impl EventTrees {
         for (k, v) in block {
             let mut posting = posting_prefix(Posting::KeyValue(k, v));
             posting.extend(height.to_be_bytes());
-            block_postings.insert(posting, []);
+            if posting.len() <= bulwark_kv::MAX_KEY_BYTES {
+                block_postings.insert(posting, []);
+            }
         }
         [
             (&self.tx_attributes, tx_attributes),

@@ -91,6 +91,7 @@ impl From<KvError> for StoreError {
             KvError::Corrupt { path, reason } => StoreError::Corrupt { path, reason },
             KvError::Io { path, source } => StoreError::Io { path, source },
             KvError::Backend { path, reason } => StoreError::Backend { path, reason },
+            e @ KvError::KeyTooLong { .. } => StoreError::Refused(e.to_string()),
         }
     }
 }

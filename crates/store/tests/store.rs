@@ -338,6 +338,43 @@ fn the_event_index_finds_positions_by_key_by_value_and_by_height_across_scan_ste
     assert_eq!(blocks.latest_height().unwrap(), Some(3));
 }
 
+/// An application's attribute too long to be part of a database key: the block is stored, the
+/// transaction is found by hash and by its other attributes, the long one is kept with it but
+/// has no posting. (A posting of it would be a key fjall cannot store: the node would stop.)
+#[test]
+fn an_attribute_longer_than_a_database_key_is_kept_but_not_searchable() {
+    use bulwark_store::events::Posting;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let blocks = BlockStore::open(&store).unwrap();
+    let long = "v".repeat(70_000);
+    let attributes = vec![vec![
+        attribute("app.key", &long),
+        attribute("app.short", "s"),
+    ]];
+    let block_attributes = vec![attribute("block.long", &long)];
+    let mut d = decided(1, b"hash", b"block", b"commit", b"state");
+    let tx = [9u8; 32];
+    let txs = [(tx, true)];
+    d.txs = &txs;
+    d.tx_attributes = &attributes;
+    d.block_attributes = &block_attributes;
+    blocks.save(d).unwrap();
+    let postings =
+        |p: Posting<'_>| -> Vec<(u64, u32)> { blocks.tx_postings(p).map(Result::unwrap).collect() };
+    assert_eq!(postings(Posting::KeyValue("app.short", "s")), vec![(1, 0)]);
+    assert!(postings(Posting::KeyValue("app.key", &long)).is_empty());
+    assert_eq!(blocks.tx_location(&tx).unwrap(), Some((1, 0)));
+    assert_eq!(blocks.indexed_tx((1, 0)).unwrap().unwrap().1, attributes[0]);
+    assert_eq!(blocks.indexed_block(1).unwrap(), Some(block_attributes));
+    drop((blocks, store));
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        BlockStore::open(&store).unwrap().latest_height().unwrap(),
+        Some(1)
+    );
+}
+
 /// `tx_index.indexer = "null"`: the block store keeps every block, commit, state and result,
 /// and writes neither the transaction nor the event index (three database keys a transaction
 /// fewer); the same heights indexed find everything.
