@@ -95,6 +95,46 @@ fn get(addr: &str, path: &str) -> (u16, serde_json::Value) {
     (status, serde_json::from_str(&body).unwrap_or_default())
 }
 
+/// A batch longer than the calls the server hands the engine at once: one answer per call, in
+/// order, and the transactions land in the chain in the batch's order.
+fn batch_transactions_keep_their_order(addr: &str) {
+    use base64::Engine as _;
+    const N: usize = 150;
+    let calls: Vec<String> = (0..N)
+        .map(|i| {
+            let tx = base64::engine::general_purpose::STANDARD.encode(format!("order{i:03}=x"));
+            format!(r#"{{"jsonrpc":"2.0","id":{i},"method":"broadcast_tx_sync","params":{{"tx":"{tx}"}}}}"#)
+        })
+        .collect();
+    let (_, v) = post(addr, &format!("[{}]", calls.join(",")));
+    let mut positions = Vec::new();
+    for i in 0..N {
+        assert_eq!(v[i]["id"], i, "{}", v[i]);
+        assert_eq!(v[i]["result"]["code"], 0, "{}", v[i]);
+        let hash = v[i]["result"]["hash"].as_str().unwrap().to_string();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let found = loop {
+            let (_, t) = get(addr, &format!("/tx?hash=0x{hash}"));
+            if let Some(height) = t["result"]["height"].as_str() {
+                break (
+                    height.parse::<u64>().unwrap(),
+                    t["result"]["index"].as_u64().unwrap(),
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tx {i} never committed: {t}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        positions.push(found);
+    }
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "the batch's transactions were committed out of order: {positions:?}"
+    );
+}
+
 fn error_code(v: &serde_json::Value) -> i64 {
     v["error"]["code"].as_i64().unwrap_or(0)
 }
@@ -673,6 +713,7 @@ fn a_light_client_verifies_the_chain_fetched_over_rpc_and_bad_requests_get_error
     assert_eq!(v[1]["id"], "b");
     assert_eq!(error_code(&v[1]), -32601);
     use base64::Engine as _;
+    batch_transactions_keep_their_order(&addr0);
     let big = base64::engine::general_purpose::STANDARD.encode(vec![b'k'; 10_000]);
     let (status, v) = post(
         &addr0,
