@@ -388,7 +388,7 @@ fn catchup(args: &BenchArgs) -> Result<()> {
     let section = format!(
         "## Catching up by block sync\n\nMeasured by `cargo xtask bench --only catchup` \
 (`cargo bench -p bulwark-node --bench catchup`, release) on {machine}: a validator's engine \
-(sled and kvstore on disk) commits {heights} blocks filled to the 4 MiB transaction budget with \
+(fjall store and kvstore on disk) commits {heights} blocks filled to the 4 MiB transaction budget with \
 64 KiB txs ({txs} per block, {mib} MiB on average; block 1 is empty); a fresh engine of the \
 chain then asks it for decided blocks until level. Only the laggard's work is timed (decoding, \
 the commit's one signature, `validate_block`, FinalizeBlock, the atomic store); no sockets.\n\n\
@@ -690,7 +690,7 @@ reach from it. Not counted: the load generator, JSON-RPC, TLS records, gossip bo
 | … without the block store's transaction and event indexes (`tx_index.indexer = \"null\"`) | {unindexed_us:.1} µs |\n\
 | CPU per empty height, one validator alone | {empty:.0} µs |\n\
 | ed25519 signature made / verified | {sign:.1} / {verify:.1} µs |\n\
-| durable write (a small sled write and its flush): CPU / wall, median | {fcpu:.0} / {fwall:.0} µs |\n\
+| durable write (a small database write and its flush): CPU / wall, median | {fcpu:.0} / {fwall:.0} µs |\n\
 | loopback message one way (512 bytes over TCP): CPU of both ends / wall, median | {hcpu:.1} / {hwall:.1} µs |\n",
             n = self.validators,
             cores = self.cores,
@@ -882,14 +882,8 @@ fn profile(args: &BenchArgs) -> Result<()> {
     }
     // Built first, so that perf samples the bench and not the compiler.
     let built = harness::cargo()
-        .args([
-            "bench",
-            "-p",
-            "bulwark-node",
-            "--bench",
-            "limit",
-            "--no-run",
-        ])
+        .args(LIMIT_BENCH)
+        .arg("--no-run")
         .status()
         .context("building the limit bench")?;
     anyhow::ensure!(built.success(), "the limit bench did not build");
@@ -903,28 +897,108 @@ fn profile(args: &BenchArgs) -> Result<()> {
     let cargo = harness::cargo();
     let mut record = Command::new("perf");
     record
-        // The largest stack copy perf allows: smaller ones cut deep stacks (sled under the
+        // The largest stack copy perf allows: smaller ones cut deep stacks (the database under the
         // engine) short, and their samples land beside their callers instead of under them.
         .args(["record", "-F", "199", "--call-graph", "dwarf,65528", "-o"])
         .arg(&data)
         .arg("--")
         .arg(cargo.get_program())
-        .args(["bench", "-q", "-p", "bulwark-node", "--bench", "limit"]);
+        .args(LIMIT_BENCH)
+        .arg("-q");
     for (k, v) in cargo.get_envs() {
         match v {
             Some(v) => record.env(k, v),
             None => record.env_remove(k),
         };
     }
-    let recorded = record.output().context("running perf record")?;
-    anyhow::ensure!(
-        recorded.status.success(),
-        "perf record failed: {}",
-        String::from_utf8_lossy(&recorded.stderr)
+    recorded(record.output())?;
+    draw_flame_graph(
+        args,
+        &data,
+        &format!(
+            "A lone validator: 256-byte kvstore transactions through CheckTx, blocks, FinalizeBlock, Commit and the stores ({})",
+            machine()
+        ),
+        "docs/flamegraph-lone-validator.svg",
+    )?;
+    profile_network(args)
+}
+
+/// The load the network's flame graph is drawn under, and how long perf records it.
+const PROFILE_NETWORK_RATE: f64 = 6_000.0;
+const PROFILE_NETWORK_SECONDS: u64 = 8;
+
+/// The node bench's network (4 release processes, attested TLS, the load generator) under
+/// [`PROFILE_NETWORK_RATE`] tx/s, recorded system-wide by perf once the load has settled: where
+/// the whole machine's CPU goes, process by process and thread by thread.
+fn profile_network(args: &BenchArgs) -> Result<()> {
+    let bin = harness::process::build_bulwark(true)?;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("perf.data");
+    let recording = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_secs(6));
+            Command::new("perf")
+                .args([
+                    "record",
+                    "-a",
+                    "-F",
+                    "99",
+                    "--call-graph",
+                    "dwarf,16384",
+                    "-o",
+                ])
+                .arg(&data)
+                .args(["--", "sleep", &PROFILE_NETWORK_SECONDS.to_string()])
+                .output()
+        })
+    };
+    eprintln!(
+        "bench: perf record, system-wide, of the node bench's network at {PROFILE_NETWORK_RATE:.0} tx/s"
     );
+    let report = harness::load::network_run(
+        &bin,
+        PROFILE_NETWORK_RATE,
+        PROFILE_NETWORK_SECONDS + 8,
+        NODE_BENCH_CONFIG,
+        NODE_BENCH_TX_BYTES,
+    )?;
+    recorded(
+        recording
+            .join()
+            .map_err(|_| anyhow::anyhow!("the perf thread panicked"))?,
+    )?;
+    draw_flame_graph(
+        args,
+        &data,
+        &format!(
+            "4 validators and the load generator on {}: {:.0} tx/s of {NODE_BENCH_TX_BYTES}-byte kvstore transactions offered, {:.0} committed, {:.1} heights/s",
+            machine(),
+            PROFILE_NETWORK_RATE,
+            report.tx_per_s,
+            report.heights_per_s
+        ),
+        "docs/flamegraph-network.svg",
+    )
+}
+
+/// The limit bench, as cargo is asked to run it.
+const LIMIT_BENCH: [&str; 5] = ["bench", "-p", "bulwark-node", "--bench", "limit"];
+
+/// `perf record`'s outcome, as an error if it failed.
+fn recorded(output: std::io::Result<std::process::Output>) -> Result<()> {
+    let output = output.context("running perf record")?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    anyhow::ensure!(output.status.success(), "perf record failed: {stderr}");
+    Ok(())
+}
+
+/// Folds the stacks perf recorded in `data` and draws them to `path` (unless `--no-write`).
+fn draw_flame_graph(args: &BenchArgs, data: &Path, title: &str, path: &str) -> Result<()> {
     let script = Command::new("perf")
         .args(["script", "-i"])
-        .arg(&data)
+        .arg(data)
         .output()
         .context("running perf script")?;
     anyhow::ensure!(script.status.success(), "perf script failed");
@@ -934,17 +1008,13 @@ fn profile(args: &BenchArgs) -> Result<()> {
         .collapse(script.stdout.as_slice(), &mut folded)
         .context("folding the stacks")?;
     let mut options = inferno::flamegraph::Options::default();
-    options.title = format!(
-        "A lone validator: 256-byte kvstore transactions through CheckTx, blocks, FinalizeBlock, Commit and the stores ({})",
-        machine()
-    );
+    options.title = title.to_string();
     // perf's cpu-clock samples are weighted in nanoseconds.
     options.count_name = "ns of CPU".into();
     options.min_width = 0.2;
     let mut svg = Vec::new();
     inferno::flamegraph::from_reader(&mut options, folded.as_slice(), &mut svg)
         .context("drawing the flame graph")?;
-    let path = "docs/flamegraph-lone-validator.svg";
     if args.no_write {
         eprintln!(
             "bench: flame graph drawn ({} bytes), not written",
@@ -1027,9 +1097,12 @@ fn scaling(args: &BenchArgs) -> Result<()> {
     for n in PROCESS_SCALING {
         let (hps, cpu_ms, p50, p99) = process_scaling(&bin, n)?;
         process_points.push((n as f64, cpu_ms));
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get()) as f64;
         process_table += &format!(
-            "| {n} | {hps:.1} | {cpu_ms:.2} ms | {per:.0} µs | {p50:.1} / {p99:.1} ms |\n",
+            "| {n} | {hps:.1} | {cpu_ms:.2} ms | {per:.0} µs | {all:.1} ms | {allowed:.0} | {p50:.1} / {p99:.1} ms |\n",
             per = cpu_ms * 1e3 / n as f64,
+            all = cpu_ms * n as f64,
+            allowed = cores * 1e3 / (cpu_ms * n as f64),
         );
     }
     let svg = scaling_plot(&points, &process_points)?;
