@@ -81,9 +81,6 @@ fn error_object(e: &ResponseError) -> Value {
     serde_json::to_value(e).unwrap_or_else(|_| json!({"code": -32603, "message": "Internal error"}))
 }
 
-/// The calls of one batch with the engine at once.
-const BATCH_IN_FLIGHT: usize = 64;
-
 fn envelope(id: Value, answer: Result<Value, ResponseError>) -> Value {
     match answer {
         Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
@@ -224,15 +221,10 @@ impl Server {
                     Some("empty batch".into()),
                 )),
             ),
-            // A batch's calls go to the engine BATCH_IN_FLIGHT at a time, each run handed to
-            // it in the batch's order (its queue is first come, first served): it takes them
-            // in one wake-up instead of a round trip each, and one client's batch cannot
-            // queue more than that ahead of other clients' calls.
             Value::Array(batch) => {
                 let mut answers = Vec::with_capacity(batch.len());
-                for calls in batch.chunks(BATCH_IN_FLIGHT) {
-                    let calls = calls.iter().map(|r| self.single(r));
-                    answers.extend(futures_util::future::join_all(calls).await);
+                for request in batch {
+                    answers.push(self.single(request).await);
                 }
                 Value::Array(answers)
             }
