@@ -1,7 +1,8 @@
 //! `bulwark start` as an operator runs it: four real processes over TCP on loopback commit
 //! blocks, stop cleanly on SIGTERM and restart from their data one by one, a node killed with
 //! SIGKILL catches up, and all four restarted at once wait, each saying why (the instance
-//! rule's liveness limit).
+//! rule's liveness limit). A SIGINT that arrives while the driver works, between two of its
+//! waits, still stops it cleanly.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 #[path = "shared/host.rs"]
@@ -229,4 +230,37 @@ fn a_wal_record_written_by_the_host_is_refused_at_restart_not_replayed() {
         stderr.contains("fails its MAC") && stderr.contains(store_dir.to_str().unwrap()),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_sigint_that_arrives_while_the_driver_works_still_stops_it_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let homes = fast_testnet(dir.path(), testnet_block(4).unwrap()).unwrap();
+    let mut honest: Vec<Node> = homes[..3].iter().map(|h| start(h).unwrap()).collect();
+    // The real driver, which at height 2 sends itself SIGINT from inside a tick and keeps its
+    // engine thread busy while the signal is handed out.
+    let mut interrupted = Node::start_byzantine("interrupted-while-busy", &homes[3]).unwrap();
+    assert!(
+        wait_logged(
+            &mut interrupted,
+            "sent itself SIGINT while busy",
+            Duration::from_secs(120)
+        ),
+        "{}",
+        interrupted.tail()
+    );
+    let status = interrupted.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.as_ref().is_ok_and(|s| s.success()),
+        "{status:?}\n{}",
+        interrupted.tail()
+    );
+    assert!(
+        logged(&interrupted, "shutting down"),
+        "{}",
+        interrupted.tail()
+    );
+    for n in honest.iter_mut() {
+        n.stop_cleanly().unwrap();
+    }
 }

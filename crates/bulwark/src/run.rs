@@ -447,7 +447,11 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         tokio::time::Instant::now() + CERT_LIFETIME / 2,
         CERT_LIFETIME / 2,
     );
+    // Both listeners live as long as the loop: a signal that arrives while the engine works
+    // (between two waits) is kept for the next wait, where a listener made afresh at each wait
+    // would never hear it (tokio hands a signal only to the listeners that exist when it comes).
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut outputs = first;
     // Inputs that only tell the engine what happened (sends a full queue dropped, peers' roles
     // and departures), handed over before the next event.
@@ -591,7 +595,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 }
                 continue;
             }
-            r = tokio::signal::ctrl_c() => { tracing::info!(?r, "SIGINT"); break }
+            _ = sigint.recv() => { tracing::info!("SIGINT"); break }
             _ = sigterm.recv() => { tracing::info!("SIGTERM"); break }
         };
         tracing::trace!(?input, "input");

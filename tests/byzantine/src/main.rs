@@ -83,6 +83,40 @@ impl Interposer for Byzantine {
     }
 }
 
+/// An honest validator whose driver is interrupted while it works: at height 2, inside a tick
+/// (between two of the driver's waits), it sends itself SIGINT and keeps the engine thread
+/// busy for half a second, long enough for another runtime's signal driver to hand the signal
+/// out. The driver must still stop cleanly: a signal listener made afresh at each wait misses
+/// it. The VM tests' Ctrl-Alt-Del (SIGINT to PID 1) lands like this on a busy validator.
+struct InterruptedWhileBusy {
+    raised: bool,
+}
+
+/// [`InterruptedWhileBusy`]'s name on the command line.
+const INTERRUPTED_WHILE_BUSY: &str = "interrupted-while-busy";
+
+impl Interposer for InterruptedWhileBusy {
+    fn incoming(&mut self, _: &Engine, _: usize, _: &Payload) -> Vec<(Dests, Payload)> {
+        Vec::new()
+    }
+
+    fn outgoing(&mut self, _: &Engine, payload: Payload, _: bool) -> Vec<(Dests, Payload)> {
+        vec![(None, payload)]
+    }
+
+    fn act(&mut self, engine: &Engine) -> Vec<(Dests, Payload)> {
+        if !self.raised && engine.state().last_block_height >= 2 {
+            self.raised = true;
+            let sent = std::process::Command::new("kill")
+                .args(["-INT", &std::process::id().to_string()])
+                .status();
+            eprintln!("bulwark-byzantine: sent itself SIGINT while busy: {sent:?}");
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        Vec::new()
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -97,9 +131,12 @@ fn main() -> anyhow::Result<()> {
     // A compromised genuine validator: its simulated PSP measures the published binary, so its
     // sealed identity opens and its peers admit it.
     bulwark::home::measure_as(PathBuf::from(genuine));
+    let home = Home::load(&PathBuf::from(home))?;
+    if name == INTERRUPTED_WHILE_BUSY {
+        return start_interposed(home, Some(Box::new(InterruptedWhileBusy { raised: false })));
+    }
     let behaviour =
         parse_behaviour(&name).ok_or_else(|| anyhow::anyhow!("no behaviour named {name}"))?;
-    let home = Home::load(&PathBuf::from(home))?;
     let key = match &home.validator_key.priv_key {
         PrivateKey::Ed25519(k) => ed25519_consensus::SigningKey::try_from(k.clone())
             .map_err(|e| anyhow::anyhow!("validator key: {e}"))?,
