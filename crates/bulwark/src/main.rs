@@ -279,6 +279,13 @@ pub struct VerifyArgs {
     pub simulated: bool,
 }
 
+/// mimalloc instead of glibc's malloc: the node allocates and frees small buffers at every
+/// step (transactions, events, keys, fjall's blocks), and glibc's arenas took about a third
+/// of a lone validator's CPU (probe of 400,000 transactions: 28 µs a transaction with glibc,
+/// 19 µs with mimalloc). Rust's allocations only: C code keeps libc's `malloc`.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     // As /init of the measured guest the kernel starts us as PID 1 with no arguments.
     if std::process::id() == 1 {

@@ -57,6 +57,10 @@ fn drain(out: &mut VecDeque<Output>) -> Option<u64> {
     start
 }
 
+/// The node binary's allocator, so the figures are the binary's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let heights = heights();
     let validator = SigningKey::from([7; 32]);
