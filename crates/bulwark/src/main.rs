@@ -279,11 +279,7 @@ pub struct VerifyArgs {
     pub simulated: bool,
 }
 
-/// mimalloc instead of glibc's malloc: the node allocates and frees small buffers at every
-/// step (transactions, events, keys, fjall's blocks), and glibc's arenas took about a third
-/// of a lone validator's CPU (probe of 400,000 transactions: 28 µs a transaction with glibc,
-/// 19 µs with mimalloc). Rust's allocations only: C code keeps libc's `malloc`.
-#[global_allocator]
+#[global_allocator] // mimalloc: glibc's arenas took a third of a validator's CPU
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {

@@ -27,8 +27,7 @@ use bulwark_types::tendermint::private_key::PrivateKey;
 use bulwark_types::tendermint::validator;
 use bulwark_wire::preverify::Preverifier;
 use bulwark_wire::{self as wire, Payload};
-use std::cmp::Reverse;
-use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,10 +40,9 @@ const TICK: Duration = Duration::from_millis(500);
 fn engine_config(home: &Home) -> anyhow::Result<EngineConfig> {
     let c = &home.config.consensus;
     let ms = Duration::from_millis;
-    // A new instance at every start: a copy of this disk booted elsewhere, or booted again
-    // after this one ran on, is another instance and must claim the key first. The launch
-    // instance the genesis names is the enrolling VM running on, or (process mode, simulated
-    // trust: its host is its operator) the first start of the enrolled home.
+    // A new instance at every start: a copy of this disk booted elsewhere, or booted again after
+    // this one ran on, must claim the key first. The launch instance the genesis names is the
+    // enrolling VM running on, or (process mode, simulated trust) the enrolled home's first start.
     let mut instance = [0u8; 32];
     getrandom::getrandom(&mut instance)
         .map_err(|e| anyhow::anyhow!("drawing this start's instance: {e}"))?;
@@ -165,28 +163,25 @@ fn send_to(
     None
 }
 
-/// Inputs the engine asked for later, in deadline order.
+/// Inputs the engine asked for later, in deadline order (ties in the order they were set).
 #[derive(Default)]
 struct Timers {
-    queue: BinaryHeap<Reverse<(Instant, u64)>>,
-    inputs: HashMap<u64, Input>,
+    queue: BTreeMap<(Instant, u64), Input>,
     seq: u64,
 }
 
 impl Timers {
     fn set(&mut self, after: Duration, input: Input) {
         self.seq += 1;
-        self.queue.push(Reverse((Instant::now() + after, self.seq)));
-        self.inputs.insert(self.seq, input);
+        self.queue.insert((Instant::now() + after, self.seq), input);
     }
 
     fn next(&self) -> Option<Instant> {
-        self.queue.peek().map(|Reverse((at, _))| *at)
+        self.queue.keys().next().map(|(at, _)| *at)
     }
 
     fn pop(&mut self) -> Option<Input> {
-        let Reverse((_, seq)) = self.queue.pop()?;
-        self.inputs.remove(&seq)
+        self.queue.pop_first().map(|(_, input)| input)
     }
 }
 
@@ -317,6 +312,10 @@ fn transport(home: &Home) -> anyhow::Result<(Transport, ValidatorKeys)> {
 }
 
 async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow::Result<()> {
+    // Listeners first, for the whole run: tokio hands a signal only to listeners that exist when
+    // it comes (PID 1 drops one it has no handler for), so one made per wait can miss it.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     // Attested TLS first: it checks this guest's own launch before anything is opened.
     let (mut transport, admitted) = transport(&home)?;
     let (mut engine, first) = open_engine(&home)?;
@@ -447,11 +446,6 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         tokio::time::Instant::now() + CERT_LIFETIME / 2,
         CERT_LIFETIME / 2,
     );
-    // Both listeners live as long as the loop: a signal that arrives while the engine works
-    // (between two waits) is kept for the next wait, where a listener made afresh at each wait
-    // would never hear it (tokio hands a signal only to the listeners that exist when it comes).
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let mut outputs = first;
     // Inputs that only tell the engine what happened (sends a full queue dropped, peers' roles
     // and departures), handed over before the next event.

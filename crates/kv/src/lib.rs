@@ -183,7 +183,8 @@ const SEPARATE_VALUES_FROM: u32 = 4096;
 /// besides the active one, so a database may hold about 5 × 8 + 8 = 48 MiB (a node opens two;
 /// a test VM has 384 MiB).
 const CACHE_BYTES: u64 = 8 << 20;
-const MEMTABLE_BYTES: u64 = 8 << 20;
+/// The size at which the writer rotates fjall's active memtable.
+pub const MEMTABLE_BYTES: u64 = 8 << 20;
 
 /// fjall's background threads (memtable flushes and compactions). One, not fjall's default of
 /// one per core: with two or more, worker 0 hands every compaction request back to the queue
@@ -191,7 +192,23 @@ const MEMTABLE_BYTES: u64 = 8 << 20;
 /// once, spinning (fjall 3.1.13 `worker_pool::worker_tick`). On two cores that spin was a
 /// fifth of a lone validator's CPU (probe of 400,000 transactions: 37 µs a transaction with
 /// the default, 28 µs with one worker, same wall time).
+///
+/// A lone worker must never be the one to rotate a memtable: fjall asks its workers for a
+/// rotation at every write past `max_memtable_size`, and a worker that rotates sends the
+/// flush into the same bounded queue with a blocking send; once a long compaction let those
+/// requests fill it, the worker waits on itself for good and the memtable and journal grow
+/// without bound (fjall-rs/fjall PR 323; a single-core VM had that worker by default). So
+/// the writer rotates: [`Lsm::commit`] rotates when the active memtable reaches
+/// [`MEMTABLE_BYTES`], before fjall's own threshold (set twice as high in new databases) sees
+/// it; past four sealed memtables fjall stalls the writer until the worker has flushed, so
+/// memory stays bounded.
 const WORKER_THREADS: usize = 1;
+
+/// fjall's own rotation threshold in databases created from now on: never reached, since
+/// the writer rotates at [`MEMTABLE_BYTES`]. A database created earlier keeps its stored 8 MiB;
+/// there fjall asks for at most one rotation per write that crosses it, which the writer
+/// then makes itself, and the stale request finds the memtable already rotated.
+const FJALL_ROTATION_BYTES: u64 = 2 * MEMTABLE_BYTES;
 
 /// The longest key a tree takes. fjall stores a key's length in 16 bits (and a longer one
 /// would corrupt its journal), and the tree's prefix (at most 256 bytes) comes first; both
@@ -339,6 +356,15 @@ impl Db {
         }
     }
 
+    /// Bytes written and not yet in fjall's tables: its active and sealed memtables (the
+    /// simulated disk has none: 0). Bounded by about five times [`MEMTABLE_BYTES`].
+    pub fn memtable_bytes(&self) -> u64 {
+        match &self.backend {
+            DbBackend::Lsm(lsm) => lsm.unflushed_bytes(),
+            DbBackend::Memory(_) => 0,
+        }
+    }
+
     /// Applies each batch to its tree, all or none: a crash never leaves some of them applied.
     pub fn write_atomically(&self, writes: &[(&Tree, &Batch)]) -> Result<(), KvError> {
         for (_, batch) in writes {
@@ -355,7 +381,7 @@ impl Db {
                         _ => return Err(self.mixed()),
                     }
                 }
-                all.commit().map_err(|e| lsm_error(&self.path, e))
+                lsm.commit(all, &self.path)
             }
             DbBackend::Memory(db) => {
                 let ops = writes
@@ -396,7 +422,7 @@ fn open_lsm(path: &Path) -> Result<Lsm, KvError> {
             let keyspace = db.keyspace(KEYSPACE, || {
                 fjall::KeyspaceCreateOptions::default()
                     .manual_journal_persist(true)
-                    .max_memtable_size(MEMTABLE_BYTES)
+                    .max_memtable_size(FJALL_ROTATION_BYTES)
                     .with_kv_separation(Some(
                         fjall::KvSeparationOptions::default()
                             .separation_threshold(SEPARATE_VALUES_FROM),
@@ -444,6 +470,24 @@ fn clear_unfinished_creation(path: &Path) -> std::io::Result<()> {
 }
 
 impl Lsm {
+    /// Commits `batch`, then rotates the active memtable once it holds [`MEMTABLE_BYTES`]
+    /// (see [`WORKER_THREADS`] for why the writer does it).
+    fn commit(&self, batch: fjall::OwnedWriteBatch, path: &Path) -> Result<(), KvError> {
+        use fjall::AbstractTree;
+        batch.commit().map_err(|e| lsm_error(path, e))?;
+        if self.keyspace.tree.active_memtable().size() >= MEMTABLE_BYTES {
+            self.keyspace
+                .rotate_memtable()
+                .map_err(|e| lsm_error(path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Bytes written and not yet flushed to tables: the active and sealed memtables.
+    fn unflushed_bytes(&self) -> u64 {
+        self.db.write_buffer_size()
+    }
+
     fn flush(&self, path: &Path) -> Result<(), KvError> {
         self.db
             .persist(fjall::PersistMode::SyncData)
@@ -487,7 +531,7 @@ impl Tree {
             TreeBackend::Lsm { lsm, prefix } => {
                 let mut b = lsm.db.batch();
                 batch.add_to(&lsm.keyspace, prefix, &mut b);
-                b.commit().map_err(|e| lsm_error(&self.path, e))
+                lsm.commit(b, &self.path)
             }
             TreeBackend::Memory { db, name } => {
                 db.write(&self.path, vec![(name.clone(), batch.clone())])

@@ -2,7 +2,7 @@
 //! what a crash loses: writes after the last flush (or all but a prefix of them).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use bulwark_kv::{Batch, Db, MemDisk};
+use bulwark_kv::{Batch, Db, MemDisk, MEMTABLE_BYTES};
 
 /// The same writes against a database, and what a reader then sees.
 fn exercise(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -478,3 +478,38 @@ fn a_key_longer_than_the_limit_is_refused_by_both_backends() {
     let reopened = Db::open(dir.path()).unwrap();
     assert_eq!(reopened.tree(&"n".repeat(255)).unwrap().len().unwrap(), 3);
 }
+
+/// fjall's lone worker never waits on itself: a stream of small writes of random keys (as the
+/// WAL, the privval and the indexes make) while compactions run keeps fjall's memtables within
+/// a few [`MEMTABLE_BYTES`]. When fjall's workers rotated memtables, every write past the
+/// threshold queued one more rotation request while the worker compacted; once they filled
+/// its queue, the worker blocked sending itself a flush and the memtable grew without end.
+#[test]
+fn memtables_stay_bounded_under_a_stream_of_small_random_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path()).unwrap();
+    let tree = db.tree("t").unwrap();
+    let bound = 6 * MEMTABLE_BYTES;
+    let value = [7u8; 200];
+    let mut key = 0x9E37_79B9_7F4A_7C15u64;
+    let mut largest = 0;
+    for i in 0..WRITES {
+        // xorshift: keys in random order, as hashes are.
+        key ^= key << 13;
+        key ^= key >> 7;
+        key ^= key << 17;
+        tree.insert(key.to_be_bytes(), value).unwrap();
+        largest = largest.max(db.memtable_bytes());
+        assert!(
+            largest <= bound,
+            "after {i} writes fjall holds {largest} bytes in memtables (bound {bound})"
+        );
+    }
+    eprintln!(
+        "{WRITES} writes of 208 bytes: at most {:.1} MiB in memtables",
+        largest as f64 / (1 << 20) as f64
+    );
+}
+
+/// Enough writes for many memtable rotations and compactions (about 125 MB).
+const WRITES: u64 = 600_000;

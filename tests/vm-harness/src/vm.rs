@@ -281,6 +281,7 @@ pub fn run_to_power_off(image: &Path, boot: &Boot, timeout: Duration) -> Result<
     let mut vm = Vm {
         child: launch(image, boot)?,
         monitor: boot.monitor.clone(),
+        serial: boot.serial.clone(),
     };
     vm.power_off_by(boot, Instant::now() + timeout)
         .with_context(|| format!("waiting {timeout:?} for a power-off"))
@@ -382,6 +383,8 @@ pub const CHAIN_NAME: &str = "bulwark-vm";
 struct Vm {
     child: Child,
     monitor: PathBuf,
+    /// This boot's serial log.
+    serial: PathBuf,
 }
 
 impl Vm {
@@ -618,6 +621,7 @@ impl VmNetwork {
             vms.push(Vm {
                 child: launch(image, &boot)?,
                 monitor: boot.monitor.clone(),
+                serial: boot.serial.clone(),
             });
             boots.push(boot);
         }
@@ -917,7 +921,7 @@ impl VmNetwork {
     }
 
     /// Stops VM `i` cleanly (Ctrl-Alt-Del; the node stops, the VM powers off); whether it did
-    /// within a minute.
+    /// within a minute: QEMU exited and this boot's PID 1 said it powers off with status 0.
     pub fn stop_one(&mut self, i: usize) -> bool {
         let vm = &mut self.vms[i];
         for _ in 0..3 {
@@ -931,6 +935,9 @@ impl VmNetwork {
             }
         }
         !matches!(vm.child.try_wait(), Ok(None))
+            && std::fs::read_to_string(&vm.serial)
+                .unwrap_or_default()
+                .contains(CLEAN_POWER_OFF)
     }
 
     /// Boots VM `i` (stopped) again in the network, on `disk`, with its launch inputs; `tag`
@@ -952,6 +959,7 @@ impl VmNetwork {
         self.vms[i] = Vm {
             child,
             monitor: boot.monitor,
+            serial: boot.serial.clone(),
         };
         Ok(boot.serial)
     }
@@ -1006,6 +1014,7 @@ impl VmNetwork {
         self.vms.push(Vm {
             child,
             monitor: boot.monitor,
+            serial: boot.serial.clone(),
         });
         self.clones += 1;
         Ok((format!("127.0.0.1:{}", port + 1), boot.serial))

@@ -403,6 +403,10 @@ fn static_binary(package: &str, bin: &str, features: &[&str], log: &str) -> Resu
         "-C target-feature=+crt-static -C link-arg=-Wl,--build-id=none --remap-path-prefix={}=/src --remap-path-prefix={home}/.cargo=/cargo --remap-path-prefix={home}/.rustup=/rustup",
         root.display()
     );
+    let c_flags = format!(
+        "-ffile-prefix-map={}=/src -ffile-prefix-map={home}/.cargo=/cargo",
+        root.display()
+    );
     step(
         &format!("image: building the static {bin} binary (release)"),
         log,
@@ -411,6 +415,8 @@ fn static_binary(package: &str, bin: &str, features: &[&str], log: &str) -> Resu
                 harness::cargo()
                     .current_dir(&root)
                     .env("RUSTFLAGS", flags)
+                    // The C compiled in (ring's, mimalloc's) names no host path either.
+                    .env("CFLAGS", &c_flags)
                     .env("CARGO_TARGET_DIR", &target)
                     .env("SOURCE_DATE_EPOCH", "0")
                     .args([
