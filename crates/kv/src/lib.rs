@@ -179,9 +179,10 @@ const KEYSPACE: &str = "bulwark";
 const SEPARATE_VALUES_FROM: u32 = 4096;
 
 /// Memory bounds of one open database: fjall's block cache, and the memtable it writes into
-/// before a table is flushed. fjall keeps up to four sealed memtables waiting for their flush
-/// besides the active one, so a database may hold about 5 × 8 + 8 = 48 MiB (a node opens two;
-/// a test VM has 384 MiB).
+/// before a table is flushed. [`Lsm::commit`] lets at most four sealed memtables wait for their
+/// flush besides the active one, and starts a new memtable before a batch that would overflow
+/// the active one, so a database holds at most about 5 × max(8 MiB, its largest batch) plus
+/// the 8 MiB cache (a node opens two; a test VM has 384 MiB).
 const CACHE_BYTES: u64 = 8 << 20;
 /// The size at which the writer rotates fjall's active memtable.
 pub const MEMTABLE_BYTES: u64 = 8 << 20;
@@ -191,24 +192,29 @@ pub const MEMTABLE_BYTES: u64 = 8 << 20;
 /// to stay free for flushes, and while the others compact it takes the same request again at
 /// once, spinning (fjall 3.1.13 `worker_pool::worker_tick`). On two cores that spin was a
 /// fifth of a lone validator's CPU (probe of 400,000 transactions: 37 µs a transaction with
-/// the default, 28 µs with one worker, same wall time).
+/// the default, 28 µs with one worker, same wall time). The price: a flush waits behind the
+/// compaction in progress, so a writer far ahead of the disk waits in [`Lsm::commit`].
 ///
 /// A lone worker must never be the one to rotate a memtable: fjall asks its workers for a
 /// rotation at every write past `max_memtable_size`, and a worker that rotates sends the
 /// flush into the same bounded queue with a blocking send; once a long compaction let those
 /// requests fill it, the worker waits on itself for good and the memtable and journal grow
 /// without bound (fjall-rs/fjall PR 323; a single-core VM had that worker by default). So
-/// the writer rotates: [`Lsm::commit`] rotates when the active memtable reaches
-/// [`MEMTABLE_BYTES`], before fjall's own threshold (set twice as high in new databases) sees
-/// it; past four sealed memtables fjall stalls the writer until the worker has flushed, so
-/// memory stays bounded.
+/// the writer rotates, in [`Lsm::commit`], before fjall's own threshold sees the memtable.
 const WORKER_THREADS: usize = 1;
 
-/// fjall's own rotation threshold in databases created from now on: never reached, since
-/// the writer rotates at [`MEMTABLE_BYTES`]. A database created earlier keeps its stored 8 MiB;
-/// there fjall asks for at most one rotation per write that crosses it, which the writer
-/// then makes itself, and the stale request finds the memtable already rotated.
+/// fjall's own rotation threshold in databases created from now on, above any memtable the
+/// writer lets grow but one batch larger still. A database created earlier keeps its stored
+/// 8 MiB; there fjall asks for at most one rotation per commit that crosses it, which the
+/// writer then makes itself, and the stale request finds the memtable already rotated.
 const FJALL_ROTATION_BYTES: u64 = 2 * MEMTABLE_BYTES;
+
+/// The writer waits before a commit while this many memtables wait for their flush, or while
+/// level 0 holds [`MAX_L0_RUNS`] runs: then fjall's own stalls inside a commit, which never
+/// look at its poison flag, cannot start, and a dead worker is an error, not a hang.
+const MAX_SEALED_MEMTABLES: usize = 3;
+/// fjall slows writes from 20 runs in level 0 and halts them from 30.
+const MAX_L0_RUNS: usize = 20;
 
 /// The longest key a tree takes. fjall stores a key's length in 16 bits (and a longer one
 /// would corrupt its journal), and the tree's prefix (at most 256 bytes) comes first; both
@@ -247,6 +253,14 @@ impl Batch {
             }),
             None => Ok(()),
         }
+    }
+
+    /// Bytes of its keys (each under `prefix`) and values.
+    fn bytes(&self, prefix: &[u8]) -> u64 {
+        self.ops
+            .iter()
+            .map(|(k, v)| (prefix.len() + k.len() + v.as_ref().map_or(0, Vec::len)) as u64)
+            .sum()
     }
 
     /// Adds its writes to `out`, each key under `prefix`.
@@ -301,7 +315,7 @@ impl Db {
     pub fn open(dir: impl AsRef<Path>) -> Result<Db, KvError> {
         let path = dir.as_ref().to_path_buf();
         let lsm = open_lsm(&path)?;
-        sled_import::import(&path, &lsm.keyspace, &lsm.db)?;
+        sled_import::import(&path, &lsm)?;
         Ok(Db {
             backend: DbBackend::Lsm(lsm),
             path,
@@ -373,15 +387,17 @@ impl Db {
         match &self.backend {
             DbBackend::Lsm(lsm) => {
                 let mut all = lsm.db.batch();
+                let mut bytes = 0u64;
                 for (tree, batch) in writes {
                     match &tree.backend {
                         TreeBackend::Lsm { prefix, .. } if tree.path == self.path => {
-                            batch.add_to(&lsm.keyspace, prefix, &mut all)
+                            batch.add_to(&lsm.keyspace, prefix, &mut all);
+                            bytes = bytes.saturating_add(batch.bytes(prefix));
                         }
                         _ => return Err(self.mixed()),
                     }
                 }
-                lsm.commit(all, &self.path)
+                lsm.commit(all, bytes, &self.path)
             }
             DbBackend::Memory(db) => {
                 let ops = writes
@@ -470,15 +486,38 @@ fn clear_unfinished_creation(path: &Path) -> std::io::Result<()> {
 }
 
 impl Lsm {
-    /// Commits `batch`, then rotates the active memtable once it holds [`MEMTABLE_BYTES`]
-    /// (see [`WORKER_THREADS`] for why the writer does it).
-    fn commit(&self, batch: fjall::OwnedWriteBatch, path: &Path) -> Result<(), KvError> {
+    /// Commits `batch` (about `bytes` of keys and values), rotating the active memtable
+    /// itself (see [`WORKER_THREADS`]): before a batch that would overflow it, and once it
+    /// holds [`MEMTABLE_BYTES`]. Waits first while the worker is behind (see
+    /// [`MAX_SEALED_MEMTABLES`]); a database whose worker failed is an error.
+    fn commit(
+        &self,
+        batch: fjall::OwnedWriteBatch,
+        bytes: u64,
+        path: &Path,
+    ) -> Result<(), KvError> {
         use fjall::AbstractTree;
-        batch.commit().map_err(|e| lsm_error(path, e))?;
-        if self.keyspace.tree.active_memtable().size() >= MEMTABLE_BYTES {
+        let tree = &self.keyspace.tree;
+        while tree.sealed_memtable_count() >= MAX_SEALED_MEMTABLES
+            || tree.l0_run_count() >= MAX_L0_RUNS
+        {
+            // Fails once fjall is poisoned (a worker died): waiting on would never end.
+            self.db
+                .persist(fjall::PersistMode::Buffer)
+                .map_err(|e| lsm_error(path, e))?;
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let active = tree.active_memtable().size();
+        if active > 0 && active.saturating_add(bytes) > MEMTABLE_BYTES {
             self.keyspace
                 .rotate_memtable()
                 .map_err(|e| lsm_error(path, e))?;
+        }
+        batch.commit().map_err(|e| lsm_error(path, e))?;
+        if tree.active_memtable().size() >= MEMTABLE_BYTES {
+            // The batch is in: a failed rotation is tried again at the next commit, and a
+            // database that cannot rotate fails that commit before writing it.
+            let _ = self.keyspace.rotate_memtable();
         }
         Ok(())
     }
@@ -531,7 +570,7 @@ impl Tree {
             TreeBackend::Lsm { lsm, prefix } => {
                 let mut b = lsm.db.batch();
                 batch.add_to(&lsm.keyspace, prefix, &mut b);
-                lsm.commit(b, &self.path)
+                lsm.commit(b, batch.bytes(prefix), &self.path)
             }
             TreeBackend::Memory { db, name } => {
                 db.write(&self.path, vec![(name.clone(), batch.clone())])

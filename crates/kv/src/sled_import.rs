@@ -8,7 +8,7 @@
 //! earlier version ran in between); a crash after it leaves sled's files to be deleted. A sled
 //! database beside a fjall database that holds data and no marker is two histories: refused.
 
-use crate::{keyspace, lsm_error, prefixed, KvError};
+use crate::{keyspace, lsm_error, prefixed, KvError, Lsm};
 use std::path::Path;
 
 /// The name sled gives its default tree (never a keyspace's old tree).
@@ -49,39 +49,35 @@ fn sled_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
 }
 
 /// Writes `marker` (the only write of its batch) and syncs.
-fn mark(
-    dir: &Path,
-    ks: &fjall::Keyspace,
-    db: &fjall::Database,
-    marker: &[u8],
-) -> Result<(), KvError> {
-    let mut batch = db.batch();
-    batch.insert(ks, marker.to_vec(), b"1".as_slice());
-    batch.commit().map_err(|e| lsm_error(dir, e))?;
-    db.persist(fjall::PersistMode::SyncAll)
+fn mark(dir: &Path, lsm: &Lsm, marker: &[u8]) -> Result<(), KvError> {
+    let mut batch = lsm.db.batch();
+    batch.insert(&lsm.keyspace, marker.to_vec(), b"1".as_slice());
+    lsm.commit(batch, marker.len() as u64 + 1, dir)?;
+    lsm.db
+        .persist(fjall::PersistMode::SyncAll)
         .map_err(|e| lsm_error(dir, e))
 }
 
 /// Removes every entry of `ks`, in bounded steps.
-fn clear(dir: &Path, ks: &fjall::Keyspace, db: &fjall::Database) -> Result<(), KvError> {
+fn clear(dir: &Path, lsm: &Lsm) -> Result<(), KvError> {
     loop {
-        let mut batch = db.batch();
-        for guard in ks.iter().take(STEP) {
-            batch.remove(ks, guard.key().map_err(|e| lsm_error(dir, e))?);
+        let mut batch = lsm.db.batch();
+        let mut bytes = 0u64;
+        for guard in lsm.keyspace.iter().take(STEP) {
+            let key = guard.key().map_err(|e| lsm_error(dir, e))?;
+            bytes = bytes.saturating_add(key.len() as u64);
+            batch.remove(&lsm.keyspace, key);
         }
         if batch.is_empty() {
             return Ok(());
         }
-        batch.commit().map_err(|e| lsm_error(dir, e))?;
+        lsm.commit(batch, bytes, dir)?;
     }
 }
 
 /// Imports the sled database in `dir`, if there is one, into `keyspace` of `db`.
-pub(crate) fn import(
-    dir: &Path,
-    keyspace_handle: &fjall::Keyspace,
-    db: &fjall::Database,
-) -> Result<(), KvError> {
+pub(crate) fn import(dir: &Path, lsm: &Lsm) -> Result<(), KvError> {
+    let keyspace_handle = &lsm.keyspace;
     let io = |source| KvError::Io {
         path: dir.to_path_buf(),
         source,
@@ -100,7 +96,7 @@ pub(crate) fn import(
             return Ok(());
         }
         if holds(&started)? {
-            clear(dir, keyspace_handle, db)?;
+            clear(dir, lsm)?;
         } else if keyspace_handle.iter().next().is_some() {
             return Err(KvError::Corrupt {
                 path: dir.to_path_buf(),
@@ -108,9 +104,9 @@ pub(crate) fn import(
                     .into(),
             });
         }
-        mark(dir, keyspace_handle, db, &started)?;
-        copy(dir, keyspace_handle, db)?;
-        mark(dir, keyspace_handle, db, &imported)?;
+        mark(dir, lsm, &started)?;
+        copy(dir, lsm)?;
+        mark(dir, lsm, &imported)?;
     }
     for file in sled_files(dir).map_err(io)? {
         if file.is_dir() {
@@ -123,11 +119,7 @@ pub(crate) fn import(
 }
 
 /// Copies sled's default tree into fjall, after moving an older layout into keyspaces.
-fn copy(
-    dir: &Path,
-    keyspace_handle: &fjall::Keyspace,
-    db: &fjall::Database,
-) -> Result<(), KvError> {
+fn copy(dir: &Path, lsm: &Lsm) -> Result<(), KvError> {
     let unreadable = || KvError::Corrupt {
         path: dir.to_path_buf(),
         reason: "the sled database files could not be read".into(),
@@ -145,7 +137,7 @@ fn copy(
     .map_err(|e| sled_error(dir, e))?;
     let copying = std::panic::AssertUnwindSafe(|| -> Result<(), KvError> {
         into_keyspaces(&opened).map_err(|e| sled_error(dir, e))?;
-        let mut batch = db.batch();
+        let mut batch = lsm.db.batch();
         let mut bytes = 0usize;
         for entry in opened.iter() {
             let (k, v) = entry.map_err(|e| sled_error(dir, e))?;
@@ -156,15 +148,14 @@ fn copy(
                 });
             }
             bytes = bytes.saturating_add(k.len() + v.len());
-            batch.insert(keyspace_handle, k.to_vec(), v.to_vec());
+            batch.insert(&lsm.keyspace, k.to_vec(), v.to_vec());
             if batch.len() == STEP || bytes >= STEP_BYTES {
-                std::mem::replace(&mut batch, db.batch())
-                    .commit()
-                    .map_err(|e| lsm_error(dir, e))?;
+                let full = std::mem::replace(&mut batch, lsm.db.batch());
+                lsm.commit(full, bytes as u64, dir)?;
                 bytes = 0;
             }
         }
-        batch.commit().map_err(|e| lsm_error(dir, e))
+        lsm.commit(batch, bytes as u64, dir)
     });
     std::panic::catch_unwind(copying).map_err(|_| unreadable())?
 }

@@ -479,6 +479,22 @@ fn a_key_longer_than_the_limit_is_refused_by_both_backends() {
     assert_eq!(reopened.tree(&"n".repeat(255)).unwrap().len().unwrap(), 3);
 }
 
+/// Runs `f` on a thread of its own and fails if it has not finished within `limit`: a
+/// deadlock is a failure, not a hung test run.
+fn within(limit: std::time::Duration, f: impl FnOnce() + Send + 'static) {
+    let (done, finished) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        f();
+        let _ = done.send(());
+    });
+    match finished.recv_timeout(limit) {
+        Ok(()) => worker.join().unwrap(),
+        // The thread panicked (its assertion is the failure) or hangs.
+        Err(_) if worker.is_finished() => std::panic::resume_unwind(worker.join().unwrap_err()),
+        Err(_) => panic!("not finished within {limit:?}: a writer waits for good"),
+    }
+}
+
 /// fjall's lone worker never waits on itself: a stream of small writes of random keys (as the
 /// WAL, the privval and the indexes make) while compactions run keeps fjall's memtables within
 /// a few [`MEMTABLE_BYTES`]. When fjall's workers rotated memtables, every write past the
@@ -486,30 +502,77 @@ fn a_key_longer_than_the_limit_is_refused_by_both_backends() {
 /// its queue, the worker blocked sending itself a flush and the memtable grew without end.
 #[test]
 fn memtables_stay_bounded_under_a_stream_of_small_random_writes() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open(dir.path()).unwrap();
-    let tree = db.tree("t").unwrap();
-    let bound = 6 * MEMTABLE_BYTES;
-    let value = [7u8; 200];
-    let mut key = 0x9E37_79B9_7F4A_7C15u64;
-    let mut largest = 0;
-    for i in 0..WRITES {
-        // xorshift: keys in random order, as hashes are.
-        key ^= key << 13;
-        key ^= key >> 7;
-        key ^= key << 17;
-        tree.insert(key.to_be_bytes(), value).unwrap();
-        largest = largest.max(db.memtable_bytes());
-        assert!(
-            largest <= bound,
-            "after {i} writes fjall holds {largest} bytes in memtables (bound {bound})"
+    within(std::time::Duration::from_secs(300), || {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let tree = db.tree("t").unwrap();
+        let bound = 6 * MEMTABLE_BYTES;
+        let value = [7u8; 200];
+        let mut key = 0x9E37_79B9_7F4A_7C15u64;
+        let mut largest = 0;
+        for i in 0..WRITES {
+            // xorshift: keys in random order, as hashes are.
+            key ^= key << 13;
+            key ^= key >> 7;
+            key ^= key << 17;
+            tree.insert(key.to_be_bytes(), value).unwrap();
+            largest = largest.max(db.memtable_bytes());
+            assert!(
+                largest <= bound,
+                "after {i} writes fjall holds {largest} bytes in memtables (bound {bound})"
+            );
+        }
+        eprintln!(
+            "{WRITES} writes of 208 bytes: at most {:.1} MiB in memtables",
+            largest as f64 / (1 << 20) as f64
         );
-    }
-    eprintln!(
-        "{WRITES} writes of 208 bytes: at most {:.1} MiB in memtables",
-        largest as f64 / (1 << 20) as f64
-    );
+    });
 }
 
 /// Enough writes for many memtable rotations and compactions (about 125 MB).
 const WRITES: u64 = 600_000;
+
+/// A batch larger than a memtable (a block and its indexes) starts a memtable of its own: the
+/// memtables hold at most about five such batches, not five memtables each topped up by one.
+#[test]
+fn a_batch_larger_than_a_memtable_gets_a_memtable_of_its_own() {
+    within(std::time::Duration::from_secs(300), || {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let tree = db.tree("blocks").unwrap();
+        let batch_bytes = MEMTABLE_BYTES + MEMTABLE_BYTES / 2;
+        // Values kept in the tables (below fjall's blob threshold), keys in random order: the
+        // worker's flushes and compactions fall behind the writer.
+        let value = [5u8; 3000];
+        let mut key = 0x2545_F491_4F6C_DD1Du64;
+        let mut next_key = || {
+            key ^= key << 13;
+            key ^= key >> 7;
+            key ^= key << 17;
+            key.to_be_bytes()
+        };
+        let mut largest = 0;
+        for _ in 0..24 {
+            // Most of a memtable first, which the batch would overflow.
+            for _ in 0..(MEMTABLE_BYTES - MEMTABLE_BYTES / 8) / value.len() as u64 {
+                tree.insert(next_key(), value).unwrap();
+                largest = largest.max(db.memtable_bytes());
+            }
+            let mut batch = Batch::default();
+            for _ in 0..batch_bytes / value.len() as u64 {
+                batch.insert(next_key(), value);
+            }
+            db.write_atomically(&[(&tree, &batch)]).unwrap();
+            largest = largest.max(db.memtable_bytes());
+        }
+        // Between two commits: at most four sealed memtables, each of one batch or of the
+        // writes before it, never both, and an active one below MEMTABLE_BYTES; slack for
+        // fjall's cost per entry.
+        let bound = 4 * batch_bytes + MEMTABLE_BYTES + MEMTABLE_BYTES / 8;
+        eprintln!("at most {largest} bytes in memtables (bound {bound})");
+        assert!(
+            largest <= bound,
+            "{largest} bytes in memtables (bound {bound})"
+        );
+    });
+}
