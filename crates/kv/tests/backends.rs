@@ -2,7 +2,7 @@
 //! what a crash loses: writes after the last flush (or all but a prefix of them).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use bulwark_kv::{Batch, Db, MemDisk, MEMTABLE_BYTES};
+use bulwark_kv::{Batch, Db, MemDisk, Tree, MEMTABLE_BYTES};
 
 /// The same writes against a database, and what a reader then sees.
 fn exercise(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -479,12 +479,14 @@ fn a_key_longer_than_the_limit_is_refused_by_both_backends() {
     assert_eq!(reopened.tree(&"n".repeat(255)).unwrap().len().unwrap(), 3);
 }
 
-/// Runs `f` on a thread of its own and fails if it has not finished within `limit`: a
-/// deadlock is a failure, not a hung test run.
-fn within(limit: std::time::Duration, f: impl FnOnce() + Send + 'static) {
+/// Runs `f` on a fresh fjall database and a tree of it, on a thread of its own, and fails if
+/// it has not finished within `limit`: a deadlock is a failure, not a hung test run.
+fn on_a_fresh_database(limit: std::time::Duration, f: impl FnOnce(&Db, &Tree) + Send + 'static) {
     let (done, finished) = std::sync::mpsc::channel();
     let worker = std::thread::spawn(move || {
-        f();
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        f(&db, &db.tree("t").unwrap());
         let _ = done.send(());
     });
     match finished.recv_timeout(limit) {
@@ -495,6 +497,16 @@ fn within(limit: std::time::Duration, f: impl FnOnce() + Send + 'static) {
     }
 }
 
+/// 8-byte keys in random order, as hashes are (xorshift from `seed`, not zero).
+fn random_keys(mut seed: u64) -> impl FnMut() -> [u8; 8] {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed.to_be_bytes()
+    }
+}
+
 /// fjall's lone worker never waits on itself: a stream of small writes of random keys (as the
 /// WAL, the privval and the indexes make) while compactions run keeps fjall's memtables within
 /// a few [`MEMTABLE_BYTES`]. When fjall's workers rotated memtables, every write past the
@@ -502,20 +514,13 @@ fn within(limit: std::time::Duration, f: impl FnOnce() + Send + 'static) {
 /// its queue, the worker blocked sending itself a flush and the memtable grew without end.
 #[test]
 fn memtables_stay_bounded_under_a_stream_of_small_random_writes() {
-    within(std::time::Duration::from_secs(300), || {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        let tree = db.tree("t").unwrap();
+    on_a_fresh_database(std::time::Duration::from_secs(300), |db, tree| {
         let bound = 6 * MEMTABLE_BYTES;
         let value = [7u8; 200];
-        let mut key = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next_key = random_keys(0x9E37_79B9_7F4A_7C15);
         let mut largest = 0;
         for i in 0..WRITES {
-            // xorshift: keys in random order, as hashes are.
-            key ^= key << 13;
-            key ^= key >> 7;
-            key ^= key << 17;
-            tree.insert(key.to_be_bytes(), value).unwrap();
+            tree.insert(next_key(), value).unwrap();
             largest = largest.max(db.memtable_bytes());
             assert!(
                 largest <= bound,
@@ -536,21 +541,12 @@ const WRITES: u64 = 600_000;
 /// memtables hold at most about five such batches, not five memtables each topped up by one.
 #[test]
 fn a_batch_larger_than_a_memtable_gets_a_memtable_of_its_own() {
-    within(std::time::Duration::from_secs(300), || {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
-        let tree = db.tree("blocks").unwrap();
+    on_a_fresh_database(std::time::Duration::from_secs(300), |db, tree| {
         let batch_bytes = MEMTABLE_BYTES + MEMTABLE_BYTES / 2;
         // Values kept in the tables (below fjall's blob threshold), keys in random order: the
         // worker's flushes and compactions fall behind the writer.
         let value = [5u8; 3000];
-        let mut key = 0x2545_F491_4F6C_DD1Du64;
-        let mut next_key = || {
-            key ^= key << 13;
-            key ^= key >> 7;
-            key ^= key << 17;
-            key.to_be_bytes()
-        };
+        let mut next_key = random_keys(0x2545_F491_4F6C_DD1D);
         let mut largest = 0;
         for _ in 0..24 {
             // Most of a memtable first, which the batch would overflow.
@@ -562,7 +558,7 @@ fn a_batch_larger_than_a_memtable_gets_a_memtable_of_its_own() {
             for _ in 0..batch_bytes / value.len() as u64 {
                 batch.insert(next_key(), value);
             }
-            db.write_atomically(&[(&tree, &batch)]).unwrap();
+            db.write_atomically(&[(tree, &batch)]).unwrap();
             largest = largest.max(db.memtable_bytes());
         }
         // Between two commits: at most four sealed memtables, each of one batch or of the
