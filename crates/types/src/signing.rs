@@ -3,10 +3,10 @@
 //! that CometBFT and the `tendermint` crate use, so every validator agrees on which signatures
 //! are valid.
 
-use ed25519_consensus::{Signature as EdSignature, SigningKey, VerificationKey};
+use ed25519_consensus::SigningKey;
 use sha2::{Digest, Sha256};
-use std::cell::Cell;
-use std::collections::{HashSet, VecDeque};
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, OnceLock};
 use tendermint::chain;
 use tendermint::proposal::Proposal;
@@ -67,7 +67,15 @@ static VERIFIED: OnceLock<VerifiedSignatures> = OnceLock::new();
 
 thread_local! {
     static FULL_CHECKS: Cell<u64> = const { Cell::new(0) };
+    /// Verification keys decompressed by this thread (a decompression costs about a tenth of a
+    /// check), by their 32 bytes.
+    static DECOMPRESSED_KEYS: RefCell<HashMap<[u8; 32], ed25519_zebra::VerificationKey>> =
+        RefCell::new(HashMap::new());
 }
+
+/// How many decompressed keys a thread keeps before it starts again from none. Keys come from
+/// validator sets, so a thread sees few of them.
+const DECOMPRESSED_KEYS_KEPT: usize = 4096;
 
 /// Makes this process remember up to `capacity` signatures that [`preverify`] found valid, so
 /// [`verify`] accepts them without checking again. The first call sets the capacity.
@@ -159,18 +167,40 @@ pub fn verify(key: &PublicKey, bytes: &[u8], signature: &Signature) -> Result<()
     full_check(key, bytes, signature)
 }
 
+/// Checks one signature with the ZIP-215 rules: `ed25519-zebra` on curve25519-dalek 4 (AVX2
+/// where the CPU has it, chosen at run time), which accepts exactly the signatures
+/// `ed25519-consensus` (the `tendermint` crate's verifier) does; `tests/zip215.rs` compares
+/// the two on every small-order edge case.
 fn full_check(key: &PublicKey, bytes: &[u8], signature: &Signature) -> Result<(), SignatureError> {
     FULL_CHECKS.with(|n| n.set(n.get() + 1));
     let PublicKey::Ed25519(vk) = key else {
         return Err(SignatureError::BadKey);
     };
-    let vk = VerificationKey::try_from(vk.as_bytes()).map_err(|_| SignatureError::BadKey)?;
+    let vk = decompressed(vk.as_bytes())?;
     let raw: [u8; 64] = signature
         .as_bytes()
         .try_into()
         .map_err(|_| SignatureError::Malformed(signature.as_bytes().len()))?;
-    vk.verify(&EdSignature::from(raw), bytes)
+    vk.verify(&ed25519_zebra::Signature::from(raw), bytes)
         .map_err(|_| SignatureError::Invalid)
+}
+
+/// `key` decompressed, from this thread's [`DECOMPRESSED_KEYS`] when it is there.
+fn decompressed(key: &[u8]) -> Result<ed25519_zebra::VerificationKey, SignatureError> {
+    let key: [u8; 32] = key.try_into().map_err(|_| SignatureError::BadKey)?;
+    DECOMPRESSED_KEYS.with(|keys| {
+        let mut keys = keys.borrow_mut();
+        if let Some(vk) = keys.get(&key) {
+            return Ok(*vk);
+        }
+        let vk =
+            ed25519_zebra::VerificationKey::try_from(key).map_err(|_| SignatureError::BadKey)?;
+        if keys.len() >= DECOMPRESSED_KEYS_KEPT {
+            keys.clear();
+        }
+        keys.insert(key, vk);
+        Ok(vk)
+    })
 }
 
 /// Signs `vote` in place.
