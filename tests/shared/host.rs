@@ -17,7 +17,7 @@ pub fn append_wal_record(dir: &Path) {
         + 1;
     bulwark_store::wal::Wal::open(&host)
         .expect("the WAL opens")
-        .append(height, b"an own_block the host chose", true)
+        .append(height, b"an own_block the host chose")
         .expect("the record is appended");
     host.flush().expect("the store flushes");
 }

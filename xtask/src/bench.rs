@@ -633,8 +633,9 @@ impl Limit {
     /// One validator's share of a height of a network of `validators`: its prevote and
     /// precommit signed (its proposal one height in n), the others' votes and the proposal
     /// verified (last-commit signatures were verified as votes), its durable writes (the
-    /// privval before each vote, its proposal's WAL record one height in n, the block store at
-    /// commit, the kvstore one height in [`KVSTORE_FLUSH_EVERY`]), and its messages (votes to
+    /// privval before each vote and, one height in n, before its proposal, which also makes
+    /// its block's WAL record durable; the block store at commit; the kvstore one height in
+    /// [`KVSTORE_FLUSH_EVERY`]), and its messages (votes to
     /// each other validator, its proposal and block part one height in n).
     fn height_parts(&self) -> [(&'static str, f64, f64); 4] {
         let n = self.validators;
@@ -663,8 +664,8 @@ impl Limit {
     }
 
     /// A height's critical path: three one-way hops (proposal, prevotes, precommits), the
-    /// durable writes one after the other on it (the proposer's WAL record, the privval before
-    /// the prevote and the precommit, the block store, the kvstore one height in
+    /// durable writes one after the other on it (the privval before the proposal, the prevote
+    /// and the precommit, the block store, the kvstore one height in
     /// [`KVSTORE_FLUSH_EVERY`]), three signatures and the verifications of a proposal and two
     /// quorums of others' votes.
     fn height_latency_us(&self) -> f64 {

@@ -641,7 +641,8 @@ fn an_own_block_in_the_wal_that_fails_validation_is_refused_at_start_never_propo
         own_block: Some(ours),
         own_round: Some(1),
     };
-    wal.append(height, &record.encode_to_vec(), true).unwrap();
+    wal.append(height, &record.encode_to_vec()).unwrap();
+    wal.flush().unwrap();
     drop((wal, store));
     let Err(refused) = try_open(&net.slots[0], &net.genesis) else {
         panic!("a stale own block was taken for height {height}");

@@ -82,16 +82,14 @@ impl Wal {
         })
     }
 
-    /// Appends a record for `height`; durable only after [`Wal::flush`] (or `sync`).
-    pub fn append(&mut self, height: u64, payload: &[u8], sync: bool) -> Result<u64, StoreError> {
+    /// Appends a record for `height`; durable at the next flush of its database
+    /// ([`Wal::flush`], or any other store's flush: they share one journal).
+    pub fn append(&mut self, height: u64, payload: &[u8]) -> Result<u64, StoreError> {
         let seq = self.next;
         self.tree
             .insert(key(seq), frame(self.store.mac_key(), seq, height, payload))?;
         self.starts.entry(height).or_insert(seq);
         self.next += 1;
-        if sync {
-            self.flush()?;
-        }
         Ok(seq)
     }
 

@@ -198,3 +198,38 @@ fn a_last_sign_state_written_without_the_key_is_refused_at_open() {
         Ok(_) => panic!("a host-written last-sign-state was accepted"),
     }
 }
+
+/// The engine logs its own block without a flush of its own: the flush that records the
+/// proposal's signature, which comes next, makes it durable, as the log and the
+/// last-sign-state share one database and one journal. Shown across a real crash: a child
+/// process (this test, run again) appends the record, signs the proposal and aborts, with no
+/// destructor or close run; the record is there when the store is opened again.
+#[test]
+fn a_record_logged_before_a_signature_is_durable_once_the_signature_is() {
+    const CHILD: &str = "BULWARK_STORE_CRASH_DIR";
+    if let Some(dir) = std::env::var_os(CHILD) {
+        let store = Store::open(std::path::Path::new(&dir)).unwrap();
+        let mut wal = bulwark_store::wal::Wal::open(&store).unwrap();
+        wal.append(1, b"own block").unwrap();
+        let mut pv = PrivValidator::open(key(), &store).unwrap();
+        pv.sign_proposal(&mut proposal(1, 0, 1, 0), &chain_id())
+            .unwrap();
+        std::process::abort();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_record_logged_before_a_signature_is_durable_once_the_signature_is",
+        ])
+        .env(CHILD, dir.path())
+        .output()
+        .unwrap();
+    assert!(!child.status.success(), "the child did not crash");
+    let store = Store::open(dir.path()).unwrap();
+    let pv = PrivValidator::open(key(), &store).unwrap();
+    let last = pv.last_sign_state().expect("the signature was recorded");
+    assert_eq!((last.height, last.step), (1, Step::Propose));
+    let wal = bulwark_store::wal::Wal::open(&store).unwrap();
+    assert_eq!(wal.records(1).unwrap(), vec![b"own block".to_vec()]);
+}

@@ -12,7 +12,7 @@ fn wal_replays_a_heights_records_in_order_after_reopen_and_truncates() {
         let store = Store::open(dir.path()).unwrap();
         let mut wal = Wal::open(&store).unwrap();
         for (h, r) in [(1u64, "a"), (1, "b"), (2, "c"), (2, "d"), (2, "e")] {
-            wal.append(h, r.as_bytes(), false).unwrap();
+            wal.append(h, r.as_bytes()).unwrap();
         }
         wal.flush().unwrap();
     }
@@ -22,12 +22,14 @@ fn wal_replays_a_heights_records_in_order_after_reopen_and_truncates() {
         wal.records(2).unwrap(),
         vec![b"c".to_vec(), b"d".to_vec(), b"e".to_vec()]
     );
-    wal.append(2, b"f", true).unwrap();
+    wal.append(2, b"f").unwrap();
+    wal.flush().unwrap();
     assert_eq!(wal.records(2).unwrap().last().unwrap(), b"f");
     assert_eq!(wal.truncate_below(2).unwrap(), 2);
     assert!(wal.records(1).unwrap().is_empty());
     assert_eq!(wal.records(2).unwrap().len(), 4);
-    wal.append(3, b"g", true).unwrap();
+    wal.append(3, b"g").unwrap();
+    wal.flush().unwrap();
     drop(wal);
     drop(store);
     // Reopened, it still knows where each height starts: truncation removes exactly height 2.
@@ -157,15 +159,17 @@ fn wal_records_forged_or_moved_without_the_key_are_refused_not_replayed() {
     {
         let store = Store::open(dir.path()).unwrap().with_mac_key(key);
         let mut wal = Wal::open(&store).unwrap();
-        wal.append(1, b"genuine", true).unwrap();
-        wal.append(1, b"second", true).unwrap();
+        wal.append(1, b"genuine").unwrap();
+        wal.flush().unwrap();
+        wal.append(1, b"second").unwrap();
+        wal.flush().unwrap();
     }
     // A host's record: framed by the same code, under a key it chose.
     {
         let host = Store::open(dir.path()).unwrap().with_mac_key([0; 32]);
         let mut wal = Wal::open(&host).unwrap();
-        wal.append(1, b"own_block chosen by the host", true)
-            .unwrap();
+        wal.append(1, b"own_block chosen by the host").unwrap();
+        wal.flush().unwrap();
         let refused = wal.records(1).unwrap_err().to_string();
         assert!(refused.contains("fails its MAC"), "{refused}");
     }
