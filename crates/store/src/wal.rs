@@ -1,6 +1,8 @@
-//! The consensus write-ahead log: every event the consensus core processes is appended (and,
-//! for the node's own messages, flushed) before it is processed, so a restarted node replays
-//! exactly the state it had. Records are opaque bytes framed with their height and an
+//! The consensus write-ahead log: every event the consensus core processes is appended before
+//! it is processed, so a restarted node replays the state it had. Nothing is flushed here: the
+//! log shares its database, and so its journal, with the privval's last-sign-state, whose
+//! flush before every signature makes all earlier records durable with it; what the node
+//! signed and the block it proposed are never lost while the signature is kept. Records are opaque bytes framed with their height and an
 //! HMAC-SHA-256 tag under the store's key over the label, the record's sequence number, its
 //! height and its payload; a damaged or forged record (or one moved to another place) is an
 //! error, never replayed.

@@ -2,11 +2,13 @@
 //! `tendermint` crate, its light client and CometBFT's Go verifier use the ZIP-215 rules as
 //! `ed25519-consensus` implements them. A signature one accepts and the other refuses would
 //! split validators from light clients, so the two are compared where ed25519 implementations
-//! disagree: small-order keys and nonces in every canonical and non-canonical encoding, a
-//! non-canonical `s`, and corrupted signatures.
+//! disagree: small-order keys and nonces in every encoding, keys and nonces with a small-order
+//! component under a real `s` (cofactored and cofactorless checks differ there), non-canonical
+//! encodings of large-order points, a non-canonical `s`, and corrupted signatures.
 
 use bulwark_types::signing::{sign, verify, SignatureError};
 use curve25519_dalek::constants::EIGHT_TORSION;
+use curve25519_dalek::{EdwardsPoint, Scalar};
 use ed25519_consensus::{SigningKey, VerificationKey};
 use sha2::{Digest, Sha512};
 use tendermint::{PublicKey, Signature};
@@ -168,4 +170,122 @@ fn both_verifiers_agree_on_genuine_corrupted_and_non_canonical_signatures() {
             );
         }
     }
+}
+
+/// A scalar from 64 bytes of SHA-512 over `label` and `n`.
+fn scalar(label: &[u8], n: u8) -> Scalar {
+    let wide: [u8; 64] = Sha512::new()
+        .chain_update(label)
+        .chain_update([n])
+        .finalize()
+        .into();
+    Scalar::from_bytes_mod_order_wide(&wide)
+}
+
+#[test]
+fn both_verifiers_accept_keys_and_nonces_with_a_small_order_component() {
+    // A = aB + T and R = rB + T' with s = r + k·a: [8][s]B = [8]R + [8][k]A holds, as the
+    // cofactored check ZIP-215 prescribes asks, while [s]B = R + [k]A (the cofactorless one)
+    // fails unless T' + [k]T is the identity. Both verifiers must accept every one.
+    for (i, key_torsion) in EIGHT_TORSION.iter().enumerate() {
+        for (j, nonce_torsion) in EIGHT_TORSION.iter().enumerate() {
+            let n = (i * 8 + j) as u8;
+            let a = scalar(b"key", n);
+            let r = scalar(b"nonce", n);
+            let key = (EdwardsPoint::mul_base(&a) + key_torsion)
+                .compress()
+                .to_bytes();
+            let nonce = (EdwardsPoint::mul_base(&r) + nonce_torsion)
+                .compress()
+                .to_bytes();
+            let message = [n; 40];
+            let k: [u8; 64] = Sha512::new()
+                .chain_update(nonce)
+                .chain_update(key)
+                .chain_update(message)
+                .finalize()
+                .into();
+            let s = r + Scalar::from_bytes_mod_order_wide(&k) * a;
+            let mut signature = [0u8; 64];
+            signature[..32].copy_from_slice(&nonce);
+            signature[32..].copy_from_slice(s.as_bytes());
+            assert_eq!(reference(&key, &message, &signature), Ok(()), "{i}, {j}");
+            assert_eq!(bulwark(&key, &message, &signature), Ok(()), "{i}, {j}");
+            // The same with a wrong s is refused by both.
+            signature[32] ^= 1;
+            assert_eq!(
+                reference(&key, &message, &signature),
+                Err(SignatureError::Invalid)
+            );
+            assert_eq!(
+                bulwark(&key, &message, &signature),
+                Err(SignatureError::Invalid)
+            );
+        }
+    }
+}
+
+#[test]
+fn both_verifiers_agree_on_non_canonical_encodings_of_large_order_points() {
+    // y + p < 2^255 only for y < 19: each such y on the curve, either sign, as key and as
+    // nonce, against a genuine signature by another key and against s = 0.
+    let genuine_key = SigningKey::from([3; 32]);
+    let message = b"non-canonical";
+    let genuine: [u8; 64] = sign(&genuine_key, message)
+        .as_bytes()
+        .try_into()
+        .expect("64 bytes");
+    let mut checked = 0;
+    for y in 2u8..19 {
+        let mut canonical = [0u8; 32];
+        canonical[0] = y;
+        if curve25519_dalek::edwards::CompressedEdwardsY(canonical)
+            .decompress()
+            .is_none()
+        {
+            continue;
+        }
+        for sign_bit in [0, 0x80] {
+            let mut encoding = add_below_2_255(&canonical, &P).expect("y + p < 2^255");
+            encoding[31] |= sign_bit;
+            let mut as_nonce = genuine;
+            as_nonce[..32].copy_from_slice(&encoding);
+            let mut zero_s = [0u8; 64];
+            zero_s[..32].copy_from_slice(&encoding);
+            let public = genuine_key.verification_key().to_bytes();
+            for (key, signature) in [
+                (encoding, genuine),
+                (encoding, zero_s),
+                (public, as_nonce),
+                (encoding, as_nonce),
+            ] {
+                assert_eq!(
+                    bulwark(&key, message, &signature),
+                    reference(&key, message, &signature),
+                    "y {y}, sign {sign_bit:#x}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(
+        checked >= 8,
+        "only {checked} cases: too few such points on the curve"
+    );
+}
+
+#[test]
+fn both_verifiers_refuse_an_s_with_its_top_bit_set() {
+    let key = SigningKey::from([4; 32]);
+    let public = key.verification_key().to_bytes();
+    let mut signature: [u8; 64] = sign(&key, b"top bit").as_bytes().try_into().expect("64");
+    signature[63] |= 0x80;
+    assert_eq!(
+        reference(&public, b"top bit", &signature),
+        Err(SignatureError::Invalid)
+    );
+    assert_eq!(
+        bulwark(&public, b"top bit", &signature),
+        Err(SignatureError::Invalid)
+    );
 }
