@@ -57,9 +57,16 @@ pub struct Progress {
     pub refused: u64,
     /// Committed tx/s over the last second.
     pub recent_tx_per_s: f64,
-    /// Median commit latency so far.
+    /// Median commit latency of the last [`PROGRESS_LATENCIES`] transactions seen committed.
     pub latency_p50_ms: f64,
 }
+
+/// How many of the latest latencies the progress line's median is taken over (a median of
+/// all of them, sorted four times a second, took a growing share of the machine it measures).
+pub const PROGRESS_LATENCIES: usize = 5_000;
+
+/// How long the watcher goes on after the offer stops, for transactions still in flight.
+const DRAIN: Duration = Duration::from_secs(2);
 
 /// What a run measured.
 #[derive(Clone, Debug, Default)]
@@ -78,7 +85,8 @@ pub struct LoadReport {
     pub tx_per_s: f64,
     /// Heights per second inside the window.
     pub heights_per_s: f64,
-    /// Commit latencies (ms) of transactions sent inside the window, sorted.
+    /// Commit latencies (ms) of transactions sent inside the window, sorted (those committed
+    /// within [`DRAIN`] after the offer stopped included).
     pub latencies_ms: Vec<f64>,
     /// Transaction bytes committed per second inside the window.
     pub tx_bytes_per_s: f64,
@@ -219,15 +227,24 @@ pub fn run(
     let mut report = LoadReport::default();
     let mut window_heights = 0u64;
     let mut recent: std::collections::VecDeque<(Instant, u64)> = Default::default();
-    let mut all_latencies = Vec::new();
+    let mut recent_latencies = std::collections::VecDeque::with_capacity(PROGRESS_LATENCIES);
     let mut last_progress = Instant::now();
     let b64 = base64::engine::general_purpose::STANDARD;
-    while started.elapsed() < cfg.duration {
+    loop {
+        // The offer stops at `duration`; the watch goes on for up to DRAIN, so that the
+        // latency of a transaction sent late in the window counts however long it took.
+        if started.elapsed() >= cfg.duration {
+            shared.stop.store(true, Ordering::Relaxed);
+            let outstanding = shared.sent.lock().map_or(0, |m| m.len());
+            if outstanding == 0 || started.elapsed() >= cfg.duration + DRAIN {
+                break;
+            }
+        }
         let latest = height_of(&mut watcher).unwrap_or(next - 1);
         while next <= latest {
             let block = watcher.call("block", serde_json::json!({"height": next.to_string()}))?;
             let seen = Instant::now();
-            let in_window = started.elapsed() >= window.0;
+            let in_window = (window.0..window.1).contains(&started.elapsed());
             let txs = block["block"]["data"]["txs"]
                 .as_array()
                 .cloned()
@@ -243,7 +260,10 @@ pub fn run(
                 for id in ids {
                     if let Some(at) = map.remove(&id) {
                         let ms = (seen - at).as_secs_f64() * 1000.0;
-                        all_latencies.push(ms);
+                        if recent_latencies.len() == PROGRESS_LATENCIES {
+                            recent_latencies.pop_front();
+                        }
+                        recent_latencies.push_back(ms);
                         if at - started >= window.0 {
                             report.latencies_ms.push(ms);
                         }
@@ -268,7 +288,7 @@ pub fn run(
         }
         if last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
-            let mut l = all_latencies.clone();
+            let mut l: Vec<f64> = recent_latencies.iter().copied().collect();
             l.sort_by(|a: &f64, b| a.total_cmp(b));
             progress(&Progress {
                 elapsed: started.elapsed(),
@@ -282,7 +302,6 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    shared.stop.store(true, Ordering::Relaxed);
     for t in threads {
         let _ = t.join();
     }
