@@ -11,8 +11,7 @@ use base64::Engine as _;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{atomic::AtomicBool, atomic::AtomicU64, atomic::Ordering, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A kvstore transaction of exactly `size` bytes (at least 18) whose key names it.
@@ -57,15 +56,11 @@ pub struct Progress {
     pub refused: u64,
     /// Committed tx/s over the last second.
     pub recent_tx_per_s: f64,
-    /// Median commit latency of the last [`PROGRESS_LATENCIES`] transactions seen committed.
+    /// Median commit latency so far.
     pub latency_p50_ms: f64,
 }
 
-/// How many of the latest latencies the progress line's median is taken over (a median of
-/// all of them, sorted four times a second, took a growing share of the machine it measures).
-pub const PROGRESS_LATENCIES: usize = 5_000;
-
-/// How long the watcher goes on after the offer stops, for transactions still in flight.
+/// How long the watch goes on after the offer stops: a transaction sent late counts too.
 const DRAIN: Duration = Duration::from_secs(2);
 
 /// What a run measured.
@@ -85,8 +80,7 @@ pub struct LoadReport {
     pub tx_per_s: f64,
     /// Heights per second inside the window.
     pub heights_per_s: f64,
-    /// Commit latencies (ms) of transactions sent inside the window, sorted (those committed
-    /// within [`DRAIN`] after the offer stopped included).
+    /// Commit latencies (ms) of transactions sent inside the window, sorted, up to [`DRAIN`].
     pub latencies_ms: Vec<f64>,
     /// Transaction bytes committed per second inside the window.
     pub tx_bytes_per_s: f64,
@@ -95,13 +89,10 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    /// The latency (ms) at quantile `p` (0..=1).
+    /// The latency (ms) at quantile `p` (0..=1); 0 for a run without one (the index saturates).
     pub fn percentile(&self, p: f64) -> f64 {
-        if self.latencies_ms.is_empty() {
-            return 0.0;
-        }
         let i = ((self.latencies_ms.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_ms[i.min(self.latencies_ms.len() - 1)]
+        self.latencies_ms.get(i).copied().unwrap_or(0.0)
     }
 }
 
@@ -227,18 +218,15 @@ pub fn run(
     let mut report = LoadReport::default();
     let mut window_heights = 0u64;
     let mut recent: std::collections::VecDeque<(Instant, u64)> = Default::default();
-    let mut recent_latencies = std::collections::VecDeque::with_capacity(PROGRESS_LATENCIES);
+    let mut all_latencies = Vec::new();
     let mut last_progress = Instant::now();
     let b64 = base64::engine::general_purpose::STANDARD;
     loop {
-        // The offer stops at `duration`; the watch goes on for up to DRAIN, so that the
-        // latency of a transaction sent late in the window counts however long it took.
-        if started.elapsed() >= cfg.duration {
-            shared.stop.store(true, Ordering::Relaxed);
-            let outstanding = shared.sent.lock().map_or(0, |m| m.len());
-            if outstanding == 0 || started.elapsed() >= cfg.duration + DRAIN {
-                break;
-            }
+        let offer_over = started.elapsed() >= cfg.duration;
+        shared.stop.store(offer_over, Ordering::Relaxed);
+        let outstanding = shared.sent.lock().map_or(0, |m| m.len());
+        if offer_over && (outstanding == 0 || started.elapsed() >= cfg.duration + DRAIN) {
+            break;
         }
         let latest = height_of(&mut watcher).unwrap_or(next - 1);
         while next <= latest {
@@ -260,10 +248,7 @@ pub fn run(
                 for id in ids {
                     if let Some(at) = map.remove(&id) {
                         let ms = (seen - at).as_secs_f64() * 1000.0;
-                        if recent_latencies.len() == PROGRESS_LATENCIES {
-                            recent_latencies.pop_front();
-                        }
-                        recent_latencies.push_back(ms);
+                        all_latencies.push(ms);
                         if at - started >= window.0 {
                             report.latencies_ms.push(ms);
                         }
@@ -288,7 +273,7 @@ pub fn run(
         }
         if last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
-            let mut l: Vec<f64> = recent_latencies.iter().copied().collect();
+            let mut l = all_latencies.clone();
             l.sort_by(|a: &f64, b| a.total_cmp(b));
             progress(&Progress {
                 elapsed: started.elapsed(),

@@ -633,10 +633,9 @@ impl Limit {
     /// One validator's share of a height of a network of `validators`: its prevote and
     /// precommit signed (its proposal one height in n), the others' votes and the proposal
     /// verified (last-commit signatures were verified as votes), its durable writes (the
-    /// privval before each vote and, one height in n, before its proposal, which also makes
-    /// its block's WAL record durable; the block store at commit; the kvstore one height in
-    /// [`KVSTORE_FLUSH_EVERY`]), and its messages (votes to
-    /// each other validator, its proposal and block part one height in n).
+    /// privval before each vote and its proposal, with its block's WAL record, one height in
+    /// n, the block store at commit, the kvstore one height in [`KVSTORE_FLUSH_EVERY`]), and
+    /// its messages (votes to each other validator, its proposal and block part one in n).
     fn height_parts(&self) -> [(&'static str, f64, f64); 4] {
         let n = self.validators;
         [
