@@ -216,13 +216,16 @@ const MAX_SEALED_MEMTABLES: usize = 3;
 /// fjall slows writes from 20 runs in level 0 and halts them from 30.
 const MAX_L0_RUNS: usize = 20;
 
-/// Level 0 is compacted into level 1 from this many runs (fjall's default: 4), in databases
-/// created from now on. Most keys written are the indexes' (transaction hashes, event
-/// postings) in random order, so every compaction of level 0 rewrites nearly all of level 1:
-/// fewer, larger ones rewrite it less often. A lone validator's CPU per transaction (limit
-/// bench, 400,000 transactions, three runs each): 16.6–17.2 µs at 4, 15.6–15.7 at 8,
-/// 12.9–14.1 at 12, 12.6–14.2 at 16. Point reads check a bloom filter per run; twelve leave
-/// [`MAX_L0_RUNS`] eight runs of room before the writer waits.
+/// Level 0 is compacted into level 1 from this many tables (fjall's default: 4; here each
+/// table is a run, so [`MAX_L0_RUNS`] is reached only after), in databases created from now on:
+/// an existing database keeps the options it was created with. Most keys written are the
+/// indexes' (transaction hashes, event postings) in random order, so each compaction of level
+/// 0 rewrites nearly all of level 1: while level 1 fills (its target is 64 MiB times this),
+/// fewer, larger compactions rewrite it less often. A lone validator's CPU per transaction
+/// (limit bench, a young database of 400,000 transactions, three runs each): 16.6–17.2 µs at
+/// 4, 15.6–15.7 at 8, 12.9–14.1 at 12, 12.6–14.2 at 16; past a level 1 of 768 MiB the gain is
+/// smaller, and each compaction, which a flush waits behind (one worker), is larger. Point
+/// reads check a bloom filter per level-0 table.
 const L0_THRESHOLD: u8 = 12;
 
 /// The longest key a tree takes. fjall stores a key's length in 16 bits (and a longer one
