@@ -223,9 +223,9 @@ const MAX_L0_RUNS: usize = 20;
 /// 0 rewrites nearly all of level 1: while level 1 fills (its target is 64 MiB times this),
 /// fewer, larger compactions rewrite it less often. A lone validator's CPU per transaction
 /// (limit bench, a young database of 400,000 transactions, three runs each): 16.6–17.2 µs at
-/// 4, 15.6–15.7 at 8, 12.9–14.1 at 12, 12.6–14.2 at 16; past a level 1 of 768 MiB the gain is
-/// smaller, and each compaction, which a flush waits behind (one worker), is larger. Point
-/// reads check a bloom filter per level-0 table.
+/// 4, 15.6–15.7 at 8, 12.9–14.1 at 12, 12.6–14.2 at 16; with 2,000,000 (two runs each):
+/// 34.0–35.2 µs at 4, 22.9–26.0 at 12. Each compaction, which a flush waits behind (one
+/// worker), is larger; point reads check a bloom filter per level-0 table.
 const L0_THRESHOLD: u8 = 12;
 
 /// The longest key a tree takes. fjall stores a key's length in 16 bits (and a longer one
