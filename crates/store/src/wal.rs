@@ -71,6 +71,15 @@ impl Wal {
                 .and_then(|h| h.try_into().ok())
                 .map(u64::from_be_bytes)
                 .ok_or_else(|| store.corrupt(format!("WAL record {seq} is too short")))?;
+            // Truncation removes whole heights from the front and a crash loses a suffix, so
+            // the records left are consecutive: a gap is a record the host removed (an own
+            // block, say, whose proposal the privval still remembers signing).
+            if oldest.is_some() && seq != next {
+                return Err(store.corrupt(format!(
+                    "WAL record {seq} follows record {}: the records between were removed",
+                    next.saturating_sub(1)
+                )));
+            }
             starts.entry(height).or_insert(seq);
             oldest.get_or_insert(seq);
             next = seq + 1;

@@ -191,6 +191,31 @@ fn wal_records_forged_or_moved_without_the_key_are_refused_not_replayed() {
     assert!(matches!(wal.records(1), Err(StoreError::Corrupt { .. })));
 }
 
+/// A host that removes a record from the middle of the log (the own block a signed proposal
+/// needs, say) leaves a gap the next start refuses, naming the records on either side; a
+/// removed suffix is what a crash leaves, and a truncated prefix what commits leave.
+#[test]
+fn a_wal_record_removed_from_the_middle_is_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap().with_mac_key([7; 32]);
+    let mut wal = Wal::open(&store).unwrap();
+    for record in [&b"proposal"[..], b"own block", b"prevote", b"precommit"] {
+        wal.append(5, record).unwrap();
+    }
+    wal.flush().unwrap();
+    let tree = store.db().tree("wal").unwrap();
+    tree.remove(3u64.to_be_bytes()).unwrap();
+    assert_eq!(Wal::open(&store).unwrap().records(5).unwrap().len(), 3);
+    tree.remove(1u64.to_be_bytes()).unwrap();
+    match Wal::open(&store) {
+        Err(StoreError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("WAL record 2 follows record 0"), "{reason}")
+        }
+        Err(other) => panic!("another error: {other}"),
+        Ok(_) => panic!("a WAL with a record removed from its middle was opened"),
+    }
+}
+
 #[test]
 fn committed_transactions_are_found_by_hash_and_a_failed_copy_never_hides_a_success() {
     let dir = tempfile::tempdir().unwrap();
