@@ -324,22 +324,33 @@ async fn read_frames(
     }
 }
 
+/// Frames already queued when the writer wakes leave together, up to about this many bytes:
+/// one write (TLS records and a system call) for a burst instead of one per frame. A height's
+/// proposal and its block part, or a run of votes, are such bursts.
+const COALESCED_BYTES: usize = 64 * 1024;
+
 async fn writer(
     mut stream: impl tokio::io::AsyncWrite + Unpin,
     mut frames: mpsc::Receiver<Vec<u8>>,
     traffic: Arc<Traffic>,
 ) {
-    while let Some(frame) = frames.recv().await {
-        let written = stream.write_all(&frame).await;
+    while let Some(mut burst) = frames.recv().await {
+        while burst.len() < COALESCED_BYTES {
+            match frames.try_recv() {
+                Ok(frame) => burst.extend_from_slice(&frame),
+                Err(_) => break,
+            }
+        }
+        let written = stream.write_all(&burst).await;
         traffic
             .queued
-            .fetch_sub(frame.len() as u64, Ordering::Relaxed);
+            .fetch_sub(burst.len() as u64, Ordering::Relaxed);
         if written.is_err() {
             break;
         }
         traffic
             .sent
-            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+            .fetch_add(burst.len() as u64, Ordering::Relaxed);
     }
 }
 
