@@ -12,60 +12,168 @@ use bulwark_mempool::tx_hash;
 use bulwark_node::chain::block_id;
 use bulwark_query::{Query, EVENT_KEY};
 use bulwark_store::blocks::BlockStore;
+use bulwark_types::tendermint::abci::response;
 use bulwark_types::tendermint::abci::Event;
-use bulwark_types::tendermint::block;
+use bulwark_types::tendermint::{block, Block};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use std::sync::OnceLock;
 use tendermint_rpc::endpoint;
 use tendermint_rpc::response_error::ResponseError;
 
-/// One published event: its `data` (type and value), serialized once however many
-/// subscriptions receive it, and the composite-key map queries match.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Published {
-    /// `{"type": "tendermint/event/…", "value": …}`, as JSON text.
-    pub data: String,
-    /// Composite key to values.
-    pub events: BTreeMap<String, Vec<String>>,
-    /// `events` as JSON text.
-    events_json: String,
+/// The events one committed height publishes, `NewBlock` first, then one `Tx` per
+/// transaction. Their composite-key maps are built at once; their JSON only when a
+/// subscription they match first needs it, then kept for every other (a block's `Tx` events
+/// cost more to render than the rest, and most subscribers ask for `NewBlock` alone).
+#[derive(Debug)]
+pub struct HeightEvents {
+    height: u64,
+    block: Block,
+    results: response::FinalizeBlock,
+    /// Composite key to values, per event.
+    events: Vec<BTreeMap<String, Vec<String>>>,
+    /// `events`, as JSON text, per event.
+    events_json: Vec<OnceLock<String>>,
+    /// `{"type": "tendermint/event/…", "value": …}` of the three block events.
+    block_data: OnceLock<Result<Vec<String>, ResponseError>>,
+    /// The same of each `Tx` event.
+    tx_data: Vec<OnceLock<String>>,
 }
 
-impl Published {
-    fn new(data: Value, events: BTreeMap<String, Vec<String>>) -> Published {
-        Published {
-            data: data.to_string(),
-            events_json: serde_json::to_string(&events).unwrap_or_else(|_| "{}".into()),
-            events,
-        }
+impl HeightEvents {
+    /// How many events.
+    pub fn len(&self) -> usize {
+        self.events.len()
     }
 
-    /// Whether `query` matches it.
-    pub fn matches(&self, query: &Query) -> bool {
-        let pairs: Vec<(&str, &str)> = self
-            .events
+    /// Whether it publishes none.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// Whether `query` matches event `i`.
+    pub fn matches(&self, i: usize, query: &Query) -> bool {
+        let Some(events) = self.events.get(i) else {
+            return false;
+        };
+        let pairs: Vec<(&str, &str)> = events
             .iter()
             .flat_map(|(k, vs)| vs.iter().map(move |v| (k.as_str(), v.as_str())))
             .collect();
         query.matches(&pairs)
     }
 
-    /// The message a subscription with `id` and `query` receives, as JSON text.
-    pub fn message(&self, id: &Value, query: &Query) -> String {
-        format!(
+    /// The message a subscription with `id` and `query` receives for event `i`, as JSON text.
+    pub fn message(&self, i: usize, id: &Value, query: &Query) -> Result<String, ResponseError> {
+        let (Some(events), Some(events_json)) = (self.events.get(i), self.events_json.get(i))
+        else {
+            return Err(internal(format!("height {} has no event {i}", self.height)));
+        };
+        let data = match i.checked_sub(BLOCK_EVENTS) {
+            None => {
+                let rendered = self.block_data.get_or_init(|| self.render_block_events());
+                rendered.as_ref().map_err(Clone::clone)?.get(i).cloned()
+            }
+            Some(t) => self
+                .tx_data
+                .get(t)
+                .map(|data| data.get_or_init(|| self.render_tx(t)).clone()),
+        }
+        .ok_or_else(|| internal(format!("height {} has no event {i}", self.height)))?;
+        let events_json = events_json
+            .get_or_init(|| serde_json::to_string(events).unwrap_or_else(|_| "{}".into()));
+        Ok(format!(
             r#"{{"jsonrpc":"2.0","id":{},"result":{{"query":{},"data":{},"events":{}}}}}"#,
             id,
             Value::String(query.to_string()),
-            self.data,
-            self.events_json,
-        )
+            data,
+            events_json,
+        ))
     }
 
-    /// Bytes it holds, about.
+    /// Bytes it holds, about: its block, results, and what is rendered of it so far.
     pub fn size(&self) -> usize {
-        self.data.len() + 2 * self.events_json.len()
+        let rendered = |o: &OnceLock<String>| o.get().map_or(0, String::len);
+        let block_data = match self.block_data.get() {
+            Some(Ok(data)) => data.iter().map(String::len).sum(),
+            _ => 0,
+        };
+        let source: usize = self.block.data.iter().map(Vec::len).sum::<usize>()
+            + self.results.tx_results.len() * 256;
+        source
+            + block_data
+            + self.tx_data.iter().map(rendered).sum::<usize>()
+            + self.events_json.iter().map(rendered).sum::<usize>()
+    }
+
+    /// `NewBlock`, `NewBlockHeader` and `NewBlockEvents`.
+    fn render_block_events(&self) -> Result<Vec<String>, ResponseError> {
+        let (height, block, results) = (self.height, &self.block, &self.results);
+        let (id, _) = block_id(block).map_err(store_error)?;
+        let mut rendered = to_value(&endpoint::block_results::Response {
+            height: block::Height::try_from(height).map_err(store_error)?,
+            txs_results: Some(results.tx_results.clone()),
+            finalize_block_events: results.events.clone(),
+            begin_block_events: None,
+            end_block_events: None,
+            validator_updates: results.validator_updates.clone(),
+            consensus_param_updates: results.consensus_param_updates.clone(),
+            app_hash: results.app_hash.clone(),
+        })?;
+        cometbft::block_results(&mut rendered);
+        let tx_results = match rendered["txs_results"].take() {
+            Value::Array(list) => list,
+            _ => Vec::new(),
+        };
+        let finalize = without_empty(json!({
+            "events": rendered["finalize_block_events"].take(),
+            "tx_results": Value::Array(tx_results),
+            // A Go slice without `omitempty`: `[]` when empty, never `null`.
+            "validator_updates": match rendered["validator_updates"].take() {
+                Value::Null => json!([]),
+                updates => updates,
+            },
+            "consensus_param_updates": rendered["consensus_param_updates"].take(),
+            "app_hash": rendered["app_hash"].take(),
+        }));
+        let mut new_block = to_value(&endpoint::block::Response {
+            block_id: id,
+            block: block.clone(),
+        })?;
+        cometbft::block(&mut new_block);
+        new_block["result_finalize_block"] = finalize;
+        let mut header = json!({"header": to_value(&block.header)?});
+        cometbft::header(&mut header);
+        Ok(vec![
+            json!({"type": "tendermint/event/NewBlock", "value": new_block}).to_string(),
+            json!({"type": "tendermint/event/NewBlockHeader", "value": header}).to_string(),
+            json!({"type": "tendermint/event/NewBlockEvents", "value": {
+                "height": height.to_string(),
+                "events": rendered["finalize_block_events"].clone(),
+                "num_txs": block.data.len().to_string(),
+            }})
+            .to_string(),
+        ])
+    }
+
+    /// The `Tx` event of transaction `index`.
+    fn render_tx(&self, index: usize) -> String {
+        let result = self.results.tx_results.get(index).map(to_value);
+        let mut tx_result = json!({
+            "height": self.height.to_string(),
+            "tx": base64_of(self.block.data.get(index).map_or(&[][..], Vec::as_slice)),
+            "result": without_empty(result.and_then(Result::ok).unwrap_or(Value::Null)),
+        });
+        // Go leaves out index 0 here.
+        if index > 0 {
+            tx_result["index"] = json!(index);
+        }
+        json!({"type": "tendermint/event/Tx", "value": {"TxResult": tx_result}}).to_string()
     }
 }
+
+/// `NewBlock`, `NewBlockHeader`, `NewBlockEvents`: the events before the `Tx` ones.
+const BLOCK_EVENTS: usize = 3;
 
 /// Every attribute of `events` (indexed or not) under its composite key, as CometBFT's event
 /// bus publishes them; events without a type are left out.
@@ -107,11 +215,16 @@ fn kind(name: &str) -> (String, Vec<String>) {
 }
 
 /// The events height `height` publishes, `NewBlock` first.
-pub fn of_height(blocks: &BlockStore, height: u64) -> Result<Vec<Published>, ResponseError> {
+pub fn of_height(blocks: &BlockStore, height: u64) -> Result<HeightEvents, ResponseError> {
     let block = load_block_from(blocks, height)?;
     let results = load_results_from(blocks, height)?;
-    let (id, _) = block_id(&block).map_err(store_error)?;
-    let txs = block.data.clone();
+    if results.tx_results.len() != block.data.len() {
+        return Err(internal(format!(
+            "block {height} has {} transactions and {} results",
+            block.data.len(),
+            results.tx_results.len()
+        )));
+    }
     let mut block_attributes = BTreeMap::new();
     attributes(&results.events, &mut block_attributes);
     let with_kind = |name: &str| {
@@ -119,91 +232,29 @@ pub fn of_height(blocks: &BlockStore, height: u64) -> Result<Vec<Published>, Res
         events.extend([kind(name)]);
         events
     };
-    let mut rendered = to_value(&endpoint::block_results::Response {
-        height: block::Height::try_from(height).map_err(store_error)?,
-        txs_results: Some(results.tx_results.clone()),
-        finalize_block_events: results.events.clone(),
-        begin_block_events: None,
-        end_block_events: None,
-        validator_updates: results.validator_updates.clone(),
-        consensus_param_updates: results.consensus_param_updates.clone(),
-        app_hash: results.app_hash.clone(),
-    })?;
-    cometbft::block_results(&mut rendered);
-    let tx_results: Vec<Value> = match rendered["txs_results"].take() {
-        Value::Array(list) => list,
-        _ => Vec::new(),
-    };
-    let finalize = without_empty(json!({
-        "events": rendered["finalize_block_events"].take(),
-        "tx_results": tx_results.clone(),
-        // A Go slice without `omitempty`: `[]` when empty, never `null`.
-        "validator_updates": match rendered["validator_updates"].take() {
-            Value::Null => json!([]),
-            updates => updates,
-        },
-        "consensus_param_updates": rendered["consensus_param_updates"].take(),
-        "app_hash": rendered["app_hash"].take(),
-    }));
-    let mut new_block = to_value(&endpoint::block::Response {
-        block_id: id,
-        block: block.clone(),
-    })?;
-    cometbft::block(&mut new_block);
-    new_block["result_finalize_block"] = finalize;
-    let mut header = json!({"header": to_value(&block.header)?});
-    cometbft::header(&mut header);
-    let mut published = vec![
-        Published::new(
-            json!({"type": "tendermint/event/NewBlock", "value": new_block}),
-            with_kind("NewBlock"),
-        ),
-        Published::new(
-            json!({"type": "tendermint/event/NewBlockHeader", "value": header}),
-            with_kind("NewBlockHeader"),
-        ),
-        Published::new(
-            json!({"type": "tendermint/event/NewBlockEvents", "value": {
-                "height": height.to_string(),
-                "events": rendered["finalize_block_events"].clone(),
-                "num_txs": txs.len().to_string(),
-            }}),
-            with_kind("NewBlockEvents"),
-        ),
+    let mut events = vec![
+        with_kind("NewBlock"),
+        with_kind("NewBlockHeader"),
+        with_kind("NewBlockEvents"),
     ];
-    for ((index, tx), (result, value)) in txs
-        .iter()
-        .enumerate()
-        .zip(results.tx_results.iter().zip(tx_results))
-    {
-        let mut events = BTreeMap::from([
+    for (tx, result) in block.data.iter().zip(&results.tx_results) {
+        let mut tx_events = BTreeMap::from([
             kind("Tx"),
             ("tx.hash".to_string(), vec![hex::encode_upper(tx_hash(tx))]),
             ("tx.height".to_string(), vec![height.to_string()]),
         ]);
-        attributes(&result.events, &mut events);
-        let mut tx_result = json!({
-            "height": height.to_string(),
-            "tx": base64_of(tx),
-            "result": without_empty(value),
-        });
-        // Go leaves out index 0 here.
-        if index > 0 {
-            tx_result["index"] = json!(index);
-        }
-        published.push(Published::new(
-            json!({"type": "tendermint/event/Tx", "value": {"TxResult": tx_result}}),
-            events,
-        ));
+        attributes(&result.events, &mut tx_events);
+        events.push(tx_events);
     }
-    if published.len() != txs.len() + 3 {
-        return Err(internal(format!(
-            "block {height} has {} transactions and {} results",
-            txs.len(),
-            results.tx_results.len()
-        )));
-    }
-    Ok(published)
+    Ok(HeightEvents {
+        height,
+        events_json: events.iter().map(|_| OnceLock::new()).collect(),
+        tx_data: block.data.iter().map(|_| OnceLock::new()).collect(),
+        events,
+        block,
+        results,
+        block_data: OnceLock::new(),
+    })
 }
 
 fn base64_of(bytes: &[u8]) -> String {

@@ -6,10 +6,12 @@
 //! Everything a client sends is untrusted: messages are size-limited, at most
 //! [`MAX_CLIENTS`] connections and [`MAX_SUBSCRIPTIONS`] subscriptions each, and a client
 //! that does not take its messages within [`SEND_TIMEOUT`], or falls [`MAX_LAG`] heights
-//! behind, is cut off as CometBFT cuts off one "not pulling messages fast enough". Events are
-//! rendered from the block store once per height and shared by every connection.
+//! behind, is cut off as CometBFT cuts off one "not pulling messages fast enough". A height's
+//! events are read from the block store once and shared by every connection; each event's
+//! JSON is rendered when a subscription first receives it (`events.rs`), so `Tx` events cost
+//! nothing while nobody subscribes to them.
 
-use crate::events::{of_height, Published};
+use crate::events::{of_height, HeightEvents};
 use crate::Server;
 use bulwark_query::Query;
 use futures_util::{SinkExt, StreamExt};
@@ -40,31 +42,35 @@ pub const MAX_LAG: u64 = 100;
 const RENDERED_KEPT: usize = 16;
 const RENDERED_BYTES: usize = 64 << 20;
 
-/// The events of recent heights, rendered once for every connection.
+/// The events of recent heights, read once for every connection.
 #[derive(Default)]
-pub(crate) struct Rendered(Mutex<VecDeque<(u64, Arc<Vec<Published>>)>>);
+pub(crate) struct Rendered(Mutex<VecDeque<(u64, Arc<HeightEvents>)>>);
 
 impl Rendered {
-    fn of(&self, server: &Server, height: u64) -> Result<Arc<Vec<Published>>, ResponseError> {
-        let cached = |kept: &VecDeque<(u64, Arc<Vec<Published>>)>| {
+    /// Height `height`'s events, read from the store unless kept. What is kept is trimmed at
+    /// every call, since the kept heights grow as their events are rendered.
+    fn of(&self, server: &Server, height: u64) -> Result<Arc<HeightEvents>, ResponseError> {
+        let cached = |kept: &VecDeque<(u64, Arc<HeightEvents>)>| {
             kept.iter()
                 .find(|(h, _)| *h == height)
                 .map(|(_, e)| e.clone())
         };
-        if let Some(found) = self.0.lock().ok().as_deref().and_then(cached) {
-            return Ok(found);
-        }
-        let blocks = server
-            .blocks
-            .as_ref()
-            .ok_or_else(|| internal("this server has no block store"))?;
-        let events = Arc::new(of_height(blocks, height)?);
+        let events = match self.0.lock().ok().as_deref().and_then(cached) {
+            Some(found) => found,
+            None => {
+                let blocks = server
+                    .blocks
+                    .as_ref()
+                    .ok_or_else(|| internal("this server has no block store"))?;
+                Arc::new(of_height(blocks, height)?)
+            }
+        };
         if let Ok(mut kept) = self.0.lock() {
-            kept.push_back((height, events.clone()));
-            let bytes = |kept: &VecDeque<(u64, Arc<Vec<Published>>)>| -> usize {
-                kept.iter()
-                    .map(|(_, e)| e.iter().map(Published::size).sum::<usize>())
-                    .sum()
+            if cached(&kept).is_none() {
+                kept.push_back((height, events.clone()));
+            }
+            let bytes = |kept: &VecDeque<(u64, Arc<HeightEvents>)>| -> usize {
+                kept.iter().map(|(_, e)| e.size()).sum()
             };
             while kept.len() > 1 && (kept.len() > RENDERED_KEPT || bytes(&kept) > RENDERED_BYTES) {
                 kept.pop_front();
@@ -265,13 +271,16 @@ impl Connection {
                     continue;
                 }
             };
-            for event in events.iter() {
+            for i in 0..events.len() {
                 for s in self
                     .subscriptions
                     .iter()
-                    .filter(|s| event.matches(&s.query))
+                    .filter(|s| events.matches(i, &s.query))
                 {
-                    if !sender.send(event.message(&s.id, &s.query)).await {
+                    let message = events
+                        .message(i, &s.id, &s.query)
+                        .unwrap_or_else(|e| envelope(s.id.clone(), Err(e)).to_string());
+                    if !sender.send(message).await {
                         return false;
                     }
                 }
