@@ -1,13 +1,13 @@
 //! The one harness for starting, watching and stopping real `bulwark` processes, shared by the
 //! end-to-end tests in this directory and by `cargo xtask` (demo, bench, qemu); validator VMs
-//! and the SEV-SNP launch live in `bulwark-vm-harness`, on top of this. Everything returns
+//! and the SEV-SNP launch live in `bulwark-vm-harness`, the load generator in `bulwark-load`,
+//! both on top of this. Everything returns
 //! `anyhow::Result` with the log tail of what failed; tests unwrap.
 //!
 //! - [`process`]: testnet homes, `bulwark start` processes with their logs and heights, and a
 //!   whole local network.
 //! - [`rpc`]: a std-only JSON-RPC client (no async runtime).
 //! - [`ports`]: blocks of free loopback ports.
-//! - [`load`]: open-loop kvstore load through JSON-RPC and commit latency (demo, bench).
 //! - [`flood`]: forged-handshake floods at a validator's p2p port, and its commit rate and
 //!   RPC `health` latency meanwhile (the edge test, bench).
 //! - [`chaos`]: four validators in network namespaces under kills, restarts, partitions, loss
@@ -15,7 +15,6 @@
 
 pub mod chaos;
 pub mod flood;
-pub mod load;
 pub mod ports;
 pub mod process;
 pub mod rpc;

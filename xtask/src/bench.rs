@@ -481,7 +481,7 @@ const NODE_BENCH_TX_BYTES: usize = 256;
 /// The node issue's three figures: sustained committed tx/s under open-loop overload,
 /// latency at half that load, and empty heights per second with `timeout_commit = 0`.
 fn node(args: &BenchArgs) -> Result<()> {
-    use harness::load::{network_run, sustained};
+    use load::{network_run, sustained};
     let bin = harness::process::build_bulwark(true)?;
     let limit = Limit::measure(4)?;
     eprintln!("bench: node, 4 validators as processes on loopback over attested TLS (simulated trust), {NODE_BENCH_TX_BYTES}-byte kvstore txs");
@@ -551,7 +551,7 @@ const FULL_BLOCKS_OVERLOAD: f64 = 2.0;
 /// so that the mempool backs up and each block takes the engine's 4 MiB budget (64 block
 /// parts each, gossiped and assembled).
 fn sizes(args: &BenchArgs) -> Result<()> {
-    use harness::load::{network_run, sustained};
+    use load::{network_run, sustained};
     const MIB: f64 = 1024.0 * 1024.0;
     let bin = harness::process::build_bulwark(true)?;
     let kib = |b: f64| format!("{:.1} KiB", b / 1024.0);
@@ -957,7 +957,7 @@ fn profile_network(args: &BenchArgs) -> Result<()> {
     eprintln!(
         "bench: perf record, system-wide, of the node bench's network at {PROFILE_NETWORK_RATE:.0} tx/s"
     );
-    let report = harness::load::network_run(
+    let report = load::network_run(
         &bin,
         PROFILE_NETWORK_RATE,
         PROFILE_NETWORK_SECONDS + 8,
@@ -1042,14 +1042,14 @@ fn process_scaling(bin: &Path, n: usize) -> Result<(f64, f64, f64, f64)> {
         harness::process::Network::start(bin, n, &format!("scaling{n}"), NODE_BENCH_CONFIG)?;
     let addrs: Vec<String> = (0..n).map(|i| net.rpc_addr(i)).collect();
     let (heights_per_s, cpu_ms) = net.empty_heights(Duration::from_secs(10))?;
-    let load = harness::load::LoadConfig {
+    let load = load::LoadConfig {
         rate: PROCESS_SCALING_LOAD,
         tx_bytes: NODE_BENCH_TX_BYTES,
         warmup: Duration::from_secs(2),
         duration: Duration::from_secs(10),
         run: 3,
     };
-    let report = harness::load::run(&addrs, &load, |_| {});
+    let report = load::run(&addrs, &load, |_| {});
     let up = net.live();
     net.stop();
     let report = report?;

@@ -5,8 +5,8 @@
 
 use crate::image::{published_digest, recompute_command, CpuModel, CPU_MODELS};
 use anyhow::{bail, Result};
-use harness::load::{self, LoadConfig};
 use harness::process::{build_bulwark, Network};
+use load::LoadConfig;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;

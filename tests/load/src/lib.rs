@@ -2,17 +2,21 @@
 //!
 //! One sender thread per node offers transactions at a fixed rate, in JSON-RPC batches of
 //! `broadcast_tx_async` over one keep-alive HTTP connection, whatever the network does (open
-//! loop: a slow network does not slow the offer). A watcher reads every committed block from
-//! node 0 and matches its transactions to their send times: latency is send to seen-committed.
+//! loop: a slow network does not slow the offer). A watcher subscribed to node 0's `NewBlock`
+//! events matches each committed block's transactions to their send times: latency is send to
+//! seen-committed.
 
-use crate::rpc::RpcClient;
+mod watch;
+
 use anyhow::{anyhow, bail, Result};
 use base64::Engine as _;
+use harness::rpc::RpcClient;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{atomic::AtomicBool, atomic::AtomicU64, atomic::Ordering, Arc, Mutex};
 use std::time::{Duration, Instant};
+use watch::NewBlocks;
 
 /// A kvstore transaction of exactly `size` bytes (at least 18) whose key names it.
 pub fn make_tx(id: u64, size: usize) -> Vec<u8> {
@@ -174,19 +178,11 @@ pub fn run(
         first_refusal: Mutex::new(None),
         stop: AtomicBool::new(false),
     });
-    let mut watcher = RpcClient::new(&addrs[0]);
-    let height_of = |w: &mut RpcClient| -> Result<u64> {
-        let status = w.call("status", Value::Null)?;
-        status["sync_info"]["latest_block_height"]
-            .as_str()
-            .and_then(|h| h.parse().ok())
-            .ok_or_else(|| anyhow!("status without a height: {status}"))
-    };
-    // Wait for RPC to come up; the first measured height is the next one.
+    // Wait for RPC to come up; the first measured block is the first one seen.
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut next = loop {
-        match height_of(&mut watcher) {
-            Ok(h) => break h + 1,
+    let mut watcher = loop {
+        match NewBlocks::subscribe(&addrs[0], Duration::from_millis(20)) {
+            Ok(watcher) => break watcher,
             Err(e) if Instant::now() > deadline => {
                 return Err(e.context("the node's RPC never answered"))
             }
@@ -228,15 +224,10 @@ pub fn run(
         if offer_over && (outstanding == 0 || started.elapsed() >= cfg.duration + DRAIN) {
             break;
         }
-        let latest = height_of(&mut watcher).unwrap_or(next - 1);
-        while next <= latest {
-            let block = watcher.call("block", serde_json::json!({"height": next.to_string()}))?;
+        while let Some(block) = watcher.next()? {
             let seen = Instant::now();
             let in_window = (window.0..window.1).contains(&started.elapsed());
-            let txs = block["block"]["data"]["txs"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default();
+            let txs = block["data"]["txs"].as_array().cloned().unwrap_or_default();
             let mut ids = Vec::with_capacity(txs.len());
             let mut bytes = 0;
             for tx in txs.iter().filter_map(|t| b64.decode(t.as_str()?).ok()) {
@@ -262,8 +253,14 @@ pub fn run(
                 report.tx_bytes_per_s += bytes as f64;
                 window_heights += 1;
             }
-            report.height = next;
-            next += 1;
+            report.height = block["header"]["height"]
+                .as_str()
+                .and_then(|h| h.parse().ok())
+                .unwrap_or(report.height + 1);
+            let offer_ends = started.elapsed() >= cfg.duration;
+            if offer_over || offer_ends || last_progress.elapsed() >= Duration::from_millis(250) {
+                break;
+            }
         }
         while recent
             .front()
@@ -274,7 +271,10 @@ pub fn run(
         if last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
             let mut l = all_latencies.clone();
-            l.sort_by(|a: &f64, b| a.total_cmp(b));
+            let median = match l.len() / 2 {
+                mid if mid < l.len() => Some(*l.select_nth_unstable_by(mid, f64::total_cmp).1),
+                _ => None,
+            };
             progress(&Progress {
                 elapsed: started.elapsed(),
                 height: report.height,
@@ -282,10 +282,9 @@ pub fn run(
                 offered: shared.offered.load(Ordering::Relaxed),
                 refused: shared.refused.load(Ordering::Relaxed),
                 recent_tx_per_s: recent.iter().map(|(_, n)| *n).sum::<u64>() as f64,
-                latency_p50_ms: l.get(l.len() / 2).copied().unwrap_or(0.0),
+                latency_p50_ms: median.unwrap_or(0.0),
             });
         }
-        std::thread::sleep(Duration::from_millis(5));
     }
     for t in threads {
         let _ = t.join();
@@ -310,7 +309,7 @@ pub fn network_run(
     config: &[(&str, &str)],
     tx_bytes: usize,
 ) -> Result<LoadReport> {
-    let mut net = crate::process::Network::start(bin, 4, "bench", config)?;
+    let mut net = harness::process::Network::start(bin, 4, "bench", config)?;
     let addrs: Vec<String> = (0..4).map(|i| net.rpc_addr(i)).collect();
     let cfg = LoadConfig {
         rate,
