@@ -443,11 +443,18 @@ impl Application for KvStore {
         }
         let mut writes = Vec::new();
         let mut tx_results = Vec::with_capacity(request.txs.len());
-        let before = self.members()?;
-        let mut members = before.clone();
+        // The set before the block, read at its first validator transaction (most blocks
+        // have none, and reading it cost a scan of the validators' tree at every height).
+        let mut before = None;
+        let mut members = std::collections::BTreeMap::new();
         let mut updated: Vec<[u8; 32]> = Vec::new();
         for tx in &request.txs {
             if let Some(update) = self.validator_tx(tx) {
+                if before.is_none() {
+                    let committed = self.members()?;
+                    members = committed.clone();
+                    before = Some(committed);
+                }
                 let outcome = update.and_then(|(key, power)| {
                     admit_update(&mut members, &self.eligible, key, power)?;
                     Ok((key, power))
@@ -521,7 +528,8 @@ impl Application for KvStore {
         let mut validator_updates = Vec::with_capacity(updated.len());
         for key in updated {
             let power = members.get(&key).copied().unwrap_or(0);
-            if before.get(&key).copied().unwrap_or(0) == power {
+            let was = before.as_ref().and_then(|b| b.get(&key)).copied();
+            if was.unwrap_or(0) == power {
                 continue;
             }
             let pub_key = bulwark_types::tendermint::PublicKey::from_raw_ed25519(&key)
