@@ -324,9 +324,10 @@ async fn read_frames(
     }
 }
 
-/// Frames already queued when the writer wakes leave together, up to about this many bytes:
-/// one write (TLS records and a system call) for a burst instead of one per frame. A height's
-/// proposal and its block part, or a run of votes, are such bursts.
+/// Frames already queued when the writer wakes leave together, up to this many bytes: one
+/// write (TLS records and a system call) for a burst instead of one per frame. A height's
+/// proposal and its block part, or a run of votes, are such bursts. A frame that would take
+/// a burst past it (a block) starts the next write instead of being copied.
 const COALESCED_BYTES: usize = 64 * 1024;
 
 async fn writer(
@@ -334,10 +335,24 @@ async fn writer(
     mut frames: mpsc::Receiver<Vec<u8>>,
     traffic: Arc<Traffic>,
 ) {
-    while let Some(mut burst) = frames.recv().await {
+    let mut next = None;
+    loop {
+        let mut burst = match next.take() {
+            Some(frame) => frame,
+            None => match frames.recv().await {
+                Some(frame) => frame,
+                None => break,
+            },
+        };
         while burst.len() < COALESCED_BYTES {
             match frames.try_recv() {
-                Ok(frame) => burst.extend_from_slice(&frame),
+                Ok(frame) if burst.len() + frame.len() <= COALESCED_BYTES => {
+                    burst.extend_from_slice(&frame)
+                }
+                Ok(frame) => {
+                    next = Some(frame);
+                    break;
+                }
                 Err(_) => break,
             }
         }
@@ -927,5 +942,57 @@ mod tests {
             assert!(reader_gone.await.is_err(), "the reader was not stopped");
             assert!(writer_gone.await.is_err(), "the writer was not stopped");
         });
+    }
+    /// Each `poll_write` a writer makes, as the bytes it was offered.
+    #[derive(Default)]
+    struct Writes(Vec<Vec<u8>>);
+
+    impl tokio::io::AsyncWrite for Writes {
+        fn poll_write(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            self.0.push(buf.to_vec());
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn queued_frames_leave_in_one_write_and_a_large_one_in_its_own() {
+        let frames: Vec<Vec<u8>> = vec![
+            vec![1; 100],
+            vec![2; 200],
+            vec![3; 300],
+            vec![4; COALESCED_BYTES + 1],
+            vec![5; 50],
+        ];
+        let (tx, rx) = mpsc::channel(8);
+        for frame in &frames {
+            tx.try_send(frame.clone()).unwrap();
+        }
+        drop(tx);
+        let traffic = Arc::new(Traffic::default());
+        let total: usize = frames.iter().map(Vec::len).sum();
+        traffic.queued.store(total as u64, Ordering::Relaxed);
+        let mut out = Writes::default();
+        writer(&mut out, rx, traffic.clone()).await;
+        let sizes: Vec<usize> = out.0.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![600, COALESCED_BYTES + 1, 50]);
+        assert_eq!(out.0.concat(), frames.concat(), "the same bytes, in order");
+        assert_eq!(traffic.queued.load(Ordering::Relaxed), 0);
+        assert_eq!(traffic.sent.load(Ordering::Relaxed), total as u64);
     }
 }
