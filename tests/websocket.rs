@@ -203,13 +203,20 @@ async fn raw_messages_and_limits(addr: &str) {
     let theirs = fixture("subscribe_newblock_0");
     let found = shape(&empty_block.unwrap(), &theirs["data"], &[]);
     assert!(found.is_empty(), "NewBlock: {found:?}");
-    // Transactions: the raw Tx event against the real node's.
+    // Transactions: the raw Tx event against the real node's; the block's own events in
+    // its NewBlockEvents.
     send(&mut ws, json!({"jsonrpc": "2.0", "id": "t", "method": "subscribe", "params": {"query": "tm.event = 'Tx' AND app.key = 'raw'"}})).await;
+    send(&mut ws, json!({"jsonrpc": "2.0", "id": "e", "method": "subscribe", "params": {"query": "tm.event = 'NewBlockEvents'"}})).await;
     send(&mut ws, json!({"jsonrpc": "2.0", "id": "b", "method": "broadcast_tx_sync", "params": {"tx": "cmF3PTE="}})).await;
-    let tx_event = loop {
+    let (mut tx_event, mut block_events) = (None, None);
+    while tx_event.is_none() || block_events.is_none() {
         let message = next(&mut ws).await;
-        if message["id"] == "t" && message["result"]["data"]["type"] == "tendermint/event/Tx" {
-            break message["result"].clone();
+        let data = &message["result"]["data"];
+        if message["id"] == "t" && data["type"] == "tendermint/event/Tx" {
+            tx_event = Some(message["result"].clone());
+        }
+        if message["id"] == "e" && data["value"]["num_txs"] == "1" {
+            block_events = Some(data.clone());
         }
         if message["id"] == "b" {
             assert_eq!(
@@ -217,7 +224,13 @@ async fn raw_messages_and_limits(addr: &str) {
                 "broadcast over the socket: {message}"
             );
         }
-    };
+    }
+    let (tx_event, block_events) = (tx_event.unwrap(), block_events.unwrap());
+    assert_eq!(block_events["type"], "tendermint/event/NewBlockEvents");
+    assert_eq!(
+        block_events["value"]["events"][0]["type"], "block",
+        "the kvstore's block event: {block_events}"
+    );
     let ours_only = [
         ".value.TxResult.result.gas_wanted",
         ".value.TxResult.result.gas_used",

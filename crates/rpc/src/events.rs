@@ -17,43 +17,86 @@ use bulwark_types::tendermint::abci::Event;
 use bulwark_types::tendermint::{block, Block};
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use tendermint_rpc::endpoint;
 use tendermint_rpc::response_error::ResponseError;
 
 /// The events one committed height publishes, `NewBlock` first, then one `Tx` per
-/// transaction. Their composite-key maps are built at once; their JSON only when a
-/// subscription they match first needs it, then kept for every other (a block's `Tx` events
-/// cost more to render than the rest, and most subscribers ask for `NewBlock` alone).
+/// transaction. What a query matches (a composite-key map) and what a subscription receives
+/// (JSON) are made when first needed, then kept for every other subscription: a block's `Tx`
+/// events cost more than the rest, and most subscribers ask for `NewBlock` alone.
 #[derive(Debug)]
 pub struct HeightEvents {
     height: u64,
     block: Block,
     results: response::FinalizeBlock,
-    /// Composite key to values, per event.
-    events: Vec<BTreeMap<String, Vec<String>>>,
-    /// `events`, as JSON text, per event.
+    /// The composite-key maps of the three block events.
+    block_events: Vec<BTreeMap<String, Vec<String>>>,
+    /// Each `Tx` event's.
+    tx_events: Vec<OnceLock<BTreeMap<String, Vec<String>>>>,
+    /// Whether an application event of a transaction here has the type `tm`: it adds values
+    /// to the `Tx` events' `tm.event`, as CometBFT's event bus adds them.
+    app_tm_events: bool,
+    /// Each event's map as JSON text.
     events_json: Vec<OnceLock<String>>,
     /// `{"type": "tendermint/event/…", "value": …}` of the three block events.
     block_data: OnceLock<Result<Vec<String>, ResponseError>>,
     /// The same of each `Tx` event.
     tx_data: Vec<OnceLock<String>>,
+    /// Bytes of the block and results, about.
+    source_bytes: usize,
+    /// Bytes of the maps and JSON made so far, about.
+    made_bytes: AtomicUsize,
+}
+
+/// Bytes a composite-key map holds, about.
+fn map_bytes(map: &BTreeMap<String, Vec<String>>) -> usize {
+    map.iter()
+        .map(|(k, vs)| k.len() + 48 + vs.iter().map(|v| v.len() + 24).sum::<usize>())
+        .sum()
 }
 
 impl HeightEvents {
     /// How many events.
     pub fn len(&self) -> usize {
-        self.events.len()
+        BLOCK_EVENTS + self.tx_events.len()
     }
 
     /// Whether it publishes none.
     pub fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len() == 0
+    }
+
+    /// Event `i`'s composite-key map.
+    fn events(&self, i: usize) -> Option<&BTreeMap<String, Vec<String>>> {
+        match i.checked_sub(BLOCK_EVENTS) {
+            None => self.block_events.get(i),
+            Some(t) => self.tx_events.get(t).map(|map| {
+                map.get_or_init(|| {
+                    let made = self.tx_map(t);
+                    self.made_bytes
+                        .fetch_add(map_bytes(&made), Ordering::Relaxed);
+                    made
+                })
+            }),
+        }
     }
 
     /// Whether `query` matches event `i`.
     pub fn matches(&self, i: usize, query: &Query) -> bool {
-        let Some(events) = self.events.get(i) else {
+        // A `Tx` event's `tm.event` is `Tx` alone unless an application event adds to it:
+        // then a condition on `tm.event` that `Tx` fails rules out every `Tx` event unmade.
+        if i >= BLOCK_EVENTS
+            && !self.app_tm_events
+            && query
+                .conditions()
+                .iter()
+                .any(|c| c.key == EVENT_KEY && !c.holds("Tx"))
+        {
+            return false;
+        }
+        let Some(events) = self.events(i) else {
             return false;
         };
         let pairs: Vec<(&str, &str)> = events
@@ -65,23 +108,31 @@ impl HeightEvents {
 
     /// The message a subscription with `id` and `query` receives for event `i`, as JSON text.
     pub fn message(&self, i: usize, id: &Value, query: &Query) -> Result<String, ResponseError> {
-        let (Some(events), Some(events_json)) = (self.events.get(i), self.events_json.get(i))
-        else {
-            return Err(internal(format!("height {} has no event {i}", self.height)));
+        let missing = || internal(format!("height {} has no event {i}", self.height));
+        let (events, events_json) = self
+            .events(i)
+            .zip(self.events_json.get(i))
+            .ok_or_else(missing)?;
+        let made = |text: String| {
+            self.made_bytes.fetch_add(text.len(), Ordering::Relaxed);
+            text
         };
         let data = match i.checked_sub(BLOCK_EVENTS) {
             None => {
-                let rendered = self.block_data.get_or_init(|| self.render_block_events());
+                let rendered = self.block_data.get_or_init(|| {
+                    let rendered = self.render_block_events()?;
+                    Ok(rendered.into_iter().map(made).collect())
+                });
                 rendered.as_ref().map_err(Clone::clone)?.get(i).cloned()
             }
             Some(t) => self
                 .tx_data
                 .get(t)
-                .map(|data| data.get_or_init(|| self.render_tx(t)).clone()),
+                .map(|data| data.get_or_init(|| made(self.render_tx(t))).clone()),
         }
-        .ok_or_else(|| internal(format!("height {} has no event {i}", self.height)))?;
+        .ok_or_else(missing)?;
         let events_json = events_json
-            .get_or_init(|| serde_json::to_string(events).unwrap_or_else(|_| "{}".into()));
+            .get_or_init(|| made(serde_json::to_string(events).unwrap_or_else(|_| "{}".into())));
         Ok(format!(
             r#"{{"jsonrpc":"2.0","id":{},"result":{{"query":{},"data":{},"events":{}}}}}"#,
             id,
@@ -91,19 +142,23 @@ impl HeightEvents {
         ))
     }
 
-    /// Bytes it holds, about: its block, results, and what is rendered of it so far.
+    /// Bytes it holds, about: its block, results, and what is made of them so far.
     pub fn size(&self) -> usize {
-        let rendered = |o: &OnceLock<String>| o.get().map_or(0, String::len);
-        let block_data = match self.block_data.get() {
-            Some(Ok(data)) => data.iter().map(String::len).sum(),
-            _ => 0,
-        };
-        let source: usize = self.block.data.iter().map(Vec::len).sum::<usize>()
-            + self.results.tx_results.len() * 256;
-        source
-            + block_data
-            + self.tx_data.iter().map(rendered).sum::<usize>()
-            + self.events_json.iter().map(rendered).sum::<usize>()
+        self.source_bytes + self.made_bytes.load(Ordering::Relaxed)
+    }
+
+    /// The composite-key map of transaction `index`'s `Tx` event.
+    fn tx_map(&self, index: usize) -> BTreeMap<String, Vec<String>> {
+        let tx = self.block.data.get(index).map_or(&[][..], Vec::as_slice);
+        let mut events = BTreeMap::from([
+            kind("Tx"),
+            ("tx.hash".to_string(), vec![hex::encode_upper(tx_hash(tx))]),
+            ("tx.height".to_string(), vec![self.height.to_string()]),
+        ]);
+        if let Some(result) = self.results.tx_results.get(index) {
+            attributes(&result.events, &mut events);
+        }
+        events
     }
 
     /// `NewBlock`, `NewBlockHeader` and `NewBlockEvents`.
@@ -126,7 +181,8 @@ impl HeightEvents {
             _ => Vec::new(),
         };
         let finalize = without_empty(json!({
-            "events": rendered["finalize_block_events"].take(),
+            // Cloned: NewBlockEvents carries them too.
+            "events": rendered["finalize_block_events"].clone(),
             "tx_results": Value::Array(tx_results),
             // A Go slice without `omitempty`: `[]` when empty, never `null`.
             "validator_updates": match rendered["validator_updates"].take() {
@@ -232,28 +288,46 @@ pub fn of_height(blocks: &BlockStore, height: u64) -> Result<HeightEvents, Respo
         events.extend([kind(name)]);
         events
     };
-    let mut events = vec![
+    let block_events = vec![
         with_kind("NewBlock"),
         with_kind("NewBlockHeader"),
         with_kind("NewBlockEvents"),
     ];
-    for (tx, result) in block.data.iter().zip(&results.tx_results) {
-        let mut tx_events = BTreeMap::from([
-            kind("Tx"),
-            ("tx.hash".to_string(), vec![hex::encode_upper(tx_hash(tx))]),
-            ("tx.height".to_string(), vec![height.to_string()]),
-        ]);
-        attributes(&result.events, &mut tx_events);
-        events.push(tx_events);
-    }
+    let event_bytes = |events: &[Event]| -> usize {
+        events
+            .iter()
+            .flat_map(|e| &e.attributes)
+            .map(|a| a.key_bytes().len() + a.value_bytes().len() + 32)
+            .sum::<usize>()
+            + events.iter().map(|e| e.kind.len() + 32).sum::<usize>()
+    };
+    let source_bytes = 4096
+        + block.data.iter().map(|tx| tx.len() + 32).sum::<usize>()
+        + event_bytes(&results.events)
+        + results
+            .tx_results
+            .iter()
+            .map(|r| r.data.len() + r.log.len() + r.info.len() + 128 + event_bytes(&r.events))
+            .sum::<usize>();
+    let app_tm_events = results
+        .tx_results
+        .iter()
+        .any(|r| r.events.iter().any(|e| e.kind == "tm"));
+    let made_bytes = block_events.iter().map(map_bytes).sum();
     Ok(HeightEvents {
         height,
-        events_json: events.iter().map(|_| OnceLock::new()).collect(),
+        events_json: (0..BLOCK_EVENTS + block.data.len())
+            .map(|_| OnceLock::new())
+            .collect(),
+        tx_events: block.data.iter().map(|_| OnceLock::new()).collect(),
         tx_data: block.data.iter().map(|_| OnceLock::new()).collect(),
-        events,
+        block_events,
+        app_tm_events,
         block,
         results,
         block_data: OnceLock::new(),
+        source_bytes,
+        made_bytes: AtomicUsize::new(made_bytes),
     })
 }
 

@@ -55,7 +55,7 @@ impl Rendered {
                 .find(|(h, _)| *h == height)
                 .map(|(_, e)| e.clone())
         };
-        let events = match self.0.lock().ok().as_deref().and_then(cached) {
+        let mut events = match self.0.lock().ok().as_deref().and_then(cached) {
             Some(found) => found,
             None => {
                 let blocks = server
@@ -66,8 +66,10 @@ impl Rendered {
             }
         };
         if let Ok(mut kept) = self.0.lock() {
-            if cached(&kept).is_none() {
-                kept.push_back((height, events.clone()));
+            // Another connection may have kept this height meanwhile: share its renderings.
+            match cached(&kept) {
+                Some(found) => events = found,
+                None => kept.push_back((height, events.clone())),
             }
             let bytes = |kept: &VecDeque<(u64, Arc<HeightEvents>)>| -> usize {
                 kept.iter().map(|(_, e)| e.size()).sum()
