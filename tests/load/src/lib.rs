@@ -224,8 +224,7 @@ pub fn run(
         if offer_over && (outstanding == 0 || started.elapsed() >= cfg.duration + DRAIN) {
             break;
         }
-        while let Some(block) = watcher.next()? {
-            let seen = Instant::now();
+        while let Some((seen, block)) = watcher.next()? {
             let in_window = (window.0..window.1).contains(&started.elapsed());
             let txs = block["data"]["txs"].as_array().cloned().unwrap_or_default();
             let mut ids = Vec::with_capacity(txs.len());
