@@ -40,8 +40,8 @@ pub struct HeightEvents {
     app_tm_events: bool,
     /// Each event's map as JSON text.
     events_json: Vec<OnceLock<String>>,
-    /// `{"type": "tendermint/event/…", "value": …}` of the three block events.
-    block_data: OnceLock<Result<Vec<String>, ResponseError>>,
+    /// `{"type": "tendermint/event/…", "value": …}` of each of the three block events.
+    block_data: [OnceLock<Result<String, ResponseError>>; BLOCK_EVENTS],
     /// The same of each `Tx` event.
     tx_data: Vec<OnceLock<String>>,
     /// Bytes of the block and results, about.
@@ -118,13 +118,13 @@ impl HeightEvents {
             text
         };
         let data = match i.checked_sub(BLOCK_EVENTS) {
-            None => {
-                let rendered = self.block_data.get_or_init(|| {
-                    let rendered = self.render_block_events()?;
-                    Ok(rendered.into_iter().map(made).collect())
-                });
-                rendered.as_ref().map_err(Clone::clone)?.get(i).cloned()
-            }
+            None => match self.block_data.get(i) {
+                Some(data) => Some(
+                    data.get_or_init(|| self.render_block_event(i).map(made))
+                        .clone()?,
+                ),
+                None => None,
+            },
             Some(t) => self
                 .tx_data
                 .get(t)
@@ -161,8 +161,34 @@ impl HeightEvents {
         events
     }
 
-    /// `NewBlock`, `NewBlockHeader` and `NewBlockEvents`.
-    fn render_block_events(&self) -> Result<Vec<String>, ResponseError> {
+    /// Block event `i`: `NewBlock`, `NewBlockHeader` or `NewBlockEvents`.
+    fn render_block_event(&self, i: usize) -> Result<String, ResponseError> {
+        let (height, block, results) = (self.height, &self.block, &self.results);
+        Ok(match i {
+            0 => json!({"type": "tendermint/event/NewBlock", "value": self.new_block()?}),
+            1 => {
+                let mut header = json!({"header": to_value(&block.header)?});
+                cometbft::header(&mut header);
+                json!({"type": "tendermint/event/NewBlockHeader", "value": header})
+            }
+            _ => {
+                // As `block_results` has them: `null` when empty.
+                let events = match to_value(&results.events)? {
+                    Value::Array(list) if list.is_empty() => Value::Null,
+                    events => events,
+                };
+                json!({"type": "tendermint/event/NewBlockEvents", "value": {
+                    "height": height.to_string(),
+                    "events": events,
+                    "num_txs": block.data.len().to_string(),
+                }})
+            }
+        }
+        .to_string())
+    }
+
+    /// `NewBlock`'s value: the block, its id and the results of finalizing it.
+    fn new_block(&self) -> Result<Value, ResponseError> {
         let (height, block, results) = (self.height, &self.block, &self.results);
         let (id, _) = block_id(block).map_err(store_error)?;
         let mut rendered = to_value(&endpoint::block_results::Response {
@@ -176,14 +202,9 @@ impl HeightEvents {
             app_hash: results.app_hash.clone(),
         })?;
         cometbft::block_results(&mut rendered);
-        let tx_results = match rendered["txs_results"].take() {
-            Value::Array(list) => list,
-            _ => Vec::new(),
-        };
         let finalize = without_empty(json!({
-            // Cloned: NewBlockEvents carries them too.
-            "events": rendered["finalize_block_events"].clone(),
-            "tx_results": Value::Array(tx_results),
+            "events": rendered["finalize_block_events"].take(),
+            "tx_results": rendered["txs_results"].take(),
             // A Go slice without `omitempty`: `[]` when empty, never `null`.
             "validator_updates": match rendered["validator_updates"].take() {
                 Value::Null => json!([]),
@@ -198,18 +219,7 @@ impl HeightEvents {
         })?;
         cometbft::block(&mut new_block);
         new_block["result_finalize_block"] = finalize;
-        let mut header = json!({"header": to_value(&block.header)?});
-        cometbft::header(&mut header);
-        Ok(vec![
-            json!({"type": "tendermint/event/NewBlock", "value": new_block}).to_string(),
-            json!({"type": "tendermint/event/NewBlockHeader", "value": header}).to_string(),
-            json!({"type": "tendermint/event/NewBlockEvents", "value": {
-                "height": height.to_string(),
-                "events": rendered["finalize_block_events"].clone(),
-                "num_txs": block.data.len().to_string(),
-            }})
-            .to_string(),
-        ])
+        Ok(new_block)
     }
 
     /// The `Tx` event of transaction `index`.
@@ -325,7 +335,7 @@ pub fn of_height(blocks: &BlockStore, height: u64) -> Result<HeightEvents, Respo
         app_tm_events,
         block,
         results,
-        block_data: OnceLock::new(),
+        block_data: Default::default(),
         source_bytes,
         made_bytes: AtomicUsize::new(made_bytes),
     })

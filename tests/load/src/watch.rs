@@ -1,19 +1,20 @@
-//! The load's watcher: a `NewBlock` subscription over a node's `/websocket`, std only.
+//! The load's watcher: a `NewBlockHeader` subscription over a node's `/websocket`, std only.
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-/// A `tm.event = 'NewBlock'` subscription over a node's `/websocket`: each block as it
-/// commits, seen without the delay or the load of polling.
-pub struct NewBlocks(tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>);
+/// A `tm.event = 'NewBlockHeader'` subscription over a node's `/websocket`: each height as it
+/// commits, seen without the delay or the load of polling. Not `NewBlock`: its message
+/// carries every transaction's result too, which costs the node more to render than the
+/// watcher's `block` call.
+pub struct Commits(tungstenite::WebSocket<tungstenite::stream::MaybeTlsStream<TcpStream>>);
 
-impl NewBlocks {
+impl Commits {
     /// Subscribes at the server at `addr` (host:port) and waits for the server to say it did;
-    /// [`NewBlocks::next`] then waits at most `wait`.
-    pub fn subscribe(addr: &str, wait: Duration) -> Result<NewBlocks> {
-        // A NewBlock of a full block of small transactions is several times its size.
+    /// [`Commits::next`] then waits at most `wait`.
+    pub fn subscribe(addr: &str, wait: Duration) -> Result<Commits> {
         let config = tungstenite::protocol::WebSocketConfig::default()
             .max_message_size(Some(1 << 30))
             .max_frame_size(Some(1 << 30));
@@ -27,9 +28,9 @@ impl NewBlocks {
             tcp.set_nodelay(true)?;
             tcp.set_read_timeout(Some(wait))?;
         }
-        let query = r#"{"jsonrpc":"2.0","id":1,"method":"subscribe","params":{"query":"tm.event = 'NewBlock'"}}"#;
+        let query = r#"{"jsonrpc":"2.0","id":1,"method":"subscribe","params":{"query":"tm.event = 'NewBlockHeader'"}}"#;
         socket.send(tungstenite::Message::text(query))?;
-        let mut watcher = NewBlocks(socket);
+        let mut watcher = Commits(socket);
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             match watcher.message()? {
@@ -42,22 +43,23 @@ impl NewBlocks {
         }
     }
 
-    /// The next committed block (its `block` object) and when its message arrived, or `None`
-    /// if none came in time.
-    pub fn next(&mut self) -> Result<Option<(Instant, Value)>> {
+    /// The next committed height and when its message arrived, or `None` if none came in
+    /// time.
+    pub fn next(&mut self) -> Result<Option<(Instant, u64)>> {
         loop {
-            let Some((seen, mut message)) = self.message()? else {
+            let Some((seen, message)) = self.message()? else {
                 return Ok(None);
             };
-            match message["result"]["data"]["value"]["block"].take() {
-                Value::Null => continue,
-                block => return Ok(Some((seen, block))),
+            let header = &message["result"]["data"]["value"]["header"];
+            match header["height"].as_str().and_then(|h| h.parse().ok()) {
+                Some(height) => return Ok(Some((seen, height))),
+                None if header.is_null() => continue,
+                None => bail!("a header without a height: {header}"),
             }
         }
     }
 
-    /// The next message and when it arrived (before parsing it: a NewBlock of a large block
-    /// takes a while), or `None` if none came in time.
+    /// The next message and when it arrived, or `None` if none came in time.
     fn message(&mut self) -> Result<Option<(Instant, Value)>> {
         loop {
             let text = match self.0.read() {
@@ -71,12 +73,12 @@ impl NewBlocks {
                 {
                     return Ok(None)
                 }
-                Err(e) => return Err(e).context("the NewBlock subscription ended"),
+                Err(e) => return Err(e).context("the NewBlockHeader subscription ended"),
             };
             let seen = Instant::now();
             let message: Value = serde_json::from_str(text.as_str())?;
             if let Some(error) = message.get("error") {
-                bail!("the NewBlock subscription failed: {error}");
+                bail!("the NewBlockHeader subscription failed: {error}");
             }
             return Ok(Some((seen, message)));
         }
