@@ -1,12 +1,15 @@
 //! JSON-RPC calls as the node understands them, parsed from either of CometBFT's request forms:
 //! a POSTed JSON-RPC object (params by name or by position, tx as base64, query data as hex)
 //! or a GET URI (`/block?height=5`, `/broadcast_tx_sync?tx=0x...` or `tx="k=v"`). Parsing is
-//! pure: every request gets a [`Call`] or a JSON-RPC error, whatever the bytes.
+//! pure: every request gets a [`Call`] or a JSON-RPC error, whatever the bytes. Answers are
+//! shaped as a CometBFT v0.38 node's in [`cometbft`].
 
 use base64::Engine as _;
 use bulwark_types::tendermint_proto::v0_38 as pb;
 use serde_json::{Map, Value};
 use tendermint_rpc::response_error::{Code, ResponseError};
+
+pub mod cometbft;
 
 /// Largest page of validators (CometBFT's limit).
 pub const MAX_PER_PAGE: usize = 100;

@@ -2,8 +2,8 @@
 //! application. Responses are built from `tendermint-rpc`'s own endpoint types, so their JSON
 //! is what CometBFT v0.38 serves and what its clients parse.
 
+use crate::calls::cometbft;
 use crate::calls::{BroadcastMode, Call};
-use crate::cometbft;
 use bulwark_mempool::{tx_hash, AddError};
 use bulwark_node::chain::{block_id, decode_results, genesis_validators, ChainState};
 use bulwark_node::engine::{Engine, Output};

@@ -7,7 +7,7 @@
 //! not past its first height's start shows height and round only.
 
 use crate::answer::{to_value, NodeView};
-use crate::cometbft;
+use crate::calls::cometbft;
 use bulwark_consensus::{Round, RoundSeen, SignedVote, Step, ValueId, VoteKind};
 use bulwark_node::engine::Engine;
 use bulwark_types::commit::unpack_signature;

@@ -7,7 +7,7 @@
 //! sees is what `block`, `block_results` and `tx` answer for the same height.
 
 use crate::answer::{internal, load_block_from, load_results_from, store_error, to_value};
-use crate::cometbft;
+use crate::calls::cometbft;
 use bulwark_mempool::tx_hash;
 use bulwark_node::chain::block_id;
 use bulwark_query::{Query, EVENT_KEY};

@@ -8,7 +8,6 @@
 
 pub mod answer;
 pub use bulwark_calls as calls;
-pub mod cometbft;
 pub mod consensus;
 pub mod events;
 pub mod peers;

@@ -5,7 +5,7 @@
 //! deadline with an error that says to narrow it.
 
 use crate::answer::{internal, load_block_from, load_results_from, store_error, to_value};
-use crate::cometbft;
+use crate::calls::cometbft;
 use bulwark_node::chain::block_id;
 use bulwark_query::search::{matching_blocks, matching_txs, page_of, Search, SearchError};
 use bulwark_store::blocks::BlockStore;
