@@ -481,15 +481,15 @@ const NODE_BENCH_TX_BYTES: usize = 256;
 /// The node issue's three figures: sustained committed tx/s under open-loop overload,
 /// latency at half that load, and empty heights per second with `timeout_commit = 0`.
 fn node(args: &BenchArgs) -> Result<()> {
-    use load::{network_run, sustained};
+    use load::{median_run, sustained};
     let bin = harness::process::build_bulwark(true)?;
     let limit = Limit::measure(4)?;
     eprintln!("bench: node, 4 validators as processes on loopback over attested TLS (simulated trust), {NODE_BENCH_TX_BYTES}-byte kvstore txs");
-    let empty = network_run(&bin, 0.0, 13, NODE_BENCH_CONFIG, NODE_BENCH_TX_BYTES)?;
+    let empty = median_run(&bin, 0.0, 13, NODE_BENCH_CONFIG, NODE_BENCH_TX_BYTES, 3)?;
     let (sustained_rate, saturated, first_failure) =
         sustained(&bin, NODE_BENCH_CONFIG, NODE_BENCH_TX_BYTES, 2_000.0)?;
     let half = sustained_rate / 2.0;
-    let at_half = network_run(&bin, half, 18, NODE_BENCH_CONFIG, NODE_BENCH_TX_BYTES)?;
+    let at_half = median_run(&bin, half, 18, NODE_BENCH_CONFIG, NODE_BENCH_TX_BYTES, 3)?;
     eprintln!(
         "bench: the same without transaction and event indexes (tx_index.indexer = \"null\")"
     );
@@ -511,7 +511,7 @@ loopback, connected by mutually attested TLS 1.3 (simulated trust), and the load
 share these cores. Open-loop load: {tx}-byte kvstore \
 transactions in JSON-RPC batches of `broadcast_tx_async`, spread over the 4 nodes; latency \
 is from sending a transaction to seeing it in a committed block over node 0's RPC. \
-`timeout_commit = 0`. Each figure is taken over a window that starts 3 s into the run.\n\n\
+`timeout_commit = 0`. Each figure is taken over a window that starts 3 s into the run; the latency at half load and the empty heights are the median of three runs, figure by figure.\n\n\
 | figure | value | target | of the limit below |\n|---|---|---|---|\n\
 | sustained committed throughput (highest step of ×1.25 from 2,000 tx/s committed in full) | {sat:.0} tx/s | ≥ 20,000 tx/s | {sat_ratio} |\n\
 | … heights per second at that load | {sat_h:.1} | | |\n\
@@ -531,8 +531,8 @@ is from sending a transaction to seeing it in a committed block over node 0's RP
         sat = saturated.tx_per_s,
         sat_h = saturated.heights_per_s,
         half_tx = at_half.tx_per_s,
-        p50 = at_half.percentile(0.5),
-        p99 = at_half.percentile(0.99),
+        p50 = at_half.p50_ms,
+        p99 = at_half.p99_ms,
         empty_h = empty.heights_per_s,
     );
     record(args, "node", &section)

@@ -350,6 +350,50 @@ pub fn network_run(
     Ok(report)
 }
 
+/// The median, figure by figure, of several runs under one load.
+#[derive(Clone, Debug, Default)]
+pub struct MedianRun {
+    /// Committed tx/s.
+    pub tx_per_s: f64,
+    /// Heights per second.
+    pub heights_per_s: f64,
+    /// Commit latency p50 (ms).
+    pub p50_ms: f64,
+    /// Commit latency p99 (ms).
+    pub p99_ms: f64,
+}
+
+/// `runs` runs of [`network_run`], each on a fresh network, and the median of each figure:
+/// this machine's speed drifts from one run to the next.
+pub fn median_run(
+    bin: &Path,
+    rate: f64,
+    seconds: u64,
+    config: &[(&str, &str)],
+    tx_bytes: usize,
+    runs: usize,
+) -> Result<MedianRun> {
+    let reports = (0..runs.max(1))
+        .map(|_| network_run(bin, rate, seconds, config, tx_bytes))
+        .collect::<Result<Vec<_>>>()?;
+    let median = |figure: &dyn Fn(&LoadReport) -> f64| {
+        let mut values: Vec<f64> = reports.iter().map(figure).collect();
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(0.0)
+    };
+    let run = MedianRun {
+        tx_per_s: median(&|r| r.tx_per_s),
+        heights_per_s: median(&|r| r.heights_per_s),
+        p50_ms: median(&|r| r.percentile(0.5)),
+        p99_ms: median(&|r| r.percentile(0.99)),
+    };
+    eprintln!(
+        "bench: median of {} runs at {rate:.0} tx/s: {run:?}",
+        reports.len()
+    );
+    Ok(run)
+}
+
 /// The highest rate kept, its run, and the next step's (offered, committed) if one was tried.
 pub type Sustained = (f64, LoadReport, Option<(f64, f64)>);
 
