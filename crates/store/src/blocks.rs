@@ -124,7 +124,11 @@ impl BlockStore {
     /// Stores a decided height atomically, and flushes.
     pub fn save(&self, decided: DecidedHeight<'_>) -> Result<(), StoreError> {
         let height = decided.height;
-        if let Some(latest) = self.latest_height()? {
+        // The height the last save stored (read from the database at open): this store is
+        // its only writer, and a read of the database's last key here cost 1.4 % of a loaded
+        // engine thread.
+        let latest = *self.latest.borrow();
+        if latest > 0 {
             if height != latest + 1 {
                 return Err(StoreError::Refused(format!(
                     "block {height} after block {latest}"

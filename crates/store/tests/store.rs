@@ -73,6 +73,15 @@ fn block_store_keeps_heights_without_gaps_and_finds_blocks_by_hash() {
     assert_eq!(blocks.height_of(b"hash-1").unwrap(), Some(1));
     assert_eq!(blocks.height_of(b"nope").unwrap(), None);
     assert_eq!(blocks.block(3).unwrap(), None);
+    // Reopened, it knows where it stopped.
+    assert!(matches!(
+        blocks.save(decided(4, b"hash-4", b"b", b"c", b"s")),
+        Err(StoreError::Refused(_))
+    ));
+    blocks
+        .save(decided(3, b"hash-3", b"block-3", b"c", b"s"))
+        .unwrap();
+    assert_eq!(blocks.latest_height().unwrap(), Some(3));
 }
 
 /// A decided height whose results are derived from the state's bytes.
