@@ -38,7 +38,7 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Heights a subscriber may fall behind before its subscriptions are cancelled.
 pub const MAX_LAG: u64 = 100;
 /// Rendered heights kept for connections that are a little behind, and about how many
-/// bytes of them (the latest is always kept).
+/// bytes of them (the highest is always kept; the lowest go first).
 const RENDERED_KEPT: usize = 16;
 const RENDERED_BYTES: usize = 64 << 20;
 
@@ -74,8 +74,11 @@ impl Rendered {
             let bytes = |kept: &VecDeque<(u64, Arc<HeightEvents>)>| -> usize {
                 kept.iter().map(|(_, e)| e.size()).sum()
             };
+            // The lowest height first: a connection far behind inserts old heights last, and
+            // evicting in insertion order would make every current one read the latest again.
             while kept.len() > 1 && (kept.len() > RENDERED_KEPT || bytes(&kept) > RENDERED_BYTES) {
-                kept.pop_front();
+                let lowest = (0..kept.len()).min_by_key(|&i| kept[i].0).unwrap_or(0);
+                kept.remove(lowest);
             }
         }
         Ok(events)

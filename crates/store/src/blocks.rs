@@ -121,19 +121,19 @@ impl BlockStore {
         }
     }
 
-    /// Stores a decided height atomically, and flushes.
+    /// Stores a decided height atomically, and flushes. After an error the store must be
+    /// opened again: the height it checks the next save against is the last one saved in
+    /// full, while a failed flush may leave the write in the database.
     pub fn save(&self, decided: DecidedHeight<'_>) -> Result<(), StoreError> {
         let height = decided.height;
         // The height the last save stored (read from the database at open): this store is
         // its only writer, and a read of the database's last key here cost 1.4 % of a loaded
         // engine thread.
         let latest = *self.latest.borrow();
-        if latest > 0 {
-            if height != latest + 1 {
-                return Err(StoreError::Refused(format!(
-                    "block {height} after block {latest}"
-                )));
-            }
+        if latest > 0 && height != latest + 1 {
+            return Err(StoreError::Refused(format!(
+                "block {height} after block {latest}"
+            )));
         }
         let one = |k: &[u8], v: &[u8]| {
             let mut b = Batch::default();
