@@ -290,7 +290,15 @@ fn commit(engine: &Engine, height: Option<u64>) -> Result<Value, ResponseError> 
 
 fn block_results(engine: &Engine, height: Option<u64>) -> Result<Value, ResponseError> {
     let h = resolve(engine, height)?;
-    let r = load_results(engine, h)?;
+    block_results_value(h, load_results(engine, h)?)
+}
+
+/// `block_results`' answer for height `h` with `results`, in CometBFT's JSON (the `NewBlock`
+/// event carries it too).
+pub(crate) fn block_results_value(
+    h: u64,
+    r: response::FinalizeBlock,
+) -> Result<Value, ResponseError> {
     let mut value = to_value(&endpoint::block_results::Response {
         height: block::Height::try_from(h).map_err(store_error)?,
         txs_results: Some(r.tx_results),

@@ -6,7 +6,9 @@
 //! Rendered from the block store, so a subscriber sees only what was committed, and what it
 //! sees is what `block`, `block_results` and `tx` answer for the same height.
 
-use crate::answer::{internal, load_block_from, load_results_from, store_error, to_value};
+use crate::answer::{
+    block_results_value, internal, load_block_from, load_results_from, store_error, to_value,
+};
 use crate::calls::cometbft;
 use bulwark_mempool::tx_hash;
 use bulwark_node::chain::block_id;
@@ -14,7 +16,7 @@ use bulwark_query::{Query, EVENT_KEY};
 use bulwark_store::blocks::BlockStore;
 use bulwark_types::tendermint::abci::response;
 use bulwark_types::tendermint::abci::Event;
-use bulwark_types::tendermint::{block, Block};
+use bulwark_types::tendermint::Block;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -191,17 +193,7 @@ impl HeightEvents {
     fn new_block(&self) -> Result<Value, ResponseError> {
         let (height, block, results) = (self.height, &self.block, &self.results);
         let (id, _) = block_id(block).map_err(store_error)?;
-        let mut rendered = to_value(&endpoint::block_results::Response {
-            height: block::Height::try_from(height).map_err(store_error)?,
-            txs_results: Some(results.tx_results.clone()),
-            finalize_block_events: results.events.clone(),
-            begin_block_events: None,
-            end_block_events: None,
-            validator_updates: results.validator_updates.clone(),
-            consensus_param_updates: results.consensus_param_updates.clone(),
-            app_hash: results.app_hash.clone(),
-        })?;
-        cometbft::block_results(&mut rendered);
+        let mut rendered = block_results_value(height, results.clone())?;
         let finalize = without_empty(json!({
             "events": rendered["finalize_block_events"].take(),
             "tx_results": rendered["txs_results"].take(),
