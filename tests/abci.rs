@@ -226,6 +226,12 @@ fn the_conformance_application_finds_every_request_field_as_cometbft_sends_it() 
         serde_json::json!({"tx": "bmFtZT1idWx3YXJr"}),
     )?;
     assert_eq!(committed["tx_result"]["code"], 0, "{committed}");
+    // Node 0 answered once it committed; node 1 may still be finishing that height.
+    let height: u64 = committed["height"]
+        .as_str()
+        .and_then(|h| h.parse().ok())
+        .context("broadcast_tx_commit without a height")?;
+    net.wait_all(height)?;
     let q = net
         .rpc(1)
         .call("abci_query", serde_json::json!({"data": "6e616d65"}))?;
