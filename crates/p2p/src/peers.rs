@@ -266,6 +266,9 @@ pub struct Link {
     pub hello: Vec<u8>,
     /// Where events go.
     pub events: mpsc::Sender<PeerEvent>,
+    /// Where gossiped transactions go, when apart from `events`: a driver that takes `events`
+    /// first hears votes and proposals before the transactions queued ahead of them.
+    pub transactions: Option<mpsc::Sender<PeerEvent>>,
     /// The next connection's number.
     pub next_id: Arc<AtomicU64>,
     /// Where connection tasks run, and the edge's limits.
@@ -316,6 +319,10 @@ async fn read_frames(
                     tracing::warn!(peer = id, "closing peer: {e}");
                     return;
                 }
+            };
+            let events = match (&event, &link.transactions) {
+                (PeerEvent::Message(_, Payload::Txs(_)), Some(transactions)) => transactions,
+                _ => events,
             };
             if events.send(event).await.is_err() {
                 return;
@@ -647,6 +654,7 @@ mod tests {
             chain_id: "c".into(),
             hello: vec![],
             events: tx,
+            transactions: None,
             next_id: Arc::new(AtomicU64::new(1)),
             edge: edge.handle(),
             preverifier,
@@ -737,6 +745,41 @@ mod tests {
             let ended = tokio::time::timeout(Duration::from_secs(10), reader).await;
             assert!(ended.is_ok(), "the connection stayed open after a forgery");
             assert!(events.recv().await.is_none(), "read on after a forgery");
+        });
+    }
+
+    #[test]
+    fn gossiped_transactions_take_their_own_channel_when_the_driver_gives_one() {
+        let edge = Edge::new(EdgeLimits::default(), "contained-test").unwrap();
+        let (mut link, mut events) = link(&edge, None);
+        let (transactions_tx, mut transactions) = mpsc::channel(64);
+        link.transactions = Some(transactions_tx);
+        let rt = edge.handle().runtime().clone();
+        let (mut near, far) = tokio::io::duplex(1 << 16);
+        let txs = Payload::Txs(bulwark_wire::Txs {
+            txs: vec![b"a=1".to_vec()],
+        });
+        let status = Payload::Status(Default::default());
+        rt.block_on(async {
+            tokio::spawn(read_frames(3, far, link, Arc::new(Traffic::default())));
+            for payload in [txs.clone(), status.clone(), txs.clone()] {
+                near.write_all(&bulwark_wire::encode(payload))
+                    .await
+                    .unwrap();
+            }
+            drop(near);
+            for _ in 0..2 {
+                match transactions.recv().await {
+                    Some(PeerEvent::Message(3, p)) => assert_eq!(p, txs),
+                    other => panic!("expected the transactions, got {other:?}"),
+                }
+            }
+            match events.recv().await {
+                Some(PeerEvent::Message(3, p)) => assert_eq!(p, status),
+                other => panic!("expected the status, got {other:?}"),
+            }
+            assert!(events.recv().await.is_none(), "more than the status");
+            assert!(transactions.recv().await.is_none(), "more than two batches");
         });
     }
 

@@ -55,6 +55,7 @@ fn listening(limits: EdgeLimits) -> Node {
         chain_id: CHAIN.into(),
         hello: vec![0, 0, 0, 0],
         events: tx,
+        transactions: None,
         next_id: Arc::new(AtomicU64::new(1)),
         edge: edge.handle(),
         preverifier: None,
