@@ -5,6 +5,7 @@
 
 use bulwark_rpc::{spawn_serve, RpcLimits, RpcRequest, RPC_THREAD};
 use std::io::{Read, Write};
+use std::time::Duration;
 
 #[test]
 fn the_server_has_a_contained_thread_of_its_own_and_answers_through_the_engine() {
@@ -37,4 +38,79 @@ fn the_server_has_a_contained_thread_of_its_own_and_answers_through_the_engine()
         answer.contains(r#""id":7"#) && answer.contains(r#""result":{}"#),
         "{answer}"
     );
+}
+
+/// Posts `body` and reads the whole answer.
+fn post(addr: std::net::SocketAddr, body: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn a_batch_reaches_the_engine_at_once_in_order_and_is_answered_in_order() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<RpcRequest>(16);
+    let _server = spawn_serve(listener, tx, RpcLimits::default(), None).unwrap();
+    // The engine answers nothing until it holds every call of the batch, then the last first.
+    let engine = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let mut held = Vec::new();
+        for i in 0..3 {
+            let next = rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), rx.recv()).await });
+            match next {
+                Ok(Some(request)) => held.push(request),
+                _ => panic!("call {i} of the batch did not come while the others waited"),
+            }
+        }
+        let heights: Vec<_> = held
+            .iter()
+            .map(|r| match r.call {
+                bulwark_rpc::calls::Call::Block(h) => h,
+                ref other => panic!("expected a block call, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(heights, [Some(1), Some(2), Some(3)], "out of order");
+        for request in held.into_iter().rev() {
+            let height = match request.call {
+                bulwark_rpc::calls::Call::Block(h) => h,
+                _ => None,
+            };
+            request
+                .reply
+                .send(Ok(serde_json::json!({ "height": height })))
+                .unwrap();
+        }
+    });
+    let call = |id: u64| {
+        format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"block","params":{{"height":"{id}"}}}}"#)
+    };
+    let answer = post(addr, &format!("[{},{},{}]", call(1), call(2), call(3)));
+    engine.join().unwrap();
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let answers: serde_json::Value = serde_json::from_str(body).unwrap();
+    let pairs: Vec<(u64, u64)> = answers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_u64().unwrap(),
+                a["result"]["height"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(pairs, [(1, 1), (2, 2), (3, 3)], "{answer}");
 }
