@@ -627,6 +627,11 @@ const CONSENSUS_STREAK: u32 = 32;
 /// The next peer event: connections, votes, proposals and blocks before gossiped
 /// transactions, so a height's messages do not wait behind CheckTx of the batches queued
 /// ahead of them, but at most `CONSENSUS_STREAK` in a row. `None` once the peers are gone.
+///
+/// A batch may so overtake its connection's `Connected` (on the transactions' turn) or come
+/// after its `Disconnected`: the driver drops it as it drops every message of a connection it
+/// does not hold. Gossip is best effort; the transactions stay in the sender's mempool, and
+/// the sender proposes them.
 async fn next_peer_event(
     events: &mut mpsc::Receiver<PeerEvent>,
     transactions: &mut mpsc::Receiver<PeerEvent>,

@@ -17,7 +17,7 @@ pub mod websocket;
 
 use bulwark_store::blocks::BlockStore;
 use calls::{BroadcastMode, Call};
-use futures_util::future::join_all;
+use futures_util::stream::{FuturesOrdered, StreamExt as _};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -76,6 +76,9 @@ struct Server {
 
 /// Searches a server runs at once (each on a blocking thread); more are refused.
 pub const MAX_SEARCHES: usize = 2;
+
+/// Calls of one JSON-RPC batch on their way to the engine at once.
+pub const BATCH_IN_FLIGHT: usize = 64;
 
 fn error_object(e: &ResponseError) -> Value {
     serde_json::to_value(e).unwrap_or_else(|_| json!({"code": -32603, "message": "Internal error"}))
@@ -223,8 +226,10 @@ impl Server {
             ),
             Value::Array(batch) => {
                 // A batch's calls reach the engine together, in order: its task answers them
-                // in one wake instead of one round trip each. A search holds one of
-                // `MAX_SEARCHES` blocking permits, so searches run one after another.
+                // in one wake instead of one round trip each, at most `BATCH_IN_FLIGHT` at a
+                // time, so one batch cannot queue a body's worth of calls ahead of every other
+                // client. A search holds one of `MAX_SEARCHES` blocking permits, so searches
+                // run one after another.
                 let search = |r: &Value| {
                     matches!(
                         r.get("method").and_then(Value::as_str),
@@ -233,7 +238,16 @@ impl Server {
                 };
                 let mut answers = Vec::with_capacity(batch.len());
                 for run in batch.chunk_by(|a, b| !search(a) && !search(b)) {
-                    answers.extend(join_all(run.iter().map(|r| self.single(r))).await);
+                    let mut in_flight = FuturesOrdered::new();
+                    for request in run {
+                        if in_flight.len() == BATCH_IN_FLIGHT {
+                            answers.extend(in_flight.next().await);
+                        }
+                        in_flight.push_back(self.single(request));
+                    }
+                    while let Some(answer) = in_flight.next().await {
+                        answers.push(answer);
+                    }
                 }
                 Value::Array(answers)
             }

@@ -114,3 +114,57 @@ fn a_batch_reaches_the_engine_at_once_in_order_and_is_answered_in_order() {
         .collect();
     assert_eq!(pairs, [(1, 1), (2, 2), (3, 3)], "{answer}");
 }
+
+#[test]
+fn a_batch_has_at_most_its_bound_of_calls_at_the_engine_at_once() {
+    use bulwark_rpc::BATCH_IN_FLIGHT;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<RpcRequest>(4 * BATCH_IN_FLIGHT);
+    let _server = spawn_serve(listener, tx, RpcLimits::default(), None).unwrap();
+    let calls = BATCH_IN_FLIGHT + 6;
+    let engine = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let next = |rx: &mut tokio::sync::mpsc::Receiver<RpcRequest>, wait| {
+            rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await })
+                .ok()
+                .flatten()
+        };
+        let mut held = std::collections::VecDeque::new();
+        while held.len() < BATCH_IN_FLIGHT {
+            held.push_back(next(&mut rx, Duration::from_secs(5)).expect("a call of the batch"));
+        }
+        // None answered: no call beyond the bound comes.
+        assert!(
+            next(&mut rx, Duration::from_millis(300)).is_none(),
+            "more than {BATCH_IN_FLIGHT} calls in flight"
+        );
+        // Each answer lets one more in, until all are answered.
+        let mut answered = 0;
+        while let Some(request) = held.pop_front() {
+            request.reply.send(Ok(serde_json::json!({}))).unwrap();
+            answered += 1;
+            if answered + held.len() < calls {
+                held.push_back(next(&mut rx, Duration::from_secs(5)).expect("the next call"));
+            }
+        }
+        answered
+    });
+    let batch: Vec<String> = (0..calls)
+        .map(|id| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"health"}}"#))
+        .collect();
+    let answer = post(addr, &format!("[{}]", batch.join(",")));
+    assert_eq!(engine.join().unwrap(), calls);
+    let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+    let answers: serde_json::Value = serde_json::from_str(body).unwrap();
+    let ids: Vec<u64> = answers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ids, (0..calls as u64).collect::<Vec<_>>());
+}
