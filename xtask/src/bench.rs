@@ -469,13 +469,6 @@ Measured by `cargo xtask bench --only edge` on {machine}: 4 `bulwark` processes 
     record(args, "edge", &section)
 }
 
-/// Config overrides of the node benchmark: no wait after commit, room for the offered load.
-const NODE_BENCH_CONFIG: &[(&str, &str)] = &[
-    ("timeout_commit_ms = 1000", "timeout_commit_ms = 0"),
-    ("max_txs = 5000", "max_txs = 200000"),
-    ("cache_size = 10000", "cache_size = 400000"),
-    ("max_body_bytes = 1000000", "max_body_bytes = 8000000"),
-];
 const NODE_BENCH_TX_BYTES: usize = 256;
 
 /// The node issue's three figures: sustained committed tx/s under open-loop overload,
@@ -485,15 +478,15 @@ fn node(args: &BenchArgs) -> Result<()> {
     let bin = harness::process::build_bulwark(true)?;
     let limit = Limit::measure(4)?;
     eprintln!("bench: node, 4 validators as processes on loopback over attested TLS (simulated trust), {NODE_BENCH_TX_BYTES}-byte kvstore txs");
-    let empty = median_run(&bin, 0.0, 13, NODE_BENCH_CONFIG, NODE_BENCH_TX_BYTES, 3)?;
+    let empty = median_run(&bin, 0.0, 13, load::BENCH_CONFIG, NODE_BENCH_TX_BYTES, 3)?;
     let (sustained_rate, saturated, first_failure) =
-        sustained(&bin, NODE_BENCH_CONFIG, NODE_BENCH_TX_BYTES, 2_000.0)?;
+        sustained(&bin, load::BENCH_CONFIG, NODE_BENCH_TX_BYTES, 2_000.0)?;
     let half = sustained_rate / 2.0;
-    let at_half = median_run(&bin, half, 18, NODE_BENCH_CONFIG, NODE_BENCH_TX_BYTES, 3)?;
+    let at_half = median_run(&bin, half, 18, load::BENCH_CONFIG, NODE_BENCH_TX_BYTES, 3)?;
     eprintln!(
         "bench: the same without transaction and event indexes (tx_index.indexer = \"null\")"
     );
-    let unindexed_config: Vec<(&str, &str)> = NODE_BENCH_CONFIG
+    let unindexed_config: Vec<(&str, &str)> = load::BENCH_CONFIG
         .iter()
         .copied()
         .chain([("indexer = \"kv\"", "indexer = \"null\"")])
@@ -504,6 +497,11 @@ fn node(args: &BenchArgs) -> Result<()> {
         |(r, c)| format!("{r:.0} tx/s offered: {c:.0} tx/s committed"),
     );
     let ratio = |x: f64, limit: f64| format!("{:.0} %", 100.0 * x / limit);
+    let (cpu_tx, cpu_h) = (at_half.cpu_us_per_tx, empty.cpu_us_per_height);
+    let (tx_cost, h_cost) = (
+        ratio(limit.get("tx_cpu_us"), cpu_tx),
+        ratio(limit.height_cpu_us(), cpu_h),
+    );
     let section = format!(
         "## Validator node (processes, attested TLS)\n\n\
 Measured by `cargo xtask bench --only node` on {machine}: 4 `bulwark` processes (release) on \
@@ -511,13 +509,15 @@ loopback, connected by mutually attested TLS 1.3 (simulated trust), and the load
 share these cores. Open-loop load: {tx}-byte kvstore \
 transactions in JSON-RPC batches of `broadcast_tx_async`, spread over the 4 nodes; latency \
 is from sending a transaction to seeing it in a committed block over node 0's RPC. \
-`timeout_commit = 0`. Each figure is taken over a window that starts 3 s into the run; the latency at half load and the empty heights are the median of three runs, figure by figure.\n\n\
+`timeout_commit = 0`. Each figure is taken over a window that starts 3 s into the run; the latency at half load and the empty heights are the median of three runs, figure by figure. The last column gives a rate as its share of the limit, and a CPU cost as the floor's share of it (the floor: one validator alone).\n\n\
 | figure | value | target | of the limit below |\n|---|---|---|---|\n\
 | sustained committed throughput (highest step of ×1.25 from 2,000 tx/s committed in full) | {sat:.0} tx/s | ≥ 20,000 tx/s | {sat_ratio} |\n\
 | … heights per second at that load | {sat_h:.1} | | |\n\
 | … the next step, where it fell behind | {over} | | |\n\
 | commit latency at half that load ({half:.0} tx/s offered; {half_tx:.0} tx/s committed): p50 / p99 | {p50:.1} ms / {p99:.1} ms | ≤ 20 ms / ≤ 100 ms | |\n\
+| … node CPU per committed transaction there, heights included (all threads; per validator) | {cpu_tx:.1} µs | | {tx_cost} |\n\
 | empty heights per second, no load | {empty_h:.1} | ≥ 500 | {empty_ratio} |\n\
+| … node CPU per empty height (all threads; per validator) | {cpu_h:.0} µs | | {h_cost} |\n\
 | sustained committed throughput with `tx_index.indexer = \"null\"` (no transaction or event index) | {unindexed_tx:.0} tx/s | | {unindexed_ratio} of its own limit |\n\n\
 {limit_table}",
         machine = machine(),
@@ -563,8 +563,8 @@ fn sizes(args: &BenchArgs) -> Result<()> {
     let mut sustained_rate = 0.0;
     for (tx_bytes, from) in SIZES {
         eprintln!("bench: sizes, {tx_bytes}-byte kvstore txs");
-        let (rate, at, _) = sustained(&bin, NODE_BENCH_CONFIG, tx_bytes, from)?;
-        let half = network_run(&bin, rate / 2.0, 18, NODE_BENCH_CONFIG, tx_bytes)?;
+        let (rate, at, _) = sustained(&bin, load::BENCH_CONFIG, tx_bytes, from)?;
+        let half = network_run(&bin, rate / 2.0, 18, load::BENCH_CONFIG, tx_bytes)?;
         sustained_rate = rate;
         rows += &format!(
             "| {} | {:.0} tx/s | {:.2} | {:.1} | {} | {} | {:.1} / {:.1} ms |\n",
@@ -580,7 +580,7 @@ fn sizes(args: &BenchArgs) -> Result<()> {
     }
     eprintln!("bench: sizes, full blocks of 64 KiB txs");
     let offered = FULL_BLOCKS_OVERLOAD * sustained_rate;
-    let full = network_run(&bin, offered, 18, NODE_BENCH_CONFIG, 64 << 10)?;
+    let full = network_run(&bin, offered, 18, load::BENCH_CONFIG, 64 << 10)?;
     let section = format!(
         "## Transaction and block sizes\n\nMeasured by `cargo xtask bench --only sizes` on {machine}, on the node bench's network (4 release processes over attested TLS, the kv indexer on, `timeout_commit = 0`), one run. Sustained: the highest step of ×1.25 committed in full; latency at half that rate. The block columns count transaction bytes; the engine fills a block up to 4 MiB of them.\n\n| tx size | sustained | MiB/s | heights/s | mean block | largest block | p50 / p99 at half load |\n|---|---|---|---|---|---|---|\n{rows}\n**Full blocks**: 64 KiB transactions offered at {offered:.0} tx/s ({over}× the sustained rate) for 18 s, so the mempool backs up and blocks take the whole budget (64 parts of 64 KiB each): {tx:.0} tx/s committed ({mibs:.2} MiB/s), {hps:.1} heights/s, largest block {largest}, mean {mean}; latency p50 {p50:.0} ms (it includes the wait in the backed-up mempool). Catching up such blocks by block sync is in \"Catching up by block sync\".\n",
         machine = machine(),
@@ -961,7 +961,7 @@ fn profile_network(args: &BenchArgs) -> Result<()> {
         &bin,
         PROFILE_NETWORK_RATE,
         PROFILE_NETWORK_SECONDS + 8,
-        NODE_BENCH_CONFIG,
+        load::BENCH_CONFIG,
         NODE_BENCH_TX_BYTES,
     )?;
     recorded(
@@ -1039,7 +1039,7 @@ fn process_scaling(bin: &Path, n: usize) -> Result<(f64, f64, f64, f64)> {
     use std::time::Duration;
     eprintln!("bench: scaling, {n} validators as processes");
     let mut net =
-        harness::process::Network::start(bin, n, &format!("scaling{n}"), NODE_BENCH_CONFIG)?;
+        harness::process::Network::start(bin, n, &format!("scaling{n}"), load::BENCH_CONFIG)?;
     let addrs: Vec<String> = (0..n).map(|i| net.rpc_addr(i)).collect();
     let (heights_per_s, cpu_ms) = net.empty_heights(Duration::from_secs(10))?;
     let load = load::LoadConfig {
@@ -1137,7 +1137,7 @@ From {n0} to {n1} validators (×{set_growth:.0}) the CPU per validator per heigh
 per height: its prevote and its precommit; nothing goes all-to-all again): growth relative to \
 linear {relative:.2}, so the target of at most linear growth {verdict} in this run.\n\n**Real processes.** 4, 8 and 16 `bulwark` release processes on this machine, over attested \
 TLS on loopback, `timeout_commit = 0`: empty heights per second and the CPU each validator \
-spends per height (every process's CPU time over a 10 s window, from `/proc/PID/schedstat`, \
+spends per height (every process's CPU time over a 10 s window, from `/proc/PID/stat`, \
 divided by validators and heights: TLS, RPC and logging included), then the commit latency \
 of 256-byte transactions offered at {load:.0} tx/s. All processes share the {cores} cores: \
 the whole network's CPU per height bounds heights/s at cores / that.\n\n\

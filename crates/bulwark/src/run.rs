@@ -15,8 +15,8 @@ use bulwark_node::engine::{Engine, EngineConfig, Input, Output, PeerRole};
 use bulwark_p2p::peers::{spawn_dialler, spawn_listener};
 use bulwark_p2p::transport::CERT_LIFETIME;
 use bulwark_p2p::{
-    admit_logged, deliver, ConnectionId, Edge, EdgeLimits, Link, Membership, Peer, PeerEvent,
-    Transport,
+    admit_logged, deliver, ConnectionId, Edge, EdgeLimits, Inbox, Link, Membership, Peer,
+    PeerEvent, Transport,
 };
 use bulwark_rpc::answer::{answer, NodeView, Reply};
 use bulwark_rpc::peers::peer_info;
@@ -344,8 +344,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         listen_addr: own_info.listen_addr.to_string(),
         version: env!("CARGO_PKG_VERSION").into(),
     }));
-    let (events_tx, mut events) = mpsc::channel::<PeerEvent>(16_384);
-    let (transactions_tx, mut transactions) = mpsc::channel::<PeerEvent>(1_024);
+    let (events_tx, transactions_tx, mut inbox) = Inbox::channels(16_384, 1_024);
     // The peer connections run on the edge's own threads, never on this one (H-2); their
     // names tell PID 1 that a panic there is contained (L-7).
     let defaults = EdgeLimits::default();
@@ -453,7 +452,6 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     // and departures), handed over before the next event.
     let mut bookkeeping = Vec::new();
     let mut full = HashSet::new();
-    let mut consensus_streak = 0;
     loop {
         if let Some(i) = interposer.as_mut() {
             outputs = interpose(i.as_mut(), &engine, &peers, outputs);
@@ -490,7 +488,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         }
         let next_timer = timers.next();
         let input = tokio::select! {
-            event = next_peer_event(&mut events, &mut transactions, &mut consensus_streak) => match event {
+            event = inbox.next() => match event {
                 Some(PeerEvent::Connected(id, peer)) => match membership.admits(&peers, &peer) {
                     Err(why) => {
                         tracing::info!(peer = id, addr = %peer.addr, ?why, "attested, but not kept");
@@ -615,96 +613,14 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         }
     }
     tracing::info!(height = engine.state().last_block_height, "shutting down");
-    drop(edge);
-    drop(engine);
+    drop((edge, engine));
     Ok(())
-}
-
-/// Consensus messages in a row taken before gossiped transactions waiting behind them get
-/// a turn: a peer that floods votes slows the mempool, never stops it.
-const CONSENSUS_STREAK: u32 = 32;
-
-/// The next peer event: connections, votes, proposals and blocks before gossiped
-/// transactions, so a height's messages do not wait behind CheckTx of the batches queued
-/// ahead of them, but at most `CONSENSUS_STREAK` in a row. `None` once the peers are gone.
-///
-/// A batch may so overtake its connection's `Connected` (on the transactions' turn) or come
-/// after its `Disconnected`: the driver drops it as it drops every message of a connection it
-/// does not hold. Gossip is best effort; the transactions stay in the sender's mempool, and
-/// the sender proposes them.
-async fn next_peer_event(
-    events: &mut mpsc::Receiver<PeerEvent>,
-    transactions: &mut mpsc::Receiver<PeerEvent>,
-    streak: &mut u32,
-) -> Option<PeerEvent> {
-    if *streak >= CONSENSUS_STREAK {
-        *streak = 0;
-        if let Ok(event) = transactions.try_recv() {
-            return Some(event);
-        }
-    }
-    tokio::select! {
-        biased;
-        event = events.recv() => {
-            *streak += 1;
-            event
-        }
-        Some(event) = transactions.recv() => {
-            *streak = 0;
-            Some(event)
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use bulwark_p2p::peers::PEER_QUEUE;
-
-    #[test]
-    fn votes_come_before_the_transactions_queued_ahead_of_them_but_never_starve_them() {
-        let (events_tx, mut events) = mpsc::channel(64);
-        let (transactions_tx, mut transactions) = mpsc::channel(64);
-        let txs = |n: u8| PeerEvent::Message(1, Payload::Txs(wire::Txs { txs: vec![vec![n]] }));
-        let status =
-            |height| PeerEvent::Message(1, Payload::Status(wire::Status { height, round: 0 }));
-        for n in 0..2 {
-            transactions_tx.try_send(txs(n)).unwrap();
-        }
-        let statuses = u64::from(CONSENSUS_STREAK) + 8;
-        for height in 0..statuses {
-            events_tx.try_send(status(height)).unwrap();
-        }
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let mut streak = 0;
-        let mut order = Vec::new();
-        rt.block_on(async {
-            for _ in 0..statuses + 2 {
-                let event = next_peer_event(&mut events, &mut transactions, &mut streak).await;
-                order.push(match event {
-                    Some(PeerEvent::Message(_, Payload::Status(s))) => format!("s{}", s.height),
-                    Some(PeerEvent::Message(_, Payload::Txs(t))) => format!("t{}", t.txs[0][0]),
-                    other => panic!("unexpected {other:?}"),
-                });
-            }
-        });
-        let streak = CONSENSUS_STREAK as usize;
-        let mut expected: Vec<String> = (0..streak).map(|h| format!("s{h}")).collect();
-        expected.push("t0".into());
-        expected.extend((streak..streak + 8).map(|h| format!("s{h}")));
-        expected.push("t1".into());
-        assert_eq!(order, expected);
-        // The peers gone: the driver hears it.
-        drop((events_tx, transactions_tx));
-        let mut streak = 0;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        let last = rt.block_on(next_peer_event(&mut events, &mut transactions, &mut streak));
-        assert!(last.is_none());
-    }
 
     #[test]
     fn what_a_full_queue_refuses_goes_back_to_the_engine_and_the_rest_of_the_batch_too() {

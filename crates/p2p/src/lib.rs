@@ -6,12 +6,14 @@
 //! they cause) close that connection only.
 
 pub mod edge;
+pub mod inbox;
 pub mod membership;
 pub mod peers;
 pub mod stats;
 pub mod transport;
 
 pub use edge::{Edge, EdgeHandle, EdgeLimits};
+pub use inbox::Inbox;
 pub use membership::Membership;
 pub use peers::{admit, admit_logged, deliver, Admission, ConnectionId, Link, Peer, PeerEvent};
 pub use transport::{Transport, TransportError, TransportHandle};

@@ -90,9 +90,30 @@ pub struct LoadReport {
     pub tx_bytes_per_s: f64,
     /// The most transaction bytes one block held (any block of the run).
     pub largest_block_tx_bytes: u64,
+    /// CPU time (µs) the nodes' processes spent inside the window, all threads, when the run
+    /// could read it.
+    pub node_cpu_us: Option<f64>,
+    /// Transactions committed inside the window.
+    pub window_txs: u64,
+    /// Heights committed inside the window.
+    pub window_heights: u64,
 }
 
 impl LoadReport {
+    /// Node CPU per committed transaction (µs, all validators' processes together).
+    pub fn cpu_us_per_tx(&self) -> Option<f64> {
+        self.node_cpu_us
+            .filter(|_| self.window_txs > 0)
+            .map(|us| us / self.window_txs as f64)
+    }
+
+    /// Node CPU per committed height (µs, all validators' processes together).
+    pub fn cpu_us_per_height(&self) -> Option<f64> {
+        self.node_cpu_us
+            .filter(|_| self.window_heights > 0)
+            .map(|us| us / self.window_heights as f64)
+    }
+
     /// The latency (ms) at quantile `p` (0..=1); 0 for a run without one (the index saturates).
     pub fn percentile(&self, p: f64) -> f64 {
         let i = ((self.latencies_ms.len() as f64 - 1.0) * p).round() as usize;
@@ -169,6 +190,17 @@ fn sender(addr: String, node: u64, rate: f64, cfg: LoadConfig, shared: Arc<Share
 pub fn run(
     addrs: &[String],
     cfg: &LoadConfig,
+    progress: impl FnMut(&Progress),
+) -> Result<LoadReport> {
+    run_measuring(addrs, cfg, || None, progress)
+}
+
+/// [`run`], with `node_cpu_ns` read as the window opens and as it closes: the CPU time (ns)
+/// the nodes' processes have used so far, for [`LoadReport::node_cpu_us`].
+pub fn run_measuring(
+    addrs: &[String],
+    cfg: &LoadConfig,
+    mut node_cpu_ns: impl FnMut() -> Option<f64>,
     mut progress: impl FnMut(&Progress),
 ) -> Result<LoadReport> {
     let shared = Arc::new(Shared {
@@ -218,7 +250,14 @@ pub fn run(
     let mut all_latencies = Vec::new();
     let mut last_progress = Instant::now();
     let b64 = base64::engine::general_purpose::STANDARD;
+    let (mut cpu_opened, mut cpu_closed) = (None, None);
     loop {
+        if cpu_opened.is_none() && started.elapsed() >= window.0 {
+            cpu_opened = Some(node_cpu_ns());
+        }
+        if cpu_closed.is_none() && started.elapsed() >= window.1 {
+            cpu_closed = Some(node_cpu_ns());
+        }
         let offer_over = started.elapsed() >= cfg.duration;
         shared.stop.store(offer_over, Ordering::Relaxed);
         let outstanding = shared.sent.lock().map_or(0, |m| m.len());
@@ -289,6 +328,11 @@ pub fn run(
         let _ = t.join();
     }
     let seconds = (window.1 - window.0).as_secs_f64().max(0.001);
+    report.window_txs = report.tx_per_s as u64;
+    report.window_heights = window_heights;
+    if let (Some(Some(opened)), Some(Some(closed))) = (cpu_opened, cpu_closed) {
+        report.node_cpu_us = Some((closed - opened) / 1e3);
+    }
     report.tx_per_s /= seconds;
     report.tx_bytes_per_s /= seconds;
     report.heights_per_s = window_heights as f64 / seconds;
@@ -299,6 +343,17 @@ pub fn run(
     Ok(report)
 }
 
+/// Validators of a [`network_run`]'s network.
+pub const VALIDATORS: usize = 4;
+
+/// The node bench's config replacements: no wait after commit, room for the offered load.
+pub const BENCH_CONFIG: &[(&str, &str)] = &[
+    ("timeout_commit_ms = 1000", "timeout_commit_ms = 0"),
+    ("max_txs = 5000", "max_txs = 200000"),
+    ("cache_size = 10000", "cache_size = 400000"),
+    ("max_body_bytes = 1000000", "max_body_bytes = 8000000"),
+];
+
 /// One load run of `seconds` against a fresh 4-validator network of `bin` with the config
 /// replacements `config`: `rate` tx/s of `tx_bytes` each, progress and result on stderr.
 pub fn network_run(
@@ -308,8 +363,8 @@ pub fn network_run(
     config: &[(&str, &str)],
     tx_bytes: usize,
 ) -> Result<LoadReport> {
-    let mut net = harness::process::Network::start(bin, 4, "bench", config)?;
-    let addrs: Vec<String> = (0..4).map(|i| net.rpc_addr(i)).collect();
+    let mut net = harness::process::Network::start(bin, VALIDATORS, "bench", config)?;
+    let addrs: Vec<String> = (0..VALIDATORS).map(|i| net.rpc_addr(i)).collect();
     let cfg = LoadConfig {
         rate,
         tx_bytes,
@@ -317,8 +372,12 @@ pub fn network_run(
         duration: std::time::Duration::from_secs(seconds),
         run: 2,
     };
-    let report = run(&addrs, &cfg, |p| {
-        eprint!(
+    let report = run_measuring(
+        &addrs,
+        &cfg,
+        || net.cpu_ns().ok(),
+        |p| {
+            eprint!(
             "\rbench: {:>4.1}s height {:>6} committed {:>8} offered {:>8} refused {:>7} | {:>6.0} tx/s ",
             p.elapsed.as_secs_f64(),
             p.height,
@@ -327,7 +386,8 @@ pub fn network_run(
             p.refused,
             p.recent_tx_per_s
         );
-    });
+        },
+    );
     eprintln!();
     let up = net.live();
     net.stop();
@@ -361,6 +421,10 @@ pub struct MedianRun {
     pub p50_ms: f64,
     /// Commit latency p99 (ms).
     pub p99_ms: f64,
+    /// Node CPU per committed transaction, per validator (µs; 0 if unread).
+    pub cpu_us_per_tx: f64,
+    /// Node CPU per committed height, per validator (µs; 0 if unread).
+    pub cpu_us_per_height: f64,
 }
 
 /// `runs` runs of [`network_run`], each on a fresh network, and the median of each figure:
@@ -386,6 +450,8 @@ pub fn median_run(
         heights_per_s: median(&|r| r.heights_per_s),
         p50_ms: median(&|r| r.percentile(0.5)),
         p99_ms: median(&|r| r.percentile(0.99)),
+        cpu_us_per_tx: median(&|r| r.cpu_us_per_tx().unwrap_or(0.0) / VALIDATORS as f64),
+        cpu_us_per_height: median(&|r| r.cpu_us_per_height().unwrap_or(0.0) / VALIDATORS as f64),
     };
     eprintln!(
         "bench: median of {} runs at {rate:.0} tx/s: {run:?}",
