@@ -22,16 +22,7 @@ fn the_server_has_a_contained_thread_of_its_own_and_answers_through_the_engine()
         assert_ne!(std::thread::current().name(), Some(RPC_THREAD));
         request.reply.send(Ok(serde_json::json!({}))).unwrap();
     });
-    let body = r#"{"jsonrpc":"2.0","id":7,"method":"health"}"#;
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
+    let answer = post(addr, r#"{"jsonrpc":"2.0","id":7,"method":"health"}"#);
     engine.join().unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
