@@ -17,7 +17,6 @@ pub mod websocket;
 
 use bulwark_store::blocks::BlockStore;
 use calls::{BroadcastMode, Call};
-use futures_util::stream::{FuturesOrdered, StreamExt as _};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
@@ -102,6 +101,49 @@ fn reply(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
     response
 }
 
+/// A call's answer: given already, or still to come from the engine.
+enum Pending {
+    Answered(Result<Value, ResponseError>),
+    Engine {
+        reply: oneshot::Receiver<Result<Value, ResponseError>>,
+        wait: Duration,
+    },
+}
+
+impl Pending {
+    async fn answer(self) -> Result<Value, ResponseError> {
+        let (reply, wait) = match self {
+            Pending::Answered(answer) => return answer,
+            Pending::Engine { reply, wait } => (reply, wait),
+        };
+        match tokio::time::timeout(wait, reply).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(_)) => Err(ResponseError::new(
+                Code::InternalError,
+                Some("the node dropped the request".into()),
+            )),
+            Err(_) => Err(ResponseError::new(
+                Code::InternalError,
+                Some(format!("timed out after {wait:?} waiting for the node")),
+            )),
+        }
+    }
+}
+
+/// A request object's id and its call.
+fn parse_request(request: &Value) -> (Value, Result<Call, ResponseError>) {
+    let id = request.get("id").cloned().unwrap_or(Value::Null);
+    let Some(method) = request.get("method").and_then(Value::as_str) else {
+        let e = ResponseError::new(
+            Code::InvalidRequest,
+            Some("a request needs a \"method\" string".into()),
+        );
+        return (id, Err(e));
+    };
+    let params = request.get("params").cloned().unwrap_or(Value::Null);
+    (id, calls::parse(method, &params))
+}
+
 impl Server {
     /// Runs a search on a blocking thread, at most [`MAX_SEARCHES`] at once, each until the
     /// call timeout.
@@ -133,10 +175,11 @@ impl Server {
             .unwrap_or_else(|e| Err(refused(&format!("the search failed: {e}"))))
     }
 
-    /// Hands a parsed call to the engine and waits for its answer.
-    async fn dispatch(&self, call: Call) -> Result<Value, ResponseError> {
+    /// Hands a parsed call to the engine, or answers it here: a search runs to its end, and a
+    /// call the engine's channel does not take in time is refused.
+    async fn submit(&self, call: Call) -> Pending {
         if matches!(call, Call::TxSearch { .. } | Call::BlockSearch(_)) {
-            return self.search(call).await;
+            return Pending::Answered(self.search(call).await);
         }
         let wait = match call {
             Call::BroadcastTx {
@@ -147,44 +190,54 @@ impl Server {
         };
         let (tx, rx) = oneshot::channel();
         let request = RpcRequest { call, reply: tx };
-        let busy = || ResponseError::new(Code::InternalError, Some("the node is busy".into()));
-        tokio::time::timeout(wait, self.engine.send(request))
-            .await
-            .map_err(|_| busy())?
-            .map_err(|_| {
-                ResponseError::new(Code::InternalError, Some("the node is stopping".into()))
-            })?;
-        match tokio::time::timeout(wait, rx).await {
-            Ok(Ok(answer)) => answer,
-            Ok(Err(_)) => Err(ResponseError::new(
+        match tokio::time::timeout(wait, self.engine.send(request)).await {
+            Err(_) => Pending::Answered(Err(ResponseError::new(
                 Code::InternalError,
-                Some("the node dropped the request".into()),
-            )),
-            Err(_) => Err(ResponseError::new(
+                Some("the node is busy".into()),
+            ))),
+            Ok(Err(_)) => Pending::Answered(Err(ResponseError::new(
                 Code::InternalError,
-                Some(format!("timed out after {wait:?} waiting for the node")),
-            )),
+                Some("the node is stopping".into()),
+            ))),
+            Ok(Ok(())) => Pending::Engine { reply: rx, wait },
         }
     }
 
     /// One JSON-RPC request object.
     async fn single(&self, request: &Value) -> Value {
-        let id = request.get("id").cloned().unwrap_or(Value::Null);
-        let Some(method) = request.get("method").and_then(Value::as_str) else {
-            return envelope(
-                id,
-                Err(ResponseError::new(
-                    Code::InvalidRequest,
-                    Some("a request needs a \"method\" string".into()),
-                )),
-            );
-        };
-        let params = request.get("params").cloned().unwrap_or(Value::Null);
-        let answer = match calls::parse(method, &params) {
-            Ok(call) => self.dispatch(call).await,
+        let (id, call) = parse_request(request);
+        let answer = match call {
+            Ok(call) => self.submit(call).await.answer().await,
             Err(e) => Err(e),
         };
         envelope(id, answer)
+    }
+
+    /// A batch: its calls go to the engine one after another, in order, without waiting for
+    /// the answers in between (its task answers them in one wake instead of one round trip
+    /// each), at most [`BATCH_IN_FLIGHT`] unanswered, so one batch cannot queue a body's worth
+    /// of calls ahead of every other client. Answers in the batch's order.
+    async fn batch(&self, batch: &[Value]) -> Value {
+        let mut answers = Vec::with_capacity(batch.len());
+        let mut in_flight: std::collections::VecDeque<(Value, Pending)> =
+            std::collections::VecDeque::with_capacity(BATCH_IN_FLIGHT);
+        for request in batch {
+            if in_flight.len() == BATCH_IN_FLIGHT {
+                if let Some((id, pending)) = in_flight.pop_front() {
+                    answers.push(envelope(id, pending.answer().await));
+                }
+            }
+            let (id, call) = parse_request(request);
+            let pending = match call {
+                Ok(call) => self.submit(call).await,
+                Err(e) => Pending::Answered(Err(e)),
+            };
+            in_flight.push_back((id, pending));
+        }
+        for (id, pending) in in_flight {
+            answers.push(envelope(id, pending.answer().await));
+        }
+        Value::Array(answers)
     }
 
     async fn post(&self, body: Incoming) -> Response<Full<Bytes>> {
@@ -224,33 +277,7 @@ impl Server {
                     Some("empty batch".into()),
                 )),
             ),
-            Value::Array(batch) => {
-                // A batch's calls reach the engine together, in order: its task answers them
-                // in one wake instead of one round trip each, at most `BATCH_IN_FLIGHT` at a
-                // time, so one batch cannot queue a body's worth of calls ahead of every other
-                // client. A search holds one of `MAX_SEARCHES` blocking permits, so searches
-                // run one after another.
-                let search = |r: &Value| {
-                    matches!(
-                        r.get("method").and_then(Value::as_str),
-                        Some("tx_search" | "block_search")
-                    )
-                };
-                let mut answers = Vec::with_capacity(batch.len());
-                for run in batch.chunk_by(|a, b| !search(a) && !search(b)) {
-                    let mut in_flight = FuturesOrdered::new();
-                    for request in run {
-                        if in_flight.len() == BATCH_IN_FLIGHT {
-                            answers.extend(in_flight.next().await);
-                        }
-                        in_flight.push_back(self.single(request));
-                    }
-                    while let Some(answer) = in_flight.next().await {
-                        answers.push(answer);
-                    }
-                }
-                Value::Array(answers)
-            }
+            Value::Array(batch) => self.batch(batch).await,
             request @ Value::Object(_) => self.single(request).await,
             _ => envelope(
                 Value::Null,
@@ -271,7 +298,7 @@ impl Server {
         }
         // CometBFT answers URI requests with id -1.
         let answer = match calls::uri_params(query).and_then(|p| calls::parse(method, &p)) {
-            Ok(call) => self.dispatch(call).await,
+            Ok(call) => self.submit(call).await.answer().await,
             Err(e) => Err(e),
         };
         let status = match &answer {

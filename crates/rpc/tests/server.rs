@@ -3,6 +3,7 @@
 //! calls through the engine's channel.
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+use bulwark_rpc::calls::Call;
 use bulwark_rpc::{spawn_serve, RpcLimits, RpcRequest, RPC_THREAD};
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -133,22 +134,31 @@ fn a_batch_has_at_most_its_bound_of_calls_at_the_engine_at_once() {
             next(&mut rx, Duration::from_millis(300)).is_none(),
             "more than {BATCH_IN_FLIGHT} calls in flight"
         );
-        // Each answer lets one more in, until all are answered.
-        let mut answered = 0;
-        while let Some(request) = held.pop_front() {
+        // Answered together: the rest come, still in the batch's order.
+        let mut arrived = Vec::new();
+        for request in held {
+            arrived.push(request.call.clone());
             request.reply.send(Ok(serde_json::json!({}))).unwrap();
-            answered += 1;
-            if answered + held.len() < calls {
-                held.push_back(next(&mut rx, Duration::from_secs(5)).expect("the next call"));
-            }
         }
-        answered
+        while arrived.len() < calls {
+            let request = next(&mut rx, Duration::from_secs(5)).expect("the next call");
+            arrived.push(request.call.clone());
+            request.reply.send(Ok(serde_json::json!({}))).unwrap();
+        }
+        arrived
     });
-    let batch: Vec<String> = (0..calls)
-        .map(|id| format!(r#"{{"jsonrpc":"2.0","id":{id},"method":"health"}}"#))
+    let batch: Vec<String> = (1..=calls)
+        .map(|h| {
+            format!(r#"{{"jsonrpc":"2.0","id":{h},"method":"block","params":{{"height":"{h}"}}}}"#)
+        })
         .collect();
     let answer = post(addr, &format!("[{}]", batch.join(",")));
-    assert_eq!(engine.join().unwrap(), calls);
+    let arrived = engine.join().unwrap();
+    let in_order: Vec<_> = (1..=calls as u64).map(|h| Call::Block(Some(h))).collect();
+    assert_eq!(
+        arrived, in_order,
+        "the engine got the batch's calls out of order"
+    );
     let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
     let answers: serde_json::Value = serde_json::from_str(body).unwrap();
     let ids: Vec<u64> = answers
@@ -157,5 +167,5 @@ fn a_batch_has_at_most_its_bound_of_calls_at_the_engine_at_once() {
         .iter()
         .map(|a| a["id"].as_u64().unwrap())
         .collect();
-    assert_eq!(ids, (0..calls as u64).collect::<Vec<_>>());
+    assert_eq!(ids, (1..=calls as u64).collect::<Vec<_>>());
 }
