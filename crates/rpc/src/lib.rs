@@ -106,17 +106,23 @@ enum Pending {
     Answered(Result<Value, ResponseError>),
     Engine {
         reply: oneshot::Receiver<Result<Value, ResponseError>>,
+        /// `wait` after the call was handed over.
+        deadline: tokio::time::Instant,
         wait: Duration,
     },
 }
 
 impl Pending {
     async fn answer(self) -> Result<Value, ResponseError> {
-        let (reply, wait) = match self {
+        let (reply, deadline, wait) = match self {
             Pending::Answered(answer) => return answer,
-            Pending::Engine { reply, wait } => (reply, wait),
+            Pending::Engine {
+                reply,
+                deadline,
+                wait,
+            } => (reply, deadline, wait),
         };
-        match tokio::time::timeout(wait, reply).await {
+        match tokio::time::timeout_at(deadline, reply).await {
             Ok(Ok(answer)) => answer,
             Ok(Err(_)) => Err(ResponseError::new(
                 Code::InternalError,
@@ -199,7 +205,11 @@ impl Server {
                 Code::InternalError,
                 Some("the node is stopping".into()),
             ))),
-            Ok(Ok(())) => Pending::Engine { reply: rx, wait },
+            Ok(Ok(())) => Pending::Engine {
+                reply: rx,
+                deadline: tokio::time::Instant::now() + wait,
+                wait,
+            },
         }
     }
 
@@ -216,7 +226,9 @@ impl Server {
     /// A batch: its calls go to the engine one after another, in order, without waiting for
     /// the answers in between (its task answers them in one wake instead of one round trip
     /// each), at most [`BATCH_IN_FLIGHT`] unanswered, so one batch cannot queue a body's worth
-    /// of calls ahead of every other client. Answers in the batch's order.
+    /// of calls ahead of every other client. Each answer is awaited at most the call's timeout
+    /// after its call was handed over, and a search only once the calls before it are
+    /// answered. Answers in the batch's order.
     async fn batch(&self, batch: &[Value]) -> Value {
         let mut answers = Vec::with_capacity(batch.len());
         let mut in_flight: std::collections::VecDeque<(Value, Pending)> =
@@ -228,6 +240,12 @@ impl Server {
                 }
             }
             let (id, call) = parse_request(request);
+            // A search sees what the calls before it did.
+            if matches!(call, Ok(Call::TxSearch { .. } | Call::BlockSearch(_))) {
+                for (id, pending) in in_flight.drain(..) {
+                    answers.push(envelope(id, pending.answer().await));
+                }
+            }
             let pending = match call {
                 Ok(call) => self.submit(call).await,
                 Err(e) => Pending::Answered(Err(e)),

@@ -112,7 +112,8 @@ fn a_batch_has_at_most_its_bound_of_calls_at_the_engine_at_once() {
     use bulwark_rpc::BATCH_IN_FLIGHT;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<RpcRequest>(4 * BATCH_IN_FLIGHT);
+    // A channel smaller than the bound: later calls queue for room, as on a busy node.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<RpcRequest>(8);
     let _server = spawn_serve(listener, tx, RpcLimits::default(), None).unwrap();
     let calls = BATCH_IN_FLIGHT + 6;
     let engine = std::thread::spawn(move || {
