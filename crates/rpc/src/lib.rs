@@ -76,7 +76,7 @@ struct Server {
 /// Searches a server runs at once (each on a blocking thread); more are refused.
 pub const MAX_SEARCHES: usize = 2;
 
-/// Calls of one JSON-RPC batch on their way to the engine at once.
+/// Calls of one JSON-RPC batch handed to the engine and not yet answered, at most.
 pub const BATCH_IN_FLIGHT: usize = 64;
 
 fn error_object(e: &ResponseError) -> Value {
