@@ -51,9 +51,13 @@ pub enum AssemblyError {
 pub fn block_to_parts(block: &Block) -> Result<(PartSetHeader, Vec<pb::types::Part>), PartError> {
     let raw = pb::types::Block::from(block.clone()).encode_to_vec();
     let set = PartSet::from_bytes(&raw)?;
+    Ok((set.header(), wire_parts(&set)))
+}
+
+/// The wire parts of a part set made already (see [`block_to_parts`]).
+pub fn wire_parts(set: &PartSet) -> Vec<pb::types::Part> {
     let header = set.header();
-    let parts = set
-        .parts()
+    set.parts()
         .iter()
         .map(|p| pb::types::Part {
             index: p.index,
@@ -65,8 +69,7 @@ pub fn block_to_parts(block: &Block) -> Result<(PartSetHeader, Vec<pb::types::Pa
                 aunts: p.aunts.iter().map(|a| a.to_vec()).collect(),
             }),
         })
-        .collect();
-    Ok((header, parts))
+        .collect()
 }
 
 /// The receivers' side: collects parts per announced part-set header.

@@ -223,14 +223,18 @@ impl Mempool {
         out
     }
 
-    /// After a block is committed: its txs leave (and stay in the seen cache), and the rest
-    /// are rechecked against the new state; those the application now refuses leave too. An
-    /// application that fails to answer a recheck is an error the node stops on.
-    pub fn update(&mut self, committed: &[Bytes], app: &dyn Application) -> Result<(), AppError> {
-        for tx in committed {
-            let h = tx_hash(tx);
-            self.seen.insert(h);
-            self.remove(&h);
+    /// After a block is committed: its txs, given by their [`tx_hash`]es (the block store
+    /// computed them already), leave and stay in the seen cache, and the rest are rechecked
+    /// against the new state; those the application now refuses leave too. An application
+    /// that fails to answer a recheck is an error the node stops on.
+    pub fn update(
+        &mut self,
+        committed: &[[u8; 32]],
+        app: &dyn Application,
+    ) -> Result<(), AppError> {
+        for h in committed {
+            self.seen.insert(*h);
+            self.remove(h);
         }
         self.order.retain(|h| self.txs.contains_key(h));
         let waiting: Vec<[u8; 32]> = self.order.iter().copied().collect();

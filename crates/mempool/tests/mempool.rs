@@ -93,7 +93,8 @@ fn committed_txs_leave_and_stay_refused_and_the_rest_wait() {
     })
     .unwrap();
     app.commit().unwrap();
-    m.update(&block_txs, &app).unwrap();
+    let hashes: Vec<[u8; 32]> = block_txs.iter().map(|t| tx_hash(t)).collect();
+    m.update(&hashes, &app).unwrap();
     assert_eq!(m.reap(-1), vec![tx("b=2")]);
     assert_eq!(m.add(tx("a=1"), &app), Err(AddError::AlreadySeen));
     assert_eq!((m.len(), m.size_bytes()), (1, 3));

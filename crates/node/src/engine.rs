@@ -26,7 +26,7 @@ use bulwark_consensus::{
     Vote as CoreVote, VoteKind,
 };
 use bulwark_evidence::{summary as evidence_summary, AtHeight, EvidenceError, Now, Pool};
-use bulwark_gossip::proposal::{block_to_parts, Assembler, PartAdded};
+use bulwark_gossip::proposal::{block_to_parts, wire_parts, Assembler, PartAdded};
 use bulwark_gossip::relay::Relay;
 use bulwark_gossip::sync::BlockRequests;
 use bulwark_instance::{Authorization, Claim, ClaimAction, ClaimError, Pool as ClaimPool, Signer};
@@ -37,6 +37,7 @@ use bulwark_store::privval::{PrivValidator, PrivvalError};
 use bulwark_store::wal::Wal;
 use bulwark_store::{Store, StoreError};
 use bulwark_types::convert::value_id;
+use bulwark_types::parts::PartSet;
 use bulwark_types::signing::{
     is_non_nil_precommit, verify_proposal, verify_vote, verify_vote_extension,
 };
@@ -237,6 +238,9 @@ pub struct Engine {
     assembler: Assembler,
     /// Our own blocks of the current height, by round (built once, reused after a restart).
     own_blocks: HashMap<u32, Block>,
+    /// The part sets (the protobuf encoding, cut and hashed) of the valid candidates whose
+    /// encoding this node made: made once, then proposed and stored as they are.
+    encodings: HashMap<ValueId, PartSet>,
     /// Messages of the current height admitted, for peers that missed them.
     relay: Relay,
     replaying: bool,
@@ -361,6 +365,7 @@ impl Engine {
             waiting: Vec::new(),
             assembler: Assembler::new(),
             own_blocks: HashMap::new(),
+            encodings: HashMap::new(),
             relay: Relay::default(),
             replaying: false,
             tx_outbox: Vec::new(),
@@ -605,6 +610,7 @@ impl Engine {
         own_blocks: HashMap<u32, Block>,
     ) -> Result<Vec<Output>, EngineError> {
         self.candidates.clear();
+        self.encodings.clear();
         self.waiting.clear();
         self.assembler = Assembler::new();
         self.own_blocks = own_blocks;
@@ -1199,8 +1205,9 @@ impl Engine {
         }
         if let Some(block) = self.own_blocks.get(&round.0).cloned() {
             // After a restart: our own proposal, whose block is in the WAL.
-            let id = crate::chain::block_id(&block)?.0;
+            let (id, parts) = crate::chain::block_id(&block)?;
             if id == block_id {
+                self.encodings.insert(core.value, parts);
                 self.candidates
                     .insert(core.value, (block, id, Validity::Valid));
                 return self.drive(Event::Proposal {
@@ -1574,7 +1581,7 @@ impl Engine {
     }
 
     fn block_arrived(&mut self, block: Block) -> Result<Vec<Output>, EngineError> {
-        let id = block_id(&block)?.0;
+        let (id, parts) = block_id(&block)?;
         let checked = self
             .state
             .validate_block(&block)
@@ -1604,6 +1611,9 @@ impl Engine {
             Validity::Invalid
         };
         let value = value_id(&id);
+        if validity == Validity::Valid {
+            self.encodings.insert(value, parts);
+        }
         self.candidates.insert(value, (block, id, validity));
         let ready: Vec<Signed<CoreProposal>> = self
             .waiting
@@ -1746,7 +1756,7 @@ impl Engine {
         if height != self.state.next_height() || self.refused_extensions.contains(&peer) {
             return Ok(vec![]);
         }
-        let id = block_id(&block)?.0;
+        let (id, parts) = block_id(&block)?;
         // The commit first: a forged block's commit fails on its block id, its claimed power or
         // its first forged signature, before the block's own last commit (public, so copyable
         // into any forgery) costs a signature per validator or its evidence any. Then the
@@ -1772,7 +1782,7 @@ impl Engine {
         {
             return Ok(vec![]);
         }
-        self.commit_block(block, id, commit, extensions)
+        self.commit_block(block, id, parts, commit, extensions)
     }
 
     /// Runs the core on `event` and carries out its actions.
@@ -1786,12 +1796,15 @@ impl Engine {
                         out.push(Output::Schedule { timeout, after })
                     }
                     Action::GetValue { height, round } => {
-                        let block = match self.own_blocks.get(&round.0) {
-                            Some(b) => b.clone(),
+                        let (block, id, parts) = match self.own_blocks.get(&round.0) {
+                            Some(b) => {
+                                let (id, parts) = block_id(b)?;
+                                (b.clone(), id, parts)
+                            }
                             None => self.build_block(round.0)?,
                         };
-                        let id = block_id(&block)?.0;
                         let value = value_id(&id);
+                        self.encodings.insert(value, parts);
                         self.candidates.insert(value, (block, id, Validity::Valid));
                         queue.push_back(Event::ProposeValue {
                             height,
@@ -1807,17 +1820,21 @@ impl Engine {
                         }
                     }
                     Action::Decide(d) => {
-                        let (block, id, _) =
-                            self.candidates.get(&d.value).cloned().ok_or_else(|| {
-                                EngineError::Wal("decided a block we do not have".into())
-                            })?;
+                        // The height ends here: its candidates are cleared with it.
+                        let (block, id, _) = self.candidates.remove(&d.value).ok_or_else(|| {
+                            EngineError::Wal("decided a block we do not have".into())
+                        })?;
+                        let parts = match self.encodings.remove(&d.value) {
+                            Some(parts) => parts,
+                            None => block_id(&block)?.1,
+                        };
                         let commit = commit_from_decision(&d, id, &self.state.validator_infos)?;
                         let params = &self.state.consensus_params;
                         let extensions = match extensions_enabled(params, d.height.0) {
                             true => self.extensions.of_commit(&commit),
                             false => Vec::new(),
                         };
-                        out.extend(self.commit_block(block, id, commit, extensions)?);
+                        out.extend(self.commit_block(block, id, parts, commit, extensions)?);
                         return Ok(out);
                     }
                     Action::Evidence(dv) => self.conflict_found(&dv),
@@ -1827,7 +1844,7 @@ impl Engine {
         Ok(out)
     }
 
-    fn build_block(&mut self, round: u32) -> Result<Block, EngineError> {
+    fn build_block(&mut self, round: u32) -> Result<(Block, block::Id, PartSet), EngineError> {
         let height = self.state.next_height();
         let time = self.state.next_block_time(self.last_commit.as_ref());
         // Evidence comes out of the transactions' room, so the block stays within max_bytes
@@ -1883,7 +1900,7 @@ impl Engine {
                     .map(|t| t.to_vec()),
             )
             .collect();
-        let (block, _, _) = self.state.make_block_with_evidence(
+        let (block, id, parts) = self.state.make_block_with_evidence(
             txs,
             evidence,
             self.last_commit.clone(),
@@ -1896,18 +1913,18 @@ impl Engine {
             ..Default::default()
         })?;
         self.own_blocks.insert(round, block.clone());
-        Ok(block)
+        Ok((block, id, parts))
     }
 
     fn propose(&mut self, p: CoreProposal) -> Result<Vec<Output>, EngineError> {
         let (block, id, _) = self
             .candidates
             .get(&p.value)
-            .cloned()
             .ok_or_else(|| EngineError::Wal("proposing a block we do not have".into()))?;
+        let (height, block_time, id) = (block.header.height, block.header.time, *id);
         let mut tp = proposal::Proposal {
             msg_type: proposal::Type::Proposal,
-            height: block.header.height,
+            height,
             round: block::Round::try_from(p.round.0)
                 .map_err(|e| EngineError::Wal(e.to_string()))?,
             pol_round: p
@@ -1916,7 +1933,7 @@ impl Engine {
                 .transpose()
                 .map_err(|e| EngineError::Wal(e.to_string()))?,
             block_id: Some(id),
-            timestamp: Some(self.config.clock.now().max(block.header.time)),
+            timestamp: Some(self.config.clock.now().max(block_time)),
             signature: None,
         };
         if !self.may_sign() {
@@ -1949,10 +1966,20 @@ impl Engine {
             }
         }
         self.relay.keep(None, payload.clone());
-        let (_, parts) = block_to_parts(&block).map_err(|e| BlockError::Encoding(e.to_string()))?;
+        let parts = match (self.encodings.get(&p.value), self.candidates.get(&p.value)) {
+            (Some(set), _) => wire_parts(set),
+            (None, Some((block, _, _))) => {
+                block_to_parts(block)
+                    .map_err(|e| BlockError::Encoding(e.to_string()))?
+                    .1
+            }
+            (None, None) => {
+                return Err(EngineError::Wal("proposing a block we do not have".into()))
+            }
+        };
         for part in parts {
             let bp = Payload::BlockPart(wire::BlockPart {
-                height: block.header.height.value(),
+                height: height.value(),
                 round: p.round.0,
                 part: Some(part),
             });
@@ -2236,10 +2263,12 @@ impl Engine {
         Ok(Some((Payload::Vote(tv.into()), signed)))
     }
 
+    /// Commits `block`, whose part set `parts` (its encoding) the caller made or checked.
     fn commit_block(
         &mut self,
         block: Block,
         id: block::Id,
+        parts: PartSet,
         commit: Commit,
         extensions: Extensions,
     ) -> Result<Vec<Output>, EngineError> {
@@ -2248,12 +2277,15 @@ impl Engine {
             &self.state.last_validator_infos,
             misbehavior_of(&block, &self.blocks),
         );
+        // The request's copies, shared: one copy of each transaction serves the application,
+        // the mempool and the store's index, and one hash of it the last two.
+        let txs: Vec<Bytes> = request.txs.clone();
+        let hashes: Vec<[u8; 32]> = txs.iter().map(|t| tx_hash(t)).collect();
         let app = &mut self.app;
         let result = bulwark_instance::finalize_without_claims(request, |r| {
             bulwark_app::finalize_checked(app.as_mut(), r)
         })?;
         let height = block.header.height.value();
-        let txs: Vec<Bytes> = block.data.iter().map(|t| Bytes::from(t.clone())).collect();
         let evidence: Vec<Evidence> = block.evidence.iter().cloned().collect();
         let logged: Vec<CommittedEvidence> = evidence
             .iter()
@@ -2273,7 +2305,7 @@ impl Engine {
         self.blocks.save(DecidedHeight {
             height,
             hash: id.hash.as_bytes(),
-            block: &pb::types::Block::from(block).encode_to_vec(),
+            block: &parts.bytes(),
             commit: &pb::types::Commit::from(commit.clone()).encode_to_vec(),
             extensions: &if extensions.is_empty() {
                 Vec::new()
@@ -2283,10 +2315,10 @@ impl Engine {
             state: &next.encode(),
             results: &encode_results(&result),
             evidence: &logged,
-            txs: &txs
+            txs: &hashes
                 .iter()
                 .zip(&result.tx_results)
-                .map(|(t, r)| (tx_hash(t), r.code.is_ok()))
+                .map(|(h, r)| (*h, r.code.is_ok()))
                 .collect::<Vec<_>>(),
             tx_attributes: &result
                 .tx_results
@@ -2296,7 +2328,7 @@ impl Engine {
             block_attributes: &indexed_attributes(&result.events),
         })?;
         self.app.commit()?;
-        self.mempool.update(&txs, self.app.as_ref())?;
+        self.mempool.update(&hashes, self.app.as_ref())?;
         self.wal.truncate_below(height + 1)?;
         self.state = next;
         self.last_commit = Some(commit);

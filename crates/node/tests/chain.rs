@@ -11,7 +11,7 @@ use bulwark_app::Application;
 use bulwark_consensus::{
     Action, Config, Consensus, Event, Height as CHeight, Signed, Validity, ValueId, VoteKind,
 };
-use bulwark_mempool::{Mempool, MempoolConfig};
+use bulwark_mempool::{tx_hash, Mempool, MempoolConfig};
 use bulwark_node::chain::finalize_request;
 use bulwark_node::chain::{
     block_id, commit_from_decision, pack_signature, BlockError, ChainState, CommitError,
@@ -237,8 +237,8 @@ fn run() -> Run {
                         }
                         let result = n.app.finalize_block(request).unwrap();
                         n.app.commit().unwrap();
-                        let committed: Vec<Bytes> =
-                            block.data.iter().map(|t| Bytes::from(t.clone())).collect();
+                        let committed: Vec<[u8; 32]> =
+                            block.data.iter().map(|t| tx_hash(t)).collect();
                         n.mempool.update(&committed, &n.app).unwrap();
                         n.state.apply(&block, id, &result).unwrap();
                         n.last_commit = Some(commit.clone());

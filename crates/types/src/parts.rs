@@ -222,6 +222,15 @@ impl PartSet {
     pub fn parts(&self) -> &[Part] {
         &self.parts
     }
+
+    /// The bytes the set was made from: its parts' bytes, in order.
+    pub fn bytes(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.parts.iter().map(|p| p.bytes.len()).sum());
+        for part in &self.parts {
+            bytes.extend_from_slice(&part.bytes);
+        }
+        bytes
+    }
 }
 
 /// Checks that `part` belongs to the part set announced by `header`.
@@ -344,6 +353,7 @@ mod tests {
                 builder.add(part.clone()).unwrap();
             }
             assert_eq!(builder.assemble().unwrap(), bytes);
+            assert_eq!(set.bytes(), bytes);
         }
     }
 
