@@ -29,6 +29,7 @@ use prost::Message;
 use thiserror::Error;
 
 pub mod extensions;
+pub mod handshake;
 pub use extensions::{extended_commit_info, extensions_enabled};
 
 /// Why a proposed block is not the next block.

@@ -7,5 +7,5 @@
 pub use bulwark_chain as chain;
 pub use bulwark_instance as instance;
 pub mod engine;
-pub mod handshake;
+pub use bulwark_chain::handshake;
 pub use bulwark_gossip::{heights, proposal, relay};

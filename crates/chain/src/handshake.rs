@@ -4,7 +4,7 @@
 //! it, and each replay must produce the app hash the chain recorded. An application ahead of
 //! the store, or one that computes another app hash, is an error: the node must not start.
 
-use crate::chain::{finalize_request, ChainState};
+use crate::{finalize_request, ChainState};
 use bulwark_app::{AppError, Application};
 use bulwark_store::blocks::BlockStore;
 use bulwark_store::StoreError;
@@ -154,7 +154,7 @@ pub fn handshake(
         let request = finalize_request(
             &block,
             &last_validators,
-            crate::chain::misbehavior_of(&block, blocks),
+            crate::misbehavior_of(&block, blocks),
         );
         app.consensus_params_are(&params);
         let result = bulwark_instance::finalize_without_claims(request, |r| {
