@@ -2300,6 +2300,15 @@ impl Engine {
             .collect();
         let mut next = self.state.clone();
         next.apply(&block, id, &result)?;
+        let txs_succeeded: Vec<([u8; 32], bool)> = hashes
+            .iter()
+            .zip(&result.tx_results)
+            .map(|(h, r)| (*h, r.code.is_ok()))
+            .collect();
+        let tx_attributes: Vec<_> = (result.tx_results.iter())
+            .map(|r| indexed_attributes(&r.events))
+            .collect();
+        let block_attributes = indexed_attributes(&result.events);
         // Block, commit and resulting state first; the app's Commit after (the handshake
         // replays the block if we crash in between).
         self.blocks.save(DecidedHeight {
@@ -2313,19 +2322,11 @@ impl Engine {
                 wire::VoteExtensions::from_pairs(&extensions).encode_to_vec()
             },
             state: &next.encode(),
-            results: &encode_results(&result),
+            results: &encode_results(result),
             evidence: &logged,
-            txs: &hashes
-                .iter()
-                .zip(&result.tx_results)
-                .map(|(h, r)| (*h, r.code.is_ok()))
-                .collect::<Vec<_>>(),
-            tx_attributes: &result
-                .tx_results
-                .iter()
-                .map(|r| indexed_attributes(&r.events))
-                .collect::<Vec<_>>(),
-            block_attributes: &indexed_attributes(&result.events),
+            txs: &txs_succeeded,
+            tx_attributes: &tx_attributes,
+            block_attributes: &block_attributes,
         })?;
         self.app.commit()?;
         self.mempool.update(&hashes, self.app.as_ref())?;

@@ -124,7 +124,7 @@ fn build_with(
                 commit: &pb::types::Commit::from(commit.clone()).encode_to_vec(),
                 extensions: &[],
                 state: &state.encode(),
-                results: &encode_results(&result),
+                results: &encode_results(result.clone()),
                 evidence: &[],
                 txs: &[],
                 tx_attributes: &[],
