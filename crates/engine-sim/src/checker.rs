@@ -172,7 +172,7 @@ pub struct Bounds {
 
 impl Bounds {
     /// The limit of each footprint quantity at consensus round `round`.
-    fn limits(&self, round: u32) -> [(&'static str, u64); 6] {
+    fn limits(&self, round: u32) -> [(&'static str, u64); 7] {
         let n = self.validators;
         let rounds = u64::from(round) + 2;
         [
@@ -180,6 +180,7 @@ impl Bounds {
             ("waiting proposals", 4 * rounds + 8),
             // Blocks assembled or built: one per proposal at most.
             ("candidate blocks", 4 * rounds + 8),
+            ("encodings of candidate blocks", 4 * rounds + 8),
             (
                 "blocks being assembled",
                 bulwark_node::proposal::MAX_PENDING_BLOCKS as u64,
@@ -205,6 +206,7 @@ impl Bounds {
         let values = [
             footprint.waiting as u64,
             footprint.candidates as u64,
+            footprint.encodings as u64,
             footprint.assembling as u64,
             footprint.seen as u64,
             footprint.early as u64,

@@ -211,6 +211,8 @@ pub struct Footprint {
     pub waiting: usize,
     /// Blocks of this height assembled or built.
     pub candidates: usize,
+    /// Their encodings kept (see `Engine::encodings`).
+    pub encodings: usize,
     /// Blocks being assembled from parts.
     pub assembling: usize,
     /// Messages remembered for peers that missed them.
@@ -509,6 +511,7 @@ impl Engine {
             early_bytes: self.early_bytes,
             waiting: self.waiting.len(),
             candidates: self.candidates.len(),
+            encodings: self.encodings.len(),
             assembling: self.assembler.len(),
             seen: self.relay.len(),
             wal_records: self.wal.count_from(self.state.next_height()),
@@ -1824,6 +1827,8 @@ impl Engine {
                         let (block, id, _) = self.candidates.remove(&d.value).ok_or_else(|| {
                             EngineError::Wal("decided a block we do not have".into())
                         })?;
+                        // Until the next height starts, `block_id_of` still names it.
+                        self.vote_blocks.insert(d.value, id);
                         let parts = match self.encodings.remove(&d.value) {
                             Some(parts) => parts,
                             None => block_id(&block)?.1,

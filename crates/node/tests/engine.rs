@@ -878,3 +878,23 @@ fn rpc_check_tx_is_answered_a_bounded_number_of_times_a_tick() {
     engine.handle(Input::Tick).unwrap();
     assert!(engine.check_tx_for_rpc("late=v".into()).is_some());
 }
+
+#[test]
+fn a_decided_block_is_named_by_its_value_until_the_next_height_starts() {
+    // `consensus_state` names the proposal, locked and valid blocks through `block_id_of`
+    // while the node waits out timeout_commit; the decided candidate itself leaves the engine
+    // at commit. A lone validator: no other validator's vote names the block.
+    let mut net = Net::with_genesis(|g| g.validators.truncate(1));
+    net.submit(0, "lone=value");
+    for _ in 0..100_000 {
+        if net.committed[0] >= 1 {
+            break;
+        }
+        net.step();
+    }
+    let engine = net.slots[0].engine.as_ref().unwrap();
+    assert_eq!(engine.state().last_block_height, 1);
+    let id = engine.state().last_block_id.expect("block 1's id");
+    let value = bulwark_types::convert::value_id(&id);
+    assert_eq!(engine.block_id_of(&value), Some(id));
+}
