@@ -1926,6 +1926,15 @@ impl Engine {
             .candidates
             .get(&p.value)
             .ok_or_else(|| EngineError::Wal("proposing a block we do not have".into()))?;
+        let parts = match self.encodings.get(&p.value) {
+            Some(set) => wire_parts(set),
+            // Every valid candidate keeps its encoding; made again should one not.
+            None => {
+                block_to_parts(block)
+                    .map_err(|e| BlockError::Encoding(e.to_string()))?
+                    .1
+            }
+        };
         let (height, block_time, id) = (block.header.height, block.header.time, *id);
         let mut tp = proposal::Proposal {
             msg_type: proposal::Type::Proposal,
@@ -1971,17 +1980,6 @@ impl Engine {
             }
         }
         self.relay.keep(None, payload.clone());
-        let parts = match (self.encodings.get(&p.value), self.candidates.get(&p.value)) {
-            (Some(set), _) => wire_parts(set),
-            (None, Some((block, _, _))) => {
-                block_to_parts(block)
-                    .map_err(|e| BlockError::Encoding(e.to_string()))?
-                    .1
-            }
-            (None, None) => {
-                return Err(EngineError::Wal("proposing a block we do not have".into()))
-            }
-        };
         for part in parts {
             let bp = Payload::BlockPart(wire::BlockPart {
                 height: height.value(),
@@ -2282,10 +2280,9 @@ impl Engine {
             &self.state.last_validator_infos,
             misbehavior_of(&block, &self.blocks),
         );
-        // The request's copies, shared: one copy of each transaction serves the application,
-        // the mempool and the store's index, and one hash of it the last two.
-        let txs: Vec<Bytes> = request.txs.clone();
-        let hashes: Vec<[u8; 32]> = txs.iter().map(|t| tx_hash(t)).collect();
+        // Every transaction of the block (claims too), hashed once for the store's index and
+        // the mempool.
+        let hashes: Vec<[u8; 32]> = request.txs.iter().map(|t| tx_hash(t)).collect();
         let app = &mut self.app;
         let result = bulwark_instance::finalize_without_claims(request, |r| {
             bulwark_app::finalize_checked(app.as_mut(), r)
@@ -2310,7 +2307,9 @@ impl Engine {
             .zip(&result.tx_results)
             .map(|(h, r)| (*h, r.code.is_ok()))
             .collect();
-        let tx_attributes: Vec<_> = (result.tx_results.iter())
+        let tx_attributes: Vec<_> = result
+            .tx_results
+            .iter()
             .map(|r| indexed_attributes(&r.events))
             .collect();
         let block_attributes = indexed_attributes(&result.events);
@@ -2349,7 +2348,7 @@ impl Engine {
         self.evidence_log.forget(&expired)?;
         let mut out = vec![Output::Committed {
             height,
-            txs: txs.len(),
+            txs: hashes.len(),
         }];
         out.extend(self.evidence_of_committed(height));
         out.extend(self.manage_claim()?);
