@@ -41,9 +41,17 @@ pub fn proposal_sign_bytes(proposal: &Proposal, chain_id: &chain::Id) -> Vec<u8>
     proposal.clone().into_signable_vec(chain_id.clone())
 }
 
-/// Signs `bytes` with an ed25519 key.
+/// Signs `bytes` with an ed25519 key; on a thread that called
+/// [`remember_signatures_made_on_this_thread`], the signature is remembered as valid.
 pub fn sign(key: &SigningKey, bytes: &[u8]) -> Signature {
     let sig = key.sign(bytes).to_bytes();
+    if REMEMBER_SIGNED.with(Cell::get) {
+        remember(fingerprint_of(
+            key.verification_key().as_bytes(),
+            bytes,
+            &sig,
+        ));
+    }
     match Signature::new(sig) {
         Ok(Some(s)) => s,
         // 64 non-empty bytes always make a signature.
@@ -67,6 +75,8 @@ static VERIFIED: OnceLock<VerifiedSignatures> = OnceLock::new();
 
 thread_local! {
     static FULL_CHECKS: Cell<u64> = const { Cell::new(0) };
+    /// Whether [`sign`] on this thread remembers what it signs.
+    static REMEMBER_SIGNED: Cell<bool> = const { Cell::new(false) };
     /// Verification keys decompressed by this thread (a decompression costs about a tenth of a
     /// check), by their 32 bytes.
     static DECOMPRESSED_KEYS: RefCell<HashMap<[u8; 32], ed25519_zebra::VerificationKey>> =
@@ -86,6 +96,16 @@ pub fn remember_verified_signatures(capacity: usize) {
     });
 }
 
+/// Makes [`sign`] on this thread remember each signature it makes as valid, once
+/// [`remember_verified_signatures`] was called, so [`verify`] accepts it on any thread without
+/// a check. A node's own votes and proposals come back to it: in the last commit of every
+/// block it receives, and relayed by its peers. Each was a full check (about a tenth of a
+/// validator's CPU per empty height). Per thread, because a test that runs several validators
+/// in one process would otherwise remember the others' signatures too.
+pub fn remember_signatures_made_on_this_thread() {
+    REMEMBER_SIGNED.with(|r| r.set(true));
+}
+
 /// Full ed25519 checks this thread has run (cache hits are not counted): how a test shows
 /// which thread did the work.
 pub fn full_checks_on_this_thread() -> u64 {
@@ -98,11 +118,33 @@ fn fingerprint(key: &PublicKey, bytes: &[u8], signature: &Signature) -> Option<[
     let PublicKey::Ed25519(vk) = key else {
         return None;
     };
+    Some(fingerprint_of(vk.as_bytes(), bytes, signature.as_bytes()))
+}
+
+fn fingerprint_of(key: &[u8], bytes: &[u8], signature: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(vk.as_bytes());
-    h.update(signature.as_bytes());
+    h.update(key);
+    h.update(signature);
     h.update(bytes);
-    Some(h.finalize().into())
+    h.finalize().into()
+}
+
+/// Adds `print` to the signatures known valid (nothing when they are not remembered).
+fn remember(print: [u8; 32]) {
+    let Some(cache) = VERIFIED.get() else {
+        return;
+    };
+    if let Ok(mut kept) = cache.kept.lock() {
+        let (set, order) = &mut *kept;
+        if set.insert(print) {
+            order.push_back(print);
+            while order.len() > cache.capacity {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 fn remembered(fingerprint: &[u8; 32]) -> bool {
@@ -132,9 +174,9 @@ pub fn preverify(
     signature: &Signature,
 ) -> Result<Preverified, SignatureError> {
     let checked = |()| Preverified::Checked;
-    let Some(cache) = VERIFIED.get() else {
+    if VERIFIED.get().is_none() {
         return full_check(key, bytes, signature).map(checked);
-    };
+    }
     let Some(print) = fingerprint(key, bytes, signature) else {
         return full_check(key, bytes, signature).map(checked);
     };
@@ -142,17 +184,7 @@ pub fn preverify(
         return Ok(Preverified::Remembered);
     }
     full_check(key, bytes, signature)?;
-    if let Ok(mut kept) = cache.kept.lock() {
-        let (set, order) = &mut *kept;
-        if set.insert(print) {
-            order.push_back(print);
-            while order.len() > cache.capacity {
-                if let Some(old) = order.pop_front() {
-                    set.remove(&old);
-                }
-            }
-        }
-    }
+    remember(print);
     Ok(Preverified::Checked)
 }
 
