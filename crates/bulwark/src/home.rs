@@ -697,8 +697,7 @@ impl Home {
         let text = |path: &Path, value: serde_json::Result<String>| {
             value.map_err(|e| invalid(path.to_path_buf(), e.to_string()))
         };
-        // Each file on its own: a start that stopped between the two finds one and makes the
-        // other.
+        // Each file on its own: a start stopped between the two finds one, makes the other.
         if !node_path.exists() {
             let node = NodeKey {
                 priv_key: fresh(&node_path)?,

@@ -141,6 +141,7 @@ pub fn start_interposed(home: Home, interposer: Option<Box<dyn Interposer>>) -> 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    bulwark_types::signing::remember_signatures_made_on_this_thread();
     runtime.block_on(run(home, interposer))
 }
 
@@ -371,10 +372,8 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         },
         &format!("{}p2p", bulwark_boot::CONTAINED_THREAD_PREFIX),
     )?;
-    // The connection threads check signatures before this thread sees them (review M6), and
-    // what this thread signs needs no check when it comes back.
+    // The connection threads check signatures before this thread sees them (review M6).
     let preverifier = Arc::new(Preverifier::new(home.genesis.chain_id.clone()));
-    bulwark_types::signing::remember_signatures_made_on_this_thread();
     let state = engine.state();
     preverifier.publish(
         state.next_height(),

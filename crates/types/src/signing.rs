@@ -112,8 +112,9 @@ pub fn full_checks_on_this_thread() -> u64 {
     FULL_CHECKS.with(Cell::get)
 }
 
-/// What names one (key, bytes, signature) triple; only ed25519 keys (32 bytes) have one, so
-/// the concatenation is unambiguous.
+/// What names one (key, bytes, signature) triple; only ed25519 keys (32 bytes) have one, and a
+/// signature has 64 bytes (`Signature::new` takes no other length), so the concatenation of
+/// key, signature and bytes is unambiguous.
 fn fingerprint(key: &PublicKey, bytes: &[u8], signature: &Signature) -> Option<[u8; 32]> {
     let PublicKey::Ed25519(vk) = key else {
         return None;
