@@ -694,16 +694,40 @@ impl Adversary {
             }
             (Behaviour::OversizedBlock, Payload::Proposal(p)) => {
                 let max = engine.state().consensus_params.block.max_bytes;
+                // The bytes the most parts a proposal may announce hold: a block between
+                // `max` and this passes the part count, and only the byte limit refuses it.
+                let part = bulwark_types::parts::BLOCK_PART_SIZE as u64;
+                let room = max.div_ceil(part) * part;
+                let just_over = room >= max + 1024 && self.rng.chance(0.5);
                 let mut k = self.rng.next_u64();
+                let mut filler = move |len: usize| {
+                    k = k.wrapping_add(1);
+                    let mut tx = format!("big{k:016x}=").into_bytes();
+                    tx.resize(len.max(32), b'x');
+                    tx
+                };
                 self.replace_block(engine, &p, |b| {
+                    use prost::Message;
                     let mut txs = b.data.clone();
-                    let mut size: u64 = txs.iter().map(|t| t.len() as u64).sum();
-                    while size <= max + (64 << 10) {
-                        k = k.wrapping_add(1);
-                        let mut tx = format!("big{k:016x}=").into_bytes();
-                        tx.resize(16 << 10, b'x');
-                        size += tx.len() as u64;
-                        txs.push(tx);
+                    if just_over {
+                        // A transaction of `len` bytes adds `len`, its tag and its length; the
+                        // data's own length may grow by a byte or two.
+                        let added =
+                            |len: u64| len + 1 + prost::length_delimiter_len(len as usize) as u64;
+                        let target = max + (room - max) / 2;
+                        let mut size = pb::Block::from(b.clone()).encoded_len() as u64 + 2;
+                        while size < target {
+                            let len = (target - size).saturating_sub(4).clamp(32, 16 << 10);
+                            size += added(len);
+                            txs.push(filler(len as usize));
+                        }
+                    } else {
+                        let mut size: u64 = txs.iter().map(|t| t.len() as u64).sum();
+                        while size <= max + (64 << 10) {
+                            let tx = filler(16 << 10);
+                            size += tx.len() as u64;
+                            txs.push(tx);
+                        }
                     }
                     (txs, b.header.time)
                 })

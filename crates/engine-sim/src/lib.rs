@@ -786,6 +786,16 @@ impl Sim {
             Ok((block, commit))
         }) {
             Ok((block, commit)) => match bulwark_node::chain::block_id(&block) {
+                Ok((_, parts)) if parts.byte_len() as u64 > self.world.block_max_bytes => {
+                    self.checker.violate(Violation::CommitInvalid {
+                        node: i,
+                        height,
+                        reason: format!(
+                            "a block of {} bytes, above block.max_bytes",
+                            parts.byte_len()
+                        ),
+                    })
+                }
                 Ok((id, _)) => self.checker.committed(i, &block, &id, &commit),
                 Err(e) => self.checker.violate(Violation::CommitInvalid {
                     node: i,

@@ -303,7 +303,9 @@ impl World {
         } else {
             rng.range(5, 60)
         };
-        let (mut block_max_bytes, mut initial_txs) = (1 << 20, 0);
+        // Not a whole number of parts, so a block a little above it still fits the part count
+        // a proposal may announce, and only the byte limit refuses it.
+        let (mut block_max_bytes, mut initial_txs) = ((1 << 20) - 4096, 0);
         let (mut tx_per_s, mut tx_bytes) = (tx_per_s, tx_bytes);
         let (mut gst, mut delta, mut timeout_commit_ms) = (gst, delta, timeout_commit_ms);
         let (mut drop, mut max_delay_before_gst) = (drop, max_delay_before_gst);
