@@ -270,10 +270,15 @@ impl ChainState {
     /// Checks that `block` is exactly the next block this state allows (every header field,
     /// the data, the size, and the last commit's signatures).
     pub fn validate_block(&self, block: &Block) -> Result<(), BlockError> {
+        self.validate_encoded_block(block, pb_types::Block::from(block.clone()).encoded_len())
+    }
+
+    /// [`ChainState::validate_block`] for a block whose encoding is `size` bytes (its part set
+    /// holds them already; measuring again copies every transaction).
+    pub fn validate_encoded_block(&self, block: &Block, size: usize) -> Result<(), BlockError> {
         let chain_id = self.chain_id.as_str();
         let (infos, height) = (&self.validator_infos, self.next_height());
         Claim::check_block(&block.data, chain_id, infos, height, &self.claims)?;
-        let size = pb_types::Block::from(block.clone()).encoded_len();
         let max = self.consensus_params.block.max_bytes;
         if size as u64 > max {
             return Err(BlockError::TooLarge { size, max });

@@ -1587,7 +1587,7 @@ impl Engine {
         let (id, parts) = block_id(&block)?;
         let checked = self
             .state
-            .validate_block(&block)
+            .validate_encoded_block(&block, parts.byte_len())
             .map_err(|e| e.to_string())
             .and_then(|()| {
                 self.check_block_evidence(&block)
@@ -1781,7 +1781,11 @@ impl Engine {
             self.refused_extensions.insert(peer);
             return Ok(vec![]);
         };
-        if self.state.validate_block(&block).is_err() || self.check_block_evidence(&block).is_err()
+        if self
+            .state
+            .validate_encoded_block(&block, parts.byte_len())
+            .is_err()
+            || self.check_block_evidence(&block).is_err()
         {
             return Ok(vec![]);
         }

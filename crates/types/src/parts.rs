@@ -223,9 +223,14 @@ impl PartSet {
         &self.parts
     }
 
+    /// How many bytes the set was made from.
+    pub fn byte_len(&self) -> usize {
+        self.parts.iter().map(|p| p.bytes.len()).sum()
+    }
+
     /// The bytes the set was made from: its parts' bytes, in order.
     pub fn bytes(&self) -> Vec<u8> {
-        let mut bytes = Vec::with_capacity(self.parts.iter().map(|p| p.bytes.len()).sum());
+        let mut bytes = Vec::with_capacity(self.byte_len());
         for part in &self.parts {
             bytes.extend_from_slice(&part.bytes);
         }
