@@ -7,6 +7,7 @@
 use base64::Engine as _;
 use bulwark_types::tendermint_proto::v0_38 as pb;
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use tendermint_rpc::response_error::{Code, ResponseError};
 
 pub mod cometbft;
@@ -176,10 +177,13 @@ fn invalid(message: impl Into<String>) -> ResponseError {
 }
 
 /// Named parameters from `params` (an object, an array by position, or absent).
-fn named(method: &str, params: &Value) -> Result<Map<String, Value>, ResponseError> {
+fn named<'a>(
+    method: &str,
+    params: &'a Value,
+) -> Result<Cow<'a, Map<String, Value>>, ResponseError> {
     match params {
-        Value::Null => Ok(Map::new()),
-        Value::Object(m) => Ok(m.clone()),
+        Value::Null => Ok(Cow::Owned(Map::new())),
+        Value::Object(m) => Ok(Cow::Borrowed(m)),
         Value::Array(values) => {
             let names = positional_names(method);
             if values.len() > names.len() {
@@ -189,11 +193,13 @@ fn named(method: &str, params: &Value) -> Result<Map<String, Value>, ResponseErr
                     values.len()
                 )));
             }
-            Ok(names
-                .iter()
-                .zip(values)
-                .map(|(n, v)| ((*n).to_string(), v.clone()))
-                .collect())
+            Ok(Cow::Owned(
+                names
+                    .iter()
+                    .zip(values)
+                    .map(|(n, v)| ((*n).to_string(), v.clone()))
+                    .collect(),
+            ))
         }
         _ => Err(invalid("params must be an object or an array")),
     }
@@ -225,9 +231,16 @@ fn height(params: &Map<String, Value>) -> Result<Option<u64>, ResponseError> {
 }
 
 fn string(params: &Map<String, Value>, name: &str) -> Result<Option<String>, ResponseError> {
+    Ok(str_in(params, name)?.map(str::to_owned))
+}
+
+fn str_in<'a>(
+    params: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, ResponseError> {
     match params.get(name) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::String(s)) => Ok(Some(s)),
         Some(_) => Err(invalid(format!("{name} must be a string"))),
     }
 }
@@ -244,7 +257,8 @@ fn boolean(params: &Map<String, Value>, name: &str) -> Result<bool, ResponseErro
 
 /// A transaction, base64 in JSON as CometBFT takes it.
 fn tx(params: &Map<String, Value>) -> Result<Vec<u8>, ResponseError> {
-    let encoded = string(params, "tx")?.ok_or_else(|| invalid("missing tx"))?;
+    // Read in place: a transaction's base64 is most of a broadcast.
+    let encoded = str_in(params, "tx")?.ok_or_else(|| invalid("missing tx"))?;
     base64::engine::general_purpose::STANDARD
         .decode(encoded.as_bytes())
         .map_err(|e| invalid(format!("tx is not base64: {e}")))
