@@ -715,7 +715,10 @@ impl Adversary {
                         let added =
                             |len: u64| len + 1 + prost::length_delimiter_len(len as usize) as u64;
                         let target = max + (room - max) / 2;
-                        let mut size = pb::Block::from(b.clone()).encoded_len() as u64 + 2;
+                        // The replacement carries no evidence.
+                        let mut plain = pb::Block::from(b.clone());
+                        plain.evidence = None;
+                        let mut size = plain.encoded_len() as u64 + 2;
                         while size < target {
                             let len = (target - size).saturating_sub(4).clamp(32, 16 << 10);
                             size += added(len);

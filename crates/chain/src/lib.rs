@@ -273,8 +273,9 @@ impl ChainState {
         self.validate_encoded_block(block, pb_types::Block::from(block.clone()).encoded_len())
     }
 
-    /// [`ChainState::validate_block`] for a block whose encoding is `size` bytes (its part set
-    /// holds them already; measuring again copies every transaction).
+    /// [`ChainState::validate_block`] for a block whose canonical encoding is `size` bytes:
+    /// the length of the part set [`block_id`] made from this very block (measuring again
+    /// copies every transaction). Never the length of bytes a peer sent.
     pub fn validate_encoded_block(&self, block: &Block, size: usize) -> Result<(), BlockError> {
         let chain_id = self.chain_id.as_str();
         let (infos, height) = (&self.validator_infos, self.next_height());

@@ -314,10 +314,11 @@ impl Connection {
             }
         };
         let id = request.get("id").cloned().unwrap_or(Value::Null);
-        let params = request.get("params").cloned().unwrap_or(Value::Null);
+        static NO_PARAMS: Value = Value::Null;
+        let params = request.get("params").unwrap_or(&NO_PARAMS);
         let answer = match request.get("method").and_then(Value::as_str) {
-            Some("subscribe") => self.subscribe(&id, &params),
-            Some("unsubscribe") => self.unsubscribe(&params),
+            Some("subscribe") => self.subscribe(&id, params),
+            Some("unsubscribe") => self.unsubscribe(params),
             Some("unsubscribe_all") => {
                 self.subscriptions.clear();
                 Ok(json!({}))
