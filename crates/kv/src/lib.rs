@@ -84,6 +84,8 @@ enum DbBackend {
 struct Lsm {
     db: fjall::Database,
     keyspace: fjall::Keyspace,
+    /// The size at which the writer rotates the active memtable ([`MEMTABLE_SETTING`]).
+    memtable_bytes: u64,
 }
 
 impl std::fmt::Debug for Db {
@@ -181,11 +183,42 @@ const SEPARATE_VALUES_FROM: u32 = 4096;
 /// Memory bounds of one open database: fjall's block cache, and the memtable it writes into
 /// before a table is flushed. [`Lsm::commit`] lets at most four sealed memtables wait for their
 /// flush besides the active one, and starts a new memtable before a batch that would overflow
-/// the active one, so a database holds at most about 5 × max(8 MiB, its largest batch) plus
-/// the 8 MiB cache (a node opens two; a test VM has 384 MiB).
+/// the active one, so a database holds at most about 5 × max(its memtable size, its largest
+/// batch) plus the 8 MiB cache (a node opens two; a test VM has 384 MiB).
 const CACHE_BYTES: u64 = 8 << 20;
-/// The size at which the writer rotates fjall's active memtable.
-pub const MEMTABLE_BYTES: u64 = 8 << 20;
+
+/// The smallest memtable, the size at which the writer rotates fjall's active memtable: that of
+/// every database created before the size was chosen by memory (and of one on a machine of
+/// 512 MiB or less).
+pub const MIN_MEMTABLE_BYTES: u64 = 8 << 20;
+/// The largest memtable. Larger memtables make fewer, larger level-0 tables, so compactions
+/// rewrite the randomly keyed indexes less often: a lone validator's CPU per transaction over
+/// a store of 2,000,000 (limit bench, 2026-12-08) was 27.9–28.5 µs with 8 MiB, 20.6 with 16,
+/// 16.0–16.8 with 32 and 16.4 with 64.
+pub const MAX_MEMTABLE_BYTES: u64 = 32 << 20;
+
+/// The memtable size of a database created on a machine of `total_memory` bytes: a 64th of it,
+/// within [`MIN_MEMTABLE_BYTES`] and [`MAX_MEMTABLE_BYTES`], so that a node's two databases
+/// hold at most about a sixth of its memory in memtables (the minimum if it is unknown).
+pub fn memtable_bytes_for(total_memory: Option<u64>) -> u64 {
+    total_memory.map_or(MIN_MEMTABLE_BYTES, |m| {
+        (m / 64).clamp(MIN_MEMTABLE_BYTES, MAX_MEMTABLE_BYTES)
+    })
+}
+
+/// This machine's memory (`MemTotal` in `/proc/meminfo`), if it says.
+fn total_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+/// The keyspace of this crate's own settings for the database, beside [`KEYSPACE`].
+const SETTINGS_KEYSPACE: &str = "bulwark-kv";
+/// The memtable size chosen when the database was created, under this key of
+/// [`SETTINGS_KEYSPACE`] (8 bytes, big-endian); a database without it uses the minimum.
+const MEMTABLE_SETTING: &[u8] = b"memtable_bytes";
 
 /// fjall's background threads (memtable flushes and compactions). One, not fjall's default of
 /// one per core: with two or more, worker 0 hands every compaction request back to the queue
@@ -203,11 +236,14 @@ pub const MEMTABLE_BYTES: u64 = 8 << 20;
 /// the writer rotates, in [`Lsm::commit`], before fjall's own threshold sees the memtable.
 const WORKER_THREADS: usize = 1;
 
-/// fjall's own rotation threshold in databases created from now on, above any memtable the
-/// writer lets grow but one batch larger still. A database created earlier keeps its stored
-/// 8 MiB; there fjall asks for at most one rotation per commit that crosses it, which the
-/// writer then makes itself, and the stale request finds the memtable already rotated.
-const FJALL_ROTATION_BYTES: u64 = 2 * MEMTABLE_BYTES;
+/// fjall's own rotation threshold, stored when a database is created: twice its memtable
+/// size, above any memtable the writer lets grow but one batch larger still. fjall keeps it
+/// for good, so the memtable size is chosen once too ([`MEMTABLE_SETTING`]): a writer rotating
+/// later than fjall's threshold would leave the rotations to the worker. A database created
+/// before 2026-12-07 has 8 MiB stored; there fjall asks for at most one rotation per commit
+/// that crosses it, which the writer then makes itself, and the stale request finds the
+/// memtable already rotated.
+const FJALL_ROTATION_FACTOR: u64 = 2;
 
 /// The writer waits before a commit while this many memtables wait for their flush, or while
 /// level 0 holds [`MAX_L0_RUNS`] runs: then fjall's own stalls inside a commit, which never
@@ -331,8 +367,15 @@ impl Db {
     /// versions) is imported first. Durability points flush explicitly: nothing is synced in
     /// the background.
     pub fn open(dir: impl AsRef<Path>) -> Result<Db, KvError> {
+        Db::open_sized(dir, memtable_bytes_for(total_memory()))
+    }
+
+    /// [`Db::open`], creating a new database with memtables of `memtable_bytes` (within
+    /// [`MIN_MEMTABLE_BYTES`] and [`MAX_MEMTABLE_BYTES`]); one that exists keeps its own.
+    pub fn open_sized(dir: impl AsRef<Path>, memtable_bytes: u64) -> Result<Db, KvError> {
         let path = dir.as_ref().to_path_buf();
-        let lsm = open_lsm(&path)?;
+        let new_memtable = memtable_bytes.clamp(MIN_MEMTABLE_BYTES, MAX_MEMTABLE_BYTES);
+        let lsm = open_lsm(&path, new_memtable)?;
         sled_import::import(&path, &lsm)?;
         Ok(Db {
             backend: DbBackend::Lsm(lsm),
@@ -388,8 +431,17 @@ impl Db {
         }
     }
 
+    /// The size at which a memtable is sealed for its flush to a table (the simulated disk
+    /// has none: 0).
+    pub fn memtable_limit(&self) -> u64 {
+        match &self.backend {
+            DbBackend::Lsm(lsm) => lsm.memtable_bytes,
+            DbBackend::Memory(_) => 0,
+        }
+    }
+
     /// Bytes written and not yet in fjall's tables: its active and sealed memtables (the
-    /// simulated disk has none: 0). Bounded by about five times [`MEMTABLE_BYTES`].
+    /// simulated disk has none: 0). Bounded by about five times [`Db::memtable_limit`].
     pub fn memtable_bytes(&self) -> u64 {
         match &self.backend {
             DbBackend::Lsm(lsm) => lsm.unflushed_bytes(),
@@ -441,22 +493,26 @@ impl Db {
 /// Opens fjall's database in `path`, waiting a bounded time for the lock of a database this
 /// process is still closing. fjall is written to return errors, but a damaged database must
 /// be a clear error at start even if some path panics: a panic while opening is `Corrupt`.
-fn open_lsm(path: &Path) -> Result<Lsm, KvError> {
+fn open_lsm(path: &Path, new_memtable: u64) -> Result<Lsm, KvError> {
+    /// The database, its keyspace and the memtable size stored for it.
+    type Opened = (fjall::Database, fjall::Keyspace, Option<Vec<u8>>);
     clear_unfinished_creation(path).map_err(|source| KvError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let open_once = || {
-        std::panic::catch_unwind(|| -> Result<Lsm, fjall::Error> {
+        std::panic::catch_unwind(|| -> Result<Opened, fjall::Error> {
             let db = fjall::Database::builder(path)
                 .manual_journal_persist(true)
                 .cache_size(CACHE_BYTES)
                 .worker_threads(WORKER_THREADS)
                 .open()?;
+            let created = std::cell::Cell::new(false);
             let keyspace = db.keyspace(KEYSPACE, || {
+                created.set(true);
                 fjall::KeyspaceCreateOptions::default()
                     .manual_journal_persist(true)
-                    .max_memtable_size(FJALL_ROTATION_BYTES)
+                    .max_memtable_size(FJALL_ROTATION_FACTOR * new_memtable)
                     .compaction_strategy(std::sync::Arc::new(
                         fjall::compaction::Leveled::default().with_l0_threshold(L0_THRESHOLD),
                     ))
@@ -465,7 +521,18 @@ fn open_lsm(path: &Path) -> Result<Lsm, KvError> {
                             .separation_threshold(SEPARATE_VALUES_FROM),
                     ))
             })?;
-            Ok(Lsm { db, keyspace })
+            let settings = db.keyspace(SETTINGS_KEYSPACE, || {
+                fjall::KeyspaceCreateOptions::default().manual_journal_persist(true)
+            })?;
+            // Not flushed: lost with a crash, the database falls back to the minimum, which
+            // is below every threshold fjall ever stored.
+            let stored = if created.get() {
+                settings.insert(MEMTABLE_SETTING, new_memtable.to_be_bytes())?;
+                Some(new_memtable.to_be_bytes().to_vec())
+            } else {
+                settings.get(MEMTABLE_SETTING)?.map(|v| v.to_vec())
+            };
+            Ok((db, keyspace, stored))
         })
     };
     let patience = std::time::Instant::now() + LOCK_PATIENCE;
@@ -475,13 +542,34 @@ fn open_lsm(path: &Path) -> Result<Lsm, KvError> {
         opened = open_once();
     }
     match opened {
-        Ok(Ok(lsm)) => Ok(lsm),
+        Ok(Ok((db, keyspace, stored))) => Ok(Lsm {
+            db,
+            keyspace,
+            memtable_bytes: stored_memtable_bytes(stored.as_deref()).ok_or_else(|| {
+                KvError::Corrupt {
+                    path: path.to_path_buf(),
+                    reason: "the stored memtable size is not one this crate chooses".into(),
+                }
+            })?,
+        }),
         Ok(Err(e)) => Err(lsm_error(path, e)),
         Err(_) => Err(KvError::Corrupt {
             path: path.to_path_buf(),
             reason: "the database files could not be read".into(),
         }),
     }
+}
+
+/// The memtable size a database was created with: the minimum if it has none stored, nothing
+/// if what is stored is not a size [`Db::open_sized`] chooses.
+fn stored_memtable_bytes(stored: Option<&[u8]>) -> Option<u64> {
+    let Some(bytes) = stored else {
+        return Some(MIN_MEMTABLE_BYTES);
+    };
+    let size = u64::from_be_bytes(bytes.try_into().ok()?);
+    (MIN_MEMTABLE_BYTES..=MAX_MEMTABLE_BYTES)
+        .contains(&size)
+        .then_some(size)
 }
 
 /// fjall writes a new database's version marker, and syncs it, before anything else can be
@@ -509,7 +597,7 @@ fn clear_unfinished_creation(path: &Path) -> std::io::Result<()> {
 impl Lsm {
     /// Commits `batch` (about `bytes` of keys and values), rotating the active memtable
     /// itself (see [`WORKER_THREADS`]): before a batch that would overflow it, and once it
-    /// holds [`MEMTABLE_BYTES`]. Waits first while the worker is behind (see
+    /// holds [`Lsm::memtable_bytes`]. Waits first while the worker is behind (see
     /// [`MAX_SEALED_MEMTABLES`]); a database whose worker failed is an error.
     fn commit(
         &self,
@@ -529,13 +617,13 @@ impl Lsm {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         let active = tree.active_memtable().size();
-        if active > 0 && active.saturating_add(bytes) > MEMTABLE_BYTES {
+        if active > 0 && active.saturating_add(bytes) > self.memtable_bytes {
             self.keyspace
                 .rotate_memtable()
                 .map_err(|e| lsm_error(path, e))?;
         }
         batch.commit().map_err(|e| lsm_error(path, e))?;
-        if tree.active_memtable().size() >= MEMTABLE_BYTES {
+        if tree.active_memtable().size() >= self.memtable_bytes {
             // The batch is in: a failed rotation is tried again at the next commit, and a
             // database that cannot rotate fails that commit before writing it.
             let _ = self.keyspace.rotate_memtable();

@@ -2,7 +2,7 @@
 //! what a crash loses: writes after the last flush (or all but a prefix of them).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use bulwark_kv::{Batch, Db, MemDisk, Tree, MEMTABLE_BYTES};
+use bulwark_kv::{Batch, Db, MemDisk, Tree, MAX_MEMTABLE_BYTES, MIN_MEMTABLE_BYTES};
 
 /// The same writes against a database, and what a reader then sees.
 fn exercise(db: &Db) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -534,7 +534,7 @@ fn on_a_fresh_database(limit: std::time::Duration, f: impl FnOnce(&Db, &Tree) + 
     let (done, finished) = std::sync::mpsc::channel();
     let worker = std::thread::spawn(move || {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open(dir.path()).unwrap();
+        let db = Db::open_sized(dir.path(), MIN_MEMTABLE_BYTES).unwrap();
         f(&db, &db.tree("t").unwrap());
         let _ = done.send(());
     });
@@ -558,13 +558,13 @@ fn random_keys(mut seed: u64) -> impl FnMut() -> [u8; 8] {
 
 /// fjall's lone worker never waits on itself: a stream of small writes of random keys (as the
 /// WAL, the privval and the indexes make) while compactions run keeps fjall's memtables within
-/// a few [`MEMTABLE_BYTES`]. When fjall's workers rotated memtables, every write past the
+/// a few memtables. When fjall's workers rotated memtables, every write past the
 /// threshold queued one more rotation request while the worker compacted; once they filled
 /// its queue, the worker blocked sending itself a flush and the memtable grew without end.
 #[test]
 fn memtables_stay_bounded_under_a_stream_of_small_random_writes() {
     on_a_fresh_database(std::time::Duration::from_secs(300), |db, tree| {
-        let bound = 6 * MEMTABLE_BYTES;
+        let bound = 6 * db.memtable_limit();
         let value = [7u8; 200];
         let mut next_key = random_keys(0x9E37_79B9_7F4A_7C15);
         let mut largest = 0;
@@ -591,7 +591,8 @@ const WRITES: u64 = 600_000;
 #[test]
 fn a_batch_larger_than_a_memtable_gets_a_memtable_of_its_own() {
     on_a_fresh_database(std::time::Duration::from_secs(300), |db, tree| {
-        let batch_bytes = MEMTABLE_BYTES + MEMTABLE_BYTES / 2;
+        let memtable = db.memtable_limit();
+        let batch_bytes = memtable + memtable / 2;
         // Values kept in the tables (below fjall's blob threshold), keys in random order: the
         // worker's flushes and compactions fall behind the writer.
         let value = [5u8; 3000];
@@ -599,7 +600,7 @@ fn a_batch_larger_than_a_memtable_gets_a_memtable_of_its_own() {
         let mut largest = 0;
         for _ in 0..24 {
             // Most of a memtable first, which the batch would overflow.
-            for _ in 0..(MEMTABLE_BYTES - MEMTABLE_BYTES / 8) / value.len() as u64 {
+            for _ in 0..(memtable - memtable / 8) / value.len() as u64 {
                 tree.insert(next_key(), value).unwrap();
                 largest = largest.max(db.memtable_bytes());
             }
@@ -611,13 +612,104 @@ fn a_batch_larger_than_a_memtable_gets_a_memtable_of_its_own() {
             largest = largest.max(db.memtable_bytes());
         }
         // Between two commits: at most four sealed memtables, each of one batch or of the
-        // writes before it, never both, and an active one below MEMTABLE_BYTES; slack for
+        // writes before it, never both, and an active one below the limit; slack for
         // fjall's cost per entry.
-        let bound = 4 * batch_bytes + MEMTABLE_BYTES + MEMTABLE_BYTES / 8;
+        let bound = 4 * batch_bytes + memtable + memtable / 8;
         eprintln!("at most {largest} bytes in memtables (bound {bound})");
         assert!(
             largest <= bound,
             "{largest} bytes in memtables (bound {bound})"
         );
     });
+}
+
+/// The memtable size is chosen by the machine's memory when a database is created, and kept:
+/// fjall stores its own rotation threshold (twice the size) for good, and a writer that
+/// rotated later than that would leave rotations to fjall's lone worker.
+#[test]
+fn a_database_keeps_the_memtable_size_it_was_created_with() {
+    let mib = |n: u64| n << 20;
+    assert_eq!(bulwark_kv::memtable_bytes_for(None), MIN_MEMTABLE_BYTES);
+    assert_eq!(bulwark_kv::memtable_bytes_for(Some(mib(384))), mib(8));
+    assert_eq!(bulwark_kv::memtable_bytes_for(Some(mib(1024))), mib(16));
+    assert_eq!(bulwark_kv::memtable_bytes_for(Some(mib(2048))), mib(32));
+    assert_eq!(
+        bulwark_kv::memtable_bytes_for(Some(mib(24_000))),
+        MAX_MEMTABLE_BYTES
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sized(dir.path(), mib(16)).unwrap();
+    assert_eq!(db.memtable_limit(), mib(16));
+    db.tree("t").unwrap().insert(b"k", b"v").unwrap();
+    db.flush().unwrap();
+    drop(db);
+    let db = Db::open_sized(dir.path(), mib(32)).unwrap();
+    assert_eq!(
+        db.memtable_limit(),
+        mib(16),
+        "an existing database keeps its size"
+    );
+    drop(db);
+    assert_eq!(
+        Db::open_sized(tempfile::tempdir().unwrap().path(), mib(1024))
+            .unwrap()
+            .memtable_limit(),
+        MAX_MEMTABLE_BYTES
+    );
+}
+
+/// A database created before the size was chosen has no size stored: it keeps the 8 MiB its
+/// fjall threshold was made for. A stored size this crate would not choose is damage.
+#[test]
+fn a_database_without_a_stored_size_uses_the_minimum_and_a_wrong_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let keyspace = db
+            .keyspace("bulwark", || {
+                fjall::KeyspaceCreateOptions::default().max_memtable_size(8 << 20)
+            })
+            .unwrap();
+        keyspace.insert(b"x", b"y").unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let db = Db::open_sized(dir.path(), MAX_MEMTABLE_BYTES).unwrap();
+    assert_eq!(db.memtable_limit(), MIN_MEMTABLE_BYTES);
+    drop(db);
+    {
+        let db = fjall::Database::builder(dir.path()).open().unwrap();
+        let settings = db
+            .keyspace("bulwark-kv", fjall::KeyspaceCreateOptions::default)
+            .unwrap();
+        settings
+            .insert(b"memtable_bytes", (64u64 << 20).to_be_bytes())
+            .unwrap();
+        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    }
+    let refused = Db::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(refused, bulwark_kv::KvError::Corrupt { .. }),
+        "{refused}"
+    );
+}
+
+/// The writer rotates at the database's own size: 12 MiB written into a database of 16 MiB
+/// memtables stay in one memtable (nothing is sealed and flushed to a table meanwhile).
+#[test]
+fn the_writer_rotates_at_the_stored_size_not_the_minimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open_sized(dir.path(), 16 << 20).unwrap();
+    let tree = db.tree("t").unwrap();
+    let value = [3u8; 1000];
+    let mut next_key = random_keys(0x5851_F42D_4C95_7F2D);
+    while db.memtable_bytes() < 12 << 20 {
+        tree.insert(next_key(), value).unwrap();
+    }
+    // A memtable sealed at 8 MiB would be flushed by fjall's worker within this wait.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        db.memtable_bytes() >= 12 << 20,
+        "{} bytes left in memtables: one was sealed and flushed below 16 MiB",
+        db.memtable_bytes()
+    );
 }
