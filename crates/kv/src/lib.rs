@@ -197,12 +197,14 @@ pub const MIN_MEMTABLE_BYTES: u64 = 8 << 20;
 /// 16.0–16.8 with 32 and 16.4 with 64.
 pub const MAX_MEMTABLE_BYTES: u64 = 32 << 20;
 
-/// The memtable size of a database created on a machine of `total_memory` bytes: a 64th of it,
-/// within [`MIN_MEMTABLE_BYTES`] and [`MAX_MEMTABLE_BYTES`], so that a node's two databases
-/// hold at most about a sixth of its memory in memtables (the minimum if it is unknown).
+/// The memtable size for a machine of `total_memory` bytes (the minimum if it is unknown): a
+/// 128th of it, within [`MIN_MEMTABLE_BYTES`] and [`MAX_MEMTABLE_BYTES`]. A node's two
+/// databases then hold at most about 2 × (5 × that + 8 MiB) of memtables and caches as fjall
+/// counts them (about 1.4 times as much in memory for small entries): an eighth of a 2 GiB
+/// guest at worst.
 pub fn memtable_bytes_for(total_memory: Option<u64>) -> u64 {
     total_memory.map_or(MIN_MEMTABLE_BYTES, |m| {
-        (m / 64).clamp(MIN_MEMTABLE_BYTES, MAX_MEMTABLE_BYTES)
+        (m / 128).clamp(MIN_MEMTABLE_BYTES, MAX_MEMTABLE_BYTES)
     })
 }
 
@@ -370,8 +372,10 @@ impl Db {
         Db::open_sized(dir, memtable_bytes_for(total_memory()))
     }
 
-    /// [`Db::open`], creating a new database with memtables of `memtable_bytes` (within
-    /// [`MIN_MEMTABLE_BYTES`] and [`MAX_MEMTABLE_BYTES`]); one that exists keeps its own.
+    /// [`Db::open`] with memtables of `memtable_bytes` (within [`MIN_MEMTABLE_BYTES`] and
+    /// [`MAX_MEMTABLE_BYTES`]) in a new database. One that exists rotates at the smaller of
+    /// that and the size it was created with: never later than fjall's stored threshold, and
+    /// never with more memory than this machine gives.
     pub fn open_sized(dir: impl AsRef<Path>, memtable_bytes: u64) -> Result<Db, KvError> {
         let path = dir.as_ref().to_path_buf();
         let new_memtable = memtable_bytes.clamp(MIN_MEMTABLE_BYTES, MAX_MEMTABLE_BYTES);
@@ -524,10 +528,14 @@ fn open_lsm(path: &Path, new_memtable: u64) -> Result<Lsm, KvError> {
             let settings = db.keyspace(SETTINGS_KEYSPACE, || {
                 fjall::KeyspaceCreateOptions::default().manual_journal_persist(true)
             })?;
-            // Not flushed: lost with a crash, the database falls back to the minimum, which
-            // is below every threshold fjall ever stored.
+            // Made durable and sealed at once: a memtable left open would keep every journal
+            // from being deleted (fjall deletes one only once each keyspace has flushed past
+            // it). Lost anyway, the database falls back to the minimum, below every threshold
+            // fjall ever stored.
             let stored = if created.get() {
                 settings.insert(MEMTABLE_SETTING, new_memtable.to_be_bytes())?;
+                db.persist(fjall::PersistMode::SyncAll)?;
+                settings.rotate_memtable()?;
                 Some(new_memtable.to_be_bytes().to_vec())
             } else {
                 settings.get(MEMTABLE_SETTING)?.map(|v| v.to_vec())
@@ -545,12 +553,12 @@ fn open_lsm(path: &Path, new_memtable: u64) -> Result<Lsm, KvError> {
         Ok(Ok((db, keyspace, stored))) => Ok(Lsm {
             db,
             keyspace,
-            memtable_bytes: stored_memtable_bytes(stored.as_deref()).ok_or_else(|| {
-                KvError::Corrupt {
+            memtable_bytes: stored_memtable_bytes(stored.as_deref())
+                .ok_or_else(|| KvError::Corrupt {
                     path: path.to_path_buf(),
                     reason: "the stored memtable size is not one this crate chooses".into(),
-                }
-            })?,
+                })?
+                .min(new_memtable),
         }),
         Ok(Err(e)) => Err(lsm_error(path, e)),
         Err(_) => Err(KvError::Corrupt {

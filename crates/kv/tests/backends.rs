@@ -531,11 +531,21 @@ fn a_key_longer_than_the_limit_is_refused_by_both_backends() {
 /// Runs `f` on a fresh fjall database and a tree of it, on a thread of its own, and fails if
 /// it has not finished within `limit`: a deadlock is a failure, not a hung test run.
 fn on_a_fresh_database(limit: std::time::Duration, f: impl FnOnce(&Db, &Tree) + Send + 'static) {
+    on_a_fresh_database_of(MIN_MEMTABLE_BYTES, limit, move |db, tree, _| f(db, tree))
+}
+
+/// Runs `f` on a new database of `memtable` bytes memtables (and its directory), failing if
+/// it takes longer than `limit`.
+fn on_a_fresh_database_of(
+    memtable: u64,
+    limit: std::time::Duration,
+    f: impl FnOnce(&Db, &Tree, &std::path::Path) + Send + 'static,
+) {
     let (done, finished) = std::sync::mpsc::channel();
     let worker = std::thread::spawn(move || {
         let dir = tempfile::tempdir().unwrap();
-        let db = Db::open_sized(dir.path(), MIN_MEMTABLE_BYTES).unwrap();
-        f(&db, &db.tree("t").unwrap());
+        let db = Db::open_sized(dir.path(), memtable).unwrap();
+        f(&db, &db.tree("t").unwrap(), dir.path());
         let _ = done.send(());
     });
     match finished.recv_timeout(limit) {
@@ -625,37 +635,35 @@ fn a_batch_larger_than_a_memtable_gets_a_memtable_of_its_own() {
 
 /// The memtable size is chosen by the machine's memory when a database is created, and kept:
 /// fjall stores its own rotation threshold (twice the size) for good, and a writer that
-/// rotated later than that would leave rotations to fjall's lone worker.
+/// rotated later than that would leave rotations to fjall's lone worker. On a machine with
+/// less memory the writer rotates earlier, which that threshold allows.
 #[test]
 fn a_database_keeps_the_memtable_size_it_was_created_with() {
     let mib = |n: u64| n << 20;
     assert_eq!(bulwark_kv::memtable_bytes_for(None), MIN_MEMTABLE_BYTES);
     assert_eq!(bulwark_kv::memtable_bytes_for(Some(mib(384))), mib(8));
-    assert_eq!(bulwark_kv::memtable_bytes_for(Some(mib(1024))), mib(16));
-    assert_eq!(bulwark_kv::memtable_bytes_for(Some(mib(2048))), mib(32));
+    assert_eq!(bulwark_kv::memtable_bytes_for(Some(mib(2048))), mib(16));
+    assert_eq!(bulwark_kv::memtable_bytes_for(Some(mib(4096))), mib(32));
     assert_eq!(
         bulwark_kv::memtable_bytes_for(Some(mib(24_000))),
         MAX_MEMTABLE_BYTES
     );
     let dir = tempfile::tempdir().unwrap();
+    let reopened = |asked: u64| Db::open_sized(dir.path(), asked).unwrap().memtable_limit();
     let db = Db::open_sized(dir.path(), mib(16)).unwrap();
     assert_eq!(db.memtable_limit(), mib(16));
     db.tree("t").unwrap().insert(b"k", b"v").unwrap();
-    db.flush().unwrap();
     drop(db);
-    let db = Db::open_sized(dir.path(), mib(32)).unwrap();
     assert_eq!(
-        db.memtable_limit(),
+        reopened(mib(32)),
         mib(16),
         "an existing database keeps its size"
     );
-    drop(db);
-    assert_eq!(
-        Db::open_sized(tempfile::tempdir().unwrap().path(), mib(1024))
-            .unwrap()
-            .memtable_limit(),
-        MAX_MEMTABLE_BYTES
-    );
+    assert_eq!(reopened(mib(8)), mib(8), "or rotates earlier");
+    assert_eq!(reopened(mib(32)), mib(16), "and keeps its size after that");
+    let fresh = tempfile::tempdir().unwrap();
+    let asked_too_much = Db::open_sized(fresh.path(), mib(1024)).unwrap();
+    assert_eq!(asked_too_much.memtable_limit(), MAX_MEMTABLE_BYTES);
 }
 
 /// A database created before the size was chosen has no size stored: it keeps the 8 MiB its
@@ -676,40 +684,79 @@ fn a_database_without_a_stored_size_uses_the_minimum_and_a_wrong_one_is_refused(
     let db = Db::open_sized(dir.path(), MAX_MEMTABLE_BYTES).unwrap();
     assert_eq!(db.memtable_limit(), MIN_MEMTABLE_BYTES);
     drop(db);
-    {
-        let db = fjall::Database::builder(dir.path()).open().unwrap();
-        let settings = db
-            .keyspace("bulwark-kv", fjall::KeyspaceCreateOptions::default)
-            .unwrap();
-        settings
-            .insert(b"memtable_bytes", (64u64 << 20).to_be_bytes())
-            .unwrap();
-        db.persist(fjall::PersistMode::SyncAll).unwrap();
+    for stored in [
+        (64u64 << 20).to_be_bytes().to_vec(),
+        0u64.to_be_bytes().to_vec(),
+        (MIN_MEMTABLE_BYTES - 1).to_be_bytes().to_vec(),
+        vec![0, 0, 0, 2],
+    ] {
+        {
+            let db = fjall::Database::builder(dir.path()).open().unwrap();
+            let settings = db
+                .keyspace("bulwark-kv", fjall::KeyspaceCreateOptions::default)
+                .unwrap();
+            settings.insert(b"memtable_bytes", stored.clone()).unwrap();
+            db.persist(fjall::PersistMode::SyncAll).unwrap();
+        }
+        let refused = Db::open(dir.path()).unwrap_err();
+        assert!(
+            matches!(refused, bulwark_kv::KvError::Corrupt { .. }),
+            "{stored:?}: {refused}"
+        );
     }
-    let refused = Db::open(dir.path()).unwrap_err();
-    assert!(
-        matches!(refused, bulwark_kv::KvError::Corrupt { .. }),
-        "{refused}"
-    );
 }
 
-/// The writer rotates at the database's own size: 12 MiB written into a database of 16 MiB
-/// memtables stay in one memtable (nothing is sealed and flushed to a table meanwhile).
+/// The writer rotates at the database's own size: 28 MiB written into a database of 32 MiB
+/// memtables stay in one memtable (nothing is sealed and flushed to a table meanwhile, by the
+/// writer at 8 MiB, or by fjall's worker at a threshold not raised with the size).
 #[test]
 fn the_writer_rotates_at_the_stored_size_not_the_minimum() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Db::open_sized(dir.path(), 16 << 20).unwrap();
-    let tree = db.tree("t").unwrap();
-    let value = [3u8; 1000];
-    let mut next_key = random_keys(0x5851_F42D_4C95_7F2D);
-    while db.memtable_bytes() < 12 << 20 {
-        tree.insert(next_key(), value).unwrap();
-    }
-    // A memtable sealed at 8 MiB would be flushed by fjall's worker within this wait.
-    std::thread::sleep(std::time::Duration::from_secs(3));
-    assert!(
-        db.memtable_bytes() >= 12 << 20,
-        "{} bytes left in memtables: one was sealed and flushed below 16 MiB",
-        db.memtable_bytes()
-    );
+    let limit = std::time::Duration::from_secs(120);
+    on_a_fresh_database_of(MAX_MEMTABLE_BYTES, limit, |db, tree, _| {
+        let value = [3u8; 1000];
+        let mut next_key = random_keys(0x5851_F42D_4C95_7F2D);
+        while db.memtable_bytes() < 28 << 20 {
+            tree.insert(next_key(), value).unwrap();
+        }
+        // A memtable sealed earlier would be flushed by fjall's worker within this wait.
+        std::thread::sleep(std::time::Duration::from_secs(3));
+        assert!(
+            db.memtable_bytes() >= 28 << 20,
+            "{} bytes left in memtables: one was sealed and flushed below 32 MiB",
+            db.memtable_bytes()
+        );
+    });
+}
+
+/// A new database's journals are deleted as their memtables are flushed: the size setting,
+/// written when the database is created, holds none of them back (an unflushed keyspace
+/// keeps every journal since its first write, up to fjall's 512 MiB).
+#[test]
+fn journals_are_deleted_behind_the_flushes_of_a_new_database() {
+    let limit = std::time::Duration::from_secs(300);
+    on_a_fresh_database_of(MIN_MEMTABLE_BYTES, limit, |db, tree, dir| {
+        let value = [9u8; 2000];
+        let mut next_key = random_keys(0x1405_7B7E_F767_814F);
+        let journals = || {
+            std::fs::read_dir(dir)
+                .unwrap()
+                .filter(|e| {
+                    e.as_ref()
+                        .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "jnl"))
+                })
+                .count()
+        };
+        let mut most = 0;
+        // 240 MB: fjall starts a journal every 64 MB.
+        for _ in 0..1_200 {
+            let mut batch = Batch::default();
+            for _ in 0..100 {
+                batch.insert(next_key(), value);
+            }
+            db.write_atomically(&[(tree, &batch)]).unwrap();
+            db.flush().unwrap();
+            most = most.max(journals());
+        }
+        assert!(most <= 3, "{most} journals at once");
+    });
 }
