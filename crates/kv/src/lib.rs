@@ -189,7 +189,7 @@ const CACHE_BYTES: u64 = 8 << 20;
 
 /// The smallest memtable, the size at which the writer rotates fjall's active memtable: that of
 /// every database created before the size was chosen by memory (and of one on a machine of
-/// 512 MiB or less).
+/// 1 GiB or less).
 pub const MIN_MEMTABLE_BYTES: u64 = 8 << 20;
 /// The largest memtable. Larger memtables make fewer, larger level-0 tables, so compactions
 /// rewrite the randomly keyed indexes less often: a lone validator's CPU per transaction over
@@ -242,9 +242,9 @@ const WORKER_THREADS: usize = 1;
 /// size, above any memtable the writer lets grow but one batch larger still. fjall keeps it
 /// for good, so the memtable size is chosen once too ([`MEMTABLE_SETTING`]): a writer rotating
 /// later than fjall's threshold would leave the rotations to the worker. A database created
-/// before 2026-12-07 has 8 MiB stored; there fjall asks for at most one rotation per commit
-/// that crosses it, which the writer then makes itself, and the stale request finds the
-/// memtable already rotated.
+/// by the earliest fjall versions of this crate has 8 MiB stored; there fjall asks for at
+/// most one rotation per commit that crosses it, which the writer then makes itself, and the
+/// stale request finds the memtable already rotated.
 const FJALL_ROTATION_FACTOR: u64 = 2;
 
 /// The writer waits before a commit while this many memtables wait for their flush, or while
@@ -528,18 +528,20 @@ fn open_lsm(path: &Path, new_memtable: u64) -> Result<Lsm, KvError> {
             let settings = db.keyspace(SETTINGS_KEYSPACE, || {
                 fjall::KeyspaceCreateOptions::default().manual_journal_persist(true)
             })?;
-            // Made durable and sealed at once: a memtable left open would keep every journal
-            // from being deleted (fjall deletes one only once each keyspace has flushed past
-            // it). Lost anyway, the database falls back to the minimum, below every threshold
-            // fjall ever stored.
+            // Made durable at once; lost anyway, the database falls back to the minimum, below
+            // every threshold fjall ever stored.
             let stored = if created.get() {
                 settings.insert(MEMTABLE_SETTING, new_memtable.to_be_bytes())?;
                 db.persist(fjall::PersistMode::SyncAll)?;
-                settings.rotate_memtable()?;
                 Some(new_memtable.to_be_bytes().to_vec())
             } else {
                 settings.get(MEMTABLE_SETTING)?.map(|v| v.to_vec())
             };
+            // Sealed at every open (nothing to do once flushed): a memtable left open, as the
+            // journal's replay makes one after a crash or a close before the worker flushed
+            // it, would keep every journal from being deleted (fjall deletes one only once
+            // each keyspace has flushed past it).
+            settings.rotate_memtable()?;
             Ok((db, keyspace, stored))
         })
     };
