@@ -222,23 +222,32 @@ fn a_double_signing_process_is_named_by_evidence_in_a_committed_block() {
     let dir = dir.path();
     let address = byzantine_address(dir);
     let mut rpc = RpcClient::new(&harness::process::rpc_addr(base, 0));
-    let top = honest[0].poll();
     let mut accused = Vec::new();
-    for h in 1..=top {
-        let block = rpc
-            .call("block", serde_json::json!({ "height": h.to_string() }))
-            .unwrap();
-        for e in block["block"]["evidence"]["evidence"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-        {
-            let who = e["value"]["vote_a"]["validator_address"]
-                .as_str()
+    // The evidence goes into a block some heights after an honest node sees both votes (a
+    // loaded machine may see the first pair late): the chain is read until a block names the
+    // signer, for at most a minute more.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut top = 0;
+    while accused.is_empty() && Instant::now() < deadline {
+        let now = honest[0].poll();
+        for h in top + 1..=now {
+            let block = rpc
+                .call("block", serde_json::json!({ "height": h.to_string() }))
+                .unwrap();
+            for e in block["block"]["evidence"]["evidence"]
+                .as_array()
+                .cloned()
                 .unwrap_or_default()
-                .to_uppercase();
-            accused.push((h, who));
+            {
+                let who = e["value"]["vote_a"]["validator_address"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_uppercase();
+                accused.push((h, who));
+            }
         }
+        top = now;
+        std::thread::sleep(Duration::from_millis(100));
     }
     let log = std::fs::read_to_string(dir.join("node0/bulwark.log")).unwrap_or_default();
     assert!(
