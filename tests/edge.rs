@@ -1,5 +1,5 @@
-//! The p2p edge of running validators under attack by peers that hold no key: descriptors
-//! exhausted by idle connections (H-3) and floods of forged handshakes (H-2).
+//! The p2p edge of running validators under attack by peers that hold no key: idle
+//! connections after every descriptor (H-3) and floods of forged handshakes (H-2).
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use harness::ports::testnet_block;
@@ -29,8 +29,12 @@ fn open_files(node: &Node) -> usize {
         .unwrap_or(0)
 }
 
+/// The open-files limit of the node under attack: room for its files, the databases' caches
+/// and a pool of about 50 connections.
+const NOFILE: usize = 256;
+
 #[test]
-fn a_node_limited_to_64_descriptors_accepts_a_validator_after_idle_connections_exhausted_them() {
+fn idle_connections_take_no_descriptor_storage_needs_and_a_validator_joins_after_them() {
     let _alone = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let base = testnet_block(4).unwrap();
@@ -38,8 +42,8 @@ fn a_node_limited_to_64_descriptors_accepts_a_validator_after_idle_connections_e
     let bin = bulwark_binary().unwrap();
     // Node 0 only accepts (node i dials the nodes before it): if its listener dies, it is cut
     // off for good.
-    let mut node0 =
-        Node::start_under(&["prlimit", "--nofile=64:64", "--"], &bin, &homes[0]).unwrap();
+    let nofile = format!("--nofile={NOFILE}:{NOFILE}");
+    let mut node0 = Node::start_under(&["prlimit", &nofile, "--"], &bin, &homes[0]).unwrap();
     let p2p0: SocketAddr = format!("127.0.0.1:{base}").parse().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while TcpStream::connect(p2p0).is_err() {
@@ -51,15 +55,13 @@ fn a_node_limited_to_64_descriptors_accepts_a_validator_after_idle_connections_e
         std::thread::sleep(Duration::from_millis(50));
     }
     let at_rest = open_files(&node0);
-    // Idle RPC connections hold descriptors too (the node's handshake cap alone keeps p2p
-    // below 64); then 64 idle p2p connections from as many sources: the node runs out.
+    // As many idle RPC connections as the limit: without the pool they would take every
+    // descriptor. Then idle p2p connections from new sources, until the node closes them at
+    // once for want of a descriptor in its pool.
     let rpc0: SocketAddr = harness::process::rpc_addr(base, 0).parse().unwrap();
-    let mut idle: Vec<TcpStream> = (0..32)
+    let mut idle: Vec<TcpStream> = (0..NOFILE)
         .filter_map(|_| TcpStream::connect(rpc0).ok())
         .collect();
-    // More idle p2p connections, from new sources, until the node runs out: on a loaded
-    // machine its RPC thread may not have taken the first ones yet, and the edge closes those
-    // over its handshake cap or past their handshake timeout.
     let mut sources = 0..1024u32;
     let deadline = std::time::Instant::now() + Duration::from_secs(40);
     loop {
@@ -68,7 +70,7 @@ fn a_node_limited_to_64_descriptors_accepts_a_validator_after_idle_connections_e
                 idle.push(s);
             }
         }
-        match node0.wait_for_peer_log("accept failed", Duration::from_secs(2)) {
+        match node0.wait_for_peer_log("DescriptorsKeptForStorage", Duration::from_secs(2)) {
             Ok(_) => break,
             Err(e) if std::time::Instant::now() > deadline => panic!(
                 "{e}; {at_rest} descriptors at rest, {} idle, {} now",
@@ -78,6 +80,46 @@ fn a_node_limited_to_64_descriptors_accepts_a_validator_after_idle_connections_e
             Err(_) => {}
         }
     }
+    // The pool is held: the databases keep room for their caches (64 files each) and more.
+    let free = NOFILE - open_files(&node0);
+    assert!(
+        free >= 2 * 64 + 16,
+        "{free} descriptors free under the attack ({at_rest} at rest)"
+    );
+    assert!(
+        node0
+            .wait_for_peer_log("accept failed", Duration::ZERO)
+            .is_err(),
+        "the node ran out of descriptors"
+    );
+    // A host that lowers the running node's limit below what it holds: `accept()` fails, and
+    // the listener must outlive that (it once ended at the first EMFILE).
+    let pid = node0.child.id().to_string();
+    // The soft limit only: raising a hard limit again takes a capability containers lack.
+    let set_limit = |n: usize| {
+        let nofile = format!("--nofile={n}:");
+        let status = std::process::Command::new("prlimit")
+            .args(["--pid", &pid, &nofile])
+            .status()
+            .unwrap();
+        assert!(status.success(), "prlimit {nofile}");
+    };
+    // (Below the files open at rest: the lowest free descriptor is above it.)
+    set_limit(at_rest / 2);
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        for n in sources.by_ref().take(32) {
+            if let Ok(s) = connect_from(n, p2p0) {
+                idle.push(s);
+            }
+        }
+        match node0.wait_for_peer_log("accept failed", Duration::from_secs(2)) {
+            Ok(_) => break,
+            Err(e) if std::time::Instant::now() > deadline => panic!("{e}"),
+            Err(_) => {}
+        }
+    }
+    set_limit(NOFILE);
     // Close them, but keep a few open while a genuine validator dials.
     idle.truncate(8);
     std::thread::sleep(Duration::from_millis(500));

@@ -217,6 +217,12 @@ pub fn raise_nofile_limit() -> Result<u64, nix::Error> {
     Ok(hard.max(soft))
 }
 
+/// The soft `RLIMIT_NOFILE` in force: the most descriptors this process may hold.
+pub fn nofile_limit() -> Result<u64, nix::Error> {
+    let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)?;
+    Ok(soft)
+}
+
 /// Runs as PID 1: prepares the guest, runs `node` with the validator's home, and powers the
 /// VM off when it returns; never returns.
 pub fn run(node: impl FnOnce(&DataDisk) -> anyhow::Result<()>) -> ! {

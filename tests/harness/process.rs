@@ -195,7 +195,7 @@ impl Node {
         Self::start_under(&[], bin, home)
     }
 
-    /// Starts `bin start --home HOME` under a wrapper command (e.g. `prlimit --nofile=64 --`).
+    /// Starts `bin start --home HOME` under a wrapper command (e.g. `prlimit --nofile=256 --`).
     pub fn start_under(wrapper: &[&str], bin: &Path, home: &Path) -> Result<Node> {
         let mut command = match wrapper.split_first() {
             Some((first, rest)) => {

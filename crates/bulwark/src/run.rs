@@ -15,8 +15,8 @@ use bulwark_node::engine::{Engine, EngineConfig, Input, Output, PeerRole};
 use bulwark_p2p::peers::{spawn_dialler, spawn_listener};
 use bulwark_p2p::transport::CERT_LIFETIME;
 use bulwark_p2p::{
-    admit_logged, deliver, ConnectionId, Edge, EdgeLimits, Inbox, Link, Membership, Peer,
-    PeerEvent, Transport,
+    admit_logged, deliver, ConnectionId, Descriptors, Edge, EdgeLimits, Inbox, Link, Membership,
+    Peer, PeerEvent, Transport,
 };
 use bulwark_rpc::answer::{answer, NodeView, Reply};
 use bulwark_rpc::peers::peer_info;
@@ -320,9 +320,13 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     // Attested TLS first: it checks this guest's own launch before anything is opened.
     let (mut transport, admitted) = transport(&home)?;
     let (mut engine, first) = open_engine(&home)?;
-    let full_nodes = home.full_nodes != FullNodes::Refused;
+    let descriptors = Descriptors::for_this_process(
+        bulwark_boot::nofile_limit()?,
+        2 * bulwark_store::MAX_CACHED_FILES as u64,
+    )?;
+    let (full_nodes, settings) = (home.full_nodes != FullNodes::Refused, &home.config.p2p);
     let max_full_nodes = if full_nodes {
-        home.config.p2p.max_full_node_peers()
+        settings.max_full_node_peers()
     } else {
         0
     };
@@ -349,9 +353,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     // The peer connections run on the edge's own threads, never on this one (H-2); their
     // names tell PID 1 that a panic there is contained (L-7).
     let defaults = EdgeLimits::default();
-    let total_rate = home
-        .config
-        .p2p
+    let total_rate = settings
         .handshakes_per_second
         .map_or(defaults.total_rate, f64::from);
     let edge = Edge::new(
@@ -363,11 +365,10 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
                 + max_full_nodes,
             total_rate,
             total_burst: 2.0 * total_rate,
-            max_handshakes: home
-                .config
-                .p2p
+            max_handshakes: settings
                 .max_inbound_handshakes
                 .unwrap_or(defaults.max_handshakes),
+            descriptors: descriptors.clone(),
             ..defaults
         },
         &format!("{}p2p", bulwark_boot::CONTAINED_THREAD_PREFIX),
@@ -383,9 +384,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     let link = Link {
         // A decided block travels in one frame: the limit is at least the chain's largest block
         // with the largest commit the chain's set may come to sign.
-        max_frame: home
-            .config
-            .p2p
+        max_frame: settings
             .max_frame_bytes
             .max(bulwark_node::chain::max_message_bytes(
                 &home.genesis.consensus_params,
@@ -408,6 +407,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         rpc_tx,
         RpcLimits {
             max_body_bytes: home.config.rpc.max_body_bytes,
+            descriptors: descriptors.clone(),
             ..RpcLimits::default()
         },
         Some(engine.blocks().clone()),
@@ -422,7 +422,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         bulwark_metrics::spawn_serve(
             metrics_listener,
             scrape_tx,
-            instrumentation.max_open_connections,
+            (instrumentation.max_open_connections, descriptors),
         )?;
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     } else {

@@ -186,6 +186,10 @@ const SEPARATE_VALUES_FROM: u32 = 4096;
 /// the active one, so a database holds at most about 5 × max(its memtable size, its largest
 /// batch) plus the 8 MiB cache (a node opens two; a test VM has 384 MiB).
 const CACHE_BYTES: u64 = 8 << 20;
+/// Table and blob files a database keeps open at most (fjall's default is 900): a node sets
+/// its connections' descriptors apart from these (`bulwark_p2p::descriptors`). Past them a
+/// read opens its file again, one system call.
+pub const MAX_CACHED_FILES: usize = 64;
 
 /// The smallest memtable, the size at which the writer rotates fjall's active memtable: that of
 /// every database created before the size was chosen by memory (and of one on a machine of
@@ -509,6 +513,7 @@ fn open_lsm(path: &Path, new_memtable: u64) -> Result<Lsm, KvError> {
             let db = fjall::Database::builder(path)
                 .manual_journal_persist(true)
                 .cache_size(CACHE_BYTES)
+                .max_cached_files(Some(MAX_CACHED_FILES))
                 .worker_threads(WORKER_THREADS)
                 .open()?;
             let created = std::cell::Cell::new(false);

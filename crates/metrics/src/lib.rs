@@ -542,18 +542,18 @@ async fn scrape(
 
 /// Serves `GET /metrics` on `listener` from a thread of its own ([`METRICS_THREAD`]), each
 /// scrape answered by the engine's task through `scrapes`, at most `max_connections` at once
-/// (CometBFT's `instrumentation.max_open_connections`).
+/// (CometBFT's `instrumentation.max_open_connections`), each holding one of `descriptors`.
 pub fn spawn_serve(
     listener: std::net::TcpListener,
     scrapes: mpsc::Sender<Scrape>,
-    max_connections: usize,
+    (max_connections, descriptors): (usize, bulwark_rpc::Descriptors),
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     bulwark_rpc::spawn_on_own_thread(listener, METRICS_THREAD, move |listener| async move {
         let watched = scrapes.clone();
         let rendered = Rendered::default();
         bulwark_rpc::serve_http(
             listener,
-            max_connections.max(1),
+            (max_connections.max(1), descriptors),
             move || watched.is_closed(),
             move |request| scrape(scrapes.clone(), rendered.clone(), request),
         )

@@ -6,8 +6,10 @@
 //! Before a handshake starts, [`EdgeHandle::admit`] asks three limits, each refusing at once
 //! (the connection is closed, nothing is queued): a token bucket per source IP, one for all
 //! sources together (so many addresses cannot buy unbounded verification work), and a cap on
-//! handshakes in progress. Established peers are capped too.
+//! handshakes in progress. Established peers are capped too, and every connection holds a
+//! descriptor of the node's pool ([`crate::descriptors`]).
 
+use crate::descriptors::Descriptors;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +34,8 @@ pub struct EdgeLimits {
     pub total_rate: f64,
     /// ... and in a burst.
     pub total_burst: f64,
+    /// The descriptors connections may hold, shared with the node's other servers.
+    pub descriptors: Descriptors,
 }
 
 impl Default for EdgeLimits {
@@ -44,6 +48,7 @@ impl Default for EdgeLimits {
             per_ip_burst: 20.0,
             total_rate: 100.0,
             total_burst: 200.0,
+            descriptors: Descriptors::default(),
         }
     }
 }
@@ -93,6 +98,8 @@ pub enum Refusal {
     TotalRate,
     /// Too many handshakes are in progress.
     Handshakes,
+    /// The descriptors connections may hold are all held: the rest are kept for storage.
+    DescriptorsKeptForStorage,
 }
 
 struct Buckets {
@@ -113,6 +120,8 @@ pub struct EdgeCounters {
     pub refused_handshakes: AtomicU64,
     /// Attested peers refused because the peer cap was reached.
     pub refused_peers: AtomicU64,
+    /// Connections closed at once because the descriptor pool was empty.
+    pub refused_descriptors: AtomicU64,
     /// `accept()` errors survived.
     pub accept_errors: AtomicU64,
     /// Peer tasks that panicked (each closed its connection only).
@@ -251,6 +260,17 @@ impl EdgeHandle {
         state.handshakes.clone().try_acquire_owned().map_err(|_| {
             counters.refused_handshakes.fetch_add(1, Ordering::Relaxed);
             Refusal::Handshakes
+        })
+    }
+
+    /// A descriptor for one more connection (to hold while it is open), if the pool has one.
+    pub fn descriptor(&self) -> Result<OwnedSemaphorePermit, Refusal> {
+        self.state.limits.descriptors.take().ok_or_else(|| {
+            self.state
+                .counters
+                .refused_descriptors
+                .fetch_add(1, Ordering::Relaxed);
+            Refusal::DescriptorsKeptForStorage
         })
     }
 

@@ -5,6 +5,7 @@
 //! reaches it before both sides verified each other's evidence, and bad bytes (or a panic
 //! they cause) close that connection only.
 
+pub mod descriptors;
 pub mod edge;
 pub mod inbox;
 pub mod membership;
@@ -12,6 +13,7 @@ pub mod peers;
 pub mod stats;
 pub mod transport;
 
+pub use descriptors::Descriptors;
 pub use edge::{Edge, EdgeHandle, EdgeLimits};
 pub use inbox::Inbox;
 pub use membership::Membership;

@@ -388,13 +388,14 @@ pub fn validator_address(key: &[u8; 32]) -> String {
 /// either (a parser bug reachable by a peer) ends this connection and nothing else; the first
 /// to end closes the other. When the peer's certificate (and with it its evidence) expires
 /// after `expires_in`, the connection is closed: a persistent peer is redialled and attested
-/// afresh. The driver hears `Disconnected` however it ended.
+/// afresh. The driver hears `Disconnected` however it ended, after `slots` (the peer cap's
+/// and the descriptor pool's) are given back.
 async fn supervise(
     id: ConnectionId,
     (reader, writer): (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>),
     expires_in: Duration,
     link: Link,
-    slot: tokio::sync::OwnedSemaphorePermit,
+    slots: impl Send,
     closed: tokio::sync::oneshot::Sender<()>,
     dropped: tokio::sync::oneshot::Receiver<()>,
 ) {
@@ -427,7 +428,7 @@ async fn supervise(
             );
         }
     }
-    drop(slot);
+    drop(slots);
     let _ = link.events.send(PeerEvent::Disconnected(id)).await;
     let _ = closed.send(());
 }
@@ -440,6 +441,7 @@ async fn spawn_peer(
     addr: SocketAddr,
     outbound: bool,
     link: Link,
+    descriptor: tokio::sync::OwnedSemaphorePermit,
 ) -> Option<tokio::sync::oneshot::Receiver<()>> {
     let Some(slot) = link.edge.peer_slot() else {
         tracing::warn!(%addr, "refused attested peer: the peer cap is reached");
@@ -490,7 +492,7 @@ async fn spawn_peer(
         (reader, writer),
         expires_in,
         link,
-        slot,
+        (slot, descriptor),
         closed_tx,
         dropped,
     ));
@@ -555,8 +557,12 @@ async fn accept_loop(listener: Arc<TcpListener>, tls: TransportHandle, link: Lin
             }
         };
         counters.accepted.fetch_add(1, Ordering::Relaxed);
-        let permit = match link.edge.admit(addr.ip()) {
-            Ok(permit) => permit,
+        let admitted = link
+            .edge
+            .descriptor()
+            .and_then(|descriptor| Ok((descriptor, link.edge.admit(addr.ip())?)));
+        let (descriptor, permit) = match admitted {
+            Ok(admitted) => admitted,
             Err(why) => {
                 // Closed at once; one line a second at most, however many.
                 drop(stream);
@@ -580,7 +586,7 @@ async fn accept_loop(listener: Arc<TcpListener>, tls: TransportHandle, link: Lin
             drop(permit);
             match handshake {
                 // Inbound connections are not redialled: no close notice needed.
-                Ok(attested) => drop(spawn_peer(attested, addr, false, link).await),
+                Ok(attested) => drop(spawn_peer(attested, addr, false, link, descriptor).await),
                 Err(why) => tracing::warn!(%addr, "refused inbound peer: {why}"),
             }
         });
@@ -596,28 +602,34 @@ pub fn spawn_dialler(peer: SocketAddr, tls: TransportHandle, link: Link) {
             if link.events.is_closed() {
                 return;
             }
+            let Ok(descriptor) = link.edge.descriptor() else {
+                tokio::time::sleep(REDIAL_AFTER).await;
+                continue;
+            };
             let Ok(stream) = TcpStream::connect(peer).await else {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 continue;
             };
             let _ = stream.set_nodelay(true);
             match tls.dial(stream).await {
-                Ok(attested) => match spawn_peer(attested, peer, true, link.clone()).await {
-                    Some(closed) => {
-                        // A connection closed at once (a crossed dial, replaced by another
-                        // instance's, refused) is redialled later and later: no handshake loop.
-                        let since = Instant::now();
-                        drop(closed.await);
-                        let lived = since.elapsed();
-                        if lived < wait {
-                            tokio::time::sleep(wait - lived).await;
-                            wait = (wait * 2).min(MAX_REDIAL_AFTER);
-                        } else {
-                            wait = REDIAL_AFTER;
+                Ok(attested) => {
+                    match spawn_peer(attested, peer, true, link.clone(), descriptor).await {
+                        Some(closed) => {
+                            // A connection closed at once (a crossed dial, replaced by another
+                            // instance's, refused) is redialled later and later: no handshake loop.
+                            let since = Instant::now();
+                            drop(closed.await);
+                            let lived = since.elapsed();
+                            if lived < wait {
+                                tokio::time::sleep(wait - lived).await;
+                                wait = (wait * 2).min(MAX_REDIAL_AFTER);
+                            } else {
+                                wait = REDIAL_AFTER;
+                            }
                         }
+                        None => tokio::time::sleep(Duration::from_secs(1)).await,
                     }
-                    None => tokio::time::sleep(Duration::from_secs(1)).await,
-                },
+                }
                 Err(why) => {
                     tracing::warn!(%peer, "refused peer: {why}");
                     tokio::time::sleep(Duration::from_secs(1)).await;

@@ -15,6 +15,7 @@ pub mod search;
 pub mod waiters;
 pub mod websocket;
 
+pub use bulwark_p2p::Descriptors;
 use bulwark_store::blocks::BlockStore;
 use calls::{BroadcastMode, Call};
 use http_body_util::{BodyExt, Full, Limited};
@@ -43,6 +44,9 @@ pub struct RpcLimits {
     pub max_body_bytes: usize,
     /// Most open connections; more are closed at once.
     pub max_connections: usize,
+    /// The descriptors connections may hold, shared with the node's other servers; a
+    /// connection that finds none is closed at once.
+    pub descriptors: Descriptors,
     /// How long `broadcast_tx_commit` waits for its block.
     pub commit_timeout: Duration,
     /// How long any other call may wait for the engine.
@@ -54,6 +58,7 @@ impl Default for RpcLimits {
         RpcLimits {
             max_body_bytes: 1_000_000,
             max_connections: 900,
+            descriptors: Descriptors::default(),
             commit_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(10),
         }
@@ -353,12 +358,12 @@ impl Server {
     }
 }
 
-/// Serves HTTP/1 on `listener`, at most `max_connections` connections at once (more are
-/// closed at once), each request answered by `respond`, until `stopped()` says so (asked at
-/// every accept).
+/// Serves HTTP/1 on `listener`, at most `max_connections` connections at once, each holding
+/// one of `descriptors` (more are closed at once), each request answered by `respond`, until
+/// `stopped()` says so (asked at every accept).
 pub async fn serve_http<R, F>(
     listener: TcpListener,
-    max_connections: usize,
+    (max_connections, descriptors): (usize, Descriptors),
     stopped: impl Fn() -> bool,
     respond: R,
 ) where
@@ -375,7 +380,9 @@ pub async fn serve_http<R, F>(
         if stopped() {
             return;
         }
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
+        let (Ok(permit), Some(descriptor)) =
+            (connections.clone().try_acquire_owned(), descriptors.take())
+        else {
             drop(stream);
             continue;
         };
@@ -392,7 +399,7 @@ pub async fn serve_http<R, F>(
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .with_upgrades()
                 .await;
-            drop(permit);
+            drop((permit, descriptor));
         });
     }
 }
@@ -404,7 +411,7 @@ pub async fn serve(
     limits: RpcLimits,
     blocks: Option<BlockStore>,
 ) {
-    let max_connections = limits.max_connections;
+    let connections = (limits.max_connections, limits.descriptors.clone());
     let server = Arc::new(Server {
         engine,
         limits,
@@ -416,7 +423,7 @@ pub async fn serve(
     let watched = server.clone();
     serve_http(
         listener,
-        max_connections,
+        connections,
         move || watched.engine.is_closed(),
         move |request| server.clone().handle(request),
     )

@@ -7,6 +7,8 @@
 //! store's key ([`Store::with_mac_key`]) does not verify, is reported as [`StoreError::Corrupt`]
 //! naming the store, never skipped or replayed, and a database that cannot be opened names its path.
 
+/// Table files each database keeps open at most.
+pub use bulwark_kv::MAX_CACHED_FILES;
 pub mod blocks;
 pub mod events;
 pub mod evidence;
