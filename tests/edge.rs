@@ -30,12 +30,62 @@ fn open_files(node: &Node) -> usize {
 }
 
 /// The open-files limit of the node under attack: room for its files, the databases' caches
-/// and a pool of about 50 connections.
-const NOFILE: usize = 256;
+/// and a pool of about 250 connections, half of them for peers.
+const NOFILE: usize = 512;
+
+/// Raises this process's soft open-files limit to its hard limit (prlimit, on itself), for the
+/// attacker's side of a test.
+fn raise_own_open_files_limit() {
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap();
+    let hard = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .unwrap()
+        .to_string();
+    let status = std::process::Command::new("prlimit")
+        .args(["--pid", &std::process::id().to_string()])
+        .arg(format!("--nofile={hard}:"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Keeps `to` full of connections that never time out, from a thread of its own until
+/// `stop`: 512 held, each asking `GET /health` every 2 s (a node closes a silent one after
+/// 10 s), those the node closed replaced.
+fn keep_full_of_connections(
+    to: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let mut held: Vec<TcpStream> = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            held.extend((held.len()..512).filter_map(|_| TcpStream::connect(to).ok()));
+            held.retain_mut(|s| {
+                let _ = s.set_nonblocking(true);
+                let open = loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => break false,
+                        Ok(_) => continue,
+                        Err(e) => break e.kind() == std::io::ErrorKind::WouldBlock,
+                    }
+                };
+                open && s
+                    .write_all(b"GET /health HTTP/1.1\r\nHost: node\r\n\r\n")
+                    .is_ok()
+            });
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    })
+}
 
 #[test]
-fn idle_connections_take_no_descriptor_storage_needs_and_a_validator_joins_after_them() {
+fn idle_clients_take_no_descriptor_storage_or_validators_need() {
     let _alone = one_at_a_time();
+    raise_own_open_files_limit();
     let dir = tempfile::tempdir().unwrap();
     let base = testnet_block(4).unwrap();
     let homes = fast_testnet(dir.path(), base).unwrap();
@@ -55,35 +105,25 @@ fn idle_connections_take_no_descriptor_storage_needs_and_a_validator_joins_after
         std::thread::sleep(Duration::from_millis(50));
     }
     let at_rest = open_files(&node0);
-    // As many idle RPC connections as the limit: without the pool they would take every
-    // descriptor. Then idle p2p connections from new sources, until the node closes them at
-    // once for want of a descriptor in its pool.
+    // The RPC port kept full of connections: without the pool they would take every
+    // descriptor, with one pool for all they would take the validators' too. And idle p2p
+    // connections from many sources.
     let rpc0: SocketAddr = harness::process::rpc_addr(base, 0).parse().unwrap();
-    let mut idle: Vec<TcpStream> = (0..NOFILE)
-        .filter_map(|_| TcpStream::connect(rpc0).ok())
-        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let filler = keep_full_of_connections(rpc0, stop.clone());
+    node0
+        .wait_for_peer_log("refused RPC and metrics clients", Duration::from_secs(30))
+        .unwrap();
     let mut sources = 0..1024u32;
-    let deadline = std::time::Instant::now() + Duration::from_secs(40);
-    loop {
-        for n in sources.by_ref().take(32) {
-            if let Ok(s) = connect_from(n, p2p0) {
-                idle.push(s);
-            }
-        }
-        match node0.wait_for_peer_log("DescriptorsKeptForStorage", Duration::from_secs(2)) {
-            Ok(_) => break,
-            Err(e) if std::time::Instant::now() > deadline => panic!(
-                "{e}; {at_rest} descriptors at rest, {} idle, {} now",
-                idle.len(),
-                open_files(&node0)
-            ),
-            Err(_) => {}
-        }
-    }
-    // The pool is held: the databases keep room for their caches (64 files each) and more.
+    let mut idle: Vec<TcpStream> = (&mut sources)
+        .take(64)
+        .filter_map(|n| connect_from(n, p2p0).ok())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    // The databases keep room for their caches (64 files each) and their flushes.
     let free = NOFILE - open_files(&node0);
     assert!(
-        free >= 2 * 64 + 16,
+        free >= 2 * 64 + 64,
         "{free} descriptors free under the attack ({at_rest} at rest)"
     );
     assert!(
@@ -120,21 +160,21 @@ fn idle_connections_take_no_descriptor_storage_needs_and_a_validator_joins_after
         }
     }
     set_limit(NOFILE);
-    // Close them, but keep a few open while a genuine validator dials.
-    idle.truncate(8);
-    std::thread::sleep(Duration::from_millis(500));
+    // A validator joins while the clients hold all they may (the listener lived on).
     let mut node1 = start(&homes[1]).unwrap();
     node0
         .wait_for_peer_log("peer attested", Duration::from_secs(30))
         .unwrap();
-    // And the rest join: the network commits with node 0 in it.
+    // And the rest join, the clients still at it: the network commits with node 0 in it.
     let mut rest: Vec<Node> = homes[2..].iter().map(|h| start(h).unwrap()).collect();
-    drop(idle);
     {
         let mut all: Vec<&mut Node> = vec![&mut node0, &mut node1];
         all.extend(rest.iter_mut());
         wait_for(&mut all, 3, Duration::from_secs(60)).unwrap();
     }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    filler.join().unwrap();
+    drop(idle);
     for n in std::iter::once(&mut node0)
         .chain(std::iter::once(&mut node1))
         .chain(rest.iter_mut())

@@ -15,8 +15,8 @@ use bulwark_node::engine::{Engine, EngineConfig, Input, Output, PeerRole};
 use bulwark_p2p::peers::{spawn_dialler, spawn_listener};
 use bulwark_p2p::transport::CERT_LIFETIME;
 use bulwark_p2p::{
-    admit_logged, deliver, ConnectionId, Descriptors, Edge, EdgeLimits, Inbox, Link, Membership,
-    Peer, PeerEvent, Transport,
+    admit_logged, deliver, ConnectionId, Edge, EdgeLimits, Inbox, Link, Membership, Peer,
+    PeerEvent, Transport,
 };
 use bulwark_rpc::answer::{answer, NodeView, Reply};
 use bulwark_rpc::peers::peer_info;
@@ -320,10 +320,6 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     // Attested TLS first: it checks this guest's own launch before anything is opened.
     let (mut transport, admitted) = transport(&home)?;
     let (mut engine, first) = open_engine(&home)?;
-    let descriptors = Descriptors::for_this_process(
-        bulwark_boot::nofile_limit()?,
-        2 * bulwark_store::MAX_CACHED_FILES as u64,
-    )?;
     let (full_nodes, settings) = (home.full_nodes != FullNodes::Refused, &home.config.p2p);
     let max_full_nodes = if full_nodes {
         settings.max_full_node_peers()
@@ -356,21 +352,25 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
     let total_rate = settings
         .handshakes_per_second
         .map_or(defaults.total_rate, f64::from);
+    let limits = EdgeLimits {
+        // Room for the largest set the chain may come to (only its members and the admitted
+        // full nodes stay connected; the rest close at once).
+        max_peers: 2 * bulwark_node::chain::MAX_VALIDATORS.max(home.genesis.validators.len())
+            + 4
+            + max_full_nodes,
+        total_rate,
+        total_burst: 2.0 * total_rate,
+        max_handshakes: settings
+            .max_inbound_handshakes
+            .unwrap_or(defaults.max_handshakes),
+        ..defaults
+    };
+    let (limits, servers) = limits.with_descriptors(
+        bulwark_boot::nofile_limit()?,
+        2 * bulwark_store::MAX_CACHED_FILES as u64,
+    )?;
     let edge = Edge::new(
-        EdgeLimits {
-            // Room for the largest set the chain may come to (only its members and the
-            // admitted full nodes stay connected; the rest close at once).
-            max_peers: 2 * bulwark_node::chain::MAX_VALIDATORS.max(home.genesis.validators.len())
-                + 4
-                + max_full_nodes,
-            total_rate,
-            total_burst: 2.0 * total_rate,
-            max_handshakes: settings
-                .max_inbound_handshakes
-                .unwrap_or(defaults.max_handshakes),
-            descriptors: descriptors.clone(),
-            ..defaults
-        },
+        limits,
         &format!("{}p2p", bulwark_boot::CONTAINED_THREAD_PREFIX),
     )?;
     // The connection threads check signatures before this thread sees them (review M6).
@@ -407,7 +407,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         rpc_tx,
         RpcLimits {
             max_body_bytes: home.config.rpc.max_body_bytes,
-            descriptors: descriptors.clone(),
+            descriptors: servers.clone(),
             ..RpcLimits::default()
         },
         Some(engine.blocks().clone()),
@@ -422,7 +422,7 @@ async fn run(home: Home, mut interposer: Option<Box<dyn Interposer>>) -> anyhow:
         bulwark_metrics::spawn_serve(
             metrics_listener,
             scrape_tx,
-            (instrumentation.max_open_connections, descriptors),
+            (instrumentation.max_open_connections, servers),
         )?;
         tracing::info!(%addr, "serving Prometheus metrics at /metrics");
     } else {

@@ -5,14 +5,17 @@
 //! at moments no client chooses: without the pool, idle connections could hold the last
 //! descriptor when a flush needs one, and a failed flush poisons the database (the node stops).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Descriptors kept out of the pool, beyond those open when it is sized and those the
-/// databases' file caches may come to hold: the listeners' runtimes and sockets, the file an
-/// `accept()` takes before it can be refused, and the files a flush, a compaction or a journal
-/// rotation opens for a moment.
-pub const KEPT_FOR_MOMENTS: u64 = 48;
+/// databases' file caches may come to hold: 16 for the listeners and runtimes started after
+/// the count, a compaction's worth in each database (up to 32 input tables, which compaction
+/// opens outside the cache, and its outputs), and 16 for flushes, journal rotations and the
+/// file an `accept()` takes before it can be refused.
+pub const KEPT_FOR_MOMENTS: u64 = 96;
 /// The smallest pool a node starts with: its peers and a few RPC clients.
 pub const MIN_CONNECTIONS: u64 = 16;
 
@@ -52,6 +55,16 @@ pub enum DescriptorsError {
 pub struct Descriptors {
     pool: Arc<Semaphore>,
     size: usize,
+    /// Who takes from it, for the refusals' log line.
+    name: &'static str,
+    refusals: Arc<Refusals>,
+}
+
+/// Connections a pool refused, and when that was last logged.
+#[derive(Debug, Default)]
+struct Refusals {
+    count: AtomicU64,
+    logged: Mutex<Option<Instant>>,
 }
 
 impl PartialEq for Descriptors {
@@ -63,17 +76,19 @@ impl PartialEq for Descriptors {
 impl Default for Descriptors {
     /// A pool that never runs dry (for code whose process sizes no pool, such as tests).
     fn default() -> Self {
-        Descriptors::pool(Semaphore::MAX_PERMITS)
+        Descriptors::pool(Semaphore::MAX_PERMITS, "connections")
     }
 }
 
 impl Descriptors {
-    /// A pool of `size` descriptors.
-    pub fn pool(size: usize) -> Self {
+    /// A pool of `size` descriptors for `name` (the log's word for who takes from it).
+    pub fn pool(size: usize, name: &'static str) -> Self {
         let size = size.min(Semaphore::MAX_PERMITS);
         Descriptors {
             pool: Arc::new(Semaphore::new(size)),
             size,
+            name,
+            refusals: Arc::default(),
         }
     }
 
@@ -92,28 +107,67 @@ impl Descriptors {
                 needed: open.saturating_add(kept).saturating_add(MIN_CONNECTIONS),
             });
         }
-        Ok(Descriptors::pool(
-            usize::try_from(available).unwrap_or(usize::MAX),
-        ))
+        let size = usize::try_from(available).unwrap_or(usize::MAX);
+        Ok(Descriptors::pool(size, "connections"))
     }
 
-    /// The pool of this process under the open-files `limit` ([`Descriptors::within_limit`],
-    /// counting the descriptors open now), logged.
-    pub fn for_this_process(limit: u64, cached: u64) -> Result<Self, DescriptorsError> {
+    /// Two pools out of this one's descriptors: `peers` of them (at most half) for validators'
+    /// connections, the rest for the node's servers, so that clients of the servers, who
+    /// need no key, can never hold the descriptors a validator needs to connect.
+    pub fn split(&self, peers: usize) -> (Descriptors, Descriptors) {
+        let peers = peers.min(self.size / 2);
+        (
+            Descriptors::pool(peers, "peer connections"),
+            Descriptors::pool(self.size - peers, "RPC and metrics clients"),
+        )
+    }
+
+    /// This process's pools under the open-files `limit` ([`Descriptors::within_limit`],
+    /// counting the descriptors open now), split ([`Descriptors::split`]) and logged.
+    pub fn for_this_process(
+        limit: u64,
+        cached: u64,
+        peers: usize,
+    ) -> Result<(Descriptors, Descriptors), DescriptorsError> {
         let open = open_now().map_err(DescriptorsError::Count)?;
-        let pool = Descriptors::within_limit(limit, open, cached)?;
+        let (peers, servers) = Descriptors::within_limit(limit, open, cached)?.split(peers);
         tracing::info!(
             limit,
             open,
-            connections = pool.size(),
+            peers = peers.size(),
+            servers = servers.size(),
             "descriptors for connections"
         );
-        Ok(pool)
+        Ok((peers, servers))
     }
 
-    /// One descriptor for a connection, to hold while it is open; none if the pool is empty.
+    /// One descriptor for a connection, to hold while it is open; none if the pool is empty
+    /// (counted, and logged once a second at most).
     pub fn take(&self) -> Option<OwnedSemaphorePermit> {
-        self.pool.clone().try_acquire_owned().ok()
+        let taken = self.pool.clone().try_acquire_owned().ok();
+        if taken.is_none() {
+            let refused = self.refusals.count.fetch_add(1, Ordering::Relaxed) + 1;
+            let mut logged = self
+                .refusals
+                .logged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if logged.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                *logged = Some(Instant::now());
+                tracing::warn!(
+                    refused,
+                    pool = self.size,
+                    "refused {}: every descriptor of their pool is held, the rest are kept for storage",
+                    self.name
+                );
+            }
+        }
+        taken
+    }
+
+    /// Connections refused for want of a descriptor so far.
+    pub fn refused(&self) -> u64 {
+        self.refusals.count.load(Ordering::Relaxed)
     }
 
     /// Descriptors in the pool.
@@ -143,8 +197,24 @@ mod tests {
         assert_eq!(pool.size(), 4096 - 40 - 128 - KEPT_FOR_MOMENTS as usize);
         let held: Vec<_> = (0..pool.size()).map(|_| pool.take().unwrap()).collect();
         assert!(pool.take().is_none(), "a pool gives no more than its size");
+        assert_eq!(pool.refused(), 1);
         drop(held);
         assert_eq!(pool.available(), pool.size());
+    }
+
+    #[test]
+    fn the_servers_clients_cannot_take_the_peers_share() {
+        let (peers, servers) = Descriptors::pool(100, "all").split(30);
+        assert_eq!((peers.size(), servers.size()), (30, 70));
+        let clients: Vec<_> = std::iter::from_fn(|| servers.take()).collect();
+        assert_eq!(clients.len(), 70);
+        assert_eq!(peers.available(), 30);
+        let (peers, servers) = Descriptors::pool(100, "all").split(400);
+        assert_eq!(
+            (peers.size(), servers.size()),
+            (50, 50),
+            "peers get half at most"
+        );
     }
 
     #[test]

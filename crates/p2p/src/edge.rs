@@ -9,7 +9,7 @@
 //! handshakes in progress. Established peers are capped too, and every connection holds a
 //! descriptor of the node's pool ([`crate::descriptors`]).
 
-use crate::descriptors::Descriptors;
+use crate::descriptors::{Descriptors, DescriptorsError};
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +36,22 @@ pub struct EdgeLimits {
     pub total_burst: f64,
     /// The descriptors connections may hold, shared with the node's other servers.
     pub descriptors: Descriptors,
+}
+
+impl EdgeLimits {
+    /// These limits with the peers' share of this process's descriptors under the open-files
+    /// `limit` (room for every peer and handshake, at most half), and the share left for the
+    /// node's servers ([`Descriptors::for_this_process`]).
+    pub fn with_descriptors(
+        mut self,
+        limit: u64,
+        cached: u64,
+    ) -> Result<(Self, Descriptors), DescriptorsError> {
+        let peers = self.max_peers.saturating_add(self.max_handshakes);
+        let (peers, servers) = Descriptors::for_this_process(limit, cached, peers)?;
+        self.descriptors = peers;
+        Ok((self, servers))
+    }
 }
 
 impl Default for EdgeLimits {

@@ -51,6 +51,9 @@ pub struct RpcLimits {
     pub commit_timeout: Duration,
     /// How long any other call may wait for the engine.
     pub call_timeout: Duration,
+    /// How long a request's body may take to arrive (one that never ends would hold its
+    /// connection, and its descriptor, for good).
+    pub body_timeout: Duration,
 }
 
 impl Default for RpcLimits {
@@ -61,6 +64,7 @@ impl Default for RpcLimits {
             descriptors: Descriptors::default(),
             commit_timeout: Duration::from_secs(10),
             call_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -268,10 +272,10 @@ impl Server {
     }
 
     async fn post(&self, body: Incoming) -> Response<Full<Bytes>> {
-        let bytes = match Limited::new(body, self.limits.max_body_bytes)
-            .collect()
-            .await
-        {
+        let body = Limited::new(body, self.limits.max_body_bytes).collect();
+        let late = || Err(format!("not whole after {:?}", self.limits.body_timeout).into());
+        let read = tokio::time::timeout(self.limits.body_timeout, body).await;
+        let bytes = match read.unwrap_or_else(|_| late()) {
             Ok(collected) => collected.to_bytes(),
             Err(e) => {
                 let too_large = e

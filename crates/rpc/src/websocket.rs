@@ -122,6 +122,13 @@ pub(crate) fn upgrade(
             &format!("max_subscription_clients {MAX_CLIENTS} reached"),
         );
     };
+    // The socket outlives the HTTP connection, which gives its descriptor back at the upgrade.
+    let Some(descriptor) = server.limits.descriptors.take() else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no descriptor left for clients",
+        );
+    };
     let upgraded = hyper::upgrade::on(&mut request);
     let max = server.limits.max_body_bytes;
     tokio::spawn(async move {
@@ -143,7 +150,7 @@ pub(crate) fn upgrade(
         }
         .run(socket)
         .await;
-        drop(permit);
+        drop((permit, descriptor));
     });
     let mut response = plain(StatusCode::SWITCHING_PROTOCOLS, "");
     let headers = response.headers_mut();

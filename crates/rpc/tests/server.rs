@@ -170,3 +170,78 @@ fn a_batch_has_at_most_its_bound_of_calls_at_the_engine_at_once() {
         .collect();
     assert_eq!(ids, (1..=calls as u64).collect::<Vec<_>>());
 }
+
+/// Asks `addr` for a WebSocket: the stream if it answered 101 (it stays open as the socket),
+/// else the status line's start.
+fn websocket(addr: std::net::SocketAddr) -> Result<std::net::TcpStream, String> {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let asked = write!(
+        stream,
+        "GET /websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    let mut head = [0u8; 12];
+    match asked.and_then(|()| stream.read_exact(&mut head)) {
+        Ok(()) if &head == b"HTTP/1.1 101" => Ok(stream),
+        Ok(()) => Err(String::from_utf8_lossy(&head).into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn websockets_hold_a_descriptor_of_the_pool_after_the_upgrade() {
+    let dir = std::env::temp_dir().join(format!("bulwark-rpc-ws-{}", std::process::id()));
+    let store = bulwark_store::Store::open(&dir).unwrap();
+    let blocks = bulwark_store::blocks::BlockStore::open(&store).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::channel::<RpcRequest>(4);
+    let limits = RpcLimits {
+        descriptors: bulwark_rpc::Descriptors::pool(4, "clients"),
+        ..RpcLimits::default()
+    };
+    let _server = spawn_serve(listener, tx, limits, Some(blocks)).unwrap();
+    // An upgrade holds two for a moment: its HTTP connection's and the socket's.
+    let mut sockets: Vec<_> = (0..3).map(|_| websocket(addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // The HTTP connections gave theirs back at the upgrade; the sockets did not.
+    assert_eq!(websocket(addr).unwrap_err(), "HTTP/1.1 503");
+    sockets.pop();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while websocket(addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a closed socket's descriptor never came back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop((sockets, store));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_body_that_never_ends_is_answered_and_its_connection_closed() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, _rx) = tokio::sync::mpsc::channel::<RpcRequest>(4);
+    let limits = RpcLimits {
+        body_timeout: Duration::from_millis(300),
+        ..RpcLimits::default()
+    };
+    let _server = spawn_serve(listener, tx, limits, None).unwrap();
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"jsonrpc\""
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("not whole after 300ms"), "{answer}");
+}
