@@ -12,9 +12,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Descriptors kept out of the pool, beyond those open when it is sized and those the
 /// databases' file caches may come to hold: 16 for the listeners and runtimes started after
-/// the count, a compaction's worth in each database (up to 32 input tables, which compaction
-/// opens outside the cache, and its outputs), and 16 for flushes, journal rotations and the
-/// file an `accept()` takes before it can be refused.
+/// the count, 32 in each database for the files a compaction opens outside the cache (its
+/// input tables, up to 20 level-0 runs and the overlapping tables below, and its outputs), and
+/// 16 for flushes, journal rotations and the file an `accept()` takes before it is refused.
 pub const KEPT_FOR_MOMENTS: u64 = 96;
 /// The smallest pool a node starts with: its peers and a few RPC clients.
 pub const MIN_CONNECTIONS: u64 = 16;

@@ -40,8 +40,9 @@ pub struct EdgeLimits {
 
 impl EdgeLimits {
     /// These limits with the peers' share of this process's descriptors under the open-files
-    /// `limit` (room for every peer and handshake, at most half), and the share left for the
-    /// node's servers ([`Descriptors::for_this_process`]).
+    /// `limit` (half, or less if every peer and handshake fits in less), and the share left for
+    /// the node's servers ([`Descriptors::for_this_process`]). Handshakes in progress, keyless,
+    /// get at most half the peers' share, so the rest stays for validators.
     pub fn with_descriptors(
         mut self,
         limit: u64,
@@ -49,6 +50,7 @@ impl EdgeLimits {
     ) -> Result<(Self, Descriptors), DescriptorsError> {
         let peers = self.max_peers.saturating_add(self.max_handshakes);
         let (peers, servers) = Descriptors::for_this_process(limit, cached, peers)?;
+        self.max_handshakes = self.max_handshakes.min(peers.size() / 2).max(1);
         self.descriptors = peers;
         Ok((self, servers))
     }
@@ -326,6 +328,26 @@ mod tests {
 
     fn edge(limits: EdgeLimits) -> Edge {
         Edge::new(limits, "edge-test").unwrap()
+    }
+
+    #[test]
+    fn keyless_handshakes_get_at_most_half_the_peers_descriptors() {
+        let open = crate::descriptors::open_now().unwrap();
+        let limit = open + crate::descriptors::KEPT_FOR_MOMENTS + 60;
+        let limits = EdgeLimits {
+            max_handshakes: 1024,
+            ..EdgeLimits::default()
+        };
+        let (limits, servers) = limits.with_descriptors(limit, 0).unwrap();
+        let peers = limits.descriptors.size();
+        assert!(
+            peers > 0 && servers.size() >= peers,
+            "{peers} / {}",
+            servers.size()
+        );
+        assert_eq!(limits.max_handshakes, peers / 2);
+        let (roomy, _) = EdgeLimits::default().with_descriptors(1 << 20, 0).unwrap();
+        assert_eq!(roomy.max_handshakes, EdgeLimits::default().max_handshakes);
     }
 
     #[test]

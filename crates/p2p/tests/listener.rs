@@ -7,7 +7,7 @@ use bulwark_attest::simulated::SimulatedPsp;
 use bulwark_attest::{HexBytes, Measurements, Policy, Trust};
 use bulwark_net::NetworkPolicy;
 use bulwark_p2p::peers::spawn_listener;
-use bulwark_p2p::{Edge, EdgeLimits, Link, PeerEvent, Transport};
+use bulwark_p2p::{Descriptors, Edge, EdgeLimits, Link, PeerEvent, Transport};
 use std::io::Read;
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -183,5 +183,28 @@ fn handshakes_beyond_the_cap_are_refused_at_once_and_a_slot_frees_when_one_ends(
             .refused_handshakes
             .load(Ordering::Relaxed)
             >= 2
+    );
+}
+
+#[test]
+fn connections_beyond_the_edges_descriptors_are_closed_at_once_and_one_frees_its_place() {
+    let node = listening(EdgeLimits {
+        descriptors: Descriptors::pool(2, "peer connections"),
+        ..EdgeLimits::default()
+    });
+    let mut held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(node.addr).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut over = TcpStream::connect(node.addr).unwrap();
+    assert!(closed_at_once(&mut over), "a third connection was kept");
+    let edge = node.edge.handle();
+    assert!(edge.counters().refused_descriptors.load(Ordering::Relaxed) >= 1);
+    held.pop();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut again = TcpStream::connect(node.addr).unwrap();
+    assert!(
+        !closed_at_once(&mut again),
+        "a closed connection's descriptor never came back"
     );
 }
