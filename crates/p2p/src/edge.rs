@@ -333,7 +333,8 @@ mod tests {
     #[test]
     fn keyless_handshakes_get_at_most_half_the_peers_descriptors() {
         let open = crate::descriptors::open_now().unwrap();
-        let limit = open + crate::descriptors::KEPT_FOR_MOMENTS + 60;
+        // Room for other tests' descriptors meanwhile.
+        let limit = open + crate::descriptors::KEPT_FOR_MOMENTS + 400;
         let limits = EdgeLimits {
             max_handshakes: 1024,
             ..EdgeLimits::default()
